@@ -1,0 +1,49 @@
+/*
+ * The agent's two small HTTP servers, both on the main thread's libuv loop, built on h2o's HTTP
+ * server (it is fine for these: plain request/response, no streaming, no trailers):
+ *
+ *   health listener (default 0.0.0.0:15020):
+ *     GET /live      200 "live" while the process runs
+ *     GET /ready     200 "ready" once listeners accept and config is loaded; 503 "draining" / "not ready"
+ *     GET /metrics   Prometheus text
+ *   admin listener (loopback only, default 127.0.0.1:15000):
+ *     GET  /config_dump          JSON of the running snapshot
+ *     GET  /ready                as above
+ *     POST /logging?level=debug  change the log level (error|warn|info|debug); GET shows it
+ *     POST /drain                start a graceful drain, as SIGTERM does
+ *     GET  /                      a plain-text index of these endpoints
+ * Anything else: 404; a wrong method: 405.
+ *
+ * Thread: main thread only.
+ */
+#ifndef remora__admin_h
+#define remora__admin_h
+
+#include <sys/socket.h>
+#include <uv.h>
+
+typedef struct st_rm_admin_callbacks_t {
+    /** 1 if ready to serve traffic */
+    int (*is_ready)(void *ctx);
+    /** 1 once a drain has started */
+    int (*is_draining)(void *ctx);
+    /** Prometheus text, malloc'ed; the server frees it */
+    char *(*render_metrics)(void *ctx);
+    /** JSON, malloc'ed; the server frees it */
+    char *(*config_dump)(void *ctx);
+    /** starts a drain (idempotent) */
+    void (*start_drain)(void *ctx);
+} rm_admin_callbacks_t;
+
+typedef struct st_rm_admin_t rm_admin_t;
+
+/**
+ * Binds and starts both servers on `loop`. `health` or `admin` may be NULL to skip that server.
+ * Returns the server, or NULL with a message in errbuf (e.g. "bind 127.0.0.1:15000: Address in use").
+ */
+rm_admin_t *rm_admin_start(uv_loop_t *loop, const struct sockaddr *health, const struct sockaddr *admin,
+                           const rm_admin_callbacks_t *cb, void *ctx, char *errbuf, size_t errbuf_size);
+/** Stops accepting and closes every connection (callbacks no longer called). Safe to call once; frees on loop close. */
+void rm_admin_stop(rm_admin_t *admin);
+
+#endif

@@ -1,0 +1,202 @@
+/*
+ * The agent's runtime configuration: one immutable, reference-counted snapshot.
+ *
+ * A snapshot is built whole by a producer (the bootstrap YAML parser, the quick command-line flags,
+ * and later the control-plane translation), validated, and then only read. Workers keep a
+ * reference while they use it and streams keep a reference to the snapshot they started with, so a
+ * reload never changes what an in-flight request sees. Everything a snapshot points to is owned by
+ * it and freed by the last rm_config_unref().
+ *
+ * Thread-safety: rm_config_ref/unref may be called from any thread (atomic). Nothing else mutates
+ * a published snapshot.
+ */
+#ifndef remora__config_h
+#define remora__config_h
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+typedef enum en_rm_upstream_protocol_t {
+    RM_UPSTREAM_HTTP1 = 0,
+    RM_UPSTREAM_H2 = 1,
+    /** HTTP/2 if the TLS handshake negotiates "h2" by ALPN, else HTTP/1.1 (plain TCP: HTTP/1.1) */
+    RM_UPSTREAM_AUTO = 2,
+} rm_upstream_protocol_t;
+
+typedef enum en_rm_path_match_t {
+    RM_PATH_MATCH_ANY = 0,
+    RM_PATH_MATCH_PREFIX = 1,
+    RM_PATH_MATCH_EXACT = 2,
+} rm_path_match_t;
+
+/** A socket address plus the source line it was declared on. */
+typedef struct st_rm_config_addr_t {
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+} rm_config_addr_t;
+
+typedef struct st_rm_config_endpoint_t {
+    /** host as written: an IP literal or a DNS name (owned) */
+    char *host;
+    uint16_t port;
+    /** 1 if `host` is an IP literal; then `addr` is filled in */
+    int is_ip;
+    rm_config_addr_t addr;
+} rm_config_endpoint_t;
+
+typedef struct st_rm_config_header_match_t {
+    /** lower-cased header name (owned) */
+    char *name;
+    /** exact value to match (owned), or NULL to match on presence only */
+    char *value;
+} rm_config_header_match_t;
+
+typedef struct st_rm_config_route_t {
+    /** optional name for stats and logs (owned, may be NULL) */
+    char *name;
+    /**
+     * Authorities (Host / :authority) this route answers, lower-cased, exact match, with or
+     * without ":port" (the port is stripped from the request before comparison if no entry has one).
+     * A leading "*." matches any subdomain. Empty: any authority.
+     */
+    char **authorities;
+    size_t num_authorities;
+    rm_path_match_t path_match;
+    /** path or prefix (owned), NULL for RM_PATH_MATCH_ANY */
+    char *path;
+    rm_config_header_match_t *headers;
+    size_t num_headers;
+    /** index into rm_config_t.clusters, resolved at validation */
+    size_t cluster_index;
+    unsigned line;
+} rm_config_route_t;
+
+typedef struct st_rm_config_listener_t {
+    /** name for stats (owned); "listener0"... if not given */
+    char *name;
+    rm_config_addr_t addr;
+    /** TLS: PEM certificate chain and key files (owned), both NULL for cleartext */
+    char *tls_cert_file;
+    char *tls_key_file;
+    /** routes, first match wins */
+    rm_config_route_t *routes;
+    size_t num_routes;
+    unsigned line;
+} rm_config_listener_t;
+
+typedef struct st_rm_config_cluster_t {
+    char *name;
+    rm_upstream_protocol_t protocol;
+    rm_config_endpoint_t *endpoints;
+    size_t num_endpoints;
+    /** upstream TLS: enabled flag, CA bundle to verify the peer (owned, NULL: system default), name to verify and send as SNI
+     * (owned, NULL: the endpoint host), optional client certificate and key (owned, may be NULL) */
+    int tls;
+    char *tls_ca_file;
+    char *tls_server_name;
+    char *tls_cert_file;
+    char *tls_key_file;
+    uint32_t connect_timeout_ms;
+    /** HTTP/2 connections kept per endpoint per worker (streams are spread over them) */
+    uint32_t h2_connections;
+    /** idle HTTP/1.1 connections kept per endpoint per worker */
+    uint32_t h1_max_idle;
+    /** re-resolution interval bounds for DNS endpoints: the record TTL clamped into [min, max] */
+    uint32_t dns_min_refresh_ms;
+    uint32_t dns_max_refresh_ms;
+    unsigned line;
+} rm_config_cluster_t;
+
+typedef struct st_rm_config_limits_t {
+    /** request/response header fields per message (default 100); more: 431 / RST_STREAM */
+    uint32_t max_headers;
+    /** total bytes of a header block (default 64 KiB); more: 431 / RST_STREAM */
+    uint32_t max_header_bytes;
+    /** HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS advertised downstream (default 1024) */
+    uint32_t h2_max_concurrent_streams;
+    /** HTTP/2 per-stream receive window and the per-stream body buffer bound (default 256 KiB) */
+    uint32_t stream_window_bytes;
+    /** HTTP/2 per-connection receive window (default 4 MiB) */
+    uint32_t connection_window_bytes;
+    /** idle timeout of downstream and pooled upstream connections (default 300 s) */
+    uint32_t idle_timeout_ms;
+    /** how long a new connection may take to send its first bytes (protocol detection, default 10 s) */
+    uint32_t detect_timeout_ms;
+} rm_config_limits_t;
+
+typedef struct st_rm_config_t {
+    /** reference count; use rm_config_ref/unref */
+    int _refcnt;
+    /** where it came from, for messages: a file path, "command line", or "control plane" (owned) */
+    char *source;
+    /** monotonically increasing within the process; set when published */
+    uint64_t generation;
+    /** version string reported by the producer (owned, may be NULL) */
+    char *version;
+
+    unsigned num_workers;
+    rm_config_addr_t admin_addr;
+    rm_config_addr_t health_addr;
+    uint32_t drain_timeout_ms;
+    rm_config_limits_t limits;
+    /** DNS servers for c-ares as "IP:PORT" strings (owned); empty: c-ares' defaults */
+    char **dns_servers;
+    size_t num_dns_servers;
+
+    rm_config_listener_t *listeners;
+    size_t num_listeners;
+    rm_config_cluster_t *clusters;
+    size_t num_clusters;
+} rm_config_t;
+
+/** An error with a location; filled by the producers below. */
+typedef struct st_rm_config_error_t {
+    char file[256];
+    unsigned line;
+    char message[512];
+} rm_config_error_t;
+
+/** Formats an error as "FILE:LINE: MESSAGE" into buf. */
+const char *rm_config_error_format(const rm_config_error_t *err, char *buf, size_t bufsz);
+
+/** Allocates a snapshot holding the defaults (refcount 1, no listeners or clusters). */
+rm_config_t *rm_config_create_defaults(void);
+
+/**
+ * Parses and validates the bootstrap YAML file at `path`. Returns a new snapshot (refcount 1), or
+ * NULL with `err` filled (file, line and a message naming what to fix). Any thread; no I/O but
+ * reading the file (certificate files are checked for readability, not loaded).
+ */
+rm_config_t *rm_config_load_file(const char *path, rm_config_error_t *err);
+/** Same, from a string; `name` is used as the file name in errors. */
+rm_config_t *rm_config_load_string(const char *yaml, size_t len, const char *name, rm_config_error_t *err);
+
+/** The quick flags: one listener on `listen` routing everything to one cluster at `upstream`. */
+typedef struct st_rm_config_quick_t {
+    const char *listen;   /* "ADDR:PORT" */
+    const char *upstream; /* "HOST:PORT" */
+    const char *upstream_protocol; /* "h2" | "http1" | "auto", NULL: http1 */
+    unsigned workers;     /* 0: default */
+} rm_config_quick_t;
+
+/** Builds a snapshot from quick flags. Returns NULL with `err` (file "command line") on bad values. */
+rm_config_t *rm_config_from_quick(const rm_config_quick_t *quick, rm_config_error_t *err);
+
+/**
+ * Validates cross references and values of a snapshot built by a producer and resolves
+ * rm_config_route_t.cluster_index. Returns 0, or -1 with `err`. Producers call it before returning.
+ */
+int rm_config_validate(rm_config_t *config, rm_config_error_t *err);
+
+/** Renders the snapshot as JSON (for /config_dump). Returns a malloc'ed NUL-terminated string. */
+char *rm_config_to_json(const rm_config_t *config);
+
+rm_config_t *rm_config_ref(rm_config_t *config);
+void rm_config_unref(rm_config_t *config);
+
+/** Finds a cluster by name; returns its index or -1. */
+ssize_t rm_config_find_cluster(const rm_config_t *config, const char *name);
+
+#endif

@@ -1,0 +1,1 @@
+typedef int rm_placeholder_core_t;

@@ -1,0 +1,1 @@
+/* in progress */ typedef int rm_placeholder_t;

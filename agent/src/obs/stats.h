@@ -1,0 +1,82 @@
+/*
+ * Per-worker counters, merged by the main thread on scrape.
+ *
+ * Each worker owns one rm_stats_t. Only that worker writes its counters (RM_STAT_ADD: relaxed
+ * atomic add); the main thread reads them with relaxed loads while rendering /metrics, so no lock is
+ * taken on the hot path. Per-listener and per-cluster blocks are created on first use by name and
+ * never freed (their number is bounded by the names configurations ever used), so a pointer
+ * obtained by a worker stays valid for the life of the process and survives config reloads.
+ * Creating a block takes the rm_stats_t's mutex, as does iterating them for rendering.
+ */
+#ifndef remora__stats_h
+#define remora__stats_h
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define RM_STAT_ADD(field, n) __atomic_fetch_add(&(field), (uint64_t)(n), __ATOMIC_RELAXED)
+#define RM_STAT_INC(field) RM_STAT_ADD(field, 1)
+#define RM_STAT_SUB(field, n) __atomic_fetch_sub(&(field), (uint64_t)(n), __ATOMIC_RELAXED)
+#define RM_STAT_DEC(field) RM_STAT_SUB(field, 1)
+#define RM_STAT_LOAD(field) __atomic_load_n(&(field), __ATOMIC_RELAXED)
+
+/** Index of a status class: 0 = 1xx, 1 = 2xx, 2 = 3xx, 3 = 4xx, 4 = 5xx. */
+#define RM_STAT_STATUS_CLASSES 5
+static inline unsigned
+rm_stat_status_class(int status)
+{
+    int c = status / 100 - 1;
+    return c < 0 ? 4 : c > 4 ? 4 : (unsigned)c;
+}
+
+typedef struct st_rm_listener_stats_t {
+    char *name;
+    uint64_t cx_total;          /* downstream connections accepted */
+    uint64_t cx_active;         /* gauge */
+    uint64_t cx_http1, cx_h2;   /* connections by detected protocol */
+    uint64_t cx_tls;            /* of which over TLS */
+    uint64_t rq_total;          /* requests received */
+    uint64_t rq_active;         /* gauge: streams in flight */
+    uint64_t rs_by_class[RM_STAT_STATUS_CLASSES]; /* responses sent, by status class */
+    uint64_t rs_reset;          /* streams that ended in a reset instead of a response */
+    uint64_t rq_protocol_error; /* malformed requests answered with 400/431/RST PROTOCOL_ERROR */
+    uint64_t rq_no_route;       /* requests with no matching route (404) */
+    uint64_t bytes_rx, bytes_tx;
+    struct st_rm_listener_stats_t *_next;
+} rm_listener_stats_t;
+
+typedef struct st_rm_cluster_stats_t {
+    char *name;
+    uint64_t cx_total;          /* upstream connections opened */
+    uint64_t cx_active;         /* gauge */
+    uint64_t cx_connect_fail;   /* connect errors and timeouts, TLS handshake failures */
+    uint64_t rq_total;          /* requests sent upstream */
+    uint64_t rq_active;         /* gauge */
+    uint64_t rs_by_class[RM_STAT_STATUS_CLASSES]; /* responses received, by status class */
+    uint64_t rq_reset;          /* upstream streams reset or connections lost mid-request */
+    uint64_t rq_unavailable;    /* requests answered locally because no upstream could be reached */
+    uint64_t bytes_rx, bytes_tx;
+    struct st_rm_cluster_stats_t *_next;
+} rm_cluster_stats_t;
+
+typedef struct st_rm_stats_t {
+    unsigned worker_id;
+    pthread_mutex_t _mutex;
+    rm_listener_stats_t *_listeners;
+    rm_cluster_stats_t *_clusters;
+} rm_stats_t;
+
+rm_stats_t *rm_stats_create(unsigned worker_id);
+void rm_stats_destroy(rm_stats_t *stats);
+/** Get-or-create the block for a name. Owner worker (or main before workers start). Never NULL. */
+rm_listener_stats_t *rm_stats_listener(rm_stats_t *stats, const char *name);
+rm_cluster_stats_t *rm_stats_cluster(rm_stats_t *stats, const char *name);
+
+/**
+ * Renders Prometheus text exposition (format 0.0.4) of the sum over `workers`, plus the process
+ * gauges (config generation, start time, resident memory). Main thread. Returns a malloc'ed string.
+ */
+char *rm_stats_render_prometheus(rm_stats_t *const *workers, size_t num_workers, uint64_t config_generation);
+
+#endif

@@ -1,0 +1,121 @@
+/*
+ * The version-neutral message model shared by the codecs, the router and everything between them.
+ *
+ * A request or response head is a list of header fields plus the HTTP/2-style pseudo values pulled
+ * out into fields of their own. Names are lower-case, connection-specific fields (connection,
+ * keep-alive, proxy-connection, transfer-encoding, upgrade, and "te" other than "trailers") have
+ * already been removed by the codec that produced the head, so code above the codecs never sees
+ * how a message arrived. All memory (field arrays and strings) lives in the stream's pool
+ * (h2o_mem_pool_t) and is released with it.
+ *
+ * Thread: a message belongs to its stream's worker.
+ */
+#ifndef remora__proxy_message_h
+#define remora__proxy_message_h
+
+#include <stdint.h>
+#include <h2o/memory.h>
+
+typedef struct st_rm_header_t {
+    h2o_iovec_t name;  /* lower-case */
+    h2o_iovec_t value;
+} rm_header_t;
+
+typedef struct st_rm_headers_t {
+    rm_header_t *entries;
+    size_t size;
+    size_t capacity;
+} rm_headers_t;
+
+typedef struct st_rm_req_head_t {
+    h2o_iovec_t method;
+    h2o_iovec_t scheme;    /* "http" | "https" */
+    h2o_iovec_t authority; /* Host / :authority; may be empty (len 0) */
+    h2o_iovec_t path;      /* origin-form, "*" for OPTIONS * */
+    rm_headers_t headers;
+    /** Content-Length if given, else -1 */
+    int64_t content_length;
+    /** 1 if the request may carry a body (Content-Length > 0, chunked, or an HTTP/2 DATA frame may follow) */
+    unsigned has_body : 1;
+    /** the client sent "te: trailers" (kept in `headers` too) */
+    unsigned te_trailers : 1;
+    /** content-type starts with application/grpc */
+    unsigned is_grpc : 1;
+    /** the HTTP/1.1 client sent "Expect: 100-continue" (removed from `headers`) */
+    unsigned expect_continue : 1;
+} rm_req_head_t;
+
+typedef struct st_rm_resp_head_t {
+    int status;
+    rm_headers_t headers;
+    /** Content-Length if given, else -1 */
+    int64_t content_length;
+} rm_resp_head_t;
+
+/** Appends a field; name and value are referenced, not copied. Grows the array in `pool`. */
+void rm_headers_add(h2o_mem_pool_t *pool, rm_headers_t *headers, h2o_iovec_t name, h2o_iovec_t value);
+/** Same, copying name (lower-cased) and value into `pool`. */
+void rm_headers_add_copy(h2o_mem_pool_t *pool, rm_headers_t *headers, const char *name, size_t name_len, const char *value,
+                         size_t value_len);
+/** Returns the index of the first field named `name` (lower-case literal) at or after `from`, or -1. */
+ssize_t rm_headers_find(const rm_headers_t *headers, const char *name, size_t name_len, ssize_t from);
+#define rm_headers_find_lit(h, lit, from) rm_headers_find((h), (lit), sizeof(lit) - 1, (from))
+
+/**
+ * Classifies a header name (lower-case) as connection-specific per RFC 9110 §7.6.1 / RFC 9113 §8.2.2:
+ * such fields are dropped when a message crosses the proxy. "te" is handled separately (only
+ * "trailers" survives). Returns 1 if the field must be dropped.
+ */
+int rm_header_is_hop_by_hop(const char *name, size_t len);
+
+/**
+ * gRPC status codes (https://grpc.github.io/grpc/core/md_doc_statuscodes.html) used by the proxy.
+ */
+enum {
+    RM_GRPC_OK = 0,
+    RM_GRPC_CANCELLED = 1,
+    RM_GRPC_UNKNOWN = 2,
+    RM_GRPC_DEADLINE_EXCEEDED = 4,
+    RM_GRPC_NOT_FOUND = 5,
+    RM_GRPC_PERMISSION_DENIED = 7,
+    RM_GRPC_RESOURCE_EXHAUSTED = 8,
+    RM_GRPC_UNIMPLEMENTED = 12,
+    RM_GRPC_INTERNAL = 13,
+    RM_GRPC_UNAVAILABLE = 14,
+};
+
+/**
+ * HTTP/2 error codes as seen by the proxy (values equal RFC 9113's), so code above the codecs can
+ * talk about resets without including nghttp2.h.
+ */
+enum {
+    RM_H2_NO_ERROR = 0x0,
+    RM_H2_PROTOCOL_ERROR = 0x1,
+    RM_H2_INTERNAL_ERROR = 0x2,
+    RM_H2_FLOW_CONTROL_ERROR = 0x3,
+    RM_H2_SETTINGS_TIMEOUT = 0x4,
+    RM_H2_STREAM_CLOSED = 0x5,
+    RM_H2_FRAME_SIZE_ERROR = 0x6,
+    RM_H2_REFUSED_STREAM = 0x7,
+    RM_H2_CANCEL = 0x8,
+    RM_H2_COMPRESSION_ERROR = 0x9,
+    RM_H2_CONNECT_ERROR = 0xa,
+    RM_H2_ENHANCE_YOUR_CALM = 0xb,
+    RM_H2_INADEQUATE_SECURITY = 0xc,
+    RM_H2_HTTP_1_1_REQUIRED = 0xd,
+};
+
+/** gRPC status for an HTTP/2 RST_STREAM error code received from upstream (gRPC PROTOCOL-HTTP2.md). */
+int rm_grpc_status_from_h2_error(uint32_t h2_error);
+/** gRPC status for an HTTP status of a response that carries no grpc-status (http-grpc-status-mapping.md). */
+int rm_grpc_status_from_http_status(int http_status);
+/** HTTP status the proxy answers a non-gRPC request with, for a local failure mapped to a gRPC status. */
+int rm_http_status_from_grpc_status(int grpc_status);
+
+/**
+ * Percent-encodes a grpc-message value as the gRPC spec requires (bytes outside 0x20-0x7e and '%').
+ * Returns a string allocated in `pool`.
+ */
+h2o_iovec_t rm_grpc_encode_message(h2o_mem_pool_t *pool, const char *msg, size_t len);
+
+#endif

@@ -1,0 +1,41 @@
+/*
+ * Small string and memory helpers shared by every Remora program. All allocation failures abort
+ * (out of memory is not a recoverable condition in Remora).
+ */
+#ifndef remora__strutil_h
+#define remora__strutil_h
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+/** malloc/calloc/realloc/strdup that abort on failure. */
+void *rm_malloc(size_t sz);
+void *rm_calloc(size_t n, size_t sz);
+void *rm_realloc(void *p, size_t sz);
+char *rm_strdup(const char *s);
+char *rm_strndup(const char *s, size_t len);
+
+/**
+ * Parses "ADDR:PORT", "[V6]:PORT" or ":PORT" (any address) into `ss`. `ADDR` must be an IP
+ * literal. Returns 0, or -1 with a reason in `err` (a static string).
+ */
+int rm_parse_ip_port(const char *s, struct sockaddr_storage *ss, socklen_t *len, const char **err);
+
+/**
+ * Splits "HOST:PORT" or "[V6]:PORT" into a newly allocated host (brackets removed) and a port.
+ * Returns 0, or -1 with a reason in `err`. The caller frees *host.
+ */
+int rm_split_host_port(const char *s, char **host, uint16_t *port, const char **err);
+
+/** Formats a socket address as "1.2.3.4:80" or "[::1]:80" into buf (at least 64 bytes). */
+const char *rm_format_sockaddr(const struct sockaddr *sa, char *buf, size_t bufsz);
+
+/** Case-insensitive ASCII comparison of a counted string with a C string. */
+int rm_lcstreq(const char *s, size_t len, const char *lit);
+
+/** Monotonic clock in milliseconds / microseconds. */
+uint64_t rm_now_ms(void);
+uint64_t rm_now_us(void);
+
+#endif

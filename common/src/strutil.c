@@ -1,0 +1,169 @@
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include "remora/log.h"
+#include "remora/strutil.h"
+
+void *
+rm_malloc(size_t sz)
+{
+    void *p = malloc(sz != 0 ? sz : 1);
+    if (p == NULL)
+        rm_fatal("out of memory allocating %zu bytes", sz);
+    return p;
+}
+
+void *
+rm_calloc(size_t n, size_t sz)
+{
+    void *p = calloc(n != 0 ? n : 1, sz != 0 ? sz : 1);
+    if (p == NULL)
+        rm_fatal("out of memory allocating %zu x %zu bytes", n, sz);
+    return p;
+}
+
+void *
+rm_realloc(void *p, size_t sz)
+{
+    p = realloc(p, sz != 0 ? sz : 1);
+    if (p == NULL)
+        rm_fatal("out of memory reallocating %zu bytes", sz);
+    return p;
+}
+
+char *
+rm_strdup(const char *s)
+{
+    return rm_strndup(s, strlen(s));
+}
+
+char *
+rm_strndup(const char *s, size_t len)
+{
+    char *p = rm_malloc(len + 1);
+    memcpy(p, s, len);
+    p[len] = '\0';
+    return p;
+}
+
+static int
+parse_port(const char *s, uint16_t *port)
+{
+    char *end;
+    if (*s == '\0')
+        return -1;
+    long v = strtol(s, &end, 10);
+    if (*end != '\0' || v < 0 || v > 65535)
+        return -1;
+    *port = (uint16_t)v;
+    return 0;
+}
+
+int
+rm_split_host_port(const char *s, char **host, uint16_t *port, const char **err)
+{
+    const char *colon;
+    if (s[0] == '[') {
+        const char *close = strchr(s, ']');
+        if (close == NULL || close[1] != ':') {
+            *err = "expected [IPV6]:PORT";
+            return -1;
+        }
+        if (parse_port(close + 2, port) != 0) {
+            *err = "port must be a number from 0 to 65535";
+            return -1;
+        }
+        *host = rm_strndup(s + 1, close - s - 1);
+        return 0;
+    }
+    if ((colon = strrchr(s, ':')) == NULL) {
+        *err = "expected HOST:PORT";
+        return -1;
+    }
+    if (memchr(s, ':', colon - s) != NULL) {
+        *err = "IPv6 addresses must be written in brackets, as [::1]:PORT";
+        return -1;
+    }
+    if (parse_port(colon + 1, port) != 0) {
+        *err = "port must be a number from 0 to 65535";
+        return -1;
+    }
+    *host = rm_strndup(s, colon - s);
+    return 0;
+}
+
+int
+rm_parse_ip_port(const char *s, struct sockaddr_storage *ss, socklen_t *len, const char **err)
+{
+    char *host;
+    uint16_t port;
+    if (rm_split_host_port(s, &host, &port, err) != 0)
+        return -1;
+    memset(ss, 0, sizeof(*ss));
+    int ret = 0;
+    struct sockaddr_in *sin = (void *)ss;
+    struct sockaddr_in6 *sin6 = (void *)ss;
+    if (host[0] == '\0' || strcmp(host, "*") == 0) {
+        sin->sin_family = AF_INET;
+        sin->sin_addr.s_addr = htonl(INADDR_ANY);
+        sin->sin_port = htons(port);
+        *len = sizeof(*sin);
+    } else if (inet_pton(AF_INET, host, &sin->sin_addr) == 1) {
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons(port);
+        *len = sizeof(*sin);
+    } else if (inet_pton(AF_INET6, host, &sin6->sin6_addr) == 1) {
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons(port);
+        *len = sizeof(*sin6);
+    } else {
+        *err = "address must be an IP literal";
+        ret = -1;
+    }
+    free(host);
+    return ret;
+}
+
+const char *
+rm_format_sockaddr(const struct sockaddr *sa, char *buf, size_t bufsz)
+{
+    char host[INET6_ADDRSTRLEN];
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *sin = (const void *)sa;
+        inet_ntop(AF_INET, &sin->sin_addr, host, sizeof(host));
+        snprintf(buf, bufsz, "%s:%u", host, ntohs(sin->sin_port));
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *sin6 = (const void *)sa;
+        inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof(host));
+        snprintf(buf, bufsz, "[%s]:%u", host, ntohs(sin6->sin6_port));
+    } else {
+        snprintf(buf, bufsz, "(family %d)", sa->sa_family);
+    }
+    return buf;
+}
+
+int
+rm_lcstreq(const char *s, size_t len, const char *lit)
+{
+    return strlen(lit) == len && strncasecmp(s, lit, len) == 0;
+}
+
+uint64_t
+rm_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+uint64_t
+rm_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
