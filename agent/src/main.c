@@ -1,8 +1,581 @@
-/* placeholder: the real entry point lands with the core */
+/*
+ * remora-agent: the sidecar. The main thread owns the admin and health servers, signals, config
+ * loading and reload; N workers own the data path. See docs/ for the architecture.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
-int
-main(void)
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <uv.h>
+#include "remora/log.h"
+#include "remora/strutil.h"
+#include "admin/admin.h"
+#include "config/config.h"
+#include "core/worker.h"
+#include "net/listener.h"
+#include "obs/stats.h"
+#include "tls/tls.h"
+
+#define REMORA_VERSION "0.1.0"
+
+static struct {
+    const char *config_file;
+    rm_config_t *config;
+    rm_tls_set_t *tls;
+    uint64_t generation;
+    unsigned num_workers;
+    rm_worker_t *workers;
+    rm_stats_t **stats;
+    uv_loop_t loop;
+    uv_signal_t sigterm, sigint, sighup;
+    uv_async_t worker_exited;
+    unsigned workers_exited;
+    rm_admin_t *admin;
+    int ready;
+    int draining;
+    uint32_t drain_timeout_override_ms;
+} agent;
+
+static void
+usage(FILE *fp)
 {
-    fprintf(stderr, "remora-agent: not built yet\n");
-    return 1;
+    fprintf(fp, "Usage:\n"
+                "  remora-agent --config FILE [--check-config] [options]\n"
+                "  remora-agent --listen ADDR:PORT --upstream HOST:PORT [--upstream-protocol h2|http1|auto] [options]\n"
+                "\n"
+                "Remora's sidecar proxy: HTTP/1.1, HTTP/2 and gRPC, cleartext or TLS, both directions.\n"
+                "\n"
+                "Configuration:\n"
+                "  -c, --config FILE            bootstrap YAML (see docs/configuration.md)\n"
+                "      --check-config           validate the configuration (and its certificates) and exit\n"
+                "Quick single-hop mode (one listener \"main\", every request to one cluster \"upstream\"):\n"
+                "      --listen ADDR:PORT       address to accept on (HTTP/1.1 and h2c on one port)\n"
+                "      --upstream HOST:PORT     where to send requests (IP literal or host name)\n"
+                "      --upstream-protocol P    h2 | http1 | auto (ALPN over TLS); default http1\n"
+                "      --tls-cert FILE --tls-key FILE\n"
+                "                               serve TLS on the listener (ALPN h2, http/1.1)\n"
+                "      --upstream-tls           TLS to the upstream, peer verified\n"
+                "      --upstream-ca FILE       CA bundle to verify the upstream (default: system store)\n"
+                "      --upstream-server-name N name to verify and send as SNI (default: the upstream host)\n"
+                "Common:\n"
+                "  -w, --workers N              worker threads (default: config, else CPU count)\n"
+                "      --admin ADDR:PORT        loopback admin server (default 127.0.0.1:15000)\n"
+                "      --health ADDR:PORT       health and metrics server (default 0.0.0.0:15020)\n"
+                "      --drain-timeout-ms N     bound on the graceful drain at SIGTERM (default 10000)\n"
+                "      --log-level L            error | warn | info | debug (default info)\n"
+                "  -h, --help                   this text\n"
+                "      --version                print the version\n"
+                "\n"
+                "Signals: SIGTERM/SIGINT drain and exit 0; SIGHUP reloads --config FILE (a bad file is rejected\n"
+                "with file:line and the running configuration stays in service).\n");
+}
+
+enum {
+    OPT_CHECK = 256,
+    OPT_LISTEN,
+    OPT_UPSTREAM,
+    OPT_UPSTREAM_PROTOCOL,
+    OPT_TLS_CERT,
+    OPT_TLS_KEY,
+    OPT_UPSTREAM_TLS,
+    OPT_UPSTREAM_CA,
+    OPT_UPSTREAM_SNI,
+    OPT_ADMIN,
+    OPT_HEALTH,
+    OPT_DRAIN,
+    OPT_LOG_LEVEL,
+    OPT_VERSION,
+};
+
+typedef struct st_cmdline_t {
+    const char *config;
+    int check;
+    rm_config_quick_t quick;
+    const char *tls_cert, *tls_key;
+    int upstream_tls;
+    const char *upstream_ca, *upstream_sni;
+    const char *admin, *health;
+    long drain_ms;
+    unsigned workers;
+} cmdline_t;
+
+static int
+set_addr(rm_config_addr_t *dst, const char *value, const char *flag)
+{
+    const char *err;
+    if (rm_parse_ip_port(value, &dst->addr, &dst->addrlen, &err) != 0) {
+        fprintf(stderr, "remora-agent: %s %s: %s\n", flag, value, err);
+        return -1;
+    }
+    return 0;
+}
+
+/* Applies command-line overrides to a freshly loaded snapshot (not yet published). */
+static int
+apply_overrides(rm_config_t *config, const cmdline_t *cmd)
+{
+    if (cmd->workers != 0)
+        config->num_workers = cmd->workers;
+    if (cmd->admin != NULL && set_addr(&config->admin_addr, cmd->admin, "--admin") != 0)
+        return -1;
+    if (cmd->health != NULL && set_addr(&config->health_addr, cmd->health, "--health") != 0)
+        return -1;
+    if (cmd->drain_ms >= 0)
+        config->drain_timeout_ms = (uint32_t)cmd->drain_ms;
+    if (cmd->config == NULL) {
+        if ((cmd->tls_cert != NULL) != (cmd->tls_key != NULL)) {
+            fprintf(stderr, "remora-agent: --tls-cert and --tls-key go together\n");
+            return -1;
+        }
+        if (cmd->tls_cert != NULL && config->num_listeners != 0) {
+            config->listeners[0].tls_cert_file = rm_strdup(cmd->tls_cert);
+            config->listeners[0].tls_key_file = rm_strdup(cmd->tls_key);
+        }
+        if ((cmd->upstream_tls || cmd->upstream_ca != NULL || cmd->upstream_sni != NULL) && config->num_clusters != 0) {
+            rm_config_cluster_t *c = &config->clusters[0];
+            c->tls = 1;
+            if (cmd->upstream_ca != NULL)
+                c->tls_ca_file = rm_strdup(cmd->upstream_ca);
+            if (cmd->upstream_sni != NULL)
+                c->tls_server_name = rm_strdup(cmd->upstream_sni);
+        }
+    }
+    rm_config_error_t err;
+    if (rm_config_validate(config, &err) != 0) {
+        char buf[1024];
+        fprintf(stderr, "remora-agent: %s\n", rm_config_error_format(&err, buf, sizeof(buf)));
+        return -1;
+    }
+    return 0;
+}
+
+static rm_config_t *
+load_config(const cmdline_t *cmd, int quiet_prefix)
+{
+    rm_config_error_t err;
+    rm_config_t *config;
+    if (cmd->config != NULL)
+        config = rm_config_load_file(cmd->config, &err);
+    else
+        config = rm_config_from_quick(&cmd->quick, &err);
+    if (config == NULL) {
+        char buf[1024];
+        rm_log_error("config", "%s", rm_config_error_format(&err, buf, sizeof(buf)));
+        return NULL;
+    }
+    if (apply_overrides(config, cmd) != 0) {
+        rm_config_unref(config);
+        return NULL;
+    }
+    return config;
+}
+
+/*
+ * Admin callbacks (main thread)
+ */
+
+static int
+cb_is_ready(void *ctx)
+{
+    return agent.ready && !agent.draining;
+}
+
+static int
+cb_is_draining(void *ctx)
+{
+    return agent.draining;
+}
+
+static char *
+cb_render_metrics(void *ctx)
+{
+    return rm_stats_render_prometheus(agent.stats, agent.num_workers, agent.generation);
+}
+
+static char *
+cb_config_dump(void *ctx)
+{
+    return rm_config_to_json(agent.config);
+}
+
+/*
+ * Worker messages
+ */
+
+typedef struct st_apply_msg_t {
+    rm_worker_msg_t super;
+    rm_config_t *config;
+    rm_tls_set_t *tls;
+    size_t num_new;
+    int *fds;
+    rm_config_addr_t *addrs;
+} apply_msg_t;
+
+static void
+on_apply_msg(rm_worker_t *worker, rm_worker_msg_t *_msg)
+{
+    apply_msg_t *msg = (apply_msg_t *)_msg;
+    for (size_t i = 0; i != msg->num_new; ++i)
+        rm_listener_new(worker, msg->fds[i], &msg->addrs[i]);
+    rm_worker_apply_config(worker, msg->config, msg->tls);
+    rm_config_unref(msg->config);
+    rm_tls_set_unref(msg->tls);
+    free(msg->fds);
+    free(msg->addrs);
+    free(msg);
+}
+
+typedef struct st_drain_msg_t {
+    rm_worker_msg_t super;
+    uint64_t timeout_ms;
+} drain_msg_t;
+
+static void
+on_drain_msg(rm_worker_t *worker, rm_worker_msg_t *_msg)
+{
+    drain_msg_t *msg = (drain_msg_t *)_msg;
+    rm_worker_start_drain(worker, msg->timeout_ms);
+    free(msg);
+}
+
+static void
+start_drain(void *ctx)
+{
+    if (agent.draining)
+        return;
+    agent.draining = 1;
+    rm_log_info("agent", "draining: no new connections, in-flight requests finish (up to %u ms)", agent.config->drain_timeout_ms);
+    for (unsigned i = 0; i != agent.num_workers; ++i) {
+        drain_msg_t *msg = rm_calloc(1, sizeof(*msg));
+        msg->super.cb = on_drain_msg;
+        msg->timeout_ms = agent.config->drain_timeout_ms;
+        rm_worker_post(&agent.workers[i], &msg->super);
+    }
+}
+
+static void
+on_worker_exited(uv_async_t *async)
+{
+    unsigned exited = __atomic_load_n(&agent.workers_exited, __ATOMIC_ACQUIRE);
+    if (exited != agent.num_workers)
+        return;
+    if (agent.admin != NULL) {
+        rm_admin_stop(agent.admin);
+        agent.admin = NULL;
+    }
+    uv_close((uv_handle_t *)&agent.sigterm, NULL);
+    uv_close((uv_handle_t *)&agent.sigint, NULL);
+    uv_close((uv_handle_t *)&agent.sighup, NULL);
+    uv_close((uv_handle_t *)&agent.worker_exited, NULL);
+}
+
+static void
+worker_exit_hook(rm_worker_t *worker)
+{
+    __atomic_add_fetch(&agent.workers_exited, 1, __ATOMIC_ACQ_REL);
+    uv_async_send(&agent.worker_exited);
+}
+
+/*
+ * Reload
+ */
+
+static cmdline_t cmdline;
+
+static int
+find_listener(const rm_config_t *config, const rm_config_addr_t *addr)
+{
+    for (size_t i = 0; i != config->num_listeners; ++i)
+        if (config->listeners[i].addr.addrlen == addr->addrlen && memcmp(&config->listeners[i].addr.addr, &addr->addr, addr->addrlen) == 0)
+            return 1;
+    return 0;
+}
+
+static void
+reload(void)
+{
+    if (agent.config_file == NULL) {
+        rm_log_warn("agent", "SIGHUP: nothing to reload (no --config file)");
+        return;
+    }
+    rm_config_t *config = load_config(&cmdline, 0);
+    if (config == NULL) {
+        rm_log_error("agent", "reload rejected; generation %llu stays in service", (unsigned long long)agent.generation);
+        return;
+    }
+    char err[512];
+    rm_tls_set_t *tls = rm_tls_set_create(config, err, sizeof(err));
+    if (tls == NULL) {
+        rm_log_error("agent", "reload rejected: %s: %s; generation %llu stays in service", agent.config_file, err,
+                     (unsigned long long)agent.generation);
+        rm_config_unref(config);
+        return;
+    }
+    /* open sockets for new listener addresses now, so a bind error rejects the reload */
+    size_t num_new = 0;
+    for (size_t i = 0; i != config->num_listeners; ++i)
+        if (!find_listener(agent.config, &config->listeners[i].addr))
+            ++num_new;
+    int *fds = rm_calloc(num_new * agent.num_workers, sizeof(int));
+    rm_config_addr_t *addrs = rm_calloc(num_new, sizeof(*addrs));
+    size_t k = 0;
+    for (size_t i = 0; i != config->num_listeners; ++i) {
+        if (find_listener(agent.config, &config->listeners[i].addr))
+            continue;
+        addrs[k] = config->listeners[i].addr;
+        for (unsigned w = 0; w != agent.num_workers; ++w) {
+            int fd = rm_listen_fd_open(&addrs[k], err, sizeof(err));
+            if (fd < 0) {
+                rm_log_error("agent", "reload rejected: %s; generation %llu stays in service", err, (unsigned long long)agent.generation);
+                for (size_t j = 0; j != k * agent.num_workers + w; ++j)
+                    close(fds[j]);
+                free(fds);
+                free(addrs);
+                rm_tls_set_unref(tls);
+                rm_config_unref(config);
+                return;
+            }
+            fds[k * agent.num_workers + w] = fd;
+        }
+        ++k;
+    }
+    if (config->num_workers != agent.num_workers)
+        rm_log_warn("agent", "reload: the worker count changes only at restart (keeping %u)", agent.num_workers);
+    config->generation = ++agent.generation;
+    for (unsigned w = 0; w != agent.num_workers; ++w) {
+        apply_msg_t *msg = rm_calloc(1, sizeof(*msg));
+        msg->super.cb = on_apply_msg;
+        msg->config = rm_config_ref(config);
+        msg->tls = rm_tls_set_ref(tls);
+        msg->num_new = num_new;
+        msg->fds = rm_calloc(num_new, sizeof(int));
+        msg->addrs = rm_calloc(num_new, sizeof(*msg->addrs));
+        for (size_t i = 0; i != num_new; ++i) {
+            msg->fds[i] = fds[i * agent.num_workers + w];
+            msg->addrs[i] = addrs[i];
+        }
+        rm_worker_post(&agent.workers[w], &msg->super);
+    }
+    free(fds);
+    free(addrs);
+    rm_config_unref(agent.config);
+    rm_tls_set_unref(agent.tls);
+    agent.config = config;
+    agent.tls = tls;
+    rm_log_info("agent", "reloaded %s: generation %llu in service", agent.config_file, (unsigned long long)agent.generation);
+}
+
+static void
+on_signal(uv_signal_t *handle, int signum)
+{
+    if (signum == SIGHUP)
+        reload();
+    else
+        start_drain(NULL);
+}
+
+int
+main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"check-config", no_argument, NULL, OPT_CHECK},
+        {"listen", required_argument, NULL, OPT_LISTEN},
+        {"upstream", required_argument, NULL, OPT_UPSTREAM},
+        {"upstream-protocol", required_argument, NULL, OPT_UPSTREAM_PROTOCOL},
+        {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
+        {"tls-key", required_argument, NULL, OPT_TLS_KEY},
+        {"upstream-tls", no_argument, NULL, OPT_UPSTREAM_TLS},
+        {"upstream-ca", required_argument, NULL, OPT_UPSTREAM_CA},
+        {"upstream-server-name", required_argument, NULL, OPT_UPSTREAM_SNI},
+        {"workers", required_argument, NULL, 'w'},
+        {"admin", required_argument, NULL, OPT_ADMIN},
+        {"health", required_argument, NULL, OPT_HEALTH},
+        {"drain-timeout-ms", required_argument, NULL, OPT_DRAIN},
+        {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, OPT_VERSION},
+        {NULL},
+    };
+    cmdline.drain_ms = -1;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "c:w:h", longopts, NULL)) != -1) {
+        char *end;
+        switch (opt) {
+        case 'c':
+            cmdline.config = optarg;
+            break;
+        case OPT_CHECK:
+            cmdline.check = 1;
+            break;
+        case OPT_LISTEN:
+            cmdline.quick.listen = optarg;
+            break;
+        case OPT_UPSTREAM:
+            cmdline.quick.upstream = optarg;
+            break;
+        case OPT_UPSTREAM_PROTOCOL:
+            cmdline.quick.upstream_protocol = optarg;
+            break;
+        case OPT_TLS_CERT:
+            cmdline.tls_cert = optarg;
+            break;
+        case OPT_TLS_KEY:
+            cmdline.tls_key = optarg;
+            break;
+        case OPT_UPSTREAM_TLS:
+            cmdline.upstream_tls = 1;
+            break;
+        case OPT_UPSTREAM_CA:
+            cmdline.upstream_ca = optarg;
+            break;
+        case OPT_UPSTREAM_SNI:
+            cmdline.upstream_sni = optarg;
+            break;
+        case 'w': {
+            long n = strtol(optarg, &end, 10);
+            if (*end != '\0' || n < 1 || n > 64) {
+                fprintf(stderr, "remora-agent: --workers must be a number from 1 to 64\n");
+                return 2;
+            }
+            cmdline.workers = (unsigned)n;
+            cmdline.quick.workers = (unsigned)n;
+        } break;
+        case OPT_ADMIN:
+            cmdline.admin = optarg;
+            break;
+        case OPT_HEALTH:
+            cmdline.health = optarg;
+            break;
+        case OPT_DRAIN:
+            cmdline.drain_ms = strtol(optarg, &end, 10);
+            if (*end != '\0' || cmdline.drain_ms < 0 || cmdline.drain_ms > 3600000) {
+                fprintf(stderr, "remora-agent: --drain-timeout-ms must be a number of milliseconds up to 3600000\n");
+                return 2;
+            }
+            break;
+        case OPT_LOG_LEVEL:
+            if (rm_log_set_level_by_name(optarg) != 0) {
+                fprintf(stderr, "remora-agent: --log-level must be one of error, warn, info, debug\n");
+                return 2;
+            }
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        case OPT_VERSION:
+            printf("remora-agent %s\n", REMORA_VERSION);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind != argc) {
+        fprintf(stderr, "remora-agent: unexpected argument '%s'\n", argv[optind]);
+        usage(stderr);
+        return 2;
+    }
+    if (cmdline.config != NULL && (cmdline.quick.listen != NULL || cmdline.quick.upstream != NULL)) {
+        fprintf(stderr, "remora-agent: use either --config or --listen/--upstream, not both\n");
+        return 2;
+    }
+    if (cmdline.config == NULL && (cmdline.quick.listen == NULL || cmdline.quick.upstream == NULL)) {
+        fprintf(stderr, "remora-agent: give --config FILE, or both --listen and --upstream\n");
+        usage(stderr);
+        return 2;
+    }
+
+    signal(SIGPIPE, SIG_IGN);
+    rm_tls_init();
+    agent.config_file = cmdline.config;
+    if ((agent.config = load_config(&cmdline, 0)) == NULL)
+        return 1;
+    char err[512];
+    if ((agent.tls = rm_tls_set_create(agent.config, err, sizeof(err))) == NULL) {
+        rm_log_error("config", "%s: %s", agent.config->source, err);
+        return 1;
+    }
+    if (cmdline.check) {
+        printf("%s: configuration OK (%zu listeners, %zu clusters)\n", agent.config->source, agent.config->num_listeners,
+               agent.config->num_clusters);
+        return 0;
+    }
+    agent.config->generation = agent.generation = 1;
+    agent.drain_timeout_override_ms = agent.config->drain_timeout_ms;
+
+    /* sockets first: an address in use stops the start with a clear message */
+    agent.num_workers = agent.config->num_workers;
+    agent.workers = rm_calloc(agent.num_workers, sizeof(*agent.workers));
+    agent.stats = rm_calloc(agent.num_workers, sizeof(*agent.stats));
+    for (unsigned w = 0; w != agent.num_workers; ++w) {
+        agent.stats[w] = rm_stats_create(w);
+        rm_worker_init(&agent.workers[w], w, agent.config, agent.tls, agent.stats[w]);
+        agent.workers[w].on_exit = worker_exit_hook;
+        for (size_t i = 0; i != agent.config->num_listeners; ++i) {
+            int fd = rm_listen_fd_open(&agent.config->listeners[i].addr, err, sizeof(err));
+            if (fd < 0) {
+                rm_log_error("agent", "%s", err);
+                return 1;
+            }
+            rm_listener_new(&agent.workers[w], fd, &agent.config->listeners[i].addr);
+        }
+    }
+
+    uv_loop_init(&agent.loop);
+    rm_admin_callbacks_t admin_cb = {
+        .is_ready = cb_is_ready,
+        .is_draining = cb_is_draining,
+        .render_metrics = cb_render_metrics,
+        .config_dump = cb_config_dump,
+        .start_drain = start_drain,
+    };
+    agent.admin = rm_admin_start(&agent.loop, (struct sockaddr *)&agent.config->health_addr.addr,
+                                 (struct sockaddr *)&agent.config->admin_addr.addr, &admin_cb, NULL, err, sizeof(err));
+    if (agent.admin == NULL) {
+        rm_log_error("agent", "%s", err);
+        return 1;
+    }
+    uv_signal_init(&agent.loop, &agent.sigterm);
+    uv_signal_start(&agent.sigterm, on_signal, SIGTERM);
+    uv_signal_init(&agent.loop, &agent.sigint);
+    uv_signal_start(&agent.sigint, on_signal, SIGINT);
+    uv_signal_init(&agent.loop, &agent.sighup);
+    uv_signal_start(&agent.sighup, on_signal, SIGHUP);
+    uv_async_init(&agent.loop, &agent.worker_exited, on_worker_exited);
+
+    for (unsigned w = 0; w != agent.num_workers; ++w) {
+        int r = rm_worker_start(&agent.workers[w]);
+        if (r != 0) {
+            rm_log_error("agent", "starting worker %u: %s", w, strerror(-r));
+            return 1;
+        }
+    }
+    agent.ready = 1;
+    char lbuf[80], hbuf[80];
+    rm_log_info("agent", "remora-agent %s ready: %zu listeners (first %s), %u workers, health %s, config %s", REMORA_VERSION,
+                agent.config->num_listeners,
+                agent.config->num_listeners != 0
+                    ? rm_format_sockaddr((struct sockaddr *)&agent.config->listeners[0].addr.addr, lbuf, sizeof(lbuf))
+                    : "-",
+                agent.num_workers, rm_format_sockaddr((struct sockaddr *)&agent.config->health_addr.addr, hbuf, sizeof(hbuf)),
+                agent.config->source);
+
+    uv_run(&agent.loop, UV_RUN_DEFAULT);
+
+    for (unsigned w = 0; w != agent.num_workers; ++w)
+        rm_worker_join(&agent.workers[w]);
+    uv_run(&agent.loop, UV_RUN_NOWAIT);
+    uv_loop_close(&agent.loop);
+    for (unsigned w = 0; w != agent.num_workers; ++w)
+        rm_stats_destroy(agent.stats[w]);
+    free(agent.stats);
+    free(agent.workers);
+    rm_tls_set_unref(agent.tls);
+    rm_config_unref(agent.config);
+    rm_log_info("agent", "drained; exiting");
+    return 0;
 }

@@ -1,1 +1,836 @@
-/* in progress */ typedef int rm_placeholder_t;
+/*
+ * The bootstrap YAML producer: libyaml document -> rm_config_t. The YAML tree never leaves this file.
+ *
+ * Checks that concern one value (types, ports, ranges, file readability) are made here, where the
+ * exact line of the value is known; checks across objects are left to rm_config_validate(), so
+ * every producer gets them.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <yaml.h>
+#include "remora/log.h"
+#include "remora/strutil.h"
+#include "config/config.h"
+#include "config/config_priv.h"
+
+/* Aliases let a small document expand into a huge tree; no legitimate bootstrap file comes near this. */
+#define NODE_BUDGET 1000000
+#define MAX_FILE_BYTES (16 * 1024 * 1024)
+
+typedef struct st_route_ref_t {
+    size_t listener, index;
+    unsigned line;
+} route_ref_t;
+
+typedef struct st_parser_t {
+    yaml_document_t doc;
+    const char *file;
+    /* base directory for relative paths, "" for the current directory */
+    char *dir;
+    rm_config_error_t *err;
+    rm_config_t *config;
+    size_t budget;
+    route_ref_t *refs;
+    size_t num_refs;
+} parser_t;
+
+static unsigned
+line_of(const yaml_node_t *node)
+{
+    return node != NULL ? (unsigned)node->start_mark.line + 1 : 0;
+}
+
+static int fail(parser_t *p, const yaml_node_t *node, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static int
+fail(parser_t *p, const yaml_node_t *node, const char *fmt, ...)
+{
+    va_list ap;
+    snprintf(p->err->file, sizeof(p->err->file), "%s", p->file);
+    p->err->line = line_of(node);
+    va_start(ap, fmt);
+    vsnprintf(p->err->message, sizeof(p->err->message), fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static int
+is_null(const yaml_node_t *node)
+{
+    if (node->type != YAML_SCALAR_NODE || node->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
+        return 0;
+    const char *v = (const char *)node->data.scalar.value;
+    return v[0] == '\0' || strcmp(v, "~") == 0 || strcmp(v, "null") == 0 || strcmp(v, "Null") == 0 || strcmp(v, "NULL") == 0;
+}
+
+static const char *
+type_name(const yaml_node_t *node)
+{
+    switch (node->type) {
+    case YAML_MAPPING_NODE:
+        return "a mapping";
+    case YAML_SEQUENCE_NODE:
+        return "a list";
+    case YAML_SCALAR_NODE:
+        return is_null(node) ? "nothing" : "a scalar";
+    default:
+        return "nothing";
+    }
+}
+
+static int
+spend(parser_t *p, const yaml_node_t *node, size_t n)
+{
+    if (n > p->budget)
+        return fail(p, node, "document too large (too many nodes, or aliases expanding too far)");
+    p->budget -= n;
+    return 0;
+}
+
+/*
+ * Looks up the keys of a mapping. `keys` is NULL-terminated; out[i] receives the value of keys[i]
+ * or NULL when absent or null. Unknown and repeated keys are errors: a typo must not silently fall
+ * back to a default.
+ */
+static int
+fields(parser_t *p, yaml_node_t *map, const char *pfx, const char *what, const char *const *keys, yaml_node_t **out)
+{
+    size_t nkeys = 0;
+    while (keys[nkeys] != NULL)
+        out[nkeys++] = NULL;
+    if (map->type != YAML_MAPPING_NODE)
+        return fail(p, map, "%s%s must be a mapping, got %s", pfx, what, type_name(map));
+    yaml_node_pair_t *start = map->data.mapping.pairs.start, *end = map->data.mapping.pairs.top;
+    if (spend(p, map, end - start) != 0)
+        return -1;
+    for (yaml_node_pair_t *pair = start; pair != end; ++pair) {
+        yaml_node_t *k = yaml_document_get_node(&p->doc, pair->key), *v = yaml_document_get_node(&p->doc, pair->value);
+        if (k->type != YAML_SCALAR_NODE)
+            return fail(p, k, "%skeys must be plain names, got %s", pfx, type_name(k));
+        const char *name = (const char *)k->data.scalar.value;
+        size_t i;
+        for (i = 0; i != nkeys; ++i)
+            if (strcmp(keys[i], name) == 0)
+                break;
+        if (i == nkeys) {
+            const char *best = NULL;
+            size_t best_d = 3;
+            for (size_t j = 0; j != nkeys; ++j) {
+                size_t d = rm_config__distance(name, keys[j], 2);
+                if (d < best_d) {
+                    best_d = d;
+                    best = keys[j];
+                }
+            }
+            if (best != NULL)
+                return fail(p, k, "%sunknown key '%s' in %s (did you mean '%s'?)", pfx, name, what, best);
+            return fail(p, k, "%sunknown key '%s' in %s", pfx, name, what);
+        }
+        for (yaml_node_pair_t *prev = start; prev != pair; ++prev) {
+            yaml_node_t *pk = yaml_document_get_node(&p->doc, prev->key);
+            if (pk->type == YAML_SCALAR_NODE && strcmp((const char *)pk->data.scalar.value, name) == 0)
+                return fail(p, k, "%skey '%s' is given twice (first on line %u)", pfx, name, line_of(pk));
+        }
+        out[i] = is_null(v) ? NULL : v;
+    }
+    return 0;
+}
+
+/* The "name" of a mapping, if it is a plain string, so that messages about the object's other keys can use it. */
+static const char *
+peek_name(parser_t *p, yaml_node_t *map)
+{
+    if (map->type != YAML_MAPPING_NODE)
+        return NULL;
+    for (yaml_node_pair_t *pair = map->data.mapping.pairs.start; pair != map->data.mapping.pairs.top; ++pair) {
+        yaml_node_t *k = yaml_document_get_node(&p->doc, pair->key), *v = yaml_document_get_node(&p->doc, pair->value);
+        if (k->type == YAML_SCALAR_NODE && strcmp((const char *)k->data.scalar.value, "name") == 0 && v->type == YAML_SCALAR_NODE &&
+            !is_null(v) && strlen((const char *)v->data.scalar.value) == v->data.scalar.length && v->data.scalar.length <= 128)
+            return (const char *)v->data.scalar.value;
+    }
+    return NULL;
+}
+
+static int
+require(parser_t *p, yaml_node_t *map, const char *pfx, yaml_node_t *value, const char *key)
+{
+    if (value == NULL)
+        return fail(p, map, "%s'%s' is required", pfx, key);
+    return 0;
+}
+
+static int
+get_string(parser_t *p, yaml_node_t *node, const char *pfx, const char *key, const char **out)
+{
+    if (node->type != YAML_SCALAR_NODE || is_null(node))
+        return fail(p, node, "%s%s must be a string, got %s", pfx, key, type_name(node));
+    if (strlen((const char *)node->data.scalar.value) != node->data.scalar.length)
+        return fail(p, node, "%s%s must not contain NUL characters", pfx, key);
+    *out = (const char *)node->data.scalar.value;
+    return 0;
+}
+
+static int
+dup_string(parser_t *p, yaml_node_t *node, const char *pfx, const char *key, char **out)
+{
+    const char *s;
+    if (get_string(p, node, pfx, key, &s) != 0)
+        return -1;
+    *out = rm_strdup(s);
+    return 0;
+}
+
+static int
+get_u32(parser_t *p, yaml_node_t *node, const char *pfx, const char *key, uint32_t min, uint32_t max, uint32_t *out)
+{
+    uint64_t v = 0;
+    if (node->type != YAML_SCALAR_NODE)
+        return fail(p, node, "%s%s must be a number, got %s", pfx, key, type_name(node));
+    const char *s = (const char *)node->data.scalar.value;
+    if (node->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
+        return fail(p, node, "%s%s must be a number, got the quoted string \"%s\"", pfx, key, s);
+    if (*s == '\0')
+        return fail(p, node, "%s%s must be a number", pfx, key);
+    for (const char *c = s; *c != '\0'; ++c) {
+        if (*c < '0' || *c > '9')
+            return fail(p, node, "%s%s must be a whole number %u-%u, got '%s'", pfx, key, min, max, s);
+        v = v * 10 + (uint64_t)(*c - '0');
+        if (v > UINT32_MAX)
+            return fail(p, node, "%s%s must be %u-%u, got %s", pfx, key, min, max, s);
+    }
+    if (v < min || v > max)
+        return fail(p, node, "%s%s must be %u-%u, got %s", pfx, key, min, max, s);
+    *out = (uint32_t)v;
+    return 0;
+}
+
+/* A list of nodes; a lone scalar stands for a list of one when `allow_scalar`. The caller frees *items. */
+static int
+get_list(parser_t *p, yaml_node_t *node, const char *pfx, const char *key, int allow_scalar, yaml_node_t ***items, size_t *n)
+{
+    if (node->type == YAML_SCALAR_NODE && allow_scalar) {
+        *items = rm_malloc(sizeof(**items));
+        (*items)[0] = node;
+        *n = 1;
+        return 0;
+    }
+    if (node->type != YAML_SEQUENCE_NODE)
+        return fail(p, node, "%s%s must be a list%s, got %s", pfx, key, allow_scalar ? " or a string" : "", type_name(node));
+    yaml_node_item_t *start = node->data.sequence.items.start, *end = node->data.sequence.items.top;
+    if (spend(p, node, end - start) != 0)
+        return -1;
+    *n = end - start;
+    *items = rm_calloc(*n, sizeof(**items));
+    for (size_t i = 0; i != *n; ++i)
+        (*items)[i] = yaml_document_get_node(&p->doc, start[i]);
+    return 0;
+}
+
+static char *
+resolve_path(parser_t *p, const char *path)
+{
+    if (path[0] == '/' || p->dir[0] == '\0')
+        return rm_strdup(path);
+    size_t dl = strlen(p->dir), pl = strlen(path);
+    char *s = rm_malloc(dl + 1 + pl + 1), *d = s;
+    memcpy(d, p->dir, dl);
+    d += dl;
+    if (d[-1] != '/') /* the root directory already ends in one */
+        *d++ = '/';
+    memcpy(d, path, pl + 1);
+    return s;
+}
+
+/* Reads a file path setting, resolves it against the config's directory and checks it can be read. */
+static int
+get_file(parser_t *p, yaml_node_t *node, const char *pfx, const char *key, char **out)
+{
+    const char *s, *reason;
+    char buf[256];
+    if (get_string(p, node, pfx, key, &s) != 0)
+        return -1;
+    if (s[0] == '\0')
+        return fail(p, node, "%s%s must be a file path, got an empty string", pfx, key);
+    *out = resolve_path(p, s);
+    if ((reason = rm_config__check_readable(*out, buf, sizeof(buf))) != NULL)
+        return fail(p, node, "%s%s '%s': %s", pfx, key, *out, reason);
+    return 0;
+}
+
+static int
+get_bind_addr(parser_t *p, yaml_node_t *node, const char *pfx, const char *key, rm_config_addr_t *addr)
+{
+    const char *s, *reason;
+    if (get_string(p, node, pfx, key, &s) != 0)
+        return -1;
+    if ((reason = rm_config__parse_bind_addr(s, addr)) != NULL)
+        return fail(p, node, "%s%s '%s': %s", pfx, key, s, reason);
+    addr->line = line_of(node);
+    return 0;
+}
+
+static int
+parse_dns(parser_t *p, yaml_node_t *node)
+{
+    static const char *const keys[] = {"servers", NULL};
+    yaml_node_t *v[1], **items = NULL;
+    size_t n = 0;
+    int ret = -1;
+
+    if (fields(p, node, "", "dns", keys, v) != 0)
+        return -1;
+    if (v[0] == NULL)
+        return 0;
+    if (get_list(p, v[0], "", "dns.servers", 1, &items, &n) != 0)
+        return -1;
+    p->config->dns_servers = rm_calloc(n, sizeof(char *));
+    for (size_t i = 0; i != n; ++i) {
+        const char *s, *reason;
+        if (get_string(p, items[i], "", "dns.servers[]", &s) != 0)
+            goto Exit;
+        if ((p->config->dns_servers[i] = rm_config__normalize_dns_server(s, &reason)) == NULL) {
+            fail(p, items[i], "dns.servers '%s': %s", s, reason);
+            goto Exit;
+        }
+        p->config->num_dns_servers = i + 1;
+    }
+    ret = 0;
+Exit:
+    free(items);
+    return ret;
+}
+
+static int
+parse_ranges(parser_t *p, yaml_node_t *node, const char *pfx, const char *what, const rm_config_range_t *ranges, size_t n,
+             void *base)
+{
+    const char *keys[16];
+    yaml_node_t *v[16];
+    char key[64];
+    if (n >= sizeof(keys) / sizeof(keys[0]))
+        abort();
+    for (size_t i = 0; i != n; ++i)
+        keys[i] = ranges[i].name;
+    keys[n] = NULL;
+    if (fields(p, node, pfx, what, keys, v) != 0)
+        return -1;
+    for (size_t i = 0; i != n; ++i) {
+        snprintf(key, sizeof(key), "%s.%s", what, ranges[i].name);
+        if (v[i] != NULL &&
+            get_u32(p, v[i], pfx, key, ranges[i].min, ranges[i].max, (uint32_t *)((char *)base + ranges[i].offset)) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int
+parse_match(parser_t *p, yaml_node_t *node, const char *pfx, rm_config_route_t *r)
+{
+    static const char *const keys[] = {"authority", "path", "headers", NULL};
+    enum { AUTHORITY, PATH, HEADERS };
+    yaml_node_t *v[3], **items = NULL;
+    size_t n;
+    int ret = -1;
+
+    if (fields(p, node, pfx, "match", keys, v) != 0)
+        return -1;
+
+    if (v[AUTHORITY] != NULL) {
+        if (get_list(p, v[AUTHORITY], pfx, "match.authority", 1, &items, &n) != 0)
+            return -1;
+        r->authorities = rm_calloc(n, sizeof(char *));
+        for (size_t i = 0; i != n; ++i) {
+            if (dup_string(p, items[i], pfx, "match.authority", &r->authorities[i]) != 0)
+                goto Exit;
+            r->num_authorities = i + 1;
+        }
+        free(items);
+        items = NULL;
+    }
+
+    if (v[PATH] != NULL) {
+        static const char *const pkeys[] = {"prefix", "exact", NULL};
+        yaml_node_t *pv[2];
+        if (fields(p, v[PATH], pfx, "match.path", pkeys, pv) != 0)
+            goto Exit;
+        if (pv[0] != NULL && pv[1] != NULL) {
+            fail(p, v[PATH], "%smatch.path: give either 'prefix' or 'exact', not both", pfx);
+            goto Exit;
+        }
+        if (pv[0] == NULL && pv[1] == NULL) {
+            fail(p, v[PATH], "%smatch.path needs 'prefix' or 'exact'", pfx);
+            goto Exit;
+        }
+        yaml_node_t *pn = pv[0] != NULL ? pv[0] : pv[1];
+        const char *kind = pv[0] != NULL ? "match.path.prefix" : "match.path.exact";
+        if (dup_string(p, pn, pfx, kind, &r->path) != 0)
+            goto Exit;
+        if (r->path[0] != '/') {
+            fail(p, pn, "%s%s '%s' must start with '/'", pfx, kind, r->path);
+            goto Exit;
+        }
+        r->path_match = pv[0] != NULL ? RM_PATH_MATCH_PREFIX : RM_PATH_MATCH_EXACT;
+    }
+
+    if (v[HEADERS] != NULL) {
+        if (get_list(p, v[HEADERS], pfx, "match.headers", 0, &items, &n) != 0)
+            goto Exit;
+        r->headers = rm_calloc(n, sizeof(*r->headers));
+        for (size_t i = 0; i != n; ++i) {
+            static const char *const hkeys[] = {"name", "value", NULL};
+            yaml_node_t *hv[2];
+            rm_config_header_match_t *h = r->headers + i;
+            r->num_headers = i + 1;
+            if (fields(p, items[i], pfx, "match.headers[]", hkeys, hv) != 0)
+                goto Exit;
+            if (require(p, items[i], pfx, hv[0], "match.headers[].name") != 0 ||
+                dup_string(p, hv[0], pfx, "match.headers[].name", &h->name) != 0)
+                goto Exit;
+            if (hv[1] != NULL && dup_string(p, hv[1], pfx, "match.headers[].value", &h->value) != 0)
+                goto Exit;
+        }
+    }
+    ret = 0;
+Exit:
+    free(items);
+    return ret;
+}
+
+static int
+parse_route(parser_t *p, yaml_node_t *node, size_t li, size_t ri)
+{
+    static const char *const keys[] = {"name", "match", "cluster", NULL};
+    enum { NAME, MATCH, CLUSTER };
+    rm_config_listener_t *l = p->config->listeners + li;
+    rm_config_route_t *r = l->routes + ri;
+    yaml_node_t *v[3];
+    char pfx[320];
+
+    const char *name = peek_name(p, node);
+    if (name != NULL)
+        snprintf(pfx, sizeof(pfx), "listener '%s': route '%s': ", l->name, name);
+    else
+        snprintf(pfx, sizeof(pfx), "listener '%s': route #%zu: ", l->name, ri + 1);
+    if (fields(p, node, pfx, "route", keys, v) != 0)
+        return -1;
+    r->line = line_of(node);
+    if (v[NAME] != NULL) {
+        if (dup_string(p, v[NAME], pfx, "name", &r->name) != 0)
+            return -1;
+    }
+    if (v[MATCH] != NULL && parse_match(p, v[MATCH], pfx, r) != 0)
+        return -1;
+    if (require(p, node, pfx, v[CLUSTER], "cluster") != 0 || dup_string(p, v[CLUSTER], pfx, "cluster", &r->cluster_name) != 0)
+        return -1;
+    p->refs = rm_realloc(p->refs, (p->num_refs + 1) * sizeof(*p->refs));
+    p->refs[p->num_refs++] = (route_ref_t){li, ri, line_of(v[CLUSTER])};
+    return 0;
+}
+
+static int
+parse_listener(parser_t *p, yaml_node_t *node, size_t li)
+{
+    static const char *const keys[] = {"name", "address", "tls", "routes", NULL};
+    enum { NAME, ADDRESS, TLS, ROUTES };
+    rm_config_listener_t *l = p->config->listeners + li;
+    yaml_node_t *v[4], **items = NULL;
+    size_t n;
+    char pfx[200];
+    int ret = -1;
+
+    const char *name = peek_name(p, node);
+    if (name != NULL)
+        snprintf(pfx, sizeof(pfx), "listener '%s': ", name);
+    else
+        snprintf(pfx, sizeof(pfx), "listener 'listener%zu': ", li);
+    if (fields(p, node, pfx, "listener", keys, v) != 0)
+        return -1;
+    l->line = line_of(node);
+    if (v[NAME] != NULL) {
+        if (dup_string(p, v[NAME], pfx, "name", &l->name) != 0)
+            return -1;
+    } else {
+        /* named as the validator would, so messages use the name stats will show */
+        snprintf(pfx, sizeof(pfx), "listener%zu", li);
+        l->name = rm_strdup(pfx);
+    }
+    snprintf(pfx, sizeof(pfx), "listener '%s': ", l->name);
+
+    if (require(p, node, pfx, v[ADDRESS], "address") != 0 || get_bind_addr(p, v[ADDRESS], pfx, "address", &l->addr) != 0)
+        return -1;
+
+    if (v[TLS] != NULL) {
+        static const char *const tkeys[] = {"certificate", "key", NULL};
+        yaml_node_t *tv[2];
+        if (fields(p, v[TLS], pfx, "tls", tkeys, tv) != 0)
+            return -1;
+        if (tv[0] == NULL || tv[1] == NULL)
+            return fail(p, v[TLS], "%stls needs both 'certificate' and 'key' (%s is missing)", pfx,
+                        tv[0] == NULL ? "certificate" : "key");
+        if (get_file(p, tv[0], pfx, "tls.certificate", &l->tls_cert_file) != 0 ||
+            get_file(p, tv[1], pfx, "tls.key", &l->tls_key_file) != 0)
+            return -1;
+    }
+
+    if (require(p, node, pfx, v[ROUTES], "routes") != 0 || get_list(p, v[ROUTES], pfx, "routes", 0, &items, &n) != 0)
+        return -1;
+    if (n == 0) {
+        fail(p, v[ROUTES], "%sneeds at least one route", pfx);
+        goto Exit;
+    }
+    l->routes = rm_calloc(n, sizeof(*l->routes));
+    for (size_t i = 0; i != n; ++i) {
+        l->num_routes = i + 1;
+        if (parse_route(p, items[i], li, i) != 0)
+            goto Exit;
+    }
+    ret = 0;
+Exit:
+    free(items);
+    return ret;
+}
+
+static int
+parse_cluster_tls(parser_t *p, yaml_node_t *node, const char *pfx, rm_config_cluster_t *cl)
+{
+    static const char *const keys[] = {"ca", "server_name", "certificate", "key", NULL};
+    enum { CA, SERVER_NAME, CERT, KEY };
+    yaml_node_t *v[4];
+
+    cl->tls = 1;
+    /* "tls: {}" is meaningful (TLS with the system trust store) and arrives as an empty mapping */
+    if (fields(p, node, pfx, "tls", keys, v) != 0)
+        return -1;
+    if ((v[CERT] == NULL) != (v[KEY] == NULL))
+        return fail(p, node, "%stls needs both 'certificate' and 'key' for a client certificate (%s is missing)", pfx,
+                    v[CERT] == NULL ? "certificate" : "key");
+    if (v[CA] != NULL && get_file(p, v[CA], pfx, "tls.ca", &cl->tls_ca_file) != 0)
+        return -1;
+    if (v[SERVER_NAME] != NULL && dup_string(p, v[SERVER_NAME], pfx, "tls.server_name", &cl->tls_server_name) != 0)
+        return -1;
+    if (v[CERT] != NULL && (get_file(p, v[CERT], pfx, "tls.certificate", &cl->tls_cert_file) != 0 ||
+                            get_file(p, v[KEY], pfx, "tls.key", &cl->tls_key_file) != 0))
+        return -1;
+    return 0;
+}
+
+static int
+parse_cluster(parser_t *p, yaml_node_t *node, size_t ci)
+{
+    static const char *const keys[] = {"name", "protocol", "endpoints", "connect_timeout_ms", "h2_connections", "h1_max_idle",
+                                       "tls",  "dns",      NULL};
+    enum { NAME, PROTOCOL, ENDPOINTS, CONNECT_TIMEOUT, H2_CONNECTIONS, H1_MAX_IDLE, TLS, DNS };
+    rm_config_cluster_t *cl = p->config->clusters + ci;
+    yaml_node_t *v[8], **items = NULL;
+    size_t n;
+    char pfx[200];
+    const char *s;
+    int ret = -1;
+
+    const char *name = peek_name(p, node);
+    if (name != NULL)
+        snprintf(pfx, sizeof(pfx), "cluster '%s': ", name);
+    else
+        snprintf(pfx, sizeof(pfx), "cluster #%zu: ", ci + 1);
+    if (fields(p, node, pfx, "cluster", keys, v) != 0)
+        return -1;
+    cl->line = line_of(node);
+    if (require(p, node, pfx, v[NAME], "name") != 0 || dup_string(p, v[NAME], pfx, "name", &cl->name) != 0)
+        return -1;
+    snprintf(pfx, sizeof(pfx), "cluster '%s': ", cl->name);
+
+    if (v[PROTOCOL] != NULL) {
+        if (get_string(p, v[PROTOCOL], pfx, "protocol", &s) != 0)
+            return -1;
+        if (strcmp(s, "h2") == 0)
+            cl->protocol = RM_UPSTREAM_H2;
+        else if (strcmp(s, "http1") == 0)
+            cl->protocol = RM_UPSTREAM_HTTP1;
+        else if (strcmp(s, "auto") == 0)
+            cl->protocol = RM_UPSTREAM_AUTO;
+        else
+            return fail(p, v[PROTOCOL], "%sprotocol '%s' must be h2, http1 or auto", pfx, s);
+    }
+
+    if (require(p, node, pfx, v[ENDPOINTS], "endpoints") != 0 || get_list(p, v[ENDPOINTS], pfx, "endpoints", 1, &items, &n) != 0)
+        return -1;
+    if (n == 0) {
+        fail(p, v[ENDPOINTS], "%sneeds at least one endpoint", pfx);
+        goto Exit;
+    }
+    cl->endpoints = rm_calloc(n, sizeof(*cl->endpoints));
+    for (size_t i = 0; i != n; ++i) {
+        const char *reason;
+        if (get_string(p, items[i], pfx, "endpoints[]", &s) != 0)
+            goto Exit;
+        if ((reason = rm_config__parse_endpoint(s, cl->endpoints + i)) != NULL) {
+            fail(p, items[i], "%sendpoint '%s': %s", pfx, s, reason);
+            goto Exit;
+        }
+        cl->endpoints[i].addr.line = line_of(items[i]);
+        cl->num_endpoints = i + 1;
+        for (size_t j = 0; j != i; ++j) {
+            if (cl->endpoints[j].port == cl->endpoints[i].port && strcasecmp(cl->endpoints[j].host, cl->endpoints[i].host) == 0) {
+                fail(p, items[i], "%sendpoint '%s' is listed twice", pfx, s);
+                goto Exit;
+            }
+        }
+    }
+
+    const struct {
+        int key;
+        size_t range;
+    } nums[] = {{CONNECT_TIMEOUT, 0}, {H2_CONNECTIONS, 1}, {H1_MAX_IDLE, 2}};
+    for (size_t i = 0; i != sizeof(nums) / sizeof(nums[0]); ++i) {
+        const rm_config_range_t *rg = rm_config__cluster_ranges + nums[i].range;
+        if (v[nums[i].key] != NULL &&
+            get_u32(p, v[nums[i].key], pfx, rg->name, rg->min, rg->max, (uint32_t *)((char *)cl + rg->offset)) != 0)
+            goto Exit;
+    }
+
+    if (v[TLS] != NULL && parse_cluster_tls(p, v[TLS], pfx, cl) != 0)
+        goto Exit;
+
+    if (v[DNS] != NULL) {
+        static const char *const dkeys[] = {"min_refresh_ms", "max_refresh_ms", NULL};
+        yaml_node_t *dv[2];
+        if (fields(p, v[DNS], pfx, "dns", dkeys, dv) != 0)
+            goto Exit;
+        for (size_t i = 0; i != 2; ++i) {
+            const rm_config_range_t *rg = rm_config__cluster_ranges + 3 + i;
+            if (dv[i] != NULL && get_u32(p, dv[i], pfx, rg->name, rg->min, rg->max, (uint32_t *)((char *)cl + rg->offset)) != 0)
+                goto Exit;
+        }
+        if (cl->dns_min_refresh_ms > cl->dns_max_refresh_ms) {
+            fail(p, v[DNS], "%sdns.min_refresh_ms (%u) must not exceed dns.max_refresh_ms (%u)", pfx, cl->dns_min_refresh_ms,
+                 cl->dns_max_refresh_ms);
+            goto Exit;
+        }
+    }
+    ret = 0;
+Exit:
+    free(items);
+    return ret;
+}
+
+/* Route -> cluster references are checked here rather than only in the validator to point at the line of `cluster:`. */
+static int
+check_refs(parser_t *p)
+{
+    rm_config_t *c = p->config;
+    for (size_t i = 0; i != p->num_refs; ++i) {
+        rm_config_listener_t *l = c->listeners + p->refs[i].listener;
+        rm_config_route_t *r = l->routes + p->refs[i].index;
+        if (rm_config_find_cluster(c, r->cluster_name) >= 0)
+            continue;
+        const char *best = NULL;
+        size_t best_d = 3;
+        for (size_t j = 0; j != c->num_clusters; ++j) {
+            size_t d = rm_config__distance(r->cluster_name, c->clusters[j].name, 2);
+            if (d < best_d) {
+                best_d = d;
+                best = c->clusters[j].name;
+            }
+        }
+        char route[160];
+        if (r->name != NULL)
+            snprintf(route, sizeof(route), "route '%s'", r->name);
+        else
+            snprintf(route, sizeof(route), "route #%zu", p->refs[i].index + 1);
+        p->err->line = p->refs[i].line;
+        snprintf(p->err->file, sizeof(p->err->file), "%s", p->file);
+        if (best != NULL)
+            snprintf(p->err->message, sizeof(p->err->message),
+                     "listener '%s': %s: cluster '%s' is not defined (did you mean '%s'?)", l->name, route, r->cluster_name, best);
+        else
+            snprintf(p->err->message, sizeof(p->err->message), "listener '%s': %s: cluster '%s' is not defined", l->name, route,
+                     r->cluster_name);
+        return -1;
+    }
+    return 0;
+}
+
+static int
+parse_root(parser_t *p, yaml_node_t *root)
+{
+    static const char *const keys[] = {"version", "workers", "admin",     "health",   "drain_timeout_ms",
+                                       "dns",     "limits",  "listeners", "clusters", NULL};
+    enum { VERSION, WORKERS, ADMIN, HEALTH, DRAIN, DNS, LIMITS, LISTENERS, CLUSTERS };
+    rm_config_t *c = p->config;
+    yaml_node_t *v[9], **items = NULL;
+    size_t n;
+    int ret = -1;
+
+    if (root->type != YAML_MAPPING_NODE)
+        return fail(p, root, "the configuration must be a mapping (workers:, listeners:, clusters: ...), got %s", type_name(root));
+    if (fields(p, root, "", "the configuration", keys, v) != 0)
+        return -1;
+    if (v[VERSION] != NULL && dup_string(p, v[VERSION], "", "version", &c->version) != 0)
+        return -1;
+    if (v[WORKERS] != NULL && get_u32(p, v[WORKERS], "", "workers", 1, RM_CONFIG_MAX_WORKERS, &c->num_workers) != 0)
+        return -1;
+    if (v[ADMIN] != NULL && get_bind_addr(p, v[ADMIN], "", "admin", &c->admin_addr) != 0)
+        return -1;
+    if (v[HEALTH] != NULL && get_bind_addr(p, v[HEALTH], "", "health", &c->health_addr) != 0)
+        return -1;
+    if (v[DRAIN] != NULL && get_u32(p, v[DRAIN], "", "drain_timeout_ms", 0, UINT32_MAX, &c->drain_timeout_ms) != 0)
+        return -1;
+    if (v[DNS] != NULL && parse_dns(p, v[DNS]) != 0)
+        return -1;
+    if (v[LIMITS] != NULL &&
+        parse_ranges(p, v[LIMITS], "", "limits", rm_config__limit_ranges, rm_config__num_limit_ranges, &c->limits) != 0)
+        return -1;
+
+    if (v[CLUSTERS] != NULL) {
+        if (get_list(p, v[CLUSTERS], "", "clusters", 0, &items, &n) != 0)
+            return -1;
+        c->clusters = rm_calloc(n, sizeof(*c->clusters));
+        for (size_t i = 0; i != n; ++i) {
+            rm_config_cluster_set_defaults(c->clusters + i);
+            c->num_clusters = i + 1;
+            if (parse_cluster(p, items[i], i) != 0)
+                goto Exit;
+        }
+        free(items);
+        items = NULL;
+    }
+
+    if (v[LISTENERS] != NULL) {
+        if (get_list(p, v[LISTENERS], "", "listeners", 0, &items, &n) != 0)
+            goto Exit;
+        c->listeners = rm_calloc(n, sizeof(*c->listeners));
+        for (size_t i = 0; i != n; ++i) {
+            c->num_listeners = i + 1;
+            if (parse_listener(p, items[i], i) != 0)
+                goto Exit;
+        }
+    }
+
+    ret = check_refs(p);
+Exit:
+    free(items);
+    return ret;
+}
+
+static unsigned
+line_at_offset(const char *s, size_t len, size_t offset)
+{
+    unsigned line = 1;
+    for (size_t i = 0; i < offset && i < len; ++i)
+        line += s[i] == '\n';
+    return line;
+}
+
+static void
+yaml_failure(parser_t *p, yaml_parser_t *parser, const char *yaml, size_t len)
+{
+    unsigned line = parser->error == YAML_READER_ERROR ? line_at_offset(yaml, len, parser->problem_offset)
+                                                       : (unsigned)parser->problem_mark.line + 1;
+    snprintf(p->err->file, sizeof(p->err->file), "%s", p->file);
+    p->err->line = line;
+    if (parser->error == YAML_MEMORY_ERROR)
+        snprintf(p->err->message, sizeof(p->err->message), "out of memory while parsing YAML");
+    else if (parser->context != NULL)
+        snprintf(p->err->message, sizeof(p->err->message), "invalid YAML: %s %s",
+                 parser->problem != NULL ? parser->problem : "error", parser->context);
+    else
+        snprintf(p->err->message, sizeof(p->err->message), "invalid YAML: %s", parser->problem != NULL ? parser->problem : "error");
+}
+
+rm_config_t *
+rm_config_load_string(const char *yaml, size_t len, const char *name, rm_config_error_t *err)
+{
+    parser_t p = {.file = name, .err = err, .budget = NODE_BUDGET};
+    yaml_parser_t parser;
+    int have_doc = 0;
+    rm_config_t *ret = NULL;
+
+    const char *slash = strrchr(name, '/');
+    p.dir = slash != NULL ? rm_strndup(name, slash == name ? 1 : (size_t)(slash - name)) : rm_strdup("");
+
+    if (!yaml_parser_initialize(&parser))
+        rm_fatal("yaml_parser_initialize failed");
+    yaml_parser_set_input_string(&parser, (const unsigned char *)yaml, len);
+    if (!yaml_parser_load(&parser, &p.doc)) {
+        yaml_failure(&p, &parser, yaml, len);
+        goto Exit;
+    }
+    have_doc = 1;
+
+    yaml_node_t *root = yaml_document_get_root_node(&p.doc);
+    if (root == NULL) {
+        rm_config__error(err, name, 0, "the configuration is empty");
+        goto Exit;
+    }
+    /* a second document would be silently ignored otherwise */
+    yaml_document_t next;
+    if (!yaml_parser_load(&parser, &next)) {
+        yaml_failure(&p, &parser, yaml, len);
+        goto Exit;
+    }
+    yaml_node_t *next_root = yaml_document_get_root_node(&next);
+    unsigned next_line = line_of(next_root);
+    yaml_document_delete(&next);
+    if (next_root != NULL) {
+        rm_config__error(err, name, next_line, "only one YAML document is allowed (remove the extra '---')");
+        goto Exit;
+    }
+
+    p.config = rm_config_create_defaults();
+    p.config->source = rm_strdup(name);
+    if (parse_root(&p, root) != 0 || rm_config_validate(p.config, err) != 0) {
+        rm_config_unref(p.config);
+        goto Exit;
+    }
+    ret = p.config;
+
+Exit:
+    if (have_doc)
+        yaml_document_delete(&p.doc);
+    yaml_parser_delete(&parser);
+    free(p.refs);
+    free(p.dir);
+    return ret;
+}
+
+rm_config_t *
+rm_config_load_file(const char *path, rm_config_error_t *err)
+{
+    FILE *fp;
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    rm_config_t *c = NULL;
+
+    if ((fp = fopen(path, "rb")) == NULL) {
+        rm_config__error(err, path, 0, "cannot open: %s", strerror(errno));
+        return NULL;
+    }
+    for (;;) {
+        if (len == cap) {
+            if (cap >= MAX_FILE_BYTES) {
+                rm_config__error(err, path, 0, "file is larger than %d bytes", MAX_FILE_BYTES);
+                goto Exit;
+            }
+            cap = cap == 0 ? 8192 : cap * 2;
+            buf = rm_realloc(buf, cap);
+        }
+        size_t r = fread(buf + len, 1, cap - len, fp);
+        len += r;
+        if (r == 0) {
+            if (ferror(fp)) {
+                rm_config__error(err, path, 0, "cannot read: %s", strerror(errno));
+                goto Exit;
+            }
+            break;
+        }
+    }
+    c = rm_config_load_string(buf, len, path, err);
+Exit:
+    fclose(fp);
+    free(buf);
+    return c;
+}

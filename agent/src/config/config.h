@@ -35,6 +35,8 @@ typedef enum en_rm_path_match_t {
 typedef struct st_rm_config_addr_t {
     struct sockaddr_storage addr;
     socklen_t addrlen;
+    /** line of the declaration in the source file, 0 if unknown (defaults, command line) */
+    unsigned line;
 } rm_config_addr_t;
 
 typedef struct st_rm_config_endpoint_t {
@@ -70,6 +72,11 @@ typedef struct st_rm_config_route_t {
     size_t num_headers;
     /** index into rm_config_t.clusters, resolved at validation */
     size_t cluster_index;
+    /**
+     * name of the target cluster as written (owned). rm_config_validate resolves it into
+     * cluster_index; a producer that sets cluster_index directly leaves it NULL.
+     */
+    char *cluster_name;
     unsigned line;
 } rm_config_route_t;
 
@@ -161,8 +168,14 @@ typedef struct st_rm_config_error_t {
 /** Formats an error as "FILE:LINE: MESSAGE" into buf. */
 const char *rm_config_error_format(const rm_config_error_t *err, char *buf, size_t bufsz);
 
-/** Allocates a snapshot holding the defaults (refcount 1, no listeners or clusters). */
+/** Allocates a snapshot holding the defaults (refcount 1, no listeners or clusters). Aborts on OOM. Any thread. */
 rm_config_t *rm_config_create_defaults(void);
+/**
+ * Fills a cluster with the default settings (protocol http1, connect_timeout_ms 1000, h2_connections 1,
+ * h1_max_idle 64, DNS refresh 1000..300000 ms, no TLS); pointer fields are set to NULL, nothing is
+ * freed. For producers that build clusters by hand. Any thread.
+ */
+void rm_config_cluster_set_defaults(rm_config_cluster_t *cluster);
 
 /**
  * Parses and validates the bootstrap YAML file at `path`. Returns a new snapshot (refcount 1), or
@@ -170,15 +183,18 @@ rm_config_t *rm_config_create_defaults(void);
  * reading the file (certificate files are checked for readability, not loaded).
  */
 rm_config_t *rm_config_load_file(const char *path, rm_config_error_t *err);
-/** Same, from a string; `name` is used as the file name in errors. */
+/**
+ * Same, from a string; `name` is used as the file name in errors and its directory (if it has one)
+ * as the base of relative TLS file paths. `yaml` need not be NUL-terminated.
+ */
 rm_config_t *rm_config_load_string(const char *yaml, size_t len, const char *name, rm_config_error_t *err);
 
 /** The quick flags: one listener on `listen` routing everything to one cluster at `upstream`. */
 typedef struct st_rm_config_quick_t {
-    const char *listen;   /* "ADDR:PORT" */
-    const char *upstream; /* "HOST:PORT" */
+    const char *listen;            /* "ADDR:PORT" */
+    const char *upstream;          /* "HOST:PORT" */
     const char *upstream_protocol; /* "h2" | "http1" | "auto", NULL: http1 */
-    unsigned workers;     /* 0: default */
+    unsigned workers;              /* 0: default */
 } rm_config_quick_t;
 
 /** Builds a snapshot from quick flags. Returns NULL with `err` (file "command line") on bad values. */
@@ -186,17 +202,26 @@ rm_config_t *rm_config_from_quick(const rm_config_quick_t *quick, rm_config_erro
 
 /**
  * Validates cross references and values of a snapshot built by a producer and resolves
- * rm_config_route_t.cluster_index. Returns 0, or -1 with `err`. Producers call it before returning.
+ * rm_config_route_t.cluster_index (from cluster_name when set). It also normalizes: unnamed
+ * listeners get "listener<index>", authorities and header names are lower-cased. Returns 0, or -1
+ * with `err` (file = config->source, line = the offending object's line). Producers call it before
+ * returning; the snapshot must not be published yet.
  */
 int rm_config_validate(rm_config_t *config, rm_config_error_t *err);
 
-/** Renders the snapshot as JSON (for /config_dump). Returns a malloc'ed NUL-terminated string. */
+/**
+ * Renders the snapshot as JSON (for /config_dump), in the shape of the bootstrap YAML plus "source",
+ * "generation" and "version". Returns a malloc'ed NUL-terminated string (caller frees); aborts on OOM.
+ * Any thread.
+ */
 char *rm_config_to_json(const rm_config_t *config);
 
+/** Takes a reference (atomic, any thread); returns `config`. */
 rm_config_t *rm_config_ref(rm_config_t *config);
+/** Drops a reference (atomic, any thread); the last one frees the snapshot and all it owns. NULL is ignored. */
 void rm_config_unref(rm_config_t *config);
 
-/** Finds a cluster by name; returns its index or -1. */
+/** Finds a cluster by name; returns its index or -1. Linear: for setup, not per request. */
 ssize_t rm_config_find_cluster(const rm_config_t *config, const char *name);
 
 #endif

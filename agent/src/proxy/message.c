@@ -1,1 +1,153 @@
-/* in progress */ typedef int rm_placeholder_t;
+#include <string.h>
+#include <h2o/string_.h>
+#include "proxy/message.h"
+
+void
+rm_headers_add(h2o_mem_pool_t *pool, rm_headers_t *headers, h2o_iovec_t name, h2o_iovec_t value)
+{
+    if (headers->size == headers->capacity) {
+        /* pool memory cannot be resized in place: double, so that n additions cost O(n) copies */
+        size_t capacity = headers->capacity != 0 ? headers->capacity * 2 : 8;
+        rm_header_t *entries = h2o_mem_alloc_pool(pool, sizeof(*entries) * capacity);
+        if (headers->size != 0)
+            memcpy(entries, headers->entries, sizeof(*entries) * headers->size);
+        headers->entries = entries;
+        headers->capacity = capacity;
+    }
+    headers->entries[headers->size].name = name;
+    headers->entries[headers->size].value = value;
+    ++headers->size;
+}
+
+void
+rm_headers_add_copy(h2o_mem_pool_t *pool, rm_headers_t *headers, const char *name, size_t name_len, const char *value,
+                    size_t value_len)
+{
+    char *lname = h2o_mem_alloc_pool(pool, name_len + 1);
+    for (size_t i = 0; i != name_len; ++i)
+        lname[i] = h2o_tolower(name[i]);
+    lname[name_len] = '\0';
+    rm_headers_add(pool, headers, h2o_iovec_init(lname, name_len), h2o_strdup(pool, value, value_len));
+}
+
+ssize_t
+rm_headers_find(const rm_headers_t *headers, const char *name, size_t name_len, ssize_t from)
+{
+    for (size_t i = from > 0 ? (size_t)from : 0; i < headers->size; ++i) {
+        const rm_header_t *h = headers->entries + i;
+        if (h->name.len == name_len && memcmp(h->name.base, name, name_len) == 0)
+            return (ssize_t)i;
+    }
+    return -1;
+}
+
+int
+rm_header_is_hop_by_hop(const char *name, size_t len)
+{
+    /* case-insensitive although names are lower-case by contract: this is the last line of defence
+     * before a field is forwarded, so a producer's mistake must not leak a framing field */
+    switch (len) {
+    case 7:
+        return h2o_lcstris(name, len, H2O_STRLIT("upgrade"));
+    case 10:
+        return h2o_lcstris(name, len, H2O_STRLIT("connection")) || h2o_lcstris(name, len, H2O_STRLIT("keep-alive"));
+    case 16:
+        return h2o_lcstris(name, len, H2O_STRLIT("proxy-connection"));
+    case 17:
+        return h2o_lcstris(name, len, H2O_STRLIT("transfer-encoding"));
+    default:
+        return 0;
+    }
+}
+
+int
+rm_grpc_status_from_h2_error(uint32_t h2_error)
+{
+    /* gRPC doc/PROTOCOL-HTTP2.md, "Errors"; CANCEL caused by an expired deadline is the caller's
+     * business (it knows about the deadline, we do not) */
+    switch (h2_error) {
+    case RM_H2_REFUSED_STREAM:
+        return RM_GRPC_UNAVAILABLE;
+    case RM_H2_CANCEL:
+        return RM_GRPC_CANCELLED;
+    case RM_H2_ENHANCE_YOUR_CALM:
+        return RM_GRPC_RESOURCE_EXHAUSTED;
+    case RM_H2_INADEQUATE_SECURITY:
+        return RM_GRPC_PERMISSION_DENIED;
+    default:
+        /* NO_ERROR, PROTOCOL, INTERNAL, FLOW_CONTROL, SETTINGS_TIMEOUT, STREAM_CLOSED, FRAME_SIZE,
+         * COMPRESSION, CONNECT, HTTP_1_1_REQUIRED and codes unknown to RFC 9113 */
+        return RM_GRPC_INTERNAL;
+    }
+}
+
+int
+rm_grpc_status_from_http_status(int http_status)
+{
+    /* gRPC doc/http-grpc-status-mapping.md */
+    switch (http_status) {
+    case 400:
+        return RM_GRPC_INTERNAL;
+    case 401:
+        return RM_GRPC_UNAUTHENTICATED;
+    case 403:
+        return RM_GRPC_PERMISSION_DENIED;
+    case 404:
+        return RM_GRPC_UNIMPLEMENTED;
+    case 429:
+    case 502:
+    case 503:
+    case 504:
+        return RM_GRPC_UNAVAILABLE;
+    default:
+        return RM_GRPC_UNKNOWN;
+    }
+}
+
+int
+rm_http_status_from_grpc_status(int grpc_status)
+{
+    switch (grpc_status) {
+    case RM_GRPC_UNAVAILABLE:
+        return 503;
+    case RM_GRPC_DEADLINE_EXCEEDED:
+        return 504;
+    case RM_GRPC_RESOURCE_EXHAUSTED:
+        return 429;
+    case RM_GRPC_PERMISSION_DENIED:
+        return 403;
+    case RM_GRPC_UNIMPLEMENTED:
+        return 404;
+    default:
+        return 500;
+    }
+}
+
+static int
+grpc_message_byte_needs_escape(unsigned char c)
+{
+    return c < 0x20 || c > 0x7e || c == '%';
+}
+
+h2o_iovec_t
+rm_grpc_encode_message(h2o_mem_pool_t *pool, const char *msg, size_t len)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t escaped = 0;
+    for (size_t i = 0; i != len; ++i)
+        escaped += grpc_message_byte_needs_escape((unsigned char)msg[i]);
+
+    char *dst = h2o_mem_alloc_pool(pool, len + escaped * 2 + 1), *p = dst;
+    for (size_t i = 0; i != len; ++i) {
+        unsigned char c = (unsigned char)msg[i];
+        if (grpc_message_byte_needs_escape(c)) {
+            *p++ = '%';
+            *p++ = hex[c >> 4];
+            *p++ = hex[c & 0xf];
+        } else {
+            *p++ = (char)c;
+        }
+    }
+    *p = '\0';
+    return h2o_iovec_init(dst, (size_t)(p - dst));
+}

@@ -13,7 +13,9 @@
 #ifndef remora__proxy_message_h
 #define remora__proxy_message_h
 
+#include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <h2o/memory.h>
 
 typedef struct st_rm_header_t {
@@ -52,12 +54,18 @@ typedef struct st_rm_resp_head_t {
     int64_t content_length;
 } rm_resp_head_t;
 
-/** Appends a field; name and value are referenced, not copied. Grows the array in `pool`. */
+/**
+ * Appends a field; name and value are referenced, not copied (they must live as long as the pool). Grows the array in
+ * `pool` (doubling; the old array stays in the pool). Out of memory aborts.
+ */
 void rm_headers_add(h2o_mem_pool_t *pool, rm_headers_t *headers, h2o_iovec_t name, h2o_iovec_t value);
-/** Same, copying name (lower-cased) and value into `pool`. */
+/** Same, copying name (lower-cased) and value into `pool`; both copies are NUL-terminated. */
 void rm_headers_add_copy(h2o_mem_pool_t *pool, rm_headers_t *headers, const char *name, size_t name_len, const char *value,
                          size_t value_len);
-/** Returns the index of the first field named `name` (lower-case literal) at or after `from`, or -1. */
+/**
+ * Returns the index of the first field named `name` (lower-case; compared exactly) at or after `from` (a negative `from`
+ * counts as 0), or -1.
+ */
 ssize_t rm_headers_find(const rm_headers_t *headers, const char *name, size_t name_len, ssize_t from);
 #define rm_headers_find_lit(h, lit, from) rm_headers_find((h), (lit), sizeof(lit) - 1, (from))
 
@@ -75,13 +83,20 @@ enum {
     RM_GRPC_OK = 0,
     RM_GRPC_CANCELLED = 1,
     RM_GRPC_UNKNOWN = 2,
+    RM_GRPC_INVALID_ARGUMENT = 3,
     RM_GRPC_DEADLINE_EXCEEDED = 4,
     RM_GRPC_NOT_FOUND = 5,
+    RM_GRPC_ALREADY_EXISTS = 6,
     RM_GRPC_PERMISSION_DENIED = 7,
     RM_GRPC_RESOURCE_EXHAUSTED = 8,
+    RM_GRPC_FAILED_PRECONDITION = 9,
+    RM_GRPC_ABORTED = 10,
+    RM_GRPC_OUT_OF_RANGE = 11,
     RM_GRPC_UNIMPLEMENTED = 12,
     RM_GRPC_INTERNAL = 13,
     RM_GRPC_UNAVAILABLE = 14,
+    RM_GRPC_DATA_LOSS = 15,
+    RM_GRPC_UNAUTHENTICATED = 16,
 };
 
 /**
@@ -105,16 +120,26 @@ enum {
     RM_H2_HTTP_1_1_REQUIRED = 0xd,
 };
 
-/** gRPC status for an HTTP/2 RST_STREAM error code received from upstream (gRPC PROTOCOL-HTTP2.md). */
+/**
+ * gRPC status for an HTTP/2 RST_STREAM error code received from upstream (gRPC PROTOCOL-HTTP2.md): REFUSED_STREAM ->
+ * UNAVAILABLE, CANCEL -> CANCELLED, ENHANCE_YOUR_CALM -> RESOURCE_EXHAUSTED, INADEQUATE_SECURITY -> PERMISSION_DENIED,
+ * anything else (NO_ERROR included) -> INTERNAL. Pure function; any thread.
+ */
 int rm_grpc_status_from_h2_error(uint32_t h2_error);
-/** gRPC status for an HTTP status of a response that carries no grpc-status (http-grpc-status-mapping.md). */
+/**
+ * gRPC status for an HTTP status of a response that carries no grpc-status (http-grpc-status-mapping.md): 400 INTERNAL,
+ * 401 UNAUTHENTICATED, 403 PERMISSION_DENIED, 404 UNIMPLEMENTED, 429/502/503/504 UNAVAILABLE, others UNKNOWN.
+ */
 int rm_grpc_status_from_http_status(int http_status);
-/** HTTP status the proxy answers a non-gRPC request with, for a local failure mapped to a gRPC status. */
+/**
+ * HTTP status the proxy answers a non-gRPC request with, for a local failure mapped to a gRPC status: UNAVAILABLE 503,
+ * DEADLINE_EXCEEDED 504, RESOURCE_EXHAUSTED 429, PERMISSION_DENIED 403, UNIMPLEMENTED 404, anything else 500.
+ */
 int rm_http_status_from_grpc_status(int grpc_status);
 
 /**
- * Percent-encodes a grpc-message value as the gRPC spec requires (bytes outside 0x20-0x7e and '%').
- * Returns a string allocated in `pool`.
+ * Percent-encodes a grpc-message value as the gRPC spec requires (bytes outside 0x20-0x7e and '%' become "%XX", upper-case
+ * hex). Returns a NUL-terminated string allocated in `pool` (the NUL is not counted in len).
  */
 h2o_iovec_t rm_grpc_encode_message(h2o_mem_pool_t *pool, const char *msg, size_t len);
 

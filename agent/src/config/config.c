@@ -1,0 +1,826 @@
+/*
+ * Snapshot lifecycle, defaults, validation and the quick-flag producer.
+ */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "remora/strutil.h"
+#include "config/config.h"
+#include "config/config_priv.h"
+
+#define RANGE(type, field, lo, hi)                                                                                                 \
+    {                                                                                                                              \
+#field, offsetof(type, field), (lo), (hi)                                                                                  \
+    }
+
+const rm_config_range_t rm_config__limit_ranges[] = {
+    RANGE(rm_config_limits_t, max_headers, 1, 10000),
+    RANGE(rm_config_limits_t, max_header_bytes, 1024, 16 * 1024 * 1024),
+    /* HTTP/2 caps windows and stream counts at 2^31-1; a connection window below the RFC's initial 65535 cannot be
+     * expressed, since it can only be grown by WINDOW_UPDATE */
+    RANGE(rm_config_limits_t, h2_max_concurrent_streams, 1, 0x7fffffff),
+    RANGE(rm_config_limits_t, stream_window_bytes, 1, 0x7fffffff),
+    RANGE(rm_config_limits_t, connection_window_bytes, 65535, 0x7fffffff),
+    RANGE(rm_config_limits_t, idle_timeout_ms, 1, UINT32_MAX),
+    RANGE(rm_config_limits_t, detect_timeout_ms, 1, UINT32_MAX),
+};
+const size_t rm_config__num_limit_ranges = sizeof(rm_config__limit_ranges) / sizeof(rm_config__limit_ranges[0]);
+
+const rm_config_range_t rm_config__cluster_ranges[] = {
+    RANGE(rm_config_cluster_t, connect_timeout_ms, 1, UINT32_MAX),
+    RANGE(rm_config_cluster_t, h2_connections, 1, 64),
+    RANGE(rm_config_cluster_t, h1_max_idle, 0, 65535),
+    {"dns.min_refresh_ms", offsetof(rm_config_cluster_t, dns_min_refresh_ms), 1, UINT32_MAX},
+    {"dns.max_refresh_ms", offsetof(rm_config_cluster_t, dns_max_refresh_ms), 1, UINT32_MAX},
+};
+const size_t rm_config__num_cluster_ranges = sizeof(rm_config__cluster_ranges) / sizeof(rm_config__cluster_ranges[0]);
+
+#undef RANGE
+
+int
+rm_config__error(rm_config_error_t *err, const char *file, unsigned line, const char *fmt, ...)
+{
+    va_list ap;
+    snprintf(err->file, sizeof(err->file), "%s", file != NULL ? file : "(config)");
+    err->line = line;
+    va_start(ap, fmt);
+    vsnprintf(err->message, sizeof(err->message), fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+const char *
+rm_config_error_format(const rm_config_error_t *err, char *buf, size_t bufsz)
+{
+    if (err->line != 0)
+        snprintf(buf, bufsz, "%s:%u: %s", err->file, err->line, err->message);
+    else
+        snprintf(buf, bufsz, "%s: %s", err->file, err->message);
+    return buf;
+}
+
+static int
+parse_port(const char *s, size_t len, uint16_t *port)
+{
+    unsigned long v = 0;
+    if (len == 0 || len > 5)
+        return -1;
+    for (size_t i = 0; i != len; ++i) {
+        if (!isdigit((unsigned char)s[i]))
+            return -1;
+        v = v * 10 + (unsigned)(s[i] - '0');
+    }
+    if (v < 1 || v > 65535)
+        return -1;
+    *port = (uint16_t)v;
+    return 0;
+}
+
+const char *
+rm_config__split_host_port(const char *s, const char **host, size_t *host_len, uint16_t *port)
+{
+    const char *colon;
+    if (s[0] == '[') {
+        const char *close = strchr(s, ']');
+        if (close == NULL)
+            return "missing ']' after the IPv6 address";
+        if (close[1] != ':')
+            return "missing ':PORT' after the IPv6 address";
+        *host = s + 1;
+        *host_len = close - s - 1;
+        colon = close + 1;
+    } else {
+        if ((colon = strrchr(s, ':')) == NULL)
+            return "expected HOST:PORT (the port is required)";
+        if (memchr(s, ':', colon - s) != NULL)
+            return "IPv6 addresses must be written in brackets, as [::1]:PORT";
+        *host = s;
+        *host_len = colon - s;
+    }
+    if (parse_port(colon + 1, strlen(colon + 1), port) != 0)
+        return "port must be 1-65535";
+    return NULL;
+}
+
+const char *
+rm_config__parse_bind_addr(const char *s, rm_config_addr_t *addr)
+{
+    const char *host, *reason;
+    size_t host_len;
+    uint16_t port;
+    char buf[INET6_ADDRSTRLEN];
+    struct sockaddr_in *sin = (void *)&addr->addr;
+    struct sockaddr_in6 *sin6 = (void *)&addr->addr;
+
+    if ((reason = rm_config__split_host_port(s, &host, &host_len, &port)) != NULL)
+        return reason;
+    if (host_len >= sizeof(buf))
+        return "address must be an IP literal (a listening address cannot be a DNS name)";
+    memcpy(buf, host, host_len);
+    buf[host_len] = '\0';
+    memset(&addr->addr, 0, sizeof(addr->addr));
+    if (s[0] == '[') {
+        if (inet_pton(AF_INET6, buf, &sin6->sin6_addr) != 1)
+            return "not a valid IPv6 address";
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons(port);
+        addr->addrlen = sizeof(*sin6);
+        return NULL;
+    }
+    if (host_len == 0 || strcmp(buf, "*") == 0) {
+        sin->sin_addr.s_addr = htonl(INADDR_ANY);
+    } else if (inet_pton(AF_INET, buf, &sin->sin_addr) != 1) {
+        return "address must be an IP literal (a listening address cannot be a DNS name)";
+    }
+    sin->sin_family = AF_INET;
+    sin->sin_port = htons(port);
+    addr->addrlen = sizeof(*sin);
+    return NULL;
+}
+
+static int
+valid_dns_name(const char *s, size_t len)
+{
+    size_t label = 0;
+    if (len == 0 || len > 253)
+        return 0;
+    for (size_t i = 0; i != len; ++i) {
+        unsigned char c = s[i];
+        if (c == '.') {
+            if (label == 0)
+                return 0;
+            label = 0;
+        } else if (isalnum(c) || c == '-' || c == '_') {
+            if (++label > 63)
+                return 0;
+        } else {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+const char *
+rm_config__parse_endpoint(const char *s, rm_config_endpoint_t *ep)
+{
+    const char *host, *reason;
+    size_t host_len;
+    uint16_t port;
+    char buf[INET6_ADDRSTRLEN];
+
+    if ((reason = rm_config__split_host_port(s, &host, &host_len, &port)) != NULL)
+        return reason;
+    if (host_len == 0)
+        return "host is empty";
+    memset(ep, 0, sizeof(*ep));
+    if (host_len < sizeof(buf)) {
+        memcpy(buf, host, host_len);
+        buf[host_len] = '\0';
+        struct sockaddr_in *sin = (void *)&ep->addr.addr;
+        struct sockaddr_in6 *sin6 = (void *)&ep->addr.addr;
+        if (s[0] != '[' && inet_pton(AF_INET, buf, &sin->sin_addr) == 1) {
+            sin->sin_family = AF_INET;
+            sin->sin_port = htons(port);
+            ep->addr.addrlen = sizeof(*sin);
+            ep->is_ip = 1;
+        } else if (s[0] == '[') {
+            if (inet_pton(AF_INET6, buf, &sin6->sin6_addr) != 1)
+                return "not a valid IPv6 address";
+            sin6->sin6_family = AF_INET6;
+            sin6->sin6_port = htons(port);
+            ep->addr.addrlen = sizeof(*sin6);
+            ep->is_ip = 1;
+        }
+    }
+    if (!ep->is_ip && !valid_dns_name(host, host_len))
+        return "host must be an IP literal or a DNS name (letters, digits, '-', '_' and dots)";
+    ep->host = rm_strndup(host, host_len);
+    ep->port = port;
+    return NULL;
+}
+
+char *
+rm_config__normalize_dns_server(const char *s, const char **reason)
+{
+    rm_config_addr_t addr;
+    char buf[96];
+    struct sockaddr_in *sin = (void *)&addr.addr;
+    struct sockaddr_in6 *sin6 = (void *)&addr.addr;
+
+    memset(&addr, 0, sizeof(addr));
+    /* a bare address means the standard port */
+    if (inet_pton(AF_INET, s, &sin->sin_addr) == 1) {
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons(53);
+    } else if (inet_pton(AF_INET6, s, &sin6->sin6_addr) == 1) {
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons(53);
+    } else if ((*reason = rm_config__parse_bind_addr(s, &addr)) != NULL) {
+        if (strcmp(*reason, "address must be an IP literal (a listening address cannot be a DNS name)") == 0)
+            *reason = "a DNS server must be an IP literal";
+        return NULL;
+    } else if (addr.addr.ss_family == AF_INET && sin->sin_addr.s_addr == htonl(INADDR_ANY)) {
+        *reason = "a DNS server must be an IP literal";
+        return NULL;
+    }
+    return rm_strdup(rm_format_sockaddr((struct sockaddr *)&addr.addr, buf, sizeof(buf)));
+}
+
+const char *
+rm_config__check_readable(const char *path, char *buf, size_t bufsz)
+{
+    struct stat st;
+    int fd;
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
+        snprintf(buf, bufsz, "cannot read: %s", strerror(errno));
+        return buf;
+    }
+    int ok = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+    close(fd);
+    if (!ok) {
+        snprintf(buf, bufsz, "not a regular file");
+        return buf;
+    }
+    return NULL;
+}
+
+int
+rm_config__valid_name(const char *name)
+{
+    size_t len = strlen(name);
+    if (len == 0 || len > 128)
+        return 0;
+    for (size_t i = 0; i != len; ++i) {
+        unsigned char c = name[i];
+        if (!(isalnum(c) || c == '.' || c == '_' || c == '-' || c == ':' || c == '/'))
+            return 0;
+    }
+    return 1;
+}
+
+size_t
+rm_config__distance(const char *a, const char *b, size_t cap)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    size_t row[64];
+    if (lb >= sizeof(row) / sizeof(row[0]) || la >= 64)
+        return cap + 1;
+    for (size_t j = 0; j <= lb; ++j)
+        row[j] = j;
+    for (size_t i = 1; i <= la; ++i) {
+        size_t diag = row[0], best;
+        row[0] = i;
+        best = row[0];
+        for (size_t j = 1; j <= lb; ++j) {
+            size_t up = row[j];
+            size_t v = diag + (a[i - 1] != b[j - 1]);
+            if (up + 1 < v)
+                v = up + 1;
+            if (row[j - 1] + 1 < v)
+                v = row[j - 1] + 1;
+            row[j] = v;
+            diag = up;
+            if (v < best)
+                best = v;
+        }
+        if (best > cap)
+            return cap + 1;
+    }
+    return row[lb];
+}
+
+void
+rm_config_cluster_set_defaults(rm_config_cluster_t *cluster)
+{
+    memset(cluster, 0, sizeof(*cluster));
+    cluster->protocol = RM_UPSTREAM_HTTP1;
+    cluster->connect_timeout_ms = 1000;
+    cluster->h2_connections = 1;
+    cluster->h1_max_idle = 64;
+    cluster->dns_min_refresh_ms = 1000;
+    cluster->dns_max_refresh_ms = 300000;
+}
+
+static unsigned
+default_workers(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    if (n < 1)
+        return 1;
+    return n > RM_CONFIG_MAX_WORKERS ? RM_CONFIG_MAX_WORKERS : (unsigned)n;
+}
+
+rm_config_t *
+rm_config_create_defaults(void)
+{
+    rm_config_t *c = rm_calloc(1, sizeof(*c));
+    const char *reason;
+
+    c->_refcnt = 1;
+    c->num_workers = default_workers();
+    if ((reason = rm_config__parse_bind_addr("127.0.0.1:15000", &c->admin_addr)) != NULL ||
+        (reason = rm_config__parse_bind_addr("0.0.0.0:15020", &c->health_addr)) != NULL)
+        abort();
+    c->drain_timeout_ms = 10000;
+    c->limits.max_headers = 100;
+    c->limits.max_header_bytes = 64 * 1024;
+    c->limits.h2_max_concurrent_streams = 1024;
+    c->limits.stream_window_bytes = 256 * 1024;
+    c->limits.connection_window_bytes = 4 * 1024 * 1024;
+    c->limits.idle_timeout_ms = 300000;
+    c->limits.detect_timeout_ms = 10000;
+    return c;
+}
+
+rm_config_t *
+rm_config_ref(rm_config_t *config)
+{
+    __atomic_add_fetch(&config->_refcnt, 1, __ATOMIC_RELAXED);
+    return config;
+}
+
+static void
+free_route(rm_config_route_t *r)
+{
+    free(r->name);
+    for (size_t i = 0; i != r->num_authorities; ++i)
+        free(r->authorities[i]);
+    free(r->authorities);
+    free(r->path);
+    for (size_t i = 0; i != r->num_headers; ++i) {
+        free(r->headers[i].name);
+        free(r->headers[i].value);
+    }
+    free(r->headers);
+    free(r->cluster_name);
+}
+
+static void
+destroy(rm_config_t *c)
+{
+    free(c->source);
+    free(c->version);
+    for (size_t i = 0; i != c->num_dns_servers; ++i)
+        free(c->dns_servers[i]);
+    free(c->dns_servers);
+    for (size_t i = 0; i != c->num_listeners; ++i) {
+        rm_config_listener_t *l = c->listeners + i;
+        free(l->name);
+        free(l->tls_cert_file);
+        free(l->tls_key_file);
+        for (size_t j = 0; j != l->num_routes; ++j)
+            free_route(l->routes + j);
+        free(l->routes);
+    }
+    free(c->listeners);
+    for (size_t i = 0; i != c->num_clusters; ++i) {
+        rm_config_cluster_t *cl = c->clusters + i;
+        free(cl->name);
+        for (size_t j = 0; j != cl->num_endpoints; ++j)
+            free(cl->endpoints[j].host);
+        free(cl->endpoints);
+        free(cl->tls_ca_file);
+        free(cl->tls_server_name);
+        free(cl->tls_cert_file);
+        free(cl->tls_key_file);
+    }
+    free(c->clusters);
+    free(c);
+}
+
+void
+rm_config_unref(rm_config_t *config)
+{
+    if (config == NULL)
+        return;
+    /* acq_rel: the thread that frees must see every other thread's last reads as finished */
+    if (__atomic_sub_fetch(&config->_refcnt, 1, __ATOMIC_ACQ_REL) == 0)
+        destroy(config);
+}
+
+ssize_t
+rm_config_find_cluster(const rm_config_t *config, const char *name)
+{
+    for (size_t i = 0; i != config->num_clusters; ++i)
+        if (strcmp(config->clusters[i].name, name) == 0)
+            return (ssize_t)i;
+    return -1;
+}
+
+/* --- validation --- */
+
+static uint16_t
+addr_port(const rm_config_addr_t *a)
+{
+    if (a->addr.ss_family == AF_INET)
+        return ntohs(((const struct sockaddr_in *)&a->addr)->sin_port);
+    if (a->addr.ss_family == AF_INET6)
+        return ntohs(((const struct sockaddr_in6 *)&a->addr)->sin6_port);
+    return 0;
+}
+
+static int
+addr_is_any(const rm_config_addr_t *a)
+{
+    if (a->addr.ss_family == AF_INET)
+        return ((const struct sockaddr_in *)&a->addr)->sin_addr.s_addr == htonl(INADDR_ANY);
+    return IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)&a->addr)->sin6_addr);
+}
+
+/* Two sockets of the same family and port collide if the addresses are equal or one is the wildcard. */
+static int
+addrs_conflict(const rm_config_addr_t *a, const rm_config_addr_t *b)
+{
+    if (a->addr.ss_family != b->addr.ss_family || addr_port(a) != addr_port(b))
+        return 0;
+    if (addr_is_any(a) || addr_is_any(b))
+        return 1;
+    if (a->addr.ss_family == AF_INET)
+        return ((const struct sockaddr_in *)&a->addr)->sin_addr.s_addr == ((const struct sockaddr_in *)&b->addr)->sin_addr.s_addr;
+    return memcmp(&((const struct sockaddr_in6 *)&a->addr)->sin6_addr, &((const struct sockaddr_in6 *)&b->addr)->sin6_addr,
+                  sizeof(struct in6_addr)) == 0;
+}
+
+static const char *
+check_addr(const rm_config_addr_t *a)
+{
+    if (a->addr.ss_family != AF_INET && a->addr.ss_family != AF_INET6)
+        return "address is not set";
+    if (addr_port(a) == 0)
+        return "port must be 1-65535";
+    return NULL;
+}
+
+static void
+lower(char *s)
+{
+    for (; *s != '\0'; ++s)
+        *s = tolower((unsigned char)*s);
+}
+
+static int
+valid_token(const char *s)
+{
+    /* RFC 9110 tchar */
+    if (*s == '\0')
+        return 0;
+    for (; *s != '\0'; ++s) {
+        unsigned char c = *s;
+        if (!(isalnum(c) || strchr("!#$%&'*+-.^_`|~", c) != NULL))
+            return 0;
+    }
+    return 1;
+}
+
+static int
+valid_field_value(const char *s)
+{
+    for (; *s != '\0'; ++s) {
+        unsigned char c = *s;
+        if ((c < 0x20 && c != '\t') || c == 0x7f)
+            return 0;
+    }
+    return 1;
+}
+
+/* A listener or endpoint description used in messages. */
+static const char *
+addr_str(const rm_config_addr_t *a, char *buf, size_t bufsz)
+{
+    return rm_format_sockaddr((const struct sockaddr *)&a->addr, buf, bufsz);
+}
+
+static const char *
+suggest_cluster(const rm_config_t *c, const char *name)
+{
+    const char *best = NULL;
+    size_t best_d = 3;
+    for (size_t i = 0; i != c->num_clusters; ++i) {
+        size_t d = rm_config__distance(name, c->clusters[i].name, 2);
+        if (d < best_d) {
+            best_d = d;
+            best = c->clusters[i].name;
+        }
+    }
+    return best;
+}
+
+static int
+validate_tls_files(rm_config_t *c, rm_config_error_t *err, unsigned line, const char *what, const char *const *keys,
+                   char *const *files, size_t n)
+{
+    char buf[256];
+    const char *reason;
+    for (size_t i = 0; i != n; ++i) {
+        if (files[i] != NULL && (reason = rm_config__check_readable(files[i], buf, sizeof(buf))) != NULL)
+            return rm_config__error(err, c->source, line, "%s: tls.%s '%s': %s", what, keys[i], files[i], reason);
+    }
+    return 0;
+}
+
+static int
+validate_route(rm_config_t *c, rm_config_listener_t *l, size_t ri, rm_config_error_t *err)
+{
+    rm_config_route_t *r = l->routes + ri;
+    char what[320];
+
+    if (r->name != NULL) {
+        if (!rm_config__valid_name(r->name))
+            return rm_config__error(err, c->source, r->line,
+                                    "listener '%s': route name '%s' may only contain letters, digits and . _ - : / (1-128)",
+                                    l->name, r->name);
+        for (size_t j = 0; j != ri; ++j)
+            if (l->routes[j].name != NULL && strcmp(l->routes[j].name, r->name) == 0)
+                return rm_config__error(err, c->source, r->line, "listener '%s': route '%s' is defined twice (first on line %u)",
+                                        l->name, r->name, l->routes[j].line);
+        snprintf(what, sizeof(what), "listener '%s': route '%s'", l->name, r->name);
+    } else {
+        snprintf(what, sizeof(what), "listener '%s': route #%zu", l->name, ri + 1);
+    }
+
+    if (r->cluster_name != NULL) {
+        ssize_t idx = rm_config_find_cluster(c, r->cluster_name);
+        if (idx < 0) {
+            const char *hint = suggest_cluster(c, r->cluster_name);
+            return rm_config__error(err, c->source, r->line, "%s: cluster '%s' is not defined%s%s%s", what, r->cluster_name,
+                                    hint != NULL ? " (did you mean '" : "", hint != NULL ? hint : "", hint != NULL ? "'?)" : "");
+        }
+        r->cluster_index = (size_t)idx;
+    } else if (r->cluster_index >= c->num_clusters) {
+        return rm_config__error(err, c->source, r->line, "%s: cluster index %zu is out of range (%zu clusters)", what,
+                                r->cluster_index, c->num_clusters);
+    }
+
+    for (size_t i = 0; i != r->num_authorities; ++i) {
+        char *a = r->authorities[i];
+        if (a[0] == '\0' || strpbrk(a, " \t\r\n/?#@") != NULL)
+            return rm_config__error(err, c->source, r->line, "%s: match.authority '%s' must be a host name, HOST:PORT or *.DOMAIN",
+                                    what, a);
+        if (strchr(a + 1, '*') != NULL || (a[0] == '*' && a[1] != '.' && a[1] != '\0'))
+            return rm_config__error(err, c->source, r->line,
+                                    "%s: match.authority '%s': a wildcard is only allowed as a leading '*.' (or '*' alone)", what,
+                                    a);
+        const char *close = a[0] == '[' ? strchr(a, ']') : NULL, *host, *reason;
+        size_t host_len;
+        uint16_t port;
+        if (a[0] == '[' && close == NULL)
+            return rm_config__error(err, c->source, r->line, "%s: match.authority '%s': missing ']'", what, a);
+        if ((close != NULL ? close[1] != '\0' : strchr(a, ':') != NULL) &&
+            (reason = rm_config__split_host_port(a, &host, &host_len, &port)) != NULL)
+            return rm_config__error(err, c->source, r->line, "%s: match.authority '%s': %s", what, a, reason);
+        lower(a);
+    }
+
+    switch (r->path_match) {
+    case RM_PATH_MATCH_ANY:
+        if (r->path != NULL)
+            return rm_config__error(err, c->source, r->line, "%s: a path is set without prefix/exact matching", what);
+        break;
+    case RM_PATH_MATCH_PREFIX:
+    case RM_PATH_MATCH_EXACT: {
+        const char *kind = r->path_match == RM_PATH_MATCH_PREFIX ? "prefix" : "exact";
+        if (r->path == NULL || r->path[0] != '/')
+            return rm_config__error(err, c->source, r->line, "%s: match.path.%s '%s' must start with '/'", what, kind,
+                                    r->path != NULL ? r->path : "");
+        if (strpbrk(r->path, "?# \t\r\n") != NULL)
+            return rm_config__error(err, c->source, r->line,
+                                    "%s: match.path.%s '%s' must not contain '?', '#' or whitespace (the query is not matched)",
+                                    what, kind, r->path);
+    } break;
+    default:
+        return rm_config__error(err, c->source, r->line, "%s: unknown path match kind %d", what, (int)r->path_match);
+    }
+
+    for (size_t i = 0; i != r->num_headers; ++i) {
+        rm_config_header_match_t *h = r->headers + i;
+        if (h->name == NULL || !valid_token(h->name))
+            return rm_config__error(err, c->source, r->line, "%s: match.headers: name '%s' is not a valid header name", what,
+                                    h->name != NULL ? h->name : "");
+        lower(h->name);
+        if (h->value != NULL && !valid_field_value(h->value))
+            return rm_config__error(err, c->source, r->line, "%s: match.headers '%s': value contains control characters", what,
+                                    h->name);
+    }
+    return 0;
+}
+
+static int
+validate_listener(rm_config_t *c, size_t li, rm_config_error_t *err)
+{
+    rm_config_listener_t *l = c->listeners + li;
+    const char *reason;
+    char what[200], a1[96], a2[96];
+
+    if (l->name == NULL) {
+        snprintf(a1, sizeof(a1), "listener%zu", li);
+        l->name = rm_strdup(a1);
+    }
+    if (!rm_config__valid_name(l->name))
+        return rm_config__error(err, c->source, l->line,
+                                "listener name '%s' may only contain letters, digits and . _ - : / (1-128)", l->name);
+    snprintf(what, sizeof(what), "listener '%s'", l->name);
+    for (size_t j = 0; j != li; ++j) {
+        if (strcmp(c->listeners[j].name, l->name) == 0)
+            return rm_config__error(err, c->source, l->line, "listener '%s' is defined twice (first on line %u)", l->name,
+                                    c->listeners[j].line);
+    }
+    unsigned aline = l->addr.line != 0 ? l->addr.line : l->line;
+    if ((reason = check_addr(&l->addr)) != NULL)
+        return rm_config__error(err, c->source, aline, "%s: address: %s", what, reason);
+    for (size_t j = 0; j != li; ++j) {
+        if (addrs_conflict(&c->listeners[j].addr, &l->addr))
+            return rm_config__error(err, c->source, aline, "%s: address %s overlaps listener '%s' (%s, line %u)", what,
+                                    addr_str(&l->addr, a1, sizeof(a1)), c->listeners[j].name,
+                                    addr_str(&c->listeners[j].addr, a2, sizeof(a2)), c->listeners[j].line);
+    }
+    if (addrs_conflict(&c->admin_addr, &l->addr))
+        return rm_config__error(err, c->source, aline, "%s: address %s collides with the admin address", what,
+                                addr_str(&l->addr, a1, sizeof(a1)));
+    if (addrs_conflict(&c->health_addr, &l->addr))
+        return rm_config__error(err, c->source, aline, "%s: address %s collides with the health address", what,
+                                addr_str(&l->addr, a1, sizeof(a1)));
+
+    if ((l->tls_cert_file == NULL) != (l->tls_key_file == NULL))
+        return rm_config__error(err, c->source, l->line, "%s: tls needs both 'certificate' and 'key' (%s is missing)", what,
+                                l->tls_cert_file == NULL ? "certificate" : "key");
+    static const char *const keys[] = {"certificate", "key"};
+    char *const files[] = {l->tls_cert_file, l->tls_key_file};
+    if (validate_tls_files(c, err, l->line, what, keys, files, 2) != 0)
+        return -1;
+
+    if (l->num_routes == 0)
+        return rm_config__error(err, c->source, l->line, "%s: needs at least one route", what);
+    for (size_t i = 0; i != l->num_routes; ++i)
+        if (validate_route(c, l, i, err) != 0)
+            return -1;
+    return 0;
+}
+
+static int
+check_ranges(rm_config_t *c, rm_config_error_t *err, unsigned line, const char *what, const void *base,
+             const rm_config_range_t *ranges, size_t n)
+{
+    for (size_t i = 0; i != n; ++i) {
+        uint32_t v = *(const uint32_t *)((const char *)base + ranges[i].offset);
+        if (v < ranges[i].min || v > ranges[i].max)
+            return rm_config__error(err, c->source, line, "%s%s must be %u-%u, got %u", what, ranges[i].name, ranges[i].min,
+                                    ranges[i].max, v);
+    }
+    return 0;
+}
+
+static int
+validate_cluster(rm_config_t *c, size_t ci, rm_config_error_t *err)
+{
+    rm_config_cluster_t *cl = c->clusters + ci;
+    char what[200];
+
+    if (cl->name == NULL)
+        return rm_config__error(err, c->source, cl->line, "cluster #%zu: 'name' is required", ci + 1);
+    if (!rm_config__valid_name(cl->name))
+        return rm_config__error(err, c->source, cl->line,
+                                "cluster name '%s' may only contain letters, digits and . _ - : / (1-128)", cl->name);
+    for (size_t j = 0; j != ci; ++j)
+        if (strcmp(c->clusters[j].name, cl->name) == 0)
+            return rm_config__error(err, c->source, cl->line, "cluster '%s' is defined twice (first on line %u)", cl->name,
+                                    c->clusters[j].line);
+    snprintf(what, sizeof(what), "cluster '%s': ", cl->name);
+    if ((unsigned)cl->protocol > RM_UPSTREAM_AUTO)
+        return rm_config__error(err, c->source, cl->line, "%sprotocol must be h2, http1 or auto", what);
+    if (cl->num_endpoints == 0)
+        return rm_config__error(err, c->source, cl->line, "%sneeds at least one endpoint", what);
+    for (size_t i = 0; i != cl->num_endpoints; ++i) {
+        rm_config_endpoint_t *ep = cl->endpoints + i;
+        if (ep->host == NULL || ep->host[0] == '\0' || ep->port == 0)
+            return rm_config__error(err, c->source, cl->line, "%sendpoint #%zu needs a host and a port 1-65535", what, i + 1);
+        if (ep->is_ip && ep->addr.addr.ss_family != AF_INET && ep->addr.addr.ss_family != AF_INET6)
+            return rm_config__error(err, c->source, cl->line, "%sendpoint '%s' is marked as an IP literal without an address", what,
+                                    ep->host);
+        for (size_t j = 0; j != i; ++j)
+            if (cl->endpoints[j].port == ep->port && strcasecmp(cl->endpoints[j].host, ep->host) == 0)
+                return rm_config__error(err, c->source, cl->line, "%sendpoint '%s' port %u is listed twice", what, ep->host,
+                                        ep->port);
+    }
+    if (check_ranges(c, err, cl->line, what, cl, rm_config__cluster_ranges, rm_config__num_cluster_ranges) != 0)
+        return -1;
+    if (cl->dns_min_refresh_ms > cl->dns_max_refresh_ms)
+        return rm_config__error(err, c->source, cl->line, "%sdns.min_refresh_ms (%u) must not exceed dns.max_refresh_ms (%u)", what,
+                                cl->dns_min_refresh_ms, cl->dns_max_refresh_ms);
+    if (!cl->tls &&
+        (cl->tls_ca_file != NULL || cl->tls_server_name != NULL || cl->tls_cert_file != NULL || cl->tls_key_file != NULL))
+        return rm_config__error(err, c->source, cl->line, "%sTLS files or server name are set but TLS is off", what);
+    if ((cl->tls_cert_file == NULL) != (cl->tls_key_file == NULL))
+        return rm_config__error(err, c->source, cl->line, "%stls needs both 'certificate' and 'key' (%s is missing)", what,
+                                cl->tls_cert_file == NULL ? "certificate" : "key");
+    if (cl->tls_server_name != NULL && !valid_dns_name(cl->tls_server_name, strlen(cl->tls_server_name)))
+        return rm_config__error(err, c->source, cl->line, "%stls.server_name '%s' must be a DNS name", what, cl->tls_server_name);
+    static const char *const keys[] = {"ca", "certificate", "key"};
+    char *const files[] = {cl->tls_ca_file, cl->tls_cert_file, cl->tls_key_file};
+    what[strlen(what) - 2] = '\0'; /* drop ": " */
+    return validate_tls_files(c, err, cl->line, what, keys, files, 3);
+}
+
+int
+rm_config_validate(rm_config_t *c, rm_config_error_t *err)
+{
+    const char *reason;
+    char a1[96], a2[96];
+
+    if (c->num_workers < 1 || c->num_workers > RM_CONFIG_MAX_WORKERS)
+        return rm_config__error(err, c->source, 0, "workers must be 1-%d, got %u", RM_CONFIG_MAX_WORKERS, c->num_workers);
+    if (check_ranges(c, err, 0, "limits.", &c->limits, rm_config__limit_ranges, rm_config__num_limit_ranges) != 0)
+        return -1;
+    if ((reason = check_addr(&c->admin_addr)) != NULL)
+        return rm_config__error(err, c->source, c->admin_addr.line, "admin: %s", reason);
+    if ((reason = check_addr(&c->health_addr)) != NULL)
+        return rm_config__error(err, c->source, c->health_addr.line, "health: %s", reason);
+    if (addrs_conflict(&c->admin_addr, &c->health_addr))
+        return rm_config__error(err, c->source, c->health_addr.line != 0 ? c->health_addr.line : c->admin_addr.line,
+                                "health address %s collides with the admin address %s", addr_str(&c->health_addr, a1, sizeof(a1)),
+                                addr_str(&c->admin_addr, a2, sizeof(a2)));
+    for (size_t i = 0; i != c->num_dns_servers; ++i) {
+        char *norm = rm_config__normalize_dns_server(c->dns_servers[i], &reason);
+        if (norm == NULL)
+            return rm_config__error(err, c->source, 0, "dns.servers '%s': %s", c->dns_servers[i], reason);
+        free(norm);
+    }
+    for (size_t i = 0; i != c->num_clusters; ++i)
+        if (validate_cluster(c, i, err) != 0)
+            return -1;
+    for (size_t i = 0; i != c->num_listeners; ++i)
+        if (validate_listener(c, i, err) != 0)
+            return -1;
+    return 0;
+}
+
+/* --- quick flags --- */
+
+rm_config_t *
+rm_config_from_quick(const rm_config_quick_t *quick, rm_config_error_t *err)
+{
+    static const char source[] = "command line";
+    rm_config_t *c = rm_config_create_defaults();
+    const char *reason;
+
+    c->source = rm_strdup(source);
+    if (quick->workers != 0)
+        c->num_workers = quick->workers;
+
+    c->clusters = rm_calloc(1, sizeof(*c->clusters));
+    c->num_clusters = 1;
+    rm_config_cluster_t *cl = c->clusters;
+    rm_config_cluster_set_defaults(cl);
+    cl->name = rm_strdup("upstream");
+    if (quick->upstream_protocol == NULL || strcmp(quick->upstream_protocol, "http1") == 0) {
+        cl->protocol = RM_UPSTREAM_HTTP1;
+    } else if (strcmp(quick->upstream_protocol, "h2") == 0) {
+        cl->protocol = RM_UPSTREAM_H2;
+    } else if (strcmp(quick->upstream_protocol, "auto") == 0) {
+        cl->protocol = RM_UPSTREAM_AUTO;
+    } else {
+        rm_config__error(err, source, 0, "upstream protocol '%s' must be h2, http1 or auto", quick->upstream_protocol);
+        goto Error;
+    }
+    if (quick->upstream == NULL) {
+        rm_config__error(err, source, 0, "an upstream HOST:PORT is required");
+        goto Error;
+    }
+    cl->endpoints = rm_calloc(1, sizeof(*cl->endpoints));
+    if ((reason = rm_config__parse_endpoint(quick->upstream, cl->endpoints)) != NULL) {
+        rm_config__error(err, source, 0, "upstream '%s': %s", quick->upstream, reason);
+        goto Error;
+    }
+    cl->num_endpoints = 1;
+
+    if (quick->listen == NULL) {
+        rm_config__error(err, source, 0, "a listen ADDR:PORT is required");
+        goto Error;
+    }
+    c->listeners = rm_calloc(1, sizeof(*c->listeners));
+    c->num_listeners = 1;
+    rm_config_listener_t *l = c->listeners;
+    l->name = rm_strdup("main");
+    if ((reason = rm_config__parse_bind_addr(quick->listen, &l->addr)) != NULL) {
+        rm_config__error(err, source, 0, "listen address '%s': %s", quick->listen, reason);
+        goto Error;
+    }
+    l->routes = rm_calloc(1, sizeof(*l->routes));
+    l->num_routes = 1;
+    l->routes[0].name = rm_strdup("default");
+    l->routes[0].cluster_name = rm_strdup("upstream");
+
+    if (rm_config_validate(c, err) != 0)
+        goto Error;
+    return c;
+Error:
+    rm_config_unref(c);
+    return NULL;
+}

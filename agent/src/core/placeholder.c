@@ -1,1 +1,0 @@
-typedef int rm_placeholder_core_t;

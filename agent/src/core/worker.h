@@ -1,0 +1,124 @@
+/*
+ * A worker: one thread, one libuv loop, its own SO_REUSEPORT listener sockets, and every
+ * connection, stream and pooled upstream connection it accepts or opens for their whole life.
+ * Workers share nothing mutable; the main thread talks to a worker only by posting messages to its
+ * queue (rm_worker_post), which the worker drains on its loop.
+ *
+ * Deferred work: code running inside a callback of an object must not free that object. It marks
+ * the object closed and calls rm_worker_defer(); deferred callbacks run once the current loop
+ * iteration's I/O callbacks have all returned (a uv_check handle), as do pending flushes
+ * (rm_worker_schedule_flush), so writes produced by many events in one iteration go out together.
+ */
+#ifndef remora__worker_h
+#define remora__worker_h
+
+#include <pthread.h>
+#include <stdint.h>
+#include <uv.h>
+#include <h2o.h>
+#include "config/config.h"
+#include "obs/stats.h"
+
+typedef struct st_rm_worker_t rm_worker_t;
+typedef struct st_rm_listener_t rm_listener_t;
+typedef struct st_rm_cluster_t rm_cluster_t;
+typedef struct st_rm_resolver_t rm_resolver_t;
+typedef struct st_rm_tls_set_t rm_tls_set_t;
+
+/** A message posted to a worker; `cb` runs on the worker's thread, which then frees nothing: cb owns msg. */
+typedef struct st_rm_worker_msg_t {
+    void (*cb)(rm_worker_t *worker, struct st_rm_worker_msg_t *msg);
+    struct st_rm_worker_msg_t *_next;
+} rm_worker_msg_t;
+
+/** A deferred call (embedded in the object it concerns). */
+typedef struct st_rm_deferred_t {
+    void (*cb)(struct st_rm_deferred_t *d);
+    struct st_rm_deferred_t *_next;
+    int _queued;
+} rm_deferred_t;
+
+/** Something with output to flush at the end of the loop iteration (embedded in a connection). */
+typedef struct st_rm_flushable_t {
+    void (*cb)(struct st_rm_flushable_t *f);
+    struct st_rm_flushable_t *_next;
+    int _queued;
+} rm_flushable_t;
+
+/** One timeout value with its h2o_timeout_t, created on demand per worker. */
+typedef struct st_rm_worker_timeout_t {
+    uint64_t ms;
+    h2o_timeout_t timeout;
+    struct st_rm_worker_timeout_t *_next;
+} rm_worker_timeout_t;
+
+struct st_rm_worker_t {
+    unsigned id;
+    uv_loop_t loop;
+    pthread_t thread;
+    rm_stats_t *stats;
+    /** the snapshot in service on this worker (own reference) */
+    rm_config_t *config;
+    /** TLS contexts built from `config` (own reference) */
+    rm_tls_set_t *tls;
+    /** per-worker runtime of every cluster of `config` (and retired ones still draining) */
+    rm_cluster_t **clusters;
+    size_t num_clusters;
+    rm_cluster_t *retired_clusters;
+    rm_resolver_t *resolver;
+    rm_listener_t *listeners;
+    /** downstream connections, for draining and stats */
+    h2o_linklist_t downstream_conns;
+    /** upstream connections (rm_upconn_link_t), for shutdown */
+    h2o_linklist_t upstream_conns;
+    size_t num_downstream_conns;
+    unsigned draining : 1;
+    unsigned stopping : 1;
+
+    uv_async_t _async;
+    pthread_mutex_t _queue_mutex;
+    rm_worker_msg_t *_queue_head, **_queue_tail;
+    uv_check_t _check;
+    uv_prepare_t _prepare;
+    rm_deferred_t *_deferred;
+    rm_flushable_t *_flush;
+    rm_worker_timeout_t *_timeouts;
+    /** called on the worker thread as it exits (after its loop closed) */
+    void (*on_exit)(rm_worker_t *worker);
+    uv_timer_t _drain_timer;
+};
+
+/** Initialises a worker (main thread) with its own stats block and a reference to `config`. */
+void rm_worker_init(rm_worker_t *worker, unsigned id, rm_config_t *config, rm_tls_set_t *tls, rm_stats_t *stats);
+/** Starts the worker's thread. Returns 0 or a negative errno. */
+int rm_worker_start(rm_worker_t *worker);
+/** Joins the worker's thread (after it has stopped) and releases what it owns. Main thread. */
+void rm_worker_join(rm_worker_t *worker);
+
+/** Posts a message (any thread). Wakeups coalesce; the worker drains the whole queue. */
+void rm_worker_post(rm_worker_t *worker, rm_worker_msg_t *msg);
+
+/** Worker thread: run cb at the end of this loop iteration (idempotent while queued). */
+void rm_worker_defer(rm_worker_t *worker, rm_deferred_t *d);
+/** Worker thread: call f->cb at the end of this loop iteration (idempotent while queued). */
+void rm_worker_schedule_flush(rm_worker_t *worker, rm_flushable_t *f);
+/** Worker thread: removes `d` from the deferred list if queued (before freeing its owner). */
+void rm_worker_cancel_deferred(rm_worker_t *worker, rm_deferred_t *d);
+/** Worker thread: removes `f` from the flush list if queued (before freeing its owner). */
+void rm_worker_cancel_flush(rm_worker_t *worker, rm_flushable_t *f);
+/** Worker thread: the h2o_timeout_t of `ms` milliseconds on this worker's loop (created once, kept). */
+h2o_timeout_t *rm_worker_get_timeout(rm_worker_t *worker, uint64_t ms);
+
+/** Worker thread: swap in a new snapshot and its TLS contexts (takes references); rebuilds cluster runtimes. */
+void rm_worker_apply_config(rm_worker_t *worker, rm_config_t *config, rm_tls_set_t *tls);
+/** Worker thread: the runtime cluster of index `i` in worker->config. */
+rm_cluster_t *rm_worker_cluster(rm_worker_t *worker, size_t i);
+/** Worker thread: start a graceful drain bounded by `timeout_ms`; the loop ends when it is done. */
+void rm_worker_start_drain(rm_worker_t *worker, uint64_t timeout_ms);
+/** Worker thread: called by connections when they close, to let a drain finish. */
+void rm_worker_conn_closed(rm_worker_t *worker);
+
+/** The worker running on the calling thread, or NULL (main thread). */
+rm_worker_t *rm_worker_current(void);
+
+#endif

@@ -1,0 +1,464 @@
+/*
+ * Upstream HTTP/1.1: a keep-alive pool per endpoint per worker. A connection carries one exchange
+ * at a time; it goes back to the idle list only when both the request and the response completed
+ * cleanly, and idle connections keep reading so a close by the server is noticed at once.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "remora/log.h"
+#include "remora/strutil.h"
+#include "http1/h1codec.h"
+#include "http1/h1io.h"
+#include "proxy/stream.h"
+#include "upstream/cluster.h"
+
+typedef struct st_h1c_conn_t {
+    rm_h1io_t io; /* first: sock->data points here */
+    rm_endpoint_t *ep;
+    rm_worker_t *worker;
+    rm_connect_t *connecting;
+    rm_h1_parser_t *parser;
+    rm_stream_t *s;
+    rm_headers_t *resp_trailers;
+    rm_upconn_link_t reg;
+    h2o_linklist_t idle_link;
+    h2o_linklist_t all_link;
+    h2o_timeout_entry_t idle_timeout;
+    rm_deferred_t destroy_later;
+    unsigned req_chunked : 1;
+    unsigned req_sent : 1;
+    unsigned resp_head : 1;
+    unsigned resp_complete : 1;
+    unsigned keep_alive : 1;
+    unsigned reading : 1;
+    unsigned dead : 1;
+} h1c_conn_t;
+
+static const rm_stream_up_ops_t up_ops;
+static void on_read(h2o_socket_t *sock, const char *err);
+static void start_exchange(h1c_conn_t *conn);
+
+static void
+set_reading(h1c_conn_t *conn, int on)
+{
+    if (conn->dead || conn->io.sock == NULL || conn->reading == (unsigned)on)
+        return;
+    conn->reading = on;
+    if (on)
+        h2o_socket_read_start(conn->io.sock, on_read);
+    else
+        h2o_socket_read_stop(conn->io.sock);
+}
+
+static void
+destroy_conn(rm_deferred_t *d)
+{
+    h1c_conn_t *conn = H2O_STRUCT_FROM_MEMBER(h1c_conn_t, destroy_later, d);
+    if (conn->connecting != NULL)
+        rm_connect_cancel(conn->connecting);
+    if (h2o_timeout_is_linked(&conn->idle_timeout))
+        h2o_timeout_unlink(&conn->idle_timeout);
+    if (h2o_linklist_is_linked(&conn->idle_link)) {
+        h2o_linklist_unlink(&conn->idle_link);
+        --conn->ep->num_h1_idle;
+    }
+    h2o_linklist_unlink(&conn->all_link);
+    rm_upconn_unregister(&conn->reg);
+    h2o_socket_t *sock = conn->io.sock;
+    rm_h1io_dispose(&conn->io);
+    if (sock != NULL) {
+        h2o_socket_close(sock);
+        RM_STAT_DEC(rm_cluster_stats(conn->ep->cluster)->cx_active);
+    }
+    rm_h1_parser_destroy(conn->parser);
+    rm_endpoint_unref(conn->ep);
+    free(conn);
+}
+
+/* Ends the connection; a stream still on it gets `err`. */
+static void
+kill_conn(h1c_conn_t *conn, rm_upstream_error_t err, const char *reason)
+{
+    if (conn->dead)
+        return;
+    set_reading(conn, 0);
+    conn->dead = 1;
+    if (conn->s != NULL) {
+        rm_stream_t *s = conn->s;
+        conn->s = NULL;
+        if (conn->resp_complete)
+            rm_stream_detach_upstream(s);
+        else
+            rm_stream_on_upstream_error(s, err, 0, reason);
+    }
+    rm_worker_defer(conn->worker, &conn->destroy_later);
+}
+
+static void
+on_idle_timeout(h2o_timeout_entry_t *entry)
+{
+    h1c_conn_t *conn = H2O_STRUCT_FROM_MEMBER(h1c_conn_t, idle_timeout, entry);
+    kill_conn(conn, RM_UPSTREAM_ERR_CLOSED, "idle timeout");
+}
+
+static void
+release_to_pool(h1c_conn_t *conn)
+{
+    rm_endpoint_t *ep = conn->ep;
+    const rm_config_cluster_t *cc = rm_cluster_config(ep->cluster);
+    if (!conn->keep_alive || ep->removed || ep->num_h1_idle >= cc->h1_max_idle || rm_cluster_worker(ep->cluster)->stopping) {
+        kill_conn(conn, RM_UPSTREAM_ERR_CLOSED, "not reusable");
+        return;
+    }
+    rm_h1_parser_resume(conn->parser);
+    h2o_linklist_insert(&ep->h1_idle, &conn->idle_link);
+    ++ep->num_h1_idle;
+    h2o_timeout_link(&conn->worker->loop, rm_worker_get_timeout(conn->worker, conn->worker->config->limits.idle_timeout_ms),
+                     &conn->idle_timeout);
+    set_reading(conn, 1);
+}
+
+static void
+maybe_finish(h1c_conn_t *conn)
+{
+    if (conn->s == NULL || !conn->resp_complete)
+        return;
+    rm_stream_t *s = conn->s;
+    if (!conn->req_sent) {
+        /* the server answered before reading the whole request: the connection cannot be reused */
+        conn->keep_alive = 0;
+    }
+    conn->s = NULL;
+    rm_stream_detach_upstream(s);
+    if (conn->req_sent)
+        release_to_pool(conn);
+    else
+        kill_conn(conn, RM_UPSTREAM_ERR_CLOSED, "response before request end");
+}
+
+/*
+ * Parser callbacks
+ */
+
+static h2o_mem_pool_t *
+on_message_begin(void *ctx)
+{
+    h1c_conn_t *conn = ctx;
+    return &conn->s->pool;
+}
+
+static int
+on_response_head(void *ctx, rm_resp_head_t *head)
+{
+    h1c_conn_t *conn = ctx;
+    rm_stream_t *s = conn->s;
+    if (head->status < 200)
+        return 0; /* interim (100 Continue...): not forwarded; the final response follows */
+    conn->resp_head = 1;
+    s->resp = *head;
+    size_t w = 0;
+    for (size_t r = 0; r != s->resp.headers.size; ++r)
+        if (!h2o_memis(s->resp.headers.entries[r].name.base, s->resp.headers.entries[r].name.len, H2O_STRLIT("content-length")))
+            s->resp.headers.entries[w++] = s->resp.headers.entries[r];
+    s->resp.headers.size = w;
+    rm_stream_on_response_head(s);
+    return conn->s == NULL ? -1 : 0;
+}
+
+static int
+on_body(void *ctx, const char *data, size_t len)
+{
+    h1c_conn_t *conn = ctx;
+    if (conn->s == NULL)
+        return -1;
+    RM_STAT_ADD(conn->s->cstats->bytes_rx, len);
+    rm_stream_on_response_body(conn->s, data, len);
+    return conn->s == NULL ? -1 : 0;
+}
+
+static int
+on_trailers(void *ctx, rm_headers_t *trailers)
+{
+    h1c_conn_t *conn = ctx;
+    conn->resp_trailers = trailers;
+    return 0;
+}
+
+static int
+on_message_complete(void *ctx, int keep_alive)
+{
+    h1c_conn_t *conn = ctx;
+    conn->keep_alive = keep_alive;
+    conn->resp_complete = 1;
+    rm_stream_on_response_end(conn->s, conn->resp_trailers);
+    return 0;
+}
+
+static const rm_h1_callbacks_t parser_callbacks = {
+    .on_message_begin = on_message_begin,
+    .on_response_head = on_response_head,
+    .on_body = on_body,
+    .on_trailers = on_trailers,
+    .on_message_complete = on_message_complete,
+};
+
+static void
+parse_input(h1c_conn_t *conn)
+{
+    h2o_socket_t *sock = conn->io.sock;
+    while (!conn->dead && conn->s != NULL && !conn->resp_complete && sock->input->size != 0) {
+        ssize_t n = rm_h1_parser_execute(conn->parser, sock->input->bytes, sock->input->size);
+        if (n < 0) {
+            if (conn->s == NULL)
+                return; /* the stream went away during a callback */
+            kill_conn(conn, RM_UPSTREAM_ERR_PROTOCOL, rm_h1_parser_error_reason(conn->parser));
+            return;
+        }
+        h2o_buffer_consume(&sock->input, n);
+        if (n == 0)
+            break;
+    }
+    if (conn->dead)
+        return;
+    if (conn->resp_complete) {
+        maybe_finish(conn);
+        return;
+    }
+    if (conn->s != NULL && conn->s->resp_body.buf->size >= conn->s->config->limits.stream_window_bytes)
+        set_reading(conn, 0);
+}
+
+static void
+on_read(h2o_socket_t *sock, const char *err)
+{
+    h1c_conn_t *conn = sock->data;
+    if (conn->s == NULL) {
+        /* idle: the server closed, or sent something unsolicited; either way the connection is done */
+        kill_conn(conn, RM_UPSTREAM_ERR_CLOSED, err != NULL ? err : "unexpected bytes on an idle connection");
+        return;
+    }
+    if (err != NULL) {
+        if (conn->resp_head && rm_h1_parser_finish(conn->parser) == 0 && conn->resp_complete) {
+            /* a response delimited by the close */
+            conn->keep_alive = 0;
+            maybe_finish(conn);
+            return;
+        }
+        kill_conn(conn, RM_UPSTREAM_ERR_CLOSED, conn->resp_head ? "upstream closed mid-response" : "upstream closed the connection");
+        return;
+    }
+    parse_input(conn);
+}
+
+/*
+ * Request side
+ */
+
+static void
+pull_request_body(h1c_conn_t *conn)
+{
+    rm_stream_t *s = conn->s;
+    if (s == NULL || conn->req_sent || conn->dead)
+        return;
+    while (rm_h1io_pending(&conn->io) < RM_H1_OUT_HIGH_WATER && s->req_body.buf->size != 0) {
+        size_t want = RM_H1_OUT_HIGH_WATER - rm_h1io_pending(&conn->io);
+        if (want > s->req_body.buf->size)
+            want = s->req_body.buf->size;
+        if (conn->req_chunked)
+            rm_h1_encode_chunk_header(&conn->io.out, want);
+        h2o_iovec_t dst = h2o_buffer_reserve(&conn->io.out, want);
+        size_t n = rm_stream_read_request_body(s, dst.base, want);
+        conn->io.out->size += n;
+        RM_STAT_ADD(s->cstats->bytes_tx, n);
+        if (conn->req_chunked)
+            rm_h1_encode_chunk_end(&conn->io.out);
+        if (conn->s == NULL)
+            return;
+    }
+    if (s->req_body.eos && s->req_body.buf->size == 0) {
+        if (conn->req_chunked)
+            rm_h1_encode_last_chunk(&conn->io.out, s->req_body.trailers);
+        conn->req_sent = 1;
+    }
+    rm_h1io_schedule_flush(&conn->io);
+}
+
+static void
+on_written(rm_h1io_t *io, const char *err)
+{
+    h1c_conn_t *conn = (h1c_conn_t *)io;
+    if (err != NULL) {
+        kill_conn(conn, RM_UPSTREAM_ERR_CLOSED, err);
+        return;
+    }
+    pull_request_body(conn);
+    if (conn->req_sent && conn->resp_complete)
+        maybe_finish(conn);
+}
+
+static void
+start_exchange(h1c_conn_t *conn)
+{
+    rm_stream_t *s = conn->s;
+    rm_req_head_t *req = &s->req;
+    conn->req_sent = 0;
+    conn->resp_head = 0;
+    conn->resp_complete = 0;
+    conn->resp_trailers = NULL;
+    conn->req_chunked = 0;
+    rm_h1_parser_expect_head_response(conn->parser, h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD")));
+    if (req->authority.len == 0)
+        req->authority = h2o_strdup(&s->pool, conn->ep->name, strlen(conn->ep->name));
+    if (req->content_length < 0 && (req->has_body || s->req_body.buf->size != 0)) {
+        if (s->req_body.eos && (s->req_body.trailers == NULL || s->req_body.trailers->size == 0))
+            req->content_length = s->req_body.buf->size; /* the whole body is already here */
+        else
+            conn->req_chunked = 1;
+    }
+    rm_h1_encode_request_head(&conn->io.out, req, conn->req_chunked);
+    if (!req->has_body && !conn->req_chunked && req->content_length <= 0 && s->req_body.eos)
+        conn->req_sent = 1;
+    pull_request_body(conn);
+    set_reading(conn, 1);
+    rm_h1io_schedule_flush(&conn->io);
+}
+
+static void
+up_req_body_ready(rm_stream_t *s)
+{
+    h1c_conn_t *conn = s->up_ctx;
+    if (conn->io.sock == NULL)
+        return; /* still connecting */
+    pull_request_body(conn);
+    if (conn->req_sent && conn->resp_complete)
+        maybe_finish(conn);
+}
+
+static void
+up_resp_body_consumed(rm_stream_t *s, size_t n)
+{
+    h1c_conn_t *conn = s->up_ctx;
+    if (!conn->reading && !conn->dead && s->resp_body.buf->size < s->config->limits.stream_window_bytes / 2) {
+        set_reading(conn, 1);
+        parse_input(conn);
+    }
+}
+
+static void
+up_cancel(rm_stream_t *s)
+{
+    h1c_conn_t *conn = s->up_ctx;
+    conn->s = NULL;
+    rm_stream_detach_upstream(s);
+    kill_conn(conn, RM_UPSTREAM_ERR_CLOSED, "cancelled");
+}
+
+static const rm_stream_up_ops_t up_ops = {up_req_body_ready, up_resp_body_consumed, up_cancel};
+
+/*
+ * Connection lifecycle
+ */
+
+static void
+close_registered(rm_upconn_link_t *u)
+{
+    h1c_conn_t *conn = H2O_STRUCT_FROM_MEMBER(h1c_conn_t, reg, u);
+    kill_conn(conn, RM_UPSTREAM_ERR_CLOSED, "shutting down");
+    rm_worker_cancel_deferred(conn->worker, &conn->destroy_later);
+    destroy_conn(&conn->destroy_later);
+}
+
+static h1c_conn_t *
+conn_new(rm_endpoint_t *ep)
+{
+    rm_worker_t *worker = rm_cluster_worker(ep->cluster);
+    const rm_config_limits_t *limits = &worker->config->limits;
+    h1c_conn_t *conn = rm_calloc(1, sizeof(*conn));
+    rm_h1io_init(&conn->io, worker, NULL, on_written);
+    conn->ep = ep;
+    rm_endpoint_ref(ep);
+    conn->worker = worker;
+    conn->parser = rm_h1_parser_create(RM_H1_PARSE_RESPONSES, &parser_callbacks, conn, limits->max_headers, limits->max_header_bytes);
+    conn->idle_timeout.cb = on_idle_timeout;
+    conn->destroy_later.cb = destroy_conn;
+    conn->reg.close = close_registered;
+    rm_upconn_register(worker, &conn->reg);
+    h2o_linklist_insert(&ep->h1_all, &conn->all_link);
+    return conn;
+}
+
+static void
+attach_socket(h1c_conn_t *conn, h2o_socket_t *sock)
+{
+    conn->io.sock = sock;
+    sock->data = conn;
+    RM_STAT_INC(rm_cluster_stats(conn->ep->cluster)->cx_total);
+    RM_STAT_INC(rm_cluster_stats(conn->ep->cluster)->cx_active);
+}
+
+static void
+on_connected(rm_connect_t *unused, h2o_socket_t *sock, int err_kind, const char *err, rm_wire_protocol_t alpn, void *data)
+{
+    h1c_conn_t *conn = data;
+    conn->connecting = NULL;
+    if (sock == NULL) {
+        kill_conn(conn, err_kind, err);
+        return;
+    }
+    attach_socket(conn, sock);
+    if (conn->s != NULL)
+        start_exchange(conn);
+    else
+        release_to_pool(conn);
+}
+
+void
+rm_h1client_dispatch(rm_endpoint_t *ep, rm_stream_t *s)
+{
+    h1c_conn_t *conn;
+    if (!h2o_linklist_is_empty(&ep->h1_idle)) {
+        /* most recently used first: the likeliest to be still open on the server */
+        conn = H2O_STRUCT_FROM_MEMBER(h1c_conn_t, idle_link, ep->h1_idle.prev);
+        h2o_linklist_unlink(&conn->idle_link);
+        --ep->num_h1_idle;
+        h2o_timeout_unlink(&conn->idle_timeout);
+        conn->s = s;
+        rm_stream_attach_upstream(s, &up_ops, conn);
+        start_exchange(conn);
+        return;
+    }
+    conn = conn_new(ep);
+    conn->s = s;
+    rm_stream_attach_upstream(s, &up_ops, conn);
+    conn->connecting = rm_connect_start(ep, on_connected, conn);
+    if (conn->connecting == NULL)
+        kill_conn(conn, RM_UPSTREAM_ERR_CONNECT, "cannot create a socket");
+}
+
+void
+rm_h1client_start_on_socket(rm_endpoint_t *ep, h2o_socket_t *sock, rm_stream_t *s)
+{
+    h1c_conn_t *conn = conn_new(ep);
+    attach_socket(conn, sock);
+    conn->s = s;
+    rm_stream_attach_upstream(s, &up_ops, conn);
+    start_exchange(conn);
+}
+
+void
+rm_h1client_close_idle(rm_endpoint_t *ep, int all)
+{
+    while (!h2o_linklist_is_empty(&ep->h1_idle)) {
+        h1c_conn_t *conn = H2O_STRUCT_FROM_MEMBER(h1c_conn_t, idle_link, ep->h1_idle.next);
+        h2o_linklist_unlink(&conn->idle_link);
+        --ep->num_h1_idle;
+        kill_conn(conn, RM_UPSTREAM_ERR_CLOSED, "endpoint removed");
+    }
+    if (all) {
+        for (h2o_linklist_t *n = ep->h1_all.next; n != &ep->h1_all; n = n->next) {
+            h1c_conn_t *conn = H2O_STRUCT_FROM_MEMBER(h1c_conn_t, all_link, n);
+            kill_conn(conn, RM_UPSTREAM_ERR_CLOSED, "shutting down");
+        }
+    }
+}

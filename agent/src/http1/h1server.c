@@ -1,0 +1,443 @@
+/*
+ * Downstream HTTP/1.1: one request at a time per connection (pipelined requests wait in the socket
+ * buffer, the parser paused), bodies streamed through the stream's pipes. Reading stops while the
+ * request pipe holds more than the stream window, which is the end-to-end backpressure for
+ * HTTP/1.1 clients.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "remora/log.h"
+#include "remora/strutil.h"
+#include "http1/h1codec.h"
+#include "http1/h1io.h"
+#include "net/listener.h"
+#include "proxy/stream.h"
+
+typedef struct st_h1s_conn_t {
+    rm_h1io_t io; /* first: sock->data points here */
+    rm_dconn_t *dc;
+    rm_worker_t *worker;
+    rm_h1_parser_t *parser;
+    rm_stream_t *s;
+    rm_headers_t *req_trailers;
+    h2o_timeout_entry_t idle_timeout;
+    rm_deferred_t destroy_later;
+    unsigned keep_alive : 1;
+    unsigned req_complete : 1;
+    unsigned resp_started : 1;
+    unsigned resp_chunked : 1;
+    unsigned resp_no_body : 1;
+    unsigned resp_complete : 1;
+    unsigned resp_close : 1;
+    unsigned reading : 1;
+    unsigned draining : 1;
+    unsigned dead : 1;
+    unsigned close_after_write : 1;
+} h1s_conn_t;
+
+static const rm_stream_down_ops_t down_ops;
+static void on_read(h2o_socket_t *sock, const char *err);
+static void pull_response_body(h1s_conn_t *conn);
+
+static void
+kill_conn(h1s_conn_t *conn)
+{
+    if (conn->dead)
+        return;
+    conn->dead = 1;
+    if (conn->io.sock != NULL)
+        h2o_socket_read_stop(conn->io.sock);
+    if (conn->s != NULL) {
+        rm_stream_t *s = conn->s;
+        conn->s = NULL;
+        if (!conn->resp_complete)
+            rm_stream_on_downstream_abort(s);
+        rm_stream_detach_downstream(s);
+    }
+    rm_worker_defer(conn->worker, &conn->destroy_later);
+}
+
+static void
+destroy_conn(rm_deferred_t *d)
+{
+    h1s_conn_t *conn = H2O_STRUCT_FROM_MEMBER(h1s_conn_t, destroy_later, d);
+    if (h2o_timeout_is_linked(&conn->idle_timeout))
+        h2o_timeout_unlink(&conn->idle_timeout);
+    rm_h1io_dispose(&conn->io);
+    rm_h1_parser_destroy(conn->parser);
+    h2o_socket_close(conn->dc->sock);
+    rm_dconn_destroy(conn->dc);
+    free(conn);
+}
+
+static void
+set_reading(h1s_conn_t *conn, int on)
+{
+    if (conn->dead || conn->reading == (unsigned)on)
+        return;
+    conn->reading = on;
+    if (on)
+        h2o_socket_read_start(conn->io.sock, on_read);
+    else
+        h2o_socket_read_stop(conn->io.sock);
+}
+
+static void
+link_idle(h1s_conn_t *conn)
+{
+    h2o_timeout_link(&conn->worker->loop, rm_worker_get_timeout(conn->worker, conn->worker->config->limits.idle_timeout_ms),
+                     &conn->idle_timeout);
+}
+
+static void
+on_idle_timeout(h2o_timeout_entry_t *entry)
+{
+    h1s_conn_t *conn = H2O_STRUCT_FROM_MEMBER(h1s_conn_t, idle_timeout, entry);
+    kill_conn(conn);
+}
+
+/* Answers a request the parser rejected, then closes. */
+static void
+send_error_and_close(h1s_conn_t *conn, int status, const char *reason)
+{
+    if (conn->s != NULL && !conn->resp_started) {
+        RM_STAT_INC(conn->dc->stats->rq_protocol_error);
+        char msg[256];
+        snprintf(msg, sizeof(msg), "%s", reason);
+        conn->keep_alive = 0;
+        conn->resp_close = 1;
+        rm_stream_send_local_reply(conn->s, status, RM_GRPC_INTERNAL, msg);
+        set_reading(conn, 0);
+        return;
+    }
+    if (conn->s == NULL) {
+        RM_STAT_INC(conn->dc->stats->rq_protocol_error);
+        char body[256];
+        int blen = snprintf(body, sizeof(body), "%s\n", reason);
+        char head[256];
+        int hlen = snprintf(head, sizeof(head),
+                            "HTTP/1.1 %d %s\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n"
+                            "server: remora\r\nconnection: close\r\n\r\n",
+                            status, rm_h1_reason_phrase(status), blen);
+        rm_h1_append(&conn->io.out, head, hlen);
+        rm_h1_append(&conn->io.out, body, blen);
+        conn->close_after_write = 1;
+        set_reading(conn, 0);
+        rm_h1io_schedule_flush(&conn->io);
+        return;
+    }
+    /* the response is already under way: all we can do is cut the connection */
+    kill_conn(conn);
+}
+
+/*
+ * Parser callbacks
+ */
+
+static h2o_mem_pool_t *
+on_message_begin(void *ctx)
+{
+    h1s_conn_t *conn = ctx;
+    rm_worker_t *worker = conn->worker;
+    const rm_config_listener_t *listener = rm_dconn_listener(conn->dc, worker->config);
+    if (h2o_timeout_is_linked(&conn->idle_timeout))
+        h2o_timeout_unlink(&conn->idle_timeout);
+    conn->s = rm_stream_create(worker, worker->config, listener, conn->dc->stats, &down_ops, conn);
+    conn->req_complete = 0;
+    conn->resp_started = 0;
+    conn->resp_complete = 0;
+    conn->resp_chunked = 0;
+    conn->resp_no_body = 0;
+    conn->req_trailers = NULL;
+    return &conn->s->pool;
+}
+
+static void
+strip_content_length(rm_headers_t *headers)
+{
+    /* the length travels in content_length; encoders write it */
+    size_t w = 0;
+    for (size_t r = 0; r != headers->size; ++r)
+        if (!h2o_memis(headers->entries[r].name.base, headers->entries[r].name.len, H2O_STRLIT("content-length")))
+            headers->entries[w++] = headers->entries[r];
+    headers->size = w;
+}
+
+static int
+on_request_head(void *ctx, rm_req_head_t *head)
+{
+    h1s_conn_t *conn = ctx;
+    rm_stream_t *s = conn->s;
+    s->req = *head;
+    strip_content_length(&s->req.headers);
+    s->req.scheme = conn->dc->is_tls ? h2o_iovec_init(H2O_STRLIT("https")) : h2o_iovec_init(H2O_STRLIT("http"));
+    if (s->listener == NULL) {
+        send_error_and_close(conn, 503, "listener removed by a configuration change");
+        return 0;
+    }
+    if (h2o_memis(head->method.base, head->method.len, H2O_STRLIT("HEAD")))
+        conn->resp_no_body = 1;
+    rm_stream_on_request_head(s);
+    if (head->expect_continue && conn->s != NULL && !s->resp_head_sent && !s->up_detached) {
+        rm_h1_encode_continue(&conn->io.out);
+        rm_h1io_schedule_flush(&conn->io);
+    }
+    return 0;
+}
+
+static int
+on_body(void *ctx, const char *data, size_t len)
+{
+    h1s_conn_t *conn = ctx;
+    if (conn->s != NULL)
+        rm_stream_on_request_body(conn->s, data, len);
+    return 0;
+}
+
+static int
+on_trailers(void *ctx, rm_headers_t *trailers)
+{
+    h1s_conn_t *conn = ctx;
+    conn->req_trailers = trailers;
+    return 0;
+}
+
+static int
+on_message_complete(void *ctx, int keep_alive)
+{
+    h1s_conn_t *conn = ctx;
+    conn->keep_alive = keep_alive;
+    conn->req_complete = 1;
+    if (conn->s != NULL)
+        rm_stream_on_request_end(conn->s, conn->req_trailers);
+    return 0;
+}
+
+static const rm_h1_callbacks_t parser_callbacks = {
+    .on_message_begin = on_message_begin,
+    .on_request_head = on_request_head,
+    .on_body = on_body,
+    .on_trailers = on_trailers,
+    .on_message_complete = on_message_complete,
+};
+
+static void
+parse_input(h1s_conn_t *conn)
+{
+    h2o_socket_t *sock = conn->io.sock;
+    while (!conn->dead && sock->input->size != 0) {
+        if (conn->s != NULL && conn->req_complete)
+            break; /* the next pipelined request waits for this response */
+        ssize_t n = rm_h1_parser_execute(conn->parser, sock->input->bytes, sock->input->size);
+        if (n < 0) {
+            int status = rm_h1_error_status((rm_h1_error_t)n);
+            send_error_and_close(conn, status, rm_h1_parser_error_reason(conn->parser));
+            return;
+        }
+        h2o_buffer_consume(&sock->input, n);
+        if (n == 0)
+            break;
+    }
+    if (conn->dead)
+        return;
+    /* backpressure: stop reading while the request pipe is full or the request is complete */
+    if (conn->s != NULL && (conn->req_complete || conn->s->req_body.buf->size >= conn->s->config->limits.stream_window_bytes))
+        set_reading(conn, 0);
+    else if (!conn->close_after_write)
+        set_reading(conn, 1);
+}
+
+static void
+on_read(h2o_socket_t *sock, const char *err)
+{
+    h1s_conn_t *conn = sock->data;
+    if (err != NULL) {
+        if (conn->s != NULL && !conn->req_complete && sock->input->size == 0 && conn->s->req.method.base == NULL) {
+            /* closed between requests with a partial head: nothing to answer */
+        }
+        kill_conn(conn);
+        return;
+    }
+    RM_STAT_ADD(conn->dc->stats->bytes_rx, sock->input->size);
+    parse_input(conn);
+}
+
+/*
+ * Response side
+ */
+
+static void
+finish_exchange(h1s_conn_t *conn)
+{
+    rm_stream_t *s = conn->s;
+    int reusable = conn->keep_alive && conn->req_complete && !conn->resp_close && !conn->draining;
+    conn->s = NULL;
+    rm_stream_detach_downstream(s);
+    if (!reusable) {
+        conn->close_after_write = 1;
+        if (rm_h1io_pending(&conn->io) == 0)
+            kill_conn(conn);
+        return;
+    }
+    rm_h1_parser_resume(conn->parser);
+    link_idle(conn);
+    set_reading(conn, 1);
+    parse_input(conn);
+}
+
+static void
+pull_response_body(h1s_conn_t *conn)
+{
+    rm_stream_t *s = conn->s;
+    if (s == NULL || !conn->resp_started || conn->resp_complete)
+        return;
+    while (rm_h1io_pending(&conn->io) < RM_H1_OUT_HIGH_WATER && s->resp_body.buf->size != 0) {
+        size_t avail = s->resp_body.buf->size;
+        size_t want = RM_H1_OUT_HIGH_WATER - rm_h1io_pending(&conn->io);
+        if (want > avail)
+            want = avail;
+        if (conn->resp_no_body) {
+            /* HEAD or 204/304: the upstream should send nothing; drop what it does */
+            char sink[4096];
+            rm_stream_read_response_body(s, sink, want < sizeof(sink) ? want : sizeof(sink));
+            continue;
+        }
+        if (conn->resp_chunked)
+            rm_h1_encode_chunk_header(&conn->io.out, want);
+        h2o_iovec_t dst = h2o_buffer_reserve(&conn->io.out, want);
+        size_t n = rm_stream_read_response_body(s, dst.base, want);
+        conn->io.out->size += n;
+        if (conn->resp_chunked)
+            rm_h1_encode_chunk_end(&conn->io.out);
+    }
+    if (s->resp_body.eos && s->resp_body.buf->size == 0) {
+        if (conn->resp_chunked)
+            rm_h1_encode_last_chunk(&conn->io.out, s->resp_body.trailers);
+        conn->resp_complete = 1;
+    }
+    rm_h1io_schedule_flush(&conn->io);
+}
+
+static void
+on_written(rm_h1io_t *io, const char *err)
+{
+    h1s_conn_t *conn = (h1s_conn_t *)io;
+    if (err != NULL) {
+        kill_conn(conn);
+        return;
+    }
+    if (conn->s != NULL) {
+        pull_response_body(conn);
+        if (conn->resp_complete && rm_h1io_pending(io) == 0)
+            finish_exchange(conn);
+    } else if (conn->close_after_write && rm_h1io_pending(io) == 0) {
+        kill_conn(conn);
+    }
+}
+
+static void
+down_send_response_head(rm_stream_t *s)
+{
+    h1s_conn_t *conn = s->down_ctx;
+    int status = s->resp.status;
+    conn->resp_started = 1;
+    if (status == 204 || status == 304 || (status >= 100 && status < 200))
+        conn->resp_no_body = 1;
+    int close = !conn->keep_alive && conn->req_complete;
+    if (conn->draining || conn->resp_close)
+        close = 1;
+    if (!conn->resp_no_body && s->resp.content_length < 0)
+        conn->resp_chunked = 1;
+    /* a response that comes before the request body is complete ends the connection: the rest of
+     * the request cannot be skipped safely */
+    if (!conn->req_complete && s->req.has_body) {
+        close = 1;
+        conn->resp_close = 1;
+    }
+    if (close)
+        conn->resp_close = 1;
+    rm_h1_encode_response_head(&conn->io.out, &s->resp, conn->resp_chunked, close);
+    pull_response_body(conn);
+    if (conn->resp_complete && rm_h1io_pending(&conn->io) == 0)
+        finish_exchange(conn);
+}
+
+static void
+down_resp_body_ready(rm_stream_t *s)
+{
+    h1s_conn_t *conn = s->down_ctx;
+    pull_response_body(conn);
+}
+
+static void
+down_req_body_consumed(rm_stream_t *s, size_t n)
+{
+    h1s_conn_t *conn = s->down_ctx;
+    if (!conn->reading && !conn->req_complete && !conn->dead && !conn->close_after_write &&
+        s->req_body.buf->size < s->config->limits.stream_window_bytes / 2) {
+        set_reading(conn, 1);
+        /* bytes that arrived before the pause are still in the socket buffer */
+        parse_input(conn);
+    }
+}
+
+static void
+down_reset(rm_stream_t *s, uint32_t h2_error)
+{
+    h1s_conn_t *conn = s->down_ctx;
+    conn->resp_complete = 1; /* not an abort from the client's side */
+    kill_conn(conn);
+}
+
+static const rm_stream_down_ops_t down_ops = {down_send_response_head, down_resp_body_ready, down_req_body_consumed, down_reset};
+
+/*
+ * Connection lifecycle
+ */
+
+static void
+drain(rm_dconn_t *dc)
+{
+    h1s_conn_t *conn = dc->impl;
+    conn->draining = 1;
+    if (conn->s == NULL && rm_h1io_pending(&conn->io) == 0)
+        kill_conn(conn);
+}
+
+static void
+close_now(rm_dconn_t *dc)
+{
+    h1s_conn_t *conn = dc->impl;
+    kill_conn(conn);
+    rm_worker_cancel_deferred(conn->worker, &conn->destroy_later);
+    destroy_conn(&conn->destroy_later);
+}
+
+static const rm_dconn_ops_t dconn_ops = {drain, close_now};
+
+void
+rm_h1server_accept(rm_dconn_t *dc)
+{
+    rm_worker_t *worker = dc->worker;
+    const rm_config_limits_t *limits = &worker->config->limits;
+    h1s_conn_t *conn = rm_calloc(1, sizeof(*conn));
+    rm_h1io_init(&conn->io, worker, dc->sock, on_written);
+    conn->io.bytes_tx_stat = &dc->stats->bytes_tx;
+    conn->dc = dc;
+    conn->worker = worker;
+    conn->idle_timeout.cb = on_idle_timeout;
+    conn->destroy_later.cb = destroy_conn;
+    conn->parser = rm_h1_parser_create(RM_H1_PARSE_REQUESTS, &parser_callbacks, conn, limits->max_headers, limits->max_header_bytes);
+    dc->impl = conn;
+    dc->ops = &dconn_ops;
+    dc->sock->data = conn;
+    if (worker->draining)
+        conn->draining = 1;
+    link_idle(conn);
+    /* the detection already read the first bytes */
+    RM_STAT_ADD(dc->stats->bytes_rx, dc->sock->input->size);
+    conn->reading = 0;
+    set_reading(conn, 1);
+    parse_input(conn);
+}

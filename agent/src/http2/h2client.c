@@ -1,0 +1,546 @@
+/*
+ * Upstream HTTP/2: a few multiplexed connections per endpoint per worker (cluster h2_connections),
+ * each an nghttp2 client session. Streams queue on a connection while it connects. Response bodies
+ * are acknowledged upstream only once the downstream side has taken the bytes.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "remora/log.h"
+#include "remora/strutil.h"
+#include "http2/h2conn.h"
+#include "proxy/stream.h"
+#include "upstream/cluster.h"
+
+typedef struct st_h2c_conn_t {
+    rm_h2conn_t h2;
+    rm_endpoint_t *ep;
+    rm_upconn_link_t reg;
+    h2o_linklist_t ep_link; /* in ep->h2_conns */
+    rm_connect_t *connecting;
+    /** streams submitted or waiting for the connection */
+    h2o_linklist_t streams;
+    size_t num_streams;
+    h2o_timeout_entry_t idle_timeout;
+    rm_deferred_t destroy_later;
+    unsigned goaway : 1; /* no new streams: GOAWAY received or sent */
+    unsigned dying : 1;
+} h2c_conn_t;
+
+typedef struct st_h2c_stream_t {
+    h2c_conn_t *conn;
+    rm_stream_t *s;
+    int32_t id; /* 0 until submitted */
+    h2o_linklist_t link;
+    rm_headers_t *trailers;
+    uint32_t num_headers;
+    uint32_t header_bytes;
+    unsigned final_head : 1;
+    unsigned too_large : 1;
+    unsigned resp_done : 1;
+} h2c_stream_t;
+
+static const rm_stream_up_ops_t up_ops;
+static void submit_stream(h2c_stream_t *hc);
+
+static void
+update_idle(h2c_conn_t *conn)
+{
+    rm_worker_t *worker = conn->h2.worker;
+    if (conn->num_streams == 0 && !conn->dying && conn->connecting == NULL) {
+        if (!h2o_timeout_is_linked(&conn->idle_timeout))
+            h2o_timeout_link(&worker->loop, rm_worker_get_timeout(worker, worker->config->limits.idle_timeout_ms),
+                             &conn->idle_timeout);
+    } else if (h2o_timeout_is_linked(&conn->idle_timeout)) {
+        h2o_timeout_unlink(&conn->idle_timeout);
+    }
+}
+
+static void
+stream_free(h2c_stream_t *hc)
+{
+    h2c_conn_t *conn = hc->conn;
+    h2o_linklist_unlink(&hc->link);
+    --conn->num_streams;
+    free(hc);
+    update_idle(conn);
+    if (conn->num_streams == 0 && (conn->ep->removed || conn->goaway) && !conn->dying)
+        rm_h2conn_fail(&conn->h2, "idle after GOAWAY or endpoint removal");
+}
+
+/* The stream's upstream half ends here; the h2c_stream_t lives on until nghttp2 closes it. */
+static rm_stream_t *
+take_stream(h2c_stream_t *hc)
+{
+    rm_stream_t *s = hc->s;
+    hc->s = NULL;
+    return s;
+}
+
+/*
+ * nghttp2 callbacks
+ */
+
+static int
+on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name, size_t namelen, const uint8_t *value,
+          size_t valuelen, uint8_t flags, void *user_data)
+{
+    h2c_stream_t *hc = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
+    if (hc == NULL || hc->s == NULL)
+        return 0;
+    rm_stream_t *s = hc->s;
+    const rm_config_limits_t *limits = &s->config->limits;
+    hc->header_bytes += namelen + valuelen + 32;
+    if (++hc->num_headers > limits->max_headers || hc->header_bytes > limits->max_header_bytes) {
+        hc->too_large = 1;
+        return 0;
+    }
+    if (frame->headers.cat == NGHTTP2_HCAT_HEADERS && hc->final_head) {
+        if (hc->trailers == NULL) {
+            hc->trailers = h2o_mem_alloc_pool(&s->pool, sizeof(*hc->trailers));
+            memset(hc->trailers, 0, sizeof(*hc->trailers));
+        }
+        rm_headers_add(&s->pool, hc->trailers, h2o_strdup(&s->pool, (const char *)name, namelen),
+                       h2o_strdup(&s->pool, (const char *)value, valuelen));
+        return 0;
+    }
+    if (rm_lcstreq((const char *)name, namelen, ":status")) {
+        int status = 0;
+        for (size_t i = 0; i != valuelen; ++i)
+            status = status * 10 + (value[i] - '0');
+        s->resp.status = status;
+        /* a new head (after an interim response) starts over */
+        s->resp.headers.size = 0;
+        s->resp.content_length = -1;
+        return 0;
+    }
+    if (rm_lcstreq((const char *)name, namelen, "content-length")) {
+        int64_t cl = 0;
+        for (size_t i = 0; i != valuelen; ++i)
+            cl = cl * 10 + (value[i] - '0');
+        s->resp.content_length = cl;
+        return 0;
+    }
+    rm_headers_add(&s->pool, &s->resp.headers, h2o_strdup(&s->pool, (const char *)name, namelen),
+                   h2o_strdup(&s->pool, (const char *)value, valuelen));
+    return 0;
+}
+
+static int
+on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *user_data)
+{
+    h2c_conn_t *conn = user_data;
+    h2c_stream_t *hc;
+    switch (frame->hd.type) {
+    case NGHTTP2_HEADERS:
+        if ((hc = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id)) == NULL || hc->s == NULL)
+            return 0;
+        if (hc->too_large) {
+            nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, hc->id, NGHTTP2_CANCEL);
+            rm_stream_on_upstream_error(take_stream(hc), RM_UPSTREAM_ERR_PROTOCOL, 0, "response header fields too large");
+            return 0;
+        }
+        if (!hc->final_head) {
+            if (hc->s->resp.status >= 100 && hc->s->resp.status < 200)
+                return 0; /* interim response: not forwarded */
+            hc->final_head = 1;
+            rm_stream_on_response_head(hc->s);
+            if (hc->s == NULL)
+                return 0;
+        }
+        if ((frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0) {
+            hc->resp_done = 1;
+            rm_stream_on_response_end(hc->s, hc->trailers);
+        }
+        break;
+    case NGHTTP2_DATA:
+        if ((frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0 &&
+            (hc = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id)) != NULL && hc->s != NULL) {
+            hc->resp_done = 1;
+            rm_stream_on_response_end(hc->s, NULL);
+        }
+        break;
+    case NGHTTP2_GOAWAY:
+        /* streams above last_stream_id are closed by nghttp2 with REFUSED_STREAM */
+        conn->goaway = 1;
+        break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+static int
+on_data_chunk_recv(nghttp2_session *ng, uint8_t flags, int32_t stream_id, const uint8_t *data, size_t len, void *user_data)
+{
+    h2c_stream_t *hc = nghttp2_session_get_stream_user_data(ng, stream_id);
+    if (hc == NULL || hc->s == NULL) {
+        nghttp2_session_consume(ng, stream_id, len);
+        return 0;
+    }
+    RM_STAT_ADD(hc->s->cstats->bytes_rx, len);
+    rm_stream_on_response_body(hc->s, data, len);
+    return 0;
+}
+
+static int
+on_stream_close(nghttp2_session *ng, int32_t stream_id, uint32_t error_code, void *user_data)
+{
+    h2c_stream_t *hc = nghttp2_session_get_stream_user_data(ng, stream_id);
+    if (hc == NULL)
+        return 0;
+    nghttp2_session_set_stream_user_data(ng, stream_id, NULL);
+    if (hc->s != NULL) {
+        rm_stream_t *s = take_stream(hc);
+        if (hc->resp_done) {
+            rm_stream_detach_upstream(s);
+        } else {
+            char detail[64];
+            snprintf(detail, sizeof(detail), "RST_STREAM %s", nghttp2_http2_strerror(error_code));
+            rm_stream_on_upstream_error(s, RM_UPSTREAM_ERR_RESET, error_code, detail);
+        }
+    }
+    stream_free(hc);
+    return 0;
+}
+
+/*
+ * Request side
+ */
+
+static ssize_t
+read_request_body(nghttp2_session *ng, int32_t stream_id, uint8_t *buf, size_t length, uint32_t *data_flags,
+                  nghttp2_data_source *source, void *user_data)
+{
+    h2c_stream_t *hc = source->ptr;
+    rm_stream_t *s = hc->s;
+    if (s == NULL) {
+        *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+        return 0;
+    }
+    size_t n = rm_stream_read_request_body(s, buf, length);
+    RM_STAT_ADD(s->cstats->bytes_tx, n);
+    if (s->req_body.buf->size == 0 && s->req_body.eos) {
+        *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+        rm_headers_t *tr = s->req_body.trailers;
+        if (tr != NULL && tr->size != 0) {
+            rm_h2_nvs_t nvs = {.copy = 1};
+            for (size_t i = 0; i != tr->size; ++i)
+                rm_h2_nvs_add(&s->pool, &nvs, tr->entries[i].name.base, tr->entries[i].name.len, tr->entries[i].value.base,
+                              tr->entries[i].value.len);
+            if (nghttp2_submit_trailer(ng, stream_id, nvs.nva, nvs.len) == 0)
+                *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+        }
+        return n;
+    }
+    if (n == 0)
+        return NGHTTP2_ERR_DEFERRED;
+    return n;
+}
+
+static void
+submit_stream(h2c_stream_t *hc)
+{
+    h2c_conn_t *conn = hc->conn;
+    rm_stream_t *s = hc->s;
+    rm_req_head_t *req = &s->req;
+    rm_h2_nvs_t nvs = {.copy = 1};
+    rm_h2_nvs_add(&s->pool, &nvs, H2O_STRLIT(":method"), req->method.base, req->method.len);
+    const char *scheme = rm_cluster_ssl_ctx(conn->ep->cluster) != NULL ? "https" : "http";
+    rm_h2_nvs_add(&s->pool, &nvs, H2O_STRLIT(":scheme"), scheme, strlen(scheme));
+    if (req->authority.len != 0)
+        rm_h2_nvs_add(&s->pool, &nvs, H2O_STRLIT(":authority"), req->authority.base, req->authority.len);
+    else
+        rm_h2_nvs_add(&s->pool, &nvs, H2O_STRLIT(":authority"), conn->ep->name, strlen(conn->ep->name));
+    rm_h2_nvs_add(&s->pool, &nvs, H2O_STRLIT(":path"), req->path.base, req->path.len);
+    for (size_t i = 0; i != req->headers.size; ++i) {
+        rm_header_t *h = &req->headers.entries[i];
+        rm_h2_nvs_add(&s->pool, &nvs, h->name.base, h->name.len, h->value.base, h->value.len);
+    }
+    if (req->content_length >= 0) {
+        char *cl = h2o_mem_alloc_pool(&s->pool, 24);
+        int n = snprintf(cl, 24, "%lld", (long long)req->content_length);
+        rm_h2_nvs_add(&s->pool, &nvs, H2O_STRLIT("content-length"), cl, n);
+    }
+    int32_t id;
+    if (s->req_body.eos && s->req_body.buf->size == 0 && (s->req_body.trailers == NULL || s->req_body.trailers->size == 0)) {
+        id = nghttp2_submit_request(conn->h2.ng, NULL, nvs.nva, nvs.len, NULL, hc);
+    } else {
+        nghttp2_data_provider prd = {.source.ptr = hc, .read_callback = read_request_body};
+        id = nghttp2_submit_request(conn->h2.ng, NULL, nvs.nva, nvs.len, &prd, hc);
+    }
+    if (id < 0) {
+        /* stream ids exhausted or the session is going away: this connection takes no more */
+        conn->goaway = 1;
+        rm_stream_on_upstream_error(take_stream(hc), RM_UPSTREAM_ERR_RESET, RM_H2_REFUSED_STREAM, nghttp2_strerror(id));
+        stream_free(hc);
+        return;
+    }
+    hc->id = id;
+    rm_h2conn_schedule_flush(&conn->h2);
+}
+
+static void
+up_req_body_ready(rm_stream_t *s)
+{
+    h2c_stream_t *hc = s->up_ctx;
+    if (hc->id == 0)
+        return; /* still connecting: the body waits in the pipe */
+    nghttp2_session_resume_data(hc->conn->h2.ng, hc->id);
+    rm_h2conn_schedule_flush(&hc->conn->h2);
+}
+
+static void
+up_resp_body_consumed(rm_stream_t *s, size_t n)
+{
+    h2c_stream_t *hc = s->up_ctx;
+    nghttp2_session_consume(hc->conn->h2.ng, hc->id, n);
+    rm_h2conn_schedule_flush(&hc->conn->h2);
+}
+
+static void
+up_cancel(rm_stream_t *s)
+{
+    h2c_stream_t *hc = s->up_ctx;
+    take_stream(hc);
+    if (hc->id == 0) {
+        stream_free(hc);
+    } else {
+        nghttp2_submit_rst_stream(hc->conn->h2.ng, NGHTTP2_FLAG_NONE, hc->id, NGHTTP2_CANCEL);
+        rm_h2conn_schedule_flush(&hc->conn->h2);
+    }
+    rm_stream_detach_upstream(s);
+}
+
+static const rm_stream_up_ops_t up_ops = {up_req_body_ready, up_resp_body_consumed, up_cancel};
+
+/*
+ * Connection lifecycle
+ */
+
+static void
+fail_all_streams(h2c_conn_t *conn, rm_upstream_error_t err, const char *reason)
+{
+    while (!h2o_linklist_is_empty(&conn->streams)) {
+        h2c_stream_t *hc = H2O_STRUCT_FROM_MEMBER(h2c_stream_t, link, conn->streams.next);
+        if (hc->id != 0 && conn->h2.ng != NULL)
+            nghttp2_session_set_stream_user_data(conn->h2.ng, hc->id, NULL);
+        if (hc->s != NULL) {
+            rm_stream_t *s = take_stream(hc);
+            if (hc->resp_done)
+                rm_stream_detach_upstream(s);
+            else
+                rm_stream_on_upstream_error(s, err, 0, reason);
+        }
+        stream_free(hc);
+    }
+}
+
+static void
+destroy_conn(rm_deferred_t *d)
+{
+    h2c_conn_t *conn = H2O_STRUCT_FROM_MEMBER(h2c_conn_t, destroy_later, d);
+    conn->dying = 1;
+    fail_all_streams(conn, RM_UPSTREAM_ERR_CLOSED, "upstream connection closed");
+    if (conn->connecting != NULL)
+        rm_connect_cancel(conn->connecting);
+    if (h2o_timeout_is_linked(&conn->idle_timeout))
+        h2o_timeout_unlink(&conn->idle_timeout);
+    if (h2o_linklist_is_linked(&conn->ep_link)) {
+        h2o_linklist_unlink(&conn->ep_link);
+        --conn->ep->num_h2_conns;
+    }
+    rm_upconn_unregister(&conn->reg);
+    if (conn->h2.sock != NULL || conn->h2.ng != NULL)
+        RM_STAT_DEC(rm_cluster_stats(conn->ep->cluster)->cx_active);
+    rm_h2conn_dispose(&conn->h2);
+    rm_endpoint_unref(conn->ep);
+    free(conn);
+}
+
+static void
+on_dead(rm_h2conn_t *h2, const char *reason)
+{
+    h2c_conn_t *conn = H2O_STRUCT_FROM_MEMBER(h2c_conn_t, h2, h2);
+    rm_log_debug("h2c", "upstream connection to %s closing: %s", conn->ep->name, reason);
+    conn->goaway = 1;
+    conn->dying = 1;
+    rm_worker_defer(h2->worker, &conn->destroy_later);
+}
+
+static void
+close_registered(rm_upconn_link_t *u)
+{
+    h2c_conn_t *conn = H2O_STRUCT_FROM_MEMBER(h2c_conn_t, reg, u);
+    rm_worker_cancel_deferred(conn->h2.worker, &conn->destroy_later);
+    destroy_conn(&conn->destroy_later);
+}
+
+static void
+on_idle_timeout(h2o_timeout_entry_t *entry)
+{
+    h2c_conn_t *conn = H2O_STRUCT_FROM_MEMBER(h2c_conn_t, idle_timeout, entry);
+    rm_h2conn_fail(&conn->h2, "idle timeout");
+}
+
+static nghttp2_session_callbacks *client_callbacks;
+static nghttp2_option *client_options;
+
+static void
+init_callbacks(void)
+{
+    nghttp2_session_callbacks_new(&client_callbacks);
+    nghttp2_session_callbacks_set_on_header_callback(client_callbacks, on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(client_callbacks, on_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(client_callbacks, on_data_chunk_recv);
+    nghttp2_session_callbacks_set_on_stream_close_callback(client_callbacks, on_stream_close);
+    nghttp2_option_new(&client_options);
+    nghttp2_option_set_no_auto_window_update(client_options, 1);
+    nghttp2_option_set_peer_max_concurrent_streams(client_options, 100);
+}
+
+static void
+start_session(h2c_conn_t *conn, h2o_socket_t *sock)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, init_callbacks);
+    const rm_config_limits_t *limits = &conn->h2.worker->config->limits;
+    conn->h2.sock = sock;
+    nghttp2_session_client_new2(&conn->h2.ng, client_callbacks, conn, client_options);
+    nghttp2_settings_entry iv[] = {
+        {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, limits->stream_window_bytes},
+        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, limits->max_header_bytes},
+    };
+    nghttp2_submit_settings(conn->h2.ng, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0]));
+    nghttp2_session_set_local_window_size(conn->h2.ng, NGHTTP2_FLAG_NONE, 0, limits->connection_window_bytes);
+    RM_STAT_INC(rm_cluster_stats(conn->ep->cluster)->cx_total);
+    RM_STAT_INC(rm_cluster_stats(conn->ep->cluster)->cx_active);
+    rm_h2conn_start_reading(&conn->h2);
+    /* streams that queued while connecting go now, in order */
+    for (h2o_linklist_t *n = conn->streams.next; n != &conn->streams;) {
+        h2c_stream_t *hc = H2O_STRUCT_FROM_MEMBER(h2c_stream_t, link, n);
+        n = n->next; /* submit_stream may free hc */
+        if (hc->s != NULL && hc->id == 0)
+            submit_stream(hc);
+    }
+    rm_h2conn_schedule_flush(&conn->h2);
+}
+
+static void
+on_connected(rm_connect_t *unused, h2o_socket_t *sock, int err_kind, const char *err, rm_wire_protocol_t alpn, void *data)
+{
+    h2c_conn_t *conn = data;
+    conn->connecting = NULL;
+    if (sock == NULL) {
+        conn->dying = 1;
+        fail_all_streams(conn, err_kind, err);
+        rm_worker_defer(conn->h2.worker, &conn->destroy_later);
+        return;
+    }
+    const rm_config_cluster_t *cc = rm_cluster_config(conn->ep->cluster);
+    if (cc->protocol == RM_UPSTREAM_AUTO && alpn != RM_WIRE_H2) {
+        /* ALPN chose HTTP/1.1: this socket becomes an HTTP/1.1 connection for the first stream;
+         * the others go through the HTTP/1.1 pool */
+        conn->ep->learned = RM_WIRE_HTTP1;
+        conn->dying = 1;
+        int first = 1;
+        while (!h2o_linklist_is_empty(&conn->streams)) {
+            h2c_stream_t *hc = H2O_STRUCT_FROM_MEMBER(h2c_stream_t, link, conn->streams.next);
+            rm_stream_t *s = take_stream(hc);
+            stream_free(hc);
+            if (s == NULL)
+                continue;
+            s->up_detached = 1;
+            s->up = NULL;
+            if (s->upstream_counted) {
+                RM_STAT_DEC(s->cstats->rq_active);
+                s->upstream_counted = 0;
+            }
+            if (first) {
+                first = 0;
+                rm_h1client_start_on_socket(conn->ep, sock, s);
+                sock = NULL;
+            } else {
+                rm_h1client_dispatch(conn->ep, s);
+            }
+        }
+        if (sock != NULL)
+            h2o_socket_close(sock);
+        rm_worker_defer(conn->h2.worker, &conn->destroy_later);
+        return;
+    }
+    if (cc->protocol == RM_UPSTREAM_AUTO)
+        conn->ep->learned = RM_WIRE_H2;
+    start_session(conn, sock);
+}
+
+static h2c_conn_t *
+conn_create(rm_endpoint_t *ep)
+{
+    rm_worker_t *worker = rm_cluster_worker(ep->cluster);
+    h2c_conn_t *conn = rm_calloc(1, sizeof(*conn));
+    conn->ep = ep;
+    rm_endpoint_ref(ep);
+    h2o_linklist_init_anchor(&conn->streams);
+    conn->idle_timeout.cb = on_idle_timeout;
+    conn->destroy_later.cb = destroy_conn;
+    conn->reg.close = close_registered;
+    rm_upconn_register(worker, &conn->reg);
+    rm_h2conn_init(&conn->h2, worker, NULL, on_dead);
+    conn->h2.bytes_rx_stat = NULL;
+    h2o_linklist_insert(&ep->h2_conns, &conn->ep_link);
+    ++ep->num_h2_conns;
+    conn->connecting = rm_connect_start(ep, on_connected, conn);
+    if (conn->connecting == NULL) {
+        conn->dying = 1;
+        rm_worker_defer(worker, &conn->destroy_later);
+    }
+    return conn;
+}
+
+void
+rm_h2client_dispatch(rm_endpoint_t *ep, rm_stream_t *s)
+{
+    const rm_config_cluster_t *cc = rm_cluster_config(ep->cluster);
+    h2c_conn_t *best = NULL;
+    for (h2o_linklist_t *n = ep->h2_conns.next; n != &ep->h2_conns; n = n->next) {
+        h2c_conn_t *conn = H2O_STRUCT_FROM_MEMBER(h2c_conn_t, ep_link, n);
+        if (conn->goaway || conn->dying)
+            continue;
+        if (best == NULL || conn->num_streams < best->num_streams)
+            best = conn;
+    }
+    if (best == NULL || (ep->num_h2_conns < cc->h2_connections && best->num_streams != 0)) {
+        h2c_conn_t *fresh = conn_create(ep);
+        if (!fresh->dying)
+            best = fresh;
+    }
+    if (best == NULL) {
+        rm_stream_on_upstream_error(s, RM_UPSTREAM_ERR_CONNECT, 0, "cannot open a connection");
+        return;
+    }
+    h2c_stream_t *hc = rm_calloc(1, sizeof(*hc));
+    hc->conn = best;
+    hc->s = s;
+    h2o_linklist_insert(&best->streams, &hc->link);
+    ++best->num_streams;
+    update_idle(best);
+    rm_stream_attach_upstream(s, &up_ops, hc);
+    if (best->h2.ng != NULL)
+        submit_stream(hc);
+}
+
+void
+rm_h2client_close_idle(rm_endpoint_t *ep, int all)
+{
+    for (h2o_linklist_t *n = ep->h2_conns.next; n != &ep->h2_conns;) {
+        h2c_conn_t *conn = H2O_STRUCT_FROM_MEMBER(h2c_conn_t, ep_link, n);
+        n = n->next;
+        conn->goaway = 1;
+        if ((all || conn->num_streams == 0) && !conn->dying) {
+            conn->dying = 1;
+            rm_worker_defer(conn->h2.worker, &conn->destroy_later);
+        }
+    }
+}

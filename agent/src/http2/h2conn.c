@@ -1,0 +1,153 @@
+#include <stdlib.h>
+#include <string.h>
+#include "remora/log.h"
+#include "http2/h2conn.h"
+#include "obs/stats.h"
+
+static void do_flush(rm_flushable_t *f);
+
+void
+rm_h2conn_init(rm_h2conn_t *conn, rm_worker_t *worker, h2o_socket_t *sock, void (*on_dead)(rm_h2conn_t *, const char *))
+{
+    conn->worker = worker;
+    conn->sock = sock;
+    conn->on_dead = on_dead;
+    h2o_buffer_init(&conn->_out, &h2o_socket_buffer_prototype);
+    h2o_buffer_init(&conn->_inflight, &h2o_socket_buffer_prototype);
+    conn->_flush.cb = do_flush;
+}
+
+void
+rm_h2conn_fail(rm_h2conn_t *conn, const char *reason)
+{
+    if (conn->dead)
+        return;
+    conn->dead = 1;
+    if (conn->sock != NULL)
+        h2o_socket_read_stop(conn->sock);
+    conn->on_dead(conn, reason);
+}
+
+static void
+on_read(h2o_socket_t *sock, const char *err)
+{
+    rm_h2conn_t *conn = sock->data;
+    if (err != NULL) {
+        rm_h2conn_fail(conn, err);
+        return;
+    }
+    size_t len = sock->input->size;
+    if (conn->bytes_rx_stat != NULL)
+        RM_STAT_ADD(*conn->bytes_rx_stat, len);
+    ssize_t r = nghttp2_session_mem_recv(conn->ng, (const uint8_t *)sock->input->bytes, len);
+    if (r < 0) {
+        /* nghttp2 has queued a GOAWAY for protocol errors; send it, then end */
+        rm_log_debug("h2", "session error: %s", nghttp2_strerror((int)r));
+        h2o_buffer_consume(&sock->input, len);
+        h2o_socket_read_stop(sock);
+        rm_h2conn_schedule_flush(conn);
+        return;
+    }
+    h2o_buffer_consume(&sock->input, (size_t)r);
+    rm_h2conn_schedule_flush(conn);
+}
+
+void
+rm_h2conn_start_reading(rm_h2conn_t *conn)
+{
+    conn->sock->data = conn;
+    h2o_socket_read_start(conn->sock, on_read);
+    if (conn->sock->input->size != 0)
+        on_read(conn->sock, NULL);
+}
+
+void
+rm_h2conn_schedule_flush(rm_h2conn_t *conn)
+{
+    if (!conn->dead)
+        rm_worker_schedule_flush(conn->worker, &conn->_flush);
+}
+
+static void
+on_write_complete(h2o_socket_t *sock, const char *err)
+{
+    rm_h2conn_t *conn = sock->data;
+    h2o_buffer_consume(&conn->_inflight, conn->_inflight->size);
+    if (err != NULL) {
+        rm_h2conn_fail(conn, err);
+        return;
+    }
+    do_flush(&conn->_flush);
+}
+
+static void
+do_flush(rm_flushable_t *f)
+{
+    rm_h2conn_t *conn = H2O_STRUCT_FROM_MEMBER(rm_h2conn_t, _flush, f);
+    if (conn->dead || h2o_socket_is_writing(conn->sock))
+        return; /* the write callback flushes again */
+    while (conn->_out->size < RM_H2_OUT_HIGH_WATER) {
+        const uint8_t *data;
+        ssize_t n = nghttp2_session_mem_send(conn->ng, &data);
+        if (n < 0) {
+            rm_h2conn_fail(conn, nghttp2_strerror((int)n));
+            return;
+        }
+        if (n == 0)
+            break;
+        h2o_iovec_t dst = h2o_buffer_reserve(&conn->_out, n);
+        if (dst.base == NULL)
+            rm_fatal("out of memory");
+        memcpy(dst.base, data, n);
+        conn->_out->size += n;
+    }
+    if (conn->_out->size != 0) {
+        /* swap: the filled buffer goes out, the empty one collects the next frames */
+        h2o_buffer_t *tmp = conn->_inflight;
+        conn->_inflight = conn->_out;
+        conn->_out = tmp;
+        if (conn->bytes_tx_stat != NULL)
+            RM_STAT_ADD(*conn->bytes_tx_stat, conn->_inflight->size);
+        h2o_iovec_t buf = h2o_iovec_init(conn->_inflight->bytes, conn->_inflight->size);
+        h2o_socket_write(conn->sock, &buf, 1, on_write_complete);
+        return;
+    }
+    if (!nghttp2_session_want_read(conn->ng) && !nghttp2_session_want_write(conn->ng))
+        rm_h2conn_fail(conn, "session finished");
+}
+
+void
+rm_h2conn_dispose(rm_h2conn_t *conn)
+{
+    conn->dead = 1;
+    rm_worker_cancel_flush(conn->worker, &conn->_flush);
+    if (conn->sock != NULL) {
+        h2o_socket_close(conn->sock);
+        conn->sock = NULL;
+    }
+    if (conn->ng != NULL) {
+        nghttp2_session_del(conn->ng);
+        conn->ng = NULL;
+    }
+    h2o_buffer_dispose(&conn->_out);
+    h2o_buffer_dispose(&conn->_inflight);
+}
+
+void
+rm_h2_nvs_add(h2o_mem_pool_t *pool, rm_h2_nvs_t *nvs, const char *name, size_t nlen, const char *value, size_t vlen)
+{
+    if (nvs->len == nvs->cap) {
+        size_t cap = nvs->cap == 0 ? 16 : nvs->cap * 2;
+        nghttp2_nv *nva = h2o_mem_alloc_pool(pool, cap * sizeof(*nva));
+        if (nvs->len != 0)
+            memcpy(nva, nvs->nva, nvs->len * sizeof(*nva));
+        nvs->nva = nva;
+        nvs->cap = cap;
+    }
+    nghttp2_nv *nv = &nvs->nva[nvs->len++];
+    nv->name = (uint8_t *)name;
+    nv->namelen = nlen;
+    nv->value = (uint8_t *)value;
+    nv->valuelen = vlen;
+    nv->flags = nvs->copy ? NGHTTP2_NV_FLAG_NONE : NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE;
+}

@@ -1,0 +1,58 @@
+/*
+ * The I/O half shared by the HTTP/2 server (downstream) and client (upstream) connections:
+ * nghttp2 driven without I/O (mem_recv / mem_send) on an h2o socket.
+ *
+ * Output is produced lazily: anything that submits frames calls rm_h2conn_schedule_flush, and the
+ * worker runs the flush once per loop iteration, so frames from many events leave in one write.
+ * At most one write is in flight (an h2o rule); while it is, new frames wait inside nghttp2 rather
+ * than in a growing buffer: a flush stops pulling from nghttp2 once `RM_H2_OUT_HIGH_WATER` bytes
+ * are pending, which bounds a connection's output memory.
+ *
+ * Only this module and the two codecs include nghttp2.h. Thread: the owning worker.
+ */
+#ifndef remora__h2conn_h
+#define remora__h2conn_h
+
+#include <nghttp2/nghttp2.h>
+#include <h2o.h>
+#include "core/worker.h"
+
+#define RM_H2_OUT_HIGH_WATER (64 * 1024)
+
+typedef struct st_rm_h2conn_t rm_h2conn_t;
+
+struct st_rm_h2conn_t {
+    rm_worker_t *worker;
+    h2o_socket_t *sock;
+    nghttp2_session *ng;
+    h2o_buffer_t *_out;
+    h2o_buffer_t *_inflight;
+    rm_flushable_t _flush;
+    /** counters to add transferred bytes to (may be NULL) */
+    uint64_t *bytes_rx_stat, *bytes_tx_stat;
+    /** called once the connection must end (I/O error, protocol error, or nothing left to do);
+     * the owner closes the socket and frees the connection, possibly later */
+    void (*on_dead)(rm_h2conn_t *conn, const char *reason);
+    unsigned dead : 1;
+};
+
+/** Binds `conn` to `sock` (the session is created by the owner). */
+void rm_h2conn_init(rm_h2conn_t *conn, rm_worker_t *worker, h2o_socket_t *sock, void (*on_dead)(rm_h2conn_t *, const char *));
+/** Starts reading; input goes to nghttp2_session_mem_recv. */
+void rm_h2conn_start_reading(rm_h2conn_t *conn);
+void rm_h2conn_schedule_flush(rm_h2conn_t *conn);
+/** Closes the socket and releases buffers and the session. Not from inside nghttp2 callbacks. */
+void rm_h2conn_dispose(rm_h2conn_t *conn);
+/** Marks the connection dead and calls on_dead once. */
+void rm_h2conn_fail(rm_h2conn_t *conn, const char *reason);
+
+/** Builds an nghttp2_nv array from the message model in `pool`; `extra` pseudo headers first. */
+typedef struct st_rm_h2_nvs_t {
+    nghttp2_nv *nva;
+    size_t len, cap;
+    /** 1: nghttp2 copies the strings (use when `pool` may be released before the frame is sent) */
+    int copy;
+} rm_h2_nvs_t;
+void rm_h2_nvs_add(h2o_mem_pool_t *pool, rm_h2_nvs_t *nvs, const char *name, size_t nlen, const char *value, size_t vlen);
+
+#endif

@@ -1,0 +1,484 @@
+/*
+ * Downstream HTTP/2: an nghttp2 server session per connection, translating each stream into an
+ * rm_stream_t. Request bodies are not acknowledged (WINDOW_UPDATE) until the upstream side has
+ * taken the bytes, so the client's window is the bound on what the proxy holds per stream.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "remora/log.h"
+#include "remora/strutil.h"
+#include "http2/h2conn.h"
+#include "net/listener.h"
+#include "proxy/stream.h"
+
+typedef struct st_h2s_conn_t {
+    rm_h2conn_t h2;
+    rm_dconn_t *dc;
+    h2o_linklist_t streams;
+    size_t num_streams;
+    h2o_timeout_entry_t idle_timeout;
+    uv_timer_t *goaway_timer;
+    rm_deferred_t destroy_later;
+    unsigned draining : 1;
+    unsigned goaway_sent : 1;
+    unsigned dying : 1;
+} h2s_conn_t;
+
+typedef struct st_h2s_stream_t {
+    h2s_conn_t *conn;
+    rm_stream_t *s;
+    int32_t id;
+    h2o_linklist_t link;
+    uint32_t num_headers;
+    uint32_t header_bytes;
+    rm_headers_t *trailers;
+    unsigned too_large : 1;
+    unsigned head_done : 1;
+    unsigned resp_done : 1; /* END_STREAM or RST_STREAM submitted */
+} h2s_stream_t;
+
+static const rm_stream_down_ops_t down_ops;
+
+static void
+update_idle(h2s_conn_t *conn)
+{
+    if (conn->num_streams == 0 && !conn->dying) {
+        if (!h2o_timeout_is_linked(&conn->idle_timeout))
+            h2o_timeout_link(&conn->h2.worker->loop,
+                             rm_worker_get_timeout(conn->h2.worker, conn->h2.worker->config->limits.idle_timeout_ms),
+                             &conn->idle_timeout);
+    } else if (h2o_timeout_is_linked(&conn->idle_timeout)) {
+        h2o_timeout_unlink(&conn->idle_timeout);
+    }
+}
+
+static void
+stream_free(h2s_stream_t *hs)
+{
+    h2o_linklist_unlink(&hs->link);
+    --hs->conn->num_streams;
+    update_idle(hs->conn);
+    free(hs);
+}
+
+/*
+ * nghttp2 callbacks
+ */
+
+static int
+on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, void *user_data)
+{
+    h2s_conn_t *conn = user_data;
+    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0;
+    rm_worker_t *worker = conn->h2.worker;
+    const rm_config_listener_t *listener = rm_dconn_listener(conn->dc, worker->config);
+    if (listener == NULL) {
+        nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_REFUSED_STREAM);
+        return 0;
+    }
+    h2s_stream_t *hs = rm_calloc(1, sizeof(*hs));
+    hs->conn = conn;
+    hs->id = frame->hd.stream_id;
+    hs->s = rm_stream_create(worker, worker->config, listener, conn->dc->stats, &down_ops, hs);
+    hs->s->req.scheme = conn->dc->is_tls ? h2o_iovec_init(H2O_STRLIT("https")) : h2o_iovec_init(H2O_STRLIT("http"));
+    h2o_linklist_insert(&conn->streams, &hs->link);
+    ++conn->num_streams;
+    update_idle(conn);
+    nghttp2_session_set_stream_user_data(ng, hs->id, hs);
+    return 0;
+}
+
+static h2o_iovec_t
+pool_copy(h2o_mem_pool_t *pool, const uint8_t *p, size_t len)
+{
+    return h2o_strdup(pool, (const char *)p, len);
+}
+
+static int
+on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name, size_t namelen, const uint8_t *value,
+          size_t valuelen, uint8_t flags, void *user_data)
+{
+    h2s_stream_t *hs = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
+    if (hs == NULL || hs->s == NULL)
+        return 0;
+    const rm_config_limits_t *limits = &hs->s->config->limits;
+    hs->header_bytes += namelen + valuelen + 32;
+    if (++hs->num_headers > limits->max_headers || hs->header_bytes > limits->max_header_bytes) {
+        hs->too_large = 1;
+        return 0;
+    }
+    if (hs->too_large)
+        return 0;
+    rm_stream_t *s = hs->s;
+    if (frame->headers.cat == NGHTTP2_HCAT_HEADERS) {
+        /* trailers (nghttp2 has already rejected pseudo-headers in them) */
+        if (hs->trailers == NULL) {
+            hs->trailers = h2o_mem_alloc_pool(&s->pool, sizeof(*hs->trailers));
+            memset(hs->trailers, 0, sizeof(*hs->trailers));
+        }
+        rm_headers_add(&s->pool, hs->trailers, pool_copy(&s->pool, name, namelen), pool_copy(&s->pool, value, valuelen));
+        return 0;
+    }
+    rm_req_head_t *req = &s->req;
+    if (namelen != 0 && name[0] == ':') {
+        h2o_iovec_t v = pool_copy(&s->pool, value, valuelen);
+        if (rm_lcstreq((const char *)name, namelen, ":method"))
+            req->method = v;
+        else if (rm_lcstreq((const char *)name, namelen, ":path"))
+            req->path = v;
+        else if (rm_lcstreq((const char *)name, namelen, ":authority"))
+            req->authority = v;
+        else if (rm_lcstreq((const char *)name, namelen, ":scheme"))
+            req->scheme = v;
+        return 0;
+    }
+    if (rm_lcstreq((const char *)name, namelen, "host")) {
+        /* :authority wins when both are present (RFC 9113 8.3.1) */
+        if (req->authority.len == 0)
+            req->authority = pool_copy(&s->pool, value, valuelen);
+        return 0;
+    }
+    if (rm_lcstreq((const char *)name, namelen, "content-length")) {
+        /* nghttp2 has validated it against the DATA it counts */
+        int64_t cl = 0;
+        for (size_t i = 0; i != valuelen; ++i)
+            cl = cl * 10 + (value[i] - '0');
+        req->content_length = cl;
+        return 0;
+    }
+    if (rm_lcstreq((const char *)name, namelen, "te"))
+        req->te_trailers = 1; /* nghttp2 rejects any other value */
+    else if (rm_lcstreq((const char *)name, namelen, "content-type") && valuelen >= 16 &&
+             memcmp(value, "application/grpc", 16) == 0)
+        req->is_grpc = 1;
+    rm_headers_add(&s->pool, &req->headers, pool_copy(&s->pool, name, namelen), pool_copy(&s->pool, value, valuelen));
+    return 0;
+}
+
+static int
+on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *user_data)
+{
+    h2s_stream_t *hs;
+    switch (frame->hd.type) {
+    case NGHTTP2_HEADERS:
+        if ((hs = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id)) == NULL || hs->s == NULL)
+            return 0;
+        if (!hs->head_done) {
+            hs->head_done = 1;
+            rm_stream_t *s = hs->s;
+            s->req.has_body = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) == 0;
+            if (hs->too_large) {
+                RM_STAT_INC(s->lstats->rq_protocol_error);
+                rm_stream_send_local_reply(s, 431, RM_GRPC_RESOURCE_EXHAUSTED, "request header fields too large");
+            } else {
+                rm_stream_on_request_head(s);
+            }
+        } else if (hs->too_large) {
+            nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, hs->id, NGHTTP2_PROTOCOL_ERROR);
+            return 0;
+        }
+        if ((frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0 && hs->s != NULL)
+            rm_stream_on_request_end(hs->s, hs->trailers);
+        break;
+    case NGHTTP2_DATA:
+        if ((frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0 &&
+            (hs = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id)) != NULL && hs->s != NULL)
+            rm_stream_on_request_end(hs->s, NULL);
+        break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+static int
+on_data_chunk_recv(nghttp2_session *ng, uint8_t flags, int32_t stream_id, const uint8_t *data, size_t len, void *user_data)
+{
+    h2s_stream_t *hs = nghttp2_session_get_stream_user_data(ng, stream_id);
+    if (hs == NULL || hs->s == NULL) {
+        nghttp2_session_consume(ng, stream_id, len);
+        return 0;
+    }
+    rm_stream_on_request_body(hs->s, data, len);
+    return 0;
+}
+
+static int
+on_stream_close(nghttp2_session *ng, int32_t stream_id, uint32_t error_code, void *user_data)
+{
+    h2s_stream_t *hs = nghttp2_session_get_stream_user_data(ng, stream_id);
+    if (hs == NULL)
+        return 0;
+    nghttp2_session_set_stream_user_data(ng, stream_id, NULL);
+    rm_stream_t *s = hs->s;
+    hs->s = NULL;
+    if (s != NULL) {
+        if (!hs->resp_done)
+            rm_stream_on_downstream_abort(s);
+        rm_stream_detach_downstream(s);
+    }
+    stream_free(hs);
+    return 0;
+}
+
+static int
+on_invalid_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, int lib_error_code, void *user_data)
+{
+    h2s_conn_t *conn = user_data;
+    RM_STAT_INC(conn->dc->stats->rq_protocol_error);
+    rm_log_debug("h2", "invalid frame on stream %d: %s", frame->hd.stream_id, nghttp2_strerror(lib_error_code));
+    return 0;
+}
+
+static int
+on_invalid_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name, size_t namelen, const uint8_t *value,
+                  size_t valuelen, uint8_t flags, void *user_data)
+{
+    /* RFC 9113 8.2.1: a malformed field makes the request malformed: reset the stream */
+    h2s_conn_t *conn = user_data;
+    RM_STAT_INC(conn->dc->stats->rq_protocol_error);
+    return NGHTTP2_ERR_HTTP_HEADER;
+}
+
+/*
+ * Response side
+ */
+
+static ssize_t
+read_response_body(nghttp2_session *ng, int32_t stream_id, uint8_t *buf, size_t length, uint32_t *data_flags,
+                   nghttp2_data_source *source, void *user_data)
+{
+    h2s_stream_t *hs = source->ptr;
+    rm_stream_t *s = hs->s;
+    if (s == NULL) {
+        *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+        return 0;
+    }
+    size_t n = rm_stream_read_response_body(s, buf, length);
+    if (s->resp_body.buf->size == 0 && s->resp_body.eos) {
+        *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+        hs->resp_done = 1;
+        rm_headers_t *tr = s->resp_body.trailers;
+        if (tr != NULL && tr->size != 0) {
+            rm_h2_nvs_t nvs = {NULL};
+            for (size_t i = 0; i != tr->size; ++i)
+                rm_h2_nvs_add(&s->pool, &nvs, tr->entries[i].name.base, tr->entries[i].name.len, tr->entries[i].value.base,
+                              tr->entries[i].value.len);
+            if (nghttp2_submit_trailer(ng, stream_id, nvs.nva, nvs.len) == 0)
+                *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+        }
+        if (!s->req_done)
+            /* the response is complete but the client is still sending: tell it to stop (RFC 9113 8.1) */
+            nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, stream_id, NGHTTP2_NO_ERROR);
+        return n;
+    }
+    if (n == 0)
+        return NGHTTP2_ERR_DEFERRED;
+    return n;
+}
+
+static void
+down_send_response_head(rm_stream_t *s)
+{
+    h2s_stream_t *hs = s->down_ctx;
+    h2s_conn_t *conn = hs->conn;
+    rm_h2_nvs_t nvs = {NULL};
+    char *status = h2o_mem_alloc_pool(&s->pool, 4);
+    snprintf(status, 4, "%03d", s->resp.status);
+    rm_h2_nvs_add(&s->pool, &nvs, H2O_STRLIT(":status"), status, 3);
+    for (size_t i = 0; i != s->resp.headers.size; ++i) {
+        rm_header_t *h = &s->resp.headers.entries[i];
+        rm_h2_nvs_add(&s->pool, &nvs, h->name.base, h->name.len, h->value.base, h->value.len);
+    }
+    if (s->resp.content_length >= 0) {
+        char *cl = h2o_mem_alloc_pool(&s->pool, 24);
+        int n = snprintf(cl, 24, "%lld", (long long)s->resp.content_length);
+        rm_h2_nvs_add(&s->pool, &nvs, H2O_STRLIT("content-length"), cl, n);
+    }
+    int r;
+    if (s->resp_body.eos && s->resp_body.buf->size == 0 && (s->resp_body.trailers == NULL || s->resp_body.trailers->size == 0)) {
+        /* no body: END_STREAM on HEADERS (this is also how a gRPC trailers-only response goes out) */
+        hs->resp_done = 1;
+        r = nghttp2_submit_response(conn->h2.ng, hs->id, nvs.nva, nvs.len, NULL);
+        if (r == 0 && !s->req_done)
+            nghttp2_submit_rst_stream(conn->h2.ng, NGHTTP2_FLAG_NONE, hs->id, NGHTTP2_NO_ERROR);
+    } else {
+        nghttp2_data_provider prd = {.source.ptr = hs, .read_callback = read_response_body};
+        r = nghttp2_submit_response(conn->h2.ng, hs->id, nvs.nva, nvs.len, &prd);
+    }
+    if (r != 0)
+        rm_log_debug("h2", "submit_response on stream %d: %s", hs->id, nghttp2_strerror(r));
+    rm_h2conn_schedule_flush(&conn->h2);
+}
+
+static void
+down_resp_body_ready(rm_stream_t *s)
+{
+    h2s_stream_t *hs = s->down_ctx;
+    nghttp2_session_resume_data(hs->conn->h2.ng, hs->id);
+    rm_h2conn_schedule_flush(&hs->conn->h2);
+}
+
+static void
+down_req_body_consumed(rm_stream_t *s, size_t n)
+{
+    h2s_stream_t *hs = s->down_ctx;
+    nghttp2_session_consume(hs->conn->h2.ng, hs->id, n);
+    rm_h2conn_schedule_flush(&hs->conn->h2);
+}
+
+static void
+down_reset(rm_stream_t *s, uint32_t h2_error)
+{
+    h2s_stream_t *hs = s->down_ctx;
+    hs->resp_done = 1;
+    nghttp2_submit_rst_stream(hs->conn->h2.ng, NGHTTP2_FLAG_NONE, hs->id, h2_error);
+    rm_h2conn_schedule_flush(&hs->conn->h2);
+}
+
+static const rm_stream_down_ops_t down_ops = {down_send_response_head, down_resp_body_ready, down_req_body_consumed, down_reset};
+
+/*
+ * Connection lifecycle
+ */
+
+static void
+destroy_conn(rm_deferred_t *d)
+{
+    h2s_conn_t *conn = H2O_STRUCT_FROM_MEMBER(h2s_conn_t, destroy_later, d);
+    /* streams still open: their upstream halves must be told */
+    while (!h2o_linklist_is_empty(&conn->streams)) {
+        h2s_stream_t *hs = H2O_STRUCT_FROM_MEMBER(h2s_stream_t, link, conn->streams.next);
+        rm_stream_t *s = hs->s;
+        hs->s = NULL;
+        if (s != NULL) {
+            if (!hs->resp_done)
+                rm_stream_on_downstream_abort(s);
+            rm_stream_detach_downstream(s);
+        }
+        stream_free(hs);
+    }
+    if (h2o_timeout_is_linked(&conn->idle_timeout))
+        h2o_timeout_unlink(&conn->idle_timeout);
+    if (conn->goaway_timer != NULL)
+        uv_close((uv_handle_t *)conn->goaway_timer, (uv_close_cb)free);
+    conn->h2.sock = NULL; /* closed with the dconn */
+    rm_h2conn_dispose(&conn->h2);
+    h2o_socket_close(conn->dc->sock);
+    rm_dconn_destroy(conn->dc);
+    free(conn);
+}
+
+static void
+on_dead(rm_h2conn_t *h2, const char *reason)
+{
+    h2s_conn_t *conn = H2O_STRUCT_FROM_MEMBER(h2s_conn_t, h2, h2);
+    rm_log_debug("h2", "downstream connection closing: %s", reason);
+    conn->dying = 1;
+    /* possibly inside nghttp2 callbacks: destroy after this iteration */
+    rm_worker_defer(h2->worker, &conn->destroy_later);
+}
+
+static void
+on_idle_timeout(h2o_timeout_entry_t *entry)
+{
+    h2s_conn_t *conn = H2O_STRUCT_FROM_MEMBER(h2s_conn_t, idle_timeout, entry);
+    nghttp2_submit_goaway(conn->h2.ng, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(conn->h2.ng), NGHTTP2_NO_ERROR,
+                          (const uint8_t *)"idle", 4);
+    conn->goaway_sent = 1;
+    rm_h2conn_schedule_flush(&conn->h2);
+}
+
+static void
+on_goaway_timer(uv_timer_t *timer)
+{
+    h2s_conn_t *conn = timer->data;
+    if (conn->dying)
+        return;
+    /* second phase of a graceful shutdown: the client has had a round trip to see the notice */
+    nghttp2_submit_goaway(conn->h2.ng, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(conn->h2.ng), NGHTTP2_NO_ERROR,
+                          NULL, 0);
+    conn->goaway_sent = 1;
+    rm_h2conn_schedule_flush(&conn->h2);
+}
+
+static void
+drain(rm_dconn_t *dc)
+{
+    h2s_conn_t *conn = dc->impl;
+    if (conn->draining || conn->dying)
+        return;
+    conn->draining = 1;
+    nghttp2_submit_shutdown_notice(conn->h2.ng);
+    conn->goaway_timer = rm_malloc(sizeof(*conn->goaway_timer));
+    uv_timer_init(&conn->h2.worker->loop, conn->goaway_timer);
+    conn->goaway_timer->data = conn;
+    uv_timer_start(conn->goaway_timer, on_goaway_timer, 200, 0);
+    rm_h2conn_schedule_flush(&conn->h2);
+}
+
+static void
+close_now(rm_dconn_t *dc)
+{
+    h2s_conn_t *conn = dc->impl;
+    conn->dying = 1;
+    rm_worker_cancel_deferred(conn->h2.worker, &conn->destroy_later);
+    destroy_conn(&conn->destroy_later);
+}
+
+static const rm_dconn_ops_t dconn_ops = {drain, close_now};
+
+static nghttp2_session_callbacks *server_callbacks;
+static nghttp2_option *server_options;
+
+static void
+init_callbacks(void)
+{
+    nghttp2_session_callbacks_new(&server_callbacks);
+    nghttp2_session_callbacks_set_on_begin_headers_callback(server_callbacks, on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(server_callbacks, on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(server_callbacks, on_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(server_callbacks, on_data_chunk_recv);
+    nghttp2_session_callbacks_set_on_stream_close_callback(server_callbacks, on_stream_close);
+    nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(server_callbacks, on_invalid_frame_recv);
+    nghttp2_session_callbacks_set_on_invalid_header_callback(server_callbacks, on_invalid_header);
+    nghttp2_option_new(&server_options);
+    nghttp2_option_set_no_auto_window_update(server_options, 1);
+    nghttp2_option_set_max_deflate_dynamic_table_size(server_options, 4096);
+}
+
+void
+rm_h2server_accept(rm_dconn_t *dc)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, init_callbacks);
+
+    rm_worker_t *worker = dc->worker;
+    const rm_config_limits_t *limits = &worker->config->limits;
+    h2s_conn_t *conn = rm_calloc(1, sizeof(*conn));
+    conn->dc = dc;
+    dc->impl = conn;
+    dc->ops = &dconn_ops;
+    h2o_linklist_init_anchor(&conn->streams);
+    conn->idle_timeout.cb = on_idle_timeout;
+    conn->destroy_later.cb = destroy_conn;
+    rm_h2conn_init(&conn->h2, worker, dc->sock, on_dead);
+    conn->h2.bytes_rx_stat = &dc->stats->bytes_rx;
+    conn->h2.bytes_tx_stat = &dc->stats->bytes_tx;
+    nghttp2_session_server_new2(&conn->h2.ng, server_callbacks, conn, server_options);
+    nghttp2_settings_entry iv[] = {
+        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, limits->h2_max_concurrent_streams},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, limits->stream_window_bytes},
+        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, limits->max_header_bytes},
+        {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+    };
+    nghttp2_submit_settings(conn->h2.ng, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0]));
+    nghttp2_session_set_local_window_size(conn->h2.ng, NGHTTP2_FLAG_NONE, 0, limits->connection_window_bytes);
+    update_idle(conn);
+    if (worker->draining)
+        drain(dc);
+    rm_h2conn_start_reading(&conn->h2);
+    rm_h2conn_schedule_flush(&conn->h2);
+}

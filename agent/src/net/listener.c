@@ -1,0 +1,331 @@
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "remora/log.h"
+#include "remora/strutil.h"
+#include "net/listener.h"
+#include "tls/tls.h"
+
+#define H2_PREFACE "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+#define H2_PREFACE_LEN (sizeof(H2_PREFACE) - 1)
+
+int
+rm_listen_fd_open(const rm_config_addr_t *addr, char *err, size_t errlen)
+{
+    char name[80];
+    rm_format_sockaddr((const struct sockaddr *)&addr->addr, name, sizeof(name));
+    int fd = socket(addr->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) {
+        snprintf(err, errlen, "listen %s: socket: %s", name, strerror(errno));
+        return -1;
+    }
+    int on = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) != 0) {
+        snprintf(err, errlen, "listen %s: SO_REUSEPORT: %s", name, strerror(errno));
+        goto fail;
+    }
+    if (addr->addr.ss_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+    if (bind(fd, (const struct sockaddr *)&addr->addr, addr->addrlen) != 0) {
+        snprintf(err, errlen, "listen %s: bind: %s", name, strerror(errno));
+        goto fail;
+    }
+    if (listen(fd, 4096) != 0) {
+        snprintf(err, errlen, "listen %s: listen: %s", name, strerror(errno));
+        goto fail;
+    }
+    return fd;
+fail:
+    close(fd);
+    return -1;
+}
+
+rm_listener_t *
+rm_listener_new(rm_worker_t *worker, int fd, const rm_config_addr_t *addr)
+{
+    rm_listener_t *l = rm_calloc(1, sizeof(*l));
+    l->worker = worker;
+    l->fd = fd;
+    l->addr = *addr;
+    l->config_index = SIZE_MAX;
+    l->next = worker->listeners;
+    worker->listeners = l;
+    return l;
+}
+
+static int
+addr_equal(const rm_config_addr_t *a, const rm_config_addr_t *b)
+{
+    return a->addrlen == b->addrlen && memcmp(&a->addr, &b->addr, a->addrlen) == 0;
+}
+
+static size_t
+find_listener_config(const rm_config_t *config, const rm_config_addr_t *addr)
+{
+    for (size_t i = 0; i != config->num_listeners; ++i)
+        if (addr_equal(&config->listeners[i].addr, addr))
+            return i;
+    return SIZE_MAX;
+}
+
+const rm_config_listener_t *
+rm_dconn_listener(rm_dconn_t *dc, rm_config_t *config)
+{
+    if (dc->listener_index < config->num_listeners)
+        return &config->listeners[dc->listener_index];
+    return NULL;
+}
+
+/*
+ * Downstream connections and detection
+ */
+
+static void dconn_close_detecting(rm_dconn_t *dc);
+
+static void
+dconn_drain_detecting(rm_dconn_t *dc)
+{
+    /* nothing was received yet: nobody is waiting for an answer */
+    dconn_close_detecting(dc);
+}
+
+static const rm_dconn_ops_t detecting_ops = {dconn_drain_detecting, dconn_close_detecting};
+
+void
+rm_dconn_destroy(rm_dconn_t *dc)
+{
+    rm_worker_t *worker = dc->worker;
+    if (h2o_timeout_is_linked(&dc->_detect_timeout))
+        h2o_timeout_unlink(&dc->_detect_timeout);
+    h2o_linklist_unlink(&dc->_link);
+    --worker->num_downstream_conns;
+    RM_STAT_DEC(dc->stats->cx_active);
+    free(dc);
+    rm_worker_conn_closed(worker);
+}
+
+static void
+dconn_close_detecting(rm_dconn_t *dc)
+{
+    h2o_socket_close(dc->sock);
+    rm_dconn_destroy(dc);
+}
+
+static void
+on_detect_timeout(h2o_timeout_entry_t *entry)
+{
+    rm_dconn_t *dc = H2O_STRUCT_FROM_MEMBER(rm_dconn_t, _detect_timeout, entry);
+    rm_log_debug("listener", "closing connection that sent nothing detectable in time");
+    dconn_close_detecting(dc);
+}
+
+static void
+hand_over(rm_dconn_t *dc, int h2)
+{
+    h2o_timeout_unlink(&dc->_detect_timeout);
+    h2o_socket_read_stop(dc->sock);
+    if (h2) {
+        RM_STAT_INC(dc->stats->cx_h2);
+        rm_h2server_accept(dc);
+    } else {
+        RM_STAT_INC(dc->stats->cx_http1);
+        rm_h1server_accept(dc);
+    }
+}
+
+static void
+on_handshake_complete(h2o_socket_t *sock, const char *err)
+{
+    rm_dconn_t *dc = sock->data;
+    if (err != NULL) {
+        rm_log_debug("listener", "TLS handshake failed: %s", err);
+        dconn_close_detecting(dc);
+        return;
+    }
+    RM_STAT_INC(dc->stats->cx_tls);
+    h2o_iovec_t proto = h2o_socket_ssl_get_selected_protocol(sock);
+    hand_over(dc, h2o_memis(proto.base, proto.len, H2O_STRLIT("h2")));
+}
+
+static void
+on_detect_read(h2o_socket_t *sock, const char *err)
+{
+    rm_dconn_t *dc = sock->data;
+    if (err != NULL) {
+        dconn_close_detecting(dc);
+        return;
+    }
+    const char *in = sock->input->bytes;
+    size_t len = sock->input->size;
+    if (len == 0)
+        return;
+    if ((unsigned char)in[0] == 0x16) {
+        rm_config_t *config = dc->worker->config;
+        SSL_CTX *ctx = dc->listener_index < dc->worker->tls->num_listeners ? dc->worker->tls->listeners[dc->listener_index] : NULL;
+        if (ctx == NULL || dc->listener_index >= config->num_listeners) {
+            rm_log_debug("listener", "TLS ClientHello on a cleartext listener; closing");
+            RM_STAT_INC(dc->stats->rq_protocol_error);
+            dconn_close_detecting(dc);
+            return;
+        }
+        dc->is_tls = 1;
+        h2o_socket_read_stop(sock);
+        /* the ClientHello bytes already read stay in sock->input; h2o feeds them to the handshake */
+        h2o_socket_ssl_handshake(sock, ctx, NULL, on_handshake_complete);
+        return;
+    }
+    size_t cmp = len < H2_PREFACE_LEN ? len : H2_PREFACE_LEN;
+    if (memcmp(in, H2_PREFACE, cmp) == 0) {
+        if (len < H2_PREFACE_LEN)
+            return; /* a prefix of the preface: wait for the rest */
+        hand_over(dc, 1);
+        return;
+    }
+    hand_over(dc, 0);
+}
+
+static void
+on_accept(uv_stream_t *server, int status)
+{
+    rm_listener_t *l = server->data;
+    rm_worker_t *worker = l->worker;
+    if (status != 0)
+        return;
+    uv_tcp_t *tcp = rm_malloc(sizeof(*tcp));
+    uv_tcp_init(&worker->loop, tcp);
+    if (uv_accept(server, (uv_stream_t *)tcp) != 0) {
+        uv_close((uv_handle_t *)tcp, (uv_close_cb)free);
+        return;
+    }
+    uv_tcp_nodelay(tcp, 1);
+    if (worker->draining || l->config_index == SIZE_MAX) {
+        uv_close((uv_handle_t *)tcp, (uv_close_cb)free);
+        return;
+    }
+    rm_dconn_t *dc = rm_calloc(1, sizeof(*dc));
+    dc->worker = worker;
+    dc->sock = h2o_uv_socket_create((uv_stream_t *)tcp, (uv_close_cb)free);
+    dc->sock->data = dc;
+    dc->stats = l->stats;
+    dc->listener_index = l->config_index;
+    dc->listen_addr = l->addr;
+    dc->ops = &detecting_ops;
+    h2o_linklist_insert(&worker->downstream_conns, &dc->_link);
+    ++worker->num_downstream_conns;
+    RM_STAT_INC(dc->stats->cx_total);
+    RM_STAT_INC(dc->stats->cx_active);
+    dc->_detect_timeout.cb = on_detect_timeout;
+    h2o_timeout_link(&worker->loop, rm_worker_get_timeout(worker, worker->config->limits.detect_timeout_ms), &dc->_detect_timeout);
+    h2o_socket_read_start(dc->sock, on_detect_read);
+}
+
+static int
+start_listener(rm_listener_t *l)
+{
+    rm_worker_t *worker = l->worker;
+    l->tcp = rm_malloc(sizeof(*l->tcp));
+    uv_tcp_init(&worker->loop, l->tcp);
+    l->tcp->data = l;
+    int r;
+    if ((r = uv_tcp_open(l->tcp, l->fd)) != 0 || (r = uv_listen((uv_stream_t *)l->tcp, 4096, on_accept)) != 0) {
+        rm_log_error("listener", "worker %u: listen: %s", worker->id, uv_strerror(r));
+        return -1;
+    }
+    return 0;
+}
+
+static void
+update_listener(rm_listener_t *l)
+{
+    rm_config_t *config = l->worker->config;
+    l->config_index = find_listener_config(config, &l->addr);
+    if (l->config_index != SIZE_MAX)
+        l->stats = rm_stats_listener(l->worker->stats, config->listeners[l->config_index].name);
+}
+
+int
+rm_listeners_start(rm_worker_t *worker)
+{
+    int ret = 0;
+    for (rm_listener_t *l = worker->listeners; l != NULL; l = l->next) {
+        if (l->tcp != NULL)
+            continue;
+        update_listener(l);
+        if (start_listener(l) != 0)
+            ret = -1;
+    }
+    return ret;
+}
+
+static void
+close_listener(rm_listener_t *l)
+{
+    if (l->tcp != NULL) {
+        uv_close((uv_handle_t *)l->tcp, (uv_close_cb)free);
+        l->tcp = NULL;
+    } else if (l->fd >= 0) {
+        close(l->fd);
+    }
+    l->fd = -1;
+}
+
+void
+rm_listeners_apply_config(rm_worker_t *worker)
+{
+    rm_listener_t **slot = &worker->listeners;
+    while (*slot != NULL) {
+        rm_listener_t *l = *slot;
+        update_listener(l);
+        if (l->config_index == SIZE_MAX) {
+            *slot = l->next;
+            close_listener(l);
+            free(l);
+            continue;
+        }
+        slot = &l->next;
+    }
+    if (!worker->draining)
+        rm_listeners_start(worker);
+    /* connections keep serving under the listener at the same address */
+    for (h2o_linklist_t *n = worker->downstream_conns.next; n != &worker->downstream_conns; n = n->next) {
+        rm_dconn_t *dc = H2O_STRUCT_FROM_MEMBER(rm_dconn_t, _link, n);
+        dc->listener_index = find_listener_config(worker->config, &dc->listen_addr);
+    }
+}
+
+void
+rm_listeners_close(rm_worker_t *worker)
+{
+    while (worker->listeners != NULL) {
+        rm_listener_t *l = worker->listeners;
+        worker->listeners = l->next;
+        close_listener(l);
+        free(l);
+    }
+}
+
+void
+rm_downstream_drain_all(rm_worker_t *worker)
+{
+    h2o_linklist_t *n = worker->downstream_conns.next;
+    while (n != &worker->downstream_conns) {
+        rm_dconn_t *dc = H2O_STRUCT_FROM_MEMBER(rm_dconn_t, _link, n);
+        n = n->next; /* drain may close and free dc */
+        dc->ops->drain(dc);
+    }
+}
+
+void
+rm_downstream_close_all(rm_worker_t *worker)
+{
+    while (!h2o_linklist_is_empty(&worker->downstream_conns)) {
+        rm_dconn_t *dc = H2O_STRUCT_FROM_MEMBER(rm_dconn_t, _link, worker->downstream_conns.next);
+        dc->ops->close(dc);
+    }
+}

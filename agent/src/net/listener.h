@@ -1,0 +1,84 @@
+/*
+ * Listeners and downstream connections.
+ *
+ * The main thread opens one SO_REUSEPORT socket per listener per worker (so bind errors are
+ * reported before anything starts) and hands the descriptors to the workers; each worker accepts
+ * on its own sockets. An accepted connection first goes through protocol detection (bounded by
+ * limits.detect_timeout_ms): a TLS ClientHello on a listener with a certificate starts a TLS
+ * handshake whose ALPN picks the codec, the HTTP/2 connection preface picks HTTP/2, anything else
+ * is HTTP/1.1 (whose parser rejects what is not HTTP).
+ *
+ * Thread: rm_listen_fd_open and rm_listener_new on the main thread; the rest on the owning worker.
+ */
+#ifndef remora__listener_h
+#define remora__listener_h
+
+#include <h2o.h>
+#include <openssl/ssl.h>
+#include "config/config.h"
+#include "core/worker.h"
+#include "obs/stats.h"
+
+struct st_rm_listener_t {
+    rm_worker_t *worker;
+    rm_config_addr_t addr;
+    /** index of this listener in worker->config->listeners (updated on reload) */
+    size_t config_index;
+    int fd;
+    uv_tcp_t *tcp;
+    rm_listener_stats_t *stats;
+    rm_listener_t *next;
+};
+
+typedef struct st_rm_dconn_t rm_dconn_t;
+
+/** What a downstream codec provides to the connection registry (drain, forced close). */
+typedef struct st_rm_dconn_ops_t {
+    /** begin a graceful close: GOAWAY / close when idle */
+    void (*drain)(rm_dconn_t *dc);
+    /** close now */
+    void (*close)(rm_dconn_t *dc);
+} rm_dconn_ops_t;
+
+/** A downstream connection: the socket plus the codec that took it after detection. */
+struct st_rm_dconn_t {
+    rm_worker_t *worker;
+    h2o_socket_t *sock;
+    rm_listener_stats_t *stats;
+    /** index of the listener config in the snapshot in service when the connection was accepted */
+    size_t listener_index;
+    /** the listening address, to find the listener again in a new snapshot */
+    rm_config_addr_t listen_addr;
+    h2o_linklist_t _link;
+    h2o_timeout_entry_t _detect_timeout;
+    const rm_dconn_ops_t *ops;
+    void *impl;
+    unsigned is_tls : 1;
+};
+
+/** Main thread: socket(), SO_REUSEPORT, bind, listen. Returns the fd or -1 with a message. */
+int rm_listen_fd_open(const rm_config_addr_t *addr, char *err, size_t errlen);
+/** Main thread: a listener for `fd` to hand to a worker (appended to worker->listeners before it starts). */
+rm_listener_t *rm_listener_new(rm_worker_t *worker, int fd, const rm_config_addr_t *addr);
+
+/** Worker: start accepting on every listener not yet started. Returns 0 or -1. */
+int rm_listeners_start(rm_worker_t *worker);
+/** Worker: map listeners to the new worker->config by address; close those it no longer has. */
+void rm_listeners_apply_config(rm_worker_t *worker);
+/** Worker: stop accepting (drain). */
+void rm_listeners_close(rm_worker_t *worker);
+
+/** Worker: drain / close every downstream connection. */
+void rm_downstream_drain_all(rm_worker_t *worker);
+void rm_downstream_close_all(rm_worker_t *worker);
+
+/** Codecs: the connection is closing; unlinks it and frees it. The socket must already be closed. */
+void rm_dconn_destroy(rm_dconn_t *dc);
+/** The listener config this connection serves under the snapshot in service (NULL if it was removed). */
+const rm_config_listener_t *rm_dconn_listener(rm_dconn_t *dc, rm_config_t *config);
+
+/* codec entry points after detection */
+void rm_h1server_accept(rm_dconn_t *dc);
+void rm_h2server_accept(rm_dconn_t *dc);
+
+#endif

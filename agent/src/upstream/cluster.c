@@ -1,0 +1,593 @@
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "remora/log.h"
+#include "remora/strutil.h"
+#include "net/resolver.h"
+#include "proxy/stream.h"
+#include "tls/tls.h"
+#include "upstream/cluster.h"
+
+/* A host-name endpoint: resolved now and again after its TTL. */
+typedef struct st_dns_target_t {
+    rm_cluster_t *cluster;
+    char *host;
+    uint16_t port;
+    rm_resolver_query_t *query;
+    uv_timer_t *timer;
+    /** the addresses of the last good answer */
+    struct sockaddr_storage *addrs;
+    size_t num_addrs;
+    unsigned resolved_once : 1;
+    char last_error[128];
+} dns_target_t;
+
+struct st_rm_cluster_t {
+    rm_worker_t *worker;
+    /** the snapshot `config` points into (own reference) */
+    rm_config_t *snapshot;
+    const rm_config_cluster_t *config;
+    char *name;
+    rm_cluster_stats_t *stats;
+    SSL_CTX *ssl_ctx;
+    int refcnt;
+    unsigned retired : 1;
+    rm_endpoint_t **endpoints;
+    size_t num_endpoints;
+    size_t rr_next;
+    dns_target_t *dns;
+    size_t num_dns;
+    /** streams waiting for the first DNS answer */
+    h2o_linklist_t waiting;
+    rm_cluster_t *next_retired;
+};
+
+static void update_endpoints(rm_cluster_t *c);
+
+rm_cluster_stats_t *
+rm_cluster_stats(rm_cluster_t *c)
+{
+    return c->stats;
+}
+
+rm_worker_t *
+rm_cluster_worker(rm_cluster_t *c)
+{
+    return c->worker;
+}
+
+const char *
+rm_cluster_name(rm_cluster_t *c)
+{
+    return c->name;
+}
+
+const rm_config_cluster_t *
+rm_cluster_config(rm_cluster_t *c)
+{
+    return c->config;
+}
+
+SSL_CTX *
+rm_cluster_ssl_ctx(rm_cluster_t *c)
+{
+    return c->ssl_ctx;
+}
+
+void
+rm_endpoint_ref(rm_endpoint_t *ep)
+{
+    ++ep->refcnt;
+}
+
+void
+rm_endpoint_unref(rm_endpoint_t *ep)
+{
+    if (--ep->refcnt != 0)
+        return;
+    rm_cluster_t *c = ep->cluster;
+    free(ep->host);
+    free(ep);
+    rm_cluster_release(c);
+}
+
+static rm_endpoint_t *
+endpoint_create(rm_cluster_t *c, const struct sockaddr_storage *addr, socklen_t addrlen, const char *host)
+{
+    rm_endpoint_t *ep = rm_calloc(1, sizeof(*ep));
+    ep->cluster = rm_cluster_acquire(c);
+    ep->addr = *addr;
+    ep->addrlen = addrlen;
+    ep->host = rm_strdup(host);
+    rm_format_sockaddr((struct sockaddr *)addr, ep->name, sizeof(ep->name));
+    ep->refcnt = 1; /* the cluster's list */
+    h2o_linklist_init_anchor(&ep->h2_conns);
+    h2o_linklist_init_anchor(&ep->h1_idle);
+    h2o_linklist_init_anchor(&ep->h1_all);
+    return ep;
+}
+
+static void
+endpoint_remove(rm_endpoint_t *ep, int close_all)
+{
+    ep->removed = 1;
+    rm_h1client_close_idle(ep, close_all);
+    rm_h2client_close_idle(ep, close_all);
+    rm_endpoint_unref(ep);
+}
+
+static SSL_CTX *
+lookup_ssl_ctx(rm_worker_t *worker, const rm_config_cluster_t *config)
+{
+    size_t idx = config - worker->config->clusters;
+    if (worker->tls == NULL || idx >= worker->tls->num_clusters)
+        return NULL;
+    return worker->tls->clusters[idx];
+}
+
+static void on_dns_timer(uv_timer_t *timer);
+
+static void
+on_dns_answer(const rm_resolver_result_t *result, void *data)
+{
+    dns_target_t *t = data;
+    rm_cluster_t *c = t->cluster;
+    t->query = NULL;
+    uint64_t next_ms;
+    if (result->status == RM_RESOLVER_OK) {
+        free(t->addrs);
+        t->addrs = rm_calloc(result->num_addrs, sizeof(*t->addrs));
+        memcpy(t->addrs, result->addrs, result->num_addrs * sizeof(*t->addrs));
+        t->num_addrs = result->num_addrs;
+        t->last_error[0] = '\0';
+        next_ms = rm_resolver_refresh_ms(result->ttl_s, c->config->dns_min_refresh_ms, c->config->dns_max_refresh_ms);
+        rm_log_debug("cluster", "cluster %s: %s resolved to %zu addresses, next in %llu ms", c->name, t->host, t->num_addrs,
+                     (unsigned long long)next_ms);
+    } else {
+        /* keep serving the last good answer; retry at the floor interval */
+        snprintf(t->last_error, sizeof(t->last_error), "%s", result->error != NULL ? result->error : "resolution failed");
+        rm_log_warn("cluster", "cluster %s: resolving %s: %s", c->name, t->host, t->last_error);
+        next_ms = c->config->dns_min_refresh_ms;
+    }
+    t->resolved_once = 1;
+    if (!c->retired)
+        uv_timer_start(t->timer, on_dns_timer, next_ms, 0);
+    update_endpoints(c);
+}
+
+static void
+resolve_target(dns_target_t *t)
+{
+    rm_cluster_t *c = t->cluster;
+    if (c->worker->resolver == NULL) {
+        snprintf(t->last_error, sizeof(t->last_error), "no DNS resolver");
+        t->resolved_once = 1;
+        update_endpoints(c);
+        return;
+    }
+    t->query = rm_resolver_resolve(c->worker->resolver, t->host, t->port, on_dns_answer, t);
+}
+
+static void
+on_dns_timer(uv_timer_t *timer)
+{
+    resolve_target(timer->data);
+}
+
+static int
+same_addr(const struct sockaddr_storage *a, socklen_t alen, const struct sockaddr_storage *b, socklen_t blen)
+{
+    return alen == blen && memcmp(a, b, alen) == 0;
+}
+
+static socklen_t
+sockaddr_len(const struct sockaddr_storage *ss)
+{
+    return ss->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+}
+
+/* Rebuilds the endpoint list from the static endpoints and the current DNS answers, keeping the
+ * endpoint objects (and their pools) of addresses that stay. */
+static void
+update_endpoints(rm_cluster_t *c)
+{
+    const rm_config_cluster_t *cc = c->config;
+    size_t cap = cc->num_endpoints;
+    for (size_t i = 0; i != c->num_dns; ++i)
+        cap += c->dns[i].num_addrs;
+    rm_endpoint_t **list = rm_calloc(cap, sizeof(*list));
+    size_t n = 0;
+
+#define ADD_ENDPOINT(ss, len, hostname)                                                                                            \
+    do {                                                                                                                           \
+        rm_endpoint_t *found = NULL;                                                                                               \
+        for (size_t k = 0; k != c->num_endpoints; ++k) {                                                                           \
+            if (c->endpoints[k] != NULL && same_addr(&c->endpoints[k]->addr, c->endpoints[k]->addrlen, (ss), (len))) {             \
+                found = c->endpoints[k];                                                                                           \
+                c->endpoints[k] = NULL;                                                                                            \
+                break;                                                                                                             \
+            }                                                                                                                      \
+        }                                                                                                                          \
+        int dup = 0;                                                                                                               \
+        for (size_t k = 0; k != n; ++k)                                                                                            \
+            if (same_addr(&list[k]->addr, list[k]->addrlen, (ss), (len)))                                                          \
+                dup = 1;                                                                                                           \
+        if (!dup)                                                                                                                  \
+            list[n++] = found != NULL ? found : endpoint_create(c, (ss), (len), (hostname));                                       \
+        else if (found != NULL)                                                                                                    \
+            endpoint_remove(found, 0);                                                                                             \
+    } while (0)
+
+    for (size_t i = 0; i != cc->num_endpoints; ++i) {
+        const rm_config_endpoint_t *e = &cc->endpoints[i];
+        if (e->is_ip)
+            ADD_ENDPOINT(&e->addr.addr, e->addr.addrlen, e->host);
+    }
+    for (size_t i = 0; i != c->num_dns; ++i) {
+        dns_target_t *t = &c->dns[i];
+        for (size_t j = 0; j != t->num_addrs; ++j)
+            ADD_ENDPOINT(&t->addrs[j], sockaddr_len(&t->addrs[j]), t->host);
+    }
+#undef ADD_ENDPOINT
+
+    for (size_t k = 0; k != c->num_endpoints; ++k)
+        if (c->endpoints[k] != NULL)
+            endpoint_remove(c->endpoints[k], 0);
+    free(c->endpoints);
+    c->endpoints = list;
+    c->num_endpoints = n;
+
+    /* streams that waited for the first answers go now (or fail if there is still nothing) */
+    int all_resolved = 1;
+    for (size_t i = 0; i != c->num_dns; ++i)
+        if (!c->dns[i].resolved_once)
+            all_resolved = 0;
+    if (n != 0 || all_resolved) {
+        while (!h2o_linklist_is_empty(&c->waiting)) {
+            rm_stream_t *s = H2O_STRUCT_FROM_MEMBER(rm_stream_t, _pending_link, c->waiting.next);
+            h2o_linklist_unlink(&s->_pending_link);
+            s->up_detached = 1;
+            s->up = NULL;
+            rm_cluster_dispatch(c, s);
+        }
+    }
+}
+
+rm_cluster_t *
+rm_cluster_create(rm_worker_t *worker, const rm_config_cluster_t *config)
+{
+    rm_cluster_t *c = rm_calloc(1, sizeof(*c));
+    c->worker = worker;
+    c->snapshot = rm_config_ref(worker->config);
+    c->config = config;
+    c->name = rm_strdup(config->name);
+    c->stats = rm_stats_cluster(worker->stats, config->name);
+    c->ssl_ctx = lookup_ssl_ctx(worker, config);
+    if (c->ssl_ctx != NULL)
+        SSL_CTX_up_ref(c->ssl_ctx);
+    c->refcnt = 1; /* the worker's cluster table */
+    h2o_linklist_init_anchor(&c->waiting);
+    size_t num_dns = 0;
+    for (size_t i = 0; i != config->num_endpoints; ++i)
+        if (!config->endpoints[i].is_ip)
+            ++num_dns;
+    c->dns = rm_calloc(num_dns, sizeof(*c->dns));
+    for (size_t i = 0; i != config->num_endpoints; ++i) {
+        const rm_config_endpoint_t *e = &config->endpoints[i];
+        if (e->is_ip)
+            continue;
+        dns_target_t *t = &c->dns[c->num_dns++];
+        t->cluster = c;
+        t->host = rm_strdup(e->host);
+        t->port = e->port;
+        t->timer = rm_malloc(sizeof(*t->timer));
+        uv_timer_init(&worker->loop, t->timer);
+        t->timer->data = t;
+    }
+    update_endpoints(c);
+    for (size_t i = 0; i != c->num_dns; ++i)
+        resolve_target(&c->dns[i]);
+    return c;
+}
+
+static int
+str_eq(const char *a, const char *b)
+{
+    return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+int
+rm_cluster_can_reuse(rm_cluster_t *old, const rm_config_cluster_t *config)
+{
+    const rm_config_cluster_t *o = old->config;
+    if (old->retired || strcmp(o->name, config->name) != 0 || o->protocol != config->protocol || o->tls != config->tls ||
+        o->num_endpoints != config->num_endpoints)
+        return 0;
+    if (config->tls && !(str_eq(o->tls_ca_file, config->tls_ca_file) && str_eq(o->tls_server_name, config->tls_server_name) &&
+                         str_eq(o->tls_cert_file, config->tls_cert_file) && str_eq(o->tls_key_file, config->tls_key_file)))
+        return 0;
+    for (size_t i = 0; i != config->num_endpoints; ++i)
+        if (strcmp(o->endpoints[i].host, config->endpoints[i].host) != 0 || o->endpoints[i].port != config->endpoints[i].port)
+            return 0;
+    return 1;
+}
+
+void
+rm_cluster_update_config(rm_cluster_t *c, const rm_config_cluster_t *config)
+{
+    rm_config_t *old = c->snapshot;
+    c->snapshot = rm_config_ref(c->worker->config);
+    c->config = config;
+    rm_config_unref(old);
+}
+
+static void
+free_cluster(rm_cluster_t *c)
+{
+    /* unlink from the retired list */
+    for (rm_cluster_t **slot = &c->worker->retired_clusters; *slot != NULL; slot = &(*slot)->next_retired) {
+        if (*slot == c) {
+            *slot = c->next_retired;
+            break;
+        }
+    }
+    for (size_t i = 0; i != c->num_dns; ++i) {
+        free(c->dns[i].host);
+        free(c->dns[i].addrs);
+    }
+    free(c->dns);
+    free(c->endpoints);
+    if (c->ssl_ctx != NULL)
+        SSL_CTX_free(c->ssl_ctx);
+    rm_config_unref(c->snapshot);
+    free(c->name);
+    free(c);
+}
+
+rm_cluster_t *
+rm_cluster_acquire(rm_cluster_t *c)
+{
+    ++c->refcnt;
+    return c;
+}
+
+void
+rm_cluster_release(rm_cluster_t *c)
+{
+    if (--c->refcnt == 0)
+        free_cluster(c);
+}
+
+static void
+retire(rm_cluster_t *c, int close_all)
+{
+    rm_cluster_acquire(c); /* removing endpoints drops references: stay alive until done */
+    if (!c->retired) {
+        c->retired = 1;
+        c->next_retired = c->worker->retired_clusters;
+        c->worker->retired_clusters = c;
+        for (size_t i = 0; i != c->num_dns; ++i) {
+            dns_target_t *t = &c->dns[i];
+            if (t->query != NULL) {
+                rm_resolver_cancel(t->query);
+                t->query = NULL;
+            }
+            uv_close((uv_handle_t *)t->timer, (uv_close_cb)free);
+            t->timer = NULL;
+        }
+        /* nobody will answer the waiters now */
+        while (!h2o_linklist_is_empty(&c->waiting)) {
+            rm_stream_t *s = H2O_STRUCT_FROM_MEMBER(rm_stream_t, _pending_link, c->waiting.next);
+            h2o_linklist_unlink(&s->_pending_link);
+            s->up_detached = 1;
+            s->up = NULL;
+            rm_stream_on_upstream_error(s, RM_UPSTREAM_ERR_CONNECT, 0, "cluster removed by a configuration change");
+        }
+    }
+    rm_endpoint_t **eps = c->endpoints;
+    size_t n = c->num_endpoints;
+    c->endpoints = NULL;
+    c->num_endpoints = 0;
+    for (size_t i = 0; i != n; ++i)
+        endpoint_remove(eps[i], close_all);
+    free(eps);
+    rm_cluster_release(c);
+}
+
+void
+rm_cluster_retire(rm_cluster_t *c)
+{
+    int was_retired = c->retired;
+    retire(c, 0);
+    if (!was_retired)
+        rm_cluster_release(c); /* the worker's table reference */
+}
+
+void
+rm_clusters_close_all(rm_worker_t *worker)
+{
+    /* connections of endpoints removed earlier are not reachable through any cluster: close them
+     * through the worker's registry */
+    while (!h2o_linklist_is_empty(&worker->upstream_conns)) {
+        rm_upconn_link_t *u = H2O_STRUCT_FROM_MEMBER(rm_upconn_link_t, _link, worker->upstream_conns.next);
+        h2o_linklist_unlink(&u->_link);
+        u->close(u);
+    }
+    while (worker->retired_clusters != NULL) {
+        rm_cluster_t *c = worker->retired_clusters;
+        worker->retired_clusters = c->next_retired;
+        c->next_retired = NULL;
+        retire(c, 1);
+    }
+}
+
+/*
+ * Dispatch
+ */
+
+static void
+waiting_cancel(rm_stream_t *s)
+{
+    h2o_linklist_unlink(&s->_pending_link);
+    rm_stream_detach_upstream(s);
+}
+
+static void
+waiting_noop(rm_stream_t *s)
+{
+}
+
+static void
+waiting_noop_n(rm_stream_t *s, size_t n)
+{
+}
+
+static const rm_stream_up_ops_t waiting_ops = {waiting_noop, waiting_noop_n, waiting_cancel};
+
+void
+rm_cluster_dispatch(rm_cluster_t *c, rm_stream_t *s)
+{
+    if (c->num_endpoints == 0) {
+        int pending = 0;
+        const char *why = "cluster has no endpoints";
+        for (size_t i = 0; i != c->num_dns; ++i) {
+            if (!c->dns[i].resolved_once)
+                pending = 1;
+            else if (c->dns[i].last_error[0] != '\0')
+                why = c->dns[i].last_error;
+        }
+        if (pending && !c->retired) {
+            rm_stream_attach_upstream(s, &waiting_ops, c);
+            h2o_linklist_insert(&c->waiting, &s->_pending_link);
+            return;
+        }
+        char msg[256];
+        snprintf(msg, sizeof(msg), "cluster '%s': %s", c->name, why);
+        rm_stream_on_upstream_error(s, RM_UPSTREAM_ERR_CONNECT, 0, msg);
+        return;
+    }
+    rm_endpoint_t *ep = c->endpoints[c->rr_next++ % c->num_endpoints];
+    rm_upstream_protocol_t proto = c->config->protocol;
+    if (proto == RM_UPSTREAM_AUTO) {
+        if (c->ssl_ctx == NULL || ep->learned == RM_WIRE_HTTP1)
+            proto = RM_UPSTREAM_HTTP1;
+        else
+            proto = RM_UPSTREAM_H2; /* the HTTP/2 client falls back to HTTP/1.1 if ALPN says so */
+    }
+    if (proto == RM_UPSTREAM_H2)
+        rm_h2client_dispatch(ep, s);
+    else
+        rm_h1client_dispatch(ep, s);
+}
+
+/*
+ * Connection establishment
+ */
+
+struct st_rm_connect_t {
+    rm_endpoint_t *ep;
+    h2o_socket_t *sock;
+    rm_connect_cb cb;
+    void *data;
+    h2o_timeout_entry_t timeout;
+};
+
+static void
+connect_finish(rm_connect_t *conn, h2o_socket_t *sock, int err_kind, const char *err, rm_wire_protocol_t alpn)
+{
+    if (h2o_timeout_is_linked(&conn->timeout))
+        h2o_timeout_unlink(&conn->timeout);
+    rm_endpoint_t *ep = conn->ep;
+    rm_connect_cb cb = conn->cb;
+    void *data = conn->data;
+    if (sock == NULL)
+        RM_STAT_INC(ep->cluster->stats->cx_connect_fail);
+    free(conn);
+    cb(NULL, sock, err_kind, err, alpn, data);
+    rm_endpoint_unref(ep);
+}
+
+static void
+on_connect_timeout(h2o_timeout_entry_t *entry)
+{
+    rm_connect_t *conn = H2O_STRUCT_FROM_MEMBER(rm_connect_t, timeout, entry);
+    h2o_socket_close(conn->sock);
+    connect_finish(conn, NULL, RM_UPSTREAM_ERR_TIMEOUT, "connect timeout", RM_WIRE_UNKNOWN);
+}
+
+static void
+on_handshake(h2o_socket_t *sock, const char *err)
+{
+    rm_connect_t *conn = sock->data;
+    if (err != NULL) {
+        char msg[256];
+        snprintf(msg, sizeof(msg), "TLS handshake with %s: %s", conn->ep->name, err);
+        h2o_socket_close(sock);
+        connect_finish(conn, NULL, RM_UPSTREAM_ERR_CONNECT, msg, RM_WIRE_UNKNOWN);
+        return;
+    }
+    h2o_iovec_t proto = h2o_socket_ssl_get_selected_protocol(sock);
+    rm_wire_protocol_t alpn = RM_WIRE_UNKNOWN;
+    if (h2o_memis(proto.base, proto.len, H2O_STRLIT("h2")))
+        alpn = RM_WIRE_H2;
+    else if (h2o_memis(proto.base, proto.len, H2O_STRLIT("http/1.1")))
+        alpn = RM_WIRE_HTTP1;
+    connect_finish(conn, sock, 0, NULL, alpn);
+}
+
+static void
+on_connect(h2o_socket_t *sock, const char *err)
+{
+    rm_connect_t *conn = sock->data;
+    if (err != NULL) {
+        char msg[256];
+        snprintf(msg, sizeof(msg), "connect to %s: %s", conn->ep->name, err);
+        h2o_socket_close(sock);
+        connect_finish(conn, NULL, RM_UPSTREAM_ERR_CONNECT, msg, RM_WIRE_UNKNOWN);
+        return;
+    }
+    int on = 1;
+    setsockopt(h2o_socket_get_fd(sock), IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+    rm_cluster_t *c = conn->ep->cluster;
+    if (c->ssl_ctx != NULL) {
+        const char *sni = c->config->tls_server_name != NULL ? c->config->tls_server_name : conn->ep->host;
+        h2o_socket_ssl_handshake(sock, c->ssl_ctx, sni, on_handshake);
+        return;
+    }
+    connect_finish(conn, sock, 0, NULL, RM_WIRE_UNKNOWN);
+}
+
+rm_connect_t *
+rm_connect_start(rm_endpoint_t *ep, rm_connect_cb cb, void *data)
+{
+    rm_cluster_t *c = ep->cluster;
+    rm_connect_t *conn = rm_calloc(1, sizeof(*conn));
+    conn->ep = ep;
+    rm_endpoint_ref(ep);
+    conn->cb = cb;
+    conn->data = data;
+    conn->timeout.cb = on_connect_timeout;
+    conn->sock = h2o_socket_connect(&c->worker->loop, (struct sockaddr *)&ep->addr, ep->addrlen, on_connect);
+    if (conn->sock == NULL) {
+        /* fails synchronously only for local reasons (no fds, bad address family) */
+        RM_STAT_INC(c->stats->cx_connect_fail);
+        free(conn);
+        rm_endpoint_unref(ep);
+        return NULL;
+    }
+    conn->sock->data = conn;
+    h2o_timeout_link(&c->worker->loop, rm_worker_get_timeout(c->worker, c->config->connect_timeout_ms), &conn->timeout);
+    return conn;
+}
+
+void
+rm_connect_cancel(rm_connect_t *conn)
+{
+    if (h2o_timeout_is_linked(&conn->timeout))
+        h2o_timeout_unlink(&conn->timeout);
+    h2o_socket_close(conn->sock);
+    rm_endpoint_unref(conn->ep);
+    free(conn);
+}

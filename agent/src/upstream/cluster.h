@@ -1,0 +1,129 @@
+/*
+ * A cluster's runtime on one worker: its endpoints (fixed IPs, or host names resolved with c-ares
+ * and re-resolved by TTL), round-robin selection, and per-endpoint connection pools (HTTP/2
+ * connections multiplexing streams, idle HTTP/1.1 keep-alive connections).
+ *
+ * Reference counts here are plain integers: a cluster and its endpoints belong to one worker.
+ * Streams and upstream connections hold references; a cluster replaced by a reload is retired
+ * (no new streams), closes its idle connections, and is freed when the last reference goes.
+ *
+ * Thread: the owning worker only.
+ */
+#ifndef remora__cluster_h
+#define remora__cluster_h
+
+#include <h2o.h>
+#include <openssl/ssl.h>
+#include "config/config.h"
+#include "core/worker.h"
+#include "obs/stats.h"
+
+typedef struct st_rm_stream_t rm_stream_t;
+typedef struct st_rm_endpoint_t rm_endpoint_t;
+
+/** The protocol an endpoint's connections speak once known. */
+typedef enum en_rm_wire_protocol_t {
+    RM_WIRE_UNKNOWN = 0,
+    RM_WIRE_HTTP1 = 1,
+    RM_WIRE_H2 = 2,
+} rm_wire_protocol_t;
+
+struct st_rm_endpoint_t {
+    rm_cluster_t *cluster;
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    /** for TLS SNI and logs: the host as configured (owned) */
+    char *host;
+    char name[80];
+    int refcnt;
+    /** no longer in the cluster's endpoint list (DNS changed, cluster retired): pools do not reuse it */
+    unsigned removed : 1;
+    /** AUTO over TLS: the protocol ALPN chose last time */
+    rm_wire_protocol_t learned;
+    /** HTTP/2 connections (rm_h2client_conn_t) */
+    h2o_linklist_t h2_conns;
+    size_t num_h2_conns;
+    /** idle HTTP/1.1 connections (rm_h1client_conn_t) */
+    h2o_linklist_t h1_idle;
+    size_t num_h1_idle;
+    /** every HTTP/1.1 connection, busy or idle */
+    h2o_linklist_t h1_all;
+};
+
+/** Creates the runtime for `config` on `worker`; starts DNS resolution of host-name endpoints. */
+rm_cluster_t *rm_cluster_create(rm_worker_t *worker, const rm_config_cluster_t *config);
+/** 1 if `old` can serve `config` unchanged (same endpoints, protocol, TLS): pools are kept across the reload. */
+int rm_cluster_can_reuse(rm_cluster_t *old, const rm_config_cluster_t *config);
+void rm_cluster_update_config(rm_cluster_t *c, const rm_config_cluster_t *config);
+/** Retires a cluster that is no longer configured; it is freed when unused. */
+void rm_cluster_retire(rm_cluster_t *c);
+/** Closes every pooled connection of every cluster, live or retired (worker shutdown). */
+void rm_clusters_close_all(rm_worker_t *worker);
+
+rm_cluster_t *rm_cluster_acquire(rm_cluster_t *c);
+void rm_cluster_release(rm_cluster_t *c);
+rm_cluster_stats_t *rm_cluster_stats(rm_cluster_t *c);
+rm_worker_t *rm_cluster_worker(rm_cluster_t *c);
+const char *rm_cluster_name(rm_cluster_t *c);
+/** The cluster's settings in the snapshot it serves. */
+const rm_config_cluster_t *rm_cluster_config(rm_cluster_t *c);
+SSL_CTX *rm_cluster_ssl_ctx(rm_cluster_t *c);
+
+/**
+ * Picks an endpoint and hands the stream to a connection of it (reusing or opening one). On
+ * failure the stream gets a local reply (503 / UNAVAILABLE) through rm_stream_on_upstream_error.
+ */
+void rm_cluster_dispatch(rm_cluster_t *c, rm_stream_t *s);
+
+void rm_endpoint_ref(rm_endpoint_t *ep);
+void rm_endpoint_unref(rm_endpoint_t *ep);
+
+/*
+ * Connection establishment shared by the HTTP/1.1 and HTTP/2 clients: TCP connect with the
+ * cluster's connect timeout, TCP_NODELAY, and the TLS handshake (peer verified) when the cluster has
+ * TLS. `cb` gets the socket (NULL on failure, with an error kind and message) and the protocol ALPN
+ * selected (RM_WIRE_UNKNOWN for cleartext or no ALPN).
+ */
+typedef struct st_rm_connect_t rm_connect_t;
+typedef void (*rm_connect_cb)(rm_connect_t *conn, h2o_socket_t *sock, int err_kind, const char *err, rm_wire_protocol_t alpn,
+                              void *data);
+/** Returns NULL (and does not call `cb`) if no socket could be created. */
+rm_connect_t *rm_connect_start(rm_endpoint_t *ep, rm_connect_cb cb, void *data);
+
+/**
+ * Every upstream connection registers here so the worker can close them all at shutdown, even
+ * those of endpoints no longer in any cluster. `close` closes the connection now (it is already
+ * unlinked when called).
+ */
+typedef struct st_rm_upconn_link_t {
+    h2o_linklist_t _link;
+    void (*close)(struct st_rm_upconn_link_t *u);
+} rm_upconn_link_t;
+static inline void
+rm_upconn_register(rm_worker_t *worker, rm_upconn_link_t *u)
+{
+    h2o_linklist_insert(&worker->upstream_conns, &u->_link);
+}
+static inline void
+rm_upconn_unregister(rm_upconn_link_t *u)
+{
+    if (h2o_linklist_is_linked(&u->_link))
+        h2o_linklist_unlink(&u->_link);
+}
+/** Abandons a connect in progress; the callback is not called. */
+void rm_connect_cancel(rm_connect_t *conn);
+
+/*
+ * The client codecs' entry points (http1/h1client.c, http2/h2client.c).
+ */
+/** Runs `s` on an idle HTTP/1.1 connection of `ep`, or a new one. */
+void rm_h1client_dispatch(rm_endpoint_t *ep, rm_stream_t *s);
+/** Starts `s` on a new HTTP/1.1 connection built on an already connected socket (AUTO negotiation). */
+void rm_h1client_start_on_socket(rm_endpoint_t *ep, h2o_socket_t *sock, rm_stream_t *s);
+/** Runs `s` on an HTTP/2 connection of `ep` with room for it, opening one if the pool allows. */
+void rm_h2client_dispatch(rm_endpoint_t *ep, rm_stream_t *s);
+/** Closes idle connections of an endpoint (retired / removed), and every connection if `all`. */
+void rm_h1client_close_idle(rm_endpoint_t *ep, int all);
+void rm_h2client_close_idle(rm_endpoint_t *ep, int all);
+
+#endif
