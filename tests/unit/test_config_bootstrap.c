@@ -1,0 +1,696 @@
+/*
+ * Bootstrap YAML parsing: good files give the expected snapshot, each class of mistake gives an
+ * error with the right line and a message naming what to fix.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/stat.h>
+#include <cmocka.h>
+#include "config/config.h"
+
+static char tmpdir[256];
+
+static void
+write_file(const char *dir, const char *name, const char *content)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    fputs(content, fp);
+    fclose(fp);
+}
+
+static int
+setup_dir(void **state)
+{
+    char path[512];
+    snprintf(tmpdir, sizeof(tmpdir), "/tmp/rm_config_test.XXXXXX");
+    if (mkdtemp(tmpdir) == NULL)
+        return -1;
+    snprintf(path, sizeof(path), "%s/certs", tmpdir);
+    mkdir(path, 0700);
+    write_file(tmpdir, "certs/server.pem", "not really a certificate\n");
+    write_file(tmpdir, "certs/server.key", "not really a key\n");
+    write_file(tmpdir, "certs/ca.pem", "not really a CA\n");
+    write_file(tmpdir, "certs/client.pem", "not really a certificate\n");
+    write_file(tmpdir, "certs/client.key", "not really a key\n");
+    return 0;
+}
+
+static int
+teardown_dir(void **state)
+{
+    char cmd[600];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static rm_config_t *
+load(const char *yaml, rm_config_error_t *err)
+{
+    return rm_config_load_string(yaml, strlen(yaml), "test.yaml", err);
+}
+
+static unsigned
+port_of(const rm_config_addr_t *a)
+{
+    return a->addr.ss_family == AF_INET ? ntohs(((const struct sockaddr_in *)&a->addr)->sin_port)
+                                        : ntohs(((const struct sockaddr_in6 *)&a->addr)->sin6_port);
+}
+
+static const char *
+ip_of(const rm_config_addr_t *a, char *buf)
+{
+    if (a->addr.ss_family == AF_INET)
+        return inet_ntop(AF_INET, &((const struct sockaddr_in *)&a->addr)->sin_addr, buf, INET6_ADDRSTRLEN);
+    return inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)&a->addr)->sin6_addr, buf, INET6_ADDRSTRLEN);
+}
+
+static const char full_yaml[] =
+    "# a full bootstrap file\n"                       /* 1 */
+    "workers: 2\n"                                    /* 2 */
+    "admin: 127.0.0.1:15100\n"                        /* 3 */
+    "health: 0.0.0.0:15120\n"                         /* 4 */
+    "drain_timeout_ms: 5000\n"                        /* 5 */
+    "dns: {servers: [\"127.0.0.1:5353\", \"::1\"]}\n" /* 6 */
+    "limits: {max_headers: 50, max_header_bytes: 32768, h2_max_concurrent_streams: 100,"
+    " stream_window_bytes: 65536, connection_window_bytes: 1048576, idle_timeout_ms: 60000,"
+    " detect_timeout_ms: 2000}\n" /* 7 */
+    "listeners:\n"                /* 8 */
+    "  - name: outbound\n"        /* 9 */
+    "    address: 127.0.0.1:15001\n"
+    "    tls: {certificate: certs/server.pem, key: certs/server.key}\n"
+    "    routes:\n"
+    "      - name: grpc-echo\n" /* 13 */
+    "        match:\n"
+    "          authority: [Echo, \"echo:80\", \"*.echo.svc\"]\n"
+    "          path: {prefix: /echo.Echo/}\n"
+    "          headers: [{name: X-Canary, value: \"1\"}, {name: x-debug}]\n"
+    "        cluster: echo\n"
+    "      - cluster: other\n" /* 19 */
+    "        match: {path: {exact: /x}, authority: other}\n"
+    "  - address: \"[::1]:15006\"\n" /* 21 */
+    "    routes: [{cluster: echo}]\n"
+    "clusters:\n"
+    "  - name: echo\n" /* 24 */
+    "    protocol: h2\n"
+    "    endpoints: [\"127.0.0.1:27201\", \"echo.local:27201\", \"[::1]:27201\"]\n"
+    "    connect_timeout_ms: 250\n"
+    "    h2_connections: 2\n"
+    "    h1_max_idle: 8\n"
+    "    tls: {ca: certs/ca.pem, server_name: echo.local, certificate: certs/server.pem, key: certs/server.key}\n"
+    "    dns: {min_refresh_ms: 500, max_refresh_ms: 60000}\n"
+    "  - name: other\n" /* 32 */
+    "    endpoints: other.local:80\n";
+
+static void
+test_full(void **state)
+{
+    rm_config_error_t err;
+    char path[512], buf[INET6_ADDRSTRLEN], msg[1024];
+
+    snprintf(path, sizeof(path), "%s/agent.yaml", tmpdir);
+    write_file(tmpdir, "agent.yaml", full_yaml);
+    rm_config_t *c = rm_config_load_file(path, &err);
+    if (c == NULL)
+        fail_msg("%s", rm_config_error_format(&err, msg, sizeof(msg)));
+
+    assert_string_equal(c->source, path);
+    assert_int_equal(c->_refcnt, 1);
+    assert_int_equal(c->num_workers, 2);
+    assert_string_equal(ip_of(&c->admin_addr, buf), "127.0.0.1");
+    assert_int_equal(port_of(&c->admin_addr), 15100);
+    assert_int_equal(c->admin_addr.line, 3);
+    assert_string_equal(ip_of(&c->health_addr, buf), "0.0.0.0");
+    assert_int_equal(port_of(&c->health_addr), 15120);
+    assert_int_equal(c->drain_timeout_ms, 5000);
+    assert_int_equal(c->num_dns_servers, 2);
+    assert_string_equal(c->dns_servers[0], "127.0.0.1:5353");
+    assert_string_equal(c->dns_servers[1], "[::1]:53");
+    assert_int_equal(c->limits.max_headers, 50);
+    assert_int_equal(c->limits.max_header_bytes, 32768);
+    assert_int_equal(c->limits.h2_max_concurrent_streams, 100);
+    assert_int_equal(c->limits.stream_window_bytes, 65536);
+    assert_int_equal(c->limits.connection_window_bytes, 1048576);
+    assert_int_equal(c->limits.idle_timeout_ms, 60000);
+    assert_int_equal(c->limits.detect_timeout_ms, 2000);
+
+    assert_int_equal(c->num_listeners, 2);
+    rm_config_listener_t *l = c->listeners;
+    assert_string_equal(l->name, "outbound");
+    assert_int_equal(l->line, 9);
+    assert_string_equal(ip_of(&l->addr, buf), "127.0.0.1");
+    assert_int_equal(port_of(&l->addr), 15001);
+    snprintf(path, sizeof(path), "%s/certs/server.pem", tmpdir);
+    assert_string_equal(l->tls_cert_file, path);
+    snprintf(path, sizeof(path), "%s/certs/server.key", tmpdir);
+    assert_string_equal(l->tls_key_file, path);
+    assert_int_equal(l->num_routes, 2);
+    rm_config_route_t *r = l->routes;
+    assert_string_equal(r->name, "grpc-echo");
+    assert_int_equal(r->line, 13);
+    assert_int_equal(r->num_authorities, 3);
+    assert_string_equal(r->authorities[0], "echo"); /* lower-cased */
+    assert_string_equal(r->authorities[1], "echo:80");
+    assert_string_equal(r->authorities[2], "*.echo.svc");
+    assert_int_equal(r->path_match, RM_PATH_MATCH_PREFIX);
+    assert_string_equal(r->path, "/echo.Echo/");
+    assert_int_equal(r->num_headers, 2);
+    assert_string_equal(r->headers[0].name, "x-canary");
+    assert_string_equal(r->headers[0].value, "1");
+    assert_string_equal(r->headers[1].name, "x-debug");
+    assert_null(r->headers[1].value);
+    assert_int_equal(r->cluster_index, 0);
+    r = l->routes + 1;
+    assert_null(r->name);
+    assert_int_equal(r->line, 19);
+    assert_int_equal(r->cluster_index, 1);
+    assert_int_equal(r->path_match, RM_PATH_MATCH_EXACT);
+    assert_string_equal(r->path, "/x");
+    assert_int_equal(r->num_authorities, 1);
+    assert_string_equal(r->authorities[0], "other");
+    assert_int_equal(r->num_headers, 0);
+
+    l = c->listeners + 1;
+    assert_string_equal(l->name, "listener1");
+    assert_int_equal(l->addr.addr.ss_family, AF_INET6);
+    assert_string_equal(ip_of(&l->addr, buf), "::1");
+    assert_int_equal(port_of(&l->addr), 15006);
+    assert_null(l->tls_cert_file);
+    assert_null(l->tls_key_file);
+    assert_int_equal(l->num_routes, 1);
+    assert_int_equal(l->routes[0].path_match, RM_PATH_MATCH_ANY);
+    assert_null(l->routes[0].path);
+    assert_int_equal(l->routes[0].num_authorities, 0);
+
+    assert_int_equal(c->num_clusters, 2);
+    rm_config_cluster_t *cl = c->clusters;
+    assert_string_equal(cl->name, "echo");
+    assert_int_equal(cl->line, 24);
+    assert_int_equal(cl->protocol, RM_UPSTREAM_H2);
+    assert_int_equal(cl->num_endpoints, 3);
+    assert_string_equal(cl->endpoints[0].host, "127.0.0.1");
+    assert_int_equal(cl->endpoints[0].port, 27201);
+    assert_true(cl->endpoints[0].is_ip);
+    assert_int_equal(cl->endpoints[0].addr.addr.ss_family, AF_INET);
+    assert_int_equal(port_of(&cl->endpoints[0].addr), 27201);
+    assert_string_equal(cl->endpoints[1].host, "echo.local");
+    assert_false(cl->endpoints[1].is_ip);
+    assert_string_equal(cl->endpoints[2].host, "::1");
+    assert_true(cl->endpoints[2].is_ip);
+    assert_int_equal(cl->endpoints[2].addr.addr.ss_family, AF_INET6);
+    assert_int_equal(cl->connect_timeout_ms, 250);
+    assert_int_equal(cl->h2_connections, 2);
+    assert_int_equal(cl->h1_max_idle, 8);
+    assert_true(cl->tls);
+    snprintf(path, sizeof(path), "%s/certs/ca.pem", tmpdir);
+    assert_string_equal(cl->tls_ca_file, path);
+    assert_string_equal(cl->tls_server_name, "echo.local");
+    assert_non_null(cl->tls_cert_file);
+    assert_non_null(cl->tls_key_file);
+    assert_int_equal(cl->dns_min_refresh_ms, 500);
+    assert_int_equal(cl->dns_max_refresh_ms, 60000);
+
+    cl = c->clusters + 1;
+    assert_string_equal(cl->name, "other");
+    assert_int_equal(cl->protocol, RM_UPSTREAM_HTTP1);
+    assert_int_equal(cl->num_endpoints, 1);
+    assert_string_equal(cl->endpoints[0].host, "other.local");
+    assert_int_equal(cl->endpoints[0].port, 80);
+    assert_false(cl->tls);
+    assert_int_equal(cl->connect_timeout_ms, 1000);
+    assert_int_equal(cl->h2_connections, 1);
+    assert_int_equal(cl->h1_max_idle, 64);
+    assert_int_equal(cl->dns_min_refresh_ms, 1000);
+    assert_int_equal(cl->dns_max_refresh_ms, 300000);
+
+    assert_int_equal(rm_config_find_cluster(c, "other"), 1);
+    assert_int_equal(rm_config_find_cluster(c, "nope"), -1);
+
+    assert_ptr_equal(rm_config_ref(c), c);
+    assert_int_equal(c->_refcnt, 2);
+    rm_config_unref(c);
+    assert_int_equal(c->_refcnt, 1);
+    rm_config_unref(c);
+}
+
+static void
+test_defaults(void **state)
+{
+    rm_config_error_t err;
+    char buf[INET6_ADDRSTRLEN];
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    rm_config_t *c = load("listeners: [{address: \"127.0.0.1:15001\", routes: [{cluster: c}]}]\n"
+                          "clusters: [{name: c, endpoints: [\"127.0.0.1:1\"]}]\n",
+                          &err);
+    assert_non_null(c);
+    assert_int_equal(c->num_workers, ncpu > 64 ? 64 : ncpu < 1 ? 1 : ncpu);
+    assert_string_equal(ip_of(&c->admin_addr, buf), "127.0.0.1");
+    assert_int_equal(port_of(&c->admin_addr), 15000);
+    assert_string_equal(ip_of(&c->health_addr, buf), "0.0.0.0");
+    assert_int_equal(port_of(&c->health_addr), 15020);
+    assert_int_equal(c->drain_timeout_ms, 10000);
+    assert_int_equal(c->limits.max_headers, 100);
+    assert_int_equal(c->limits.max_header_bytes, 65536);
+    assert_int_equal(c->limits.h2_max_concurrent_streams, 1024);
+    assert_int_equal(c->limits.stream_window_bytes, 262144);
+    assert_int_equal(c->limits.connection_window_bytes, 4194304);
+    assert_int_equal(c->limits.idle_timeout_ms, 300000);
+    assert_int_equal(c->limits.detect_timeout_ms, 10000);
+    assert_int_equal(c->num_dns_servers, 0);
+    assert_null(c->version);
+    assert_string_equal(c->listeners[0].name, "listener0");
+    rm_config_unref(c);
+
+    rm_config_t *d = rm_config_create_defaults();
+    assert_int_equal(d->_refcnt, 1);
+    assert_int_equal(d->num_listeners, 0);
+    assert_int_equal(d->num_clusters, 0);
+    assert_int_equal(port_of(&d->admin_addr), 15000);
+    rm_config_unref(d);
+    rm_config_unref(NULL);
+
+    /* comments, anchors and a version string */
+    c = load("version: \"v1\"\n"
+             "workers: 64\n"
+             "clusters:\n"
+             "  - &c {name: a, endpoints: \"127.0.0.1:80\"}\n"
+             "  - {name: b, endpoints: \"127.0.0.1:81\", protocol: auto, tls: {}}\n"
+             "listeners: [{address: \":8080\", routes: [{cluster: b, name: r}]}]\n",
+             &err);
+    if (c == NULL)
+        fail_msg("%s:%u: %s", err.file, err.line, err.message);
+    assert_string_equal(c->version, "v1");
+    assert_int_equal(c->num_workers, 64);
+    assert_int_equal(c->clusters[1].protocol, RM_UPSTREAM_AUTO);
+    assert_true(c->clusters[1].tls);
+    assert_null(c->clusters[1].tls_ca_file);
+    assert_string_equal(ip_of(&c->listeners[0].addr, buf), "0.0.0.0");
+    assert_int_equal(port_of(&c->listeners[0].addr), 8080);
+    rm_config_unref(c);
+}
+
+typedef struct st_bad_case_t {
+    const char *yaml;
+    unsigned line;
+    const char *message; /* substring */
+} bad_case_t;
+
+#define L "listeners: [{address: \"127.0.0.1:15001\", routes: [{cluster: c}]}]\n"
+#define C "clusters: [{name: c, endpoints: [\"127.0.0.1:1\"]}]\n"
+
+static const bad_case_t bad_cases[] = {
+    /* YAML syntax */
+    {"workers: [1, 2\n", 2, "invalid YAML"},
+    {"", 0, "empty"},
+    {"a: 1\n---\nb: 2\n", 3, "only one YAML document"},
+    {"- 1\n- 2\n", 1, "must be a mapping"},
+    /* unknown keys, with a suggestion */
+    {L C "wrkers: 2\n", 3, "unknown key 'wrkers' in the configuration (did you mean 'workers'?)"},
+    {"listeners:\n  - address: 127.0.0.1:15001\n    rutes: []\n" C, 3, "unknown key 'rutes' in listener (did you mean 'routes'?)"},
+    {L "clusters:\n  - name: c\n    endpoints: [\"127.0.0.1:1\"]\n    conect_timeout_ms: 5\n", 5,
+     "cluster 'c': unknown key 'conect_timeout_ms' in cluster (did you mean 'connect_timeout_ms'?)"},
+    {L C "limits: {max_headerz: 5}\n", 3, "did you mean 'max_headers'?"},
+    {L C "bogus: 1\n", 3, "unknown key 'bogus'"},
+    {L C "workers: 2\nworkers: 3\n", 4, "key 'workers' is given twice (first on line 3)"},
+    /* wrong types */
+    {L C "workers: two\n", 3, "workers must be a whole number 1-64, got 'two'"},
+    {L C "workers: \"2\"\n", 3, "workers must be a number, got the quoted string"},
+    {L C "workers: [2]\n", 3, "workers must be a number, got a list"},
+    {L C "limits: []\n", 3, "limits must be a mapping, got a list"},
+    {"listeners: {name: x}\n" C, 1, "listeners must be a list, got a mapping"},
+    {L "clusters: [{name: [c], endpoints: [\"127.0.0.1:1\"]}]\n", 2, "name must be a string, got a list"},
+    {L "clusters: [{name: c, endpoints: [{host: x}]}]\n", 2, "endpoints[] must be a string, got a mapping"},
+    /* ranges */
+    {L C "workers: 0\n", 3, "workers must be 1-64, got 0"},
+    {L C "workers: 65\n", 3, "workers must be 1-64, got 65"},
+    {L C "workers: -1\n", 3, "workers must be a whole number"},
+    {L C "drain_timeout_ms: 99999999999\n", 3, "drain_timeout_ms must be 0-4294967295"},
+    {L C "limits:\n  connection_window_bytes: 1000\n", 4, "limits.connection_window_bytes must be 65535-2147483647, got 1000"},
+    {L "clusters: [{name: c, endpoints: [\"127.0.0.1:1\"], h2_connections: 0}]\n", 2, "cluster 'c': h2_connections must be 1-64"},
+    {L "clusters: [{name: c, endpoints: [\"127.0.0.1:1\"], dns: {min_refresh_ms: 10, max_refresh_ms: 5}}]\n", 2,
+     "dns.min_refresh_ms (10) must not exceed dns.max_refresh_ms (5)"},
+    /* missing required fields */
+    {"listeners: [{routes: [{cluster: c}]}]\n" C, 1, "listener 'listener0': 'address' is required"},
+    {"listeners: [{address: \"127.0.0.1:15001\"}]\n" C, 1, "listener 'listener0': 'routes' is required"},
+    {"listeners: [{address: \"127.0.0.1:15001\", routes: []}]\n" C, 1, "needs at least one route"},
+    {"listeners: [{address: \"127.0.0.1:15001\", routes: [{name: r}]}]\n" C, 1, "route 'r': 'cluster' is required"},
+    {L "clusters: [{endpoints: [\"127.0.0.1:1\"]}]\n", 2, "cluster #1: 'name' is required"},
+    {L "clusters:\n  - name: c\n", 3, "cluster 'c': 'endpoints' is required"},
+    {L "clusters: [{name: c, endpoints: []}]\n", 2, "cluster 'c': needs at least one endpoint"},
+    /* duplicates */
+    {"listeners:\n  - {name: a, address: \"127.0.0.1:15001\", routes: [{cluster: c}]}\n"
+     "  - {name: a, address: \"127.0.0.1:15002\", routes: [{cluster: c}]}\n" C,
+     3, "listener 'a' is defined twice (first on line 2)"},
+    {L "clusters:\n  - {name: c, endpoints: \"127.0.0.1:1\"}\n  - {name: c, endpoints: \"127.0.0.1:2\"}\n", 4,
+     "cluster 'c' is defined twice (first on line 3)"},
+    {"listeners:\n  - {name: a, address: \"127.0.0.1:15001\", routes: [{cluster: c}]}\n"
+     "  - {name: b, address: \"127.0.0.1:15001\", routes: [{cluster: c}]}\n" C,
+     3, "listener 'b': address 127.0.0.1:15001 overlaps listener 'a' (127.0.0.1:15001, line 2)"},
+    {"listeners:\n  - {name: a, address: \"0.0.0.0:15001\", routes: [{cluster: c}]}\n"
+     "  - {name: b, address: \"127.0.0.1:15001\", routes: [{cluster: c}]}\n" C,
+     3, "overlaps listener 'a' (0.0.0.0:15001, line 2)"},
+    {"listeners:\n  - {name: a, address: \"127.0.0.1:15000\", routes: [{cluster: c}]}\n" C, 2, "collides with the admin address"},
+    {L C "admin: 127.0.0.1:15020\n", 3, "health address 0.0.0.0:15020 collides with the admin address 127.0.0.1:15020"},
+    {L "clusters: [{name: c, endpoints: [\"127.0.0.1:1\", \"127.0.0.1:1\"]}]\n", 2, "endpoint '127.0.0.1:1' is listed twice"},
+    {"listeners:\n  - address: 127.0.0.1:15001\n    routes:\n      - {name: r, cluster: c}\n      - {name: r, cluster: c}\n" C, 5,
+     "route 'r' is defined twice (first on line 4)"},
+    /* references */
+    {"listeners:\n  - name: out\n    address: 127.0.0.1:15001\n    routes:\n      - name: r\n        cluster: ech\n"
+     "clusters: [{name: echo, endpoints: \"127.0.0.1:1\"}]\n",
+     6, "listener 'out': route 'r': cluster 'ech' is not defined (did you mean 'echo'?)"},
+    {"listeners: [{address: \"127.0.0.1:15001\", routes: [{cluster: zzzzzz}]}]\n" C, 1,
+     "route #1: cluster 'zzzzzz' is not defined"},
+    /* addresses and ports */
+    {L "clusters:\n  - name: echo\n    endpoints:\n      - 127.0.0.1:1\n      - 10.0.0.1:99999\n", 6,
+     "cluster 'echo': endpoint '10.0.0.1:99999': port must be 1-65535"},
+    {L "clusters: [{name: c, endpoints: [\"127.0.0.1:0\"]}]\n", 2, "port must be 1-65535"},
+    {L "clusters: [{name: c, endpoints: [\"127.0.0.1\"]}]\n", 2, "expected HOST:PORT"},
+    {L "clusters: [{name: c, endpoints: [\"::1:80\"]}]\n", 2, "IPv6 addresses must be written in brackets"},
+    {L "clusters: [{name: c, endpoints: [\"[::g]:80\"]}]\n", 2, "not a valid IPv6 address"},
+    {L "clusters: [{name: c, endpoints: [\"bad host:80\"]}]\n", 2, "host must be an IP literal or a DNS name"},
+    {"listeners: [{address: \"localhost:15001\", routes: [{cluster: c}]}]\n" C, 1,
+     "address 'localhost:15001': address must be an IP literal"},
+    {"listeners: [{address: \"127.0.0.1:http\", routes: [{cluster: c}]}]\n" C, 1, "port must be 1-65535"},
+    {L C "admin: 127.0.0.1\n", 3, "admin '127.0.0.1': expected HOST:PORT"},
+    {L C "dns: {servers: [\"resolver.local:53\"]}\n", 3, "dns.servers 'resolver.local:53': a DNS server must be an IP literal"},
+    /* protocol */
+    {L "clusters: [{name: c, endpoints: \"127.0.0.1:1\", protocol: http2}]\n", 2, "protocol 'http2' must be h2, http1 or auto"},
+    /* TLS */
+    {"listeners: [{address: \"127.0.0.1:15001\", tls: {certificate: certs/server.pem}, routes: [{cluster: c}]}]\n" C, 1,
+     "tls needs both 'certificate' and 'key' (key is missing)"},
+    {"listeners:\n  - address: \"127.0.0.1:15001\"\n    tls:\n      certificate: /nonexistent/x.pem\n      key: "
+     "/nonexistent/x.key\n"
+     "    routes: [{cluster: c}]\n" C,
+     4, "tls.certificate '/nonexistent/x.pem': cannot read: No such file or directory"},
+    {"listeners: [{address: \"127.0.0.1:15001\", tls: {certificate: /tmp, key: /tmp}, routes: [{cluster: c}]}]\n" C, 1,
+     "not a regular file"},
+    {L "clusters: [{name: c, endpoints: \"127.0.0.1:1\", tls: {ca: /nonexistent/ca.pem}}]\n", 2,
+     "cluster 'c': tls.ca '/nonexistent/ca.pem': cannot read"},
+    {L "clusters: [{name: c, endpoints: \"127.0.0.1:1\", tls: {key: /nonexistent/k}}]\n", 2, "(certificate is missing)"},
+    {L "clusters: [{name: c, endpoints: \"127.0.0.1:1\", tls: {sni: x}}]\n", 2, "unknown key 'sni' in tls"},
+    /* route matching */
+    {"listeners: [{address: \"127.0.0.1:15001\", routes: [{cluster: c, match: {path: {prefix: api}}}]}]\n" C, 1,
+     "match.path.prefix 'api' must start with '/'"},
+    {"listeners: [{address: \"127.0.0.1:15001\", routes: [{cluster: c, match: {path: {prefix: /a, exact: /b}}}]}]\n" C, 1,
+     "give either 'prefix' or 'exact', not both"},
+    {"listeners: [{address: \"127.0.0.1:15001\", routes: [{cluster: c, match: {path: {}}}]}]\n" C, 1, "needs 'prefix' or 'exact'"},
+    {"listeners: [{address: \"127.0.0.1:15001\", routes: [{cluster: c, match: {path: {exact: \"/a?b=1\"}}}]}]\n" C, 1,
+     "must not contain '?'"},
+    {"listeners: [{address: \"127.0.0.1:15001\", routes: [{cluster: c, match: {headers: [{value: x}]}}]}]\n" C, 1,
+     "'match.headers[].name' is required"},
+    {"listeners: [{address: \"127.0.0.1:15001\", routes: [{cluster: c, match: {headers: [{name: \"bad name\"}]}}]}]\n" C, 1,
+     "name 'bad name' is not a valid header name"},
+    {"listeners: [{address: \"127.0.0.1:15001\", routes: [{cluster: c, match: {authority: \"a*.b\"}}]}]\n" C, 1,
+     "a wildcard is only allowed as a leading '*.'"},
+    {"listeners: [{address: \"127.0.0.1:15001\", routes: [{cluster: c, match: {authority: \"a:99999\"}}]}]\n" C, 1,
+     "match.authority 'a:99999': port must be 1-65535"},
+    {"listeners: [{address: \"127.0.0.1:15001\", routes: [{cluster: c, match: {method: GET}}]}]\n" C, 1,
+     "unknown key 'method' in match"},
+    /* names */
+    {L "clusters: [{name: c, endpoints: \"127.0.0.1:1\"}, {name: \"a b\", endpoints: \"127.0.0.1:1\"}]\n", 2,
+     "cluster name 'a b' may only contain"},
+};
+
+static void
+test_bad(void **state)
+{
+    size_t failures = 0;
+    for (size_t i = 0; i != sizeof(bad_cases) / sizeof(bad_cases[0]); ++i) {
+        const bad_case_t *bc = bad_cases + i;
+        rm_config_error_t err;
+        memset(&err, 0, sizeof(err));
+        rm_config_t *c = load(bc->yaml, &err);
+        if (c != NULL) {
+            rm_config_unref(c);
+            print_error("case %zu accepted:\n%s\n", i, bc->yaml);
+            ++failures;
+        } else if (strcmp(err.file, "test.yaml") != 0 || err.line != bc->line || strstr(err.message, bc->message) == NULL) {
+            print_error("case %zu:\n%s\nwant line %u and \"%s\"\ngot %s:%u: %s\n\n", i, bc->yaml, bc->line, bc->message, err.file,
+                        err.line, err.message);
+            ++failures;
+        }
+    }
+    assert_int_equal(failures, 0);
+}
+
+static void
+test_error_format(void **state)
+{
+    rm_config_error_t err = {"config.yaml", 12, "cluster 'echo': endpoint '10.0.0.1:99999': port must be 1-65535"};
+    char buf[1024];
+    assert_string_equal(rm_config_error_format(&err, buf, sizeof(buf)),
+                        "config.yaml:12: cluster 'echo': endpoint '10.0.0.1:99999': port must be 1-65535");
+    err.line = 0;
+    snprintf(err.file, sizeof(err.file), "command line");
+    snprintf(err.message, sizeof(err.message), "x");
+    assert_string_equal(rm_config_error_format(&err, buf, sizeof(buf)), "command line: x");
+}
+
+static void
+test_load_file_missing(void **state)
+{
+    rm_config_error_t err;
+    assert_null(rm_config_load_file("/nonexistent/agent.yaml", &err));
+    assert_string_equal(err.file, "/nonexistent/agent.yaml");
+    assert_int_equal(err.line, 0);
+    assert_non_null(strstr(err.message, "cannot open"));
+}
+
+static void
+test_relative_paths(void **state)
+{
+    rm_config_error_t err;
+    char path[512], want[2048];
+    /* relative to the file's directory, not to the current directory */
+    snprintf(path, sizeof(path), "%s/sub.yaml", tmpdir);
+    write_file(tmpdir, "sub.yaml",
+               "listeners: [{address: \"127.0.0.1:15001\", tls: {certificate: certs/server.pem, key: certs/server.key},"
+               " routes: [{cluster: c}]}]\n" C);
+    assert_int_equal(chdir("/"), 0);
+    rm_config_t *c = rm_config_load_file(path, &err);
+    assert_non_null(c);
+    snprintf(want, sizeof(want), "%s/certs/server.pem", tmpdir);
+    assert_string_equal(c->listeners[0].tls_cert_file, want);
+    rm_config_unref(c);
+
+    /* absolute paths are kept */
+    snprintf(want, sizeof(want),
+             "listeners: [{address: \"127.0.0.1:15001\", tls: {certificate: %s/certs/server.pem, key: %s/certs/server.key},"
+             " routes: [{cluster: c}]}]\n" C,
+             tmpdir, tmpdir);
+    c = rm_config_load_string(want, strlen(want), "/elsewhere/x.yaml", &err);
+    assert_non_null(c);
+    snprintf(path, sizeof(path), "%s/certs/server.pem", tmpdir);
+    assert_string_equal(c->listeners[0].tls_cert_file, path);
+    rm_config_unref(c);
+}
+
+static void
+test_quick(void **state)
+{
+    rm_config_error_t err;
+    char buf[INET6_ADDRSTRLEN];
+    rm_config_quick_t q = {.listen = "127.0.0.1:15001", .upstream = "echo.local:8080"};
+    rm_config_t *c = rm_config_from_quick(&q, &err);
+    assert_non_null(c);
+    assert_string_equal(c->source, "command line");
+    assert_int_equal(c->num_listeners, 1);
+    assert_string_equal(c->listeners[0].name, "main");
+    assert_string_equal(ip_of(&c->listeners[0].addr, buf), "127.0.0.1");
+    assert_int_equal(port_of(&c->listeners[0].addr), 15001);
+    assert_int_equal(c->listeners[0].num_routes, 1);
+    const rm_config_route_t *r = c->listeners[0].routes;
+    assert_int_equal(r->num_authorities, 0);
+    assert_int_equal(r->path_match, RM_PATH_MATCH_ANY);
+    assert_int_equal(r->num_headers, 0);
+    assert_int_equal(r->cluster_index, 0);
+    assert_int_equal(c->num_clusters, 1);
+    assert_string_equal(c->clusters[0].name, "upstream");
+    assert_int_equal(c->clusters[0].protocol, RM_UPSTREAM_HTTP1);
+    assert_string_equal(c->clusters[0].endpoints[0].host, "echo.local");
+    assert_int_equal(c->clusters[0].endpoints[0].port, 8080);
+    assert_false(c->clusters[0].endpoints[0].is_ip);
+    assert_int_equal(c->clusters[0].connect_timeout_ms, 1000);
+    assert_int_equal(port_of(&c->admin_addr), 15000);
+    rm_config_unref(c);
+
+    q = (rm_config_quick_t){.listen = "[::1]:15001", .upstream = "[::1]:9", .upstream_protocol = "h2", .workers = 3};
+    c = rm_config_from_quick(&q, &err);
+    assert_non_null(c);
+    assert_int_equal(c->num_workers, 3);
+    assert_int_equal(c->clusters[0].protocol, RM_UPSTREAM_H2);
+    assert_true(c->clusters[0].endpoints[0].is_ip);
+    assert_int_equal(c->listeners[0].addr.addr.ss_family, AF_INET6);
+    rm_config_unref(c);
+
+    static const struct {
+        rm_config_quick_t q;
+        const char *message;
+    } bad[] = {
+        {{.listen = "127.0.0.1:15001", .upstream = "x:99999"}, "upstream 'x:99999': port must be 1-65535"},
+        {{.listen = "localhost:1", .upstream = "x:1"}, "listen address 'localhost:1': address must be an IP literal"},
+        {{.listen = "127.0.0.1:1", .upstream = "x:1", .upstream_protocol = "h3"},
+         "upstream protocol 'h3' must be h2, http1 or auto"},
+        {{.listen = "127.0.0.1:1", .upstream = "x:1", .workers = 65}, "workers must be 1-64, got 65"},
+        {{.listen = "127.0.0.1:15000", .upstream = "x:1"}, "collides with the admin address"},
+        {{.upstream = "x:1"}, "listen"},
+        {{.listen = "127.0.0.1:1"}, "upstream"},
+    };
+    for (size_t i = 0; i != sizeof(bad) / sizeof(bad[0]); ++i) {
+        memset(&err, 0, sizeof(err));
+        c = rm_config_from_quick(&bad[i].q, &err);
+        if (c != NULL)
+            fail_msg("quick case %zu accepted", i);
+        assert_string_equal(err.file, "command line");
+        if (strstr(err.message, bad[i].message) == NULL)
+            fail_msg("quick case %zu: want \"%s\", got \"%s\"", i, bad[i].message, err.message);
+    }
+}
+
+/* A producer other than the YAML parser (like the control-plane translation) builds by hand and validates. */
+static void
+test_validate_by_hand(void **state)
+{
+    rm_config_error_t err;
+    rm_config_t *c = rm_config_create_defaults();
+    c->source = strdup("control plane");
+    c->clusters = calloc(1, sizeof(*c->clusters));
+    c->num_clusters = 1;
+    rm_config_cluster_set_defaults(c->clusters);
+    c->clusters[0].name = strdup("c");
+    c->clusters[0].endpoints = calloc(1, sizeof(rm_config_endpoint_t));
+    c->clusters[0].endpoints[0].host = strdup("x.local");
+    c->clusters[0].endpoints[0].port = 80;
+    c->clusters[0].num_endpoints = 1;
+    c->listeners = calloc(1, sizeof(*c->listeners));
+    c->num_listeners = 1;
+    struct sockaddr_in *sin = (void *)&c->listeners[0].addr.addr;
+    sin->sin_family = AF_INET;
+    sin->sin_port = htons(15001);
+    sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    c->listeners[0].addr.addrlen = sizeof(*sin);
+    c->listeners[0].routes = calloc(1, sizeof(rm_config_route_t));
+    c->listeners[0].num_routes = 1;
+    c->listeners[0].routes[0].cluster_index = 1; /* out of range */
+    c->listeners[0].routes[0].line = 7;
+    assert_int_equal(rm_config_validate(c, &err), -1);
+    assert_string_equal(err.file, "control plane");
+    assert_int_equal(err.line, 7);
+    assert_non_null(strstr(err.message, "out of range"));
+    c->listeners[0].routes[0].cluster_index = 0;
+    c->listeners[0].routes[0].num_authorities = 1;
+    c->listeners[0].routes[0].authorities = calloc(1, sizeof(char *));
+    c->listeners[0].routes[0].authorities[0] = strdup("EXAMPLE.com");
+    assert_int_equal(rm_config_validate(c, &err), 0);
+    assert_string_equal(c->listeners[0].name, "listener0");
+    assert_string_equal(c->listeners[0].routes[0].authorities[0], "example.com");
+    rm_config_unref(c);
+}
+
+/* The example files in examples/ stay loadable. The TLS one is copied next to stand-in certificate files. */
+static void
+test_examples(void **state)
+{
+    char dir[512], path[600], msg[1024], *slash;
+    rm_config_error_t err;
+    rm_config_t *c;
+
+    snprintf(dir, sizeof(dir), "%s", __FILE__); /* .../tests/unit/test_config_bootstrap.c */
+    for (int i = 0; i != 3; ++i) {
+        assert_non_null(slash = strrchr(dir, '/'));
+        *slash = '\0';
+    }
+    snprintf(path, sizeof(path), "%s/examples/agent.yaml", dir);
+    if ((c = rm_config_load_file(path, &err)) == NULL)
+        fail_msg("%s", rm_config_error_format(&err, msg, sizeof(msg)));
+    assert_int_equal(c->num_listeners, 2);
+    assert_int_equal(c->num_clusters, 4);
+    rm_config_unref(c);
+
+    snprintf(path, sizeof(path), "%s/examples/agent-tls.yaml", dir);
+    FILE *fp = fopen(path, "r");
+    assert_non_null(fp);
+    static char yaml[65536];
+    size_t len = fread(yaml, 1, sizeof(yaml), fp);
+    fclose(fp);
+    snprintf(path, sizeof(path), "%s/agent-tls.yaml", tmpdir);
+    if ((c = rm_config_load_string(yaml, len, path, &err)) == NULL)
+        fail_msg("%s", rm_config_error_format(&err, msg, sizeof(msg)));
+    assert_non_null(c->listeners[0].tls_cert_file);
+    assert_true(c->clusters[0].tls);
+    assert_non_null(c->clusters[0].tls_cert_file);
+    rm_config_unref(c);
+}
+
+/* Truncations and byte flips of a good file must fail cleanly (no crash, no leak under ASan) or parse. */
+static void
+test_mutations(void **state)
+{
+    static const char flips[] = " :[]{}-\n0*&\"'#";
+    size_t len = sizeof(full_yaml) - 1, parsed = 0;
+    char *buf = malloc(len), name[512];
+    rm_config_error_t err;
+    snprintf(name, sizeof(name), "%s/m.yaml", tmpdir); /* so that the relative certificate paths resolve */
+    for (size_t i = 0; i <= len; ++i) {
+        rm_config_t *c = rm_config_load_string(full_yaml, i, name, &err);
+        parsed += c != NULL;
+        rm_config_unref(c);
+    }
+    for (size_t i = 0; i != len; ++i) {
+        for (const char *f = flips; *f != '\0'; ++f) {
+            memcpy(buf, full_yaml, len);
+            buf[i] = *f;
+            rm_config_t *c = rm_config_load_string(buf, len, name, &err);
+            parsed += c != NULL;
+            rm_config_unref(c);
+        }
+    }
+    free(buf);
+    print_message("%zu mutated documents parsed\n", parsed);
+}
+
+/* Aliases cannot make a small file expand into a huge tree. */
+static void
+test_alias_bomb(void **state)
+{
+    size_t cap = 1 << 20, len = 0;
+    char *y = malloc(cap);
+    rm_config_error_t err;
+    len += snprintf(y + len, cap - len,
+                    "clusters: [{name: c, endpoints: \"127.0.0.1:1\"}]\nlisteners:\n"
+                    "  - &l\n    address: 127.0.0.1:15001\n    routes:\n"
+                    "      - &r\n        cluster: c\n        match:\n          headers:\n"
+                    "            - &h {name: x}\n");
+    for (int i = 0; i != 200; ++i)
+        len += snprintf(y + len, cap - len, "            - *h\n");
+    for (int i = 0; i != 200; ++i)
+        len += snprintf(y + len, cap - len, "      - *r\n");
+    for (int i = 0; i != 200; ++i)
+        len += snprintf(y + len, cap - len, "  - *l\n");
+    assert_null(rm_config_load_string(y, len, "bomb.yaml", &err));
+    if (strstr(err.message, "document too large") == NULL)
+        fail_msg("%s:%u: %s", err.file, err.line, err.message);
+    free(y);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_full),         cmocka_unit_test(test_defaults),          cmocka_unit_test(test_bad),
+        cmocka_unit_test(test_error_format), cmocka_unit_test(test_load_file_missing), cmocka_unit_test(test_relative_paths),
+        cmocka_unit_test(test_quick),        cmocka_unit_test(test_validate_by_hand),  cmocka_unit_test(test_examples),
+        cmocka_unit_test(test_mutations),    cmocka_unit_test(test_alias_bomb),
+    };
+    return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
+}
