@@ -144,6 +144,10 @@ on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *user_data)
             if (hc->s->resp.status >= 100 && hc->s->resp.status < 200)
                 return 0; /* interim response: not forwarded */
             hc->final_head = 1;
+            if ((frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0)
+                /* no body follows: the downstream sends one HEADERS frame too (a gRPC trailers-only
+                 * response stays trailers-only) */
+                hc->s->resp_body.eos = 1;
             rm_stream_on_response_head(hc->s);
             if (hc->s == NULL)
                 return 0;
