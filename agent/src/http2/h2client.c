@@ -35,6 +35,8 @@ typedef struct st_h2c_stream_t {
     rm_headers_t *trailers;
     uint32_t num_headers;
     uint32_t header_bytes;
+    /** response bytes handed to the stream and not yet consumed by the downstream side */
+    size_t unconsumed;
     unsigned final_head : 1;
     unsigned too_large : 1;
     unsigned resp_done : 1;
@@ -68,12 +70,19 @@ stream_free(h2c_stream_t *hc)
         rm_h2conn_fail(&conn->h2, "idle after GOAWAY or endpoint removal");
 }
 
-/* The stream's upstream half ends here; the h2c_stream_t lives on until nghttp2 closes it. */
+/* The stream's upstream half ends here; the h2c_stream_t lives on until nghttp2 closes it. Bytes
+ * still in the response pipe will never be reported consumed: give them back to the connection
+ * window now, or the connection stalls once closed streams have leaked a window's worth. */
 static rm_stream_t *
 take_stream(h2c_stream_t *hc)
 {
     rm_stream_t *s = hc->s;
     hc->s = NULL;
+    if (hc->unconsumed != 0 && hc->conn->h2.ng != NULL) {
+        nghttp2_session_consume_connection(hc->conn->h2.ng, hc->unconsumed);
+        rm_h2conn_schedule_flush(&hc->conn->h2);
+    }
+    hc->unconsumed = 0;
     return s;
 }
 
@@ -183,6 +192,7 @@ on_data_chunk_recv(nghttp2_session *ng, uint8_t flags, int32_t stream_id, const 
         return 0;
     }
     RM_STAT_ADD(hc->s->cstats->bytes_rx, len);
+    hc->unconsumed += len;
     rm_stream_on_response_body(hc->s, data, len);
     return 0;
 }
@@ -298,6 +308,7 @@ static void
 up_resp_body_consumed(rm_stream_t *s, size_t n)
 {
     h2c_stream_t *hc = s->up_ctx;
+    hc->unconsumed -= n;
     nghttp2_session_consume(hc->conn->h2.ng, hc->id, n);
     rm_h2conn_schedule_flush(&hc->conn->h2);
 }

@@ -32,6 +32,8 @@ typedef struct st_h2s_stream_t {
     h2o_linklist_t link;
     uint32_t num_headers;
     uint32_t header_bytes;
+    /** request bytes handed to the stream and not yet consumed by the upstream side */
+    size_t unconsumed;
     rm_headers_t *trailers;
     unsigned too_large : 1;
     unsigned head_done : 1;
@@ -201,6 +203,7 @@ on_data_chunk_recv(nghttp2_session *ng, uint8_t flags, int32_t stream_id, const 
         nghttp2_session_consume(ng, stream_id, len);
         return 0;
     }
+    hs->unconsumed += len;
     rm_stream_on_request_body(hs->s, data, len);
     return 0;
 }
@@ -214,6 +217,11 @@ on_stream_close(nghttp2_session *ng, int32_t stream_id, uint32_t error_code, voi
     nghttp2_session_set_stream_user_data(ng, stream_id, NULL);
     rm_stream_t *s = hs->s;
     hs->s = NULL;
+    if (hs->unconsumed != 0) {
+        /* the upstream side will not report these any more: reopen the connection window */
+        nghttp2_session_consume_connection(ng, hs->unconsumed);
+        hs->unconsumed = 0;
+    }
     if (s != NULL) {
         if (!hs->resp_done)
             rm_stream_on_downstream_abort(s);
@@ -325,6 +333,7 @@ static void
 down_req_body_consumed(rm_stream_t *s, size_t n)
 {
     h2s_stream_t *hs = s->down_ctx;
+    hs->unconsumed -= n;
     nghttp2_session_consume(hs->conn->h2.ng, hs->id, n);
     rm_h2conn_schedule_flush(&hs->conn->h2);
 }
