@@ -3,6 +3,7 @@
 #include <string.h>
 #include "remora/log.h"
 #include "remora/strutil.h"
+#include "core/alloc.h"
 #include "core/worker.h"
 #include "net/listener.h"
 #include "net/resolver.h"
@@ -295,6 +296,7 @@ worker_main(void *arg)
     uv_run(&worker->loop, UV_RUN_DEFAULT);
     if (uv_loop_close(&worker->loop) != 0)
         rm_log_debug("worker", "worker %u: loop closed with handles still open", worker->id);
+    rm_alloc_thread_exit();
     if (worker->on_exit != NULL)
         worker->on_exit(worker);
     return NULL;

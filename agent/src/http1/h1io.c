@@ -1,5 +1,6 @@
 #include <string.h>
 #include "remora/log.h"
+#include "core/alloc.h"
 #include "http1/h1io.h"
 #include "obs/stats.h"
 
@@ -37,8 +38,8 @@ rm_h1io_init(rm_h1io_t *io, rm_worker_t *worker, h2o_socket_t *sock, void (*on_w
     io->sock = sock;
     io->on_written = on_written;
     io->_flush.cb = do_flush;
-    h2o_buffer_init(&io->out, &h2o_socket_buffer_prototype);
-    h2o_buffer_init(&io->_inflight, &h2o_socket_buffer_prototype);
+    h2o_buffer_init(&io->out, &rm_pipe_buffer_prototype);
+    h2o_buffer_init(&io->_inflight, &rm_pipe_buffer_prototype);
 }
 
 void

@@ -8,6 +8,7 @@
 #include <string.h>
 #include "remora/log.h"
 #include "remora/strutil.h"
+#include "core/alloc.h"
 #include "http2/h2conn.h"
 #include "proxy/stream.h"
 #include "upstream/cluster.h"
@@ -42,6 +43,8 @@ typedef struct st_h2c_stream_t {
     unsigned resp_done : 1;
 } h2c_stream_t;
 
+static __thread rm_recycle_t stream_allocator = RM_RECYCLE_INITIALIZER(h2c_stream_t, 1024);
+
 static const rm_stream_up_ops_t up_ops;
 static void submit_stream(h2c_stream_t *hc);
 
@@ -64,7 +67,7 @@ stream_free(h2c_stream_t *hc)
     h2c_conn_t *conn = hc->conn;
     h2o_linklist_unlink(&hc->link);
     --conn->num_streams;
-    free(hc);
+    rm_recycle_free(&stream_allocator, hc);
     update_idle(conn);
     if (conn->num_streams == 0 && (conn->ep->removed || conn->goaway) && !conn->dying)
         rm_h2conn_fail(&conn->h2, "idle after GOAWAY or endpoint removal");
@@ -535,7 +538,7 @@ rm_h2client_dispatch(rm_endpoint_t *ep, rm_stream_t *s)
         rm_stream_on_upstream_error(s, RM_UPSTREAM_ERR_CONNECT, 0, "cannot open a connection");
         return;
     }
-    h2c_stream_t *hc = rm_calloc(1, sizeof(*hc));
+    h2c_stream_t *hc = rm_recycle_alloc(&stream_allocator);
     hc->conn = best;
     hc->s = s;
     h2o_linklist_insert(&best->streams, &hc->link);

@@ -1,6 +1,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "remora/log.h"
+#include "core/alloc.h"
 #include "http2/h2conn.h"
 #include "obs/stats.h"
 
@@ -12,8 +13,8 @@ rm_h2conn_init(rm_h2conn_t *conn, rm_worker_t *worker, h2o_socket_t *sock, void 
     conn->worker = worker;
     conn->sock = sock;
     conn->on_dead = on_dead;
-    h2o_buffer_init(&conn->_out, &h2o_socket_buffer_prototype);
-    h2o_buffer_init(&conn->_inflight, &h2o_socket_buffer_prototype);
+    h2o_buffer_init(&conn->_out, &rm_pipe_buffer_prototype);
+    h2o_buffer_init(&conn->_inflight, &rm_pipe_buffer_prototype);
     conn->_flush.cb = do_flush;
 }
 

@@ -8,6 +8,7 @@
 #include <string.h>
 #include "remora/log.h"
 #include "remora/strutil.h"
+#include "core/alloc.h"
 #include "http2/h2conn.h"
 #include "net/listener.h"
 #include "proxy/stream.h"
@@ -40,6 +41,8 @@ typedef struct st_h2s_stream_t {
     unsigned resp_done : 1; /* END_STREAM or RST_STREAM submitted */
 } h2s_stream_t;
 
+static __thread rm_recycle_t stream_allocator = RM_RECYCLE_INITIALIZER(h2s_stream_t, 1024);
+
 static const rm_stream_down_ops_t down_ops;
 
 static void
@@ -61,7 +64,7 @@ stream_free(h2s_stream_t *hs)
     h2o_linklist_unlink(&hs->link);
     --hs->conn->num_streams;
     update_idle(hs->conn);
-    free(hs);
+    rm_recycle_free(&stream_allocator, hs);
 }
 
 /*
@@ -80,7 +83,7 @@ on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, void *user_dat
         nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_REFUSED_STREAM);
         return 0;
     }
-    h2s_stream_t *hs = rm_calloc(1, sizeof(*hs));
+    h2s_stream_t *hs = rm_recycle_alloc(&stream_allocator);
     hs->conn = conn;
     hs->id = frame->hd.stream_id;
     hs->s = rm_stream_create(worker, worker->config, listener, conn->dc->stats, &down_ops, hs);

@@ -4,22 +4,25 @@
 #include <h2o/socket.h>
 #include "remora/log.h"
 #include "remora/strutil.h"
+#include "core/alloc.h"
 #include "proxy/stream.h"
 #include "router/router.h"
 #include "upstream/cluster.h"
+
+static __thread rm_recycle_t stream_allocator = RM_RECYCLE_INITIALIZER(rm_stream_t, 1024);
 
 rm_stream_t *
 rm_stream_create(rm_worker_t *worker, rm_config_t *config, const rm_config_listener_t *listener, rm_listener_stats_t *lstats,
                  const rm_stream_down_ops_t *down, void *down_ctx)
 {
-    rm_stream_t *s = rm_calloc(1, sizeof(*s));
+    rm_stream_t *s = rm_recycle_alloc(&stream_allocator);
     s->worker = worker;
     s->config = rm_config_ref(config);
     s->listener = listener;
     s->lstats = lstats;
     h2o_mem_init_pool(&s->pool);
-    h2o_buffer_init(&s->req_body.buf, &h2o_socket_buffer_prototype);
-    h2o_buffer_init(&s->resp_body.buf, &h2o_socket_buffer_prototype);
+    h2o_buffer_init(&s->req_body.buf, &rm_pipe_buffer_prototype);
+    h2o_buffer_init(&s->resp_body.buf, &rm_pipe_buffer_prototype);
     s->req.content_length = -1;
     s->resp.content_length = -1;
     s->down = down;
@@ -50,7 +53,7 @@ destroy(rm_stream_t *s)
     if (s->cluster != NULL)
         rm_cluster_release(s->cluster);
     rm_config_unref(s->config);
-    free(s);
+    rm_recycle_free(&stream_allocator, s);
 }
 
 void
@@ -124,8 +127,9 @@ rm_stream_on_request_head(rm_stream_t *s)
     if (s->route == NULL) {
         RM_STAT_INC(s->lstats->rq_no_route);
         char msg[512];
-        snprintf(msg, sizeof(msg), "no route for authority '%.*s' path '%.*s'", (int)(s->req.authority.len < 200 ? s->req.authority.len : 200),
-                 s->req.authority.base, (int)(s->req.path.len < 200 ? s->req.path.len : 200), s->req.path.base);
+        snprintf(msg, sizeof(msg), "no route for authority '%.*s' path '%.*s'",
+                 (int)(s->req.authority.len < 200 ? s->req.authority.len : 200), s->req.authority.base,
+                 (int)(s->req.path.len < 200 ? s->req.path.len : 200), s->req.path.base);
         rm_stream_send_local_reply(s, 404, RM_GRPC_UNIMPLEMENTED, msg);
         return;
     }
@@ -311,7 +315,7 @@ rm_stream_on_upstream_error(rm_stream_t *s, rm_upstream_error_t err, uint32_t h2
     if (s->req.is_grpc) {
         /* the response started: end it with trailers carrying the status the gRPC spec maps the
          * failure to, after whatever body bytes are still buffered */
-        int grpc_status = err == RM_UPSTREAM_ERR_RESET     ? rm_grpc_status_from_h2_error(h2_error)
+        int grpc_status = err == RM_UPSTREAM_ERR_RESET    ? rm_grpc_status_from_h2_error(h2_error)
                           : err == RM_UPSTREAM_ERR_CLOSED ? RM_GRPC_UNAVAILABLE
                                                           : RM_GRPC_INTERNAL;
         snprintf(msg, sizeof(msg), "upstream %s mid-stream%s%s", err == RM_UPSTREAM_ERR_RESET ? "reset" : "connection lost",
