@@ -289,7 +289,8 @@ static int
 find_listener(const rm_config_t *config, const rm_config_addr_t *addr)
 {
     for (size_t i = 0; i != config->num_listeners; ++i)
-        if (config->listeners[i].addr.addrlen == addr->addrlen && memcmp(&config->listeners[i].addr.addr, &addr->addr, addr->addrlen) == 0)
+        if (config->listeners[i].addr.addrlen == addr->addrlen &&
+            memcmp(&config->listeners[i].addr.addr, &addr->addr, addr->addrlen) == 0)
             return 1;
     return 0;
 }
@@ -329,7 +330,8 @@ reload(void)
         for (unsigned w = 0; w != agent.num_workers; ++w) {
             int fd = rm_listen_fd_open(&addrs[k], err, sizeof(err));
             if (fd < 0) {
-                rm_log_error("agent", "reload rejected: %s; generation %llu stays in service", err, (unsigned long long)agent.generation);
+                rm_log_error("agent", "reload rejected: %s; generation %llu stays in service", err,
+                             (unsigned long long)agent.generation);
                 for (size_t j = 0; j != k * agent.num_workers + w; ++j)
                     close(fds[j]);
                 free(fds);
@@ -398,7 +400,7 @@ main(int argc, char **argv)
         {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, OPT_VERSION},
-        {NULL},
+        {NULL, 0, NULL, 0},
     };
     cmdline.drain_ms = -1;
     int opt;

@@ -27,7 +27,7 @@ rm_log_set_level_by_name(const char *name)
     return -1;
 }
 
-static void
+__attribute__((format(printf, 3, 0))) static void
 vwrite_line(const char *level, const char *component, const char *fmt, va_list args)
 {
     char buf[2048];

@@ -245,7 +245,8 @@ on_read(h2o_socket_t *sock, const char *err)
             maybe_finish(conn);
             return;
         }
-        kill_conn(conn, RM_UPSTREAM_ERR_CLOSED, conn->resp_head ? "upstream closed mid-response" : "upstream closed the connection");
+        kill_conn(conn, RM_UPSTREAM_ERR_CLOSED,
+                  conn->resp_head ? "upstream closed mid-response" : "upstream closed the connection");
         return;
     }
     parse_input(conn);
@@ -316,7 +317,12 @@ start_exchange(h1c_conn_t *conn)
         else
             conn->req_chunked = 1;
     }
-    rm_h1_encode_request_head(&conn->io.out, req, conn->req_chunked);
+    if (rm_h1_encode_request_head(&conn->io.out, req, conn->req_chunked) == 0) {
+        /* a field that cannot be written in HTTP/1.1 without breaking the framing (CR, LF, ...):
+         * sending the body without its head would hand the client's bytes to the upstream raw */
+        kill_conn(conn, RM_UPSTREAM_ERR_PROTOCOL, "request cannot be expressed in HTTP/1.1");
+        return;
+    }
     if (!req->has_body && !conn->req_chunked && req->content_length <= 0 && s->req_body.eos)
         conn->req_sent = 1;
     pull_request_body(conn);
@@ -379,7 +385,8 @@ conn_new(rm_endpoint_t *ep)
     conn->ep = ep;
     rm_endpoint_ref(ep);
     conn->worker = worker;
-    conn->parser = rm_h1_parser_create(RM_H1_PARSE_RESPONSES, &parser_callbacks, conn, limits->max_headers, limits->max_header_bytes);
+    conn->parser =
+        rm_h1_parser_create(RM_H1_PARSE_RESPONSES, &parser_callbacks, conn, limits->max_headers, limits->max_header_bytes);
     conn->idle_timeout.cb = on_idle_timeout;
     conn->destroy_later.cb = destroy_conn;
     conn->reg.close = close_registered;

@@ -35,8 +35,8 @@
 
 /* character classes; see the table */
 #define CC_TCHAR 1
-#define CC_FIELD 2  /* field-value byte: HTAB, SP, VCHAR, obs-text */
-#define CC_VCHAR 4  /* request-target byte */
+#define CC_FIELD 2 /* field-value byte: HTAB, SP, VCHAR, obs-text */
+#define CC_VCHAR 4 /* request-target byte */
 #define CC_AUTHORITY 8
 
 static const uint8_t char_class[256] = {
@@ -129,11 +129,12 @@ struct st_rm_h1_parser_t {
     uint32_t max_header_bytes;
     rm_h1_error_t error;
     const char *reason;
+    int http_minor; /* of the last head reported */
 
     unsigned paused : 1;
-    unsigned closed : 1;      /* the last message had keep_alive == 0: later bytes are discarded */
-    unsigned in_message : 1;  /* on_message_begin was called and the message is not complete */
-    unsigned interim : 1;     /* the current response head is 1xx (not 101) */
+    unsigned closed : 1;     /* the last message had keep_alive == 0: later bytes are discarded */
+    unsigned in_message : 1; /* on_message_begin was called and the message is not complete */
+    unsigned interim : 1;    /* the current response head is 1xx (not 101) */
     unsigned after_interim : 1;
     unsigned expect_head : 1;
     unsigned in_trailers : 1;
@@ -236,7 +237,7 @@ guard_start_chunk_line(rm_h1_parser_t *p)
 
 /**
  * Scans up to `len` bytes. Returns an EV_* (and the bytes scanned, up to and including the byte that completed the
- * event, in *used), or -1 on error (p->error set).
+ * event, in *used), or -1 on error (p->error set, and the number of valid bytes before the offending one in *used).
  */
 static int
 guard_scan(rm_h1_parser_t *p, const unsigned char *s, size_t len, size_t *used)
@@ -245,6 +246,7 @@ guard_scan(rm_h1_parser_t *p, const unsigned char *s, size_t len, size_t *used)
 
     while (i < len) {
         unsigned char c = s[i];
+        *used = i;
 
         switch (p->g.state) {
         case G_CHUNK_DATA:
@@ -452,17 +454,13 @@ guard_scan(rm_h1_parser_t *p, const unsigned char *s, size_t len, size_t *used)
             }
             break;
         case G_FIELD_VALUE: {
-            /* values are the bulk of a head: skip valid bytes in one go */
-            size_t j = i;
-            while (j < len && IS(s[j], CC_FIELD))
+            /* values are the bulk of a head: skip valid bytes in one go, up to the byte limit (the byte beyond it is
+             * then counted, and refused, by the next iteration) */
+            size_t j = i, budget = p->max_header_bytes - (p->g.bytes - 1);
+            while (j < len && j - i < budget && IS(s[j], CC_FIELD))
                 ++j;
             if (j != i) {
-                uint32_t n = (uint32_t)(j - i);
-                if (p->g.bytes - 1 + n > p->max_header_bytes) {
-                    fail(p, RM_H1_ERR_HEADERS_TOO_LARGE, p->g.trailers ? "trailer section too large" : "head too large");
-                    return -1;
-                }
-                p->g.bytes += n - 1;
+                p->g.bytes += (uint32_t)(j - i) - 1;
                 i = j;
                 continue;
             }
@@ -926,6 +924,11 @@ classify_fields(rm_h1_parser_t *p, head_info_t *info)
             info->content_length = cl;
         } else if (NAME_IS(name, nlen, "transfer-encoding")) {
             d = classify_transfer_encoding(info, value, vlen);
+        } else if (nlen > 17 && memcmp(name, "transfer-encoding", 17) == 0) {
+            /* http-parser takes any name starting with "transfer-encoding" for one (uses_transfer_encoding stays
+             * set), so such a message would be framed differently by the two parsers depending on the other fields */
+            bad(p, "field name starting with transfer-encoding");
+            return -1;
         } else if (NAME_IS(name, nlen, "connection")) {
             if ((d = classify_connection(p, info, value, vlen)) < 0)
                 return -1;
@@ -1057,7 +1060,8 @@ parse_absolute_form(rm_h1_parser_t *p, char *url, size_t len, rm_req_head_t *hea
         ++auth_end;
     if (auth_end == auth || !is_valid_authority(auth, (size_t)(auth_end - auth)))
         return -1; /* '@' (userinfo) is not in the authority class */
-    head->authority = h2o_iovec_init(auth, (size_t)(auth_end - auth));
+    /* copied: in place it would be followed by the path, not by a NUL */
+    head->authority = h2o_strdup(p->pool, auth, (size_t)(auth_end - auth));
 
     if (auth_end == end) {
         /* RFC 9112 3.2.4: an empty path is "*" for OPTIONS, "/" otherwise */
@@ -1148,6 +1152,7 @@ request_head_complete(rm_h1_parser_t *p)
     head->expect_continue = info.expect_continue;
 
     p->keep_alive = is_11 ? !info.conn_close : info.conn_keep_alive && !info.conn_close;
+    p->http_minor = p->g.minor;
     set_body_framing(p, framing, info.content_length);
     reset_section(p);
 
@@ -1197,8 +1202,9 @@ response_head_complete(rm_h1_parser_t *p)
     build_fields(p, &head->headers);
     head->content_length = info.num_content_length != 0 ? info.content_length : -1;
 
-    p->keep_alive = (p->g.minor >= 1 ? !info.conn_close : info.conn_keep_alive && !info.conn_close) && framing != FRAMING_EOF &&
-                    status != 101;
+    p->keep_alive =
+        (p->g.minor >= 1 ? !info.conn_close : info.conn_keep_alive && !info.conn_close) && framing != FRAMING_EOF && status != 101;
+    p->http_minor = p->g.minor >= 1 ? 1 : 0;
     set_body_framing(p, framing, info.content_length);
     reset_section(p);
 
@@ -1362,6 +1368,7 @@ rm_h1_parser_create(rm_h1_parser_type_t type, const rm_h1_callbacks_t *cb, void 
     p->cb = cb;
     p->ctx = ctx;
     p->type = type;
+    p->http_minor = -1;
     p->max_headers = max_headers != 0 ? max_headers : DEFAULT_MAX_HEADERS;
     p->max_header_bytes = max_header_bytes != 0 ? max_header_bytes : DEFAULT_MAX_HEADER_BYTES;
     if (p->max_header_bytes > HP_MAX_HEADER_BYTES)
@@ -1416,8 +1423,25 @@ rm_h1_parser_execute(rm_h1_parser_t *p, const char *data, size_t len)
     while (off < len) {
         size_t n;
         int ev = guard_scan(p, (const unsigned char *)data + off, len - off, &n);
-        if (ev < 0)
+        if (ev < 0) {
+            /* errors are reported in byte order whatever the split of the input: an error http-parser finds in the
+             * bytes before the guard's wins */
+            rm_h1_error_t guard_error = p->error;
+            const char *guard_reason = p->reason;
+            p->error = RM_H1_OK;
+            if (n != 0) {
+                /* (never with 0 bytes: http-parser takes that for EOF) */
+                http_parser_execute(&p->hp, &hp_settings, data + off, n);
+                enum http_errno e = HTTP_PARSER_ERRNO(&p->hp);
+                if (p->error == RM_H1_OK && e != HPE_OK && e != HPE_PAUSED)
+                    map_http_errno(p, e);
+            }
+            if (p->error == RM_H1_OK) {
+                p->error = guard_error;
+                p->reason = guard_reason;
+            }
             return p->error;
+        }
 
         p->saw_headers_complete = 0;
         p->saw_chunk_header = 0;
@@ -1499,6 +1523,12 @@ void
 rm_h1_parser_expect_head_response(rm_h1_parser_t *p, int is_head)
 {
     p->expect_head = is_head != 0;
+}
+
+int
+rm_h1_parser_http_minor(const rm_h1_parser_t *p)
+{
+    return p->http_minor;
 }
 
 const char *
@@ -1627,25 +1657,37 @@ put_fields(char *dst, const rm_headers_t *headers, int is_request)
     return dst;
 }
 
+#define CONTENT_LENGTH_MAX_BYTES (sizeof("content-length: 9223372036854775807\r\n") - 1)
+
 static char *
 put_content_length(char *dst, int64_t cl)
 {
-    char tmp[32];
+    char tmp[CONTENT_LENGTH_MAX_BYTES + 1];
     int n = snprintf(tmp, sizeof(tmp), "content-length: %lld\r\n", (long long)cl);
     return put(dst, tmp, (size_t)n);
 }
 
-#define CONTENT_LENGTH_MAX_BYTES (sizeof("content-length: 9223372036854775807\r\n") - 1)
+/**
+ * The encoders check only what could break the framing of what they write (the other side of the proxy has validated
+ * the rest): no whitespace or control byte in the request line or the host field.
+ */
+static int
+has_no_space_or_ctl(const char *s, size_t len)
+{
+    for (size_t i = 0; i != len; ++i) {
+        unsigned char c = (unsigned char)s[i];
+        if (c <= 0x20 || c == 0x7f)
+            return 0;
+    }
+    return 1;
+}
 
 size_t
 rm_h1_encode_request_head(h2o_buffer_t **buf, const rm_req_head_t *head, int chunked)
 {
     if (!is_token(head->method.base, head->method.len) || head->path.len == 0 ||
-        !is_valid_authority(head->authority.base, head->authority.len))
+        !has_no_space_or_ctl(head->path.base, head->path.len) || !has_no_space_or_ctl(head->authority.base, head->authority.len))
         return 0;
-    for (size_t i = 0; i != head->path.len; ++i)
-        if (!IS(head->path.base[i], CC_VCHAR))
-            return 0;
     size_t fields = fields_size(&head->headers, 1);
     if (fields == SIZE_MAX)
         return 0;

@@ -347,8 +347,14 @@ down_send_response_head(rm_stream_t *s)
     int close = !conn->keep_alive && conn->req_complete;
     if (conn->draining || conn->resp_close)
         close = 1;
-    if (!conn->resp_no_body && s->resp.content_length < 0)
-        conn->resp_chunked = 1;
+    if (!conn->resp_no_body && s->resp.content_length < 0) {
+        if (rm_h1_parser_http_minor(conn->parser) == 0)
+            close = 1; /* HTTP/1.0 has no chunked coding: the close delimits the body */
+        else
+            conn->resp_chunked = 1;
+    }
+    if (rm_h1_parser_http_minor(conn->parser) == 0)
+        close = 1; /* no keep-alive for HTTP/1.0 clients: one request per connection */
     /* a response that comes before the request body is complete ends the connection: the rest of
      * the request cannot be skipped safely */
     if (!conn->req_complete && s->req.has_body) {
@@ -428,7 +434,8 @@ rm_h1server_accept(rm_dconn_t *dc)
     conn->worker = worker;
     conn->idle_timeout.cb = on_idle_timeout;
     conn->destroy_later.cb = destroy_conn;
-    conn->parser = rm_h1_parser_create(RM_H1_PARSE_REQUESTS, &parser_callbacks, conn, limits->max_headers, limits->max_header_bytes);
+    conn->parser =
+        rm_h1_parser_create(RM_H1_PARSE_REQUESTS, &parser_callbacks, conn, limits->max_headers, limits->max_header_bytes);
     dc->impl = conn;
     dc->ops = &dconn_ops;
     dc->sock->data = conn;

@@ -273,7 +273,7 @@ read_response_body(nghttp2_session *ng, int32_t stream_id, uint8_t *buf, size_t 
         hs->resp_done = 1;
         rm_headers_t *tr = s->resp_body.trailers;
         if (tr != NULL && tr->size != 0) {
-            rm_h2_nvs_t nvs = {NULL};
+            rm_h2_nvs_t nvs = {.nva = NULL};
             for (size_t i = 0; i != tr->size; ++i)
                 rm_h2_nvs_add(&s->pool, &nvs, tr->entries[i].name.base, tr->entries[i].name.len, tr->entries[i].value.base,
                               tr->entries[i].value.len);
@@ -295,7 +295,7 @@ down_send_response_head(rm_stream_t *s)
 {
     h2s_stream_t *hs = s->down_ctx;
     h2s_conn_t *conn = hs->conn;
-    rm_h2_nvs_t nvs = {NULL};
+    rm_h2_nvs_t nvs = {.nva = NULL};
     char *status = h2o_mem_alloc_pool(&s->pool, 4);
     snprintf(status, 4, "%03d", s->resp.status);
     rm_h2_nvs_add(&s->pool, &nvs, H2O_STRLIT(":status"), status, 3);

@@ -410,8 +410,11 @@ resident_memory_bytes(void)
 char *
 rm_stats_render_prometheus(rm_stats_t *const *workers, size_t num_workers, uint64_t config_generation)
 {
-    sum_vec_t listeners = {NULL}, clusters = {NULL};
-    strbuf_t sb = {NULL};
+    sum_vec_t listeners, clusters;
+    strbuf_t sb;
+    memset(&listeners, 0, sizeof(listeners));
+    memset(&clusters, 0, sizeof(clusters));
+    memset(&sb, 0, sizeof(sb));
 
     pthread_once(&process_start_once, init_process_start_time);
     collect(workers, num_workers, &listeners, &clusters);

@@ -32,30 +32,30 @@ rm_stat_status_class(int status)
 
 typedef struct st_rm_listener_stats_t {
     char *name;
-    uint64_t cx_total;          /* downstream connections accepted */
-    uint64_t cx_active;         /* gauge */
-    uint64_t cx_http1, cx_h2;   /* connections by detected protocol */
-    uint64_t cx_tls;            /* of which over TLS */
-    uint64_t rq_total;          /* requests received */
-    uint64_t rq_active;         /* gauge: streams in flight */
+    uint64_t cx_total;                            /* downstream connections accepted */
+    uint64_t cx_active;                           /* gauge */
+    uint64_t cx_http1, cx_h2;                     /* connections by detected protocol */
+    uint64_t cx_tls;                              /* of which over TLS */
+    uint64_t rq_total;                            /* requests received */
+    uint64_t rq_active;                           /* gauge: streams in flight */
     uint64_t rs_by_class[RM_STAT_STATUS_CLASSES]; /* responses sent, by status class */
-    uint64_t rs_reset;          /* streams that ended in a reset instead of a response */
-    uint64_t rq_protocol_error; /* malformed requests answered with 400/431/RST PROTOCOL_ERROR */
-    uint64_t rq_no_route;       /* requests with no matching route (404) */
+    uint64_t rs_reset;                            /* streams that ended in a reset instead of a response */
+    uint64_t rq_protocol_error;                   /* malformed requests answered with 400/431/RST PROTOCOL_ERROR */
+    uint64_t rq_no_route;                         /* requests with no matching route (404) */
     uint64_t bytes_rx, bytes_tx;
     struct st_rm_listener_stats_t *_next;
 } rm_listener_stats_t;
 
 typedef struct st_rm_cluster_stats_t {
     char *name;
-    uint64_t cx_total;          /* upstream connections opened */
-    uint64_t cx_active;         /* gauge */
-    uint64_t cx_connect_fail;   /* connect errors and timeouts, TLS handshake failures */
-    uint64_t rq_total;          /* requests sent upstream */
-    uint64_t rq_active;         /* gauge */
+    uint64_t cx_total;                            /* upstream connections opened */
+    uint64_t cx_active;                           /* gauge */
+    uint64_t cx_connect_fail;                     /* connect errors and timeouts, TLS handshake failures */
+    uint64_t rq_total;                            /* requests sent upstream */
+    uint64_t rq_active;                           /* gauge */
     uint64_t rs_by_class[RM_STAT_STATUS_CLASSES]; /* responses received, by status class */
-    uint64_t rq_reset;          /* upstream streams reset or connections lost mid-request */
-    uint64_t rq_unavailable;    /* requests answered locally because no upstream could be reached */
+    uint64_t rq_reset;                            /* upstream streams reset or connections lost mid-request */
+    uint64_t rq_unavailable;                      /* requests answered locally because no upstream could be reached */
     uint64_t bytes_rx, bytes_tx;
     struct st_rm_cluster_stats_t *_next;
 } rm_cluster_stats_t;

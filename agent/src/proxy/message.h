@@ -19,7 +19,7 @@
 #include <h2o/memory.h>
 
 typedef struct st_rm_header_t {
-    h2o_iovec_t name;  /* lower-case */
+    h2o_iovec_t name; /* lower-case */
     h2o_iovec_t value;
 } rm_header_t;
 

@@ -43,7 +43,7 @@ create_server_ctx(const rm_config_listener_t *l, char *err, size_t errlen)
         openssl_error(err, errlen, "listener key does not match certificate", l->tls_key_file);
         goto fail;
     }
-    static const h2o_iovec_t alpn[] = {{H2O_STRLIT("h2")}, {H2O_STRLIT("http/1.1")}, {NULL}};
+    static const h2o_iovec_t alpn[] = {{H2O_STRLIT("h2")}, {H2O_STRLIT("http/1.1")}, {NULL, 0}};
     h2o_ssl_register_alpn_protocols(ctx, alpn);
     return ctx;
 fail:
