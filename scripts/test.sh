@@ -37,11 +37,12 @@ if [ "$QUICK" = 0 ]; then
   cmake --build build-asan -j"$JOBS"
 
   step "unit tests under ASan+UBSan"
-  ctest --test-dir build-asan --output-on-failure -j"$JOBS"
+  LSAN_OPTIONS="suppressions=$ROOT/tests/lsan-suppressions.txt" ctest --test-dir build-asan --output-on-failure -j"$JOBS"
 
   step "integration tests under ASan+UBSan"
   export ASAN_OPTIONS=abort_on_error=1:detect_leaks=1
   export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+  export LSAN_OPTIONS="suppressions=$ROOT/tests/lsan-suppressions.txt"
   REMORA_AGENT="$ROOT/build-asan/agent/remora-agent" REMORA_SANITIZED=1 \
     /usr/bin/python3 -m pytest tests/integration -q -p no:cacheprovider
 fi
