@@ -298,6 +298,43 @@ on_written(rm_h1io_t *io, const char *err)
         maybe_finish(conn);
 }
 
+/* HTTP/2 may split the cookie field into several; HTTP/1.1 allows only one (RFC 9113 8.2.3) */
+static void
+join_cookies(h2o_mem_pool_t *pool, rm_headers_t *headers)
+{
+    size_t first = SIZE_MAX, count = 0, total = 0;
+    for (size_t i = 0; i != headers->size; ++i) {
+        if (h2o_memis(headers->entries[i].name.base, headers->entries[i].name.len, H2O_STRLIT("cookie"))) {
+            if (first == SIZE_MAX)
+                first = i;
+            ++count;
+            total += headers->entries[i].value.len + 2;
+        }
+    }
+    if (count < 2)
+        return;
+    char *joined = h2o_mem_alloc_pool(pool, total);
+    size_t len = 0, w = 0;
+    for (size_t r = 0; r != headers->size; ++r) {
+        rm_header_t *h = &headers->entries[r];
+        if (h2o_memis(h->name.base, h->name.len, H2O_STRLIT("cookie"))) {
+            if (len != 0) {
+                joined[len++] = ';';
+                joined[len++] = ' ';
+            }
+            memcpy(joined + len, h->value.base, h->value.len);
+            len += h->value.len;
+            if (r != first)
+                continue;
+        }
+        headers->entries[w++] = *h;
+    }
+    headers->size = w;
+    for (size_t i = 0; i != w; ++i)
+        if (h2o_memis(headers->entries[i].name.base, headers->entries[i].name.len, H2O_STRLIT("cookie")))
+            headers->entries[i].value = h2o_iovec_init(joined, len);
+}
+
 static void
 start_exchange(h1c_conn_t *conn)
 {
@@ -311,6 +348,7 @@ start_exchange(h1c_conn_t *conn)
     rm_h1_parser_expect_head_response(conn->parser, h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD")));
     if (req->authority.len == 0)
         req->authority = h2o_strdup(&s->pool, conn->ep->name, strlen(conn->ep->name));
+    join_cookies(&s->pool, &req->headers);
     if (req->content_length < 0 && (req->has_body || s->req_body.buf->size != 0)) {
         if (s->req_body.eos && (s->req_body.trailers == NULL || s->req_body.trailers->size == 0))
             req->content_length = s->req_body.buf->size; /* the whole body is already here */

@@ -42,8 +42,12 @@ on_read(h2o_socket_t *sock, const char *err)
         RM_STAT_ADD(*conn->bytes_rx_stat, len);
     ssize_t r = nghttp2_session_mem_recv(conn->ng, (const uint8_t *)sock->input->bytes, len);
     if (r < 0) {
-        /* nghttp2 has queued a GOAWAY for protocol errors; send it, then end */
+        /* a connection error: make sure a GOAWAY is queued (nghttp2 queues one itself for protocol
+         * errors, not for callback failures), send it, then end once nothing is left to write */
         rm_log_debug("h2", "session error: %s", nghttp2_strerror((int)r));
+        nghttp2_session_terminate_session(conn->ng, r == NGHTTP2_ERR_BAD_CLIENT_MAGIC || r == NGHTTP2_ERR_FLOODED
+                                                        ? NGHTTP2_PROTOCOL_ERROR
+                                                        : NGHTTP2_INTERNAL_ERROR);
         h2o_buffer_consume(&sock->input, len);
         h2o_socket_read_stop(sock);
         rm_h2conn_schedule_flush(conn);

@@ -39,6 +39,8 @@ typedef struct st_h2s_stream_t {
     unsigned too_large : 1;
     unsigned head_done : 1;
     unsigned resp_done : 1; /* END_STREAM or RST_STREAM submitted */
+    /* the response ended before the request: reset the stream once the END_STREAM frame is out */
+    unsigned reset_after_end : 1;
 } h2s_stream_t;
 
 static __thread rm_recycle_t stream_allocator = RM_RECYCLE_INITIALIZER(h2s_stream_t, 1024);
@@ -235,6 +237,17 @@ on_stream_close(nghttp2_session *ng, int32_t stream_id, uint32_t error_code, voi
 }
 
 static int
+on_frame_send(nghttp2_session *ng, const nghttp2_frame *frame, void *user_data)
+{
+    if ((frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA) || (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) == 0)
+        return 0;
+    h2s_stream_t *hs = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
+    if (hs != NULL && hs->reset_after_end && (hs->s == NULL || !hs->s->req_done))
+        nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_NO_ERROR);
+    return 0;
+}
+
+static int
 on_invalid_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, int lib_error_code, void *user_data)
 {
     h2s_conn_t *conn = user_data;
@@ -250,7 +263,8 @@ on_invalid_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t
     /* RFC 9113 8.2.1: a malformed field makes the request malformed: reset the stream */
     h2s_conn_t *conn = user_data;
     RM_STAT_INC(conn->dc->stats->rq_protocol_error);
-    return NGHTTP2_ERR_HTTP_HEADER;
+    /* resets this stream with PROTOCOL_ERROR; any other error code would kill the whole session */
+    return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 }
 
 /*
@@ -281,8 +295,9 @@ read_response_body(nghttp2_session *ng, int32_t stream_id, uint8_t *buf, size_t 
                 *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
         }
         if (!s->req_done)
-            /* the response is complete but the client is still sending: tell it to stop (RFC 9113 8.1) */
-            nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, stream_id, NGHTTP2_NO_ERROR);
+            /* the response is complete but the client is still sending: tell it to stop (RFC 9113
+             * 8.1), after the frame that ends the response (nghttp2 would send a reset first) */
+            hs->reset_after_end = 1;
         return n;
     }
     if (n == 0)
@@ -314,7 +329,7 @@ down_send_response_head(rm_stream_t *s)
         hs->resp_done = 1;
         r = nghttp2_submit_response(conn->h2.ng, hs->id, nvs.nva, nvs.len, NULL);
         if (r == 0 && !s->req_done)
-            nghttp2_submit_rst_stream(conn->h2.ng, NGHTTP2_FLAG_NONE, hs->id, NGHTTP2_NO_ERROR);
+            hs->reset_after_end = 1;
     } else {
         nghttp2_data_provider prd = {.source.ptr = hs, .read_callback = read_response_body};
         r = nghttp2_submit_response(conn->h2.ng, hs->id, nvs.nva, nvs.len, &prd);
@@ -455,6 +470,7 @@ init_callbacks(void)
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(server_callbacks, on_data_chunk_recv);
     nghttp2_session_callbacks_set_on_stream_close_callback(server_callbacks, on_stream_close);
     nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(server_callbacks, on_invalid_frame_recv);
+    nghttp2_session_callbacks_set_on_frame_send_callback(server_callbacks, on_frame_send);
     nghttp2_session_callbacks_set_on_invalid_header_callback(server_callbacks, on_invalid_header);
     nghttp2_option_new(&server_options);
     nghttp2_option_set_no_auto_window_update(server_options, 1);
