@@ -395,7 +395,7 @@ on_accept(uv_stream_t *server, int status)
         rm_log_warn("admin", "accept: %s", uv_strerror(status));
         return;
     }
-    conn = rm_malloc(sizeof(*conn));
+    conn = rm_calloc(1, sizeof(*conn));
     conn->admin = admin;
     uv_tcp_init(admin->loop, &conn->tcp);
     h2o_linklist_insert(&admin->conns, &conn->link);
