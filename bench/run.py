@@ -1,0 +1,983 @@
+#!/usr/bin/python3
+"""Remora's benchmark: direct (no proxy), Remora, nghttpx and HAProxy in front of the same origin, on loopback,
+configurations alternated round by round, as docs/BENCHMARKS.md describes (method, options, pinning).
+
+Usage: bench/run.sh [options]    (builds the origin, then runs this with /usr/bin/python3)
+       /usr/bin/python3 bench/run.py --origin PATH [options]
+
+Every load is bounded in time (h2load -D) and every child process is ended by its PID.
+Writes bench/results/<timestamp>.md (a table to paste into docs/BENCHMARKS.md) and .json (raw runs).
+"""
+import argparse
+import datetime
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+SAT_MODES = ["h2", "h1", "grpc"]
+RATE_MODES = ["rate-h2", "rate-h1", "rate-grpc"]
+ALL_MODES = ["mem"] + SAT_MODES + RATE_MODES
+ALL_PROXIES = ["remora", "nghttpx", "haproxy", "remora-2hop", "nghttpx-2hop"]
+LABELS = {
+    "direct": "direct",
+    "remora": "Remora",
+    "nghttpx": "nghttpx",
+    "haproxy": "HAProxy",
+    "remora-2hop": "Remora, 2 hops",
+    "nghttpx-2hop": "nghttpx, 2 hops",
+}
+MODE_LABELS = {
+    "h2": "h2 saturation",
+    "h1": "HTTP/1.1 saturation",
+    "grpc": "gRPC unary saturation",
+    "rate-h2": "h2",
+    "rate-h1": "HTTP/1.1",
+    "rate-grpc": "gRPC unary",
+}
+GRPC_PATH = "/bench.Echo/Echo"
+GRPC_MESSAGE_BYTES = 64
+
+children = []  # every Popen we started and have not reaped, so that a crash or ^C still ends them
+
+
+def log(msg):
+    print(msg, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# processes
+
+
+def free_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def pinned(cpus, argv):
+    return (["taskset", "-c", cpus] if cpus else []) + argv
+
+
+def spawn(argv, logpath):
+    f = open(logpath, "ab")
+    p = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    f.close()
+    children.append(p)
+    return p
+
+
+def descendants(pid):
+    """pid and every process below it, from /proc (nghttpx forks a worker process)."""
+    parent = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open("/proc/%s/stat" % d) as f:
+                    s = f.read()
+                parent[int(d)] = int(s[s.rindex(")") + 2 :].split()[1])
+            except (OSError, ValueError):
+                pass
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(c for c, pp in parent.items() if pp == p)
+    return out
+
+
+def stop(p, grace=3.0):
+    """Ends one of our children and the processes it forked, by PID."""
+    if p.poll() is None:
+        tree = descendants(p.pid)
+        try:
+            p.send_signal(signal.SIGTERM)
+            p.wait(grace)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        for q in tree[1:]:
+            try:
+                os.kill(q, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    if p in children:
+        children.remove(p)
+
+
+def cpu_seconds(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                s = f.read()
+            fields = s[s.rindex(")") + 2 :].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, ValueError, IndexError):
+            pass
+    return total / CLK_TCK
+
+
+def memory_kib(pids):
+    """Sum over the process tree of Rss, Pss (smaps_rollup) and VmHWM (peak RSS), in KiB."""
+    rss = pss = hwm = 0
+    for pid in pids:
+        try:
+            with open("/proc/%d/smaps_rollup" % pid) as f:
+                for line in f:
+                    if line.startswith("Rss:"):
+                        rss += int(line.split()[1])
+                    elif line.startswith("Pss:"):
+                        pss += int(line.split()[1])
+            with open("/proc/%d/status" % pid) as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        hwm += int(line.split()[1])
+        except (OSError, ValueError):
+            pass
+    return {"rss_kib": rss, "pss_kib": pss, "hwm_kib": hwm}
+
+
+def established(port):
+    """Established TCP connections whose local port is `port` (the proxy's accepted downstream connections)."""
+    n, hexport = 0, "%04X" % port
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(path) as f:
+                next(f)
+                for line in f:
+                    parts = line.split()
+                    if parts[1].endswith(":" + hexport) and parts[3] == "01":
+                        n += 1
+        except OSError:
+            pass
+    return n
+
+
+def wait_port(port, timeout=10.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def http1_get_ok(port, timeout=5.0):
+    """One HTTP/1.1 GET on a raw socket (no resolver involved); the status line on a 200, else None."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            s = socket.create_connection(("127.0.0.1", port), timeout=2)
+            s.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            data = b""
+            while b"\r\n" not in data:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            s.close()
+            if data.startswith(b"HTTP/1.1 200"):
+                return data.split(b"\r\n", 1)[0].decode(errors="replace")
+        except OSError:
+            pass
+        time.sleep(0.1)
+    return None
+
+
+class OriginProgress(threading.Thread):
+    """Samples the origin's response counter (GET /.bench/count, on one kept-alive HTTP/1.1 connection) while a load
+    runs, to tell a proxy that stalled from one that is slow: h2load does not count requests never answered."""
+
+    def __init__(self, port, interval=0.25):
+        super().__init__(daemon=True)
+        self.port, self.interval, self.samples, self.done = port, interval, [], threading.Event()
+
+    def run(self):
+        sock = None
+        while not self.done.wait(self.interval):
+            try:
+                if sock is None:
+                    sock = socket.create_connection(("127.0.0.1", self.port), timeout=1)
+                sock.sendall(b"GET /.bench/count HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                data = b""
+                while True:
+                    head, sep, body = data.partition(b"\r\n\r\n")
+                    if sep:
+                        m = re.search(rb"Content-Length: (\d+)", head)
+                        if m and len(body) >= int(m.group(1)):
+                            break
+                    chunk = sock.recv(4096)
+                    if not chunk:
+                        raise OSError("closed")
+                    data += chunk
+                self.samples.append((time.time(), int(body.split()[0])))
+            except (OSError, ValueError, IndexError):
+                if sock is not None:
+                    sock.close()
+                sock = None
+
+    def stop(self):
+        self.done.set()
+        self.join()
+
+    def longest_stall(self, t_from, t_to):
+        """Longest time in [t_from, t_to] during which only our own counter requests reached the origin."""
+        pts = [(t, n) for t, n in self.samples if t_from <= t <= t_to]
+        longest, start = 0.0, 0
+        for j in range(1, len(pts)):
+            # each counter request counts itself once, after answering: n grows by exactly 1 per idle sample
+            if pts[j][1] - pts[start][1] > j - start:
+                start = j
+            longest = max(longest, pts[j][0] - pts[start][0])
+        return longest
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# proxies
+
+
+class Chain:
+    """Zero, one or two proxies in front of the origin. front_port is where the client connects."""
+
+    def __init__(self, name, opts, tmpdir, origin_port):
+        self.name, self.opts, self.tmpdir, self.origin_port = name, opts, tmpdir, origin_port
+        self.kind = name.split("-")[0]
+        self.hops = 0 if name == "direct" else (2 if name.endswith("-2hop") else 1)
+        self.procs = []
+        self.front_port = origin_port
+
+    def start(self):
+        upstream = self.origin_port
+        for hop in range(self.hops):  # innermost first, so that each proxy's upstream is already listening
+            port = free_port()
+            p = getattr(self, "_start_" + self.kind)(port, upstream, hop)
+            self.procs.append(p)
+            if not wait_port(port) or p.poll() is not None:
+                raise RuntimeError("%s (hop %d) did not start; see %s" % (self.name, hop, self.tmpdir))
+            upstream = port
+        self.front_port = upstream
+        self.status_line = http1_get_ok(self.front_port)
+        if not self.status_line:
+            raise RuntimeError("%s does not answer a GET; see %s" % (self.name, self.tmpdir))
+        time.sleep(0.2)
+
+    def pids(self):
+        out = []
+        for p in self.procs:
+            out.extend(descendants(p.pid))
+        return out
+
+    def stop(self):
+        for p in reversed(self.procs):
+            stop(p)
+        self.procs = []
+
+    def _log(self, hop):
+        return os.path.join(self.tmpdir, "%s-hop%d.log" % (self.name, hop))
+
+    def _start_remora(self, port, upstream, hop):
+        argv = [self.opts.agent, "--listen", "127.0.0.1:%d" % port, "--upstream", "127.0.0.1:%d" % upstream,
+                "--upstream-protocol", "h2", "--workers", str(self.opts.workers),
+                "--admin", "127.0.0.1:%d" % free_port(), "--health", "127.0.0.1:%d" % free_port(),
+                "--log-level", "error", "--drain-timeout-ms", "500"]
+        return spawn(pinned(self.opts.cpus_proxy, argv), self._log(hop))
+
+    def _start_nghttpx(self, port, upstream, hop):
+        # --conf=/dev/null: never pick up /etc/nghttpx/nghttpx.conf; no access log is nghttpx's default
+        argv = ["nghttpx", "--conf=/dev/null", "--frontend=127.0.0.1,%d;no-tls" % port,
+                "--backend=127.0.0.1,%d;;proto=h2" % upstream, "--workers=%d" % self.opts.workers,
+                "--errorlog-file=%s" % self._log(hop)]
+        return spawn(pinned(self.opts.cpus_proxy, argv), self._log(hop))
+
+    def _start_haproxy(self, port, upstream, hop):
+        cfg = os.path.join(self.tmpdir, "haproxy-%s-hop%d.cfg" % (self.name, hop))
+        with open(cfg, "w") as f:
+            f.write(HAPROXY_CFG % {"threads": self.opts.workers, "port": port, "upstream": upstream})
+        argv = ["haproxy", "-f", cfg, "-db"]
+        return spawn(pinned(self.opts.cpus_proxy, argv), self._log(hop))
+
+
+# A cleartext bind accepts HTTP/1.1 and h2c prior knowledge; "proto h2" makes the upstream HTTP/2. No logging.
+HAPROXY_CFG = """global
+    nbthread %(threads)d
+    maxconn 5000
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+frontend fe
+    bind 127.0.0.1:%(port)d
+    default_backend be
+backend be
+    # h2load counts an HTTP/1.1 response without a reason phrase as failed, and HAProxy has none to give when the
+    # upstream is HTTP/2: name it (200s only, so that errors still show as errors)
+    http-response set-status 200 reason OK if { status 200 }
+    server origin 127.0.0.1:%(upstream)d proto h2
+"""
+
+
+def agent_works(path):
+    try:
+        r = subprocess.run([path, "--help"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return r.returncode == 0 and b"--listen" in r.stdout
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# load
+
+
+def parse_time(s):
+    m = re.match(r"([\d.]+)(us|ms|s)$", s)
+    if not m:
+        return None
+    return float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]  # in ms
+
+
+def parse_h2load(text):
+    r = {}
+    m = re.search(r"finished in [\d.]+s, ([\d.]+) req/s", text)
+    r["rps"] = float(m.group(1)) if m else 0.0
+    m = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, "
+                  r"(\d+) timeout", text)
+    if m:
+        for k, v in zip(["total", "started", "done", "succeeded", "failed", "errored", "timeout"], m.groups()):
+            r[k] = int(v)
+    m = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", text)
+    if m:
+        r["2xx"], r["3xx"], r["4xx"], r["5xx"] = (int(x) for x in m.groups())
+    m = re.search(r"time for request:\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)", text)
+    if m:
+        r["lat_min_ms"], r["lat_max_ms"], r["lat_mean_ms"], r["lat_sd_ms"] = (parse_time(x) for x in m.groups())
+    errors = []
+    if "succeeded" not in r:
+        errors.append("no h2load summary")
+    else:
+        for k in ("failed", "errored", "timeout"):
+            if r.get(k):
+                errors.append("%d %s" % (r[k], k))
+        non2xx = r.get("3xx", 0) + r.get("4xx", 0) + r.get("5xx", 0) + max(0, r["succeeded"] - r.get("2xx", 0))
+        if non2xx:
+            errors.append("%d non-2xx" % non2xx)
+        if r["succeeded"] == 0:
+            errors.append("0 succeeded")
+    r["errors"] = errors
+    return r
+
+
+def percentiles_from_log(path, skip_s):
+    """p50/p90/p99/max (ms) of h2load's --log-file, without requests started in the first skip_s seconds."""
+    rows = []
+    with open(path) as f:
+        for line in f:
+            parts = line.split("\t")
+            if len(parts) >= 3:
+                rows.append((int(parts[0]), int(parts[1]), int(parts[2])))
+    if not rows:
+        return {}
+    t0 = min(r[0] for r in rows) + skip_s * 1e6
+    lat = sorted(r[2] / 1000.0 for r in rows if r[0] >= t0 and 200 <= r[1] < 300)
+    if not lat:
+        return {}
+
+    def pct(q):
+        return lat[min(len(lat) - 1, int(q * len(lat)))]
+
+    return {"p50_ms": pct(0.50), "p90_ms": pct(0.90), "p99_ms": pct(0.99), "max_ms": lat[-1], "samples": len(lat)}
+
+
+def h2load_argv(mode, port, opts, files, connections=None, rps=None, duration=None):
+    grpc = mode.endswith("grpc")
+    h1 = mode.endswith("h1")
+    url = "http://127.0.0.1:%d%s" % (port, GRPC_PATH if grpc else "/")
+    argv = ["h2load", "-D", str(duration or opts.duration)]
+    if h1:
+        argv.append("--h1")
+    if mode in SAT_MODES:
+        argv += ["-c16"] + ([] if h1 else ["-m10"])
+    else:
+        argv += ["-c%d" % connections, "--rps=%d" % rps] + ([] if h1 else ["-m10"])
+    if grpc:
+        argv += ["-d", files["grpc_body"], "-H", "content-type: application/grpc", "-H", "te: trailers"]
+    return argv + [url]
+
+
+def run_h2load(argv, opts, tmpdir, chain_pids, origin_pids, timeout, origin_port=None):
+    """Runs one bounded h2load, measuring CPU of proxies, origin and client over exactly that run."""
+    out_path = os.path.join(tmpdir, "h2load.out")
+    progress = OriginProgress(origin_port) if origin_port else None
+    if progress:
+        progress.start()
+    t0 = time.time()
+    c0, o0 = cpu_seconds(chain_pids), cpu_seconds(origin_pids)
+    with open(out_path, "wb") as f:
+        p = subprocess.Popen(pinned(opts.cpus_client, argv), stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    children.append(p)
+    try:
+        p.wait(timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+    children.remove(p)
+    t1 = time.time()
+    wall = t1 - t0
+    c1, o1 = cpu_seconds(chain_pids), cpu_seconds(origin_pids)
+    stall = None
+    if progress:
+        progress.stop()
+        # the first half second is connection setup; the end is h2load winding down
+        stall = progress.longest_stall(t0 + 0.5, t1 - 0.3)
+    with open(out_path, errors="replace") as f:
+        text = f.read()
+    r = parse_h2load(text)
+    if p.returncode not in (0, None):
+        r["errors"].append("h2load exit %s" % p.returncode)
+    r["wall_s"] = wall
+    r["proxy_cpu_s"] = c1 - c0
+    r["origin_cpu_s"] = o1 - o0
+    r["origin_util"] = (o1 - o0) / wall
+    done = r.get("succeeded", 0)
+    r["proxy_cpu_us_per_req"] = (c1 - c0) * 1e6 / done if done and chain_pids else None
+    r["argv"] = " ".join(argv)
+    if stall is not None:
+        r["longest_stall_s"] = stall
+        if stall >= 1.0:
+            r["errors"].append("no request reached the origin for %.1f s of the run (stalled)" % stall)
+    return r
+
+
+def run_mode(mode, chain, opts, files, tmpdir, origin_pids):
+    pids = chain.pids()
+    timeout = opts.duration + 30
+    if mode in SAT_MODES:
+        r = run_h2load(h2load_argv(mode, chain.front_port, opts, files), opts, tmpdir, pids, origin_pids, timeout,
+                       chain.origin_port)
+    elif mode in RATE_MODES:
+        logf = os.path.join(tmpdir, "h2load-requests.log")
+        if os.path.exists(logf):
+            os.unlink(logf)
+        argv = h2load_argv(mode, chain.front_port, opts, files, connections=opts.rate_connections,
+                           rps=max(1, opts.rate // opts.rate_connections))
+        argv[1:1] = ["--log-file=%s" % logf]
+        r = run_h2load(argv, opts, tmpdir, pids, origin_pids, timeout,
+                       chain.origin_port)
+        # connection setup and the first burst are not the steady state this mode is about
+        r.update(percentiles_from_log(logf, skip_s=min(1.0, opts.duration / 4)))
+        if "p50_ms" not in r:
+            r["errors"].append("no latency samples")
+    elif mode == "mem":
+        r = run_mem(chain, opts, tmpdir)
+    else:
+        raise ValueError(mode)
+    # h2load does not count requests that a stalled proxy never answers: ask it once more after every run
+    if not http1_get_ok(chain.front_port, timeout=3.0):
+        r["errors"].append("no answer to a GET after the run (stalled?)")
+    if mode.endswith("h1") and r["errors"] and chain.status_line.rstrip() == "HTTP/1.1 200":
+        r["errors"].append("the proxy's HTTP/1.1 status line has no reason phrase, which h2load counts as failed")
+    if mode.endswith("grpc"):
+        g = subprocess.run(["/usr/bin/python3", os.path.join(REPO, "bench", "grpc_check.py"), str(chain.front_port)],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
+        r["grpc_check"] = g.stdout.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+        r["grpc_check"] = r["grpc_check"][0]
+        if g.returncode != 0:
+            r["errors"].append("grpc client: " + r["grpc_check"])
+    return r
+
+
+def run_mem(chain, opts, tmpdir):
+    """RSS and PSS of the proxies after one request, then with 10 and 1000 h2 connections each doing 1 req/s."""
+    pids = chain.pids()
+    r = {"errors": []}
+    m = memory_kib(pids)
+    r["idle_rss_kib"], r["idle_pss_kib"] = m["rss_kib"], m["pss_kib"]
+    for n in (10, 1000):
+        out_path = os.path.join(tmpdir, "h2load-mem%d.out" % n)
+        argv = ["h2load", "-D", str(opts.mem_hold), "-c%d" % n, "-m1", "--rps=1", "http://127.0.0.1:%d/" % chain.front_port]
+        with open(out_path, "wb") as f:
+            p = subprocess.Popen(pinned(opts.cpus_client, argv), stdout=f, stderr=subprocess.STDOUT)
+        children.append(p)
+        # sample once every connection is open and has been used, well before h2load starts closing them
+        deadline = time.time() + opts.mem_hold * 0.7
+        conns = 0
+        while time.time() < deadline:
+            time.sleep(0.25)
+            conns = established(chain.front_port)
+            if conns >= n and time.time() > deadline - opts.mem_hold * 0.3:
+                break
+        m = memory_kib(chain.pids())
+        conns = established(chain.front_port)
+        try:
+            p.wait(opts.mem_hold + 30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        children.remove(p)
+        with open(out_path, errors="replace") as f:
+            h = parse_h2load(f.read())
+        r["c%d_rss_kib" % n], r["c%d_pss_kib" % n], r["c%d_conns" % n] = m["rss_kib"], m["pss_kib"], conns
+        r["errors"] += ["%d conns: %s" % (n, e) for e in h["errors"]]
+        if conns < n:
+            r["errors"].append("only %d of %d connections open when sampled" % (conns, n))
+    r["rss_per_conn_bytes"] = (r["c1000_rss_kib"] - r["c10_rss_kib"]) * 1024 / 990
+    r["pss_per_conn_bytes"] = (r["c1000_pss_kib"] - r["c10_pss_kib"]) * 1024 / 990
+    return r
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# statistics and report
+
+
+def med_spread(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    med = statistics.median(values)
+    spread = (max(values) - min(values)) / 2 / abs(med) * 100 if len(values) > 1 and med else None
+    return med, spread
+
+
+def fmt_num(v, unit=""):
+    if v is None:
+        return "-"
+    if unit == "k":
+        return "%.1fk" % (v / 1000)
+    if abs(v) >= 100:
+        return "%.0f" % v
+    if abs(v) >= 10:
+        return "%.1f" % v
+    return "%.2f" % v
+
+
+def fmt_cell(values, unit="", ratio=None):
+    med, spread = med_spread(values)
+    if med is None:
+        return "-"
+    s = fmt_num(med, unit)
+    if spread is not None:
+        s += " ±%.0f%%" % spread
+    if ratio is not None:
+        s += " (%.2f)" % ratio
+    return s
+
+
+class Report:
+    def __init__(self, results, configs, modes, opts):
+        self.res, self.configs, self.modes, self.opts = results, configs, modes, opts
+
+    def runs(self, config, mode):
+        return self.res.get(config, {}).get(mode, [])
+
+    def valid(self, config, mode):
+        return [r for r in self.runs(config, mode) if not r["errors"]]
+
+    def values(self, config, mode, key):
+        return [r.get(key) for r in self.valid(config, mode)]
+
+    def paired(self, a, b, mode, key, fn):
+        """Per-round fn(a, b) for rounds where both runs are valid: pairs share the round's drift."""
+        out = []
+        ra, rb = self.runs(a, mode), self.runs(b, mode)
+        for x, y in zip(ra, rb):
+            if not x["errors"] and not y["errors"] and x.get(key) is not None and y.get(key) is not None:
+                v = fn(x[key], y[key])
+                if v is not None:
+                    out.append(v)
+        return out
+
+    def flag(self, config, mode):
+        bad = [r for r in self.runs(config, mode) if r["errors"]]
+        if not bad:
+            return ""
+        return " **INVALID %d/%d: %s**" % (len(bad), len(self.runs(config, mode)), "; ".join(bad[0]["errors"])[:120])
+
+    def cell(self, config, mode, key, unit="", ratio_to=None):
+        vals = self.values(config, mode, key)
+        ratio = None
+        if ratio_to and config != ratio_to:
+            rs = self.paired(config, ratio_to, mode, key, lambda x, y: x / y if y else None)
+            ratio = statistics.median(rs) if rs else None
+        if not self.runs(config, mode):
+            return "-"
+        return fmt_cell(vals, unit, ratio) + self.flag(config, mode)
+
+    def table(self):
+        cols = self.configs
+        lines = ["| mode | " + " | ".join(LABELS[c] for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+
+        def row(label, fn):
+            lines.append("| " + label + " | " + " | ".join(fn(c) for c in cols) + " |")
+
+        proxies = [c for c in cols if c != "direct"]
+        for mode in [m for m in SAT_MODES if m in self.modes]:
+            row(MODE_LABELS[mode] + ", req/s (ratio to direct)", lambda c: self.cell(c, mode, "rps", "k", "direct"))
+        for mode in [m for m in SAT_MODES if m in self.modes]:
+            row("proxy CPU per %s request, us" % mode.replace("h1", "HTTP/1.1").replace("grpc", "gRPC"),
+                lambda c: "-" if c == "direct" else self.cell(c, mode, "proxy_cpu_us_per_req"))
+        for mode in [m for m in SAT_MODES if m in self.modes]:
+            row(MODE_LABELS[mode] + ", mean / sd latency, ms", lambda c: self.mean_sd(c, mode))
+        for mode in [m for m in RATE_MODES if m in self.modes]:
+            row("%s at %d req/s: p50 / p90 / p99 / max, ms" % (MODE_LABELS[mode], self.opts.rate),
+                lambda c: self.pcts(c, mode, added=False))
+            row("%s at %d req/s: added per hop vs direct, p50 / p90 / p99 / max, ms" % (MODE_LABELS[mode], self.opts.rate),
+                lambda c: "-" if c == "direct" else self.pcts(c, mode, added=True))
+            row("proxy CPU per %s request at %d req/s, us" % (MODE_LABELS[mode], self.opts.rate),
+                lambda c: "-" if c == "direct" else self.cell(c, mode, "proxy_cpu_us_per_req"))
+        if "mem" in self.modes and proxies:
+            for key, label in [("idle", "after one request"), ("c10", "10 h2 connections"), ("c1000", "1000 h2 connections")]:
+                row("RSS / PSS, %s, MB" % label, lambda c: self.mem_pair(c, key))
+            row("RSS / PSS per extra idle h2 connection (10 -> 1000), KiB", lambda c: self.per_conn(c))
+        sat = [m for m in SAT_MODES if m in self.modes]
+        if sat and proxies:
+            row("peak RSS (VmHWM) of a saturation run, MB", lambda c: "-" if c == "direct" else self.peak(c, sat))
+        grpc_modes = [m for m in ("grpc", "rate-grpc") if m in self.modes]
+        if grpc_modes:
+            row("real gRPC client call after each gRPC run", lambda c: self.grpc_checks(c, grpc_modes))
+        return "\n".join(lines)
+
+    def peak(self, c, modes):
+        """Per round, the largest peak RSS over the saturation modes; then the median over rounds."""
+        per_round = {}
+        for m in modes:
+            for r in self.valid(c, m):
+                if r.get("hwm_kib"):
+                    per_round[r["round"]] = max(per_round.get(r["round"], 0), r["hwm_kib"] / 1024)
+        return fmt_cell(list(per_round.values()))
+
+    def mean_sd(self, c, mode):
+        if not self.runs(c, mode):
+            return "-"
+        m, _ = med_spread(self.values(c, mode, "lat_mean_ms"))
+        s, _ = med_spread(self.values(c, mode, "lat_sd_ms"))
+        return ("%s / %s" % (fmt_num(m), fmt_num(s))) + self.flag(c, mode)
+
+    def pcts(self, c, mode, added):
+        if not self.runs(c, mode):
+            return "-"
+        hops = 2 if c.endswith("-2hop") else 1
+        parts = []
+        for k in ("p50_ms", "p90_ms", "p99_ms", "max_ms"):
+            if added:
+                v, _ = med_spread(self.paired(c, "direct", mode, k, lambda x, y: (x - y) / hops))
+            else:
+                v, _ = med_spread(self.values(c, mode, k))
+            parts.append(fmt_num(v))
+        return " / ".join(parts) + self.flag(c, mode)
+
+    def mem_pair(self, c, key):
+        if c == "direct" or not self.runs(c, "mem"):
+            return "-"
+        r, _ = med_spread([v / 1024 for v in self.values(c, "mem", key + "_rss_kib")])
+        p, _ = med_spread([v / 1024 for v in self.values(c, "mem", key + "_pss_kib")])
+        return "%s / %s" % (fmt_num(r), fmt_num(p)) + self.flag(c, "mem")
+
+    def per_conn(self, c):
+        if c == "direct" or not self.runs(c, "mem"):
+            return "-"
+        r, _ = med_spread([v / 1024 for v in self.values(c, "mem", "rss_per_conn_bytes")])
+        p, _ = med_spread([v / 1024 for v in self.values(c, "mem", "pss_per_conn_bytes")])
+        return "%s / %s" % (fmt_num(r), fmt_num(p)) + self.flag(c, "mem")
+
+    def grpc_checks(self, c, modes):
+        runs = [r for m in modes for r in self.runs(c, m)]
+        ok = sum(1 for r in runs if r.get("grpc_check") == "ok")
+        if not runs:
+            return "-"
+        if ok == len(runs):
+            return "ok %d/%d" % (ok, len(runs))
+        bad = [r.get("grpc_check") for r in runs if r.get("grpc_check") != "ok"]
+        return "**FAILED %d/%d: %s**" % (len(runs) - ok, len(runs), bad[0])
+
+    def peer_pairs(self):
+        one = [c for c in self.configs if c in ("remora", "nghttpx", "haproxy")]
+        two = [c for c in self.configs if c.endswith("-2hop")]
+        pairs = [(a, b) for i, a in enumerate(one) for b in one[i + 1 :]]
+        pairs += [(a, b) for i, a in enumerate(two) for b in two[i + 1 :]]
+        return pairs
+
+    def peer_table(self):
+        pairs = self.peer_pairs()
+        if not pairs:
+            return ""
+        lines = ["| metric (median of per-round ratios) | " + " | ".join("%s / %s" % (LABELS[a], LABELS[b]) for a, b in pairs)
+                 + " |", "|---" * (len(pairs) + 1) + "|"]
+
+        def ratio(a, b, mode, key):
+            rs = self.paired(a, b, mode, key, lambda x, y: x / y if y else None)
+            return "%.2f" % statistics.median(rs) if rs else "-"
+
+        for mode in [m for m in SAT_MODES if m in self.modes]:
+            lines.append("| %s req/s (higher is better) | " % MODE_LABELS[mode]
+                         + " | ".join(ratio(a, b, mode, "rps") for a, b in pairs) + " |")
+            lines.append("| proxy CPU per %s request (lower is better) | " % MODE_LABELS[mode].replace(" saturation", "")
+                         + " | ".join(ratio(a, b, mode, "proxy_cpu_us_per_req") for a, b in pairs) + " |")
+        for mode in [m for m in RATE_MODES if m in self.modes]:
+            for k in ("p50_ms", "p99_ms"):
+                lines.append("| %s at %d req/s, %s (lower is better) | " % (MODE_LABELS[mode], self.opts.rate, k[:3])
+                             + " | ".join(ratio(a, b, mode, k) for a, b in pairs) + " |")
+        if "mem" in self.modes:
+            for k, label in [("idle_rss_kib", "RSS after one request"), ("c1000_rss_kib", "RSS with 1000 connections"),
+                             ("rss_per_conn_bytes", "RSS per extra connection")]:
+                lines.append("| %s (lower is better) | " % label + " | ".join(ratio(a, b, "mem", k) for a, b in pairs) + " |")
+        return "\n".join(lines)
+
+    def diagnostics(self):
+        """Origin CPU utilisation during saturation: near 100%% would mean the origin, not the proxy, is the limit."""
+        out = []
+        for mode in [m for m in SAT_MODES if m in self.modes]:
+            parts = []
+            for c in self.configs:
+                v, _ = med_spread([r.get("origin_util") for r in self.runs(c, mode)])
+                if v is not None:
+                    parts.append("%s %.0f%%" % (LABELS[c], v * 100))
+            out.append("- origin CPU during %s: %s" % (MODE_LABELS[mode], ", ".join(parts)))
+        return "\n".join(out)
+
+
+def environment(opts, configs):
+    def first_line(argv):
+        try:
+            r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=5)
+            return r.stdout.decode(errors="replace").strip().splitlines()[0]
+        except (OSError, subprocess.TimeoutExpired, IndexError):
+            return "?"
+
+    cpu = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    env = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "kernel": os.uname().release,
+        "cpu": "%s x %d" % (cpu, os.cpu_count()),
+        "h2load": first_line(["h2load", "--version"]),
+        "nghttpx": first_line(["nghttpx", "--version"]),
+        "haproxy": first_line(["haproxy", "-v"]),
+        "git": first_line(["git", "-C", REPO, "rev-parse", "--short", "HEAD"]),
+    }
+    if any(c.startswith("remora") for c in configs):
+        env["agent"] = opts.agent
+        cache = os.path.join(os.path.dirname(os.path.dirname(opts.agent)), "CMakeCache.txt")
+        try:
+            with open(cache) as f:
+                txt = f.read()
+            bt = re.search(r"^CMAKE_BUILD_TYPE:\w+=(.*)$", txt, re.M)
+            san = re.search(r"^REMORA_SANITIZE:\w+=(.*)$", txt, re.M)
+            env["agent_build"] = "%s%s" % (bt.group(1) if bt else "?", ", SANITIZERS ON" if san and san.group(1) == "ON" else "")
+        except OSError:
+            env["agent_build"] = "unknown"
+    return env
+
+
+def markdown(report, env, opts, skipped):
+    o = opts
+    pin = "origin on CPU %s, proxies on CPU %s, client (h2load) on CPU %s" % (
+        o.cpus_origin or "any", o.cpus_proxy or "any", o.cpus_client or "any")
+    head = [
+        "## Run of %s" % env["date"],
+        "",
+        "`%s`" % " ".join(["bench/run.sh"] + [a for a in sys.argv[1:] if a != "--keep"]),
+        "",
+        "- %s, kernel %s; %s; %s; %s; Remora git %s%s" % (
+            env["cpu"], env["kernel"], env["h2load"], env["nghttpx"], env["haproxy"].split(" - ")[0], env["git"],
+            (", agent build %s" % env.get("agent_build")) if "agent_build" in env else ""),
+        "- %d round(s); in each, every mode runs %s back to back, each on freshly started processes; "
+        "%d worker(s) per proxy; HTTP/2 upstream; %s" % (
+            o.rounds, " / ".join(LABELS[c] for c in report.configs), o.workers, pin),
+        "- saturation: h2load -c16 (-m10 for h2 and gRPC) -D %s; fixed rate: %d req/s over %d connections; "
+        "memory: 10 and 1000 h2 connections at 1 req/s each, sampled after %.0f s" % (
+            o.duration, o.rate, o.rate_connections, o.mem_hold * 0.4),
+        "- cells: median over rounds, ±half the min-max spread in %, (ratio to direct, median of per-round ratios); "
+        "**INVALID** marks runs with failed, errored, timed-out or non-2xx requests, a stall (no request reaching the "
+        "origin for 1 s), no answer to a GET after the run, or a failed real gRPC call; their figures are left out",
+    ]
+    if skipped:
+        head.append("- not run: " + "; ".join(skipped))
+    body = ["", report.table(), ""]
+    peers = report.peer_table()
+    if peers:
+        body += ["Ratios between proxies (same rounds):", "", peers, ""]
+    body += [report.diagnostics(), ""]
+    return "\n".join(head + body)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# main
+
+
+def auto_pinning(opts):
+    """(origin, proxy, client) CPU lists for taskset; "" leaves a process unpinned. Why these: docs/BENCHMARKS.md."""
+    n = os.cpu_count() or 1
+    if opts.pin == "none" or n < 2:
+        return "", "", ""
+    if opts.pin != "auto":
+        spec = dict(kv.split("=", 1) for kv in opts.pin.split(","))
+        return spec.get("origin", ""), spec.get("proxy", ""), spec.get("client", "")
+    if n >= 4:
+        return "0", "2-%d" % (n - 1), "1"
+    if opts.workers > 1:
+        return "", "", ""  # not enough CPUs to pin several workers apart from the client
+    if n == 3:
+        return "0", "2", "1"
+    # Two CPUs: the client, the most expensive of the three per request, gets CPU 1 to itself; the proxy shares
+    # CPU 0 with the origin, the cheapest.
+    return "0", "0", "1"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=6, help="seconds per h2load run (default 6)")
+    ap.add_argument("--workers", type=int, default=1, help="workers/threads per proxy (default 1)")
+    ap.add_argument("--modes", default=",".join(ALL_MODES),
+                    help="subset of %s; 'rate' means all three fixed-rate modes" % ",".join(ALL_MODES))
+    ap.add_argument("--proxies", default=",".join(ALL_PROXIES), help="subset of %s (direct always runs)" % ",".join(ALL_PROXIES))
+    ap.add_argument("--quick", action="store_true", help="smoke run: 1 round, 2 s runs (unless --rounds/--duration given)")
+    ap.add_argument("--rate", type=int, default=2000, help="total req/s of the fixed-rate modes (default 2000)")
+    ap.add_argument("--rate-connections", type=int, default=10)
+    ap.add_argument("--mem-hold", type=int, default=None, help="seconds each memory load lasts (default 8, quick 4)")
+    ap.add_argument("--pin", default="auto", help="auto | none | origin=CPUS,proxy=CPUS,client=CPUS (taskset lists)")
+    ap.add_argument("--agent", default=os.environ.get("REMORA_AGENT", os.path.join(REPO, "build", "agent", "remora-agent")))
+    ap.add_argument("--origin", default=os.environ.get("REMORA_BENCH_ORIGIN",
+                                                       os.path.join(REPO, "build-bench", "bench", "rm-bench-origin")))
+    ap.add_argument("--out", default=os.path.join(REPO, "bench", "results"))
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory with every log")
+    opts = ap.parse_args()
+    argv_given = " ".join(sys.argv[1:])
+    if opts.quick:
+        if "--rounds" not in argv_given:
+            opts.rounds = 1
+        if "--duration" not in argv_given:
+            opts.duration = 2
+    if opts.mem_hold is None:
+        opts.mem_hold = 4 if opts.quick else 8
+    modes = []
+    for m in opts.modes.split(","):
+        m = m.strip()
+        modes += RATE_MODES if m == "rate" else [m]
+    bad = [m for m in modes if m not in ALL_MODES]
+    if bad:
+        ap.error("unknown mode(s) %s" % bad)
+    modes = [m for m in ALL_MODES if m in modes]
+    proxies = [p.strip() for p in opts.proxies.split(",") if p.strip() and p.strip() != "direct"]
+    bad = [p for p in proxies if p not in ALL_PROXIES]
+    if bad:
+        ap.error("unknown proxy %s" % bad)
+    opts.cpus_origin, opts.cpus_proxy, opts.cpus_client = auto_pinning(opts)
+
+    skipped = []
+    if any(p.startswith("remora") for p in proxies) and not agent_works(opts.agent):
+        skipped.append("Remora (%s --help does not work)" % opts.agent)
+        log("note: %s --help does not work: Remora is left out of this run" % opts.agent)
+        proxies = [p for p in proxies if not p.startswith("remora")]
+    configs = ["direct"] + [p for p in ALL_PROXIES if p in proxies]
+    if not os.access(opts.origin, os.X_OK):
+        sys.exit("origin %s not built: run bench/run.sh, which builds it" % opts.origin)
+
+    tmpdir = tempfile.mkdtemp(prefix="remora-bench-")
+    files = {"grpc_body": os.path.join(tmpdir, "grpc-body.bin")}
+    with open(files["grpc_body"], "wb") as f:
+        msg = bytes((i * 13) & 0xFF for i in range(GRPC_MESSAGE_BYTES))
+        f.write(b"\x00" + len(msg).to_bytes(4, "big") + msg)
+
+    origin_port = free_port()
+    origin = spawn(pinned(opts.cpus_origin, [opts.origin, "--listen", "127.0.0.1:%d" % origin_port]),
+                   os.path.join(tmpdir, "origin.log"))
+    results = {c: {} for c in configs}
+    t_start = time.time()
+    try:
+        if not wait_port(origin_port) or not http1_get_ok(origin_port):
+            raise RuntimeError("origin did not start; see %s" % tmpdir)
+        origin_pids = [origin.pid]
+        log("bench: %s; modes %s; %d round(s); pinning origin=%s proxy=%s client=%s; logs in %s" % (
+            ", ".join(configs), ",".join(modes), opts.rounds, opts.cpus_origin or "any", opts.cpus_proxy or "any",
+            opts.cpus_client or "any", tmpdir))
+        # Every (mode, configuration) run gets freshly started proxies, and a round runs every configuration for one
+        # mode back to back before the next mode: runs compared with each other are seconds apart, not minutes, on a
+        # machine whose speed drifts.
+        for rnd in range(opts.rounds):
+            for mode in modes:
+                for c in configs:
+                    if mode == "mem" and c == "direct":
+                        continue
+                    chain = Chain(c, opts, tmpdir, origin_port)
+                    try:
+                        chain.start()
+                        r = run_mode(mode, chain, opts, files, tmpdir, origin_pids)
+                        if chain.hops:
+                            r.update({k: v for k, v in memory_kib(chain.pids()).items() if k == "hwm_kib"})
+                    except RuntimeError as e:
+                        r = {"errors": [str(e)]}
+                    finally:
+                        chain.stop()
+                    r["round"] = rnd
+                    results[c].setdefault(mode, []).append(r)
+                    log("round %d %-13s %-9s %s" % (rnd + 1, c, mode, summary(mode, r)))
+    finally:
+        stop(origin)
+        for p in list(children):
+            stop(p)
+    report = Report(results, configs, modes, opts)
+    env = environment(opts, configs)
+    md = markdown(report, env, opts, skipped)
+    os.makedirs(opts.out, exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    md_path = os.path.join(opts.out, stamp + ".md")
+    with open(md_path, "w") as f:
+        f.write(md + "\n")
+    with open(os.path.join(opts.out, stamp + ".json"), "w") as f:
+        json.dump({"env": env, "options": vars(opts), "configs": configs, "results": results}, f, indent=1)
+    log("\n" + md)
+    log("written %s (+ .json) in %.0f s" % (md_path, time.time() - t_start))
+    if not opts.keep:
+        for name in os.listdir(tmpdir):
+            os.unlink(os.path.join(tmpdir, name))
+        os.rmdir(tmpdir)
+    return 0
+
+
+def summary(mode, r):
+    err = ("  ERRORS: " + "; ".join(r["errors"])) if r["errors"] else ""
+    if mode == "mem":
+        return "RSS idle %.1f MB, 10c %.1f MB, 1000c %.1f MB, %.1f KiB/conn%s" % (
+            r.get("idle_rss_kib", 0) / 1024, r.get("c10_rss_kib", 0) / 1024, r.get("c1000_rss_kib", 0) / 1024,
+            r.get("rss_per_conn_bytes", 0) / 1024, err)
+    cpu = r.get("proxy_cpu_us_per_req")
+    s = "%9.0f req/s  proxy %s us/req  origin %3.0f%%" % (r.get("rps", 0), "%.1f" % cpu if cpu is not None else "-",
+                                                        r.get("origin_util", 0) * 100)
+    if "p50_ms" in r:
+        s += "  p50 %.3f p90 %.3f p99 %.3f max %.3f ms" % (r["p50_ms"], r["p90_ms"], r["p99_ms"], r["max_ms"])
+    if "grpc_check" in r:
+        s += "  grpc-client %s" % r["grpc_check"]
+    return s + err
+
+
+if __name__ == "__main__":
+    def on_term(sig, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        for p in list(children):
+            stop(p)
+        sys.exit(130)
