@@ -5,6 +5,7 @@
 #include "remora/strutil.h"
 #include "core/alloc.h"
 #include "core/worker.h"
+#include "http2/h2mem.h"
 #include "net/listener.h"
 #include "net/resolver.h"
 #include "tls/tls.h"
@@ -297,6 +298,7 @@ worker_main(void *arg)
     if (uv_loop_close(&worker->loop) != 0)
         rm_log_debug("worker", "worker %u: loop closed with handles still open", worker->id);
     rm_alloc_thread_exit();
+    rm_h2_mem_thread_exit();
     if (worker->on_exit != NULL)
         worker->on_exit(worker);
     return NULL;

@@ -276,7 +276,7 @@ submit_stream(h2c_stream_t *hc)
     }
     if (req->content_length >= 0) {
         char *cl = h2o_mem_alloc_pool(&s->pool, 24);
-        int n = snprintf(cl, 24, "%lld", (long long)req->content_length);
+        size_t n = rm_h2_format_u64(cl, (uint64_t)req->content_length);
         rm_h2_nvs_add(&s->pool, &nvs, H2O_STRLIT("content-length"), cl, n);
     }
     int32_t id;
@@ -424,7 +424,7 @@ start_session(h2c_conn_t *conn, h2o_socket_t *sock)
     pthread_once(&once, init_callbacks);
     const rm_config_limits_t *limits = &conn->h2.worker->config->limits;
     conn->h2.sock = sock;
-    nghttp2_session_client_new2(&conn->h2.ng, client_callbacks, conn, client_options);
+    nghttp2_session_client_new3(&conn->h2.ng, client_callbacks, conn, client_options, rm_h2_mem());
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, limits->stream_window_bytes},

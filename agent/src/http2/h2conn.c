@@ -7,6 +7,131 @@
 
 static void do_flush(rm_flushable_t *f);
 
+/*
+ * nghttp2's allocator: size classes of 32 << k bytes (k < NUM_CLASSES) with a 16-byte header that
+ * records the class, so free and realloc need no lookup.
+ */
+#define NUM_CLASSES 8 /* 32 .. 4096 */
+#define BLOCK_HEADER 16
+#define LARGE_CLASS 0xff
+#define MAX_CACHED_PER_CLASS 512
+
+static __thread struct {
+    void *head[NUM_CLASSES];
+    size_t count[NUM_CLASSES];
+} block_cache;
+
+static unsigned
+class_of(size_t total)
+{
+    unsigned k = 0;
+    while (k < NUM_CLASSES && ((size_t)32 << k) < total)
+        ++k;
+    return k < NUM_CLASSES ? k : LARGE_CLASS;
+}
+
+static void *
+mem_malloc(size_t size, void *user)
+{
+    size_t total = size + BLOCK_HEADER;
+    unsigned k = class_of(total);
+    unsigned char *block;
+    if (k != LARGE_CLASS && block_cache.head[k] != NULL) {
+        block = block_cache.head[k];
+        block_cache.head[k] = *(void **)block;
+        --block_cache.count[k];
+    } else if ((block = malloc(k != LARGE_CLASS ? (size_t)32 << k : total)) == NULL) {
+        return NULL; /* nghttp2 reports NGHTTP2_ERR_NOMEM */
+    }
+    *(size_t *)block = k == LARGE_CLASS ? total : k;
+    block[sizeof(size_t)] = (unsigned char)(k == LARGE_CLASS);
+    return block + BLOCK_HEADER;
+}
+
+static void
+mem_free(void *ptr, void *user)
+{
+    if (ptr == NULL)
+        return;
+    unsigned char *block = (unsigned char *)ptr - BLOCK_HEADER;
+    if (block[sizeof(size_t)]) {
+        free(block);
+        return;
+    }
+    size_t k = *(size_t *)block;
+    if (block_cache.count[k] >= MAX_CACHED_PER_CLASS) {
+        free(block);
+        return;
+    }
+    *(void **)block = block_cache.head[k];
+    block_cache.head[k] = block;
+    ++block_cache.count[k];
+}
+
+static void *
+mem_calloc(size_t n, size_t size, void *user)
+{
+    if (size != 0 && n > SIZE_MAX / size)
+        return NULL;
+    void *p = mem_malloc(n * size, user);
+    if (p != NULL)
+        memset(p, 0, n * size);
+    return p;
+}
+
+static void *
+mem_realloc(void *ptr, size_t size, void *user)
+{
+    if (ptr == NULL)
+        return mem_malloc(size, user);
+    unsigned char *block = (unsigned char *)ptr - BLOCK_HEADER;
+    size_t capacity = block[sizeof(size_t)] ? *(size_t *)block - BLOCK_HEADER : ((size_t)32 << *(size_t *)block) - BLOCK_HEADER;
+    if (size <= capacity)
+        return ptr;
+    void *p = mem_malloc(size, user);
+    if (p == NULL)
+        return NULL;
+    memcpy(p, ptr, capacity);
+    mem_free(ptr, user);
+    return p;
+}
+
+static nghttp2_mem h2_mem = {NULL, mem_malloc, mem_free, mem_calloc, mem_realloc};
+
+nghttp2_mem *
+rm_h2_mem(void)
+{
+    return &h2_mem;
+}
+
+void
+rm_h2_mem_thread_exit(void)
+{
+    for (unsigned k = 0; k != NUM_CLASSES; ++k) {
+        while (block_cache.head[k] != NULL) {
+            void *next = *(void **)block_cache.head[k];
+            free(block_cache.head[k]);
+            block_cache.head[k] = next;
+        }
+        block_cache.count[k] = 0;
+    }
+}
+
+size_t
+rm_h2_format_u64(char *buf, uint64_t v)
+{
+    char tmp[21];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    for (size_t i = 0; i != n; ++i)
+        buf[i] = tmp[n - 1 - i];
+    buf[n] = '\0';
+    return n;
+}
+
 void
 rm_h2conn_init(rm_h2conn_t *conn, rm_worker_t *worker, h2o_socket_t *sock, void (*on_dead)(rm_h2conn_t *, const char *))
 {

@@ -16,6 +16,7 @@
 #include <nghttp2/nghttp2.h>
 #include <h2o.h>
 #include "core/worker.h"
+#include "http2/h2mem.h"
 
 #define RM_H2_OUT_HIGH_WATER (64 * 1024)
 
@@ -45,6 +46,16 @@ void rm_h2conn_schedule_flush(rm_h2conn_t *conn);
 void rm_h2conn_dispose(rm_h2conn_t *conn);
 /** Marks the connection dead and calls on_dead once. */
 void rm_h2conn_fail(rm_h2conn_t *conn, const char *reason);
+
+/**
+ * The allocator every session of this process uses: small blocks come from per-thread free lists
+ * by size class (nghttp2 allocates per stream, per frame and per header field), larger ones from
+ * malloc. A session allocates and frees on its worker's thread only, which this relies on.
+ */
+nghttp2_mem *rm_h2_mem(void);
+
+/** Writes the decimal form of `v` into buf (at least 21 bytes); returns the length. */
+size_t rm_h2_format_u64(char *buf, uint64_t v);
 
 /** Builds an nghttp2_nv array from the message model in `pool`; `extra` pseudo headers first. */
 typedef struct st_rm_h2_nvs_t {

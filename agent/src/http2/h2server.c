@@ -311,16 +311,16 @@ down_send_response_head(rm_stream_t *s)
     h2s_stream_t *hs = s->down_ctx;
     h2s_conn_t *conn = hs->conn;
     rm_h2_nvs_t nvs = {.nva = NULL};
-    char *status = h2o_mem_alloc_pool(&s->pool, 4);
-    snprintf(status, 4, "%03d", s->resp.status);
-    rm_h2_nvs_add(&s->pool, &nvs, H2O_STRLIT(":status"), status, 3);
+    char *status = h2o_mem_alloc_pool(&s->pool, 24);
+    size_t status_len = rm_h2_format_u64(status, (uint64_t)s->resp.status);
+    rm_h2_nvs_add(&s->pool, &nvs, H2O_STRLIT(":status"), status, status_len);
     for (size_t i = 0; i != s->resp.headers.size; ++i) {
         rm_header_t *h = &s->resp.headers.entries[i];
         rm_h2_nvs_add(&s->pool, &nvs, h->name.base, h->name.len, h->value.base, h->value.len);
     }
     if (s->resp.content_length >= 0) {
         char *cl = h2o_mem_alloc_pool(&s->pool, 24);
-        int n = snprintf(cl, 24, "%lld", (long long)s->resp.content_length);
+        size_t n = rm_h2_format_u64(cl, (uint64_t)s->resp.content_length);
         rm_h2_nvs_add(&s->pool, &nvs, H2O_STRLIT("content-length"), cl, n);
     }
     int r;
@@ -495,7 +495,7 @@ rm_h2server_accept(rm_dconn_t *dc)
     rm_h2conn_init(&conn->h2, worker, dc->sock, on_dead);
     conn->h2.bytes_rx_stat = &dc->stats->bytes_rx;
     conn->h2.bytes_tx_stat = &dc->stats->bytes_tx;
-    nghttp2_session_server_new2(&conn->h2.ng, server_callbacks, conn, server_options);
+    nghttp2_session_server_new3(&conn->h2.ng, server_callbacks, conn, server_options, rm_h2_mem());
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, limits->h2_max_concurrent_streams},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, limits->stream_window_bytes},
