@@ -31,7 +31,7 @@ rm_recycle_alloc(rm_recycle_t *r)
 void
 rm_recycle_free(rm_recycle_t *r, void *p)
 {
-    if (r->cnt == r->max) {
+    if (r->cnt >= r->max || RM_SANITIZING) {
         free(p);
         return;
     }

@@ -13,6 +13,18 @@
 #include <stddef.h>
 #include <h2o/memory.h>
 
+/* Under AddressSanitizer nothing is recycled, so a use after free is caught instead of hidden. */
+#if defined(__SANITIZE_ADDRESS__)
+#define RM_SANITIZING 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define RM_SANITIZING 1
+#endif
+#endif
+#ifndef RM_SANITIZING
+#define RM_SANITIZING 0
+#endif
+
 typedef struct st_rm_recycle_t {
     size_t size; /* every object of one allocator has this size */
     size_t max;  /* objects kept for reuse */

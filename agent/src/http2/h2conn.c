@@ -59,7 +59,7 @@ mem_free(void *ptr, void *user)
         return;
     }
     size_t k = *(size_t *)block;
-    if (block_cache.count[k] >= MAX_CACHED_PER_CLASS) {
+    if (block_cache.count[k] >= MAX_CACHED_PER_CLASS || RM_SANITIZING) {
         free(block);
         return;
     }
