@@ -414,8 +414,8 @@ static const bad_case_t bad_cases[] = {
      "a wildcard is only allowed as a leading '*.'"},
     {"listeners: [{address: \"127.0.0.1:15001\", routes: [{cluster: c, match: {authority: \"a:99999\"}}]}]\n" C, 1,
      "match.authority 'a:99999': port must be 1-65535"},
-    {"listeners: [{address: \"127.0.0.1:15001\", routes: [{cluster: c, match: {method: GET}}]}]\n" C, 1,
-     "unknown key 'method' in match"},
+    {"listeners: [{address: \"127.0.0.1:15001\", routes: [{cluster: c, match: {verb: GET}}]}]\n" C, 1,
+     "unknown key 'verb' in match"},
     /* names */
     {L "clusters: [{name: c, endpoints: \"127.0.0.1:1\"}, {name: \"a b\", endpoints: \"127.0.0.1:1\"}]\n", 2,
      "cluster name 'a b' may only contain"},

@@ -330,9 +330,9 @@ parse_ranges(parser_t *p, yaml_node_t *node, const char *pfx, const char *what, 
 static int
 parse_match(parser_t *p, yaml_node_t *node, const char *pfx, rm_config_route_t *r)
 {
-    static const char *const keys[] = {"authority", "path", "headers", NULL};
-    enum { AUTHORITY, PATH, HEADERS };
-    yaml_node_t *v[3], **items = NULL;
+    static const char *const keys[] = {"authority", "path", "headers", "method", NULL};
+    enum { AUTHORITY, PATH, HEADERS, METHOD };
+    yaml_node_t *v[4], **items = NULL;
     size_t n;
     int ret = -1;
 
@@ -394,6 +394,8 @@ parse_match(parser_t *p, yaml_node_t *node, const char *pfx, rm_config_route_t *
                 goto Exit;
         }
     }
+    if (v[METHOD] != NULL && dup_string(p, v[METHOD], pfx, "match.method", &r->method) != 0)
+        goto Exit;
     ret = 0;
 Exit:
     free(items);
@@ -403,11 +405,11 @@ Exit:
 static int
 parse_route(parser_t *p, yaml_node_t *node, size_t li, size_t ri)
 {
-    static const char *const keys[] = {"name", "match", "cluster", NULL};
-    enum { NAME, MATCH, CLUSTER };
+    static const char *const keys[] = {"name", "match", "cluster", "backends", NULL};
+    enum { NAME, MATCH, CLUSTER, BACKENDS };
     rm_config_listener_t *l = p->config->listeners + li;
     rm_config_route_t *r = l->routes + ri;
-    yaml_node_t *v[3];
+    yaml_node_t *v[4];
     char pfx[320];
 
     const char *name = peek_name(p, node);
@@ -424,6 +426,38 @@ parse_route(parser_t *p, yaml_node_t *node, size_t li, size_t ri)
     }
     if (v[MATCH] != NULL && parse_match(p, v[MATCH], pfx, r) != 0)
         return -1;
+    if (v[CLUSTER] != NULL && v[BACKENDS] != NULL) {
+        fail(p, v[BACKENDS], "%sgive either 'cluster' or 'backends', not both", pfx);
+        return -1;
+    }
+    if (v[BACKENDS] != NULL) {
+        yaml_node_t **items = NULL;
+        size_t n;
+        if (get_list(p, v[BACKENDS], pfx, "backends", 0, &items, &n) != 0)
+            return -1;
+        if (n == 0) {
+            free(items);
+            fail(p, v[BACKENDS], "%sbackends must list at least one {cluster, weight}", pfx);
+            return -1;
+        }
+        r->backends = rm_calloc(n, sizeof(*r->backends));
+        for (size_t i = 0; i != n; ++i) {
+            static const char *const bkeys[] = {"cluster", "weight", NULL};
+            yaml_node_t *bv[2];
+            rm_config_backend_t *b = r->backends + i;
+            r->num_backends = i + 1;
+            b->weight = 1;
+            if (fields(p, items[i], pfx, "backends[]", bkeys, bv) != 0 ||
+                require(p, items[i], pfx, bv[0], "backends[].cluster") != 0 ||
+                dup_string(p, bv[0], pfx, "backends[].cluster", &b->cluster_name) != 0 ||
+                (bv[1] != NULL && get_u32(p, bv[1], pfx, "backends[].weight", 0, 1000000, &b->weight) != 0)) {
+                free(items);
+                return -1;
+            }
+        }
+        free(items);
+        return 0; /* backend names are checked by the validator */
+    }
     if (require(p, node, pfx, v[CLUSTER], "cluster") != 0 || dup_string(p, v[CLUSTER], pfx, "cluster", &r->cluster_name) != 0)
         return -1;
     p->refs = rm_realloc(p->refs, (p->num_refs + 1) * sizeof(*p->refs));

@@ -360,6 +360,10 @@ free_route(rm_config_route_t *r)
         free(r->headers[i].value);
     }
     free(r->headers);
+    free(r->method);
+    for (size_t i = 0; i != r->num_backends; ++i)
+        free(r->backends[i].cluster_name);
+    free(r->backends);
     free(r->cluster_name);
 }
 
@@ -546,7 +550,25 @@ validate_route(rm_config_t *c, rm_config_listener_t *l, size_t ri, rm_config_err
         snprintf(what, sizeof(what), "listener '%s': route #%zu", l->name, ri + 1);
     }
 
-    if (r->cluster_name != NULL) {
+    if (r->num_backends != 0) {
+        r->total_weight = 0;
+        for (size_t i = 0; i != r->num_backends; ++i) {
+            rm_config_backend_t *b = r->backends + i;
+            ssize_t idx = b->cluster_name != NULL ? rm_config_find_cluster(c, b->cluster_name) : -1;
+            if (idx < 0) {
+                const char *hint = b->cluster_name != NULL ? suggest_cluster(c, b->cluster_name) : NULL;
+                return rm_config__error(err, c->source, r->line, "%s: backend cluster '%s' is not defined%s%s%s", what,
+                                        b->cluster_name != NULL ? b->cluster_name : "", hint != NULL ? " (did you mean '" : "",
+                                        hint != NULL ? hint : "", hint != NULL ? "'?)" : "");
+            }
+            b->cluster_index = (size_t)idx;
+            r->total_weight += b->weight;
+        }
+        if (r->total_weight == 0)
+            return rm_config__error(err, c->source, r->line, "%s: every backend has weight 0: give at least one a positive weight",
+                                    what);
+        r->cluster_index = r->backends[0].cluster_index;
+    } else if (r->cluster_name != NULL) {
         ssize_t idx = rm_config_find_cluster(c, r->cluster_name);
         if (idx < 0) {
             const char *hint = suggest_cluster(c, r->cluster_name);
@@ -557,6 +579,13 @@ validate_route(rm_config_t *c, rm_config_listener_t *l, size_t ri, rm_config_err
     } else if (r->cluster_index >= c->num_clusters) {
         return rm_config__error(err, c->source, r->line, "%s: cluster index %zu is out of range (%zu clusters)", what,
                                 r->cluster_index, c->num_clusters);
+    }
+
+    if (r->method != NULL) {
+        if (r->method[0] == '\0' ||
+            strspn(r->method, "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz") != strlen(r->method))
+            return rm_config__error(err, c->source, r->line, "%s: match.method '%s' is not a valid HTTP method token", what,
+                                    r->method);
     }
 
     for (size_t i = 0; i != r->num_authorities; ++i) {

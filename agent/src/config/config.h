@@ -55,6 +55,14 @@ typedef struct st_rm_config_header_match_t {
     char *value;
 } rm_config_header_match_t;
 
+/** One backend of a weighted split (canary): a share `weight` / total of the requests. */
+typedef struct st_rm_config_backend_t {
+    /** cluster name (owned), resolved into cluster_index at validation */
+    char *cluster_name;
+    size_t cluster_index;
+    uint32_t weight;
+} rm_config_backend_t;
+
 typedef struct st_rm_config_route_t {
     /** optional name for stats and logs (owned, may be NULL) */
     char *name;
@@ -70,8 +78,15 @@ typedef struct st_rm_config_route_t {
     char *path;
     rm_config_header_match_t *headers;
     size_t num_headers;
-    /** index into rm_config_t.clusters, resolved at validation */
+    /** request method to match exactly (owned), NULL for any */
+    char *method;
+    /** index into rm_config_t.clusters, resolved at validation (with backends: the first backend's) */
     size_t cluster_index;
+    /** weighted split over several clusters; empty: every request goes to cluster_index */
+    rm_config_backend_t *backends;
+    size_t num_backends;
+    /** sum of the backends' weights (> 0 when num_backends > 0), set at validation */
+    uint64_t total_weight;
     /**
      * name of the target cluster as written (owned). rm_config_validate resolves it into
      * cluster_index; a producer that sets cluster_index directly leaves it NULL.

@@ -118,9 +118,27 @@ put_route(FILE *fp, const rm_config_t *c, const rm_config_route_t *r)
         put_str(fp, r->headers[i].value);
         fputc('}', fp);
     }
-    fputs("]}", fp);
-    put_key(fp, &first, "cluster");
-    put_str(fp, r->cluster_index < c->num_clusters ? c->clusters[r->cluster_index].name : r->cluster_name);
+    fputs("]", fp);
+    put_key(fp, &mfirst, "method");
+    if (r->method != NULL)
+        put_str(fp, r->method);
+    else
+        fputs("null", fp);
+    fputs("}", fp);
+    if (r->num_backends != 0) {
+        put_key(fp, &first, "backends");
+        fputc('[', fp);
+        for (size_t i = 0; i != r->num_backends; ++i) {
+            const rm_config_backend_t *b = r->backends + i;
+            fputs(i != 0 ? ",{\"cluster\":" : "{\"cluster\":", fp);
+            put_str(fp, b->cluster_index < c->num_clusters ? c->clusters[b->cluster_index].name : b->cluster_name);
+            fprintf(fp, ",\"weight\":%u}", b->weight);
+        }
+        fputc(']', fp);
+    } else {
+        put_key(fp, &first, "cluster");
+        put_str(fp, r->cluster_index < c->num_clusters ? c->clusters[r->cluster_index].name : r->cluster_name);
+    }
     put_u(fp, &first, "line", r->line);
 }
 

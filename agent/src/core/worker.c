@@ -152,6 +152,7 @@ rm_worker_init(rm_worker_t *worker, unsigned id, rm_config_t *config, rm_tls_set
     worker->stats = stats;
     worker->config = rm_config_ref(config);
     worker->tls = rm_tls_set_ref(tls);
+    worker->rng_state = (rm_now_us() ^ ((uint64_t)(id + 1) << 40) ^ (uint64_t)(uintptr_t)worker) | 1;
     h2o_linklist_init_anchor(&worker->downstream_conns);
     h2o_linklist_init_anchor(&worker->upstream_conns);
     pthread_mutex_init(&worker->_queue_mutex, NULL);

@@ -74,6 +74,8 @@ struct st_rm_worker_t {
     size_t num_downstream_conns;
     unsigned draining : 1;
     unsigned stopping : 1;
+    /** state of rm_worker_random */
+    uint64_t rng_state;
 
     uv_async_t _async;
     pthread_mutex_t _queue_mutex;
@@ -117,6 +119,18 @@ rm_cluster_t *rm_worker_cluster(rm_worker_t *worker, size_t i);
 void rm_worker_start_drain(rm_worker_t *worker, uint64_t timeout_ms);
 /** Worker thread: called by connections when they close, to let a drain finish. */
 void rm_worker_conn_closed(rm_worker_t *worker);
+
+/** Worker thread: a fast pseudo-random number (xorshift64*; not for secrets). */
+static inline uint64_t
+rm_worker_random(rm_worker_t *worker)
+{
+    uint64_t x = worker->rng_state;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    worker->rng_state = x;
+    return x * 0x2545F4914F6CDD1DULL;
+}
 
 /** The worker running on the calling thread, or NULL (main thread). */
 rm_worker_t *rm_worker_current(void);

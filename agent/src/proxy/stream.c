@@ -135,7 +135,7 @@ rm_stream_on_request_head(rm_stream_t *s)
     }
     rm_cluster_t *cluster = NULL;
     if (s->config == s->worker->config)
-        cluster = rm_worker_cluster(s->worker, s->route->cluster_index);
+        cluster = rm_worker_cluster(s->worker, rm_router_pick_cluster(s->route, rm_worker_random(s->worker)));
     if (cluster == NULL) {
         rm_stream_send_local_reply(s, 503, RM_GRPC_UNAVAILABLE, "configuration is being replaced; retry");
         return;

@@ -118,6 +118,8 @@ static int
 route_matches(const rm_config_route_t *route, const rm_req_head_t *req, const authority_t *authority, long default_port,
               size_t path_len)
 {
+    if (route->method != NULL && !h2o_memis(req->method.base, req->method.len, route->method, strlen(route->method)))
+        return 0;
     if (route->num_authorities != 0) {
         size_t i;
         for (i = 0; i != route->num_authorities; ++i)
@@ -180,4 +182,18 @@ rm_router_match(const rm_config_listener_t *listener, const rm_req_head_t *req)
         if (route_matches(listener->routes + i, req, &authority, default_port, path_len))
             return listener->routes + i;
     return NULL;
+}
+
+size_t
+rm_router_pick_cluster(const rm_config_route_t *route, uint64_t random)
+{
+    if (route->num_backends == 0)
+        return route->cluster_index;
+    uint64_t point = random % route->total_weight;
+    for (size_t i = 0; i != route->num_backends; ++i) {
+        if (point < route->backends[i].weight)
+            return route->backends[i].cluster_index;
+        point -= route->backends[i].weight;
+    }
+    return route->backends[route->num_backends - 1].cluster_index;
 }

@@ -36,4 +36,10 @@ const rm_config_route_t *rm_router_match(const rm_config_listener_t *listener, c
 /** Tests a single route; same rules as rm_router_match. Returns 1 on match. */
 int rm_router_route_matches(const rm_config_route_t *route, const rm_req_head_t *req);
 
+/**
+ * The cluster index a request on `route` goes to: the route's cluster, or for a weighted split the
+ * backend that `random` (uniform over 64 bits) falls on, in proportion to the weights. No allocation.
+ */
+size_t rm_router_pick_cluster(const rm_config_route_t *route, uint64_t random);
+
 #endif
