@@ -9,6 +9,8 @@ PKGS=(
   # libraries (libh2o-dev does not pull in libuv1-dev)
   libuv1-dev libh2o-dev libnghttp2-dev libhttp-parser-dev libssl-dev libc-ares-dev
   libyaml-dev libprotobuf-c-dev protobuf-c-compiler libgrpc-dev protobuf-compiler-grpc
+  # protoc itself: the control-plane tests generate Python code from proto/ at run time
+  protobuf-compiler
   libcmocka-dev
   # real clients and servers used by the integration tests and the benchmark
   curl nghttp2-client nghttp2-server nghttp2-proxy haproxy

@@ -1,0 +1,835 @@
+/*
+ * remoractl: the command-line client of remora-control (docs/control-plane.md).
+ *
+ * Exit codes: 0 success; 1 the control plane or an agent refused (invalid documents, not found,
+ * NACK); 2 usage or local input error; 3 the control plane could not be reached or failed; 4 `apply
+ * --wait` timed out.
+ */
+#define _GNU_SOURCE /* strcasestr */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include "remora/rpc.h"
+#include "remora/strutil.h"
+#include "remora/v1/admin.pb-c.h"
+#include "render.h"
+#include "resource.h"
+
+#define DEFAULT_CONTROL "127.0.0.1:15010"
+#define RPC_TIMEOUT_MS 10000
+#define DEFAULT_WAIT_S 30
+
+enum {
+    EXIT_REFUSED = 1,
+    EXIT_USAGE = 2,
+    EXIT_UNREACHABLE = 3,
+    EXIT_TIMEOUT = 4,
+};
+
+static const char *control_addr;
+
+static const char main_help[] = "Usage: remoractl [--control ADDR:PORT] COMMAND [ARGS]\n"
+                                "\n"
+                                "Manage the policy of a Remora mesh through its control plane (remora-control).\n"
+                                "\n"
+                                "Commands:\n"
+                                "  apply -f FILE|- [--wait] [--timeout S]   store YAML documents (Service, HTTPRoute, GRPCRoute)\n"
+                                "  get KIND [NAME] [-o table|yaml|json]      show stored resources\n"
+                                "  delete KIND NAME                          remove a resource\n"
+                                "  status [-o table|json]                    every agent: connected, applied version, last error\n"
+                                "  help [COMMAND]                            help for a command\n"
+                                "\n"
+                                "Options:\n"
+                                "  --control ADDR:PORT   the control plane (default: $REMORA_CONTROL, else " DEFAULT_CONTROL ")\n"
+                                "  -h, --help            this text\n"
+                                "\n"
+                                "Exit codes: 0 ok, 1 refused (invalid documents, not found, an agent's NACK), 2 usage error,\n"
+                                "3 control plane unreachable or failing, 4 `apply --wait` timed out.\n";
+
+static const char apply_help[] =
+    "Usage: remoractl apply -f FILE|- [-f FILE ...] [--wait] [--timeout S] [--dry-run]\n"
+    "\n"
+    "Validates and stores the documents of the files (YAML, several documents per file separated by\n"
+    "'---'; '-' reads standard input). All or nothing: if one document is invalid, nothing is stored and\n"
+    "every error is printed as FILE:LINE: message. Applying what is stored already changes nothing.\n"
+    "\n"
+    "  -f, --filename FILE   a file to apply ('-' for standard input); may be repeated\n"
+    "  --wait                after storing, wait until every connected agent has applied the new\n"
+    "                        version; fails with the agent's reason if one refuses it\n"
+    "  --timeout S           how long --wait waits, in seconds (default 30)\n"
+    "  --dry-run             validate only; store nothing\n"
+    "  --control ADDR:PORT   the control plane (default: $REMORA_CONTROL, else " DEFAULT_CONTROL ")\n";
+
+static const char get_help[] = "Usage: remoractl get KIND [NAME] [-n NAMESPACE | -A] [-o table|yaml|json]\n"
+                               "\n"
+                               "Shows stored resources. KIND is service (services, svc), httproute (httproutes),\n"
+                               "grpcroute (grpcroutes) or all; case does not matter. `-o yaml` prints documents that\n"
+                               "`remoractl apply -f -` takes back unchanged.\n"
+                               "\n"
+                               "  -n, --namespace NS    the namespace (default: default)\n"
+                               "  -A, --all-namespaces  every namespace\n"
+                               "  -o, --output FORMAT   table (default), yaml or json\n"
+                               "  --control ADDR:PORT   the control plane (default: $REMORA_CONTROL, else " DEFAULT_CONTROL ")\n";
+
+static const char delete_help[] =
+    "Usage: remoractl delete KIND NAME [-n NAMESPACE]\n"
+    "\n"
+    "Removes one resource; the agents receive the new version. A Service that routes still\n"
+    "refer to cannot be deleted: change or delete those routes first.\n"
+    "\n"
+    "  -n, --namespace NS    the namespace (default: default)\n"
+    "  --control ADDR:PORT   the control plane (default: $REMORA_CONTROL, else " DEFAULT_CONTROL ")\n";
+
+static const char status_help[] =
+    "Usage: remoractl status [-o table|json]\n"
+    "\n"
+    "Lists every agent the control plane has heard from since it started: whether it is\n"
+    "connected, the version it applied, the last version it refused and why, and when the\n"
+    "control plane last heard from it.\n"
+    "\n"
+    "  -o, --output FORMAT   table (default) or json\n"
+    "  --control ADDR:PORT   the control plane (default: $REMORA_CONTROL, else " DEFAULT_CONTROL ")\n";
+
+static void die(int code, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
+
+static void
+die(int code, const char *fmt, ...)
+{
+    va_list ap;
+    fputs("remoractl: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    exit(code);
+}
+
+/* Turns an RPC failure into a message that says what to fix. */
+static void __attribute__((noreturn)) die_rpc(const rm_rpc_status_t *st)
+{
+    switch (st->code) {
+    case GRPC_STATUS_UNAVAILABLE:
+        die(EXIT_UNREACHABLE,
+            "cannot reach the control plane at %s%s: is remora-control running? (set --control or REMORA_CONTROL)", control_addr,
+            strcasestr(st->message, "connection refused") != NULL ? " (connection refused)" : "");
+    case GRPC_STATUS_DEADLINE_EXCEEDED:
+        die(EXIT_UNREACHABLE, "the control plane at %s did not answer in time (%s)", control_addr, st->message);
+    case GRPC_STATUS_UNIMPLEMENTED:
+        die(EXIT_UNREACHABLE, "the server at %s does not speak the remora.v1 admin API: is it remora-control? (%s)", control_addr,
+            st->message);
+    case GRPC_STATUS_NOT_FOUND:
+    case GRPC_STATUS_FAILED_PRECONDITION:
+    case GRPC_STATUS_INVALID_ARGUMENT:
+    case GRPC_STATUS_OUT_OF_RANGE:
+        die(EXIT_REFUSED, "%s", st->message);
+    default:
+        die(EXIT_UNREACHABLE, "the control plane at %s failed: %s: %s", control_addr, rm_rpc_status_name(st->code), st->message);
+    }
+}
+
+static rm_rpc_client_t *
+connect_control(void)
+{
+    static const grpc_arg args[] = {
+        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, .value.integer = 256 * 1024 * 1024},
+        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_ENABLE_RETRIES, .value.integer = 0},
+    };
+    grpc_channel_args chargs = {.num_args = sizeof(args) / sizeof(args[0]), .args = (grpc_arg *)args};
+    return rm_rpc_client_create(control_addr, &chargs);
+}
+
+static ProtobufCMessage *
+call(rm_rpc_client_t *c, const char *method, const ProtobufCMessage *req, const ProtobufCMessageDescriptor *resp_desc,
+     int64_t timeout_ms)
+{
+    ProtobufCMessage *resp;
+    rm_rpc_status_t st;
+    if (rm_rpc_unary(c, method, req, resp_desc, timeout_ms, &resp, &st) != 0)
+        die_rpc(&st);
+    return resp;
+}
+
+static int
+parse_kind_arg(const char *s, int allow_all, Remora__V1__ResourceKind *out)
+{
+    rm_kind_t k;
+    if (allow_all && strcasecmp(s, "all") == 0) {
+        *out = REMORA__V1__RESOURCE_KIND__RESOURCE_KIND_UNSPECIFIED;
+        return 0;
+    }
+    if (rm_kind_parse(s, &k) != 0)
+        die(EXIT_USAGE, "unknown kind '%s' (use %s%s)", s, rm_kind_list(), allow_all ? ", or all" : "");
+    *out = rm_kind_to_proto(k);
+    return 0;
+}
+
+static void
+read_file(const char *path, ProtobufCBinaryData *out)
+{
+    FILE *fp = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+    if (fp == NULL)
+        die(EXIT_USAGE, "cannot read %s: %s", path, strerror(errno));
+    size_t cap = 65536, len = 0;
+    uint8_t *buf = rm_malloc(cap);
+    for (;;) {
+        if (len == cap)
+            buf = rm_realloc(buf, cap *= 2);
+        size_t n = fread(buf + len, 1, cap - len, fp);
+        len += n;
+        if (n == 0)
+            break;
+    }
+    if (ferror(fp))
+        die(EXIT_USAGE, "cannot read %s: %s", path, strerror(errno));
+    if (fp != stdin)
+        fclose(fp);
+    out->data = buf;
+    out->len = len;
+}
+
+static double
+now_s(void)
+{
+    return (double)rm_now_us() / 1e6;
+}
+
+static const char *
+ns_suffix(const char *ns, char *buf, size_t bufsz)
+{
+    if (strcmp(ns, "default") == 0)
+        return "";
+    snprintf(buf, bufsz, " (namespace %s)", ns);
+    return buf;
+}
+
+static void
+print_pending(const char *what, const Remora__V1__WaitForVersionResponse *w)
+{
+    fprintf(stderr, "%s", what);
+    for (size_t i = 0; i != w->n_agents && i < 10; ++i)
+        fprintf(stderr, "%s %s (at version %" PRIu64 ")", i != 0 ? "," : "", w->agents[i]->node_id, w->agents[i]->applied_version);
+    if (w->n_agents > 10)
+        fprintf(stderr, " and %zu more", w->n_agents - 10);
+    fputc('\n', stderr);
+}
+
+static int
+cmd_apply(int argc, char **argv)
+{
+    static const struct option opts[] = {{"filename", required_argument, NULL, 'f'},
+                                         {"wait", no_argument, NULL, 'w'},
+                                         {"timeout", required_argument, NULL, 't'},
+                                         {"dry-run", no_argument, NULL, 'd'},
+                                         {"control", required_argument, NULL, 'c'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    const char **files = NULL;
+    size_t num_files = 0;
+    int wait = 0, dry_run = 0, c;
+    double timeout_s = DEFAULT_WAIT_S;
+    while ((c = getopt_long(argc, argv, "f:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'f':
+            files = rm_realloc(files, (num_files + 1) * sizeof(files[0]));
+            files[num_files++] = optarg;
+            break;
+        case 'w':
+            wait = 1;
+            break;
+        case 't': {
+            char *end;
+            timeout_s = strtod(optarg, &end);
+            if (*end != '\0' || !(timeout_s > 0 && timeout_s <= 3600))
+                die(EXIT_USAGE, "--timeout takes seconds, more than 0 and at most 3600; got '%s'", optarg);
+        } break;
+        case 'd':
+            dry_run = 1;
+            break;
+        case 'c':
+            control_addr = optarg;
+            break;
+        case 'h':
+            fputs(apply_help, stdout);
+            exit(0);
+        default:
+            fputs("Try 'remoractl apply --help'.\n", stderr);
+            exit(EXIT_USAGE);
+        }
+    }
+    if (optind != argc)
+        die(EXIT_USAGE, "apply takes files with -f, not '%s' (try 'remoractl apply -f %s')", argv[optind], argv[optind]);
+    if (num_files == 0)
+        die(EXIT_USAGE, "apply needs -f FILE (or -f - for standard input); try 'remoractl apply --help'");
+
+    Remora__V1__ApplyRequest req = REMORA__V1__APPLY_REQUEST__INIT;
+    Remora__V1__Document *docs = rm_calloc(num_files, sizeof(*docs));
+    Remora__V1__Document **ptrs = rm_calloc(num_files, sizeof(*ptrs));
+    for (size_t i = 0; i != num_files; ++i) {
+        remora__v1__document__init(&docs[i]);
+        docs[i].file = (char *)files[i];
+        read_file(files[i], &docs[i].content);
+        ptrs[i] = &docs[i];
+    }
+    req.n_documents = num_files;
+    req.documents = ptrs;
+    req.dry_run = dry_run;
+
+    rm_rpc_client_t *client = connect_control();
+    double started = now_s();
+    Remora__V1__ApplyResponse *resp = (Remora__V1__ApplyResponse *)call(client, "/remora.v1.Admin/Apply", &req.base,
+                                                                        &remora__v1__apply_response__descriptor, RPC_TIMEOUT_MS);
+    for (size_t i = 0; i != num_files; ++i)
+        free(docs[i].content.data);
+    free(docs);
+    free(ptrs);
+    free(files);
+    if (resp->n_errors != 0) {
+        for (size_t i = 0; i != resp->n_errors; ++i) {
+            const Remora__V1__DocumentError *e = resp->errors[i];
+            if (e->line != 0)
+                fprintf(stderr, "%s:%u: %s\n", e->file, e->line, e->message);
+            else
+                fprintf(stderr, "%s: %s\n", e->file, e->message);
+        }
+        fprintf(stderr, "remoractl: apply rejected: %zu error%s; nothing was changed (version %" PRIu64 ")\n", resp->n_errors,
+                resp->n_errors == 1 ? "" : "s", resp->version);
+        exit(EXIT_REFUSED);
+    }
+    for (size_t i = 0; i != resp->n_resources; ++i) {
+        const Remora__V1__AppliedResource *a = resp->resources[i];
+        rm_kind_t kind = RM_KIND_SERVICE;
+        char nsbuf[128];
+        rm_kind_from_proto(a->resource->kind, &kind);
+        const char *action = a->action == REMORA__V1__APPLIED_RESOURCE__ACTION__ACTION_CREATED      ? "created"
+                             : a->action == REMORA__V1__APPLIED_RESOURCE__ACTION__ACTION_CONFIGURED ? "configured"
+                                                                                                    : "unchanged";
+        printf("%s/%s%s %s%s\n", rm_kind_lower(kind), a->resource->name, ns_suffix(a->resource->namespace_, nsbuf, sizeof(nsbuf)),
+               action, dry_run && a->action != REMORA__V1__APPLIED_RESOURCE__ACTION__ACTION_UNCHANGED ? " (dry run)" : "");
+    }
+    uint64_t version = resp->version;
+    if (dry_run)
+        printf("dry run: nothing stored (version %" PRIu64 ")\n", version);
+    else if (resp->changed)
+        printf("version %" PRIu64 "\n", version);
+    else
+        printf("no change (version %" PRIu64 ")\n", version);
+    remora__v1__apply_response__free_unpacked(resp, NULL);
+    fflush(stdout);
+
+    int rc = 0;
+    if (wait && !dry_run) {
+        Remora__V1__WaitForVersionRequest wreq = REMORA__V1__WAIT_FOR_VERSION_REQUEST__INIT;
+        Remora__V1__Duration d = REMORA__V1__DURATION__INIT;
+        d.seconds = (int64_t)timeout_s;
+        d.nanos = (int32_t)((timeout_s - (double)d.seconds) * 1e9);
+        wreq.version = version;
+        wreq.timeout = &d;
+        Remora__V1__WaitForVersionResponse *w = (Remora__V1__WaitForVersionResponse *)call(
+            client, "/remora.v1.Admin/WaitForVersion", &wreq.base, &remora__v1__wait_for_version_response__descriptor,
+            (int64_t)(timeout_s * 1000) + RPC_TIMEOUT_MS);
+        double took_ms = (now_s() - started) * 1000;
+        switch (w->outcome) {
+        case REMORA__V1__WAIT_FOR_VERSION_RESPONSE__OUTCOME__OUTCOME_APPLIED:
+            if (w->n_agents == 0)
+                printf("version %" PRIu64 " stored; no agent is connected\n", version);
+            else
+                printf("version %" PRIu64 " applied by %zu agent%s in %.0f ms\n", version, w->n_agents, w->n_agents == 1 ? "" : "s",
+                       took_ms);
+            break;
+        case REMORA__V1__WAIT_FOR_VERSION_RESPONSE__OUTCOME__OUTCOME_REFUSED:
+            if (w->n_agents != 0)
+                fprintf(stderr, "remoractl: agent %s refused version %" PRIu64 ": %s\n", w->agents[0]->node_id,
+                        w->agents[0]->nack_version, w->agents[0]->nack_reason);
+            else
+                fprintf(stderr, "remoractl: an agent refused version %" PRIu64 "\n", version);
+            rc = EXIT_REFUSED;
+            break;
+        case REMORA__V1__WAIT_FOR_VERSION_RESPONSE__OUTCOME__OUTCOME_TIMED_OUT: {
+            char what[256];
+            snprintf(what, sizeof(what),
+                     "remoractl: timed out after %gs waiting for version %" PRIu64 "; not applied yet by:", timeout_s, version);
+            print_pending(what, w);
+            rc = EXIT_TIMEOUT;
+        } break;
+        default:
+            fprintf(stderr, "remoractl: unexpected answer from the control plane (outcome %d)\n", (int)w->outcome);
+            rc = EXIT_UNREACHABLE;
+            break;
+        }
+        remora__v1__wait_for_version_response__free_unpacked(w, NULL);
+    }
+    rm_rpc_client_destroy(client);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------------------------- get */
+
+typedef struct st_listed_t {
+    rm_kind_t kind;
+    const ProtobufCMessage *msg;
+} listed_t;
+
+static size_t
+collect(const Remora__V1__GetResponse *resp, listed_t **out)
+{
+    size_t n = resp->n_services + resp->n_http_routes + resp->n_grpc_routes, k = 0;
+    listed_t *l = rm_calloc(n + 1, sizeof(*l));
+    for (size_t i = 0; i != resp->n_services; ++i)
+        l[k++] = (listed_t){RM_KIND_SERVICE, &resp->services[i]->base};
+    for (size_t i = 0; i != resp->n_http_routes; ++i)
+        l[k++] = (listed_t){RM_KIND_HTTP_ROUTE, &resp->http_routes[i]->base};
+    for (size_t i = 0; i != resp->n_grpc_routes; ++i)
+        l[k++] = (listed_t){RM_KIND_GRPC_ROUTE, &resp->grpc_routes[i]->base};
+    *out = l;
+    return n;
+}
+
+/* A table whose columns fit their widest cell. */
+typedef struct st_table_t {
+    size_t cols, rows;
+    char **cells;
+} table_t;
+
+static void
+table_add(table_t *t, const char *const *row)
+{
+    t->cells = rm_realloc(t->cells, (t->rows + 1) * t->cols * sizeof(t->cells[0]));
+    for (size_t i = 0; i != t->cols; ++i)
+        t->cells[t->rows * t->cols + i] = rm_strdup(row[i]);
+    ++t->rows;
+}
+
+static void
+table_print(table_t *t)
+{
+    size_t width[16] = {0};
+    for (size_t r = 0; r != t->rows; ++r)
+        for (size_t c = 0; c != t->cols; ++c)
+            if (strlen(t->cells[r * t->cols + c]) > width[c])
+                width[c] = strlen(t->cells[r * t->cols + c]);
+    for (size_t r = 0; r != t->rows; ++r) {
+        for (size_t c = 0; c != t->cols; ++c) {
+            const char *cell = t->cells[r * t->cols + c];
+            if (c + 1 == t->cols)
+                printf("%s\n", cell);
+            else
+                printf("%-*s   ", (int)width[c], cell);
+            free(t->cells[r * t->cols + c]);
+        }
+    }
+    free(t->cells);
+    t->cells = NULL;
+    t->rows = 0;
+}
+
+static void append(char *buf, size_t bufsz, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static void
+append(char *buf, size_t bufsz, const char *fmt, ...)
+{
+    size_t len = strlen(buf);
+    if (len + 1 >= bufsz)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf + len, bufsz - len, fmt, ap);
+    va_end(ap);
+}
+
+static void
+route_summary(size_t n_parents, Remora__V1__ParentReference **parents, size_t n_rules, void **rules, int grpc, char *pbuf,
+              char *bbuf, size_t bufsz)
+{
+    pbuf[0] = bbuf[0] = '\0';
+    for (size_t i = 0; i != n_parents; ++i)
+        append(pbuf, bufsz, "%s%s", i != 0 ? "," : "", parents[i]->name);
+    for (size_t i = 0; i != n_rules; ++i) {
+        size_t n_backends = grpc ? ((Remora__V1__GRPCRouteRule *)rules[i])->n_backend_refs
+                                 : ((Remora__V1__HTTPRouteRule *)rules[i])->n_backend_refs;
+        Remora__V1__BackendReference **b =
+            grpc ? ((Remora__V1__GRPCRouteRule *)rules[i])->backend_refs : ((Remora__V1__HTTPRouteRule *)rules[i])->backend_refs;
+        for (size_t j = 0; j != n_backends; ++j)
+            append(bbuf, bufsz, "%s%s(%u)", bbuf[0] != '\0' ? "," : "", b[j]->name, b[j]->weight);
+    }
+    if (strlen(bbuf) > 60)
+        strcpy(bbuf + 56, "...");
+}
+
+static void
+print_table(listed_t *items, size_t n, int all_kinds)
+{
+    for (int k = 0; k != RM_KIND__COUNT; ++k) {
+        table_t t = {.cols = k == RM_KIND_SERVICE ? 4 : 5};
+        size_t rows = 0;
+        for (size_t i = 0; i != n; ++i) {
+            if (items[i].kind != (rm_kind_t)k)
+                continue;
+            if (rows++ == 0) {
+                if (k == RM_KIND_SERVICE) {
+                    const char *h[] = {"NAMESPACE", "NAME", "PROTOCOL", "ENDPOINTS"};
+                    table_add(&t, h);
+                } else {
+                    const char *h[] = {"NAMESPACE", "NAME", "PARENTS", "RULES", "BACKENDS"};
+                    table_add(&t, h);
+                }
+            }
+            char name[300], a[512] = "", b[512] = "", nrules[32];
+            const Remora__V1__ObjectMeta *meta = rm_resource_meta(items[i].kind, items[i].msg);
+            snprintf(name, sizeof(name), "%s%s%s", all_kinds ? rm_kind_lower(items[i].kind) : "", all_kinds ? "/" : "", meta->name);
+            if (k == RM_KIND_SERVICE) {
+                const Remora__V1__ServiceSpec *spec = ((const Remora__V1__Service *)items[i].msg)->spec;
+                static const char *const protos[] = {"-", "grpc", "http2", "http1"};
+                for (size_t j = 0; spec != NULL && j != spec->n_endpoints; ++j) {
+                    const Remora__V1__Endpoint *e = spec->endpoints[j];
+                    append(b, sizeof(b), "%s%s%s", j != 0 ? "," : "",
+                           e->target_case == REMORA__V1__ENDPOINT__TARGET_DNS ? "dns:" : "", e->address);
+                }
+                if (strlen(b) > 60)
+                    strcpy(b + 56, "...");
+                const char *row[] = {meta->namespace_, name,
+                                     spec != NULL && (unsigned)spec->protocol < 4 ? protos[spec->protocol] : "-",
+                                     b[0] != '\0' ? b : "<none>"};
+                table_add(&t, row);
+            } else {
+                size_t n_rules;
+                if (k == RM_KIND_HTTP_ROUTE) {
+                    const Remora__V1__HTTPRouteSpec *spec = ((const Remora__V1__HTTPRoute *)items[i].msg)->spec;
+                    n_rules = spec != NULL ? spec->n_rules : 0;
+                    if (spec != NULL)
+                        route_summary(spec->n_parent_refs, spec->parent_refs, spec->n_rules, (void **)spec->rules, 0, a, b,
+                                      sizeof(a));
+                } else {
+                    const Remora__V1__GRPCRouteSpec *spec = ((const Remora__V1__GRPCRoute *)items[i].msg)->spec;
+                    n_rules = spec != NULL ? spec->n_rules : 0;
+                    if (spec != NULL)
+                        route_summary(spec->n_parent_refs, spec->parent_refs, spec->n_rules, (void **)spec->rules, 1, a, b,
+                                      sizeof(a));
+                }
+                snprintf(nrules, sizeof(nrules), "%zu", n_rules);
+                const char *row[] = {meta->namespace_, name, a, nrules, b};
+                table_add(&t, row);
+            }
+        }
+        if (rows != 0) {
+            table_print(&t);
+            if (all_kinds)
+                putchar('\n');
+        }
+    }
+}
+
+static int
+cmd_get(int argc, char **argv)
+{
+    static const struct option opts[] = {{"namespace", required_argument, NULL, 'n'},
+                                         {"all-namespaces", no_argument, NULL, 'A'},
+                                         {"output", required_argument, NULL, 'o'},
+                                         {"control", required_argument, NULL, 'c'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    const char *ns = "default", *output = "table";
+    int c, all_ns = 0;
+    while ((c = getopt_long(argc, argv, "n:Ao:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'n':
+            ns = optarg;
+            break;
+        case 'A':
+            all_ns = 1;
+            break;
+        case 'o':
+            output = optarg;
+            if (strcmp(output, "table") != 0 && strcmp(output, "yaml") != 0 && strcmp(output, "json") != 0)
+                die(EXIT_USAGE, "-o takes table, yaml or json; got '%s'", output);
+            break;
+        case 'c':
+            control_addr = optarg;
+            break;
+        case 'h':
+            fputs(get_help, stdout);
+            exit(0);
+        default:
+            fputs("Try 'remoractl get --help'.\n", stderr);
+            exit(EXIT_USAGE);
+        }
+    }
+    if (optind == argc)
+        die(EXIT_USAGE, "get needs a KIND (service, httproute, grpcroute or all); try 'remoractl get --help'");
+    if (argc - optind > 2)
+        die(EXIT_USAGE, "get takes KIND [NAME]; unexpected '%s'", argv[optind + 2]);
+    Remora__V1__GetRequest req = REMORA__V1__GET_REQUEST__INIT;
+    parse_kind_arg(argv[optind], 1, &req.kind);
+    const char *name = optind + 1 < argc ? argv[optind + 1] : NULL;
+    if (name != NULL && req.kind == REMORA__V1__RESOURCE_KIND__RESOURCE_KIND_UNSPECIFIED)
+        die(EXIT_USAGE, "a NAME needs a KIND other than all");
+    if (all_ns && name != NULL)
+        die(EXIT_USAGE, "-A lists every namespace; with a NAME, give its namespace with -n");
+    req.name = (char *)(name != NULL ? name : "");
+    req.namespace_ = (char *)(all_ns ? "" : ns);
+
+    rm_rpc_client_t *client = connect_control();
+    Remora__V1__GetResponse *resp = (Remora__V1__GetResponse *)call(client, "/remora.v1.Admin/Get", &req.base,
+                                                                    &remora__v1__get_response__descriptor, RPC_TIMEOUT_MS);
+    listed_t *items;
+    size_t n = collect(resp, &items);
+    if (n == 0 && strcmp(output, "json") != 0) {
+        if (all_ns)
+            fprintf(stderr, "no resources found\n");
+        else
+            fprintf(stderr, "no resources found in namespace %s\n", ns);
+    } else if (strcmp(output, "table") == 0) {
+        print_table(items, n, req.kind == REMORA__V1__RESOURCE_KIND__RESOURCE_KIND_UNSPECIFIED);
+    } else {
+        rm_rpc_buf_t out = {NULL};
+        if (strcmp(output, "yaml") == 0) {
+            for (size_t i = 0; i != n; ++i) {
+                rm_node_t *doc = rm_render_resource(items[i].kind, items[i].msg);
+                if (i != 0)
+                    rm_rpc_buf_append(&out, "---\n", 4);
+                rm_render_yaml(doc, &out);
+                rm_node_free(doc);
+            }
+        } else {
+            rm_node_t *root;
+            if (name != NULL && n == 1) {
+                root = rm_render_resource(items[0].kind, items[0].msg);
+            } else {
+                root = rm_node_map();
+                rm_node_add(root, "apiVersion", rm_node_string("remora.dev/v1"));
+                rm_node_add(root, "kind", rm_node_string("List"));
+                rm_node_t *list = rm_node_add(root, "items", rm_node_list());
+                for (size_t i = 0; i != n; ++i)
+                    rm_node_add(list, NULL, rm_render_resource(items[i].kind, items[i].msg));
+            }
+            rm_render_json(root, &out);
+            rm_node_free(root);
+        }
+        fwrite(out.base, 1, out.len, stdout);
+        rm_rpc_buf_dispose(&out);
+    }
+    free(items);
+    remora__v1__get_response__free_unpacked(resp, NULL);
+    rm_rpc_client_destroy(client);
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------- delete */
+
+static int
+cmd_delete(int argc, char **argv)
+{
+    static const struct option opts[] = {{"namespace", required_argument, NULL, 'n'},
+                                         {"control", required_argument, NULL, 'c'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    const char *ns = "default";
+    int c;
+    while ((c = getopt_long(argc, argv, "n:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'n':
+            ns = optarg;
+            break;
+        case 'c':
+            control_addr = optarg;
+            break;
+        case 'h':
+            fputs(delete_help, stdout);
+            exit(0);
+        default:
+            fputs("Try 'remoractl delete --help'.\n", stderr);
+            exit(EXIT_USAGE);
+        }
+    }
+    if (argc - optind != 2)
+        die(EXIT_USAGE, "delete takes KIND NAME (e.g. 'remoractl delete httproute echo-split')");
+    Remora__V1__ResourceRef ref = REMORA__V1__RESOURCE_REF__INIT;
+    parse_kind_arg(argv[optind], 0, &ref.kind);
+    ref.name = argv[optind + 1];
+    ref.namespace_ = (char *)ns;
+    Remora__V1__DeleteRequest req = REMORA__V1__DELETE_REQUEST__INIT;
+    req.resource = &ref;
+    rm_rpc_client_t *client = connect_control();
+    Remora__V1__DeleteResponse *resp = (Remora__V1__DeleteResponse *)call(client, "/remora.v1.Admin/Delete", &req.base,
+                                                                          &remora__v1__delete_response__descriptor, RPC_TIMEOUT_MS);
+    rm_kind_t kind = RM_KIND_SERVICE;
+    char nsbuf[128];
+    rm_kind_from_proto(ref.kind, &kind);
+    printf("%s/%s%s deleted (version %" PRIu64 ")\n", rm_kind_lower(kind), ref.name, ns_suffix(ns, nsbuf, sizeof(nsbuf)),
+           resp->version);
+    remora__v1__delete_response__free_unpacked(resp, NULL);
+    rm_rpc_client_destroy(client);
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------- status */
+
+static const char *
+ago(const Remora__V1__Timestamp *ts, char *buf, size_t bufsz)
+{
+    if (ts == NULL || ts->seconds == 0)
+        return "-";
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    int64_t d = (int64_t)now.tv_sec - ts->seconds;
+    if (d < 0)
+        d = 0;
+    if (d < 120)
+        snprintf(buf, bufsz, "%llds ago", (long long)d);
+    else if (d < 7200)
+        snprintf(buf, bufsz, "%lldm ago", (long long)(d / 60));
+    else if (d < 172800)
+        snprintf(buf, bufsz, "%lldh ago", (long long)(d / 3600));
+    else
+        snprintf(buf, bufsz, "%lldd ago", (long long)(d / 86400));
+    return buf;
+}
+
+static int
+cmd_status(int argc, char **argv)
+{
+    static const struct option opts[] = {{"output", required_argument, NULL, 'o'},
+                                         {"control", required_argument, NULL, 'c'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    const char *output = "table";
+    int c;
+    while ((c = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'o':
+            output = optarg;
+            if (strcmp(output, "table") != 0 && strcmp(output, "json") != 0)
+                die(EXIT_USAGE, "-o takes table or json; got '%s'", output);
+            break;
+        case 'c':
+            control_addr = optarg;
+            break;
+        case 'h':
+            fputs(status_help, stdout);
+            exit(0);
+        default:
+            fputs("Try 'remoractl status --help'.\n", stderr);
+            exit(EXIT_USAGE);
+        }
+    }
+    if (optind != argc)
+        die(EXIT_USAGE, "status takes no arguments; unexpected '%s'", argv[optind]);
+    Remora__V1__StatusRequest req = REMORA__V1__STATUS_REQUEST__INIT;
+    rm_rpc_client_t *client = connect_control();
+    Remora__V1__StatusResponse *resp = (Remora__V1__StatusResponse *)call(client, "/remora.v1.Admin/Status", &req.base,
+                                                                          &remora__v1__status_response__descriptor, RPC_TIMEOUT_MS);
+    if (strcmp(output, "json") == 0) {
+        rm_node_t *root = rm_node_map();
+        rm_node_add(root, "version", rm_node_number((int64_t)resp->version));
+        rm_node_t *list = rm_node_add(root, "agents", rm_node_list());
+        for (size_t i = 0; i != resp->n_agents; ++i) {
+            const Remora__V1__AgentStatus *a = resp->agents[i];
+            rm_node_t *m = rm_node_add(list, NULL, rm_node_map());
+            rm_node_add(m, "node", rm_node_string(a->node_id));
+            rm_node_add(m, "connected", rm_node_bool(a->connected));
+            rm_node_add(m, "appliedVersion", rm_node_number((int64_t)a->applied_version));
+            rm_node_add(m, "nackVersion", rm_node_number((int64_t)a->nack_version));
+            rm_node_add(m, "nackReason", rm_node_string(a->nack_reason));
+            rm_node_add(m, "lastSeen", rm_node_number(a->last_seen != NULL ? a->last_seen->seconds : 0));
+            rm_node_add(m, "peer", rm_node_string(a->peer));
+        }
+        rm_rpc_buf_t out = {NULL};
+        rm_render_json(root, &out);
+        fwrite(out.base, 1, out.len, stdout);
+        rm_rpc_buf_dispose(&out);
+        rm_node_free(root);
+    } else {
+        size_t connected = 0, current = 0;
+        for (size_t i = 0; i != resp->n_agents; ++i) {
+            connected += resp->agents[i]->connected;
+            current += resp->agents[i]->connected && resp->agents[i]->applied_version == resp->version;
+        }
+        printf("control plane %s: version %" PRIu64 ", %zu agent%s connected, %zu at the current version\n", control_addr,
+               resp->version, connected, connected == 1 ? "" : "s", current);
+        if (resp->n_agents != 0) {
+            table_t t = {.cols = 5};
+            const char *h[] = {"NODE", "CONNECTED", "APPLIED", "LAST ERROR", "LAST SEEN"};
+            table_add(&t, h);
+            for (size_t i = 0; i != resp->n_agents; ++i) {
+                const Remora__V1__AgentStatus *a = resp->agents[i];
+                char applied[32], err[128], seen[32];
+                snprintf(applied, sizeof(applied), "%" PRIu64, a->applied_version);
+                if (a->nack_version != 0) {
+                    snprintf(err, sizeof(err), "v%" PRIu64 ": %s", a->nack_version, a->nack_reason);
+                    for (char *p = err; *p != '\0'; ++p)
+                        if (*p == '\n' || *p == '\t')
+                            *p = ' ';
+                    if (strlen(err) > 70)
+                        strcpy(err + 66, "...");
+                } else {
+                    strcpy(err, "-");
+                }
+                const char *row[] = {a->node_id, a->connected ? "yes" : "no", applied, err, ago(a->last_seen, seen, sizeof(seen))};
+                table_add(&t, row);
+            }
+            table_print(&t);
+        }
+    }
+    remora__v1__status_response__free_unpacked(resp, NULL);
+    rm_rpc_client_destroy(client);
+    return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"control", required_argument, NULL, 'c'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+    control_addr = getenv("REMORA_CONTROL");
+    if (control_addr == NULL || control_addr[0] == '\0')
+        control_addr = DEFAULT_CONTROL;
+    int c;
+    /* "+": options after the command belong to the command */
+    while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            control_addr = optarg;
+            break;
+        case 'h':
+            fputs(main_help, stdout);
+            return 0;
+        default:
+            fputs("Try 'remoractl --help'.\n", stderr);
+            return EXIT_USAGE;
+        }
+    }
+    if (optind == argc) {
+        fputs(main_help, stderr);
+        return EXIT_USAGE;
+    }
+    const char *cmd = argv[optind];
+    int sub_argc = argc - optind;
+    char **sub_argv = argv + optind;
+    optind = 0; /* GNU getopt: start over on the command's arguments */
+    if (strcmp(cmd, "help") == 0) {
+        const char *topic = sub_argc > 1 ? sub_argv[1] : "";
+        fputs(strcmp(topic, "apply") == 0    ? apply_help
+              : strcmp(topic, "get") == 0    ? get_help
+              : strcmp(topic, "delete") == 0 ? delete_help
+              : strcmp(topic, "status") == 0 ? status_help
+                                             : main_help,
+              stdout);
+        return 0;
+    }
+    int (*run)(int, char **) = strcmp(cmd, "apply") == 0    ? cmd_apply
+                               : strcmp(cmd, "get") == 0    ? cmd_get
+                               : strcmp(cmd, "delete") == 0 ? cmd_delete
+                               : strcmp(cmd, "status") == 0 ? cmd_status
+                                                            : NULL;
+    if (run == NULL)
+        die(EXIT_USAGE, "unknown command '%s' (apply, get, delete, status or help)", cmd);
+    rm_rpc_init();
+    int rc = run(sub_argc, sub_argv);
+    rm_rpc_shutdown();
+    return rc;
+}

@@ -1,0 +1,1161 @@
+/*
+ * The control plane's gRPC server (see server.h).
+ *
+ * gRPC C core, completion-queue driven. Every object that waits for completions embeds one tag_t
+ * per kind of operation and counts its outstanding batches; it is freed only when that count drops
+ * to zero, never from inside a completion that another pending operation could still reference.
+ *
+ * Pushes: the store's snapshot encoding (without a nonce) is kept in one grpc_slice per version and
+ * shared by every agent's byte buffer; each send appends only its own nonce field. At most one send
+ * is in flight per stream; a stream that finishes a send picks up the newest version, so a slow
+ * agent skips versions instead of queueing them.
+ */
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
+#include <grpc/support/time.h>
+#include "remora/log.h"
+#include "remora/rpc.h"
+#include "remora/strutil.h"
+#include "remora/v1/admin.pb-c.h"
+#include "remora/v1/discovery.pb-c.h"
+#include "server.h"
+
+#define LOG "control"
+/* Agents that disconnected are remembered for `remoractl status`, up to this many. */
+#define MAX_AGENTS 10000
+#define MAX_NACK_REASON 2048
+#define MAX_WAIT_MS (3600 * 1000)
+#define DEFAULT_WAIT_MS 30000
+/* housekeeping tick of the completion-queue loop when no waiter is due earlier */
+#define TICK_MS 1000
+
+typedef struct st_tag_t tag_t;
+struct st_tag_t {
+    void (*cb)(tag_t *tag, int ok);
+};
+
+typedef struct st_agent_t agent_t;
+typedef struct st_conn_t conn_t;
+typedef struct st_unary_t unary_t;
+
+struct st_agent_t {
+    char *node_id;
+    /* the stream that currently speaks for this node; NULL when disconnected */
+    conn_t *conn;
+    uint64_t applied_version, nack_version;
+    char *nack_reason;
+    struct timespec last_seen;
+    char *peer;
+};
+
+enum {
+    M_APPLY,
+    M_GET,
+    M_DELETE,
+    M_STATUS,
+    M_WAIT,
+    M_STREAM,
+    M__COUNT,
+    /* any other method: answered UNIMPLEMENTED (otherwise gRPC core would hold it until its deadline) */
+    M_UNKNOWN = M__COUNT
+};
+
+struct st_rm_control_server_t {
+    grpc_server *server;
+    grpc_completion_queue *cq;
+    pthread_t thread;
+    int port;
+    rm_store_t *store;
+    void *methods[M__COUNT];
+    tag_t shutdown_tag;
+    atomic_int stopping;
+    int shutdown_done;
+    /* unary_t and conn_t objects alive, pending requests included */
+    size_t live;
+    agent_t **agents;
+    size_t num_agents;
+    conn_t *conns;
+    unary_t *waiters;
+    uint64_t nonce_counter;
+    /* the snapshot of snapshot_version, shared by every push */
+    grpc_slice snapshot;
+    uint64_t snapshot_version;
+};
+
+struct st_unary_t {
+    tag_t on_request, on_done, on_close;
+    rm_control_server_t *srv;
+    int method;
+    grpc_call *call;
+    gpr_timespec deadline;
+    grpc_metadata_array md;
+    grpc_call_details call_details;
+    grpc_byte_buffer *payload, *response;
+    grpc_slice details;
+    int cancelled;
+    int refs;
+    unsigned close_pending : 1, responded : 1;
+    /* WaitForVersion */
+    uint64_t wait_version, wait_deadline_ms;
+    unary_t *next_waiter, **prev_waiter;
+};
+
+struct st_conn_t {
+    tag_t on_request, on_recv, on_send, on_close, on_status;
+    rm_control_server_t *srv;
+    grpc_call *call;
+    gpr_timespec deadline;
+    grpc_metadata_array md;
+    grpc_byte_buffer *recv_bb, *send_bb;
+    int cancelled;
+    int refs;
+    unsigned sent_initial_md : 1, send_busy : 1, closed : 1, status_queued : 1, status_sent : 1, has_sent : 1;
+    grpc_status_code status_code;
+    char status_msg[256];
+    agent_t *agent;
+    uint64_t sent_version;
+    char sent_nonce[24];
+    char *peer;
+    conn_t *next, **prev;
+};
+
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+
+static void arm_unary(rm_control_server_t *srv, int method);
+static void arm_stream(rm_control_server_t *srv);
+static void check_waiters(rm_control_server_t *srv);
+static void pump(conn_t *c);
+
+static void
+start_batch(grpc_call *call, const grpc_op *ops, size_t n, tag_t *tag)
+{
+    grpc_call_error err = grpc_call_start_batch(call, ops, n, tag, NULL);
+    if (err != GRPC_CALL_OK)
+        rm_fatal("grpc_call_start_batch rejected a batch of %zu ops: error %d", n, (int)err);
+}
+
+static uint64_t
+wall_now(struct timespec *ts)
+{
+    clock_gettime(CLOCK_REALTIME, ts);
+    return (uint64_t)ts->tv_sec;
+}
+
+/* ----------------------------------------------------------------------------------- unary calls */
+
+static void
+unary_maybe_free(unary_t *u)
+{
+    if (u->refs != 0)
+        return;
+    if (u->call != NULL)
+        grpc_call_unref(u->call);
+    grpc_metadata_array_destroy(&u->md);
+    grpc_call_details_destroy(&u->call_details);
+    if (u->payload != NULL)
+        grpc_byte_buffer_destroy(u->payload);
+    if (u->response != NULL)
+        grpc_byte_buffer_destroy(u->response);
+    grpc_slice_unref(u->details);
+    --u->srv->live;
+    free(u);
+}
+
+static void
+unary_on_done(tag_t *tag, int ok)
+{
+    unary_t *u = container_of(tag, unary_t, on_done);
+    --u->refs;
+    unary_maybe_free(u);
+}
+
+static void
+waiter_unlink(unary_t *u)
+{
+    if (u->prev_waiter == NULL)
+        return;
+    *u->prev_waiter = u->next_waiter;
+    if (u->next_waiter != NULL)
+        u->next_waiter->prev_waiter = u->prev_waiter;
+    u->prev_waiter = NULL;
+    u->next_waiter = NULL;
+}
+
+static void
+unary_on_close(tag_t *tag, int ok)
+{
+    unary_t *u = container_of(tag, unary_t, on_close);
+    --u->refs;
+    u->close_pending = 0;
+    /* a waiter whose client went away (cancelled, deadline) needs no answer */
+    waiter_unlink(u);
+    unary_maybe_free(u);
+}
+
+/* Sends the response (`resp` owned, NULL for none) and the status; completes the call. */
+static void
+respond(unary_t *u, grpc_status_code code, const char *details, grpc_byte_buffer *resp)
+{
+    grpc_op ops[4];
+    size_t n = 0;
+    memset(ops, 0, sizeof(ops));
+    u->responded = 1;
+    ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+    if (resp != NULL) {
+        u->response = resp;
+        ops[n].op = GRPC_OP_SEND_MESSAGE;
+        ops[n++].data.send_message.send_message = resp;
+    }
+    grpc_slice_unref(u->details);
+    u->details = grpc_slice_from_copied_string(details != NULL ? details : "");
+    ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    ops[n].data.send_status_from_server.status = code;
+    ops[n++].data.send_status_from_server.status_details = details != NULL ? &u->details : NULL;
+    if (!u->close_pending) {
+        ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+        ops[n++].data.recv_close_on_server.cancelled = &u->cancelled;
+    }
+    ++u->refs;
+    start_batch(u->call, ops, n, &u->on_done);
+}
+
+static void
+respond_msg(unary_t *u, const ProtobufCMessage *msg)
+{
+    respond(u, GRPC_STATUS_OK, NULL, rm_rpc_pack(msg));
+}
+
+static void respond_error(unary_t *u, grpc_status_code code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static void
+respond_error(unary_t *u, grpc_status_code code, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    respond(u, code, msg, NULL);
+}
+
+/* -------------------------------------------------------------------------------------- snapshot */
+
+static void
+refresh_snapshot(rm_control_server_t *srv)
+{
+    size_t len;
+    const uint8_t *bytes = rm_store_snapshot(srv->store, &len);
+    grpc_slice_unref(srv->snapshot);
+    srv->snapshot = grpc_slice_from_copied_buffer((const char *)bytes, len);
+    srv->snapshot_version = rm_store_version(srv->store);
+}
+
+/* After every accepted change: the new version goes to every agent at once. */
+static void
+on_store_changed(rm_control_server_t *srv)
+{
+    refresh_snapshot(srv);
+    for (conn_t *c = srv->conns; c != NULL; c = c->next)
+        pump(c);
+}
+
+/* ------------------------------------------------------------------------------------------ agents */
+
+static agent_t *
+find_agent(rm_control_server_t *srv, const char *node_id, int create)
+{
+    for (size_t i = 0; i != srv->num_agents; ++i)
+        if (strcmp(srv->agents[i]->node_id, node_id) == 0)
+            return srv->agents[i];
+    if (!create)
+        return NULL;
+    if (srv->num_agents >= MAX_AGENTS) {
+        /* forget the disconnected agent seen longest ago */
+        size_t oldest = SIZE_MAX;
+        for (size_t i = 0; i != srv->num_agents; ++i) {
+            agent_t *a = srv->agents[i];
+            if (a->conn == NULL && (oldest == SIZE_MAX || a->last_seen.tv_sec < srv->agents[oldest]->last_seen.tv_sec))
+                oldest = i;
+        }
+        if (oldest == SIZE_MAX)
+            return NULL;
+        agent_t *a = srv->agents[oldest];
+        free(a->node_id);
+        free(a->nack_reason);
+        free(a->peer);
+        free(a);
+        srv->agents[oldest] = srv->agents[--srv->num_agents];
+    }
+    agent_t *a = rm_calloc(1, sizeof(*a));
+    a->node_id = rm_strdup(node_id);
+    a->nack_reason = rm_strdup("");
+    a->peer = rm_strdup("");
+    srv->agents = rm_realloc(srv->agents, (srv->num_agents + 1) * sizeof(srv->agents[0]));
+    srv->agents[srv->num_agents++] = a;
+    return a;
+}
+
+static void
+fill_agent_status(Remora__V1__AgentStatus *st, Remora__V1__Timestamp *ts, const agent_t *a)
+{
+    remora__v1__agent_status__init(st);
+    remora__v1__timestamp__init(ts);
+    st->node_id = a->node_id;
+    st->connected = a->conn != NULL;
+    st->applied_version = a->applied_version;
+    st->nack_version = a->nack_version;
+    st->nack_reason = a->nack_reason;
+    st->peer = a->peer;
+    /* a connected agent is seen continuously: its stream is held alive by keepalive pings */
+    struct timespec seen = a->last_seen;
+    if (a->conn != NULL)
+        wall_now(&seen);
+    ts->seconds = seen.tv_sec;
+    ts->nanos = (int32_t)seen.tv_nsec;
+    st->last_seen = ts;
+}
+
+static int
+cmp_agent(const void *a, const void *b)
+{
+    return strcmp((*(agent_t *const *)a)->node_id, (*(agent_t *const *)b)->node_id);
+}
+
+/* ------------------------------------------------------------------------------ discovery streams */
+
+static void
+conn_maybe_free(conn_t *c)
+{
+    if (c->refs != 0)
+        return;
+    if (c->prev != NULL) {
+        *c->prev = c->next;
+        if (c->next != NULL)
+            c->next->prev = c->prev;
+    }
+    if (c->call != NULL)
+        grpc_call_unref(c->call);
+    grpc_metadata_array_destroy(&c->md);
+    if (c->recv_bb != NULL)
+        grpc_byte_buffer_destroy(c->recv_bb);
+    if (c->send_bb != NULL)
+        grpc_byte_buffer_destroy(c->send_bb);
+    if (c->peer != NULL)
+        gpr_free(c->peer);
+    --c->srv->live;
+    free(c);
+}
+
+/* The stream is over (or failing): the agent counts as disconnected from now on. */
+static void
+conn_closed(conn_t *c)
+{
+    if (c->closed)
+        return;
+    c->closed = 1;
+    agent_t *a = c->agent;
+    if (a != NULL && a->conn == c) {
+        a->conn = NULL;
+        wall_now(&a->last_seen);
+        rm_log_info(LOG, "agent %s disconnected (applied version %llu)", a->node_id, (unsigned long long)a->applied_version);
+        check_waiters(c->srv);
+    }
+    c->agent = NULL;
+}
+
+/* Ends the stream with a status once the send in flight (if any) is done. */
+static void
+queue_status(conn_t *c, grpc_status_code code, const char *msg)
+{
+    if (c->status_queued)
+        return;
+    c->status_queued = 1;
+    c->status_code = code;
+    snprintf(c->status_msg, sizeof(c->status_msg), "%s", msg);
+    pump(c);
+}
+
+static void
+conn_on_status(tag_t *tag, int ok)
+{
+    conn_t *c = container_of(tag, conn_t, on_status);
+    --c->refs;
+    conn_maybe_free(c);
+}
+
+static void
+conn_on_send(tag_t *tag, int ok)
+{
+    conn_t *c = container_of(tag, conn_t, on_send);
+    --c->refs;
+    c->send_busy = 0;
+    grpc_byte_buffer_destroy(c->send_bb);
+    c->send_bb = NULL;
+    if (!ok)
+        conn_closed(c);
+    else
+        pump(c);
+    conn_maybe_free(c);
+}
+
+static void
+send_initial_md_op(conn_t *c, grpc_op *op)
+{
+    op->op = GRPC_OP_SEND_INITIAL_METADATA;
+    c->sent_initial_md = 1;
+}
+
+/* Starts the next send if nothing is in flight: the final status if one is queued, else the newest snapshot. */
+static void
+pump(conn_t *c)
+{
+    rm_control_server_t *srv = c->srv;
+    if (c->closed || c->send_busy || c->status_sent)
+        return;
+    grpc_op ops[2];
+    size_t n = 0;
+    memset(ops, 0, sizeof(ops));
+    if (c->status_queued) {
+        if (!c->sent_initial_md)
+            send_initial_md_op(c, &ops[n++]);
+        grpc_slice details = grpc_slice_from_copied_string(c->status_msg);
+        ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+        ops[n].data.send_status_from_server.status = c->status_code;
+        ops[n++].data.send_status_from_server.status_details = &details;
+        c->status_sent = 1;
+        ++c->refs;
+        start_batch(c->call, ops, n, &c->on_status);
+        grpc_slice_unref(details);
+        return;
+    }
+    if (c->agent == NULL || (c->has_sent && c->sent_version == srv->snapshot_version))
+        return;
+    /* the shared snapshot plus this send's nonce: concatenated encodings merge into one message */
+    rm_rpc_buf_t nonce = {NULL};
+    snprintf(c->sent_nonce, sizeof(c->sent_nonce), "%llx", (unsigned long long)++srv->nonce_counter);
+    rm_rpc_buf_append_bytes_field(&nonce, 2, c->sent_nonce, strlen(c->sent_nonce));
+    grpc_slice slices[2] = {srv->snapshot, grpc_slice_from_copied_buffer((const char *)nonce.base, nonce.len)};
+    rm_rpc_buf_dispose(&nonce);
+    c->send_bb = grpc_raw_byte_buffer_create(slices, 2);
+    grpc_slice_unref(slices[1]);
+    if (!c->sent_initial_md)
+        send_initial_md_op(c, &ops[n++]);
+    ops[n].op = GRPC_OP_SEND_MESSAGE;
+    ops[n++].data.send_message.send_message = c->send_bb;
+    c->send_busy = 1;
+    c->has_sent = 1;
+    c->sent_version = srv->snapshot_version;
+    ++c->refs;
+    start_batch(c->call, ops, n, &c->on_send);
+    rm_log_debug(LOG, "agent %s: sent version %llu (nonce %s)", c->agent->node_id, (unsigned long long)c->sent_version,
+                 c->sent_nonce);
+}
+
+static void
+start_recv(conn_t *c)
+{
+    grpc_op op;
+    memset(&op, 0, sizeof(op));
+    op.op = GRPC_OP_RECV_MESSAGE;
+    op.data.recv_message.recv_message = &c->recv_bb;
+    ++c->refs;
+    start_batch(c->call, &op, 1, &c->on_recv);
+}
+
+static int
+valid_node_id(const char *s)
+{
+    size_t len = strlen(s);
+    if (len == 0 || len > 253)
+        return 0;
+    for (const char *p = s; *p != '\0'; ++p)
+        if (*p <= ' ' || *p > '~')
+            return 0;
+    return 1;
+}
+
+static void
+handle_hello(conn_t *c, const Remora__V1__Hello *hello)
+{
+    rm_control_server_t *srv = c->srv;
+    if (c->agent != NULL) {
+        queue_status(c, GRPC_STATUS_INVALID_ARGUMENT, "Hello sent twice on one stream");
+        return;
+    }
+    if (!valid_node_id(hello->node_id)) {
+        queue_status(c, GRPC_STATUS_INVALID_ARGUMENT, "Hello.node_id must be 1-253 printable ASCII characters without spaces");
+        return;
+    }
+    agent_t *a = find_agent(srv, hello->node_id, 1);
+    if (a == NULL) {
+        queue_status(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "too many agents");
+        return;
+    }
+    if (a->conn != NULL) {
+        /* the node reconnected before its old stream timed out: the newest stream speaks for it */
+        conn_t *old = a->conn;
+        old->agent = NULL;
+        queue_status(old, GRPC_STATUS_ABORTED, "replaced by a newer stream with the same node id");
+    }
+    a->conn = c;
+    c->agent = a;
+    a->applied_version = hello->applied_version;
+    wall_now(&a->last_seen);
+    free(a->peer);
+    a->peer = rm_strdup(c->peer != NULL ? c->peer : "");
+    rm_log_info(LOG, "agent %s connected from %s (serving version %llu; current is %llu)", a->node_id, a->peer,
+                (unsigned long long)a->applied_version, (unsigned long long)srv->snapshot_version);
+    pump(c);
+    check_waiters(srv);
+}
+
+static void
+handle_ack(conn_t *c, uint64_t version, const char *nonce)
+{
+    agent_t *a = c->agent;
+    wall_now(&a->last_seen);
+    if (version > c->srv->snapshot_version) {
+        rm_log_warn(LOG, "agent %s ACKed version %llu, which does not exist (current %llu); ignored", a->node_id,
+                    (unsigned long long)version, (unsigned long long)c->srv->snapshot_version);
+        return;
+    }
+    if (strcmp(nonce, c->sent_nonce) != 0)
+        rm_log_debug(LOG, "agent %s: ACK of an earlier push (nonce %s, last sent %s)", a->node_id, nonce, c->sent_nonce);
+    a->applied_version = version;
+    rm_log_info(LOG, "agent %s applied version %llu", a->node_id, (unsigned long long)version);
+    check_waiters(c->srv);
+}
+
+static void
+handle_nack(conn_t *c, uint64_t version, const char *reason)
+{
+    agent_t *a = c->agent;
+    wall_now(&a->last_seen);
+    free(a->nack_reason);
+    a->nack_reason = rm_strndup(reason, strnlen(reason, MAX_NACK_REASON));
+    a->nack_version = version;
+    rm_log_warn(LOG, "agent %s refused version %llu: %s", a->node_id, (unsigned long long)version, a->nack_reason);
+    check_waiters(c->srv);
+}
+
+static void
+conn_on_recv(tag_t *tag, int ok)
+{
+    conn_t *c = container_of(tag, conn_t, on_recv);
+    --c->refs;
+    if (!ok || c->closed) {
+        conn_closed(c);
+        conn_maybe_free(c);
+        return;
+    }
+    if (c->recv_bb == NULL) {
+        /* the agent half-closed: it is leaving */
+        queue_status(c, GRPC_STATUS_OK, "");
+        conn_maybe_free(c);
+        return;
+    }
+    Remora__V1__AgentMessage *m = (Remora__V1__AgentMessage *)rm_rpc_unpack(&remora__v1__agent_message__descriptor, c->recv_bb);
+    grpc_byte_buffer_destroy(c->recv_bb);
+    c->recv_bb = NULL;
+    int again = 1;
+    if (m == NULL) {
+        queue_status(c, GRPC_STATUS_INVALID_ARGUMENT, "the message does not parse as remora.v1.AgentMessage");
+        again = 0;
+    } else if (m->message_case == REMORA__V1__AGENT_MESSAGE__MESSAGE_HELLO) {
+        handle_hello(c, m->hello);
+    } else if (c->agent == NULL) {
+        queue_status(c, GRPC_STATUS_FAILED_PRECONDITION, c->status_queued ? "replaced" : "the first message must be a Hello");
+        again = 0;
+    } else if (m->message_case == REMORA__V1__AGENT_MESSAGE__MESSAGE_ACK) {
+        handle_ack(c, m->ack->version, m->ack->nonce);
+    } else if (m->message_case == REMORA__V1__AGENT_MESSAGE__MESSAGE_NACK) {
+        handle_nack(c, m->nack->version, m->nack->reason);
+    } else {
+        queue_status(c, GRPC_STATUS_INVALID_ARGUMENT, "empty AgentMessage");
+        again = 0;
+    }
+    if (m != NULL)
+        protobuf_c_message_free_unpacked(&m->base, NULL);
+    if (again && !c->status_queued)
+        start_recv(c);
+    conn_maybe_free(c);
+}
+
+static void
+conn_on_close(tag_t *tag, int ok)
+{
+    conn_t *c = container_of(tag, conn_t, on_close);
+    --c->refs;
+    conn_closed(c);
+    conn_maybe_free(c);
+}
+
+static void
+conn_on_request(tag_t *tag, int ok)
+{
+    conn_t *c = container_of(tag, conn_t, on_request);
+    rm_control_server_t *srv = c->srv;
+    if (!ok) { /* the server is shutting down */
+        c->call = NULL;
+        --c->refs;
+        conn_maybe_free(c);
+        return;
+    }
+    if (!atomic_load(&srv->stopping))
+        arm_stream(srv);
+    --c->refs;
+    c->peer = grpc_call_get_peer(c->call);
+    c->next = srv->conns;
+    if (c->next != NULL)
+        c->next->prev = &c->next;
+    c->prev = &srv->conns;
+    srv->conns = c;
+    grpc_op op;
+    memset(&op, 0, sizeof(op));
+    op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    op.data.recv_close_on_server.cancelled = &c->cancelled;
+    ++c->refs;
+    start_batch(c->call, &op, 1, &c->on_close);
+    start_recv(c);
+}
+
+static void
+arm_stream(rm_control_server_t *srv)
+{
+    conn_t *c = rm_calloc(1, sizeof(*c));
+    c->srv = srv;
+    c->on_request.cb = conn_on_request;
+    c->on_recv.cb = conn_on_recv;
+    c->on_send.cb = conn_on_send;
+    c->on_close.cb = conn_on_close;
+    c->on_status.cb = conn_on_status;
+    grpc_metadata_array_init(&c->md);
+    c->refs = 1;
+    ++srv->live;
+    grpc_call_error err = grpc_server_request_registered_call(srv->server, srv->methods[M_STREAM], &c->call, &c->deadline, &c->md,
+                                                              NULL, srv->cq, srv->cq, &c->on_request);
+    if (err != GRPC_CALL_OK)
+        rm_fatal("grpc_server_request_registered_call failed: %d", (int)err);
+}
+
+/* ----------------------------------------------------------------------------------------- admin */
+
+static void
+handle_apply(rm_control_server_t *srv, unary_t *u, ProtobufCMessage *msg)
+{
+    Remora__V1__ApplyRequest *req = (Remora__V1__ApplyRequest *)msg;
+    Remora__V1__ApplyResponse resp = REMORA__V1__APPLY_RESPONSE__INIT;
+    rm_batch_t batch;
+    rm_batch_init(&batch);
+    for (size_t i = 0; i != req->n_documents; ++i) {
+        const char *file = req->documents[i]->file[0] != '\0' ? req->documents[i]->file : "-";
+        rm_batch_parse(&batch, file, req->documents[i]->content.data, req->documents[i]->content.len);
+    }
+    if (batch.errors.size == 0 && batch.num_documents == 0)
+        rm_doc_errors_add(&batch.errors, req->n_documents != 0 ? req->documents[0]->file : "-", 0,
+                          "no documents to apply (the input is empty)");
+    /* also when documents failed: one apply should list every problem */
+    rm_batch_check(&batch, rm_store_exists_cb, srv->store);
+    resp.version = rm_store_version(srv->store);
+    if (batch.errors.size != 0) {
+        Remora__V1__DocumentError *errs = rm_calloc(batch.errors.size, sizeof(*errs));
+        Remora__V1__DocumentError **ptrs = rm_calloc(batch.errors.size, sizeof(*ptrs));
+        for (size_t i = 0; i != batch.errors.size; ++i) {
+            remora__v1__document_error__init(&errs[i]);
+            errs[i].file = batch.errors.entries[i].file;
+            errs[i].line = batch.errors.entries[i].line;
+            errs[i].message = batch.errors.entries[i].message;
+            ptrs[i] = &errs[i];
+        }
+        resp.n_errors = batch.errors.size;
+        resp.errors = ptrs;
+        rm_log_info(LOG, "apply rejected: %zu error(s), first: %s:%u: %s", batch.errors.size, errs[0].file, errs[0].line,
+                    errs[0].message);
+        respond_msg(u, &resp.base);
+        free(ptrs);
+        free(errs);
+        rm_batch_dispose(&batch);
+        return;
+    }
+    size_t n = batch.resources.size;
+    rm_store_action_t *actions = rm_calloc(n + 1, sizeof(*actions));
+    /* keep the identities: accepted resources move into the store and leave the batch */
+    Remora__V1__AppliedResource *applied = rm_calloc(n + 1, sizeof(*applied));
+    Remora__V1__AppliedResource **aptrs = rm_calloc(n + 1, sizeof(*aptrs));
+    Remora__V1__ResourceRef *refs = rm_calloc(n + 1, sizeof(*refs));
+    char **names = rm_calloc(2 * n + 1, sizeof(*names));
+    for (size_t i = 0; i != n; ++i) {
+        rm_resource_t *r = batch.resources.entries[i];
+        remora__v1__resource_ref__init(&refs[i]);
+        refs[i].kind = rm_kind_to_proto(r->kind);
+        refs[i].namespace_ = names[2 * i] = rm_strdup(r->ns);
+        refs[i].name = names[2 * i + 1] = rm_strdup(r->name);
+    }
+    char err[512];
+    int changed;
+    uint64_t t0 = rm_now_us();
+    int rc = rm_store_apply(srv->store, &batch, req->dry_run, actions, &changed, err, sizeof(err));
+    uint64_t store_us = rm_now_us() - t0;
+    if (rc != 0) {
+        rm_log_error(LOG, "apply failed: %s", err);
+        respond_error(u, GRPC_STATUS_INTERNAL, "the control plane could not store the change: %s", err);
+    } else {
+        for (size_t i = 0; i != n; ++i) {
+            remora__v1__applied_resource__init(&applied[i]);
+            applied[i].resource = &refs[i];
+            applied[i].action = actions[i] == RM_STORE_CREATED      ? REMORA__V1__APPLIED_RESOURCE__ACTION__ACTION_CREATED
+                                : actions[i] == RM_STORE_CONFIGURED ? REMORA__V1__APPLIED_RESOURCE__ACTION__ACTION_CONFIGURED
+                                                                    : REMORA__V1__APPLIED_RESOURCE__ACTION__ACTION_UNCHANGED;
+            aptrs[i] = &applied[i];
+        }
+        resp.n_resources = n;
+        resp.resources = aptrs;
+        resp.changed = changed;
+        resp.version = rm_store_version(srv->store);
+        if (changed) {
+            rm_log_info(LOG, "apply: version %llu (%zu resource(s) in %zu document(s); stored in %.1f ms)",
+                        (unsigned long long)resp.version, n, batch.num_documents, (double)store_us / 1000);
+            on_store_changed(srv);
+        } else {
+            rm_log_info(LOG, "apply%s: no change (version %llu)", req->dry_run ? " (dry run)" : "",
+                        (unsigned long long)resp.version);
+        }
+        respond_msg(u, &resp.base);
+    }
+    for (size_t i = 0; i != 2 * n; ++i)
+        free(names[i]);
+    free(names);
+    free(refs);
+    free(aptrs);
+    free(applied);
+    free(actions);
+    rm_batch_dispose(&batch);
+}
+
+static uint32_t
+field_id(const ProtobufCMessageDescriptor *d, const char *name)
+{
+    const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field_by_name(d, name);
+    if (f == NULL)
+        rm_fatal("%s has no field %s", d->name, name);
+    return f->id;
+}
+
+static void
+handle_get(rm_control_server_t *srv, unary_t *u, ProtobufCMessage *msg)
+{
+    static const char *const fields[RM_KIND__COUNT] = {
+        [RM_KIND_SERVICE] = "services", [RM_KIND_HTTP_ROUTE] = "http_routes", [RM_KIND_GRPC_ROUTE] = "grpc_routes"};
+    Remora__V1__GetRequest *req = (Remora__V1__GetRequest *)msg;
+    rm_kind_t only = RM_KIND__COUNT;
+    if (req->kind != REMORA__V1__RESOURCE_KIND__RESOURCE_KIND_UNSPECIFIED && rm_kind_from_proto(req->kind, &only) != 0) {
+        respond_error(u, GRPC_STATUS_INVALID_ARGUMENT, "unknown resource kind %d", (int)req->kind);
+        return;
+    }
+    if (req->name[0] != '\0' && only == RM_KIND__COUNT) {
+        respond_error(u, GRPC_STATUS_INVALID_ARGUMENT, "a name needs a kind");
+        return;
+    }
+    const char *ns = req->namespace_[0] != '\0' ? req->namespace_ : req->name[0] != '\0' ? "default" : NULL;
+    /* stored encodings are copied as they are: a GetResponse is version plus repeated resources */
+    rm_rpc_buf_t buf = {NULL};
+    uint64_t version = rm_store_version(srv->store);
+    if (version != 0)
+        rm_rpc_buf_append_varint_field(&buf, field_id(&remora__v1__get_response__descriptor, "version"), version);
+    size_t found = 0;
+    for (int k = 0; k != RM_KIND__COUNT; ++k) {
+        if (only != RM_KIND__COUNT && k != (int)only)
+            continue;
+        uint32_t field = field_id(&remora__v1__get_response__descriptor, fields[k]);
+        size_t n;
+        rm_resource_t *const *list = rm_store_list(srv->store, (rm_kind_t)k, &n);
+        for (size_t i = 0; i != n; ++i) {
+            if (ns != NULL && strcmp(list[i]->ns, ns) != 0)
+                continue;
+            if (req->name[0] != '\0' && strcmp(list[i]->name, req->name) != 0)
+                continue;
+            rm_rpc_buf_append_bytes_field(&buf, field, list[i]->bytes, list[i]->len);
+            ++found;
+        }
+    }
+    if (req->name[0] != '\0' && found == 0) {
+        respond_error(u, GRPC_STATUS_NOT_FOUND, "%s/%s not found in namespace %s", rm_kind_lower(only), req->name, ns);
+    } else {
+        grpc_slice s = grpc_slice_from_copied_buffer((const char *)buf.base, buf.len);
+        respond(u, GRPC_STATUS_OK, NULL, grpc_raw_byte_buffer_create(&s, 1));
+        grpc_slice_unref(s);
+    }
+    rm_rpc_buf_dispose(&buf);
+}
+
+static void
+handle_delete(rm_control_server_t *srv, unary_t *u, ProtobufCMessage *msg)
+{
+    Remora__V1__DeleteRequest *req = (Remora__V1__DeleteRequest *)msg;
+    rm_kind_t kind;
+    if (req->resource == NULL || rm_kind_from_proto(req->resource->kind, &kind) != 0 || req->resource->name[0] == '\0') {
+        respond_error(u, GRPC_STATUS_INVALID_ARGUMENT, "delete needs a kind and a name");
+        return;
+    }
+    const char *ns = req->resource->namespace_[0] != '\0' ? req->resource->namespace_ : "default";
+    char err[1024];
+    int rc = rm_store_delete(srv->store, kind, ns, req->resource->name, err, sizeof(err));
+    if (rc == RM_STORE_ENOENT) {
+        respond_error(u, GRPC_STATUS_NOT_FOUND, "%s", err);
+    } else if (rc == RM_STORE_EINUSE) {
+        respond_error(u, GRPC_STATUS_FAILED_PRECONDITION, "%s", err);
+    } else if (rc != 0) {
+        rm_log_error(LOG, "delete failed: %s", err);
+        respond_error(u, GRPC_STATUS_INTERNAL, "the control plane could not store the change: %s", err);
+    } else {
+        Remora__V1__DeleteResponse resp = REMORA__V1__DELETE_RESPONSE__INIT;
+        resp.version = rm_store_version(srv->store);
+        rm_log_info(LOG, "delete %s/%s (namespace %s): version %llu", rm_kind_lower(kind), req->resource->name, ns,
+                    (unsigned long long)resp.version);
+        on_store_changed(srv);
+        respond_msg(u, &resp.base);
+    }
+}
+
+/* Agents in node-id order; `filter` NULL for all. */
+static size_t
+collect_agents(rm_control_server_t *srv, agent_t **out, int (*filter)(const agent_t *, uint64_t), uint64_t arg)
+{
+    size_t n = 0;
+    for (size_t i = 0; i != srv->num_agents; ++i)
+        if (filter == NULL || filter(srv->agents[i], arg))
+            out[n++] = srv->agents[i];
+    qsort(out, n, sizeof(out[0]), cmp_agent);
+    return n;
+}
+
+static void
+fill_agents(agent_t **list, size_t n, size_t *n_out, Remora__V1__AgentStatus ***out, void **to_free)
+{
+    struct entry {
+        Remora__V1__AgentStatus st;
+        Remora__V1__Timestamp ts;
+    } *entries = rm_calloc(n + 1, sizeof(*entries));
+    Remora__V1__AgentStatus **ptrs = rm_calloc(n + 1, sizeof(*ptrs));
+    for (size_t i = 0; i != n; ++i) {
+        fill_agent_status(&entries[i].st, &entries[i].ts, list[i]);
+        ptrs[i] = &entries[i].st;
+    }
+    *n_out = n;
+    *out = ptrs;
+    to_free[0] = entries;
+    to_free[1] = ptrs;
+}
+
+static void
+handle_status(rm_control_server_t *srv, unary_t *u, ProtobufCMessage *msg)
+{
+    Remora__V1__StatusResponse resp = REMORA__V1__STATUS_RESPONSE__INIT;
+    agent_t **list = rm_calloc(srv->num_agents + 1, sizeof(*list));
+    void *to_free[2];
+    fill_agents(list, collect_agents(srv, list, NULL, 0), &resp.n_agents, &resp.agents, to_free);
+    resp.version = rm_store_version(srv->store);
+    respond_msg(u, &resp.base);
+    free(to_free[0]);
+    free(to_free[1]);
+    free(list);
+}
+
+static int
+is_connected(const agent_t *a, uint64_t unused)
+{
+    return a->conn != NULL;
+}
+
+static int
+refused(const agent_t *a, uint64_t version)
+{
+    /* a NACK counts until the agent ACKs that version or a later one */
+    return a->conn != NULL && a->nack_version >= version && a->nack_version > a->applied_version;
+}
+
+static int
+pending(const agent_t *a, uint64_t version)
+{
+    return a->conn != NULL && a->applied_version < version && !refused(a, version);
+}
+
+static void
+finish_wait(rm_control_server_t *srv, unary_t *u, Remora__V1__WaitForVersionResponse__Outcome outcome,
+            int (*filter)(const agent_t *, uint64_t))
+{
+    Remora__V1__WaitForVersionResponse resp = REMORA__V1__WAIT_FOR_VERSION_RESPONSE__INIT;
+    agent_t **list = rm_calloc(srv->num_agents + 1, sizeof(*list));
+    size_t n = collect_agents(srv, list, filter, u->wait_version);
+    if (outcome == REMORA__V1__WAIT_FOR_VERSION_RESPONSE__OUTCOME__OUTCOME_REFUSED && n > 1)
+        n = 1;
+    void *to_free[2];
+    fill_agents(list, n, &resp.n_agents, &resp.agents, to_free);
+    resp.outcome = outcome;
+    resp.version = rm_store_version(srv->store);
+    waiter_unlink(u);
+    respond_msg(u, &resp.base);
+    free(to_free[0]);
+    free(to_free[1]);
+    free(list);
+}
+
+/* Answers the waiters whose condition now holds (or whose time is up). */
+static void
+check_waiters(rm_control_server_t *srv)
+{
+    uint64_t now = rm_now_ms();
+    unary_t *u = srv->waiters;
+    while (u != NULL) {
+        unary_t *next = u->next_waiter;
+        size_t num_refused = 0, num_pending = 0;
+        for (size_t i = 0; i != srv->num_agents; ++i) {
+            num_refused += refused(srv->agents[i], u->wait_version);
+            num_pending += pending(srv->agents[i], u->wait_version);
+        }
+        if (num_refused != 0)
+            finish_wait(srv, u, REMORA__V1__WAIT_FOR_VERSION_RESPONSE__OUTCOME__OUTCOME_REFUSED, refused);
+        else if (num_pending == 0)
+            finish_wait(srv, u, REMORA__V1__WAIT_FOR_VERSION_RESPONSE__OUTCOME__OUTCOME_APPLIED, is_connected);
+        else if (now >= u->wait_deadline_ms)
+            finish_wait(srv, u, REMORA__V1__WAIT_FOR_VERSION_RESPONSE__OUTCOME__OUTCOME_TIMED_OUT, pending);
+        u = next;
+    }
+}
+
+static void
+handle_wait(rm_control_server_t *srv, unary_t *u, ProtobufCMessage *msg)
+{
+    Remora__V1__WaitForVersionRequest *req = (Remora__V1__WaitForVersionRequest *)msg;
+    uint64_t current = rm_store_version(srv->store);
+    if (req->version > current) {
+        respond_error(u, GRPC_STATUS_OUT_OF_RANGE, "version %llu does not exist (the current version is %llu)",
+                      (unsigned long long)req->version, (unsigned long long)current);
+        return;
+    }
+    int64_t ms = DEFAULT_WAIT_MS;
+    if (req->timeout != NULL && (req->timeout->seconds != 0 || req->timeout->nanos != 0)) {
+        if (req->timeout->seconds < 0 || req->timeout->nanos < 0) {
+            respond_error(u, GRPC_STATUS_INVALID_ARGUMENT, "the timeout must not be negative");
+            return;
+        }
+        ms =
+            req->timeout->seconds > MAX_WAIT_MS / 1000 ? MAX_WAIT_MS : req->timeout->seconds * 1000 + req->timeout->nanos / 1000000;
+    }
+    u->wait_version = req->version != 0 ? req->version : current;
+    u->wait_deadline_ms = rm_now_ms() + (uint64_t)ms;
+    /* learn of the client going away while it waits */
+    grpc_op op;
+    memset(&op, 0, sizeof(op));
+    op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    op.data.recv_close_on_server.cancelled = &u->cancelled;
+    ++u->refs;
+    u->close_pending = 1;
+    start_batch(u->call, &op, 1, &u->on_close);
+    u->next_waiter = srv->waiters;
+    if (u->next_waiter != NULL)
+        u->next_waiter->prev_waiter = &u->next_waiter;
+    u->prev_waiter = &srv->waiters;
+    srv->waiters = u;
+    check_waiters(srv);
+}
+
+static const struct {
+    const char *path;
+    const ProtobufCMessageDescriptor *request;
+    void (*handle)(rm_control_server_t *srv, unary_t *u, ProtobufCMessage *req);
+} methods[M__COUNT] = {
+    [M_APPLY] = {"/remora.v1.Admin/Apply", &remora__v1__apply_request__descriptor, handle_apply},
+    [M_GET] = {"/remora.v1.Admin/Get", &remora__v1__get_request__descriptor, handle_get},
+    [M_DELETE] = {"/remora.v1.Admin/Delete", &remora__v1__delete_request__descriptor, handle_delete},
+    [M_STATUS] = {"/remora.v1.Admin/Status", &remora__v1__status_request__descriptor, handle_status},
+    [M_WAIT] = {"/remora.v1.Admin/WaitForVersion", &remora__v1__wait_for_version_request__descriptor, handle_wait},
+    [M_STREAM] = {"/remora.v1.Discovery/StreamSnapshots", NULL, NULL},
+};
+
+static void
+unary_on_request(tag_t *tag, int ok)
+{
+    unary_t *u = container_of(tag, unary_t, on_request);
+    rm_control_server_t *srv = u->srv;
+    --u->refs;
+    if (!ok) { /* the server is shutting down */
+        u->call = NULL;
+        unary_maybe_free(u);
+        return;
+    }
+    if (!atomic_load(&srv->stopping))
+        arm_unary(srv, u->method);
+    ProtobufCMessage *req = NULL;
+    if (u->method == M_UNKNOWN) {
+        respond_error(u, GRPC_STATUS_UNIMPLEMENTED, "unknown method %.*s", (int)GRPC_SLICE_LENGTH(u->call_details.method),
+                      (const char *)GRPC_SLICE_START_PTR(u->call_details.method));
+    } else if (u->payload == NULL || (req = rm_rpc_unpack(methods[u->method].request, u->payload)) == NULL) {
+        respond_error(u, GRPC_STATUS_INVALID_ARGUMENT, "the request does not parse as %s", methods[u->method].request->name);
+    } else {
+        methods[u->method].handle(srv, u, req);
+        protobuf_c_message_free_unpacked(req, NULL);
+    }
+    unary_maybe_free(u);
+}
+
+static void
+arm_unary(rm_control_server_t *srv, int method)
+{
+    unary_t *u = rm_calloc(1, sizeof(*u));
+    u->srv = srv;
+    u->method = method;
+    u->on_request.cb = unary_on_request;
+    u->on_done.cb = unary_on_done;
+    u->on_close.cb = unary_on_close;
+    u->details = grpc_empty_slice();
+    grpc_metadata_array_init(&u->md);
+    grpc_call_details_init(&u->call_details);
+    u->refs = 1;
+    ++srv->live;
+    grpc_call_error err =
+        method == M_UNKNOWN
+            ? grpc_server_request_call(srv->server, &u->call, &u->call_details, &u->md, srv->cq, srv->cq, &u->on_request)
+            : grpc_server_request_registered_call(srv->server, srv->methods[method], &u->call, &u->deadline, &u->md, &u->payload,
+                                                  srv->cq, srv->cq, &u->on_request);
+    if (err != GRPC_CALL_OK)
+        rm_fatal("grpc_server_request_registered_call failed: %d", (int)err);
+}
+
+/* -------------------------------------------------------------------------------------- the loop */
+
+static void
+on_shutdown(tag_t *tag, int ok)
+{
+    rm_control_server_t *srv = container_of(tag, rm_control_server_t, shutdown_tag);
+    srv->shutdown_done = 1;
+}
+
+static gpr_timespec
+next_deadline(rm_control_server_t *srv)
+{
+    uint64_t now = rm_now_ms(), due = now + TICK_MS;
+    for (unary_t *u = srv->waiters; u != NULL; u = u->next_waiter)
+        if (u->wait_deadline_ms < due)
+            due = u->wait_deadline_ms;
+    return rm_rpc_deadline_in_ms(due > now ? (int64_t)(due - now) : 0);
+}
+
+static void *
+run(void *arg)
+{
+    rm_control_server_t *srv = arg;
+    while (!(srv->shutdown_done && srv->live == 0)) {
+        grpc_event ev = grpc_completion_queue_next(srv->cq, next_deadline(srv), NULL);
+        if (ev.type == GRPC_OP_COMPLETE) {
+            tag_t *tag = ev.tag;
+            tag->cb(tag, ev.success);
+        } else if (ev.type == GRPC_QUEUE_SHUTDOWN) {
+            rm_fatal("the server's completion queue shut down early");
+        }
+        if (srv->waiters != NULL)
+            check_waiters(srv);
+    }
+    grpc_completion_queue_shutdown(srv->cq);
+    while (grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type != GRPC_QUEUE_SHUTDOWN)
+        ;
+    return NULL;
+}
+
+rm_control_server_t *
+rm_control_server_start(const char *listen, rm_store_t *store, char *err, size_t errsz)
+{
+    rm_control_server_t *srv = rm_calloc(1, sizeof(*srv));
+    srv->store = store;
+    srv->shutdown_tag.cb = on_shutdown;
+    srv->snapshot = grpc_empty_slice();
+    atomic_init(&srv->stopping, 0);
+    grpc_arg args[] = {
+        /* a second control plane on the same port must fail to bind, not share it */
+        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_ALLOW_REUSEPORT, .value.integer = 0},
+        /* notice dead agents (and free their streams) within about 30 s */
+        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_KEEPALIVE_TIME_MS, .value.integer = 20000},
+        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_KEEPALIVE_TIMEOUT_MS, .value.integer = 10000},
+        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, .value.integer = 1},
+        /* agents may ping every 10 s to detect a dead control plane */
+        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, .value.integer = 5000},
+        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, .value.integer = 16 * 1024 * 1024},
+    };
+    grpc_channel_args chargs = {.num_args = sizeof(args) / sizeof(args[0]), .args = args};
+    srv->server = grpc_server_create(&chargs, NULL);
+    srv->cq = grpc_completion_queue_create_for_next(NULL);
+    grpc_server_register_completion_queue(srv->server, srv->cq, NULL);
+    for (int m = 0; m != M__COUNT; ++m) {
+        srv->methods[m] =
+            grpc_server_register_method(srv->server, methods[m].path, NULL,
+                                        m == M_STREAM ? GRPC_SRM_PAYLOAD_NONE : GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+        if (srv->methods[m] == NULL)
+            rm_fatal("cannot register %s", methods[m].path);
+    }
+    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+    srv->port = grpc_server_add_http2_port(srv->server, listen, creds);
+    grpc_server_credentials_release(creds);
+    if (srv->port == 0) {
+        snprintf(err, errsz, "cannot listen on %s (address in use, not local, or not ADDR:PORT)", listen);
+        grpc_server_destroy(srv->server);
+        grpc_completion_queue_shutdown(srv->cq);
+        while (grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type != GRPC_QUEUE_SHUTDOWN)
+            ;
+        grpc_completion_queue_destroy(srv->cq);
+        free(srv);
+        return NULL;
+    }
+    grpc_server_start(srv->server);
+    refresh_snapshot(srv);
+    for (int m = 0; m != M__COUNT; ++m) {
+        if (m == M_STREAM)
+            arm_stream(srv);
+        else
+            arm_unary(srv, m);
+    }
+    arm_unary(srv, M_UNKNOWN);
+    int rc = pthread_create(&srv->thread, NULL, run, srv);
+    if (rc != 0)
+        rm_fatal("cannot start the server thread: %s", strerror(rc));
+    return srv;
+}
+
+int
+rm_control_server_port(const rm_control_server_t *srv)
+{
+    return srv->port;
+}
+
+void
+rm_control_server_stop(rm_control_server_t *srv)
+{
+    if (atomic_exchange(&srv->stopping, 1))
+        return;
+    grpc_server_shutdown_and_notify(srv->server, srv->cq, &srv->shutdown_tag);
+    grpc_server_cancel_all_calls(srv->server);
+}
+
+void
+rm_control_server_destroy(rm_control_server_t *srv)
+{
+    rm_control_server_stop(srv);
+    pthread_join(srv->thread, NULL);
+    grpc_server_destroy(srv->server);
+    grpc_completion_queue_destroy(srv->cq);
+    grpc_slice_unref(srv->snapshot);
+    for (size_t i = 0; i != srv->num_agents; ++i) {
+        free(srv->agents[i]->node_id);
+        free(srv->agents[i]->nack_reason);
+        free(srv->agents[i]->peer);
+        free(srv->agents[i]);
+    }
+    free(srv->agents);
+    free(srv);
+}

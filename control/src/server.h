@@ -1,0 +1,38 @@
+/*
+ * The control plane's gRPC server: the Admin service used by remoractl and the Discovery stream
+ * held by every agent (proto/remora/v1/admin.proto, discovery.proto).
+ *
+ * Threads: one thread, started here, drives the server's completion queue and owns everything the
+ * server touches, the store included: admin calls, agent streams, pushes and waiters all run on it,
+ * in completion order, so there is no locking. gRPC runs its own I/O threads besides.
+ */
+#ifndef remora_control__server_h
+#define remora_control__server_h
+
+#include <stddef.h>
+#include "store.h"
+
+typedef struct st_rm_control_server_t rm_control_server_t;
+
+/**
+ * Binds `listen` ("127.0.0.1:15010", "[::1]:15010", "0.0.0.0:15010"; port 0 picks a free port) and
+ * starts serving. The server uses `store` from its own thread until rm_control_server_destroy()
+ * returns; the caller keeps ownership and must not touch it meanwhile. Returns NULL with the reason
+ * in `err` when the address cannot be bound. Call rm_rpc_init() first. Main thread.
+ */
+rm_control_server_t *rm_control_server_start(const char *listen, rm_store_t *store, char *err, size_t errsz);
+
+/** The bound port. */
+int rm_control_server_port(const rm_control_server_t *server);
+
+/**
+ * Starts shutting down: stops accepting calls and cancels every call in progress (agents see their
+ * stream end and reconnect elsewhere or later). Returns at once; any thread except the server's;
+ * not async-signal-safe. Calling it twice is harmless.
+ */
+void rm_control_server_stop(rm_control_server_t *server);
+
+/** Stops the server if needed, waits for its thread and frees it. Main thread. */
+void rm_control_server_destroy(rm_control_server_t *server);
+
+#endif

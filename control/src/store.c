@@ -1,0 +1,489 @@
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "remora/log.h"
+#include "remora/rpc.h"
+#include "remora/strutil.h"
+#include "remora/v1/discovery.pb-c.h"
+#include "remora/v1/route.pb-c.h"
+#include "remora/v1/service.pb-c.h"
+#include "store.h"
+
+#define MAGIC "RMSTORE1"
+#define HEADER_SIZE 20
+#define TMP_FILE RM_STORE_FILE ".tmp"
+/* a state file larger than this is not ours */
+#define MAX_STATE_BYTES (512 * 1024 * 1024)
+
+typedef struct st_kind_list_t {
+    rm_resource_t **entries;
+    size_t size;
+} kind_list_t;
+
+struct st_rm_store_t {
+    char *dir;
+    int dir_fd, lock_fd;
+    uint64_t version;
+    kind_list_t kinds[RM_KIND__COUNT];
+    rm_rpc_buf_t snapshot;
+};
+
+static uint32_t
+crc32(const uint8_t *p, size_t len)
+{
+    uint32_t crc = 0xffffffff;
+    for (size_t i = 0; i != len; ++i) {
+        crc ^= p[i];
+        for (int k = 0; k != 8; ++k)
+            crc = (crc >> 1) ^ (0xedb88320 & (0u - (crc & 1)));
+    }
+    return ~crc;
+}
+
+static void
+put_le(uint8_t *p, uint64_t v, int n)
+{
+    for (int i = 0; i != n; ++i)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint64_t
+get_le(const uint8_t *p, int n)
+{
+    uint64_t v = 0;
+    for (int i = n - 1; i >= 0; --i)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+/* Field numbers come from the generated descriptor so that the hand-assembled encoding cannot drift from the .proto. */
+static uint32_t
+snapshot_field(const char *name)
+{
+    const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field_by_name(&remora__v1__snapshot__descriptor, name);
+    if (f == NULL)
+        rm_fatal("remora.v1.Snapshot has no field %s", name);
+    return f->id;
+}
+
+static void
+encode(rm_rpc_buf_t *buf, uint64_t version, kind_list_t *kinds)
+{
+    static const char *const fields[RM_KIND__COUNT] = {
+        [RM_KIND_SERVICE] = "services", [RM_KIND_HTTP_ROUTE] = "http_routes", [RM_KIND_GRPC_ROUTE] = "grpc_routes"};
+    buf->len = 0;
+    if (version != 0)
+        rm_rpc_buf_append_varint_field(buf, snapshot_field("version"), version);
+    for (int k = 0; k != RM_KIND__COUNT; ++k) {
+        uint32_t field = snapshot_field(fields[k]);
+        for (size_t i = 0; i != kinds[k].size; ++i)
+            rm_rpc_buf_append_bytes_field(buf, field, kinds[k].entries[i]->bytes, kinds[k].entries[i]->len);
+    }
+}
+
+static int
+write_all(int fd, const uint8_t *p, size_t len)
+{
+    while (len != 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* temp file, fsync, rename, fsync of the directory: the rename is the commit point. */
+static int
+write_state(rm_store_t *s, const rm_rpc_buf_t *snapshot, char *err, size_t errsz)
+{
+    uint8_t header[HEADER_SIZE];
+    memcpy(header, MAGIC, 8);
+    put_le(header + 8, crc32(snapshot->base, snapshot->len), 4);
+    put_le(header + 12, snapshot->len, 8);
+    int fd = openat(s->dir_fd, TMP_FILE, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        snprintf(err, errsz, "cannot create %s/%s: %s", s->dir, TMP_FILE, strerror(errno));
+        return -1;
+    }
+    if (write_all(fd, header, sizeof(header)) != 0 || write_all(fd, snapshot->base, snapshot->len) != 0 || fsync(fd) != 0) {
+        snprintf(err, errsz, "cannot write %s/%s: %s", s->dir, TMP_FILE, strerror(errno));
+        close(fd);
+        unlinkat(s->dir_fd, TMP_FILE, 0);
+        return -1;
+    }
+    if (close(fd) != 0) {
+        snprintf(err, errsz, "cannot write %s/%s: %s", s->dir, TMP_FILE, strerror(errno));
+        unlinkat(s->dir_fd, TMP_FILE, 0);
+        return -1;
+    }
+    if (renameat(s->dir_fd, TMP_FILE, s->dir_fd, RM_STORE_FILE) != 0) {
+        snprintf(err, errsz, "cannot rename %s/%s to %s: %s", s->dir, TMP_FILE, RM_STORE_FILE, strerror(errno));
+        unlinkat(s->dir_fd, TMP_FILE, 0);
+        return -1;
+    }
+    if (fsync(s->dir_fd) != 0) {
+        /* the new file is in place but its name may not be durable yet; the next write retries that */
+        snprintf(err, errsz, "cannot sync directory %s: %s", s->dir, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static int
+cmp_entry(const void *a, const void *b)
+{
+    return rm_resource_cmp(a, b);
+}
+
+static int
+add_loaded(rm_store_t *s, rm_kind_t kind, size_t n, ProtobufCMessage **msgs, char *err, size_t errsz)
+{
+    kind_list_t *l = &s->kinds[kind];
+    l->entries = rm_calloc(n + 1, sizeof(l->entries[0]));
+    for (size_t i = 0; i != n; ++i) {
+        size_t len = protobuf_c_message_get_packed_size(msgs[i]);
+        uint8_t *bytes = rm_malloc(len);
+        protobuf_c_message_pack(msgs[i], bytes);
+        rm_resource_t *r = rm_resource_create(kind, bytes, len);
+        free(bytes);
+        if (r == NULL) {
+            snprintf(err, errsz, "%s/%s: a %s without a name or namespace", s->dir, RM_STORE_FILE, rm_kind_name(kind));
+            return -1;
+        }
+        l->entries[l->size++] = r;
+    }
+    qsort(l->entries, l->size, sizeof(l->entries[0]), cmp_entry);
+    return 0;
+}
+
+static int
+load(rm_store_t *s, char *err, size_t errsz)
+{
+    int fd = openat(s->dir_fd, RM_STORE_FILE, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return 0;
+        snprintf(err, errsz, "cannot open %s/%s: %s", s->dir, RM_STORE_FILE, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    uint8_t *data = NULL;
+    int ret = -1;
+    if (fstat(fd, &st) != 0) {
+        snprintf(err, errsz, "cannot stat %s/%s: %s", s->dir, RM_STORE_FILE, strerror(errno));
+        goto out;
+    }
+    if (st.st_size < HEADER_SIZE || st.st_size > MAX_STATE_BYTES) {
+        snprintf(err, errsz, "%s/%s is not a remora-control state file (size %lld)", s->dir, RM_STORE_FILE, (long long)st.st_size);
+        goto out;
+    }
+    data = rm_malloc((size_t)st.st_size);
+    size_t got = 0;
+    while (got < (size_t)st.st_size) {
+        ssize_t n = read(fd, data + got, (size_t)st.st_size - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            snprintf(err, errsz, "cannot read %s/%s: %s", s->dir, RM_STORE_FILE, n < 0 ? strerror(errno) : "file shrank");
+            goto out;
+        }
+        got += (size_t)n;
+    }
+    uint64_t len = get_le(data + 12, 8);
+    if (memcmp(data, MAGIC, 8) != 0 || len != (uint64_t)st.st_size - HEADER_SIZE) {
+        snprintf(err, errsz, "%s/%s is not a remora-control state file, or is truncated", s->dir, RM_STORE_FILE);
+        goto out;
+    }
+    if (crc32(data + HEADER_SIZE, len) != (uint32_t)get_le(data + 8, 4)) {
+        snprintf(err, errsz, "%s/%s is corrupt (checksum mismatch)", s->dir, RM_STORE_FILE);
+        goto out;
+    }
+    Remora__V1__Snapshot *snap = remora__v1__snapshot__unpack(NULL, len, data + HEADER_SIZE);
+    if (snap == NULL) {
+        snprintf(err, errsz, "%s/%s is corrupt (does not parse)", s->dir, RM_STORE_FILE);
+        goto out;
+    }
+    s->version = snap->version;
+    if (add_loaded(s, RM_KIND_SERVICE, snap->n_services, (ProtobufCMessage **)snap->services, err, errsz) == 0 &&
+        add_loaded(s, RM_KIND_HTTP_ROUTE, snap->n_http_routes, (ProtobufCMessage **)snap->http_routes, err, errsz) == 0 &&
+        add_loaded(s, RM_KIND_GRPC_ROUTE, snap->n_grpc_routes, (ProtobufCMessage **)snap->grpc_routes, err, errsz) == 0)
+        ret = 0;
+    remora__v1__snapshot__free_unpacked(snap, NULL);
+out:
+    free(data);
+    close(fd);
+    return ret;
+}
+
+rm_store_t *
+rm_store_open(const char *dir, char *err, size_t errsz)
+{
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        snprintf(err, errsz, "cannot create the state directory %s: %s", dir, strerror(errno));
+        return NULL;
+    }
+    rm_store_t *s = rm_calloc(1, sizeof(*s));
+    s->dir = rm_strdup(dir);
+    s->lock_fd = -1;
+    if ((s->dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+        snprintf(err, errsz, "cannot open the state directory %s: %s", dir, strerror(errno));
+        goto fail;
+    }
+    if ((s->lock_fd = openat(s->dir_fd, "LOCK", O_RDWR | O_CREAT | O_CLOEXEC, 0600)) < 0) {
+        snprintf(err, errsz, "cannot create %s/LOCK: %s", dir, strerror(errno));
+        goto fail;
+    }
+    if (flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        if (errno == EWOULDBLOCK)
+            snprintf(err, errsz, "the state directory %s is in use by another remora-control", dir);
+        else
+            snprintf(err, errsz, "cannot lock %s/LOCK: %s", dir, strerror(errno));
+        goto fail;
+    }
+    /* a temp file left by a crash before its rename is garbage */
+    unlinkat(s->dir_fd, TMP_FILE, 0);
+    if (load(s, err, errsz) != 0)
+        goto fail;
+    encode(&s->snapshot, s->version, s->kinds);
+    return s;
+fail:
+    rm_store_close(s);
+    return NULL;
+}
+
+void
+rm_store_close(rm_store_t *s)
+{
+    if (s == NULL)
+        return;
+    for (int k = 0; k != RM_KIND__COUNT; ++k) {
+        for (size_t i = 0; i != s->kinds[k].size; ++i)
+            rm_resource_destroy(s->kinds[k].entries[i]);
+        free(s->kinds[k].entries);
+    }
+    rm_rpc_buf_dispose(&s->snapshot);
+    if (s->lock_fd >= 0)
+        close(s->lock_fd);
+    if (s->dir_fd >= 0)
+        close(s->dir_fd);
+    free(s->dir);
+    free(s);
+}
+
+uint64_t
+rm_store_version(const rm_store_t *s)
+{
+    return s->version;
+}
+
+rm_resource_t *const *
+rm_store_list(const rm_store_t *s, rm_kind_t kind, size_t *n)
+{
+    *n = s->kinds[kind].size;
+    return s->kinds[kind].entries;
+}
+
+static ssize_t
+find_index(const kind_list_t *l, rm_kind_t kind, const char *ns, const char *name)
+{
+    if (l->size == 0)
+        return -1;
+    rm_resource_t key = {.kind = kind, .ns = ns, .name = name}, *kp = &key;
+    rm_resource_t **found = bsearch(&kp, l->entries, l->size, sizeof(l->entries[0]), cmp_entry);
+    return found != NULL ? found - l->entries : -1;
+}
+
+const rm_resource_t *
+rm_store_find(const rm_store_t *s, rm_kind_t kind, const char *ns, const char *name)
+{
+    ssize_t i = find_index(&s->kinds[kind], kind, ns, name);
+    return i >= 0 ? s->kinds[kind].entries[i] : NULL;
+}
+
+int
+rm_store_exists_cb(void *ctx, rm_kind_t kind, const char *ns, const char *name)
+{
+    return rm_store_find(ctx, kind, ns, name) != NULL;
+}
+
+/* Writes `next` as version+1 and makes it current, or leaves everything as it was. */
+static int
+commit(rm_store_t *s, kind_list_t *next, char *err, size_t errsz)
+{
+    rm_rpc_buf_t buf = {NULL};
+    encode(&buf, s->version + 1, next);
+    if (write_state(s, &buf, err, errsz) != 0) {
+        rm_rpc_buf_dispose(&buf);
+        return -1;
+    }
+    for (int k = 0; k != RM_KIND__COUNT; ++k) {
+        free(s->kinds[k].entries);
+        s->kinds[k] = next[k];
+    }
+    rm_rpc_buf_dispose(&s->snapshot);
+    s->snapshot = buf;
+    ++s->version;
+    return 0;
+}
+
+static void
+copy_lists(const rm_store_t *s, kind_list_t *next, size_t extra)
+{
+    for (int k = 0; k != RM_KIND__COUNT; ++k) {
+        next[k].entries = rm_calloc(s->kinds[k].size + extra + 1, sizeof(next[k].entries[0]));
+        if (s->kinds[k].size != 0)
+            memcpy(next[k].entries, s->kinds[k].entries, s->kinds[k].size * sizeof(next[k].entries[0]));
+        next[k].size = s->kinds[k].size;
+    }
+}
+
+int
+rm_store_apply(rm_store_t *s, rm_batch_t *batch, int dry_run, rm_store_action_t *actions, int *changed, char *err, size_t errsz)
+{
+    rm_resource_list_t *list = &batch->resources;
+    *changed = 0;
+    for (size_t i = 0; i != list->size; ++i) {
+        const rm_resource_t *r = list->entries[i], *old = rm_store_find(s, r->kind, r->ns, r->name);
+        if (old == NULL)
+            actions[i] = RM_STORE_CREATED;
+        else if (old->len == r->len && memcmp(old->bytes, r->bytes, r->len) == 0)
+            actions[i] = RM_STORE_UNCHANGED;
+        else
+            actions[i] = RM_STORE_CONFIGURED;
+        if (actions[i] != RM_STORE_UNCHANGED)
+            *changed = 1;
+    }
+    if (!*changed || dry_run) {
+        *changed = 0;
+        return 0;
+    }
+    kind_list_t next[RM_KIND__COUNT];
+    copy_lists(s, next, list->size);
+    rm_resource_t **replaced = rm_calloc(list->size + 1, sizeof(replaced[0]));
+    size_t num_replaced = 0;
+    for (size_t i = 0; i != list->size; ++i) {
+        rm_resource_t *r = list->entries[i];
+        kind_list_t *l = &next[r->kind];
+        if (actions[i] == RM_STORE_CONFIGURED) {
+            ssize_t at = find_index(l, r->kind, r->ns, r->name);
+            replaced[num_replaced++] = l->entries[at];
+            l->entries[at] = r;
+        } else if (actions[i] == RM_STORE_CREATED) {
+            l->entries[l->size++] = r;
+        }
+    }
+    for (int k = 0; k != RM_KIND__COUNT; ++k)
+        qsort(next[k].entries, next[k].size, sizeof(next[k].entries[0]), cmp_entry);
+    if (commit(s, next, err, errsz) != 0) {
+        for (int k = 0; k != RM_KIND__COUNT; ++k)
+            free(next[k].entries);
+        free(replaced);
+        *changed = 0;
+        return -1;
+    }
+    for (size_t i = 0; i != num_replaced; ++i)
+        rm_resource_destroy(replaced[i]);
+    free(replaced);
+    for (size_t i = 0; i != list->size; ++i)
+        if (actions[i] != RM_STORE_UNCHANGED)
+            list->entries[i] = NULL;
+    return 0;
+}
+
+/* Does a route refer to the Service (as parent or backend)? */
+static int
+route_uses(const rm_resource_t *route, const char *ns, const char *name)
+{
+    size_t n_parents, n_rules;
+    Remora__V1__ParentReference **parents;
+    void **rules;
+    if (route->kind == RM_KIND_HTTP_ROUTE) {
+        const Remora__V1__HTTPRouteSpec *spec = ((const Remora__V1__HTTPRoute *)route->msg)->spec;
+        if (spec == NULL)
+            return 0;
+        n_parents = spec->n_parent_refs, parents = spec->parent_refs, n_rules = spec->n_rules, rules = (void **)spec->rules;
+    } else {
+        const Remora__V1__GRPCRouteSpec *spec = ((const Remora__V1__GRPCRoute *)route->msg)->spec;
+        if (spec == NULL)
+            return 0;
+        n_parents = spec->n_parent_refs, parents = spec->parent_refs, n_rules = spec->n_rules, rules = (void **)spec->rules;
+    }
+    for (size_t i = 0; i != n_parents; ++i)
+        if (strcmp(parents[i]->name, name) == 0 && strcmp(parents[i]->namespace_, ns) == 0)
+            return 1;
+    for (size_t i = 0; i != n_rules; ++i) {
+        size_t n_backends;
+        Remora__V1__BackendReference **backends;
+        if (route->kind == RM_KIND_HTTP_ROUTE) {
+            const Remora__V1__HTTPRouteRule *rule = rules[i];
+            n_backends = rule->n_backend_refs, backends = rule->backend_refs;
+        } else {
+            const Remora__V1__GRPCRouteRule *rule = rules[i];
+            n_backends = rule->n_backend_refs, backends = rule->backend_refs;
+        }
+        for (size_t j = 0; j != n_backends; ++j)
+            if (strcmp(backends[j]->name, name) == 0 && strcmp(backends[j]->namespace_, ns) == 0)
+                return 1;
+    }
+    return 0;
+}
+
+int
+rm_store_delete(rm_store_t *s, rm_kind_t kind, const char *ns, const char *name, char *err, size_t errsz)
+{
+    ssize_t at = find_index(&s->kinds[kind], kind, ns, name);
+    if (at < 0) {
+        snprintf(err, errsz, "%s/%s not found in namespace %s", rm_kind_lower(kind), name, ns);
+        return RM_STORE_ENOENT;
+    }
+    if (kind == RM_KIND_SERVICE) {
+        size_t users = 0, off = 0;
+        off += snprintf(err, errsz, "service/%s is used by", name);
+        for (int k = RM_KIND_HTTP_ROUTE; k <= RM_KIND_GRPC_ROUTE; ++k) {
+            for (size_t i = 0; i != s->kinds[k].size; ++i) {
+                const rm_resource_t *r = s->kinds[k].entries[i];
+                if (!route_uses(r, ns, name))
+                    continue;
+                if (users < 5 && off < errsz)
+                    off += snprintf(err + off, errsz - off, "%s %s/%s (namespace %s)", users != 0 ? "," : "",
+                                    rm_kind_lower(r->kind), r->name, r->ns);
+                ++users;
+            }
+        }
+        if (users != 0) {
+            if (off < errsz)
+                snprintf(err + off, errsz - off, "%s; delete those routes or remove the reference first",
+                         users > 5 ? " and more" : "");
+            return RM_STORE_EINUSE;
+        }
+    }
+    kind_list_t next[RM_KIND__COUNT];
+    copy_lists(s, next, 0);
+    rm_resource_t *victim = next[kind].entries[at];
+    memmove(next[kind].entries + at, next[kind].entries + at + 1, (next[kind].size - at - 1) * sizeof(next[kind].entries[0]));
+    --next[kind].size;
+    if (commit(s, next, err, errsz) != 0) {
+        for (int k = 0; k != RM_KIND__COUNT; ++k)
+            free(next[k].entries);
+        return -1;
+    }
+    rm_resource_destroy(victim);
+    return 0;
+}
+
+const uint8_t *
+rm_store_snapshot(const rm_store_t *s, size_t *len)
+{
+    *len = s->snapshot.len;
+    return s->snapshot.base;
+}

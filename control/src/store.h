@@ -1,0 +1,75 @@
+/*
+ * The embedded durable store: every resource, at one version, in one file of the state directory.
+ *
+ * Layout of DIR: `store.pb` holds the state, `LOCK` is flock()ed by the process that owns the
+ * directory (a second remora-control on the same directory refuses to start). `store.pb` is an
+ * 8-byte magic, a 4-byte CRC-32 and an 8-byte length (little-endian) followed by the encoding of a
+ * remora.v1.Snapshot without a nonce: the same bytes agents receive. Every change writes a new file
+ * (store.pb.tmp, fsync, rename over store.pb, fsync of the directory), so a crash leaves either the
+ * old or the new state, never a mix; the in-memory state changes only after the write succeeded.
+ *
+ * Each accepted change bumps the version by one; applying content identical to what is stored
+ * changes nothing and keeps the version.
+ *
+ * Not thread-safe: one thread (the server's completion-queue thread) owns the store. Errors are
+ * returned with a message; only OOM aborts.
+ */
+#ifndef remora_control__store_h
+#define remora_control__store_h
+
+#include <stddef.h>
+#include <stdint.h>
+#include "document.h"
+#include "resource.h"
+
+typedef struct st_rm_store_t rm_store_t;
+
+#define RM_STORE_FILE "store.pb"
+
+/**
+ * Opens the store in `dir` (created if missing, mode 0700; its parent must exist): locks it and
+ * loads store.pb when present (version 0 and no resources otherwise). Returns NULL with the reason
+ * in `err` (locked by another process, unreadable or corrupt state file, ...).
+ */
+rm_store_t *rm_store_open(const char *dir, char *err, size_t errsz);
+/** Releases the lock and frees everything. */
+void rm_store_close(rm_store_t *store);
+
+uint64_t rm_store_version(const rm_store_t *store);
+/** The resources of a kind, sorted by namespace then name; owned by the store, valid until the next change. */
+rm_resource_t *const *rm_store_list(const rm_store_t *store, rm_kind_t kind, size_t *n);
+/** The resource, or NULL. */
+const rm_resource_t *rm_store_find(const rm_store_t *store, rm_kind_t kind, const char *ns, const char *name);
+/** An rm_batch_exists_cb over a store (ctx is the rm_store_t *). */
+int rm_store_exists_cb(void *ctx, rm_kind_t kind, const char *ns, const char *name);
+
+typedef enum en_rm_store_action_t {
+    RM_STORE_UNCHANGED = 0,
+    RM_STORE_CREATED,
+    RM_STORE_CONFIGURED,
+} rm_store_action_t;
+
+/**
+ * Stores every resource of a batch that rm_batch_check() found free of errors, as one change.
+ * `actions` (batch->resources.size entries) receives what happens to each resource. Created and
+ * configured resources move from the batch into the store (their batch entries become NULL).
+ * Returns 0 with *changed telling whether a new version was made (never on a dry run, never when
+ * every resource is unchanged), or -1 when the state could not be written: then nothing changed and
+ * `err` says why.
+ */
+int rm_store_apply(rm_store_t *store, rm_batch_t *batch, int dry_run, rm_store_action_t *actions, int *changed, char *err,
+                   size_t errsz);
+
+#define RM_STORE_ENOENT -2
+#define RM_STORE_EINUSE -3
+/**
+ * Deletes one resource as one change. Returns 0, RM_STORE_ENOENT when there is no such resource,
+ * RM_STORE_EINUSE when routes still refer to the Service (`err` names them), or -1 when the state
+ * could not be written (nothing changed; `err` says why).
+ */
+int rm_store_delete(rm_store_t *store, rm_kind_t kind, const char *ns, const char *name, char *err, size_t errsz);
+
+/** The encoding of the current state as a remora.v1.Snapshot without a nonce. Owned by the store, valid until the next change. */
+const uint8_t *rm_store_snapshot(const rm_store_t *store, size_t *len);
+
+#endif
