@@ -3,6 +3,7 @@
  * loading and reload; N workers own the data path. See docs/ for the architecture.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -14,6 +15,7 @@
 #include "remora/strutil.h"
 #include "admin/admin.h"
 #include "config/config.h"
+#include "config/control_client.h"
 #include "core/worker.h"
 #include "net/listener.h"
 #include "obs/stats.h"
@@ -37,7 +39,18 @@ static struct {
     int ready;
     int draining;
     uint32_t drain_timeout_override_ms;
+    /* control-plane mode */
+    rm_control_client_t *control;
+    rm_config_t *control_base;
+    uv_async_t control_async;
+    pthread_mutex_t control_mutex;
+    pthread_cond_t control_cond;
+    rm_config_t *control_pending;
+    int control_done, control_result, control_closed;
+    char control_err[512];
 } agent;
+
+static void stop_control(void);
 
 static void
 usage(FILE *fp)
@@ -45,6 +58,7 @@ usage(FILE *fp)
     fprintf(fp, "Usage:\n"
                 "  remora-agent --config FILE [--check-config] [options]\n"
                 "  remora-agent --listen ADDR:PORT --upstream HOST:PORT [--upstream-protocol h2|http1|auto] [options]\n"
+                "  remora-agent --listen ADDR:PORT --control ADDR:PORT --node-id NAME [--state-dir DIR] [options]\n"
                 "\n"
                 "Remora's sidecar proxy: HTTP/1.1, HTTP/2 and gRPC, cleartext or TLS, both directions.\n"
                 "\n"
@@ -60,6 +74,11 @@ usage(FILE *fp)
                 "      --upstream-tls           TLS to the upstream, peer verified\n"
                 "      --upstream-ca FILE       CA bundle to verify the upstream (default: system store)\n"
                 "      --upstream-server-name N name to verify and send as SNI (default: the upstream host)\n"
+                "Control-plane mode (routes and services come from remora-control):\n"
+                "      --control ADDR:PORT      the control plane's gRPC address\n"
+                "      --node-id NAME           this agent's name in `remoractl status`\n"
+                "      --state-dir DIR          keep the last good snapshot here; a restart without the\n"
+                "                               control plane serves it\n"
                 "Common:\n"
                 "  -w, --workers N              worker threads (default: config, else CPU count)\n"
                 "      --admin ADDR:PORT        loopback admin server (default 127.0.0.1:15000)\n"
@@ -88,6 +107,9 @@ enum {
     OPT_DRAIN,
     OPT_LOG_LEVEL,
     OPT_VERSION,
+    OPT_CONTROL,
+    OPT_NODE_ID,
+    OPT_STATE_DIR,
 };
 
 typedef struct st_cmdline_t {
@@ -100,6 +122,7 @@ typedef struct st_cmdline_t {
     const char *admin, *health;
     long drain_ms;
     unsigned workers;
+    const char *control, *node_id, *state_dir;
 } cmdline_t;
 
 static int
@@ -152,12 +175,31 @@ apply_overrides(rm_config_t *config, const cmdline_t *cmd)
     return 0;
 }
 
+/* Control-plane mode: the agent's own settings, with no routes or clusters yet. */
+static rm_config_t *
+control_base_config(const cmdline_t *cmd)
+{
+    rm_config_t *config = rm_config_create_defaults();
+    config->source = rm_strdup("command line");
+    config->listeners = rm_calloc(1, sizeof(*config->listeners));
+    config->num_listeners = 1;
+    config->listeners[0].name = rm_strdup("main");
+    if (set_addr(&config->listeners[0].addr, cmd->quick.listen, "--listen") != 0) {
+        rm_config_unref(config);
+        return NULL;
+    }
+    return config;
+}
+
 static rm_config_t *
 load_config(const cmdline_t *cmd, int quiet_prefix)
 {
     rm_config_error_t err;
     rm_config_t *config;
-    if (cmd->config != NULL)
+    if (cmd->control != NULL) {
+        if ((config = control_base_config(cmd)) == NULL)
+            return NULL;
+    } else if (cmd->config != NULL)
         config = rm_config_load_file(cmd->config, &err);
     else
         config = rm_config_from_quick(&cmd->quick, &err);
@@ -262,6 +304,7 @@ on_worker_exited(uv_async_t *async)
     unsigned exited = __atomic_load_n(&agent.workers_exited, __ATOMIC_ACQUIRE);
     if (exited != agent.num_workers)
         return;
+    stop_control();
     if (agent.admin != NULL) {
         rm_admin_stop(agent.admin);
         agent.admin = NULL;
@@ -295,27 +338,19 @@ find_listener(const rm_config_t *config, const rm_config_addr_t *addr)
     return 0;
 }
 
-static void
-reload(void)
+/* Puts a validated snapshot in service on every worker (takes the reference). Returns 0, or -1
+ * with a reason and nothing changed. Main thread. */
+static int
+publish(rm_config_t *config, char *errbuf, size_t errlen)
 {
-    if (agent.config_file == NULL) {
-        rm_log_warn("agent", "SIGHUP: nothing to reload (no --config file)");
-        return;
-    }
-    rm_config_t *config = load_config(&cmdline, 0);
-    if (config == NULL) {
-        rm_log_error("agent", "reload rejected; generation %llu stays in service", (unsigned long long)agent.generation);
-        return;
-    }
     char err[512];
     rm_tls_set_t *tls = rm_tls_set_create(config, err, sizeof(err));
     if (tls == NULL) {
-        rm_log_error("agent", "reload rejected: %s: %s; generation %llu stays in service", agent.config_file, err,
-                     (unsigned long long)agent.generation);
+        snprintf(errbuf, errlen, "%s", err);
         rm_config_unref(config);
-        return;
+        return -1;
     }
-    /* open sockets for new listener addresses now, so a bind error rejects the reload */
+    /* open sockets for new listener addresses now, so a bind error rejects the whole snapshot */
     size_t num_new = 0;
     for (size_t i = 0; i != config->num_listeners; ++i)
         if (!find_listener(agent.config, &config->listeners[i].addr))
@@ -330,22 +365,21 @@ reload(void)
         for (unsigned w = 0; w != agent.num_workers; ++w) {
             int fd = rm_listen_fd_open(&addrs[k], err, sizeof(err));
             if (fd < 0) {
-                rm_log_error("agent", "reload rejected: %s; generation %llu stays in service", err,
-                             (unsigned long long)agent.generation);
+                snprintf(errbuf, errlen, "%s", err);
                 for (size_t j = 0; j != k * agent.num_workers + w; ++j)
                     close(fds[j]);
                 free(fds);
                 free(addrs);
                 rm_tls_set_unref(tls);
                 rm_config_unref(config);
-                return;
+                return -1;
             }
             fds[k * agent.num_workers + w] = fd;
         }
         ++k;
     }
     if (config->num_workers != agent.num_workers)
-        rm_log_warn("agent", "reload: the worker count changes only at restart (keeping %u)", agent.num_workers);
+        rm_log_warn("agent", "the worker count changes only at restart (keeping %u)", agent.num_workers);
     config->generation = ++agent.generation;
     for (unsigned w = 0; w != agent.num_workers; ++w) {
         apply_msg_t *msg = rm_calloc(1, sizeof(*msg));
@@ -367,7 +401,92 @@ reload(void)
     rm_tls_set_unref(agent.tls);
     agent.config = config;
     agent.tls = tls;
+    return 0;
+}
+
+static void
+reload(void)
+{
+    if (agent.config_file == NULL) {
+        rm_log_warn("agent", "SIGHUP: nothing to reload (no --config file)");
+        return;
+    }
+    rm_config_t *config = load_config(&cmdline, 0);
+    if (config == NULL) {
+        rm_log_error("agent", "reload rejected; generation %llu stays in service", (unsigned long long)agent.generation);
+        return;
+    }
+    char err[512];
+    if (publish(config, err, sizeof(err)) != 0) {
+        rm_log_error("agent", "reload rejected: %s: %s; generation %llu stays in service", agent.config_file, err,
+                     (unsigned long long)agent.generation);
+        return;
+    }
     rm_log_info("agent", "reloaded %s: generation %llu in service", agent.config_file, (unsigned long long)agent.generation);
+}
+
+/*
+ * Control-plane snapshots arrive on the control thread and are published here, on the main thread.
+ */
+
+static void
+on_control_async(uv_async_t *async)
+{
+    pthread_mutex_lock(&agent.control_mutex);
+    rm_config_t *config = agent.control_pending;
+    agent.control_pending = NULL;
+    pthread_mutex_unlock(&agent.control_mutex);
+    if (config == NULL)
+        return;
+    char err[512] = "";
+    int r = publish(config, err, sizeof(err));
+    pthread_mutex_lock(&agent.control_mutex);
+    agent.control_result = r;
+    snprintf(agent.control_err, sizeof(agent.control_err), "%s", err);
+    agent.control_done = 1;
+    pthread_cond_broadcast(&agent.control_cond);
+    pthread_mutex_unlock(&agent.control_mutex);
+}
+
+static int
+control_apply(void *ctx, rm_config_t *config, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&agent.control_mutex);
+    if (agent.control_closed) {
+        pthread_mutex_unlock(&agent.control_mutex);
+        rm_config_unref(config);
+        snprintf(err, errlen, "the agent is shutting down");
+        return -1;
+    }
+    agent.control_pending = config;
+    agent.control_done = 0;
+    pthread_mutex_unlock(&agent.control_mutex);
+    uv_async_send(&agent.control_async);
+    pthread_mutex_lock(&agent.control_mutex);
+    while (!agent.control_done && !agent.control_closed)
+        pthread_cond_wait(&agent.control_cond, &agent.control_mutex);
+    int r = agent.control_done ? agent.control_result : -1;
+    snprintf(err, errlen, "%s", agent.control_done ? agent.control_err : "the agent is shutting down");
+    if (!agent.control_done && agent.control_pending != NULL) {
+        rm_config_unref(agent.control_pending);
+        agent.control_pending = NULL;
+    }
+    pthread_mutex_unlock(&agent.control_mutex);
+    return r;
+}
+
+static void
+stop_control(void)
+{
+    if (agent.control == NULL)
+        return;
+    pthread_mutex_lock(&agent.control_mutex);
+    agent.control_closed = 1;
+    pthread_cond_broadcast(&agent.control_cond);
+    pthread_mutex_unlock(&agent.control_mutex);
+    rm_control_client_stop(agent.control);
+    agent.control = NULL;
+    uv_close((uv_handle_t *)&agent.control_async, NULL);
 }
 
 static void
@@ -400,6 +519,9 @@ main(int argc, char **argv)
         {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, OPT_VERSION},
+        {"control", required_argument, NULL, OPT_CONTROL},
+        {"node-id", required_argument, NULL, OPT_NODE_ID},
+        {"state-dir", required_argument, NULL, OPT_STATE_DIR},
         {NULL, 0, NULL, 0},
     };
     cmdline.drain_ms = -1;
@@ -471,6 +593,15 @@ main(int argc, char **argv)
         case OPT_VERSION:
             printf("remora-agent %s\n", REMORA_VERSION);
             return 0;
+        case OPT_CONTROL:
+            cmdline.control = optarg;
+            break;
+        case OPT_NODE_ID:
+            cmdline.node_id = optarg;
+            break;
+        case OPT_STATE_DIR:
+            cmdline.state_dir = optarg;
+            break;
         default:
             usage(stderr);
             return 2;
@@ -481,11 +612,24 @@ main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    if (cmdline.config != NULL && (cmdline.quick.listen != NULL || cmdline.quick.upstream != NULL)) {
+    if (cmdline.control != NULL || cmdline.node_id != NULL || cmdline.state_dir != NULL) {
+        if (cmdline.control == NULL || cmdline.node_id == NULL || cmdline.quick.listen == NULL) {
+            fprintf(stderr, "remora-agent: control-plane mode needs --control ADDR:PORT, --node-id NAME and --listen ADDR:PORT\n");
+            return 2;
+        }
+        if (cmdline.config != NULL || cmdline.quick.upstream != NULL) {
+            fprintf(stderr, "remora-agent: --control takes its routes from the control plane: drop --config and --upstream\n");
+            return 2;
+        }
+        if (cmdline.node_id[0] == '\0' || strlen(cmdline.node_id) > 253) {
+            fprintf(stderr, "remora-agent: --node-id must be 1 to 253 characters\n");
+            return 2;
+        }
+    } else if (cmdline.config != NULL && (cmdline.quick.listen != NULL || cmdline.quick.upstream != NULL)) {
         fprintf(stderr, "remora-agent: use either --config or --listen/--upstream, not both\n");
         return 2;
     }
-    if (cmdline.config == NULL && (cmdline.quick.listen == NULL || cmdline.quick.upstream == NULL)) {
+    if (cmdline.control == NULL && cmdline.config == NULL && (cmdline.quick.listen == NULL || cmdline.quick.upstream == NULL)) {
         fprintf(stderr, "remora-agent: give --config FILE, or both --listen and --upstream\n");
         usage(stderr);
         return 2;
@@ -496,6 +640,22 @@ main(int argc, char **argv)
     agent.config_file = cmdline.config;
     if ((agent.config = load_config(&cmdline, 0)) == NULL)
         return 1;
+    uint64_t persisted_version = 0;
+    if (cmdline.control != NULL) {
+        /* serve the last good snapshot until the control plane answers (or forever, if it does not) */
+        agent.control_base = rm_config_ref(agent.config);
+        char perr[1024];
+        rm_config_t *persisted =
+            rm_control_load_persisted(cmdline.state_dir, agent.control_base, &persisted_version, perr, sizeof(perr));
+        if (persisted != NULL) {
+            rm_log_info("control", "serving persisted snapshot version %llu from %s until the control plane answers",
+                        (unsigned long long)persisted_version, cmdline.state_dir);
+            rm_config_unref(agent.config);
+            agent.config = persisted;
+        } else if (perr[0] != '\0') {
+            rm_log_warn("control", "ignoring the persisted snapshot: %s", perr);
+        }
+    }
     char err[512];
     if ((agent.tls = rm_tls_set_create(agent.config, err, sizeof(err))) == NULL) {
         rm_log_error("config", "%s: %s", agent.config->source, err);
@@ -556,6 +716,23 @@ main(int argc, char **argv)
             return 1;
         }
     }
+    if (cmdline.control != NULL) {
+        pthread_mutex_init(&agent.control_mutex, NULL);
+        pthread_cond_init(&agent.control_cond, NULL);
+        uv_async_init(&agent.loop, &agent.control_async, on_control_async);
+        rm_control_options_t copts = {
+            .address = cmdline.control,
+            .node_id = cmdline.node_id,
+            .state_dir = cmdline.state_dir,
+            .base = agent.control_base,
+            .applied_version = persisted_version,
+            .apply = control_apply,
+        };
+        if ((agent.control = rm_control_client_start(&copts, err, sizeof(err))) == NULL) {
+            rm_log_error("agent", "%s", err);
+            return 1;
+        }
+    }
     agent.ready = 1;
     char lbuf[80], hbuf[80];
     rm_log_info("agent", "remora-agent %s ready: %zu listeners (first %s), %u workers, health %s, config %s", REMORA_VERSION,
@@ -578,6 +755,8 @@ main(int argc, char **argv)
     free(agent.workers);
     rm_tls_set_unref(agent.tls);
     rm_config_unref(agent.config);
+    if (agent.control_base != NULL)
+        rm_config_unref(agent.control_base);
     rm_log_info("agent", "drained; exiting");
     return 0;
 }

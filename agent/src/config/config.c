@@ -685,8 +685,8 @@ validate_listener(rm_config_t *c, size_t li, rm_config_error_t *err)
     if (validate_tls_files(c, err, l->line, what, keys, files, 2) != 0)
         return -1;
 
-    if (l->num_routes == 0)
-        return rm_config__error(err, c->source, l->line, "%s: needs at least one route", what);
+    /* no routes is valid here (a control-plane snapshot without services: every request gets 404);
+     * the bootstrap parser insists on at least one, where none is surely a mistake */
     for (size_t i = 0; i != l->num_routes; ++i)
         if (validate_route(c, l, i, err) != 0)
             return -1;
@@ -724,8 +724,8 @@ validate_cluster(rm_config_t *c, size_t ci, rm_config_error_t *err)
     snprintf(what, sizeof(what), "cluster '%s': ", cl->name);
     if ((unsigned)cl->protocol > RM_UPSTREAM_AUTO)
         return rm_config__error(err, c->source, cl->line, "%sprotocol must be h2, http1 or auto", what);
-    if (cl->num_endpoints == 0)
-        return rm_config__error(err, c->source, cl->line, "%sneeds at least one endpoint", what);
+    /* no endpoints is valid here (a Service not yet scheduled: requests get 503 / UNAVAILABLE); the
+     * bootstrap parser insists on at least one */
     for (size_t i = 0; i != cl->num_endpoints; ++i) {
         rm_config_endpoint_t *ep = cl->endpoints + i;
         if (ep->host == NULL || ep->host[0] == '\0' || ep->port == 0)

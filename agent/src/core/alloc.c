@@ -4,7 +4,8 @@
 #include "remora/strutil.h"
 #include "core/alloc.h"
 
-__thread h2o_buffer_prototype_t rm_pipe_buffer_prototype = {.allocator = {.max = RM_SANITIZING ? 0 : 256}, ._initial_buf = {.capacity = 8192}};
+__thread h2o_buffer_prototype_t rm_pipe_buffer_prototype = {.allocator = {.max = RM_SANITIZING ? 0 : 256},
+                                                            ._initial_buf = {.capacity = 8192}};
 
 /* the allocators this thread has used, for rm_alloc_thread_exit */
 static __thread rm_recycle_t *registered;

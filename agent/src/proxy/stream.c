@@ -130,6 +130,9 @@ rm_stream_on_request_head(rm_stream_t *s)
         snprintf(msg, sizeof(msg), "no route for authority '%.*s' path '%.*s'",
                  (int)(s->req.authority.len < 200 ? s->req.authority.len : 200), s->req.authority.base,
                  (int)(s->req.path.len < 200 ? s->req.path.len : 200), s->req.path.base);
+        if (s->config->num_clusters == 0)
+            snprintf(msg + strlen(msg), sizeof(msg) - strlen(msg), ": no services are configured%s",
+                     s->config->version == NULL ? "" : " in the control plane's snapshot");
         rm_stream_send_local_reply(s, 404, RM_GRPC_UNIMPLEMENTED, msg);
         return;
     }

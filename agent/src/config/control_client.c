@@ -1,0 +1,321 @@
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include "remora/log.h"
+#include "remora/rpc.h"
+#include "remora/strutil.h"
+#include "remora/v1/discovery.pb-c.h"
+#include "config/control_client.h"
+#include "config/translate.h"
+
+#define SNAPSHOT_FILE "snapshot.pb"
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 10000
+
+struct st_rm_control_client_t {
+    char *address;
+    char *node_id;
+    char *state_dir;
+    rm_config_t *base;
+    uint64_t applied_version;
+    int (*apply)(void *ctx, rm_config_t *config, char *err, size_t errlen);
+    void *ctx;
+    pthread_t thread;
+    pthread_mutex_t mutex;
+    pthread_cond_t cond;
+    int stopping;
+    rm_rpc_stream_t *stream; /* guarded by mutex, for cancel */
+};
+
+/*
+ * Persistence
+ */
+
+static int
+write_atomically(const char *dir, const char *name, const uint8_t *bytes, size_t len, char *err, size_t errlen)
+{
+    char path[4096], tmp[4200];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        snprintf(err, errlen, "%.400s: %s", tmp, strerror(errno));
+        return -1;
+    }
+    size_t off = 0;
+    while (off < len) {
+        ssize_t n = write(fd, bytes + off, len - off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            snprintf(err, errlen, "%.400s: %s", tmp, strerror(errno));
+            close(fd);
+            unlink(tmp);
+            return -1;
+        }
+        off += (size_t)n;
+    }
+    if (fsync(fd) != 0 || close(fd) != 0) {
+        snprintf(err, errlen, "%.400s: %s", tmp, strerror(errno));
+        unlink(tmp);
+        return -1;
+    }
+    if (rename(tmp, path) != 0) {
+        snprintf(err, errlen, "rename %.400s: %s", path, strerror(errno));
+        unlink(tmp);
+        return -1;
+    }
+    /* the rename itself must survive a crash */
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+    return 0;
+}
+
+rm_config_t *
+rm_control_load_persisted(const char *state_dir, rm_config_t *base, uint64_t *version, char *err, size_t errlen)
+{
+    err[0] = '\0';
+    if (state_dir == NULL)
+        return NULL;
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/%s", state_dir, SNAPSHOT_FILE);
+    FILE *fp = fopen(path, "rb");
+    if (fp == NULL) {
+        if (errno != ENOENT)
+            snprintf(err, errlen, "%.400s: %s", path, strerror(errno));
+        return NULL;
+    }
+    uint8_t *bytes = NULL;
+    size_t len = 0, cap = 0;
+    for (;;) {
+        if (len == cap) {
+            cap = cap == 0 ? 65536 : cap * 2;
+            bytes = rm_realloc(bytes, cap);
+        }
+        size_t n = fread(bytes + len, 1, cap - len, fp);
+        if (n == 0)
+            break;
+        len += n;
+    }
+    int failed = ferror(fp);
+    fclose(fp);
+    rm_config_t *config = NULL;
+    if (failed) {
+        snprintf(err, errlen, "%.400s: read error", path);
+    } else {
+        char why[512];
+        if ((config = rm_translate_snapshot(bytes, len, base, why, sizeof(why))) == NULL)
+            snprintf(err, errlen, "%.400s: %.500s", path, why);
+        else
+            *version = rm_translate_snapshot_version(bytes, len);
+    }
+    free(bytes);
+    return config;
+}
+
+/*
+ * The stream
+ */
+
+static int
+is_stopping(rm_control_client_t *c)
+{
+    pthread_mutex_lock(&c->mutex);
+    int s = c->stopping;
+    pthread_mutex_unlock(&c->mutex);
+    return s;
+}
+
+static void
+send_result(rm_control_client_t *c, rm_rpc_stream_t *stream, const Remora__V1__Snapshot *snap, const char *nack_reason)
+{
+    Remora__V1__AgentMessage msg = REMORA__V1__AGENT_MESSAGE__INIT;
+    Remora__V1__Ack ack = REMORA__V1__ACK__INIT;
+    Remora__V1__Nack nack = REMORA__V1__NACK__INIT;
+    if (nack_reason == NULL) {
+        ack.version = snap->version;
+        ack.nonce = snap->nonce;
+        msg.message_case = REMORA__V1__AGENT_MESSAGE__MESSAGE_ACK;
+        msg.ack = &ack;
+    } else {
+        nack.version = snap->version;
+        nack.nonce = snap->nonce;
+        nack.reason = (char *)nack_reason;
+        msg.message_case = REMORA__V1__AGENT_MESSAGE__MESSAGE_NACK;
+        msg.nack = &nack;
+    }
+    rm_rpc_status_t status;
+    if (rm_rpc_stream_send(stream, &msg.base, 5000, &status) != RM_RPC_OK)
+        rm_log_warn("control", "could not send %s for version %llu: %s", nack_reason == NULL ? "ACK" : "NACK",
+                    (unsigned long long)snap->version, status.message);
+}
+
+static void
+on_snapshot(rm_control_client_t *c, rm_rpc_stream_t *stream, Remora__V1__Snapshot *snap)
+{
+    size_t len = protobuf_c_message_get_packed_size(&snap->base);
+    uint8_t *bytes = rm_malloc(len);
+    protobuf_c_message_pack(&snap->base, bytes);
+    char err[1024];
+    rm_config_t *config = rm_translate_snapshot(bytes, len, c->base, err, sizeof(err));
+    if (config == NULL) {
+        rm_log_error("control", "snapshot version %llu refused: %s; version %llu stays in service",
+                     (unsigned long long)snap->version, err, (unsigned long long)c->applied_version);
+        send_result(c, stream, snap, err);
+        free(bytes);
+        return;
+    }
+    if (c->apply(c->ctx, config, err, sizeof(err)) != 0) {
+        rm_log_error("control", "snapshot version %llu could not be applied: %s", (unsigned long long)snap->version, err);
+        send_result(c, stream, snap, err);
+        free(bytes);
+        return;
+    }
+    c->applied_version = snap->version;
+    if (c->state_dir != NULL && write_atomically(c->state_dir, SNAPSHOT_FILE, bytes, len, err, sizeof(err)) != 0)
+        rm_log_warn("control", "version %llu is in service but could not be persisted: %s", (unsigned long long)snap->version, err);
+    free(bytes);
+    rm_log_info("control", "snapshot version %llu in service (%zu services)", (unsigned long long)snap->version, snap->n_services);
+    send_result(c, stream, snap, NULL);
+}
+
+static void
+run_stream(rm_control_client_t *c, rm_rpc_client_t *client, int *got_snapshot)
+{
+    rm_rpc_stream_t *stream = rm_rpc_stream_open(client, "/remora.v1.Discovery/StreamSnapshots", 1);
+    pthread_mutex_lock(&c->mutex);
+    c->stream = stream;
+    int stopping = c->stopping;
+    pthread_mutex_unlock(&c->mutex);
+    rm_rpc_status_t status;
+    if (stopping)
+        goto Exit;
+
+    Remora__V1__AgentMessage msg = REMORA__V1__AGENT_MESSAGE__INIT;
+    Remora__V1__Hello hello = REMORA__V1__HELLO__INIT;
+    hello.node_id = c->node_id;
+    hello.applied_version = c->applied_version;
+    msg.message_case = REMORA__V1__AGENT_MESSAGE__MESSAGE_HELLO;
+    msg.hello = &hello;
+    rm_rpc_result_t r;
+    while ((r = rm_rpc_stream_send(stream, &msg.base, 1000, &status)) == RM_RPC_TIMEOUT) {
+        if (is_stopping(c))
+            goto Exit;
+    }
+    if (r != RM_RPC_OK) {
+        rm_log_debug("control", "control plane %s: %s", c->address, status.message);
+        goto Exit;
+    }
+    for (;;) {
+        ProtobufCMessage *m = NULL;
+        r = rm_rpc_stream_recv(stream, &remora__v1__snapshot__descriptor, 1000, &m, &status);
+        if (r == RM_RPC_TIMEOUT) {
+            if (is_stopping(c))
+                break;
+            continue;
+        }
+        if (r == RM_RPC_CLOSED) {
+            if (!is_stopping(c))
+                rm_log_warn("control", "stream to the control plane at %s ended: %s %s", c->address,
+                            rm_rpc_status_name(status.code), status.message);
+            break;
+        }
+        *got_snapshot = 1;
+        on_snapshot(c, stream, (Remora__V1__Snapshot *)m);
+        protobuf_c_message_free_unpacked(m, NULL);
+    }
+Exit:
+    pthread_mutex_lock(&c->mutex);
+    c->stream = NULL;
+    pthread_mutex_unlock(&c->mutex);
+    rm_rpc_stream_destroy(stream);
+}
+
+static void *
+thread_main(void *arg)
+{
+    rm_control_client_t *c = arg;
+    rm_rpc_client_t *client = rm_rpc_client_create(c->address, NULL);
+    unsigned backoff_ms = BACKOFF_MIN_MS;
+    unsigned seed = (unsigned)time(NULL) ^ (unsigned)(uintptr_t)c;
+    while (!is_stopping(c)) {
+        int got_snapshot = 0;
+        run_stream(c, client, &got_snapshot);
+        if (got_snapshot)
+            backoff_ms = BACKOFF_MIN_MS;
+        /* full jitter: agents that lost the control plane together do not come back together */
+        unsigned wait_ms = BACKOFF_MIN_MS / 2 + (unsigned)(rand_r(&seed) % backoff_ms);
+        backoff_ms = backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff_ms * 2;
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += wait_ms / 1000;
+        until.tv_nsec += (long)(wait_ms % 1000) * 1000000;
+        if (until.tv_nsec >= 1000000000) {
+            until.tv_sec += 1;
+            until.tv_nsec -= 1000000000;
+        }
+        pthread_mutex_lock(&c->mutex);
+        while (!c->stopping && pthread_cond_timedwait(&c->cond, &c->mutex, &until) == 0)
+            ;
+        pthread_mutex_unlock(&c->mutex);
+    }
+    rm_rpc_client_destroy(client);
+    return NULL;
+}
+
+rm_control_client_t *
+rm_control_client_start(const rm_control_options_t *opts, char *err, size_t errlen)
+{
+    rm_control_client_t *c = rm_calloc(1, sizeof(*c));
+    c->address = rm_strdup(opts->address);
+    c->node_id = rm_strdup(opts->node_id);
+    c->state_dir = opts->state_dir != NULL ? rm_strdup(opts->state_dir) : NULL;
+    c->base = rm_config_ref(opts->base);
+    c->applied_version = opts->applied_version;
+    c->apply = opts->apply;
+    c->ctx = opts->ctx;
+    pthread_mutex_init(&c->mutex, NULL);
+    pthread_cond_init(&c->cond, NULL);
+    rm_rpc_init();
+    int r = pthread_create(&c->thread, NULL, thread_main, c);
+    if (r != 0) {
+        snprintf(err, errlen, "cannot start the control thread: %s", strerror(r));
+        rm_rpc_shutdown();
+        rm_config_unref(c->base);
+        free(c->address);
+        free(c->node_id);
+        free(c->state_dir);
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
+void
+rm_control_client_stop(rm_control_client_t *c)
+{
+    pthread_mutex_lock(&c->mutex);
+    c->stopping = 1;
+    if (c->stream != NULL)
+        rm_rpc_stream_cancel(c->stream);
+    pthread_cond_broadcast(&c->cond);
+    pthread_mutex_unlock(&c->mutex);
+    pthread_join(c->thread, NULL);
+    rm_rpc_shutdown();
+    pthread_mutex_destroy(&c->mutex);
+    pthread_cond_destroy(&c->cond);
+    rm_config_unref(c->base);
+    free(c->address);
+    free(c->node_id);
+    free(c->state_dir);
+    free(c);
+}

@@ -1,0 +1,54 @@
+/*
+ * The agent's control-plane client: one thread holding the remora.v1.Discovery stream.
+ *
+ * It says Hello with the node id and the version it serves, then for every Snapshot received:
+ * translates it (config/translate.h), hands the result to `apply` (which puts it in service and
+ * returns once it is), persists the snapshot in the state directory, and ACKs; a snapshot that does
+ * not translate or apply is NACKed with the reason and the previous config stays in service. A
+ * lost stream is re-opened with jittered exponential backoff (100 ms doubling to 10 s).
+ *
+ * The persisted snapshot lets an agent that starts while the control plane is unreachable serve
+ * the last configuration it had (rm_control_load_persisted).
+ *
+ * Thread: start/stop from the main thread; `apply` is called on the control thread.
+ */
+#ifndef remora__control_client_h
+#define remora__control_client_h
+
+#include <stddef.h>
+#include <stdint.h>
+#include "config/config.h"
+
+typedef struct st_rm_control_client_t rm_control_client_t;
+
+typedef struct st_rm_control_options_t {
+    /** control plane address "IP:PORT" (copied) */
+    const char *address;
+    /** this agent's node id (copied) */
+    const char *node_id;
+    /** where the last good snapshot is kept (copied), NULL for none */
+    const char *state_dir;
+    /** the agent's own settings (listeners, workers, admin...): a reference is taken */
+    rm_config_t *base;
+    /** the version already in service (from the persisted snapshot), 0 for none */
+    uint64_t applied_version;
+    /**
+     * Puts `config` in service (takes the reference). Returns 0, or -1 with a reason in `err`.
+     * Called on the control thread; may block until the main thread has published it.
+     */
+    int (*apply)(void *ctx, rm_config_t *config, char *err, size_t errlen);
+    void *ctx;
+} rm_control_options_t;
+
+/** Starts the client thread. Returns NULL with a message if the thread cannot start. */
+rm_control_client_t *rm_control_client_start(const rm_control_options_t *opts, char *err, size_t errlen);
+/** Closes the stream, joins the thread and frees the client. */
+void rm_control_client_stop(rm_control_client_t *client);
+
+/**
+ * Reads the snapshot persisted in `state_dir` and translates it against `base`. Returns the config
+ * (refcount 1) with *version set, NULL with err[0] == '\0' when there is none, or NULL with a reason.
+ */
+rm_config_t *rm_control_load_persisted(const char *state_dir, rm_config_t *base, uint64_t *version, char *err, size_t errlen);
+
+#endif

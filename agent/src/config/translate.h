@@ -1,0 +1,39 @@
+/*
+ * Control-plane snapshots (remora.v1.Snapshot) -> the agent's runtime config snapshot.
+ *
+ * The translation produces the same immutable rm_config_t the bootstrap file does; protobuf types
+ * never leave translate.c and control_client.c (the header takes serialized bytes).
+ *
+ * Mapping, per Service `name` in namespace `ns`:
+ *   - a cluster "name.ns" with the service's endpoints (IP literals, or DNS names resolved by
+ *     c-ares) speaking HTTP/2 (protocol grpc or http2) or HTTP/1.1 (http1);
+ *   - on every listener of the base config, routes answering the authorities "name.ns",
+ *     "name.ns.svc", "name.ns.svc.cluster.local" (and plain "name" for namespace "default"), with or
+ *     without a port: first the rules of every HTTPRoute and GRPCRoute whose parentRefs name the
+ *     service (in the snapshot's order; a rule without matches matches everything), each match one
+ *     route with its weighted backendRefs; then a catch-all route to the service itself.
+ * An authority no service answers gets no route: 404, or for gRPC a trailers-only UNIMPLEMENTED.
+ * Regular-expression matches and GRPCRoute method matches without a service are refused (the
+ * snapshot is NACKed with the reason) until the router supports them.
+ *
+ * Thread: any; pure function of its inputs.
+ */
+#ifndef remora__translate_h
+#define remora__translate_h
+
+#include <stddef.h>
+#include <stdint.h>
+#include "config/config.h"
+
+/**
+ * Builds a snapshot from the serialized remora.v1.Snapshot in `bytes`: listeners, workers, admin,
+ * health, limits and DNS servers come from `base` (copied), routes and clusters from the snapshot.
+ * Returns a validated snapshot (refcount 1) with `version` set to the control plane's version, or
+ * NULL with a reason in `err` (which names the resource at fault).
+ */
+rm_config_t *rm_translate_snapshot(const uint8_t *bytes, size_t len, const rm_config_t *base, char *err, size_t errlen);
+
+/** The version field of a serialized snapshot, or 0 if it does not parse. */
+uint64_t rm_translate_snapshot_version(const uint8_t *bytes, size_t len);
+
+#endif
