@@ -5,7 +5,10 @@ import sys
 import grpc
 
 target = sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1:15001"
+authority = sys.argv[2] if len(sys.argv) > 2 else None
 opts = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
+if authority:
+    opts.append(("grpc.default_authority", authority))  # the agent routes by :authority to the Service
 with grpc.insecure_channel(target, options=opts) as ch:
     unary = ch.unary_unary("/echo.Echo/Unary")
     print("  unary           ->", unary(b"hello mesh", timeout=5))
