@@ -189,3 +189,30 @@ def test_control_plane_down_agent_restart_and_resync(control_factory, mesh, tmp_
                            for x in status_json(cp)["agents"]), timeout=15, what="agent resynced")
     r = cp.ctl("get", "service", "web", "-o", "json")
     assert r.rc == 0 and str(port) in r.out, r
+
+
+def test_route_timeout_from_the_control_plane(control, mesh, tmp_path):
+    web, echo = mesh.origin(), mesh.origin("grpc")
+    a = mesh(control, "timeout-agent")
+    docs = (service_doc("web", [f"127.0.0.1:{web}"], protocol="http1") + "---\n" +
+            service_doc("echo", [f"127.0.0.1:{echo}"]) + "---\n" +
+            "apiVersion: remora.dev/v1\nkind: HTTPRoute\nmetadata: {name: web-timeout}\nspec:\n"
+            "  parentRefs: [{name: web}]\n  rules:\n  - backendRefs: [{name: web}]\n    timeouts: {request: 300ms}\n---\n"
+            "apiVersion: remora.dev/v1\nkind: GRPCRoute\nmetadata: {name: echo-timeout}\nspec:\n"
+            "  parentRefs: [{name: echo}]\n  rules:\n  - matches: [{method: {service: echo.Echo}}]\n"
+            "    backendRefs: [{name: echo}]\n    timeouts: {request: 300ms}\n")
+    r = _apply(control, str(tmp_path), "timeouts.yaml", docs)
+    assert r.rc == 0, r
+    assert a.get("web")[0] == 200
+    t0 = time.monotonic()
+    status, _, body = http_get("127.0.0.1", a.port, "/slow", headers={"Host": "web", "x-delay-ms": "3000"})
+    elapsed = time.monotonic() - t0
+    assert status == 504 and b"timeout" in body, (status, body)
+    assert 0.25 <= elapsed < 2.0, elapsed
+    with grpc.insecure_channel(f"127.0.0.1:{a.port}", options=[("grpc.default_authority", "echo")]) as ch:
+        unary = ch.unary_unary("/echo.Echo/Unary")
+        assert unary(b"fast", timeout=5) == b"fast"
+        with pytest.raises(grpc.RpcError) as e:
+            unary(b"slow", metadata=[("x-sleep-ms", "3000")], timeout=10)
+        assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert "timeout" in e.value.details()

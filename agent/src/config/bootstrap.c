@@ -405,11 +405,11 @@ Exit:
 static int
 parse_route(parser_t *p, yaml_node_t *node, size_t li, size_t ri)
 {
-    static const char *const keys[] = {"name", "match", "cluster", "backends", NULL};
-    enum { NAME, MATCH, CLUSTER, BACKENDS };
+    static const char *const keys[] = {"name", "match", "cluster", "backends", "timeout_ms", NULL};
+    enum { NAME, MATCH, CLUSTER, BACKENDS, TIMEOUT };
     rm_config_listener_t *l = p->config->listeners + li;
     rm_config_route_t *r = l->routes + ri;
-    yaml_node_t *v[4];
+    yaml_node_t *v[5];
     char pfx[320];
 
     const char *name = peek_name(p, node);
@@ -425,6 +425,8 @@ parse_route(parser_t *p, yaml_node_t *node, size_t li, size_t ri)
             return -1;
     }
     if (v[MATCH] != NULL && parse_match(p, v[MATCH], pfx, r) != 0)
+        return -1;
+    if (v[TIMEOUT] != NULL && get_u32(p, v[TIMEOUT], pfx, "timeout_ms", 0, 86400000, &r->timeout_ms) != 0)
         return -1;
     if (v[CLUSTER] != NULL && v[BACKENDS] != NULL) {
         fail(p, v[BACKENDS], "%sgive either 'cluster' or 'backends', not both", pfx);

@@ -87,6 +87,9 @@ typedef struct st_rm_config_route_t {
     size_t num_backends;
     /** sum of the backends' weights (> 0 when num_backends > 0), set at validation */
     uint64_t total_weight;
+    /** time from the request's arrival to the end of the response, 0 for none: past it the proxy
+     * answers 504 / DEADLINE_EXCEEDED (or ends a started response) and cancels the upstream */
+    uint32_t timeout_ms;
     /**
      * name of the target cluster as written (owned). rm_config_validate resolves it into
      * cluster_index; a producer that sets cluster_index directly leaves it NULL.

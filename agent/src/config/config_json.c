@@ -139,6 +139,7 @@ put_route(FILE *fp, const rm_config_t *c, const rm_config_route_t *r)
         put_key(fp, &first, "cluster");
         put_str(fp, r->cluster_index < c->num_clusters ? c->clusters[r->cluster_index].name : r->cluster_name);
     }
+    put_u(fp, &first, "timeout_ms", r->timeout_ms);
     put_u(fp, &first, "line", r->line);
 }
 

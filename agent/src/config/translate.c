@@ -175,6 +175,29 @@ set_headers(builder_t *b, rm_config_route_t *r, Remora__V1__HeaderMatch *const *
     return 0;
 }
 
+/* Without retries a per-try (backendRequest) timeout bounds the one try, so the effective bound is
+ * the smaller of the two. */
+static int
+set_timeout(builder_t *b, rm_config_route_t *r, const Remora__V1__RouteTimeouts *t, const char *what)
+{
+    if (t == NULL)
+        return 0;
+    const Remora__V1__Duration *ds[] = {t->request, t->backend_request};
+    for (size_t i = 0; i != 2; ++i) {
+        const Remora__V1__Duration *d = ds[i];
+        if (d == NULL)
+            continue;
+        if (d->seconds < 0 || d->nanos < 0 || d->seconds > 86400)
+            return fail(b, "%s: timeouts must be between 0 and 24h", what);
+        uint64_t ms = (uint64_t)d->seconds * 1000 + (uint64_t)d->nanos / 1000000;
+        if (ms == 0 && (d->seconds != 0 || d->nanos != 0))
+            ms = 1;
+        if (ms != 0 && (r->timeout_ms == 0 || ms < r->timeout_ms))
+            r->timeout_ms = (uint32_t)ms;
+    }
+    return 0;
+}
+
 static int
 set_backends(builder_t *b, rm_config_route_t *r, const Remora__V1__Service *svc, Remora__V1__BackendReference *const *refs,
              size_t n, const char *route_ns, const char *what)
@@ -251,7 +274,8 @@ add_http_routes(builder_t *b, const Remora__V1__Service *svc)
                     if (m->method != NULL && m->method[0] != '\0')
                         r->method = rm_strdup(m->method);
                 }
-                if (set_backends(b, r, svc, rule->backend_refs, rule->n_backend_refs, rns, what) != 0)
+                if (set_backends(b, r, svc, rule->backend_refs, rule->n_backend_refs, rns, what) != 0 ||
+                    set_timeout(b, r, rule->timeouts, what) != 0)
                     return -1;
             }
         }
@@ -295,7 +319,8 @@ add_grpc_routes(builder_t *b, const Remora__V1__Service *svc)
                     if (set_headers(b, r, m->headers, m->n_headers, what) != 0)
                         return -1;
                 }
-                if (set_backends(b, r, svc, rule->backend_refs, rule->n_backend_refs, rns, what) != 0)
+                if (set_backends(b, r, svc, rule->backend_refs, rule->n_backend_refs, rns, what) != 0 ||
+                    set_timeout(b, r, rule->timeouts, what) != 0)
                     return -1;
             }
         }

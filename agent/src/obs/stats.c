@@ -188,6 +188,7 @@ static const family_t listener_families[] = {
     {"remora_downstream_resets_total", "Downstream streams ended by a reset instead of a response.", 0, {{NULL, LFIELD(rs_reset)}}},
     {"remora_downstream_protocol_errors_total", "Malformed downstream requests.", 0, {{NULL, LFIELD(rq_protocol_error)}}},
     {"remora_downstream_no_route_total", "Downstream requests that matched no route.", 0, {{NULL, LFIELD(rq_no_route)}}},
+    {"remora_downstream_timeouts_total", "Downstream requests that hit their route's timeout.", 0, {{NULL, LFIELD(rq_timeout)}}},
     {"remora_downstream_bytes_total",
      "Bytes received from and sent to downstream.",
      0,
@@ -234,6 +235,7 @@ add_listener(rm_listener_stats_t *dst, const rm_listener_stats_t *src)
     dst->rs_reset += RM_STAT_LOAD(src->rs_reset);
     dst->rq_protocol_error += RM_STAT_LOAD(src->rq_protocol_error);
     dst->rq_no_route += RM_STAT_LOAD(src->rq_no_route);
+    dst->rq_timeout += RM_STAT_LOAD(src->rq_timeout);
     dst->bytes_rx += RM_STAT_LOAD(src->bytes_rx);
     dst->bytes_tx += RM_STAT_LOAD(src->bytes_tx);
 }

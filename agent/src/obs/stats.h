@@ -42,6 +42,7 @@ typedef struct st_rm_listener_stats_t {
     uint64_t rs_reset;                            /* streams that ended in a reset instead of a response */
     uint64_t rq_protocol_error;                   /* malformed requests answered with 400/431/RST PROTOCOL_ERROR */
     uint64_t rq_no_route;                         /* requests with no matching route (404) */
+    uint64_t rq_timeout;                          /* requests that hit their route's timeout (504) */
     uint64_t bytes_rx, bytes_tx;
     struct st_rm_listener_stats_t *_next;
 } rm_listener_stats_t;

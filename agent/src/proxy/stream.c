@@ -43,8 +43,16 @@ count_request(rm_stream_t *s)
 }
 
 static void
+stop_timeout(rm_stream_t *s)
+{
+    if (h2o_timeout_is_linked(&s->_timeout))
+        h2o_timeout_unlink(&s->_timeout);
+}
+
+static void
 destroy(rm_stream_t *s)
 {
+    stop_timeout(s);
     if (s->counted)
         RM_STAT_DEC(s->lstats->rq_active);
     h2o_buffer_dispose(&s->req_body.buf);
@@ -115,6 +123,8 @@ pipe_read(rm_pipe_t *p, void *dst, size_t max)
     return n;
 }
 
+static void on_timeout(h2o_timeout_entry_t *entry);
+
 /*
  * Downstream side
  */
@@ -145,6 +155,10 @@ rm_stream_on_request_head(rm_stream_t *s)
     }
     s->cluster = rm_cluster_acquire(cluster);
     s->cstats = rm_cluster_stats(cluster);
+    if (s->route->timeout_ms != 0) {
+        s->_timeout.cb = on_timeout;
+        h2o_timeout_link(&s->worker->loop, rm_worker_get_timeout(s->worker, s->route->timeout_ms), &s->_timeout);
+    }
     rm_cluster_dispatch(cluster, s);
 }
 
@@ -232,6 +246,7 @@ rm_stream_on_response_body(rm_stream_t *s, const void *data, size_t len)
 void
 rm_stream_on_response_end(rm_stream_t *s, rm_headers_t *trailers)
 {
+    stop_timeout(s);
     s->resp_body.eos = 1;
     s->resp_body.trailers = trailers;
     if (s->down != NULL)
@@ -337,6 +352,7 @@ rm_stream_send_local_reply(rm_stream_t *s, int http_status, int grpc_status, con
 {
     if (s->resp_head_sent)
         return;
+    stop_timeout(s);
     if (!s->up_detached)
         s->up->cancel(s);
     if (s->down == NULL)
@@ -365,4 +381,33 @@ rm_stream_send_local_reply(rm_stream_t *s, int http_status, int grpc_status, con
     s->resp_head_sent = 1;
     count_response(s);
     s->down->send_response_head(s);
+}
+
+static void
+on_timeout(h2o_timeout_entry_t *entry)
+{
+    rm_stream_t *s = H2O_STRUCT_FROM_MEMBER(rm_stream_t, _timeout, entry);
+    if (s->resp_body.eos)
+        return;
+    if (s->down == NULL) {
+        /* nobody is waiting: just stop the upstream (which may free the stream) */
+        if (!s->up_detached)
+            s->up->cancel(s);
+        return;
+    }
+    RM_STAT_INC(s->lstats->rq_timeout);
+    if (!s->up_detached)
+        s->up->cancel(s);
+    if (!s->resp_head_sent) {
+        rm_stream_send_local_reply(s, 504, RM_GRPC_DEADLINE_EXCEEDED, "request timeout: the upstream did not respond in time");
+        return;
+    }
+    if (s->req.is_grpc) {
+        rm_headers_t *trailers = h2o_mem_alloc_pool(&s->pool, sizeof(*trailers));
+        memset(trailers, 0, sizeof(*trailers));
+        set_grpc_status(s, trailers, RM_GRPC_DEADLINE_EXCEEDED, "request timeout: the response did not complete in time");
+        rm_stream_on_response_end(s, trailers);
+        return;
+    }
+    s->down->reset(s, RM_H2_CANCEL);
 }

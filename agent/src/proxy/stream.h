@@ -102,6 +102,8 @@ struct st_rm_stream_t {
     unsigned counted : 1;          /* counted in listener rq_total / rq_active */
     /** intrusive link used by whoever queues the stream (e.g. waiting for an upstream connection) */
     h2o_linklist_t _pending_link;
+    /** the route's timeout (linked while it runs) */
+    h2o_timeout_entry_t _timeout;
 };
 
 /** Creates a stream (downstream side attached, upstream detached). Takes a config reference. */
