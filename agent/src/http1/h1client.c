@@ -157,11 +157,7 @@ on_response_head(void *ctx, rm_resp_head_t *head)
         return 0; /* interim (100 Continue...): not forwarded; the final response follows */
     conn->resp_head = 1;
     s->resp = *head;
-    size_t w = 0;
-    for (size_t r = 0; r != s->resp.headers.size; ++r)
-        if (!h2o_memis(s->resp.headers.entries[r].name.base, s->resp.headers.entries[r].name.len, H2O_STRLIT("content-length")))
-            s->resp.headers.entries[w++] = s->resp.headers.entries[r];
-    s->resp.headers.size = w;
+    rm_headers_remove_lit(&s->resp.headers, "content-length");
     rm_stream_on_response_head(s);
     return conn->s == NULL ? -1 : 0;
 }

@@ -153,24 +153,14 @@ on_message_begin(void *ctx)
     return &conn->s->pool;
 }
 
-static void
-strip_content_length(rm_headers_t *headers)
-{
-    /* the length travels in content_length; encoders write it */
-    size_t w = 0;
-    for (size_t r = 0; r != headers->size; ++r)
-        if (!h2o_memis(headers->entries[r].name.base, headers->entries[r].name.len, H2O_STRLIT("content-length")))
-            headers->entries[w++] = headers->entries[r];
-    headers->size = w;
-}
-
 static int
 on_request_head(void *ctx, rm_req_head_t *head)
 {
     h1s_conn_t *conn = ctx;
     rm_stream_t *s = conn->s;
     s->req = *head;
-    strip_content_length(&s->req.headers);
+    /* the length travels in content_length; encoders write it */
+    rm_headers_remove_lit(&s->req.headers, "content-length");
     s->req.scheme = conn->dc->is_tls ? h2o_iovec_init(H2O_STRLIT("https")) : h2o_iovec_init(H2O_STRLIT("http"));
     if (s->listener == NULL) {
         send_error_and_close(conn, 503, "listener removed by a configuration change");

@@ -238,16 +238,7 @@ read_request_body(nghttp2_session *ng, int32_t stream_id, uint8_t *buf, size_t l
     size_t n = rm_stream_read_request_body(s, buf, length);
     RM_STAT_ADD(s->cstats->bytes_tx, n);
     if (s->req_body.buf->size == 0 && s->req_body.eos) {
-        *data_flags |= NGHTTP2_DATA_FLAG_EOF;
-        rm_headers_t *tr = s->req_body.trailers;
-        if (tr != NULL && tr->size != 0) {
-            rm_h2_nvs_t nvs = {.copy = 1};
-            for (size_t i = 0; i != tr->size; ++i)
-                rm_h2_nvs_add(&s->pool, &nvs, tr->entries[i].name.base, tr->entries[i].name.len, tr->entries[i].value.base,
-                              tr->entries[i].value.len);
-            if (nghttp2_submit_trailer(ng, stream_id, nvs.nva, nvs.len) == 0)
-                *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-        }
+        rm_h2_end_data(ng, stream_id, &s->pool, s->req_body.trailers, 1, data_flags);
         return n;
     }
     if (n == 0)

@@ -281,3 +281,18 @@ rm_h2_nvs_add(h2o_mem_pool_t *pool, rm_h2_nvs_t *nvs, const char *name, size_t n
     nv->valuelen = vlen;
     nv->flags = nvs->copy ? NGHTTP2_NV_FLAG_NONE : NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE;
 }
+
+void
+rm_h2_end_data(nghttp2_session *ng, int32_t stream_id, h2o_mem_pool_t *pool, const rm_headers_t *trailers, int copy,
+               uint32_t *data_flags)
+{
+    *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+    if (trailers == NULL || trailers->size == 0)
+        return;
+    rm_h2_nvs_t nvs = {.copy = copy};
+    for (size_t i = 0; i != trailers->size; ++i)
+        rm_h2_nvs_add(pool, &nvs, trailers->entries[i].name.base, trailers->entries[i].name.len, trailers->entries[i].value.base,
+                      trailers->entries[i].value.len);
+    if (nghttp2_submit_trailer(ng, stream_id, nvs.nva, nvs.len) == 0)
+        *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+}

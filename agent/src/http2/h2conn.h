@@ -16,6 +16,7 @@
 #include <nghttp2/nghttp2.h>
 #include <h2o.h>
 #include "core/worker.h"
+#include "proxy/message.h"
 #include "http2/h2mem.h"
 
 #define RM_H2_OUT_HIGH_WATER (64 * 1024)
@@ -56,6 +57,14 @@ nghttp2_mem *rm_h2_mem(void);
 
 /** Writes the decimal form of `v` into buf (at least 21 bytes); returns the length. */
 size_t rm_h2_format_u64(char *buf, uint64_t v);
+
+/**
+ * Called from a data provider at the end of the body: submits `trailers` (if any) for `stream_id`
+ * and sets the provider flags (EOF, plus NO_END_STREAM when trailers end the stream). `copy`: see
+ * rm_h2_nvs_t.
+ */
+void rm_h2_end_data(nghttp2_session *ng, int32_t stream_id, h2o_mem_pool_t *pool, const rm_headers_t *trailers, int copy,
+                    uint32_t *data_flags);
 
 /** Builds an nghttp2_nv array from the message model in `pool`; `extra` pseudo headers first. */
 typedef struct st_rm_h2_nvs_t {

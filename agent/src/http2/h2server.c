@@ -283,17 +283,8 @@ read_response_body(nghttp2_session *ng, int32_t stream_id, uint8_t *buf, size_t 
     }
     size_t n = rm_stream_read_response_body(s, buf, length);
     if (s->resp_body.buf->size == 0 && s->resp_body.eos) {
-        *data_flags |= NGHTTP2_DATA_FLAG_EOF;
         hs->resp_done = 1;
-        rm_headers_t *tr = s->resp_body.trailers;
-        if (tr != NULL && tr->size != 0) {
-            rm_h2_nvs_t nvs = {.nva = NULL};
-            for (size_t i = 0; i != tr->size; ++i)
-                rm_h2_nvs_add(&s->pool, &nvs, tr->entries[i].name.base, tr->entries[i].name.len, tr->entries[i].value.base,
-                              tr->entries[i].value.len);
-            if (nghttp2_submit_trailer(ng, stream_id, nvs.nva, nvs.len) == 0)
-                *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-        }
+        rm_h2_end_data(ng, stream_id, &s->pool, s->resp_body.trailers, 0, data_flags);
         if (!s->req_done)
             /* the response is complete but the client is still sending: tell it to stop (RFC 9113
              * 8.1), after the frame that ends the response (nghttp2 would send a reset first) */

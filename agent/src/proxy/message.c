@@ -151,3 +151,13 @@ rm_grpc_encode_message(h2o_mem_pool_t *pool, const char *msg, size_t len)
     *p = '\0';
     return h2o_iovec_init(dst, (size_t)(p - dst));
 }
+
+void
+rm_headers_remove(rm_headers_t *headers, const char *name, size_t name_len)
+{
+    size_t w = 0;
+    for (size_t r = 0; r != headers->size; ++r)
+        if (!h2o_memis(headers->entries[r].name.base, headers->entries[r].name.len, name, name_len))
+            headers->entries[w++] = headers->entries[r];
+    headers->size = w;
+}

@@ -69,6 +69,10 @@ void rm_headers_add_copy(h2o_mem_pool_t *pool, rm_headers_t *headers, const char
 ssize_t rm_headers_find(const rm_headers_t *headers, const char *name, size_t name_len, ssize_t from);
 #define rm_headers_find_lit(h, lit, from) rm_headers_find((h), (lit), sizeof(lit) - 1, (from))
 
+/** Removes every field named `name` (lower-case literal), keeping the order of the others. */
+void rm_headers_remove(rm_headers_t *headers, const char *name, size_t name_len);
+#define rm_headers_remove_lit(h, lit) rm_headers_remove((h), (lit), sizeof(lit) - 1)
+
 /**
  * Classifies a header name (lower-case) as connection-specific per RFC 9110 §7.6.1 / RFC 9113 §8.2.2:
  * such fields are dropped when a message crosses the proxy. "te" is handled separately (only
