@@ -16,6 +16,7 @@
 #include <string.h>
 #include <strings.h>
 #include <yaml.h>
+#include "remora/yamlutil.h"
 #include "remora/log.h"
 #include "remora/strutil.h"
 #include "remora/v1/route.pb-c.h"
@@ -92,12 +93,6 @@ typedef struct st_parser_t {
     size_t num_refs;
 } parser_t;
 
-static unsigned
-line_of(const yaml_node_t *node)
-{
-    return node != NULL ? (unsigned)node->start_mark.line + 1 : 0;
-}
-
 static int fail(parser_t *p, const yaml_node_t *node, const char *path, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
 static int
@@ -108,32 +103,9 @@ fail(parser_t *p, const yaml_node_t *node, const char *path, const char *fmt, ..
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    rm_doc_errors_add(&p->batch->errors, p->file, line_of(node), "%s%s%s%s", p->prefix, path, path[0] != '\0' ? ": " : "", msg);
+    rm_doc_errors_add(&p->batch->errors, p->file, rm_yaml_line(node), "%s%s%s%s", p->prefix, path, path[0] != '\0' ? ": " : "",
+                      msg);
     return -1;
-}
-
-static int
-is_null(const yaml_node_t *node)
-{
-    if (node->type != YAML_SCALAR_NODE || node->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
-        return 0;
-    const char *v = (const char *)node->data.scalar.value;
-    return v[0] == '\0' || strcmp(v, "~") == 0 || strcmp(v, "null") == 0 || strcmp(v, "Null") == 0 || strcmp(v, "NULL") == 0;
-}
-
-static const char *
-type_name(const yaml_node_t *node)
-{
-    switch (node->type) {
-    case YAML_MAPPING_NODE:
-        return "a mapping";
-    case YAML_SEQUENCE_NODE:
-        return "a list";
-    case YAML_SCALAR_NODE:
-        return is_null(node) ? "nothing" : "a scalar";
-    default:
-        return "nothing";
-    }
 }
 
 static int
@@ -143,28 +115,6 @@ spend(parser_t *p, const yaml_node_t *node, size_t n)
         return fail(p, node, "", "document too large (too many nodes, or aliases expanding too far)");
     p->budget -= n;
     return 0;
-}
-
-/* Edit distance bounded by `limit`, for "did you mean" hints. */
-static size_t
-distance(const char *a, const char *b, size_t limit)
-{
-    size_t la = strlen(a), lb = strlen(b);
-    if (la > 64 || lb > 64)
-        return limit + 1;
-    size_t prev[65], cur[65];
-    for (size_t j = 0; j <= lb; ++j)
-        prev[j] = j;
-    for (size_t i = 1; i <= la; ++i) {
-        cur[0] = i;
-        for (size_t j = 1; j <= lb; ++j) {
-            size_t sub = prev[j - 1] + (tolower((unsigned char)a[i - 1]) != tolower((unsigned char)b[j - 1]));
-            size_t del = prev[j] + 1, ins = cur[j - 1] + 1;
-            cur[j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
-        }
-        memcpy(prev, cur, sizeof(size_t) * (lb + 1));
-    }
-    return prev[lb];
 }
 
 static const char *
@@ -196,14 +146,14 @@ fields(parser_t *p, yaml_node_t *map, const char *path, const char *const *keys,
     while (keys[nkeys] != NULL)
         out[nkeys++] = NULL;
     if (map->type != YAML_MAPPING_NODE)
-        return fail(p, map, path, "must be a mapping, got %s", type_name(map));
+        return fail(p, map, path, "must be a mapping, got %s", rm_yaml_type_name(map));
     yaml_node_pair_t *start = map->data.mapping.pairs.start, *end = map->data.mapping.pairs.top;
     if (spend(p, map, end - start + 1) != 0)
         return -1;
     for (yaml_node_pair_t *pair = start; pair != end; ++pair) {
         yaml_node_t *k = yaml_document_get_node(&p->doc, pair->key), *v = yaml_document_get_node(&p->doc, pair->value);
         if (k->type != YAML_SCALAR_NODE)
-            return fail(p, k, path, "keys must be plain names, got %s", type_name(k));
+            return fail(p, k, path, "keys must be plain names, got %s", rm_yaml_type_name(k));
         const char *name = (const char *)k->data.scalar.value;
         size_t i;
         for (i = 0; i != nkeys; ++i)
@@ -213,7 +163,7 @@ fields(parser_t *p, yaml_node_t *map, const char *path, const char *const *keys,
             const char *best = NULL;
             size_t best_d = 3;
             for (size_t j = 0; j != nkeys; ++j) {
-                size_t d = distance(name, keys[j], 2);
+                size_t d = rm_edit_distance(name, keys[j], 2);
                 if (d < best_d) {
                     best_d = d;
                     best = keys[j];
@@ -229,9 +179,9 @@ fields(parser_t *p, yaml_node_t *map, const char *path, const char *const *keys,
         for (yaml_node_pair_t *prev = start; prev != pair; ++prev) {
             yaml_node_t *pk = yaml_document_get_node(&p->doc, prev->key);
             if (pk->type == YAML_SCALAR_NODE && strcmp((const char *)pk->data.scalar.value, name) == 0)
-                return fail(p, k, path, "field '%s' is given twice (first on line %u)", name, line_of(pk));
+                return fail(p, k, path, "field '%s' is given twice (first on line %u)", name, rm_yaml_line(pk));
         }
-        out[i] = is_null(v) ? NULL : v;
+        out[i] = rm_yaml_is_null(v) ? NULL : v;
     }
     return 0;
 }
@@ -250,8 +200,8 @@ require(parser_t *p, yaml_node_t *parent, const char *path, yaml_node_t *value, 
 static int
 get_str(parser_t *p, yaml_node_t *node, const char *path, const char **out)
 {
-    if (node->type != YAML_SCALAR_NODE || is_null(node))
-        return fail(p, node, path, "must be a string, got %s", type_name(node));
+    if (node->type != YAML_SCALAR_NODE || rm_yaml_is_null(node))
+        return fail(p, node, path, "must be a string, got %s", rm_yaml_type_name(node));
     if (strlen((const char *)node->data.scalar.value) != node->data.scalar.length)
         return fail(p, node, path, "must not contain NUL characters");
     *out = (const char *)node->data.scalar.value;
@@ -261,8 +211,8 @@ get_str(parser_t *p, yaml_node_t *node, const char *path, const char **out)
 static int
 get_int(parser_t *p, yaml_node_t *node, const char *path, int64_t min, int64_t max, int64_t *out)
 {
-    if (node->type != YAML_SCALAR_NODE || is_null(node))
-        return fail(p, node, path, "must be a number, got %s", type_name(node));
+    if (node->type != YAML_SCALAR_NODE || rm_yaml_is_null(node))
+        return fail(p, node, path, "must be a number, got %s", rm_yaml_type_name(node));
     const char *s = (const char *)node->data.scalar.value;
     if (node->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
         return fail(p, node, path, "must be a number, got the quoted string \"%s\"", s);
@@ -282,7 +232,7 @@ static int
 get_seq(parser_t *p, yaml_node_t *node, const char *path, yaml_node_item_t **items, size_t *n)
 {
     if (node->type != YAML_SEQUENCE_NODE)
-        return fail(p, node, path, "must be a list, got %s", type_name(node));
+        return fail(p, node, path, "must be a list, got %s", rm_yaml_type_name(node));
     *items = node->data.sequence.items.start;
     *n = node->data.sequence.items.top - node->data.sequence.items.start;
     return spend(p, node, *n + 1);
@@ -373,7 +323,7 @@ parse_string_map(parser_t *p, yaml_node_t *node, const char *path, const Protobu
                  Remora__V1__ObjectMeta__LabelsEntry ***out)
 {
     if (node->type != YAML_MAPPING_NODE)
-        return fail(p, node, path, "must be a mapping of strings, got %s", type_name(node));
+        return fail(p, node, path, "must be a mapping of strings, got %s", rm_yaml_type_name(node));
     yaml_node_pair_t *start = node->data.mapping.pairs.start, *end = node->data.mapping.pairs.top;
     size_t n = end - start;
     if (spend(p, node, n + 1) != 0)
@@ -387,8 +337,8 @@ parse_string_map(parser_t *p, yaml_node_t *node, const char *path, const Protobu
             return -1;
         snprintf(sub, sizeof(sub), "%s.%s", path, ks);
         if (v->type != YAML_SCALAR_NODE)
-            return fail(p, v, sub, "must be a string, got %s", type_name(v));
-        if (is_null(v))
+            return fail(p, v, sub, "must be a string, got %s", rm_yaml_type_name(v));
+        if (rm_yaml_is_null(v))
             vs = "";
         else if (get_str(p, v, sub, &vs) != 0)
             return -1;
@@ -595,7 +545,7 @@ add_ref(parser_t *p, yaml_node_t *node, const char *path, const char *ns, const 
     r->ns = rm_strdup(ns);
     r->name = rm_strdup(name);
     r->file = rm_strdup(p->file);
-    r->line = line_of(node);
+    r->line = rm_yaml_line(node);
     char what[512];
     snprintf(what, sizeof(what), "%s%s", p->prefix, path);
     r->what = rm_strdup(what);
@@ -1120,7 +1070,7 @@ parse_document(parser_t *p, yaml_node_t *root)
     rm_kind_t kind;
     p->prefix[0] = '\0';
     if (root->type != YAML_MAPPING_NODE) {
-        fail(p, root, "", "a document must be a mapping with apiVersion, kind, metadata and spec; got %s", type_name(root));
+        fail(p, root, "", "a document must be a mapping with apiVersion, kind, metadata and spec; got %s", rm_yaml_type_name(root));
         return;
     }
     if (fields(p, root, "", keys, v) != 0 || require(p, root, "", v[1], "kind") != 0 || get_str(p, v[1], "kind", &s) != 0)
@@ -1162,7 +1112,7 @@ parse_document(parser_t *p, yaml_node_t *root)
     if (r == NULL)
         rm_fatal("a resource built from a valid document does not unpack");
     r->file = rm_strdup(p->file);
-    r->line = line_of(root);
+    r->line = rm_yaml_line(root);
     rm_resource_list_push(&p->batch->resources, r);
     /* the references become the batch's only now that the document passed */
     rm_batch_t *b = p->batch;
@@ -1219,7 +1169,7 @@ rm_batch_parse(rm_batch_t *b, const char *file, const void *text, size_t len)
             yaml_document_delete(&p.doc);
             break;
         }
-        if (!is_null(root)) { /* an empty document between two "---" is not an error */
+        if (!rm_yaml_is_null(root)) { /* an empty document between two "---" is not an error */
             ++b->num_documents;
             parse_document(&p, root);
             for (size_t i = 0; i != p.num_refs; ++i)

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <strings.h>
 #include <yaml.h>
+#include "remora/yamlutil.h"
 #include "remora/log.h"
 #include "remora/strutil.h"
 #include "config/config.h"
@@ -38,12 +39,6 @@ typedef struct st_parser_t {
     size_t num_refs;
 } parser_t;
 
-static unsigned
-line_of(const yaml_node_t *node)
-{
-    return node != NULL ? (unsigned)node->start_mark.line + 1 : 0;
-}
-
 static int fail(parser_t *p, const yaml_node_t *node, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 static int
@@ -51,35 +46,11 @@ fail(parser_t *p, const yaml_node_t *node, const char *fmt, ...)
 {
     va_list ap;
     snprintf(p->err->file, sizeof(p->err->file), "%s", p->file);
-    p->err->line = line_of(node);
+    p->err->line = rm_yaml_line(node);
     va_start(ap, fmt);
     vsnprintf(p->err->message, sizeof(p->err->message), fmt, ap);
     va_end(ap);
     return -1;
-}
-
-static int
-is_null(const yaml_node_t *node)
-{
-    if (node->type != YAML_SCALAR_NODE || node->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
-        return 0;
-    const char *v = (const char *)node->data.scalar.value;
-    return v[0] == '\0' || strcmp(v, "~") == 0 || strcmp(v, "null") == 0 || strcmp(v, "Null") == 0 || strcmp(v, "NULL") == 0;
-}
-
-static const char *
-type_name(const yaml_node_t *node)
-{
-    switch (node->type) {
-    case YAML_MAPPING_NODE:
-        return "a mapping";
-    case YAML_SEQUENCE_NODE:
-        return "a list";
-    case YAML_SCALAR_NODE:
-        return is_null(node) ? "nothing" : "a scalar";
-    default:
-        return "nothing";
-    }
 }
 
 static int
@@ -103,14 +74,14 @@ fields(parser_t *p, yaml_node_t *map, const char *pfx, const char *what, const c
     while (keys[nkeys] != NULL)
         out[nkeys++] = NULL;
     if (map->type != YAML_MAPPING_NODE)
-        return fail(p, map, "%s%s must be a mapping, got %s", pfx, what, type_name(map));
+        return fail(p, map, "%s%s must be a mapping, got %s", pfx, what, rm_yaml_type_name(map));
     yaml_node_pair_t *start = map->data.mapping.pairs.start, *end = map->data.mapping.pairs.top;
     if (spend(p, map, end - start) != 0)
         return -1;
     for (yaml_node_pair_t *pair = start; pair != end; ++pair) {
         yaml_node_t *k = yaml_document_get_node(&p->doc, pair->key), *v = yaml_document_get_node(&p->doc, pair->value);
         if (k->type != YAML_SCALAR_NODE)
-            return fail(p, k, "%skeys must be plain names, got %s", pfx, type_name(k));
+            return fail(p, k, "%skeys must be plain names, got %s", pfx, rm_yaml_type_name(k));
         const char *name = (const char *)k->data.scalar.value;
         size_t i;
         for (i = 0; i != nkeys; ++i)
@@ -120,7 +91,7 @@ fields(parser_t *p, yaml_node_t *map, const char *pfx, const char *what, const c
             const char *best = NULL;
             size_t best_d = 3;
             for (size_t j = 0; j != nkeys; ++j) {
-                size_t d = rm_config__distance(name, keys[j], 2);
+                size_t d = rm_edit_distance(name, keys[j], 2);
                 if (d < best_d) {
                     best_d = d;
                     best = keys[j];
@@ -133,9 +104,9 @@ fields(parser_t *p, yaml_node_t *map, const char *pfx, const char *what, const c
         for (yaml_node_pair_t *prev = start; prev != pair; ++prev) {
             yaml_node_t *pk = yaml_document_get_node(&p->doc, prev->key);
             if (pk->type == YAML_SCALAR_NODE && strcmp((const char *)pk->data.scalar.value, name) == 0)
-                return fail(p, k, "%skey '%s' is given twice (first on line %u)", pfx, name, line_of(pk));
+                return fail(p, k, "%skey '%s' is given twice (first on line %u)", pfx, name, rm_yaml_line(pk));
         }
-        out[i] = is_null(v) ? NULL : v;
+        out[i] = rm_yaml_is_null(v) ? NULL : v;
     }
     return 0;
 }
@@ -149,7 +120,8 @@ peek_name(parser_t *p, yaml_node_t *map)
     for (yaml_node_pair_t *pair = map->data.mapping.pairs.start; pair != map->data.mapping.pairs.top; ++pair) {
         yaml_node_t *k = yaml_document_get_node(&p->doc, pair->key), *v = yaml_document_get_node(&p->doc, pair->value);
         if (k->type == YAML_SCALAR_NODE && strcmp((const char *)k->data.scalar.value, "name") == 0 && v->type == YAML_SCALAR_NODE &&
-            !is_null(v) && strlen((const char *)v->data.scalar.value) == v->data.scalar.length && v->data.scalar.length <= 128)
+            !rm_yaml_is_null(v) && strlen((const char *)v->data.scalar.value) == v->data.scalar.length &&
+            v->data.scalar.length <= 128)
             return (const char *)v->data.scalar.value;
     }
     return NULL;
@@ -166,8 +138,8 @@ require(parser_t *p, yaml_node_t *map, const char *pfx, yaml_node_t *value, cons
 static int
 get_string(parser_t *p, yaml_node_t *node, const char *pfx, const char *key, const char **out)
 {
-    if (node->type != YAML_SCALAR_NODE || is_null(node))
-        return fail(p, node, "%s%s must be a string, got %s", pfx, key, type_name(node));
+    if (node->type != YAML_SCALAR_NODE || rm_yaml_is_null(node))
+        return fail(p, node, "%s%s must be a string, got %s", pfx, key, rm_yaml_type_name(node));
     if (strlen((const char *)node->data.scalar.value) != node->data.scalar.length)
         return fail(p, node, "%s%s must not contain NUL characters", pfx, key);
     *out = (const char *)node->data.scalar.value;
@@ -189,7 +161,7 @@ get_u32(parser_t *p, yaml_node_t *node, const char *pfx, const char *key, uint32
 {
     uint64_t v = 0;
     if (node->type != YAML_SCALAR_NODE)
-        return fail(p, node, "%s%s must be a number, got %s", pfx, key, type_name(node));
+        return fail(p, node, "%s%s must be a number, got %s", pfx, key, rm_yaml_type_name(node));
     const char *s = (const char *)node->data.scalar.value;
     if (node->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
         return fail(p, node, "%s%s must be a number, got the quoted string \"%s\"", pfx, key, s);
@@ -219,7 +191,8 @@ get_list(parser_t *p, yaml_node_t *node, const char *pfx, const char *key, int a
         return 0;
     }
     if (node->type != YAML_SEQUENCE_NODE)
-        return fail(p, node, "%s%s must be a list%s, got %s", pfx, key, allow_scalar ? " or a string" : "", type_name(node));
+        return fail(p, node, "%s%s must be a list%s, got %s", pfx, key, allow_scalar ? " or a string" : "",
+                    rm_yaml_type_name(node));
     yaml_node_item_t *start = node->data.sequence.items.start, *end = node->data.sequence.items.top;
     if (spend(p, node, end - start) != 0)
         return -1;
@@ -269,7 +242,7 @@ get_bind_addr(parser_t *p, yaml_node_t *node, const char *pfx, const char *key, 
         return -1;
     if ((reason = rm_config__parse_bind_addr(s, addr)) != NULL)
         return fail(p, node, "%s%s '%s': %s", pfx, key, s, reason);
-    addr->line = line_of(node);
+    addr->line = rm_yaml_line(node);
     return 0;
 }
 
@@ -419,7 +392,7 @@ parse_route(parser_t *p, yaml_node_t *node, size_t li, size_t ri)
         snprintf(pfx, sizeof(pfx), "listener '%s': route #%zu: ", l->name, ri + 1);
     if (fields(p, node, pfx, "route", keys, v) != 0)
         return -1;
-    r->line = line_of(node);
+    r->line = rm_yaml_line(node);
     if (v[NAME] != NULL) {
         if (dup_string(p, v[NAME], pfx, "name", &r->name) != 0)
             return -1;
@@ -463,7 +436,7 @@ parse_route(parser_t *p, yaml_node_t *node, size_t li, size_t ri)
     if (require(p, node, pfx, v[CLUSTER], "cluster") != 0 || dup_string(p, v[CLUSTER], pfx, "cluster", &r->cluster_name) != 0)
         return -1;
     p->refs = rm_realloc(p->refs, (p->num_refs + 1) * sizeof(*p->refs));
-    p->refs[p->num_refs++] = (route_ref_t){li, ri, line_of(v[CLUSTER])};
+    p->refs[p->num_refs++] = (route_ref_t){li, ri, rm_yaml_line(v[CLUSTER])};
     return 0;
 }
 
@@ -485,7 +458,7 @@ parse_listener(parser_t *p, yaml_node_t *node, size_t li)
         snprintf(pfx, sizeof(pfx), "listener 'listener%zu': ", li);
     if (fields(p, node, pfx, "listener", keys, v) != 0)
         return -1;
-    l->line = line_of(node);
+    l->line = rm_yaml_line(node);
     if (v[NAME] != NULL) {
         if (dup_string(p, v[NAME], pfx, "name", &l->name) != 0)
             return -1;
@@ -574,7 +547,7 @@ parse_cluster(parser_t *p, yaml_node_t *node, size_t ci)
         snprintf(pfx, sizeof(pfx), "cluster #%zu: ", ci + 1);
     if (fields(p, node, pfx, "cluster", keys, v) != 0)
         return -1;
-    cl->line = line_of(node);
+    cl->line = rm_yaml_line(node);
     if (require(p, node, pfx, v[NAME], "name") != 0 || dup_string(p, v[NAME], pfx, "name", &cl->name) != 0)
         return -1;
     snprintf(pfx, sizeof(pfx), "cluster '%s': ", cl->name);
@@ -607,7 +580,7 @@ parse_cluster(parser_t *p, yaml_node_t *node, size_t ci)
             fail(p, items[i], "%sendpoint '%s': %s", pfx, s, reason);
             goto Exit;
         }
-        cl->endpoints[i].addr.line = line_of(items[i]);
+        cl->endpoints[i].addr.line = rm_yaml_line(items[i]);
         cl->num_endpoints = i + 1;
         for (size_t j = 0; j != i; ++j) {
             if (cl->endpoints[j].port == cl->endpoints[i].port && strcasecmp(cl->endpoints[j].host, cl->endpoints[i].host) == 0) {
@@ -666,7 +639,7 @@ check_refs(parser_t *p)
         const char *best = NULL;
         size_t best_d = 3;
         for (size_t j = 0; j != c->num_clusters; ++j) {
-            size_t d = rm_config__distance(r->cluster_name, c->clusters[j].name, 2);
+            size_t d = rm_edit_distance(r->cluster_name, c->clusters[j].name, 2);
             if (d < best_d) {
                 best_d = d;
                 best = c->clusters[j].name;
@@ -702,7 +675,8 @@ parse_root(parser_t *p, yaml_node_t *root)
     int ret = -1;
 
     if (root->type != YAML_MAPPING_NODE)
-        return fail(p, root, "the configuration must be a mapping (workers:, listeners:, clusters: ...), got %s", type_name(root));
+        return fail(p, root, "the configuration must be a mapping (workers:, listeners:, clusters: ...), got %s",
+                    rm_yaml_type_name(root));
     if (fields(p, root, "", "the configuration", keys, v) != 0)
         return -1;
     if (v[VERSION] != NULL && dup_string(p, v[VERSION], "", "version", &c->version) != 0)
@@ -809,7 +783,7 @@ rm_config_load_string(const char *yaml, size_t len, const char *name, rm_config_
         goto Exit;
     }
     yaml_node_t *next_root = yaml_document_get_root_node(&next);
-    unsigned next_line = line_of(next_root);
+    unsigned next_line = rm_yaml_line(next_root);
     yaml_document_delete(&next);
     if (next_root != NULL) {
         rm_config__error(err, name, next_line, "only one YAML document is allowed (remove the extra '---')");

@@ -266,37 +266,6 @@ rm_config__valid_name(const char *name)
     return 1;
 }
 
-size_t
-rm_config__distance(const char *a, const char *b, size_t cap)
-{
-    size_t la = strlen(a), lb = strlen(b);
-    size_t row[64];
-    if (lb >= sizeof(row) / sizeof(row[0]) || la >= 64)
-        return cap + 1;
-    for (size_t j = 0; j <= lb; ++j)
-        row[j] = j;
-    for (size_t i = 1; i <= la; ++i) {
-        size_t diag = row[0], best;
-        row[0] = i;
-        best = row[0];
-        for (size_t j = 1; j <= lb; ++j) {
-            size_t up = row[j];
-            size_t v = diag + (a[i - 1] != b[j - 1]);
-            if (up + 1 < v)
-                v = up + 1;
-            if (row[j - 1] + 1 < v)
-                v = row[j - 1] + 1;
-            row[j] = v;
-            diag = up;
-            if (v < best)
-                best = v;
-        }
-        if (best > cap)
-            return cap + 1;
-    }
-    return row[lb];
-}
-
 void
 rm_config_cluster_set_defaults(rm_config_cluster_t *cluster)
 {
@@ -508,7 +477,7 @@ suggest_cluster(const rm_config_t *c, const char *name)
     const char *best = NULL;
     size_t best_d = 3;
     for (size_t i = 0; i != c->num_clusters; ++i) {
-        size_t d = rm_config__distance(name, c->clusters[i].name, 2);
+        size_t d = rm_edit_distance(name, c->clusters[i].name, 2);
         if (d < best_d) {
             best_d = d;
             best = c->clusters[i].name;

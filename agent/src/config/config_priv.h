@@ -59,7 +59,4 @@ const char *rm_config__check_readable(const char *path, char *buf, size_t bufsz)
 /** 1 if `name` is a valid listener / cluster / route name (letters, digits, "._-:/", 1-128 bytes). */
 int rm_config__valid_name(const char *name);
 
-/** Edit distance of two short strings, capped: returns a value > `cap` as soon as it exceeds it. */
-size_t rm_config__distance(const char *a, const char *b, size_t cap);
-
 #endif

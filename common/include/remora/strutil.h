@@ -34,6 +34,12 @@ const char *rm_format_sockaddr(const struct sockaddr *sa, char *buf, size_t bufs
 /** Case-insensitive ASCII comparison of a counted string with a C string. */
 int rm_lcstreq(const char *s, size_t len, const char *lit);
 
+/**
+ * ASCII case-insensitive edit distance between two strings, for "did you mean" hints: returns the
+ * distance, or cap + 1 as soon as it is known to exceed `cap` (and for strings over 63 bytes).
+ */
+size_t rm_edit_distance(const char *a, const char *b, size_t cap);
+
 /** Monotonic clock in milliseconds / microseconds. */
 uint64_t rm_now_ms(void);
 uint64_t rm_now_us(void);
