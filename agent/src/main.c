@@ -16,6 +16,7 @@
 #include "admin/admin.h"
 #include "config/config.h"
 #include "config/control_client.h"
+#include "config/control_module.h"
 #include "core/worker.h"
 #include "net/listener.h"
 #include "obs/stats.h"
@@ -40,6 +41,7 @@ static struct {
     int draining;
     uint32_t drain_timeout_override_ms;
     /* control-plane mode */
+    const rm_control_module_t *control_module;
     rm_control_client_t *control;
     rm_config_t *control_base;
     uv_async_t control_async;
@@ -484,7 +486,7 @@ stop_control(void)
     agent.control_closed = 1;
     pthread_cond_broadcast(&agent.control_cond);
     pthread_mutex_unlock(&agent.control_mutex);
-    rm_control_client_stop(agent.control);
+    agent.control_module->stop(agent.control);
     agent.control = NULL;
     uv_close((uv_handle_t *)&agent.control_async, NULL);
 }
@@ -645,8 +647,12 @@ main(int argc, char **argv)
         /* serve the last good snapshot until the control plane answers (or forever, if it does not) */
         agent.control_base = rm_config_ref(agent.config);
         char perr[1024];
+        if ((agent.control_module = rm_control_module_load(perr, sizeof(perr))) == NULL) {
+            rm_log_error("agent", "%s", perr);
+            return 1;
+        }
         rm_config_t *persisted =
-            rm_control_load_persisted(cmdline.state_dir, agent.control_base, &persisted_version, perr, sizeof(perr));
+            agent.control_module->load_persisted(cmdline.state_dir, agent.control_base, &persisted_version, perr, sizeof(perr));
         if (persisted != NULL) {
             rm_log_info("control", "serving persisted snapshot version %llu from %s until the control plane answers",
                         (unsigned long long)persisted_version, cmdline.state_dir);
@@ -728,7 +734,7 @@ main(int argc, char **argv)
             .applied_version = persisted_version,
             .apply = control_apply,
         };
-        if ((agent.control = rm_control_client_start(&copts, err, sizeof(err))) == NULL) {
+        if ((agent.control = agent.control_module->start(&copts, err, sizeof(err))) == NULL) {
             rm_log_error("agent", "%s", err);
             return 1;
         }

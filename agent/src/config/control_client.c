@@ -12,6 +12,7 @@
 #include "remora/strutil.h"
 #include "remora/v1/discovery.pb-c.h"
 #include "config/control_client.h"
+#include "config/control_module.h"
 #include "config/translate.h"
 
 #define SNAPSHOT_FILE "snapshot.pb"
@@ -319,3 +320,10 @@ rm_control_client_stop(rm_control_client_t *c)
     free(c->state_dir);
     free(c);
 }
+
+/* the module's entry table (see control_module.h) */
+__attribute__((visibility("default"))) const rm_control_module_t rm_control_module = {
+    rm_control_client_start,
+    rm_control_client_stop,
+    rm_control_load_persisted,
+};

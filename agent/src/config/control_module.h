@@ -1,0 +1,30 @@
+/*
+ * The control-plane client lives in a loadable module (remora-agent-control.so, built from
+ * control_client.c and translate.c) because gRPC C core and its C++ dependencies cost several MB of
+ * resident memory just by being loaded; an agent without --control never loads them.
+ *
+ * The module finds everything else (config, logging) in the executable, which exports its symbols.
+ * Thread: load from the main thread.
+ */
+#ifndef remora__control_module_h
+#define remora__control_module_h
+
+#include "config/control_client.h"
+
+typedef struct st_rm_control_module_t {
+    rm_control_client_t *(*start)(const rm_control_options_t *opts, char *err, size_t errlen);
+    void (*stop)(rm_control_client_t *client);
+    rm_config_t *(*load_persisted)(const char *state_dir, rm_config_t *base, uint64_t *version, char *err, size_t errlen);
+} rm_control_module_t;
+
+/** The module's entry table, exported under this name. */
+#define RM_CONTROL_MODULE_SYMBOL "rm_control_module"
+#define RM_CONTROL_MODULE_FILE "remora-agent-control.so"
+
+/**
+ * Loads the module: $REMORA_AGENT_MODULE_DIR if set, else the executable's directory, else
+ * ../lib/remora relative to it. Returns its table, or NULL with a reason naming the paths tried.
+ */
+const rm_control_module_t *rm_control_module_load(char *err, size_t errlen);
+
+#endif
