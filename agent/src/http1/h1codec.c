@@ -239,6 +239,23 @@ guard_start_chunk_line(rm_h1_parser_t *p)
  * Scans up to `len` bytes. Returns an EV_* (and the bytes scanned, up to and including the byte that completed the
  * event, in *used), or -1 on error (p->error set, and the number of valid bytes before the offending one in *used).
  */
+/* Byte `idx` (0-7) of the "HTTP/" DIGIT "." DIGIT part of a request or status line; records the
+ * digits. Returns 0, or -1 for a byte that does not belong there. */
+static int
+version_byte(rm_h1_parser_t *p, unsigned idx, unsigned char c)
+{
+    if (idx == 5 || idx == 7) {
+        if (c < '0' || c > '9')
+            return -1;
+        if (idx == 5)
+            p->g.major = c - '0';
+        else
+            p->g.minor = c - '0';
+        return 0;
+    }
+    return c == (unsigned char)"HTTP/?."[idx] ? 0 : -1;
+}
+
 static int
 guard_scan(rm_h1_parser_t *p, const unsigned char *s, size_t len, size_t *used)
 {
@@ -331,65 +348,40 @@ guard_scan(rm_h1_parser_t *p, const unsigned char *s, size_t len, size_t *used)
             break;
         case G_RL_VERSION:
             /* "HTTP/" DIGIT "." DIGIT CRLF */
-            switch (p->g.idx++) {
-            case 5:
-                if (c < '0' || c > '9')
+            if (p->g.idx < 8) {
+                if (version_byte(p, p->g.idx++, c) != 0)
                     goto BadStartLine;
-                p->g.major = c - '0';
                 break;
-            case 7:
-                if (c < '0' || c > '9')
-                    goto BadStartLine;
-                p->g.minor = c - '0';
-                break;
-            case 8:
+            }
+            if (p->g.idx++ == 8) {
                 if (c != '\r')
                     goto BadStartLine;
                 break;
-            case 9:
-                if (c != '\n')
-                    goto BareCR;
-                if (p->g.major != 1 || p->g.minor > 1) {
-                    fail(p, RM_H1_ERR_VERSION, "unsupported HTTP version");
-                    return -1;
-                }
-                p->g.state = G_FIELD_START;
-                break;
-            default:
-                if (c != "HTTP/?."[p->g.idx - 1])
-                    goto BadStartLine;
-                break;
             }
+            if (c != '\n')
+                goto BareCR;
+            if (p->g.major != 1 || p->g.minor > 1) {
+                fail(p, RM_H1_ERR_VERSION, "unsupported HTTP version");
+                return -1;
+            }
+            p->g.state = G_FIELD_START;
             break;
         case G_SL_VERSION:
             /* "HTTP/" DIGIT "." DIGIT SP */
-            switch (p->g.idx++) {
-            case 5:
-                if (c < '0' || c > '9')
-                    goto BadStartLine;
-                p->g.major = c - '0';
-                break;
-            case 7:
-                if (c < '0' || c > '9')
-                    goto BadStartLine;
-                p->g.minor = c - '0';
-                break;
-            case 8:
-                if (c != ' ')
-                    goto BadStartLine;
-                if (p->g.major != 1) {
-                    fail(p, RM_H1_ERR_VERSION, "unsupported HTTP version");
-                    return -1;
-                }
-                p->g.state = G_SL_CODE;
-                p->g.idx = 0;
-                p->g.status = 0;
-                break;
-            default:
-                if (c != "HTTP/?."[p->g.idx - 1])
+            if (p->g.idx < 8) {
+                if (version_byte(p, p->g.idx++, c) != 0)
                     goto BadStartLine;
                 break;
             }
+            if (c != ' ')
+                goto BadStartLine;
+            if (p->g.major != 1) {
+                fail(p, RM_H1_ERR_VERSION, "unsupported HTTP version");
+                return -1;
+            }
+            p->g.state = G_SL_CODE;
+            p->g.idx = 0;
+            p->g.status = 0;
             break;
         case G_SL_CODE:
             if (c < '0' || c > '9')
