@@ -276,6 +276,12 @@ rm_config_cluster_set_defaults(rm_config_cluster_t *cluster)
     cluster->h1_max_idle = 64;
     cluster->dns_min_refresh_ms = 1000;
     cluster->dns_max_refresh_ms = 300000;
+    cluster->pool_idle_timeout_ms = 4000;
+    cluster->stream_idle_timeout_ms = 300000;
+    cluster->budget_percent = 20;
+    cluster->budget_interval_ms = 10000;
+    cluster->min_retry_count = 10;
+    cluster->min_retry_interval_ms = 1000;
 }
 
 static unsigned

@@ -29,6 +29,8 @@ typedef enum en_rm_path_match_t {
     RM_PATH_MATCH_ANY = 0,
     RM_PATH_MATCH_PREFIX = 1,
     RM_PATH_MATCH_EXACT = 2,
+    /** PCRE2 regular expression matched against the whole path (anchored at both ends) */
+    RM_PATH_MATCH_REGEX = 3,
 } rm_path_match_t;
 
 /** A socket address plus the source line it was declared on. */
@@ -53,7 +55,95 @@ typedef struct st_rm_config_header_match_t {
     char *name;
     /** exact value to match (owned), or NULL to match on presence only */
     char *value;
+    /** 1: `value` is a PCRE2 regular expression matched against the whole field value */
+    int is_regex;
 } rm_config_header_match_t;
+
+/*
+ * Request policy of a route (bootstrap YAML per route; HTTPRoute/GRPCRoute rule fields from the
+ * control plane). All of it is plain data: the hot-path code in agent/src/policy and
+ * agent/src/filters interprets it. Every `*_per_million` is a probability in parts per million
+ * (Gateway API `percent: 10` is 100000).
+ */
+
+/** Retry conditions (bit set in rm_config_retry_t.conditions); Envoy's names. */
+#define RM_RETRY_ON_CONNECT_FAILURE 0x1u /* connect refused / timed out / TLS failure / no endpoint */
+#define RM_RETRY_ON_REFUSED_STREAM 0x2u  /* REFUSED_STREAM, or a stream id above a GOAWAY's last-stream-id */
+#define RM_RETRY_ON_RESET 0x4u           /* the upstream reset or closed before any response head */
+
+typedef struct st_rm_config_retry_t {
+    /** retries after the first try (GEP-1731 `attempts`); 0: the route has no retry policy */
+    uint32_t attempts;
+    /** base of the full-jitter exponential backoff (default 25 ms) and its cap (default 10x base) */
+    uint32_t backoff_base_ms;
+    uint32_t backoff_max_ms;
+    /** RM_RETRY_ON_* bits */
+    uint32_t conditions;
+    /** HTTP statuses retried (owned, sorted ascending at validation) */
+    uint16_t *http_statuses;
+    size_t num_http_statuses;
+    /** gRPC statuses retried: bit (1 << code) for codes 0..16, read from trailers-only responses and trailers */
+    uint32_t grpc_status_mask;
+    /** request bodies up to this size are kept for replay (default 65536); larger ones are not retried */
+    uint32_t max_replay_bytes;
+} rm_config_retry_t;
+
+/** A header field to set or add (owned strings; the name lower-cased at validation). */
+typedef struct st_rm_config_header_t {
+    char *name;
+    char *value;
+} rm_config_header_t;
+
+/** Gateway API HTTPHeaderFilter: set (replace all of that name), add (append), remove (all of that name). */
+typedef struct st_rm_config_header_mod_t {
+    rm_config_header_t *set;
+    size_t num_set;
+    rm_config_header_t *add;
+    size_t num_add;
+    char **remove;
+    size_t num_remove;
+} rm_config_header_mod_t;
+
+/** RequestMirror: a copy of the request to another cluster, response discarded. */
+typedef struct st_rm_config_mirror_t {
+    char *cluster_name; /* owned; resolved into cluster_index at validation */
+    size_t cluster_index;
+    uint32_t per_million; /* default 1000000 (every request) */
+} rm_config_mirror_t;
+
+/** FaultInjection (ExtensionRef filter / bootstrap `fault:`). A zero per_million disables that half. */
+typedef struct st_rm_config_fault_t {
+    uint32_t delay_ms;
+    uint32_t delay_per_million;
+    /** answer locally with this HTTP status (0: none) ... */
+    uint16_t abort_http_status;
+    /** ... or, for gRPC requests, this gRPC status (-1: none; a gRPC request with only an HTTP status gets the mapped gRPC status) */
+    int abort_grpc_status;
+    uint32_t abort_per_million;
+} rm_config_fault_t;
+
+typedef enum en_rm_path_rewrite_t {
+    RM_PATH_REWRITE_NONE = 0,
+    RM_PATH_REWRITE_FULL = 1,   /* ReplaceFullPath */
+    RM_PATH_REWRITE_PREFIX = 2, /* ReplacePrefixMatch: replaces the route's PathPrefix match */
+} rm_path_rewrite_t;
+
+/** RequestRedirect (Gateway API): answers the request with a redirect, never reaches a backend. */
+typedef struct st_rm_config_redirect_t {
+    char *scheme;   /* owned, NULL: the request's */
+    char *hostname; /* owned, NULL: the request's */
+    int port;       /* 0: the scheme's default / the request's */
+    uint16_t status_code; /* 301 or 302 (default 302) */
+    rm_path_rewrite_t path_type;
+    char *path; /* owned; with path_type != NONE */
+} rm_config_redirect_t;
+
+/** URLRewrite (Gateway API): rewrites the authority and/or path before the request goes upstream. */
+typedef struct st_rm_config_url_rewrite_t {
+    char *hostname; /* owned, NULL: keep */
+    rm_path_rewrite_t path_type;
+    char *path; /* owned; with path_type != NONE */
+} rm_config_url_rewrite_t;
 
 /** One backend of a weighted split (canary): a share `weight` / total of the requests. */
 typedef struct st_rm_config_backend_t {
@@ -90,6 +180,24 @@ typedef struct st_rm_config_route_t {
     /** time from the request's arrival to the end of the response, 0 for none: past it the proxy
      * answers 504 / DEADLINE_EXCEEDED (or ends a started response) and cancels the upstream */
     uint32_t timeout_ms;
+    /** per-try timeout (Gateway API `backendRequest`), 0 for none: an attempt that has no response head by then is
+     * abandoned (retried if the policy allows, else 504 / DEADLINE_EXCEEDED) */
+    uint32_t per_try_timeout_ms;
+    rm_config_retry_t retry;
+    /** header modifiers; empty lists when absent */
+    rm_config_header_mod_t request_headers;
+    rm_config_header_mod_t response_headers;
+    rm_config_mirror_t *mirrors;
+    size_t num_mirrors;
+    /** fault injection (owned), NULL for none */
+    rm_config_fault_t *fault;
+    /** RequestRedirect (owned), NULL for none; a route with a redirect needs no cluster */
+    rm_config_redirect_t *redirect;
+    /** URLRewrite (owned), NULL for none */
+    rm_config_url_rewrite_t *url_rewrite;
+    /** compiled regular expressions for RM_PATH_MATCH_REGEX and regex header matches, owned by the
+     * snapshot and built at validation (opaque here: see router/match.h) */
+    void *_compiled;
     /**
      * name of the target cluster as written (owned). rm_config_validate resolves it into
      * cluster_index; a producer that sets cluster_index directly leaves it NULL.
@@ -131,6 +239,18 @@ typedef struct st_rm_config_cluster_t {
     /** re-resolution interval bounds for DNS endpoints: the record TTL clamped into [min, max] */
     uint32_t dns_min_refresh_ms;
     uint32_t dns_max_refresh_ms;
+    /** a pooled upstream connection unused this long is closed (default 4000 ms: below the 5 s
+     * keep-alive timeouts of Node.js and others, so the pool closes first) */
+    uint32_t pool_idle_timeout_ms;
+    /** a request with no bytes either way for this long ends (default 300000 ms; 0: none) */
+    uint32_t stream_idle_timeout_ms;
+    /** retry budget (GEP-3388 retryConstraint): retries may add `budget_percent` % of the requests
+     * seen in the last `budget_interval_ms`, and at least `min_retry_count` per `min_retry_interval_ms`
+     * (defaults 20 %, 10 s, 10, 1 s) */
+    uint32_t budget_percent;
+    uint32_t budget_interval_ms;
+    uint32_t min_retry_count;
+    uint32_t min_retry_interval_ms;
     unsigned line;
 } rm_config_cluster_t;
 
@@ -190,7 +310,8 @@ const char *rm_config_error_format(const rm_config_error_t *err, char *buf, size
 rm_config_t *rm_config_create_defaults(void);
 /**
  * Fills a cluster with the default settings (protocol http1, connect_timeout_ms 1000, h2_connections 1,
- * h1_max_idle 64, DNS refresh 1000..300000 ms, no TLS); pointer fields are set to NULL, nothing is
+ * h1_max_idle 64, DNS refresh 1000..300000 ms, pool idle 4 s, stream idle 5 min, retry budget 20 % over 10 s
+ * plus 10 per second, no TLS); pointer fields are set to NULL, nothing is
  * freed. For producers that build clusters by hand. Any thread.
  */
 void rm_config_cluster_set_defaults(rm_config_cluster_t *cluster);
