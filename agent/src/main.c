@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <uv.h>
 #include "remora/log.h"
@@ -38,6 +39,8 @@ static struct {
     unsigned workers_exited;
     rm_admin_t *admin;
     int ready;
+    /* control-plane mode: 1 once a snapshot (persisted or received) is in service; /ready waits for it */
+    int has_snapshot;
     int draining;
     uint32_t drain_timeout_override_ms;
     /* control-plane mode */
@@ -53,6 +56,47 @@ static struct {
 } agent;
 
 static void stop_control(void);
+
+/*
+ * --state-dir: the directory that keeps the last good snapshot. A missing one is created (0700,
+ * parents too); one that cannot be created or written stops the start: an agent that silently
+ * never persists would serve nothing after a restart while the control plane is down.
+ */
+static int
+prepare_state_dir(const char *dir, char *err, size_t errlen)
+{
+    char path[4096];
+    if (dir[0] == '\0' || strlen(dir) >= sizeof(path)) {
+        snprintf(err, errlen, "--state-dir: the path is empty or too long");
+        return -1;
+    }
+    snprintf(path, sizeof(path), "%s", dir);
+    for (char *p = path + 1;; ++p) {
+        int last = *p == '\0';
+        if (*p != '/' && !last)
+            continue;
+        *p = '\0';
+        if (mkdir(path, 0700) == 0) {
+            rm_log_info("agent", "created state directory %s", path);
+        } else if (errno != EEXIST) {
+            snprintf(err, errlen, "--state-dir %.400s: cannot create %.400s: %s", dir, path, strerror(errno));
+            return -1;
+        }
+        if (last)
+            break;
+        *p = '/';
+    }
+    struct stat st;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        snprintf(err, errlen, "--state-dir %s: not a directory", dir);
+        return -1;
+    }
+    if (access(dir, W_OK | X_OK) != 0) {
+        snprintf(err, errlen, "--state-dir %s: not writable: %s", dir, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
 
 static void
 usage(FILE *fp)
@@ -224,7 +268,7 @@ load_config(const cmdline_t *cmd, int quiet_prefix)
 static int
 cb_is_ready(void *ctx)
 {
-    return agent.ready && !agent.draining;
+    return agent.ready && !agent.draining && (agent.control == NULL || agent.has_snapshot);
 }
 
 static int
@@ -442,6 +486,10 @@ on_control_async(uv_async_t *async)
         return;
     char err[512] = "";
     int r = publish(config, err, sizeof(err));
+    if (r == 0 && !agent.has_snapshot) {
+        agent.has_snapshot = 1;
+        rm_log_info("agent", "first snapshot from the control plane in service: ready");
+    }
     pthread_mutex_lock(&agent.control_mutex);
     agent.control_result = r;
     snprintf(agent.control_err, sizeof(agent.control_err), "%s", err);
@@ -645,8 +693,14 @@ main(int argc, char **argv)
     uint64_t persisted_version = 0;
     if (cmdline.control != NULL) {
         /* serve the last good snapshot until the control plane answers (or forever, if it does not) */
-        agent.control_base = rm_config_ref(agent.config);
         char perr[1024];
+        if (cmdline.state_dir != NULL && prepare_state_dir(cmdline.state_dir, perr, sizeof(perr)) != 0) {
+            rm_log_error("agent", "%s", perr);
+            return 1;
+        }
+        /* until a snapshot is in service, requests are answered "not configured yet" (503) */
+        agent.config->awaiting_snapshot = 1;
+        agent.control_base = rm_config_ref(agent.config);
         if ((agent.control_module = rm_control_module_load(perr, sizeof(perr))) == NULL) {
             rm_log_error("agent", "%s", perr);
             return 1;
@@ -658,6 +712,7 @@ main(int argc, char **argv)
                         (unsigned long long)persisted_version, cmdline.state_dir);
             rm_config_unref(agent.config);
             agent.config = persisted;
+            agent.has_snapshot = 1;
         } else if (perr[0] != '\0') {
             rm_log_warn("control", "ignoring the persisted snapshot: %s", perr);
         }

@@ -373,3 +373,46 @@ def test_upstream_killed_mid_stream(proxy_factory, origin_factory):
         with pytest.raises(grpc.RpcError) as ei:
             e.unary(b"", timeout=5)
         assert ei.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+# ------------------------------------------------------------------------------ empty streams (grpc-go's empty_stream)
+
+
+def _empty_stream(proxy_port):
+    """HEADERS without END_STREAM, then an empty DATA frame with END_STREAM, in one write."""
+    with H2Client("127.0.0.1", proxy_port) as c:
+        sid = c.conn.get_next_available_stream_id()
+        c.responses[sid] = Response(sid)
+        c.conn.send_headers(sid, [(":method", "POST"), (":scheme", "http"), (":path", "/echo.Echo/Bidi"),
+                                  (":authority", "echo"), ("content-type", "application/grpc"), ("te", "trailers")],
+                            end_stream=False)
+        c.conn.end_stream(sid)
+        c.flush()
+        c.wait([sid], timeout=5)
+        r = c.responses[sid]
+        assert r.ended and r.status == 200, (r.status, r.reset_code)
+        assert (r.trailer("grpc-status") or r.header("grpc-status")) == "0"
+        assert r.data == b""
+
+
+def test_empty_stream_while_the_upstream_connection_opens(proxy_factory, origin_factory, tmp_path):
+    """The half-close must reach the server whether the agent's upstream connection is already
+    open, is being opened for this very request (first request), or is re-opened after the
+    upstream restarted."""
+    server = origin_factory("grpc")
+    p = proxy_factory(upstream=server.addr, upstream_protocol="h2", workers=1)
+    _empty_stream(p.port)  # first request: the upstream connection opens now
+    _empty_stream(p.port)  # connection open
+    port = server.port
+    server.proc.stop(signal.SIGKILL, timeout=5)
+    from procutil import start_tool
+    proc, _ = start_tool("grpc_echo_server.py", ["--port", str(port)], str(tmp_path), name="grpc-restarted")
+    try:
+        for _ in range(3):  # the first one may meet the dead pooled connection
+            try:
+                _empty_stream(p.port)
+            except AssertionError:
+                continue
+        _empty_stream(p.port)
+    finally:
+        proc.stop(signal.SIGKILL, timeout=2)

@@ -216,3 +216,57 @@ def test_route_timeout_from_the_control_plane(control, mesh, tmp_path):
             unary(b"slow", metadata=[("x-sleep-ms", "3000")], timeout=10)
         assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         assert "timeout" in e.value.details()
+
+
+def test_state_dir_is_created_or_refused(control, mesh, tmp_path):
+    """A missing --state-dir is created (0700) and the snapshot persisted there; a state directory
+    that cannot be created stops the start with a clear error instead of never persisting."""
+    port = mesh.origin()
+    state = os.path.join(str(tmp_path), "deep", "missing", "state")
+    a = MeshAgent(str(tmp_path), control, "fresh-dir-agent", state_dir=state)
+    os.rmdir(state)  # MeshAgent creates it; this test wants it missing
+    os.rmdir(os.path.dirname(state))
+    a.start()
+    try:
+        assert os.path.isdir(state) and (os.stat(state).st_mode & 0o777) == 0o700
+        assert _apply(control, str(tmp_path), "web.yaml", service_doc("web", [f"127.0.0.1:{port}"], protocol="http1")).rc == 0
+        wait_until(lambda: os.listdir(state), timeout=10, what="snapshot persisted")
+    finally:
+        a.stop()
+
+    blocker = os.path.join(str(tmp_path), "a-file")
+    with open(blocker, "w") as f:
+        f.write("not a directory\n")
+    argv = [AGENT, "--listen", f"127.0.0.1:{free_port()}", "--control", control.addr, "--node-id", "bad-dir-agent",
+            "--state-dir", os.path.join(blocker, "state"), "--health", f"127.0.0.1:{free_port()}",
+            "--admin", f"127.0.0.1:{free_port()}"]
+    p = Proc(argv, os.path.join(str(tmp_path), "bad-dir-agent.log"))
+    rc = p.wait(timeout=10)
+    assert rc != 0
+    assert "--state-dir" in p.log_text() and "cannot create" in p.log_text(), p.log_text()
+
+
+def test_not_ready_and_503_before_the_first_snapshot(control_factory, mesh, tmp_path):
+    """Control-plane mode without a persisted snapshot and without a control plane: /ready says 503
+    and requests get 503 "not configured yet" (not 404 "no route"); the first snapshot makes it ready."""
+    cp = ControlPlane(str(tmp_path), name="late-control")  # not started yet
+    a = MeshAgent(str(tmp_path), cp, "early-agent")
+    argv = [AGENT, "--listen", f"127.0.0.1:{a.port}", "--control", cp.addr, "--node-id", a.node_id,
+            "--state-dir", a.state_dir, "--admin", f"127.0.0.1:{a.admin}", "--health", f"127.0.0.1:{a.health}"]
+    a.proc = Proc(argv, os.path.join(str(tmp_path), "early-agent.log"))
+    try:
+        def health_up():
+            try:
+                return http_get("127.0.0.1", a.health, "/ready", timeout=1)[0]
+            except OSError:
+                return None
+        wait_until(lambda: health_up() is not None, timeout=10, what="health port up")
+        assert health_up() == 503
+        status, _, body = a.get("web")
+        assert status == 503 and b"not configured yet" in body, (status, body)
+        cp.start()
+        wait_until(lambda: health_up() == 200, timeout=15, what="ready after the first snapshot")
+        assert a.get("web")[0] == 404  # configured now, and "web" is not a service
+    finally:
+        a.stop(signal.SIGKILL)
+        cp.stop(signal.SIGKILL)

@@ -117,7 +117,8 @@ typedef struct st_rm_config_fault_t {
     uint32_t delay_per_million;
     /** answer locally with this HTTP status (0: none) ... */
     uint16_t abort_http_status;
-    /** ... or, for gRPC requests, this gRPC status (-1: none; a gRPC request with only an HTTP status gets the mapped gRPC status) */
+    /** ... or, for gRPC requests, this gRPC status (-1: none; a gRPC request with only an HTTP status gets the mapped gRPC status)
+     */
     int abort_grpc_status;
     uint32_t abort_per_million;
 } rm_config_fault_t;
@@ -130,9 +131,9 @@ typedef enum en_rm_path_rewrite_t {
 
 /** RequestRedirect (Gateway API): answers the request with a redirect, never reaches a backend. */
 typedef struct st_rm_config_redirect_t {
-    char *scheme;   /* owned, NULL: the request's */
-    char *hostname; /* owned, NULL: the request's */
-    int port;       /* 0: the scheme's default / the request's */
+    char *scheme;         /* owned, NULL: the request's */
+    char *hostname;       /* owned, NULL: the request's */
+    int port;             /* 0: the scheme's default / the request's */
     uint16_t status_code; /* 301 or 302 (default 302) */
     rm_path_rewrite_t path_type;
     char *path; /* owned; with path_type != NONE */
@@ -280,6 +281,8 @@ typedef struct st_rm_config_t {
     uint64_t generation;
     /** version string reported by the producer (owned, may be NULL) */
     char *version;
+    /** control-plane mode before the first snapshot: requests get 503 / UNAVAILABLE "not configured yet" */
+    int awaiting_snapshot;
 
     unsigned num_workers;
     rm_config_addr_t admin_addr;

@@ -183,7 +183,8 @@ on_snapshot(rm_control_client_t *c, rm_rpc_stream_t *stream, Remora__V1__Snapsho
     }
     c->applied_version = snap->version;
     if (c->state_dir != NULL && write_atomically(c->state_dir, SNAPSHOT_FILE, bytes, len, err, sizeof(err)) != 0)
-        rm_log_warn("control", "version %llu is in service but could not be persisted: %s", (unsigned long long)snap->version, err);
+        rm_log_error("control", "version %llu is in service but could not be persisted: %s", (unsigned long long)snap->version,
+                     err);
     free(bytes);
     rm_log_info("control", "snapshot version %llu in service (%zu services)", (unsigned long long)snap->version, snap->n_services);
     send_result(c, stream, snap, NULL);

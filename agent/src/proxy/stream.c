@@ -133,6 +133,11 @@ void
 rm_stream_on_request_head(rm_stream_t *s)
 {
     count_request(s);
+    if (s->config->awaiting_snapshot) {
+        rm_stream_send_local_reply(s, 503, RM_GRPC_UNAVAILABLE,
+                                   "not configured yet: waiting for the first snapshot from the control plane");
+        return;
+    }
     s->route = rm_router_match(s->listener, &s->req);
     if (s->route == NULL) {
         RM_STAT_INC(s->lstats->rq_no_route);
