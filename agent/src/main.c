@@ -19,7 +19,11 @@
 #include "config/control_client.h"
 #include "config/control_module.h"
 #include "core/worker.h"
+#include "http1/h1client.h"
+#include "http2/h2client.h"
 #include "net/listener.h"
+#include "proxy/stream.h"
+#include "router/router_filter.h"
 #include "obs/stats.h"
 #include "tls/tls.h"
 
@@ -56,6 +60,26 @@ static struct {
 } agent;
 
 static void stop_control(void);
+
+/*
+ * The assembly: the only place that names concrete codecs and filters. Client codecs fill the
+ * protocol table; every listener's streams run the same chain, route match first and the router
+ * last (a filter whose setting a route does not have returns at once).
+ */
+static const rm_filter_t *const chain_filters[] = {&rm_route_filter, &rm_router_filter};
+static const rm_filter_chain_t default_chain = {chain_filters, sizeof(chain_filters) / sizeof(chain_filters[0])};
+
+static void
+assemble(void)
+{
+    rm_h1client_register();
+    rm_h2client_register();
+    rm_stream_set_default_chain(&default_chain);
+    static const char *cause_names[RM_LOCAL_REPLY_MAX];
+    for (size_t i = 0; i != RM_LOCAL_REPLY_MAX; ++i)
+        cause_names[i] = rm_local_replies[i].name;
+    rm_stats_set_cause_names(cause_names, RM_LOCAL_REPLY_MAX);
+}
 
 /*
  * --state-dir: the directory that keeps the last good snapshot. A missing one is created (0700,
@@ -687,6 +711,7 @@ main(int argc, char **argv)
 
     signal(SIGPIPE, SIG_IGN);
     rm_tls_init();
+    assemble();
     agent.config_file = cmdline.config;
     if ((agent.config = load_config(&cmdline, 0)) == NULL)
         return 1;

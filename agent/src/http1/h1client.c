@@ -8,9 +8,10 @@
 #include <string.h>
 #include "remora/log.h"
 #include "remora/strutil.h"
+#include "http1/h1client.h"
 #include "http1/h1codec.h"
 #include "http1/h1io.h"
-#include "proxy/stream.h"
+#include "proxy/attempt.h"
 #include "upstream/cluster.h"
 
 typedef struct st_h1c_conn_t {
@@ -19,7 +20,7 @@ typedef struct st_h1c_conn_t {
     rm_worker_t *worker;
     rm_connect_t *connecting;
     rm_h1_parser_t *parser;
-    rm_stream_t *s;
+    rm_attempt_t *s;
     rm_headers_t *resp_trailers;
     rm_upconn_link_t reg;
     h2o_linklist_t idle_link;
@@ -35,7 +36,7 @@ typedef struct st_h1c_conn_t {
     unsigned dead : 1;
 } h1c_conn_t;
 
-static const rm_stream_up_ops_t up_ops;
+static const rm_attempt_up_ops_t up_ops;
 static void on_read(h2o_socket_t *sock, const char *err);
 static void start_exchange(h1c_conn_t *conn);
 
@@ -85,12 +86,12 @@ kill_conn(h1c_conn_t *conn, rm_upstream_error_t err, const char *reason)
     set_reading(conn, 0);
     conn->dead = 1;
     if (conn->s != NULL) {
-        rm_stream_t *s = conn->s;
+        rm_attempt_t *s = conn->s;
         conn->s = NULL;
         if (conn->resp_complete)
-            rm_stream_detach_upstream(s);
+            rm_attempt_detach(s);
         else
-            rm_stream_on_upstream_error(s, err, 0, reason);
+            rm_attempt_on_error(s, err, 0, reason);
     }
     rm_worker_defer(conn->worker, &conn->destroy_later);
 }
@@ -124,13 +125,13 @@ maybe_finish(h1c_conn_t *conn)
 {
     if (conn->s == NULL || !conn->resp_complete)
         return;
-    rm_stream_t *s = conn->s;
+    rm_attempt_t *s = conn->s;
     if (!conn->req_sent) {
         /* the server answered before reading the whole request: the connection cannot be reused */
         conn->keep_alive = 0;
     }
     conn->s = NULL;
-    rm_stream_detach_upstream(s);
+    rm_attempt_detach(s);
     if (conn->req_sent)
         release_to_pool(conn);
     else
@@ -145,20 +146,20 @@ static h2o_mem_pool_t *
 on_message_begin(void *ctx)
 {
     h1c_conn_t *conn = ctx;
-    return &conn->s->pool;
+    return conn->s->pool;
 }
 
 static int
 on_response_head(void *ctx, rm_resp_head_t *head)
 {
     h1c_conn_t *conn = ctx;
-    rm_stream_t *s = conn->s;
+    rm_attempt_t *s = conn->s;
     if (head->status < 200)
         return 0; /* interim (100 Continue...): not forwarded; the final response follows */
     conn->resp_head = 1;
     s->resp = *head;
     rm_headers_remove_lit(&s->resp.headers, "content-length");
-    rm_stream_on_response_head(s);
+    rm_attempt_on_response_head(s);
     return conn->s == NULL ? -1 : 0;
 }
 
@@ -169,7 +170,7 @@ on_body(void *ctx, const char *data, size_t len)
     if (conn->s == NULL)
         return -1;
     RM_STAT_ADD(conn->s->cstats->bytes_rx, len);
-    rm_stream_on_response_body(conn->s, data, len);
+    rm_attempt_on_response_body(conn->s, data, len);
     return conn->s == NULL ? -1 : 0;
 }
 
@@ -187,7 +188,7 @@ on_message_complete(void *ctx, int keep_alive)
     h1c_conn_t *conn = ctx;
     conn->keep_alive = keep_alive;
     conn->resp_complete = 1;
-    rm_stream_on_response_end(conn->s, conn->resp_trailers);
+    rm_attempt_on_response_end(conn->s, conn->resp_trailers);
     return 0;
 }
 
@@ -221,7 +222,7 @@ parse_input(h1c_conn_t *conn)
         maybe_finish(conn);
         return;
     }
-    if (conn->s != NULL && conn->s->resp_body.buf->size >= conn->s->config->limits.stream_window_bytes)
+    if (conn->s != NULL && rm_attempt_resp_buffered(conn->s) >= conn->s->limits->stream_window_bytes)
         set_reading(conn, 0);
 }
 
@@ -255,17 +256,17 @@ on_read(h2o_socket_t *sock, const char *err)
 static void
 pull_request_body(h1c_conn_t *conn)
 {
-    rm_stream_t *s = conn->s;
+    rm_attempt_t *s = conn->s;
     if (s == NULL || conn->req_sent || conn->dead)
         return;
-    while (rm_h1io_pending(&conn->io) < RM_H1_OUT_HIGH_WATER && s->req_body.buf->size != 0) {
+    while (rm_h1io_pending(&conn->io) < RM_H1_OUT_HIGH_WATER && rm_attempt_req_pending(s) != 0) {
         size_t want = RM_H1_OUT_HIGH_WATER - rm_h1io_pending(&conn->io);
-        if (want > s->req_body.buf->size)
-            want = s->req_body.buf->size;
+        if (want > rm_attempt_req_pending(s))
+            want = rm_attempt_req_pending(s);
         if (conn->req_chunked)
             rm_h1_encode_chunk_header(&conn->io.out, want);
         h2o_iovec_t dst = h2o_buffer_reserve(&conn->io.out, want);
-        size_t n = rm_stream_read_request_body(s, dst.base, want);
+        size_t n = rm_attempt_read_request_body(s, dst.base, want);
         conn->io.out->size += n;
         RM_STAT_ADD(s->cstats->bytes_tx, n);
         if (conn->req_chunked)
@@ -273,9 +274,9 @@ pull_request_body(h1c_conn_t *conn)
         if (conn->s == NULL)
             return;
     }
-    if (s->req_body.eos && s->req_body.buf->size == 0) {
+    if (rm_attempt_req_eos(s) && rm_attempt_req_pending(s) == 0) {
         if (conn->req_chunked)
-            rm_h1_encode_last_chunk(&conn->io.out, s->req_body.trailers);
+            rm_h1_encode_last_chunk(&conn->io.out, rm_attempt_req_trailers(s));
         conn->req_sent = 1;
     }
     rm_h1io_schedule_flush(&conn->io);
@@ -334,8 +335,12 @@ join_cookies(h2o_mem_pool_t *pool, rm_headers_t *headers)
 static void
 start_exchange(h1c_conn_t *conn)
 {
-    rm_stream_t *s = conn->s;
-    rm_req_head_t *req = &s->req;
+    rm_attempt_t *s = conn->s;
+    /* the request head belongs to the stream and may be sent again by a retry: work on a copy */
+    rm_req_head_t req_copy = *s->req, *req = &req_copy;
+    req_copy.headers.entries = h2o_mem_alloc_pool(s->pool, sizeof(rm_header_t) * (s->req->headers.size + 1));
+    memcpy(req_copy.headers.entries, s->req->headers.entries, sizeof(rm_header_t) * s->req->headers.size);
+    req_copy.headers.capacity = s->req->headers.size + 1;
     conn->req_sent = 0;
     conn->resp_head = 0;
     conn->resp_complete = 0;
@@ -343,11 +348,12 @@ start_exchange(h1c_conn_t *conn)
     conn->req_chunked = 0;
     rm_h1_parser_expect_head_response(conn->parser, h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD")));
     if (req->authority.len == 0)
-        req->authority = h2o_strdup(&s->pool, conn->ep->name, strlen(conn->ep->name));
-    join_cookies(&s->pool, &req->headers);
-    if (req->content_length < 0 && (req->has_body || s->req_body.buf->size != 0)) {
-        if (s->req_body.eos && (s->req_body.trailers == NULL || s->req_body.trailers->size == 0))
-            req->content_length = s->req_body.buf->size; /* the whole body is already here */
+        req->authority = h2o_strdup(s->pool, conn->ep->name, strlen(conn->ep->name));
+    join_cookies(s->pool, &req->headers);
+    rm_headers_t *req_trailers = rm_attempt_req_trailers(s);
+    if (req->content_length < 0 && (req->has_body || rm_attempt_req_pending(s) != 0)) {
+        if (rm_attempt_req_eos(s) && (req_trailers == NULL || req_trailers->size == 0))
+            req->content_length = rm_attempt_req_pending(s); /* the whole body is already here */
         else
             conn->req_chunked = 1;
     }
@@ -357,7 +363,7 @@ start_exchange(h1c_conn_t *conn)
         kill_conn(conn, RM_UPSTREAM_ERR_PROTOCOL, "request cannot be expressed in HTTP/1.1");
         return;
     }
-    if (!req->has_body && !conn->req_chunked && req->content_length <= 0 && s->req_body.eos)
+    if (!req->has_body && !conn->req_chunked && req->content_length <= 0 && rm_attempt_req_eos(s))
         conn->req_sent = 1;
     pull_request_body(conn);
     set_reading(conn, 1);
@@ -365,7 +371,7 @@ start_exchange(h1c_conn_t *conn)
 }
 
 static void
-up_req_body_ready(rm_stream_t *s)
+up_req_body_ready(rm_attempt_t *s)
 {
     h1c_conn_t *conn = s->up_ctx;
     if (conn->io.sock == NULL)
@@ -376,25 +382,25 @@ up_req_body_ready(rm_stream_t *s)
 }
 
 static void
-up_resp_body_consumed(rm_stream_t *s, size_t n)
+up_resp_body_consumed(rm_attempt_t *s, size_t n)
 {
     h1c_conn_t *conn = s->up_ctx;
-    if (!conn->reading && !conn->dead && s->resp_body.buf->size < s->config->limits.stream_window_bytes / 2) {
+    if (!conn->reading && !conn->dead && rm_attempt_resp_buffered(s) < s->limits->stream_window_bytes / 2) {
         set_reading(conn, 1);
         parse_input(conn);
     }
 }
 
 static void
-up_cancel(rm_stream_t *s)
+up_cancel(rm_attempt_t *s)
 {
     h1c_conn_t *conn = s->up_ctx;
     conn->s = NULL;
-    rm_stream_detach_upstream(s);
+    rm_attempt_detach(s);
     kill_conn(conn, RM_UPSTREAM_ERR_CLOSED, "cancelled");
 }
 
-static const rm_stream_up_ops_t up_ops = {up_req_body_ready, up_resp_body_consumed, up_cancel};
+static const rm_attempt_up_ops_t up_ops = {up_req_body_ready, up_resp_body_consumed, up_cancel};
 
 /*
  * Connection lifecycle
@@ -454,8 +460,8 @@ on_connected(rm_connect_t *unused, h2o_socket_t *sock, int err_kind, const char 
         release_to_pool(conn);
 }
 
-void
-rm_h1client_dispatch(rm_endpoint_t *ep, rm_stream_t *s)
+static void
+h1client_dispatch(rm_endpoint_t *ep, rm_attempt_t *s)
 {
     h1c_conn_t *conn;
     if (!h2o_linklist_is_empty(&ep->h1_idle)) {
@@ -465,30 +471,30 @@ rm_h1client_dispatch(rm_endpoint_t *ep, rm_stream_t *s)
         --ep->num_h1_idle;
         h2o_timeout_unlink(&conn->idle_timeout);
         conn->s = s;
-        rm_stream_attach_upstream(s, &up_ops, conn);
+        rm_attempt_attach(s, &up_ops, conn);
         start_exchange(conn);
         return;
     }
     conn = conn_new(ep);
     conn->s = s;
-    rm_stream_attach_upstream(s, &up_ops, conn);
+    rm_attempt_attach(s, &up_ops, conn);
     conn->connecting = rm_connect_start(ep, on_connected, conn);
     if (conn->connecting == NULL)
         kill_conn(conn, RM_UPSTREAM_ERR_CONNECT, "cannot create a socket");
 }
 
-void
-rm_h1client_start_on_socket(rm_endpoint_t *ep, h2o_socket_t *sock, rm_stream_t *s)
+static void
+h1client_start_on_socket(rm_endpoint_t *ep, h2o_socket_t *sock, rm_attempt_t *s)
 {
     h1c_conn_t *conn = conn_new(ep);
     attach_socket(conn, sock);
     conn->s = s;
-    rm_stream_attach_upstream(s, &up_ops, conn);
+    rm_attempt_attach(s, &up_ops, conn);
     start_exchange(conn);
 }
 
-void
-rm_h1client_close_idle(rm_endpoint_t *ep, int all)
+static void
+h1client_close_idle(rm_endpoint_t *ep, int all)
 {
     while (!h2o_linklist_is_empty(&ep->h1_idle)) {
         h1c_conn_t *conn = H2O_STRUCT_FROM_MEMBER(h1c_conn_t, idle_link, ep->h1_idle.next);
@@ -502,4 +508,12 @@ rm_h1client_close_idle(rm_endpoint_t *ep, int all)
             kill_conn(conn, RM_UPSTREAM_ERR_CLOSED, "shutting down");
         }
     }
+}
+
+static const rm_client_codec_t h1client_codec = {"http1", h1client_dispatch, h1client_start_on_socket, h1client_close_idle};
+
+void
+rm_h1client_register(void)
+{
+    rm_upstream_register_codec(RM_WIRE_HTTP1, &h1client_codec);
 }

@@ -169,7 +169,7 @@ on_request_head(void *ctx, rm_req_head_t *head)
     if (h2o_memis(head->method.base, head->method.len, H2O_STRLIT("HEAD")))
         conn->resp_no_body = 1;
     rm_stream_on_request_head(s);
-    if (head->expect_continue && conn->s != NULL && !s->resp_head_sent && !s->up_detached) {
+    if (head->expect_continue && conn->s != NULL && !s->resp_head_sent && !s->req_discard) {
         rm_h1_encode_continue(&conn->io.out);
         rm_h1io_schedule_flush(&conn->io);
     }

@@ -9,8 +9,9 @@
 #include "remora/log.h"
 #include "remora/strutil.h"
 #include "core/alloc.h"
+#include "http2/h2client.h"
 #include "http2/h2conn.h"
-#include "proxy/stream.h"
+#include "proxy/attempt.h"
 #include "upstream/cluster.h"
 
 typedef struct st_h2c_conn_t {
@@ -30,7 +31,7 @@ typedef struct st_h2c_conn_t {
 
 typedef struct st_h2c_stream_t {
     h2c_conn_t *conn;
-    rm_stream_t *s;
+    rm_attempt_t *a;
     int32_t id; /* 0 until submitted */
     h2o_linklist_t link;
     rm_headers_t *trailers;
@@ -45,7 +46,7 @@ typedef struct st_h2c_stream_t {
 
 static __thread rm_recycle_t stream_allocator = RM_RECYCLE_INITIALIZER(h2c_stream_t, 1024);
 
-static const rm_stream_up_ops_t up_ops;
+static const rm_attempt_up_ops_t up_ops;
 static void submit_stream(h2c_stream_t *hc);
 
 static void
@@ -73,14 +74,14 @@ stream_free(h2c_stream_t *hc)
         rm_h2conn_fail(&conn->h2, "idle after GOAWAY or endpoint removal");
 }
 
-/* The stream's upstream half ends here; the h2c_stream_t lives on until nghttp2 closes it. Bytes
- * still in the response pipe will never be reported consumed: give them back to the connection
- * window now, or the connection stalls once closed streams have leaked a window's worth. */
-static rm_stream_t *
+/* The attempt ends here; the h2c_stream_t lives on until nghttp2 closes it. Bytes still in the
+ * response pipe will never be reported consumed: give them back to the connection window now, or
+ * the connection stalls once closed streams have leaked a window's worth. */
+static rm_attempt_t *
 take_stream(h2c_stream_t *hc)
 {
-    rm_stream_t *s = hc->s;
-    hc->s = NULL;
+    rm_attempt_t *s = hc->a;
+    hc->a = NULL;
     if (hc->unconsumed != 0 && hc->conn->h2.ng != NULL) {
         nghttp2_session_consume_connection(hc->conn->h2.ng, hc->unconsumed);
         rm_h2conn_schedule_flush(&hc->conn->h2);
@@ -98,10 +99,10 @@ on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name, 
           size_t valuelen, uint8_t flags, void *user_data)
 {
     h2c_stream_t *hc = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
-    if (hc == NULL || hc->s == NULL)
+    if (hc == NULL || hc->a == NULL)
         return 0;
-    rm_stream_t *s = hc->s;
-    const rm_config_limits_t *limits = &s->config->limits;
+    rm_attempt_t *s = hc->a;
+    const rm_config_limits_t *limits = s->limits;
     hc->header_bytes += namelen + valuelen + 32;
     if (++hc->num_headers > limits->max_headers || hc->header_bytes > limits->max_header_bytes) {
         hc->too_large = 1;
@@ -109,11 +110,11 @@ on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name, 
     }
     if (frame->headers.cat == NGHTTP2_HCAT_HEADERS && hc->final_head) {
         if (hc->trailers == NULL) {
-            hc->trailers = h2o_mem_alloc_pool(&s->pool, sizeof(*hc->trailers));
+            hc->trailers = h2o_mem_alloc_pool(s->pool, sizeof(*hc->trailers));
             memset(hc->trailers, 0, sizeof(*hc->trailers));
         }
-        rm_headers_add(&s->pool, hc->trailers, h2o_strdup(&s->pool, (const char *)name, namelen),
-                       h2o_strdup(&s->pool, (const char *)value, valuelen));
+        rm_headers_add(s->pool, hc->trailers, h2o_strdup(s->pool, (const char *)name, namelen),
+                       h2o_strdup(s->pool, (const char *)value, valuelen));
         return 0;
     }
     if (rm_lcstreq((const char *)name, namelen, ":status")) {
@@ -133,8 +134,8 @@ on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name, 
         s->resp.content_length = cl;
         return 0;
     }
-    rm_headers_add(&s->pool, &s->resp.headers, h2o_strdup(&s->pool, (const char *)name, namelen),
-                   h2o_strdup(&s->pool, (const char *)value, valuelen));
+    rm_headers_add(s->pool, &s->resp.headers, h2o_strdup(s->pool, (const char *)name, namelen),
+                   h2o_strdup(s->pool, (const char *)value, valuelen));
     return 0;
 }
 
@@ -145,35 +146,35 @@ on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *user_data)
     h2c_stream_t *hc;
     switch (frame->hd.type) {
     case NGHTTP2_HEADERS:
-        if ((hc = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id)) == NULL || hc->s == NULL)
+        if ((hc = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id)) == NULL || hc->a == NULL)
             return 0;
         if (hc->too_large) {
             nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, hc->id, NGHTTP2_CANCEL);
-            rm_stream_on_upstream_error(take_stream(hc), RM_UPSTREAM_ERR_PROTOCOL, 0, "response header fields too large");
+            rm_attempt_on_error(take_stream(hc), RM_UPSTREAM_ERR_PROTOCOL, 0, "response header fields too large");
             return 0;
         }
         if (!hc->final_head) {
-            if (hc->s->resp.status >= 100 && hc->s->resp.status < 200)
+            if (hc->a->resp.status >= 100 && hc->a->resp.status < 200)
                 return 0; /* interim response: not forwarded */
             hc->final_head = 1;
             if ((frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0)
                 /* no body follows: the downstream sends one HEADERS frame too (a gRPC trailers-only
                  * response stays trailers-only) */
-                hc->s->resp_body.eos = 1;
-            rm_stream_on_response_head(hc->s);
-            if (hc->s == NULL)
+                hc->a->resp_no_body = 1;
+            rm_attempt_on_response_head(hc->a);
+            if (hc->a == NULL)
                 return 0;
         }
         if ((frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0) {
             hc->resp_done = 1;
-            rm_stream_on_response_end(hc->s, hc->trailers);
+            rm_attempt_on_response_end(hc->a, hc->trailers);
         }
         break;
     case NGHTTP2_DATA:
         if ((frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0 &&
-            (hc = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id)) != NULL && hc->s != NULL) {
+            (hc = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id)) != NULL && hc->a != NULL) {
             hc->resp_done = 1;
-            rm_stream_on_response_end(hc->s, NULL);
+            rm_attempt_on_response_end(hc->a, NULL);
         }
         break;
     case NGHTTP2_GOAWAY:
@@ -190,13 +191,13 @@ static int
 on_data_chunk_recv(nghttp2_session *ng, uint8_t flags, int32_t stream_id, const uint8_t *data, size_t len, void *user_data)
 {
     h2c_stream_t *hc = nghttp2_session_get_stream_user_data(ng, stream_id);
-    if (hc == NULL || hc->s == NULL) {
+    if (hc == NULL || hc->a == NULL) {
         nghttp2_session_consume(ng, stream_id, len);
         return 0;
     }
-    RM_STAT_ADD(hc->s->cstats->bytes_rx, len);
+    RM_STAT_ADD(hc->a->cstats->bytes_rx, len);
     hc->unconsumed += len;
-    rm_stream_on_response_body(hc->s, data, len);
+    rm_attempt_on_response_body(hc->a, data, len);
     return 0;
 }
 
@@ -207,14 +208,14 @@ on_stream_close(nghttp2_session *ng, int32_t stream_id, uint32_t error_code, voi
     if (hc == NULL)
         return 0;
     nghttp2_session_set_stream_user_data(ng, stream_id, NULL);
-    if (hc->s != NULL) {
-        rm_stream_t *s = take_stream(hc);
+    if (hc->a != NULL) {
+        rm_attempt_t *a = take_stream(hc);
         if (hc->resp_done) {
-            rm_stream_detach_upstream(s);
+            rm_attempt_detach(a);
         } else {
             char detail[64];
             snprintf(detail, sizeof(detail), "RST_STREAM %s", nghttp2_http2_strerror(error_code));
-            rm_stream_on_upstream_error(s, RM_UPSTREAM_ERR_RESET, error_code, detail);
+            rm_attempt_on_error(a, RM_UPSTREAM_ERR_RESET, error_code, detail);
         }
     }
     stream_free(hc);
@@ -230,15 +231,15 @@ read_request_body(nghttp2_session *ng, int32_t stream_id, uint8_t *buf, size_t l
                   nghttp2_data_source *source, void *user_data)
 {
     h2c_stream_t *hc = source->ptr;
-    rm_stream_t *s = hc->s;
-    if (s == NULL) {
+    rm_attempt_t *a = hc->a;
+    if (a == NULL) {
         *data_flags |= NGHTTP2_DATA_FLAG_EOF;
         return 0;
     }
-    size_t n = rm_stream_read_request_body(s, buf, length);
-    RM_STAT_ADD(s->cstats->bytes_tx, n);
-    if (s->req_body.buf->size == 0 && s->req_body.eos) {
-        rm_h2_end_data(ng, stream_id, &s->pool, s->req_body.trailers, 1, data_flags);
+    size_t n = rm_attempt_read_request_body(a, buf, length);
+    RM_STAT_ADD(a->cstats->bytes_tx, n);
+    if (rm_attempt_req_pending(a) == 0 && rm_attempt_req_eos(a)) {
+        rm_h2_end_data(ng, stream_id, a->pool, rm_attempt_req_trailers(a), 1, data_flags);
         return n;
     }
     if (n == 0)
@@ -250,28 +251,29 @@ static void
 submit_stream(h2c_stream_t *hc)
 {
     h2c_conn_t *conn = hc->conn;
-    rm_stream_t *s = hc->s;
-    rm_req_head_t *req = &s->req;
+    rm_attempt_t *s = hc->a;
+    const rm_req_head_t *req = s->req;
     rm_h2_nvs_t nvs = {.copy = 1};
-    rm_h2_nvs_add(&s->pool, &nvs, H2O_STRLIT(":method"), req->method.base, req->method.len);
+    rm_h2_nvs_add(s->pool, &nvs, H2O_STRLIT(":method"), req->method.base, req->method.len);
     const char *scheme = rm_cluster_ssl_ctx(conn->ep->cluster) != NULL ? "https" : "http";
-    rm_h2_nvs_add(&s->pool, &nvs, H2O_STRLIT(":scheme"), scheme, strlen(scheme));
+    rm_h2_nvs_add(s->pool, &nvs, H2O_STRLIT(":scheme"), scheme, strlen(scheme));
     if (req->authority.len != 0)
-        rm_h2_nvs_add(&s->pool, &nvs, H2O_STRLIT(":authority"), req->authority.base, req->authority.len);
+        rm_h2_nvs_add(s->pool, &nvs, H2O_STRLIT(":authority"), req->authority.base, req->authority.len);
     else
-        rm_h2_nvs_add(&s->pool, &nvs, H2O_STRLIT(":authority"), conn->ep->name, strlen(conn->ep->name));
-    rm_h2_nvs_add(&s->pool, &nvs, H2O_STRLIT(":path"), req->path.base, req->path.len);
+        rm_h2_nvs_add(s->pool, &nvs, H2O_STRLIT(":authority"), conn->ep->name, strlen(conn->ep->name));
+    rm_h2_nvs_add(s->pool, &nvs, H2O_STRLIT(":path"), req->path.base, req->path.len);
     for (size_t i = 0; i != req->headers.size; ++i) {
-        rm_header_t *h = &req->headers.entries[i];
-        rm_h2_nvs_add(&s->pool, &nvs, h->name.base, h->name.len, h->value.base, h->value.len);
+        const rm_header_t *h = &req->headers.entries[i];
+        rm_h2_nvs_add(s->pool, &nvs, h->name.base, h->name.len, h->value.base, h->value.len);
     }
     if (req->content_length >= 0) {
-        char *cl = h2o_mem_alloc_pool(&s->pool, 24);
+        char *cl = h2o_mem_alloc_pool(s->pool, 24);
         size_t n = rm_h2_format_u64(cl, (uint64_t)req->content_length);
-        rm_h2_nvs_add(&s->pool, &nvs, H2O_STRLIT("content-length"), cl, n);
+        rm_h2_nvs_add(s->pool, &nvs, H2O_STRLIT("content-length"), cl, n);
     }
     int32_t id;
-    if (s->req_body.eos && s->req_body.buf->size == 0 && (s->req_body.trailers == NULL || s->req_body.trailers->size == 0)) {
+    rm_headers_t *req_trailers = rm_attempt_req_trailers(s);
+    if (rm_attempt_req_eos(s) && rm_attempt_req_pending(s) == 0 && (req_trailers == NULL || req_trailers->size == 0)) {
         id = nghttp2_submit_request(conn->h2.ng, NULL, nvs.nva, nvs.len, NULL, hc);
     } else {
         nghttp2_data_provider prd = {.source.ptr = hc, .read_callback = read_request_body};
@@ -280,7 +282,7 @@ submit_stream(h2c_stream_t *hc)
     if (id < 0) {
         /* stream ids exhausted or the session is going away: this connection takes no more */
         conn->goaway = 1;
-        rm_stream_on_upstream_error(take_stream(hc), RM_UPSTREAM_ERR_RESET, RM_H2_REFUSED_STREAM, nghttp2_strerror(id));
+        rm_attempt_on_error(take_stream(hc), RM_UPSTREAM_ERR_REFUSED, RM_H2_REFUSED_STREAM, nghttp2_strerror(id));
         stream_free(hc);
         return;
     }
@@ -289,7 +291,7 @@ submit_stream(h2c_stream_t *hc)
 }
 
 static void
-up_req_body_ready(rm_stream_t *s)
+up_req_body_ready(rm_attempt_t *s)
 {
     h2c_stream_t *hc = s->up_ctx;
     if (hc->id == 0)
@@ -299,7 +301,7 @@ up_req_body_ready(rm_stream_t *s)
 }
 
 static void
-up_resp_body_consumed(rm_stream_t *s, size_t n)
+up_resp_body_consumed(rm_attempt_t *s, size_t n)
 {
     h2c_stream_t *hc = s->up_ctx;
     hc->unconsumed -= n;
@@ -308,7 +310,7 @@ up_resp_body_consumed(rm_stream_t *s, size_t n)
 }
 
 static void
-up_cancel(rm_stream_t *s)
+up_cancel(rm_attempt_t *s)
 {
     h2c_stream_t *hc = s->up_ctx;
     take_stream(hc);
@@ -318,10 +320,10 @@ up_cancel(rm_stream_t *s)
         nghttp2_submit_rst_stream(hc->conn->h2.ng, NGHTTP2_FLAG_NONE, hc->id, NGHTTP2_CANCEL);
         rm_h2conn_schedule_flush(&hc->conn->h2);
     }
-    rm_stream_detach_upstream(s);
+    rm_attempt_detach(s);
 }
 
-static const rm_stream_up_ops_t up_ops = {up_req_body_ready, up_resp_body_consumed, up_cancel};
+static const rm_attempt_up_ops_t up_ops = {up_req_body_ready, up_resp_body_consumed, up_cancel};
 
 /*
  * Connection lifecycle
@@ -334,12 +336,12 @@ fail_all_streams(h2c_conn_t *conn, rm_upstream_error_t err, const char *reason)
         h2c_stream_t *hc = H2O_STRUCT_FROM_MEMBER(h2c_stream_t, link, conn->streams.next);
         if (hc->id != 0 && conn->h2.ng != NULL)
             nghttp2_session_set_stream_user_data(conn->h2.ng, hc->id, NULL);
-        if (hc->s != NULL) {
-            rm_stream_t *s = take_stream(hc);
+        if (hc->a != NULL) {
+            rm_attempt_t *a = take_stream(hc);
             if (hc->resp_done)
-                rm_stream_detach_upstream(s);
+                rm_attempt_detach(a);
             else
-                rm_stream_on_upstream_error(s, err, 0, reason);
+                rm_attempt_on_error(a, err, 0, reason);
         }
         stream_free(hc);
     }
@@ -430,7 +432,7 @@ start_session(h2c_conn_t *conn, h2o_socket_t *sock)
     for (h2o_linklist_t *n = conn->streams.next; n != &conn->streams;) {
         h2c_stream_t *hc = H2O_STRUCT_FROM_MEMBER(h2c_stream_t, link, n);
         n = n->next; /* submit_stream may free hc */
-        if (hc->s != NULL && hc->id == 0)
+        if (hc->a != NULL && hc->id == 0)
             submit_stream(hc);
     }
     rm_h2conn_schedule_flush(&conn->h2);
@@ -456,22 +458,18 @@ on_connected(rm_connect_t *unused, h2o_socket_t *sock, int err_kind, const char 
         int first = 1;
         while (!h2o_linklist_is_empty(&conn->streams)) {
             h2c_stream_t *hc = H2O_STRUCT_FROM_MEMBER(h2c_stream_t, link, conn->streams.next);
-            rm_stream_t *s = take_stream(hc);
+            rm_attempt_t *a = take_stream(hc);
             stream_free(hc);
-            if (s == NULL)
+            if (a == NULL)
                 continue;
-            s->up_detached = 1;
-            s->up = NULL;
-            if (s->upstream_counted) {
-                RM_STAT_DEC(s->cstats->rq_active);
-                s->upstream_counted = 0;
-            }
+            rm_attempt_unattach(a);
+            const rm_client_codec_t *h1 = rm_upstream_codec(RM_WIRE_HTTP1);
             if (first) {
                 first = 0;
-                rm_h1client_start_on_socket(conn->ep, sock, s);
+                h1->start_on_socket(conn->ep, sock, a);
                 sock = NULL;
             } else {
-                rm_h1client_dispatch(conn->ep, s);
+                h1->dispatch(conn->ep, a);
             }
         }
         if (sock != NULL)
@@ -508,8 +506,8 @@ conn_create(rm_endpoint_t *ep)
     return conn;
 }
 
-void
-rm_h2client_dispatch(rm_endpoint_t *ep, rm_stream_t *s)
+static void
+h2client_dispatch(rm_endpoint_t *ep, rm_attempt_t *s)
 {
     const rm_config_cluster_t *cc = rm_cluster_config(ep->cluster);
     h2c_conn_t *best = NULL;
@@ -526,22 +524,22 @@ rm_h2client_dispatch(rm_endpoint_t *ep, rm_stream_t *s)
             best = fresh;
     }
     if (best == NULL) {
-        rm_stream_on_upstream_error(s, RM_UPSTREAM_ERR_CONNECT, 0, "cannot open a connection");
+        rm_attempt_on_error(s, RM_UPSTREAM_ERR_CONNECT, 0, "cannot open a connection");
         return;
     }
     h2c_stream_t *hc = rm_recycle_alloc(&stream_allocator);
     hc->conn = best;
-    hc->s = s;
+    hc->a = s;
     h2o_linklist_insert(&best->streams, &hc->link);
     ++best->num_streams;
     update_idle(best);
-    rm_stream_attach_upstream(s, &up_ops, hc);
+    rm_attempt_attach(s, &up_ops, hc);
     if (best->h2.ng != NULL)
         submit_stream(hc);
 }
 
-void
-rm_h2client_close_idle(rm_endpoint_t *ep, int all)
+static void
+h2client_close_idle(rm_endpoint_t *ep, int all)
 {
     for (h2o_linklist_t *n = ep->h2_conns.next; n != &ep->h2_conns;) {
         h2c_conn_t *conn = H2O_STRUCT_FROM_MEMBER(h2c_conn_t, ep_link, n);
@@ -552,4 +550,20 @@ rm_h2client_close_idle(rm_endpoint_t *ep, int all)
             rm_worker_defer(conn->h2.worker, &conn->destroy_later);
         }
     }
+}
+
+static void
+h2client_start_on_socket(rm_endpoint_t *ep, h2o_socket_t *sock, rm_attempt_t *a)
+{
+    /* HTTP/2 is never chosen after the handshake: the HTTP/2 client asks for it by ALPN itself */
+    h2o_socket_close(sock);
+    rm_attempt_on_error(a, RM_UPSTREAM_ERR_CONNECT, 0, "unexpected HTTP/2 start on a negotiated socket");
+}
+
+static const rm_client_codec_t h2client_codec = {"h2", h2client_dispatch, h2client_start_on_socket, h2client_close_idle};
+
+void
+rm_h2client_register(void)
+{
+    rm_upstream_register_codec(RM_WIRE_H2, &h2client_codec);
 }

@@ -274,7 +274,10 @@ collect(rm_stats_t *const *workers, size_t num_workers, sum_vec_t *listeners, su
             continue;
         pthread_mutex_lock(&w->_mutex);
         for (rm_listener_stats_t *src = w->_listeners; src != NULL; src = src->_next) {
-            add_block(sum_get(listeners, src->name), src, listener_families, NUM_FAMILIES(listener_families));
+            rm_listener_stats_t *dst = sum_get(listeners, src->name);
+            add_block(dst, src, listener_families, NUM_FAMILIES(listener_families));
+            for (size_t c = 0; c != RM_STAT_MAX_CAUSES; ++c)
+                dst->local_replies[c] += RM_STAT_LOAD(src->local_replies[c]);
         }
         for (rm_cluster_stats_t *src = w->_clusters; src != NULL; src = src->_next) {
             add_block(sum_get(clusters, src->name), src, cluster_families, NUM_FAMILIES(cluster_families));
@@ -317,6 +320,32 @@ render_families(strbuf_t *sb, const family_t *families, size_t num_families, con
                 else
                     sb_printf(sb, "} %" PRIu64 "\n", value);
             }
+        }
+    }
+}
+
+static const char *const *cause_names;
+static size_t num_cause_names;
+
+void
+rm_stats_set_cause_names(const char *const *names, size_t n)
+{
+    cause_names = names;
+    num_cause_names = n < RM_STAT_MAX_CAUSES ? n : RM_STAT_MAX_CAUSES;
+}
+
+static void
+render_local_replies(strbuf_t *sb, const sum_vec_t *sums)
+{
+    if (num_cause_names == 0)
+        return;
+    render_header(sb, "remora_downstream_local_replies_total", "Responses the proxy made up on a request's behalf, by cause.", 0);
+    for (size_t i = 0; i != sums->size; ++i) {
+        const rm_listener_stats_t *l = (const rm_listener_stats_t *)((const char *)sums->entries + i * sums->elem_size);
+        for (size_t c = 0; c != num_cause_names; ++c) {
+            sb_printf(sb, "remora_downstream_local_replies_total{listener=\"");
+            sb_append_label_value(sb, l->name);
+            sb_printf(sb, "\",cause=\"%s\"} %" PRIu64 "\n", cause_names[c], l->local_replies[c]);
         }
     }
 }
@@ -395,6 +424,7 @@ rm_stats_render_prometheus(rm_stats_t *const *workers, size_t num_workers, uint6
     sb.base[0] = '\0';
 
     render_families(&sb, listener_families, sizeof(listener_families) / sizeof(listener_families[0]), "listener", &listeners);
+    render_local_replies(&sb, &listeners);
     render_families(&sb, cluster_families, sizeof(cluster_families) / sizeof(cluster_families[0]), "cluster", &clusters);
 
     render_header(&sb, "remora_config_generation", "Generation of the configuration snapshot in service.", 1);

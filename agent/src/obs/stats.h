@@ -30,6 +30,9 @@ rm_stat_status_class(int status)
     return c < 0 ? 4 : c > 4 ? 4 : (unsigned)c;
 }
 
+/** Bound of the per-cause local-reply counters. */
+#define RM_STAT_MAX_CAUSES 32
+
 typedef struct st_rm_listener_stats_t {
     char *name;
     uint64_t cx_total;                            /* downstream connections accepted */
@@ -44,6 +47,8 @@ typedef struct st_rm_listener_stats_t {
     uint64_t rq_no_route;                         /* requests with no matching route (404) */
     uint64_t rq_timeout;                          /* requests that hit their route's timeout (504) */
     uint64_t bytes_rx, bytes_tx;
+    /** local replies by cause (index: rm_local_reply_t; names registered with rm_stats_set_cause_names) */
+    uint64_t local_replies[RM_STAT_MAX_CAUSES];
     struct st_rm_listener_stats_t *_next;
 } rm_listener_stats_t;
 
@@ -78,6 +83,9 @@ rm_cluster_stats_t *rm_stats_cluster(rm_stats_t *stats, const char *name);
  * Renders Prometheus text exposition (format 0.0.4) of the sum over `workers`, plus the process
  * gauges (config generation, start time, resident memory). Main thread. Returns a malloc'ed string.
  */
+/** Names of the local-reply causes (labels of remora_downstream_local_replies_total); static storage. Call once at start. */
+void rm_stats_set_cause_names(const char *const *names, size_t n);
+
 char *rm_stats_render_prometheus(rm_stats_t *const *workers, size_t num_workers, uint64_t config_generation);
 
 #endif

@@ -6,10 +6,15 @@
 #include "remora/strutil.h"
 #include "core/alloc.h"
 #include "proxy/stream.h"
-#include "router/router.h"
-#include "upstream/cluster.h"
 
 static __thread rm_recycle_t stream_allocator = RM_RECYCLE_INITIALIZER(rm_stream_t, 1024);
+static const rm_filter_chain_t *default_chain;
+
+void
+rm_stream_set_default_chain(const rm_filter_chain_t *chain)
+{
+    default_chain = chain;
+}
 
 rm_stream_t *
 rm_stream_create(rm_worker_t *worker, rm_config_t *config, const rm_config_listener_t *listener, rm_listener_stats_t *lstats,
@@ -27,7 +32,7 @@ rm_stream_create(rm_worker_t *worker, rm_config_t *config, const rm_config_liste
     s->resp.content_length = -1;
     s->down = down;
     s->down_ctx = down_ctx;
-    s->up_detached = 1;
+    s->chain = default_chain;
     s->started_at_us = rm_now_us();
     return s;
 }
@@ -43,25 +48,62 @@ count_request(rm_stream_t *s)
 }
 
 static void
-stop_timeout(rm_stream_t *s)
-{
-    if (h2o_timeout_is_linked(&s->_timeout))
-        h2o_timeout_unlink(&s->_timeout);
-}
-
-static void
 destroy(rm_stream_t *s)
 {
-    stop_timeout(s);
+    if (s->filter_state != NULL) {
+        for (size_t i = 0; i != s->chain->num_filters; ++i) {
+            const rm_filter_t *f = s->chain->filters[i];
+            if (f->on_destroy != NULL && i < s->chain_pos)
+                f->on_destroy(s, s->filter_state[i]);
+        }
+    }
     if (s->counted)
         RM_STAT_DEC(s->lstats->rq_active);
     h2o_buffer_dispose(&s->req_body.buf);
     h2o_buffer_dispose(&s->resp_body.buf);
     h2o_mem_clear_pool(&s->pool);
-    if (s->cluster != NULL)
-        rm_cluster_release(s->cluster);
     rm_config_unref(s->config);
     rm_recycle_free(&stream_allocator, s);
+}
+
+static void
+maybe_destroy(rm_stream_t *s)
+{
+    if (s->down_detached && s->num_attempts == 0)
+        destroy(s);
+}
+
+void
+rm_stream_attempt_added(rm_stream_t *s)
+{
+    ++s->num_attempts;
+}
+
+void
+rm_stream_attempt_removed(rm_stream_t *s)
+{
+    --s->num_attempts;
+    maybe_destroy(s);
+}
+
+/* Tells the filters that ran to stop their upstream work (attempts, timers). Once. */
+static void
+abort_filters(rm_stream_t *s)
+{
+    if (s->aborted)
+        return;
+    s->aborted = 1;
+    s->req_discard = 1;
+    if (s->filter_state == NULL)
+        return;
+    /* the stream must survive the attempts' cancellation, which may drop their references */
+    ++s->num_attempts;
+    for (size_t i = s->chain_pos; i != 0; --i) {
+        const rm_filter_t *f = s->chain->filters[i - 1];
+        if (f->on_abort != NULL)
+            f->on_abort(s, s->filter_state[i - 1]);
+    }
+    --s->num_attempts;
 }
 
 void
@@ -69,36 +111,20 @@ rm_stream_detach_downstream(rm_stream_t *s)
 {
     s->down_detached = 1;
     s->down = NULL;
-    if (s->up_detached)
-        destroy(s);
+    if (s->num_attempts != 0)
+        abort_filters(s);
+    maybe_destroy(s);
 }
 
-void
-rm_stream_detach_upstream(rm_stream_t *s)
+void *
+rm_stream_filter_state(rm_stream_t *s, const rm_filter_t *filter)
 {
-    if (s->up_detached)
-        return;
-    s->up_detached = 1;
-    s->up = NULL;
-    if (s->upstream_counted) {
-        RM_STAT_DEC(s->cstats->rq_active);
-        s->upstream_counted = 0;
-    }
-    if (s->down_detached)
-        destroy(s);
-}
-
-void
-rm_stream_attach_upstream(rm_stream_t *s, const rm_stream_up_ops_t *ops, void *ctx)
-{
-    s->up = ops;
-    s->up_ctx = ctx;
-    s->up_detached = 0;
-    if (s->cstats != NULL && !s->upstream_counted) {
-        RM_STAT_INC(s->cstats->rq_total);
-        RM_STAT_INC(s->cstats->rq_active);
-        s->upstream_counted = 1;
-    }
+    if (s->filter_state == NULL)
+        return NULL;
+    for (size_t i = 0; i != s->chain->num_filters; ++i)
+        if (s->chain->filters[i] == filter)
+            return s->filter_state[i];
+    return NULL;
 }
 
 static void
@@ -123,7 +149,48 @@ pipe_read(rm_pipe_t *p, void *dst, size_t max)
     return n;
 }
 
-static void on_timeout(h2o_timeout_entry_t *entry);
+/*
+ * Filter chain
+ */
+
+static void
+run_chain(rm_stream_t *s)
+{
+    const rm_filter_chain_t *chain = s->chain;
+    if (s->filter_state == NULL) {
+        s->filter_state = h2o_mem_alloc_pool(&s->pool, sizeof(void *) * (chain->num_filters + 1));
+        for (size_t i = 0; i != chain->num_filters; ++i) {
+            size_t sz = chain->filters[i]->state_size;
+            s->filter_state[i] = NULL;
+            if (sz != 0) {
+                s->filter_state[i] = h2o_mem_alloc_pool(&s->pool, sz);
+                memset(s->filter_state[i], 0, sz);
+            }
+        }
+    }
+    while (s->chain_pos < chain->num_filters && !s->aborted && !s->resp_head_sent) {
+        size_t i = s->chain_pos++;
+        const rm_filter_t *f = chain->filters[i];
+        if (f->on_request_head != NULL && f->on_request_head(s, s->filter_state[i]) == RM_FILTER_STOP)
+            return;
+    }
+}
+
+void
+rm_stream_resume(rm_stream_t *s)
+{
+    run_chain(s);
+}
+
+static void
+notify_request_body(rm_stream_t *s)
+{
+    for (size_t i = 0; i != s->chain_pos; ++i) {
+        const rm_filter_t *f = s->chain->filters[i];
+        if (f->on_request_body != NULL)
+            f->on_request_body(s, s->filter_state[i]);
+    }
+}
 
 /*
  * Downstream side
@@ -133,38 +200,7 @@ void
 rm_stream_on_request_head(rm_stream_t *s)
 {
     count_request(s);
-    if (s->config->awaiting_snapshot) {
-        rm_stream_send_local_reply(s, 503, RM_GRPC_UNAVAILABLE,
-                                   "not configured yet: waiting for the first snapshot from the control plane");
-        return;
-    }
-    s->route = rm_router_match(s->listener, &s->req);
-    if (s->route == NULL) {
-        RM_STAT_INC(s->lstats->rq_no_route);
-        char msg[512];
-        snprintf(msg, sizeof(msg), "no route for authority '%.*s' path '%.*s'",
-                 (int)(s->req.authority.len < 200 ? s->req.authority.len : 200), s->req.authority.base,
-                 (int)(s->req.path.len < 200 ? s->req.path.len : 200), s->req.path.base);
-        if (s->config->num_clusters == 0)
-            snprintf(msg + strlen(msg), sizeof(msg) - strlen(msg), ": no services are configured%s",
-                     s->config->version == NULL ? "" : " in the control plane's snapshot");
-        rm_stream_send_local_reply(s, 404, RM_GRPC_UNIMPLEMENTED, msg);
-        return;
-    }
-    rm_cluster_t *cluster = NULL;
-    if (s->config == s->worker->config)
-        cluster = rm_worker_cluster(s->worker, rm_router_pick_cluster(s->route, rm_worker_random(s->worker)));
-    if (cluster == NULL) {
-        rm_stream_send_local_reply(s, 503, RM_GRPC_UNAVAILABLE, "configuration is being replaced; retry");
-        return;
-    }
-    s->cluster = rm_cluster_acquire(cluster);
-    s->cstats = rm_cluster_stats(cluster);
-    if (s->route->timeout_ms != 0) {
-        s->_timeout.cb = on_timeout;
-        h2o_timeout_link(&s->worker->loop, rm_worker_get_timeout(s->worker, s->route->timeout_ms), &s->_timeout);
-    }
-    rm_cluster_dispatch(cluster, s);
+    run_chain(s);
 }
 
 void
@@ -172,16 +208,18 @@ rm_stream_on_request_body(rm_stream_t *s, const void *data, size_t len)
 {
     if (len == 0)
         return;
-    if (s->up_detached) {
-        /* nobody will read it (local reply or upstream gone): drop it, but keep the window open so
-         * the connection's other streams are not starved */
+    if (s->req_discard) {
+        /* nobody will read it (local reply, or the upstream exchange is over): drop it, but keep the
+         * window open so the connection's other streams are not starved */
         s->req_body.bytes_in += len;
+        s->req_base += len;
+        s->req_acked += len;
         if (s->down != NULL)
             s->down->req_body_consumed(s, len);
         return;
     }
     pipe_write(&s->req_body, data, len);
-    s->up->req_body_ready(s);
+    notify_request_body(s);
 }
 
 void
@@ -190,8 +228,8 @@ rm_stream_on_request_end(rm_stream_t *s, rm_headers_t *trailers)
     s->req_done = 1;
     s->req_body.eos = 1;
     s->req_body.trailers = trailers;
-    if (!s->up_detached)
-        s->up->req_body_ready(s);
+    if (!s->req_discard)
+        notify_request_body(s);
 }
 
 void
@@ -199,21 +237,51 @@ rm_stream_on_downstream_abort(rm_stream_t *s)
 {
     RM_STAT_INC(s->lstats->rs_reset);
     s->down = NULL;
-    if (!s->up_detached)
-        s->up->cancel(s);
+    abort_filters(s);
 }
 
 size_t
 rm_stream_read_response_body(rm_stream_t *s, void *dst, size_t max)
 {
     size_t n = pipe_read(&s->resp_body, dst, max);
-    if (n != 0 && !s->up_detached)
-        s->up->resp_body_consumed(s, n);
+    if (n != 0) {
+        for (size_t i = s->chain_pos; i != 0; --i) {
+            const rm_filter_t *f = s->chain->filters[i - 1];
+            if (f->on_response_consumed != NULL)
+                f->on_response_consumed(s, s->filter_state[i - 1], n);
+        }
+    }
     return n;
 }
 
+size_t
+rm_stream_read_request_at(rm_stream_t *s, uint64_t off, void *dst, size_t max)
+{
+    uint64_t avail = s->req_body.bytes_in - off;
+    size_t n = avail < max ? (size_t)avail : max;
+    if (n == 0)
+        return 0;
+    memcpy(dst, s->req_body.buf->bytes + (off - s->req_base), n);
+    if (off + n > s->req_acked) {
+        size_t delta = off + n - s->req_acked;
+        s->req_acked = off + n;
+        if (s->down != NULL)
+            s->down->req_body_consumed(s, delta);
+    }
+    return n;
+}
+
+void
+rm_stream_drop_request_before(rm_stream_t *s, uint64_t off)
+{
+    if (off <= s->req_base)
+        return;
+    h2o_buffer_consume(&s->req_body.buf, off - s->req_base);
+    s->req_base = off;
+}
+
 /*
- * Upstream side
+ * Response side
  */
 
 static void
@@ -222,16 +290,25 @@ count_response(rm_stream_t *s)
     RM_STAT_INC(s->lstats->rs_by_class[rm_stat_status_class(s->resp.status)]);
 }
 
-void
-rm_stream_on_response_head(rm_stream_t *s)
+static void
+send_head(rm_stream_t *s)
 {
-    if (s->cstats != NULL)
-        RM_STAT_INC(s->cstats->rs_by_class[rm_stat_status_class(s->resp.status)]);
-    if (s->down == NULL)
-        return;
+    for (size_t i = s->chain_pos; i != 0; --i) {
+        const rm_filter_t *f = s->chain->filters[i - 1];
+        if (f->on_response_head != NULL)
+            f->on_response_head(s, s->filter_state[i - 1]);
+    }
     s->resp_head_sent = 1;
     count_response(s);
     s->down->send_response_head(s);
+}
+
+void
+rm_stream_on_response_head(rm_stream_t *s)
+{
+    if (s->down == NULL)
+        return;
+    send_head(s);
 }
 
 void
@@ -240,8 +317,11 @@ rm_stream_on_response_body(rm_stream_t *s, const void *data, size_t len)
     if (len == 0)
         return;
     if (s->down == NULL) {
-        if (!s->up_detached)
-            s->up->resp_body_consumed(s, len);
+        for (size_t i = s->chain_pos; i != 0; --i) {
+            const rm_filter_t *f = s->chain->filters[i - 1];
+            if (f->on_response_consumed != NULL)
+                f->on_response_consumed(s, s->filter_state[i - 1], len);
+        }
         return;
     }
     pipe_write(&s->resp_body, data, len);
@@ -251,20 +331,10 @@ rm_stream_on_response_body(rm_stream_t *s, const void *data, size_t len)
 void
 rm_stream_on_response_end(rm_stream_t *s, rm_headers_t *trailers)
 {
-    stop_timeout(s);
     s->resp_body.eos = 1;
     s->resp_body.trailers = trailers;
     if (s->down != NULL)
         s->down->resp_body_ready(s);
-}
-
-size_t
-rm_stream_read_request_body(rm_stream_t *s, void *dst, size_t max)
-{
-    size_t n = pipe_read(&s->req_body, dst, max);
-    if (n != 0 && s->down != NULL)
-        s->down->req_body_consumed(s, n);
-    return n;
 }
 
 static void
@@ -280,76 +350,20 @@ set_grpc_status(rm_stream_t *s, rm_headers_t *headers, int grpc_status, const ch
 }
 
 void
-rm_stream_on_upstream_error(rm_stream_t *s, rm_upstream_error_t err, uint32_t h2_error, const char *detail)
+rm_stream_abort_response(rm_stream_t *s, int grpc_status, uint32_t h2_error, const char *message)
 {
-    /* the upstream side is gone from here on */
-    if (!s->up_detached) {
-        s->up_detached = 1;
-        s->up = NULL;
-        if (s->upstream_counted) {
-            RM_STAT_DEC(s->cstats->rq_active);
-            s->upstream_counted = 0;
-        }
-    }
-    if (s->cstats != NULL) {
-        if (err == RM_UPSTREAM_ERR_RESET || err == RM_UPSTREAM_ERR_CLOSED || err == RM_UPSTREAM_ERR_PROTOCOL)
-            RM_STAT_INC(s->cstats->rq_reset);
-        else
-            RM_STAT_INC(s->cstats->rq_unavailable);
-    }
-    if (s->down == NULL) {
-        if (s->down_detached)
-            destroy(s);
-        return;
-    }
-    char msg[512];
-    if (!s->resp_head_sent) {
-        int http_status = 503, grpc_status = RM_GRPC_UNAVAILABLE;
-        const char *what = "upstream connect error";
-        switch (err) {
-        case RM_UPSTREAM_ERR_CONNECT:
-            break;
-        case RM_UPSTREAM_ERR_TIMEOUT:
-            what = "upstream connect timeout";
-            break;
-        case RM_UPSTREAM_ERR_RESET:
-            what = "upstream reset before response headers";
-            if (h2_error != RM_H2_REFUSED_STREAM) {
-                http_status = 502;
-                grpc_status = rm_grpc_status_from_h2_error(h2_error);
-            }
-            break;
-        case RM_UPSTREAM_ERR_CLOSED:
-            what = "upstream connection closed before response headers";
-            http_status = 502;
-            break;
-        case RM_UPSTREAM_ERR_PROTOCOL:
-            what = "upstream protocol error";
-            http_status = 502;
-            grpc_status = RM_GRPC_INTERNAL;
-            break;
-        }
-        snprintf(msg, sizeof(msg), "%s%s%s", what, detail != NULL ? ": " : "", detail != NULL ? detail : "");
-        rm_stream_send_local_reply(s, http_status, grpc_status, msg);
-        return;
-    }
-    if (s->resp_body.eos)
+    if (s->down == NULL || s->resp_body.eos)
         return;
     if (s->req.is_grpc) {
-        /* the response started: end it with trailers carrying the status the gRPC spec maps the
-         * failure to, after whatever body bytes are still buffered */
-        int grpc_status = err == RM_UPSTREAM_ERR_RESET    ? rm_grpc_status_from_h2_error(h2_error)
-                          : err == RM_UPSTREAM_ERR_CLOSED ? RM_GRPC_UNAVAILABLE
-                                                          : RM_GRPC_INTERNAL;
-        snprintf(msg, sizeof(msg), "upstream %s mid-stream%s%s", err == RM_UPSTREAM_ERR_RESET ? "reset" : "connection lost",
-                 detail != NULL ? ": " : "", detail != NULL ? detail : "");
+        /* the response started: end it with trailers carrying the status, after whatever body bytes
+         * are still buffered */
         rm_headers_t *trailers = h2o_mem_alloc_pool(&s->pool, sizeof(*trailers));
         memset(trailers, 0, sizeof(*trailers));
-        set_grpc_status(s, trailers, grpc_status, msg);
+        set_grpc_status(s, trailers, grpc_status, message);
         rm_stream_on_response_end(s, trailers);
         return;
     }
-    s->down->reset(s, err == RM_UPSTREAM_ERR_RESET && h2_error != RM_H2_NO_ERROR ? h2_error : RM_H2_INTERNAL_ERROR);
+    s->down->reset(s, h2_error);
 }
 
 void
@@ -357,9 +371,7 @@ rm_stream_send_local_reply(rm_stream_t *s, int http_status, int grpc_status, con
 {
     if (s->resp_head_sent)
         return;
-    stop_timeout(s);
-    if (!s->up_detached)
-        s->up->cancel(s);
+    abort_filters(s);
     if (s->down == NULL)
         return;
     count_request(s);
@@ -383,36 +395,26 @@ rm_stream_send_local_reply(rm_stream_t *s, int http_status, int grpc_status, con
     }
     rm_headers_add(&s->pool, &s->resp.headers, h2o_iovec_init(H2O_STRLIT("server")), h2o_iovec_init(H2O_STRLIT("remora")));
     s->resp_body.eos = 1;
-    s->resp_head_sent = 1;
-    count_response(s);
-    s->down->send_response_head(s);
+    send_head(s);
 }
 
-static void
-on_timeout(h2o_timeout_entry_t *entry)
+void
+rm_stream_reply_status(rm_stream_t *s, rm_local_reply_t cause, int http_status, int grpc_status, const char *message)
 {
-    rm_stream_t *s = H2O_STRUCT_FROM_MEMBER(rm_stream_t, _timeout, entry);
-    if (s->resp_body.eos)
+    if (s->resp_head_sent)
         return;
-    if (s->down == NULL) {
-        /* nobody is waiting: just stop the upstream (which may free the stream) */
-        if (!s->up_detached)
-            s->up->cancel(s);
-        return;
-    }
-    RM_STAT_INC(s->lstats->rq_timeout);
-    if (!s->up_detached)
-        s->up->cancel(s);
-    if (!s->resp_head_sent) {
-        rm_stream_send_local_reply(s, 504, RM_GRPC_DEADLINE_EXCEEDED, "request timeout: the upstream did not respond in time");
-        return;
-    }
-    if (s->req.is_grpc) {
-        rm_headers_t *trailers = h2o_mem_alloc_pool(&s->pool, sizeof(*trailers));
-        memset(trailers, 0, sizeof(*trailers));
-        set_grpc_status(s, trailers, RM_GRPC_DEADLINE_EXCEEDED, "request timeout: the response did not complete in time");
-        rm_stream_on_response_end(s, trailers);
-        return;
-    }
-    s->down->reset(s, RM_H2_CANCEL);
+    RM_STAT_INC(s->lstats->local_replies[cause]);
+    rm_stream_send_local_reply(s, http_status, grpc_status, message);
+}
+
+void
+rm_stream_reply(rm_stream_t *s, rm_local_reply_t cause, const char *detail)
+{
+    const rm_local_reply_row_t *row = &rm_local_replies[cause];
+    char msg[768];
+    if (detail != NULL && detail[0] != '\0')
+        snprintf(msg, sizeof(msg), "%s: %s", row->message, detail);
+    else
+        snprintf(msg, sizeof(msg), "%s", row->message);
+    rm_stream_reply_status(s, cause, row->http_status, row->grpc_status, msg);
 }

@@ -6,9 +6,10 @@
 #include "remora/log.h"
 #include "remora/strutil.h"
 #include "net/resolver.h"
-#include "proxy/stream.h"
+#include "proxy/attempt.h"
 #include "tls/tls.h"
 #include "upstream/cluster.h"
+#include "upstream/lb.h"
 
 /* A host-name endpoint: resolved now and again after its TTL. */
 typedef struct st_dns_target_t {
@@ -36,10 +37,11 @@ struct st_rm_cluster_t {
     unsigned retired : 1;
     rm_endpoint_t **endpoints;
     size_t num_endpoints;
-    size_t rr_next;
+    const rm_lb_t *lb;
+    void *lb_state;
     dns_target_t *dns;
     size_t num_dns;
-    /** streams waiting for the first DNS answer */
+    /** attempts waiting for the first DNS answer */
     h2o_linklist_t waiting;
     rm_cluster_t *next_retired;
 };
@@ -109,12 +111,29 @@ endpoint_create(rm_cluster_t *c, const struct sockaddr_storage *addr, socklen_t 
     return ep;
 }
 
+static const rm_client_codec_t *codecs[RM_WIRE_MAX];
+
+void
+rm_upstream_register_codec(rm_wire_protocol_t proto, const rm_client_codec_t *codec)
+{
+    codecs[proto] = codec;
+}
+
+const rm_client_codec_t *
+rm_upstream_codec(rm_wire_protocol_t proto)
+{
+    if (codecs[proto] == NULL)
+        rm_fatal("no client codec registered for wire protocol %d", (int)proto);
+    return codecs[proto];
+}
+
 static void
 endpoint_remove(rm_endpoint_t *ep, int close_all)
 {
     ep->removed = 1;
-    rm_h1client_close_idle(ep, close_all);
-    rm_h2client_close_idle(ep, close_all);
+    for (size_t i = 0; i != RM_WIRE_MAX; ++i)
+        if (codecs[i] != NULL)
+            codecs[i]->close_idle(ep, close_all);
     rm_endpoint_unref(ep);
 }
 
@@ -246,11 +265,10 @@ update_endpoints(rm_cluster_t *c)
             all_resolved = 0;
     if (n != 0 || all_resolved) {
         while (!h2o_linklist_is_empty(&c->waiting)) {
-            rm_stream_t *s = H2O_STRUCT_FROM_MEMBER(rm_stream_t, _pending_link, c->waiting.next);
-            h2o_linklist_unlink(&s->_pending_link);
-            s->up_detached = 1;
-            s->up = NULL;
-            rm_cluster_dispatch(c, s);
+            rm_attempt_t *a = H2O_STRUCT_FROM_MEMBER(rm_attempt_t, pending_link, c->waiting.next);
+            h2o_linklist_unlink(&a->pending_link);
+            rm_attempt_unattach(a);
+            rm_cluster_dispatch(c, a);
         }
     }
 }
@@ -268,6 +286,8 @@ rm_cluster_create(rm_worker_t *worker, const rm_config_cluster_t *config)
     if (c->ssl_ctx != NULL)
         SSL_CTX_up_ref(c->ssl_ctx);
     c->refcnt = 1; /* the worker's cluster table */
+    c->lb = &rm_lb_round_robin;
+    c->lb_state = c->lb->create(config);
     h2o_linklist_init_anchor(&c->waiting);
     size_t num_dns = 0;
     for (size_t i = 0; i != config->num_endpoints; ++i)
@@ -339,11 +359,19 @@ free_cluster(rm_cluster_t *c)
     }
     free(c->dns);
     free(c->endpoints);
+    c->lb->destroy(c->lb_state);
     if (c->ssl_ctx != NULL)
         SSL_CTX_free(c->ssl_ctx);
     rm_config_unref(c->snapshot);
     free(c->name);
     free(c);
+}
+
+void
+rm_cluster_report(rm_cluster_t *c, rm_endpoint_t *ep, int success, uint64_t latency_us)
+{
+    if (ep != NULL)
+        c->lb->on_result(c->lb_state, ep, success, latency_us);
 }
 
 rm_cluster_t *
@@ -379,11 +407,9 @@ retire(rm_cluster_t *c, int close_all)
         }
         /* nobody will answer the waiters now */
         while (!h2o_linklist_is_empty(&c->waiting)) {
-            rm_stream_t *s = H2O_STRUCT_FROM_MEMBER(rm_stream_t, _pending_link, c->waiting.next);
-            h2o_linklist_unlink(&s->_pending_link);
-            s->up_detached = 1;
-            s->up = NULL;
-            rm_stream_on_upstream_error(s, RM_UPSTREAM_ERR_CONNECT, 0, "cluster removed by a configuration change");
+            rm_attempt_t *a = H2O_STRUCT_FROM_MEMBER(rm_attempt_t, pending_link, c->waiting.next);
+            h2o_linklist_unlink(&a->pending_link);
+            rm_attempt_on_error(a, RM_UPSTREAM_ERR_CONNECT, 0, "cluster removed by a configuration change");
         }
     }
     rm_endpoint_t **eps = c->endpoints;
@@ -428,26 +454,26 @@ rm_clusters_close_all(rm_worker_t *worker)
  */
 
 static void
-waiting_cancel(rm_stream_t *s)
+waiting_cancel(rm_attempt_t *a)
 {
-    h2o_linklist_unlink(&s->_pending_link);
-    rm_stream_detach_upstream(s);
+    h2o_linklist_unlink(&a->pending_link);
+    rm_attempt_detach(a);
 }
 
 static void
-waiting_noop(rm_stream_t *s)
+waiting_noop(rm_attempt_t *a)
 {
 }
 
 static void
-waiting_noop_n(rm_stream_t *s, size_t n)
+waiting_noop_n(rm_attempt_t *a, size_t n)
 {
 }
 
-static const rm_stream_up_ops_t waiting_ops = {waiting_noop, waiting_noop_n, waiting_cancel};
+static const rm_attempt_up_ops_t waiting_ops = {waiting_noop, waiting_noop_n, waiting_cancel};
 
 void
-rm_cluster_dispatch(rm_cluster_t *c, rm_stream_t *s)
+rm_cluster_dispatch(rm_cluster_t *c, rm_attempt_t *a)
 {
     if (c->num_endpoints == 0) {
         int pending = 0;
@@ -459,16 +485,16 @@ rm_cluster_dispatch(rm_cluster_t *c, rm_stream_t *s)
                 why = c->dns[i].last_error;
         }
         if (pending && !c->retired) {
-            rm_stream_attach_upstream(s, &waiting_ops, c);
-            h2o_linklist_insert(&c->waiting, &s->_pending_link);
+            rm_attempt_attach(a, &waiting_ops, c);
+            h2o_linklist_insert(&c->waiting, &a->pending_link);
             return;
         }
         char msg[256];
         snprintf(msg, sizeof(msg), "cluster '%s': %s", c->name, why);
-        rm_stream_on_upstream_error(s, RM_UPSTREAM_ERR_CONNECT, 0, msg);
+        rm_attempt_on_error(a, RM_UPSTREAM_ERR_CONNECT, 0, msg);
         return;
     }
-    rm_endpoint_t *ep = c->endpoints[c->rr_next++ % c->num_endpoints];
+    rm_endpoint_t *ep = c->lb->pick(c->lb_state, c->endpoints, c->num_endpoints, a);
     rm_upstream_protocol_t proto = c->config->protocol;
     if (proto == RM_UPSTREAM_AUTO) {
         if (c->ssl_ctx == NULL || ep->learned == RM_WIRE_HTTP1)
@@ -476,10 +502,8 @@ rm_cluster_dispatch(rm_cluster_t *c, rm_stream_t *s)
         else
             proto = RM_UPSTREAM_H2; /* the HTTP/2 client falls back to HTTP/1.1 if ALPN says so */
     }
-    if (proto == RM_UPSTREAM_H2)
-        rm_h2client_dispatch(ep, s);
-    else
-        rm_h1client_dispatch(ep, s);
+    a->endpoint = ep;
+    rm_upstream_codec(proto == RM_UPSTREAM_H2 ? RM_WIRE_H2 : RM_WIRE_HTTP1)->dispatch(ep, a);
 }
 
 /*

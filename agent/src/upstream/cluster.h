@@ -18,15 +18,11 @@
 #include "core/worker.h"
 #include "obs/stats.h"
 
-typedef struct st_rm_stream_t rm_stream_t;
+typedef struct st_rm_attempt_t rm_attempt_t;
 typedef struct st_rm_endpoint_t rm_endpoint_t;
 
 /** The protocol an endpoint's connections speak once known. */
-typedef enum en_rm_wire_protocol_t {
-    RM_WIRE_UNKNOWN = 0,
-    RM_WIRE_HTTP1 = 1,
-    RM_WIRE_H2 = 2,
-} rm_wire_protocol_t;
+typedef enum en_rm_wire_protocol_t { RM_WIRE_UNKNOWN = 0, RM_WIRE_HTTP1 = 1, RM_WIRE_H2 = 2, RM_WIRE_MAX } rm_wire_protocol_t;
 
 struct st_rm_endpoint_t {
     rm_cluster_t *cluster;
@@ -70,10 +66,13 @@ const rm_config_cluster_t *rm_cluster_config(rm_cluster_t *c);
 SSL_CTX *rm_cluster_ssl_ctx(rm_cluster_t *c);
 
 /**
- * Picks an endpoint and hands the stream to a connection of it (reusing or opening one). On
- * failure the stream gets a local reply (503 / UNAVAILABLE) through rm_stream_on_upstream_error.
+ * Picks an endpoint (through the cluster's load balancer) and hands the attempt to a connection of
+ * it through the protocol table (reusing or opening one). On failure the attempt gets
+ * rm_attempt_on_error (possibly synchronously).
  */
-void rm_cluster_dispatch(rm_cluster_t *c, rm_stream_t *s);
+void rm_cluster_dispatch(rm_cluster_t *c, rm_attempt_t *a);
+/** The outcome of an attempt on endpoint `ep` (a->endpoint; NULL: none was picked), for the load balancer. */
+void rm_cluster_report(rm_cluster_t *c, rm_endpoint_t *ep, int success, uint64_t latency_us);
 
 void rm_endpoint_ref(rm_endpoint_t *ep);
 void rm_endpoint_unref(rm_endpoint_t *ep);
@@ -114,16 +113,22 @@ rm_upconn_unregister(rm_upconn_link_t *u)
 void rm_connect_cancel(rm_connect_t *conn);
 
 /*
- * The client codecs' entry points (http1/h1client.c, http2/h2client.c).
+ * The protocol table: each client codec (http1/h1client.c, http2/h2client.c) fills its row once at
+ * start (main thread, before workers run); the cluster and the codecs reach each other only
+ * through it, and ALPN picks the row.
  */
-/** Runs `s` on an idle HTTP/1.1 connection of `ep`, or a new one. */
-void rm_h1client_dispatch(rm_endpoint_t *ep, rm_stream_t *s);
-/** Starts `s` on a new HTTP/1.1 connection built on an already connected socket (AUTO negotiation). */
-void rm_h1client_start_on_socket(rm_endpoint_t *ep, h2o_socket_t *sock, rm_stream_t *s);
-/** Runs `s` on an HTTP/2 connection of `ep` with room for it, opening one if the pool allows. */
-void rm_h2client_dispatch(rm_endpoint_t *ep, rm_stream_t *s);
-/** Closes idle connections of an endpoint (retired / removed), and every connection if `all`. */
-void rm_h1client_close_idle(rm_endpoint_t *ep, int all);
-void rm_h2client_close_idle(rm_endpoint_t *ep, int all);
+typedef struct st_rm_client_codec_t {
+    const char *name;
+    /** runs `a` on a connection of `ep` (an idle or multiplexed one, or a new one) */
+    void (*dispatch)(rm_endpoint_t *ep, rm_attempt_t *a);
+    /** starts `a` on a new connection built on an already connected socket (ALPN chose this codec) */
+    void (*start_on_socket)(rm_endpoint_t *ep, h2o_socket_t *sock, rm_attempt_t *a);
+    /** closes idle connections of an endpoint (retired / removed), and every connection if `all` */
+    void (*close_idle)(rm_endpoint_t *ep, int all);
+} rm_client_codec_t;
+
+void rm_upstream_register_codec(rm_wire_protocol_t proto, const rm_client_codec_t *codec);
+/** The codec of `proto`; aborts if none registered (a build without that codec). */
+const rm_client_codec_t *rm_upstream_codec(rm_wire_protocol_t proto);
 
 #endif
