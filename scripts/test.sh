@@ -21,6 +21,9 @@ bash scripts/install-deps.sh
 step "format check (clang-format)"
 bash scripts/format.sh --check
 
+step "include graph of agent/src: no cycle, no upward include"
+python3 scripts/check-layers.py
+
 step "build (RelWithDebInfo, -Werror)"
 cmake -S . -B build -DREMORA_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j"$JOBS"

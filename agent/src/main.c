@@ -21,6 +21,8 @@
 #include "core/worker.h"
 #include "http1/h1client.h"
 #include "http2/h2client.h"
+#include "http2/h2conn.h"
+#include "upstream/cluster.h"
 #include "net/listener.h"
 #include "proxy/stream.h"
 #include "router/router_filter.h"
@@ -72,6 +74,9 @@ static const rm_filter_chain_t default_chain = {chain_filters, sizeof(chain_filt
 static void
 assemble(void)
 {
+    rm_worker_register_module(&rm_net_module); /* first: downstream connections close before the clusters */
+    rm_upstream_module_register();
+    rm_worker_register_module(&rm_http2_module);
     rm_h1client_register();
     rm_h2client_register();
     rm_stream_set_default_chain(&default_chain);
@@ -332,9 +337,8 @@ on_apply_msg(rm_worker_t *worker, rm_worker_msg_t *_msg)
     apply_msg_t *msg = (apply_msg_t *)_msg;
     for (size_t i = 0; i != msg->num_new; ++i)
         rm_listener_new(worker, msg->fds[i], &msg->addrs[i]);
-    rm_worker_apply_config(worker, msg->config, msg->tls);
+    rm_worker_apply_config(worker, msg->config, msg->tls); /* the worker takes msg->tls's reference */
     rm_config_unref(msg->config);
-    rm_tls_set_unref(msg->tls);
     free(msg->fds);
     free(msg->addrs);
     free(msg);
@@ -761,7 +765,7 @@ main(int argc, char **argv)
     agent.stats = rm_calloc(agent.num_workers, sizeof(*agent.stats));
     for (unsigned w = 0; w != agent.num_workers; ++w) {
         agent.stats[w] = rm_stats_create(w);
-        rm_worker_init(&agent.workers[w], w, agent.config, agent.tls, agent.stats[w]);
+        rm_worker_init(&agent.workers[w], w, agent.config, rm_tls_set_ref(agent.tls), rm_tls_set_unref, agent.stats[w]);
         agent.workers[w].on_exit = worker_exit_hook;
         for (size_t i = 0; i != agent.config->num_listeners; ++i) {
             int fd = rm_listen_fd_open(&agent.config->listeners[i].addr, err, sizeof(err));

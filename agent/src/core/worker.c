@@ -5,13 +5,58 @@
 #include "remora/strutil.h"
 #include "core/alloc.h"
 #include "core/worker.h"
-#include "http2/h2mem.h"
-#include "net/listener.h"
-#include "net/resolver.h"
-#include "tls/tls.h"
-#include "upstream/cluster.h"
 
 static __thread rm_worker_t *current_worker;
+static const rm_worker_module_t *modules[RM_WORKER_MAX_MODULES];
+static size_t num_modules;
+
+size_t
+rm_worker_register_module(const rm_worker_module_t *module)
+{
+    if (num_modules == RM_WORKER_MAX_MODULES)
+        rm_fatal("too many worker modules (raise RM_WORKER_MAX_MODULES)");
+    modules[num_modules] = module;
+    return num_modules++;
+}
+
+/*
+ * The timer wheel runs on one uv timer, re-armed before the loop blocks for the earliest expiry.
+ */
+
+static void
+on_wheel_timer(uv_timer_t *timer)
+{
+    rm_worker_t *worker = timer->data;
+    worker->_wheel_armed_ms = UINT64_MAX;
+    rm_timerwheel_run(&worker->timers, uv_now(&worker->loop));
+}
+
+static void
+arm_wheel(rm_worker_t *worker)
+{
+    uint64_t next = rm_timerwheel_next_expiry_ms(&worker->timers);
+    if (next == worker->_wheel_armed_ms)
+        return;
+    worker->_wheel_armed_ms = next;
+    if (next == UINT64_MAX) {
+        uv_timer_stop(&worker->_wheel_timer);
+        return;
+    }
+    uint64_t now = uv_now(&worker->loop);
+    uv_timer_start(&worker->_wheel_timer, on_wheel_timer, next > now ? next - now : 0, 0);
+}
+
+void
+rm_worker_timer_start(rm_worker_t *worker, rm_timer_t *timer, uint64_t delay_ms)
+{
+    rm_timerwheel_link(&worker->timers, timer, uv_now(&worker->loop) + delay_ms);
+}
+
+uint64_t
+rm_worker_now_ms(rm_worker_t *worker)
+{
+    return uv_now(&worker->loop);
+}
 
 rm_worker_t *
 rm_worker_current(void)
@@ -71,6 +116,7 @@ static void
 on_check(uv_check_t *check)
 {
     run_end_of_iteration(check->data);
+    arm_wheel(check->data);
 }
 
 /* uv_check runs after I/O polling; work queued from timers or async callbacks that run before the
@@ -79,6 +125,7 @@ static void
 on_prepare(uv_prepare_t *prepare)
 {
     run_end_of_iteration(prepare->data);
+    arm_wheel(prepare->data);
 }
 
 void
@@ -129,29 +176,16 @@ rm_worker_cancel_flush(rm_worker_t *worker, rm_flushable_t *f)
     f->_queued = 0;
 }
 
-h2o_timeout_t *
-rm_worker_get_timeout(rm_worker_t *worker, uint64_t ms)
-{
-    rm_worker_timeout_t *t;
-    for (t = worker->_timeouts; t != NULL; t = t->_next)
-        if (t->ms == ms)
-            return &t->timeout;
-    t = rm_calloc(1, sizeof(*t));
-    t->ms = ms;
-    h2o_timeout_init(&worker->loop, &t->timeout, ms);
-    t->_next = worker->_timeouts;
-    worker->_timeouts = t;
-    return &t->timeout;
-}
-
 void
-rm_worker_init(rm_worker_t *worker, unsigned id, rm_config_t *config, rm_tls_set_t *tls, rm_stats_t *stats)
+rm_worker_init(rm_worker_t *worker, unsigned id, rm_config_t *config, rm_tls_set_t *tls, void (*release_tls)(rm_tls_set_t *),
+               rm_stats_t *stats)
 {
     memset(worker, 0, sizeof(*worker));
     worker->id = id;
     worker->stats = stats;
     worker->config = rm_config_ref(config);
-    worker->tls = rm_tls_set_ref(tls);
+    worker->tls = tls;
+    worker->release_tls = release_tls;
     worker->rng_state = (rm_now_us() ^ ((uint64_t)(id + 1) << 40) ^ (uint64_t)(uintptr_t)worker) | 1;
     h2o_linklist_init_anchor(&worker->downstream_conns);
     h2o_linklist_init_anchor(&worker->upstream_conns);
@@ -167,40 +201,10 @@ rm_worker_init(rm_worker_t *worker, unsigned id, rm_config_t *config, rm_tls_set
     worker->_prepare.data = worker;
     uv_timer_init(&worker->loop, &worker->_drain_timer);
     worker->_drain_timer.data = worker;
-}
-
-static void
-build_clusters(rm_worker_t *worker)
-{
-    rm_config_t *config = worker->config;
-    rm_cluster_t **clusters = rm_calloc(config->num_clusters, sizeof(*clusters));
-    for (size_t i = 0; i != config->num_clusters; ++i) {
-        const rm_config_cluster_t *cc = &config->clusters[i];
-        /* keep a runtime whose settings did not change: its pooled connections stay in use */
-        for (size_t j = 0; j != worker->num_clusters; ++j) {
-            rm_cluster_t *old = worker->clusters[j];
-            if (old != NULL && rm_cluster_can_reuse(old, cc)) {
-                rm_cluster_update_config(old, cc);
-                clusters[i] = old;
-                worker->clusters[j] = NULL;
-                break;
-            }
-        }
-        if (clusters[i] == NULL)
-            clusters[i] = rm_cluster_create(worker, cc);
-    }
-    for (size_t j = 0; j != worker->num_clusters; ++j)
-        if (worker->clusters[j] != NULL)
-            rm_cluster_retire(worker->clusters[j]);
-    free(worker->clusters);
-    worker->clusters = clusters;
-    worker->num_clusters = config->num_clusters;
-}
-
-rm_cluster_t *
-rm_worker_cluster(rm_worker_t *worker, size_t i)
-{
-    return i < worker->num_clusters ? worker->clusters[i] : NULL;
+    uv_timer_init(&worker->loop, &worker->_wheel_timer);
+    worker->_wheel_timer.data = worker;
+    worker->_wheel_armed_ms = UINT64_MAX;
+    rm_timerwheel_init(&worker->timers, uv_now(&worker->loop));
 }
 
 void
@@ -209,11 +213,13 @@ rm_worker_apply_config(rm_worker_t *worker, rm_config_t *config, rm_tls_set_t *t
     rm_config_t *old = worker->config;
     rm_tls_set_t *old_tls = worker->tls;
     worker->config = rm_config_ref(config);
-    worker->tls = rm_tls_set_ref(tls);
-    build_clusters(worker);
-    rm_listeners_apply_config(worker);
+    worker->tls = tls;
+    for (size_t i = 0; i != num_modules; ++i)
+        if (modules[i]->on_config != NULL)
+            modules[i]->on_config(worker, worker->module_state[i]);
     rm_config_unref(old);
-    rm_tls_set_unref(old_tls);
+    if (old_tls != NULL)
+        worker->release_tls(old_tls);
     rm_log_debug("worker", "worker %u: config generation %llu in service", worker->id, (unsigned long long)config->generation);
 }
 
@@ -248,8 +254,9 @@ rm_worker_start_drain(rm_worker_t *worker, uint64_t timeout_ms)
     if (worker->draining)
         return;
     worker->draining = 1;
-    rm_listeners_close(worker);
-    rm_downstream_drain_all(worker);
+    for (size_t i = 0; i != num_modules; ++i)
+        if (modules[i]->drain != NULL)
+            modules[i]->drain(worker, worker->module_state[i]);
     uv_timer_start(&worker->_drain_timer, on_drain_timeout, timeout_ms, 0);
     maybe_finish_drain(worker);
 }
@@ -266,40 +273,31 @@ worker_main(void *arg)
 {
     rm_worker_t *worker = arg;
     current_worker = worker;
-    char errbuf[256];
-    worker->resolver = rm_resolver_create(&worker->loop, (const char *const *)worker->config->dns_servers,
-                                          worker->config->num_dns_servers, errbuf, sizeof(errbuf));
-    if (worker->resolver == NULL)
-        rm_log_error("worker", "worker %u: DNS resolver: %s (host-name endpoints will fail)", worker->id, errbuf);
-    build_clusters(worker);
-    if (rm_listeners_start(worker) != 0)
-        rm_log_error("worker", "worker %u: failed to start listeners", worker->id);
+    for (size_t i = 0; i != num_modules; ++i)
+        if (modules[i]->init != NULL)
+            worker->module_state[i] = modules[i]->init(worker);
     uv_check_start(&worker->_check, on_check);
     uv_prepare_start(&worker->_prepare, on_prepare);
 
     uv_run(&worker->loop, UV_RUN_DEFAULT);
 
-    /* shutting down: close every downstream connection, then every cluster, then every handle */
-    rm_downstream_close_all(worker);
-    run_end_of_iteration(worker);
-    for (size_t i = 0; i != worker->num_clusters; ++i)
-        rm_cluster_retire(worker->clusters[i]);
-    worker->num_clusters = 0;
-    rm_clusters_close_all(worker);
-    run_end_of_iteration(worker);
-    if (worker->resolver != NULL) {
-        rm_resolver_destroy(worker->resolver);
-        worker->resolver = NULL;
+    /* shutting down: each module closes what it owns (downstream connections first, then clusters),
+     * then every handle */
+    for (size_t i = 0; i != num_modules; ++i) {
+        if (modules[i]->close != NULL)
+            modules[i]->close(worker, worker->module_state[i]);
+        run_end_of_iteration(worker);
     }
     uv_run(&worker->loop, UV_RUN_NOWAIT);
-    for (rm_worker_timeout_t *t = worker->_timeouts; t != NULL; t = t->_next)
-        h2o_timeout_dispose(&worker->loop, &t->timeout);
+    rm_timerwheel_dispose(&worker->timers);
     uv_walk(&worker->loop, on_close_walk, NULL);
     uv_run(&worker->loop, UV_RUN_DEFAULT);
     if (uv_loop_close(&worker->loop) != 0)
         rm_log_debug("worker", "worker %u: loop closed with handles still open", worker->id);
+    for (size_t i = num_modules; i != 0; --i)
+        if (modules[i - 1]->thread_exit != NULL)
+            modules[i - 1]->thread_exit(worker, worker->module_state[i - 1]);
     rm_alloc_thread_exit();
-    rm_h2_mem_thread_exit();
     if (worker->on_exit != NULL)
         worker->on_exit(worker);
     return NULL;
@@ -316,16 +314,10 @@ void
 rm_worker_join(rm_worker_t *worker)
 {
     pthread_join(worker->thread, NULL);
-    while (worker->_timeouts != NULL) {
-        rm_worker_timeout_t *t = worker->_timeouts;
-        worker->_timeouts = t->_next;
-        free(t);
-    }
-    free(worker->clusters);
-    worker->clusters = NULL;
     rm_config_unref(worker->config);
     worker->config = NULL;
-    rm_tls_set_unref(worker->tls);
+    if (worker->tls != NULL)
+        worker->release_tls(worker->tls);
     worker->tls = NULL;
     pthread_mutex_destroy(&worker->_queue_mutex);
 }

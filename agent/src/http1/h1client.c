@@ -25,7 +25,7 @@ typedef struct st_h1c_conn_t {
     rm_upconn_link_t reg;
     h2o_linklist_t idle_link;
     h2o_linklist_t all_link;
-    h2o_timeout_entry_t idle_timeout;
+    rm_timer_t idle_timeout;
     rm_deferred_t destroy_later;
     unsigned req_chunked : 1;
     unsigned req_sent : 1;
@@ -58,8 +58,8 @@ destroy_conn(rm_deferred_t *d)
     h1c_conn_t *conn = H2O_STRUCT_FROM_MEMBER(h1c_conn_t, destroy_later, d);
     if (conn->connecting != NULL)
         rm_connect_cancel(conn->connecting);
-    if (h2o_timeout_is_linked(&conn->idle_timeout))
-        h2o_timeout_unlink(&conn->idle_timeout);
+    if (rm_timer_is_linked(&conn->idle_timeout))
+        rm_timer_unlink(&conn->idle_timeout);
     if (h2o_linklist_is_linked(&conn->idle_link)) {
         h2o_linklist_unlink(&conn->idle_link);
         --conn->ep->num_h1_idle;
@@ -97,7 +97,7 @@ kill_conn(h1c_conn_t *conn, rm_upstream_error_t err, const char *reason)
 }
 
 static void
-on_idle_timeout(h2o_timeout_entry_t *entry)
+on_idle_timeout(rm_timer_t *entry)
 {
     h1c_conn_t *conn = H2O_STRUCT_FROM_MEMBER(h1c_conn_t, idle_timeout, entry);
     kill_conn(conn, RM_UPSTREAM_ERR_CLOSED, "idle timeout");
@@ -115,8 +115,7 @@ release_to_pool(h1c_conn_t *conn)
     rm_h1_parser_resume(conn->parser);
     h2o_linklist_insert(&ep->h1_idle, &conn->idle_link);
     ++ep->num_h1_idle;
-    h2o_timeout_link(&conn->worker->loop, rm_worker_get_timeout(conn->worker, conn->worker->config->limits.idle_timeout_ms),
-                     &conn->idle_timeout);
+    rm_worker_timer_start(conn->worker, &conn->idle_timeout, conn->worker->config->limits.idle_timeout_ms);
     set_reading(conn, 1);
 }
 
@@ -469,7 +468,7 @@ h1client_dispatch(rm_endpoint_t *ep, rm_attempt_t *s)
         conn = H2O_STRUCT_FROM_MEMBER(h1c_conn_t, idle_link, ep->h1_idle.prev);
         h2o_linklist_unlink(&conn->idle_link);
         --ep->num_h1_idle;
-        h2o_timeout_unlink(&conn->idle_timeout);
+        rm_timer_unlink(&conn->idle_timeout);
         conn->s = s;
         rm_attempt_attach(s, &up_ops, conn);
         start_exchange(conn);

@@ -21,7 +21,7 @@ typedef struct st_h1s_conn_t {
     rm_h1_parser_t *parser;
     rm_stream_t *s;
     rm_headers_t *req_trailers;
-    h2o_timeout_entry_t idle_timeout;
+    rm_timer_t idle_timeout;
     rm_deferred_t destroy_later;
     unsigned keep_alive : 1;
     unsigned req_complete : 1;
@@ -62,8 +62,8 @@ static void
 destroy_conn(rm_deferred_t *d)
 {
     h1s_conn_t *conn = H2O_STRUCT_FROM_MEMBER(h1s_conn_t, destroy_later, d);
-    if (h2o_timeout_is_linked(&conn->idle_timeout))
-        h2o_timeout_unlink(&conn->idle_timeout);
+    if (rm_timer_is_linked(&conn->idle_timeout))
+        rm_timer_unlink(&conn->idle_timeout);
     rm_h1io_dispose(&conn->io);
     rm_h1_parser_destroy(conn->parser);
     h2o_socket_close(conn->dc->sock);
@@ -86,12 +86,11 @@ set_reading(h1s_conn_t *conn, int on)
 static void
 link_idle(h1s_conn_t *conn)
 {
-    h2o_timeout_link(&conn->worker->loop, rm_worker_get_timeout(conn->worker, conn->worker->config->limits.idle_timeout_ms),
-                     &conn->idle_timeout);
+    rm_worker_timer_start(conn->worker, &conn->idle_timeout, conn->worker->config->limits.idle_timeout_ms);
 }
 
 static void
-on_idle_timeout(h2o_timeout_entry_t *entry)
+on_idle_timeout(rm_timer_t *entry)
 {
     h1s_conn_t *conn = H2O_STRUCT_FROM_MEMBER(h1s_conn_t, idle_timeout, entry);
     kill_conn(conn);
@@ -141,8 +140,8 @@ on_message_begin(void *ctx)
     h1s_conn_t *conn = ctx;
     rm_worker_t *worker = conn->worker;
     const rm_config_listener_t *listener = rm_dconn_listener(conn->dc, worker->config);
-    if (h2o_timeout_is_linked(&conn->idle_timeout))
-        h2o_timeout_unlink(&conn->idle_timeout);
+    if (rm_timer_is_linked(&conn->idle_timeout))
+        rm_timer_unlink(&conn->idle_timeout);
     conn->s = rm_stream_create(worker, worker->config, listener, conn->dc->stats, &down_ops, conn);
     conn->req_complete = 0;
     conn->resp_started = 0;

@@ -23,7 +23,7 @@ typedef struct st_h2c_conn_t {
     /** streams submitted or waiting for the connection */
     h2o_linklist_t streams;
     size_t num_streams;
-    h2o_timeout_entry_t idle_timeout;
+    rm_timer_t idle_timeout;
     rm_deferred_t destroy_later;
     unsigned goaway : 1; /* no new streams: GOAWAY received or sent */
     unsigned dying : 1;
@@ -54,11 +54,10 @@ update_idle(h2c_conn_t *conn)
 {
     rm_worker_t *worker = conn->h2.worker;
     if (conn->num_streams == 0 && !conn->dying && conn->connecting == NULL) {
-        if (!h2o_timeout_is_linked(&conn->idle_timeout))
-            h2o_timeout_link(&worker->loop, rm_worker_get_timeout(worker, worker->config->limits.idle_timeout_ms),
-                             &conn->idle_timeout);
-    } else if (h2o_timeout_is_linked(&conn->idle_timeout)) {
-        h2o_timeout_unlink(&conn->idle_timeout);
+        if (!rm_timer_is_linked(&conn->idle_timeout))
+            rm_worker_timer_start(worker, &conn->idle_timeout, worker->config->limits.idle_timeout_ms);
+    } else if (rm_timer_is_linked(&conn->idle_timeout)) {
+        rm_timer_unlink(&conn->idle_timeout);
     }
 }
 
@@ -355,8 +354,8 @@ destroy_conn(rm_deferred_t *d)
     fail_all_streams(conn, RM_UPSTREAM_ERR_CLOSED, "upstream connection closed");
     if (conn->connecting != NULL)
         rm_connect_cancel(conn->connecting);
-    if (h2o_timeout_is_linked(&conn->idle_timeout))
-        h2o_timeout_unlink(&conn->idle_timeout);
+    if (rm_timer_is_linked(&conn->idle_timeout))
+        rm_timer_unlink(&conn->idle_timeout);
     if (h2o_linklist_is_linked(&conn->ep_link)) {
         h2o_linklist_unlink(&conn->ep_link);
         --conn->ep->num_h2_conns;
@@ -388,7 +387,7 @@ close_registered(rm_upconn_link_t *u)
 }
 
 static void
-on_idle_timeout(h2o_timeout_entry_t *entry)
+on_idle_timeout(rm_timer_t *entry)
 {
     h2c_conn_t *conn = H2O_STRUCT_FROM_MEMBER(h2c_conn_t, idle_timeout, entry);
     rm_h2conn_fail(&conn->h2, "idle timeout");

@@ -296,3 +296,14 @@ rm_h2_end_data(nghttp2_session *ng, int32_t stream_id, h2o_mem_pool_t *pool, con
     if (nghttp2_submit_trailer(ng, stream_id, nvs.nva, nvs.len) == 0)
         *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
 }
+
+static void
+h2_thread_exit(rm_worker_t *worker, void *state)
+{
+    rm_h2_mem_thread_exit();
+}
+
+const rm_worker_module_t rm_http2_module = {
+    .name = "http2",
+    .thread_exit = h2_thread_exit,
+};

@@ -54,6 +54,8 @@ void rm_h2conn_fail(rm_h2conn_t *conn, const char *reason);
  * malloc. A session allocates and frees on its worker's thread only, which this relies on.
  */
 nghttp2_mem *rm_h2_mem(void);
+/** Frees the calling worker's allocator caches at thread exit, as a worker module (registered by the assembly). */
+extern const rm_worker_module_t rm_http2_module;
 
 /** Writes the decimal form of `v` into buf (at least 21 bytes); returns the length. */
 size_t rm_h2_format_u64(char *buf, uint64_t v);

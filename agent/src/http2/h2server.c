@@ -18,7 +18,7 @@ typedef struct st_h2s_conn_t {
     rm_dconn_t *dc;
     h2o_linklist_t streams;
     size_t num_streams;
-    h2o_timeout_entry_t idle_timeout;
+    rm_timer_t idle_timeout;
     uv_timer_t *goaway_timer;
     rm_deferred_t destroy_later;
     unsigned draining : 1;
@@ -51,12 +51,10 @@ static void
 update_idle(h2s_conn_t *conn)
 {
     if (conn->num_streams == 0 && !conn->dying) {
-        if (!h2o_timeout_is_linked(&conn->idle_timeout))
-            h2o_timeout_link(&conn->h2.worker->loop,
-                             rm_worker_get_timeout(conn->h2.worker, conn->h2.worker->config->limits.idle_timeout_ms),
-                             &conn->idle_timeout);
-    } else if (h2o_timeout_is_linked(&conn->idle_timeout)) {
-        h2o_timeout_unlink(&conn->idle_timeout);
+        if (!rm_timer_is_linked(&conn->idle_timeout))
+            rm_worker_timer_start(conn->h2.worker, &conn->idle_timeout, conn->h2.worker->config->limits.idle_timeout_ms);
+    } else if (rm_timer_is_linked(&conn->idle_timeout)) {
+        rm_timer_unlink(&conn->idle_timeout);
     }
 }
 
@@ -378,8 +376,8 @@ destroy_conn(rm_deferred_t *d)
         }
         stream_free(hs);
     }
-    if (h2o_timeout_is_linked(&conn->idle_timeout))
-        h2o_timeout_unlink(&conn->idle_timeout);
+    if (rm_timer_is_linked(&conn->idle_timeout))
+        rm_timer_unlink(&conn->idle_timeout);
     if (conn->goaway_timer != NULL)
         uv_close((uv_handle_t *)conn->goaway_timer, (uv_close_cb)free);
     conn->h2.sock = NULL; /* closed with the dconn */
@@ -400,7 +398,7 @@ on_dead(rm_h2conn_t *h2, const char *reason)
 }
 
 static void
-on_idle_timeout(h2o_timeout_entry_t *entry)
+on_idle_timeout(rm_timer_t *entry)
 {
     h2s_conn_t *conn = H2O_STRUCT_FROM_MEMBER(h2s_conn_t, idle_timeout, entry);
     nghttp2_submit_goaway(conn->h2.ng, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(conn->h2.ng), NGHTTP2_NO_ERROR,

@@ -101,8 +101,8 @@ void
 rm_dconn_destroy(rm_dconn_t *dc)
 {
     rm_worker_t *worker = dc->worker;
-    if (h2o_timeout_is_linked(&dc->_detect_timeout))
-        h2o_timeout_unlink(&dc->_detect_timeout);
+    if (rm_timer_is_linked(&dc->_detect_timeout))
+        rm_timer_unlink(&dc->_detect_timeout);
     h2o_linklist_unlink(&dc->_link);
     --worker->num_downstream_conns;
     RM_STAT_DEC(dc->stats->cx_active);
@@ -118,7 +118,7 @@ dconn_close_detecting(rm_dconn_t *dc)
 }
 
 static void
-on_detect_timeout(h2o_timeout_entry_t *entry)
+on_detect_timeout(rm_timer_t *entry)
 {
     rm_dconn_t *dc = H2O_STRUCT_FROM_MEMBER(rm_dconn_t, _detect_timeout, entry);
     rm_log_debug("listener", "closing connection that sent nothing detectable in time");
@@ -128,7 +128,7 @@ on_detect_timeout(h2o_timeout_entry_t *entry)
 static void
 hand_over(rm_dconn_t *dc, int h2)
 {
-    h2o_timeout_unlink(&dc->_detect_timeout);
+    rm_timer_unlink(&dc->_detect_timeout);
     h2o_socket_read_stop(dc->sock);
     if (h2) {
         RM_STAT_INC(dc->stats->cx_h2);
@@ -221,7 +221,7 @@ on_accept(uv_stream_t *server, int status)
     RM_STAT_INC(dc->stats->cx_total);
     RM_STAT_INC(dc->stats->cx_active);
     dc->_detect_timeout.cb = on_detect_timeout;
-    h2o_timeout_link(&worker->loop, rm_worker_get_timeout(worker, worker->config->limits.detect_timeout_ms), &dc->_detect_timeout);
+    rm_worker_timer_start(worker, &dc->_detect_timeout, worker->config->limits.detect_timeout_ms);
     h2o_socket_read_start(dc->sock, on_detect_read);
 }
 
@@ -329,3 +329,38 @@ rm_downstream_close_all(rm_worker_t *worker)
         dc->ops->close(dc);
     }
 }
+
+static void *
+net_init(rm_worker_t *worker)
+{
+    if (rm_listeners_start(worker) != 0)
+        rm_log_error("worker", "worker %u: failed to start listeners", worker->id);
+    return NULL;
+}
+
+static void
+net_on_config(rm_worker_t *worker, void *state)
+{
+    rm_listeners_apply_config(worker);
+}
+
+static void
+net_drain(rm_worker_t *worker, void *state)
+{
+    rm_listeners_close(worker);
+    rm_downstream_drain_all(worker);
+}
+
+static void
+net_close(rm_worker_t *worker, void *state)
+{
+    rm_downstream_close_all(worker);
+}
+
+const rm_worker_module_t rm_net_module = {
+    .name = "net",
+    .init = net_init,
+    .on_config = net_on_config,
+    .drain = net_drain,
+    .close = net_close,
+};

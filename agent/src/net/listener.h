@@ -50,7 +50,7 @@ struct st_rm_dconn_t {
     /** the listening address, to find the listener again in a new snapshot */
     rm_config_addr_t listen_addr;
     h2o_linklist_t _link;
-    h2o_timeout_entry_t _detect_timeout;
+    rm_timer_t _detect_timeout;
     const rm_dconn_ops_t *ops;
     void *impl;
     unsigned is_tls : 1;
@@ -63,6 +63,8 @@ rm_listener_t *rm_listener_new(rm_worker_t *worker, int fd, const rm_config_addr
 
 /** Worker: start accepting on every listener not yet started. Returns 0 or -1. */
 int rm_listeners_start(rm_worker_t *worker);
+/** The listeners and downstream connections of every worker, as a worker module (registered by the assembly). */
+extern const rm_worker_module_t rm_net_module;
 /** Worker: map listeners to the new worker->config by address; close those it no longer has. */
 void rm_listeners_apply_config(rm_worker_t *worker);
 /** Worker: stop accepting (drain). */

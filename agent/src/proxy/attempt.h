@@ -26,8 +26,8 @@
 #include <stdint.h>
 #include <h2o/linklist.h>
 #include <h2o/memory.h>
-#include <h2o/timeout.h>
 #include "config/config.h"
+#include "core/timerwheel.h"
 #include "obs/stats.h"
 #include "proxy/message.h"
 
@@ -108,7 +108,7 @@ struct st_rm_attempt_t {
     /** intrusive link for whoever queues the attempt (a cluster waiting for DNS, a pool waiting for a connection) */
     h2o_linklist_t pending_link;
     /** owner's per-try timer entry */
-    h2o_timeout_entry_t try_timer;
+    rm_timer_t try_timer;
 };
 
 /*

@@ -49,7 +49,7 @@ typedef struct st_router_t {
     /** the try whose response goes (or may go) downstream */
     rm_attempt_t *primary;
     /** request timeout (all tries) */
-    h2o_timeout_entry_t timeout;
+    rm_timer_t timeout;
     unsigned tries;
 } router_t;
 
@@ -58,12 +58,12 @@ static const rm_attempt_owner_ops_t owner_ops;
 static void
 stop_timeout(router_t *r)
 {
-    if (h2o_timeout_is_linked(&r->timeout))
-        h2o_timeout_unlink(&r->timeout);
+    if (rm_timer_is_linked(&r->timeout))
+        rm_timer_unlink(&r->timeout);
 }
 
 static void
-on_timeout(h2o_timeout_entry_t *entry)
+on_timeout(rm_timer_t *entry)
 {
     router_t *r = H2O_STRUCT_FROM_MEMBER(router_t, timeout, entry);
     rm_stream_t *s = r->s;
@@ -104,17 +104,11 @@ router_on_request_head(rm_stream_t *s, void *state)
 {
     router_t *r = state;
     r->s = s;
-    rm_cluster_t *cluster = NULL;
-    if (s->config == s->worker->config)
-        cluster = rm_worker_cluster(s->worker, rm_router_pick_cluster(s->route, rm_worker_random(s->worker)));
-    if (cluster == NULL) {
-        rm_stream_reply_status(s, RM_LOCAL_NO_CLUSTER, 503, RM_GRPC_UNAVAILABLE, "configuration is being replaced; retry");
-        return RM_FILTER_STOP;
-    }
+    rm_cluster_t *cluster = rm_cluster_lookup(s->worker, s->config, rm_router_pick_cluster(s->route, rm_worker_random(s->worker)));
     r->cluster = rm_cluster_acquire(cluster);
     r->timeout.cb = on_timeout;
     if (s->route->timeout_ms != 0)
-        h2o_timeout_link(&s->worker->loop, rm_worker_get_timeout(s->worker, s->route->timeout_ms), &r->timeout);
+        rm_worker_timer_start(s->worker, &r->timeout, s->route->timeout_ms);
     start_try(r);
     return RM_FILTER_STOP;
 }

@@ -137,14 +137,25 @@ endpoint_remove(rm_endpoint_t *ep, int close_all)
     rm_endpoint_unref(ep);
 }
 
+/* The TLS contexts are built per snapshot, by cluster index; a runtime for an older snapshot than
+ * the worker's (a stream pinned to it) takes the context of the same-named cluster now in service. */
 static SSL_CTX *
-lookup_ssl_ctx(rm_worker_t *worker, const rm_config_cluster_t *config)
+lookup_ssl_ctx(rm_worker_t *worker, rm_config_t *snapshot, const rm_config_cluster_t *config)
 {
-    size_t idx = config - worker->config->clusters;
-    if (worker->tls == NULL || idx >= worker->tls->num_clusters)
+    if (worker->tls == NULL)
         return NULL;
-    return worker->tls->clusters[idx];
+    size_t idx = config - snapshot->clusters;
+    if (snapshot != worker->config) {
+        ssize_t i = rm_config_find_cluster(worker->config, config->name);
+        if (i < 0)
+            return NULL;
+        idx = (size_t)i;
+    }
+    return idx < worker->tls->num_clusters ? worker->tls->clusters[idx] : NULL;
 }
+
+/* retired runtimes of this worker (each worker is one thread) still draining their connections */
+static __thread rm_cluster_t *retired_clusters;
 
 static void on_dns_timer(uv_timer_t *timer);
 
@@ -274,15 +285,15 @@ update_endpoints(rm_cluster_t *c)
 }
 
 rm_cluster_t *
-rm_cluster_create(rm_worker_t *worker, const rm_config_cluster_t *config)
+rm_cluster_create(rm_worker_t *worker, rm_config_t *snapshot, const rm_config_cluster_t *config)
 {
     rm_cluster_t *c = rm_calloc(1, sizeof(*c));
     c->worker = worker;
-    c->snapshot = rm_config_ref(worker->config);
+    c->snapshot = rm_config_ref(snapshot);
     c->config = config;
     c->name = rm_strdup(config->name);
     c->stats = rm_stats_cluster(worker->stats, config->name);
-    c->ssl_ctx = lookup_ssl_ctx(worker, config);
+    c->ssl_ctx = lookup_ssl_ctx(worker, snapshot, config);
     if (c->ssl_ctx != NULL)
         SSL_CTX_up_ref(c->ssl_ctx);
     c->refcnt = 1; /* the worker's cluster table */
@@ -335,10 +346,10 @@ rm_cluster_can_reuse(rm_cluster_t *old, const rm_config_cluster_t *config)
 }
 
 void
-rm_cluster_update_config(rm_cluster_t *c, const rm_config_cluster_t *config)
+rm_cluster_update_config(rm_cluster_t *c, rm_config_t *snapshot, const rm_config_cluster_t *config)
 {
     rm_config_t *old = c->snapshot;
-    c->snapshot = rm_config_ref(c->worker->config);
+    c->snapshot = rm_config_ref(snapshot);
     c->config = config;
     rm_config_unref(old);
 }
@@ -347,7 +358,7 @@ static void
 free_cluster(rm_cluster_t *c)
 {
     /* unlink from the retired list */
-    for (rm_cluster_t **slot = &c->worker->retired_clusters; *slot != NULL; slot = &(*slot)->next_retired) {
+    for (rm_cluster_t **slot = &retired_clusters; *slot != NULL; slot = &(*slot)->next_retired) {
         if (*slot == c) {
             *slot = c->next_retired;
             break;
@@ -394,8 +405,8 @@ retire(rm_cluster_t *c, int close_all)
     rm_cluster_acquire(c); /* removing endpoints drops references: stay alive until done */
     if (!c->retired) {
         c->retired = 1;
-        c->next_retired = c->worker->retired_clusters;
-        c->worker->retired_clusters = c;
+        c->next_retired = retired_clusters;
+        retired_clusters = c;
         for (size_t i = 0; i != c->num_dns; ++i) {
             dns_target_t *t = &c->dns[i];
             if (t->query != NULL) {
@@ -441,9 +452,9 @@ rm_clusters_close_all(rm_worker_t *worker)
         h2o_linklist_unlink(&u->_link);
         u->close(u);
     }
-    while (worker->retired_clusters != NULL) {
-        rm_cluster_t *c = worker->retired_clusters;
-        worker->retired_clusters = c->next_retired;
+    while (retired_clusters != NULL) {
+        rm_cluster_t *c = retired_clusters;
+        retired_clusters = c->next_retired;
         c->next_retired = NULL;
         retire(c, 1);
     }
@@ -515,14 +526,14 @@ struct st_rm_connect_t {
     h2o_socket_t *sock;
     rm_connect_cb cb;
     void *data;
-    h2o_timeout_entry_t timeout;
+    rm_timer_t timeout;
 };
 
 static void
 connect_finish(rm_connect_t *conn, h2o_socket_t *sock, int err_kind, const char *err, rm_wire_protocol_t alpn)
 {
-    if (h2o_timeout_is_linked(&conn->timeout))
-        h2o_timeout_unlink(&conn->timeout);
+    if (rm_timer_is_linked(&conn->timeout))
+        rm_timer_unlink(&conn->timeout);
     rm_endpoint_t *ep = conn->ep;
     rm_connect_cb cb = conn->cb;
     void *data = conn->data;
@@ -534,7 +545,7 @@ connect_finish(rm_connect_t *conn, h2o_socket_t *sock, int err_kind, const char 
 }
 
 static void
-on_connect_timeout(h2o_timeout_entry_t *entry)
+on_connect_timeout(rm_timer_t *entry)
 {
     rm_connect_t *conn = H2O_STRUCT_FROM_MEMBER(rm_connect_t, timeout, entry);
     h2o_socket_close(conn->sock);
@@ -602,15 +613,15 @@ rm_connect_start(rm_endpoint_t *ep, rm_connect_cb cb, void *data)
         return NULL;
     }
     conn->sock->data = conn;
-    h2o_timeout_link(&c->worker->loop, rm_worker_get_timeout(c->worker, c->config->connect_timeout_ms), &conn->timeout);
+    rm_worker_timer_start(c->worker, &conn->timeout, c->config->connect_timeout_ms);
     return conn;
 }
 
 void
 rm_connect_cancel(rm_connect_t *conn)
 {
-    if (h2o_timeout_is_linked(&conn->timeout))
-        h2o_timeout_unlink(&conn->timeout);
+    if (rm_timer_is_linked(&conn->timeout))
+        rm_timer_unlink(&conn->timeout);
     h2o_socket_close(conn->sock);
     rm_endpoint_unref(conn->ep);
     free(conn);

@@ -18,6 +18,7 @@
 #include "core/worker.h"
 #include "obs/stats.h"
 
+typedef struct st_rm_cluster_t rm_cluster_t;
 typedef struct st_rm_attempt_t rm_attempt_t;
 typedef struct st_rm_endpoint_t rm_endpoint_t;
 
@@ -46,15 +47,27 @@ struct st_rm_endpoint_t {
     h2o_linklist_t h1_all;
 };
 
-/** Creates the runtime for `config` on `worker`; starts DNS resolution of host-name endpoints. */
-rm_cluster_t *rm_cluster_create(rm_worker_t *worker, const rm_config_cluster_t *config);
+/** Creates the runtime for `config` (a cluster of `snapshot`) on `worker`; starts DNS resolution of host-name endpoints. */
+rm_cluster_t *rm_cluster_create(rm_worker_t *worker, rm_config_t *snapshot, const rm_config_cluster_t *config);
 /** 1 if `old` can serve `config` unchanged (same endpoints, protocol, TLS): pools are kept across the reload. */
 int rm_cluster_can_reuse(rm_cluster_t *old, const rm_config_cluster_t *config);
-void rm_cluster_update_config(rm_cluster_t *c, const rm_config_cluster_t *config);
+void rm_cluster_update_config(rm_cluster_t *c, rm_config_t *snapshot, const rm_config_cluster_t *config);
 /** Retires a cluster that is no longer configured; it is freed when unused. */
 void rm_cluster_retire(rm_cluster_t *c);
 /** Closes every pooled connection of every cluster, live or retired (worker shutdown). */
 void rm_clusters_close_all(rm_worker_t *worker);
+
+/**
+ * The worker's runtime for cluster `index` of `snapshot`, built on first use (a Service never called
+ * costs no runtime). For the worker's current snapshot it is cached by index; for an older one (a
+ * stream pinned to it) the runtime of the same name now in service is used, or one is built and kept
+ * until the next snapshot no longer names it. Never NULL. The caller acquires it to keep it.
+ */
+rm_cluster_t *rm_cluster_lookup(rm_worker_t *worker, rm_config_t *snapshot, size_t index);
+/** The upstream module (clusters and the DNS resolver) of every worker. */
+extern const rm_worker_module_t rm_upstream_module;
+/** Registers the upstream module with the workers. Main thread, once, before workers start. */
+void rm_upstream_module_register(void);
 
 rm_cluster_t *rm_cluster_acquire(rm_cluster_t *c);
 void rm_cluster_release(rm_cluster_t *c);
