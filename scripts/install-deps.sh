@@ -8,7 +8,7 @@ PKGS=(
   build-essential cmake pkg-config clang-format clang libclang-rt-14-dev
   # libraries (libh2o-dev does not pull in libuv1-dev)
   libuv1-dev libh2o-dev libnghttp2-dev libhttp-parser-dev libssl-dev libc-ares-dev
-  libyaml-dev libprotobuf-c-dev protobuf-c-compiler libgrpc-dev protobuf-compiler-grpc
+  libyaml-dev libpcre2-dev libprotobuf-c-dev protobuf-c-compiler libgrpc-dev protobuf-compiler-grpc
   # protoc itself: the control-plane tests generate Python code from proto/ at run time
   protobuf-compiler
   libcmocka-dev

@@ -299,6 +299,190 @@ test_defaults(void **state)
     rm_config_unref(c);
 }
 
+static const char policy_yaml[] =
+    "listeners:\n"                   /* 1 */
+    "  - name: l\n"                  /* 2 */
+    "    address: 127.0.0.1:15001\n" /* 3 */
+    "    routes:\n"                  /* 4 */
+    "      - name: full\n"           /* 5 */
+    "        match:\n"               /* 6 */
+    "          path: {regex: \"/v[0-9]+/.*\"}\n"
+    "          headers: [{name: X-Env, value: \"a.*\", regex: true}, {name: x-plain, value: \"b.*\", regex: false}]\n"
+    "        cluster: c\n" /* 9 */
+    "        timeout_ms: 10000\n"
+    "        per_try_timeout_ms: 200\n"
+    "        retry:\n"
+    "          attempts: 2\n"
+    "          backoff_ms: 30\n"
+    "          max_backoff_ms: 400\n"
+    "          on: [reset, connect-failure]\n"
+    "          http_statuses: [503, 502, 503, 504]\n"
+    "          grpc_statuses: [UNAVAILABLE, CANCELLED, 14, 4]\n"
+    "          max_replay_bytes: 0\n"
+    "        request_headers:\n"
+    "          set: [{name: X-Env, value: prod}, {name: Host, value: api.internal}]\n"
+    "          add: [{name: x-a, value: \"1\"}, {name: x-a, value: \"\"}]\n"
+    "          remove: [X-Debug, x-trace]\n"
+    "        response_headers: {remove: server}\n"
+    "        mirrors: [{cluster: shadow, percent: 0.5}, {cluster: c}, {cluster: shadow, percent: 0}]\n"
+    "        fault: {delay_ms: 50, delay_percent: 10, abort_http_status: 503, abort_grpc_status: UNAVAILABLE, abort_percent: 5}\n"
+    "      - name: moved\n" /* 27 */
+    "        match: {path: {prefix: /old/}}\n"
+    "        redirect: {scheme: https, hostname: X.Example, port: 8443, status_code: 308, path: {type: prefix, value: /new/}}\n"
+    "      - name: moved-default\n" /* 30 */
+    "        redirect: {path: {type: full, value: /}}\n"
+    "      - name: rewrite\n" /* 32 */
+    "        match: {path: {prefix: /v1/}}\n"
+    "        cluster: shadow\n"
+    "        url_rewrite: {hostname: y.example, path: {type: prefix, value: /v2/}}\n"
+    "      - name: defaults\n" /* 36 */
+    "        cluster: c\n"
+    "        retry: {}\n"
+    "        fault: {abort_grpc_status: 8}\n"
+    "        url_rewrite: {path: {type: full, value: /x}}\n"
+    "      - name: no-retry\n" /* 41 */
+    "        cluster: c\n"
+    "        retry: {attempts: 0, on: []}\n"
+    "        fault: {delay_ms: 5}\n"
+    "clusters:\n"
+    "  - name: c\n" /* 46 */
+    "    endpoints: 127.0.0.1:1\n"
+    "    pool_idle_timeout_ms: 2000\n"
+    "    stream_idle_timeout_ms: 0\n"
+    "    retry_budget: {percent: 50, interval_ms: 5000, min_retry_count: 3, min_retry_interval_ms: 2000}\n"
+    "  - name: shadow\n" /* 51 */
+    "    endpoints: 127.0.0.1:2\n";
+
+static void
+test_policy(void **state)
+{
+    rm_config_error_t err;
+    char msg[1024];
+    rm_config_t *c = load(policy_yaml, &err);
+    if (c == NULL)
+        fail_msg("%s", rm_config_error_format(&err, msg, sizeof(msg)));
+    rm_config_listener_t *l = c->listeners;
+    assert_int_equal(l->num_routes, 6);
+
+    rm_config_route_t *r = l->routes;
+    assert_int_equal(r->line, 5);
+    assert_int_equal(r->path_match, RM_PATH_MATCH_REGEX);
+    assert_string_equal(r->path, "/v[0-9]+/.*");
+    assert_non_null(r->_compiled);
+    assert_int_equal(r->num_headers, 2);
+    assert_string_equal(r->headers[0].name, "x-env");
+    assert_true(r->headers[0].is_regex);
+    assert_false(r->headers[1].is_regex);
+    assert_int_equal(r->timeout_ms, 10000);
+    assert_int_equal(r->per_try_timeout_ms, 200);
+    assert_int_equal(r->retry.attempts, 2);
+    assert_int_equal(r->retry.backoff_base_ms, 30);
+    assert_int_equal(r->retry.backoff_max_ms, 400);
+    assert_int_equal(r->retry.conditions, RM_RETRY_ON_RESET | RM_RETRY_ON_CONNECT_FAILURE);
+    assert_int_equal(r->retry.num_http_statuses, 3); /* sorted, deduplicated */
+    assert_int_equal(r->retry.http_statuses[0], 502);
+    assert_int_equal(r->retry.http_statuses[1], 503);
+    assert_int_equal(r->retry.http_statuses[2], 504);
+    assert_int_equal(r->retry.grpc_status_mask, (1u << 14) | (1u << 1) | (1u << 4));
+    assert_int_equal(r->retry.max_replay_bytes, 0); /* an explicit 0 stays: only requests without a body are retried */
+    assert_int_equal(r->request_headers.num_set, 2);
+    assert_string_equal(r->request_headers.set[0].name, "x-env");
+    assert_string_equal(r->request_headers.set[0].value, "prod");
+    assert_string_equal(r->request_headers.set[1].name, "host");
+    assert_int_equal(r->request_headers.num_add, 2); /* add may repeat a name */
+    assert_string_equal(r->request_headers.add[1].value, "");
+    assert_int_equal(r->request_headers.num_remove, 2);
+    assert_string_equal(r->request_headers.remove[0], "x-debug");
+    assert_int_equal(r->response_headers.num_set, 0);
+    assert_int_equal(r->response_headers.num_remove, 1);
+    assert_string_equal(r->response_headers.remove[0], "server");
+    assert_int_equal(r->num_mirrors, 3);
+    assert_int_equal(r->mirrors[0].cluster_index, 1);
+    assert_int_equal(r->mirrors[0].per_million, 5000);
+    assert_int_equal(r->mirrors[1].cluster_index, 0);
+    assert_int_equal(r->mirrors[1].per_million, 1000000);
+    assert_int_equal(r->mirrors[2].per_million, 0);
+    assert_non_null(r->fault);
+    assert_int_equal(r->fault->delay_ms, 50);
+    assert_int_equal(r->fault->delay_per_million, 100000);
+    assert_int_equal(r->fault->abort_http_status, 503);
+    assert_int_equal(r->fault->abort_grpc_status, 14);
+    assert_int_equal(r->fault->abort_per_million, 50000);
+    assert_null(r->redirect);
+    assert_null(r->url_rewrite);
+
+    r = l->routes + 1;
+    assert_int_equal(r->line, 27);
+    assert_non_null(r->redirect);
+    assert_string_equal(r->redirect->scheme, "https");
+    assert_string_equal(r->redirect->hostname, "x.example");
+    assert_int_equal(r->redirect->port, 8443);
+    assert_int_equal(r->redirect->status_code, 308);
+    assert_int_equal(r->redirect->path_type, RM_PATH_REWRITE_PREFIX);
+    assert_string_equal(r->redirect->path, "/new/");
+    assert_null(r->cluster_name);
+    assert_true(r->cluster_index == RM_CONFIG_NO_CLUSTER);
+    assert_int_equal(r->retry.attempts, 0);
+    assert_null(r->_compiled);
+
+    r = l->routes + 2; /* prefix rewrites are allowed on a route without a path match (Gateway API: PathPrefix "/") */
+    assert_null(r->redirect->scheme);
+    assert_null(r->redirect->hostname);
+    assert_int_equal(r->redirect->port, 0);
+    assert_int_equal(r->redirect->status_code, 302);
+    assert_int_equal(r->redirect->path_type, RM_PATH_REWRITE_FULL);
+    assert_true(r->cluster_index == RM_CONFIG_NO_CLUSTER);
+
+    r = l->routes + 3;
+    assert_int_equal(r->cluster_index, 1);
+    assert_string_equal(r->url_rewrite->hostname, "y.example");
+    assert_int_equal(r->url_rewrite->path_type, RM_PATH_REWRITE_PREFIX);
+    assert_string_equal(r->url_rewrite->path, "/v2/");
+
+    r = l->routes + 4; /* an empty retry block: one retry, defaults, the always-safe conditions */
+    assert_int_equal(r->retry.attempts, 1);
+    assert_int_equal(r->retry.backoff_base_ms, 25);
+    assert_int_equal(r->retry.backoff_max_ms, 250);
+    assert_int_equal(r->retry.conditions, RM_RETRY_ON_CONNECT_FAILURE | RM_RETRY_ON_REFUSED_STREAM);
+    assert_int_equal(r->retry.num_http_statuses, 0);
+    assert_int_equal(r->retry.grpc_status_mask, 0);
+    assert_int_equal(r->retry.max_replay_bytes, 65536);
+    assert_int_equal(r->fault->abort_grpc_status, 8);
+    assert_int_equal(r->fault->abort_http_status, 0);
+    assert_int_equal(r->fault->abort_per_million, 1000000);
+    assert_int_equal(r->fault->delay_per_million, 0);
+    assert_null(r->url_rewrite->hostname);
+    assert_int_equal(r->url_rewrite->path_type, RM_PATH_REWRITE_FULL);
+
+    r = l->routes + 5;
+    assert_int_equal(r->retry.attempts, 0);
+    assert_int_equal(r->retry.conditions, 0);
+    assert_int_equal(r->fault->delay_ms, 5);
+    assert_int_equal(r->fault->delay_per_million, 1000000);
+    assert_int_equal(r->fault->abort_per_million, 0);
+    assert_int_equal(r->fault->abort_grpc_status, -1);
+
+    rm_config_cluster_t *cl = c->clusters;
+    assert_int_equal(cl->pool_idle_timeout_ms, 2000);
+    assert_int_equal(cl->stream_idle_timeout_ms, 0);
+    assert_int_equal(cl->budget_percent, 50);
+    assert_int_equal(cl->budget_interval_ms, 5000);
+    assert_int_equal(cl->min_retry_count, 3);
+    assert_int_equal(cl->min_retry_interval_ms, 2000);
+    cl = c->clusters + 1; /* defaults */
+    assert_int_equal(cl->pool_idle_timeout_ms, 4000);
+    assert_int_equal(cl->stream_idle_timeout_ms, 300000);
+    assert_int_equal(cl->budget_percent, 20);
+    assert_int_equal(cl->budget_interval_ms, 10000);
+    assert_int_equal(cl->min_retry_count, 10);
+    assert_int_equal(cl->min_retry_interval_ms, 1000);
+
+    /* validating again (a producer may) rebuilds the compiled expressions without leaking the old ones */
+    assert_int_equal(rm_config_validate(c, &err), 0);
+    assert_non_null(c->listeners[0].routes[0]._compiled);
+    rm_config_unref(c);
+}
+
 typedef struct st_bad_case_t {
     const char *yaml;
     unsigned line;
@@ -307,6 +491,10 @@ typedef struct st_bad_case_t {
 
 #define L "listeners: [{address: \"127.0.0.1:15001\", routes: [{cluster: c}]}]\n"
 #define C "clusters: [{name: c, endpoints: [\"127.0.0.1:1\"]}]\n"
+/* a route 'r' declared on line 4, whose further keys follow from line 6 on, 8 columns in */
+#define R "listeners:\n  - address: 127.0.0.1:15001\n    routes:\n      - name: r\n        cluster: c\n"
+/* C as a block list, so that a case can add clusters */
+#define CB "clusters:\n  - {name: c, endpoints: [\"127.0.0.1:1\"]}\n"
 
 static const bad_case_t bad_cases[] = {
     /* YAML syntax */
@@ -402,8 +590,9 @@ static const bad_case_t bad_cases[] = {
     {"listeners: [{address: \"127.0.0.1:15001\", routes: [{cluster: c, match: {path: {prefix: api}}}]}]\n" C, 1,
      "match.path.prefix 'api' must start with '/'"},
     {"listeners: [{address: \"127.0.0.1:15001\", routes: [{cluster: c, match: {path: {prefix: /a, exact: /b}}}]}]\n" C, 1,
-     "give either 'prefix' or 'exact', not both"},
-    {"listeners: [{address: \"127.0.0.1:15001\", routes: [{cluster: c, match: {path: {}}}]}]\n" C, 1, "needs 'prefix' or 'exact'"},
+     "give only one of 'prefix', 'exact' or 'regex'"},
+    {"listeners: [{address: \"127.0.0.1:15001\", routes: [{cluster: c, match: {path: {}}}]}]\n" C, 1,
+     "needs 'prefix', 'exact' or 'regex'"},
     {"listeners: [{address: \"127.0.0.1:15001\", routes: [{cluster: c, match: {path: {exact: \"/a?b=1\"}}}]}]\n" C, 1,
      "must not contain '?'"},
     {"listeners: [{address: \"127.0.0.1:15001\", routes: [{cluster: c, match: {headers: [{value: x}]}}]}]\n" C, 1,
@@ -419,6 +608,126 @@ static const bad_case_t bad_cases[] = {
     /* names */
     {L "clusters: [{name: c, endpoints: \"127.0.0.1:1\"}, {name: \"a b\", endpoints: \"127.0.0.1:1\"}]\n", 2,
      "cluster name 'a b' may only contain"},
+
+    /* regular expressions: PCRE2's message and offset, on the line of the pattern */
+    {R "        match:\n          path: {regex: \"/v(1\"}\n" C, 7,
+     "match.path.regex '/v(1': missing closing parenthesis at offset 4"},
+    {R "        match: {path: {regex: \"\"}}\n" C, 6, "match.path.regex must be a non-empty regular expression"},
+    {R "        match: {path: {regex: /a, prefix: /b}}\n" C, 6, "give only one of 'prefix', 'exact' or 'regex'"},
+    {R "        match:\n          headers:\n            - name: x\n              value: \"a[\"\n              regex: true\n" C, 9,
+     "match.headers 'x': regex 'a[': missing terminating ] for character class at offset 2"},
+    {R "        match:\n          headers:\n            - {name: x, regex: true}\n" C, 8,
+     "match.headers 'x': regex: true needs a value (the pattern)"},
+    {R "        match:\n          headers:\n            - {name: x, value: a, regex: yes}\n" C, 8,
+     "match.headers[].regex must be true or false, got 'yes'"},
+    /* timeouts */
+    {R "        timeout_ms: 100\n        per_try_timeout_ms: 200\n" C, 7,
+     "per_try_timeout_ms (200) must not exceed timeout_ms (100)"},
+    {R "        per_try_timeout_ms: 86400001\n" C, 6, "per_try_timeout_ms must be 0-86400000, got 86400001"},
+    /* retry */
+    {R "        retry:\n          attempts: 11\n" C, 7, "retry.attempts must be 0-10, got 11"},
+    {R "        retry:\n          atempts: 1\n" C, 7, "unknown key 'atempts' in retry (did you mean 'attempts'?)"},
+    {R "        retry: {backoff_ms: 0}\n" C, 6, "retry.backoff_ms must be 1-60000, got 0"},
+    {R "        retry: {backoff_ms: 60001}\n" C, 6, "retry.backoff_ms must be 1-60000, got 60001"},
+    {R "        retry:\n          backoff_ms: 100\n          max_backoff_ms: 50\n" C, 8,
+     "retry.max_backoff_ms (50) must not be below retry.backoff_ms (100)"},
+    {R "        retry: {max_backoff_ms: 600001}\n" C, 6, "retry.max_backoff_ms must be 1-600000"},
+    {R "        retry:\n          on:\n            - reset\n            - refused-streams\n" C, 9,
+     "retry.on 'refused-streams' is not a retry condition (did you mean 'refused-stream'?): use connect-failure, refused-stream "
+     "or reset"},
+    {R "        retry: {on: [5xx]}\n" C, 6, "retry.on '5xx' is not a retry condition: use connect-failure"},
+    {R "        retry:\n          http_statuses: [502,\n            600]\n" C, 8, "retry.http_statuses[] must be 100-599, got 600"},
+    {R "        retry: {http_statuses: 503}\n" C, 6, "retry.http_statuses must be a list, got a scalar"},
+    {R "        retry:\n          grpc_statuses: [UNAVAILABLE, UNAVAILBLE]\n" C, 7,
+     "retry.grpc_statuses[] 'UNAVAILBLE' is not a gRPC status (did you mean 'UNAVAILABLE'?)"},
+    {R "        retry: {grpc_statuses: [unavailable]}\n" C, 6, "(did you mean 'UNAVAILABLE'?)"},
+    {R "        retry: {grpc_statuses: [17]}\n" C, 6, "retry.grpc_statuses[] must be 0-16, got 17"},
+    {R "        retry: {grpc_statuses: [NOPE_NOPE_NOPE]}\n" C, 6, "use an upper-case name such as UNAVAILABLE or a number 0-16"},
+    {R "        retry: {max_replay_bytes: 16777217}\n" C, 6, "retry.max_replay_bytes must be 0-16777216, got 16777217"},
+    {R "        retry: [attempts]\n" C, 6, "retry must be a mapping, got a list"},
+    /* header modifiers */
+    {R "        request_headers:\n          set:\n            - {name: Connection, value: close}\n" C, 8,
+     "request_headers.set 'Connection' is a hop-by-hop field: the agent manages it per connection"},
+    {R "        request_headers: {add: [{name: transfer-encoding, value: chunked}]}\n" C, 6, "is a hop-by-hop field"},
+    {R "        response_headers: {remove: [te]}\n" C, 6, "response_headers.remove 'te' is a hop-by-hop field"},
+    {R "        response_headers: {set: [{name: keep-alive, value: x}]}\n" C, 6, "hop-by-hop"},
+    {R "        request_headers: {remove: [upgrade, Proxy-Connection]}\n" C, 6, "request_headers.remove 'upgrade' is a hop-by-hop"},
+    {R "        request_headers: {set: [{name: \":path\", value: /x}]}\n" C, 6,
+     "request_headers.set ':path' is a pseudo-header field, which cannot be modified (to change the authority, set 'host')"},
+    {R "        request_headers: {set: [{name: \"x y\", value: a}]}\n" C, 6,
+     "request_headers.set 'x y' is not a valid header name"},
+    {R "        request_headers: {set: [{name: content-length, value: \"1\"}]}\n" C, 6, "is part of the message framing"},
+    {R "        request_headers: {add: [{name: host, value: a}]}\n" C, 6,
+     "request_headers.add 'host' can only be set (setting it sets the request's authority)"},
+    {R "        request_headers: {remove: [Host]}\n" C, 6, "'Host' can only be set"},
+    {R "        request_headers: {set: [{name: x}]}\n" C, 6, "'request_headers.set[].value' is required"},
+    {R "        request_headers: {set: [{value: x}]}\n" C, 6, "'request_headers.set[].name' is required"},
+    {R "        request_headers:\n          set:\n            - {name: x-a, value: \"1\"}\n            - {name: X-A, value: "
+       "\"2\"}\n" C,
+     9, "request_headers.set 'X-A' is listed twice"},
+    {R "        request_headers:\n          set: [{name: x-a, value: \"1\"}]\n          remove: [X-A]\n" C, 8,
+     "request_headers: 'X-A' is both set and removed"},
+    {R "        request_headers: {remove: [a, a]}\n" C, 6, "request_headers.remove 'a' is listed twice"},
+    {R "        request_headers: {set: [{name: a, value: \"x\\ny\"}]}\n" C, 6, "the value contains control characters"},
+    {R "        request_headers: {append: []}\n" C, 6, "unknown key 'append' in request_headers"},
+    /* mirrors */
+    {R "        mirrors:\n          - {cluster: shadw}\n" CB "  - {name: shadow, endpoints: \"127.0.0.1:2\"}\n", 7,
+     "route 'r': mirrors: cluster 'shadw' is not defined (did you mean 'shadow'?)"},
+    {R "        mirrors: [{cluster: c, percent: 101}]\n" C, 6, "mirrors[].percent must be a number 0-100 with at most 4 decimals"},
+    {R "        mirrors: [{cluster: c, percent: 0.00001}]\n" C, 6, "got '0.00001'"},
+    {R "        mirrors: [{cluster: c, percent: -1}]\n" C, 6, "mirrors[].percent must be a number 0-100"},
+    {R "        mirrors: [{cluster: c, percent: \"10\"}]\n" C, 6,
+     "mirrors[].percent must be a number 0-100, got the quoted string"},
+    {R "        mirrors: [{percent: 10}]\n" C, 6, "'mirrors[].cluster' is required"},
+    /* fault */
+    {R "        fault: {delay_ms: 10, delay_percent: 100.5}\n" C, 6, "fault.delay_percent must be a number 0-100"},
+    {R "        fault:\n          abort_percent: 5\n" C, 7, "fault.abort_percent needs abort_http_status or abort_grpc_status"},
+    {R "        fault:\n          delay_percent: 5\n" C, 7, "fault.delay_percent needs delay_ms"},
+    {R "        fault: {}\n" C, 6, "fault needs delay_ms, abort_http_status or abort_grpc_status"},
+    {R "        fault: {abort_http_status: 600}\n" C, 6, "fault.abort_http_status must be 200-599, got 600"},
+    {R "        fault: {abort_grpc_status: OK}\n" C, 6, "fault.abort_grpc_status: OK is not allowed here, use a status 1-16"},
+    {R "        fault: {abort_grpc_status: 0}\n" C, 6, "fault.abort_grpc_status must be 1-16, got 0"},
+    {R "        fault: {abort_grpc_status: UNAVAILABLE, abort: 5}\n" C, 6, "unknown key 'abort' in fault"},
+    /* redirect */
+    {R "        redirect: {status_code: 304}\n" C, 6, "redirect.status_code must be 301, 302, 303, 307 or 308, got 304"},
+    {R "        redirect: {scheme: ftp}\n" C, 6, "redirect.scheme must be http or https, got 'ftp'"},
+    {R "        redirect: {port: 0}\n" C, 6, "redirect.port must be 1-65535, got 0"},
+    {R "        redirect: {hostname: \"a b\"}\n" C, 6, "redirect.hostname 'a b' must be a DNS name"},
+    {R "        redirect:\n          path: {type: middle, value: /x}\n" C, 7, "redirect.path.type 'middle' must be full or prefix"},
+    {R "        redirect:\n          path: {type: full}\n" C, 7, "'redirect.path.value' is required"},
+    {R "        redirect:\n          path:\n            type: full\n            value: x\n" C, 9,
+     "redirect.path: value must start with '/'"},
+    {R "        redirect:\n          path:\n            type: full\n            value: \"/a?b\"\n" C, 9,
+     "redirect.path: value must not contain '?'"},
+    {R
+     "        match: {path: {exact: /a}}\n        redirect:\n          path:\n            type: prefix\n            value: /b\n" C,
+     9, "redirect.path: type 'prefix' replaces the prefix the route matched, so the route must match with match.path.prefix"},
+    {R "        match: {path: {regex: /a.*}}\n        url_rewrite: {path: {type: prefix, value: /b}}\n" C, 7,
+     "url_rewrite.path: type 'prefix' replaces the prefix"},
+    {R "        redirect: {hostname: x.example}\n        url_rewrite: {hostname: y.example}\n" C, 7,
+     "'url_rewrite' cannot be combined with 'redirect', which answers the request itself"},
+    {R "        redirect: {hostname: x.example}\n        retry: {attempts: 1}\n" C, 7,
+     "'retry' cannot be combined with 'redirect'"},
+    {R "        redirect: {hostname: x.example}\n        mirrors: [{cluster: c}]\n" C, 7, "'mirrors' cannot be combined"},
+    {"listeners: [{address: \"127.0.0.1:15001\", routes: [{name: r}]}]\n" C, 1,
+     "route 'r': 'cluster' is required (or 'backends'; a route with 'redirect' needs neither)"},
+    /* url_rewrite */
+    {R "        url_rewrite: {}\n" C, 6, "url_rewrite needs 'hostname' or 'path'"},
+    {R "        url_rewrite: {hostname: \"-?\"}\n" C, 6, "url_rewrite.hostname '-?' must be a DNS name"},
+    {R "        url_rewrite: {hostnam: x}\n" C, 6, "unknown key 'hostnam' in url_rewrite (did you mean 'hostname'?)"},
+    /* cluster pool, stream and budget settings */
+    {L "clusters: [{name: c, endpoints: \"127.0.0.1:1\", pool_idle_timeout_ms: 0}]\n", 2,
+     "cluster 'c': pool_idle_timeout_ms must be 1-86400000, got 0"},
+    {L "clusters: [{name: c, endpoints: \"127.0.0.1:1\", stream_idle_timeout_ms: 86400001}]\n", 2,
+     "stream_idle_timeout_ms must be 0-86400000"},
+    {L "clusters:\n  - name: c\n    endpoints: \"127.0.0.1:1\"\n    retry_budget:\n      percent: 101\n", 6,
+     "cluster 'c': retry_budget.percent must be 0-100, got 101"},
+    {L "clusters: [{name: c, endpoints: \"127.0.0.1:1\", retry_budget: {interval_ms: 0}}]\n", 2,
+     "retry_budget.interval_ms must be 1000-3600000, got 0"},
+    {L "clusters: [{name: c, endpoints: \"127.0.0.1:1\", retry_budget: {min_retries: 1}}]\n", 2,
+     "unknown key 'min_retries' in retry_budget"},
+    {L "clusters: [{name: c, endpoints: \"127.0.0.1:1\", pool_idle_timout_ms: 5}]\n", 2,
+     "unknown key 'pool_idle_timout_ms' in cluster (did you mean 'pool_idle_timeout_ms'?)"},
 };
 
 static void
@@ -597,6 +906,390 @@ test_validate_by_hand(void **state)
     rm_config_unref(c);
 }
 
+/* A snapshot as the control-plane translation builds it: clusters "api" and "shadow", one route (line 7) to "api". */
+static rm_config_t *
+by_hand(void)
+{
+    rm_config_t *c = rm_config_create_defaults();
+    c->source = strdup("control plane");
+    c->clusters = calloc(2, sizeof(*c->clusters));
+    c->num_clusters = 2;
+    for (size_t i = 0; i != 2; ++i) {
+        rm_config_cluster_set_defaults(c->clusters + i);
+        c->clusters[i].name = strdup(i == 0 ? "api" : "shadow");
+        c->clusters[i].line = 20 + i;
+    }
+    c->listeners = calloc(1, sizeof(*c->listeners));
+    c->num_listeners = 1;
+    struct sockaddr_in *sin = (void *)&c->listeners[0].addr.addr;
+    sin->sin_family = AF_INET;
+    sin->sin_port = htons(15001);
+    sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    c->listeners[0].addr.addrlen = sizeof(*sin);
+    c->listeners[0].routes = calloc(1, sizeof(rm_config_route_t));
+    c->listeners[0].num_routes = 1;
+    c->listeners[0].routes[0].cluster_name = strdup("api");
+    c->listeners[0].routes[0].line = 7;
+    return c;
+}
+
+static rm_config_route_t *
+route_of(rm_config_t *c)
+{
+    return c->listeners[0].routes;
+}
+
+static rm_config_header_t *
+headers(size_t n, ...)
+{
+    rm_config_header_t *h = calloc(n, sizeof(*h));
+    va_list ap;
+    va_start(ap, n);
+    for (size_t i = 0; i != n; ++i) {
+        h[i].name = strdup(va_arg(ap, const char *));
+        h[i].value = strdup(va_arg(ap, const char *));
+    }
+    va_end(ap);
+    return h;
+}
+
+/* Validates and expects an error on `line` whose message contains `want`; frees the snapshot. */
+static void
+expect_invalid_at(rm_config_t *c, unsigned line, const char *want, int src_line)
+{
+    rm_config_error_t err;
+    memset(&err, 0, sizeof(err));
+    if (rm_config_validate(c, &err) == 0)
+        fail_msg("line %d: accepted, want \"%s\"", src_line, want);
+    if (strcmp(err.file, "control plane") != 0 || err.line != line || strstr(err.message, want) == NULL)
+        fail_msg("line %d: want %u \"%s\", got %s:%u: %s", src_line, line, want, err.file, err.line, err.message);
+    rm_config_unref(c);
+}
+#define expect_invalid(c, want) expect_invalid_at((c), 7, (want), __LINE__)
+
+static void
+expect_valid(rm_config_t *c)
+{
+    rm_config_error_t err;
+    char msg[1024];
+    if (rm_config_validate(c, &err) != 0)
+        fail_msg("%s", rm_config_error_format(&err, msg, sizeof(msg)));
+}
+
+/* Every producer gets the same checks, defaults and normalization from rm_config_validate. */
+static void
+test_validate_policy(void **state)
+{
+    rm_config_t *c;
+    rm_config_route_t *r;
+
+    /* retry: a policy with only attempts gets every default */
+    c = by_hand();
+    r = route_of(c);
+    r->retry.attempts = 2;
+    expect_valid(c);
+    assert_int_equal(r->retry.backoff_base_ms, 25);
+    assert_int_equal(r->retry.backoff_max_ms, 250);
+    assert_int_equal(r->retry.max_replay_bytes, 65536);
+    assert_true(r->cluster_index == 0);
+    rm_config_unref(c);
+    /* ... but once its numbers are set, a zero replay bound is kept */
+    c = by_hand();
+    r = route_of(c);
+    r->retry.attempts = 1;
+    r->retry.backoff_base_ms = 40;
+    expect_valid(c);
+    assert_int_equal(r->retry.backoff_max_ms, 400);
+    assert_int_equal(r->retry.max_replay_bytes, 0);
+    rm_config_unref(c);
+    c = by_hand();
+    r = route_of(c);
+    rm_config_retry_set_defaults(&r->retry);
+    assert_int_equal(r->retry.attempts, 0);
+    assert_int_equal(r->retry.max_replay_bytes, 65536);
+    r->retry.attempts = 3;
+    r->retry.http_statuses = calloc(5, sizeof(uint16_t));
+    memcpy(r->retry.http_statuses, (uint16_t[]){504, 502, 504, 502, 503}, 5 * sizeof(uint16_t));
+    r->retry.num_http_statuses = 5;
+    expect_valid(c);
+    assert_int_equal(r->retry.num_http_statuses, 3);
+    assert_int_equal(r->retry.http_statuses[0], 502);
+    assert_int_equal(r->retry.http_statuses[1], 503);
+    assert_int_equal(r->retry.http_statuses[2], 504);
+    rm_config_unref(c);
+    c = by_hand();
+    route_of(c)->retry.attempts = 11;
+    expect_invalid(c, "retry.attempts must be 0-10, got 11");
+    c = by_hand();
+    r = route_of(c);
+    r->retry.attempts = 1;
+    r->retry.http_statuses = calloc(1, sizeof(uint16_t));
+    r->retry.http_statuses[0] = 99;
+    r->retry.num_http_statuses = 1;
+    expect_invalid(c, "retry.http_statuses must be 100-599, got 99");
+    c = by_hand();
+    route_of(c)->retry.conditions = 0x8;
+    expect_invalid(c, "retry.on has unknown condition bits 0x8");
+    c = by_hand();
+    route_of(c)->retry.grpc_status_mask = 1u << 17;
+    expect_invalid(c, "retry.grpc_statuses: gRPC status codes are 0-16");
+    c = by_hand();
+    r = route_of(c);
+    r->retry.attempts = 1;
+    r->retry.backoff_base_ms = 100;
+    r->retry.backoff_max_ms = 99;
+    expect_invalid(c, "retry.max_backoff_ms must be retry.backoff_ms (100)-600000, got 99");
+    c = by_hand();
+    route_of(c)->retry.max_replay_bytes = 16 * 1024 * 1024 + 1;
+    expect_invalid(c, "retry.max_replay_bytes must be 0-16777216");
+    c = by_hand();
+    route_of(c)->timeout_ms = 100;
+    route_of(c)->per_try_timeout_ms = 101;
+    expect_invalid(c, "per_try_timeout_ms (101) must not exceed timeout_ms (100)");
+
+    /* header modifiers: names lower-cased, hop-by-hop and pseudo-headers refused, host only set in requests */
+    c = by_hand();
+    r = route_of(c);
+    r->request_headers.set = headers(2, "X-Env", "prod", "Host", "api.internal");
+    r->request_headers.num_set = 2;
+    r->request_headers.remove = calloc(1, sizeof(char *));
+    r->request_headers.remove[0] = strdup("X-Debug");
+    r->request_headers.num_remove = 1;
+    r->response_headers.add = headers(1, "Host", "x");
+    r->response_headers.num_add = 1;
+    expect_valid(c);
+    assert_string_equal(r->request_headers.set[0].name, "x-env");
+    assert_string_equal(r->request_headers.set[1].name, "host");
+    assert_string_equal(r->request_headers.remove[0], "x-debug");
+    assert_string_equal(r->response_headers.add[0].name, "host");
+    rm_config_unref(c);
+    static const struct {
+        int response, op;
+        const char *name, *want;
+    } bad_headers[] = {
+        {0, 0, "Connection", "request_headers.set 'Connection' is a hop-by-hop field"},
+        {1, 1, "Keep-Alive", "response_headers.add 'Keep-Alive' is a hop-by-hop field"},
+        {0, 2, "proxy-connection", "is a hop-by-hop field"},
+        {1, 2, "TE", "is a hop-by-hop field"},
+        {0, 1, "Transfer-Encoding", "is a hop-by-hop field"},
+        {1, 0, "upgrade", "is a hop-by-hop field"},
+        {0, 0, "content-length", "is part of the message framing"},
+        {0, 0, ":authority", "is a pseudo-header field, which cannot be modified"},
+        {1, 2, ":status", "is a pseudo-header field"},
+        {0, 1, "host", "request_headers.add 'host' can only be set"},
+        {0, 2, "HOST", "request_headers.remove 'HOST' can only be set"},
+        {0, 0, "x y", "is not a valid header name"},
+        {0, 0, "", "is not a valid header name"},
+    };
+    for (size_t i = 0; i != sizeof(bad_headers) / sizeof(bad_headers[0]); ++i) {
+        c = by_hand();
+        r = route_of(c);
+        rm_config_header_mod_t *m = bad_headers[i].response ? &r->response_headers : &r->request_headers;
+        if (bad_headers[i].op == 2) {
+            m->remove = calloc(1, sizeof(char *));
+            m->remove[0] = strdup(bad_headers[i].name);
+            m->num_remove = 1;
+        } else if (bad_headers[i].op == 1) {
+            m->add = headers(1, bad_headers[i].name, "v");
+            m->num_add = 1;
+        } else {
+            m->set = headers(1, bad_headers[i].name, "v");
+            m->num_set = 1;
+        }
+        expect_invalid(c, bad_headers[i].want);
+    }
+    c = by_hand();
+    route_of(c)->request_headers.set = headers(2, "X-A", "1", "x-a", "2");
+    route_of(c)->request_headers.num_set = 2;
+    expect_invalid(c, "request_headers.set 'x-a' is listed twice");
+    c = by_hand();
+    route_of(c)->response_headers.set = headers(1, "x-a", "1\r\n");
+    route_of(c)->response_headers.num_set = 1;
+    expect_invalid(c, "response_headers.set 'x-a': the value is missing or contains control characters");
+
+    /* mirrors: names resolved, with a hint when unknown */
+    c = by_hand();
+    r = route_of(c);
+    r->mirrors = calloc(2, sizeof(*r->mirrors));
+    r->num_mirrors = 2;
+    r->mirrors[0].cluster_name = strdup("shadow");
+    r->mirrors[0].per_million = 1000000;
+    r->mirrors[1].cluster_index = 0; /* a producer may set the index itself */
+    expect_valid(c);
+    assert_int_equal(r->mirrors[0].cluster_index, 1);
+    assert_int_equal(r->mirrors[1].cluster_index, 0);
+    rm_config_unref(c);
+    c = by_hand();
+    r = route_of(c);
+    r->mirrors = calloc(1, sizeof(*r->mirrors));
+    r->num_mirrors = 1;
+    r->mirrors[0].cluster_name = strdup("shadw");
+    expect_invalid(c, "mirrors: cluster 'shadw' is not defined (did you mean 'shadow'?)");
+    c = by_hand();
+    r = route_of(c);
+    r->mirrors = calloc(1, sizeof(*r->mirrors));
+    r->num_mirrors = 1;
+    r->mirrors[0].cluster_index = 2;
+    expect_invalid(c, "mirrors: cluster index 2 is out of range (2 clusters)");
+    c = by_hand();
+    r = route_of(c);
+    r->mirrors = calloc(1, sizeof(*r->mirrors));
+    r->num_mirrors = 1;
+    r->mirrors[0].per_million = 1000001;
+    expect_invalid(c, "mirrors: percent must be 0-100");
+
+    /* fault */
+    c = by_hand();
+    route_of(c)->fault = calloc(1, sizeof(rm_config_fault_t));
+    route_of(c)->fault->abort_grpc_status = -1;
+    route_of(c)->fault->abort_per_million = 10;
+    expect_invalid(c, "fault: an abort needs abort_http_status or abort_grpc_status");
+    c = by_hand();
+    route_of(c)->fault = calloc(1, sizeof(rm_config_fault_t)); /* abort_grpc_status left 0: OK */
+    expect_invalid(c, "fault.abort_grpc_status must be a gRPC status 1-16 (-1 for none; OK is not an abort), got 0");
+    c = by_hand();
+    route_of(c)->fault = calloc(1, sizeof(rm_config_fault_t));
+    route_of(c)->fault->abort_grpc_status = -1;
+    route_of(c)->fault->delay_per_million = 1000001;
+    expect_invalid(c, "fault: delay_percent and abort_percent must be 0-100");
+    c = by_hand();
+    route_of(c)->fault = calloc(1, sizeof(rm_config_fault_t));
+    route_of(c)->fault->abort_grpc_status = -1;
+    route_of(c)->fault->abort_http_status = 199;
+    expect_invalid(c, "fault.abort_http_status must be 200-599, got 199");
+
+    /* redirect: no cluster needed, status defaulted, prefix rewrites only after a prefix match */
+    c = by_hand();
+    r = route_of(c);
+    free(r->cluster_name);
+    r->cluster_name = NULL;
+    r->redirect = calloc(1, sizeof(*r->redirect));
+    r->redirect->scheme = strdup("HTTPS");
+    r->redirect->hostname = strdup("New.Example");
+    r->redirect->path_type = RM_PATH_REWRITE_PREFIX;
+    r->redirect->path = strdup("/n/");
+    r->path_match = RM_PATH_MATCH_PREFIX;
+    r->path = strdup("/o/");
+    expect_valid(c);
+    assert_true(r->cluster_index == RM_CONFIG_NO_CLUSTER);
+    assert_int_equal(r->redirect->status_code, 302);
+    assert_string_equal(r->redirect->scheme, "https");
+    assert_string_equal(r->redirect->hostname, "new.example");
+    char *json = rm_config_to_json(c);
+    assert_non_null(strstr(json, "\"cluster\":null"));
+    free(json);
+    rm_config_unref(c);
+    c = by_hand();
+    r = route_of(c);
+    r->redirect = calloc(1, sizeof(*r->redirect));
+    r->redirect->path_type = RM_PATH_REWRITE_PREFIX;
+    r->redirect->path = strdup("/n/");
+    r->path_match = RM_PATH_MATCH_EXACT;
+    r->path = strdup("/o");
+    expect_invalid(c, "redirect.path: type 'prefix' replaces the prefix the route matched");
+    c = by_hand();
+    route_of(c)->redirect = calloc(1, sizeof(rm_config_redirect_t));
+    route_of(c)->redirect->status_code = 304;
+    expect_invalid(c, "redirect.status_code must be 301, 302, 303, 307 or 308, got 304");
+    c = by_hand();
+    route_of(c)->redirect = calloc(1, sizeof(rm_config_redirect_t));
+    route_of(c)->redirect->scheme = strdup("ftp");
+    expect_invalid(c, "redirect.scheme must be http or https, got 'ftp'");
+    c = by_hand();
+    route_of(c)->redirect = calloc(1, sizeof(rm_config_redirect_t));
+    route_of(c)->redirect->hostname = strdup("bad host");
+    expect_invalid(c, "redirect.hostname 'bad host' must be a DNS name");
+    c = by_hand();
+    route_of(c)->redirect = calloc(1, sizeof(rm_config_redirect_t));
+    route_of(c)->redirect->port = 65536;
+    expect_invalid(c, "redirect.port must be 1-65535, got 65536");
+    c = by_hand();
+    route_of(c)->redirect = calloc(1, sizeof(rm_config_redirect_t));
+    route_of(c)->redirect->path = strdup("/x");
+    expect_invalid(c, "redirect.path: a value is set without a type");
+    c = by_hand();
+    route_of(c)->redirect = calloc(1, sizeof(rm_config_redirect_t));
+    route_of(c)->url_rewrite = calloc(1, sizeof(rm_config_url_rewrite_t));
+    route_of(c)->url_rewrite->hostname = strdup("x");
+    expect_invalid(c, "give either 'redirect' or 'url_rewrite', not both");
+
+    /* url_rewrite */
+    c = by_hand();
+    route_of(c)->url_rewrite = calloc(1, sizeof(rm_config_url_rewrite_t));
+    expect_invalid(c, "url_rewrite needs a hostname or a path");
+    c = by_hand();
+    route_of(c)->url_rewrite = calloc(1, sizeof(rm_config_url_rewrite_t));
+    route_of(c)->url_rewrite->path_type = RM_PATH_REWRITE_FULL;
+    route_of(c)->url_rewrite->path = strdup("/a b");
+    expect_invalid(c, "url_rewrite.path: value must not contain");
+
+    /* regular expressions: PCRE2's message and offset, on the route's line */
+    c = by_hand();
+    route_of(c)->path_match = RM_PATH_MATCH_REGEX;
+    route_of(c)->path = strdup("/a(b");
+    expect_invalid(c, "match.path.regex '/a(b': missing closing parenthesis at offset 4");
+    c = by_hand();
+    route_of(c)->path_match = RM_PATH_MATCH_REGEX;
+    expect_invalid(c, "match.path.regex must be a non-empty regular expression");
+    c = by_hand();
+    r = route_of(c);
+    r->headers = calloc(1, sizeof(*r->headers));
+    r->num_headers = 1;
+    r->headers[0].name = strdup("X-Id");
+    r->headers[0].value = strdup("a{2,1}");
+    r->headers[0].is_regex = 1;
+    expect_invalid(c, "match.headers 'x-id': regex 'a{2,1}': numbers out of order in {} quantifier at offset 5");
+    c = by_hand();
+    r = route_of(c);
+    r->headers = calloc(1, sizeof(*r->headers));
+    r->num_headers = 1;
+    r->headers[0].name = strdup("x-id");
+    r->headers[0].is_regex = 1;
+    expect_invalid(c, "match.headers 'x-id': regex needs a value (the pattern)");
+    c = by_hand();
+    route_of(c)->path_match = RM_PATH_MATCH_REGEX;
+    route_of(c)->path = calloc(1, 5000);
+    memset(route_of(c)->path, 'a', 4999);
+    expect_invalid(c, "the pattern is longer than 4096 bytes");
+
+    /* cluster settings */
+    c = by_hand();
+    c->clusters[1].budget_percent = 101;
+    expect_invalid_at(c, 21, "cluster 'shadow': retry_budget.percent must be 0-100, got 101", __LINE__);
+    c = by_hand();
+    c->clusters[0].pool_idle_timeout_ms = 0;
+    expect_invalid_at(c, 20, "cluster 'api': pool_idle_timeout_ms must be 1-86400000, got 0", __LINE__);
+    c = by_hand();
+    c->clusters[0].min_retry_interval_ms = 0;
+    expect_invalid_at(c, 20, "retry_budget.min_retry_interval_ms must be 1000-3600000, got 0", __LINE__);
+}
+
+/* Truncations and byte flips of the policy file fail cleanly or parse (regexes included; no leak under ASan). */
+static void
+test_policy_mutations(void **state)
+{
+    static const char flips[] = " :[]{}-\n0*(\"";
+    size_t len = sizeof(policy_yaml) - 1, parsed = 0;
+    char *buf = malloc(len);
+    rm_config_error_t err;
+    for (size_t i = 0; i <= len; ++i) {
+        rm_config_t *c = rm_config_load_string(policy_yaml, i, "m.yaml", &err);
+        parsed += c != NULL;
+        rm_config_unref(c);
+    }
+    for (size_t i = 0; i != len; ++i) {
+        for (const char *f = flips; *f != '\0'; ++f) {
+            memcpy(buf, policy_yaml, len);
+            buf[i] = *f;
+            rm_config_t *c = rm_config_load_string(buf, len, "m.yaml", &err);
+            parsed += c != NULL;
+            rm_config_unref(c);
+        }
+    }
+    free(buf);
+    print_message("%zu mutated policy documents parsed\n", parsed);
+}
+
 /* The example files in examples/ stay loadable. The TLS one is copied next to stand-in certificate files. */
 static void
 test_examples(void **state)
@@ -615,6 +1308,14 @@ test_examples(void **state)
         fail_msg("%s", rm_config_error_format(&err, msg, sizeof(msg)));
     assert_int_equal(c->num_listeners, 2);
     assert_int_equal(c->num_clusters, 4);
+    rm_config_unref(c);
+
+    snprintf(path, sizeof(path), "%s/examples/agent-policy.yaml", dir);
+    if ((c = rm_config_load_file(path, &err)) == NULL)
+        fail_msg("%s", rm_config_error_format(&err, msg, sizeof(msg)));
+    assert_int_equal(c->listeners[0].routes[0].retry.attempts, 2);
+    assert_non_null(c->listeners[0].routes[0]._compiled);
+    assert_true(c->listeners[0].routes[3].cluster_index == RM_CONFIG_NO_CLUSTER);
     rm_config_unref(c);
 
     snprintf(path, sizeof(path), "%s/examples/agent-tls.yaml", dir);
@@ -687,10 +1388,20 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_full),         cmocka_unit_test(test_defaults),          cmocka_unit_test(test_bad),
-        cmocka_unit_test(test_error_format), cmocka_unit_test(test_load_file_missing), cmocka_unit_test(test_relative_paths),
-        cmocka_unit_test(test_quick),        cmocka_unit_test(test_validate_by_hand),  cmocka_unit_test(test_examples),
-        cmocka_unit_test(test_mutations),    cmocka_unit_test(test_alias_bomb),
+        cmocka_unit_test(test_full),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_bad),
+        cmocka_unit_test(test_error_format),
+        cmocka_unit_test(test_load_file_missing),
+        cmocka_unit_test(test_relative_paths),
+        cmocka_unit_test(test_quick),
+        cmocka_unit_test(test_validate_by_hand),
+        cmocka_unit_test(test_examples),
+        cmocka_unit_test(test_mutations),
+        cmocka_unit_test(test_alias_bomb),
+        cmocka_unit_test(test_policy),
+        cmocka_unit_test(test_validate_policy),
+        cmocka_unit_test(test_policy_mutations),
     };
     return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
 }

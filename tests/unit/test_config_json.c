@@ -218,8 +218,8 @@ test_dump(void **state)
     contains(json, "\"authority\":[\"echo\",\"*.echo.svc\"]");
     contains(json, "\"path\":{\"prefix\":\"/echo.Echo/\"}");
     contains(json, "\"path\":{\"exact\":\"/x\"}");
-    contains(json, "{\"name\":\"x-canary\",\"value\":\"tab\\there\"}");
-    contains(json, "{\"name\":\"x-debug\",\"value\":null}");
+    contains(json, "{\"name\":\"x-canary\",\"value\":\"tab\\there\",\"regex\":false}");
+    contains(json, "{\"name\":\"x-debug\",\"value\":null,\"regex\":false}");
     contains(json, "\"cluster\":\"echo\"");
     contains(json, "\"protocol\":\"h2\"");
     contains(json, "\"endpoints\":[\"127.0.0.1:27201\",\"echo.local:27201\",\"[::1]:27201\"]");
@@ -228,6 +228,74 @@ test_dump(void **state)
     contains(json, "\"h1_max_idle\":64");
     contains(json, "\"tls\":{\"ca\":null,\"server_name\":\"echo.local\",\"certificate\":null,\"key\":null}");
     contains(json, "\"dns\":{\"min_refresh_ms\":1000,\"max_refresh_ms\":300000}");
+    /* request policy of a route that has none, and the cluster defaults */
+    contains(json, "\"timeout_ms\":0,\"per_try_timeout_ms\":0,\"retry\":null,"
+                   "\"request_headers\":{\"set\":[],\"add\":[],\"remove\":[]},"
+                   "\"response_headers\":{\"set\":[],\"add\":[],\"remove\":[]},"
+                   "\"mirrors\":[],\"fault\":null,\"redirect\":null,\"url_rewrite\":null,\"line\":");
+    contains(json, "\"pool_idle_timeout_ms\":4000,\"stream_idle_timeout_ms\":300000,"
+                   "\"retry_budget\":{\"percent\":20,\"interval_ms\":10000,\"min_retry_count\":10,\"min_retry_interval_ms\":1000}");
+    free(json);
+    rm_config_unref(c);
+}
+
+static void
+test_dump_policy(void **state)
+{
+    static const char yaml[] =
+        "listeners:\n"
+        "  - name: l\n"
+        "    address: 127.0.0.1:15001\n"
+        "    routes:\n"
+        "      - name: r\n"
+        "        match: {path: {regex: \"/v[0-9]+/\\\\d+\"}, headers: [{name: x-env, value: \"a|b\", regex: true}]}\n"
+        "        cluster: c\n"
+        "        timeout_ms: 1000\n"
+        "        per_try_timeout_ms: 200\n"
+        "        retry:\n"
+        "          attempts: 2\n"
+        "          on: [reset, refused-stream]\n"
+        "          http_statuses: [503, 502]\n"
+        "          grpc_statuses: [UNAVAILABLE, 1]\n"
+        "        request_headers: {set: [{name: X-Env, value: \"q\\\"uote\"}], add: [{name: x-a, value: \"1\"}], remove: "
+        "[x-debug]}\n"
+        "        response_headers: {remove: [server]}\n"
+        "        mirrors: [{cluster: shadow, percent: 12.25}]\n"
+        "        fault: {delay_ms: 50, delay_percent: 0.0001, abort_grpc_status: 14}\n"
+        "      - name: moved\n"
+        "        match: {path: {prefix: /old/}}\n"
+        "        redirect: {scheme: https, port: 8443, path: {type: prefix, value: /new/}}\n"
+        "      - name: rw\n"
+        "        cluster: shadow\n"
+        "        url_rewrite: {hostname: y.example}\n"
+        "clusters:\n"
+        "  - {name: c, endpoints: \"127.0.0.1:1\", pool_idle_timeout_ms: 1500, stream_idle_timeout_ms: 0,"
+        " retry_budget: {percent: 0, min_retry_count: 0}}\n"
+        "  - {name: shadow, endpoints: \"127.0.0.1:2\"}\n";
+    rm_config_error_t err;
+    rm_config_t *c = rm_config_load_string(yaml, sizeof(yaml) - 1, "policy.yaml", &err);
+    if (c == NULL)
+        fail_msg("%s:%u: %s", err.file, err.line, err.message);
+    char *json = rm_config_to_json(c);
+    if (!json_valid(json))
+        fail_msg("invalid JSON:\n%s", json);
+    contains(json, "\"path\":{\"regex\":\"/v[0-9]+/\\\\d+\"}");
+    contains(json, "{\"name\":\"x-env\",\"value\":\"a|b\",\"regex\":true}");
+    contains(json, "\"timeout_ms\":1000,\"per_try_timeout_ms\":200,");
+    contains(json, "\"retry\":{\"attempts\":2,\"backoff_ms\":25,\"max_backoff_ms\":250,\"on\":[\"refused-stream\",\"reset\"],"
+                   "\"http_statuses\":[502,503],\"grpc_statuses\":[\"CANCELLED\",\"UNAVAILABLE\"],\"max_replay_bytes\":65536}");
+    contains(json, "\"request_headers\":{\"set\":[{\"name\":\"x-env\",\"value\":\"q\\\"uote\"}],"
+                   "\"add\":[{\"name\":\"x-a\",\"value\":\"1\"}],\"remove\":[\"x-debug\"]}");
+    contains(json, "\"response_headers\":{\"set\":[],\"add\":[],\"remove\":[\"server\"]}");
+    contains(json, "\"mirrors\":[{\"cluster\":\"shadow\",\"percent\":12.25}]");
+    contains(json, "\"fault\":{\"delay_ms\":50,\"delay_percent\":0.0001,\"abort_http_status\":null,"
+                   "\"abort_grpc_status\":\"UNAVAILABLE\",\"abort_percent\":100}");
+    contains(json, "\"cluster\":null,");
+    contains(json, "\"redirect\":{\"scheme\":\"https\",\"hostname\":null,\"port\":8443,\"status_code\":302,"
+                   "\"path\":{\"type\":\"prefix\",\"value\":\"/new/\"}}");
+    contains(json, "\"url_rewrite\":{\"hostname\":\"y.example\",\"path\":null}");
+    contains(json, "\"pool_idle_timeout_ms\":1500,\"stream_idle_timeout_ms\":0,"
+                   "\"retry_budget\":{\"percent\":0,\"interval_ms\":10000,\"min_retry_count\":0,\"min_retry_interval_ms\":1000}");
     free(json);
     rm_config_unref(c);
 }
@@ -252,6 +320,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_validator),
         cmocka_unit_test(test_dump),
+        cmocka_unit_test(test_dump_policy),
         cmocka_unit_test(test_dump_empty),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -8,8 +8,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
+#include <time.h>
 #include <cmocka.h>
 #include "config/config.h"
+#include "config/regex.h"
 #include "router/router.h"
 
 static const char yaml[] = "listeners:\n"
@@ -45,7 +48,33 @@ static const char yaml[] = "listeners:\n"
                            "      - name: root\n"
                            "        match: {authority: [Echo.Local], path: {prefix: /}}\n"
                            "        cluster: c\n"
+                           "  - name: regex\n"
+                           "    address: 127.0.0.1:15002\n"
+                           "    routes:\n"
+                           "      - name: versioned\n"
+                           "        match: {path: {regex: \"^/v[0-9]+/.*\"}}\n"
+                           "        cluster: c\n"
+                           "      - name: unanchored-api\n" /* anchored anyway: whole path only */
+                           "        match: {path: {regex: \"/api|/API\"}}\n"
+                           "        cluster: c\n"
+                           "      - name: env\n"
+                           "        match: {headers: [{name: X-Env, value: \"prod|staging\", regex: true}]}\n"
+                           "        cluster: c\n"
+                           "      - name: evil-path\n"
+                           "        match: {path: {regex: \"/(a+)+\"}}\n"
+                           "        cluster: c\n"
+                           "      - name: evil-header\n"
+                           "        match: {headers: [{name: x-evil, value: \"^(a+)+$\", regex: true}]}\n"
+                           "        cluster: c\n"
+                           "      - name: both\n"
+                           "        match:\n"
+                           "          path: {regex: \"/items/[0-9a-f]{8}\"}\n"
+                           "          headers: [{name: x-id, value: \"[0-9]+\", regex: true}, {name: x-plain, value: \"a.*\"}]\n"
+                           "        cluster: c\n"
                            "clusters: [{name: c, endpoints: \"127.0.0.1:1\"}]\n";
+
+/* which listener match() uses: 0 for the literal routes, 1 for the regex routes */
+static __thread size_t listener_index;
 
 static rm_config_t *config;
 
@@ -76,7 +105,8 @@ iov(const char *s)
 static const char *
 match(const char *scheme, const char *authority, const char *path, ...)
 {
-    static rm_header_t entries[4];
+    /* per thread: the concurrency test matches from two threads */
+    static __thread rm_header_t entries[4];
     rm_req_head_t req;
     va_list ap;
     const char *h;
@@ -97,7 +127,7 @@ match(const char *scheme, const char *authority, const char *path, ...)
     }
     va_end(ap);
     req.headers.capacity = req.headers.size;
-    const rm_config_route_t *r = rm_router_match(config->listeners, &req);
+    const rm_config_route_t *r = rm_router_match(config->listeners + listener_index, &req);
     return r != NULL ? r->name : NULL;
 }
 
@@ -195,6 +225,175 @@ test_empty_listener_and_quick(void **state)
     rm_config_unref(c);
 }
 
+static void
+test_regex_path(void **state)
+{
+    listener_index = 1;
+    assert_route("versioned", "http", "x", "/v1/");
+    assert_route("versioned", "http", "x", "/v12/items/3");
+    assert_route("versioned", "http", "x", "/v2/a?q=/x"); /* the query is not matched */
+    assert_route(NULL, "http", "x", "/v/x");
+    assert_route(NULL, "http", "x", "/v1");
+    assert_route(NULL, "http", "x", "/x/v1/");
+    /* a pattern without ^ and $ is anchored at both ends all the same */
+    assert_route("unanchored-api", "http", "x", "/api");
+    assert_route("unanchored-api", "http", "x", "/API");
+    assert_route("unanchored-api", "http", "x", "/api?x=1");
+    assert_route(NULL, "http", "x", "/api/x");
+    assert_route(NULL, "http", "x", "/x/api");
+    assert_route(NULL, "http", "x", "/apix");
+    /* path and header expressions together, and a literal value next to them ("a.*" is not a pattern there) */
+    assert_route("both", "http", "x", "/items/0123abcd", "x-id: 42", "x-plain: a.*");
+    assert_route(NULL, "http", "x", "/items/0123abcd", "x-id: 42", "x-plain: abc");
+    assert_route(NULL, "http", "x", "/items/0123abcd", "x-id: 4a", "x-plain: a.*");
+    assert_route(NULL, "http", "x", "/items/0123abcde", "x-id: 42", "x-plain: a.*");
+    assert_route(NULL, "http", "x", "", "x-id: 1", "x-plain: a.*");
+    listener_index = 0;
+}
+
+static void
+test_regex_header(void **state)
+{
+    listener_index = 1;
+    assert_route("env", "http", "x", "/", "x-env: prod");
+    assert_route("env", "http", "x", "/", "X-ENV: staging");
+    assert_route(NULL, "http", "x", "/", "x-env: production"); /* whole value */
+    assert_route(NULL, "http", "x", "/", "x-env: Prod");
+    assert_route(NULL, "http", "x", "/", "x-env: ");
+    assert_route(NULL, "http", "x", "/");
+    /* any field of the name may match */
+    assert_route("env", "http", "x", "/", "x-env: dev", "x-env: staging");
+    assert_route(NULL, "http", "x", "/", "x-env: dev", "x-other: prod");
+    listener_index = 0;
+}
+
+static double
+now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* Catastrophic backtracking hits the match limit: no match, quickly, and counted. */
+static void
+test_regex_catastrophic(void **state)
+{
+    char value[64], path[72], header[80];
+    memset(value, 'a', 30);
+    strcpy(value + 30, "!");
+    snprintf(path, sizeof(path), "/%s", value);
+    snprintf(header, sizeof(header), "x-evil: %s", value);
+
+    listener_index = 1;
+    uint64_t hits = rm_regex_limit_hits();
+    double start = now_ms();
+    assert_route(NULL, "http", "x", path);
+    assert_route(NULL, "http", "x", "/", header);
+    double took = now_ms() - start;
+    assert_true(rm_regex_limit_hits() >= hits + 2);
+    /* 2^30 steps unbounded; a few hundred microseconds with the limit (generous bound for sanitizer builds) */
+    if (took > 500)
+        fail_msg("catastrophic patterns took %.1f ms", took);
+    print_message("two catastrophic matches: %.3f ms\n", took);
+    /* the same expressions still match what they should */
+    assert_route("evil-path", "http", "x", "/aaaa");
+    assert_route("evil-header", "http", "x", "/", "x-evil: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+    listener_index = 0;
+}
+
+static void
+test_regex_api(void **state)
+{
+    char err[300];
+    rm_regex_t *re = rm_regex_compile("a(b|c)*d", err, sizeof(err));
+    assert_non_null(re);
+    assert_true(rm_regex_match(re, "abcbd", 5));
+    assert_true(rm_regex_match(re, "abcbdX", 5)); /* the length counts, not a NUL */
+    assert_false(rm_regex_match(re, "xabcbd", 6));
+    assert_false(rm_regex_match(re, NULL, 0));
+    rm_regex_destroy(re);
+    re = rm_regex_compile("(x)?", err, sizeof(err));
+    assert_true(rm_regex_match(re, NULL, 0)); /* empty subject */
+    assert_true(rm_regex_match(re, "x", 1));
+    rm_regex_destroy(re);
+    rm_regex_destroy(NULL);
+    /* bytes, not UTF-8: invalid sequences are plain bytes, and (*UTF) is refused */
+    re = rm_regex_compile("a.b", err, sizeof(err));
+    assert_true(rm_regex_match(re,
+                               "a\xff"
+                               "b",
+                               3));
+    rm_regex_destroy(re);
+    assert_null(rm_regex_compile("(*UTF)a", err, sizeof(err)));
+    assert_non_null(strstr(err, "at offset"));
+    assert_null(rm_regex_compile("a)", err, sizeof(err)));
+    assert_string_equal(err, "unmatched closing parenthesis at offset 1");
+    assert_int_equal(rm_regex_check("a(", err, sizeof(err)), -1);
+    assert_string_equal(err, "missing closing parenthesis at offset 2");
+    assert_int_equal(rm_regex_check("a", err, sizeof(err)), 0);
+    /* a pattern cannot raise the limits (*LIMIT_MATCH only lowers them) */
+    re = rm_regex_compile("(*LIMIT_MATCH=100000000)(a+)+b", err, sizeof(err));
+    assert_non_null(re);
+    char s[40];
+    memset(s, 'a', 35);
+    assert_false(rm_regex_match(re, s, 35));
+    rm_regex_destroy(re);
+    /* without JIT the interpreter is bounded the same way */
+    re = rm_regex_compile("(*NO_JIT)(a+)+b", err, sizeof(err));
+    assert_false(rm_regex_match(re, s, 35));
+    rm_regex_destroy(re);
+
+    /* a regex condition on a route whose snapshot was never validated (no compiled form) matches nothing */
+    rm_config_header_match_t hm = {.name = "x-a", .value = ".*", .is_regex = 1};
+    rm_config_route_t route = {.path_match = RM_PATH_MATCH_REGEX, .path = ".*"};
+    rm_req_head_t req;
+    memset(&req, 0, sizeof(req));
+    req.path = iov("/x");
+    assert_false(rm_router_route_matches(&route, &req));
+    route.path_match = RM_PATH_MATCH_ANY;
+    route.headers = &hm;
+    route.num_headers = 1;
+    rm_header_t h = {.name = iov("x-a"), .value = iov("1")};
+    req.headers.entries = &h;
+    req.headers.size = req.headers.capacity = 1;
+    assert_false(rm_router_route_matches(&route, &req));
+}
+
+static void *
+match_loop(void *arg)
+{
+    long failures = 0;
+    char evil[64];
+    memset(evil, 0, sizeof(evil));
+    snprintf(evil, sizeof(evil), "x-evil: %.30s!", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+    listener_index = 1;
+    for (int i = 0; i != 2000; ++i) {
+        const char *got;
+        failures += (got = match("http", "x", "/v7/x", NULL)) == NULL || strcmp(got, "versioned") != 0;
+        failures += (got = match("http", "x", "/", "x-env: staging", NULL)) == NULL || strcmp(got, "env") != 0;
+        failures += match("http", "x", "/v7", NULL) != NULL;
+        failures += match("http", "x", "/", "x-env: stage", NULL) != NULL;
+        if (i % 100 == 0)
+            failures += match("http", "x", "/", evil, NULL) != NULL;
+    }
+    return (void *)failures;
+}
+
+/* Workers are threads: compiled expressions are shared, scratch space is per thread (freed when the thread exits). */
+static void
+test_regex_threads(void **state)
+{
+    pthread_t threads[2];
+    for (int i = 0; i != 2; ++i)
+        assert_int_equal(pthread_create(threads + i, NULL, match_loop, NULL), 0);
+    for (int i = 0; i != 2; ++i) {
+        void *failures;
+        assert_int_equal(pthread_join(threads[i], &failures), 0);
+        assert_int_equal((long)failures, 0);
+    }
+}
+
 int
 main(void)
 {
@@ -203,6 +402,11 @@ main(void)
         cmocka_unit_test(test_authority),
         cmocka_unit_test(test_path),
         cmocka_unit_test(test_empty_listener_and_quick),
+        cmocka_unit_test(test_regex_path),
+        cmocka_unit_test(test_regex_header),
+        cmocka_unit_test(test_regex_catastrophic),
+        cmocka_unit_test(test_regex_api),
+        cmocka_unit_test(test_regex_threads),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -17,14 +17,18 @@
 #include "remora/strutil.h"
 #include "config/config.h"
 #include "config/config_priv.h"
+#include "config/regex.h"
 
 /* Aliases let a small document expand into a huge tree; no legitimate bootstrap file comes near this. */
 #define NODE_BUDGET 1000000
 #define MAX_FILE_BYTES (16 * 1024 * 1024)
 
+/* A cluster named by a route (mirror == NO_MIRROR) or by one of its mirrors, checked once every cluster is known. */
+#define NO_MIRROR SIZE_MAX
 typedef struct st_route_ref_t {
     size_t listener, index;
     unsigned line;
+    size_t mirror;
 } route_ref_t;
 
 typedef struct st_parser_t {
@@ -203,6 +207,69 @@ get_list(parser_t *p, yaml_node_t *node, const char *pfx, const char *key, int a
     return 0;
 }
 
+static int
+get_bool(parser_t *p, yaml_node_t *node, const char *pfx, const char *key, int *out)
+{
+    const char *s = node->type == YAML_SCALAR_NODE ? (const char *)node->data.scalar.value : NULL;
+    if (s != NULL && node->data.scalar.style == YAML_PLAIN_SCALAR_STYLE && (strcmp(s, "true") == 0 || strcmp(s, "false") == 0)) {
+        *out = s[0] == 't';
+        return 0;
+    }
+    if (s != NULL)
+        return fail(p, node, "%s%s must be true or false, got '%s'", pfx, key, s);
+    return fail(p, node, "%s%s must be true or false, got %s", pfx, key, rm_yaml_type_name(node));
+}
+
+/* A percentage 0-100 with up to 4 decimals, stored in parts per million. */
+static int
+get_percent(parser_t *p, yaml_node_t *node, const char *pfx, const char *key, uint32_t *per_million)
+{
+    if (node->type != YAML_SCALAR_NODE)
+        return fail(p, node, "%s%s must be a number 0-100, got %s", pfx, key, rm_yaml_type_name(node));
+    const char *s = (const char *)node->data.scalar.value;
+    if (node->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
+        return fail(p, node, "%s%s must be a number 0-100, got the quoted string \"%s\"", pfx, key, s);
+    if (rm_config__parse_percent(s, per_million) != 0)
+        return fail(p, node, "%s%s must be a number 0-100 with at most 4 decimals (10, 0.5), got '%s'", pfx, key, s);
+    return 0;
+}
+
+/* A gRPC status: its upper-case name as in the gRPC spec, or its number; `min` excludes OK where it makes no sense. */
+static int
+get_grpc_status(parser_t *p, yaml_node_t *node, const char *pfx, const char *key, int min, int *code)
+{
+    const char *s;
+    if (get_string(p, node, pfx, key, &s) != 0)
+        return -1;
+    if (s[0] >= '0' && s[0] <= '9' && node->data.scalar.style == YAML_PLAIN_SCALAR_STYLE) {
+        uint32_t v;
+        if (get_u32(p, node, pfx, key, (uint32_t)min, RM_CONFIG_NUM_GRPC_STATUSES - 1, &v) != 0)
+            return -1;
+        *code = (int)v;
+        return 0;
+    }
+    int c = rm_config__grpc_status_code(s);
+    if (c >= min) {
+        *code = c;
+        return 0;
+    }
+    if (c >= 0)
+        return fail(p, node, "%s%s: %s is not allowed here, use a status %d-16", pfx, key, s, min);
+    const char *best = NULL;
+    size_t best_d = 3;
+    for (int i = min; i != RM_CONFIG_NUM_GRPC_STATUSES; ++i) {
+        size_t d = rm_edit_distance(s, rm_config__grpc_status_names[i], 2);
+        if (d < best_d) {
+            best_d = d;
+            best = rm_config__grpc_status_names[i];
+        }
+    }
+    if (best != NULL)
+        return fail(p, node, "%s%s '%s' is not a gRPC status (did you mean '%s'?)", pfx, key, s, best);
+    return fail(p, node, "%s%s '%s' is not a gRPC status: use an upper-case name such as UNAVAILABLE or a number %d-16", pfx, key,
+                s, min);
+}
+
 static char *
 resolve_path(parser_t *p, const char *path)
 {
@@ -326,27 +393,44 @@ parse_match(parser_t *p, yaml_node_t *node, const char *pfx, rm_config_route_t *
     }
 
     if (v[PATH] != NULL) {
-        static const char *const pkeys[] = {"prefix", "exact", NULL};
-        yaml_node_t *pv[2];
+        static const char *const pkeys[] = {"prefix", "exact", "regex", NULL};
+        static const rm_path_match_t kinds[] = {RM_PATH_MATCH_PREFIX, RM_PATH_MATCH_EXACT, RM_PATH_MATCH_REGEX};
+        yaml_node_t *pv[3], *pn = NULL;
+        size_t which = 0;
+        char kind[32], msg[300];
         if (fields(p, v[PATH], pfx, "match.path", pkeys, pv) != 0)
             goto Exit;
-        if (pv[0] != NULL && pv[1] != NULL) {
-            fail(p, v[PATH], "%smatch.path: give either 'prefix' or 'exact', not both", pfx);
+        for (size_t i = 0; i != 3; ++i) {
+            if (pv[i] == NULL)
+                continue;
+            if (pn != NULL) {
+                fail(p, v[PATH], "%smatch.path: give only one of 'prefix', 'exact' or 'regex'", pfx);
+                goto Exit;
+            }
+            pn = pv[i];
+            which = i;
+        }
+        if (pn == NULL) {
+            fail(p, v[PATH], "%smatch.path needs 'prefix', 'exact' or 'regex'", pfx);
             goto Exit;
         }
-        if (pv[0] == NULL && pv[1] == NULL) {
-            fail(p, v[PATH], "%smatch.path needs 'prefix' or 'exact'", pfx);
-            goto Exit;
-        }
-        yaml_node_t *pn = pv[0] != NULL ? pv[0] : pv[1];
-        const char *kind = pv[0] != NULL ? "match.path.prefix" : "match.path.exact";
+        snprintf(kind, sizeof(kind), "match.path.%s", pkeys[which]);
         if (dup_string(p, pn, pfx, kind, &r->path) != 0)
             goto Exit;
-        if (r->path[0] != '/') {
+        r->path_match = kinds[which];
+        if (r->path_match == RM_PATH_MATCH_REGEX) {
+            if (r->path[0] == '\0') {
+                fail(p, pn, "%s%s must be a non-empty regular expression", pfx, kind);
+                goto Exit;
+            }
+            if (rm_regex_check(r->path, msg, sizeof(msg)) != 0) {
+                fail(p, pn, "%s%s '%.*s%s': %s", pfx, kind, RM_REGEX_QUOTE(r->path), msg);
+                goto Exit;
+            }
+        } else if (r->path[0] != '/') {
             fail(p, pn, "%s%s '%s' must start with '/'", pfx, kind, r->path);
             goto Exit;
         }
-        r->path_match = pv[0] != NULL ? RM_PATH_MATCH_PREFIX : RM_PATH_MATCH_EXACT;
     }
 
     if (v[HEADERS] != NULL) {
@@ -354,9 +438,10 @@ parse_match(parser_t *p, yaml_node_t *node, const char *pfx, rm_config_route_t *
             goto Exit;
         r->headers = rm_calloc(n, sizeof(*r->headers));
         for (size_t i = 0; i != n; ++i) {
-            static const char *const hkeys[] = {"name", "value", NULL};
-            yaml_node_t *hv[2];
+            static const char *const hkeys[] = {"name", "value", "regex", NULL};
+            yaml_node_t *hv[3];
             rm_config_header_match_t *h = r->headers + i;
+            char msg[300];
             r->num_headers = i + 1;
             if (fields(p, items[i], pfx, "match.headers[]", hkeys, hv) != 0)
                 goto Exit;
@@ -365,6 +450,18 @@ parse_match(parser_t *p, yaml_node_t *node, const char *pfx, rm_config_route_t *
                 goto Exit;
             if (hv[1] != NULL && dup_string(p, hv[1], pfx, "match.headers[].value", &h->value) != 0)
                 goto Exit;
+            if (hv[2] != NULL && get_bool(p, hv[2], pfx, "match.headers[].regex", &h->is_regex) != 0)
+                goto Exit;
+            if (h->is_regex) {
+                if (h->value == NULL) {
+                    fail(p, hv[2], "%smatch.headers '%s': regex: true needs a value (the pattern)", pfx, h->name);
+                    goto Exit;
+                }
+                if (rm_regex_check(h->value, msg, sizeof(msg)) != 0) {
+                    fail(p, hv[1], "%smatch.headers '%s': regex '%.*s%s': %s", pfx, h->name, RM_REGEX_QUOTE(h->value), msg);
+                    goto Exit;
+                }
+            }
         }
     }
     if (v[METHOD] != NULL && dup_string(p, v[METHOD], pfx, "match.method", &r->method) != 0)
@@ -376,13 +473,407 @@ Exit:
 }
 
 static int
+parse_retry(parser_t *p, yaml_node_t *node, const char *pfx, rm_config_retry_t *rt)
+{
+    static const char *const keys[] = {"attempts",      "backoff_ms",    "max_backoff_ms",   "on",
+                                       "http_statuses", "grpc_statuses", "max_replay_bytes", NULL};
+    enum { ATTEMPTS, BACKOFF, MAX_BACKOFF, ON, HTTP_STATUSES, GRPC_STATUSES, MAX_REPLAY };
+    yaml_node_t *v[7], **items = NULL;
+    size_t n;
+    int ret = -1;
+
+    if (fields(p, node, pfx, "retry", keys, v) != 0)
+        return -1;
+    rm_config_retry_set_defaults(rt);
+    rt->attempts = 1;
+    /* the failures where the request surely never reached the application are always safe to retry */
+    rt->conditions = RM_RETRY_ON_CONNECT_FAILURE | RM_RETRY_ON_REFUSED_STREAM;
+    if (v[ATTEMPTS] != NULL && get_u32(p, v[ATTEMPTS], pfx, "retry.attempts", 0, RM_CONFIG_MAX_RETRY_ATTEMPTS, &rt->attempts) != 0)
+        return -1;
+    if (v[BACKOFF] != NULL &&
+        get_u32(p, v[BACKOFF], pfx, "retry.backoff_ms", 1, RM_CONFIG_MAX_BACKOFF_MS, &rt->backoff_base_ms) != 0)
+        return -1;
+    rt->backoff_max_ms = rt->backoff_base_ms * 10;
+    if (v[MAX_BACKOFF] != NULL) {
+        if (get_u32(p, v[MAX_BACKOFF], pfx, "retry.max_backoff_ms", 1, RM_CONFIG_MAX_MAX_BACKOFF_MS, &rt->backoff_max_ms) != 0)
+            return -1;
+        if (rt->backoff_max_ms < rt->backoff_base_ms)
+            return fail(p, v[MAX_BACKOFF], "%sretry.max_backoff_ms (%u) must not be below retry.backoff_ms (%u)", pfx,
+                        rt->backoff_max_ms, rt->backoff_base_ms);
+    }
+    if (v[MAX_REPLAY] != NULL &&
+        get_u32(p, v[MAX_REPLAY], pfx, "retry.max_replay_bytes", 0, RM_CONFIG_MAX_REPLAY_BYTES, &rt->max_replay_bytes) != 0)
+        return -1;
+
+    if (v[ON] != NULL) {
+        if (get_list(p, v[ON], pfx, "retry.on", 1, &items, &n) != 0)
+            return -1;
+        rt->conditions = 0;
+        for (size_t i = 0; i != n; ++i) {
+            const char *s, *best = NULL;
+            const rm_config_flag_name_t *f;
+            size_t best_d = 3;
+            if (get_string(p, items[i], pfx, "retry.on[]", &s) != 0)
+                goto Exit;
+            for (f = rm_config__retry_conditions; f->name != NULL; ++f) {
+                size_t d = rm_edit_distance(s, f->name, 2);
+                if (strcmp(s, f->name) == 0)
+                    break;
+                if (d < best_d) {
+                    best_d = d;
+                    best = f->name;
+                }
+            }
+            if (f->name == NULL) {
+                fail(p, items[i], "%sretry.on '%s' is not a retry condition%s%s%s: use connect-failure, refused-stream or reset",
+                     pfx, s, best != NULL ? " (did you mean '" : "", best != NULL ? best : "", best != NULL ? "'?)" : "");
+                goto Exit;
+            }
+            rt->conditions |= f->bit;
+        }
+        free(items);
+        items = NULL;
+    }
+
+    if (v[HTTP_STATUSES] != NULL) {
+        if (get_list(p, v[HTTP_STATUSES], pfx, "retry.http_statuses", 0, &items, &n) != 0)
+            return -1;
+        rt->http_statuses = rm_calloc(n != 0 ? n : 1, sizeof(*rt->http_statuses));
+        for (size_t i = 0; i != n; ++i) {
+            uint32_t status;
+            if (get_u32(p, items[i], pfx, "retry.http_statuses[]", 100, 599, &status) != 0)
+                goto Exit;
+            rt->http_statuses[rt->num_http_statuses++] = (uint16_t)status; /* sorted and deduplicated by the validator */
+        }
+        free(items);
+        items = NULL;
+    }
+
+    if (v[GRPC_STATUSES] != NULL) {
+        if (get_list(p, v[GRPC_STATUSES], pfx, "retry.grpc_statuses", 1, &items, &n) != 0)
+            return -1;
+        for (size_t i = 0; i != n; ++i) {
+            int code;
+            if (get_grpc_status(p, items[i], pfx, "retry.grpc_statuses[]", 0, &code) != 0)
+                goto Exit;
+            rt->grpc_status_mask |= 1u << code;
+        }
+    }
+    ret = 0;
+Exit:
+    free(items);
+    return ret;
+}
+
+/* A list of {name, value} for a header modifier's `set` or `add`. */
+static int
+parse_header_list(parser_t *p, yaml_node_t *node, const char *pfx, const char *key, int request, rm_config_header_op_t op,
+                  rm_config_header_t **out, size_t *num)
+{
+    yaml_node_t **items = NULL;
+    size_t n;
+    char k[64];
+    int ret = -1;
+
+    if (get_list(p, node, pfx, key, 0, &items, &n) != 0)
+        return -1;
+    *out = rm_calloc(n != 0 ? n : 1, sizeof(**out));
+    for (size_t i = 0; i != n; ++i) {
+        static const char *const hkeys[] = {"name", "value", NULL};
+        yaml_node_t *hv[2];
+        rm_config_header_t *h = *out + i;
+        const char *reason;
+        *num = i + 1;
+        snprintf(k, sizeof(k), "%s[]", key);
+        if (fields(p, items[i], pfx, k, hkeys, hv) != 0)
+            goto Exit;
+        snprintf(k, sizeof(k), "%s[].name", key);
+        if (require(p, items[i], pfx, hv[0], k) != 0 || dup_string(p, hv[0], pfx, k, &h->name) != 0)
+            goto Exit;
+        if ((reason = rm_config__check_mod_header(h->name, request, op)) != NULL) {
+            fail(p, hv[0], "%s%s '%s' %s", pfx, key, h->name, reason);
+            goto Exit;
+        }
+        snprintf(k, sizeof(k), "%s[].value", key);
+        if (require(p, items[i], pfx, hv[1], k) != 0 || dup_string(p, hv[1], pfx, k, &h->value) != 0)
+            goto Exit;
+        for (const char *c = h->value; *c != '\0'; ++c) {
+            if (((unsigned char)*c < 0x20 && *c != '\t') || *c == 0x7f) {
+                fail(p, hv[1], "%s%s '%s': the value contains control characters", pfx, key, h->name);
+                goto Exit;
+            }
+        }
+        if (op == RM_CONFIG_HEADER_SET) {
+            for (size_t j = 0; j != i; ++j) {
+                if (strcasecmp((*out)[j].name, h->name) == 0) {
+                    fail(p, hv[0], "%s%s '%s' is listed twice", pfx, key, h->name);
+                    goto Exit;
+                }
+            }
+        }
+    }
+    ret = 0;
+Exit:
+    free(items);
+    return ret;
+}
+
+static int
+parse_header_mod(parser_t *p, yaml_node_t *node, const char *pfx, const char *what, int request, rm_config_header_mod_t *m)
+{
+    static const char *const keys[] = {"set", "add", "remove", NULL};
+    enum { SET, ADD, REMOVE };
+    yaml_node_t *v[3], **items = NULL;
+    size_t n;
+    char key[64];
+    int ret = -1;
+
+    if (fields(p, node, pfx, what, keys, v) != 0)
+        return -1;
+    snprintf(key, sizeof(key), "%s.set", what);
+    if (v[SET] != NULL && parse_header_list(p, v[SET], pfx, key, request, RM_CONFIG_HEADER_SET, &m->set, &m->num_set) != 0)
+        return -1;
+    snprintf(key, sizeof(key), "%s.add", what);
+    if (v[ADD] != NULL && parse_header_list(p, v[ADD], pfx, key, request, RM_CONFIG_HEADER_ADD, &m->add, &m->num_add) != 0)
+        return -1;
+    if (v[REMOVE] != NULL) {
+        snprintf(key, sizeof(key), "%s.remove", what);
+        if (get_list(p, v[REMOVE], pfx, key, 1, &items, &n) != 0)
+            return -1;
+        m->remove = rm_calloc(n != 0 ? n : 1, sizeof(char *));
+        for (size_t i = 0; i != n; ++i) {
+            const char *reason;
+            if (dup_string(p, items[i], pfx, key, &m->remove[i]) != 0)
+                goto Exit;
+            m->num_remove = i + 1;
+            if ((reason = rm_config__check_mod_header(m->remove[i], request, RM_CONFIG_HEADER_REMOVE)) != NULL) {
+                fail(p, items[i], "%s%s '%s' %s", pfx, key, m->remove[i], reason);
+                goto Exit;
+            }
+            for (size_t j = 0; j != i; ++j) {
+                if (strcasecmp(m->remove[j], m->remove[i]) == 0) {
+                    fail(p, items[i], "%s%s '%s' is listed twice", pfx, key, m->remove[i]);
+                    goto Exit;
+                }
+            }
+            for (size_t j = 0; j != m->num_set; ++j) {
+                if (strcasecmp(m->set[j].name, m->remove[i]) == 0) {
+                    fail(p, items[i], "%s%s: '%s' is both set and removed", pfx, what, m->remove[i]);
+                    goto Exit;
+                }
+            }
+        }
+    }
+    ret = 0;
+Exit:
+    free(items);
+    return ret;
+}
+
+static int
+parse_mirrors(parser_t *p, yaml_node_t *node, const char *pfx, size_t li, size_t ri, rm_config_route_t *r)
+{
+    yaml_node_t **items = NULL;
+    size_t n;
+    int ret = -1;
+
+    if (get_list(p, node, pfx, "mirrors", 0, &items, &n) != 0)
+        return -1;
+    r->mirrors = rm_calloc(n != 0 ? n : 1, sizeof(*r->mirrors));
+    for (size_t i = 0; i != n; ++i) {
+        static const char *const mkeys[] = {"cluster", "percent", NULL};
+        yaml_node_t *mv[2];
+        rm_config_mirror_t *m = r->mirrors + i;
+        r->num_mirrors = i + 1;
+        m->per_million = 1000000;
+        if (fields(p, items[i], pfx, "mirrors[]", mkeys, mv) != 0 || require(p, items[i], pfx, mv[0], "mirrors[].cluster") != 0 ||
+            dup_string(p, mv[0], pfx, "mirrors[].cluster", &m->cluster_name) != 0 ||
+            (mv[1] != NULL && get_percent(p, mv[1], pfx, "mirrors[].percent", &m->per_million) != 0))
+            goto Exit;
+        p->refs = rm_realloc(p->refs, (p->num_refs + 1) * sizeof(*p->refs));
+        p->refs[p->num_refs++] = (route_ref_t){li, ri, rm_yaml_line(mv[0]), i};
+    }
+    ret = 0;
+Exit:
+    free(items);
+    return ret;
+}
+
+static int
+parse_fault(parser_t *p, yaml_node_t *node, const char *pfx, rm_config_route_t *r)
+{
+    static const char *const keys[] = {"delay_ms",          "delay_percent", "abort_http_status",
+                                       "abort_grpc_status", "abort_percent", NULL};
+    enum { DELAY, DELAY_PERCENT, ABORT_HTTP, ABORT_GRPC, ABORT_PERCENT };
+    yaml_node_t *v[5];
+
+    if (fields(p, node, pfx, "fault", keys, v) != 0)
+        return -1;
+    rm_config_fault_t *f = r->fault = rm_calloc(1, sizeof(*r->fault));
+    f->abort_grpc_status = -1;
+    if (v[DELAY_PERCENT] != NULL && v[DELAY] == NULL)
+        return fail(p, v[DELAY_PERCENT], "%sfault.delay_percent needs delay_ms", pfx);
+    if (v[ABORT_PERCENT] != NULL && v[ABORT_HTTP] == NULL && v[ABORT_GRPC] == NULL)
+        return fail(p, v[ABORT_PERCENT], "%sfault.abort_percent needs abort_http_status or abort_grpc_status", pfx);
+    if (v[DELAY] == NULL && v[ABORT_HTTP] == NULL && v[ABORT_GRPC] == NULL)
+        return fail(p, node, "%sfault needs delay_ms, abort_http_status or abort_grpc_status", pfx);
+    if (v[DELAY] != NULL) {
+        if (get_u32(p, v[DELAY], pfx, "fault.delay_ms", 0, RM_CONFIG_MAX_ROUTE_MS, &f->delay_ms) != 0)
+            return -1;
+        f->delay_per_million = 1000000;
+        if (v[DELAY_PERCENT] != NULL && get_percent(p, v[DELAY_PERCENT], pfx, "fault.delay_percent", &f->delay_per_million) != 0)
+            return -1;
+    }
+    if (v[ABORT_HTTP] != NULL) {
+        uint32_t status;
+        if (get_u32(p, v[ABORT_HTTP], pfx, "fault.abort_http_status", 200, 599, &status) != 0)
+            return -1;
+        f->abort_http_status = (uint16_t)status;
+    }
+    if (v[ABORT_GRPC] != NULL && get_grpc_status(p, v[ABORT_GRPC], pfx, "fault.abort_grpc_status", 1, &f->abort_grpc_status) != 0)
+        return -1;
+    if (v[ABORT_HTTP] != NULL || v[ABORT_GRPC] != NULL) {
+        f->abort_per_million = 1000000;
+        if (v[ABORT_PERCENT] != NULL && get_percent(p, v[ABORT_PERCENT], pfx, "fault.abort_percent", &f->abort_per_million) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* `path: {type: full|prefix, value: /x}` of a redirect or a URL rewrite. */
+static int
+parse_rewrite_path(parser_t *p, yaml_node_t *node, const char *pfx, const char *what, const rm_config_route_t *r,
+                   rm_path_rewrite_t *type, char **path)
+{
+    static const char *const keys[] = {"type", "value", NULL};
+    yaml_node_t *v[2];
+    char key[64];
+    const char *s, *reason;
+
+    snprintf(key, sizeof(key), "%s.path", what);
+    if (fields(p, node, pfx, key, keys, v) != 0)
+        return -1;
+    snprintf(key, sizeof(key), "%s.path.type", what);
+    if (require(p, node, pfx, v[0], key) != 0 || get_string(p, v[0], pfx, key, &s) != 0)
+        return -1;
+    if (strcmp(s, "full") == 0)
+        *type = RM_PATH_REWRITE_FULL;
+    else if (strcmp(s, "prefix") == 0)
+        *type = RM_PATH_REWRITE_PREFIX;
+    else
+        return fail(p, v[0], "%s%s '%s' must be full or prefix", pfx, key, s);
+    snprintf(key, sizeof(key), "%s.path.value", what);
+    if (require(p, node, pfx, v[1], key) != 0 || dup_string(p, v[1], pfx, key, path) != 0)
+        return -1;
+    /* the value on its own first, then whether the type fits the route's path match */
+    if ((reason = rm_config__check_rewrite_path(*type, *path, RM_PATH_MATCH_PREFIX)) != NULL)
+        return fail(p, v[1], "%s%s.path: %s", pfx, what, reason);
+    if ((reason = rm_config__check_rewrite_path(*type, *path, r->path_match)) != NULL)
+        return fail(p, v[0], "%s%s.path: %s", pfx, what, reason);
+    return 0;
+}
+
+static int
+get_hostname(parser_t *p, yaml_node_t *node, const char *pfx, const char *key, char **out)
+{
+    if (dup_string(p, node, pfx, key, out) != 0)
+        return -1;
+    if (!rm_config__valid_hostname(*out))
+        return fail(p, node, "%s%s '%s' must be a DNS name (letters, digits, '-', '_' and dots)", pfx, key, *out);
+    return 0;
+}
+
+static int
+parse_redirect(parser_t *p, yaml_node_t *node, const char *pfx, rm_config_route_t *r)
+{
+    static const char *const keys[] = {"scheme", "hostname", "port", "status_code", "path", NULL};
+    enum { SCHEME, HOSTNAME, PORT, STATUS, PATH };
+    yaml_node_t *v[5];
+    uint32_t u;
+
+    if (fields(p, node, pfx, "redirect", keys, v) != 0)
+        return -1;
+    rm_config_redirect_t *rd = r->redirect = rm_calloc(1, sizeof(*r->redirect));
+    rd->status_code = 302;
+    if (v[SCHEME] != NULL) {
+        if (dup_string(p, v[SCHEME], pfx, "redirect.scheme", &rd->scheme) != 0)
+            return -1;
+        if (strcmp(rd->scheme, "http") != 0 && strcmp(rd->scheme, "https") != 0)
+            return fail(p, v[SCHEME], "%sredirect.scheme must be http or https, got '%s'", pfx, rd->scheme);
+    }
+    if (v[HOSTNAME] != NULL && get_hostname(p, v[HOSTNAME], pfx, "redirect.hostname", &rd->hostname) != 0)
+        return -1;
+    if (v[PORT] != NULL) {
+        if (get_u32(p, v[PORT], pfx, "redirect.port", 1, 65535, &u) != 0)
+            return -1;
+        rd->port = (int)u;
+    }
+    if (v[STATUS] != NULL) {
+        if (get_u32(p, v[STATUS], pfx, "redirect.status_code", 0, UINT32_MAX, &u) != 0)
+            return -1;
+        if (u != 301 && u != 302 && u != 303 && u != 307 && u != 308)
+            return fail(p, v[STATUS], "%sredirect.status_code must be 301, 302, 303, 307 or 308, got %u", pfx, u);
+        rd->status_code = (uint16_t)u;
+    }
+    if (v[PATH] != NULL && parse_rewrite_path(p, v[PATH], pfx, "redirect", r, &rd->path_type, &rd->path) != 0)
+        return -1;
+    return 0;
+}
+
+static int
+parse_url_rewrite(parser_t *p, yaml_node_t *node, const char *pfx, rm_config_route_t *r)
+{
+    static const char *const keys[] = {"hostname", "path", NULL};
+    yaml_node_t *v[2];
+
+    if (fields(p, node, pfx, "url_rewrite", keys, v) != 0)
+        return -1;
+    rm_config_url_rewrite_t *rw = r->url_rewrite = rm_calloc(1, sizeof(*r->url_rewrite));
+    if (v[0] == NULL && v[1] == NULL)
+        return fail(p, node, "%surl_rewrite needs 'hostname' or 'path'", pfx);
+    if (v[0] != NULL && get_hostname(p, v[0], pfx, "url_rewrite.hostname", &rw->hostname) != 0)
+        return -1;
+    if (v[1] != NULL && parse_rewrite_path(p, v[1], pfx, "url_rewrite", r, &rw->path_type, &rw->path) != 0)
+        return -1;
+    return 0;
+}
+
+static int
 parse_route(parser_t *p, yaml_node_t *node, size_t li, size_t ri)
 {
-    static const char *const keys[] = {"name", "match", "cluster", "backends", "timeout_ms", NULL};
-    enum { NAME, MATCH, CLUSTER, BACKENDS, TIMEOUT };
+    static const char *const keys[] = {"name",
+                                       "match",
+                                       "cluster",
+                                       "backends",
+                                       "timeout_ms",
+                                       "per_try_timeout_ms",
+                                       "retry",
+                                       "request_headers",
+                                       "response_headers",
+                                       "mirrors",
+                                       "fault",
+                                       "redirect",
+                                       "url_rewrite",
+                                       NULL};
+    enum {
+        NAME,
+        MATCH,
+        CLUSTER,
+        BACKENDS,
+        TIMEOUT,
+        PER_TRY_TIMEOUT,
+        RETRY,
+        REQUEST_HEADERS,
+        RESPONSE_HEADERS,
+        MIRRORS,
+        FAULT,
+        REDIRECT,
+        URL_REWRITE,
+        NUM_KEYS
+    };
     rm_config_listener_t *l = p->config->listeners + li;
     rm_config_route_t *r = l->routes + ri;
-    yaml_node_t *v[5];
+    yaml_node_t *v[NUM_KEYS];
     char pfx[320];
 
     const char *name = peek_name(p, node);
@@ -397,10 +888,42 @@ parse_route(parser_t *p, yaml_node_t *node, size_t li, size_t ri)
         if (dup_string(p, v[NAME], pfx, "name", &r->name) != 0)
             return -1;
     }
+    /* before redirect and url_rewrite, whose prefix rewrites depend on the path match */
     if (v[MATCH] != NULL && parse_match(p, v[MATCH], pfx, r) != 0)
         return -1;
-    if (v[TIMEOUT] != NULL && get_u32(p, v[TIMEOUT], pfx, "timeout_ms", 0, 86400000, &r->timeout_ms) != 0)
+    if (v[TIMEOUT] != NULL && get_u32(p, v[TIMEOUT], pfx, "timeout_ms", 0, RM_CONFIG_MAX_ROUTE_MS, &r->timeout_ms) != 0)
         return -1;
+    if (v[PER_TRY_TIMEOUT] != NULL) {
+        if (get_u32(p, v[PER_TRY_TIMEOUT], pfx, "per_try_timeout_ms", 0, RM_CONFIG_MAX_ROUTE_MS, &r->per_try_timeout_ms) != 0)
+            return -1;
+        if (r->timeout_ms != 0 && r->per_try_timeout_ms > r->timeout_ms)
+            return fail(p, v[PER_TRY_TIMEOUT], "%sper_try_timeout_ms (%u) must not exceed timeout_ms (%u)", pfx,
+                        r->per_try_timeout_ms, r->timeout_ms);
+    }
+    if (v[RETRY] != NULL && parse_retry(p, v[RETRY], pfx, &r->retry) != 0)
+        return -1;
+    if (v[REQUEST_HEADERS] != NULL && parse_header_mod(p, v[REQUEST_HEADERS], pfx, "request_headers", 1, &r->request_headers) != 0)
+        return -1;
+    if (v[RESPONSE_HEADERS] != NULL &&
+        parse_header_mod(p, v[RESPONSE_HEADERS], pfx, "response_headers", 0, &r->response_headers) != 0)
+        return -1;
+    if (v[MIRRORS] != NULL && parse_mirrors(p, v[MIRRORS], pfx, li, ri, r) != 0)
+        return -1;
+    if (v[FAULT] != NULL && parse_fault(p, v[FAULT], pfx, r) != 0)
+        return -1;
+    if (v[REDIRECT] != NULL) {
+        /* a redirect never reaches an upstream: settings that only act there would silently do nothing */
+        static const int upstream_only[] = {URL_REWRITE, MIRRORS, RETRY, PER_TRY_TIMEOUT};
+        for (size_t i = 0; i != sizeof(upstream_only) / sizeof(upstream_only[0]); ++i)
+            if (v[upstream_only[i]] != NULL)
+                return fail(p, v[upstream_only[i]], "%s'%s' cannot be combined with 'redirect', which answers the request itself",
+                            pfx, keys[upstream_only[i]]);
+        if (parse_redirect(p, v[REDIRECT], pfx, r) != 0)
+            return -1;
+    }
+    if (v[URL_REWRITE] != NULL && parse_url_rewrite(p, v[URL_REWRITE], pfx, r) != 0)
+        return -1;
+
     if (v[CLUSTER] != NULL && v[BACKENDS] != NULL) {
         fail(p, v[BACKENDS], "%sgive either 'cluster' or 'backends', not both", pfx);
         return -1;
@@ -433,10 +956,15 @@ parse_route(parser_t *p, yaml_node_t *node, size_t li, size_t ri)
         free(items);
         return 0; /* backend names are checked by the validator */
     }
-    if (require(p, node, pfx, v[CLUSTER], "cluster") != 0 || dup_string(p, v[CLUSTER], pfx, "cluster", &r->cluster_name) != 0)
+    if (v[CLUSTER] == NULL) {
+        if (v[REDIRECT] != NULL)
+            return 0;
+        return fail(p, node, "%s'cluster' is required (or 'backends'; a route with 'redirect' needs neither)", pfx);
+    }
+    if (dup_string(p, v[CLUSTER], pfx, "cluster", &r->cluster_name) != 0)
         return -1;
     p->refs = rm_realloc(p->refs, (p->num_refs + 1) * sizeof(*p->refs));
-    p->refs[p->num_refs++] = (route_ref_t){li, ri, rm_yaml_line(v[CLUSTER])};
+    p->refs[p->num_refs++] = (route_ref_t){li, ri, rm_yaml_line(v[CLUSTER]), NO_MIRROR};
     return 0;
 }
 
@@ -530,11 +1058,25 @@ parse_cluster_tls(parser_t *p, yaml_node_t *node, const char *pfx, rm_config_clu
 static int
 parse_cluster(parser_t *p, yaml_node_t *node, size_t ci)
 {
-    static const char *const keys[] = {"name", "protocol", "endpoints", "connect_timeout_ms", "h2_connections", "h1_max_idle",
-                                       "tls",  "dns",      NULL};
-    enum { NAME, PROTOCOL, ENDPOINTS, CONNECT_TIMEOUT, H2_CONNECTIONS, H1_MAX_IDLE, TLS, DNS };
+    static const char *const keys[] = {"name",         "protocol", "endpoints", "connect_timeout_ms",   "h2_connections",
+                                       "h1_max_idle",  "tls",      "dns",       "pool_idle_timeout_ms", "stream_idle_timeout_ms",
+                                       "retry_budget", NULL};
+    enum {
+        NAME,
+        PROTOCOL,
+        ENDPOINTS,
+        CONNECT_TIMEOUT,
+        H2_CONNECTIONS,
+        H1_MAX_IDLE,
+        TLS,
+        DNS,
+        POOL_IDLE_TIMEOUT,
+        STREAM_IDLE_TIMEOUT,
+        RETRY_BUDGET,
+        NUM_KEYS
+    };
     rm_config_cluster_t *cl = p->config->clusters + ci;
-    yaml_node_t *v[8], **items = NULL;
+    yaml_node_t *v[NUM_KEYS], **items = NULL;
     size_t n;
     char pfx[200];
     const char *s;
@@ -593,7 +1135,7 @@ parse_cluster(parser_t *p, yaml_node_t *node, size_t ci)
     const struct {
         int key;
         size_t range;
-    } nums[] = {{CONNECT_TIMEOUT, 0}, {H2_CONNECTIONS, 1}, {H1_MAX_IDLE, 2}};
+    } nums[] = {{CONNECT_TIMEOUT, 0}, {H2_CONNECTIONS, 1}, {H1_MAX_IDLE, 2}, {POOL_IDLE_TIMEOUT, 5}, {STREAM_IDLE_TIMEOUT, 6}};
     for (size_t i = 0; i != sizeof(nums) / sizeof(nums[0]); ++i) {
         const rm_config_range_t *rg = rm_config__cluster_ranges + nums[i].range;
         if (v[nums[i].key] != NULL &&
@@ -602,6 +1144,9 @@ parse_cluster(parser_t *p, yaml_node_t *node, size_t ci)
     }
 
     if (v[TLS] != NULL && parse_cluster_tls(p, v[TLS], pfx, cl) != 0)
+        goto Exit;
+    if (v[RETRY_BUDGET] != NULL &&
+        parse_ranges(p, v[RETRY_BUDGET], pfx, "retry_budget", rm_config__budget_ranges, rm_config__num_budget_ranges, cl) != 0)
         goto Exit;
 
     if (v[DNS] != NULL) {
@@ -634,12 +1179,14 @@ check_refs(parser_t *p)
     for (size_t i = 0; i != p->num_refs; ++i) {
         rm_config_listener_t *l = c->listeners + p->refs[i].listener;
         rm_config_route_t *r = l->routes + p->refs[i].index;
-        if (rm_config_find_cluster(c, r->cluster_name) >= 0)
+        int mirror = p->refs[i].mirror != NO_MIRROR;
+        const char *name = mirror ? r->mirrors[p->refs[i].mirror].cluster_name : r->cluster_name;
+        if (rm_config_find_cluster(c, name) >= 0)
             continue;
         const char *best = NULL;
         size_t best_d = 3;
         for (size_t j = 0; j != c->num_clusters; ++j) {
-            size_t d = rm_edit_distance(r->cluster_name, c->clusters[j].name, 2);
+            size_t d = rm_edit_distance(name, c->clusters[j].name, 2);
             if (d < best_d) {
                 best_d = d;
                 best = c->clusters[j].name;
@@ -654,10 +1201,11 @@ check_refs(parser_t *p)
         snprintf(p->err->file, sizeof(p->err->file), "%s", p->file);
         if (best != NULL)
             snprintf(p->err->message, sizeof(p->err->message),
-                     "listener '%s': %s: cluster '%s' is not defined (did you mean '%s'?)", l->name, route, r->cluster_name, best);
+                     "listener '%s': %s: %scluster '%s' is not defined (did you mean '%s'?)", l->name, route,
+                     mirror ? "mirrors: " : "", name, best);
         else
-            snprintf(p->err->message, sizeof(p->err->message), "listener '%s': %s: cluster '%s' is not defined", l->name, route,
-                     r->cluster_name);
+            snprintf(p->err->message, sizeof(p->err->message), "listener '%s': %s: %scluster '%s' is not defined", l->name, route,
+                     mirror ? "mirrors: " : "", name);
         return -1;
     }
     return 0;

@@ -15,6 +15,7 @@
 #include "remora/strutil.h"
 #include "config/config.h"
 #include "config/config_priv.h"
+#include "config/regex.h"
 
 #define RANGE(type, field, lo, hi)                                                                                                 \
     {                                                                                                                              \
@@ -40,8 +41,33 @@ const rm_config_range_t rm_config__cluster_ranges[] = {
     RANGE(rm_config_cluster_t, h1_max_idle, 0, 65535),
     {"dns.min_refresh_ms", offsetof(rm_config_cluster_t, dns_min_refresh_ms), 1, UINT32_MAX},
     {"dns.max_refresh_ms", offsetof(rm_config_cluster_t, dns_max_refresh_ms), 1, UINT32_MAX},
+    RANGE(rm_config_cluster_t, pool_idle_timeout_ms, 1, RM_CONFIG_MAX_ROUTE_MS),
+    RANGE(rm_config_cluster_t, stream_idle_timeout_ms, 0, RM_CONFIG_MAX_ROUTE_MS),
 };
 const size_t rm_config__num_cluster_ranges = sizeof(rm_config__cluster_ranges) / sizeof(rm_config__cluster_ranges[0]);
+
+const rm_config_range_t rm_config__budget_ranges[] = {
+    {"percent", offsetof(rm_config_cluster_t, budget_percent), 0, 100},
+    /* Gateway API GEP-3388: "interval can not be greater than one hour or less than one second" */
+    {"interval_ms", offsetof(rm_config_cluster_t, budget_interval_ms), 1000, 3600000},
+    {"min_retry_count", offsetof(rm_config_cluster_t, min_retry_count), 0, 1000000},
+    {"min_retry_interval_ms", offsetof(rm_config_cluster_t, min_retry_interval_ms), 1000, 3600000},
+};
+const size_t rm_config__num_budget_ranges = sizeof(rm_config__budget_ranges) / sizeof(rm_config__budget_ranges[0]);
+
+const rm_config_flag_name_t rm_config__retry_conditions[] = {
+    {"connect-failure", RM_RETRY_ON_CONNECT_FAILURE},
+    {"refused-stream", RM_RETRY_ON_REFUSED_STREAM},
+    {"reset", RM_RETRY_ON_RESET},
+    {NULL, 0},
+};
+
+const char *const rm_config__grpc_status_names[RM_CONFIG_NUM_GRPC_STATUSES] = {
+    "OK",        "CANCELLED",       "UNKNOWN",           "INVALID_ARGUMENT",   "DEADLINE_EXCEEDED",
+    "NOT_FOUND", "ALREADY_EXISTS",  "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+    "ABORTED",   "OUT_OF_RANGE",    "UNIMPLEMENTED",     "INTERNAL",           "UNAVAILABLE",
+    "DATA_LOSS", "UNAUTHENTICATED",
+};
 
 #undef RANGE
 
@@ -284,6 +310,15 @@ rm_config_cluster_set_defaults(rm_config_cluster_t *cluster)
     cluster->min_retry_interval_ms = 1000;
 }
 
+void
+rm_config_retry_set_defaults(rm_config_retry_t *retry)
+{
+    memset(retry, 0, sizeof(*retry));
+    retry->backoff_base_ms = 25;
+    retry->backoff_max_ms = 250;
+    retry->max_replay_bytes = 65536;
+}
+
 static unsigned
 default_workers(void)
 {
@@ -323,6 +358,26 @@ rm_config_ref(rm_config_t *config)
 }
 
 static void
+free_headers(rm_config_header_t *h, size_t n)
+{
+    for (size_t i = 0; i != n; ++i) {
+        free(h[i].name);
+        free(h[i].value);
+    }
+    free(h);
+}
+
+static void
+free_header_mod(rm_config_header_mod_t *m)
+{
+    free_headers(m->set, m->num_set);
+    free_headers(m->add, m->num_add);
+    for (size_t i = 0; i != m->num_remove; ++i)
+        free(m->remove[i]);
+    free(m->remove);
+}
+
+static void
 free_route(rm_config_route_t *r)
 {
     free(r->name);
@@ -340,6 +395,25 @@ free_route(rm_config_route_t *r)
         free(r->backends[i].cluster_name);
     free(r->backends);
     free(r->cluster_name);
+    free(r->retry.http_statuses);
+    free_header_mod(&r->request_headers);
+    free_header_mod(&r->response_headers);
+    for (size_t i = 0; i != r->num_mirrors; ++i)
+        free(r->mirrors[i].cluster_name);
+    free(r->mirrors);
+    free(r->fault);
+    if (r->redirect != NULL) {
+        free(r->redirect->scheme);
+        free(r->redirect->hostname);
+        free(r->redirect->path);
+        free(r->redirect);
+    }
+    if (r->url_rewrite != NULL) {
+        free(r->url_rewrite->hostname);
+        free(r->url_rewrite->path);
+        free(r->url_rewrite);
+    }
+    rm_route_compiled_free(r);
 }
 
 static void
@@ -470,6 +544,102 @@ valid_field_value(const char *s)
     return 1;
 }
 
+int
+rm_config__grpc_status_code(const char *name)
+{
+    for (int i = 0; i != RM_CONFIG_NUM_GRPC_STATUSES; ++i)
+        if (strcmp(rm_config__grpc_status_names[i], name) == 0)
+            return i;
+    return -1;
+}
+
+int
+rm_config__parse_percent(const char *s, uint32_t *per_million)
+{
+    uint32_t whole = 0, frac = 0, scale = 10000;
+    const char *p = s;
+    if (!isdigit((unsigned char)*p))
+        return -1;
+    for (; isdigit((unsigned char)*p); ++p) {
+        whole = whole * 10 + (uint32_t)(*p - '0');
+        if (whole > 100)
+            return -1;
+    }
+    if (*p == '.') {
+        ++p;
+        if (!isdigit((unsigned char)*p))
+            return -1;
+        for (; isdigit((unsigned char)*p); ++p) {
+            /* a millionth of the whole is 0.0001 %: finer digits cannot be represented */
+            if (scale == 1)
+                return -1;
+            scale /= 10;
+            frac += (uint32_t)(*p - '0') * scale;
+        }
+    }
+    if (*p != '\0' || whole * 10000 + frac > 1000000)
+        return -1;
+    *per_million = whole * 10000 + frac;
+    return 0;
+}
+
+const char *
+rm_config__format_percent(uint32_t per_million, char *buf, size_t bufsz)
+{
+    uint32_t frac = per_million % 10000;
+    if (frac == 0) {
+        snprintf(buf, bufsz, "%u", per_million / 10000);
+    } else {
+        int digits = 4;
+        while (frac % 10 == 0) {
+            frac /= 10;
+            --digits;
+        }
+        snprintf(buf, bufsz, "%u.%0*u", per_million / 10000, digits, frac);
+    }
+    return buf;
+}
+
+const char *
+rm_config__check_mod_header(const char *name, int request, rm_config_header_op_t op)
+{
+    static const char *const hop_by_hop[] = {"connection", "keep-alive", "proxy-connection", "te", "transfer-encoding", "upgrade"};
+    if (name[0] == ':')
+        return "is a pseudo-header field, which cannot be modified (to change the authority, set 'host')";
+    if (!valid_token(name))
+        return "is not a valid header name";
+    for (size_t i = 0; i != sizeof(hop_by_hop) / sizeof(hop_by_hop[0]); ++i)
+        if (strcasecmp(name, hop_by_hop[i]) == 0)
+            return "is a hop-by-hop field: the agent manages it per connection";
+    if (strcasecmp(name, "content-length") == 0)
+        return "is part of the message framing, which the agent manages";
+    if (request && op != RM_CONFIG_HEADER_SET && strcasecmp(name, "host") == 0)
+        return "can only be set (setting it sets the request's authority)";
+    return NULL;
+}
+
+const char *
+rm_config__check_rewrite_path(rm_path_rewrite_t type, const char *path, rm_path_match_t route_match)
+{
+    if (type != RM_PATH_REWRITE_FULL && type != RM_PATH_REWRITE_PREFIX)
+        return "type must be full or prefix";
+    if (path == NULL || path[0] != '/')
+        return "value must start with '/'";
+    for (const char *p = path; *p != '\0'; ++p)
+        if ((unsigned char)*p <= 0x20 || *p == 0x7f || *p == '?' || *p == '#')
+            return "value must not contain '?', '#', whitespace or control characters";
+    if (type == RM_PATH_REWRITE_PREFIX && route_match != RM_PATH_MATCH_PREFIX && route_match != RM_PATH_MATCH_ANY)
+        return "type 'prefix' replaces the prefix the route matched, so the route must match with match.path.prefix (Gateway API "
+               "ReplacePrefixMatch needs a PathPrefix match)";
+    return NULL;
+}
+
+int
+rm_config__valid_hostname(const char *s)
+{
+    return valid_dns_name(s, strlen(s));
+}
+
 /* A listener or endpoint description used in messages. */
 static const char *
 addr_str(const rm_config_addr_t *a, char *buf, size_t bufsz)
@@ -501,6 +671,211 @@ validate_tls_files(rm_config_t *c, rm_config_error_t *err, unsigned line, const 
     for (size_t i = 0; i != n; ++i) {
         if (files[i] != NULL && (reason = rm_config__check_readable(files[i], buf, sizeof(buf))) != NULL)
             return rm_config__error(err, c->source, line, "%s: tls.%s '%s': %s", what, keys[i], files[i], reason);
+    }
+    return 0;
+}
+
+static int
+compare_u16(const void *a, const void *b)
+{
+    return (int)*(const uint16_t *)a - (int)*(const uint16_t *)b;
+}
+
+static int
+validate_retry(rm_config_t *c, rm_config_route_t *r, const char *what, rm_config_error_t *err)
+{
+    rm_config_retry_t *rt = &r->retry;
+
+    if (r->per_try_timeout_ms > RM_CONFIG_MAX_ROUTE_MS)
+        return rm_config__error(err, c->source, r->line, "%s: per_try_timeout_ms must be 0-%u, got %u", what,
+                                RM_CONFIG_MAX_ROUTE_MS, r->per_try_timeout_ms);
+    /* Gateway API: backendRequest must not exceed request */
+    if (r->timeout_ms != 0 && r->per_try_timeout_ms > r->timeout_ms)
+        return rm_config__error(err, c->source, r->line, "%s: per_try_timeout_ms (%u) must not exceed timeout_ms (%u)", what,
+                                r->per_try_timeout_ms, r->timeout_ms);
+    if (rt->attempts > RM_CONFIG_MAX_RETRY_ATTEMPTS)
+        return rm_config__error(err, c->source, r->line, "%s: retry.attempts must be 0-%d, got %u", what,
+                                RM_CONFIG_MAX_RETRY_ATTEMPTS, rt->attempts);
+    if (rt->attempts != 0) {
+        /* a zero base (never valid) means the producer left the numbers unset: all of them get the defaults */
+        if (rt->backoff_base_ms == 0) {
+            rt->backoff_base_ms = 25;
+            if (rt->max_replay_bytes == 0)
+                rt->max_replay_bytes = 65536;
+        }
+        if (rt->backoff_max_ms == 0)
+            rt->backoff_max_ms = rt->backoff_base_ms * 10;
+    }
+    if (rt->backoff_base_ms > RM_CONFIG_MAX_BACKOFF_MS)
+        return rm_config__error(err, c->source, r->line, "%s: retry.backoff_ms must be 1-%d, got %u", what,
+                                RM_CONFIG_MAX_BACKOFF_MS, rt->backoff_base_ms);
+    if (rt->backoff_max_ms < rt->backoff_base_ms || rt->backoff_max_ms > RM_CONFIG_MAX_MAX_BACKOFF_MS)
+        return rm_config__error(err, c->source, r->line, "%s: retry.max_backoff_ms must be retry.backoff_ms (%u)-%d, got %u", what,
+                                rt->backoff_base_ms, RM_CONFIG_MAX_MAX_BACKOFF_MS, rt->backoff_max_ms);
+    uint32_t known = 0;
+    for (const rm_config_flag_name_t *f = rm_config__retry_conditions; f->name != NULL; ++f)
+        known |= f->bit;
+    if ((rt->conditions & ~known) != 0)
+        return rm_config__error(err, c->source, r->line, "%s: retry.on has unknown condition bits 0x%x", what,
+                                rt->conditions & ~known);
+    if ((rt->grpc_status_mask >> RM_CONFIG_NUM_GRPC_STATUSES) != 0)
+        return rm_config__error(err, c->source, r->line, "%s: retry.grpc_statuses: gRPC status codes are 0-16", what);
+    if (rt->max_replay_bytes > RM_CONFIG_MAX_REPLAY_BYTES)
+        return rm_config__error(err, c->source, r->line, "%s: retry.max_replay_bytes must be 0-%d, got %u", what,
+                                RM_CONFIG_MAX_REPLAY_BYTES, rt->max_replay_bytes);
+    if (rt->num_http_statuses != 0 && rt->http_statuses == NULL)
+        return rm_config__error(err, c->source, r->line, "%s: retry.http_statuses is missing its array", what);
+    for (size_t i = 0; i != rt->num_http_statuses; ++i)
+        if (rt->http_statuses[i] < 100 || rt->http_statuses[i] > 599)
+            return rm_config__error(err, c->source, r->line, "%s: retry.http_statuses must be 100-599, got %u", what,
+                                    rt->http_statuses[i]);
+    if (rt->num_http_statuses > 1) {
+        qsort(rt->http_statuses, rt->num_http_statuses, sizeof(rt->http_statuses[0]), compare_u16);
+        size_t n = 1;
+        for (size_t i = 1; i != rt->num_http_statuses; ++i)
+            if (rt->http_statuses[i] != rt->http_statuses[n - 1])
+                rt->http_statuses[n++] = rt->http_statuses[i];
+        rt->num_http_statuses = n;
+    }
+    return 0;
+}
+
+static int
+validate_header_mod(rm_config_t *c, rm_config_route_t *r, const char *what, const char *key, rm_config_header_mod_t *m, int request,
+                    rm_config_error_t *err)
+{
+    static const char *const ops[] = {"set", "add", "remove"};
+    const char *reason;
+
+    for (int op = RM_CONFIG_HEADER_SET; op <= RM_CONFIG_HEADER_REMOVE; ++op) {
+        size_t n = op == RM_CONFIG_HEADER_SET ? m->num_set : op == RM_CONFIG_HEADER_ADD ? m->num_add : m->num_remove;
+        for (size_t i = 0; i != n; ++i) {
+            rm_config_header_t *h = op == RM_CONFIG_HEADER_SET ? m->set + i : op == RM_CONFIG_HEADER_ADD ? m->add + i : NULL;
+            char *name = h != NULL ? h->name : m->remove[i];
+            if (name == NULL)
+                return rm_config__error(err, c->source, r->line, "%s: %s.%s[%zu]: a header name is required", what, key, ops[op],
+                                        i);
+            if ((reason = rm_config__check_mod_header(name, request, op)) != NULL)
+                return rm_config__error(err, c->source, r->line, "%s: %s.%s '%s' %s", what, key, ops[op], name, reason);
+            lower(name);
+            if (h != NULL && (h->value == NULL || !valid_field_value(h->value)))
+                return rm_config__error(err, c->source, r->line,
+                                        "%s: %s.%s '%s': the value is missing or contains control characters", what, key, ops[op],
+                                        name);
+        }
+    }
+    /* Gateway API: a name appears at most once in `set` and in `remove` */
+    for (size_t i = 0; i != m->num_set; ++i) {
+        for (size_t j = 0; j != i; ++j)
+            if (strcmp(m->set[i].name, m->set[j].name) == 0)
+                return rm_config__error(err, c->source, r->line, "%s: %s.set '%s' is listed twice", what, key, m->set[i].name);
+        for (size_t j = 0; j != m->num_remove; ++j)
+            if (strcmp(m->set[i].name, m->remove[j]) == 0)
+                return rm_config__error(err, c->source, r->line, "%s: %s: '%s' is both set and removed", what, key, m->set[i].name);
+    }
+    for (size_t i = 0; i != m->num_remove; ++i)
+        for (size_t j = 0; j != i; ++j)
+            if (strcmp(m->remove[i], m->remove[j]) == 0)
+                return rm_config__error(err, c->source, r->line, "%s: %s.remove '%s' is listed twice", what, key, m->remove[i]);
+    return 0;
+}
+
+static int
+validate_route_policy(rm_config_t *c, rm_config_route_t *r, const char *what, rm_config_error_t *err)
+{
+    const char *reason;
+
+    if (validate_retry(c, r, what, err) != 0 ||
+        validate_header_mod(c, r, what, "request_headers", &r->request_headers, 1, err) != 0 ||
+        validate_header_mod(c, r, what, "response_headers", &r->response_headers, 0, err) != 0)
+        return -1;
+
+    for (size_t i = 0; i != r->num_mirrors; ++i) {
+        rm_config_mirror_t *m = r->mirrors + i;
+        if (m->cluster_name != NULL) {
+            ssize_t idx = rm_config_find_cluster(c, m->cluster_name);
+            if (idx < 0) {
+                const char *hint = suggest_cluster(c, m->cluster_name);
+                return rm_config__error(err, c->source, r->line, "%s: mirrors: cluster '%s' is not defined%s%s%s", what,
+                                        m->cluster_name, hint != NULL ? " (did you mean '" : "", hint != NULL ? hint : "",
+                                        hint != NULL ? "'?)" : "");
+            }
+            m->cluster_index = (size_t)idx;
+        } else if (m->cluster_index >= c->num_clusters) {
+            return rm_config__error(err, c->source, r->line, "%s: mirrors: cluster index %zu is out of range (%zu clusters)", what,
+                                    m->cluster_index, c->num_clusters);
+        }
+        if (m->per_million > 1000000)
+            return rm_config__error(err, c->source, r->line, "%s: mirrors: percent must be 0-100, got %u per million", what,
+                                    m->per_million);
+    }
+
+    const rm_config_fault_t *f = r->fault;
+    if (f != NULL) {
+        if (f->delay_ms > RM_CONFIG_MAX_ROUTE_MS)
+            return rm_config__error(err, c->source, r->line, "%s: fault.delay_ms must be 0-%u, got %u", what,
+                                    RM_CONFIG_MAX_ROUTE_MS, f->delay_ms);
+        if (f->delay_per_million > 1000000 || f->abort_per_million > 1000000)
+            return rm_config__error(err, c->source, r->line, "%s: fault: delay_percent and abort_percent must be 0-100", what);
+        if (f->abort_http_status != 0 && (f->abort_http_status < 200 || f->abort_http_status > 599))
+            return rm_config__error(err, c->source, r->line, "%s: fault.abort_http_status must be 200-599, got %u", what,
+                                    f->abort_http_status);
+        if (f->abort_grpc_status != -1 && (f->abort_grpc_status < 1 || f->abort_grpc_status > 16))
+            return rm_config__error(
+                err, c->source, r->line,
+                "%s: fault.abort_grpc_status must be a gRPC status 1-16 (-1 for none; OK is not an abort), got %d", what,
+                f->abort_grpc_status);
+        if (f->abort_per_million != 0 && f->abort_http_status == 0 && f->abort_grpc_status == -1)
+            return rm_config__error(err, c->source, r->line, "%s: fault: an abort needs abort_http_status or abort_grpc_status",
+                                    what);
+    }
+
+    rm_config_redirect_t *rd = r->redirect;
+    if (rd != NULL) {
+        if (r->url_rewrite != NULL)
+            return rm_config__error(err, c->source, r->line, "%s: give either 'redirect' or 'url_rewrite', not both", what);
+        if (rd->scheme != NULL) {
+            lower(rd->scheme);
+            if (strcmp(rd->scheme, "http") != 0 && strcmp(rd->scheme, "https") != 0)
+                return rm_config__error(err, c->source, r->line, "%s: redirect.scheme must be http or https, got '%s'", what,
+                                        rd->scheme);
+        }
+        if (rd->hostname != NULL) {
+            if (!rm_config__valid_hostname(rd->hostname))
+                return rm_config__error(err, c->source, r->line, "%s: redirect.hostname '%s' must be a DNS name", what,
+                                        rd->hostname);
+            lower(rd->hostname);
+        }
+        if (rd->port < 0 || rd->port > 65535)
+            return rm_config__error(err, c->source, r->line, "%s: redirect.port must be 1-65535, got %d", what, rd->port);
+        if (rd->status_code == 0)
+            rd->status_code = 302;
+        if (rd->status_code != 301 && rd->status_code != 302 && rd->status_code != 303 && rd->status_code != 307 &&
+            rd->status_code != 308)
+            return rm_config__error(err, c->source, r->line, "%s: redirect.status_code must be 301, 302, 303, 307 or 308, got %u",
+                                    what, rd->status_code);
+        if (rd->path_type == RM_PATH_REWRITE_NONE
+                ? rd->path != NULL
+                : (reason = rm_config__check_rewrite_path(rd->path_type, rd->path, r->path_match)) != NULL)
+            return rm_config__error(err, c->source, r->line, "%s: redirect.path: %s", what,
+                                    rd->path_type == RM_PATH_REWRITE_NONE ? "a value is set without a type" : reason);
+    }
+
+    rm_config_url_rewrite_t *rw = r->url_rewrite;
+    if (rw != NULL) {
+        if (rw->hostname == NULL && rw->path_type == RM_PATH_REWRITE_NONE)
+            return rm_config__error(err, c->source, r->line, "%s: url_rewrite needs a hostname or a path", what);
+        if (rw->hostname != NULL) {
+            if (!rm_config__valid_hostname(rw->hostname))
+                return rm_config__error(err, c->source, r->line, "%s: url_rewrite.hostname '%s' must be a DNS name", what,
+                                        rw->hostname);
+            lower(rw->hostname);
+        }
+        if (rw->path_type == RM_PATH_REWRITE_NONE
+                ? rw->path != NULL
+                : (reason = rm_config__check_rewrite_path(rw->path_type, rw->path, r->path_match)) != NULL)
+            return rm_config__error(err, c->source, r->line, "%s: url_rewrite.path: %s", what,
+                                    rw->path_type == RM_PATH_REWRITE_NONE ? "a value is set without a type" : reason);
     }
     return 0;
 }
@@ -551,6 +926,9 @@ validate_route(rm_config_t *c, rm_config_listener_t *l, size_t ri, rm_config_err
                                     hint != NULL ? " (did you mean '" : "", hint != NULL ? hint : "", hint != NULL ? "'?)" : "");
         }
         r->cluster_index = (size_t)idx;
+    } else if (r->redirect != NULL) {
+        /* answered locally: make any use of the index by the data path fail loudly rather than pick cluster 0 */
+        r->cluster_index = RM_CONFIG_NO_CLUSTER;
     } else if (r->cluster_index >= c->num_clusters) {
         return rm_config__error(err, c->source, r->line, "%s: cluster index %zu is out of range (%zu clusters)", what,
                                 r->cluster_index, c->num_clusters);
@@ -599,6 +977,10 @@ validate_route(rm_config_t *c, rm_config_listener_t *l, size_t ri, rm_config_err
                                     "%s: match.path.%s '%s' must not contain '?', '#' or whitespace (the query is not matched)",
                                     what, kind, r->path);
     } break;
+    case RM_PATH_MATCH_REGEX:
+        if (r->path == NULL || r->path[0] == '\0')
+            return rm_config__error(err, c->source, r->line, "%s: match.path.regex must be a non-empty regular expression", what);
+        break;
     default:
         return rm_config__error(err, c->source, r->line, "%s: unknown path match kind %d", what, (int)r->path_match);
     }
@@ -609,10 +991,20 @@ validate_route(rm_config_t *c, rm_config_listener_t *l, size_t ri, rm_config_err
             return rm_config__error(err, c->source, r->line, "%s: match.headers: name '%s' is not a valid header name", what,
                                     h->name != NULL ? h->name : "");
         lower(h->name);
-        if (h->value != NULL && !valid_field_value(h->value))
+        if (h->is_regex && h->value == NULL)
+            return rm_config__error(err, c->source, r->line, "%s: match.headers '%s': regex needs a value (the pattern)", what,
+                                    h->name);
+        if (!h->is_regex && h->value != NULL && !valid_field_value(h->value))
             return rm_config__error(err, c->source, r->line, "%s: match.headers '%s': value contains control characters", what,
                                     h->name);
     }
+
+    if (validate_route_policy(c, r, what, err) != 0)
+        return -1;
+
+    char msg[400];
+    if (rm_route_compile(r, msg, sizeof(msg)) != 0)
+        return rm_config__error(err, c->source, r->line, "%s: %s", what, msg);
     return 0;
 }
 
@@ -714,6 +1106,10 @@ validate_cluster(rm_config_t *c, size_t ci, rm_config_error_t *err)
                                         ep->port);
     }
     if (check_ranges(c, err, cl->line, what, cl, rm_config__cluster_ranges, rm_config__num_cluster_ranges) != 0)
+        return -1;
+    char budget[240];
+    snprintf(budget, sizeof(budget), "%sretry_budget.", what);
+    if (check_ranges(c, err, cl->line, budget, cl, rm_config__budget_ranges, rm_config__num_budget_ranges) != 0)
         return -1;
     if (cl->dns_min_refresh_ms > cl->dns_max_refresh_ms)
         return rm_config__error(err, c->source, cl->line, "%sdns.min_refresh_ms (%u) must not exceed dns.max_refresh_ms (%u)", what,

@@ -84,11 +84,20 @@ typedef struct st_rm_config_retry_t {
     size_t num_http_statuses;
     /** gRPC statuses retried: bit (1 << code) for codes 0..16, read from trailers-only responses and trailers */
     uint32_t grpc_status_mask;
-    /** request bodies up to this size are kept for replay (default 65536); larger ones are not retried */
+    /** request bodies up to this size are kept for replay (default 65536); larger ones are not retried.
+     * 0 means exactly that (only requests without a body are retried), except in a policy whose
+     * backoff_base_ms is 0 too: rm_config_validate then takes the numbers as unset and fills in
+     * every default. Producers call rm_config_retry_set_defaults() before setting fields. */
     uint32_t max_replay_bytes;
 } rm_config_retry_t;
 
-/** A header field to set or add (owned strings; the name lower-cased at validation). */
+/**
+ * A header field to set or add (owned strings; the name lower-cased at validation). Pseudo-header
+ * fields, hop-by-hop fields (connection, keep-alive, proxy-connection, te, transfer-encoding,
+ * upgrade) and content-length are refused by validation: framing and connection management are
+ * the agent's. In a request modifier `host` may only be set, and setting it sets the request's
+ * authority (:authority in HTTP/2, Host in HTTP/1.1).
+ */
 typedef struct st_rm_config_header_t {
     char *name;
     char *value;
@@ -134,7 +143,7 @@ typedef struct st_rm_config_redirect_t {
     char *scheme;         /* owned, NULL: the request's */
     char *hostname;       /* owned, NULL: the request's */
     int port;             /* 0: the scheme's default / the request's */
-    uint16_t status_code; /* 301 or 302 (default 302) */
+    uint16_t status_code; /* 301, 302, 303, 307 or 308 (0 at validation: 302) */
     rm_path_rewrite_t path_type;
     char *path; /* owned; with path_type != NONE */
 } rm_config_redirect_t;
@@ -171,7 +180,9 @@ typedef struct st_rm_config_route_t {
     size_t num_headers;
     /** request method to match exactly (owned), NULL for any */
     char *method;
-    /** index into rm_config_t.clusters, resolved at validation (with backends: the first backend's) */
+    /** index into rm_config_t.clusters, resolved at validation (with backends: the first backend's).
+     * A route with `redirect` answers the request itself and uses no cluster: its cluster_index is
+     * RM_CONFIG_NO_CLUSTER unless a cluster was given anyway, and the data path must not use it. */
     size_t cluster_index;
     /** weighted split over several clusters; empty: every request goes to cluster_index */
     rm_config_backend_t *backends;
@@ -197,7 +208,7 @@ typedef struct st_rm_config_route_t {
     /** URLRewrite (owned), NULL for none */
     rm_config_url_rewrite_t *url_rewrite;
     /** compiled regular expressions for RM_PATH_MATCH_REGEX and regex header matches, owned by the
-     * snapshot and built at validation (opaque here: see router/match.h) */
+     * snapshot and built at validation (opaque here: see config/regex.h) */
     void *_compiled;
     /**
      * name of the target cluster as written (owned). rm_config_validate resolves it into
@@ -206,6 +217,9 @@ typedef struct st_rm_config_route_t {
     char *cluster_name;
     unsigned line;
 } rm_config_route_t;
+
+/** rm_config_route_t.cluster_index of a route that sends nothing upstream (a redirect without a cluster). */
+#define RM_CONFIG_NO_CLUSTER SIZE_MAX
 
 typedef struct st_rm_config_listener_t {
     /** name for stats (owned); "listener0"... if not given */
@@ -318,6 +332,11 @@ rm_config_t *rm_config_create_defaults(void);
  * freed. For producers that build clusters by hand. Any thread.
  */
 void rm_config_cluster_set_defaults(rm_config_cluster_t *cluster);
+/**
+ * Fills a retry policy with the defaults of an enabled policy minus the attempts (attempts 0, backoff 25 ms
+ * capped at 250 ms, no conditions, no statuses, max_replay_bytes 65536); nothing is freed. Any thread.
+ */
+void rm_config_retry_set_defaults(rm_config_retry_t *retry);
 
 /**
  * Parses and validates the bootstrap YAML file at `path`. Returns a new snapshot (refcount 1), or
@@ -344,10 +363,13 @@ rm_config_t *rm_config_from_quick(const rm_config_quick_t *quick, rm_config_erro
 
 /**
  * Validates cross references and values of a snapshot built by a producer and resolves
- * rm_config_route_t.cluster_index (from cluster_name when set). It also normalizes: unnamed
- * listeners get "listener<index>", authorities and header names are lower-cased. Returns 0, or -1
+ * rm_config_route_t.cluster_index (from cluster_name when set) and every mirror's cluster_index. It
+ * also normalizes: unnamed listeners get "listener<index>", authorities, header names (matches and
+ * modifiers) and redirect/rewrite host names are lower-cased, retry statuses sorted and
+ * deduplicated, defaults filled into enabled retry policies and redirects, and the routes' regular
+ * expressions compiled into rm_config_route_t._compiled (freed with the snapshot). Returns 0, or -1
  * with `err` (file = config->source, line = the offending object's line). Producers call it before
- * returning; the snapshot must not be published yet.
+ * returning; the snapshot must not be published yet. Calling it again on the same snapshot is allowed.
  */
 int rm_config_validate(rm_config_t *config, rm_config_error_t *err);
 

@@ -8,6 +8,7 @@
 #include "remora/log.h"
 #include "remora/strutil.h"
 #include "config/config.h"
+#include "config/config_priv.h"
 
 static void
 put_str(FILE *fp, const char *s)
@@ -91,6 +92,191 @@ put_strs(FILE *fp, char *const *v, size_t n)
     fputc(']', fp);
 }
 
+static const char *
+cluster_name(const rm_config_t *c, size_t index, const char *fallback)
+{
+    return index < c->num_clusters ? c->clusters[index].name : fallback;
+}
+
+static void
+put_percent(FILE *fp, int *first, const char *key, uint32_t per_million)
+{
+    char buf[32];
+    put_key(fp, first, key);
+    fputs(rm_config__format_percent(per_million, buf, sizeof(buf)), fp);
+}
+
+static void
+put_grpc_status(FILE *fp, int code)
+{
+    if (code >= 0 && code < RM_CONFIG_NUM_GRPC_STATUSES)
+        put_str(fp, rm_config__grpc_status_names[code]);
+    else
+        fputs("null", fp);
+}
+
+static void
+put_retry(FILE *fp, const rm_config_retry_t *rt)
+{
+    int first = 1;
+    if (rt->attempts == 0) {
+        fputs("null", fp);
+        return;
+    }
+    fputc('{', fp);
+    put_u(fp, &first, "attempts", rt->attempts);
+    put_u(fp, &first, "backoff_ms", rt->backoff_base_ms);
+    put_u(fp, &first, "max_backoff_ms", rt->backoff_max_ms);
+    put_key(fp, &first, "on");
+    fputc('[', fp);
+    int ofirst = 1;
+    for (const rm_config_flag_name_t *f = rm_config__retry_conditions; f->name != NULL; ++f) {
+        if ((rt->conditions & f->bit) == 0)
+            continue;
+        if (!ofirst)
+            fputc(',', fp);
+        ofirst = 0;
+        put_str(fp, f->name);
+    }
+    fputc(']', fp);
+    put_key(fp, &first, "http_statuses");
+    fputc('[', fp);
+    for (size_t i = 0; i != rt->num_http_statuses; ++i)
+        fprintf(fp, i != 0 ? ",%u" : "%u", rt->http_statuses[i]);
+    fputc(']', fp);
+    put_key(fp, &first, "grpc_statuses");
+    fputc('[', fp);
+    int gfirst = 1;
+    for (int code = 0; code != RM_CONFIG_NUM_GRPC_STATUSES; ++code) {
+        if ((rt->grpc_status_mask & (1u << code)) == 0)
+            continue;
+        if (!gfirst)
+            fputc(',', fp);
+        gfirst = 0;
+        put_grpc_status(fp, code);
+    }
+    fputc(']', fp);
+    put_u(fp, &first, "max_replay_bytes", rt->max_replay_bytes);
+    fputc('}', fp);
+}
+
+static void
+put_header_list(FILE *fp, const rm_config_header_t *h, size_t n)
+{
+    fputc('[', fp);
+    for (size_t i = 0; i != n; ++i) {
+        fputs(i != 0 ? ",{\"name\":" : "{\"name\":", fp);
+        put_str(fp, h[i].name);
+        fputs(",\"value\":", fp);
+        put_str(fp, h[i].value);
+        fputc('}', fp);
+    }
+    fputc(']', fp);
+}
+
+static void
+put_header_mod(FILE *fp, const rm_config_header_mod_t *m)
+{
+    fputs("{\"set\":", fp);
+    put_header_list(fp, m->set, m->num_set);
+    fputs(",\"add\":", fp);
+    put_header_list(fp, m->add, m->num_add);
+    fputs(",\"remove\":", fp);
+    put_strs(fp, m->remove, m->num_remove);
+    fputc('}', fp);
+}
+
+static void
+put_rewrite_path(FILE *fp, int *first, rm_path_rewrite_t type, const char *path)
+{
+    put_key(fp, first, "path");
+    if (type == RM_PATH_REWRITE_NONE) {
+        fputs("null", fp);
+        return;
+    }
+    fprintf(fp, "{\"type\":\"%s\",\"value\":", type == RM_PATH_REWRITE_PREFIX ? "prefix" : "full");
+    put_str(fp, path);
+    fputc('}', fp);
+}
+
+static void
+put_route_policy(FILE *fp, int *first, const rm_config_t *c, const rm_config_route_t *r)
+{
+    put_u(fp, first, "per_try_timeout_ms", r->per_try_timeout_ms);
+    put_key(fp, first, "retry");
+    put_retry(fp, &r->retry);
+    put_key(fp, first, "request_headers");
+    put_header_mod(fp, &r->request_headers);
+    put_key(fp, first, "response_headers");
+    put_header_mod(fp, &r->response_headers);
+
+    put_key(fp, first, "mirrors");
+    fputc('[', fp);
+    for (size_t i = 0; i != r->num_mirrors; ++i) {
+        const rm_config_mirror_t *m = r->mirrors + i;
+        int mfirst = 1;
+        fputs(i != 0 ? ",{" : "{", fp);
+        put_key(fp, &mfirst, "cluster");
+        put_str(fp, cluster_name(c, m->cluster_index, m->cluster_name));
+        put_percent(fp, &mfirst, "percent", m->per_million);
+        fputc('}', fp);
+    }
+    fputc(']', fp);
+
+    put_key(fp, first, "fault");
+    if (r->fault != NULL) {
+        const rm_config_fault_t *f = r->fault;
+        int ffirst = 1;
+        fputc('{', fp);
+        put_u(fp, &ffirst, "delay_ms", f->delay_ms);
+        put_percent(fp, &ffirst, "delay_percent", f->delay_per_million);
+        put_key(fp, &ffirst, "abort_http_status");
+        if (f->abort_http_status != 0)
+            fprintf(fp, "%u", f->abort_http_status);
+        else
+            fputs("null", fp);
+        put_key(fp, &ffirst, "abort_grpc_status");
+        put_grpc_status(fp, f->abort_grpc_status);
+        put_percent(fp, &ffirst, "abort_percent", f->abort_per_million);
+        fputc('}', fp);
+    } else {
+        fputs("null", fp);
+    }
+
+    put_key(fp, first, "redirect");
+    if (r->redirect != NULL) {
+        const rm_config_redirect_t *rd = r->redirect;
+        int rfirst = 1;
+        fputc('{', fp);
+        put_key(fp, &rfirst, "scheme");
+        put_str(fp, rd->scheme);
+        put_key(fp, &rfirst, "hostname");
+        put_str(fp, rd->hostname);
+        put_key(fp, &rfirst, "port");
+        if (rd->port != 0)
+            fprintf(fp, "%d", rd->port);
+        else
+            fputs("null", fp);
+        put_u(fp, &rfirst, "status_code", rd->status_code);
+        put_rewrite_path(fp, &rfirst, rd->path_type, rd->path);
+        fputc('}', fp);
+    } else {
+        fputs("null", fp);
+    }
+
+    put_key(fp, first, "url_rewrite");
+    if (r->url_rewrite != NULL) {
+        int wfirst = 1;
+        fputc('{', fp);
+        put_key(fp, &wfirst, "hostname");
+        put_str(fp, r->url_rewrite->hostname);
+        put_rewrite_path(fp, &wfirst, r->url_rewrite->path_type, r->url_rewrite->path);
+        fputc('}', fp);
+    } else {
+        fputs("null", fp);
+    }
+}
+
 static void
 put_route(FILE *fp, const rm_config_t *c, const rm_config_route_t *r)
 {
@@ -105,7 +291,10 @@ put_route(FILE *fp, const rm_config_t *c, const rm_config_route_t *r)
     if (r->path_match == RM_PATH_MATCH_ANY) {
         fputs("null", fp);
     } else {
-        fprintf(fp, "{\"%s\":", r->path_match == RM_PATH_MATCH_PREFIX ? "prefix" : "exact");
+        fprintf(fp, "{\"%s\":",
+                r->path_match == RM_PATH_MATCH_PREFIX  ? "prefix"
+                : r->path_match == RM_PATH_MATCH_REGEX ? "regex"
+                                                       : "exact");
         put_str(fp, r->path);
         fputc('}', fp);
     }
@@ -116,7 +305,7 @@ put_route(FILE *fp, const rm_config_t *c, const rm_config_route_t *r)
         put_str(fp, r->headers[i].name);
         fputs(",\"value\":", fp);
         put_str(fp, r->headers[i].value);
-        fputc('}', fp);
+        fputs(r->headers[i].is_regex ? ",\"regex\":true}" : ",\"regex\":false}", fp);
     }
     fputs("]", fp);
     put_key(fp, &mfirst, "method");
@@ -131,15 +320,17 @@ put_route(FILE *fp, const rm_config_t *c, const rm_config_route_t *r)
         for (size_t i = 0; i != r->num_backends; ++i) {
             const rm_config_backend_t *b = r->backends + i;
             fputs(i != 0 ? ",{\"cluster\":" : "{\"cluster\":", fp);
-            put_str(fp, b->cluster_index < c->num_clusters ? c->clusters[b->cluster_index].name : b->cluster_name);
+            put_str(fp, cluster_name(c, b->cluster_index, b->cluster_name));
             fprintf(fp, ",\"weight\":%u}", b->weight);
         }
         fputc(']', fp);
     } else {
         put_key(fp, &first, "cluster");
-        put_str(fp, r->cluster_index < c->num_clusters ? c->clusters[r->cluster_index].name : r->cluster_name);
+        /* null for a redirect without a cluster (RM_CONFIG_NO_CLUSTER) */
+        put_str(fp, cluster_name(c, r->cluster_index, r->cluster_name));
     }
     put_u(fp, &first, "timeout_ms", r->timeout_ms);
+    put_route_policy(fp, &first, c, r);
     put_u(fp, &first, "line", r->line);
 }
 
@@ -212,6 +403,15 @@ put_cluster(FILE *fp, const rm_config_cluster_t *cl)
     }
     put_key(fp, &first, "dns");
     fprintf(fp, "{\"min_refresh_ms\":%u,\"max_refresh_ms\":%u}", cl->dns_min_refresh_ms, cl->dns_max_refresh_ms);
+    put_u(fp, &first, "pool_idle_timeout_ms", cl->pool_idle_timeout_ms);
+    put_u(fp, &first, "stream_idle_timeout_ms", cl->stream_idle_timeout_ms);
+    put_key(fp, &first, "retry_budget");
+    int bfirst = 1;
+    fputc('{', fp);
+    for (size_t i = 0; i != rm_config__num_budget_ranges; ++i)
+        put_u(fp, &bfirst, rm_config__budget_ranges[i].name,
+              *(const uint32_t *)((const char *)cl + rm_config__budget_ranges[i].offset));
+    fputc('}', fp);
     put_u(fp, &first, "line", cl->line);
 }
 

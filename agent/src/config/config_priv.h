@@ -25,6 +25,59 @@ extern const size_t rm_config__num_limit_ranges;
 extern const rm_config_range_t rm_config__cluster_ranges[];
 extern const size_t rm_config__num_cluster_ranges;
 
+/** The `retry_budget` block of a cluster (rm_config_cluster_t offsets; names as in the YAML block). */
+extern const rm_config_range_t rm_config__budget_ranges[];
+extern const size_t rm_config__num_budget_ranges;
+
+/** Retry bounds shared by the parser and the validator. */
+#define RM_CONFIG_MAX_RETRY_ATTEMPTS 10
+#define RM_CONFIG_MAX_BACKOFF_MS 60000
+#define RM_CONFIG_MAX_MAX_BACKOFF_MS 600000
+#define RM_CONFIG_MAX_REPLAY_BYTES (16 * 1024 * 1024)
+/** Upper bound of every route-level duration (timeouts, fault delay): one day. */
+#define RM_CONFIG_MAX_ROUTE_MS 86400000
+
+/** Retry condition names (YAML `retry.on`) and their RM_RETRY_ON_* bits, NULL-terminated. */
+typedef struct st_rm_config_flag_name_t {
+    const char *name;
+    uint32_t bit;
+} rm_config_flag_name_t;
+extern const rm_config_flag_name_t rm_config__retry_conditions[];
+
+/** gRPC status code names as in the gRPC spec ("OK" ... "UNAUTHENTICATED"), indexed by code 0-16. */
+#define RM_CONFIG_NUM_GRPC_STATUSES 17
+extern const char *const rm_config__grpc_status_names[RM_CONFIG_NUM_GRPC_STATUSES];
+/** The code of an upper-case gRPC status name, or -1. */
+int rm_config__grpc_status_code(const char *name);
+
+/**
+ * Parses a percentage "0".."100" with up to 4 decimals ("10", "0.5", "99.9999") into parts per million.
+ * Returns 0, or -1 if `s` is anything else.
+ */
+int rm_config__parse_percent(const char *s, uint32_t *per_million);
+/** Formats parts per million as a percentage without trailing zeros ("10", "0.5") into buf (at least 16 bytes). */
+const char *rm_config__format_percent(uint32_t per_million, char *buf, size_t bufsz);
+
+/** Operations of a header modifier, for rm_config__check_mod_header. */
+typedef enum en_rm_config_header_op_t {
+    RM_CONFIG_HEADER_SET,
+    RM_CONFIG_HEADER_ADD,
+    RM_CONFIG_HEADER_REMOVE,
+} rm_config_header_op_t;
+/**
+ * Checks a header name of a request (`request` = 1) or response modifier, in any case: an HTTP token,
+ * not a pseudo-header, not a hop-by-hop or framing field, `host` only set in requests. Returns NULL,
+ * or a reason (static string).
+ */
+const char *rm_config__check_mod_header(const char *name, int request, rm_config_header_op_t op);
+/**
+ * Checks a redirect / URL rewrite path of `type` (RM_PATH_REWRITE_FULL or _PREFIX) for a route whose
+ * path match is `route_match`. Returns NULL, or a reason (static string).
+ */
+const char *rm_config__check_rewrite_path(rm_path_rewrite_t type, const char *path, rm_path_match_t route_match);
+/** 1 if `s` is a DNS name usable as a redirect or rewrite hostname (letters, digits, '-', '_', dots). */
+int rm_config__valid_hostname(const char *s);
+
 /** Fills `err` ("file" truncated to fit) and returns -1. */
 int rm_config__error(rm_config_error_t *err, const char *file, unsigned line, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

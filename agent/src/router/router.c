@@ -1,8 +1,10 @@
 /*
  * Route matching. Runs per request: no allocation, no locale-dependent calls, and the request's
- * authority is split once per call rather than once per route.
+ * authority is split once per call rather than once per route. Regular expressions were compiled at
+ * validation (config/regex.h); matching them only touches per-thread scratch space.
  */
 #include <string.h>
+#include "config/regex.h"
 #include "router/router.h"
 
 typedef struct st_authority_t {
@@ -98,15 +100,23 @@ authority_entry_matches(const char *entry, const authority_t *req, long default_
 static int
 headers_match(const rm_config_route_t *route, const rm_req_head_t *req)
 {
+    const rm_route_compiled_t *compiled = route->_compiled;
     for (size_t i = 0; i != route->num_headers; ++i) {
         const rm_config_header_match_t *m = route->headers + i;
         size_t name_len = strlen(m->name), value_len = m->value != NULL ? strlen(m->value) : 0;
+        /* a regex the validator did not compile (a snapshot that skipped validation) matches nothing */
+        const rm_regex_t *re = m->is_regex && compiled != NULL && i < compiled->num_headers ? compiled->headers[i] : NULL;
         int found = 0;
+        if (m->is_regex && re == NULL)
+            return 0;
         for (size_t j = 0; j != req->headers.size && !found; ++j) {
             const rm_header_t *h = req->headers.entries + j;
             if (h->name.len != name_len || !eq_lc(h->name.base, m->name, name_len))
                 continue;
-            found = m->value == NULL || (h->value.len == value_len && memcmp(h->value.base, m->value, value_len) == 0);
+            if (re != NULL)
+                found = rm_regex_match(re, h->value.base, h->value.len);
+            else
+                found = m->value == NULL || (h->value.len == value_len && memcmp(h->value.base, m->value, value_len) == 0);
         }
         if (!found)
             return 0;
@@ -139,6 +149,11 @@ route_matches(const rm_config_route_t *route, const rm_req_head_t *req, const au
     case RM_PATH_MATCH_EXACT: {
         size_t n = strlen(route->path);
         if (path_len != n || memcmp(req->path.base, route->path, n) != 0)
+            return 0;
+    } break;
+    case RM_PATH_MATCH_REGEX: {
+        const rm_route_compiled_t *compiled = route->_compiled;
+        if (compiled == NULL || compiled->path == NULL || !rm_regex_match(compiled->path, req->path.base, path_len))
             return 0;
     } break;
     default:

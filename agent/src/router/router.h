@@ -25,11 +25,18 @@
  *                    itself); "*.domain:port" also compares the port as above.
  *   IPv6 hosts are written in brackets on both sides ("[::1]:80").
  * - path: compared to req->path up to the first '?' (the query is never matched); exact is a
- *   byte-for-byte comparison, prefix a plain string prefix ("/api" also matches "/apis").
+ *   byte-for-byte comparison, prefix a plain string prefix ("/api" also matches "/apis"), regex a
+ *   PCRE2 match of the whole path (anchored at both ends, see config/regex.h).
  * - headers: each entry needs a field in req->headers with that (lower-case) name; with a value,
- *   at least one field of that name must have exactly that value.
+ *   at least one field of that name must have exactly that value, or with is_regex, a value that
+ *   the expression matches whole.
+ * Conditions are tested cheapest first (method, authority, path, headers), so a route's regular
+ * expressions only run on requests that passed its other conditions. A regular expression match
+ * that hits its limits (RM_REGEX_MATCH_LIMIT ...) counts as no match; so does a regex condition on
+ * a route whose snapshot was not validated (no compiled form).
  *
- * Thread: any (reads only). Never fails; NULL means "no route" (the caller answers 404).
+ * Thread: any (reads only; regex matching uses per-thread scratch space, created on the thread's
+ * first regex match, the only allocation). Never fails; NULL means "no route" (the caller answers 404).
  */
 const rm_config_route_t *rm_router_match(const rm_config_listener_t *listener, const rm_req_head_t *req);
 

@@ -104,6 +104,10 @@ router_on_request_head(rm_stream_t *s, void *state)
 {
     router_t *r = state;
     r->s = s;
+    if (s->route->cluster_index == RM_CONFIG_NO_CLUSTER) {
+        rm_stream_reply_status(s, RM_LOCAL_NO_CLUSTER, 500, RM_GRPC_INTERNAL, "the route has no backend");
+        return RM_FILTER_STOP;
+    }
     rm_cluster_t *cluster = rm_cluster_lookup(s->worker, s->config, rm_router_pick_cluster(s->route, rm_worker_random(s->worker)));
     r->cluster = rm_cluster_acquire(cluster);
     r->timeout.cb = on_timeout;
