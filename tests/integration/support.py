@@ -354,8 +354,12 @@ def render_config(*, listen_port, health_port, admin_port, routes, clusters, wor
                   listener_name="main"):
     """Renders a bootstrap file in the format of docs/configuration.md.
 
-    routes: list of dicts with optional "name", "prefix" or "exact", "authority" (list), and "cluster".
-    clusters: list of dicts {"name", "protocol", "endpoints": ["127.0.0.1:N", ...]}.
+    routes: list of dicts with optional "name", "prefix" or "exact", "authority" (list), and "cluster";
+      or "match": a whole match mapping (e.g. {"path": {"regex": "^/v[0-9]+/"}}) instead of prefix/exact/authority.
+      Any other key (timeout_ms, retry, request_headers, mirrors, fault, redirect, url_rewrite, ...) is written
+      as given, in YAML flow style (JSON); a route without "cluster" gets no `cluster:` line (redirects).
+    clusters: list of dicts {"name", "protocol", "endpoints": ["127.0.0.1:N", ...]}, plus any other key
+      (pool_idle_timeout_ms, retry_budget, ...) written the same way.
     Returns (text, {route index: line number of that route's `cluster:` key}).
     """
     lines = [
@@ -377,13 +381,24 @@ def render_config(*, listen_port, health_port, admin_port, routes, clusters, wor
             match.append(f"          path: {{exact: {r['exact']}}}")
         if "authority" in r:
             match.append("          authority: [" + ", ".join(f'"{a}"' for a in r["authority"]) + "]")
-        if match:
+        if "match" in r:
+            lines.append(f"        match: {json.dumps(r['match'])}")
+        elif match:
             lines.append("        match:")
             lines += match
-        lines.append(f"        cluster: {r['cluster']}")
-        cluster_lines[i] = len(lines)
+        if "cluster" in r:
+            lines.append(f"        cluster: {r['cluster']}")
+            cluster_lines[i] = len(lines)
+        for k, v in r.items():
+            if k not in _ROUTE_KEYS:
+                lines.append(f"        {k}: {json.dumps(v)}")
     lines.append("clusters:")
     for c in clusters:
         lines += [f"  - name: {c['name']}", f"    protocol: {c['protocol']}",
                   "    endpoints: [" + ", ".join(f'"{e}"' for e in c["endpoints"]) + "]"]
+        lines += [f"    {k}: {json.dumps(v)}" for k, v in c.items() if k not in ("name", "protocol", "endpoints")]
     return "\n".join(lines) + "\n", cluster_lines
+
+
+# route keys render_config writes itself; the others are passed through
+_ROUTE_KEYS = ("name", "prefix", "exact", "authority", "match", "cluster")
