@@ -25,6 +25,10 @@
 #include "upstream/cluster.h"
 #include "net/listener.h"
 #include "proxy/stream.h"
+#include "filters/fault.h"
+#include "filters/header_rewrite.h"
+#include "filters/redirect.h"
+#include "filters/url_rewrite.h"
 #include "router/router_filter.h"
 #include "obs/stats.h"
 #include "tls/tls.h"
@@ -68,7 +72,8 @@ static void stop_control(void);
  * protocol table; every listener's streams run the same chain, route match first and the router
  * last (a filter whose setting a route does not have returns at once).
  */
-static const rm_filter_t *const chain_filters[] = {&rm_route_filter, &rm_router_filter};
+static const rm_filter_t *const chain_filters[] = {&rm_route_filter,          &rm_fault_filter,       &rm_redirect_filter,
+                                                   &rm_header_rewrite_filter, &rm_url_rewrite_filter, &rm_router_filter};
 static const rm_filter_chain_t default_chain = {chain_filters, sizeof(chain_filters) / sizeof(chain_filters[0])};
 
 static void

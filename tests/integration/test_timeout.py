@@ -67,4 +67,6 @@ def test_route_timeout(proxy_factory, h1_origin, grpc_server, tmp_path):
                 got.append(m)
         assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         assert 0 < len(got) < 100
-    assert metric(p.metrics(), "remora_downstream_timeouts_total", listener="main") >= 4
+    # the two HTTP timeouts at least: for gRPC the agent sends the upstream the remaining deadline in
+    # grpc-timeout, so the upstream may answer DEADLINE_EXCEEDED itself just before the agent would
+    assert metric(p.metrics(), "remora_downstream_timeouts_total", listener="main") >= 2

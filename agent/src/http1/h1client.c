@@ -33,6 +33,10 @@ typedef struct st_h1c_conn_t {
     unsigned resp_complete : 1;
     unsigned keep_alive : 1;
     unsigned reading : 1;
+    /* the exchange runs on a connection taken from the idle pool, and no response byte came yet:
+     * a close now means the server dropped the idle connection before reading the request */
+    unsigned reused : 1;
+    unsigned resp_bytes : 1;
     unsigned dead : 1;
 } h1c_conn_t;
 
@@ -81,6 +85,10 @@ destroy_conn(rm_deferred_t *d)
 static void
 kill_conn(h1c_conn_t *conn, rm_upstream_error_t err, const char *reason)
 {
+    if (err == RM_UPSTREAM_ERR_CLOSED && conn->reused && !conn->resp_bytes && !conn->resp_head) {
+        err = RM_UPSTREAM_ERR_REFUSED;
+        reason = "stale keep-alive connection: closed before any response byte";
+    }
     if (conn->dead)
         return;
     set_reading(conn, 0);
@@ -115,7 +123,7 @@ release_to_pool(h1c_conn_t *conn)
     rm_h1_parser_resume(conn->parser);
     h2o_linklist_insert(&ep->h1_idle, &conn->idle_link);
     ++ep->num_h1_idle;
-    rm_worker_timer_start(conn->worker, &conn->idle_timeout, conn->worker->config->limits.idle_timeout_ms);
+    rm_worker_timer_start(conn->worker, &conn->idle_timeout, cc->pool_idle_timeout_ms);
     set_reading(conn, 1);
 }
 
@@ -211,6 +219,8 @@ parse_input(h1c_conn_t *conn)
             kill_conn(conn, RM_UPSTREAM_ERR_PROTOCOL, rm_h1_parser_error_reason(conn->parser));
             return;
         }
+        if (n != 0)
+            conn->resp_bytes = 1;
         h2o_buffer_consume(&sock->input, n);
         if (n == 0)
             break;
@@ -338,9 +348,11 @@ start_exchange(h1c_conn_t *conn)
     /* the request head belongs to the stream and may be sent again by a retry: work on a copy */
     rm_req_head_t req_copy = *s->req, *req = &req_copy;
     req_copy.headers.entries = h2o_mem_alloc_pool(s->pool, sizeof(rm_header_t) * (s->req->headers.size + 1));
-    memcpy(req_copy.headers.entries, s->req->headers.entries, sizeof(rm_header_t) * s->req->headers.size);
+    if (s->req->headers.size != 0)
+        memcpy(req_copy.headers.entries, s->req->headers.entries, sizeof(rm_header_t) * s->req->headers.size);
     req_copy.headers.capacity = s->req->headers.size + 1;
     conn->req_sent = 0;
+    conn->resp_bytes = 0;
     conn->resp_head = 0;
     conn->resp_complete = 0;
     conn->resp_trailers = NULL;
@@ -349,6 +361,10 @@ start_exchange(h1c_conn_t *conn)
     if (req->authority.len == 0)
         req->authority = h2o_strdup(s->pool, conn->ep->name, strlen(conn->ep->name));
     join_cookies(s->pool, &req->headers);
+    if (s->grpc_timeout.base != NULL) {
+        rm_headers_remove_lit(&req->headers, "grpc-timeout");
+        rm_headers_add(s->pool, &req->headers, h2o_iovec_init(H2O_STRLIT("grpc-timeout")), s->grpc_timeout);
+    }
     rm_headers_t *req_trailers = rm_attempt_req_trailers(s);
     if (req->content_length < 0 && (req->has_body || rm_attempt_req_pending(s) != 0)) {
         if (rm_attempt_req_eos(s) && (req_trailers == NULL || req_trailers->size == 0))
@@ -463,9 +479,10 @@ static void
 h1client_dispatch(rm_endpoint_t *ep, rm_attempt_t *s)
 {
     h1c_conn_t *conn;
-    if (!h2o_linklist_is_empty(&ep->h1_idle)) {
+    if (!h2o_linklist_is_empty(&ep->h1_idle) && !s->fresh_connection) {
         /* most recently used first: the likeliest to be still open on the server */
         conn = H2O_STRUCT_FROM_MEMBER(h1c_conn_t, idle_link, ep->h1_idle.prev);
+        conn->reused = 1;
         h2o_linklist_unlink(&conn->idle_link);
         --ep->num_h1_idle;
         rm_timer_unlink(&conn->idle_timeout);

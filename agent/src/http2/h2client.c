@@ -55,7 +55,7 @@ update_idle(h2c_conn_t *conn)
     rm_worker_t *worker = conn->h2.worker;
     if (conn->num_streams == 0 && !conn->dying && conn->connecting == NULL) {
         if (!rm_timer_is_linked(&conn->idle_timeout))
-            rm_worker_timer_start(worker, &conn->idle_timeout, worker->config->limits.idle_timeout_ms);
+            rm_worker_timer_start(worker, &conn->idle_timeout, rm_cluster_config(conn->ep->cluster)->pool_idle_timeout_ms);
     } else if (rm_timer_is_linked(&conn->idle_timeout)) {
         rm_timer_unlink(&conn->idle_timeout);
     }
@@ -261,10 +261,19 @@ submit_stream(h2c_stream_t *hc)
     else
         rm_h2_nvs_add(s->pool, &nvs, H2O_STRLIT(":authority"), conn->ep->name, strlen(conn->ep->name));
     rm_h2_nvs_add(s->pool, &nvs, H2O_STRLIT(":path"), req->path.base, req->path.len);
+    int grpc_timeout_sent = 0;
     for (size_t i = 0; i != req->headers.size; ++i) {
         const rm_header_t *h = &req->headers.entries[i];
+        if (s->grpc_timeout.base != NULL && h2o_memis(h->name.base, h->name.len, H2O_STRLIT("grpc-timeout"))) {
+            if (!grpc_timeout_sent)
+                rm_h2_nvs_add(s->pool, &nvs, h->name.base, h->name.len, s->grpc_timeout.base, s->grpc_timeout.len);
+            grpc_timeout_sent = 1;
+            continue;
+        }
         rm_h2_nvs_add(s->pool, &nvs, h->name.base, h->name.len, h->value.base, h->value.len);
     }
+    if (s->grpc_timeout.base != NULL && !grpc_timeout_sent)
+        rm_h2_nvs_add(s->pool, &nvs, H2O_STRLIT("grpc-timeout"), s->grpc_timeout.base, s->grpc_timeout.len);
     if (req->content_length >= 0) {
         char *cl = h2o_mem_alloc_pool(s->pool, 24);
         size_t n = rm_h2_format_u64(cl, (uint64_t)req->content_length);
@@ -510,7 +519,8 @@ h2client_dispatch(rm_endpoint_t *ep, rm_attempt_t *s)
 {
     const rm_config_cluster_t *cc = rm_cluster_config(ep->cluster);
     h2c_conn_t *best = NULL;
-    for (h2o_linklist_t *n = ep->h2_conns.next; n != &ep->h2_conns; n = n->next) {
+    /* a re-sent refused request goes on a new connection: the one that refused it may be going away */
+    for (h2o_linklist_t *n = s->fresh_connection ? &ep->h2_conns : ep->h2_conns.next; n != &ep->h2_conns; n = n->next) {
         h2c_conn_t *conn = H2O_STRUCT_FROM_MEMBER(h2c_conn_t, ep_link, n);
         if (conn->goaway || conn->dying)
             continue;

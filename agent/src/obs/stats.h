@@ -30,6 +30,9 @@ rm_stat_status_class(int status)
     return c < 0 ? 4 : c > 4 ? 4 : (unsigned)c;
 }
 
+/** Retry reasons counted per cluster (rm_retry_reason_t without NONE). */
+#define RM_STAT_RETRY_REASONS 6
+
 /** Bound of the per-cause local-reply counters. */
 #define RM_STAT_MAX_CAUSES 32
 
@@ -46,6 +49,8 @@ typedef struct st_rm_listener_stats_t {
     uint64_t rq_protocol_error;                   /* malformed requests answered with 400/431/RST PROTOCOL_ERROR */
     uint64_t rq_no_route;                         /* requests with no matching route (404) */
     uint64_t rq_timeout;                          /* requests that hit their route's timeout (504) */
+    uint64_t fault_delay, fault_abort;            /* fault injection: requests delayed / aborted */
+    uint64_t mirror_sent, mirror_body_too_large;  /* mirrors started / skipped because the body was over the replay bound */
     uint64_t bytes_rx, bytes_tx;
     /** local replies by cause (index: rm_local_reply_t; names registered with rm_stats_set_cause_names) */
     uint64_t local_replies[RM_STAT_MAX_CAUSES];
@@ -62,6 +67,13 @@ typedef struct st_rm_cluster_stats_t {
     uint64_t rs_by_class[RM_STAT_STATUS_CLASSES]; /* responses received, by status class */
     uint64_t rq_reset;                            /* upstream streams reset or connections lost mid-request */
     uint64_t rq_unavailable;                      /* requests answered locally because no upstream could be reached */
+    uint64_t rq_retry[RM_STAT_RETRY_REASONS];     /* retries sent, by reason (index: rm_retry_reason_t - 1) */
+    uint64_t rq_retry_budget_exhausted;           /* retries not sent: over the retry budget */
+    uint64_t rq_retry_not_replayable;             /* requests whose body outgrew the replay buffer: not retried */
+    uint64_t rq_retry_limit_exceeded;             /* failures returned because no attempt was left */
+    uint64_t rq_retry_success;                    /* requests answered by a retry */
+    uint64_t rq_refused_resend;                   /* refused or stale-connection requests re-sent once (keep-alive race) */
+    uint64_t rq_per_try_timeout;                  /* tries abandoned at their per-try timeout */
     uint64_t bytes_rx, bytes_tx;
     struct st_rm_cluster_stats_t *_next;
 } rm_cluster_stats_t;

@@ -92,15 +92,21 @@ struct st_rm_attempt_t {
     void *owner_ctx;
     /** the endpoint the cluster picked (an rm_endpoint_t, opaque here), NULL before dispatch */
     void *endpoint;
+    /** the owner's data (the router keeps a mirror's cluster here) */
+    void *owner_data;
+    /** a grpc-timeout value this attempt sends instead of the request's (the remaining deadline), or
+     * {NULL, 0} to send the request's own; codecs add the field if the request has none */
+    h2o_iovec_t grpc_timeout;
 
-    unsigned attached : 1;      /* a codec holds the attempt */
-    unsigned counted : 1;       /* counted in cstats rq_active */
-    unsigned committed : 1;     /* its response goes downstream */
-    unsigned mirror : 1;        /* response discarded */
-    unsigned released : 1;      /* the owner is done with it */
-    unsigned head_received : 1; /* a final head arrived */
-    unsigned resp_no_body : 1;  /* the head carried END_STREAM (trailers-only); keeps it one frame downstream */
-    unsigned resp_done : 1;     /* the response ended */
+    unsigned attached : 1;         /* a codec holds the attempt */
+    unsigned counted : 1;          /* counted in cstats rq_active */
+    unsigned committed : 1;        /* its response goes downstream */
+    unsigned mirror : 1;           /* response discarded */
+    unsigned released : 1;         /* the owner is done with it */
+    unsigned head_received : 1;    /* a final head arrived */
+    unsigned resp_no_body : 1;     /* the head carried END_STREAM (trailers-only); keeps it one frame downstream */
+    unsigned resp_done : 1;        /* the response ended */
+    unsigned fresh_connection : 1; /* a re-send of a refused request: not on a connection already open */
     /** depth of attempt calls on the stack that may end in the owner's or codec's callbacks: no free meanwhile */
     unsigned busy;
     /** owner's intrusive link (its attempt list) */

@@ -366,8 +366,16 @@ rm_stream_abort_response(rm_stream_t *s, int grpc_status, uint32_t h2_error, con
     s->down->reset(s, h2_error);
 }
 
+static void send_local_reply(rm_stream_t *s, int http_status, int grpc_status, const char *message, const rm_headers_t *extra);
+
 void
 rm_stream_send_local_reply(rm_stream_t *s, int http_status, int grpc_status, const char *message)
+{
+    send_local_reply(s, http_status, grpc_status, message, NULL);
+}
+
+static void
+send_local_reply(rm_stream_t *s, int http_status, int grpc_status, const char *message, const rm_headers_t *extra)
 {
     if (s->resp_head_sent)
         return;
@@ -394,6 +402,9 @@ rm_stream_send_local_reply(rm_stream_t *s, int http_status, int grpc_status, con
         pipe_write(&s->resp_body, "\n", 1);
     }
     rm_headers_add(&s->pool, &s->resp.headers, h2o_iovec_init(H2O_STRLIT("server")), h2o_iovec_init(H2O_STRLIT("remora")));
+    if (extra != NULL)
+        for (size_t i = 0; i != extra->size; ++i)
+            rm_headers_add(&s->pool, &s->resp.headers, extra->entries[i].name, extra->entries[i].value);
     s->resp_body.eos = 1;
     send_head(s);
 }
@@ -405,6 +416,16 @@ rm_stream_reply_status(rm_stream_t *s, rm_local_reply_t cause, int http_status, 
         return;
     RM_STAT_INC(s->lstats->local_replies[cause]);
     rm_stream_send_local_reply(s, http_status, grpc_status, message);
+}
+
+void
+rm_stream_reply_with_headers(rm_stream_t *s, rm_local_reply_t cause, int http_status, int grpc_status, const char *message,
+                             const rm_headers_t *extra)
+{
+    if (s->resp_head_sent)
+        return;
+    RM_STAT_INC(s->lstats->local_replies[cause]);
+    send_local_reply(s, http_status, grpc_status, message, extra);
 }
 
 void

@@ -154,5 +154,8 @@ void rm_stream_send_local_reply(rm_stream_t *s, int http_status, int grpc_status
 void rm_stream_reply(rm_stream_t *s, rm_local_reply_t cause, const char *detail);
 /** Same with explicit statuses (fault aborts, redirects). */
 void rm_stream_reply_status(rm_stream_t *s, rm_local_reply_t cause, int http_status, int grpc_status, const char *message);
+/** Same, adding the header fields of `extra` (pool memory; e.g. a redirect's location) to the response head. */
+void rm_stream_reply_with_headers(rm_stream_t *s, rm_local_reply_t cause, int http_status, int grpc_status, const char *message,
+                                  const rm_headers_t *extra);
 
 #endif

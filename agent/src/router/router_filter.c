@@ -1,11 +1,32 @@
+/*
+ * The routing filters. The router owns the stream's attempts: the try whose response may go
+ * downstream (the primary), re-tries of it, and mirrors. Its decisions, in order of precedence:
+ *
+ *  - A response head, or the trailers of a held gRPC response, is classified by the route's retry
+ *    policy; a retryable one is abandoned and the request re-sent after a full-jitter backoff,
+ *    while attempts, the cluster's retry budget and the replay buffer allow. Otherwise the attempt
+ *    is committed: its response goes downstream and nothing is retried after that.
+ *  - A refused request (REFUSED_STREAM, above a GOAWAY's last-stream-id, or a reused HTTP/1.1
+ *    connection closed before any response byte for an idempotent method) was never processed: it
+ *    is re-sent once on a fresh connection whatever the policy (the keep-alive race).
+ *  - Timers: the request deadline (the route timeout, or the client's smaller grpc-timeout), the
+ *    per-try timeout, and the stream idle timeout, all on the worker's timer wheel.
+ */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include "remora/strutil.h"
 #include "core/worker.h"
+#include "policy/grpc_timeout.h"
+#include "policy/retry.h"
 #include "proxy/attempt.h"
 #include "proxy/stream.h"
 #include "router/router.h"
 #include "router/router_filter.h"
 #include "upstream/cluster.h"
+
+/* Request bodies up to this size are kept for mirrors when the route has no retry policy. */
+#define DEFAULT_REPLAY_BYTES 65536
 
 /*
  * Route matching
@@ -29,8 +50,7 @@ route_on_request_head(rm_stream_t *s, void *state)
     if (s->config->num_clusters == 0)
         snprintf(msg + strlen(msg), sizeof(msg) - strlen(msg), ": no services are configured%s",
                  s->config->version == NULL ? "" : " in the control plane's snapshot");
-    RM_STAT_INC(s->lstats->local_replies[RM_LOCAL_NO_ROUTE]);
-    rm_stream_send_local_reply(s, 404, RM_GRPC_UNIMPLEMENTED, msg);
+    rm_stream_reply_status(s, RM_LOCAL_NO_ROUTE, 404, RM_GRPC_UNIMPLEMENTED, msg);
     return RM_FILTER_STOP;
 }
 
@@ -46,73 +66,476 @@ const rm_filter_t rm_route_filter = {
 typedef struct st_router_t {
     rm_stream_t *s;
     rm_cluster_t *cluster;
+    /** the route's retry policy, NULL when it has none */
+    const rm_config_retry_t *policy;
+    rm_retry_budget_t *budget;
     /** the try whose response goes (or may go) downstream */
     rm_attempt_t *primary;
-    /** request timeout (all tries) */
-    rm_timer_t timeout;
+    /** mirrors in flight (rm_attempt_t.owner_link) */
+    h2o_linklist_t mirrors;
+    /** the request deadline (all tries), the retry backoff, the stream idle timeout */
+    rm_timer_t deadline, backoff, idle;
+    uint64_t deadline_at_ms;
+    uint64_t idle_ms, last_activity_ms;
+    /** request bodies up to this size stay replayable (retries, mirrors) */
+    uint64_t replay_bytes;
+    rm_local_reply_t deadline_cause;
+    unsigned retries;
     unsigned tries;
+    /** mirrors waiting for the end of a request body of unknown length (bit per route mirror, up to 32) */
+    uint32_t pending_mirrors;
+    unsigned resent : 1;       /* the keep-alive-race re-send was used */
+    unsigned replay_lost : 1;  /* the body outgrew the replay buffer */
+    unsigned hold_grpc : 1;    /* hold gRPC response heads until DATA or trailers (retry on gRPC statuses) */
+    unsigned fresh_next : 1;   /* the next try goes on a new connection */
+    unsigned has_deadline : 1; /* deadline_at_ms is set */
 } router_t;
 
 static const rm_attempt_owner_ops_t owner_ops;
+static void start_try(router_t *r);
+static void start_mirror(router_t *r, const rm_config_mirror_t *m);
+
+/* The cluster's agent-wide retry budget, kept in the runtime's policy slot so the registry's lock
+ * is taken once per runtime, and re-configured when a reload changes the cluster's settings. */
+typedef struct st_budget_slot_t {
+    rm_retry_budget_t *budget;
+    const rm_config_cluster_t *configured;
+} budget_slot_t;
 
 static void
-stop_timeout(router_t *r)
+release_budget_slot(void *data)
 {
-    if (rm_timer_is_linked(&r->timeout))
-        rm_timer_unlink(&r->timeout);
+    budget_slot_t *b = data;
+    rm_retry_budget_release(b->budget);
+    free(b);
+}
+
+static rm_retry_budget_t *
+cluster_budget(rm_cluster_t *c)
+{
+    rm_cluster_slot_t *slot = rm_cluster_policy_slot(c);
+    budget_slot_t *b = slot->data;
+    const rm_config_cluster_t *cc = rm_cluster_config(c);
+    if (b == NULL) {
+        b = rm_calloc(1, sizeof(*b));
+        b->budget = rm_retry_budget_acquire(cc->name);
+        slot->data = b;
+        slot->release = release_budget_slot;
+    }
+    if (b->configured != cc) {
+        rm_retry_budget_configure(b->budget, cc->budget_percent, cc->budget_interval_ms, cc->min_retry_count,
+                                  cc->min_retry_interval_ms);
+        b->configured = cc;
+    }
+    return b->budget;
+}
+
+static uint64_t
+now_ms(router_t *r)
+{
+    return rm_worker_now_ms(r->s->worker);
 }
 
 static void
-on_timeout(rm_timer_t *entry)
+stop_timers(router_t *r)
 {
-    router_t *r = H2O_STRUCT_FROM_MEMBER(router_t, timeout, entry);
-    rm_stream_t *s = r->s;
-    if (s->resp_body.eos)
-        return;
+    rm_timer_unlink(&r->deadline);
+    rm_timer_unlink(&r->backoff);
+    rm_timer_unlink(&r->idle);
+}
+
+static void
+touch(router_t *r)
+{
+    if (r->idle_ms != 0)
+        r->last_activity_ms = now_ms(r);
+}
+
+/* The primary is done (its response completed, or it failed for good): nobody reads the request now. */
+static void
+finish_primary(router_t *r, rm_attempt_t *a)
+{
+    if (r->primary == a)
+        r->primary = NULL;
+    rm_timer_unlink(&a->try_timer);
+    stop_timers(r);
+    r->s->req_discard = 1;
+    rm_attempt_release(a);
+}
+
+static void
+cancel_primary(router_t *r)
+{
     rm_attempt_t *a = r->primary;
     r->primary = NULL;
-    if (s->down == NULL) {
-        /* nobody is waiting: just stop the upstream */
-        if (a != NULL)
-            rm_attempt_cancel(a);
-        return;
-    }
-    RM_STAT_INC(s->lstats->rq_timeout);
-    if (a != NULL)
+    if (a != NULL) {
+        rm_timer_unlink(&a->try_timer);
         rm_attempt_cancel(a);
+    }
+}
+
+static int
+is_idempotent(const rm_req_head_t *req)
+{
+    static const char *const methods[] = {"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"};
+    for (size_t i = 0; i != sizeof(methods) / sizeof(methods[0]); ++i)
+        if (h2o_memis(req->method.base, req->method.len, methods[i], strlen(methods[i])))
+            return 1;
+    return 0;
+}
+
+static int
+grpc_status_of(const rm_headers_t *headers)
+{
+    if (headers == NULL)
+        return -1;
+    ssize_t i = rm_headers_find(headers, H2O_STRLIT("grpc-status"), -1);
+    if (i < 0)
+        return -1;
+    const h2o_iovec_t v = headers->entries[i].value;
+    if (v.len == 0 || v.len > 2)
+        return -1;
+    int code = 0;
+    for (size_t k = 0; k != v.len; ++k) {
+        if (v.base[k] < '0' || v.base[k] > '9')
+            return -1;
+        code = code * 10 + (v.base[k] - '0');
+    }
+    return code;
+}
+
+/*
+ * Timers
+ */
+
+static void
+on_deadline(rm_timer_t *timer)
+{
+    router_t *r = H2O_STRUCT_FROM_MEMBER(router_t, deadline, timer);
+    rm_stream_t *s = r->s;
+    rm_timer_unlink(&r->backoff);
+    if (s->resp_body.eos)
+        return;
+    cancel_primary(r);
+    if (s->down == NULL)
+        return;
+    RM_STAT_INC(s->lstats->rq_timeout);
     if (!s->resp_head_sent) {
-        rm_stream_reply(s, RM_LOCAL_REQUEST_TIMEOUT, NULL);
+        rm_stream_reply(s, r->deadline_cause, NULL);
         return;
     }
-    RM_STAT_INC(s->lstats->local_replies[RM_LOCAL_REQUEST_TIMEOUT]);
+    RM_STAT_INC(s->lstats->local_replies[r->deadline_cause]);
     s->req_discard = 1;
-    rm_stream_abort_response(s, RM_GRPC_DEADLINE_EXCEEDED, RM_H2_CANCEL, "request timeout: the response did not complete in time");
+    rm_stream_abort_response(s, RM_GRPC_DEADLINE_EXCEEDED, RM_H2_CANCEL,
+                             r->deadline_cause == RM_LOCAL_GRPC_DEADLINE
+                                 ? "deadline exceeded (grpc-timeout): the response did not complete in time"
+                                 : "request timeout: the response did not complete in time");
+}
+
+static void
+on_idle(rm_timer_t *timer)
+{
+    router_t *r = H2O_STRUCT_FROM_MEMBER(router_t, idle, timer);
+    rm_stream_t *s = r->s;
+    uint64_t idle_for = now_ms(r) - r->last_activity_ms;
+    if (idle_for < r->idle_ms) {
+        rm_worker_timer_start(s->worker, &r->idle, r->idle_ms - idle_for);
+        return;
+    }
+    if (s->resp_body.eos)
+        return;
+    rm_timer_unlink(&r->backoff);
+    rm_timer_unlink(&r->deadline);
+    cancel_primary(r);
+    if (s->down == NULL)
+        return;
+    if (!s->resp_head_sent) {
+        rm_stream_reply(s, RM_LOCAL_STREAM_IDLE, NULL);
+        return;
+    }
+    RM_STAT_INC(s->lstats->local_replies[RM_LOCAL_STREAM_IDLE]);
+    s->req_discard = 1;
+    rm_stream_abort_response(s, RM_GRPC_CANCELLED, RM_H2_CANCEL, "stream idle timeout");
+}
+
+static void
+on_backoff(rm_timer_t *timer)
+{
+    router_t *r = H2O_STRUCT_FROM_MEMBER(router_t, backoff, timer);
+    if (r->s->down == NULL || r->s->aborted || r->s->resp_head_sent)
+        return;
+    start_try(r);
+}
+
+/*
+ * Retries
+ */
+
+/* Whether the request can be sent again as it was: bytes of its body already dropped are gone. */
+static int
+replayable(router_t *r)
+{
+    return !r->replay_lost && r->s->req_base == 0;
+}
+
+/* Abandons `a` and schedules another try; 0 if the policy, the budget or the body do not allow it. */
+static int
+try_retry(router_t *r, rm_attempt_t *a, unsigned reason)
+{
+    rm_stream_t *s = r->s;
+    rm_cluster_stats_t *cs = rm_cluster_stats(r->cluster);
+    if (reason == RM_RETRY_REASON_NONE || s->down == NULL || s->resp_head_sent)
+        return 0;
+    if (r->retries >= r->policy->attempts) {
+        RM_STAT_INC(cs->rq_retry_limit_exceeded);
+        return 0;
+    }
+    if (!replayable(r))
+        return 0; /* counted when the body outgrew the buffer */
+    if (!rm_retry_budget_try_withdraw(r->budget, now_ms(r))) {
+        RM_STAT_INC(cs->rq_retry_budget_exhausted);
+        return 0;
+    }
+    ++r->retries;
+    RM_STAT_INC(cs->rq_retry[reason - 1]);
+    if (r->primary == a)
+        r->primary = NULL;
+    rm_timer_unlink(&a->try_timer);
+    if (a->attached)
+        rm_attempt_cancel(a);
+    else
+        rm_attempt_release(a);
+    uint64_t delay =
+        rm_retry_backoff_ms(r->policy->backoff_base_ms, r->policy->backoff_max_ms, r->retries - 1, rm_worker_random(s->worker));
+    rm_worker_timer_start(s->worker, &r->backoff, delay);
+    return 1;
+}
+
+/* The keep-alive race: a request the upstream never processed goes again, once, on a fresh connection. */
+static int
+try_resend(router_t *r, rm_attempt_t *a, rm_upstream_error_t err, uint32_t h2_error)
+{
+    rm_stream_t *s = r->s;
+    int refused_h2 = (err == RM_UPSTREAM_ERR_RESET || err == RM_UPSTREAM_ERR_REFUSED) && h2_error == RM_H2_REFUSED_STREAM;
+    int stale_h1 = err == RM_UPSTREAM_ERR_REFUSED && h2_error == 0 && is_idempotent(&s->req);
+    if (r->resent || !(refused_h2 || stale_h1) || s->down == NULL || s->resp_head_sent || s->req_base != 0)
+        return 0;
+    r->resent = 1;
+    r->fresh_next = 1;
+    RM_STAT_INC(rm_cluster_stats(r->cluster)->rq_refused_resend);
+    if (r->primary == a)
+        r->primary = NULL;
+    rm_timer_unlink(&a->try_timer);
+    rm_attempt_release(a);
+    /* from the loop, not from inside the codec that reported the failure */
+    rm_worker_timer_start(s->worker, &r->backoff, 0);
+    return 1;
+}
+
+static void
+commit(router_t *r, rm_attempt_t *a)
+{
+    rm_timer_unlink(&a->try_timer);
+    if (a->number != 0)
+        RM_STAT_INC(rm_cluster_stats(r->cluster)->rq_retry_success);
+    rm_attempt_commit(a);
+}
+
+static void
+on_try_timeout(rm_timer_t *timer)
+{
+    rm_attempt_t *a = H2O_STRUCT_FROM_MEMBER(rm_attempt_t, try_timer, timer);
+    router_t *r = a->owner_ctx;
+    if (a->mirror) {
+        /* a shadow that does not answer in time is abandoned */
+        h2o_linklist_unlink(&a->owner_link);
+        rm_cluster_release(a->owner_data);
+        rm_attempt_cancel(a);
+        return;
+    }
+    if (a != r->primary || a->committed)
+        return;
+    RM_STAT_INC(rm_cluster_stats(r->cluster)->rq_per_try_timeout);
+    rm_cluster_report(r->cluster, a->endpoint, 0, rm_now_us() - a->started_at_us);
+    if (r->policy != NULL && try_retry(r, a, rm_retry_classify(r->policy, RM_RETRY_ON_PER_TRY_TIMEOUT, -1, -1)))
+        return;
+    cancel_primary(r);
+    stop_timers(r);
+    rm_stream_reply(r->s, RM_LOCAL_PER_TRY_TIMEOUT, NULL);
 }
 
 static void
 start_try(router_t *r)
 {
     rm_stream_t *s = r->s;
+    uint32_t try_ms = s->route->per_try_timeout_ms;
+    if (r->has_deadline) {
+        uint64_t now = now_ms(r);
+        if (now >= r->deadline_at_ms) {
+            on_deadline(&r->deadline);
+            return;
+        }
+        uint64_t left = r->deadline_at_ms - now;
+        if (try_ms == 0 || left < try_ms)
+            try_ms = (uint32_t)left;
+    }
     rm_attempt_t *a = rm_attempt_create(s, &owner_ops, r, rm_cluster_stats(r->cluster));
     a->number = r->tries++;
+    a->fresh_connection = r->fresh_next;
+    r->fresh_next = 0;
+    if (s->req.is_grpc && try_ms != 0) {
+        /* the upstream learns how long this try has: the smaller of the deadline and the per-try timeout */
+        char *buf = h2o_mem_alloc_pool(&s->pool, RM_GRPC_TIMEOUT_FORMAT_SIZE);
+        size_t n = rm_grpc_timeout_format((uint64_t)try_ms * 1000, buf);
+        a->grpc_timeout = h2o_iovec_init(buf, n);
+    }
+    a->try_timer.cb = on_try_timeout;
+    if (s->route->per_try_timeout_ms != 0)
+        rm_worker_timer_start(s->worker, &a->try_timer, s->route->per_try_timeout_ms);
     r->primary = a;
     rm_cluster_dispatch(r->cluster, a);
 }
+
+/*
+ * Mirrors
+ */
+
+static void
+start_mirror(router_t *r, const rm_config_mirror_t *m)
+{
+    rm_stream_t *s = r->s;
+    rm_cluster_t *c = rm_cluster_acquire(rm_cluster_lookup(s->worker, s->config, m->cluster_index));
+    rm_attempt_t *a = rm_attempt_create(s, &owner_ops, r, rm_cluster_stats(c));
+    a->mirror = 1;
+    a->owner_data = c;
+    h2o_linklist_insert(&r->mirrors, &a->owner_link);
+    RM_STAT_INC(s->lstats->mirror_sent);
+    /* a shadow never holds the stream longer than the route's timeout (or the shadow cluster's stream idle timeout) */
+    uint64_t limit = s->route->timeout_ms != 0 ? s->route->timeout_ms : rm_cluster_config(c)->stream_idle_timeout_ms;
+    a->try_timer.cb = on_try_timeout;
+    if (limit != 0)
+        rm_worker_timer_start(s->worker, &a->try_timer, limit);
+    rm_cluster_dispatch(c, a);
+}
+
+static void
+finish_mirror(rm_attempt_t *a)
+{
+    rm_timer_unlink(&a->try_timer);
+    if (h2o_linklist_is_linked(&a->owner_link)) {
+        h2o_linklist_unlink(&a->owner_link);
+        rm_cluster_release(a->owner_data);
+    }
+    rm_attempt_release(a);
+}
+
+/* Mirrors whose request body turned out to be complete and small enough go now; too large ones never. */
+static void
+settle_pending_mirrors(router_t *r)
+{
+    rm_stream_t *s = r->s;
+    if (r->pending_mirrors == 0)
+        return;
+    if (s->req_body.bytes_in > r->replay_bytes) {
+        for (uint32_t bits = r->pending_mirrors; bits != 0; bits &= bits - 1)
+            RM_STAT_INC(s->lstats->mirror_body_too_large);
+        r->pending_mirrors = 0;
+    } else if (s->req_body.eos) {
+        for (size_t i = 0; i != s->route->num_mirrors && i != 32; ++i)
+            if ((r->pending_mirrors & (1u << i)) != 0)
+                start_mirror(r, &s->route->mirrors[i]);
+        r->pending_mirrors = 0;
+    }
+}
+
+static void
+plan_mirrors(router_t *r)
+{
+    rm_stream_t *s = r->s;
+    const rm_config_route_t *route = s->route;
+    for (size_t i = 0; i != route->num_mirrors && i != 32; ++i) {
+        const rm_config_mirror_t *m = &route->mirrors[i];
+        if (rm_worker_random(s->worker) % 1000000 >= m->per_million)
+            continue;
+        int64_t cl = s->req.content_length;
+        if (!s->req.has_body || s->req_body.eos || (cl >= 0 && (uint64_t)cl <= r->replay_bytes && s->req_done)) {
+            if (s->req_body.bytes_in > r->replay_bytes)
+                RM_STAT_INC(s->lstats->mirror_body_too_large);
+            else
+                start_mirror(r, m);
+        } else if (cl >= 0 && (uint64_t)cl > r->replay_bytes) {
+            RM_STAT_INC(s->lstats->mirror_body_too_large);
+        } else {
+            r->pending_mirrors |= 1u << i;
+        }
+    }
+    if (r->pending_mirrors != 0 || !h2o_linklist_is_empty(&r->mirrors))
+        s->req_keep = 1;
+}
+
+/*
+ * Filter hooks
+ */
 
 static rm_filter_status_t
 router_on_request_head(rm_stream_t *s, void *state)
 {
     router_t *r = state;
+    const rm_config_route_t *route = s->route;
     r->s = s;
-    if (s->route->cluster_index == RM_CONFIG_NO_CLUSTER) {
+    h2o_linklist_init_anchor(&r->mirrors);
+    r->deadline.cb = on_deadline;
+    r->backoff.cb = on_backoff;
+    r->idle.cb = on_idle;
+    if (route->cluster_index == RM_CONFIG_NO_CLUSTER) {
         rm_stream_reply_status(s, RM_LOCAL_NO_CLUSTER, 500, RM_GRPC_INTERNAL, "the route has no backend");
         return RM_FILTER_STOP;
     }
-    rm_cluster_t *cluster = rm_cluster_lookup(s->worker, s->config, rm_router_pick_cluster(s->route, rm_worker_random(s->worker)));
-    r->cluster = rm_cluster_acquire(cluster);
-    r->timeout.cb = on_timeout;
-    if (s->route->timeout_ms != 0)
-        rm_worker_timer_start(s->worker, &r->timeout, s->route->timeout_ms);
+    r->cluster =
+        rm_cluster_acquire(rm_cluster_lookup(s->worker, s->config, rm_router_pick_cluster(route, rm_worker_random(s->worker))));
+    const rm_config_cluster_t *cc = rm_cluster_config(r->cluster);
+    uint64_t now = now_ms(r);
+
+    /* the deadline: the route's timeout, or the client's grpc-timeout when it is smaller */
+    uint64_t timeout_ms = route->timeout_ms;
+    r->deadline_cause = RM_LOCAL_REQUEST_TIMEOUT;
+    if (s->req.is_grpc) {
+        ssize_t i = rm_headers_find(&s->req.headers, H2O_STRLIT("grpc-timeout"), -1);
+        uint64_t us;
+        if (i >= 0 && rm_grpc_timeout_parse(s->req.headers.entries[i].value.base, s->req.headers.entries[i].value.len, &us) == 0) {
+            uint64_t ms = (us + 999) / 1000;
+            if (timeout_ms == 0 || ms < timeout_ms) {
+                timeout_ms = ms;
+                r->deadline_cause = RM_LOCAL_GRPC_DEADLINE;
+            }
+        }
+    }
+    if (timeout_ms != 0 || r->deadline_cause == RM_LOCAL_GRPC_DEADLINE) {
+        r->has_deadline = 1;
+        r->deadline_at_ms = now + timeout_ms;
+        rm_worker_timer_start(s->worker, &r->deadline, timeout_ms);
+    }
+    if ((r->idle_ms = cc->stream_idle_timeout_ms) != 0) {
+        r->last_activity_ms = now;
+        rm_worker_timer_start(s->worker, &r->idle, r->idle_ms);
+    }
+
+    r->replay_bytes = DEFAULT_REPLAY_BYTES;
+    if (route->retry.attempts != 0) {
+        r->policy = &route->retry;
+        r->replay_bytes = r->policy->max_replay_bytes;
+        r->budget = cluster_budget(r->cluster);
+        rm_retry_budget_on_request(r->budget, now);
+        r->hold_grpc = s->req.is_grpc && r->policy->grpc_status_mask != 0;
+        if (s->req.content_length >= 0 && (uint64_t)s->req.content_length > r->replay_bytes) {
+            r->replay_lost = 1;
+            RM_STAT_INC(rm_cluster_stats(r->cluster)->rq_retry_not_replayable);
+        } else {
+            s->req_keep = 1;
+        }
+    }
+    if (route->num_mirrors != 0)
+        plan_mirrors(r);
     start_try(r);
     return RM_FILTER_STOP;
 }
@@ -121,14 +544,32 @@ static void
 router_on_request_body(rm_stream_t *s, void *state)
 {
     router_t *r = state;
+    touch(r);
+    if (r->policy != NULL && !r->replay_lost && s->req_body.bytes_in > r->replay_bytes) {
+        r->replay_lost = 1;
+        RM_STAT_INC(rm_cluster_stats(r->cluster)->rq_retry_not_replayable);
+    }
+    settle_pending_mirrors(r);
+    if (s->req_keep && (r->policy == NULL || r->replay_lost) && r->pending_mirrors == 0 && h2o_linklist_is_empty(&r->mirrors)) {
+        /* nothing will replay the body: keep only what the primary has not taken */
+        s->req_keep = 0;
+        if (r->primary != NULL)
+            rm_stream_drop_request_before(s, r->primary->req_off);
+    }
     if (r->primary != NULL)
         rm_attempt_notify_req_body(r->primary);
+    for (h2o_linklist_t *n = r->mirrors.next; n != &r->mirrors;) {
+        rm_attempt_t *m = H2O_STRUCT_FROM_MEMBER(rm_attempt_t, owner_link, n);
+        n = n->next;
+        rm_attempt_notify_req_body(m);
+    }
 }
 
 static void
 router_on_response_consumed(rm_stream_t *s, void *state, size_t n)
 {
     router_t *r = state;
+    touch(r);
     if (r->primary != NULL && r->primary->committed)
         rm_attempt_notify_resp_consumed(r->primary, n);
 }
@@ -137,42 +578,46 @@ static void
 router_on_abort(rm_stream_t *s, void *state)
 {
     router_t *r = state;
-    stop_timeout(r);
-    rm_attempt_t *a = r->primary;
-    r->primary = NULL;
-    if (a != NULL)
-        rm_attempt_cancel(a);
+    stop_timers(r);
+    r->pending_mirrors = 0;
+    cancel_primary(r);
+    /* mirrors in flight finish on their own (bounded by their timer): fire and forget */
 }
 
 static void
 router_on_destroy(rm_stream_t *s, void *state)
 {
     router_t *r = state;
-    stop_timeout(r);
+    stop_timers(r);
     if (r->cluster != NULL)
         rm_cluster_release(r->cluster);
 }
 
-/* The exchange upstream is over: the request pipe has no reader any more. */
-static void
-finish_primary(router_t *r, rm_attempt_t *a)
-{
-    if (r->primary == a)
-        r->primary = NULL;
-    r->s->req_discard = 1;
-    rm_attempt_release(a);
-}
+/*
+ * Attempt outcomes
+ */
 
 static void
 on_head(rm_attempt_t *a)
 {
-    rm_attempt_commit(a);
+    router_t *r = a->owner_ctx;
+    rm_cluster_report(r->cluster, a->endpoint, a->resp.status < 500, rm_now_us() - a->started_at_us);
+    if (r->policy != NULL) {
+        int grpc_status = a->resp_no_body ? grpc_status_of(&a->resp.headers) : -1;
+        if (try_retry(r, a, rm_retry_classify(r->policy, 0, a->resp.status, grpc_status)))
+            return;
+        if (r->hold_grpc && !a->resp_no_body && a->resp.status == 200 && r->retries < r->policy->attempts)
+            return; /* the status comes with the trailers, unless DATA comes first */
+    }
+    touch(r);
+    commit(r, a);
 }
 
 static void
 on_body_start(rm_attempt_t *a)
 {
-    rm_attempt_commit(a);
+    router_t *r = a->owner_ctx;
+    commit(r, a);
 }
 
 static void
@@ -180,12 +625,14 @@ on_end(rm_attempt_t *a, rm_headers_t *trailers)
 {
     router_t *r = a->owner_ctx;
     if (a->mirror) {
-        rm_attempt_release(a);
+        finish_mirror(a);
         return;
     }
-    rm_attempt_commit(a);
+    /* a held gRPC response ended without DATA: its status is in the trailers */
+    if (r->policy != NULL && try_retry(r, a, rm_retry_classify(r->policy, 0, a->resp.status, grpc_status_of(trailers))))
+        return;
+    commit(r, a);
     rm_stream_on_response_end(r->s, trailers);
-    stop_timeout(r);
     finish_primary(r, a);
 }
 
@@ -193,8 +640,57 @@ static void
 on_complete(rm_attempt_t *a)
 {
     router_t *r = a->owner_ctx;
-    stop_timeout(r);
     finish_primary(r, a);
+}
+
+static unsigned
+retry_cause(rm_upstream_error_t err, uint32_t h2_error)
+{
+    switch (err) {
+    case RM_UPSTREAM_ERR_CONNECT:
+    case RM_UPSTREAM_ERR_TIMEOUT:
+        return RM_RETRY_ON_CONNECT_FAILURE;
+    case RM_UPSTREAM_ERR_REFUSED:
+        return RM_RETRY_ON_REFUSED_STREAM;
+    case RM_UPSTREAM_ERR_RESET:
+        return h2_error == RM_H2_REFUSED_STREAM ? RM_RETRY_ON_REFUSED_STREAM : RM_RETRY_ON_RESET;
+    case RM_UPSTREAM_ERR_CLOSED:
+    case RM_UPSTREAM_ERR_PROTOCOL:
+        return RM_RETRY_ON_RESET;
+    }
+    return 0;
+}
+
+static void
+reply_failure(rm_stream_t *s, rm_upstream_error_t err, uint32_t h2_error, const char *detail)
+{
+    switch (err) {
+    case RM_UPSTREAM_ERR_CONNECT:
+        rm_stream_reply(s, RM_LOCAL_UNREACHABLE, detail);
+        break;
+    case RM_UPSTREAM_ERR_TIMEOUT:
+        rm_stream_reply(s, RM_LOCAL_CONNECT_TIMEOUT, detail);
+        break;
+    case RM_UPSTREAM_ERR_REFUSED:
+        rm_stream_reply(s, RM_LOCAL_UPSTREAM_REFUSED, detail);
+        break;
+    case RM_UPSTREAM_ERR_RESET: {
+        char msg[512];
+        snprintf(msg, sizeof(msg), "%s%s%s", rm_local_replies[RM_LOCAL_UPSTREAM_RESET].message, detail != NULL ? ": " : "",
+                 detail != NULL ? detail : "");
+        if (h2_error == RM_H2_REFUSED_STREAM)
+            rm_stream_reply_status(s, RM_LOCAL_UPSTREAM_RESET, 503, RM_GRPC_UNAVAILABLE, msg);
+        else
+            rm_stream_reply_status(s, RM_LOCAL_UPSTREAM_RESET, 502, rm_grpc_status_from_h2_error(h2_error), msg);
+        break;
+    }
+    case RM_UPSTREAM_ERR_CLOSED:
+        rm_stream_reply(s, RM_LOCAL_UPSTREAM_CLOSED, detail);
+        break;
+    case RM_UPSTREAM_ERR_PROTOCOL:
+        rm_stream_reply(s, RM_LOCAL_UPSTREAM_PROTOCOL, detail);
+        break;
+    }
 }
 
 static void
@@ -203,44 +699,23 @@ on_error(rm_attempt_t *a, rm_upstream_error_t err, uint32_t h2_error, const char
     router_t *r = a->owner_ctx;
     rm_stream_t *s = r->s;
     if (a->mirror) {
-        rm_attempt_release(a);
+        finish_mirror(a);
         return;
     }
-    int committed = a->committed;
+    rm_cluster_report(r->cluster, a->endpoint, 0, rm_now_us() - a->started_at_us);
+    if (!a->committed) {
+        /* a policy that covers the failure counts it as a retry; the keep-alive-race re-send
+         * covers refused requests on every route, once */
+        if (r->policy != NULL && try_retry(r, a, rm_retry_classify(r->policy, retry_cause(err, h2_error), -1, -1)))
+            return;
+        if (try_resend(r, a, err, h2_error))
+            return;
+        finish_primary(r, a);
+        reply_failure(s, err, h2_error, detail);
+        return;
+    }
     finish_primary(r, a);
-    if (!committed) {
-        stop_timeout(r);
-        switch (err) {
-        case RM_UPSTREAM_ERR_CONNECT:
-            rm_stream_reply(s, RM_LOCAL_UNREACHABLE, detail);
-            break;
-        case RM_UPSTREAM_ERR_TIMEOUT:
-            rm_stream_reply(s, RM_LOCAL_CONNECT_TIMEOUT, detail);
-            break;
-        case RM_UPSTREAM_ERR_REFUSED:
-            rm_stream_reply(s, RM_LOCAL_UPSTREAM_REFUSED, detail);
-            break;
-        case RM_UPSTREAM_ERR_RESET: {
-            char msg[512];
-            snprintf(msg, sizeof(msg), "%s%s%s", rm_local_replies[RM_LOCAL_UPSTREAM_RESET].message, detail != NULL ? ": " : "",
-                     detail != NULL ? detail : "");
-            if (h2_error == RM_H2_REFUSED_STREAM)
-                rm_stream_reply_status(s, RM_LOCAL_UPSTREAM_RESET, 503, RM_GRPC_UNAVAILABLE, msg);
-            else
-                rm_stream_reply_status(s, RM_LOCAL_UPSTREAM_RESET, 502, rm_grpc_status_from_h2_error(h2_error), msg);
-            break;
-        }
-        case RM_UPSTREAM_ERR_CLOSED:
-            rm_stream_reply(s, RM_LOCAL_UPSTREAM_CLOSED, detail);
-            break;
-        case RM_UPSTREAM_ERR_PROTOCOL:
-            rm_stream_reply(s, RM_LOCAL_UPSTREAM_PROTOCOL, detail);
-            break;
-        }
-        return;
-    }
     /* the response started: end it as the protocol requires */
-    stop_timeout(r);
     int grpc_status = err == RM_UPSTREAM_ERR_RESET    ? rm_grpc_status_from_h2_error(h2_error)
                       : err == RM_UPSTREAM_ERR_CLOSED ? RM_GRPC_UNAVAILABLE
                                                       : RM_GRPC_INTERNAL;

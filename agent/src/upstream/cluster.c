@@ -44,6 +44,7 @@ struct st_rm_cluster_t {
     /** attempts waiting for the first DNS answer */
     h2o_linklist_t waiting;
     rm_cluster_t *next_retired;
+    rm_cluster_slot_t policy_slot;
 };
 
 static void update_endpoints(rm_cluster_t *c);
@@ -371,11 +372,19 @@ free_cluster(rm_cluster_t *c)
     free(c->dns);
     free(c->endpoints);
     c->lb->destroy(c->lb_state);
+    if (c->policy_slot.release != NULL)
+        c->policy_slot.release(c->policy_slot.data);
     if (c->ssl_ctx != NULL)
         SSL_CTX_free(c->ssl_ctx);
     rm_config_unref(c->snapshot);
     free(c->name);
     free(c);
+}
+
+rm_cluster_slot_t *
+rm_cluster_policy_slot(rm_cluster_t *c)
+{
+    return &c->policy_slot;
 }
 
 void

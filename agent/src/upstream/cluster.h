@@ -84,6 +84,15 @@ SSL_CTX *rm_cluster_ssl_ctx(rm_cluster_t *c);
  * rm_attempt_on_error (possibly synchronously).
  */
 void rm_cluster_dispatch(rm_cluster_t *c, rm_attempt_t *a);
+/**
+ * A slot where the policy layer (above this one) keeps its per-runtime state, e.g. the router's
+ * handle on the cluster's agent-wide retry budget; `release` (if set) is called when the runtime is freed.
+ */
+typedef struct st_rm_cluster_slot_t {
+    void *data;
+    void (*release)(void *data);
+} rm_cluster_slot_t;
+rm_cluster_slot_t *rm_cluster_policy_slot(rm_cluster_t *c);
 /** The outcome of an attempt on endpoint `ep` (a->endpoint; NULL: none was picked), for the load balancer. */
 void rm_cluster_report(rm_cluster_t *c, rm_endpoint_t *ep, int success, uint64_t latency_us);
 
