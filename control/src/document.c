@@ -9,7 +9,8 @@
  */
 #include <arpa/inet.h>
 #include <ctype.h>
-#include <regex.h>
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +20,7 @@
 #include "remora/yamlutil.h"
 #include "remora/log.h"
 #include "remora/strutil.h"
+#include "remora/v1/policy.pb-c.h"
 #include "remora/v1/route.pb-c.h"
 #include "remora/v1/service.pb-c.h"
 #include "document.h"
@@ -196,6 +198,29 @@ require(parser_t *p, yaml_node_t *parent, const char *path, yaml_node_t *value, 
     return 0;
 }
 
+/*
+ * Fields that belong to the document's shape but that this version does not take yet: naming them
+ * says so, instead of "unknown field". Call before fields().
+ */
+static int
+reject_planned(parser_t *p, yaml_node_t *map, const char *path, const char *const *planned)
+{
+    if (map->type != YAML_MAPPING_NODE)
+        return 0;
+    for (yaml_node_pair_t *pair = map->data.mapping.pairs.start; pair != map->data.mapping.pairs.top; ++pair) {
+        yaml_node_t *k = yaml_document_get_node(&p->doc, pair->key);
+        if (k->type != YAML_SCALAR_NODE)
+            continue;
+        for (const char *const *q = planned; *q != NULL; ++q) {
+            if (strcmp(*q, (const char *)k->data.scalar.value) == 0) {
+                char sub[256];
+                return fail(p, k, join(sub, sizeof(sub), path, *q), "is not supported yet by this version of Remora");
+            }
+        }
+    }
+    return 0;
+}
+
 /* A scalar as a string; points into the YAML document. */
 static int
 get_str(parser_t *p, yaml_node_t *node, const char *path, const char **out)
@@ -293,18 +318,28 @@ is_dns_name(const char *s)
     }
 }
 
+/* The agent matches with PCRE2, anchored at both ends, bytes rather than UTF-8 (agent/src/router/match.c):
+ * checking with the same engine, options and size limit here means a pattern that passes is one the
+ * agent compiles. */
+#define MAX_REGEX_BYTES 4096
+#define REGEX_OPTIONS (PCRE2_ANCHORED | PCRE2_ENDANCHORED | PCRE2_NEVER_UTF | PCRE2_NEVER_UCP)
+
 static int
 check_regex(parser_t *p, yaml_node_t *node, const char *path, const char *re)
 {
-    regex_t rx;
-    int rc = regcomp(&rx, re, REG_EXTENDED | REG_NOSUB);
-    if (rc != 0) {
-        char err[128];
-        regerror(rc, &rx, err, sizeof(err));
-        regfree(&rx);
-        return fail(p, node, path, "invalid regular expression '%s': %s (POSIX extended syntax)", re, err);
+    int code;
+    PCRE2_SIZE offset;
+    if (strlen(re) > MAX_REGEX_BYTES)
+        return fail(p, node, path, "the regular expression is longer than %d bytes", MAX_REGEX_BYTES);
+    pcre2_code *rx = pcre2_compile((PCRE2_SPTR)re, PCRE2_ZERO_TERMINATED, REGEX_OPTIONS, &code, &offset, NULL);
+    if (rx == NULL) {
+        PCRE2_UCHAR err[128];
+        if (pcre2_get_error_message(code, err, sizeof(err)) < 0)
+            snprintf((char *)err, sizeof(err), "error %d", code);
+        return fail(p, node, path, "invalid regular expression '%s': %s at offset %zu (PCRE2 syntax)", re, (const char *)err,
+                    (size_t)offset);
     }
-    regfree(&rx);
+    pcre2_code_free(rx);
     return 0;
 }
 
@@ -538,10 +573,11 @@ parse_service_spec(parser_t *p, yaml_node_t *node, Remora__V1__ServiceSpec **out
 /* ------------------------------------------------------------------------------------- references */
 
 static void
-add_ref(parser_t *p, yaml_node_t *node, const char *path, const char *ns, const char *name)
+add_ref(parser_t *p, yaml_node_t *node, const char *path, rm_kind_t kind, const char *ns, const char *name)
 {
     p->refs = rm_realloc(p->refs, (p->num_refs + 1) * sizeof(p->refs[0]));
     rm_ref_t *r = &p->refs[p->num_refs++];
+    r->kind = kind;
     r->ns = rm_strdup(ns);
     r->name = rm_strdup(name);
     r->file = rm_strdup(p->file);
@@ -616,7 +652,7 @@ parse_parent_refs(parser_t *p, yaml_node_t *spec, yaml_node_t *node, size_t *n_o
         r->name = arena_strdup(&p->arena, name);
         r->namespace_ = arena_strdup(&p->arena, ns);
         r->port = (uint32_t)port;
-        add_ref(p, v[2], path, ns, name);
+        add_ref(p, v[2], path, RM_KIND_SERVICE, ns, name);
         refs[i] = r;
     }
     *n_out = n;
@@ -661,7 +697,7 @@ parse_backend_refs(parser_t *p, yaml_node_t *rule, const char *rule_path, yaml_n
         r->port = (uint32_t)port;
         r->weight = (uint32_t)weight;
         total += (uint64_t)weight;
-        add_ref(p, v[2], path, ns, name);
+        add_ref(p, v[2], path, RM_KIND_SERVICE, ns, name);
         refs[i] = r;
     }
     if (total == 0)
@@ -939,6 +975,9 @@ parse_grpc_match(parser_t *p, yaml_node_t *node, const char *path, Remora__V1__G
                 return -1;
             if (method[0] != '\0' && check_regex(p, mv[2], join(sub, sizeof(sub), mpath, "method"), method) != 0)
                 return -1;
+            /* the agent matches "/(?:service)/(?:method)" as one expression */
+            if (strlen(service) + strlen(method) + 16 > MAX_REGEX_BYTES)
+                return fail(p, v[0], mpath, "service and method together must be shorter than %d bytes", MAX_REGEX_BYTES - 16);
         } else {
             return fail(p, mv[0], join(sub, sizeof(sub), mpath, "type"), "unknown type '%s' (use Exact or RegularExpression)",
                         type);
@@ -953,23 +992,745 @@ parse_grpc_match(parser_t *p, yaml_node_t *node, const char *path, Remora__V1__G
     return 0;
 }
 
+/* ------------------------------------------------------------------------------------ durations */
+
+/* A duration within [min_ms, max_ms]; `range` says so in the error ("must be from 1ms to 1h"). */
+static int
+parse_duration_in(parser_t *p, yaml_node_t *node, const char *path, uint64_t min_ms, uint64_t max_ms, const char *range,
+                  uint64_t *ms, Remora__V1__Duration **out)
+{
+    if (parse_duration(p, node, path, ms, out) != 0)
+        return -1;
+    if (*ms < min_ms || *ms > max_ms)
+        return fail(p, node, path, "%s, got %s", range, (const char *)node->data.scalar.value);
+    return 0;
+}
+
+static Remora__V1__Duration *
+duration_of(parser_t *p, uint64_t ms)
+{
+    Remora__V1__Duration *d = arena_alloc(&p->arena, sizeof(*d));
+    remora__v1__duration__init(d);
+    d->seconds = (int64_t)(ms / 1000);
+    d->nanos = (int32_t)(ms % 1000) * 1000000;
+    return d;
+}
+
+#define HOUR_MS (3600 * (uint64_t)1000)
+#define DAY_MS (24 * HOUR_MS)
+
+/* ---------------------------------------------------------------------------------- gRPC status */
+
+static const char *const grpc_status_names[] = {"OK",
+                                                "CANCELLED",
+                                                "UNKNOWN",
+                                                "INVALID_ARGUMENT",
+                                                "DEADLINE_EXCEEDED",
+                                                "NOT_FOUND",
+                                                "ALREADY_EXISTS",
+                                                "PERMISSION_DENIED",
+                                                "RESOURCE_EXHAUSTED",
+                                                "FAILED_PRECONDITION",
+                                                "ABORTED",
+                                                "OUT_OF_RANGE",
+                                                "UNIMPLEMENTED",
+                                                "INTERNAL",
+                                                "UNAVAILABLE",
+                                                "DATA_LOSS",
+                                                "UNAUTHENTICATED",
+                                                NULL};
+
+/* A gRPC status name other than OK ("UNAVAILABLE"; case-insensitive, as gRPC's own tools take them). */
+static int
+parse_grpc_status(parser_t *p, yaml_node_t *node, const char *path, Remora__V1__GRPCStatusCode *out)
+{
+    const char *s;
+    if (get_str(p, node, path, &s) != 0)
+        return -1;
+    if (strcasecmp(s, "OK") == 0)
+        return fail(p, node, path, "OK is not an error status: use one such as UNAVAILABLE");
+    for (int i = 1; grpc_status_names[i] != NULL; ++i) {
+        if (strcasecmp(grpc_status_names[i], s) == 0) {
+            *out = (Remora__V1__GRPCStatusCode)i;
+            return 0;
+        }
+    }
+    return fail(p, node, path,
+                "'%s' is not a gRPC status name (use CANCELLED, UNKNOWN, INVALID_ARGUMENT, DEADLINE_EXCEEDED, NOT_FOUND, "
+                "ALREADY_EXISTS, PERMISSION_DENIED, RESOURCE_EXHAUSTED, FAILED_PRECONDITION, ABORTED, OUT_OF_RANGE, "
+                "UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS or UNAUTHENTICATED)",
+                s);
+}
+
+/* ----------------------------------------------------------------------------------------- retry */
+
+static const struct {
+    const char *name;
+    Remora__V1__RetryCondition value;
+} retry_conditions[] = {
+    {"connect-failure", REMORA__V1__RETRY_CONDITION__RETRY_CONDITION_CONNECT_FAILURE},
+    {"refused-stream", REMORA__V1__RETRY_CONDITION__RETRY_CONDITION_REFUSED_STREAM},
+    {"reset", REMORA__V1__RETRY_CONDITION__RETRY_CONDITION_RESET},
+};
+
+#define MAX_RETRY_ATTEMPTS 10
+#define DEFAULT_RETRY_ATTEMPTS 1
+#define DEFAULT_RETRY_BACKOFF_MS 25
+
+/* HTTPRouteRetry and GRPCRouteRetry share everything but the type of `codes`. */
+typedef struct st_retry_out_t {
+    uint32_t *attempts;
+    Remora__V1__Duration **backoff;
+    size_t *n_conditions;
+    Remora__V1__RetryCondition **conditions;
+} retry_out_t;
+
+static int
+parse_retry(parser_t *p, yaml_node_t *node, const char *rule_path, int grpc, ProtobufCMessage **out)
+{
+    static const char *const keys[] = {"attempts", "backoff", "codes", "conditions", NULL};
+    char path[128], sub[160];
+    yaml_node_t *v[4];
+    join(path, sizeof(path), rule_path, "retry");
+    if (fields(p, node, path, keys, v) != 0)
+        return -1;
+    retry_out_t o;
+    if (grpc) {
+        Remora__V1__GRPCRouteRetry *r = arena_alloc(&p->arena, sizeof(*r));
+        remora__v1__grpcroute_retry__init(r);
+        o = (retry_out_t){&r->attempts, &r->backoff, &r->n_conditions, &r->conditions};
+        yaml_node_item_t *items;
+        size_t n = 1;
+        if (v[2] != NULL && get_seq(p, v[2], join(sub, sizeof(sub), path, "codes"), &items, &n) != 0)
+            return -1;
+        r->codes = arena_alloc(&p->arena, sizeof(r->codes[0]) * (n + 1));
+        if (v[2] == NULL) {
+            r->codes[0] = REMORA__V1__GRPCSTATUS_CODE__GRPC_STATUS_CODE_UNAVAILABLE;
+        } else {
+            for (size_t i = 0; i != n; ++i) {
+                char ipath[192];
+                index_path(ipath, sizeof(ipath), sub, i);
+                if (parse_grpc_status(p, item(p, items, i), ipath, &r->codes[i]) != 0)
+                    return -1;
+                for (size_t j = 0; j != i; ++j)
+                    if (r->codes[j] == r->codes[i])
+                        return fail(p, item(p, items, i), ipath, "%s is listed twice", grpc_status_names[r->codes[i]]);
+            }
+        }
+        r->n_codes = n;
+        *out = &r->base;
+    } else {
+        Remora__V1__HTTPRouteRetry *r = arena_alloc(&p->arena, sizeof(*r));
+        remora__v1__httproute_retry__init(r);
+        o = (retry_out_t){&r->attempts, &r->backoff, &r->n_conditions, &r->conditions};
+        yaml_node_item_t *items;
+        size_t n = 1;
+        if (v[2] != NULL && get_seq(p, v[2], join(sub, sizeof(sub), path, "codes"), &items, &n) != 0)
+            return -1;
+        r->codes = arena_alloc(&p->arena, sizeof(r->codes[0]) * (n + 1));
+        if (v[2] == NULL) {
+            r->codes[0] = 503;
+        } else {
+            for (size_t i = 0; i != n; ++i) {
+                char ipath[192];
+                int64_t code;
+                index_path(ipath, sizeof(ipath), sub, i);
+                if (get_int(p, item(p, items, i), ipath, 400, 599, &code) != 0)
+                    return -1;
+                r->codes[i] = (uint32_t)code;
+                for (size_t j = 0; j != i; ++j)
+                    if (r->codes[j] == r->codes[i])
+                        return fail(p, item(p, items, i), ipath, "%u is listed twice", r->codes[i]);
+            }
+        }
+        r->n_codes = n;
+        *out = &r->base;
+    }
+    int64_t attempts = DEFAULT_RETRY_ATTEMPTS;
+    if (v[0] != NULL && get_int(p, v[0], join(sub, sizeof(sub), path, "attempts"), 0, MAX_RETRY_ATTEMPTS, &attempts) != 0)
+        return -1;
+    *o.attempts = (uint32_t)attempts;
+    uint64_t ms;
+    if (v[1] != NULL) {
+        if (parse_duration_in(p, v[1], join(sub, sizeof(sub), path, "backoff"), 1, 60000, "must be from 1ms to 1m", &ms,
+                              o.backoff) != 0)
+            return -1;
+    } else {
+        *o.backoff = duration_of(p, DEFAULT_RETRY_BACKOFF_MS);
+    }
+    /* Without a list, the failures where the backend surely never saw the request (what the Gateway
+     * API says implementations SHOULD retry); `reset` may replay a processed request, so it is opt-in. */
+    yaml_node_item_t *items;
+    size_t n = 2;
+    if (v[3] != NULL && get_seq(p, v[3], join(sub, sizeof(sub), path, "conditions"), &items, &n) != 0)
+        return -1;
+    Remora__V1__RetryCondition *conds = arena_alloc(&p->arena, sizeof(conds[0]) * (n + 1));
+    if (v[3] == NULL) {
+        conds[0] = REMORA__V1__RETRY_CONDITION__RETRY_CONDITION_CONNECT_FAILURE;
+        conds[1] = REMORA__V1__RETRY_CONDITION__RETRY_CONDITION_REFUSED_STREAM;
+    } else {
+        for (size_t i = 0; i != n; ++i) {
+            char ipath[192];
+            const char *s;
+            index_path(ipath, sizeof(ipath), sub, i);
+            if (get_str(p, item(p, items, i), ipath, &s) != 0)
+                return -1;
+            size_t k;
+            for (k = 0; k != sizeof(retry_conditions) / sizeof(retry_conditions[0]); ++k)
+                if (strcmp(retry_conditions[k].name, s) == 0)
+                    break;
+            if (k == sizeof(retry_conditions) / sizeof(retry_conditions[0]))
+                return fail(p, item(p, items, i), ipath, "unknown condition '%s' (use connect-failure, refused-stream or reset)",
+                            s);
+            conds[i] = retry_conditions[k].value;
+            for (size_t j = 0; j != i; ++j)
+                if (conds[j] == conds[i])
+                    return fail(p, item(p, items, i), ipath, "'%s' is listed twice", s);
+        }
+    }
+    *o.n_conditions = n;
+    *o.conditions = conds;
+    return 0;
+}
+
+/* --------------------------------------------------------------------------------------- filters */
+
+#define MAX_FILTERS 16
+#define MAX_HEADER_ACTIONS 16
+
+/* `op` 0 set, 1 add, 2 remove; `request`: a RequestHeaderModifier. The fields the agent manages
+ * itself cannot be modified. */
+static int
+get_header_name(parser_t *p, yaml_node_t *node, const char *path, int request, int op, char **out)
+{
+    static const char *const managed[] = {"connection",        "keep-alive", "proxy-connection", "te",
+                                          "transfer-encoding", "upgrade",    "content-length"};
+    const char *name;
+    if (get_str(p, node, path, &name) != 0)
+        return -1;
+    if (!is_token(name) || strlen(name) > 256)
+        return fail(p, node, path, "'%s' is not a valid header name (letters, digits and !#$%%&'*+-.^_`|~; at most 256)", name);
+    for (size_t i = 0; i != sizeof(managed) / sizeof(managed[0]); ++i)
+        if (strcasecmp(name, managed[i]) == 0)
+            return fail(p, node, path, "'%s' cannot be modified: the agent manages it per connection and message", name);
+    if (request && op != 0 && strcasecmp(name, "host") == 0)
+        return fail(p, node, path, "'host' can only be set (which sets the request's authority)");
+    char *lower = arena_strdup(&p->arena, name);
+    for (char *c = lower; *c != '\0'; ++c)
+        *c = (char)tolower((unsigned char)*c);
+    *out = lower;
+    return 0;
+}
+
+/* Gateway API HTTPHeaderFilter; names are stored lower-case, and each appears in one action only. */
+static int
+parse_header_filter(parser_t *p, yaml_node_t *node, const char *path, int request, Remora__V1__HTTPHeaderFilter **out)
+{
+    static const char *const keys[] = {"set", "add", "remove", NULL};
+    static const char *const hkeys[] = {"name", "value", NULL};
+    yaml_node_t *v[3];
+    char sub[224], ipath[256], fpath[288];
+    if (fields(p, node, path, keys, v) != 0)
+        return -1;
+    Remora__V1__HTTPHeaderFilter *f = arena_alloc(&p->arena, sizeof(*f));
+    remora__v1__httpheader_filter__init(f);
+    /* every name seen so far, for the one-action-per-name rule */
+    const char *seen[3 * MAX_HEADER_ACTIONS];
+    yaml_node_t *seen_at[3 * MAX_HEADER_ACTIONS];
+    size_t num_seen = 0;
+    for (int list = 0; list != 3; ++list) {
+        yaml_node_item_t *items;
+        size_t n;
+        if (v[list] == NULL)
+            continue;
+        join(sub, sizeof(sub), path, keys[list]);
+        if (get_seq(p, v[list], sub, &items, &n) != 0)
+            return -1;
+        if (n > MAX_HEADER_ACTIONS)
+            return fail(p, v[list], sub, "at most %d entries, got %zu", MAX_HEADER_ACTIONS, n);
+        Remora__V1__HTTPHeader **hs = list != 2 ? arena_alloc(&p->arena, sizeof(hs[0]) * (n + 1)) : NULL;
+        char **names = list == 2 ? arena_alloc(&p->arena, sizeof(names[0]) * (n + 1)) : NULL;
+        for (size_t i = 0; i != n; ++i) {
+            yaml_node_t *it = item(p, items, i), *hv[2], *name_node = it;
+            char *name;
+            index_path(ipath, sizeof(ipath), sub, i);
+            if (list == 2) {
+                if (get_header_name(p, it, ipath, request, list, &name) != 0)
+                    return -1;
+                names[i] = name;
+            } else {
+                const char *value;
+                if (fields(p, it, ipath, hkeys, hv) != 0 || require(p, it, ipath, hv[0], "name") != 0 ||
+                    require(p, it, ipath, hv[1], "value") != 0 ||
+                    get_header_name(p, hv[0], join(fpath, sizeof(fpath), ipath, "name"), request, list, &name) != 0 ||
+                    get_str(p, hv[1], join(fpath, sizeof(fpath), ipath, "value"), &value) != 0)
+                    return -1;
+                if (value[0] == '\0' || strlen(value) > 4096)
+                    return fail(p, hv[1], fpath, "must be 1 to 4096 characters");
+                for (const char *c = value; *c != '\0'; ++c)
+                    if (((unsigned char)*c < 0x20 && *c != '\t') || *c == 0x7f)
+                        return fail(p, hv[1], fpath, "must not contain line breaks or control characters");
+                Remora__V1__HTTPHeader *h = arena_alloc(&p->arena, sizeof(*h));
+                remora__v1__httpheader__init(h);
+                h->name = name;
+                h->value = arena_strdup(&p->arena, value);
+                hs[i] = h;
+                name_node = hv[0];
+            }
+            for (size_t j = 0; j != num_seen; ++j)
+                if (strcmp(seen[j], name) == 0)
+                    return fail(p, name_node, ipath,
+                                "header '%s' is already modified on line %u: only one action (set, add or remove) per header name",
+                                name, rm_yaml_line(seen_at[j]));
+            seen[num_seen] = name;
+            seen_at[num_seen++] = name_node;
+        }
+        if (list == 0)
+            f->n_set_headers = n, f->set_headers = hs;
+        else if (list == 1)
+            f->n_add_headers = n, f->add_headers = hs;
+        else
+            f->n_remove_headers = n, f->remove_headers = names;
+    }
+    *out = f;
+    return 0;
+}
+
+static int
+parse_mirror(parser_t *p, yaml_node_t *node, const char *path, Remora__V1__HTTPRequestMirrorFilter **out)
+{
+    static const char *const keys[] = {"backendRef", "percent", "fraction", NULL};
+    static const char *const rkeys[] = {"group", "kind", "name", "namespace", "port", NULL};
+    static const char *const fkeys[] = {"numerator", "denominator", NULL};
+    yaml_node_t *v[3], *rv[5], *fv[2];
+    char sub[224], fpath[256];
+    if (fields(p, node, path, keys, v) != 0 || require(p, node, path, v[0], "backendRef") != 0)
+        return -1;
+    Remora__V1__HTTPRequestMirrorFilter *m = arena_alloc(&p->arena, sizeof(*m));
+    remora__v1__httprequest_mirror_filter__init(m);
+    join(sub, sizeof(sub), path, "backendRef");
+    const char *name, *ns;
+    if (fields(p, v[0], sub, rkeys, rv) != 0 || parse_ref_target(p, v[0], sub, rv[0], rv[1], rv[2], rv[3], &name, &ns) != 0)
+        return -1;
+    int64_t port = 0;
+    if (rv[4] != NULL && get_int(p, rv[4], join(fpath, sizeof(fpath), sub, "port"), 1, 65535, &port) != 0)
+        return -1;
+    Remora__V1__BackendReference *r = arena_alloc(&p->arena, sizeof(*r));
+    remora__v1__backend_reference__init(r);
+    r->kind = "Service";
+    r->name = arena_strdup(&p->arena, name);
+    r->namespace_ = arena_strdup(&p->arena, ns);
+    r->port = (uint32_t)port;
+    m->backend_ref = r;
+    if (v[1] != NULL && v[2] != NULL)
+        return fail(p, v[2], path, "Only one of percent or fraction may be specified in HTTPRequestMirrorFilter");
+    if (v[2] != NULL) {
+        int64_t num, den = 100;
+        join(sub, sizeof(sub), path, "fraction");
+        if (fields(p, v[2], sub, fkeys, fv) != 0 || require(p, v[2], sub, fv[0], "numerator") != 0 ||
+            get_int(p, fv[0], join(fpath, sizeof(fpath), sub, "numerator"), 0, 1000000, &num) != 0)
+            return -1;
+        if (fv[1] != NULL && get_int(p, fv[1], join(fpath, sizeof(fpath), sub, "denominator"), 1, 1000000, &den) != 0)
+            return -1;
+        if (num > den)
+            return fail(p, v[2], sub, "numerator must be less than or equal to denominator (%lld > %lld)", (long long)num,
+                        (long long)den);
+        Remora__V1__Fraction *f = arena_alloc(&p->arena, sizeof(*f));
+        remora__v1__fraction__init(f);
+        f->numerator = (uint32_t)num;
+        f->denominator = (uint32_t)den;
+        m->share_case = REMORA__V1__HTTPREQUEST_MIRROR_FILTER__SHARE_FRACTION;
+        m->fraction = f;
+    } else {
+        int64_t percent = 100;
+        if (v[1] != NULL && get_int(p, v[1], join(sub, sizeof(sub), path, "percent"), 0, 100, &percent) != 0)
+            return -1;
+        m->share_case = REMORA__V1__HTTPREQUEST_MIRROR_FILTER__SHARE_PERCENT;
+        m->percent = (uint32_t)percent;
+    }
+    add_ref(p, rv[2], join(sub, sizeof(sub), path, "backendRef"), RM_KIND_SERVICE, ns, name);
+    *out = m;
+    return 0;
+}
+
+/* Gateway API PreciseHostname: lower-case DNS labels, no wildcard, no trailing dot. */
+static int
+is_precise_hostname(const char *s)
+{
+    size_t len = strlen(s);
+    if (len == 0 || len > 253 || s[len - 1] == '.')
+        return 0;
+    for (const char *c = s; *c != '\0'; ++c)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '-' || *c == '.'))
+            return 0;
+    return is_dns_name(s);
+}
+
+static int
+parse_hostname(parser_t *p, yaml_node_t *node, const char *path, char **out)
+{
+    const char *s;
+    if (get_str(p, node, path, &s) != 0)
+        return -1;
+    if (!is_precise_hostname(s))
+        return fail(p, node, path, "'%s' is not a valid hostname (lower-case DNS labels, no wildcard, no IP address)", s);
+    if (strspn(s, "0123456789.") == strlen(s))
+        return fail(p, node, path, "'%s' is an IP address: a hostname is required", s);
+    *out = arena_strdup(&p->arena, s);
+    return 0;
+}
+
+/* HTTPPathModifier; *is_prefix tells the caller to check the rule's matches. */
+static int
+parse_path_modifier(parser_t *p, yaml_node_t *node, const char *path, Remora__V1__HTTPPathModifier **out, int *is_prefix)
+{
+    static const char *const keys[] = {"type", "replaceFullPath", "replacePrefixMatch", NULL};
+    yaml_node_t *v[3];
+    char sub[256];
+    const char *type, *value;
+    if (fields(p, node, path, keys, v) != 0 || require(p, node, path, v[0], "type") != 0 ||
+        get_str(p, v[0], join(sub, sizeof(sub), path, "type"), &type) != 0)
+        return -1;
+    Remora__V1__HTTPPathModifier *m = arena_alloc(&p->arena, sizeof(*m));
+    remora__v1__httppath_modifier__init(m);
+    yaml_node_t *vn;
+    if (strcmp(type, "ReplaceFullPath") == 0) {
+        if (v[2] != NULL)
+            return fail(p, v[2], path, "type must be 'ReplacePrefixMatch' when replacePrefixMatch is set");
+        if (v[1] == NULL)
+            return fail(p, node, path, "replaceFullPath must be specified when type is set to 'ReplaceFullPath'");
+        vn = v[1];
+        join(sub, sizeof(sub), path, "replaceFullPath");
+        m->modifier_case = REMORA__V1__HTTPPATH_MODIFIER__MODIFIER_REPLACE_FULL_PATH;
+        *is_prefix = 0;
+    } else if (strcmp(type, "ReplacePrefixMatch") == 0) {
+        if (v[1] != NULL)
+            return fail(p, v[1], path, "type must be 'ReplaceFullPath' when replaceFullPath is set");
+        if (v[2] == NULL)
+            return fail(p, node, path, "replacePrefixMatch must be specified when type is set to 'ReplacePrefixMatch'");
+        vn = v[2];
+        join(sub, sizeof(sub), path, "replacePrefixMatch");
+        m->modifier_case = REMORA__V1__HTTPPATH_MODIFIER__MODIFIER_REPLACE_PREFIX_MATCH;
+        *is_prefix = 1;
+    } else {
+        return fail(p, v[0], sub, "unknown type '%s' (use ReplaceFullPath or ReplacePrefixMatch)", type);
+    }
+    /* an empty (quoted) prefix replacement removes the prefix */
+    if (get_str(p, vn, sub, &value) != 0)
+        return -1;
+    if (strlen(value) > 1024)
+        return fail(p, vn, sub, "must be at most 1024 characters");
+    if (value[0] != '\0' && value[0] != '/')
+        return fail(p, vn, sub, "'%s' must start with '/'", value);
+    if (!*is_prefix && value[0] == '\0')
+        return fail(p, vn, sub, "must not be empty (write '/' for the root)");
+    if (strpbrk(value, "?# \t\r\n") != NULL)
+        return fail(p, vn, sub, "'%s' must not contain '?', '#' or white space", value);
+    if (*is_prefix)
+        m->replace_prefix_match = arena_strdup(&p->arena, value);
+    else
+        m->replace_full_path = arena_strdup(&p->arena, value);
+    *out = m;
+    return 0;
+}
+
+static int
+parse_redirect(parser_t *p, yaml_node_t *node, const char *path, Remora__V1__HTTPRequestRedirectFilter **out, int *prefix)
+{
+    static const char *const keys[] = {"scheme", "hostname", "port", "statusCode", "path", NULL};
+    yaml_node_t *v[5];
+    char sub[256];
+    if (fields(p, node, path, keys, v) != 0)
+        return -1;
+    Remora__V1__HTTPRequestRedirectFilter *r = arena_alloc(&p->arena, sizeof(*r));
+    remora__v1__httprequest_redirect_filter__init(r);
+    if (v[0] != NULL) {
+        const char *scheme;
+        if (get_str(p, v[0], join(sub, sizeof(sub), path, "scheme"), &scheme) != 0)
+            return -1;
+        if (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0)
+            return fail(p, v[0], sub, "unsupported value '%s' (use http or https)", scheme);
+        r->scheme = arena_strdup(&p->arena, scheme);
+    }
+    if (v[1] != NULL && parse_hostname(p, v[1], join(sub, sizeof(sub), path, "hostname"), &r->hostname) != 0)
+        return -1;
+    int64_t port = 0, status = 302;
+    if (v[2] != NULL && get_int(p, v[2], join(sub, sizeof(sub), path, "port"), 1, 65535, &port) != 0)
+        return -1;
+    if (v[3] != NULL) {
+        if (get_int(p, v[3], join(sub, sizeof(sub), path, "statusCode"), 300, 399, &status) != 0)
+            return -1;
+        if (status != 301 && status != 302 && status != 303 && status != 307 && status != 308)
+            return fail(p, v[3], sub, "unsupported value %lld (use 301, 302, 303, 307 or 308)", (long long)status);
+    }
+    r->port = (uint32_t)port;
+    r->status_code = (uint32_t)status;
+    *prefix = 0;
+    if (v[4] != NULL && parse_path_modifier(p, v[4], join(sub, sizeof(sub), path, "path"), &r->path, prefix) != 0)
+        return -1;
+    *out = r;
+    return 0;
+}
+
+static int
+parse_url_rewrite(parser_t *p, yaml_node_t *node, const char *path, Remora__V1__HTTPURLRewriteFilter **out, int *prefix)
+{
+    static const char *const keys[] = {"hostname", "path", NULL};
+    yaml_node_t *v[2];
+    char sub[256];
+    if (fields(p, node, path, keys, v) != 0)
+        return -1;
+    Remora__V1__HTTPURLRewriteFilter *r = arena_alloc(&p->arena, sizeof(*r));
+    remora__v1__httpurlrewrite_filter__init(r);
+    if (v[0] != NULL && parse_hostname(p, v[0], join(sub, sizeof(sub), path, "hostname"), &r->hostname) != 0)
+        return -1;
+    *prefix = 0;
+    if (v[1] != NULL && parse_path_modifier(p, v[1], join(sub, sizeof(sub), path, "path"), &r->path, prefix) != 0)
+        return -1;
+    if (v[0] == NULL && v[1] == NULL)
+        return fail(p, node, path, "give a hostname, a path, or both");
+    *out = r;
+    return 0;
+}
+
+#define REMORA_GROUP "remora.dev"
+
+/* Remora's own filters, by reference to a resource in the route's namespace: FaultInjection today. */
+static int
+parse_extension_ref(parser_t *p, yaml_node_t *node, const char *path, Remora__V1__LocalObjectReference **out)
+{
+    static const char *const keys[] = {"group", "kind", "name", NULL};
+    yaml_node_t *v[3];
+    char sub[256];
+    const char *s, *name;
+    if (fields(p, node, path, keys, v) != 0)
+        return -1;
+    if (v[0] != NULL) {
+        if (get_str(p, v[0], join(sub, sizeof(sub), path, "group"), &s) != 0)
+            return -1;
+        if (strcmp(s, REMORA_GROUP) != 0)
+            return fail(p, v[0], sub, "group '%s' is not supported: an extensionRef names a Remora resource (group %s)", s,
+                        REMORA_GROUP);
+    }
+    if (v[1] != NULL) {
+        if (get_str(p, v[1], join(sub, sizeof(sub), path, "kind"), &s) != 0)
+            return -1;
+        if (strcasecmp(s, "FaultInjection") != 0)
+            return fail(p, v[1], sub, "kind '%s' is not supported: an extensionRef names a FaultInjection", s);
+    }
+    if (require(p, node, path, v[2], "name") != 0 || get_name(p, v[2], join(sub, sizeof(sub), path, "name"), &name) != 0)
+        return -1;
+    Remora__V1__LocalObjectReference *r = arena_alloc(&p->arena, sizeof(*r));
+    remora__v1__local_object_reference__init(r);
+    r->group = REMORA_GROUP;
+    r->kind = "FaultInjection";
+    r->name = arena_strdup(&p->arena, name);
+    add_ref(p, v[2], path, RM_KIND_FAULT_INJECTION, p->ns, name);
+    *out = r;
+    return 0;
+}
+
+enum {
+    FILTER_REQUEST_HEADER_MODIFIER,
+    FILTER_RESPONSE_HEADER_MODIFIER,
+    FILTER_REQUEST_MIRROR,
+    FILTER_REQUEST_REDIRECT,
+    FILTER_URL_REWRITE,
+    FILTER_EXTENSION_REF,
+    FILTER__COUNT
+};
+
+/* `type` values and the field each takes, in the Gateway API's spelling. */
+static const struct {
+    const char *type, *field;
+    int http_only;
+} filter_types[FILTER__COUNT] = {
+    [FILTER_REQUEST_HEADER_MODIFIER] = {"RequestHeaderModifier", "requestHeaderModifier", 0},
+    [FILTER_RESPONSE_HEADER_MODIFIER] = {"ResponseHeaderModifier", "responseHeaderModifier", 0},
+    [FILTER_REQUEST_MIRROR] = {"RequestMirror", "requestMirror", 0},
+    [FILTER_REQUEST_REDIRECT] = {"RequestRedirect", "requestRedirect", 1},
+    [FILTER_URL_REWRITE] = {"URLRewrite", "urlRewrite", 1},
+    [FILTER_EXTENSION_REF] = {"ExtensionRef", "extensionRef", 0},
+};
+
+/* What the rule-level checks need to know about a rule's filters. */
+typedef struct st_filter_summary_t {
+    unsigned count[FILTER__COUNT];
+    yaml_node_t *first[FILTER__COUNT];
+    /* the RequestRedirect / URLRewrite filter with a ReplacePrefixMatch path, if any */
+    yaml_node_t *prefix_modifier;
+    int prefix_modifier_type;
+} filter_summary_t;
+
+/* One HTTPRouteFilter or GRPCRouteFilter (a oneof whose case is the document's `type`). */
+static int
+parse_filter(parser_t *p, yaml_node_t *node, const char *path, int grpc, ProtobufCMessage **out, filter_summary_t *sum)
+{
+    static const char *const keys[] = {
+        "type", "requestHeaderModifier", "responseHeaderModifier", "requestMirror", "requestRedirect", "urlRewrite", "extensionRef",
+        NULL};
+    static const char *const planned[] = {"cors", "externalAuth", NULL};
+    yaml_node_t *v[7];
+    char sub[224];
+    const char *type;
+    /* a GRPCRoute's filter takes the same keys, so that a redirect or rewrite is refused by name below */
+    if (reject_planned(p, node, path, planned) != 0 || fields(p, node, path, keys, v) != 0)
+        return -1;
+    if (v[0] == NULL)
+        return fail(p, node, join(sub, sizeof(sub), path, "type"),
+                    "is required (RequestHeaderModifier, ResponseHeaderModifier, RequestMirror, %sExtensionRef)",
+                    grpc ? "" : "RequestRedirect, URLRewrite, ");
+    if (get_str(p, v[0], join(sub, sizeof(sub), path, "type"), &type) != 0)
+        return -1;
+    int t;
+    for (t = 0; t != FILTER__COUNT; ++t)
+        if (strcmp(filter_types[t].type, type) == 0)
+            break;
+    if (t == FILTER__COUNT) {
+        if (strcmp(type, "CORS") == 0 || strcmp(type, "ExternalAuth") == 0)
+            return fail(p, v[0], sub, "filter type '%s' is not supported yet by this version of Remora", type);
+        return fail(p, v[0], sub,
+                    "unknown filter type '%s' (use RequestHeaderModifier, ResponseHeaderModifier, RequestMirror, %sExtensionRef)",
+                    type, grpc ? "" : "RequestRedirect, URLRewrite, ");
+    }
+    if (grpc && filter_types[t].http_only)
+        return fail(p, v[0], sub,
+                    "filter type '%s' is not supported in a GRPCRoute (use RequestHeaderModifier, ResponseHeaderModifier, "
+                    "RequestMirror or ExtensionRef)",
+                    type);
+    /* the Gateway API's union rules: the field of the type is given, no other one is */
+    for (int k = 0; k != FILTER__COUNT; ++k) {
+        if (k != t && v[k + 1] != NULL)
+            return fail(p, v[k + 1], path, "filter.%s must be nil if the filter.type is not %s", filter_types[k].field,
+                        filter_types[k].type);
+    }
+    if (v[t + 1] == NULL)
+        return fail(p, node, path, "filter.%s must be specified for %s filter.type", filter_types[t].field, type);
+    join(sub, sizeof(sub), path, filter_types[t].field);
+    if (sum->count[t]++ == 0)
+        sum->first[t] = node;
+    Remora__V1__HTTPRouteFilter *hf = NULL;
+    Remora__V1__GRPCRouteFilter *gf = NULL;
+    if (grpc) {
+        gf = arena_alloc(&p->arena, sizeof(*gf));
+        remora__v1__grpcroute_filter__init(gf);
+        *out = &gf->base;
+    } else {
+        hf = arena_alloc(&p->arena, sizeof(*hf));
+        remora__v1__httproute_filter__init(hf);
+        *out = &hf->base;
+    }
+    int prefix = 0;
+    switch (t) {
+    case FILTER_REQUEST_HEADER_MODIFIER:
+    case FILTER_RESPONSE_HEADER_MODIFIER: {
+        Remora__V1__HTTPHeaderFilter *h = NULL;
+        if (parse_header_filter(p, v[t + 1], sub, t == FILTER_REQUEST_HEADER_MODIFIER, &h) != 0)
+            return -1;
+        if (t == FILTER_REQUEST_HEADER_MODIFIER) {
+            if (grpc)
+                gf->filter_case = REMORA__V1__GRPCROUTE_FILTER__FILTER_REQUEST_HEADER_MODIFIER, gf->request_header_modifier = h;
+            else
+                hf->filter_case = REMORA__V1__HTTPROUTE_FILTER__FILTER_REQUEST_HEADER_MODIFIER, hf->request_header_modifier = h;
+        } else {
+            if (grpc)
+                gf->filter_case = REMORA__V1__GRPCROUTE_FILTER__FILTER_RESPONSE_HEADER_MODIFIER, gf->response_header_modifier = h;
+            else
+                hf->filter_case = REMORA__V1__HTTPROUTE_FILTER__FILTER_RESPONSE_HEADER_MODIFIER, hf->response_header_modifier = h;
+        }
+    } break;
+    case FILTER_REQUEST_MIRROR: {
+        Remora__V1__HTTPRequestMirrorFilter *m = NULL;
+        if (parse_mirror(p, v[t + 1], sub, &m) != 0)
+            return -1;
+        if (grpc)
+            gf->filter_case = REMORA__V1__GRPCROUTE_FILTER__FILTER_REQUEST_MIRROR, gf->request_mirror = m;
+        else
+            hf->filter_case = REMORA__V1__HTTPROUTE_FILTER__FILTER_REQUEST_MIRROR, hf->request_mirror = m;
+    } break;
+    case FILTER_REQUEST_REDIRECT:
+        hf->filter_case = REMORA__V1__HTTPROUTE_FILTER__FILTER_REQUEST_REDIRECT;
+        if (parse_redirect(p, v[t + 1], sub, &hf->request_redirect, &prefix) != 0)
+            return -1;
+        break;
+    case FILTER_URL_REWRITE:
+        hf->filter_case = REMORA__V1__HTTPROUTE_FILTER__FILTER_URL_REWRITE;
+        if (parse_url_rewrite(p, v[t + 1], sub, &hf->url_rewrite, &prefix) != 0)
+            return -1;
+        break;
+    case FILTER_EXTENSION_REF: {
+        Remora__V1__LocalObjectReference *r = NULL;
+        if (parse_extension_ref(p, v[t + 1], sub, &r) != 0)
+            return -1;
+        if (grpc)
+            gf->filter_case = REMORA__V1__GRPCROUTE_FILTER__FILTER_EXTENSION_REF, gf->extension_ref = r;
+        else
+            hf->filter_case = REMORA__V1__HTTPROUTE_FILTER__FILTER_EXTENSION_REF, hf->extension_ref = r;
+    } break;
+    }
+    if (prefix) {
+        sum->prefix_modifier = node;
+        sum->prefix_modifier_type = t;
+    }
+    return 0;
+}
+
+static int
+parse_filters(parser_t *p, yaml_node_t *node, const char *rule_path, int grpc, size_t *n_out, void ***out, filter_summary_t *sum)
+{
+    char list_path[128];
+    yaml_node_item_t *items;
+    size_t n;
+    join(list_path, sizeof(list_path), rule_path, "filters");
+    if (get_seq(p, node, list_path, &items, &n) != 0)
+        return -1;
+    if (n > MAX_FILTERS)
+        return fail(p, node, list_path, "at most %d filters, got %zu", MAX_FILTERS, n);
+    void **fs = arena_alloc(&p->arena, sizeof(fs[0]) * (n + 1));
+    for (size_t i = 0; i != n; ++i) {
+        char path[160];
+        if (parse_filter(p, item(p, items, i), index_path(path, sizeof(path), list_path, i), grpc, (ProtobufCMessage **)&fs[i],
+                         sum) != 0)
+            return -1;
+    }
+    /* the Gateway API's rule-level filter rules */
+    static const int once[] = {FILTER_REQUEST_HEADER_MODIFIER, FILTER_RESPONSE_HEADER_MODIFIER, FILTER_REQUEST_REDIRECT,
+                               FILTER_URL_REWRITE};
+    for (size_t i = 0; i != sizeof(once) / sizeof(once[0]); ++i)
+        if (sum->count[once[i]] > 1)
+            return fail(p, node, list_path, "%s filter cannot be repeated", filter_types[once[i]].type);
+    if (sum->count[FILTER_REQUEST_REDIRECT] != 0 && sum->count[FILTER_URL_REWRITE] != 0)
+        return fail(p, node, list_path, "may specify either RequestRedirect or URLRewrite, but not both");
+    /* the agent applies one fault per request */
+    if (sum->count[FILTER_EXTENSION_REF] > 1)
+        return fail(p, node, list_path, "at most one ExtensionRef (FaultInjection) per rule");
+    *n_out = n;
+    *out = fs;
+    return 0;
+}
+
 /* ----------------------------------------------------------------------------------------- routes */
 
-/* HTTPRoute and GRPCRoute rules differ only in their match type. */
+/* HTTPRoute and GRPCRoute rules differ only in the types of their matches, filters and retry. */
 typedef struct st_rule_out_t {
     size_t *n_matches;
     void ***matches;
     size_t *n_backend_refs;
     Remora__V1__BackendReference ***backend_refs;
     Remora__V1__RouteTimeouts **timeouts;
+    size_t *n_filters;
+    void ***filters;
+    ProtobufCMessage **retry;
 } rule_out_t;
 
 static int
 parse_rule(parser_t *p, yaml_node_t *node, const char *path, int grpc, rule_out_t *out)
 {
-    static const char *const keys[] = {"matches", "backendRefs", "timeouts", NULL};
-    yaml_node_t *v[3];
-    if (fields(p, node, path, keys, v) != 0)
+    static const char *const keys[] = {"matches", "backendRefs", "timeouts", "filters", "retry", NULL};
+    static const char *const planned[] = {"sessionPersistence", NULL};
+    yaml_node_t *v[5];
+    char sub[128];
+    if (reject_planned(p, node, path, planned) != 0 || fields(p, node, path, keys, v) != 0)
         return -1;
     if (v[0] != NULL) {
         char list_path[128];
@@ -990,9 +1751,30 @@ parse_rule(parser_t *p, yaml_node_t *node, const char *path, int grpc, rule_out_
         *out->n_matches = n;
         *out->matches = ms;
     }
-    if (parse_backend_refs(p, node, path, v[1], out->n_backend_refs, out->backend_refs) != 0)
+    filter_summary_t sum;
+    memset(&sum, 0, sizeof(sum));
+    if (v[3] != NULL && parse_filters(p, v[3], path, grpc, out->n_filters, out->filters, &sum) != 0)
         return -1;
+    if (sum.count[FILTER_REQUEST_REDIRECT] != 0) {
+        /* a redirect answers the request itself */
+        if (v[1] != NULL)
+            return fail(p, v[1], join(sub, sizeof(sub), path, "backendRefs"),
+                        "RequestRedirect filter must not be used together with backendRefs");
+    } else if (parse_backend_refs(p, node, path, v[1], out->n_backend_refs, out->backend_refs) != 0) {
+        return -1;
+    }
+    if (sum.prefix_modifier != NULL) {
+        /* no matches is the default match, one PathPrefix "/" */
+        Remora__V1__HTTPRouteMatch **ms = (Remora__V1__HTTPRouteMatch **)*out->matches;
+        size_t n = *out->n_matches;
+        if (n > 1 || (n == 1 && ms[0]->path->match_case != REMORA__V1__HTTPPATH_MATCH__MATCH_PREFIX))
+            return fail(p, sum.prefix_modifier, join(sub, sizeof(sub), path, "filters"),
+                        "When using %s filter with path.replacePrefixMatch, exactly one PathPrefix match must be specified",
+                        filter_types[sum.prefix_modifier_type].type);
+    }
     if (v[2] != NULL && parse_timeouts(p, v[2], path, out->timeouts) != 0)
+        return -1;
+    if (v[4] != NULL && parse_retry(p, v[4], path, grpc, out->retry) != 0)
         return -1;
     return 0;
 }
@@ -1014,12 +1796,14 @@ parse_rules(parser_t *p, yaml_node_t *spec, yaml_node_t *node, int grpc, size_t 
         if (grpc) {
             Remora__V1__GRPCRouteRule *r = arena_alloc(&p->arena, sizeof(*r));
             remora__v1__grpcroute_rule__init(r);
-            o = (rule_out_t){&r->n_matches, (void ***)&r->matches, &r->n_backend_refs, &r->backend_refs, &r->timeouts};
+            o = (rule_out_t){&r->n_matches, (void ***)&r->matches, &r->n_backend_refs,    &r->backend_refs,
+                             &r->timeouts,  &r->n_filters,         (void ***)&r->filters, (ProtobufCMessage **)&r->retry};
             rules[i] = r;
         } else {
             Remora__V1__HTTPRouteRule *r = arena_alloc(&p->arena, sizeof(*r));
             remora__v1__httproute_rule__init(r);
-            o = (rule_out_t){&r->n_matches, (void ***)&r->matches, &r->n_backend_refs, &r->backend_refs, &r->timeouts};
+            o = (rule_out_t){&r->n_matches, (void ***)&r->matches, &r->n_backend_refs,    &r->backend_refs,
+                             &r->timeouts,  &r->n_filters,         (void ***)&r->filters, (ProtobufCMessage **)&r->retry};
             rules[i] = r;
         }
         if (parse_rule(p, item(p, items, i), path, grpc, &o) != 0)
@@ -1059,6 +1843,187 @@ parse_route(parser_t *p, yaml_node_t *node, Remora__V1__ObjectMeta *meta, int gr
     return &r->base;
 }
 
+/* ---------------------------------------------------------------------------------- policy kinds */
+
+static int
+parse_fault_spec(parser_t *p, yaml_node_t *node, Remora__V1__FaultInjectionSpec **out)
+{
+    static const char *const keys[] = {"delay", "abort", NULL};
+    static const char *const dkeys[] = {"fixedDelay", "percent", NULL};
+    static const char *const akeys[] = {"httpStatus", "grpcStatus", "percent", NULL};
+    yaml_node_t *v[2], *dv[2], *av[3];
+    char sub[64];
+    uint64_t ms;
+    if (fields(p, node, "spec", keys, v) != 0)
+        return -1;
+    if (v[0] == NULL && v[1] == NULL)
+        return fail(p, node, "spec", "give a delay, an abort, or both");
+    Remora__V1__FaultInjectionSpec *spec = arena_alloc(&p->arena, sizeof(*spec));
+    remora__v1__fault_injection_spec__init(spec);
+    if (v[0] != NULL) {
+        Remora__V1__FaultDelay *d = arena_alloc(&p->arena, sizeof(*d));
+        remora__v1__fault_delay__init(d);
+        int64_t percent = 100;
+        if (fields(p, v[0], "spec.delay", dkeys, dv) != 0 || require(p, v[0], "spec.delay", dv[0], "fixedDelay") != 0 ||
+            parse_duration_in(p, dv[0], "spec.delay.fixedDelay", 1, HOUR_MS, "must be from 1ms to 1h", &ms, &d->fixed_delay) != 0)
+            return -1;
+        if (dv[1] != NULL && get_int(p, dv[1], "spec.delay.percent", 0, 100, &percent) != 0)
+            return -1;
+        d->percent = (uint32_t)percent;
+        spec->delay = d;
+    }
+    if (v[1] != NULL) {
+        Remora__V1__FaultAbort *a = arena_alloc(&p->arena, sizeof(*a));
+        remora__v1__fault_abort__init(a);
+        int64_t percent = 100, status;
+        if (fields(p, v[1], "spec.abort", akeys, av) != 0)
+            return -1;
+        if ((av[0] == NULL) == (av[1] == NULL))
+            return fail(p, av[1] != NULL ? av[1] : v[1], "spec.abort", "give exactly one of httpStatus or grpcStatus");
+        if (av[0] != NULL) {
+            if (get_int(p, av[0], "spec.abort.httpStatus", 200, 599, &status) != 0)
+                return -1;
+            a->status_case = REMORA__V1__FAULT_ABORT__STATUS_HTTP_STATUS;
+            a->http_status = (uint32_t)status;
+        } else {
+            if (parse_grpc_status(p, av[1], "spec.abort.grpcStatus", &a->grpc_status) != 0)
+                return -1;
+            a->status_case = REMORA__V1__FAULT_ABORT__STATUS_GRPC_STATUS;
+        }
+        if (av[2] != NULL && get_int(p, av[2], join(sub, sizeof(sub), "spec.abort", "percent"), 0, 100, &percent) != 0)
+            return -1;
+        a->percent = (uint32_t)percent;
+        spec->abort = a;
+    }
+    *out = spec;
+    return 0;
+}
+
+#define MAX_TARGET_REFS 16
+
+/* Budget and minimum rate intervals: GEP-3388's bounds and message. */
+static int
+parse_retry_interval(parser_t *p, yaml_node_t *node, const char *path, uint64_t dflt_ms, Remora__V1__Duration **out)
+{
+    uint64_t ms;
+    if (node == NULL) {
+        *out = duration_of(p, dflt_ms);
+        return 0;
+    }
+    return parse_duration_in(p, node, path, 1000, HOUR_MS, "interval can not be greater than one hour or less than one second", &ms,
+                             out);
+}
+
+static int
+parse_retry_constraint(parser_t *p, yaml_node_t *node, Remora__V1__RetryConstraint **out)
+{
+    static const char *const keys[] = {"budget", "minRetryRate", NULL};
+    static const char *const bkeys[] = {"percent", "interval", NULL};
+    static const char *const rkeys[] = {"count", "interval", NULL};
+    yaml_node_t *v[2], *bv[2] = {NULL, NULL}, *rv[2] = {NULL, NULL};
+    if (fields(p, node, "spec.retryConstraint", keys, v) != 0)
+        return -1;
+    Remora__V1__RetryConstraint *rc = arena_alloc(&p->arena, sizeof(*rc));
+    remora__v1__retry_constraint__init(rc);
+    rc->budget = arena_alloc(&p->arena, sizeof(*rc->budget));
+    remora__v1__retry_budget__init(rc->budget);
+    rc->min_retry_rate = arena_alloc(&p->arena, sizeof(*rc->min_retry_rate));
+    remora__v1__request_rate__init(rc->min_retry_rate);
+    /* the Gateway API's defaults: budget {percent: 20, interval: 10s}, minRetryRate {count: 10, interval: 1s} */
+    int64_t percent = 20, count = 10;
+    if (v[0] != NULL && fields(p, v[0], "spec.retryConstraint.budget", bkeys, bv) != 0)
+        return -1;
+    if (bv[0] != NULL && get_int(p, bv[0], "spec.retryConstraint.budget.percent", 0, 100, &percent) != 0)
+        return -1;
+    if (parse_retry_interval(p, bv[1], "spec.retryConstraint.budget.interval", 10000, &rc->budget->interval) != 0)
+        return -1;
+    if (v[1] != NULL && fields(p, v[1], "spec.retryConstraint.minRetryRate", rkeys, rv) != 0)
+        return -1;
+    if (rv[0] != NULL && get_int(p, rv[0], "spec.retryConstraint.minRetryRate.count", 0, 1000000, &count) != 0)
+        return -1;
+    if (parse_retry_interval(p, rv[1], "spec.retryConstraint.minRetryRate.interval", 1000, &rc->min_retry_rate->interval) != 0)
+        return -1;
+    rc->budget->percent = (uint32_t)percent;
+    rc->min_retry_rate->count = (uint32_t)count;
+    *out = rc;
+    return 0;
+}
+
+static int
+parse_connection_pool(parser_t *p, yaml_node_t *node, Remora__V1__BackendConnectionPool **out)
+{
+    static const char *const keys[] = {"connectTimeout", "idleTimeout", "streamIdleTimeout", NULL};
+    static const char *const planned[] = {"maxConnections", "maxPendingRequests", "maxRequests", "maxRetries", NULL};
+    yaml_node_t *v[3];
+    uint64_t ms;
+    if (reject_planned(p, node, "spec.connectionPool", planned) != 0 || fields(p, node, "spec.connectionPool", keys, v) != 0)
+        return -1;
+    Remora__V1__BackendConnectionPool *cp = arena_alloc(&p->arena, sizeof(*cp));
+    remora__v1__backend_connection_pool__init(cp);
+    if (v[0] != NULL && parse_duration_in(p, v[0], "spec.connectionPool.connectTimeout", 1, HOUR_MS, "must be from 1ms to 1h", &ms,
+                                          &cp->connect_timeout) != 0)
+        return -1;
+    if (v[1] != NULL && parse_duration_in(p, v[1], "spec.connectionPool.idleTimeout", 1, DAY_MS, "must be from 1ms to 24h", &ms,
+                                          &cp->idle_timeout) != 0)
+        return -1;
+    if (v[2] != NULL && parse_duration_in(p, v[2], "spec.connectionPool.streamIdleTimeout", 0, DAY_MS,
+                                          "must be at most 24h (0s: no limit)", &ms, &cp->stream_idle_timeout) != 0)
+        return -1;
+    *out = cp;
+    return 0;
+}
+
+static int
+parse_backend_policy_spec(parser_t *p, yaml_node_t *node, Remora__V1__BackendTrafficPolicySpec **out)
+{
+    static const char *const keys[] = {"targetRefs", "retryConstraint", "connectionPool", NULL};
+    static const char *const planned[] = {"loadBalancer", "outlierDetection", "healthCheck", "sessionPersistence", NULL};
+    static const char *const tkeys[] = {"group", "kind", "name", "namespace", NULL};
+    yaml_node_t *v[3];
+    yaml_node_item_t *items;
+    size_t n;
+    if (reject_planned(p, node, "spec", planned) != 0 || fields(p, node, "spec", keys, v) != 0 ||
+        require(p, node, "spec", v[0], "targetRefs") != 0 || get_seq(p, v[0], "spec.targetRefs", &items, &n) != 0)
+        return -1;
+    if (n == 0)
+        return fail(p, v[0], "spec.targetRefs", "needs at least one Service");
+    if (n > MAX_TARGET_REFS)
+        return fail(p, v[0], "spec.targetRefs", "at most %d targets, got %zu", MAX_TARGET_REFS, n);
+    Remora__V1__BackendTrafficPolicySpec *spec = arena_alloc(&p->arena, sizeof(*spec));
+    remora__v1__backend_traffic_policy_spec__init(spec);
+    spec->target_refs = arena_alloc(&p->arena, sizeof(spec->target_refs[0]) * n);
+    for (size_t i = 0; i != n; ++i) {
+        char path[64], sub[96];
+        yaml_node_t *it = item(p, items, i), *tv[4];
+        const char *name, *ns;
+        index_path(path, sizeof(path), "spec.targetRefs", i);
+        if (fields(p, it, path, tkeys, tv) != 0)
+            return -1;
+        /* GEP-713 local references: a policy attaches only within its namespace */
+        if (tv[3] != NULL)
+            return fail(p, tv[3], join(sub, sizeof(sub), path, "namespace"),
+                        "targetRefs are local: the Service must be in the policy's namespace (%s)", p->ns);
+        if (parse_ref_target(p, it, path, tv[0], tv[1], tv[2], NULL, &name, &ns) != 0)
+            return -1;
+        for (size_t j = 0; j != i; ++j)
+            if (strcmp(spec->target_refs[j]->name, name) == 0)
+                return fail(p, tv[2], join(sub, sizeof(sub), path, "name"), "Service '%s' is listed twice", name);
+        Remora__V1__PolicyTargetReference *t = arena_alloc(&p->arena, sizeof(*t));
+        remora__v1__policy_target_reference__init(t);
+        t->kind = "Service";
+        t->name = arena_strdup(&p->arena, name);
+        spec->target_refs[i] = t;
+        spec->n_target_refs = i + 1;
+        add_ref(p, tv[2], path, RM_KIND_SERVICE, ns, name);
+    }
+    if (v[1] != NULL && parse_retry_constraint(p, v[1], &spec->retry_constraint) != 0)
+        return -1;
+    if (v[2] != NULL && parse_connection_pool(p, v[2], &spec->connection_pool) != 0)
+        return -1;
+    *out = spec;
+    return 0;
+}
+
 /* --------------------------------------------------------------------------------------- document */
 
 static void
@@ -1094,15 +2059,38 @@ parse_document(parser_t *p, yaml_node_t *root)
         require(p, root, "", v[3], "spec") != 0)
         return;
     ProtobufCMessage *msg = NULL;
-    if (kind == RM_KIND_SERVICE) {
+    switch (kind) {
+    case RM_KIND_SERVICE: {
         Remora__V1__Service *svc = arena_alloc(&p->arena, sizeof(*svc));
         remora__v1__service__init(svc);
         svc->metadata = meta;
         if (parse_service_spec(p, v[3], &svc->spec) != 0)
             return;
         msg = &svc->base;
-    } else if ((msg = parse_route(p, v[3], meta, kind == RM_KIND_GRPC_ROUTE)) == NULL) {
-        return;
+    } break;
+    case RM_KIND_HTTP_ROUTE:
+    case RM_KIND_GRPC_ROUTE:
+        if ((msg = parse_route(p, v[3], meta, kind == RM_KIND_GRPC_ROUTE)) == NULL)
+            return;
+        break;
+    case RM_KIND_FAULT_INJECTION: {
+        Remora__V1__FaultInjection *fi = arena_alloc(&p->arena, sizeof(*fi));
+        remora__v1__fault_injection__init(fi);
+        fi->metadata = meta;
+        if (parse_fault_spec(p, v[3], &fi->spec) != 0)
+            return;
+        msg = &fi->base;
+    } break;
+    case RM_KIND_BACKEND_TRAFFIC_POLICY: {
+        Remora__V1__BackendTrafficPolicy *btp = arena_alloc(&p->arena, sizeof(*btp));
+        remora__v1__backend_traffic_policy__init(btp);
+        btp->metadata = meta;
+        if (parse_backend_policy_spec(p, v[3], &btp->spec) != 0)
+            return;
+        msg = &btp->base;
+    } break;
+    default:
+        rm_fatal("document kind %d has no parser", (int)kind);
     }
     size_t len = protobuf_c_message_get_packed_size(msg);
     uint8_t *bytes = rm_malloc(len);
@@ -1239,12 +2227,11 @@ rm_batch_check(rm_batch_t *b, rm_batch_exists_cb exists, void *ctx)
     }
     for (size_t i = 0; i != b->num_refs; ++i) {
         rm_ref_t *ref = &b->refs[i];
-        if (find_in_batch(b, RM_KIND_SERVICE, ref->ns, ref->name) ||
-            (exists != NULL && exists(ctx, RM_KIND_SERVICE, ref->ns, ref->name)))
+        if (find_in_batch(b, ref->kind, ref->ns, ref->name) || (exists != NULL && exists(ctx, ref->kind, ref->ns, ref->name)))
             continue;
         rm_doc_errors_add(&b->errors, ref->file, ref->line,
-                          "%s: Service '%s' does not exist in namespace '%s' (apply it first, or in the same apply)", ref->what,
-                          ref->name, ref->ns);
+                          "%s: %s '%s' does not exist in namespace '%s' (apply it first, or in the same apply)", ref->what,
+                          rm_kind_name(ref->kind), ref->name, ref->ns);
     }
     sort_errors(b);
 }

@@ -4,8 +4,8 @@
  *
  * An apply is one batch: every document of every file is parsed, each valid document becomes one
  * resource, each invalid one produces (at least) one error, and then the batch is checked as a
- * whole (the same resource defined twice, routes referring to Services that neither the batch nor
- * the store holds). The caller accepts the batch only when it has no error at all.
+ * whole (the same resource defined twice, references to resources that neither the batch nor the
+ * store holds). The caller accepts the batch only when it has no error at all.
  *
  * YAML trees never leave document.c. Not thread-safe per batch; no global state. Aborts only on OOM.
  */
@@ -19,8 +19,13 @@
 #define RM_DOCUMENT_MAX_BYTES (8 * 1024 * 1024)
 #define RM_DOCUMENT_MAX_NODES 1000000
 
-/** A reference from a route to a Service, checked once the whole batch is parsed. */
+/**
+ * A reference from one resource to another (a route to a Service or a FaultInjection, a
+ * BackendTrafficPolicy to a Service), checked once the whole batch is parsed.
+ */
 typedef struct st_rm_ref_t {
+    /** the kind of the resource referred to */
+    rm_kind_t kind;
     char *ns, *name;
     char *file;
     unsigned line;
@@ -53,9 +58,9 @@ void rm_batch_parse(rm_batch_t *batch, const char *file, const void *text, size_
 typedef int (*rm_batch_exists_cb)(void *ctx, rm_kind_t kind, const char *ns, const char *name);
 
 /**
- * Checks the batch as a whole: a resource defined twice, and every reference of a route to a Service
- * that is neither in the batch nor known to `exists` (may be NULL: nothing outside the batch).
- * Appends errors.
+ * Checks the batch as a whole: a resource defined twice, and every reference (to a Service or a
+ * FaultInjection) that is neither in the batch nor known to `exists` (may be NULL: nothing outside
+ * the batch). Appends errors.
  */
 void rm_batch_check(rm_batch_t *batch, rm_batch_exists_cb exists, void *ctx);
 

@@ -39,7 +39,8 @@ static const char main_help[] = "Usage: remoractl [--control ADDR:PORT] COMMAND 
                                 "Manage the policy of a Remora mesh through its control plane (remora-control).\n"
                                 "\n"
                                 "Commands:\n"
-                                "  apply -f FILE|- [--wait] [--timeout S]   store YAML documents (Service, HTTPRoute, GRPCRoute)\n"
+                                "  apply -f FILE|- [--wait] [--timeout S]   store YAML documents (Service, HTTPRoute, GRPCRoute,\n"
+                                "                                            FaultInjection, BackendTrafficPolicy)\n"
                                 "  get KIND [NAME] [-o table|yaml|json]      show stored resources\n"
                                 "  delete KIND NAME                          remove a resource\n"
                                 "  status [-o table|json]                    every agent: connected, applied version, last error\n"
@@ -69,8 +70,9 @@ static const char apply_help[] =
 static const char get_help[] = "Usage: remoractl get KIND [NAME] [-n NAMESPACE | -A] [-o table|yaml|json]\n"
                                "\n"
                                "Shows stored resources. KIND is service (services, svc), httproute (httproutes),\n"
-                               "grpcroute (grpcroutes) or all; case does not matter. `-o yaml` prints documents that\n"
-                               "`remoractl apply -f -` takes back unchanged.\n"
+                               "grpcroute (grpcroutes), faultinjection (faultinjections), backendtrafficpolicy\n"
+                               "(backendtrafficpolicies, btp) or all; case does not matter. `-o yaml` prints documents\n"
+                               "that `remoractl apply -f -` takes back unchanged.\n"
                                "\n"
                                "  -n, --namespace NS    the namespace (default: default)\n"
                                "  -A, --all-namespaces  every namespace\n"
@@ -80,8 +82,9 @@ static const char get_help[] = "Usage: remoractl get KIND [NAME] [-n NAMESPACE |
 static const char delete_help[] =
     "Usage: remoractl delete KIND NAME [-n NAMESPACE]\n"
     "\n"
-    "Removes one resource; the agents receive the new version. A Service that routes still\n"
-    "refer to cannot be deleted: change or delete those routes first.\n"
+    "Removes one resource; the agents receive the new version. A resource that others still\n"
+    "refer to cannot be deleted (a Service named by a route or a BackendTrafficPolicy, a\n"
+    "FaultInjection named by a route): change or delete those first. KIND as for `get`.\n"
     "\n"
     "  -n, --namespace NS    the namespace (default: default)\n"
     "  --control ADDR:PORT   the control plane (default: $REMORA_CONTROL, else " DEFAULT_CONTROL ")\n";
@@ -378,7 +381,9 @@ typedef struct st_listed_t {
 static size_t
 collect(const Remora__V1__GetResponse *resp, listed_t **out)
 {
-    size_t n = resp->n_services + resp->n_http_routes + resp->n_grpc_routes, k = 0;
+    size_t n = resp->n_services + resp->n_http_routes + resp->n_grpc_routes + resp->n_fault_injections +
+               resp->n_backend_traffic_policies,
+           k = 0;
     listed_t *l = rm_calloc(n + 1, sizeof(*l));
     for (size_t i = 0; i != resp->n_services; ++i)
         l[k++] = (listed_t){RM_KIND_SERVICE, &resp->services[i]->base};
@@ -386,6 +391,10 @@ collect(const Remora__V1__GetResponse *resp, listed_t **out)
         l[k++] = (listed_t){RM_KIND_HTTP_ROUTE, &resp->http_routes[i]->base};
     for (size_t i = 0; i != resp->n_grpc_routes; ++i)
         l[k++] = (listed_t){RM_KIND_GRPC_ROUTE, &resp->grpc_routes[i]->base};
+    for (size_t i = 0; i != resp->n_fault_injections; ++i)
+        l[k++] = (listed_t){RM_KIND_FAULT_INJECTION, &resp->fault_injections[i]->base};
+    for (size_t i = 0; i != resp->n_backend_traffic_policies; ++i)
+        l[k++] = (listed_t){RM_KIND_BACKEND_TRAFFIC_POLICY, &resp->backend_traffic_policies[i]->base};
     *out = l;
     return n;
 }
@@ -461,25 +470,82 @@ route_summary(size_t n_parents, Remora__V1__ParentReference **parents, size_t n_
         strcpy(bbuf + 56, "...");
 }
 
+static const char *
+duration_str(const Remora__V1__Duration *d, char *buf, size_t bufsz)
+{
+    if (d == NULL || d->seconds < 0 || d->nanos < 0)
+        return "-";
+    return rm_render_duration((uint64_t)d->seconds * 1000 + (uint64_t)d->nanos / 1000000, buf, bufsz);
+}
+
+/* FaultInjection: DELAY and ABORT, "50ms (10%)", "503 (5%)". */
+static void
+fault_summary(const Remora__V1__FaultInjectionSpec *spec, char *delay, char *abort_, size_t bufsz)
+{
+    static const char *const grpc_names[] = {
+        "OK",        "CANCELLED",      "UNKNOWN",           "INVALID_ARGUMENT",   "DEADLINE_EXCEEDED",
+        "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+        "ABORTED",   "OUT_OF_RANGE",   "UNIMPLEMENTED",     "INTERNAL",           "UNAVAILABLE",
+        "DATA_LOSS", "UNAUTHENTICATED"};
+    char d[32];
+    snprintf(delay, bufsz, "-");
+    snprintf(abort_, bufsz, "-");
+    if (spec == NULL)
+        return;
+    if (spec->delay != NULL)
+        snprintf(delay, bufsz, "%s (%u%%)", duration_str(spec->delay->fixed_delay, d, sizeof(d)), spec->delay->percent);
+    if (spec->abort != NULL) {
+        const Remora__V1__FaultAbort *a = spec->abort;
+        if (a->status_case == REMORA__V1__FAULT_ABORT__STATUS_GRPC_STATUS && (unsigned)a->grpc_status < 17)
+            snprintf(abort_, bufsz, "%s (%u%%)", grpc_names[a->grpc_status], a->percent);
+        else
+            snprintf(abort_, bufsz, "%u (%u%%)", a->http_status, a->percent);
+    }
+}
+
+/* BackendTrafficPolicy: TARGETS, RETRY BUDGET ("20%/10s, min 10/1s"), CONNECTION POOL. */
+static void
+policy_summary(const Remora__V1__BackendTrafficPolicySpec *spec, char *targets, char *budget, char *pool, size_t bufsz)
+{
+    char d1[32], d2[32], d3[32];
+    targets[0] = '\0';
+    snprintf(budget, bufsz, "-");
+    snprintf(pool, bufsz, "-");
+    if (spec == NULL)
+        return;
+    for (size_t i = 0; i != spec->n_target_refs; ++i)
+        append(targets, bufsz, "%s%s", i != 0 ? "," : "", spec->target_refs[i]->name);
+    const Remora__V1__RetryConstraint *rc = spec->retry_constraint;
+    if (rc != NULL && rc->budget != NULL && rc->min_retry_rate != NULL)
+        snprintf(budget, bufsz, "%u%%/%s, min %u/%s", rc->budget->percent, duration_str(rc->budget->interval, d1, sizeof(d1)),
+                 rc->min_retry_rate->count, duration_str(rc->min_retry_rate->interval, d2, sizeof(d2)));
+    const Remora__V1__BackendConnectionPool *cp = spec->connection_pool;
+    if (cp != NULL)
+        snprintf(pool, bufsz, "connect %s, idle %s, stream idle %s", duration_str(cp->connect_timeout, d1, sizeof(d1)),
+                 duration_str(cp->idle_timeout, d2, sizeof(d2)), duration_str(cp->stream_idle_timeout, d3, sizeof(d3)));
+}
+
 static void
 print_table(listed_t *items, size_t n, int all_kinds)
 {
+    static const char *const headers[RM_KIND__COUNT][6] = {
+        [RM_KIND_SERVICE] = {"NAMESPACE", "NAME", "PROTOCOL", "ENDPOINTS"},
+        [RM_KIND_HTTP_ROUTE] = {"NAMESPACE", "NAME", "PARENTS", "RULES", "BACKENDS"},
+        [RM_KIND_GRPC_ROUTE] = {"NAMESPACE", "NAME", "PARENTS", "RULES", "BACKENDS"},
+        [RM_KIND_FAULT_INJECTION] = {"NAMESPACE", "NAME", "DELAY", "ABORT"},
+        [RM_KIND_BACKEND_TRAFFIC_POLICY] = {"NAMESPACE", "NAME", "TARGETS", "RETRY BUDGET", "CONNECTION POOL"},
+    };
     for (int k = 0; k != RM_KIND__COUNT; ++k) {
-        table_t t = {.cols = k == RM_KIND_SERVICE ? 4 : 5};
+        table_t t = {.cols = 0};
+        while (t.cols < 6 && headers[k][t.cols] != NULL)
+            ++t.cols;
         size_t rows = 0;
         for (size_t i = 0; i != n; ++i) {
             if (items[i].kind != (rm_kind_t)k)
                 continue;
-            if (rows++ == 0) {
-                if (k == RM_KIND_SERVICE) {
-                    const char *h[] = {"NAMESPACE", "NAME", "PROTOCOL", "ENDPOINTS"};
-                    table_add(&t, h);
-                } else {
-                    const char *h[] = {"NAMESPACE", "NAME", "PARENTS", "RULES", "BACKENDS"};
-                    table_add(&t, h);
-                }
-            }
-            char name[300], a[512] = "", b[512] = "", nrules[32];
+            if (rows++ == 0)
+                table_add(&t, headers[k]);
+            char name[300], a[512] = "", b[512] = "", c[512] = "", nrules[32];
             const Remora__V1__ObjectMeta *meta = rm_resource_meta(items[i].kind, items[i].msg);
             snprintf(name, sizeof(name), "%s%s%s", all_kinds ? rm_kind_lower(items[i].kind) : "", all_kinds ? "/" : "", meta->name);
             if (k == RM_KIND_SERVICE) {
@@ -495,6 +561,14 @@ print_table(listed_t *items, size_t n, int all_kinds)
                 const char *row[] = {meta->namespace_, name,
                                      spec != NULL && (unsigned)spec->protocol < 4 ? protos[spec->protocol] : "-",
                                      b[0] != '\0' ? b : "<none>"};
+                table_add(&t, row);
+            } else if (k == RM_KIND_FAULT_INJECTION) {
+                fault_summary(((const Remora__V1__FaultInjection *)items[i].msg)->spec, a, b, sizeof(a));
+                const char *row[] = {meta->namespace_, name, a, b};
+                table_add(&t, row);
+            } else if (k == RM_KIND_BACKEND_TRAFFIC_POLICY) {
+                policy_summary(((const Remora__V1__BackendTrafficPolicy *)items[i].msg)->spec, a, b, c, sizeof(a));
+                const char *row[] = {meta->namespace_, name, a, b, c};
                 table_add(&t, row);
             } else {
                 size_t n_rules;
@@ -512,7 +586,7 @@ print_table(listed_t *items, size_t n, int all_kinds)
                                       sizeof(a));
                 }
                 snprintf(nrules, sizeof(nrules), "%zu", n_rules);
-                const char *row[] = {meta->namespace_, name, a, nrules, b};
+                const char *row[] = {meta->namespace_, name, a, nrules, b[0] != '\0' ? b : "-"};
                 table_add(&t, row);
             }
         }
@@ -560,7 +634,8 @@ cmd_get(int argc, char **argv)
         }
     }
     if (optind == argc)
-        die(EXIT_USAGE, "get needs a KIND (service, httproute, grpcroute or all); try 'remoractl get --help'");
+        die(EXIT_USAGE, "get needs a KIND (service, httproute, grpcroute, faultinjection, backendtrafficpolicy or all); try "
+                        "'remoractl get --help'");
     if (argc - optind > 2)
         die(EXIT_USAGE, "get takes KIND [NAME]; unexpected '%s'", argv[optind + 2]);
     Remora__V1__GetRequest req = REMORA__V1__GET_REQUEST__INIT;

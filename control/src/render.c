@@ -4,6 +4,7 @@
 #include <string.h>
 #include <strings.h>
 #include "remora/strutil.h"
+#include "remora/v1/policy.pb-c.h"
 #include "remora/v1/route.pb-c.h"
 #include "remora/v1/service.pb-c.h"
 #include "render.h"
@@ -210,6 +211,198 @@ render_timeouts(rm_node_t *rule, const Remora__V1__RouteTimeouts *t)
 }
 
 static void
+add_duration(rm_node_t *map, const char *key, const Remora__V1__Duration *d)
+{
+    char buf[64];
+    if (d != NULL)
+        add_str(map, key, rm_render_duration(duration_ms(d), buf, sizeof(buf)));
+}
+
+static const char *const grpc_status_names[] = {
+    "OK",        "CANCELLED",      "UNKNOWN",           "INVALID_ARGUMENT",   "DEADLINE_EXCEEDED",
+    "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+    "ABORTED",   "OUT_OF_RANGE",   "UNIMPLEMENTED",     "INTERNAL",           "UNAVAILABLE",
+    "DATA_LOSS", "UNAUTHENTICATED"};
+
+static const char *
+grpc_status_name(Remora__V1__GRPCStatusCode c)
+{
+    return (unsigned)c < sizeof(grpc_status_names) / sizeof(grpc_status_names[0]) ? grpc_status_names[c] : "UNKNOWN";
+}
+
+/* Lists are always written, empty ones too: an empty list is not the same as an absent one (which takes the default). */
+static void
+render_retry(rm_node_t *rule, uint32_t attempts, const Remora__V1__Duration *backoff, size_t n_conditions,
+             const Remora__V1__RetryCondition *conditions, rm_node_t *codes)
+{
+    static const char *const names[] = {[REMORA__V1__RETRY_CONDITION__RETRY_CONDITION_CONNECT_FAILURE] = "connect-failure",
+                                        [REMORA__V1__RETRY_CONDITION__RETRY_CONDITION_REFUSED_STREAM] = "refused-stream",
+                                        [REMORA__V1__RETRY_CONDITION__RETRY_CONDITION_RESET] = "reset"};
+    rm_node_t *m = rm_node_add(rule, "retry", rm_node_map());
+    rm_node_add(m, "attempts", rm_node_number(attempts));
+    add_duration(m, "backoff", backoff);
+    rm_node_add(m, "codes", codes);
+    rm_node_t *l = rm_node_add(m, "conditions", rm_node_list());
+    for (size_t i = 0; i != n_conditions; ++i)
+        if ((unsigned)conditions[i] < sizeof(names) / sizeof(names[0]) && names[conditions[i]] != NULL)
+            rm_node_add(l, NULL, rm_node_string(names[conditions[i]]));
+}
+
+static void
+render_header_filter(rm_node_t *filter, const char *key, const Remora__V1__HTTPHeaderFilter *h)
+{
+    rm_node_t *m = rm_node_add(filter, key, rm_node_map());
+    if (h->n_set_headers != 0) {
+        rm_node_t *l = rm_node_add(m, "set", rm_node_list());
+        for (size_t i = 0; i != h->n_set_headers; ++i) {
+            rm_node_t *e = rm_node_add(l, NULL, rm_node_map());
+            add_str(e, "name", h->set_headers[i]->name);
+            add_str(e, "value", h->set_headers[i]->value);
+        }
+    }
+    if (h->n_add_headers != 0) {
+        rm_node_t *l = rm_node_add(m, "add", rm_node_list());
+        for (size_t i = 0; i != h->n_add_headers; ++i) {
+            rm_node_t *e = rm_node_add(l, NULL, rm_node_map());
+            add_str(e, "name", h->add_headers[i]->name);
+            add_str(e, "value", h->add_headers[i]->value);
+        }
+    }
+    if (h->n_remove_headers != 0) {
+        rm_node_t *l = rm_node_add(m, "remove", rm_node_list());
+        for (size_t i = 0; i != h->n_remove_headers; ++i)
+            rm_node_add(l, NULL, rm_node_string(h->remove_headers[i]));
+    }
+}
+
+static void
+render_mirror(rm_node_t *filter, const Remora__V1__HTTPRequestMirrorFilter *m)
+{
+    rm_node_t *mm = rm_node_add(filter, "requestMirror", rm_node_map());
+    if (m->backend_ref != NULL) {
+        rm_node_t *r = rm_node_add(mm, "backendRef", rm_node_map());
+        render_ref(r, m->backend_ref->kind, m->backend_ref->name, m->backend_ref->namespace_, m->backend_ref->port);
+    }
+    if (m->share_case == REMORA__V1__HTTPREQUEST_MIRROR_FILTER__SHARE_FRACTION) {
+        rm_node_t *f = rm_node_add(mm, "fraction", rm_node_map());
+        rm_node_add(f, "numerator", rm_node_number(m->fraction->numerator));
+        rm_node_add(f, "denominator", rm_node_number(m->fraction->denominator));
+    } else {
+        rm_node_add(mm, "percent",
+                    rm_node_number(m->share_case == REMORA__V1__HTTPREQUEST_MIRROR_FILTER__SHARE_PERCENT ? m->percent : 100));
+    }
+}
+
+static void
+render_path_modifier(rm_node_t *parent, const Remora__V1__HTTPPathModifier *pm)
+{
+    if (pm == NULL)
+        return;
+    rm_node_t *m = rm_node_add(parent, "path", rm_node_map());
+    if (pm->modifier_case == REMORA__V1__HTTPPATH_MODIFIER__MODIFIER_REPLACE_PREFIX_MATCH) {
+        add_str(m, "type", "ReplacePrefixMatch");
+        add_str(m, "replacePrefixMatch", pm->replace_prefix_match);
+    } else if (pm->modifier_case == REMORA__V1__HTTPPATH_MODIFIER__MODIFIER_REPLACE_FULL_PATH) {
+        add_str(m, "type", "ReplaceFullPath");
+        add_str(m, "replaceFullPath", pm->replace_full_path);
+    }
+}
+
+static void
+render_extension_ref(rm_node_t *filter, const Remora__V1__LocalObjectReference *r)
+{
+    rm_node_t *m = rm_node_add(filter, "extensionRef", rm_node_map());
+    add_str(m, "group", r->group[0] != '\0' ? r->group : "remora.dev");
+    add_str(m, "kind", r->kind[0] != '\0' ? r->kind : "FaultInjection");
+    add_str(m, "name", r->name);
+}
+
+static void
+render_http_filters(rm_node_t *rule, size_t n, Remora__V1__HTTPRouteFilter **fs)
+{
+    if (n == 0)
+        return;
+    rm_node_t *l = rm_node_add(rule, "filters", rm_node_list());
+    for (size_t i = 0; i != n; ++i) {
+        const Remora__V1__HTTPRouteFilter *f = fs[i];
+        rm_node_t *m = rm_node_add(l, NULL, rm_node_map());
+        switch (f->filter_case) {
+        case REMORA__V1__HTTPROUTE_FILTER__FILTER_REQUEST_HEADER_MODIFIER:
+            add_str(m, "type", "RequestHeaderModifier");
+            render_header_filter(m, "requestHeaderModifier", f->request_header_modifier);
+            break;
+        case REMORA__V1__HTTPROUTE_FILTER__FILTER_RESPONSE_HEADER_MODIFIER:
+            add_str(m, "type", "ResponseHeaderModifier");
+            render_header_filter(m, "responseHeaderModifier", f->response_header_modifier);
+            break;
+        case REMORA__V1__HTTPROUTE_FILTER__FILTER_REQUEST_MIRROR:
+            add_str(m, "type", "RequestMirror");
+            render_mirror(m, f->request_mirror);
+            break;
+        case REMORA__V1__HTTPROUTE_FILTER__FILTER_REQUEST_REDIRECT: {
+            const Remora__V1__HTTPRequestRedirectFilter *r = f->request_redirect;
+            add_str(m, "type", "RequestRedirect");
+            rm_node_t *rr = rm_node_add(m, "requestRedirect", rm_node_map());
+            if (r->scheme[0] != '\0')
+                add_str(rr, "scheme", r->scheme);
+            if (r->hostname[0] != '\0')
+                add_str(rr, "hostname", r->hostname);
+            if (r->port != 0)
+                rm_node_add(rr, "port", rm_node_number(r->port));
+            rm_node_add(rr, "statusCode", rm_node_number(r->status_code != 0 ? r->status_code : 302));
+            render_path_modifier(rr, r->path);
+        } break;
+        case REMORA__V1__HTTPROUTE_FILTER__FILTER_URL_REWRITE: {
+            const Remora__V1__HTTPURLRewriteFilter *r = f->url_rewrite;
+            add_str(m, "type", "URLRewrite");
+            rm_node_t *rr = rm_node_add(m, "urlRewrite", rm_node_map());
+            if (r->hostname[0] != '\0')
+                add_str(rr, "hostname", r->hostname);
+            render_path_modifier(rr, r->path);
+        } break;
+        case REMORA__V1__HTTPROUTE_FILTER__FILTER_EXTENSION_REF:
+            add_str(m, "type", "ExtensionRef");
+            render_extension_ref(m, f->extension_ref);
+            break;
+        default:
+            break;
+        }
+    }
+}
+
+static void
+render_grpc_filters(rm_node_t *rule, size_t n, Remora__V1__GRPCRouteFilter **fs)
+{
+    if (n == 0)
+        return;
+    rm_node_t *l = rm_node_add(rule, "filters", rm_node_list());
+    for (size_t i = 0; i != n; ++i) {
+        const Remora__V1__GRPCRouteFilter *f = fs[i];
+        rm_node_t *m = rm_node_add(l, NULL, rm_node_map());
+        switch (f->filter_case) {
+        case REMORA__V1__GRPCROUTE_FILTER__FILTER_REQUEST_HEADER_MODIFIER:
+            add_str(m, "type", "RequestHeaderModifier");
+            render_header_filter(m, "requestHeaderModifier", f->request_header_modifier);
+            break;
+        case REMORA__V1__GRPCROUTE_FILTER__FILTER_RESPONSE_HEADER_MODIFIER:
+            add_str(m, "type", "ResponseHeaderModifier");
+            render_header_filter(m, "responseHeaderModifier", f->response_header_modifier);
+            break;
+        case REMORA__V1__GRPCROUTE_FILTER__FILTER_REQUEST_MIRROR:
+            add_str(m, "type", "RequestMirror");
+            render_mirror(m, f->request_mirror);
+            break;
+        case REMORA__V1__GRPCROUTE_FILTER__FILTER_EXTENSION_REF:
+            add_str(m, "type", "ExtensionRef");
+            render_extension_ref(m, f->extension_ref);
+            break;
+        default:
+            break;
+        }
+    }
+}
+
+static void
 render_headers(rm_node_t *match, size_t n, Remora__V1__HeaderMatch **hs)
 {
     if (n == 0)
@@ -264,8 +457,16 @@ render_http_spec(const Remora__V1__HTTPRouteSpec *spec)
                     add_str(match, "method", m->method);
             }
         }
-        render_backend_refs(rule, r->n_backend_refs, r->backend_refs);
+        render_http_filters(rule, r->n_filters, r->filters);
+        if (r->n_backend_refs != 0)
+            render_backend_refs(rule, r->n_backend_refs, r->backend_refs);
         render_timeouts(rule, r->timeouts);
+        if (r->retry != NULL) {
+            rm_node_t *codes = rm_node_list();
+            for (size_t j = 0; j != r->retry->n_codes; ++j)
+                rm_node_add(codes, NULL, rm_node_number(r->retry->codes[j]));
+            render_retry(rule, r->retry->attempts, r->retry->backoff, r->retry->n_conditions, r->retry->conditions, codes);
+        }
     }
     return s;
 }
@@ -297,8 +498,69 @@ render_grpc_spec(const Remora__V1__GRPCRouteSpec *spec)
                 render_headers(match, m->n_headers, m->headers);
             }
         }
+        render_grpc_filters(rule, r->n_filters, r->filters);
         render_backend_refs(rule, r->n_backend_refs, r->backend_refs);
         render_timeouts(rule, r->timeouts);
+        if (r->retry != NULL) {
+            rm_node_t *codes = rm_node_list();
+            for (size_t j = 0; j != r->retry->n_codes; ++j)
+                rm_node_add(codes, NULL, rm_node_string(grpc_status_name(r->retry->codes[j])));
+            render_retry(rule, r->retry->attempts, r->retry->backoff, r->retry->n_conditions, r->retry->conditions, codes);
+        }
+    }
+    return s;
+}
+
+static rm_node_t *
+render_fault_spec(const Remora__V1__FaultInjectionSpec *spec)
+{
+    rm_node_t *s = rm_node_map();
+    if (spec->delay != NULL) {
+        rm_node_t *d = rm_node_add(s, "delay", rm_node_map());
+        add_duration(d, "fixedDelay", spec->delay->fixed_delay);
+        rm_node_add(d, "percent", rm_node_number(spec->delay->percent));
+    }
+    if (spec->abort != NULL) {
+        rm_node_t *a = rm_node_add(s, "abort", rm_node_map());
+        if (spec->abort->status_case == REMORA__V1__FAULT_ABORT__STATUS_GRPC_STATUS)
+            add_str(a, "grpcStatus", grpc_status_name(spec->abort->grpc_status));
+        else
+            rm_node_add(a, "httpStatus", rm_node_number(spec->abort->http_status));
+        rm_node_add(a, "percent", rm_node_number(spec->abort->percent));
+    }
+    return s;
+}
+
+static rm_node_t *
+render_backend_policy_spec(const Remora__V1__BackendTrafficPolicySpec *spec)
+{
+    rm_node_t *s = rm_node_map();
+    rm_node_t *l = rm_node_add(s, "targetRefs", rm_node_list());
+    for (size_t i = 0; i != spec->n_target_refs; ++i) {
+        rm_node_t *t = rm_node_add(l, NULL, rm_node_map());
+        add_str(t, "kind", spec->target_refs[i]->kind[0] != '\0' ? spec->target_refs[i]->kind : "Service");
+        add_str(t, "name", spec->target_refs[i]->name);
+    }
+    const Remora__V1__RetryConstraint *rc = spec->retry_constraint;
+    if (rc != NULL) {
+        rm_node_t *r = rm_node_add(s, "retryConstraint", rm_node_map());
+        if (rc->budget != NULL) {
+            rm_node_t *b = rm_node_add(r, "budget", rm_node_map());
+            rm_node_add(b, "percent", rm_node_number(rc->budget->percent));
+            add_duration(b, "interval", rc->budget->interval);
+        }
+        if (rc->min_retry_rate != NULL) {
+            rm_node_t *m = rm_node_add(r, "minRetryRate", rm_node_map());
+            rm_node_add(m, "count", rm_node_number(rc->min_retry_rate->count));
+            add_duration(m, "interval", rc->min_retry_rate->interval);
+        }
+    }
+    const Remora__V1__BackendConnectionPool *cp = spec->connection_pool;
+    if (cp != NULL) {
+        rm_node_t *c = rm_node_add(s, "connectionPool", rm_node_map());
+        add_duration(c, "connectTimeout", cp->connect_timeout);
+        add_duration(c, "idleTimeout", cp->idle_timeout);
+        add_duration(c, "streamIdleTimeout", cp->stream_idle_timeout);
     }
     return s;
 }
@@ -328,6 +590,16 @@ rm_render_resource(rm_kind_t kind, const ProtobufCMessage *msg)
         const Remora__V1__GRPCRoute *r = (const void *)msg;
         if (r->spec != NULL)
             spec = render_grpc_spec(r->spec);
+    } break;
+    case RM_KIND_FAULT_INJECTION: {
+        const Remora__V1__FaultInjection *f = (const void *)msg;
+        if (f->spec != NULL)
+            spec = render_fault_spec(f->spec);
+    } break;
+    case RM_KIND_BACKEND_TRAFFIC_POLICY: {
+        const Remora__V1__BackendTrafficPolicy *b = (const void *)msg;
+        if (b->spec != NULL)
+            spec = render_backend_policy_spec(b->spec);
     } break;
     default:
         break;

@@ -4,17 +4,26 @@
 #include <string.h>
 #include <strings.h>
 #include "remora/strutil.h"
+#include "remora/v1/policy.pb-c.h"
 #include "remora/v1/route.pb-c.h"
 #include "remora/v1/service.pb-c.h"
 #include "resource.h"
 
 static const struct {
-    const char *name, *lower;
+    const char *name, *lower, *field;
     const char *aliases[4];
 } kinds[RM_KIND__COUNT] = {
-    [RM_KIND_SERVICE] = {"Service", "service", {"service", "services", "svc", NULL}},
-    [RM_KIND_HTTP_ROUTE] = {"HTTPRoute", "httproute", {"httproute", "httproutes", NULL}},
-    [RM_KIND_GRPC_ROUTE] = {"GRPCRoute", "grpcroute", {"grpcroute", "grpcroutes", NULL}},
+    [RM_KIND_SERVICE] = {"Service", "service", "services", {"service", "services", "svc", NULL}},
+    [RM_KIND_HTTP_ROUTE] = {"HTTPRoute", "httproute", "http_routes", {"httproute", "httproutes", NULL}},
+    [RM_KIND_GRPC_ROUTE] = {"GRPCRoute", "grpcroute", "grpc_routes", {"grpcroute", "grpcroutes", NULL}},
+    [RM_KIND_FAULT_INJECTION] = {"FaultInjection",
+                                 "faultinjection",
+                                 "fault_injections",
+                                 {"faultinjection", "faultinjections", NULL}},
+    [RM_KIND_BACKEND_TRAFFIC_POLICY] = {"BackendTrafficPolicy",
+                                        "backendtrafficpolicy",
+                                        "backend_traffic_policies",
+                                        {"backendtrafficpolicy", "backendtrafficpolicies", "btp", NULL}},
 };
 
 int
@@ -46,7 +55,14 @@ rm_kind_lower(rm_kind_t kind)
 const char *
 rm_kind_list(void)
 {
-    return "Service (services, svc), HTTPRoute (httproutes), GRPCRoute (grpcroutes)";
+    return "Service (services, svc), HTTPRoute (httproutes), GRPCRoute (grpcroutes), FaultInjection (faultinjections), "
+           "BackendTrafficPolicy (backendtrafficpolicies, btp)";
+}
+
+const char *
+rm_kind_field(rm_kind_t kind)
+{
+    return kinds[kind].field;
 }
 
 const ProtobufCMessageDescriptor *
@@ -59,6 +75,10 @@ rm_kind_descriptor(rm_kind_t kind)
         return &remora__v1__httproute__descriptor;
     case RM_KIND_GRPC_ROUTE:
         return &remora__v1__grpcroute__descriptor;
+    case RM_KIND_FAULT_INJECTION:
+        return &remora__v1__fault_injection__descriptor;
+    case RM_KIND_BACKEND_TRAFFIC_POLICY:
+        return &remora__v1__backend_traffic_policy__descriptor;
     default:
         break;
     }
@@ -75,6 +95,10 @@ rm_kind_to_proto(rm_kind_t kind)
         return REMORA__V1__RESOURCE_KIND__RESOURCE_KIND_HTTP_ROUTE;
     case RM_KIND_GRPC_ROUTE:
         return REMORA__V1__RESOURCE_KIND__RESOURCE_KIND_GRPC_ROUTE;
+    case RM_KIND_FAULT_INJECTION:
+        return REMORA__V1__RESOURCE_KIND__RESOURCE_KIND_FAULT_INJECTION;
+    case RM_KIND_BACKEND_TRAFFIC_POLICY:
+        return REMORA__V1__RESOURCE_KIND__RESOURCE_KIND_BACKEND_TRAFFIC_POLICY;
     default:
         break;
     }
@@ -94,6 +118,12 @@ rm_kind_from_proto(Remora__V1__ResourceKind pk, rm_kind_t *kind)
     case REMORA__V1__RESOURCE_KIND__RESOURCE_KIND_GRPC_ROUTE:
         *kind = RM_KIND_GRPC_ROUTE;
         return 0;
+    case REMORA__V1__RESOURCE_KIND__RESOURCE_KIND_FAULT_INJECTION:
+        *kind = RM_KIND_FAULT_INJECTION;
+        return 0;
+    case REMORA__V1__RESOURCE_KIND__RESOURCE_KIND_BACKEND_TRAFFIC_POLICY:
+        *kind = RM_KIND_BACKEND_TRAFFIC_POLICY;
+        return 0;
     default:
         break;
     }
@@ -110,6 +140,10 @@ rm_resource_meta(rm_kind_t kind, const ProtobufCMessage *msg)
         return ((const Remora__V1__HTTPRoute *)msg)->metadata;
     case RM_KIND_GRPC_ROUTE:
         return ((const Remora__V1__GRPCRoute *)msg)->metadata;
+    case RM_KIND_FAULT_INJECTION:
+        return ((const Remora__V1__FaultInjection *)msg)->metadata;
+    case RM_KIND_BACKEND_TRAFFIC_POLICY:
+        return ((const Remora__V1__BackendTrafficPolicy *)msg)->metadata;
     default:
         break;
     }

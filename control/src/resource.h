@@ -14,19 +14,32 @@
 #include <protobuf-c/protobuf-c.h>
 #include "remora/v1/meta.pb-c.h"
 
-typedef enum en_rm_kind_t { RM_KIND_SERVICE = 0, RM_KIND_HTTP_ROUTE, RM_KIND_GRPC_ROUTE, RM_KIND__COUNT } rm_kind_t;
+/* Also the order of kinds in snapshots, listings and tables. */
+typedef enum en_rm_kind_t {
+    RM_KIND_SERVICE = 0,
+    RM_KIND_HTTP_ROUTE,
+    RM_KIND_GRPC_ROUTE,
+    RM_KIND_FAULT_INJECTION,
+    RM_KIND_BACKEND_TRAFFIC_POLICY,
+    RM_KIND__COUNT
+} rm_kind_t;
 
 /**
  * Resolves a kind as kubectl does: case-insensitive, singular or plural, or a short name ("svc").
  * Returns 0, or -1 when `s` names no kind.
  */
 int rm_kind_parse(const char *s, rm_kind_t *kind);
-/** "Service", "HTTPRoute", "GRPCRoute": the `kind:` of a document. */
+/** "Service", "HTTPRoute", "GRPCRoute", "FaultInjection", "BackendTrafficPolicy": the `kind:` of a document. */
 const char *rm_kind_name(rm_kind_t kind);
-/** "service", "httproute", "grpcroute": used in "service/echo" messages. */
+/** "service", "httproute", "grpcroute", "faultinjection", "backendtrafficpolicy": used in "service/echo" messages. */
 const char *rm_kind_lower(rm_kind_t kind);
-/** The kinds a user may type, for error messages ("service (svc), httproute, grpcroute"). */
+/** The kinds a user may type, for error messages ("Service (services, svc), HTTPRoute (httproutes), ..."). */
 const char *rm_kind_list(void);
+/**
+ * The repeated field of remora.v1.Snapshot and remora.v1.GetResponse that holds the kind's resources
+ * ("services", "http_routes", "grpc_routes", "fault_injections", "backend_traffic_policies").
+ */
+const char *rm_kind_field(rm_kind_t kind);
 /** The protobuf descriptor of the kind's resource message (Remora__V1__Service, ...). */
 const ProtobufCMessageDescriptor *rm_kind_descriptor(rm_kind_t kind);
 /** Conversions to and from Remora__V1__ResourceKind. From returns -1 for UNSPECIFIED or unknown values. */

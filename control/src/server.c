@@ -751,8 +751,6 @@ field_id(const ProtobufCMessageDescriptor *d, const char *name)
 static void
 handle_get(rm_control_server_t *srv, unary_t *u, ProtobufCMessage *msg)
 {
-    static const char *const fields[RM_KIND__COUNT] = {
-        [RM_KIND_SERVICE] = "services", [RM_KIND_HTTP_ROUTE] = "http_routes", [RM_KIND_GRPC_ROUTE] = "grpc_routes"};
     Remora__V1__GetRequest *req = (Remora__V1__GetRequest *)msg;
     rm_kind_t only = RM_KIND__COUNT;
     if (req->kind != REMORA__V1__RESOURCE_KIND__RESOURCE_KIND_UNSPECIFIED && rm_kind_from_proto(req->kind, &only) != 0) {
@@ -773,7 +771,7 @@ handle_get(rm_control_server_t *srv, unary_t *u, ProtobufCMessage *msg)
     for (int k = 0; k != RM_KIND__COUNT; ++k) {
         if (only != RM_KIND__COUNT && k != (int)only)
             continue;
-        uint32_t field = field_id(&remora__v1__get_response__descriptor, fields[k]);
+        uint32_t field = field_id(&remora__v1__get_response__descriptor, rm_kind_field((rm_kind_t)k));
         size_t n;
         rm_resource_t *const *list = rm_store_list(srv->store, (rm_kind_t)k, &n);
         for (size_t i = 0; i != n; ++i) {

@@ -10,6 +10,7 @@
 #include "remora/rpc.h"
 #include "remora/strutil.h"
 #include "remora/v1/discovery.pb-c.h"
+#include "remora/v1/policy.pb-c.h"
 #include "remora/v1/route.pb-c.h"
 #include "remora/v1/service.pb-c.h"
 #include "store.h"
@@ -74,13 +75,11 @@ snapshot_field(const char *name)
 static void
 encode(rm_rpc_buf_t *buf, uint64_t version, kind_list_t *kinds)
 {
-    static const char *const fields[RM_KIND__COUNT] = {
-        [RM_KIND_SERVICE] = "services", [RM_KIND_HTTP_ROUTE] = "http_routes", [RM_KIND_GRPC_ROUTE] = "grpc_routes"};
     buf->len = 0;
     if (version != 0)
         rm_rpc_buf_append_varint_field(buf, snapshot_field("version"), version);
     for (int k = 0; k != RM_KIND__COUNT; ++k) {
-        uint32_t field = snapshot_field(fields[k]);
+        uint32_t field = snapshot_field(rm_kind_field((rm_kind_t)k));
         for (size_t i = 0; i != kinds[k].size; ++i)
             rm_rpc_buf_append_bytes_field(buf, field, kinds[k].entries[i]->bytes, kinds[k].entries[i]->len);
     }
@@ -214,10 +213,15 @@ load(rm_store_t *s, char *err, size_t errsz)
         goto out;
     }
     s->version = snap->version;
-    if (add_loaded(s, RM_KIND_SERVICE, snap->n_services, (ProtobufCMessage **)snap->services, err, errsz) == 0 &&
-        add_loaded(s, RM_KIND_HTTP_ROUTE, snap->n_http_routes, (ProtobufCMessage **)snap->http_routes, err, errsz) == 0 &&
-        add_loaded(s, RM_KIND_GRPC_ROUTE, snap->n_grpc_routes, (ProtobufCMessage **)snap->grpc_routes, err, errsz) == 0)
-        ret = 0;
+    ret = 0;
+    for (int k = 0; k != RM_KIND__COUNT && ret == 0; ++k) {
+        /* the kind's repeated field, found through the descriptor as encode() does */
+        const ProtobufCFieldDescriptor *f =
+            protobuf_c_message_descriptor_get_field_by_name(&remora__v1__snapshot__descriptor, rm_kind_field((rm_kind_t)k));
+        size_t n = *(const size_t *)((const char *)snap + f->quantifier_offset);
+        ProtobufCMessage **msgs = *(ProtobufCMessage ***)((char *)snap + f->offset);
+        ret = add_loaded(s, (rm_kind_t)k, n, msgs, err, errsz);
+    }
     remora__v1__snapshot__free_unpacked(snap, NULL);
 out:
     free(data);
@@ -400,14 +404,44 @@ rm_store_apply(rm_store_t *s, rm_batch_t *batch, int dry_run, rm_store_action_t 
     return 0;
 }
 
-/* Does a route refer to the Service (as parent or backend)? */
+/* Do the filters of a rule refer to the resource (a mirror's Service, an ExtensionRef's FaultInjection)? */
 static int
-route_uses(const rm_resource_t *route, const char *ns, const char *name)
+filters_use(void *const *filters, size_t n, int grpc, const char *route_ns, rm_kind_t kind, const char *ns, const char *name)
+{
+    for (size_t i = 0; i != n; ++i) {
+        const Remora__V1__HTTPRequestMirrorFilter *mirror = NULL;
+        const Remora__V1__LocalObjectReference *ext = NULL;
+        if (grpc) {
+            const Remora__V1__GRPCRouteFilter *f = filters[i];
+            if (f->filter_case == REMORA__V1__GRPCROUTE_FILTER__FILTER_REQUEST_MIRROR)
+                mirror = f->request_mirror;
+            else if (f->filter_case == REMORA__V1__GRPCROUTE_FILTER__FILTER_EXTENSION_REF)
+                ext = f->extension_ref;
+        } else {
+            const Remora__V1__HTTPRouteFilter *f = filters[i];
+            if (f->filter_case == REMORA__V1__HTTPROUTE_FILTER__FILTER_REQUEST_MIRROR)
+                mirror = f->request_mirror;
+            else if (f->filter_case == REMORA__V1__HTTPROUTE_FILTER__FILTER_EXTENSION_REF)
+                ext = f->extension_ref;
+        }
+        if (kind == RM_KIND_SERVICE && mirror != NULL && mirror->backend_ref != NULL &&
+            strcmp(mirror->backend_ref->name, name) == 0 && strcmp(mirror->backend_ref->namespace_, ns) == 0)
+            return 1;
+        if (kind == RM_KIND_FAULT_INJECTION && ext != NULL && strcmp(ext->name, name) == 0 && strcmp(route_ns, ns) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* Does a route refer to the resource: a Service as parent, backend or mirror, a FaultInjection by an ExtensionRef? */
+static int
+route_uses(const rm_resource_t *route, rm_kind_t kind, const char *ns, const char *name)
 {
     size_t n_parents, n_rules;
     Remora__V1__ParentReference **parents;
     void **rules;
-    if (route->kind == RM_KIND_HTTP_ROUTE) {
+    int grpc = route->kind == RM_KIND_GRPC_ROUTE;
+    if (!grpc) {
         const Remora__V1__HTTPRouteSpec *spec = ((const Remora__V1__HTTPRoute *)route->msg)->spec;
         if (spec == NULL)
             return 0;
@@ -418,24 +452,51 @@ route_uses(const rm_resource_t *route, const char *ns, const char *name)
             return 0;
         n_parents = spec->n_parent_refs, parents = spec->parent_refs, n_rules = spec->n_rules, rules = (void **)spec->rules;
     }
-    for (size_t i = 0; i != n_parents; ++i)
+    for (size_t i = 0; kind == RM_KIND_SERVICE && i != n_parents; ++i)
         if (strcmp(parents[i]->name, name) == 0 && strcmp(parents[i]->namespace_, ns) == 0)
             return 1;
     for (size_t i = 0; i != n_rules; ++i) {
-        size_t n_backends;
+        size_t n_backends, n_filters;
         Remora__V1__BackendReference **backends;
-        if (route->kind == RM_KIND_HTTP_ROUTE) {
+        void **filters;
+        if (!grpc) {
             const Remora__V1__HTTPRouteRule *rule = rules[i];
             n_backends = rule->n_backend_refs, backends = rule->backend_refs;
+            n_filters = rule->n_filters, filters = (void **)rule->filters;
         } else {
             const Remora__V1__GRPCRouteRule *rule = rules[i];
             n_backends = rule->n_backend_refs, backends = rule->backend_refs;
+            n_filters = rule->n_filters, filters = (void **)rule->filters;
         }
-        for (size_t j = 0; j != n_backends; ++j)
+        for (size_t j = 0; kind == RM_KIND_SERVICE && j != n_backends; ++j)
             if (strcmp(backends[j]->name, name) == 0 && strcmp(backends[j]->namespace_, ns) == 0)
                 return 1;
+        if (filters_use(filters, n_filters, grpc, route->ns, kind, ns, name))
+            return 1;
     }
     return 0;
+}
+
+/* Does `r` refer to the resource (kind, ns, name)? */
+static int
+uses(const rm_resource_t *r, rm_kind_t kind, const char *ns, const char *name)
+{
+    switch (r->kind) {
+    case RM_KIND_HTTP_ROUTE:
+    case RM_KIND_GRPC_ROUTE:
+        return route_uses(r, kind, ns, name);
+    case RM_KIND_BACKEND_TRAFFIC_POLICY: {
+        const Remora__V1__BackendTrafficPolicySpec *spec = ((const Remora__V1__BackendTrafficPolicy *)r->msg)->spec;
+        if (kind != RM_KIND_SERVICE || spec == NULL || strcmp(r->ns, ns) != 0)
+            return 0;
+        for (size_t i = 0; i != spec->n_target_refs; ++i)
+            if (strcmp(spec->target_refs[i]->name, name) == 0)
+                return 1;
+        return 0;
+    }
+    default:
+        return 0;
+    }
 }
 
 int
@@ -446,26 +507,24 @@ rm_store_delete(rm_store_t *s, rm_kind_t kind, const char *ns, const char *name,
         snprintf(err, errsz, "%s/%s not found in namespace %s", rm_kind_lower(kind), name, ns);
         return RM_STORE_ENOENT;
     }
-    if (kind == RM_KIND_SERVICE) {
-        size_t users = 0, off = 0;
-        off += snprintf(err, errsz, "service/%s is used by", name);
-        for (int k = RM_KIND_HTTP_ROUTE; k <= RM_KIND_GRPC_ROUTE; ++k) {
-            for (size_t i = 0; i != s->kinds[k].size; ++i) {
-                const rm_resource_t *r = s->kinds[k].entries[i];
-                if (!route_uses(r, ns, name))
-                    continue;
-                if (users < 5 && off < errsz)
-                    off += snprintf(err + off, errsz - off, "%s %s/%s (namespace %s)", users != 0 ? "," : "",
-                                    rm_kind_lower(r->kind), r->name, r->ns);
-                ++users;
-            }
+    /* as an apply refuses a reference to nothing, a delete refuses to leave one behind */
+    size_t users = 0, off = 0;
+    off += snprintf(err, errsz, "%s/%s is used by", rm_kind_lower(kind), name);
+    for (int k = 0; k != RM_KIND__COUNT; ++k) {
+        for (size_t i = 0; i != s->kinds[k].size; ++i) {
+            const rm_resource_t *r = s->kinds[k].entries[i];
+            if (!uses(r, kind, ns, name))
+                continue;
+            if (users < 5 && off < errsz)
+                off += snprintf(err + off, errsz - off, "%s %s/%s (namespace %s)", users != 0 ? "," : "", rm_kind_lower(r->kind),
+                                r->name, r->ns);
+            ++users;
         }
-        if (users != 0) {
-            if (off < errsz)
-                snprintf(err + off, errsz - off, "%s; delete those routes or remove the reference first",
-                         users > 5 ? " and more" : "");
-            return RM_STORE_EINUSE;
-        }
+    }
+    if (users != 0) {
+        if (off < errsz)
+            snprintf(err + off, errsz - off, "%s; delete those or remove the reference first", users > 5 ? " and more" : "");
+        return RM_STORE_EINUSE;
     }
     kind_list_t next[RM_KIND__COUNT];
     copy_lists(s, next, 0);

@@ -64,8 +64,9 @@ int rm_store_apply(rm_store_t *store, rm_batch_t *batch, int dry_run, rm_store_a
 #define RM_STORE_EINUSE -3
 /**
  * Deletes one resource as one change. Returns 0, RM_STORE_ENOENT when there is no such resource,
- * RM_STORE_EINUSE when routes still refer to the Service (`err` names them), or -1 when the state
- * could not be written (nothing changed; `err` says why).
+ * RM_STORE_EINUSE when other resources still refer to it (routes to a Service or a FaultInjection,
+ * BackendTrafficPolicies to a Service; `err` names them), or -1 when the state could not be written
+ * (nothing changed; `err` says why).
  */
 int rm_store_delete(rm_store_t *store, rm_kind_t kind, const char *ns, const char *name, char *err, size_t errsz);
 

@@ -63,6 +63,8 @@ def pb():
         pass
     _pb = _NS()
     _pb.admin, _pb.discovery, _pb.meta, _pb.route, _pb.service = admin_pb2, discovery_pb2, meta_pb2, route_pb2, service_pb2
+    from remora.v1 import policy_pb2  # noqa: E402
+    _pb.policy = policy_pb2
     return _pb
 
 

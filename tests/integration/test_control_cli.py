@@ -333,3 +333,90 @@ def test_namespaces(control, tmp_path):
     assert r.rc == 1 and "Service 'echo' does not exist in namespace 'team-b'" in r.err, r
     r = control.ctl("delete", "svc", "echo", "-n", "team-a")
     assert r.rc == 0 and "service/echo (namespace team-a) deleted" in r.out, r
+
+
+POLICY = """\
+apiVersion: remora.dev/v1
+kind: FaultInjection
+metadata: {name: echo-chaos}
+spec:
+  delay: {fixedDelay: 50ms, percent: 10}
+  abort: {grpcStatus: UNAVAILABLE, percent: 5}
+---
+apiVersion: remora.dev/v1
+kind: BackendTrafficPolicy
+metadata: {name: echo}
+spec:
+  targetRefs: [{kind: Service, name: echo}]
+  retryConstraint: {budget: {percent: 25}}
+  connectionPool: {connectTimeout: 500ms}
+---
+apiVersion: remora.dev/v1
+kind: GRPCRoute
+metadata: {name: echo-grpc}
+spec:
+  parentRefs: [{name: echo}]
+  rules:
+  - matches: [{method: {service: echo.Echo, method: Unary}, headers: [{name: x-canary, value: "1"}]}]
+    backendRefs: [{name: echo-v2}]
+    filters:
+    - {type: ExtensionRef, extensionRef: {name: echo-chaos}}
+    - {type: RequestMirror, requestMirror: {backendRef: {name: echo}, fraction: {numerator: 1, denominator: 1000}}}
+    retry: {attempts: 2, codes: [UNAVAILABLE, RESOURCE_EXHAUSTED]}
+    timeouts: {request: 3s, backendRequest: 1s}
+"""
+
+
+def test_policy_kinds(control, agents, tmp_path):
+    assert control.ctl("apply", "-f", write(str(tmp_path), "echo.yaml", ECHO)).rc == 0
+    r = control.ctl("apply", "-f", write(str(tmp_path), "policy.yaml", POLICY))
+    assert r.rc == 0, r
+    assert r.out.splitlines() == ["faultinjection/echo-chaos created", "backendtrafficpolicy/echo created",
+                                  "grpcroute/echo-grpc configured", "version 2"], r
+
+    # the kinds are in the snapshot agents receive, in their own fields
+    snap = agents(control, "policy-fake").wait_version(2)
+    assert [f.metadata.name for f in snap.fault_injections] == ["echo-chaos"]
+    assert snap.backend_traffic_policies[0].spec.retry_constraint.budget.percent == 25
+    rule = snap.grpc_routes[0].spec.rules[0]
+    assert rule.retry.attempts == 2 and rule.timeouts.backend_request.seconds == 1
+    assert [f.WhichOneof("filter") for f in rule.filters] == ["extension_ref", "request_mirror"]
+
+    r = control.ctl("get", "all")
+    assert r.rc == 0, r
+    assert "faultinjection/echo-chaos" in r.out and "backendtrafficpolicy/echo" in r.out
+    assert "TARGETS" in r.out and "25%/10s, min 10/1s" in r.out and "connect 500ms" in r.out, r
+    assert "UNAVAILABLE (5%)" in r.out, r
+    r = control.ctl("get", "all", "-o", "yaml")
+    assert r.rc == 0 and r.out.count("apiVersion: remora.dev/v1") == 6, r
+    r2 = control.ctl("apply", "-f", "-", stdin=r.out)
+    assert r2.rc == 0 and r2.out.splitlines()[-1] == "no change (version 2)", r2
+    for kind in ("FaultInjection", "faultinjections", "backendtrafficpolicies", "btp", "BackendTrafficPolicy"):
+        assert control.ctl("get", kind).rc == 0, kind
+
+    # references are kept whole: in use -> refused; absent -> refused at apply
+    r = control.ctl("delete", "faultinjection", "echo-chaos")
+    assert r.rc == 1 and "faultinjection/echo-chaos is used by grpcroute/echo-grpc" in r.err, r
+    r = control.ctl("delete", "service", "echo")
+    assert r.rc == 1 and "backendtrafficpolicy/echo" in r.err, r
+    r = control.ctl("apply", "-f", "-", stdin="apiVersion: remora.dev/v1\nkind: BackendTrafficPolicy\nmetadata: {name: x}\n"
+                                                "spec: {targetRefs: [{name: nope}]}\n")
+    assert r.rc == 1 and "-:4: backendtrafficpolicy/x: spec.targetRefs[0]: Service 'nope' does not exist" in r.err, r
+    r = control.ctl("delete", "btp", "echo")
+    assert r.rc == 0 and r.out.strip() == "backendtrafficpolicy/echo deleted (version 3)", r
+
+
+def test_get_help_lists_policy_kinds(control):
+    r = control.ctl("get", "--help")
+    assert r.rc == 0 and "faultinjection" in r.out and "backendtrafficpolicy" in r.out and "btp" in r.out, r
+    r = control.ctl("get")
+    assert r.rc == 2 and "faultinjection, backendtrafficpolicy or all" in r.err, r
+    r = control.ctl("get", "gateways")
+    assert r.rc == 2 and "FaultInjection (faultinjections)" in r.err and "BackendTrafficPolicy" in r.err, r
+
+
+def test_example_policy_documents_apply(control):
+    examples = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "examples")
+    assert control.ctl("apply", "-f", os.path.join(examples, "mesh.yaml")).rc == 0
+    r = control.ctl("apply", "-f", os.path.join(examples, "mesh-policy.yaml"))
+    assert r.rc == 0 and "httproute/web-canary configured" in r.out, r

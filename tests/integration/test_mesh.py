@@ -150,15 +150,17 @@ def test_agent_nack_visible_in_status_and_apply_wait(control, mesh, tmp_path):
     a = mesh(control, "nack-agent")
     assert _apply(control, str(tmp_path), "web.yaml", service_doc("web", [f"127.0.0.1:{port}"], protocol="http1")).rc == 0
     good = status_json(control)["version"]
-    # the control plane accepts a regular-expression match; this agent refuses it (not supported yet)
-    regex_route = ("apiVersion: remora.dev/v1\nkind: HTTPRoute\nmetadata: {name: rx}\nspec:\n"
-                   "  parentRefs: [{name: web}]\n  rules:\n"
-                   "  - matches: [{path: {type: RegularExpression, value: \"/a.*\"}}]\n    backendRefs: [{name: web}]\n")
-    r = _apply(control, str(tmp_path), "rx.yaml", regex_route)
+    # the control plane accepts a mirror to a Service port; this agent refuses it (it mirrors to a Service's
+    # cluster, which has no per-port variant)
+    mirror_route = ("apiVersion: remora.dev/v1\nkind: HTTPRoute\nmetadata: {name: mx}\nspec:\n"
+                    "  parentRefs: [{name: web}]\n  rules:\n"
+                    "  - filters: [{type: RequestMirror, requestMirror: {backendRef: {name: web, port: 8080}}}]\n"
+                    "    backendRefs: [{name: web}]\n")
+    r = _apply(control, str(tmp_path), "mx.yaml", mirror_route)
     assert r.rc == 1, r
-    assert "nack-agent" in r.err and "regular expression" in r.err, r
+    assert "nack-agent" in r.err and "not supported by this agent" in r.err, r
     st = [x for x in status_json(control)["agents"] if x["node"] == "nack-agent"][0]
-    assert st["appliedVersion"] == good and "regular expression" in st["nackReason"], st
+    assert st["appliedVersion"] == good and "not supported by this agent" in st["nackReason"], st
     # the previous snapshot stays in service
     assert a.get("web")[0] == 200
 

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <cmocka.h>
 #include "document.h"
+#include "remora/v1/policy.pb-c.h"
 #include "remora/v1/route.pb-c.h"
 #include "remora/v1/service.pb-c.h"
 
@@ -448,6 +449,384 @@ test_durations(void **state)
     assert_int_equal(rm_document_parse_duration("-1s", &ms), -1);
 }
 
+/* ------------------------------------------------------------------------------ request policy */
+
+#define RULE SVC "---\n" ROUTE_HEAD "  rules:\n  - backendRefs: [{name: echo}]\n"
+#define GRULE                                                                                                                      \
+    SVC "---\napiVersion: remora.dev/v1\nkind: GRPCRoute\nmetadata: {name: g}\nspec:\n  parentRefs: [{name: echo}]\n"              \
+        "  rules:\n  - backendRefs: [{name: echo}]\n"
+#define FI_HEAD "apiVersion: remora.dev/v1\nkind: FaultInjection\nmetadata: {name: chaos}\nspec:\n"
+#define BTP_HEAD "apiVersion: remora.dev/v1\nkind: BackendTrafficPolicy\nmetadata: {name: p}\nspec:\n"
+
+static void
+test_policy_route(void **state)
+{
+    const char *yaml = SVC "---\n" SVC2 "---\n" FI_HEAD "  delay: {fixedDelay: 50ms, percent: 10}\n"
+                           "  abort: {httpStatus: 503, percent: 5}\n"
+                           "---\n" ROUTE_HEAD "  rules:\n"
+                           "  - matches: [{path: {type: PathPrefix, value: /v1/}}]\n"
+                           "    filters:\n"
+                           "    - type: RequestHeaderModifier\n"
+                           "      requestHeaderModifier:\n"
+                           "        set: [{name: X-Env, value: prod}]\n"
+                           "        add: [{name: x-via, value: remora}]\n"
+                           "        remove: [X-Debug]\n"
+                           "    - type: ResponseHeaderModifier\n"
+                           "      responseHeaderModifier: {remove: [server]}\n"
+                           "    - {type: RequestMirror, requestMirror: {backendRef: {name: echo-v2}, percent: 10}}\n"
+                           "    - {type: RequestMirror, requestMirror: {backendRef: {name: echo}, fraction: {numerator: 1}}}\n"
+                           "    - {type: URLRewrite, urlRewrite: {hostname: api.internal, path: {type: ReplacePrefixMatch, "
+                           "replacePrefixMatch: /v2/}}}\n"
+                           "    - type: ExtensionRef\n"
+                           "      extensionRef: {group: remora.dev, kind: FaultInjection, name: chaos}\n"
+                           "    backendRefs: [{name: echo, weight: 90}, {name: echo-v2, weight: 10}]\n"
+                           "    timeouts: {request: 10s, backendRequest: 2s}\n"
+                           "    retry:\n"
+                           "      attempts: 2\n"
+                           "      backoff: 100ms\n"
+                           "      codes: [502, 503, 504]\n"
+                           "      conditions: [connect-failure, refused-stream, reset]\n"
+                           "  - matches: [{path: {type: Exact, value: /old}}]\n"
+                           "    filters: [{type: RequestRedirect, requestRedirect: {scheme: https, hostname: new.example, port: "
+                           "8443, statusCode: 301, path: {type: ReplaceFullPath, replaceFullPath: /new}}}]\n"
+                           "  - filters: [{type: RequestRedirect, requestRedirect: {path: {type: ReplacePrefixMatch, "
+                           "replacePrefixMatch: \"\"}}}]\n";
+    rm_batch_t b;
+    parse(&b, yaml);
+    for (size_t i = 0; i != b.errors.size; ++i)
+        fprintf(stderr, "%s:%u: %s\n", b.errors.entries[i].file, b.errors.entries[i].line, b.errors.entries[i].message);
+    assert_int_equal(b.errors.size, 0);
+    assert_int_equal(b.resources.size, 4);
+
+    rm_resource_t *r = b.resources.entries[2];
+    assert_int_equal(r->kind, RM_KIND_FAULT_INJECTION);
+    const Remora__V1__FaultInjection *fi = (const void *)r->msg;
+    assert_int_equal(fi->spec->delay->fixed_delay->nanos, 50000000);
+    assert_int_equal(fi->spec->delay->percent, 10);
+    assert_int_equal(fi->spec->abort->status_case, REMORA__V1__FAULT_ABORT__STATUS_HTTP_STATUS);
+    assert_int_equal(fi->spec->abort->http_status, 503);
+    assert_int_equal(fi->spec->abort->percent, 5);
+
+    const Remora__V1__HTTPRoute *route = (const void *)b.resources.entries[3]->msg;
+    assert_int_equal(route->spec->n_rules, 3);
+    const Remora__V1__HTTPRouteRule *rule = route->spec->rules[0];
+    assert_int_equal(rule->n_filters, 6);
+    const Remora__V1__HTTPHeaderFilter *h = rule->filters[0]->request_header_modifier;
+    assert_int_equal(rule->filters[0]->filter_case, REMORA__V1__HTTPROUTE_FILTER__FILTER_REQUEST_HEADER_MODIFIER);
+    assert_string_equal(h->set_headers[0]->name, "x-env"); /* stored lower-case */
+    assert_string_equal(h->set_headers[0]->value, "prod");
+    assert_string_equal(h->add_headers[0]->name, "x-via");
+    assert_string_equal(h->remove_headers[0], "x-debug");
+    assert_int_equal(rule->filters[1]->filter_case, REMORA__V1__HTTPROUTE_FILTER__FILTER_RESPONSE_HEADER_MODIFIER);
+    assert_string_equal(rule->filters[1]->response_header_modifier->remove_headers[0], "server");
+    const Remora__V1__HTTPRequestMirrorFilter *m = rule->filters[2]->request_mirror;
+    assert_string_equal(m->backend_ref->name, "echo-v2");
+    assert_string_equal(m->backend_ref->namespace_, "default");
+    assert_int_equal(m->share_case, REMORA__V1__HTTPREQUEST_MIRROR_FILTER__SHARE_PERCENT);
+    assert_int_equal(m->percent, 10);
+    m = rule->filters[3]->request_mirror;
+    assert_int_equal(m->share_case, REMORA__V1__HTTPREQUEST_MIRROR_FILTER__SHARE_FRACTION);
+    assert_int_equal(m->fraction->numerator, 1);
+    assert_int_equal(m->fraction->denominator, 100); /* the Gateway API's default */
+    const Remora__V1__HTTPURLRewriteFilter *rw = rule->filters[4]->url_rewrite;
+    assert_string_equal(rw->hostname, "api.internal");
+    assert_int_equal(rw->path->modifier_case, REMORA__V1__HTTPPATH_MODIFIER__MODIFIER_REPLACE_PREFIX_MATCH);
+    assert_string_equal(rw->path->replace_prefix_match, "/v2/");
+    const Remora__V1__LocalObjectReference *ext = rule->filters[5]->extension_ref;
+    assert_string_equal(ext->group, "remora.dev");
+    assert_string_equal(ext->kind, "FaultInjection");
+    assert_string_equal(ext->name, "chaos");
+    assert_int_equal(rule->timeouts->request->seconds, 10);
+    assert_int_equal(rule->timeouts->backend_request->seconds, 2);
+    assert_int_equal(rule->retry->attempts, 2);
+    assert_int_equal(rule->retry->backoff->nanos, 100000000);
+    assert_int_equal(rule->retry->n_codes, 3);
+    assert_int_equal(rule->retry->codes[2], 504);
+    assert_int_equal(rule->retry->n_conditions, 3);
+    assert_int_equal(rule->retry->conditions[2], REMORA__V1__RETRY_CONDITION__RETRY_CONDITION_RESET);
+
+    rule = route->spec->rules[1];
+    assert_int_equal(rule->n_backend_refs, 0); /* a redirect needs no backend */
+    const Remora__V1__HTTPRequestRedirectFilter *rd = rule->filters[0]->request_redirect;
+    assert_string_equal(rd->scheme, "https");
+    assert_string_equal(rd->hostname, "new.example");
+    assert_int_equal(rd->port, 8443);
+    assert_int_equal(rd->status_code, 301);
+    assert_string_equal(rd->path->replace_full_path, "/new");
+    rule = route->spec->rules[2];
+    rd = rule->filters[0]->request_redirect;
+    assert_int_equal(rd->status_code, 302); /* the default */
+    assert_int_equal(rd->path->modifier_case, REMORA__V1__HTTPPATH_MODIFIER__MODIFIER_REPLACE_PREFIX_MATCH);
+    assert_string_equal(rd->path->replace_prefix_match, "");
+    rm_batch_dispose(&b);
+}
+
+static void
+test_policy_defaults(void **state)
+{
+    rm_batch_t b;
+    parse(&b, RULE "    retry: {}\n"
+                   "    filters: [{type: RequestMirror, requestMirror: {backendRef: {name: echo}}}]\n");
+    assert_int_equal(b.errors.size, 0);
+    const Remora__V1__HTTPRouteRule *rule = ((const Remora__V1__HTTPRoute *)b.resources.entries[1]->msg)->spec->rules[0];
+    assert_int_equal(rule->retry->attempts, 1);
+    assert_int_equal(rule->retry->backoff->nanos, 25000000);
+    assert_int_equal(rule->retry->n_codes, 1);
+    assert_int_equal(rule->retry->codes[0], 503);
+    assert_int_equal(rule->retry->n_conditions, 2);
+    assert_int_equal(rule->retry->conditions[0], REMORA__V1__RETRY_CONDITION__RETRY_CONDITION_CONNECT_FAILURE);
+    assert_int_equal(rule->retry->conditions[1], REMORA__V1__RETRY_CONDITION__RETRY_CONDITION_REFUSED_STREAM);
+    assert_int_equal(rule->filters[0]->request_mirror->share_case, REMORA__V1__HTTPREQUEST_MIRROR_FILTER__SHARE_PERCENT);
+    assert_int_equal(rule->filters[0]->request_mirror->percent, 100);
+    rm_batch_dispose(&b);
+
+    /* explicit empty lists stay empty: nothing but attempts is retried */
+    parse(&b, RULE "    retry: {attempts: 0, codes: [], conditions: []}\n");
+    assert_int_equal(b.errors.size, 0);
+    rule = ((const Remora__V1__HTTPRoute *)b.resources.entries[1]->msg)->spec->rules[0];
+    assert_int_equal(rule->retry->attempts, 0);
+    assert_int_equal(rule->retry->n_codes, 0);
+    assert_int_equal(rule->retry->n_conditions, 0);
+    rm_batch_dispose(&b);
+
+    /* GRPCRoute: gRPC status names, default UNAVAILABLE */
+    parse(&b, GRULE "    retry: {attempts: 3, codes: [UNAVAILABLE, cancelled, RESOURCE_EXHAUSTED]}\n"
+                    "  - backendRefs: [{name: echo}]\n    retry: {}\n"
+                    "    filters: [{type: ResponseHeaderModifier, responseHeaderModifier: {set: [{name: x-a, value: b}]}}]\n");
+    for (size_t i = 0; i != b.errors.size; ++i)
+        fprintf(stderr, "%s:%u: %s\n", b.errors.entries[i].file, b.errors.entries[i].line, b.errors.entries[i].message);
+    assert_int_equal(b.errors.size, 0);
+    const Remora__V1__GRPCRouteSpec *gs = ((const Remora__V1__GRPCRoute *)b.resources.entries[1]->msg)->spec;
+    assert_int_equal(gs->rules[0]->retry->n_codes, 3);
+    assert_int_equal(gs->rules[0]->retry->codes[0], REMORA__V1__GRPCSTATUS_CODE__GRPC_STATUS_CODE_UNAVAILABLE);
+    assert_int_equal(gs->rules[0]->retry->codes[1], REMORA__V1__GRPCSTATUS_CODE__GRPC_STATUS_CODE_CANCELLED);
+    assert_int_equal(gs->rules[1]->retry->n_codes, 1);
+    assert_int_equal(gs->rules[1]->retry->codes[0], REMORA__V1__GRPCSTATUS_CODE__GRPC_STATUS_CODE_UNAVAILABLE);
+    assert_int_equal(gs->rules[1]->filters[0]->filter_case, REMORA__V1__GRPCROUTE_FILTER__FILTER_RESPONSE_HEADER_MODIFIER);
+    rm_batch_dispose(&b);
+
+    /* FaultInjection: percent 100 by default; a gRPC abort */
+    parse(&b, FI_HEAD "  abort: {grpcStatus: UNAVAILABLE}\n");
+    assert_int_equal(b.errors.size, 0);
+    const Remora__V1__FaultInjectionSpec *fs = ((const Remora__V1__FaultInjection *)b.resources.entries[0]->msg)->spec;
+    assert_null(fs->delay);
+    assert_int_equal(fs->abort->status_case, REMORA__V1__FAULT_ABORT__STATUS_GRPC_STATUS);
+    assert_int_equal(fs->abort->grpc_status, REMORA__V1__GRPCSTATUS_CODE__GRPC_STATUS_CODE_UNAVAILABLE);
+    assert_int_equal(fs->abort->percent, 100);
+    rm_batch_dispose(&b);
+
+    /* BackendTrafficPolicy: GEP-3388's defaults inside a given retryConstraint; connectionPool fields as given */
+    parse(&b, SVC "---\n" BTP_HEAD "  targetRefs: [{kind: Service, name: echo}]\n"
+                  "  retryConstraint: {budget: {percent: 30}}\n"
+                  "  connectionPool: {connectTimeout: 1s, idleTimeout: 60s, streamIdleTimeout: 5m}\n");
+    assert_int_equal(b.errors.size, 0);
+    rm_resource_t *r = b.resources.entries[1];
+    assert_int_equal(r->kind, RM_KIND_BACKEND_TRAFFIC_POLICY);
+    const Remora__V1__BackendTrafficPolicySpec *ps = ((const Remora__V1__BackendTrafficPolicy *)r->msg)->spec;
+    assert_int_equal(ps->n_target_refs, 1);
+    assert_string_equal(ps->target_refs[0]->kind, "Service");
+    assert_string_equal(ps->target_refs[0]->name, "echo");
+    assert_int_equal(ps->retry_constraint->budget->percent, 30);
+    assert_int_equal(ps->retry_constraint->budget->interval->seconds, 10);
+    assert_int_equal(ps->retry_constraint->min_retry_rate->count, 10);
+    assert_int_equal(ps->retry_constraint->min_retry_rate->interval->seconds, 1);
+    assert_int_equal(ps->connection_pool->connect_timeout->seconds, 1);
+    assert_int_equal(ps->connection_pool->idle_timeout->seconds, 60);
+    assert_int_equal(ps->connection_pool->stream_idle_timeout->seconds, 300);
+    rm_batch_dispose(&b);
+    parse(&b, SVC "---\n" BTP_HEAD "  targetRefs: [{name: echo}]\n  connectionPool: {streamIdleTimeout: 0s}\n");
+    assert_int_equal(b.errors.size, 0);
+    ps = ((const Remora__V1__BackendTrafficPolicy *)b.resources.entries[1]->msg)->spec;
+    assert_null(ps->retry_constraint);
+    assert_null(ps->connection_pool->connect_timeout);
+    assert_non_null(ps->connection_pool->stream_idle_timeout);
+    rm_batch_dispose(&b);
+
+    rm_kind_t k;
+    assert_int_equal(rm_kind_parse("FaultInjections", &k), 0);
+    assert_int_equal(k, RM_KIND_FAULT_INJECTION);
+    assert_int_equal(rm_kind_parse("btp", &k), 0);
+    assert_int_equal(k, RM_KIND_BACKEND_TRAFFIC_POLICY);
+    assert_int_equal(rm_kind_parse("backendtrafficpolicies", &k), 0);
+}
+
+#define FILTER(f) RULE "    filters: [" f "]\n"
+
+static void
+test_policy_errors(void **state)
+{
+    /* retry (line 14) */
+    expect_error(RULE "    retry: {attempts: -1}\n", 14, "httproute/r: spec.rules[0].retry.attempts: must not be negative, got -1");
+    expect_error(RULE "    retry: {attempts: 11}\n", 14, "retry.attempts: must be from 0 to 10, got 11");
+    expect_error(RULE "    retry: {codes: [200]}\n", 14, "retry.codes[0]: must be from 400 to 599, got 200");
+    expect_error(RULE "    retry: {codes: [503, 503]}\n", 14, "retry.codes[1]: 503 is listed twice");
+    expect_error(RULE "    retry: {codes: 503}\n", 14, "retry.codes: must be a list");
+    expect_error(RULE "    retry: {conditions: [timeout]}\n", 14,
+                 "unknown condition 'timeout' (use connect-failure, refused-stream or reset)");
+    expect_error(RULE "    retry: {backoff: 0s}\n", 14, "retry.backoff: must be from 1ms to 1m, got 0s");
+    expect_error(RULE "    retry: {backoff: 2m}\n", 14, "retry.backoff: must be from 1ms to 1m, got 2m");
+    expect_error(RULE "    retry: {attempt: 2}\n", 14, "unknown field 'attempt' (did you mean 'attempts'?)");
+    expect_error(GRULE "    retry: {codes: [NOPE]}\n", 14,
+                 "grpcroute/g: spec.rules[0].retry.codes[0]: 'NOPE' is not a gRPC status name");
+    expect_error(GRULE "    retry: {codes: [503]}\n", 14, "'503' is not a gRPC status name");
+    expect_error(RULE "    sessionPersistence: {type: Cookie}\n", 14,
+                 "spec.rules[0].sessionPersistence: is not supported yet by this version of Remora");
+
+    /* filters (line 14) */
+    expect_error(FILTER("{type: Foo}"), 14, "unknown filter type 'Foo' (use RequestHeaderModifier");
+    expect_error(FILTER("{requestHeaderModifier: {}}"), 14, "filters[0].type: is required");
+    expect_error(FILTER("{type: RequestHeaderModifier}"), 14,
+                 "filter.requestHeaderModifier must be specified for RequestHeaderModifier filter.type");
+    expect_error(FILTER("{type: RequestHeaderModifier, requestHeaderModifier: {}, responseHeaderModifier: {}}"), 14,
+                 "filter.responseHeaderModifier must be nil if the filter.type is not ResponseHeaderModifier");
+    expect_error(FILTER("{type: CORS}"), 14, "filter type 'CORS' is not supported yet");
+    expect_error(FILTER("{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: X-A, value: \"1\"}], remove: [x-a]}}"),
+                 14, "header 'x-a' is already modified on line 14: only one action (set, add or remove) per header name");
+    expect_error(FILTER("{type: RequestHeaderModifier, requestHeaderModifier: {remove: [Connection]}}"), 14,
+                 "'Connection' cannot be modified");
+    expect_error(FILTER("{type: RequestHeaderModifier, requestHeaderModifier: {add: [{name: host, value: a}]}}"), 14,
+                 "'host' can only be set");
+    expect_error(FILTER("{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: \"a:b\", value: x}]}}"), 14,
+                 "'a:b' is not a valid header name");
+    expect_error(FILTER("{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: a, value: \"\"}]}}"), 14,
+                 "value: must be 1 to 4096 characters");
+    expect_error(FILTER("{type: RequestHeaderModifier, requestHeaderModifier: {}}, {type: RequestHeaderModifier, "
+                        "requestHeaderModifier: {}}"),
+                 14, "spec.rules[0].filters: RequestHeaderModifier filter cannot be repeated");
+    expect_error(FILTER("{type: RequestMirror, requestMirror: {backendRef: {name: echo}, percent: 101}}"), 14,
+                 "requestMirror.percent: must be from 0 to 100, got 101");
+    expect_error(FILTER("{type: RequestMirror, requestMirror: {backendRef: {name: echo}, percent: 1, fraction: {numerator: 1}}}"),
+                 14, "Only one of percent or fraction may be specified in HTTPRequestMirrorFilter");
+    expect_error(FILTER("{type: RequestMirror, requestMirror: {backendRef: {name: echo}, fraction: {numerator: 3, "
+                        "denominator: 2}}}"),
+                 14, "numerator must be less than or equal to denominator");
+    expect_error(FILTER("{type: RequestMirror, requestMirror: {backendRef: {name: echo}, fraction: {numerator: 1, "
+                        "denominator: 0}}}"),
+                 14, "denominator: must be from 1 to 1000000, got 0");
+    expect_error(FILTER("{type: RequestMirror, requestMirror: {percent: 5}}"), 14, "requestMirror.backendRef: is required");
+    expect_error(FILTER("{type: RequestMirror, requestMirror: {backendRef: {name: echo, weight: 1}}}"), 14,
+                 "unknown field 'weight'");
+    expect_error(FILTER("{type: URLRewrite, urlRewrite: {}}"), 14, "urlRewrite: give a hostname, a path, or both");
+    expect_error(FILTER("{type: URLRewrite, urlRewrite: {hostname: Bad_Host}}"), 14, "'Bad_Host' is not a valid hostname");
+    expect_error(FILTER("{type: URLRewrite, urlRewrite: {path: {type: ReplaceFullPath}}}"), 14,
+                 "replaceFullPath must be specified when type is set to 'ReplaceFullPath'");
+    expect_error(FILTER("{type: URLRewrite, urlRewrite: {path: {type: ReplaceFullPath, replacePrefixMatch: /a}}}"), 14,
+                 "type must be 'ReplacePrefixMatch' when replacePrefixMatch is set");
+    expect_error(FILTER("{type: URLRewrite, urlRewrite: {path: {type: ReplaceFullPath, replaceFullPath: a}}}"), 14,
+                 "replaceFullPath: 'a' must start with '/'");
+    expect_error(FILTER("{type: URLRewrite, urlRewrite: {path: {type: Replace, replaceFullPath: /a}}}"), 14,
+                 "unknown type 'Replace' (use ReplaceFullPath or ReplacePrefixMatch)");
+    expect_error(FILTER("{type: RequestRedirect, requestRedirect: {statusCode: 301}}"), 13,
+                 "spec.rules[0].backendRefs: RequestRedirect filter must not be used together with backendRefs");
+    expect_error(SVC "---\n" ROUTE_HEAD "  rules:\n  - filters: [{type: RequestRedirect, requestRedirect: {statusCode: 304}}]\n",
+                 13, "requestRedirect.statusCode: unsupported value 304 (use 301, 302, 303, 307 or 308)");
+    expect_error(SVC "---\n" ROUTE_HEAD "  rules:\n  - filters: [{type: RequestRedirect, requestRedirect: {scheme: ftp}}]\n", 13,
+                 "requestRedirect.scheme: unsupported value 'ftp' (use http or https)");
+    expect_error(SVC "---\n" ROUTE_HEAD "  rules:\n  - filters: [{type: RequestRedirect, requestRedirect: {port: 0}}]\n", 13,
+                 "requestRedirect.port: must be from 1 to 65535, got 0");
+    expect_error(SVC "---\n" ROUTE_HEAD "  rules:\n  - filters: [{type: RequestRedirect, requestRedirect: {}}, {type: URLRewrite, "
+                     "urlRewrite: {hostname: a}}]\n",
+                 13, "may specify either RequestRedirect or URLRewrite, but not both");
+    expect_error(SVC "---\n" ROUTE_HEAD "  rules:\n  - matches: [{path: {type: Exact, value: /a}}]\n"
+                     "    filters:\n    - {type: URLRewrite, urlRewrite: {path: {type: ReplacePrefixMatch, "
+                     "replacePrefixMatch: /b}}}\n    backendRefs: [{name: echo}]\n",
+                 15, "When using URLRewrite filter with path.replacePrefixMatch, exactly one PathPrefix match must be specified");
+    expect_error(SVC "---\n" ROUTE_HEAD "  rules:\n  - matches: [{path: {value: /a}}, {path: {value: /b}}]\n"
+                     "    filters:\n    - {type: RequestRedirect, requestRedirect: {path: {type: "
+                     "ReplacePrefixMatch, replacePrefixMatch: /b}}}\n",
+                 15, "When using RequestRedirect filter with path.replacePrefixMatch, exactly one PathPrefix match");
+    expect_error(FILTER("{type: ExtensionRef, extensionRef: {group: example.com, kind: FaultInjection, name: x}}"), 14,
+                 "group 'example.com' is not supported: an extensionRef names a Remora resource (group remora.dev)");
+    expect_error(FILTER("{type: ExtensionRef, extensionRef: {kind: RateLimit, name: x}}"), 14,
+                 "kind 'RateLimit' is not supported: an extensionRef names a FaultInjection");
+    expect_error(FILTER("{type: ExtensionRef, extensionRef: {name: a}}, {type: ExtensionRef, extensionRef: {name: b}}"), 14,
+                 "at most one ExtensionRef (FaultInjection) per rule");
+    expect_error(GRULE "    filters: [{type: RequestRedirect, requestRedirect: {}}]\n", 14,
+                 "filter type 'RequestRedirect' is not supported in a GRPCRoute");
+    expect_error(GRULE "    filters: [{type: URLRewrite, urlRewrite: {hostname: a}}]\n", 14,
+                 "filter type 'URLRewrite' is not supported in a GRPCRoute");
+
+    /* FaultInjection (the spec starts on line 5) */
+    expect_error(FI_HEAD "  delay: {percent: 10}\n", 5, "faultinjection/chaos: spec.delay.fixedDelay: is required");
+    expect_error("apiVersion: remora.dev/v1\nkind: FaultInjection\nmetadata: {name: chaos}\nspec: {}\n", 4,
+                 "spec: give a delay, an abort, or both");
+    expect_error(FI_HEAD "  delay: {fixedDelay: 0s}\n", 5, "spec.delay.fixedDelay: must be from 1ms to 1h, got 0s");
+    expect_error(FI_HEAD "  delay: {fixedDelay: 1s, percent: 101}\n", 5, "spec.delay.percent: must be from 0 to 100, got 101");
+    expect_error(FI_HEAD "  abort: {percent: 5}\n", 5, "spec.abort: give exactly one of httpStatus or grpcStatus");
+    expect_error(FI_HEAD "  abort: {httpStatus: 503, grpcStatus: UNAVAILABLE}\n", 5,
+                 "give exactly one of httpStatus or grpcStatus");
+    expect_error(FI_HEAD "  abort: {httpStatus: 600}\n", 5, "spec.abort.httpStatus: must be from 200 to 599, got 600");
+    expect_error(FI_HEAD "  abort: {grpcStatus: OK}\n", 5, "OK is not an error status");
+    expect_error(FI_HEAD "  abort: {grpcStatus: UNAVAILABLE, percent: -5}\n", 5, "spec.abort.percent: must not be negative");
+    expect_error(FI_HEAD "  dealy: {fixedDelay: 1s}\n", 5, "unknown field 'dealy' (did you mean 'delay'?)");
+
+    /* BackendTrafficPolicy (the spec starts on line 11, after SVC and "---") */
+    expect_error(SVC "---\n" BTP_HEAD "  retryConstraint: {}\n", 11, "backendtrafficpolicy/p: spec.targetRefs: is required");
+    expect_error(SVC "---\n" BTP_HEAD "  targetRefs: []\n", 11, "spec.targetRefs: needs at least one Service");
+    expect_error(SVC "---\n" BTP_HEAD "  targetRefs: [{name: echo}]\n  loadBalancer: {type: RoundRobin}\n", 12,
+                 "spec.loadBalancer: is not supported yet by this version of Remora");
+    expect_error(SVC "---\n" BTP_HEAD "  targetRefs: [{name: echo}]\n  outlierDetection: {}\n", 12,
+                 "spec.outlierDetection: is not supported yet");
+    expect_error(SVC "---\n" BTP_HEAD "  targetRefs: [{name: echo}]\n  connectionPool: {maxConnections: 10}\n", 12,
+                 "spec.connectionPool.maxConnections: is not supported yet");
+    expect_error(SVC "---\n" BTP_HEAD "  targetRefs: [{name: echo}]\n  rateLimit: {}\n", 12, "unknown field 'rateLimit'");
+    expect_error(SVC "---\n" BTP_HEAD "  targetRefs: [{kind: Pod, name: echo}]\n", 11, "kind 'Pod' is not supported");
+    expect_error(SVC "---\n" BTP_HEAD "  targetRefs: [{name: echo, namespace: other}]\n", 11,
+                 "targetRefs[0].namespace: targetRefs are local: the Service must be in the policy's namespace (default)");
+    expect_error(SVC "---\n" BTP_HEAD "  targetRefs: [{name: echo}, {name: echo}]\n", 11, "Service 'echo' is listed twice");
+    expect_error(SVC "---\n" BTP_HEAD "  targetRefs: [{name: echo}]\n  retryConstraint: {budget: {percent: 101}}\n", 12,
+                 "spec.retryConstraint.budget.percent: must be from 0 to 100, got 101");
+    expect_error(SVC "---\n" BTP_HEAD "  targetRefs: [{name: echo}]\n  retryConstraint: {budget: {interval: 500ms}}\n", 12,
+                 "budget.interval: interval can not be greater than one hour or less than one second, got 500ms");
+    expect_error(SVC "---\n" BTP_HEAD "  targetRefs: [{name: echo}]\n  retryConstraint: {minRetryRate: {interval: 2h}}\n", 12,
+                 "minRetryRate.interval: interval can not be greater than one hour or less than one second");
+    expect_error(SVC "---\n" BTP_HEAD "  targetRefs: [{name: echo}]\n  connectionPool: {connectTimeout: 0s}\n", 12,
+                 "spec.connectionPool.connectTimeout: must be from 1ms to 1h, got 0s");
+    expect_error(SVC "---\n" BTP_HEAD "  targetRefs: [{name: echo}]\n  connectionPool: {idleTimeout: 0s}\n", 12,
+                 "spec.connectionPool.idleTimeout: must be from 1ms to 24h");
+    assert_int_equal(mismatches, 0);
+}
+
+static void
+test_policy_references(void **state)
+{
+    /* a FaultInjection and a route that names it, in either order */
+    rm_batch_t b;
+    parse(&b, RULE "    filters: [{type: ExtensionRef, extensionRef: {name: chaos}}]\n---\n" FI_HEAD "  delay: {fixedDelay: 1s}\n");
+    assert_int_equal(b.errors.size, 0);
+    rm_batch_dispose(&b);
+
+    expect_error(
+        RULE "    filters: [{type: ExtensionRef, extensionRef: {name: chaos}}]\n", 14,
+        "httproute/r: spec.rules[0].filters[0].extensionRef: FaultInjection 'chaos' does not exist in namespace 'default'");
+    /* the FaultInjection is looked up in the route's namespace */
+    expect_error(SVC
+                 "---\n" FI_HEAD "  delay: {fixedDelay: 1s}\n---\n"
+                 "apiVersion: remora.dev/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: other}\nspec:\n"
+                 "  parentRefs: [{name: echo, namespace: default}]\n  rules:\n  - backendRefs: [{name: echo, namespace: default}]\n"
+                 "    filters: [{type: ExtensionRef, extensionRef: {name: chaos}}]\n",
+                 20, "FaultInjection 'chaos' does not exist in namespace 'other'");
+    expect_error(FILTER("{type: RequestMirror, requestMirror: {backendRef: {name: shadow}}}"), 14,
+                 "spec.rules[0].filters[0].requestMirror.backendRef: Service 'shadow' does not exist in namespace 'default'");
+    expect_error(BTP_HEAD "  targetRefs: [{name: nope}]\n", 5,
+                 "backendtrafficpolicy/p: spec.targetRefs[0]: Service 'nope' does not exist in namespace 'default'");
+    assert_int_equal(mismatches, 0);
+}
+
+static void
+test_regex_dialect(void **state)
+{
+    /* PCRE2, the agent's engine: Perl classes, lazy quantifiers and inline flags are fine; an invalid pattern gets PCRE2's
+     * reason */
+    rm_batch_t b;
+    parse(&b, RULE "    matches: [{path: {type: RegularExpression, value: \"/v\\\\d+/.*?\"}, headers: [{type: RegularExpression, "
+                   "name: x-id, value: \"(?i)^abc\"}]}]\n");
+    assert_int_equal(b.errors.size, 0);
+    rm_batch_dispose(&b);
+    expect_error(RULE "    matches: [{path: {type: RegularExpression, value: \"/a[[:alpha:]\"}}]\n", 14, "(PCRE2 syntax)");
+    assert_int_equal(mismatches, 0);
+}
+
 int
 main(void)
 {
@@ -462,6 +841,11 @@ main(void)
         cmocka_unit_test(test_empty_and_many_documents),
         cmocka_unit_test(test_alias_bomb),
         cmocka_unit_test(test_durations),
+        cmocka_unit_test(test_policy_route),
+        cmocka_unit_test(test_policy_defaults),
+        cmocka_unit_test(test_policy_errors),
+        cmocka_unit_test(test_policy_references),
+        cmocka_unit_test(test_regex_dialect),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -65,30 +65,90 @@ parse_ok(rm_batch_t *b, const char *yaml, size_t len)
     assert_int_equal(b->errors.size, 0);
 }
 
+static const char *const policy_docs =
+    "apiVersion: remora.dev/v1\nkind: Service\nmetadata: {name: echo}\nspec: {protocol: http1}\n"
+    "---\n"
+    "apiVersion: remora.dev/v1\n"
+    "kind: FaultInjection\n"
+    "metadata: {name: chaos}\n"
+    "spec: {delay: {fixedDelay: 1m500ms, percent: 0}, abort: {grpcStatus: resource_exhausted}}\n"
+    "---\n"
+    "apiVersion: remora.dev/v1\n"
+    "kind: FaultInjection\n"
+    "metadata: {name: plain}\n"
+    "spec: {abort: {httpStatus: 503, percent: 5}}\n"
+    "---\n"
+    "apiVersion: remora.dev/v1\n"
+    "kind: BackendTrafficPolicy\n"
+    "metadata: {name: p}\n"
+    "spec:\n"
+    "  targetRefs: [{name: echo}]\n"
+    "  retryConstraint: {minRetryRate: {count: 0}}\n"
+    "  connectionPool: {streamIdleTimeout: 0s, idleTimeout: 90s}\n"
+    "---\n"
+    "apiVersion: remora.dev/v1\n"
+    "kind: HTTPRoute\n"
+    "metadata: {name: r}\n"
+    "spec:\n"
+    "  parentRefs: [{name: echo}]\n"
+    "  rules:\n"
+    "  - matches: [{path: {value: /api}}]\n"
+    "    filters:\n"
+    "    - {type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x-a, value: \"true\"}], add: [{name: x-b, value: "
+    "\"1, 2\"}], remove: [x-c]}}\n"
+    "    - {type: ResponseHeaderModifier, responseHeaderModifier: {}}\n"
+    "    - {type: RequestMirror, requestMirror: {backendRef: {name: echo, port: 8080}, fraction: {numerator: 1, denominator: 3}}}\n"
+    "    - {type: RequestMirror, requestMirror: {backendRef: {name: echo}}}\n"
+    "    - {type: URLRewrite, urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: \"\"}}}\n"
+    "    - {type: ExtensionRef, extensionRef: {name: chaos}}\n"
+    "    backendRefs: [{name: echo}]\n"
+    "    retry: {codes: [], conditions: [reset]}\n"
+    "  - filters: [{type: RequestRedirect, requestRedirect: {hostname: a.example, path: {type: ReplaceFullPath, replaceFullPath: "
+    "/x}}}]\n"
+    "---\n"
+    "apiVersion: remora.dev/v1\n"
+    "kind: GRPCRoute\n"
+    "metadata: {name: g}\n"
+    "spec:\n"
+    "  parentRefs: [{name: echo}]\n"
+    "  rules:\n"
+    "  - backendRefs: [{name: echo}]\n"
+    "    filters: [{type: ExtensionRef, extensionRef: {name: plain}}]\n"
+    "    retry: {attempts: 0, backoff: 1s, codes: [UNAVAILABLE, INTERNAL]}\n";
+
+/* Renders every resource of `yaml` as YAML, parses that back and checks the encodings are identical; returns the YAML. */
 static void
-test_yaml_round_trip(void **state)
+round_trip(const char *yaml, size_t expect, rm_rpc_buf_t *out)
 {
     rm_batch_t a, b;
-    parse_ok(&a, docs, strlen(docs));
-    assert_int_equal(a.resources.size, 4);
-    rm_rpc_buf_t out = {NULL};
+    parse_ok(&a, yaml, strlen(yaml));
+    assert_int_equal(a.resources.size, expect);
     for (size_t i = 0; i != a.resources.size; ++i) {
         rm_node_t *n = rm_render_resource(a.resources.entries[i]->kind, a.resources.entries[i]->msg);
         if (i != 0)
-            rm_rpc_buf_append(&out, "---\n", 4);
-        rm_render_yaml(n, &out);
+            rm_rpc_buf_append(out, "---\n", 4);
+        rm_render_yaml(n, out);
         rm_node_free(n);
     }
-    parse_ok(&b, (const char *)out.base, out.len);
+    parse_ok(&b, (const char *)out->base, out->len);
     assert_int_equal(b.resources.size, a.resources.size);
     for (size_t i = 0; i != a.resources.size; ++i) {
         rm_resource_t *x = a.resources.entries[i], *y = b.resources.entries[i];
         assert_int_equal(x->kind, y->kind);
         if (x->len != y->len || memcmp(x->bytes, y->bytes, x->len) != 0)
-            fail_msg("resource %zu differs after a round trip through:\n%.*s", i, (int)out.len, (const char *)out.base);
+            fail_msg("resource %zu differs after a round trip through:\n%.*s", i, (int)out->len, (const char *)out->base);
     }
+    rm_batch_dispose(&a);
+    rm_batch_dispose(&b);
+    rm_rpc_buf_append(out, "", 1);
+}
+
+static void
+test_yaml_round_trip(void **state)
+{
+    rm_rpc_buf_t out = {NULL};
+    round_trip(docs, 4, &out);
     /* quoting: YAML would read these as booleans, numbers, comments or lists */
-    out.base[out.len - 1] = '\0';
     const char *text = (const char *)out.base;
     assert_non_null(strstr(text, "example.com/tier: \"yes\""));
     assert_non_null(strstr(text, "version: \"2\""));
@@ -99,8 +159,32 @@ test_yaml_round_trip(void **state)
     assert_non_null(strstr(text, "request: \"1h2m3s4ms\""));
     assert_non_null(strstr(text, "kind: GRPCRoute"));
     rm_rpc_buf_dispose(&out);
-    rm_batch_dispose(&a);
-    rm_batch_dispose(&b);
+}
+
+static void
+test_policy_round_trip(void **state)
+{
+    rm_rpc_buf_t out = {NULL};
+    round_trip(policy_docs, 6, &out);
+    /* defaults are spelled out; empty lists stay (they differ from absent ones, which take the defaults) */
+    const char *text = (const char *)out.base;
+    assert_non_null(strstr(text, "kind: FaultInjection\n"));
+    assert_non_null(strstr(text,
+                           "  delay:\n    fixedDelay: \"1m500ms\"\n    percent: 0\n  abort:\n    grpcStatus: RESOURCE_EXHAUSTED\n"
+                           "    percent: 100\n"));
+    assert_non_null(strstr(text, "  retryConstraint:\n    budget:\n      percent: 20\n      interval: \"10s\"\n"
+                                 "    minRetryRate:\n      count: 0\n      interval: \"1s\"\n"));
+    assert_non_null(strstr(text, "  connectionPool:\n    idleTimeout: \"1m30s\"\n    streamIdleTimeout: \"0s\"\n"));
+    assert_non_null(strstr(text, "    retry:\n      attempts: 1\n      backoff: \"25ms\"\n      codes: []\n      conditions:\n"
+                                 "      - reset\n"));
+    assert_non_null(strstr(text, "      codes:\n      - UNAVAILABLE\n      - INTERNAL\n"));
+    assert_non_null(strstr(text, "      requestMirror:\n        backendRef:\n          kind: Service\n          name: echo\n"
+                                 "          namespace: default\n        percent: 100\n"));
+    assert_non_null(strstr(text, "replacePrefixMatch: \"\""));
+    assert_non_null(strstr(text, "      requestRedirect:\n        hostname: a.example\n        statusCode: 302\n"));
+    assert_non_null(
+        strstr(text, "      extensionRef:\n        group: remora.dev\n        kind: FaultInjection\n        name: chaos\n"));
+    rm_rpc_buf_dispose(&out);
 }
 
 static void
@@ -148,6 +232,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_yaml_round_trip),
+        cmocka_unit_test(test_policy_round_trip),
         cmocka_unit_test(test_json),
         cmocka_unit_test(test_durations),
     };

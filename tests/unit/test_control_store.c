@@ -239,8 +239,7 @@ test_delete(void **state)
         apply(s, SVC("echo", "127.0.0.1:1") "---\n" SVC("v2", "127.0.0.1:2") "---\n" ROUTE("r", "echo"), 0, &changed, NULL, 0), 0);
     assert_int_equal(rm_store_delete(s, RM_KIND_SERVICE, "default", "nope", err, sizeof(err)), RM_STORE_ENOENT);
     assert_int_equal(rm_store_delete(s, RM_KIND_SERVICE, "default", "echo", err, sizeof(err)), RM_STORE_EINUSE);
-    assert_string_equal(
-        err, "service/echo is used by httproute/r (namespace default); delete those routes or remove the reference first");
+    assert_string_equal(err, "service/echo is used by httproute/r (namespace default); delete those or remove the reference first");
     assert_int_equal(rm_store_version(s), 1);
     assert_int_equal(rm_store_delete(s, RM_KIND_SERVICE, "default", "v2", err, sizeof(err)), 0);
     assert_int_equal(rm_store_delete(s, RM_KIND_HTTP_ROUTE, "default", "r", err, sizeof(err)), 0);
@@ -273,6 +272,63 @@ corrupt(long offset, int truncate_to)
         fputc(c ^ 0x5a, fp);
     }
     fclose(fp);
+}
+
+/* Policy kinds are stored, reloaded and protected like the others: a FaultInjection that a route names and a
+ * Service that a mirror or a BackendTrafficPolicy names cannot be deleted. */
+static void
+test_policy_kinds(void **state)
+{
+    rm_store_t *s = open_store();
+    int changed;
+    char err[512];
+    assert_int_equal(
+        apply(s,
+              SVC("echo", "127.0.0.1:1") "---\n" SVC("shadow", "127.0.0.1:2") "---\n" SVC(
+                  "db", "127.0.0.1:3") "---\n"
+                                       "apiVersion: remora.dev/v1\nkind: FaultInjection\nmetadata: {name: chaos}\n"
+                                       "spec: {delay: {fixedDelay: 10ms}}\n---\n"
+                                       "apiVersion: remora.dev/v1\nkind: HTTPRoute\nmetadata: {name: r}\nspec:\n  parentRefs: "
+                                       "[{name: echo}]\n"
+                                       "  rules:\n  - backendRefs: [{name: echo}]\n"
+                                       "    filters: [{type: RequestMirror, requestMirror: {backendRef: {name: shadow}}}, "
+                                       "{type: ExtensionRef, extensionRef: {name: chaos}}]\n---\n"
+                                       "apiVersion: remora.dev/v1\nkind: BackendTrafficPolicy\nmetadata: {name: p}\n"
+                                       "spec: {targetRefs: [{name: db}], retryConstraint: {}}\n",
+              0, &changed, NULL, 0),
+        0);
+    assert_int_equal(rm_store_version(s), 1);
+    assert_int_equal(rm_store_delete(s, RM_KIND_FAULT_INJECTION, "default", "chaos", err, sizeof(err)), RM_STORE_EINUSE);
+    assert_string_equal(err, "faultinjection/chaos is used by httproute/r (namespace default); delete those or remove the "
+                             "reference first");
+    assert_int_equal(rm_store_delete(s, RM_KIND_SERVICE, "default", "shadow", err, sizeof(err)), RM_STORE_EINUSE);
+    assert_non_null(strstr(err, "service/shadow is used by httproute/r"));
+    assert_int_equal(rm_store_delete(s, RM_KIND_SERVICE, "default", "db", err, sizeof(err)), RM_STORE_EINUSE);
+    assert_non_null(strstr(err, "service/db is used by backendtrafficpolicy/p (namespace default)"));
+    assert_int_equal(rm_store_version(s), 1);
+
+    /* the snapshot carries them in their own fields, and they survive a restart */
+    size_t len;
+    const uint8_t *bytes = rm_store_snapshot(s, &len);
+    Remora__V1__Snapshot *snap = remora__v1__snapshot__unpack(NULL, len, bytes);
+    assert_non_null(snap);
+    assert_int_equal(snap->n_fault_injections, 1);
+    assert_int_equal(snap->n_backend_traffic_policies, 1);
+    assert_string_equal(snap->backend_traffic_policies[0]->spec->target_refs[0]->name, "db");
+    remora__v1__snapshot__free_unpacked(snap, NULL);
+    rm_store_close(s);
+    s = open_store();
+    assert_non_null(rm_store_find(s, RM_KIND_FAULT_INJECTION, "default", "chaos"));
+    assert_non_null(rm_store_find(s, RM_KIND_BACKEND_TRAFFIC_POLICY, "default", "p"));
+
+    /* once nothing refers to them, they go */
+    assert_int_equal(rm_store_delete(s, RM_KIND_HTTP_ROUTE, "default", "r", err, sizeof(err)), 0);
+    assert_int_equal(rm_store_delete(s, RM_KIND_FAULT_INJECTION, "default", "chaos", err, sizeof(err)), 0);
+    assert_int_equal(rm_store_delete(s, RM_KIND_SERVICE, "default", "shadow", err, sizeof(err)), 0);
+    assert_int_equal(rm_store_delete(s, RM_KIND_BACKEND_TRAFFIC_POLICY, "default", "p", err, sizeof(err)), 0);
+    assert_int_equal(rm_store_delete(s, RM_KIND_SERVICE, "default", "db", err, sizeof(err)), 0);
+    assert_int_equal(rm_store_version(s), 6);
+    rm_store_close(s);
 }
 
 static void
@@ -325,6 +381,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_lock, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_write_changes_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delete, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_policy_kinds, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corrupt, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,5 +1,6 @@
 #include <arpa/inet.h>
 #include <stdarg.h>
+#include <sys/types.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -157,44 +158,65 @@ new_route(builder_t *b, const Remora__V1__Service *svc, const char *route_name)
     return r;
 }
 
+/* A snapshot from a newer control plane may carry policy fields this agent does not know; applying
+ * the rest would silently drop part of what the user asked for, so it is refused. */
+static int
+check_known(builder_t *b, const ProtobufCMessage *m, const char *what, const char *part)
+{
+    if (m == NULL || m->n_unknown_fields == 0)
+        return 0;
+    return fail(b, "%s: %s carries field %u, which this agent does not know (upgrade the agent)", what, part,
+                (unsigned)m->unknown_fields[0].tag);
+}
+
+/* Milliseconds of a Duration; durations are at most 24 h (the control plane checks tighter bounds). */
+static int
+duration_ms(builder_t *b, const Remora__V1__Duration *d, const char *what, const char *field, uint32_t *ms)
+{
+    if (d->seconds < 0 || d->nanos < 0 || d->seconds > 86400)
+        return fail(b, "%s: %s must be between 0 and 24h", what, field);
+    uint64_t v = (uint64_t)d->seconds * 1000 + (uint64_t)d->nanos / 1000000;
+    /* a sub-millisecond duration is not "none" */
+    if (v == 0 && (d->seconds != 0 || d->nanos != 0))
+        v = 1;
+    *ms = (uint32_t)v;
+    return 0;
+}
+
 static int
 set_headers(builder_t *b, rm_config_route_t *r, Remora__V1__HeaderMatch *const *headers, size_t n, const char *what)
 {
     r->headers = rm_calloc(n, sizeof(*r->headers));
     for (size_t i = 0; i != n; ++i) {
         const Remora__V1__HeaderMatch *h = headers[i];
-        if (h->match_case == REMORA__V1__HEADER_MATCH__MATCH_REGULAR_EXPRESSION)
-            return fail(b, "%s: header match on '%s' by regular expression is not supported by this agent yet", what, h->name);
         rm_config_header_match_t *m = &r->headers[r->num_headers++];
         m->name = rm_strdup(h->name != NULL ? h->name : "");
-        for (char *p = m->name; *p != '\0'; ++p)
-            if ('A' <= *p && *p <= 'Z')
-                *p += 'a' - 'A';
-        m->value = h->match_case == REMORA__V1__HEADER_MATCH__MATCH_EXACT ? rm_strdup(h->exact) : NULL;
+        switch (h->match_case) {
+        case REMORA__V1__HEADER_MATCH__MATCH_EXACT:
+            m->value = rm_strdup(h->exact);
+            break;
+        case REMORA__V1__HEADER_MATCH__MATCH_REGULAR_EXPRESSION:
+            m->value = rm_strdup(h->regular_expression);
+            m->is_regex = 1;
+            break;
+        default:
+            break;
+        }
     }
     return 0;
 }
 
-/* Without retries a per-try (backendRequest) timeout bounds the one try, so the effective bound is
- * the smaller of the two. */
+/* request bounds the whole exchange, retries included; backendRequest each try. */
 static int
 set_timeout(builder_t *b, rm_config_route_t *r, const Remora__V1__RouteTimeouts *t, const char *what)
 {
     if (t == NULL)
         return 0;
-    const Remora__V1__Duration *ds[] = {t->request, t->backend_request};
-    for (size_t i = 0; i != 2; ++i) {
-        const Remora__V1__Duration *d = ds[i];
-        if (d == NULL)
-            continue;
-        if (d->seconds < 0 || d->nanos < 0 || d->seconds > 86400)
-            return fail(b, "%s: timeouts must be between 0 and 24h", what);
-        uint64_t ms = (uint64_t)d->seconds * 1000 + (uint64_t)d->nanos / 1000000;
-        if (ms == 0 && (d->seconds != 0 || d->nanos != 0))
-            ms = 1;
-        if (ms != 0 && (r->timeout_ms == 0 || ms < r->timeout_ms))
-            r->timeout_ms = (uint32_t)ms;
-    }
+    if (t->request != NULL && duration_ms(b, t->request, what, "timeouts.request", &r->timeout_ms) != 0)
+        return -1;
+    if (t->backend_request != NULL &&
+        duration_ms(b, t->backend_request, what, "timeouts.backendRequest", &r->per_try_timeout_ms) != 0)
+        return -1;
     return 0;
 }
 
@@ -220,6 +242,344 @@ set_backends(builder_t *b, rm_config_route_t *r, const Remora__V1__Service *svc,
     }
     return 0;
 }
+
+/* ------------------------------------------------------------------------------------------ retry */
+
+/* The parts of HTTPRouteRetry and GRPCRouteRetry that are the same. */
+static int
+set_retry_common(builder_t *b, rm_config_route_t *r, uint32_t attempts, const Remora__V1__Duration *backoff, size_t n_conditions,
+                 const Remora__V1__RetryCondition *conditions, const char *what)
+{
+    /* the defaults first (replay buffer, backoff), then what the rule says; the cap stays 10x the base */
+    rm_config_retry_set_defaults(&r->retry);
+    r->retry.attempts = attempts;
+    uint32_t base_ms = 0;
+    if (backoff != NULL && duration_ms(b, backoff, what, "retry.backoff", &base_ms) != 0)
+        return -1;
+    if (base_ms != 0)
+        r->retry.backoff_base_ms = base_ms;
+    r->retry.backoff_max_ms = r->retry.backoff_base_ms * 10;
+    for (size_t i = 0; i != n_conditions; ++i) {
+        switch (conditions[i]) {
+        case REMORA__V1__RETRY_CONDITION__RETRY_CONDITION_CONNECT_FAILURE:
+            r->retry.conditions |= RM_RETRY_ON_CONNECT_FAILURE;
+            break;
+        case REMORA__V1__RETRY_CONDITION__RETRY_CONDITION_REFUSED_STREAM:
+            r->retry.conditions |= RM_RETRY_ON_REFUSED_STREAM;
+            break;
+        case REMORA__V1__RETRY_CONDITION__RETRY_CONDITION_RESET:
+            r->retry.conditions |= RM_RETRY_ON_RESET;
+            break;
+        default:
+            return fail(b, "%s: retry condition %d is not supported by this agent", what, (int)conditions[i]);
+        }
+    }
+    return 0;
+}
+
+static int
+set_http_retry(builder_t *b, rm_config_route_t *r, const Remora__V1__HTTPRouteRetry *retry, const char *what)
+{
+    if (retry == NULL)
+        return 0;
+    if (check_known(b, &retry->base, what, "retry") != 0 ||
+        set_retry_common(b, r, retry->attempts, retry->backoff, retry->n_conditions, retry->conditions, what) != 0)
+        return -1;
+    r->retry.http_statuses = rm_calloc(retry->n_codes + 1, sizeof(r->retry.http_statuses[0]));
+    for (size_t i = 0; i != retry->n_codes; ++i) {
+        if (retry->codes[i] < 100 || retry->codes[i] > 599)
+            return fail(b, "%s: retry code %u is not an HTTP status", what, retry->codes[i]);
+        r->retry.http_statuses[r->retry.num_http_statuses++] = (uint16_t)retry->codes[i];
+    }
+    return 0;
+}
+
+static int
+set_grpc_retry(builder_t *b, rm_config_route_t *r, const Remora__V1__GRPCRouteRetry *retry, const char *what)
+{
+    if (retry == NULL)
+        return 0;
+    if (check_known(b, &retry->base, what, "retry") != 0 ||
+        set_retry_common(b, r, retry->attempts, retry->backoff, retry->n_conditions, retry->conditions, what) != 0)
+        return -1;
+    for (size_t i = 0; i != retry->n_codes; ++i) {
+        if ((unsigned)retry->codes[i] > 16)
+            return fail(b, "%s: retry code %d is not a gRPC status", what, (int)retry->codes[i]);
+        r->retry.grpc_status_mask |= 1u << (unsigned)retry->codes[i];
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------- filters */
+
+static void
+copy_headers(rm_config_header_t **to, size_t *n_to, Remora__V1__HTTPHeader *const *from, size_t n)
+{
+    *to = n != 0 ? rm_calloc(n, sizeof(**to)) : NULL;
+    for (size_t i = 0; i != n; ++i) {
+        (*to)[i].name = rm_strdup(from[i]->name);
+        (*to)[i].value = rm_strdup(from[i]->value);
+    }
+    *n_to = n;
+}
+
+static int
+set_header_mod(builder_t *b, rm_config_header_mod_t *mod, const Remora__V1__HTTPHeaderFilter *f, const char *what,
+               const char *filter)
+{
+    if (mod->num_set != 0 || mod->num_add != 0 || mod->num_remove != 0)
+        return fail(b, "%s: more than one %s filter in a rule", what, filter);
+    if (check_known(b, &f->base, what, filter) != 0)
+        return -1;
+    copy_headers(&mod->set, &mod->num_set, f->set_headers, f->n_set_headers);
+    copy_headers(&mod->add, &mod->num_add, f->add_headers, f->n_add_headers);
+    mod->remove = f->n_remove_headers != 0 ? rm_calloc(f->n_remove_headers, sizeof(*mod->remove)) : NULL;
+    for (size_t i = 0; i != f->n_remove_headers; ++i)
+        mod->remove[i] = rm_strdup(f->remove_headers[i]);
+    mod->num_remove = f->n_remove_headers;
+    return 0;
+}
+
+static int
+add_mirror(builder_t *b, rm_config_route_t *r, const Remora__V1__HTTPRequestMirrorFilter *m, const char *route_ns, const char *what)
+{
+    const Remora__V1__BackendReference *ref = m->backend_ref;
+    if (check_known(b, &m->base, what, "RequestMirror") != 0)
+        return -1;
+    if (ref == NULL || ref->name == NULL || ref->name[0] == '\0')
+        return fail(b, "%s: RequestMirror has no backendRef", what);
+    const char *ns = ref->namespace_ != NULL && ref->namespace_[0] != '\0' ? ref->namespace_ : route_ns;
+    if (ref->kind != NULL && ref->kind[0] != '\0' && strcasecmp(ref->kind, "Service") != 0)
+        return fail(b, "%s: RequestMirror backendRef kind '%s' is not supported (only Service)", what, ref->kind);
+    if (find_service(b->snap, ref->name, ns) == NULL)
+        return fail(b, "%s: RequestMirror names service %s/%s, which does not exist", what, ns, ref->name);
+    if (ref->port != 0)
+        return fail(b, "%s: RequestMirror backendRef port is not supported by this agent (the Service's endpoints are used)", what);
+    uint32_t per_million;
+    switch (m->share_case) {
+    case REMORA__V1__HTTPREQUEST_MIRROR_FILTER__SHARE_PERCENT:
+        if (m->percent > 100)
+            return fail(b, "%s: RequestMirror percent %u is above 100", what, m->percent);
+        per_million = m->percent * 10000;
+        break;
+    case REMORA__V1__HTTPREQUEST_MIRROR_FILTER__SHARE_FRACTION:
+        if (m->fraction->denominator == 0 || m->fraction->numerator > m->fraction->denominator)
+            return fail(b, "%s: RequestMirror fraction %u/%u is not a fraction of at most 1", what, m->fraction->numerator,
+                        m->fraction->denominator);
+        per_million = (uint32_t)((uint64_t)m->fraction->numerator * 1000000 / m->fraction->denominator);
+        break;
+    default:
+        per_million = 1000000;
+        break;
+    }
+    r->mirrors = rm_realloc(r->mirrors, (r->num_mirrors + 1) * sizeof(*r->mirrors));
+    rm_config_mirror_t *mi = &r->mirrors[r->num_mirrors++];
+    memset(mi, 0, sizeof(*mi));
+    mi->cluster_name = cluster_name(ref->name, ns);
+    mi->per_million = per_million;
+    return 0;
+}
+
+static const Remora__V1__FaultInjection *
+find_fault(const Remora__V1__Snapshot *snap, const char *name, const char *ns)
+{
+    for (size_t i = 0; i != snap->n_fault_injections; ++i) {
+        const Remora__V1__FaultInjection *f = snap->fault_injections[i];
+        if (strcmp(name_of(f->metadata), name) == 0 && strcmp(ns_of(f->metadata), ns) == 0)
+            return f;
+    }
+    return NULL;
+}
+
+static int
+set_fault(builder_t *b, rm_config_route_t *r, const Remora__V1__LocalObjectReference *ref, const char *route_ns, const char *what)
+{
+    if (check_known(b, &ref->base, what, "ExtensionRef") != 0)
+        return -1;
+    if ((ref->group[0] != '\0' && strcmp(ref->group, "remora.dev") != 0) ||
+        (ref->kind[0] != '\0' && strcmp(ref->kind, "FaultInjection") != 0))
+        return fail(b, "%s: ExtensionRef to %s %s is not supported by this agent (only remora.dev FaultInjection)", what,
+                    ref->group, ref->kind);
+    if (r->fault != NULL)
+        return fail(b, "%s: more than one FaultInjection in a rule", what);
+    const Remora__V1__FaultInjection *fi = find_fault(b->snap, ref->name, route_ns);
+    if (fi == NULL)
+        return fail(b, "%s: ExtensionRef names FaultInjection %s/%s, which does not exist", what, route_ns, ref->name);
+    char fwhat[400];
+    snprintf(fwhat, sizeof(fwhat), "%s: FaultInjection %s/%s", what, route_ns, ref->name);
+    const Remora__V1__FaultInjectionSpec *spec = fi->spec;
+    if (spec == NULL || (spec->delay == NULL && spec->abort == NULL))
+        return fail(b, "%s has neither a delay nor an abort", fwhat);
+    if (check_known(b, &spec->base, fwhat, "spec") != 0)
+        return -1;
+    rm_config_fault_t *f = rm_calloc(1, sizeof(*f));
+    r->fault = f;
+    f->abort_grpc_status = -1;
+    if (spec->delay != NULL) {
+        if (spec->delay->fixed_delay == NULL || spec->delay->percent > 100)
+            return fail(b, "%s: delay needs a fixedDelay and a percent of at most 100", fwhat);
+        if (check_known(b, &spec->delay->base, fwhat, "delay") != 0 ||
+            duration_ms(b, spec->delay->fixed_delay, fwhat, "delay.fixedDelay", &f->delay_ms) != 0)
+            return -1;
+        f->delay_per_million = spec->delay->percent * 10000;
+    }
+    if (spec->abort != NULL) {
+        const Remora__V1__FaultAbort *a = spec->abort;
+        if (check_known(b, &a->base, fwhat, "abort") != 0)
+            return -1;
+        if (a->percent > 100)
+            return fail(b, "%s: abort percent %u is above 100", fwhat, a->percent);
+        switch (a->status_case) {
+        case REMORA__V1__FAULT_ABORT__STATUS_HTTP_STATUS:
+            if (a->http_status < 200 || a->http_status > 599)
+                return fail(b, "%s: abort httpStatus %u is not 200-599", fwhat, a->http_status);
+            f->abort_http_status = (uint16_t)a->http_status;
+            break;
+        case REMORA__V1__FAULT_ABORT__STATUS_GRPC_STATUS:
+            if ((unsigned)a->grpc_status < 1 || (unsigned)a->grpc_status > 16)
+                return fail(b, "%s: abort grpcStatus %d is not a gRPC error status", fwhat, (int)a->grpc_status);
+            f->abort_grpc_status = (int)a->grpc_status;
+            break;
+        default:
+            return fail(b, "%s: abort has neither httpStatus nor grpcStatus", fwhat);
+        }
+        f->abort_per_million = a->percent * 10000;
+    }
+    return 0;
+}
+
+static int
+set_path_rewrite(builder_t *b, rm_config_route_t *r, const Remora__V1__HTTPPathModifier *pm, rm_path_rewrite_t *type, char **path,
+                 const char *what, const char *filter)
+{
+    if (pm == NULL)
+        return 0;
+    if (check_known(b, &pm->base, what, filter) != 0)
+        return -1;
+    switch (pm->modifier_case) {
+    case REMORA__V1__HTTPPATH_MODIFIER__MODIFIER_REPLACE_FULL_PATH:
+        *type = RM_PATH_REWRITE_FULL;
+        *path = rm_strdup(pm->replace_full_path);
+        return 0;
+    case REMORA__V1__HTTPPATH_MODIFIER__MODIFIER_REPLACE_PREFIX_MATCH:
+        /* no matches is the Gateway API's default match, PathPrefix "/" */
+        if (r->path_match == RM_PATH_MATCH_ANY) {
+            r->path_match = RM_PATH_MATCH_PREFIX;
+            r->path = rm_strdup("/");
+        } else if (r->path_match != RM_PATH_MATCH_PREFIX) {
+            return fail(b, "%s: %s path.replacePrefixMatch needs a PathPrefix match", what, filter);
+        }
+        *type = RM_PATH_REWRITE_PREFIX;
+        /* the Gateway API's empty replacement removes the prefix, as "/" does */
+        *path = rm_strdup(pm->replace_prefix_match[0] != '\0' ? pm->replace_prefix_match : "/");
+        return 0;
+    default:
+        return fail(b, "%s: %s path has neither replaceFullPath nor replacePrefixMatch", what, filter);
+    }
+}
+
+static int
+set_redirect(builder_t *b, rm_config_route_t *r, const Remora__V1__HTTPRequestRedirectFilter *f, const char *what)
+{
+    if (r->redirect != NULL || r->url_rewrite != NULL)
+        return fail(b, "%s: a rule takes one RequestRedirect or one URLRewrite", what);
+    if (check_known(b, &f->base, what, "RequestRedirect") != 0)
+        return -1;
+    if (f->port > 65535)
+        return fail(b, "%s: RequestRedirect port %u is out of range", what, f->port);
+    rm_config_redirect_t *rd = rm_calloc(1, sizeof(*rd));
+    r->redirect = rd;
+    rd->scheme = f->scheme[0] != '\0' ? rm_strdup(f->scheme) : NULL;
+    rd->hostname = f->hostname[0] != '\0' ? rm_strdup(f->hostname) : NULL;
+    rd->port = (int)f->port;
+    rd->status_code = (uint16_t)(f->status_code != 0 ? f->status_code : 302);
+    return set_path_rewrite(b, r, f->path, &rd->path_type, &rd->path, what, "RequestRedirect");
+}
+
+static int
+set_url_rewrite(builder_t *b, rm_config_route_t *r, const Remora__V1__HTTPURLRewriteFilter *f, const char *what)
+{
+    if (r->redirect != NULL || r->url_rewrite != NULL)
+        return fail(b, "%s: a rule takes one RequestRedirect or one URLRewrite", what);
+    if (check_known(b, &f->base, what, "URLRewrite") != 0)
+        return -1;
+    rm_config_url_rewrite_t *rw = rm_calloc(1, sizeof(*rw));
+    r->url_rewrite = rw;
+    rw->hostname = f->hostname[0] != '\0' ? rm_strdup(f->hostname) : NULL;
+    return set_path_rewrite(b, r, f->path, &rw->path_type, &rw->path, what, "URLRewrite");
+}
+
+static int
+set_http_filters(builder_t *b, rm_config_route_t *r, Remora__V1__HTTPRouteFilter *const *fs, size_t n, const char *route_ns,
+                 const char *what)
+{
+    for (size_t i = 0; i != n; ++i) {
+        const Remora__V1__HTTPRouteFilter *f = fs[i];
+        int rc;
+        if (check_known(b, &f->base, what, "a filter") != 0)
+            return -1;
+        switch (f->filter_case) {
+        case REMORA__V1__HTTPROUTE_FILTER__FILTER_REQUEST_HEADER_MODIFIER:
+            rc = set_header_mod(b, &r->request_headers, f->request_header_modifier, what, "RequestHeaderModifier");
+            break;
+        case REMORA__V1__HTTPROUTE_FILTER__FILTER_RESPONSE_HEADER_MODIFIER:
+            rc = set_header_mod(b, &r->response_headers, f->response_header_modifier, what, "ResponseHeaderModifier");
+            break;
+        case REMORA__V1__HTTPROUTE_FILTER__FILTER_REQUEST_MIRROR:
+            rc = add_mirror(b, r, f->request_mirror, route_ns, what);
+            break;
+        case REMORA__V1__HTTPROUTE_FILTER__FILTER_REQUEST_REDIRECT:
+            rc = set_redirect(b, r, f->request_redirect, what);
+            break;
+        case REMORA__V1__HTTPROUTE_FILTER__FILTER_URL_REWRITE:
+            rc = set_url_rewrite(b, r, f->url_rewrite, what);
+            break;
+        case REMORA__V1__HTTPROUTE_FILTER__FILTER_EXTENSION_REF:
+            rc = set_fault(b, r, f->extension_ref, route_ns, what);
+            break;
+        default:
+            rc = fail(b, "%s: filter #%zu has no type this agent knows", what, i + 1);
+            break;
+        }
+        if (rc != 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int
+set_grpc_filters(builder_t *b, rm_config_route_t *r, Remora__V1__GRPCRouteFilter *const *fs, size_t n, const char *route_ns,
+                 const char *what)
+{
+    for (size_t i = 0; i != n; ++i) {
+        const Remora__V1__GRPCRouteFilter *f = fs[i];
+        int rc;
+        if (check_known(b, &f->base, what, "a filter") != 0)
+            return -1;
+        switch (f->filter_case) {
+        case REMORA__V1__GRPCROUTE_FILTER__FILTER_REQUEST_HEADER_MODIFIER:
+            rc = set_header_mod(b, &r->request_headers, f->request_header_modifier, what, "RequestHeaderModifier");
+            break;
+        case REMORA__V1__GRPCROUTE_FILTER__FILTER_RESPONSE_HEADER_MODIFIER:
+            rc = set_header_mod(b, &r->response_headers, f->response_header_modifier, what, "ResponseHeaderModifier");
+            break;
+        case REMORA__V1__GRPCROUTE_FILTER__FILTER_REQUEST_MIRROR:
+            rc = add_mirror(b, r, f->request_mirror, route_ns, what);
+            break;
+        case REMORA__V1__GRPCROUTE_FILTER__FILTER_EXTENSION_REF:
+            rc = set_fault(b, r, f->extension_ref, route_ns, what);
+            break;
+        default:
+            rc = fail(b, "%s: filter #%zu has no type this agent knows", what, i + 1);
+            break;
+        }
+        if (rc != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* ----------------------------------------------------------------------------------------- routes */
 
 static int
 refers_to(Remora__V1__ParentReference *const *refs, size_t n, const char *route_ns, const Remora__V1__Service *svc)
@@ -247,6 +607,8 @@ add_http_routes(builder_t *b, const Remora__V1__Service *svc)
         snprintf(what, sizeof(what), "HTTPRoute %s/%s", rns, name_of(hr->metadata));
         for (size_t j = 0; j != spec->n_rules; ++j) {
             const Remora__V1__HTTPRouteRule *rule = spec->rules[j];
+            if (check_known(b, &rule->base, what, "a rule") != 0)
+                return -1;
             size_t nm = rule->n_matches != 0 ? rule->n_matches : 1;
             for (size_t k = 0; k != nm; ++k) {
                 const Remora__V1__HTTPRouteMatch *m = rule->n_matches != 0 ? rule->matches[k] : NULL;
@@ -264,7 +626,9 @@ add_http_routes(builder_t *b, const Remora__V1__Service *svc)
                             r->path = rm_strdup(pm->prefix);
                             break;
                         case REMORA__V1__HTTPPATH_MATCH__MATCH_REGULAR_EXPRESSION:
-                            return fail(b, "%s: path match by regular expression is not supported by this agent yet", what);
+                            r->path_match = RM_PATH_MATCH_REGEX;
+                            r->path = rm_strdup(pm->regular_expression);
+                            break;
                         default:
                             break;
                         }
@@ -275,10 +639,71 @@ add_http_routes(builder_t *b, const Remora__V1__Service *svc)
                         r->method = rm_strdup(m->method);
                 }
                 if (set_backends(b, r, svc, rule->backend_refs, rule->n_backend_refs, rns, what) != 0 ||
-                    set_timeout(b, r, rule->timeouts, what) != 0)
+                    set_timeout(b, r, rule->timeouts, what) != 0 || set_http_retry(b, r, rule->retry, what) != 0 ||
+                    set_http_filters(b, r, rule->filters, rule->n_filters, rns, what) != 0)
                     return -1;
+                if (r->redirect != NULL && r->num_backends == 0) {
+                    /* answered by the agent itself: no cluster */
+                    free(r->cluster_name);
+                    r->cluster_name = NULL;
+                }
             }
         }
+    }
+    return 0;
+}
+
+/* A PCRE2 pattern for one part of a gRPC path: the whole part must match, so anchors the user wrote
+ * around it are dropped (they would never match inside "/service/method"). */
+static void
+append_part(char *buf, size_t bufsz, const char *re)
+{
+    size_t len = strlen(re);
+    if (len == 0) {
+        strncat(buf, "[^/]+", bufsz - strlen(buf) - 1);
+        return;
+    }
+    if (re[0] == '^')
+        ++re, --len;
+    if (len != 0 && re[len - 1] == '$') {
+        size_t backslashes = 0;
+        while (backslashes + 1 < len && re[len - 2 - backslashes] == '\\')
+            ++backslashes;
+        if (backslashes % 2 == 0)
+            --len;
+    }
+    size_t off = strlen(buf);
+    snprintf(buf + off, bufsz - off, "(?:%.*s)", (int)len, re);
+}
+
+static int
+set_grpc_method(builder_t *b, rm_config_route_t *r, const Remora__V1__GRPCMethodMatch *mm, const char *what)
+{
+    int has_service = mm->service != NULL && mm->service[0] != '\0';
+    int has_method = mm->method != NULL && mm->method[0] != '\0';
+    size_t cap = (has_service ? strlen(mm->service) : 0) + (has_method ? strlen(mm->method) : 0) + 32;
+    if (mm->type == REMORA__V1__GRPCMETHOD_MATCH__TYPE__TYPE_REGULAR_EXPRESSION) {
+        if (!has_service && !has_method)
+            return 0;
+        r->path = rm_calloc(1, cap);
+        strcpy(r->path, "/");
+        append_part(r->path, cap, has_service ? mm->service : "");
+        strcat(r->path, "/");
+        append_part(r->path, cap, has_method ? mm->method : "");
+        r->path_match = RM_PATH_MATCH_REGEX;
+    } else if (has_service) {
+        r->path = rm_malloc(cap);
+        snprintf(r->path, cap, "/%s/%s", mm->service, has_method ? mm->method : "");
+        r->path_match = has_method ? RM_PATH_MATCH_EXACT : RM_PATH_MATCH_PREFIX;
+    } else if (has_method) {
+        /* any service: method names are letters, digits and '_' (checked by the control plane), so
+         * they need no escaping */
+        for (const char *c = mm->method; *c != '\0'; ++c)
+            if (!(('a' <= *c && *c <= 'z') || ('A' <= *c && *c <= 'Z') || ('0' <= *c && *c <= '9') || *c == '_'))
+                return fail(b, "%s: '%s' is not a gRPC method name", what, mm->method);
+        r->path = rm_malloc(cap);
+        snprintf(r->path, cap, "/[^/]+/%s", mm->method);
+        r->path_match = RM_PATH_MATCH_REGEX;
     }
     return 0;
 }
@@ -296,36 +721,119 @@ add_grpc_routes(builder_t *b, const Remora__V1__Service *svc)
         snprintf(what, sizeof(what), "GRPCRoute %s/%s", rns, name_of(gr->metadata));
         for (size_t j = 0; j != spec->n_rules; ++j) {
             const Remora__V1__GRPCRouteRule *rule = spec->rules[j];
+            if (check_known(b, &rule->base, what, "a rule") != 0)
+                return -1;
             size_t nm = rule->n_matches != 0 ? rule->n_matches : 1;
             for (size_t k = 0; k != nm; ++k) {
                 const Remora__V1__GRPCRouteMatch *m = rule->n_matches != 0 ? rule->matches[k] : NULL;
                 rm_config_route_t *r = new_route(b, svc, name_of(gr->metadata));
                 if (m != NULL) {
-                    const Remora__V1__GRPCMethodMatch *mm = m->method;
-                    if (mm != NULL) {
-                        int has_service = mm->service != NULL && mm->service[0] != '\0';
-                        int has_method = mm->method != NULL && mm->method[0] != '\0';
-                        if (mm->type == REMORA__V1__GRPCMETHOD_MATCH__TYPE__TYPE_REGULAR_EXPRESSION)
-                            return fail(b, "%s: method match by regular expression is not supported by this agent yet", what);
-                        if (has_method && !has_service)
-                            return fail(b, "%s: a method match without a service is not supported by this agent yet", what);
-                        if (has_service) {
-                            size_t len = strlen(mm->service) + (has_method ? strlen(mm->method) : 0) + 3;
-                            r->path = rm_malloc(len);
-                            snprintf(r->path, len, "/%s/%s", mm->service, has_method ? mm->method : "");
-                            r->path_match = has_method ? RM_PATH_MATCH_EXACT : RM_PATH_MATCH_PREFIX;
-                        }
-                    }
+                    if (m->method != NULL && set_grpc_method(b, r, m->method, what) != 0)
+                        return -1;
                     if (set_headers(b, r, m->headers, m->n_headers, what) != 0)
                         return -1;
                 }
                 if (set_backends(b, r, svc, rule->backend_refs, rule->n_backend_refs, rns, what) != 0 ||
-                    set_timeout(b, r, rule->timeouts, what) != 0)
+                    set_timeout(b, r, rule->timeouts, what) != 0 || set_grpc_retry(b, r, rule->retry, what) != 0 ||
+                    set_grpc_filters(b, r, rule->filters, rule->n_filters, rns, what) != 0)
                     return -1;
             }
         }
     }
     return 0;
+}
+
+/* ----------------------------------------------------------------------------- backend policies */
+
+static int
+apply_backend_policy(builder_t *b, rm_config_cluster_t *cl, const Remora__V1__BackendTrafficPolicySpec *spec, const char *what)
+{
+    const Remora__V1__RetryConstraint *rc = spec->retry_constraint;
+    if (rc != NULL) {
+        if (check_known(b, &rc->base, what, "retryConstraint") != 0)
+            return -1;
+        if (rc->budget != NULL) {
+            if (check_known(b, &rc->budget->base, what, "retryConstraint.budget") != 0)
+                return -1;
+            if (rc->budget->percent > 100)
+                return fail(b, "%s: retryConstraint.budget.percent %u is above 100", what, rc->budget->percent);
+            cl->budget_percent = rc->budget->percent;
+            if (rc->budget->interval != NULL &&
+                duration_ms(b, rc->budget->interval, what, "retryConstraint.budget.interval", &cl->budget_interval_ms) != 0)
+                return -1;
+        }
+        if (rc->min_retry_rate != NULL) {
+            if (check_known(b, &rc->min_retry_rate->base, what, "retryConstraint.minRetryRate") != 0)
+                return -1;
+            cl->min_retry_count = rc->min_retry_rate->count;
+            if (rc->min_retry_rate->interval != NULL &&
+                duration_ms(b, rc->min_retry_rate->interval, what, "retryConstraint.minRetryRate.interval",
+                            &cl->min_retry_interval_ms) != 0)
+                return -1;
+        }
+    }
+    const Remora__V1__BackendConnectionPool *cp = spec->connection_pool;
+    if (cp != NULL) {
+        if (check_known(b, &cp->base, what, "connectionPool") != 0)
+            return -1;
+        if (cp->connect_timeout != NULL &&
+            duration_ms(b, cp->connect_timeout, what, "connectionPool.connectTimeout", &cl->connect_timeout_ms) != 0)
+            return -1;
+        if (cp->idle_timeout != NULL &&
+            duration_ms(b, cp->idle_timeout, what, "connectionPool.idleTimeout", &cl->pool_idle_timeout_ms) != 0)
+            return -1;
+        if (cp->stream_idle_timeout != NULL &&
+            duration_ms(b, cp->stream_idle_timeout, what, "connectionPool.streamIdleTimeout", &cl->stream_idle_timeout_ms) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/*
+ * BackendTrafficPolicies onto the clusters of the Services they target. Two policies targeting one
+ * Service: the first by namespace and name (the snapshot's order) wins and the other is ignored for
+ * that Service, GEP-713's rule for conflicts when creation times do not decide.
+ */
+static int
+apply_backend_policies(builder_t *b)
+{
+    rm_config_t *c = b->config;
+    const char **owner = rm_calloc(c->num_clusters + 1, sizeof(*owner));
+    int ret = -1;
+    for (size_t i = 0; i != b->snap->n_backend_traffic_policies; ++i) {
+        const Remora__V1__BackendTrafficPolicy *p = b->snap->backend_traffic_policies[i];
+        const char *ns = ns_of(p->metadata);
+        char what[300];
+        snprintf(what, sizeof(what), "BackendTrafficPolicy %s/%s", ns, name_of(p->metadata));
+        if (p->spec == NULL)
+            continue;
+        if (check_known(b, &p->spec->base, what, "spec") != 0)
+            goto Exit;
+        for (size_t j = 0; j != p->spec->n_target_refs; ++j) {
+            const Remora__V1__PolicyTargetReference *t = p->spec->target_refs[j];
+            if ((t->kind[0] != '\0' && strcasecmp(t->kind, "Service") != 0) ||
+                (t->group[0] != '\0' && strcmp(t->group, "core") != 0)) {
+                fail(b, "%s: targetRef %s %s is not supported by this agent (only Service)", what, t->group, t->kind);
+                goto Exit;
+            }
+            char *name = cluster_name(t->name, ns);
+            ssize_t ci = rm_config_find_cluster(c, name);
+            free(name);
+            if (ci < 0) {
+                fail(b, "%s: targetRef names service %s/%s, which does not exist", what, ns, t->name);
+                goto Exit;
+            }
+            if (owner[ci] != NULL)
+                continue;
+            owner[ci] = name_of(p->metadata);
+            if (apply_backend_policy(b, &c->clusters[ci], p->spec, what) != 0)
+                goto Exit;
+        }
+    }
+    ret = 0;
+Exit:
+    free(owner);
+    return ret;
 }
 
 static int
@@ -337,6 +845,8 @@ build(builder_t *b)
     for (size_t i = 0; i != snap->n_services; ++i)
         if (add_cluster(b, snap->services[i]) != 0)
             return -1;
+    if (apply_backend_policies(b) != 0)
+        return -1;
     for (size_t i = 0; i != snap->n_services; ++i) {
         const Remora__V1__Service *svc = snap->services[i];
         if (add_http_routes(b, svc) != 0 || add_grpc_routes(b, svc) != 0)
@@ -354,6 +864,34 @@ dup_or_null(const char *s)
 }
 
 static void
+copy_headers_list(rm_config_header_t **to, const rm_config_header_t *from, size_t n)
+{
+    *to = NULL;
+    if (n == 0)
+        return;
+    *to = rm_calloc(n, sizeof(**to));
+    for (size_t i = 0; i != n; ++i) {
+        (*to)[i].name = dup_or_null(from[i].name);
+        (*to)[i].value = dup_or_null(from[i].value);
+    }
+}
+
+static void
+copy_header_mod(rm_config_header_mod_t *to, const rm_config_header_mod_t *from)
+{
+    *to = *from;
+    copy_headers_list(&to->set, from->set, from->num_set);
+    copy_headers_list(&to->add, from->add, from->num_add);
+    to->remove = NULL;
+    if (from->num_remove != 0) {
+        to->remove = rm_calloc(from->num_remove, sizeof(*to->remove));
+        for (size_t i = 0; i != from->num_remove; ++i)
+            to->remove[i] = dup_or_null(from->remove[i]);
+    }
+}
+
+/* Every listener gets its own copy: a route and all it points to belong to one listener. */
+static void
 copy_route(rm_config_route_t *to, const rm_config_route_t *from)
 {
     *to = *from;
@@ -364,6 +902,7 @@ copy_route(rm_config_route_t *to, const rm_config_route_t *from)
     to->path = dup_or_null(from->path);
     to->headers = rm_calloc(from->num_headers, sizeof(*to->headers));
     for (size_t i = 0; i != from->num_headers; ++i) {
+        to->headers[i] = from->headers[i];
         to->headers[i].name = rm_strdup(from->headers[i].name);
         to->headers[i].value = dup_or_null(from->headers[i].value);
     }
@@ -373,6 +912,37 @@ copy_route(rm_config_route_t *to, const rm_config_route_t *from)
         to->backends[i] = from->backends[i];
         to->backends[i].cluster_name = dup_or_null(from->backends[i].cluster_name);
     }
+    to->retry.http_statuses = NULL;
+    if (from->retry.http_statuses != NULL) {
+        to->retry.http_statuses = rm_calloc(from->retry.num_http_statuses + 1, sizeof(*to->retry.http_statuses));
+        memcpy(to->retry.http_statuses, from->retry.http_statuses,
+               from->retry.num_http_statuses * sizeof(*to->retry.http_statuses));
+    }
+    copy_header_mod(&to->request_headers, &from->request_headers);
+    copy_header_mod(&to->response_headers, &from->response_headers);
+    to->mirrors = from->num_mirrors != 0 ? rm_calloc(from->num_mirrors, sizeof(*to->mirrors)) : NULL;
+    for (size_t i = 0; i != from->num_mirrors; ++i) {
+        to->mirrors[i] = from->mirrors[i];
+        to->mirrors[i].cluster_name = dup_or_null(from->mirrors[i].cluster_name);
+    }
+    if (from->fault != NULL) {
+        to->fault = rm_malloc(sizeof(*to->fault));
+        *to->fault = *from->fault;
+    }
+    if (from->redirect != NULL) {
+        to->redirect = rm_malloc(sizeof(*to->redirect));
+        *to->redirect = *from->redirect;
+        to->redirect->scheme = dup_or_null(from->redirect->scheme);
+        to->redirect->hostname = dup_or_null(from->redirect->hostname);
+        to->redirect->path = dup_or_null(from->redirect->path);
+    }
+    if (from->url_rewrite != NULL) {
+        to->url_rewrite = rm_malloc(sizeof(*to->url_rewrite));
+        *to->url_rewrite = *from->url_rewrite;
+        to->url_rewrite->hostname = dup_or_null(from->url_rewrite->hostname);
+        to->url_rewrite->path = dup_or_null(from->url_rewrite->path);
+    }
+    to->_compiled = NULL;
     to->cluster_name = dup_or_null(from->cluster_name);
 }
 

@@ -6,15 +6,25 @@
  *
  * Mapping, per Service `name` in namespace `ns`:
  *   - a cluster "name.ns" with the service's endpoints (IP literals, or DNS names resolved by
- *     c-ares) speaking HTTP/2 (protocol grpc or http2) or HTTP/1.1 (http1);
+ *     c-ares) speaking HTTP/2 (protocol grpc or http2) or HTTP/1.1 (http1), with the settings of the
+ *     BackendTrafficPolicy that targets it (retryConstraint -> budget_*, min_retry_*; connectionPool
+ *     -> connect_timeout_ms, pool_idle_timeout_ms, stream_idle_timeout_ms). When several target one
+ *     Service, the first by namespace and name wins there (GEP-713's tie-break);
  *   - on every listener of the base config, routes answering the authorities "name.ns",
  *     "name.ns.svc", "name.ns.svc.cluster.local" (and plain "name" for namespace "default"), with or
  *     without a port: first the rules of every HTTPRoute and GRPCRoute whose parentRefs name the
  *     service (in the snapshot's order; a rule without matches matches everything), each match one
- *     route with its weighted backendRefs; then a catch-all route to the service itself.
+ *     route with its weighted backendRefs, then a catch-all route to the service itself. Per rule:
+ *     path exact / prefix / regex (RM_PATH_MATCH_REGEX), header exact / regex (is_regex); GRPCRoute
+ *     methods as an exact path, a prefix ("/svc/"), or a regex ("/(?:svc)/(?:method)", "[^/]+" for
+ *     an empty part); timeouts.request -> timeout_ms, timeouts.backendRequest -> per_try_timeout_ms;
+ *     retry -> rm_config_retry_t (defaults left to rm_config_validate); filters -> request_headers /
+ *     response_headers, mirrors (cluster "svc.ns", per_million), redirect, url_rewrite, and an
+ *     ExtensionRef's FaultInjection -> fault.
  * An authority no service answers gets no route: 404, or for gRPC a trailers-only UNIMPLEMENTED.
- * Regular-expression matches and GRPCRoute method matches without a service are refused (the
- * snapshot is NACKed with the reason) until the router supports them.
+ * What the agent cannot apply is refused (the snapshot is NACKed with the reason): references to
+ * resources the snapshot lacks, a mirror with a port override, values out of range, and policy
+ * fields this agent does not know (a newer control plane's).
  *
  * Thread: any; pure function of its inputs.
  */

@@ -1,0 +1,663 @@
+/*
+ * Control-plane snapshots -> the agent's config (agent/src/config/translate.c): snapshots are built
+ * by hand as protobuf-c messages, packed, translated onto a bootstrap with two listeners, and the
+ * config fields are checked on both (each listener owns its copy of the routes). What the agent
+ * cannot apply must be refused with a reason that names the resource.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+#include "config/config.h"
+#include "config/translate.h"
+#include "remora/v1/discovery.pb-c.h"
+
+static const char base_yaml[] = "listeners:\n"
+                                "  - {name: a, address: \"127.0.0.1:15001\", routes: [{cluster: c}]}\n"
+                                "  - {name: b, address: \"127.0.0.1:15002\", routes: [{cluster: c}]}\n"
+                                "clusters:\n"
+                                "  - {name: c, endpoints: \"127.0.0.1:1\"}\n";
+
+static rm_config_t *base;
+
+static int
+setup(void **state)
+{
+    rm_config_error_t err;
+    base = rm_config_load_string(base_yaml, strlen(base_yaml), "base.yaml", &err);
+    if (base == NULL)
+        fprintf(stderr, "%s:%u: %s\n", err.file, err.line, err.message);
+    return base != NULL ? 0 : -1;
+}
+
+static int
+teardown(void **state)
+{
+    rm_config_unref(base);
+    return 0;
+}
+
+/* --------------------------------------------------------------------------- building snapshots */
+
+/* Everything a test snapshot points to lives in one arena, freed after the translation. */
+typedef struct st_arena_t {
+    void *blocks[512];
+    size_t n;
+} arena_t;
+
+static arena_t arena;
+
+static void *
+alloc(size_t sz)
+{
+    assert_true(arena.n < sizeof(arena.blocks) / sizeof(arena.blocks[0]));
+    return arena.blocks[arena.n++] = calloc(1, sz);
+}
+
+static void
+arena_free(void)
+{
+    for (size_t i = 0; i != arena.n; ++i)
+        free(arena.blocks[i]);
+    arena.n = 0;
+}
+
+#define NEW(type, init) ((type *)init_msg(alloc(sizeof(type)), (void (*)(void *))init))
+
+static void *
+init_msg(void *p, void (*init)(void *))
+{
+    init(p);
+    return p;
+}
+
+/* a NULL-terminated list of pointers into an arena array; returns the count through *n */
+static void **
+list(size_t *n, ...)
+{
+    void **items = alloc(sizeof(void *) * 32);
+    va_list ap;
+    va_start(ap, n);
+    size_t i = 0;
+    for (void *p; (p = va_arg(ap, void *)) != NULL;)
+        items[i++] = p;
+    va_end(ap);
+    *n = i;
+    return items;
+}
+
+static Remora__V1__ObjectMeta *
+meta(const char *name)
+{
+    Remora__V1__ObjectMeta *m = NEW(Remora__V1__ObjectMeta, remora__v1__object_meta__init);
+    m->name = (char *)name;
+    m->namespace_ = "default";
+    return m;
+}
+
+static Remora__V1__Duration *
+dur(int64_t ms)
+{
+    Remora__V1__Duration *d = NEW(Remora__V1__Duration, remora__v1__duration__init);
+    d->seconds = ms / 1000;
+    d->nanos = (int32_t)(ms % 1000) * 1000000;
+    return d;
+}
+
+static Remora__V1__Service *
+service(const char *name, const char *address)
+{
+    Remora__V1__Service *s = NEW(Remora__V1__Service, remora__v1__service__init);
+    s->metadata = meta(name);
+    s->spec = NEW(Remora__V1__ServiceSpec, remora__v1__service_spec__init);
+    s->spec->protocol = REMORA__V1__PROTOCOL__PROTOCOL_HTTP1;
+    Remora__V1__Endpoint *e = NEW(Remora__V1__Endpoint, remora__v1__endpoint__init);
+    e->target_case = REMORA__V1__ENDPOINT__TARGET_ADDRESS;
+    e->address = (char *)address;
+    s->spec->endpoints = (Remora__V1__Endpoint **)list(&s->spec->n_endpoints, e, NULL);
+    return s;
+}
+
+static Remora__V1__BackendReference *
+backend(const char *name, uint32_t weight)
+{
+    Remora__V1__BackendReference *r = NEW(Remora__V1__BackendReference, remora__v1__backend_reference__init);
+    r->kind = "Service";
+    r->name = (char *)name;
+    r->namespace_ = "default";
+    r->weight = weight;
+    return r;
+}
+
+static Remora__V1__ParentReference *
+parent(const char *name)
+{
+    Remora__V1__ParentReference *r = NEW(Remora__V1__ParentReference, remora__v1__parent_reference__init);
+    r->kind = "Service";
+    r->name = (char *)name;
+    r->namespace_ = "default";
+    return r;
+}
+
+static Remora__V1__HTTPRoute *
+http_route(const char *name, const char *parent_name, Remora__V1__HTTPRouteRule *rule)
+{
+    Remora__V1__HTTPRoute *r = NEW(Remora__V1__HTTPRoute, remora__v1__httproute__init);
+    r->metadata = meta(name);
+    r->spec = NEW(Remora__V1__HTTPRouteSpec, remora__v1__httproute_spec__init);
+    r->spec->parent_refs = (Remora__V1__ParentReference **)list(&r->spec->n_parent_refs, parent(parent_name), NULL);
+    r->spec->rules = (Remora__V1__HTTPRouteRule **)list(&r->spec->n_rules, rule, NULL);
+    return r;
+}
+
+static Remora__V1__HTTPRouteRule *
+http_rule(const char *backend_name)
+{
+    Remora__V1__HTTPRouteRule *r = NEW(Remora__V1__HTTPRouteRule, remora__v1__httproute_rule__init);
+    if (backend_name != NULL)
+        r->backend_refs = (Remora__V1__BackendReference **)list(&r->n_backend_refs, backend(backend_name, 1), NULL);
+    return r;
+}
+
+static Remora__V1__HTTPRouteFilter *
+http_filter(Remora__V1__HTTPRouteFilter__FilterCase c, void *f)
+{
+    Remora__V1__HTTPRouteFilter *r = NEW(Remora__V1__HTTPRouteFilter, remora__v1__httproute_filter__init);
+    r->filter_case = c;
+    r->request_header_modifier = f; /* a union: every member is a pointer */
+    return r;
+}
+
+static Remora__V1__HTTPHeader *
+header(const char *name, const char *value)
+{
+    Remora__V1__HTTPHeader *h = NEW(Remora__V1__HTTPHeader, remora__v1__httpheader__init);
+    h->name = (char *)name;
+    h->value = (char *)value;
+    return h;
+}
+
+static Remora__V1__HTTPRequestMirrorFilter *
+mirror(const char *name, uint32_t percent, uint32_t num, uint32_t den)
+{
+    Remora__V1__HTTPRequestMirrorFilter *m = NEW(Remora__V1__HTTPRequestMirrorFilter, remora__v1__httprequest_mirror_filter__init);
+    m->backend_ref = backend(name, 0);
+    if (den != 0) {
+        m->share_case = REMORA__V1__HTTPREQUEST_MIRROR_FILTER__SHARE_FRACTION;
+        m->fraction = NEW(Remora__V1__Fraction, remora__v1__fraction__init);
+        m->fraction->numerator = num;
+        m->fraction->denominator = den;
+    } else {
+        m->share_case = REMORA__V1__HTTPREQUEST_MIRROR_FILTER__SHARE_PERCENT;
+        m->percent = percent;
+    }
+    return m;
+}
+
+static Remora__V1__LocalObjectReference *
+extension_ref(const char *name)
+{
+    Remora__V1__LocalObjectReference *r = NEW(Remora__V1__LocalObjectReference, remora__v1__local_object_reference__init);
+    r->group = "remora.dev";
+    r->kind = "FaultInjection";
+    r->name = (char *)name;
+    return r;
+}
+
+static Remora__V1__FaultInjection *
+fault(const char *name, int64_t delay_ms, uint32_t delay_percent, uint32_t http_status, int grpc_status, uint32_t abort_percent)
+{
+    Remora__V1__FaultInjection *f = NEW(Remora__V1__FaultInjection, remora__v1__fault_injection__init);
+    f->metadata = meta(name);
+    f->spec = NEW(Remora__V1__FaultInjectionSpec, remora__v1__fault_injection_spec__init);
+    if (delay_ms != 0) {
+        f->spec->delay = NEW(Remora__V1__FaultDelay, remora__v1__fault_delay__init);
+        f->spec->delay->fixed_delay = dur(delay_ms);
+        f->spec->delay->percent = delay_percent;
+    }
+    if (http_status != 0 || grpc_status != 0) {
+        Remora__V1__FaultAbort *a = f->spec->abort = NEW(Remora__V1__FaultAbort, remora__v1__fault_abort__init);
+        if (http_status != 0) {
+            a->status_case = REMORA__V1__FAULT_ABORT__STATUS_HTTP_STATUS;
+            a->http_status = http_status;
+        } else {
+            a->status_case = REMORA__V1__FAULT_ABORT__STATUS_GRPC_STATUS;
+            a->grpc_status = (Remora__V1__GRPCStatusCode)grpc_status;
+        }
+        a->percent = abort_percent;
+    }
+    return f;
+}
+
+static Remora__V1__BackendTrafficPolicy *
+backend_policy(const char *name, const char *target, uint32_t budget_percent, int64_t connect_ms)
+{
+    Remora__V1__BackendTrafficPolicy *p = NEW(Remora__V1__BackendTrafficPolicy, remora__v1__backend_traffic_policy__init);
+    p->metadata = meta(name);
+    p->spec = NEW(Remora__V1__BackendTrafficPolicySpec, remora__v1__backend_traffic_policy_spec__init);
+    Remora__V1__PolicyTargetReference *t = NEW(Remora__V1__PolicyTargetReference, remora__v1__policy_target_reference__init);
+    t->kind = "Service";
+    t->name = (char *)target;
+    p->spec->target_refs = (Remora__V1__PolicyTargetReference **)list(&p->spec->n_target_refs, t, NULL);
+    Remora__V1__RetryConstraint *rc = p->spec->retry_constraint =
+        NEW(Remora__V1__RetryConstraint, remora__v1__retry_constraint__init);
+    rc->budget = NEW(Remora__V1__RetryBudget, remora__v1__retry_budget__init);
+    rc->budget->percent = budget_percent;
+    rc->budget->interval = dur(30000);
+    rc->min_retry_rate = NEW(Remora__V1__RequestRate, remora__v1__request_rate__init);
+    rc->min_retry_rate->count = 3;
+    rc->min_retry_rate->interval = dur(2000);
+    if (connect_ms != 0) {
+        Remora__V1__BackendConnectionPool *cp = p->spec->connection_pool =
+            NEW(Remora__V1__BackendConnectionPool, remora__v1__backend_connection_pool__init);
+        cp->connect_timeout = dur(connect_ms);
+        cp->idle_timeout = dur(60000);
+        cp->stream_idle_timeout = dur(0);
+    }
+    return p;
+}
+
+static Remora__V1__Snapshot *
+snapshot(void)
+{
+    Remora__V1__Snapshot *s = NEW(Remora__V1__Snapshot, remora__v1__snapshot__init);
+    s->version = 7;
+    s->services = (Remora__V1__Service **)list(&s->n_services, service("echo", "127.0.0.1:1001"),
+                                               service("shadow", "127.0.0.1:1002"), service("db", "127.0.0.1:1003"), NULL);
+    return s;
+}
+
+static char reason[1024];
+
+/* Packs and translates; NULL with `reason` when refused. */
+static rm_config_t *
+translate(Remora__V1__Snapshot *snap)
+{
+    size_t len = remora__v1__snapshot__get_packed_size(snap);
+    uint8_t *bytes = malloc(len + 1);
+    remora__v1__snapshot__pack(snap, bytes);
+    reason[0] = '\0';
+    rm_config_t *c = rm_translate_snapshot(bytes, len, base, reason, sizeof(reason));
+    free(bytes);
+    arena_free();
+    return c;
+}
+
+static void
+expect_nack(Remora__V1__Snapshot *snap, const char *text)
+{
+    rm_config_t *c = translate(snap);
+    if (c != NULL || strstr(reason, text) == NULL)
+        fail_msg("want a NACK containing '%s'; got %s '%s'", text, c != NULL ? "a config and" : "the reason", reason);
+}
+
+static const rm_config_route_t *
+find_route(const rm_config_listener_t *l, const char *prefix, size_t nth)
+{
+    for (size_t i = 0; i != l->num_routes; ++i)
+        if (strncmp(l->routes[i].name, prefix, strlen(prefix)) == 0 && nth-- == 0)
+            return &l->routes[i];
+    fail_msg("no route %s #%zu", prefix, nth);
+    return NULL;
+}
+
+static const rm_config_cluster_t *
+find_cluster(const rm_config_t *c, const char *name)
+{
+    ssize_t i = rm_config_find_cluster(c, name);
+    assert_true(i >= 0);
+    return &c->clusters[i];
+}
+
+/* ----------------------------------------------------------------------------------------- tests */
+
+static void
+test_http_rule_policy(void **state)
+{
+    Remora__V1__Snapshot *snap = snapshot();
+    Remora__V1__HTTPRouteRule *rule = http_rule("echo");
+    Remora__V1__HTTPRouteMatch *m = NEW(Remora__V1__HTTPRouteMatch, remora__v1__httproute_match__init);
+    m->path = NEW(Remora__V1__HTTPPathMatch, remora__v1__httppath_match__init);
+    m->path->match_case = REMORA__V1__HTTPPATH_MATCH__MATCH_PREFIX;
+    m->path->prefix = "/v1";
+    Remora__V1__HeaderMatch *hm = NEW(Remora__V1__HeaderMatch, remora__v1__header_match__init);
+    hm->name = "x-id";
+    hm->match_case = REMORA__V1__HEADER_MATCH__MATCH_REGULAR_EXPRESSION;
+    hm->regular_expression = "[0-9]+";
+    m->headers = (Remora__V1__HeaderMatch **)list(&m->n_headers, hm, NULL);
+    rule->matches = (Remora__V1__HTTPRouteMatch **)list(&rule->n_matches, m, NULL);
+
+    rule->timeouts = NEW(Remora__V1__RouteTimeouts, remora__v1__route_timeouts__init);
+    rule->timeouts->request = dur(10000);
+    rule->timeouts->backend_request = dur(2000);
+    Remora__V1__HTTPRouteRetry *retry = rule->retry = NEW(Remora__V1__HTTPRouteRetry, remora__v1__httproute_retry__init);
+    retry->attempts = 2;
+    retry->backoff = dur(100);
+    retry->codes = alloc(sizeof(uint32_t) * 2);
+    retry->codes[0] = 503, retry->codes[1] = 502, retry->n_codes = 2;
+    retry->conditions = alloc(sizeof(Remora__V1__RetryCondition) * 2);
+    retry->conditions[0] = REMORA__V1__RETRY_CONDITION__RETRY_CONDITION_CONNECT_FAILURE;
+    retry->conditions[1] = REMORA__V1__RETRY_CONDITION__RETRY_CONDITION_RESET;
+    retry->n_conditions = 2;
+
+    Remora__V1__HTTPHeaderFilter *req = NEW(Remora__V1__HTTPHeaderFilter, remora__v1__httpheader_filter__init);
+    req->set_headers = (Remora__V1__HTTPHeader **)list(&req->n_set_headers, header("x-env", "prod"), NULL);
+    req->add_headers = (Remora__V1__HTTPHeader **)list(&req->n_add_headers, header("x-via", "remora"), NULL);
+    req->remove_headers = (char **)list(&req->n_remove_headers, "x-debug", NULL);
+    Remora__V1__HTTPHeaderFilter *resp = NEW(Remora__V1__HTTPHeaderFilter, remora__v1__httpheader_filter__init);
+    resp->remove_headers = (char **)list(&resp->n_remove_headers, "server", NULL);
+    Remora__V1__HTTPURLRewriteFilter *rw = NEW(Remora__V1__HTTPURLRewriteFilter, remora__v1__httpurlrewrite_filter__init);
+    rw->hostname = "api.internal";
+    rw->path = NEW(Remora__V1__HTTPPathModifier, remora__v1__httppath_modifier__init);
+    rw->path->modifier_case = REMORA__V1__HTTPPATH_MODIFIER__MODIFIER_REPLACE_PREFIX_MATCH;
+    rw->path->replace_prefix_match = "/v2";
+    rule->filters = (Remora__V1__HTTPRouteFilter **)list(
+        &rule->n_filters, http_filter(REMORA__V1__HTTPROUTE_FILTER__FILTER_REQUEST_HEADER_MODIFIER, req),
+        http_filter(REMORA__V1__HTTPROUTE_FILTER__FILTER_RESPONSE_HEADER_MODIFIER, resp),
+        http_filter(REMORA__V1__HTTPROUTE_FILTER__FILTER_REQUEST_MIRROR, mirror("shadow", 10, 0, 0)),
+        http_filter(REMORA__V1__HTTPROUTE_FILTER__FILTER_REQUEST_MIRROR, mirror("db", 0, 1, 3)),
+        http_filter(REMORA__V1__HTTPROUTE_FILTER__FILTER_URL_REWRITE, rw),
+        http_filter(REMORA__V1__HTTPROUTE_FILTER__FILTER_EXTENSION_REF, extension_ref("chaos")), NULL);
+
+    /* a second route: a regex path answered with a redirect */
+    Remora__V1__HTTPRouteRule *redirect_rule = http_rule(NULL);
+    Remora__V1__HTTPRouteMatch *rm = NEW(Remora__V1__HTTPRouteMatch, remora__v1__httproute_match__init);
+    rm->path = NEW(Remora__V1__HTTPPathMatch, remora__v1__httppath_match__init);
+    rm->path->match_case = REMORA__V1__HTTPPATH_MATCH__MATCH_REGULAR_EXPRESSION;
+    rm->path->regular_expression = "/old/.*";
+    redirect_rule->matches = (Remora__V1__HTTPRouteMatch **)list(&redirect_rule->n_matches, rm, NULL);
+    Remora__V1__HTTPRequestRedirectFilter *rd =
+        NEW(Remora__V1__HTTPRequestRedirectFilter, remora__v1__httprequest_redirect_filter__init);
+    rd->scheme = "https";
+    rd->hostname = "new.example";
+    rd->port = 8443;
+    rd->status_code = 308;
+    rd->path = NEW(Remora__V1__HTTPPathModifier, remora__v1__httppath_modifier__init);
+    rd->path->modifier_case = REMORA__V1__HTTPPATH_MODIFIER__MODIFIER_REPLACE_FULL_PATH;
+    rd->path->replace_full_path = "/new";
+    redirect_rule->filters = (Remora__V1__HTTPRouteFilter **)list(
+        &redirect_rule->n_filters, http_filter(REMORA__V1__HTTPROUTE_FILTER__FILTER_REQUEST_REDIRECT, rd), NULL);
+
+    snap->http_routes = (Remora__V1__HTTPRoute **)list(&snap->n_http_routes, http_route("api", "echo", rule),
+                                                       http_route("moved", "echo", redirect_rule), NULL);
+    snap->fault_injections =
+        (Remora__V1__FaultInjection **)list(&snap->n_fault_injections, fault("chaos", 50, 10, 503, 0, 5), NULL);
+
+    rm_config_t *c = translate(snap);
+    if (c == NULL)
+        fail_msg("refused: %s", reason);
+    assert_string_equal(c->version, "7");
+    assert_int_equal(c->num_listeners, 2);
+    for (size_t li = 0; li != 2; ++li) {
+        const rm_config_route_t *r = find_route(&c->listeners[li], "echo.default/api/", 0);
+        assert_int_equal(r->path_match, RM_PATH_MATCH_PREFIX);
+        assert_string_equal(r->path, "/v1");
+        assert_int_equal(r->num_headers, 1);
+        assert_string_equal(r->headers[0].value, "[0-9]+");
+        assert_int_equal(r->headers[0].is_regex, 1);
+        assert_int_equal(r->timeout_ms, 10000);
+        assert_int_equal(r->per_try_timeout_ms, 2000);
+        assert_int_equal(r->retry.attempts, 2);
+        assert_int_equal(r->retry.backoff_base_ms, 100);
+        assert_int_equal(r->retry.backoff_max_ms, 1000);
+        assert_int_equal(r->retry.max_replay_bytes, 65536);
+        assert_int_equal(r->retry.conditions, RM_RETRY_ON_CONNECT_FAILURE | RM_RETRY_ON_RESET);
+        assert_int_equal(r->retry.num_http_statuses, 2);
+        assert_int_equal(r->retry.http_statuses[0], 502); /* sorted at validation */
+        assert_int_equal(r->retry.http_statuses[1], 503);
+        assert_int_equal(r->retry.grpc_status_mask, 0);
+        assert_int_equal(r->request_headers.num_set, 1);
+        assert_string_equal(r->request_headers.set[0].name, "x-env");
+        assert_string_equal(r->request_headers.set[0].value, "prod");
+        assert_string_equal(r->request_headers.add[0].name, "x-via");
+        assert_string_equal(r->request_headers.remove[0], "x-debug");
+        assert_int_equal(r->response_headers.num_remove, 1);
+        assert_string_equal(r->response_headers.remove[0], "server");
+        assert_int_equal(r->num_mirrors, 2);
+        assert_string_equal(r->mirrors[0].cluster_name, "shadow.default");
+        assert_int_equal(r->mirrors[0].cluster_index, (size_t)rm_config_find_cluster(c, "shadow.default"));
+        assert_int_equal(r->mirrors[0].per_million, 100000);
+        assert_string_equal(r->mirrors[1].cluster_name, "db.default");
+        assert_int_equal(r->mirrors[1].per_million, 333333);
+        assert_non_null(r->url_rewrite);
+        assert_string_equal(r->url_rewrite->hostname, "api.internal");
+        assert_int_equal(r->url_rewrite->path_type, RM_PATH_REWRITE_PREFIX);
+        assert_string_equal(r->url_rewrite->path, "/v2");
+        assert_null(r->redirect);
+        assert_non_null(r->fault);
+        assert_int_equal(r->fault->delay_ms, 50);
+        assert_int_equal(r->fault->delay_per_million, 100000);
+        assert_int_equal(r->fault->abort_http_status, 503);
+        assert_int_equal(r->fault->abort_grpc_status, -1);
+        assert_int_equal(r->fault->abort_per_million, 50000);
+        assert_non_null(r->_compiled); /* the header regex */
+
+        r = find_route(&c->listeners[li], "echo.default/moved/", 0);
+        assert_int_equal(r->path_match, RM_PATH_MATCH_REGEX);
+        assert_string_equal(r->path, "/old/.*");
+        assert_non_null(r->_compiled);
+        assert_non_null(r->redirect);
+        assert_string_equal(r->redirect->scheme, "https");
+        assert_string_equal(r->redirect->hostname, "new.example");
+        assert_int_equal(r->redirect->port, 8443);
+        assert_int_equal(r->redirect->status_code, 308);
+        assert_int_equal(r->redirect->path_type, RM_PATH_REWRITE_FULL);
+        assert_string_equal(r->redirect->path, "/new");
+        assert_int_equal(r->num_backends, 0);
+        assert_null(r->cluster_name);
+        assert_int_equal(r->cluster_index, RM_CONFIG_NO_CLUSTER);
+    }
+    /* the copies are the listeners' own */
+    assert_ptr_not_equal(find_route(&c->listeners[0], "echo.default/api/", 0)->mirrors,
+                         find_route(&c->listeners[1], "echo.default/api/", 0)->mirrors);
+    rm_config_unref(c);
+}
+
+static void
+test_grpc_rules(void **state)
+{
+    Remora__V1__Snapshot *snap = snapshot();
+    Remora__V1__GRPCRoute *g = NEW(Remora__V1__GRPCRoute, remora__v1__grpcroute__init);
+    g->metadata = meta("g");
+    g->spec = NEW(Remora__V1__GRPCRouteSpec, remora__v1__grpcroute_spec__init);
+    g->spec->parent_refs = (Remora__V1__ParentReference **)list(&g->spec->n_parent_refs, parent("echo"), NULL);
+    Remora__V1__GRPCRouteRule *rule = NEW(Remora__V1__GRPCRouteRule, remora__v1__grpcroute_rule__init);
+    rule->backend_refs = (Remora__V1__BackendReference **)list(&rule->n_backend_refs, backend("echo", 1), NULL);
+    const char *const services[] = {"^echo\\..*$", "", "echo.Echo"}, *const methods[] = {"Get.*", "Unary", ""};
+    const Remora__V1__GRPCMethodMatch__Type types[] = {REMORA__V1__GRPCMETHOD_MATCH__TYPE__TYPE_REGULAR_EXPRESSION,
+                                                       REMORA__V1__GRPCMETHOD_MATCH__TYPE__TYPE_EXACT,
+                                                       REMORA__V1__GRPCMETHOD_MATCH__TYPE__TYPE_EXACT};
+    rule->matches = alloc(sizeof(void *) * 3);
+    for (size_t i = 0; i != 3; ++i) {
+        Remora__V1__GRPCRouteMatch *m = NEW(Remora__V1__GRPCRouteMatch, remora__v1__grpcroute_match__init);
+        m->method = NEW(Remora__V1__GRPCMethodMatch, remora__v1__grpcmethod_match__init);
+        m->method->type = types[i];
+        m->method->service = (char *)services[i];
+        m->method->method = (char *)methods[i];
+        rule->matches[i] = m;
+    }
+    rule->n_matches = 3;
+    Remora__V1__GRPCRouteRetry *retry = rule->retry = NEW(Remora__V1__GRPCRouteRetry, remora__v1__grpcroute_retry__init);
+    retry->attempts = 3;
+    retry->codes = alloc(sizeof(Remora__V1__GRPCStatusCode) * 2);
+    retry->codes[0] = REMORA__V1__GRPCSTATUS_CODE__GRPC_STATUS_CODE_UNAVAILABLE;
+    retry->codes[1] = REMORA__V1__GRPCSTATUS_CODE__GRPC_STATUS_CODE_CANCELLED;
+    retry->n_codes = 2;
+    Remora__V1__GRPCRouteFilter *f = NEW(Remora__V1__GRPCRouteFilter, remora__v1__grpcroute_filter__init);
+    f->filter_case = REMORA__V1__GRPCROUTE_FILTER__FILTER_EXTENSION_REF;
+    f->extension_ref = extension_ref("unavailable");
+    rule->filters = (Remora__V1__GRPCRouteFilter **)list(&rule->n_filters, f, NULL);
+    g->spec->rules = (Remora__V1__GRPCRouteRule **)list(&g->spec->n_rules, rule, NULL);
+    snap->grpc_routes = (Remora__V1__GRPCRoute **)list(&snap->n_grpc_routes, g, NULL);
+    snap->fault_injections = (Remora__V1__FaultInjection **)list(
+        &snap->n_fault_injections, fault("unavailable", 0, 0, 0, REMORA__V1__GRPCSTATUS_CODE__GRPC_STATUS_CODE_UNAVAILABLE, 100),
+        NULL);
+
+    rm_config_t *c = translate(snap);
+    if (c == NULL)
+        fail_msg("refused: %s", reason);
+    const rm_config_route_t *r = find_route(&c->listeners[0], "echo.default/g/", 0);
+    assert_int_equal(r->path_match, RM_PATH_MATCH_REGEX);
+    assert_string_equal(r->path, "/(?:echo\\..*)/(?:Get.*)"); /* the user's anchors are dropped inside the path */
+    assert_int_equal(r->retry.attempts, 3);
+    assert_int_equal(r->retry.grpc_status_mask, (1u << 14) | (1u << 1));
+    assert_int_equal(r->retry.backoff_base_ms, 25); /* absent backoff: the default */
+    assert_int_equal(r->fault->abort_grpc_status, 14);
+    assert_int_equal(r->fault->abort_http_status, 0);
+    assert_int_equal(r->fault->abort_per_million, 1000000);
+    assert_int_equal(r->fault->delay_per_million, 0);
+    r = find_route(&c->listeners[0], "echo.default/g/", 1);
+    assert_int_equal(r->path_match, RM_PATH_MATCH_REGEX);
+    assert_string_equal(r->path, "/[^/]+/Unary");
+    r = find_route(&c->listeners[0], "echo.default/g/", 2);
+    assert_int_equal(r->path_match, RM_PATH_MATCH_PREFIX);
+    assert_string_equal(r->path, "/echo.Echo/");
+    rm_config_unref(c);
+}
+
+static void
+test_backend_policy(void **state)
+{
+    Remora__V1__Snapshot *snap = snapshot();
+    /* two policies on db: the first by name wins there (GEP-713); the other still applies to echo */
+    Remora__V1__BackendTrafficPolicy *second = backend_policy("b-second", "db", 50, 5000);
+    Remora__V1__PolicyTargetReference *t = NEW(Remora__V1__PolicyTargetReference, remora__v1__policy_target_reference__init);
+    t->kind = "Service";
+    t->name = "echo";
+    second->spec->target_refs =
+        (Remora__V1__PolicyTargetReference **)list(&second->spec->n_target_refs, second->spec->target_refs[0], t, NULL);
+    snap->backend_traffic_policies = (Remora__V1__BackendTrafficPolicy **)list(
+        &snap->n_backend_traffic_policies, backend_policy("a-first", "db", 30, 250), second, NULL);
+    rm_config_t *c = translate(snap);
+    if (c == NULL)
+        fail_msg("refused: %s", reason);
+    const rm_config_cluster_t *db = find_cluster(c, "db.default"), *echo = find_cluster(c, "echo.default"),
+                              *shadow = find_cluster(c, "shadow.default");
+    assert_int_equal(db->budget_percent, 30);
+    assert_int_equal(db->budget_interval_ms, 30000);
+    assert_int_equal(db->min_retry_count, 3);
+    assert_int_equal(db->min_retry_interval_ms, 2000);
+    assert_int_equal(db->connect_timeout_ms, 250);
+    assert_int_equal(db->pool_idle_timeout_ms, 60000);
+    assert_int_equal(db->stream_idle_timeout_ms, 0);
+    assert_int_equal(echo->budget_percent, 50);
+    assert_int_equal(echo->connect_timeout_ms, 5000);
+    /* untouched: the agent's defaults */
+    assert_int_equal(shadow->budget_percent, 20);
+    assert_int_equal(shadow->budget_interval_ms, 10000);
+    assert_int_equal(shadow->pool_idle_timeout_ms, 4000);
+    assert_int_equal(shadow->stream_idle_timeout_ms, 300000);
+    rm_config_unref(c);
+}
+
+static void
+test_timeouts(void **state)
+{
+    /* request and backendRequest are separate now: timeout_ms bounds the whole exchange, per_try_timeout_ms each try */
+    Remora__V1__Snapshot *snap = snapshot();
+    Remora__V1__HTTPRouteRule *rule = http_rule("echo");
+    rule->timeouts = NEW(Remora__V1__RouteTimeouts, remora__v1__route_timeouts__init);
+    rule->timeouts->backend_request = dur(1500);
+    snap->http_routes = (Remora__V1__HTTPRoute **)list(&snap->n_http_routes, http_route("t", "echo", rule), NULL);
+    rm_config_t *c = translate(snap);
+    assert_non_null(c);
+    const rm_config_route_t *r = find_route(&c->listeners[0], "echo.default/t/", 0);
+    assert_int_equal(r->timeout_ms, 0);
+    assert_int_equal(r->per_try_timeout_ms, 1500);
+    assert_int_equal(r->retry.attempts, 0);
+    rm_config_unref(c);
+}
+
+static void
+test_refusals(void **state)
+{
+    Remora__V1__Snapshot *snap = snapshot();
+    Remora__V1__HTTPRouteRule *rule = http_rule("echo");
+    rule->filters = (Remora__V1__HTTPRouteFilter **)list(
+        &rule->n_filters, http_filter(REMORA__V1__HTTPROUTE_FILTER__FILTER_EXTENSION_REF, extension_ref("nope")), NULL);
+    snap->http_routes = (Remora__V1__HTTPRoute **)list(&snap->n_http_routes, http_route("r", "echo", rule), NULL);
+    expect_nack(snap, "HTTPRoute default/r: ExtensionRef names FaultInjection default/nope, which does not exist");
+
+    snap = snapshot();
+    rule = http_rule("echo");
+    Remora__V1__HTTPRequestMirrorFilter *m = mirror("shadow", 100, 0, 0);
+    m->backend_ref->port = 8080;
+    rule->filters = (Remora__V1__HTTPRouteFilter **)list(&rule->n_filters,
+                                                         http_filter(REMORA__V1__HTTPROUTE_FILTER__FILTER_REQUEST_MIRROR, m), NULL);
+    snap->http_routes = (Remora__V1__HTTPRoute **)list(&snap->n_http_routes, http_route("r", "echo", rule), NULL);
+    expect_nack(snap, "RequestMirror backendRef port is not supported by this agent");
+
+    snap = snapshot();
+    rule = http_rule("echo");
+    rule->filters = (Remora__V1__HTTPRouteFilter **)list(
+        &rule->n_filters, http_filter(REMORA__V1__HTTPROUTE_FILTER__FILTER_REQUEST_MIRROR, mirror("ghost", 100, 0, 0)), NULL);
+    snap->http_routes = (Remora__V1__HTTPRoute **)list(&snap->n_http_routes, http_route("r", "echo", rule), NULL);
+    expect_nack(snap, "RequestMirror names service default/ghost, which does not exist");
+
+    snap = snapshot();
+    snap->backend_traffic_policies =
+        (Remora__V1__BackendTrafficPolicy **)list(&snap->n_backend_traffic_policies, backend_policy("p", "ghost", 20, 0), NULL);
+    expect_nack(snap, "BackendTrafficPolicy default/p: targetRef names service default/ghost, which does not exist");
+
+    /* a field from a newer control plane (here: spec field 4 of BackendTrafficPolicySpec, kept for loadBalancer) */
+    snap = snapshot();
+    Remora__V1__BackendTrafficPolicy *p = backend_policy("p", "db", 20, 0);
+    ProtobufCMessageUnknownField *u = alloc(sizeof(*u));
+    static uint8_t lb[] = {0x02, 0x08, 0x01}; /* protobuf-c keeps the length prefix with the data */
+    u->tag = 4;
+    u->wire_type = PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED;
+    u->len = sizeof(lb);
+    u->data = lb;
+    p->spec->base.n_unknown_fields = 1;
+    p->spec->base.unknown_fields = u;
+    snap->backend_traffic_policies = (Remora__V1__BackendTrafficPolicy **)list(&snap->n_backend_traffic_policies, p, NULL);
+    expect_nack(snap, "BackendTrafficPolicy default/p: spec carries field 4, which this agent does not know");
+
+    /* the same for a route rule (field 6, kept for rate limits) */
+    snap = snapshot();
+    rule = http_rule("echo");
+    rule->base.n_unknown_fields = 1;
+    u = alloc(sizeof(*u));
+    u->tag = 6;
+    u->wire_type = PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED;
+    u->len = sizeof(lb);
+    u->data = lb;
+    rule->base.unknown_fields = u;
+    snap->http_routes = (Remora__V1__HTTPRoute **)list(&snap->n_http_routes, http_route("r", "echo", rule), NULL);
+    expect_nack(snap, "HTTPRoute default/r: a rule carries field 6");
+
+    snap = snapshot();
+    rule = http_rule("echo");
+    rule->retry = NEW(Remora__V1__HTTPRouteRetry, remora__v1__httproute_retry__init);
+    rule->retry->attempts = 1;
+    rule->retry->conditions = alloc(sizeof(Remora__V1__RetryCondition));
+    rule->retry->conditions[0] = (Remora__V1__RetryCondition)9;
+    rule->retry->n_conditions = 1;
+    snap->http_routes = (Remora__V1__HTTPRoute **)list(&snap->n_http_routes, http_route("r", "echo", rule), NULL);
+    expect_nack(snap, "retry condition 9 is not supported by this agent");
+
+    /* the agent's own validation still has the last word (an invalid regex slipped past a control plane) */
+    snap = snapshot();
+    rule = http_rule("echo");
+    Remora__V1__HTTPRouteMatch *hm = NEW(Remora__V1__HTTPRouteMatch, remora__v1__httproute_match__init);
+    hm->path = NEW(Remora__V1__HTTPPathMatch, remora__v1__httppath_match__init);
+    hm->path->match_case = REMORA__V1__HTTPPATH_MATCH__MATCH_REGULAR_EXPRESSION;
+    hm->path->regular_expression = "/(";
+    rule->matches = (Remora__V1__HTTPRouteMatch **)list(&rule->n_matches, hm, NULL);
+    snap->http_routes = (Remora__V1__HTTPRoute **)list(&snap->n_http_routes, http_route("r", "echo", rule), NULL);
+    expect_nack(snap, "/(");
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_http_rule_policy), cmocka_unit_test(test_grpc_rules), cmocka_unit_test(test_backend_policy),
+        cmocka_unit_test(test_timeouts),         cmocka_unit_test(test_refusals),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
