@@ -4,7 +4,9 @@
 # takes its routes from the control plane. `remoractl apply --wait` installs the policy
 # (examples/mesh.yaml: services by name, a 90/10 canary split); then gRPC calls of every shape and
 # HTTP/1.1 and HTTP/2 requests go through the agent, and the demo prints what went through, where
-# the split sent it, `remoractl status`, the agent's metrics, and a graceful drain. Loopback only;
+# the split sent it; then examples/mesh-policy.yaml adds retries, timeouts, header modifiers, a
+# redirect, a mirror and fault injection, shown at work; `remoractl status`, the agent's metrics,
+# and a graceful drain. Loopback only;
 # everything it starts is stopped by PID at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -63,12 +65,35 @@ printf '   split           -> web %s requests, web-v2 %s requests\n' "$(requests
 printf '   unknown name    -> '; curl -s -o /dev/null -w '%{http_code}\n' -H 'Host: nosuch' http://127.0.0.1:15001/
 
 echo
+echo "== request policy: remoractl apply -f examples/mesh-policy.yaml --wait (retries, timeouts, filters, a mirror, faults)"
+$CTL apply -f examples/mesh-policy.yaml --wait | sed 's/^/   /'
+printf '   redirect        -> '; curl -s -o /dev/null -w '%{http_code} location %{redirect_url}\n' -H 'Host: web' http://127.0.0.1:15001/old-home
+printf '   header modifier -> the origin saw x-mesh: '
+curl -s -H 'Host: web' http://127.0.0.1:15001/hello | /usr/bin/python3 -c 'import json,sys; print(dict((k.lower(), v) for k, v in json.load(sys.stdin)["headers"]).get("x-mesh"))'
+printf '   always 503      -> '; curl -s -o /dev/null -w '%{http_code} to the client after ' -H 'Host: web' -H 'x-status: 503' http://127.0.0.1:15001/flaky
+curl -s http://127.0.0.1:15020/metrics | /usr/bin/python3 -c 'import sys; print(int(sum(float(l.split()[-1]) for l in sys.stdin if l.startswith("remora_upstream_retries_total") and "http_status" in l)), "retries (attempts 2, full-jitter backoff)")'
+printf '   grpc deadline   -> '
+/usr/bin/python3 - <<'PY'
+import time
+import grpc
+with grpc.insecure_channel("127.0.0.1:15001", options=[("grpc.default_authority", "echo")]) as ch:
+    t0 = time.monotonic()
+    try:
+        ch.unary_unary("/echo.Echo/Unary")(b"slow", metadata=[("x-sleep-ms", "3000")], timeout=0.2)
+    except grpc.RpcError as e:
+        print("%s after %.0f ms (the server would have taken 3000 ms)" % (e.code().name, (time.monotonic() - t0) * 1000))
+PY
+h2load -n 400 -c 4 -m 10 -H ':authority: web' http://127.0.0.1:15001/load >/dev/null 2>&1
+echo "   400 more requests: mirrors, faults and redirects so far:"
+curl -s http://127.0.0.1:15020/metrics | grep -E '^remora_downstream_(mirrors|faults)_total|^remora_downstream_local_replies_total.*redirect' | sed 's/^/     /'
+
+echo
 echo "== remoractl status"
 $CTL status | sed 's/^/   /'
 
 echo
 echo "== sidecar metrics (http://127.0.0.1:15020/metrics, non-zero request counters)"
-curl -s http://127.0.0.1:15020/metrics | grep -E '^remora_(downstream|upstream)_(requests|responses)_total|^remora_config_generation' | grep -v ' 0$' | sed 's/^/   /'
+curl -s http://127.0.0.1:15020/metrics | grep -E '^remora_(downstream|upstream)_(requests|responses|retries)_total|^remora_config_generation' | grep -v ' 0$' | sed 's/^/   /'
 
 echo
 echo "== SIGTERM: graceful drain"
