@@ -335,9 +335,15 @@ try_resend(router_t *r, rm_attempt_t *a, rm_upstream_error_t err, uint32_t h2_er
 static void
 commit(router_t *r, rm_attempt_t *a)
 {
+    rm_stream_t *s = r->s;
     rm_timer_unlink(&a->try_timer);
     if (a->number != 0)
         RM_STAT_INC(rm_cluster_stats(r->cluster)->rq_retry_success);
+    if (s->req_keep && r->pending_mirrors == 0 && h2o_linklist_is_empty(&r->mirrors)) {
+        /* nothing is retried after a commit: the replay buffer goes now, not with the stream */
+        s->req_keep = 0;
+        rm_stream_drop_request_before(s, a->req_off);
+    }
     rm_attempt_commit(a);
 }
 
