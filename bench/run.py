@@ -28,10 +28,13 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 SAT_MODES = ["h2", "h1", "grpc"]
 RATE_MODES = ["rate-h2", "rate-h1", "rate-grpc"]
 ALL_MODES = ["mem"] + SAT_MODES + RATE_MODES
-ALL_PROXIES = ["remora", "nghttpx", "haproxy", "remora-2hop", "nghttpx-2hop"]
+ALL_PROXIES = ["remora", "remora-retry", "nghttpx", "haproxy", "remora-2hop", "nghttpx-2hop"]
+# remora-retry is opt-in (--proxies): it answers one question (what a retry policy costs when nothing fails)
+DEFAULT_PROXIES = [p for p in ALL_PROXIES if p != "remora-retry"]
 LABELS = {
     "direct": "direct",
     "remora": "Remora",
+    "remora-retry": "Remora, retry policy",
     "nghttpx": "nghttpx",
     "haproxy": "HAProxy",
     "remora-2hop": "Remora, 2 hops",
@@ -47,6 +50,35 @@ MODE_LABELS = {
 }
 GRPC_PATH = "/bench.Echo/Echo"
 GRPC_MESSAGE_BYTES = 64
+
+# The route policy of the remora-retry configuration: a retry policy that never fires when nothing fails (the
+# origin answers every request 200 / grpc-status 0). The grpc_statuses entry makes the agent hold gRPC response heads
+# until the first DATA or the trailers, as it must to read a grpc-status it may retry on.
+RETRY_POLICY = ("{attempts: 2, backoff_ms: 25, on: [connect-failure, refused-stream, reset], http_statuses: [503], "
+                "grpc_statuses: [UNAVAILABLE]}")
+
+
+def remora_yaml(port, upstream, admin, health, workers, retry):
+    """A bootstrap file equal to what the quick flags (--listen/--upstream --upstream-protocol h2) build: one listener
+    "main", one catch-all route "default" to one h2 cluster "upstream"; with `retry`, the route carries RETRY_POLICY.
+    The admin config dump of the two differs only in the route's retry (and the source and line fields)."""
+    return """workers: %(workers)d
+admin: 127.0.0.1:%(admin)d
+health: 127.0.0.1:%(health)d
+drain_timeout_ms: 500
+listeners:
+  - name: main
+    address: 127.0.0.1:%(port)d
+    routes:
+      - name: default
+        cluster: upstream%(retry)s
+clusters:
+  - name: upstream
+    protocol: h2
+    endpoints: ["127.0.0.1:%(upstream)d"]
+""" % {"workers": workers, "admin": admin, "health": health, "port": port, "upstream": upstream,
+       "retry": ("\n        retry: " + RETRY_POLICY) if retry else ""}
+
 
 children = []  # every Popen we started and have not reaped, so that a crash or ^C still ends them
 
@@ -199,6 +231,55 @@ def http1_get_ok(port, timeout=5.0):
     return None
 
 
+def http_get_body(port, path, timeout=3.0):
+    """The body of one HTTP/1.1 GET (Connection: close) to 127.0.0.1:port, or None."""
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        s.sendall(("GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n" % path).encode())
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        s.close()
+    except OSError:
+        return None
+    head, _, body = data.partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200"):
+        return None
+    if b"transfer-encoding: chunked" in head.lower():
+        out, rest = b"", body
+        while rest:
+            size_line, _, rest = rest.partition(b"\r\n")
+            n = int(size_line.split(b";")[0] or b"0", 16)
+            if n == 0:
+                break
+            out, rest = out + rest[:n], rest[n + 2 :]
+        body = out
+    return body.decode(errors="replace")
+
+
+def remora_retries(health_port):
+    """(retries, refused re-sends) from one agent's /metrics (every cluster and reason), or None."""
+    text = http_get_body(health_port, "/metrics")
+    if text is None:
+        return None
+    total = [0, 0]
+    for line in text.splitlines():
+        m = re.match(r"remora_upstream_(retries|refused_resends)_total\{[^}]*\} (\d+)", line)
+        if m:
+            total[0 if m.group(1) == "retries" else 1] += int(m.group(2))
+    return tuple(total)
+
+
+def write_grpc_body(path):
+    """The gRPC-framed request body of the gRPC modes: 5-byte frame header + GRPC_MESSAGE_BYTES of message."""
+    with open(path, "wb") as f:
+        msg = bytes((i * 13) & 0xFF for i in range(GRPC_MESSAGE_BYTES))
+        f.write(b"\x00" + len(msg).to_bytes(4, "big") + msg)
+
+
 class OriginProgress(threading.Thread):
     """Samples the origin's response counter (GET /.bench/count, on one kept-alive HTTP/1.1 connection) while a load
     runs, to tell a proxy that stalled from one that is slow: h2load does not count requests never answered."""
@@ -260,6 +341,7 @@ class Chain:
         self.hops = 0 if name == "direct" else (2 if name.endswith("-2hop") else 1)
         self.procs = []
         self.front_port = origin_port
+        self.health_ports = []  # Remora's health/metrics listeners, one per hop
 
     def start(self):
         upstream = self.origin_port
@@ -291,11 +373,28 @@ class Chain:
         return os.path.join(self.tmpdir, "%s-hop%d.log" % (self.name, hop))
 
     def _start_remora(self, port, upstream, hop):
-        argv = [self.opts.agent, "--listen", "127.0.0.1:%d" % port, "--upstream", "127.0.0.1:%d" % upstream,
-                "--upstream-protocol", "h2", "--workers", str(self.opts.workers),
-                "--admin", "127.0.0.1:%d" % free_port(), "--health", "127.0.0.1:%d" % free_port(),
-                "--log-level", "error", "--drain-timeout-ms", "500"]
+        admin, health = free_port(), free_port()
+        self.health_ports.append(health)
+        if self.name == "remora-retry":
+            cfg = os.path.join(self.tmpdir, "remora-%s-hop%d.yaml" % (self.name, hop))
+            with open(cfg, "w") as f:
+                f.write(remora_yaml(port, upstream, admin, health, self.opts.workers, retry=True))
+            argv = [self.opts.agent, "--config", cfg, "--log-level", "error"]
+        else:
+            argv = [self.opts.agent, "--listen", "127.0.0.1:%d" % port, "--upstream", "127.0.0.1:%d" % upstream,
+                    "--upstream-protocol", "h2", "--workers", str(self.opts.workers),
+                    "--admin", "127.0.0.1:%d" % admin, "--health", "127.0.0.1:%d" % health,
+                    "--log-level", "error", "--drain-timeout-ms", "500"]
         return spawn(pinned(self.opts.cpus_proxy, argv), self._log(hop))
+
+    def retries(self):
+        """(retries, refused re-sends) summed over the hops' /metrics; None if not Remora or unreadable."""
+        if self.kind != "remora":
+            return None
+        counts = [remora_retries(port) for port in self.health_ports]
+        if None in counts:
+            return None
+        return tuple(sum(c[i] for c in counts) for i in (0, 1))
 
     def _start_nghttpx(self, port, upstream, hop):
         # --conf=/dev/null: never pick up /etc/nghttpx/nghttpx.conf; no access log is nghttpx's default
@@ -489,6 +588,12 @@ def run_mode(mode, chain, opts, files, tmpdir, origin_pids):
     # h2load does not count requests that a stalled proxy never answers: ask it once more after every run
     if not http1_get_ok(chain.front_port, timeout=3.0):
         r["errors"].append("no answer to a GET after the run (stalled?)")
+    counts = chain.retries()
+    if counts is not None:
+        # the retry comparison is about a policy that never fires: a retry means an attempt failed
+        r["upstream_retries"], r["refused_resends"] = counts
+        if counts[0]:
+            r["errors"].append("%d upstream retries (an attempt failed)" % counts[0])
     if mode.endswith("h1") and r["errors"] and chain.status_line.rstrip() == "HTTP/1.1 200":
         r["errors"].append("the proxy's HTTP/1.1 status line has no reason phrase, which h2load counts as failed")
     if mode.endswith("grpc"):
@@ -707,7 +812,8 @@ class Report:
     def peer_pairs(self):
         one = [c for c in self.configs if c in ("remora", "nghttpx", "haproxy")]
         two = [c for c in self.configs if c.endswith("-2hop")]
-        pairs = [(a, b) for i, a in enumerate(one) for b in one[i + 1 :]]
+        pairs = [("remora-retry", "remora")] if "remora-retry" in self.configs and "remora" in self.configs else []
+        pairs += [(a, b) for i, a in enumerate(one) for b in one[i + 1 :]]
         pairs += [(a, b) for i, a in enumerate(two) for b in two[i + 1 :]]
         return pairs
 
@@ -799,9 +905,10 @@ def markdown(report, env, opts, skipped):
         "- %s, kernel %s; %s; %s; %s; Remora git %s%s" % (
             env["cpu"], env["kernel"], env["h2load"], env["nghttpx"], env["haproxy"].split(" - ")[0], env["git"],
             (", agent build %s" % env.get("agent_build")) if "agent_build" in env else ""),
-        "- %d round(s); in each, every mode runs %s back to back, each on freshly started processes; "
+        "- %d round(s); in each, every mode runs %s back to back%s, each on freshly started processes; "
         "%d worker(s) per proxy; HTTP/2 upstream; %s" % (
-            o.rounds, " / ".join(LABELS[c] for c in report.configs), o.workers, pin),
+            o.rounds, " / ".join(LABELS[c] for c in report.configs),
+            " (in reverse order in even-numbered rounds)" if o.order == "abba" else "", o.workers, pin),
         "- saturation: h2load -c16 (-m10 for h2 and gRPC) -D %s; fixed rate: %d req/s over %d connections; "
         "memory: 10 and 1000 h2 connections at 1 req/s each, sampled after %.0f s" % (
             o.duration, o.rate, o.rate_connections, o.mem_hold * 0.4),
@@ -849,11 +956,14 @@ def main():
     ap.add_argument("--workers", type=int, default=1, help="workers/threads per proxy (default 1)")
     ap.add_argument("--modes", default=",".join(ALL_MODES),
                     help="subset of %s; 'rate' means all three fixed-rate modes" % ",".join(ALL_MODES))
-    ap.add_argument("--proxies", default=",".join(ALL_PROXIES), help="subset of %s (direct always runs)" % ",".join(ALL_PROXIES))
+    ap.add_argument("--proxies", default=",".join(DEFAULT_PROXIES),
+                    help="subset of %s (default: all but remora-retry; direct always runs)" % ",".join(ALL_PROXIES))
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 round, 2 s runs (unless --rounds/--duration given)")
     ap.add_argument("--rate", type=int, default=2000, help="total req/s of the fixed-rate modes (default 2000)")
     ap.add_argument("--rate-connections", type=int, default=10)
     ap.add_argument("--mem-hold", type=int, default=None, help="seconds each memory load lasts (default 8, quick 4)")
+    ap.add_argument("--order", choices=["fixed", "abba"], default="fixed",
+                    help="fixed: the same order every round (default); abba: every other round in reverse order")
     ap.add_argument("--pin", default="auto", help="auto | none | origin=CPUS,proxy=CPUS,client=CPUS (taskset lists)")
     ap.add_argument("--agent", default=os.environ.get("REMORA_AGENT", os.path.join(REPO, "build", "agent", "remora-agent")))
     ap.add_argument("--origin", default=os.environ.get("REMORA_BENCH_ORIGIN",
@@ -894,9 +1004,7 @@ def main():
 
     tmpdir = tempfile.mkdtemp(prefix="remora-bench-")
     files = {"grpc_body": os.path.join(tmpdir, "grpc-body.bin")}
-    with open(files["grpc_body"], "wb") as f:
-        msg = bytes((i * 13) & 0xFF for i in range(GRPC_MESSAGE_BYTES))
-        f.write(b"\x00" + len(msg).to_bytes(4, "big") + msg)
+    write_grpc_body(files["grpc_body"])
 
     origin_port = free_port()
     origin = spawn(pinned(opts.cpus_origin, [opts.origin, "--listen", "127.0.0.1:%d" % origin_port]),
@@ -912,10 +1020,12 @@ def main():
             opts.cpus_client or "any", tmpdir))
         # Every (mode, configuration) run gets freshly started proxies, and a round runs every configuration for one
         # mode back to back before the next mode: runs compared with each other are seconds apart, not minutes, on a
-        # machine whose speed drifts.
+        # machine whose speed drifts. With --order abba, every second round runs the configurations in reverse order,
+        # so that a drift within a round does not always favour the same one.
         for rnd in range(opts.rounds):
+            order = configs[::-1] if opts.order == "abba" and rnd % 2 == 1 else configs
             for mode in modes:
-                for c in configs:
+                for c in order:
                     if mode == "mem" and c == "direct":
                         continue
                     chain = Chain(c, opts, tmpdir, origin_port)
@@ -967,6 +1077,8 @@ def summary(mode, r):
         s += "  p50 %.3f p90 %.3f p99 %.3f max %.3f ms" % (r["p50_ms"], r["p90_ms"], r["p99_ms"], r["max_ms"])
     if "grpc_check" in r:
         s += "  grpc-client %s" % r["grpc_check"]
+    if r.get("upstream_retries") is not None:
+        s += "  retries %d re-sends %d" % (r["upstream_retries"], r["refused_resends"])
     return s + err
 
 

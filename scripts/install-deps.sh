@@ -14,6 +14,8 @@ PKGS=(
   libcmocka-dev
   # real clients and servers used by the integration tests and the benchmark
   curl nghttp2-client nghttp2-server nghttp2-proxy haproxy
+  # bench/callgrind.sh: instructions per request
+  valgrind
   python3 python3-grpcio python3-h2 python3-pytest python3-pytest-timeout python3-protobuf
   openssl procps iproute2
 )

@@ -1,0 +1,419 @@
+#!/usr/bin/python3
+"""Instructions per request of Remora under callgrind: the agent with and without a retry policy on its route, and
+the request-body copies it makes, as docs/BENCHMARKS.md ("Instructions per request") describes.
+
+Usage: bench/callgrind.sh [options]    (builds the origin as bench/run.sh does, then runs this)
+       /usr/bin/python3 bench/callgrind.py --origin PATH [options]
+
+For every (repetition, mode, variant) the agent (1 worker) runs twice under `valgrind --tool=callgrind`: once with
+--requests N sent by h2load, once with --idle-requests n0 and the same h2load connections, kept alive as long as the
+first run was. Instructions per request = (Ir of the N run - Ir of the n0 run) / (N - n0): start-up, configuration
+loading, connection set-up, shutdown and time-driven work (timers) are in both runs and cancel out.
+Every load is bounded in count (h2load -n) and time (--timeout); every process is ended by its PID; loopback only.
+Writes bench/results/callgrind-<timestamp>.md and .json (git-ignored).
+"""
+import argparse
+import collections
+import datetime
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import run as bench  # noqa: E402  (the harness: processes, h2load parsing, the retry policy)
+
+VARIANTS = {
+    "remora": "no retry policy (quick flags, as `remora` in run.py)",
+    "remora-yaml": "no retry policy (the same configuration from a bootstrap file)",
+    "remora-retry": "retry policy on the route (bootstrap file, as `remora-retry` in run.py)",
+}
+MODES = {"h2": "h2 GET (no body)", "grpc": "gRPC unary (5+%d-byte request message)" % bench.GRPC_MESSAGE_BYTES}
+# Where a request body is copied (agent/src/proxy/stream.c): into the stream's buffer as it arrives
+# (rm_stream_on_request_body -> pipe_write, which memcpys), and out of it towards an upstream attempt
+# (rm_stream_read_request_at -> memcpy; a call that finds nothing to read returns before copying). pipe_write also
+# buffers response bodies (rm_stream_on_response_body -> pipe_write): only the request side is counted here.
+MEMCPY = re.compile(r"^(__)?mem(cpy|move)(_|@|$)")
+BODY_KEYS = [
+    ("req-body events", "rm_stream_on_request_body calls (request body bytes arriving)"),
+    ("copy-in calls", "pipe_write calls from rm_stream_on_request_body (copies into the stream's buffer)"),
+    ("copy-in Ir", "Ir of those pipe_write calls (inclusive: buffer reservation + memcpy)"),
+    ("read calls", "rm_stream_read_request_at calls (an upstream attempt asking for body bytes)"),
+    ("copy-out calls", "memcpy calls from rm_stream_read_request_at (copies out of the stream's buffer)"),
+    ("copy-out Ir", "Ir of those memcpy calls"),
+    ("memcpy Ir, all", "Ir of memcpy/memmove from every caller (headers, frames, response bodies), for scale"),
+]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# callgrind output
+
+
+def parse_callgrind(path):
+    """Totals, exclusive Ir per function and (caller, callee) -> [calls, inclusive Ir] from a callgrind.out file
+    (name compression, subposition compression; events: Ir only, as callgrind writes by default)."""
+    names = {}
+    self_ir = collections.Counter()
+    calls = collections.defaultdict(lambda: [0, 0])
+    total, npos = None, 1
+    fn = cfn = None
+    pending = None  # calls= seen: the next cost line is that call's inclusive cost
+
+    def name(val):
+        m = re.match(r"\((\d+)\)(?: (.*))?$", val)
+        if not m:
+            return re.sub(r"'\d+$", "", val)
+        if m.group(2) is not None:
+            names[m.group(1)] = re.sub(r"'\d+$", "", m.group(2))
+        return names.get(m.group(1), "?")
+
+    with open(path, errors="replace") as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if not line or line[0] == "#":
+                continue
+            c = line[0]
+            if c.isdigit() or c in "+-*":
+                parts = line.split()
+                cost = int(parts[npos]) if len(parts) > npos else 0
+                if pending is not None:
+                    e = calls[(fn, cfn)]
+                    e[0] += pending
+                    e[1] += cost
+                    pending = None
+                else:
+                    self_ir[fn] += cost
+                continue
+            if line.startswith("fn="):
+                fn = name(line[3:])
+            elif line.startswith("cfn="):
+                cfn = name(line[4:])
+            elif line.startswith("calls="):
+                pending = int(line[6:].split()[0])
+            elif line.startswith("positions:"):
+                npos = len(line.split(":", 1)[1].split())
+            elif line.startswith("totals:"):
+                total = int(line.split()[1])
+    if total is None:
+        total = sum(self_ir.values())
+    return {"total": total, "self": self_ir, "calls": calls}
+
+
+def body_copies(prof):
+    """The request-body copies of one profile (BODY_KEYS): calls and Ir, whole run."""
+    calls = prof["calls"]
+
+    def edge(caller, callee_ok, i):
+        return sum(v[i] for (a, b), v in calls.items() if a == caller and callee_ok(b or ""))
+
+    return {
+        "req-body events": sum(v[0] for (a, b), v in calls.items() if b == "rm_stream_on_request_body"),
+        "copy-in calls": edge("rm_stream_on_request_body", lambda b: b == "pipe_write", 0),
+        "copy-in Ir": edge("rm_stream_on_request_body", lambda b: b == "pipe_write", 1),
+        "read calls": sum(v[0] for (a, b), v in calls.items() if b == "rm_stream_read_request_at"),
+        "copy-out calls": edge("rm_stream_read_request_at", MEMCPY.match, 0),
+        "copy-out Ir": edge("rm_stream_read_request_at", MEMCPY.match, 1),
+        "memcpy Ir, all": sum(v for k, v in prof["self"].items() if MEMCPY.match(k or "")),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# runs
+
+
+def agent_argv(variant, opts, port, upstream, admin, health, tmpdir):
+    if variant == "remora":
+        return [opts.agent, "--listen", "127.0.0.1:%d" % port, "--upstream", "127.0.0.1:%d" % upstream,
+                "--upstream-protocol", "h2", "--workers", "1", "--admin", "127.0.0.1:%d" % admin,
+                "--health", "127.0.0.1:%d" % health, "--log-level", "error", "--drain-timeout-ms", "500"]
+    cfg = os.path.join(tmpdir, "%s.yaml" % variant)
+    with open(cfg, "w") as f:
+        f.write(bench.remora_yaml(port, upstream, admin, health, 1, retry=(variant == "remora-retry")))
+    return [opts.agent, "--config", cfg, "--log-level", "error"]
+
+
+def measure(variant, mode, n, opts, tmpdir, origin_port, files, tag, hold_s=None):
+    """One agent lifetime under callgrind with n requests; with hold_s, kept alive (idle) until hold_s after its
+    start. Returns the run's figures, with "errors"."""
+    port, admin, health = bench.free_port(), bench.free_port(), bench.free_port()
+    out = os.path.join(tmpdir, "callgrind.%s.out" % tag)
+    argv = ["valgrind", "--tool=callgrind", "--vgdb=no", "--callgrind-out-file=" + out] + \
+        agent_argv(variant, opts, port, origin_port, admin, health, tmpdir)
+    r = {"variant": variant, "mode": mode, "requests": n, "errors": []}
+    t0 = time.time()
+    p = bench.spawn(bench.pinned(opts.cpus_proxy, argv), os.path.join(tmpdir, "agent.%s.log" % tag))
+    try:
+        if not bench.wait_port(port, timeout=60) or p.poll() is not None:
+            r["errors"].append("the agent did not start under valgrind; see %s" % tmpdir)
+            return r
+        url = "http://127.0.0.1:%d%s" % (port, bench.GRPC_PATH if mode == "grpc" else "/")
+        h2 = ["h2load", "-n", str(n), "-c", str(opts.connections), "-m", str(opts.streams)]
+        if mode == "grpc":
+            h2 += ["-d", files["grpc_body"], "-H", "content-type: application/grpc", "-H", "te: trailers"]
+        h2.append(url)
+        r["h2load"] = " ".join(h2)
+        try:
+            res = subprocess.run(bench.pinned(opts.cpus_client, h2), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL, timeout=opts.timeout)
+            h = bench.parse_h2load(res.stdout.decode(errors="replace"))
+        except subprocess.TimeoutExpired:
+            h = {"errors": ["h2load did not finish in %d s" % opts.timeout]}
+        r["errors"] += h["errors"]
+        if h.get("succeeded") != n:
+            r["errors"].append("%s of %d requests succeeded" % (h.get("succeeded"), n))
+        counts = bench.remora_retries(health)
+        r["upstream_retries"], r["refused_resends"] = counts if counts else (None, None)
+        if counts and counts[0]:
+            r["errors"].append("%d upstream retries (an attempt failed)" % counts[0])
+        r["load_s"] = time.time() - t0
+        if hold_s is not None and time.time() < t0 + hold_s:
+            time.sleep(t0 + hold_s - time.time())
+    finally:
+        bench.stop(p, grace=opts.timeout)  # SIGTERM: the agent drains, exits, and callgrind writes its file
+    r["lifetime_s"] = time.time() - t0
+    if p.returncode != 0:
+        r["errors"].append("the agent exited with %s" % p.returncode)
+    if not os.path.exists(out):
+        r["errors"].append("no callgrind output")
+        return r
+    r["profile"] = out
+    return r
+
+
+def differential(big, small):
+    """Per-request figures from an N-request run and an n0-request run of the same variant and mode."""
+    pb, ps = parse_callgrind(big["profile"]), parse_callgrind(small["profile"])
+    dn = big["requests"] - small["requests"]
+    d = {"ir_total_n": pb["total"], "ir_total_n0": ps["total"], "ir_per_req": (pb["total"] - ps["total"]) / dn}
+    fns = set(pb["self"]) | set(ps["self"])
+    d["self_per_req"] = {f: (pb["self"].get(f, 0) - ps["self"].get(f, 0)) / dn for f in fns}
+    edges = set(pb["calls"]) | set(ps["calls"])
+    d["calls_per_req"] = {e: (pb["calls"].get(e, [0])[0] - ps["calls"].get(e, [0])[0]) / dn for e in edges}
+    cb, cs = body_copies(pb), body_copies(ps)
+    d["body"] = {k: (cb[k] - cs[k]) / dn for k in cb}
+    d["body_n"] = cb
+    return d
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# report
+
+
+def med(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def spread(values):
+    values = [v for v in values if v is not None]
+    m = med(values)
+    if len(values) < 2 or not m:
+        return ""
+    return " ±%.1f%%" % ((max(values) - min(values)) / 2 / abs(m) * 100)
+
+
+def report(diffs, opts, variants, modes, env):
+    base = variants[0]
+    lines = [
+        "## Callgrind run of %s" % env["date"],
+        "",
+        "`%s`" % " ".join(["bench/callgrind.sh"] + sys.argv[1:]),
+        "",
+        "- %s; %s; Remora git %s, agent build %s; %s" % (env["cpu"], env["valgrind"], env["git"], env["agent_build"],
+                                                          env["h2load"]),
+        "- agent with 1 worker under `valgrind --tool=callgrind`; h2load -c%d -m%d; per request = (Ir with %d requests "
+        "- Ir with %d requests, the same connections, the agent kept alive as long) / %d; %d repetition(s), variants "
+        "alternated; cells: median over repetitions ± half the min-max spread" % (
+            opts.connections, opts.streams, opts.requests, opts.idle_requests, opts.requests - opts.idle_requests,
+            opts.reps),
+        "- variants: " + "; ".join("`%s`: %s" % (v, VARIANTS[v]) for v in variants),
+        "- retry policy of `remora-retry`: `retry: %s`" % bench.RETRY_POLICY,
+        "",
+        "| mode | " + " | ".join("%s, Ir/request" % v for v in variants)
+        + "".join(" | %s / %s" % (v, base) for v in variants[1:]) + " |",
+        "|---" * (1 + 2 * len(variants) - 1) + "|",
+    ]
+    for mode in modes:
+        cells = []
+        for v in variants:
+            vals = [d["ir_per_req"] for d in diffs.get((v, mode), [])]
+            cells.append("-" if not vals else "%.0f%s" % (med(vals), spread(vals)))
+        for v in variants[1:]:
+            rs = [a["ir_per_req"] / b["ir_per_req"] for a, b in zip(diffs.get((v, mode), []), diffs.get((base, mode), []))]
+            cells.append("-" if not rs else "%.3f%s" % (med(rs), spread(rs)))
+        lines.append("| %s | %s |" % (MODES[mode], " | ".join(cells)))
+    lines += ["", "Request-body copies per request (medians; columns: %s):" % "; ".join(
+        "*%s*: %s" % kv for kv in BODY_KEYS), "",
+        "| mode | variant | " + " | ".join(k for k, _ in BODY_KEYS) + " |", "|---" * (2 + len(BODY_KEYS)) + "|"]
+    for mode in modes:
+        for v in variants:
+            ds = diffs.get((v, mode), [])
+            if not ds:
+                continue
+            lines.append("| %s | %s | %s |" % (mode, v, " | ".join(
+                "%.2f" % med([d["body"][k] for d in ds]) for k, _ in BODY_KEYS)))
+    for mode in modes:
+        for v in variants[1:]:
+            a, b = diffs.get((v, mode), []), diffs.get((base, mode), [])
+            if not a or not b:
+                continue
+            fns = set().union(*[d["self_per_req"] for d in a + b])
+            delta = []
+            for f in fns:
+                x = med([d["self_per_req"].get(f, 0) for d in a])
+                y = med([d["self_per_req"].get(f, 0) for d in b])
+                delta.append((x - y, f, x, y))
+            delta.sort(key=lambda t: -abs(t[0]))
+            total = med([d["ir_per_req"] for d in a]) - med([d["ir_per_req"] for d in b])
+            lines += ["", "%s: functions whose exclusive Ir/request differs most, %s vs %s (difference of the totals: "
+                      "%+.0f Ir/request):" % (MODES[mode], v, base, total), "",
+                      "| function | %s | %s | difference |" % (base, v), "|---|---|---|---|"]
+            for dlt, f, x, y in delta[: opts.top]:
+                if abs(dlt) < 0.5:
+                    break
+                lines.append("| `%s` | %.1f | %.1f | %+.1f |" % (f, y, x, dlt))
+            edges = set().union(*[d["calls_per_req"] for d in a + b])
+            delta = []
+            for e in edges:
+                x = med([d["calls_per_req"].get(e, 0) for d in a])
+                y = med([d["calls_per_req"].get(e, 0) for d in b])
+                delta.append((x - y, e, x, y))
+            delta.sort(key=lambda t: -abs(t[0]))
+            lines += ["", "%s: calls per request that differ most, %s vs %s:" % (MODES[mode], v, base), "",
+                      "| caller -> callee | %s | %s | difference |" % (base, v), "|---|---|---|---|"]
+            for dlt, e, x, y in delta[: opts.top]:
+                if abs(dlt) < 0.01:
+                    break
+                lines.append("| `%s` -> `%s` | %.2f | %.2f | %+.2f |" % (e[0], e[1], y, x, dlt))
+    return "\n".join(lines)
+
+
+def environment(opts):
+    def first_line(argv):
+        try:
+            r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=5)
+            return r.stdout.decode(errors="replace").strip().splitlines()[0]
+        except (OSError, subprocess.TimeoutExpired, IndexError):
+            return "?"
+
+    env = bench.environment(opts, ["remora"])
+    env["valgrind"] = first_line(["valgrind", "--version"])
+    return env
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# main
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--requests", type=int, default=20000, help="requests of the measured run (default 20000)")
+    ap.add_argument("--idle-requests", type=int, default=400,
+                    help="requests of the reference run (default 400; at least connections x streams)")
+    ap.add_argument("--connections", type=int, default=16, help="h2load -c (default 16)")
+    ap.add_argument("--streams", type=int, default=10, help="h2load -m (default 10)")
+    ap.add_argument("--modes", default="h2,grpc", help="subset of %s" % ",".join(MODES))
+    ap.add_argument("--variants", default="remora,remora-retry",
+                    help="the first is the reference; from %s (default remora,remora-retry)" % ",".join(VARIANTS))
+    ap.add_argument("--reps", type=int, default=3, help="repetitions (default 3)")
+    ap.add_argument("--top", type=int, default=25, help="rows of each difference table (default 25)")
+    ap.add_argument("--timeout", type=int, default=300, help="bound in seconds on each load and each agent's exit")
+    ap.add_argument("--pin", default="auto", help="as in run.py")
+    ap.add_argument("--agent", default=os.environ.get("REMORA_AGENT", os.path.join(bench.REPO, "build", "agent",
+                                                                                   "remora-agent")))
+    ap.add_argument("--origin", default=os.environ.get("REMORA_BENCH_ORIGIN",
+                                                       os.path.join(bench.REPO, "build-bench", "bench", "rm-bench-origin")))
+    ap.add_argument("--out", default=os.path.join(bench.REPO, "bench", "results"))
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory (callgrind.*.out files, logs)")
+    opts = ap.parse_args()
+    modes = [m for m in opts.modes.split(",") if m]
+    variants = [v for v in opts.variants.split(",") if v]
+    if any(m not in MODES for m in modes) or any(v not in VARIANTS for v in variants) or len(variants) < 1:
+        ap.error("unknown mode or variant")
+    if opts.idle_requests >= opts.requests:
+        ap.error("--idle-requests must be below --requests")
+    if shutil.which("valgrind") is None:
+        sys.exit("valgrind is not installed: apt-get install valgrind (scripts/install-deps.sh lists the bench's needs)")
+    if not bench.agent_works(opts.agent):
+        sys.exit("%s --help does not work" % opts.agent)
+    if not os.access(opts.origin, os.X_OK):
+        sys.exit("origin %s not built: run bench/callgrind.sh, which builds it" % opts.origin)
+    opts.workers = 1
+    opts.cpus_origin, opts.cpus_proxy, opts.cpus_client = bench.auto_pinning(opts)
+
+    tmpdir = tempfile.mkdtemp(prefix="remora-callgrind-")
+    files = {"grpc_body": os.path.join(tmpdir, "grpc-body.bin")}
+    bench.write_grpc_body(files["grpc_body"])
+    origin_port = bench.free_port()
+    origin = bench.spawn(bench.pinned(opts.cpus_origin, [opts.origin, "--listen", "127.0.0.1:%d" % origin_port]),
+                         os.path.join(tmpdir, "origin.log"))
+    diffs, raw, failed = {}, [], 0
+    t_start = time.time()
+    try:
+        if not bench.wait_port(origin_port) or not bench.http1_get_ok(origin_port):
+            raise RuntimeError("origin did not start; see %s" % tmpdir)
+        bench.log("callgrind: variants %s; modes %s; %d + %d requests; %d repetition(s); logs in %s" % (
+            ",".join(variants), ",".join(modes), opts.requests, opts.idle_requests, opts.reps, tmpdir))
+        for rep in range(opts.reps):
+            for mode in modes:
+                for v in variants:
+                    tag = "%s.%s.%d" % (v, mode, rep)
+                    big = measure(v, mode, opts.requests, opts, tmpdir, origin_port, files, tag + ".n")
+                    small = measure(v, mode, opts.idle_requests, opts, tmpdir, origin_port, files, tag + ".n0",
+                                    hold_s=big.get("lifetime_s"))
+                    errors = big["errors"] + small["errors"]
+                    entry = {"rep": rep, "mode": mode, "variant": v, "errors": errors,
+                             "n_run": {k: x for k, x in big.items() if k != "profile"},
+                             "n0_run": {k: x for k, x in small.items() if k != "profile"}}
+                    if not errors:
+                        d = differential(big, small)
+                        diffs.setdefault((v, mode), []).append(d)
+                        entry.update({k: d[k] for k in ("ir_total_n", "ir_total_n0", "ir_per_req", "body", "body_n")})
+                        bench.log("rep %d %-5s %-13s %8.0f Ir/request  (N run %.1f s, n0 run held %.1f s)  body copies "
+                                  "%s" % (rep + 1, mode, v, d["ir_per_req"], big["load_s"], small["lifetime_s"],
+                                          ", ".join("%s %.2f" % (k, x) for k, x in d["body"].items() if x)
+                                          or "none"))
+                    else:
+                        failed += 1
+                        bench.log("rep %d %-5s %-13s ERRORS: %s" % (rep + 1, mode, v, "; ".join(errors)))
+                    raw.append(entry)
+                    for r in (big, small):
+                        if r.get("profile") and not opts.keep:
+                            os.unlink(r["profile"])
+    finally:
+        bench.stop(origin)
+        for p in list(bench.children):
+            bench.stop(p)
+    env = environment(opts)
+    md = report(diffs, opts, variants, modes, env)
+    os.makedirs(opts.out, exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    md_path = os.path.join(opts.out, "callgrind-%s.md" % stamp)
+    with open(md_path, "w") as f:
+        f.write(md + "\n")
+    with open(os.path.join(opts.out, "callgrind-%s.json" % stamp), "w") as f:
+        json.dump({"env": env, "options": vars(opts), "runs": raw}, f, indent=1)
+    bench.log("\n" + md)
+    bench.log("written %s (+ .json) in %.0f s%s" % (md_path, time.time() - t_start,
+                                                    "; callgrind files kept in " + tmpdir if opts.keep else ""))
+    if not opts.keep:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    def on_term(sig, frame):
+        raise KeyboardInterrupt
+
+    bench.signal.signal(bench.signal.SIGTERM, on_term)
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        for p in list(bench.children):
+            bench.stop(p)
+        sys.exit(130)
