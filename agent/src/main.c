@@ -82,6 +82,7 @@ assemble(void)
     rm_worker_register_module(&rm_net_module); /* first: downstream connections close before the clusters */
     rm_upstream_module_register();
     rm_worker_register_module(&rm_http2_module);
+    rm_route_module_register();
     rm_h1client_register();
     rm_h2client_register();
     rm_stream_set_default_chain(&default_chain);
@@ -157,8 +158,9 @@ usage(FILE *fp)
                 "Control-plane mode (routes and services come from remora-control):\n"
                 "      --control ADDR:PORT      the control plane's gRPC address\n"
                 "      --node-id NAME           this agent's name in `remoractl status`\n"
-                "      --state-dir DIR          keep the last good snapshot here; a restart without the\n"
-                "                               control plane serves it\n"
+                "      --state-dir DIR          keep the last good snapshot here (created 0700 if missing); a\n"
+                "                               restart without the control plane serves it. Until a first\n"
+                "                               snapshot is in service /ready is 503 and requests wait (10 s)\n"
                 "Common:\n"
                 "  -w, --workers N              worker threads (default: config, else CPU count)\n"
                 "      --admin ADDR:PORT        loopback admin server (default 127.0.0.1:15000)\n"

@@ -32,16 +32,25 @@
  * Route matching
  */
 
-static rm_filter_status_t
-route_on_request_head(rm_stream_t *s, void *state)
+/* Control-plane mode before the first snapshot: requests wait this long for it (then 503). */
+#define RM_FIRST_SNAPSHOT_WAIT_MS 10000
+
+typedef struct st_route_state_t {
+    rm_stream_t *s;
+    /** in the worker's list of requests waiting for the first snapshot */
+    h2o_linklist_t parked;
+    rm_timer_t wait;
+} route_state_t;
+
+static size_t route_module_slot;
+
+/* Matches the request; 0 to go on with the chain, -1 if it was answered locally. */
+static int
+route_match(rm_stream_t *s)
 {
-    if (s->config->awaiting_snapshot) {
-        rm_stream_reply(s, RM_LOCAL_NOT_CONFIGURED, NULL);
-        return RM_FILTER_STOP;
-    }
     s->route = rm_router_match(s->listener, &s->req);
     if (s->route != NULL)
-        return RM_FILTER_CONTINUE;
+        return 0;
     RM_STAT_INC(s->lstats->rq_no_route);
     char msg[512];
     snprintf(msg, sizeof(msg), "no route for authority '%.*s' path '%.*s'",
@@ -51,13 +60,130 @@ route_on_request_head(rm_stream_t *s, void *state)
         snprintf(msg + strlen(msg), sizeof(msg) - strlen(msg), ": no services are configured%s",
                  s->config->version == NULL ? "" : " in the control plane's snapshot");
     rm_stream_reply_status(s, RM_LOCAL_NO_ROUTE, 404, RM_GRPC_UNIMPLEMENTED, msg);
-    return RM_FILTER_STOP;
+    return -1;
+}
+
+/* A request that arrived before the first snapshot moves to the snapshot now in service (nothing of
+ * the old one is in use yet: it has not been routed). 0, or -1 if its listener is gone (answered). */
+static int
+adopt_current_snapshot(rm_stream_t *s)
+{
+    rm_config_t *old = s->config, *cur = s->worker->config;
+    size_t li = (size_t)(s->listener - old->listeners);
+    s->config = rm_config_ref(cur);
+    s->listener = li < cur->num_listeners ? &cur->listeners[li] : NULL;
+    rm_config_unref(old);
+    if (s->listener == NULL) {
+        rm_stream_reply_status(s, RM_LOCAL_NO_ROUTE, 503, RM_GRPC_UNAVAILABLE, "listener removed by a configuration change");
+        return -1;
+    }
+    return 0;
+}
+
+static void
+unpark(route_state_t *st)
+{
+    if (h2o_linklist_is_linked(&st->parked))
+        h2o_linklist_unlink(&st->parked);
+    rm_timer_unlink(&st->wait);
+}
+
+static void
+on_snapshot_wait_timeout(rm_timer_t *timer)
+{
+    route_state_t *st = H2O_STRUCT_FROM_MEMBER(route_state_t, wait, timer);
+    unpark(st);
+    rm_stream_reply(st->s, RM_LOCAL_NOT_CONFIGURED, "no snapshot within 10 s");
+}
+
+static rm_filter_status_t
+route_on_request_head(rm_stream_t *s, void *state)
+{
+    route_state_t *st = state;
+    if (s->config->awaiting_snapshot) {
+        if (!s->worker->config->awaiting_snapshot) {
+            if (adopt_current_snapshot(s) != 0)
+                return RM_FILTER_STOP;
+        } else {
+            /* hold it (bounded) rather than answer "no route" from a configuration that is not one yet */
+            h2o_linklist_t *list = rm_worker_module_state(s->worker, route_module_slot);
+            st->s = s;
+            st->wait.cb = on_snapshot_wait_timeout;
+            h2o_linklist_insert(list, &st->parked);
+            rm_worker_timer_start(s->worker, &st->wait, RM_FIRST_SNAPSHOT_WAIT_MS);
+            return RM_FILTER_STOP;
+        }
+    }
+    return route_match(s) == 0 ? RM_FILTER_CONTINUE : RM_FILTER_STOP;
+}
+
+static void
+route_on_abort(rm_stream_t *s, void *state)
+{
+    unpark(state);
 }
 
 const rm_filter_t rm_route_filter = {
     .name = "route",
+    .state_size = sizeof(route_state_t),
     .on_request_head = route_on_request_head,
+    .on_abort = route_on_abort,
+    .on_destroy = route_on_abort,
 };
+
+static void *
+route_module_init(rm_worker_t *worker)
+{
+    h2o_linklist_t *list = rm_calloc(1, sizeof(*list));
+    h2o_linklist_init_anchor(list);
+    return list;
+}
+
+static void
+route_module_on_config(rm_worker_t *worker, void *state)
+{
+    h2o_linklist_t *list = state;
+    if (worker->config->awaiting_snapshot)
+        return;
+    while (!h2o_linklist_is_empty(list)) {
+        route_state_t *st = H2O_STRUCT_FROM_MEMBER(route_state_t, parked, list->next);
+        unpark(st);
+        rm_stream_t *s = st->s;
+        if (adopt_current_snapshot(s) == 0 && route_match(s) == 0)
+            rm_stream_resume(s);
+    }
+}
+
+static void
+route_module_close(rm_worker_t *worker, void *state)
+{
+    h2o_linklist_t *list = state;
+    while (!h2o_linklist_is_empty(list)) {
+        route_state_t *st = H2O_STRUCT_FROM_MEMBER(route_state_t, parked, list->next);
+        unpark(st);
+        rm_stream_reply(st->s, RM_LOCAL_NOT_CONFIGURED, "the agent is shutting down");
+    }
+}
+
+static void
+route_module_thread_exit(rm_worker_t *worker, void *state)
+{
+    free(state);
+}
+
+static const rm_worker_module_t route_module = {
+    .name = "route",
+    .init = route_module_init,
+    .on_config = route_module_on_config,
+    .close = route_module_close,
+    .thread_exit = route_module_thread_exit,
+};
+
+void
+rm_route_module_register(void)
+{
+    route_module_slot = rm_worker_register_module(&route_module);
+}
 
 /*
  * The router

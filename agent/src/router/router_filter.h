@@ -13,6 +13,12 @@
 #include "proxy/filter.h"
 
 extern const rm_filter_t rm_route_filter;
+/**
+ * Registers the route filter's worker module: in control-plane mode, requests that arrive before the
+ * first snapshot wait for it on their worker (at most 10 s, then 503 / UNAVAILABLE "not configured
+ * yet") and are routed with it when it comes. Main thread, once, before workers start.
+ */
+void rm_route_module_register(void);
 extern const rm_filter_t rm_router_filter;
 
 #endif
