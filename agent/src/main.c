@@ -72,9 +72,44 @@ static void stop_control(void);
  * protocol table; every listener's streams run the same chain, route match first and the router
  * last (a filter whose setting a route does not have returns at once).
  */
-static const rm_filter_t *const chain_filters[] = {&rm_route_filter,          &rm_fault_filter,       &rm_redirect_filter,
-                                                   &rm_header_rewrite_filter, &rm_url_rewrite_filter, &rm_router_filter};
-static const rm_filter_chain_t default_chain = {chain_filters, sizeof(chain_filters) / sizeof(chain_filters[0])};
+/*
+ * The filter chains: route matching first, the router last, and between them the request filters
+ * in this order. A listener's streams run only the filters some route of it uses
+ * (rm_config_listener_t.filters, set at validation), so a feature no route uses costs nothing: one
+ * chain per combination, built once at start.
+ */
+static const struct {
+    unsigned bit;
+    const rm_filter_t *filter;
+} optional_filters[] = {
+    {RM_LISTENER_USES_FAULT, &rm_fault_filter},
+    {RM_LISTENER_USES_REDIRECT, &rm_redirect_filter},
+    {RM_LISTENER_USES_HEADER_MODIFIERS, &rm_header_rewrite_filter},
+    {RM_LISTENER_USES_URL_REWRITE, &rm_url_rewrite_filter},
+};
+#define NUM_OPTIONAL_FILTERS (sizeof(optional_filters) / sizeof(optional_filters[0]))
+static const rm_filter_t *chain_storage[RM_LISTENER_USES_ALL + 1][NUM_OPTIONAL_FILTERS + 2];
+static rm_filter_chain_t chains[RM_LISTENER_USES_ALL + 1];
+
+static const rm_filter_chain_t *
+select_chain(const rm_config_listener_t *listener)
+{
+    return &chains[listener->filters & RM_LISTENER_USES_ALL];
+}
+
+static void
+build_chains(void)
+{
+    for (unsigned mask = 0; mask <= RM_LISTENER_USES_ALL; ++mask) {
+        size_t n = 0;
+        chain_storage[mask][n++] = &rm_route_filter;
+        for (size_t i = 0; i != NUM_OPTIONAL_FILTERS; ++i)
+            if ((mask & optional_filters[i].bit) != 0)
+                chain_storage[mask][n++] = optional_filters[i].filter;
+        chain_storage[mask][n++] = &rm_router_filter;
+        chains[mask] = (rm_filter_chain_t){chain_storage[mask], n};
+    }
+}
 
 static void
 assemble(void)
@@ -85,7 +120,9 @@ assemble(void)
     rm_route_module_register();
     rm_h1client_register();
     rm_h2client_register();
-    rm_stream_set_default_chain(&default_chain);
+    build_chains();
+    rm_stream_set_default_chain(&chains[RM_LISTENER_USES_ALL]);
+    rm_stream_set_chain_selector(select_chain);
     static const char *cause_names[RM_LOCAL_REPLY_MAX];
     for (size_t i = 0; i != RM_LOCAL_REPLY_MAX; ++i)
         cause_names[i] = rm_local_replies[i].name;

@@ -259,7 +259,12 @@ def test_requests_wait_for_the_first_snapshot(mesh, tmp_path):
     state = os.path.join(str(tmp_path), "cp-state")
     seed = ControlPlane(str(tmp_path), state_dir=state, name="seed-control")  # another port: the agent never sees it
     seed.start()
-    assert _apply(seed, str(tmp_path), "web.yaml", service_doc("web", [f"127.0.0.1:{port}"], protocol="http1"), wait=False).rc == 0
+    route = ("apiVersion: remora.dev/v1\nkind: HTTPRoute\nmetadata: {name: web-headers}\nspec:\n"
+             "  parentRefs: [{name: web}]\n  rules:\n"
+             "  - filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x-first, value: snapshot}]}}]\n"
+             "    backendRefs: [{name: web}]\n")
+    docs = service_doc("web", [f"127.0.0.1:{port}"], protocol="http1") + "---\n" + route
+    assert _apply(seed, str(tmp_path), "web.yaml", docs, wait=False).rc == 0
     seed.stop()
     cp = ControlPlane(str(tmp_path), state_dir=state, name="late-control")  # same state, not started yet
     a = MeshAgent(str(tmp_path), cp, "early-agent")
@@ -283,6 +288,8 @@ def test_requests_wait_for_the_first_snapshot(mesh, tmp_path):
         t.join(15)
         status, _, body = result["r"]
         assert status == 200 and b"/early" in body, (status, body)
+        # routed by the first snapshot, with the filters its route needs
+        assert ["x-first", "snapshot"] in [[k.lower(), v] for k, v in json.loads(body)["headers"]], body
         wait_until(lambda: health_up() == 200, timeout=15, what="ready after the first snapshot")
     finally:
         a.stop(signal.SIGKILL)

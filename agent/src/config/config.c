@@ -1054,9 +1054,22 @@ validate_listener(rm_config_t *c, size_t li, rm_config_error_t *err)
 
     /* no routes is valid here (a control-plane snapshot without services: every request gets 404);
      * the bootstrap parser insists on at least one, where none is surely a mistake */
-    for (size_t i = 0; i != l->num_routes; ++i)
+    l->filters = 0;
+    for (size_t i = 0; i != l->num_routes; ++i) {
         if (validate_route(c, l, i, err) != 0)
             return -1;
+        const rm_config_route_t *r = l->routes + i;
+        if (r->fault != NULL)
+            l->filters |= RM_LISTENER_USES_FAULT;
+        if (r->redirect != NULL)
+            l->filters |= RM_LISTENER_USES_REDIRECT;
+        if (r->request_headers.num_set + r->request_headers.num_add + r->request_headers.num_remove + r->response_headers.num_set +
+                r->response_headers.num_add + r->response_headers.num_remove !=
+            0)
+            l->filters |= RM_LISTENER_USES_HEADER_MODIFIERS;
+        if (r->url_rewrite != NULL)
+            l->filters |= RM_LISTENER_USES_URL_REWRITE;
+    }
     return 0;
 }
 

@@ -221,6 +221,12 @@ typedef struct st_rm_config_route_t {
 /** rm_config_route_t.cluster_index of a route that sends nothing upstream (a redirect without a cluster). */
 #define RM_CONFIG_NO_CLUSTER SIZE_MAX
 
+#define RM_LISTENER_USES_FAULT 0x1u
+#define RM_LISTENER_USES_REDIRECT 0x2u
+#define RM_LISTENER_USES_HEADER_MODIFIERS 0x4u
+#define RM_LISTENER_USES_URL_REWRITE 0x8u
+#define RM_LISTENER_USES_ALL 0xfu
+
 typedef struct st_rm_config_listener_t {
     /** name for stats (owned); "listener0"... if not given */
     char *name;
@@ -231,6 +237,9 @@ typedef struct st_rm_config_listener_t {
     /** routes, first match wins */
     rm_config_route_t *routes;
     size_t num_routes;
+    /** RM_LISTENER_USES_* bits: the request filters some route of the listener needs (set by
+     * rm_config_validate), so that a listener's streams run only those */
+    unsigned filters;
     unsigned line;
 } rm_config_listener_t;
 

@@ -1,3 +1,4 @@
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,11 +10,18 @@
 
 static __thread rm_recycle_t stream_allocator = RM_RECYCLE_INITIALIZER(rm_stream_t, 1024);
 static const rm_filter_chain_t *default_chain;
+static const rm_filter_chain_t *(*chain_for_listener)(const rm_config_listener_t *listener);
 
 void
 rm_stream_set_default_chain(const rm_filter_chain_t *chain)
 {
     default_chain = chain;
+}
+
+void
+rm_stream_set_chain_selector(const rm_filter_chain_t *(*select)(const rm_config_listener_t *listener))
+{
+    chain_for_listener = select;
 }
 
 rm_stream_t *
@@ -32,7 +40,7 @@ rm_stream_create(rm_worker_t *worker, rm_config_t *config, const rm_config_liste
     s->resp.content_length = -1;
     s->down = down;
     s->down_ctx = down_ctx;
-    s->chain = default_chain;
+    s->chain = chain_for_listener != NULL && listener != NULL ? chain_for_listener(listener) : default_chain;
     s->started_at_us = rm_now_us();
     return s;
 }
@@ -153,20 +161,42 @@ pipe_read(rm_pipe_t *p, void *dst, size_t max)
  * Filter chain
  */
 
+/* Allocates the per-stream state of the chain's filters from `from` on (zeroed, pool memory). */
+static void
+alloc_filter_state(rm_stream_t *s, size_t from)
+{
+    const rm_filter_chain_t *chain = s->chain;
+    for (size_t i = from; i != chain->num_filters; ++i) {
+        size_t sz = chain->filters[i]->state_size;
+        s->filter_state[i] = NULL;
+        if (sz != 0) {
+            s->filter_state[i] = h2o_mem_alloc_pool(&s->pool, sz);
+            memset(s->filter_state[i], 0, sz);
+        }
+    }
+}
+
+void
+rm_stream_reselect_chain(rm_stream_t *s)
+{
+    const rm_filter_chain_t *chain = chain_for_listener != NULL && s->listener != NULL ? chain_for_listener(s->listener) : s->chain;
+    if (chain == s->chain)
+        return;
+    assert(s->chain_pos <= 1 && chain->filters[0] == s->chain->filters[0]);
+    void **state = h2o_mem_alloc_pool(&s->pool, sizeof(void *) * (chain->num_filters + 1));
+    state[0] = s->filter_state != NULL ? s->filter_state[0] : NULL;
+    s->chain = chain;
+    s->filter_state = state;
+    alloc_filter_state(s, s->chain_pos);
+}
+
 static void
 run_chain(rm_stream_t *s)
 {
     const rm_filter_chain_t *chain = s->chain;
     if (s->filter_state == NULL) {
         s->filter_state = h2o_mem_alloc_pool(&s->pool, sizeof(void *) * (chain->num_filters + 1));
-        for (size_t i = 0; i != chain->num_filters; ++i) {
-            size_t sz = chain->filters[i]->state_size;
-            s->filter_state[i] = NULL;
-            if (sz != 0) {
-                s->filter_state[i] = h2o_mem_alloc_pool(&s->pool, sz);
-                memset(s->filter_state[i], 0, sz);
-            }
-        }
+        alloc_filter_state(s, 0);
     }
     while (s->chain_pos < chain->num_filters && !s->aborted && !s->resp_head_sent) {
         size_t i = s->chain_pos++;

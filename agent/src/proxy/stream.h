@@ -132,6 +132,11 @@ size_t rm_stream_read_request_at(rm_stream_t *s, uint64_t off, void *dst, size_t
 void rm_stream_drop_request_before(rm_stream_t *s, uint64_t off);
 /** A filter that returned RM_FILTER_STOP from on_request_head continues the chain with the next filter. */
 void rm_stream_resume(rm_stream_t *s);
+/**
+ * The stream moved to another listener (adopting a new snapshot before it was routed): choose its
+ * chain again. Only while no filter after the first has run; the first filter's state is kept.
+ */
+void rm_stream_reselect_chain(rm_stream_t *s);
 /** The per-stream state of `filter` (NULL if the filter is not in the stream's chain). */
 void *rm_stream_filter_state(rm_stream_t *s, const rm_filter_t *filter);
 /** An attempt was created / freed (keeps the stream alive while attempts exist). */
@@ -140,6 +145,12 @@ void rm_stream_attempt_removed(rm_stream_t *s);
 
 /** The filter chain new streams run (set once by the assembly at start, before workers run). */
 void rm_stream_set_default_chain(const rm_filter_chain_t *chain);
+/**
+ * Chooses each new stream's chain from its listener instead (e.g. only the filters some route of
+ * the listener uses); `select` returns static storage and is called on the worker thread. Set once
+ * at start, before workers run.
+ */
+void rm_stream_set_chain_selector(const rm_filter_chain_t *(*select)(const rm_config_listener_t *listener));
 
 /**
  * Answers the request locally: HTTP status and a text body, or for gRPC requests a trailers-only

@@ -77,6 +77,7 @@ adopt_current_snapshot(rm_stream_t *s)
         rm_stream_reply_status(s, RM_LOCAL_NO_ROUTE, 503, RM_GRPC_UNAVAILABLE, "listener removed by a configuration change");
         return -1;
     }
+    rm_stream_reselect_chain(s);
     return 0;
 }
 
