@@ -166,13 +166,17 @@ static void
 alloc_filter_state(rm_stream_t *s, size_t from)
 {
     const rm_filter_chain_t *chain = s->chain;
+    /* one allocation and one memset for every filter's state: this runs once per request */
+    size_t total = 0;
+    for (size_t i = from; i != chain->num_filters; ++i)
+        total += (chain->filters[i]->state_size + 15) & ~(size_t)15;
+    char *p = total != 0 ? h2o_mem_alloc_pool(&s->pool, total) : NULL;
+    if (p != NULL)
+        memset(p, 0, total);
     for (size_t i = from; i != chain->num_filters; ++i) {
-        size_t sz = chain->filters[i]->state_size;
-        s->filter_state[i] = NULL;
-        if (sz != 0) {
-            s->filter_state[i] = h2o_mem_alloc_pool(&s->pool, sz);
-            memset(s->filter_state[i], 0, sz);
-        }
+        size_t sz = (chain->filters[i]->state_size + 15) & ~(size_t)15;
+        s->filter_state[i] = sz != 0 ? p : NULL;
+        p += sz;
     }
 }
 
