@@ -308,6 +308,21 @@ rm_config_cluster_set_defaults(rm_config_cluster_t *cluster)
     cluster->budget_interval_ms = 10000;
     cluster->min_retry_count = 10;
     cluster->min_retry_interval_ms = 1000;
+    cluster->ring_min_size = 1024;
+    cluster->breakers.max_connections = 1024;
+    cluster->breakers.max_pending_requests = 1024;
+    cluster->breakers.max_requests = 4096;
+    cluster->breakers.max_retries = 64;
+    cluster->outlier.consecutive_5xx = 5;
+    cluster->outlier.consecutive_gateway_errors = 5;
+    cluster->outlier.interval_ms = 10000;
+    cluster->outlier.base_ejection_ms = 30000;
+    cluster->outlier.max_ejection_ms = 300000;
+    cluster->outlier.max_ejection_percent = 50;
+    cluster->health_check.interval_ms = 5000;
+    cluster->health_check.timeout_ms = 1000;
+    cluster->health_check.healthy_threshold = 2;
+    cluster->health_check.unhealthy_threshold = 3;
 }
 
 void

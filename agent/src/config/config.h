@@ -48,7 +48,87 @@ typedef struct st_rm_config_endpoint_t {
     /** 1 if `host` is an IP literal; then `addr` is filled in */
     int is_ip;
     rm_config_addr_t addr;
+    /** load-balancing weight (default 1; every address a host name resolves to gets it) */
+    uint32_t weight;
 } rm_config_endpoint_t;
+
+/*
+ * Backend and limit policy (BackendTrafficPolicy / RateLimitPolicy from the control plane; the
+ * bootstrap's per-cluster and per-route keys). Plain data, interpreted by agent/src/upstream
+ * (balancers, breakers, outlier detection, health checks) and agent/src/filters (rate limits).
+ */
+typedef enum en_rm_lb_type_t {
+    RM_LB_DEFAULT = 0, /* PeakEWMA for HTTP/2 and gRPC clusters, RoundRobin for HTTP/1.1 */
+    RM_LB_ROUND_ROBIN = 1,
+    RM_LB_LEAST_REQUEST = 2, /* power of two choices over active requests */
+    RM_LB_PEAK_EWMA = 3,     /* power of two choices over peak-EWMA latency x (active + 1), Linkerd's */
+    RM_LB_RING_HASH = 4,     /* consistent hash: the route's sessionPersistence key, else the source address */
+} rm_lb_type_t;
+
+/** Circuit breakers of a cluster, agent-wide (all workers together). 0 means no limit. */
+typedef struct st_rm_config_breakers_t {
+    uint32_t max_connections;      /* default 1024; shared out with at least one per worker per endpoint */
+    uint32_t max_pending_requests; /* default 1024: waiting for a connection or a stream */
+    uint32_t max_requests;         /* default 4096: active at once */
+    uint32_t max_retries;          /* default 64: retries in flight at once */
+} rm_config_breakers_t;
+
+/** Outlier detection (passive), agent-wide per endpoint address. `enabled` 0: off (the default). */
+typedef struct st_rm_config_outlier_t {
+    int enabled;
+    uint32_t consecutive_5xx;            /* 0: not by 5xx (default 5) */
+    uint32_t consecutive_gateway_errors; /* connect failure, reset, 502/503/504, gRPC UNAVAILABLE; 0: off (default 5) */
+    uint32_t interval_ms;                /* default 10000 */
+    uint32_t base_ejection_ms;           /* default 30000, x times ejected */
+    uint32_t max_ejection_ms;            /* default 300000 */
+    uint32_t max_ejection_percent;       /* default 50 */
+} rm_config_outlier_t;
+
+/** Active health checking. `enabled` 0: off (the default). */
+typedef struct st_rm_config_health_check_t {
+    int enabled;
+    /** 1: grpc.health.v1.Health/Check with `grpc_service`; 0: HTTP GET of `http_path` (2xx healthy) */
+    int grpc;
+    char *http_path;              /* owned */
+    char *grpc_service;           /* owned, "" for the whole server */
+    uint32_t interval_ms;         /* default 5000 */
+    uint32_t timeout_ms;          /* default 1000 */
+    uint32_t healthy_threshold;   /* default 2 */
+    uint32_t unhealthy_threshold; /* default 3 */
+} rm_config_health_check_t;
+
+typedef enum en_rm_session_persistence_t {
+    RM_SESSION_NONE = 0,
+    RM_SESSION_HEADER = 1, /* the value of header `name` */
+    RM_SESSION_COOKIE = 2, /* the value of cookie `name` */
+} rm_session_persistence_t;
+
+typedef enum en_rm_client_key_t {
+    RM_CLIENT_KEY_IDENTITY = 0, /* the mTLS peer identity, else the source address (default) */
+    RM_CLIENT_KEY_SOURCE = 1,   /* the source address */
+    RM_CLIENT_KEY_HEADER = 2,   /* the value of `header` */
+} rm_client_key_t;
+
+typedef struct st_rm_config_rate_override_t {
+    uint32_t requests_per_second;
+    uint32_t burst; /* 0: = requests_per_second */
+    char **clients; /* owned: identities, addresses, or header values */
+    size_t num_clients;
+} rm_config_rate_override_t;
+
+/** A local rate limit (GCRA), agent-wide. A zero rate disables that part. */
+typedef struct st_rm_config_rate_limit_t {
+    /** the policy's name, the key of its agent-wide buckets and of its counters (owned) */
+    char *name;
+    uint32_t total_rps, total_burst;
+    uint32_t per_client_rps, per_client_burst;
+    rm_client_key_t client_key;
+    char *client_header; /* owned, lower-case; with RM_CLIENT_KEY_HEADER */
+    rm_config_rate_override_t *overrides;
+    size_t num_overrides;
+    /** bound of the per-client table (LRU; default 10000) */
+    uint32_t max_clients;
+} rm_config_rate_limit_t;
 
 typedef struct st_rm_config_header_match_t {
     /** lower-cased header name (owned) */
@@ -207,6 +287,11 @@ typedef struct st_rm_config_route_t {
     rm_config_redirect_t *redirect;
     /** URLRewrite (owned), NULL for none */
     rm_config_url_rewrite_t *url_rewrite;
+    /** sessionPersistence: endpoint choice by consistent hash of this key, whatever the cluster's balancer */
+    rm_session_persistence_t session_persistence;
+    char *session_name; /* owned; header name lower-cased, or cookie name */
+    /** a rate limit on this route (owned), NULL for none */
+    rm_config_rate_limit_t *rate_limit;
     /** compiled regular expressions for RM_PATH_MATCH_REGEX and regex header matches, owned by the
      * snapshot and built at validation (opaque here: see config/regex.h) */
     void *_compiled;
@@ -275,6 +360,14 @@ typedef struct st_rm_config_cluster_t {
     uint32_t budget_interval_ms;
     uint32_t min_retry_count;
     uint32_t min_retry_interval_ms;
+    rm_lb_type_t lb;
+    /** RingHash: minimum ring entries (default 1024, at most 8388608) */
+    uint32_t ring_min_size;
+    rm_config_breakers_t breakers;
+    rm_config_outlier_t outlier;
+    rm_config_health_check_t health_check;
+    /** a rate limit on requests routed to this cluster (a RateLimitPolicy targeting the Service; owned), NULL for none */
+    rm_config_rate_limit_t *rate_limit;
     unsigned line;
 } rm_config_cluster_t;
 
