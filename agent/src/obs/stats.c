@@ -365,6 +365,18 @@ render_families(strbuf_t *sb, const family_t *families, size_t num_families, con
     }
 }
 
+#define MAX_EXTRA_RENDERERS 8
+static char *(*extra_renderers[MAX_EXTRA_RENDERERS])(void);
+static size_t num_extra_renderers;
+
+void
+rm_stats_register_renderer(char *(*render)(void))
+{
+    if (num_extra_renderers == MAX_EXTRA_RENDERERS)
+        rm_fatal("too many metric renderers");
+    extra_renderers[num_extra_renderers++] = render;
+}
+
 static const char *const *cause_names;
 static size_t num_cause_names;
 
@@ -467,6 +479,13 @@ rm_stats_render_prometheus(rm_stats_t *const *workers, size_t num_workers, uint6
     render_families(&sb, listener_families, sizeof(listener_families) / sizeof(listener_families[0]), "listener", &listeners);
     render_local_replies(&sb, &listeners);
     render_families(&sb, cluster_families, sizeof(cluster_families) / sizeof(cluster_families[0]), "cluster", &clusters);
+    for (size_t i = 0; i != num_extra_renderers; ++i) {
+        char *text = extra_renderers[i]();
+        if (text != NULL) {
+            sb_append(&sb, text, strlen(text));
+            free(text);
+        }
+    }
 
     render_header(&sb, "remora_config_generation", "Generation of the configuration snapshot in service.", 1);
     sb_printf(&sb, "remora_config_generation %" PRIu64 "\n", config_generation);

@@ -95,6 +95,14 @@ rm_cluster_stats_t *rm_stats_cluster(rm_stats_t *stats, const char *name);
  * Renders Prometheus text exposition (format 0.0.4) of the sum over `workers`, plus the process
  * gauges (config generation, start time, resident memory). Main thread. Returns a malloc'ed string.
  */
+/**
+ * Adds a renderer of agent-wide state (shared tables: breakers, ejections, rate limits) to
+ * /metrics: `render` returns malloc'ed Prometheus text (HELP/TYPE lines included) or NULL; it runs
+ * on the main thread while scraping and must only read shared state safely. Call at start, before
+ * workers run; at most 8.
+ */
+void rm_stats_register_renderer(char *(*render)(void));
+
 /** Names of the local-reply causes (labels of remora_downstream_local_replies_total); static storage. Call once at start. */
 void rm_stats_set_cause_names(const char *const *names, size_t n);
 
