@@ -143,6 +143,7 @@ on_message_begin(void *ctx)
     if (rm_timer_is_linked(&conn->idle_timeout))
         rm_timer_unlink(&conn->idle_timeout);
     conn->s = rm_stream_create(worker, worker->config, listener, conn->dc->stats, &down_ops, conn);
+    rm_stream_set_peer(conn->s, (struct sockaddr *)&conn->dc->peer, conn->dc->peerlen);
     conn->req_complete = 0;
     conn->resp_started = 0;
     conn->resp_complete = 0;

@@ -87,6 +87,7 @@ on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, void *user_dat
     hs->conn = conn;
     hs->id = frame->hd.stream_id;
     hs->s = rm_stream_create(worker, worker->config, listener, conn->dc->stats, &down_ops, hs);
+    rm_stream_set_peer(hs->s, (struct sockaddr *)&conn->dc->peer, conn->dc->peerlen);
     hs->s->req.scheme = conn->dc->is_tls ? h2o_iovec_init(H2O_STRLIT("https")) : h2o_iovec_init(H2O_STRLIT("http"));
     h2o_linklist_insert(&conn->streams, &hs->link);
     ++conn->num_streams;

@@ -211,6 +211,7 @@ on_accept(uv_stream_t *server, int status)
     rm_dconn_t *dc = rm_calloc(1, sizeof(*dc));
     dc->worker = worker;
     dc->sock = h2o_uv_socket_create((uv_stream_t *)tcp, (uv_close_cb)free);
+    dc->peerlen = h2o_socket_getpeername(dc->sock, (struct sockaddr *)&dc->peer);
     dc->sock->data = dc;
     dc->stats = l->stats;
     dc->listener_index = l->config_index;

@@ -49,6 +49,9 @@ struct st_rm_dconn_t {
     size_t listener_index;
     /** the listening address, to find the listener again in a new snapshot */
     rm_config_addr_t listen_addr;
+    /** the client's address (peerlen 0 if unknown) */
+    struct sockaddr_storage peer;
+    socklen_t peerlen;
     h2o_linklist_t _link;
     rm_timer_t _detect_timeout;
     const rm_dconn_ops_t *ops;

@@ -45,6 +45,16 @@ rm_stream_create(rm_worker_t *worker, rm_config_t *config, const rm_config_liste
     return s;
 }
 
+void
+rm_stream_set_peer(rm_stream_t *s, const struct sockaddr *addr, socklen_t len)
+{
+    if (len > sizeof(s->peer))
+        len = 0;
+    if (len != 0)
+        memcpy(&s->peer, addr, len);
+    s->peerlen = len;
+}
+
 static void
 count_request(rm_stream_t *s)
 {

@@ -69,6 +69,9 @@ struct st_rm_stream_t {
     const rm_stream_down_ops_t *down;
     void *down_ctx;
 
+    /** the downstream client's address (peerlen 0 if unknown): rate limits, ring hash by source */
+    struct sockaddr_storage peer;
+    socklen_t peerlen;
     /** the matched route (NULL until routed, or none matched) */
     const rm_config_route_t *route;
     uint64_t started_at_us;
@@ -104,6 +107,8 @@ rm_stream_t *rm_stream_create(rm_worker_t *worker, rm_config_t *config, const rm
 /*
  * Called by the downstream codec.
  */
+/** Records the downstream client's address (copied). Downstream codec, before rm_stream_on_request_head. */
+void rm_stream_set_peer(rm_stream_t *s, const struct sockaddr *addr, socklen_t len);
 /** stream->req is complete: route it and start the upstream attempt (or a local reply). */
 void rm_stream_on_request_head(rm_stream_t *s);
 /** A piece of the request body (copied into the req pipe). */
