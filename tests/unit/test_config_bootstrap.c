@@ -517,7 +517,8 @@ static const bad_case_t bad_cases[] = {
     {L C "limits: []\n", 3, "limits must be a mapping, got a list"},
     {"listeners: {name: x}\n" C, 1, "listeners must be a list, got a mapping"},
     {L "clusters: [{name: [c], endpoints: [\"127.0.0.1:1\"]}]\n", 2, "name must be a string, got a list"},
-    {L "clusters: [{name: c, endpoints: [{host: x}]}]\n", 2, "endpoints[] must be a string, got a mapping"},
+    {L "clusters: [{name: c, endpoints: [[x]]}]\n", 2, "endpoints[] must be a string, got a list"},
+    {L "clusters: [{name: c, endpoints: [{host: x}]}]\n", 2, "unknown key 'host' in endpoints[]"},
     /* ranges */
     {L C "workers: 0\n", 3, "workers must be 1-64, got 0"},
     {L C "workers: 65\n", 3, "workers must be 1-64, got 65"},

@@ -232,9 +232,45 @@ test_dump(void **state)
     contains(json, "\"timeout_ms\":0,\"per_try_timeout_ms\":0,\"retry\":null,"
                    "\"request_headers\":{\"set\":[],\"add\":[],\"remove\":[]},"
                    "\"response_headers\":{\"set\":[],\"add\":[],\"remove\":[]},"
-                   "\"mirrors\":[],\"fault\":null,\"redirect\":null,\"url_rewrite\":null,\"line\":");
+                   "\"mirrors\":[],\"fault\":null,\"redirect\":null,\"url_rewrite\":null,"
+                   "\"session_persistence\":null,\"rate_limit\":null,\"line\":");
     contains(json, "\"pool_idle_timeout_ms\":4000,\"stream_idle_timeout_ms\":300000,"
-                   "\"retry_budget\":{\"percent\":20,\"interval_ms\":10000,\"min_retry_count\":10,\"min_retry_interval_ms\":1000}");
+                   "\"retry_budget\":{\"percent\":20,\"interval_ms\":10000,\"min_retry_count\":10,\"min_retry_interval_ms\":1000},"
+                   "\"load_balancer\":{\"type\":\"peak_ewma\",\"ring_min_size\":null},"
+                   "\"circuit_breakers\":{\"max_connections\":1024,\"max_pending_requests\":1024,\"max_requests\":4096,"
+                   "\"max_retries\":64},\"outlier_detection\":null,\"health_check\":null,\"rate_limit\":null,\"line\":");
+    free(json);
+    rm_config_unref(c);
+}
+
+/* Backend and limit policy render as valid JSON, strings escaped (the full shape is checked in test_config_backend.c). */
+static void
+test_dump_backend(void **state)
+{
+    static const char yaml[] = "listeners:\n"
+                               "  - address: 127.0.0.1:15001\n"
+                               "    routes:\n"
+                               "      - cluster: c\n"
+                               "        session_persistence: {type: cookie, name: s}\n"
+                               "        rate_limit:\n"
+                               "          per_client: {requests_per_second: 2}\n"
+                               "          overrides: [{requests_per_second: 3, clients: [\"q\\\"uote\", \"tab\\there\"]}]\n"
+                               "clusters:\n"
+                               "  - name: c\n"
+                               "    endpoints: [{address: \"[::1]:1\", weight: 2}, \"127.0.0.1:1\"]\n"
+                               "    load_balancer: {type: ring_hash}\n"
+                               "    outlier_detection: {}\n"
+                               "    rate_limit: {total: {requests_per_second: 1}}\n";
+    rm_config_error_t err;
+    rm_config_t *c = rm_config_load_string(yaml, sizeof(yaml) - 1, "dump.yaml", &err);
+    if (c == NULL)
+        fail_msg("%s:%u: %s", err.file, err.line, err.message);
+    char *json = rm_config_to_json(c);
+    if (!json_valid(json))
+        fail_msg("invalid JSON:\n%s", json);
+    contains(json, "\"endpoints\":[{\"address\":\"[::1]:1\",\"weight\":2},\"127.0.0.1:1\"]");
+    contains(json, "\"clients\":[\"q\\\"uote\",\"tab\\there\"]");
+    contains(json, "\"load_balancer\":{\"type\":\"ring_hash\",\"ring_min_size\":1024}");
     free(json);
     rm_config_unref(c);
 }
@@ -318,10 +354,8 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_validator),
-        cmocka_unit_test(test_dump),
-        cmocka_unit_test(test_dump_policy),
-        cmocka_unit_test(test_dump_empty),
+        cmocka_unit_test(test_validator),   cmocka_unit_test(test_dump),       cmocka_unit_test(test_dump_backend),
+        cmocka_unit_test(test_dump_policy), cmocka_unit_test(test_dump_empty),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

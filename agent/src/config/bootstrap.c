@@ -115,6 +115,18 @@ fields(parser_t *p, yaml_node_t *map, const char *pfx, const char *what, const c
     return 0;
 }
 
+/* The key node of `key` in mapping `map` (for errors about a whole value, on the line of its key), or `map`. */
+static yaml_node_t *
+key_of(parser_t *p, yaml_node_t *map, const char *key)
+{
+    for (yaml_node_pair_t *pair = map->data.mapping.pairs.start; pair != map->data.mapping.pairs.top; ++pair) {
+        yaml_node_t *k = yaml_document_get_node(&p->doc, pair->key);
+        if (k->type == YAML_SCALAR_NODE && strcmp((const char *)k->data.scalar.value, key) == 0)
+            return k;
+    }
+    return map;
+}
+
 /* The "name" of a mapping, if it is a plain string, so that messages about the object's other keys can use it. */
 static const char *
 peek_name(parser_t *p, yaml_node_t *map)
@@ -344,12 +356,12 @@ Exit:
     return ret;
 }
 
+/* As parse_ranges, also giving the value nodes (NULL when absent) in `v` (at least 16), for cross checks. */
 static int
-parse_ranges(parser_t *p, yaml_node_t *node, const char *pfx, const char *what, const rm_config_range_t *ranges, size_t n,
-             void *base)
+parse_ranges_nodes(parser_t *p, yaml_node_t *node, const char *pfx, const char *what, const rm_config_range_t *ranges, size_t n,
+                   void *base, yaml_node_t **v)
 {
     const char *keys[16];
-    yaml_node_t *v[16];
     char key[64];
     if (n >= sizeof(keys) / sizeof(keys[0]))
         abort();
@@ -365,6 +377,14 @@ parse_ranges(parser_t *p, yaml_node_t *node, const char *pfx, const char *what, 
             return -1;
     }
     return 0;
+}
+
+static int
+parse_ranges(parser_t *p, yaml_node_t *node, const char *pfx, const char *what, const rm_config_range_t *ranges, size_t n,
+             void *base)
+{
+    yaml_node_t *v[16];
+    return parse_ranges_nodes(p, node, pfx, what, ranges, n, base, v);
 }
 
 static int
@@ -838,6 +858,169 @@ parse_url_rewrite(parser_t *p, yaml_node_t *node, const char *pfx, rm_config_rou
     return 0;
 }
 
+/* `{requests_per_second, burst}` of a rate limit; an absent burst is the rate. */
+static int
+parse_rate(parser_t *p, yaml_node_t *node, const char *pfx, const char *what, uint32_t *rps, uint32_t *burst)
+{
+    static const char *const keys[] = {"requests_per_second", "burst", NULL};
+    yaml_node_t *v[2];
+    char key[96];
+
+    if (fields(p, node, pfx, what, keys, v) != 0)
+        return -1;
+    snprintf(key, sizeof(key), "%s.requests_per_second", what);
+    if (require(p, node, pfx, v[0], key) != 0 || get_u32(p, v[0], pfx, key, 1, RM_CONFIG_MAX_RATE, rps) != 0)
+        return -1;
+    *burst = *rps;
+    snprintf(key, sizeof(key), "%s.burst", what);
+    if (v[1] != NULL && get_u32(p, v[1], pfx, key, 0, RM_CONFIG_MAX_RATE, burst) != 0)
+        return -1;
+    return 0;
+}
+
+static int
+parse_rate_overrides(parser_t *p, yaml_node_t *node, const char *pfx, rm_config_rate_limit_t *rl)
+{
+    yaml_node_t **items = NULL, **clients = NULL;
+    size_t n, nc;
+    int ret = -1;
+
+    if (get_list(p, node, pfx, "rate_limit.overrides", 0, &items, &n) != 0)
+        return -1;
+    rl->overrides = rm_calloc(n != 0 ? n : 1, sizeof(*rl->overrides));
+    for (size_t i = 0; i != n; ++i) {
+        static const char *const okeys[] = {"requests_per_second", "burst", "clients", NULL};
+        yaml_node_t *ov[3];
+        rm_config_rate_override_t *o = rl->overrides + i;
+        rl->num_overrides = i + 1;
+        if (fields(p, items[i], pfx, "rate_limit.overrides[]", okeys, ov) != 0 ||
+            require(p, items[i], pfx, ov[0], "rate_limit.overrides[].requests_per_second") != 0 ||
+            get_u32(p, ov[0], pfx, "rate_limit.overrides[].requests_per_second", 1, RM_CONFIG_MAX_RATE, &o->requests_per_second) !=
+                0)
+            goto Exit;
+        o->burst = o->requests_per_second;
+        if (ov[1] != NULL && get_u32(p, ov[1], pfx, "rate_limit.overrides[].burst", 0, RM_CONFIG_MAX_RATE, &o->burst) != 0)
+            goto Exit;
+        if (require(p, items[i], pfx, ov[2], "rate_limit.overrides[].clients") != 0 ||
+            get_list(p, ov[2], pfx, "rate_limit.overrides[].clients", 1, &clients, &nc) != 0)
+            goto Exit;
+        if (nc < 1 || nc > RM_CONFIG_MAX_OVERRIDE_CLIENTS) {
+            fail(p, ov[2], "%srate_limit.overrides[].clients must list 1-%d clients, got %zu", pfx, RM_CONFIG_MAX_OVERRIDE_CLIENTS,
+                 nc);
+            goto Exit;
+        }
+        o->clients = rm_calloc(nc, sizeof(char *));
+        for (size_t j = 0; j != nc; ++j) {
+            if (dup_string(p, clients[j], pfx, "rate_limit.overrides[].clients[]", &o->clients[j]) != 0)
+                goto Exit;
+            o->num_clients = j + 1;
+            if (o->clients[j][0] == '\0') {
+                fail(p, clients[j], "%srate_limit.overrides[].clients[] must not be empty", pfx);
+                goto Exit;
+            }
+        }
+        free(clients);
+        clients = NULL;
+    }
+    ret = 0;
+Exit:
+    free(clients);
+    free(items);
+    return ret;
+}
+
+/* A route's or a cluster's `rate_limit`; names and cross-object rules are the validator's. */
+static int
+parse_rate_limit(parser_t *p, yaml_node_t *node, const char *pfx, rm_config_rate_limit_t **out)
+{
+    static const char *const keys[] = {"name", "total", "per_client", "client_key", "overrides", "max_clients", NULL};
+    enum { NAME, TOTAL, PER_CLIENT, CLIENT_KEY, OVERRIDES, MAX_CLIENTS };
+    yaml_node_t *v[6];
+
+    if (fields(p, node, pfx, "rate_limit", keys, v) != 0)
+        return -1;
+    rm_config_rate_limit_t *rl = *out = rm_calloc(1, sizeof(**out));
+    rl->max_clients = RM_CONFIG_DEFAULT_RATE_CLIENTS;
+    if (v[NAME] != NULL) {
+        if (dup_string(p, v[NAME], pfx, "rate_limit.name", &rl->name) != 0)
+            return -1;
+        if (!rm_config__valid_rate_limit_name(rl->name))
+            return fail(p, v[NAME], "%srate_limit.name '%s' may only contain letters, digits and . _ - / (1-%d)", pfx, rl->name,
+                        RM_CONFIG_MAX_RATE_NAME);
+    }
+    if (v[TOTAL] == NULL && v[PER_CLIENT] == NULL)
+        return fail(p, node, "%srate_limit needs 'total' or 'per_client'", pfx);
+    if (v[TOTAL] != NULL && parse_rate(p, v[TOTAL], pfx, "rate_limit.total", &rl->total_rps, &rl->total_burst) != 0)
+        return -1;
+    if (v[PER_CLIENT] != NULL &&
+        parse_rate(p, v[PER_CLIENT], pfx, "rate_limit.per_client", &rl->per_client_rps, &rl->per_client_burst) != 0)
+        return -1;
+    if (v[PER_CLIENT] == NULL) {
+        /* they only shape the per-client buckets: without them they would silently do nothing */
+        static const int per_client_only[] = {CLIENT_KEY, OVERRIDES, MAX_CLIENTS};
+        for (size_t i = 0; i != sizeof(per_client_only) / sizeof(per_client_only[0]); ++i)
+            if (v[per_client_only[i]] != NULL)
+                return fail(p, v[per_client_only[i]], "%srate_limit.%s needs per_client", pfx, keys[per_client_only[i]]);
+    }
+    if (v[CLIENT_KEY] != NULL) {
+        static const char *const ckeys[] = {"type", "header", NULL};
+        yaml_node_t *cv[2];
+        const char *t;
+        size_t k;
+        if (fields(p, v[CLIENT_KEY], pfx, "rate_limit.client_key", ckeys, cv) != 0 ||
+            require(p, v[CLIENT_KEY], pfx, cv[0], "rate_limit.client_key.type") != 0 ||
+            get_string(p, cv[0], pfx, "rate_limit.client_key.type", &t) != 0)
+            return -1;
+        for (k = 0; k != RM_CONFIG_NUM_CLIENT_KEYS; ++k)
+            if (strcmp(t, rm_config__client_key_names[k]) == 0)
+                break;
+        if (k == RM_CONFIG_NUM_CLIENT_KEYS)
+            return fail(p, cv[0], "%srate_limit.client_key.type '%s' must be identity, source_address or header", pfx, t);
+        rl->client_key = (rm_client_key_t)k;
+        if (rl->client_key == RM_CLIENT_KEY_HEADER) {
+            if (cv[1] == NULL)
+                return fail(p, v[CLIENT_KEY], "%srate_limit.client_key: type header needs 'header'", pfx);
+            if (dup_string(p, cv[1], pfx, "rate_limit.client_key.header", &rl->client_header) != 0)
+                return -1;
+            if (!rm_config__valid_token(rl->client_header))
+                return fail(p, cv[1], "%srate_limit.client_key.header '%s' is not a valid header name", pfx, rl->client_header);
+        } else if (cv[1] != NULL) {
+            return fail(p, cv[1], "%srate_limit.client_key.header is only used with type header", pfx);
+        }
+    }
+    if (v[MAX_CLIENTS] != NULL &&
+        get_u32(p, v[MAX_CLIENTS], pfx, "rate_limit.max_clients", 1, RM_CONFIG_MAX_RATE_CLIENTS, &rl->max_clients) != 0)
+        return -1;
+    if (v[OVERRIDES] != NULL && parse_rate_overrides(p, v[OVERRIDES], pfx, rl) != 0)
+        return -1;
+    return 0;
+}
+
+static int
+parse_session_persistence(parser_t *p, yaml_node_t *node, const char *pfx, rm_config_route_t *r)
+{
+    static const char *const keys[] = {"type", "name", NULL};
+    yaml_node_t *v[2];
+    const char *t;
+
+    if (fields(p, node, pfx, "session_persistence", keys, v) != 0 || require(p, node, pfx, v[0], "session_persistence.type") != 0 ||
+        get_string(p, v[0], pfx, "session_persistence.type", &t) != 0)
+        return -1;
+    if (strcmp(t, "header") == 0)
+        r->session_persistence = RM_SESSION_HEADER;
+    else if (strcmp(t, "cookie") == 0)
+        r->session_persistence = RM_SESSION_COOKIE;
+    else
+        return fail(p, v[0], "%ssession_persistence.type '%s' must be header or cookie", pfx, t);
+    if (require(p, node, pfx, v[1], "session_persistence.name") != 0 ||
+        dup_string(p, v[1], pfx, "session_persistence.name", &r->session_name) != 0)
+        return -1;
+    if (!rm_config__valid_token(r->session_name))
+        return fail(p, v[1], "%ssession_persistence.name '%s' is not a valid %s", pfx, r->session_name,
+                    r->session_persistence == RM_SESSION_HEADER ? "header name" : "cookie name (an RFC 6265 token)");
+    return 0;
+}
+
 static int
 parse_route(parser_t *p, yaml_node_t *node, size_t li, size_t ri)
 {
@@ -854,6 +1037,8 @@ parse_route(parser_t *p, yaml_node_t *node, size_t li, size_t ri)
                                        "fault",
                                        "redirect",
                                        "url_rewrite",
+                                       "session_persistence",
+                                       "rate_limit",
                                        NULL};
     enum {
         NAME,
@@ -869,6 +1054,8 @@ parse_route(parser_t *p, yaml_node_t *node, size_t li, size_t ri)
         FAULT,
         REDIRECT,
         URL_REWRITE,
+        SESSION_PERSISTENCE,
+        RATE_LIMIT,
         NUM_KEYS
     };
     rm_config_listener_t *l = p->config->listeners + li;
@@ -913,7 +1100,7 @@ parse_route(parser_t *p, yaml_node_t *node, size_t li, size_t ri)
         return -1;
     if (v[REDIRECT] != NULL) {
         /* a redirect never reaches an upstream: settings that only act there would silently do nothing */
-        static const int upstream_only[] = {URL_REWRITE, MIRRORS, RETRY, PER_TRY_TIMEOUT};
+        static const int upstream_only[] = {URL_REWRITE, MIRRORS, RETRY, PER_TRY_TIMEOUT, SESSION_PERSISTENCE};
         for (size_t i = 0; i != sizeof(upstream_only) / sizeof(upstream_only[0]); ++i)
             if (v[upstream_only[i]] != NULL)
                 return fail(p, v[upstream_only[i]], "%s'%s' cannot be combined with 'redirect', which answers the request itself",
@@ -922,6 +1109,10 @@ parse_route(parser_t *p, yaml_node_t *node, size_t li, size_t ri)
             return -1;
     }
     if (v[URL_REWRITE] != NULL && parse_url_rewrite(p, v[URL_REWRITE], pfx, r) != 0)
+        return -1;
+    if (v[SESSION_PERSISTENCE] != NULL && parse_session_persistence(p, v[SESSION_PERSISTENCE], pfx, r) != 0)
+        return -1;
+    if (v[RATE_LIMIT] != NULL && parse_rate_limit(p, v[RATE_LIMIT], pfx, &r->rate_limit) != 0)
         return -1;
 
     if (v[CLUSTER] != NULL && v[BACKENDS] != NULL) {
@@ -1056,11 +1247,80 @@ parse_cluster_tls(parser_t *p, yaml_node_t *node, const char *pfx, rm_config_clu
 }
 
 static int
+parse_load_balancer(parser_t *p, yaml_node_t *node, const char *pfx, rm_config_cluster_t *cl)
+{
+    static const char *const keys[] = {"type", "ring_min_size", NULL};
+    yaml_node_t *v[2];
+    const char *t, *best = NULL;
+    size_t best_d = 3, k;
+
+    if (fields(p, node, pfx, "load_balancer", keys, v) != 0 || require(p, node, pfx, v[0], "load_balancer.type") != 0 ||
+        get_string(p, v[0], pfx, "load_balancer.type", &t) != 0)
+        return -1;
+    /* "default" is how the dump shows an unset balancer, not a type one writes */
+    for (k = RM_LB_ROUND_ROBIN; k != RM_CONFIG_NUM_LB_TYPES; ++k) {
+        size_t d = rm_edit_distance(t, rm_config__lb_type_names[k], 2);
+        if (strcmp(t, rm_config__lb_type_names[k]) == 0)
+            break;
+        if (d < best_d) {
+            best_d = d;
+            best = rm_config__lb_type_names[k];
+        }
+    }
+    if (k == RM_CONFIG_NUM_LB_TYPES)
+        return fail(p, v[0], "%sload_balancer.type '%s' must be round_robin, least_request, peak_ewma or ring_hash%s%s%s", pfx, t,
+                    best != NULL ? " (did you mean '" : "", best != NULL ? best : "", best != NULL ? "'?)" : "");
+    cl->lb = (rm_lb_type_t)k;
+    if (v[1] != NULL) {
+        if (cl->lb != RM_LB_RING_HASH)
+            return fail(p, v[1], "%sload_balancer.ring_min_size is only used with type ring_hash", pfx);
+        if (get_u32(p, v[1], pfx, "load_balancer.ring_min_size", 1, RM_CONFIG_MAX_RING_SIZE, &cl->ring_min_size) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int
+parse_outlier(parser_t *p, yaml_node_t *node, const char *pfx, rm_config_cluster_t *cl)
+{
+    enum { CONSECUTIVE_5XX, CONSECUTIVE_GATEWAY, INTERVAL, BASE_EJECTION, MAX_EJECTION, MAX_PERCENT };
+    yaml_node_t *v[16];
+    rm_config_outlier_t *o = &cl->outlier;
+
+    /* present means on, even as `outlier_detection: {}` (every default) */
+    o->enabled = 1;
+    if (parse_ranges_nodes(p, node, pfx, "outlier_detection", rm_config__outlier_ranges, rm_config__num_outlier_ranges, o, v) != 0)
+        return -1;
+    if (o->max_ejection_ms < o->base_ejection_ms)
+        return fail(p, v[MAX_EJECTION] != NULL ? v[MAX_EJECTION] : v[BASE_EJECTION],
+                    "%soutlier_detection.max_ejection_ms (%u) must not be below base_ejection_ms (%u)", pfx, o->max_ejection_ms,
+                    o->base_ejection_ms);
+    if (o->consecutive_5xx == 0 && o->consecutive_gateway_errors == 0)
+        return fail(p, v[CONSECUTIVE_5XX] != NULL ? v[CONSECUTIVE_5XX] : v[CONSECUTIVE_GATEWAY],
+                    "%soutlier_detection needs consecutive_5xx or consecutive_gateway_errors above 0", pfx);
+    return 0;
+}
+
+static int
 parse_cluster(parser_t *p, yaml_node_t *node, size_t ci)
 {
-    static const char *const keys[] = {"name",         "protocol", "endpoints", "connect_timeout_ms",   "h2_connections",
-                                       "h1_max_idle",  "tls",      "dns",       "pool_idle_timeout_ms", "stream_idle_timeout_ms",
-                                       "retry_budget", NULL};
+    static const char *const keys[] = {"name",
+                                       "protocol",
+                                       "endpoints",
+                                       "connect_timeout_ms",
+                                       "h2_connections",
+                                       "h1_max_idle",
+                                       "tls",
+                                       "dns",
+                                       "pool_idle_timeout_ms",
+                                       "stream_idle_timeout_ms",
+                                       "retry_budget",
+                                       "load_balancer",
+                                       "circuit_breakers",
+                                       "outlier_detection",
+                                       "health_check",
+                                       "rate_limit",
+                                       NULL};
     enum {
         NAME,
         PROTOCOL,
@@ -1073,6 +1333,11 @@ parse_cluster(parser_t *p, yaml_node_t *node, size_t ci)
         POOL_IDLE_TIMEOUT,
         STREAM_IDLE_TIMEOUT,
         RETRY_BUDGET,
+        LOAD_BALANCER,
+        CIRCUIT_BREAKERS,
+        OUTLIER_DETECTION,
+        HEALTH_CHECK,
+        RATE_LIMIT,
         NUM_KEYS
     };
     rm_config_cluster_t *cl = p->config->clusters + ci;
@@ -1116,14 +1381,28 @@ parse_cluster(parser_t *p, yaml_node_t *node, size_t ci)
     cl->endpoints = rm_calloc(n, sizeof(*cl->endpoints));
     for (size_t i = 0; i != n; ++i) {
         const char *reason;
-        if (get_string(p, items[i], pfx, "endpoints[]", &s) != 0)
+        yaml_node_t *addr = items[i], *weight = NULL;
+        if (items[i]->type == YAML_MAPPING_NODE) {
+            static const char *const ekeys[] = {"address", "weight", NULL};
+            yaml_node_t *ev[2];
+            if (fields(p, items[i], pfx, "endpoints[]", ekeys, ev) != 0 ||
+                require(p, items[i], pfx, ev[0], "endpoints[].address") != 0)
+                goto Exit;
+            addr = ev[0];
+            weight = ev[1];
+        }
+        if (get_string(p, addr, pfx, "endpoints[]", &s) != 0)
             goto Exit;
         if ((reason = rm_config__parse_endpoint(s, cl->endpoints + i)) != NULL) {
-            fail(p, items[i], "%sendpoint '%s': %s", pfx, s, reason);
+            fail(p, addr, "%sendpoint '%s': %s", pfx, s, reason);
             goto Exit;
         }
-        cl->endpoints[i].addr.line = rm_yaml_line(items[i]);
+        cl->endpoints[i].addr.line = rm_yaml_line(addr);
+        cl->endpoints[i].weight = 1;
         cl->num_endpoints = i + 1;
+        if (weight != NULL &&
+            get_u32(p, weight, pfx, "endpoints[].weight", 1, RM_CONFIG_MAX_ENDPOINT_WEIGHT, &cl->endpoints[i].weight) != 0)
+            goto Exit;
         for (size_t j = 0; j != i; ++j) {
             if (cl->endpoints[j].port == cl->endpoints[i].port && strcasecmp(cl->endpoints[j].host, cl->endpoints[i].host) == 0) {
                 fail(p, items[i], "%sendpoint '%s' is listed twice", pfx, s);
@@ -1147,6 +1426,19 @@ parse_cluster(parser_t *p, yaml_node_t *node, size_t ci)
         goto Exit;
     if (v[RETRY_BUDGET] != NULL &&
         parse_ranges(p, v[RETRY_BUDGET], pfx, "retry_budget", rm_config__budget_ranges, rm_config__num_budget_ranges, cl) != 0)
+        goto Exit;
+    if (v[LOAD_BALANCER] != NULL && parse_load_balancer(p, v[LOAD_BALANCER], pfx, cl) != 0)
+        goto Exit;
+    if (v[CIRCUIT_BREAKERS] != NULL && parse_ranges(p, v[CIRCUIT_BREAKERS], pfx, "circuit_breakers", rm_config__breaker_ranges,
+                                                    rm_config__num_breaker_ranges, &cl->breakers) != 0)
+        goto Exit;
+    if (v[OUTLIER_DETECTION] != NULL && parse_outlier(p, v[OUTLIER_DETECTION], pfx, cl) != 0)
+        goto Exit;
+    if (v[HEALTH_CHECK] != NULL) {
+        fail(p, key_of(p, node, "health_check"), "%shealth_check is not supported by this agent yet", pfx);
+        goto Exit;
+    }
+    if (v[RATE_LIMIT] != NULL && parse_rate_limit(p, v[RATE_LIMIT], pfx, &cl->rate_limit) != 0)
         goto Exit;
 
     if (v[DNS] != NULL) {

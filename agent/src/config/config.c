@@ -55,6 +55,28 @@ const rm_config_range_t rm_config__budget_ranges[] = {
 };
 const size_t rm_config__num_budget_ranges = sizeof(rm_config__budget_ranges) / sizeof(rm_config__budget_ranges[0]);
 
+const rm_config_range_t rm_config__breaker_ranges[] = {
+    RANGE(rm_config_breakers_t, max_connections, 0, 1000000),
+    RANGE(rm_config_breakers_t, max_pending_requests, 0, 1000000),
+    RANGE(rm_config_breakers_t, max_requests, 0, 1000000),
+    RANGE(rm_config_breakers_t, max_retries, 0, 1000000),
+};
+const size_t rm_config__num_breaker_ranges = sizeof(rm_config__breaker_ranges) / sizeof(rm_config__breaker_ranges[0]);
+
+const rm_config_range_t rm_config__outlier_ranges[] = {
+    RANGE(rm_config_outlier_t, consecutive_5xx, 0, 1000000),
+    RANGE(rm_config_outlier_t, consecutive_gateway_errors, 0, 1000000),
+    RANGE(rm_config_outlier_t, interval_ms, 1, RM_CONFIG_MAX_ROUTE_MS),
+    RANGE(rm_config_outlier_t, base_ejection_ms, 1, RM_CONFIG_MAX_ROUTE_MS),
+    RANGE(rm_config_outlier_t, max_ejection_ms, 1, RM_CONFIG_MAX_ROUTE_MS),
+    RANGE(rm_config_outlier_t, max_ejection_percent, 0, 100),
+};
+const size_t rm_config__num_outlier_ranges = sizeof(rm_config__outlier_ranges) / sizeof(rm_config__outlier_ranges[0]);
+
+const char *const rm_config__lb_type_names[RM_CONFIG_NUM_LB_TYPES] = {"default", "round_robin", "least_request", "peak_ewma",
+                                                                      "ring_hash"};
+const char *const rm_config__client_key_names[RM_CONFIG_NUM_CLIENT_KEYS] = {"identity", "source_address", "header"};
+
 const rm_config_flag_name_t rm_config__retry_conditions[] = {
     {"connect-failure", RM_RETRY_ON_CONNECT_FAILURE},
     {"refused-stream", RM_RETRY_ON_REFUSED_STREAM},
@@ -292,6 +314,28 @@ rm_config__valid_name(const char *name)
     return 1;
 }
 
+int
+rm_config__valid_rate_limit_name(const char *name)
+{
+    size_t len = strlen(name);
+    if (len == 0 || len > RM_CONFIG_MAX_RATE_NAME)
+        return 0;
+    for (size_t i = 0; i != len; ++i) {
+        unsigned char c = name[i];
+        if (!(isalnum(c) || c == '.' || c == '_' || c == '-' || c == '/'))
+            return 0;
+    }
+    return 1;
+}
+
+rm_lb_type_t
+rm_config__effective_lb(const rm_config_cluster_t *cluster)
+{
+    if (cluster->lb != RM_LB_DEFAULT)
+        return cluster->lb;
+    return cluster->protocol == RM_UPSTREAM_HTTP1 ? RM_LB_ROUND_ROBIN : RM_LB_PEAK_EWMA;
+}
+
 void
 rm_config_cluster_set_defaults(rm_config_cluster_t *cluster)
 {
@@ -393,6 +437,22 @@ free_header_mod(rm_config_header_mod_t *m)
 }
 
 static void
+free_rate_limit(rm_config_rate_limit_t *rl)
+{
+    if (rl == NULL)
+        return;
+    free(rl->name);
+    free(rl->client_header);
+    for (size_t i = 0; i != rl->num_overrides; ++i) {
+        for (size_t j = 0; j != rl->overrides[i].num_clients; ++j)
+            free(rl->overrides[i].clients[j]);
+        free(rl->overrides[i].clients);
+    }
+    free(rl->overrides);
+    free(rl);
+}
+
+static void
 free_route(rm_config_route_t *r)
 {
     free(r->name);
@@ -428,6 +488,8 @@ free_route(rm_config_route_t *r)
         free(r->url_rewrite->path);
         free(r->url_rewrite);
     }
+    free(r->session_name);
+    free_rate_limit(r->rate_limit);
     rm_route_compiled_free(r);
 }
 
@@ -459,6 +521,9 @@ destroy(rm_config_t *c)
         free(cl->tls_server_name);
         free(cl->tls_cert_file);
         free(cl->tls_key_file);
+        free(cl->health_check.http_path);
+        free(cl->health_check.grpc_service);
+        free_rate_limit(cl->rate_limit);
     }
     free(c->clusters);
     free(c);
@@ -546,6 +611,12 @@ valid_token(const char *s)
             return 0;
     }
     return 1;
+}
+
+int
+rm_config__valid_token(const char *s)
+{
+    return valid_token(s);
 }
 
 static int
@@ -796,6 +867,98 @@ validate_header_mod(rm_config_t *c, rm_config_route_t *r, const char *what, cons
 }
 
 static int
+compare_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* A rate limit of a route or a cluster (`what` ends in ": "), named `default_name` when it has no name. */
+static int
+validate_rate_limit(rm_config_t *c, rm_config_rate_limit_t *rl, unsigned line, const char *what, const char *default_name,
+                    rm_config_error_t *err)
+{
+    /* the default name may hold characters a written one may not ('#', ':'): a second validation must accept it */
+    if (rl->name == NULL)
+        rl->name = rm_strdup(default_name);
+    else if (strcmp(rl->name, default_name) != 0 && !rm_config__valid_rate_limit_name(rl->name))
+        return rm_config__error(err, c->source, line, "%srate_limit.name '%s' may only contain letters, digits and . _ - / (1-%d)",
+                                what, rl->name, RM_CONFIG_MAX_RATE_NAME);
+    if (rl->total_rps > RM_CONFIG_MAX_RATE || rl->per_client_rps > RM_CONFIG_MAX_RATE)
+        return rm_config__error(err, c->source, line, "%srate_limit: requests_per_second must be 1-%d, got %u", what,
+                                RM_CONFIG_MAX_RATE, rl->total_rps > RM_CONFIG_MAX_RATE ? rl->total_rps : rl->per_client_rps);
+    if (rl->total_burst > RM_CONFIG_MAX_RATE || rl->per_client_burst > RM_CONFIG_MAX_RATE)
+        return rm_config__error(err, c->source, line, "%srate_limit: burst must be 0-%d, got %u", what, RM_CONFIG_MAX_RATE,
+                                rl->total_burst > RM_CONFIG_MAX_RATE ? rl->total_burst : rl->per_client_burst);
+    if (rl->total_rps == 0 && rl->per_client_rps == 0)
+        return rm_config__error(err, c->source, line, "%srate_limit needs 'total' or 'per_client' (a positive requests_per_second)",
+                                what);
+    /* a burst of 0 means "as many as one second's rate", as when it is not given */
+    if (rl->total_rps != 0 && rl->total_burst == 0)
+        rl->total_burst = rl->total_rps;
+    if (rl->per_client_rps != 0 && rl->per_client_burst == 0)
+        rl->per_client_burst = rl->per_client_rps;
+    if ((unsigned)rl->client_key >= RM_CONFIG_NUM_CLIENT_KEYS)
+        return rm_config__error(err, c->source, line, "%srate_limit.client_key: unknown type %d", what, (int)rl->client_key);
+    if (rl->client_key == RM_CLIENT_KEY_HEADER) {
+        if (rl->client_header == NULL)
+            return rm_config__error(err, c->source, line, "%srate_limit.client_key: type header needs 'header'", what);
+        if (!valid_token(rl->client_header))
+            return rm_config__error(err, c->source, line, "%srate_limit.client_key.header '%s' is not a valid header name", what,
+                                    rl->client_header);
+        lower(rl->client_header);
+    } else if (rl->client_header != NULL) {
+        return rm_config__error(err, c->source, line, "%srate_limit.client_key: 'header' is only used with type header", what);
+    }
+    if (rl->max_clients == 0)
+        rl->max_clients = RM_CONFIG_DEFAULT_RATE_CLIENTS;
+    if (rl->max_clients > RM_CONFIG_MAX_RATE_CLIENTS)
+        return rm_config__error(err, c->source, line, "%srate_limit.max_clients must be 1-%d, got %u", what,
+                                RM_CONFIG_MAX_RATE_CLIENTS, rl->max_clients);
+    if (rl->num_overrides != 0 && rl->per_client_rps == 0)
+        return rm_config__error(err, c->source, line, "%srate_limit.overrides needs per_client (overrides replace its rate)", what);
+    size_t total = 0;
+    for (size_t i = 0; i != rl->num_overrides; ++i) {
+        rm_config_rate_override_t *o = rl->overrides + i;
+        if (o->requests_per_second < 1 || o->requests_per_second > RM_CONFIG_MAX_RATE)
+            return rm_config__error(err, c->source, line, "%srate_limit.overrides[%zu].requests_per_second must be 1-%d, got %u",
+                                    what, i, RM_CONFIG_MAX_RATE, o->requests_per_second);
+        if (o->burst > RM_CONFIG_MAX_RATE)
+            return rm_config__error(err, c->source, line, "%srate_limit.overrides[%zu].burst must be 0-%d, got %u", what, i,
+                                    RM_CONFIG_MAX_RATE, o->burst);
+        if (o->burst == 0)
+            o->burst = o->requests_per_second;
+        if (o->num_clients < 1 || o->num_clients > RM_CONFIG_MAX_OVERRIDE_CLIENTS)
+            return rm_config__error(err, c->source, line, "%srate_limit.overrides[%zu].clients must list 1-%d clients, got %zu",
+                                    what, i, RM_CONFIG_MAX_OVERRIDE_CLIENTS, o->num_clients);
+        for (size_t j = 0; j != o->num_clients; ++j)
+            if (o->clients[j] == NULL || o->clients[j][0] == '\0' || !valid_field_value(o->clients[j]))
+                return rm_config__error(err, c->source, line,
+                                        "%srate_limit.overrides[%zu].clients: a client must be a non-empty string without "
+                                        "control characters",
+                                        what, i);
+        total += o->num_clients;
+    }
+    /* a client in two overrides would have two rates */
+    if (total > 1) {
+        char **all = rm_calloc(total, sizeof(*all));
+        size_t n = 0;
+        for (size_t i = 0; i != rl->num_overrides; ++i)
+            for (size_t j = 0; j != rl->overrides[i].num_clients; ++j)
+                all[n++] = rl->overrides[i].clients[j];
+        qsort(all, n, sizeof(*all), compare_str);
+        for (size_t i = 1; i != n; ++i) {
+            if (strcmp(all[i - 1], all[i]) == 0) {
+                rm_config__error(err, c->source, line, "%srate_limit.overrides: client '%s' is listed twice", what, all[i]);
+                free(all);
+                return -1;
+            }
+        }
+        free(all);
+    }
+    return 0;
+}
+
+static int
 validate_route_policy(rm_config_t *c, rm_config_route_t *r, const char *what, rm_config_error_t *err)
 {
     const char *reason;
@@ -891,6 +1054,29 @@ validate_route_policy(rm_config_t *c, rm_config_route_t *r, const char *what, rm
                 : (reason = rm_config__check_rewrite_path(rw->path_type, rw->path, r->path_match)) != NULL)
             return rm_config__error(err, c->source, r->line, "%s: url_rewrite.path: %s", what,
                                     rw->path_type == RM_PATH_REWRITE_NONE ? "a value is set without a type" : reason);
+    }
+
+    switch (r->session_persistence) {
+    case RM_SESSION_NONE:
+        if (r->session_name != NULL)
+            return rm_config__error(err, c->source, r->line, "%s: session_persistence: a name is set without a type", what);
+        break;
+    case RM_SESSION_HEADER:
+    case RM_SESSION_COOKIE: {
+        int header = r->session_persistence == RM_SESSION_HEADER;
+        if (r->session_name == NULL)
+            return rm_config__error(err, c->source, r->line, "%s: session_persistence: type %s needs a name", what,
+                                    header ? "header" : "cookie");
+        if (!valid_token(r->session_name))
+            return rm_config__error(err, c->source, r->line, "%s: session_persistence.name '%s' is not a valid %s name", what,
+                                    r->session_name, header ? "header" : "cookie");
+        /* header names are case-insensitive, cookie names are not (RFC 6265) */
+        if (header)
+            lower(r->session_name);
+    } break;
+    default:
+        return rm_config__error(err, c->source, r->line, "%s: session_persistence: unknown type %d", what,
+                                (int)r->session_persistence);
     }
     return 0;
 }
@@ -1016,6 +1202,16 @@ validate_route(rm_config_t *c, rm_config_listener_t *l, size_t ri, rm_config_err
 
     if (validate_route_policy(c, r, what, err) != 0)
         return -1;
+    if (r->rate_limit != NULL) {
+        char def[300], w[330];
+        if (r->name != NULL)
+            snprintf(def, sizeof(def), "route/%s/%s", l->name, r->name);
+        else
+            snprintf(def, sizeof(def), "route/%s/#%zu", l->name, ri + 1);
+        snprintf(w, sizeof(w), "%s: ", what);
+        if (validate_rate_limit(c, r->rate_limit, r->line, w, def, err) != 0)
+            return -1;
+    }
 
     char msg[400];
     if (rm_route_compile(r, msg, sizeof(msg)) != 0)
@@ -1084,6 +1280,9 @@ validate_listener(rm_config_t *c, size_t li, rm_config_error_t *err)
             l->filters |= RM_LISTENER_USES_HEADER_MODIFIERS;
         if (r->url_rewrite != NULL)
             l->filters |= RM_LISTENER_USES_URL_REWRITE;
+        /* a cluster's rate limit is applied by the router once the cluster is picked: no filter needed */
+        if (r->rate_limit != NULL)
+            l->filters |= RM_LISTENER_USES_RATE_LIMIT;
     }
     return 0;
 }
@@ -1097,6 +1296,54 @@ check_ranges(rm_config_t *c, rm_config_error_t *err, unsigned line, const char *
         if (v < ranges[i].min || v > ranges[i].max)
             return rm_config__error(err, c->source, line, "%s%s must be %u-%u, got %u", what, ranges[i].name, ranges[i].min,
                                     ranges[i].max, v);
+    }
+    return 0;
+}
+
+/* Balancer, endpoint weights, breakers, outlier detection, health checks and the rate limit; `what` ends in ": ". */
+static int
+validate_cluster_policy(rm_config_t *c, rm_config_cluster_t *cl, const char *what, rm_config_error_t *err)
+{
+    char sub[260];
+
+    for (size_t i = 0; i != cl->num_endpoints; ++i) {
+        rm_config_endpoint_t *ep = cl->endpoints + i;
+        if (ep->weight == 0)
+            ep->weight = 1;
+        if (ep->weight > RM_CONFIG_MAX_ENDPOINT_WEIGHT)
+            return rm_config__error(err, c->source, ep->addr.line != 0 ? ep->addr.line : cl->line,
+                                    "%sendpoint '%s': weight must be 1-%d, got %u", what, ep->host, RM_CONFIG_MAX_ENDPOINT_WEIGHT,
+                                    ep->weight);
+    }
+    if ((unsigned)cl->lb >= RM_CONFIG_NUM_LB_TYPES)
+        return rm_config__error(err, c->source, cl->line, "%sload_balancer: unknown type %d", what, (int)cl->lb);
+    if (cl->ring_min_size < 1 || cl->ring_min_size > RM_CONFIG_MAX_RING_SIZE)
+        return rm_config__error(err, c->source, cl->line, "%sload_balancer.ring_min_size must be 1-%d, got %u", what,
+                                RM_CONFIG_MAX_RING_SIZE, cl->ring_min_size);
+    snprintf(sub, sizeof(sub), "%scircuit_breakers.", what);
+    if (check_ranges(c, err, cl->line, sub, &cl->breakers, rm_config__breaker_ranges, rm_config__num_breaker_ranges) != 0)
+        return -1;
+    if (cl->outlier.enabled) {
+        const rm_config_outlier_t *o = &cl->outlier;
+        snprintf(sub, sizeof(sub), "%soutlier_detection.", what);
+        if (check_ranges(c, err, cl->line, sub, o, rm_config__outlier_ranges, rm_config__num_outlier_ranges) != 0)
+            return -1;
+        if (o->max_ejection_ms < o->base_ejection_ms)
+            return rm_config__error(err, c->source, cl->line,
+                                    "%soutlier_detection.max_ejection_ms (%u) must not be below base_ejection_ms (%u)", what,
+                                    o->max_ejection_ms, o->base_ejection_ms);
+        if (o->consecutive_5xx == 0 && o->consecutive_gateway_errors == 0)
+            return rm_config__error(err, c->source, cl->line,
+                                    "%soutlier_detection needs consecutive_5xx or consecutive_gateway_errors above 0", what);
+    }
+    /* refused rather than ignored: an operator relying on active checks must know they do not run */
+    if (cl->health_check.enabled)
+        return rm_config__error(err, c->source, cl->line, "%shealth_check is not supported by this agent yet", what);
+    if (cl->rate_limit != NULL) {
+        char def[160];
+        snprintf(def, sizeof(def), "cluster/%s", cl->name);
+        if (validate_rate_limit(c, cl->rate_limit, cl->line, what, def, err) != 0)
+            return -1;
     }
     return 0;
 }
@@ -1142,6 +1389,8 @@ validate_cluster(rm_config_t *c, size_t ci, rm_config_error_t *err)
     if (cl->dns_min_refresh_ms > cl->dns_max_refresh_ms)
         return rm_config__error(err, c->source, cl->line, "%sdns.min_refresh_ms (%u) must not exceed dns.max_refresh_ms (%u)", what,
                                 cl->dns_min_refresh_ms, cl->dns_max_refresh_ms);
+    if (validate_cluster_policy(c, cl, what, err) != 0)
+        return -1;
     if (!cl->tls &&
         (cl->tls_ca_file != NULL || cl->tls_server_name != NULL || cl->tls_cert_file != NULL || cl->tls_key_file != NULL))
         return rm_config__error(err, c->source, cl->line, "%sTLS files or server name are set but TLS is off", what);

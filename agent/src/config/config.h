@@ -310,7 +310,9 @@ typedef struct st_rm_config_route_t {
 #define RM_LISTENER_USES_REDIRECT 0x2u
 #define RM_LISTENER_USES_HEADER_MODIFIERS 0x4u
 #define RM_LISTENER_USES_URL_REWRITE 0x8u
-#define RM_LISTENER_USES_ALL 0xfu
+/* a route of the listener has a rate limit (a cluster's is applied by the router, whatever the listener) */
+#define RM_LISTENER_USES_RATE_LIMIT 0x10u
+#define RM_LISTENER_USES_ALL 0x1fu
 
 typedef struct st_rm_config_listener_t {
     /** name for stats (owned); "listener0"... if not given */

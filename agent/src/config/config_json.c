@@ -278,6 +278,48 @@ put_route_policy(FILE *fp, int *first, const rm_config_t *c, const rm_config_rou
 }
 
 static void
+put_rate(FILE *fp, int *first, const char *key, uint32_t rps, uint32_t burst)
+{
+    put_key(fp, first, key);
+    if (rps == 0)
+        fputs("null", fp);
+    else
+        fprintf(fp, "{\"requests_per_second\":%u,\"burst\":%u}", rps, burst);
+}
+
+static void
+put_rate_limit(FILE *fp, const rm_config_rate_limit_t *rl)
+{
+    int first = 1;
+    if (rl == NULL) {
+        fputs("null", fp);
+        return;
+    }
+    fputc('{', fp);
+    put_key(fp, &first, "name");
+    put_str(fp, rl->name);
+    put_rate(fp, &first, "total", rl->total_rps, rl->total_burst);
+    put_rate(fp, &first, "per_client", rl->per_client_rps, rl->per_client_burst);
+    put_key(fp, &first, "client_key");
+    fputs("{\"type\":", fp);
+    put_str(fp, (unsigned)rl->client_key < RM_CONFIG_NUM_CLIENT_KEYS ? rm_config__client_key_names[rl->client_key] : "unknown");
+    fputs(",\"header\":", fp);
+    put_str(fp, rl->client_header);
+    fputc('}', fp);
+    put_key(fp, &first, "overrides");
+    fputc('[', fp);
+    for (size_t i = 0; i != rl->num_overrides; ++i) {
+        const rm_config_rate_override_t *o = rl->overrides + i;
+        fprintf(fp, "%s{\"requests_per_second\":%u,\"burst\":%u,\"clients\":", i != 0 ? "," : "", o->requests_per_second, o->burst);
+        put_strs(fp, o->clients, o->num_clients);
+        fputc('}', fp);
+    }
+    fputc(']', fp);
+    put_u(fp, &first, "max_clients", rl->max_clients);
+    fputc('}', fp);
+}
+
+static void
 put_route(FILE *fp, const rm_config_t *c, const rm_config_route_t *r)
 {
     int first = 1, mfirst = 1;
@@ -331,6 +373,16 @@ put_route(FILE *fp, const rm_config_t *c, const rm_config_route_t *r)
     }
     put_u(fp, &first, "timeout_ms", r->timeout_ms);
     put_route_policy(fp, &first, c, r);
+    put_key(fp, &first, "session_persistence");
+    if (r->session_persistence == RM_SESSION_NONE) {
+        fputs("null", fp);
+    } else {
+        fprintf(fp, "{\"type\":\"%s\",\"name\":", r->session_persistence == RM_SESSION_COOKIE ? "cookie" : "header");
+        put_str(fp, r->session_name);
+        fputc('}', fp);
+    }
+    put_key(fp, &first, "rate_limit");
+    put_rate_limit(fp, r->rate_limit);
     put_u(fp, &first, "line", r->line);
 }
 
@@ -379,9 +431,15 @@ put_cluster(FILE *fp, const rm_config_cluster_t *cl)
         const rm_config_endpoint_t *ep = cl->endpoints + i;
         if (i != 0)
             fputc(',', fp);
-        /* written back as it would be in YAML: IPv6 literals need brackets */
+        /* written back as it would be in YAML: IPv6 literals need brackets, a weight other than 1 needs the long form */
         snprintf(buf, sizeof(buf), strchr(ep->host, ':') != NULL ? "[%s]:%u" : "%s:%u", ep->host, ep->port);
-        put_str(fp, buf);
+        if (ep->weight == 1) {
+            put_str(fp, buf);
+        } else {
+            fputs("{\"address\":", fp);
+            put_str(fp, buf);
+            fprintf(fp, ",\"weight\":%u}", ep->weight);
+        }
     }
     fputc(']', fp);
     put_u(fp, &first, "connect_timeout_ms", cl->connect_timeout_ms);
@@ -412,6 +470,39 @@ put_cluster(FILE *fp, const rm_config_cluster_t *cl)
         put_u(fp, &bfirst, rm_config__budget_ranges[i].name,
               *(const uint32_t *)((const char *)cl + rm_config__budget_ranges[i].offset));
     fputc('}', fp);
+
+    /* the balancer in force: an unset type is shown resolved by protocol */
+    rm_lb_type_t lb = rm_config__effective_lb(cl);
+    put_key(fp, &first, "load_balancer");
+    fputs("{\"type\":", fp);
+    put_str(fp, (unsigned)lb < RM_CONFIG_NUM_LB_TYPES ? rm_config__lb_type_names[lb] : "unknown");
+    if (lb == RM_LB_RING_HASH)
+        fprintf(fp, ",\"ring_min_size\":%u}", cl->ring_min_size);
+    else
+        fputs(",\"ring_min_size\":null}", fp);
+    put_key(fp, &first, "circuit_breakers");
+    int cfirst = 1;
+    fputc('{', fp);
+    for (size_t i = 0; i != rm_config__num_breaker_ranges; ++i)
+        put_u(fp, &cfirst, rm_config__breaker_ranges[i].name,
+              *(const uint32_t *)((const char *)&cl->breakers + rm_config__breaker_ranges[i].offset));
+    fputc('}', fp);
+    put_key(fp, &first, "outlier_detection");
+    if (cl->outlier.enabled) {
+        int ofirst = 1;
+        fputc('{', fp);
+        for (size_t i = 0; i != rm_config__num_outlier_ranges; ++i)
+            put_u(fp, &ofirst, rm_config__outlier_ranges[i].name,
+                  *(const uint32_t *)((const char *)&cl->outlier + rm_config__outlier_ranges[i].offset));
+        fputc('}', fp);
+    } else {
+        fputs("null", fp);
+    }
+    /* validation refuses enabled health checks for now */
+    put_key(fp, &first, "health_check");
+    fputs("null", fp);
+    put_key(fp, &first, "rate_limit");
+    put_rate_limit(fp, cl->rate_limit);
     put_u(fp, &first, "line", cl->line);
 }
 

@@ -29,6 +29,36 @@ extern const size_t rm_config__num_cluster_ranges;
 extern const rm_config_range_t rm_config__budget_ranges[];
 extern const size_t rm_config__num_budget_ranges;
 
+/** The `circuit_breakers` block of a cluster (rm_config_breakers_t offsets). */
+extern const rm_config_range_t rm_config__breaker_ranges[];
+extern const size_t rm_config__num_breaker_ranges;
+/** The `outlier_detection` block of a cluster (rm_config_outlier_t offsets, without `enabled`). */
+extern const rm_config_range_t rm_config__outlier_ranges[];
+extern const size_t rm_config__num_outlier_ranges;
+
+/** Backend and limit policy bounds shared by the parser and the validator. */
+#define RM_CONFIG_MAX_ENDPOINT_WEIGHT 1000000
+#define RM_CONFIG_MAX_RING_SIZE 8388608
+#define RM_CONFIG_DEFAULT_RING_SIZE 1024
+#define RM_CONFIG_MAX_RATE 10000000 /* requests per second, and burst */
+#define RM_CONFIG_MAX_RATE_CLIENTS 10000000
+#define RM_CONFIG_DEFAULT_RATE_CLIENTS 10000
+#define RM_CONFIG_MAX_OVERRIDE_CLIENTS 1000
+#define RM_CONFIG_MAX_RATE_NAME 128
+
+/** Names of rm_lb_type_t values as in the YAML (index = value; [RM_LB_DEFAULT] is "default"). */
+#define RM_CONFIG_NUM_LB_TYPES 5
+extern const char *const rm_config__lb_type_names[RM_CONFIG_NUM_LB_TYPES];
+/** The balancer in force for a cluster: `lb` with RM_LB_DEFAULT resolved by `protocol`. */
+rm_lb_type_t rm_config__effective_lb(const rm_config_cluster_t *cluster);
+/** Names of rm_client_key_t values as in the YAML (index = value). */
+#define RM_CONFIG_NUM_CLIENT_KEYS 3
+extern const char *const rm_config__client_key_names[RM_CONFIG_NUM_CLIENT_KEYS];
+/** 1 if `name` is a valid rate limit name: [A-Za-z0-9._/-]{1,128}. */
+int rm_config__valid_rate_limit_name(const char *name);
+/** 1 if `s` is an HTTP token (RFC 9110 tchar, which is also RFC 6265's cookie-name). */
+int rm_config__valid_token(const char *s);
+
 /** Retry bounds shared by the parser and the validator. */
 #define RM_CONFIG_MAX_RETRY_ATTEMPTS 10
 #define RM_CONFIG_MAX_BACKOFF_MS 60000
