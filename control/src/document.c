@@ -27,6 +27,8 @@
 
 #define API_VERSION "remora.dev/v1"
 #define MAX_WEIGHT 1000000
+/* the agent's bounds (agent/src/config/config_priv.h): a larger value would be NACKed */
+#define MAX_RATE 10000000
 
 /* ------------------------------------------------------------------------------------------ arena */
 
@@ -497,12 +499,17 @@ parse_endpoint(parser_t *p, yaml_node_t *node, const char *path, Remora__V1__End
         ep->target_case = REMORA__V1__ENDPOINT__TARGET_ADDRESS;
         ep->address = arena_strdup(&p->arena, s);
     } else {
-        static const char *const keys[] = {"address", "dns", NULL};
-        yaml_node_t *v[2];
+        static const char *const keys[] = {"address", "dns", "weight", NULL};
+        yaml_node_t *v[3];
         if (fields(p, node, path, keys, v) != 0)
             return -1;
         if ((v[0] == NULL) == (v[1] == NULL))
             return fail(p, node, path, "give exactly one of 'address' (IP:PORT) or 'dns' (NAME:PORT)");
+        int64_t weight = 1;
+        if (v[2] != NULL && get_int(p, v[2], join(sub, sizeof(sub), path, "weight"), 1, MAX_WEIGHT, &weight) != 0)
+            return -1;
+        /* 1 is the default: left out of the resource, so that old documents keep their bytes */
+        ep->weight = weight != 1 ? (uint32_t)weight : 0;
         if (v[0] != NULL) {
             join(sub, sizeof(sub), path, "address");
             if (get_str(p, v[0], sub, &s) != 0 || check_address(p, v[0], sub, s, 0) != 0)
@@ -1721,16 +1728,54 @@ typedef struct st_rule_out_t {
     size_t *n_filters;
     void ***filters;
     ProtobufCMessage **retry;
+    Remora__V1__SessionPersistence **session_persistence;
 } rule_out_t;
+
+/* GEP-1619, the part the agent implements: a header or a cookie whose value keys the endpoint. */
+static int
+parse_session_persistence(parser_t *p, yaml_node_t *node, const char *rule_path, Remora__V1__SessionPersistence **out)
+{
+    static const char *const keys[] = {"type", "sessionName", NULL};
+    static const char *const planned[] = {"absoluteTimeout", "idleTimeout", "cookieConfig", NULL};
+    yaml_node_t *v[2];
+    char path[128], sub[160];
+    const char *type = "Cookie", *name;
+    join(path, sizeof(path), rule_path, "sessionPersistence");
+    if (reject_planned(p, node, path, planned) != 0 || fields(p, node, path, keys, v) != 0)
+        return -1;
+    Remora__V1__SessionPersistence *sp = arena_alloc(&p->arena, sizeof(*sp));
+    remora__v1__session_persistence__init(sp);
+    /* the Gateway API's default type */
+    if (v[0] != NULL && get_str(p, v[0], join(sub, sizeof(sub), path, "type"), &type) != 0)
+        return -1;
+    if (strcmp(type, "Header") == 0)
+        sp->type = REMORA__V1__SESSION_PERSISTENCE_TYPE__SESSION_PERSISTENCE_TYPE_HEADER;
+    else if (strcmp(type, "Cookie") == 0)
+        sp->type = REMORA__V1__SESSION_PERSISTENCE_TYPE__SESSION_PERSISTENCE_TYPE_COOKIE;
+    else
+        return fail(p, v[0], sub, "Unsupported value: \"%s\": supported values: \"Cookie\", \"Header\"", type);
+    join(sub, sizeof(sub), path, "sessionName");
+    if (v[1] == NULL)
+        return fail(p, node, sub, "is required: Remora does not make up a %s name", type);
+    if (get_str(p, v[1], sub, &name) != 0)
+        return -1;
+    if (!is_token(name) || strlen(name) > 128)
+        return fail(p, v[1], sub, "'%s' is not a valid %s name (letters, digits and !#$%%&'*+-.^_`|~; at most 128)", name, type);
+    sp->session_name = arena_strdup(&p->arena, name);
+    if (sp->type == REMORA__V1__SESSION_PERSISTENCE_TYPE__SESSION_PERSISTENCE_TYPE_HEADER)
+        for (char *c = sp->session_name; *c != '\0'; ++c)
+            *c = (char)tolower((unsigned char)*c);
+    *out = sp;
+    return 0;
+}
 
 static int
 parse_rule(parser_t *p, yaml_node_t *node, const char *path, int grpc, rule_out_t *out)
 {
-    static const char *const keys[] = {"matches", "backendRefs", "timeouts", "filters", "retry", NULL};
-    static const char *const planned[] = {"sessionPersistence", NULL};
-    yaml_node_t *v[5];
+    static const char *const keys[] = {"matches", "backendRefs", "timeouts", "filters", "retry", "sessionPersistence", NULL};
+    yaml_node_t *v[6];
     char sub[128];
-    if (reject_planned(p, node, path, planned) != 0 || fields(p, node, path, keys, v) != 0)
+    if (fields(p, node, path, keys, v) != 0)
         return -1;
     if (v[0] != NULL) {
         char list_path[128];
@@ -1776,6 +1821,8 @@ parse_rule(parser_t *p, yaml_node_t *node, const char *path, int grpc, rule_out_
         return -1;
     if (v[4] != NULL && parse_retry(p, v[4], path, grpc, out->retry) != 0)
         return -1;
+    if (v[5] != NULL && parse_session_persistence(p, v[5], path, out->session_persistence) != 0)
+        return -1;
     return 0;
 }
 
@@ -1796,14 +1843,16 @@ parse_rules(parser_t *p, yaml_node_t *spec, yaml_node_t *node, int grpc, size_t 
         if (grpc) {
             Remora__V1__GRPCRouteRule *r = arena_alloc(&p->arena, sizeof(*r));
             remora__v1__grpcroute_rule__init(r);
-            o = (rule_out_t){&r->n_matches, (void ***)&r->matches, &r->n_backend_refs,    &r->backend_refs,
-                             &r->timeouts,  &r->n_filters,         (void ***)&r->filters, (ProtobufCMessage **)&r->retry};
+            o = (rule_out_t){&r->n_matches,          (void ***)&r->matches, &r->n_backend_refs,    &r->backend_refs,
+                             &r->timeouts,           &r->n_filters,         (void ***)&r->filters, (ProtobufCMessage **)&r->retry,
+                             &r->session_persistence};
             rules[i] = r;
         } else {
             Remora__V1__HTTPRouteRule *r = arena_alloc(&p->arena, sizeof(*r));
             remora__v1__httproute_rule__init(r);
-            o = (rule_out_t){&r->n_matches, (void ***)&r->matches, &r->n_backend_refs,    &r->backend_refs,
-                             &r->timeouts,  &r->n_filters,         (void ***)&r->filters, (ProtobufCMessage **)&r->retry};
+            o = (rule_out_t){&r->n_matches,          (void ***)&r->matches, &r->n_backend_refs,    &r->backend_refs,
+                             &r->timeouts,           &r->n_filters,         (void ***)&r->filters, (ProtobufCMessage **)&r->retry,
+                             &r->session_persistence};
             rules[i] = r;
         }
         if (parse_rule(p, item(p, items, i), path, grpc, &o) != 0)
@@ -1952,11 +2001,11 @@ parse_retry_constraint(parser_t *p, yaml_node_t *node, Remora__V1__RetryConstrai
 static int
 parse_connection_pool(parser_t *p, yaml_node_t *node, Remora__V1__BackendConnectionPool **out)
 {
-    static const char *const keys[] = {"connectTimeout", "idleTimeout", "streamIdleTimeout", NULL};
-    static const char *const planned[] = {"maxConnections", "maxPendingRequests", "maxRequests", "maxRetries", NULL};
-    yaml_node_t *v[3];
+    static const char *const keys[] = {"connectTimeout",     "idleTimeout", "streamIdleTimeout", "maxConnections",
+                                       "maxPendingRequests", "maxRequests", "maxRetries",        NULL};
+    yaml_node_t *v[7];
     uint64_t ms;
-    if (reject_planned(p, node, "spec.connectionPool", planned) != 0 || fields(p, node, "spec.connectionPool", keys, v) != 0)
+    if (fields(p, node, "spec.connectionPool", keys, v) != 0)
         return -1;
     Remora__V1__BackendConnectionPool *cp = arena_alloc(&p->arena, sizeof(*cp));
     remora__v1__backend_connection_pool__init(cp);
@@ -1969,57 +2018,339 @@ parse_connection_pool(parser_t *p, yaml_node_t *node, Remora__V1__BackendConnect
     if (v[2] != NULL && parse_duration_in(p, v[2], "spec.connectionPool.streamIdleTimeout", 0, DAY_MS,
                                           "must be at most 24h (0s: no limit)", &ms, &cp->stream_idle_timeout) != 0)
         return -1;
+    /* circuit breakers; 0 in the resource means the agent's default, so a limit is at least 1 */
+    uint32_t *limits[] = {&cp->max_connections, &cp->max_pending_requests, &cp->max_requests, &cp->max_retries};
+    for (size_t i = 0; i != 4; ++i) {
+        char sub[96];
+        int64_t n;
+        if (v[3 + i] == NULL)
+            continue;
+        if (get_int(p, v[3 + i], join(sub, sizeof(sub), "spec.connectionPool", keys[3 + i]), 1, 1000000, &n) != 0)
+            return -1;
+        *limits[i] = (uint32_t)n;
+    }
     *out = cp;
     return 0;
 }
 
+#define ROUTE_GROUP "gateway.networking.k8s.io"
+
+/*
+ * GEP-713 targetRefs, local to the policy's namespace: Services, and with `routes` HTTPRoutes and
+ * GRPCRoutes too. A target that does not exist is a dangling reference, refused as a route's
+ * backendRef to nothing is.
+ */
 static int
-parse_backend_policy_spec(parser_t *p, yaml_node_t *node, Remora__V1__BackendTrafficPolicySpec **out)
+parse_target_refs(parser_t *p, yaml_node_t *spec, yaml_node_t *node, int routes, size_t *n_out,
+                  Remora__V1__PolicyTargetReference ***out)
 {
-    static const char *const keys[] = {"targetRefs", "retryConstraint", "connectionPool", NULL};
-    static const char *const planned[] = {"loadBalancer", "outlierDetection", "healthCheck", "sessionPersistence", NULL};
     static const char *const tkeys[] = {"group", "kind", "name", "namespace", NULL};
-    yaml_node_t *v[3];
+    const char *what = routes ? "Service, HTTPRoute or GRPCRoute" : "Service";
     yaml_node_item_t *items;
     size_t n;
-    if (reject_planned(p, node, "spec", planned) != 0 || fields(p, node, "spec", keys, v) != 0 ||
-        require(p, node, "spec", v[0], "targetRefs") != 0 || get_seq(p, v[0], "spec.targetRefs", &items, &n) != 0)
+    if (require(p, spec, "spec", node, "targetRefs") != 0 || get_seq(p, node, "spec.targetRefs", &items, &n) != 0)
         return -1;
     if (n == 0)
-        return fail(p, v[0], "spec.targetRefs", "needs at least one Service");
+        return fail(p, node, "spec.targetRefs", "needs at least one %s", what);
     if (n > MAX_TARGET_REFS)
-        return fail(p, v[0], "spec.targetRefs", "at most %d targets, got %zu", MAX_TARGET_REFS, n);
-    Remora__V1__BackendTrafficPolicySpec *spec = arena_alloc(&p->arena, sizeof(*spec));
-    remora__v1__backend_traffic_policy_spec__init(spec);
-    spec->target_refs = arena_alloc(&p->arena, sizeof(spec->target_refs[0]) * n);
+        return fail(p, node, "spec.targetRefs", "at most %d targets, got %zu", MAX_TARGET_REFS, n);
+    Remora__V1__PolicyTargetReference **refs = arena_alloc(&p->arena, sizeof(refs[0]) * n);
     for (size_t i = 0; i != n; ++i) {
         char path[64], sub[96];
         yaml_node_t *it = item(p, items, i), *tv[4];
-        const char *name, *ns;
+        const char *name, *group = "", *kind_name = "Service";
+        rm_kind_t kind = RM_KIND_SERVICE;
         index_path(path, sizeof(path), "spec.targetRefs", i);
         if (fields(p, it, path, tkeys, tv) != 0)
             return -1;
         /* GEP-713 local references: a policy attaches only within its namespace */
         if (tv[3] != NULL)
             return fail(p, tv[3], join(sub, sizeof(sub), path, "namespace"),
-                        "targetRefs are local: the Service must be in the policy's namespace (%s)", p->ns);
-        if (parse_ref_target(p, it, path, tv[0], tv[1], tv[2], NULL, &name, &ns) != 0)
+                        "targetRefs are local: the %s must be in the policy's namespace (%s)", what, p->ns);
+        if (tv[1] != NULL) {
+            if (get_str(p, tv[1], join(sub, sizeof(sub), path, "kind"), &kind_name) != 0)
+                return -1;
+            if (strcasecmp(kind_name, "Service") == 0)
+                kind = RM_KIND_SERVICE;
+            else if (routes && strcasecmp(kind_name, "HTTPRoute") == 0)
+                kind = RM_KIND_HTTP_ROUTE;
+            else if (routes && strcasecmp(kind_name, "GRPCRoute") == 0)
+                kind = RM_KIND_GRPC_ROUTE;
+            else
+                return fail(p, tv[1], sub, "kind '%s' is not supported: a target is a %s", kind_name, what);
+        }
+        if (tv[0] != NULL) {
+            if (get_str(p, tv[0], join(sub, sizeof(sub), path, "group"), &group) != 0)
+                return -1;
+            int ok = kind == RM_KIND_SERVICE ? group[0] == '\0' || strcmp(group, "core") == 0
+                                             : group[0] == '\0' || strcmp(group, ROUTE_GROUP) == 0;
+            if (!ok)
+                return fail(p, tv[0], sub, "group '%s' is not supported for kind %s (use \"%s\")", group, rm_kind_name(kind),
+                            kind == RM_KIND_SERVICE ? "" : ROUTE_GROUP);
+        }
+        if (require(p, it, path, tv[2], "name") != 0 || get_name(p, tv[2], join(sub, sizeof(sub), path, "name"), &name) != 0)
             return -1;
         for (size_t j = 0; j != i; ++j)
-            if (strcmp(spec->target_refs[j]->name, name) == 0)
-                return fail(p, tv[2], join(sub, sizeof(sub), path, "name"), "Service '%s' is listed twice", name);
+            if (strcmp(refs[j]->name, name) == 0 && strcmp(refs[j]->kind, rm_kind_name(kind)) == 0)
+                return fail(p, tv[2], sub, "%s '%s' is listed twice", rm_kind_name(kind), name);
         Remora__V1__PolicyTargetReference *t = arena_alloc(&p->arena, sizeof(*t));
         remora__v1__policy_target_reference__init(t);
-        t->kind = "Service";
+        t->group = kind == RM_KIND_SERVICE ? "" : ROUTE_GROUP;
+        t->kind = (char *)rm_kind_name(kind);
         t->name = arena_strdup(&p->arena, name);
-        spec->target_refs[i] = t;
-        spec->n_target_refs = i + 1;
-        add_ref(p, tv[2], path, RM_KIND_SERVICE, ns, name);
+        refs[i] = t;
+        add_ref(p, tv[2], path, kind, p->ns, name);
     }
+    *n_out = n;
+    *out = refs;
+    return 0;
+}
+
+static int
+parse_load_balancer(parser_t *p, yaml_node_t *node, Remora__V1__BackendLoadBalancer **out)
+{
+    static const char *const keys[] = {"type", "ringHash", NULL};
+    static const char *const rkeys[] = {"minimumRingSize", NULL};
+    static const struct {
+        const char *name;
+        Remora__V1__LoadBalancerType type;
+    } types[] = {{"RoundRobin", REMORA__V1__LOAD_BALANCER_TYPE__LOAD_BALANCER_TYPE_ROUND_ROBIN},
+                 {"LeastRequest", REMORA__V1__LOAD_BALANCER_TYPE__LOAD_BALANCER_TYPE_LEAST_REQUEST},
+                 {"PeakEWMA", REMORA__V1__LOAD_BALANCER_TYPE__LOAD_BALANCER_TYPE_PEAK_EWMA},
+                 {"RingHash", REMORA__V1__LOAD_BALANCER_TYPE__LOAD_BALANCER_TYPE_RING_HASH}};
+    yaml_node_t *v[2], *rv[1] = {NULL};
+    const char *type;
+    if (fields(p, node, "spec.loadBalancer", keys, v) != 0 || require(p, node, "spec.loadBalancer", v[0], "type") != 0 ||
+        get_str(p, v[0], "spec.loadBalancer.type", &type) != 0)
+        return -1;
+    Remora__V1__BackendLoadBalancer *lb = arena_alloc(&p->arena, sizeof(*lb));
+    remora__v1__backend_load_balancer__init(lb);
+    for (size_t i = 0; i != sizeof(types) / sizeof(types[0]); ++i)
+        if (strcmp(type, types[i].name) == 0)
+            lb->type = types[i].type;
+    if (lb->type == REMORA__V1__LOAD_BALANCER_TYPE__LOAD_BALANCER_TYPE_UNSPECIFIED)
+        return fail(p, v[0], "spec.loadBalancer.type",
+                    "Unsupported value: \"%s\": supported values: \"RoundRobin\", \"LeastRequest\", \"PeakEWMA\", "
+                    "\"RingHash\"",
+                    type);
+    if (v[1] != NULL) {
+        if (lb->type != REMORA__V1__LOAD_BALANCER_TYPE__LOAD_BALANCER_TYPE_RING_HASH)
+            return fail(p, v[1], "spec.loadBalancer.ringHash", "is only allowed with type RingHash, got %s", type);
+        if (fields(p, v[1], "spec.loadBalancer.ringHash", rkeys, rv) != 0)
+            return -1;
+    }
+    if (lb->type == REMORA__V1__LOAD_BALANCER_TYPE__LOAD_BALANCER_TYPE_RING_HASH) {
+        int64_t size = 1024;
+        if (rv[0] != NULL && get_int(p, rv[0], "spec.loadBalancer.ringHash.minimumRingSize", 1, 8388608, &size) != 0)
+            return -1;
+        lb->minimum_ring_size = (uint32_t)size;
+    }
+    *out = lb;
+    return 0;
+}
+
+/* Envoy's outlier detection, with its (and Istio's) defaults for what the document leaves out. */
+static int
+parse_outlier_detection(parser_t *p, yaml_node_t *node, Remora__V1__OutlierDetection **out)
+{
+    static const char *const keys[] = {"consecutive5xxErrors", "consecutiveGatewayErrors", "interval", "baseEjectionTime",
+                                       "maxEjectionTime",      "maxEjectionPercent",       NULL};
+    yaml_node_t *v[6];
+    if (fields(p, node, "spec.outlierDetection", keys, v) != 0)
+        return -1;
+    Remora__V1__OutlierDetection *od = arena_alloc(&p->arena, sizeof(*od));
+    remora__v1__outlier_detection__init(od);
+    int64_t c5xx = 5, cgw = 5, percent = 50;
+    uint64_t interval = 10000, base = 30000, max = 300000;
+    if (v[0] != NULL && get_int(p, v[0], "spec.outlierDetection.consecutive5xxErrors", 0, 1000000, &c5xx) != 0)
+        return -1;
+    if (v[1] != NULL && get_int(p, v[1], "spec.outlierDetection.consecutiveGatewayErrors", 0, 1000000, &cgw) != 0)
+        return -1;
+    if (v[2] != NULL && parse_duration_in(p, v[2], "spec.outlierDetection.interval", 1, HOUR_MS, "must be from 1ms to 1h",
+                                          &interval, &od->interval) != 0)
+        return -1;
+    if (v[3] != NULL && parse_duration_in(p, v[3], "spec.outlierDetection.baseEjectionTime", 1, HOUR_MS, "must be from 1ms to 1h",
+                                          &base, &od->base_ejection_time) != 0)
+        return -1;
+    if (v[4] != NULL && parse_duration_in(p, v[4], "spec.outlierDetection.maxEjectionTime", 1, DAY_MS, "must be from 1ms to 24h",
+                                          &max, &od->max_ejection_time) != 0)
+        return -1;
+    if (v[5] != NULL && get_int(p, v[5], "spec.outlierDetection.maxEjectionPercent", 0, 100, &percent) != 0)
+        return -1;
+    if (max < base)
+        return fail(p, v[4] != NULL ? v[4] : v[3],
+                    v[4] != NULL ? "spec.outlierDetection.maxEjectionTime" : "spec.outlierDetection.baseEjectionTime",
+                    "maxEjectionTime (%llums) must not be shorter than baseEjectionTime (%llums)", (unsigned long long)max,
+                    (unsigned long long)base);
+    if (c5xx == 0 && cgw == 0)
+        return fail(p, node, "spec.outlierDetection",
+                    "consecutive5xxErrors and consecutiveGatewayErrors are both 0: nothing would ever be ejected");
+    od->consecutive_5xx_errors = (uint32_t)c5xx;
+    od->consecutive_gateway_errors = (uint32_t)cgw;
+    if (od->interval == NULL)
+        od->interval = duration_of(p, interval);
+    if (od->base_ejection_time == NULL)
+        od->base_ejection_time = duration_of(p, base);
+    if (od->max_ejection_time == NULL)
+        od->max_ejection_time = duration_of(p, max);
+    od->max_ejection_percent = (uint32_t)percent;
+    *out = od;
+    return 0;
+}
+
+static int
+parse_backend_policy_spec(parser_t *p, yaml_node_t *node, Remora__V1__BackendTrafficPolicySpec **out)
+{
+    static const char *const keys[] = {"targetRefs", "retryConstraint", "connectionPool", "loadBalancer", "outlierDetection", NULL};
+    static const char *const planned[] = {"healthCheck", NULL};
+    yaml_node_t *v[5];
+    if (reject_planned(p, node, "spec", planned) != 0)
+        return -1;
+    if (node->type == YAML_MAPPING_NODE)
+        for (yaml_node_pair_t *pair = node->data.mapping.pairs.start; pair != node->data.mapping.pairs.top; ++pair) {
+            yaml_node_t *k = yaml_document_get_node(&p->doc, pair->key);
+            if (k->type == YAML_SCALAR_NODE && strcmp((const char *)k->data.scalar.value, "sessionPersistence") == 0)
+                return fail(p, k, "spec.sessionPersistence",
+                            "is set on a route rule in Remora (HTTPRoute/GRPCRoute rules[].sessionPersistence), not on a "
+                            "BackendTrafficPolicy");
+        }
+    if (fields(p, node, "spec", keys, v) != 0)
+        return -1;
+    Remora__V1__BackendTrafficPolicySpec *spec = arena_alloc(&p->arena, sizeof(*spec));
+    remora__v1__backend_traffic_policy_spec__init(spec);
+    if (parse_target_refs(p, node, v[0], 0, &spec->n_target_refs, &spec->target_refs) != 0)
+        return -1;
     if (v[1] != NULL && parse_retry_constraint(p, v[1], &spec->retry_constraint) != 0)
         return -1;
     if (v[2] != NULL && parse_connection_pool(p, v[2], &spec->connection_pool) != 0)
         return -1;
+    if (v[3] != NULL && parse_load_balancer(p, v[3], &spec->load_balancer) != 0)
+        return -1;
+    if (v[4] != NULL && parse_outlier_detection(p, v[4], &spec->outlier_detection) != 0)
+        return -1;
+    *out = spec;
+    return 0;
+}
+
+/* {requestsPerSecond, burst}: a rate above 0; burst absent means "as many as the rate". */
+static int
+parse_rate(parser_t *p, yaml_node_t *node, const char *path, yaml_node_t *rps, yaml_node_t *burst, uint32_t *rps_out,
+           uint32_t *burst_out)
+{
+    char sub[128];
+    int64_t r, b = 0;
+    if (require(p, node, path, rps, "requestsPerSecond") != 0 ||
+        get_int(p, rps, join(sub, sizeof(sub), path, "requestsPerSecond"), 1, MAX_RATE, &r) != 0)
+        return -1;
+    if (burst != NULL && get_int(p, burst, join(sub, sizeof(sub), path, "burst"), 0, MAX_RATE, &b) != 0)
+        return -1;
+    *rps_out = (uint32_t)r;
+    *burst_out = (uint32_t)b;
+    return 0;
+}
+
+static int
+parse_rate_limit(parser_t *p, yaml_node_t *node, const char *path, Remora__V1__RateLimit **out)
+{
+    static const char *const keys[] = {"requestsPerSecond", "burst", NULL};
+    yaml_node_t *v[2];
+    if (fields(p, node, path, keys, v) != 0)
+        return -1;
+    Remora__V1__RateLimit *rl = arena_alloc(&p->arena, sizeof(*rl));
+    remora__v1__rate_limit__init(rl);
+    if (parse_rate(p, node, path, v[0], v[1], &rl->requests_per_second, &rl->burst) != 0)
+        return -1;
+    *out = rl;
+    return 0;
+}
+
+static int
+parse_rate_limit_policy_spec(parser_t *p, yaml_node_t *node, Remora__V1__RateLimitPolicySpec **out)
+{
+    static const char *const keys[] = {"targetRefs", "total", "perClient", "clientKey", "overrides", NULL};
+    static const char *const ckeys[] = {"type", "header", NULL};
+    static const char *const okeys[] = {"requestsPerSecond", "burst", "clients", NULL};
+    yaml_node_t *v[5];
+    if (fields(p, node, "spec", keys, v) != 0)
+        return -1;
+    Remora__V1__RateLimitPolicySpec *spec = arena_alloc(&p->arena, sizeof(*spec));
+    remora__v1__rate_limit_policy_spec__init(spec);
+    if (parse_target_refs(p, node, v[0], 1, &spec->n_target_refs, &spec->target_refs) != 0)
+        return -1;
+    if (v[1] == NULL && v[2] == NULL)
+        return fail(p, node, "spec", "needs at least one of 'total' and 'perClient'");
+    if (v[1] != NULL && parse_rate_limit(p, v[1], "spec.total", &spec->total) != 0)
+        return -1;
+    if (v[2] != NULL && parse_rate_limit(p, v[2], "spec.perClient", &spec->per_client) != 0)
+        return -1;
+    spec->client_key = arena_alloc(&p->arena, sizeof(*spec->client_key));
+    remora__v1__client_key__init(spec->client_key);
+    if (v[3] != NULL) {
+        yaml_node_t *cv[2];
+        const char *type = "Identity";
+        if (fields(p, v[3], "spec.clientKey", ckeys, cv) != 0 ||
+            (cv[0] != NULL && get_str(p, cv[0], "spec.clientKey.type", &type) != 0))
+            return -1;
+        if (strcmp(type, "Identity") == 0)
+            spec->client_key->type = REMORA__V1__CLIENT_KEY_TYPE__CLIENT_KEY_TYPE_IDENTITY;
+        else if (strcmp(type, "SourceAddress") == 0)
+            spec->client_key->type = REMORA__V1__CLIENT_KEY_TYPE__CLIENT_KEY_TYPE_SOURCE_ADDRESS;
+        else if (strcmp(type, "Header") == 0)
+            spec->client_key->type = REMORA__V1__CLIENT_KEY_TYPE__CLIENT_KEY_TYPE_HEADER;
+        else
+            return fail(p, cv[0], "spec.clientKey.type",
+                        "Unsupported value: \"%s\": supported values: \"Identity\", \"SourceAddress\", \"Header\"", type);
+        if (spec->client_key->type == REMORA__V1__CLIENT_KEY_TYPE__CLIENT_KEY_TYPE_HEADER) {
+            if (cv[1] == NULL)
+                return fail(p, v[3], "spec.clientKey.header", "is required with type Header");
+            if (get_header_name(p, cv[1], "spec.clientKey.header", 0, 0, &spec->client_key->header) != 0)
+                return -1;
+        } else if (cv[1] != NULL) {
+            return fail(p, cv[1], "spec.clientKey.header", "is only allowed with type Header, got %s", type);
+        }
+        if (v[2] == NULL)
+            return fail(p, v[3], "spec.clientKey", "keys per-client limits: it needs 'perClient'");
+    }
+    if (v[4] != NULL) {
+        yaml_node_item_t *items;
+        size_t n;
+        if (get_seq(p, v[4], "spec.overrides", &items, &n) != 0)
+            return -1;
+        if (n != 0 && v[2] == NULL)
+            return fail(p, v[4], "spec.overrides", "override per-client limits: they need 'perClient'");
+        spec->overrides = arena_alloc(&p->arena, sizeof(spec->overrides[0]) * (n + 1));
+        for (size_t i = 0; i != n; ++i) {
+            char path[64], sub[96];
+            yaml_node_t *it = item(p, items, i), *ov[3];
+            yaml_node_item_t *citems;
+            size_t nc;
+            index_path(path, sizeof(path), "spec.overrides", i);
+            if (fields(p, it, path, okeys, ov) != 0)
+                return -1;
+            Remora__V1__RateLimitOverride *o = arena_alloc(&p->arena, sizeof(*o));
+            remora__v1__rate_limit_override__init(o);
+            if (parse_rate(p, it, path, ov[0], ov[1], &o->requests_per_second, &o->burst) != 0)
+                return -1;
+            join(sub, sizeof(sub), path, "clients");
+            if (require(p, it, path, ov[2], "clients") != 0 || get_seq(p, ov[2], sub, &citems, &nc) != 0)
+                return -1;
+            if (nc == 0)
+                return fail(p, ov[2], sub, "needs at least one client");
+            o->clients = arena_alloc(&p->arena, sizeof(o->clients[0]) * nc);
+            for (size_t j = 0; j != nc; ++j) {
+                char csub[128];
+                const char *c;
+                if (get_str(p, item(p, citems, j), index_path(csub, sizeof(csub), sub, j), &c) != 0)
+                    return -1;
+                if (c[0] == '\0')
+                    return fail(p, item(p, citems, j), csub, "must not be empty");
+                o->clients[j] = arena_strdup(&p->arena, c);
+            }
+            o->n_clients = nc;
+            spec->overrides[i] = o;
+        }
+        spec->n_overrides = n;
+    }
     *out = spec;
     return 0;
 }
@@ -2088,6 +2419,14 @@ parse_document(parser_t *p, yaml_node_t *root)
         if (parse_backend_policy_spec(p, v[3], &btp->spec) != 0)
             return;
         msg = &btp->base;
+    } break;
+    case RM_KIND_RATE_LIMIT_POLICY: {
+        Remora__V1__RateLimitPolicy *rlp = arena_alloc(&p->arena, sizeof(*rlp));
+        remora__v1__rate_limit_policy__init(rlp);
+        rlp->metadata = meta;
+        if (parse_rate_limit_policy_spec(p, v[3], &rlp->spec) != 0)
+            return;
+        msg = &rlp->base;
     } break;
     default:
         rm_fatal("document kind %d has no parser", (int)kind);

@@ -71,8 +71,15 @@ static const char get_help[] = "Usage: remoractl get KIND [NAME] [-n NAMESPACE |
                                "\n"
                                "Shows stored resources. KIND is service (services, svc), httproute (httproutes),\n"
                                "grpcroute (grpcroutes), faultinjection (faultinjections), backendtrafficpolicy\n"
-                               "(backendtrafficpolicies, btp) or all; case does not matter. `-o yaml` prints documents\n"
-                               "that `remoractl apply -f -` takes back unchanged.\n"
+                               "(backendtrafficpolicies, btp), ratelimitpolicy (ratelimitpolicies, rlp) or all; case\n"
+                               "does not matter. `-o yaml` prints documents that `remoractl apply -f -` takes back\n"
+                               "unchanged.\n"
+                               "\n"
+                               "Tables show which policy is in force where: the POLICIES column of services and\n"
+                               "routes names the BackendTrafficPolicy and RateLimitPolicy that apply to each, and\n"
+                               "the TARGETS column of a policy marks a target where another policy of its kind wins\n"
+                               "(the first by namespace and name) as \"NAME (overridden by POLICY)\". A route's\n"
+                               "RateLimitPolicy wins over its Service's for the requests the route matches.\n"
                                "\n"
                                "  -n, --namespace NS    the namespace (default: default)\n"
                                "  -A, --all-namespaces  every namespace\n"
@@ -83,8 +90,9 @@ static const char delete_help[] =
     "Usage: remoractl delete KIND NAME [-n NAMESPACE]\n"
     "\n"
     "Removes one resource; the agents receive the new version. A resource that others still\n"
-    "refer to cannot be deleted (a Service named by a route or a BackendTrafficPolicy, a\n"
-    "FaultInjection named by a route): change or delete those first. KIND as for `get`.\n"
+    "refer to cannot be deleted (a Service named by a route or a policy, a route named by\n"
+    "a RateLimitPolicy, a FaultInjection named by a route): change or delete those first.\n"
+    "KIND as for `get`.\n"
     "\n"
     "  -n, --namespace NS    the namespace (default: default)\n"
     "  --control ADDR:PORT   the control plane (default: $REMORA_CONTROL, else " DEFAULT_CONTROL ")\n";
@@ -382,7 +390,7 @@ static size_t
 collect(const Remora__V1__GetResponse *resp, listed_t **out)
 {
     size_t n = resp->n_services + resp->n_http_routes + resp->n_grpc_routes + resp->n_fault_injections +
-               resp->n_backend_traffic_policies,
+               resp->n_backend_traffic_policies + resp->n_rate_limit_policies,
            k = 0;
     listed_t *l = rm_calloc(n + 1, sizeof(*l));
     for (size_t i = 0; i != resp->n_services; ++i)
@@ -395,6 +403,8 @@ collect(const Remora__V1__GetResponse *resp, listed_t **out)
         l[k++] = (listed_t){RM_KIND_FAULT_INJECTION, &resp->fault_injections[i]->base};
     for (size_t i = 0; i != resp->n_backend_traffic_policies; ++i)
         l[k++] = (listed_t){RM_KIND_BACKEND_TRAFFIC_POLICY, &resp->backend_traffic_policies[i]->base};
+    for (size_t i = 0; i != resp->n_rate_limit_policies; ++i)
+        l[k++] = (listed_t){RM_KIND_RATE_LIMIT_POLICY, &resp->rate_limit_policies[i]->base};
     *out = l;
     return n;
 }
@@ -503,41 +513,146 @@ fault_summary(const Remora__V1__FaultInjectionSpec *spec, char *delay, char *abo
     }
 }
 
-/* BackendTrafficPolicy: TARGETS, RETRY BUDGET ("20%/10s, min 10/1s"), CONNECTION POOL. */
-static void
-policy_summary(const Remora__V1__BackendTrafficPolicySpec *spec, char *targets, char *budget, char *pool, size_t bufsz)
+/*
+ * Policy attachment as the agents apply it (agent/src/config/translate.c): of the policies of one kind
+ * that target one resource, the first by namespace and name is in force (GEP-713). `all` holds every
+ * resource of the namespaces listed, sorted by namespace and name as the control plane returns them.
+ */
+static const char *
+target_kind(const Remora__V1__PolicyTargetReference *t)
 {
-    char d1[32], d2[32], d3[32];
-    targets[0] = '\0';
-    snprintf(budget, bufsz, "-");
-    snprintf(pool, bufsz, "-");
+    return t->kind[0] != '\0' ? t->kind : "Service";
+}
+
+static const char *
+policy_in_force(const Remora__V1__GetResponse *all, rm_kind_t policy_kind, const char *ns, const char *kind, const char *name)
+{
+    size_t n = policy_kind == RM_KIND_BACKEND_TRAFFIC_POLICY ? all->n_backend_traffic_policies : all->n_rate_limit_policies;
+    for (size_t i = 0; i != n; ++i) {
+        const Remora__V1__ObjectMeta *meta;
+        size_t n_refs;
+        Remora__V1__PolicyTargetReference **refs;
+        if (policy_kind == RM_KIND_BACKEND_TRAFFIC_POLICY) {
+            const Remora__V1__BackendTrafficPolicy *p = all->backend_traffic_policies[i];
+            meta = p->metadata;
+            n_refs = p->spec != NULL ? p->spec->n_target_refs : 0;
+            refs = p->spec != NULL ? p->spec->target_refs : NULL;
+        } else {
+            const Remora__V1__RateLimitPolicy *p = all->rate_limit_policies[i];
+            meta = p->metadata;
+            n_refs = p->spec != NULL ? p->spec->n_target_refs : 0;
+            refs = p->spec != NULL ? p->spec->target_refs : NULL;
+        }
+        if (meta == NULL || strcmp(meta->namespace_, ns) != 0)
+            continue;
+        for (size_t j = 0; j != n_refs; ++j)
+            if (strcasecmp(target_kind(refs[j]), kind) == 0 && strcmp(refs[j]->name, name) == 0)
+                return meta->name;
+    }
+    return NULL;
+}
+
+/* TARGETS of a policy: "api, httproute/web (overridden by other)". */
+static void
+targets_summary(const Remora__V1__GetResponse *all, rm_kind_t policy_kind, const Remora__V1__ObjectMeta *meta, size_t n,
+                Remora__V1__PolicyTargetReference *const *refs, char *buf, size_t bufsz)
+{
+    buf[0] = '\0';
+    for (size_t i = 0; i != n; ++i) {
+        const char *kind = target_kind(refs[i]);
+        int svc = strcasecmp(kind, "Service") == 0;
+        append(buf, bufsz, "%s%s%s%s", i != 0 ? ", " : "",
+               svc ? "" : (strcasecmp(kind, "HTTPRoute") == 0 ? "httproute" : "grpcroute"), svc ? "" : "/", refs[i]->name);
+        const char *winner = all != NULL ? policy_in_force(all, policy_kind, meta->namespace_, kind, refs[i]->name) : NULL;
+        if (winner != NULL && strcmp(winner, meta->name) != 0)
+            append(buf, bufsz, " (overridden by %s)", winner);
+    }
+}
+
+/* POLICIES of a Service or a route: "btp/x, rlp/y". */
+static void
+policies_summary(const Remora__V1__GetResponse *all, const char *ns, const char *kind, const char *name, char *buf, size_t bufsz)
+{
+    const char *btp =
+        strcasecmp(kind, "Service") == 0 ? policy_in_force(all, RM_KIND_BACKEND_TRAFFIC_POLICY, ns, kind, name) : NULL;
+    const char *rlp = policy_in_force(all, RM_KIND_RATE_LIMIT_POLICY, ns, kind, name);
+    snprintf(buf, bufsz, "%s%s%s%s%s", btp != NULL ? "backendtrafficpolicy/" : "", btp != NULL ? btp : "",
+             btp != NULL && rlp != NULL ? ", " : "", rlp != NULL ? "ratelimitpolicy/" : "", rlp != NULL ? rlp : "");
+    if (buf[0] == '\0')
+        snprintf(buf, bufsz, "-");
+}
+
+/* RateLimitPolicy: TOTAL ("1000/s burst 200"), PER CLIENT ("20/s by Identity, 1 override"). */
+static void
+rate_limit_summary(const Remora__V1__RateLimitPolicySpec *spec, char *total, char *per_client, size_t bufsz)
+{
+    static const char *const keys[] = {"Identity", "SourceAddress", "Header"};
+    snprintf(total, bufsz, "-");
+    snprintf(per_client, bufsz, "-");
     if (spec == NULL)
         return;
-    for (size_t i = 0; i != spec->n_target_refs; ++i)
-        append(targets, bufsz, "%s%s", i != 0 ? "," : "", spec->target_refs[i]->name);
+    if (spec->total != NULL)
+        snprintf(total, bufsz, "%u/s burst %u", spec->total->requests_per_second,
+                 spec->total->burst != 0 ? spec->total->burst : spec->total->requests_per_second);
+    if (spec->per_client != NULL) {
+        const Remora__V1__ClientKey *ck = spec->client_key;
+        snprintf(per_client, bufsz, "%u/s burst %u by %s%s%s", spec->per_client->requests_per_second,
+                 spec->per_client->burst != 0 ? spec->per_client->burst : spec->per_client->requests_per_second,
+                 ck != NULL && (unsigned)ck->type < 3 ? keys[ck->type] : "Identity", ck != NULL && ck->header[0] != '\0' ? " " : "",
+                 ck != NULL ? ck->header : "");
+        if (spec->n_overrides != 0)
+            append(per_client, bufsz, ", %zu override%s", spec->n_overrides, spec->n_overrides != 1 ? "s" : "");
+    }
+}
+
+/* BackendTrafficPolicy: RETRY BUDGET ("20%/10s, min 10/1s"), CONNECTION POOL, BALANCER. */
+static void
+policy_summary(const Remora__V1__BackendTrafficPolicySpec *spec, char *budget, char *pool, char *lb, size_t bufsz)
+{
+    static const char *const types[] = {"-", "RoundRobin", "LeastRequest", "PeakEWMA", "RingHash"};
+    char d1[32], d2[32], d3[32];
+    snprintf(budget, bufsz, "-");
+    snprintf(pool, bufsz, "-");
+    snprintf(lb, bufsz, "-");
+    if (spec == NULL)
+        return;
+    if (spec->load_balancer != NULL || spec->outlier_detection != NULL) {
+        lb[0] = '\0';
+        if (spec->load_balancer != NULL)
+            append(lb, bufsz, "%s", (unsigned)spec->load_balancer->type < 5 ? types[spec->load_balancer->type] : "-");
+        if (spec->outlier_detection != NULL)
+            append(lb, bufsz, "%soutlier %u/%u", lb[0] != '\0' ? ", " : "", spec->outlier_detection->consecutive_5xx_errors,
+                   spec->outlier_detection->consecutive_gateway_errors);
+    }
     const Remora__V1__RetryConstraint *rc = spec->retry_constraint;
     if (rc != NULL && rc->budget != NULL && rc->min_retry_rate != NULL)
         snprintf(budget, bufsz, "%u%%/%s, min %u/%s", rc->budget->percent, duration_str(rc->budget->interval, d1, sizeof(d1)),
                  rc->min_retry_rate->count, duration_str(rc->min_retry_rate->interval, d2, sizeof(d2)));
     const Remora__V1__BackendConnectionPool *cp = spec->connection_pool;
-    if (cp != NULL)
+    if (cp != NULL) {
         snprintf(pool, bufsz, "connect %s, idle %s, stream idle %s", duration_str(cp->connect_timeout, d1, sizeof(d1)),
                  duration_str(cp->idle_timeout, d2, sizeof(d2)), duration_str(cp->stream_idle_timeout, d3, sizeof(d3)));
+        if (cp->max_connections != 0 || cp->max_pending_requests != 0 || cp->max_requests != 0 || cp->max_retries != 0)
+            append(pool, bufsz, ", max conn/pending/req/retries %u/%u/%u/%u", cp->max_connections, cp->max_pending_requests,
+                   cp->max_requests, cp->max_retries);
+    }
 }
 
+/* `all`: every resource of the namespaces listed, to show which policy is in force where (NULL: not shown). */
 static void
-print_table(listed_t *items, size_t n, int all_kinds)
+print_table(listed_t *items, size_t n, int all_kinds, const Remora__V1__GetResponse *all)
 {
-    static const char *const headers[RM_KIND__COUNT][6] = {
-        [RM_KIND_SERVICE] = {"NAMESPACE", "NAME", "PROTOCOL", "ENDPOINTS"},
-        [RM_KIND_HTTP_ROUTE] = {"NAMESPACE", "NAME", "PARENTS", "RULES", "BACKENDS"},
-        [RM_KIND_GRPC_ROUTE] = {"NAMESPACE", "NAME", "PARENTS", "RULES", "BACKENDS"},
+    static const char *const headers[RM_KIND__COUNT][7] = {
+        [RM_KIND_SERVICE] = {"NAMESPACE", "NAME", "PROTOCOL", "ENDPOINTS", "POLICIES"},
+        [RM_KIND_HTTP_ROUTE] = {"NAMESPACE", "NAME", "PARENTS", "RULES", "BACKENDS", "POLICIES"},
+        [RM_KIND_GRPC_ROUTE] = {"NAMESPACE", "NAME", "PARENTS", "RULES", "BACKENDS", "POLICIES"},
         [RM_KIND_FAULT_INJECTION] = {"NAMESPACE", "NAME", "DELAY", "ABORT"},
-        [RM_KIND_BACKEND_TRAFFIC_POLICY] = {"NAMESPACE", "NAME", "TARGETS", "RETRY BUDGET", "CONNECTION POOL"},
+        [RM_KIND_BACKEND_TRAFFIC_POLICY] = {"NAMESPACE", "NAME", "TARGETS", "RETRY BUDGET", "CONNECTION POOL", "BALANCER"},
+        [RM_KIND_RATE_LIMIT_POLICY] = {"NAMESPACE", "NAME", "TARGETS", "TOTAL", "PER CLIENT"},
     };
     for (int k = 0; k != RM_KIND__COUNT; ++k) {
         table_t t = {.cols = 0};
-        while (t.cols < 6 && headers[k][t.cols] != NULL)
+        while (t.cols < 7 && headers[k][t.cols] != NULL)
             ++t.cols;
         size_t rows = 0;
         for (size_t i = 0; i != n; ++i) {
@@ -545,7 +660,7 @@ print_table(listed_t *items, size_t n, int all_kinds)
                 continue;
             if (rows++ == 0)
                 table_add(&t, headers[k]);
-            char name[300], a[512] = "", b[512] = "", c[512] = "", nrules[32];
+            char name[300], a[512] = "", b[512] = "", c[512] = "", d[512] = "", nrules[32];
             const Remora__V1__ObjectMeta *meta = rm_resource_meta(items[i].kind, items[i].msg);
             snprintf(name, sizeof(name), "%s%s%s", all_kinds ? rm_kind_lower(items[i].kind) : "", all_kinds ? "/" : "", meta->name);
             if (k == RM_KIND_SERVICE) {
@@ -558,16 +673,28 @@ print_table(listed_t *items, size_t n, int all_kinds)
                 }
                 if (strlen(b) > 60)
                     strcpy(b + 56, "...");
+                policies_summary(all, meta->namespace_, "Service", meta->name, c, sizeof(c));
                 const char *row[] = {meta->namespace_, name,
                                      spec != NULL && (unsigned)spec->protocol < 4 ? protos[spec->protocol] : "-",
-                                     b[0] != '\0' ? b : "<none>"};
+                                     b[0] != '\0' ? b : "<none>", c};
                 table_add(&t, row);
             } else if (k == RM_KIND_FAULT_INJECTION) {
                 fault_summary(((const Remora__V1__FaultInjection *)items[i].msg)->spec, a, b, sizeof(a));
                 const char *row[] = {meta->namespace_, name, a, b};
                 table_add(&t, row);
             } else if (k == RM_KIND_BACKEND_TRAFFIC_POLICY) {
-                policy_summary(((const Remora__V1__BackendTrafficPolicy *)items[i].msg)->spec, a, b, c, sizeof(a));
+                const Remora__V1__BackendTrafficPolicySpec *spec = ((const Remora__V1__BackendTrafficPolicy *)items[i].msg)->spec;
+                if (spec != NULL)
+                    targets_summary(all, RM_KIND_BACKEND_TRAFFIC_POLICY, meta, spec->n_target_refs, spec->target_refs, a,
+                                    sizeof(a));
+                policy_summary(spec, b, c, d, sizeof(b));
+                const char *row[] = {meta->namespace_, name, a, b, c, d};
+                table_add(&t, row);
+            } else if (k == RM_KIND_RATE_LIMIT_POLICY) {
+                const Remora__V1__RateLimitPolicySpec *spec = ((const Remora__V1__RateLimitPolicy *)items[i].msg)->spec;
+                if (spec != NULL)
+                    targets_summary(all, RM_KIND_RATE_LIMIT_POLICY, meta, spec->n_target_refs, spec->target_refs, a, sizeof(a));
+                rate_limit_summary(spec, b, c, sizeof(b));
                 const char *row[] = {meta->namespace_, name, a, b, c};
                 table_add(&t, row);
             } else {
@@ -586,7 +713,9 @@ print_table(listed_t *items, size_t n, int all_kinds)
                                       sizeof(a));
                 }
                 snprintf(nrules, sizeof(nrules), "%zu", n_rules);
-                const char *row[] = {meta->namespace_, name, a, nrules, b[0] != '\0' ? b : "-"};
+                policies_summary(all, meta->namespace_, k == RM_KIND_HTTP_ROUTE ? "HTTPRoute" : "GRPCRoute", meta->name, c,
+                                 sizeof(c));
+                const char *row[] = {meta->namespace_, name, a, nrules, b[0] != '\0' ? b : "-", c};
                 table_add(&t, row);
             }
         }
@@ -634,7 +763,8 @@ cmd_get(int argc, char **argv)
         }
     }
     if (optind == argc)
-        die(EXIT_USAGE, "get needs a KIND (service, httproute, grpcroute, faultinjection, backendtrafficpolicy or all); try "
+        die(EXIT_USAGE, "get needs a KIND (service, httproute, grpcroute, faultinjection, backendtrafficpolicy, ratelimitpolicy or "
+                        "all); try "
                         "'remoractl get --help'");
     if (argc - optind > 2)
         die(EXIT_USAGE, "get takes KIND [NAME]; unexpected '%s'", argv[optind + 2]);
@@ -659,7 +789,19 @@ cmd_get(int argc, char **argv)
         else
             fprintf(stderr, "no resources found in namespace %s\n", ns);
     } else if (strcmp(output, "table") == 0) {
-        print_table(items, n, req.kind == REMORA__V1__RESOURCE_KIND__RESOURCE_KIND_UNSPECIFIED);
+        /* which policy is in force where needs every policy of the namespaces shown, not only those listed */
+        Remora__V1__GetResponse *all = resp;
+        if (req.kind != REMORA__V1__RESOURCE_KIND__RESOURCE_KIND_UNSPECIFIED &&
+            req.kind != REMORA__V1__RESOURCE_KIND__RESOURCE_KIND_FAULT_INJECTION) {
+            Remora__V1__GetRequest areq = REMORA__V1__GET_REQUEST__INIT;
+            areq.name = "";
+            areq.namespace_ = req.namespace_;
+            all = (Remora__V1__GetResponse *)call(client, "/remora.v1.Admin/Get", &areq.base, &remora__v1__get_response__descriptor,
+                                                  RPC_TIMEOUT_MS);
+        }
+        print_table(items, n, req.kind == REMORA__V1__RESOURCE_KIND__RESOURCE_KIND_UNSPECIFIED, all);
+        if (all != resp)
+            remora__v1__get_response__free_unpacked(all, NULL);
     } else {
         rm_rpc_buf_t out = {NULL};
         if (strcmp(output, "yaml") == 0) {

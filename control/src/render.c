@@ -153,9 +153,15 @@ render_service_spec(const Remora__V1__ServiceSpec *spec)
         if (e->target_case == REMORA__V1__ENDPOINT__TARGET_DNS) {
             rm_node_t *m = rm_node_add(eps, NULL, rm_node_map());
             add_str(m, "dns", e->dns);
-        } else if (e->target_case == REMORA__V1__ENDPOINT__TARGET_ADDRESS) {
+        } else if (e->target_case == REMORA__V1__ENDPOINT__TARGET_ADDRESS && e->weight == 0) {
             rm_node_add(eps, NULL, rm_node_string(e->address));
+        } else if (e->target_case == REMORA__V1__ENDPOINT__TARGET_ADDRESS) {
+            rm_node_t *m = rm_node_add(eps, NULL, rm_node_map());
+            add_str(m, "address", e->address);
         }
+        /* a weighted endpoint is always a map (above) */
+        if (e->weight != 0 && e->target_case != REMORA__V1__ENDPOINT__TARGET__NOT_SET)
+            rm_node_add(eps->items[eps->size - 1], "weight", rm_node_number(e->weight));
     }
     return s;
 }
@@ -246,6 +252,16 @@ render_retry(rm_node_t *rule, uint32_t attempts, const Remora__V1__Duration *bac
     for (size_t i = 0; i != n_conditions; ++i)
         if ((unsigned)conditions[i] < sizeof(names) / sizeof(names[0]) && names[conditions[i]] != NULL)
             rm_node_add(l, NULL, rm_node_string(names[conditions[i]]));
+}
+
+static void
+render_session_persistence(rm_node_t *rule, const Remora__V1__SessionPersistence *sp)
+{
+    if (sp == NULL)
+        return;
+    rm_node_t *m = rm_node_add(rule, "sessionPersistence", rm_node_map());
+    add_str(m, "type", sp->type == REMORA__V1__SESSION_PERSISTENCE_TYPE__SESSION_PERSISTENCE_TYPE_HEADER ? "Header" : "Cookie");
+    add_str(m, "sessionName", sp->session_name);
 }
 
 static void
@@ -467,6 +483,7 @@ render_http_spec(const Remora__V1__HTTPRouteSpec *spec)
                 rm_node_add(codes, NULL, rm_node_number(r->retry->codes[j]));
             render_retry(rule, r->retry->attempts, r->retry->backoff, r->retry->n_conditions, r->retry->conditions, codes);
         }
+        render_session_persistence(rule, r->session_persistence);
     }
     return s;
 }
@@ -507,6 +524,7 @@ render_grpc_spec(const Remora__V1__GRPCRouteSpec *spec)
                 rm_node_add(codes, NULL, rm_node_string(grpc_status_name(r->retry->codes[j])));
             render_retry(rule, r->retry->attempts, r->retry->backoff, r->retry->n_conditions, r->retry->conditions, codes);
         }
+        render_session_persistence(rule, r->session_persistence);
     }
     return s;
 }
@@ -531,16 +549,24 @@ render_fault_spec(const Remora__V1__FaultInjectionSpec *spec)
     return s;
 }
 
+static void
+render_target_refs(rm_node_t *s, size_t n, Remora__V1__PolicyTargetReference *const *refs)
+{
+    rm_node_t *l = rm_node_add(s, "targetRefs", rm_node_list());
+    for (size_t i = 0; i != n; ++i) {
+        rm_node_t *t = rm_node_add(l, NULL, rm_node_map());
+        if (refs[i]->group[0] != '\0')
+            add_str(t, "group", refs[i]->group);
+        add_str(t, "kind", refs[i]->kind[0] != '\0' ? refs[i]->kind : "Service");
+        add_str(t, "name", refs[i]->name);
+    }
+}
+
 static rm_node_t *
 render_backend_policy_spec(const Remora__V1__BackendTrafficPolicySpec *spec)
 {
     rm_node_t *s = rm_node_map();
-    rm_node_t *l = rm_node_add(s, "targetRefs", rm_node_list());
-    for (size_t i = 0; i != spec->n_target_refs; ++i) {
-        rm_node_t *t = rm_node_add(l, NULL, rm_node_map());
-        add_str(t, "kind", spec->target_refs[i]->kind[0] != '\0' ? spec->target_refs[i]->kind : "Service");
-        add_str(t, "name", spec->target_refs[i]->name);
-    }
+    render_target_refs(s, spec->n_target_refs, spec->target_refs);
     const Remora__V1__RetryConstraint *rc = spec->retry_constraint;
     if (rc != NULL) {
         rm_node_t *r = rm_node_add(s, "retryConstraint", rm_node_map());
@@ -561,6 +587,69 @@ render_backend_policy_spec(const Remora__V1__BackendTrafficPolicySpec *spec)
         add_duration(c, "connectTimeout", cp->connect_timeout);
         add_duration(c, "idleTimeout", cp->idle_timeout);
         add_duration(c, "streamIdleTimeout", cp->stream_idle_timeout);
+        const uint32_t limits[] = {cp->max_connections, cp->max_pending_requests, cp->max_requests, cp->max_retries};
+        const char *const names[] = {"maxConnections", "maxPendingRequests", "maxRequests", "maxRetries"};
+        for (size_t i = 0; i != 4; ++i)
+            if (limits[i] != 0)
+                rm_node_add(c, names[i], rm_node_number(limits[i]));
+    }
+    const Remora__V1__BackendLoadBalancer *lb = spec->load_balancer;
+    if (lb != NULL) {
+        static const char *const types[] = {"Default", "RoundRobin", "LeastRequest", "PeakEWMA", "RingHash"};
+        rm_node_t *m = rm_node_add(s, "loadBalancer", rm_node_map());
+        add_str(m, "type", (unsigned)lb->type < 5 ? types[lb->type] : "Default");
+        if (lb->minimum_ring_size != 0) {
+            rm_node_t *r = rm_node_add(m, "ringHash", rm_node_map());
+            rm_node_add(r, "minimumRingSize", rm_node_number(lb->minimum_ring_size));
+        }
+    }
+    const Remora__V1__OutlierDetection *od = spec->outlier_detection;
+    if (od != NULL) {
+        rm_node_t *m = rm_node_add(s, "outlierDetection", rm_node_map());
+        rm_node_add(m, "consecutive5xxErrors", rm_node_number(od->consecutive_5xx_errors));
+        rm_node_add(m, "consecutiveGatewayErrors", rm_node_number(od->consecutive_gateway_errors));
+        add_duration(m, "interval", od->interval);
+        add_duration(m, "baseEjectionTime", od->base_ejection_time);
+        add_duration(m, "maxEjectionTime", od->max_ejection_time);
+        rm_node_add(m, "maxEjectionPercent", rm_node_number(od->max_ejection_percent));
+    }
+    return s;
+}
+
+static void
+render_rate(rm_node_t *m, uint32_t rps, uint32_t burst)
+{
+    rm_node_add(m, "requestsPerSecond", rm_node_number(rps));
+    if (burst != 0)
+        rm_node_add(m, "burst", rm_node_number(burst));
+}
+
+static rm_node_t *
+render_rate_limit_policy_spec(const Remora__V1__RateLimitPolicySpec *spec)
+{
+    rm_node_t *s = rm_node_map();
+    render_target_refs(s, spec->n_target_refs, spec->target_refs);
+    if (spec->total != NULL)
+        render_rate(rm_node_add(s, "total", rm_node_map()), spec->total->requests_per_second, spec->total->burst);
+    if (spec->per_client != NULL)
+        render_rate(rm_node_add(s, "perClient", rm_node_map()), spec->per_client->requests_per_second, spec->per_client->burst);
+    if (spec->client_key != NULL && spec->per_client != NULL) {
+        static const char *const types[] = {"Identity", "SourceAddress", "Header"};
+        rm_node_t *m = rm_node_add(s, "clientKey", rm_node_map());
+        add_str(m, "type", (unsigned)spec->client_key->type < 3 ? types[spec->client_key->type] : "Identity");
+        if (spec->client_key->header[0] != '\0')
+            add_str(m, "header", spec->client_key->header);
+    }
+    if (spec->n_overrides != 0) {
+        rm_node_t *l = rm_node_add(s, "overrides", rm_node_list());
+        for (size_t i = 0; i != spec->n_overrides; ++i) {
+            const Remora__V1__RateLimitOverride *o = spec->overrides[i];
+            rm_node_t *m = rm_node_add(l, NULL, rm_node_map());
+            render_rate(m, o->requests_per_second, o->burst);
+            rm_node_t *c = rm_node_add(m, "clients", rm_node_list());
+            for (size_t j = 0; j != o->n_clients; ++j)
+                rm_node_add(c, NULL, rm_node_string(o->clients[j]));
+        }
     }
     return s;
 }
@@ -600,6 +689,11 @@ rm_render_resource(rm_kind_t kind, const ProtobufCMessage *msg)
         const Remora__V1__BackendTrafficPolicy *b = (const void *)msg;
         if (b->spec != NULL)
             spec = render_backend_policy_spec(b->spec);
+    } break;
+    case RM_KIND_RATE_LIMIT_POLICY: {
+        const Remora__V1__RateLimitPolicy *r = (const void *)msg;
+        if (r->spec != NULL)
+            spec = render_rate_limit_policy_spec(r->spec);
     } break;
     default:
         break;

@@ -24,6 +24,10 @@ static const struct {
                                         "backendtrafficpolicy",
                                         "backend_traffic_policies",
                                         {"backendtrafficpolicy", "backendtrafficpolicies", "btp", NULL}},
+    [RM_KIND_RATE_LIMIT_POLICY] = {"RateLimitPolicy",
+                                   "ratelimitpolicy",
+                                   "rate_limit_policies",
+                                   {"ratelimitpolicy", "ratelimitpolicies", "rlp", NULL}},
 };
 
 int
@@ -56,7 +60,7 @@ const char *
 rm_kind_list(void)
 {
     return "Service (services, svc), HTTPRoute (httproutes), GRPCRoute (grpcroutes), FaultInjection (faultinjections), "
-           "BackendTrafficPolicy (backendtrafficpolicies, btp)";
+           "BackendTrafficPolicy (backendtrafficpolicies, btp), RateLimitPolicy (ratelimitpolicies, rlp)";
 }
 
 const char *
@@ -79,6 +83,8 @@ rm_kind_descriptor(rm_kind_t kind)
         return &remora__v1__fault_injection__descriptor;
     case RM_KIND_BACKEND_TRAFFIC_POLICY:
         return &remora__v1__backend_traffic_policy__descriptor;
+    case RM_KIND_RATE_LIMIT_POLICY:
+        return &remora__v1__rate_limit_policy__descriptor;
     default:
         break;
     }
@@ -99,6 +105,8 @@ rm_kind_to_proto(rm_kind_t kind)
         return REMORA__V1__RESOURCE_KIND__RESOURCE_KIND_FAULT_INJECTION;
     case RM_KIND_BACKEND_TRAFFIC_POLICY:
         return REMORA__V1__RESOURCE_KIND__RESOURCE_KIND_BACKEND_TRAFFIC_POLICY;
+    case RM_KIND_RATE_LIMIT_POLICY:
+        return REMORA__V1__RESOURCE_KIND__RESOURCE_KIND_RATE_LIMIT_POLICY;
     default:
         break;
     }
@@ -124,6 +132,9 @@ rm_kind_from_proto(Remora__V1__ResourceKind pk, rm_kind_t *kind)
     case REMORA__V1__RESOURCE_KIND__RESOURCE_KIND_BACKEND_TRAFFIC_POLICY:
         *kind = RM_KIND_BACKEND_TRAFFIC_POLICY;
         return 0;
+    case REMORA__V1__RESOURCE_KIND__RESOURCE_KIND_RATE_LIMIT_POLICY:
+        *kind = RM_KIND_RATE_LIMIT_POLICY;
+        return 0;
     default:
         break;
     }
@@ -144,6 +155,8 @@ rm_resource_meta(rm_kind_t kind, const ProtobufCMessage *msg)
         return ((const Remora__V1__FaultInjection *)msg)->metadata;
     case RM_KIND_BACKEND_TRAFFIC_POLICY:
         return ((const Remora__V1__BackendTrafficPolicy *)msg)->metadata;
+    case RM_KIND_RATE_LIMIT_POLICY:
+        return ((const Remora__V1__RateLimitPolicy *)msg)->metadata;
     default:
         break;
     }

@@ -21,6 +21,7 @@ typedef enum en_rm_kind_t {
     RM_KIND_GRPC_ROUTE,
     RM_KIND_FAULT_INJECTION,
     RM_KIND_BACKEND_TRAFFIC_POLICY,
+    RM_KIND_RATE_LIMIT_POLICY,
     RM_KIND__COUNT
 } rm_kind_t;
 
@@ -29,7 +30,7 @@ typedef enum en_rm_kind_t {
  * Returns 0, or -1 when `s` names no kind.
  */
 int rm_kind_parse(const char *s, rm_kind_t *kind);
-/** "Service", "HTTPRoute", "GRPCRoute", "FaultInjection", "BackendTrafficPolicy": the `kind:` of a document. */
+/** "Service", "HTTPRoute", "GRPCRoute", "FaultInjection", "BackendTrafficPolicy", "RateLimitPolicy": the `kind:` of a document. */
 const char *rm_kind_name(rm_kind_t kind);
 /** "service", "httproute", "grpcroute", "faultinjection", "backendtrafficpolicy": used in "service/echo" messages. */
 const char *rm_kind_lower(rm_kind_t kind);

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -477,6 +478,22 @@ route_uses(const rm_resource_t *route, rm_kind_t kind, const char *ns, const cha
     return 0;
 }
 
+/* Do a policy's targetRefs (local to its namespace `policy_ns`) name the resource (kind, ns, name)? */
+static int
+targets(Remora__V1__PolicyTargetReference *const *refs, size_t n, const char *policy_ns, rm_kind_t kind, const char *ns,
+        const char *name)
+{
+    if (strcmp(policy_ns, ns) != 0)
+        return 0;
+    for (size_t i = 0; i != n; ++i) {
+        /* an empty kind is a Service: resources stored before targets could name routes */
+        const char *k = refs[i]->kind[0] != '\0' ? refs[i]->kind : "Service";
+        if (strcmp(refs[i]->name, name) == 0 && strcasecmp(k, rm_kind_name(kind)) == 0)
+            return 1;
+    }
+    return 0;
+}
+
 /* Does `r` refer to the resource (kind, ns, name)? */
 static int
 uses(const rm_resource_t *r, rm_kind_t kind, const char *ns, const char *name)
@@ -487,12 +504,11 @@ uses(const rm_resource_t *r, rm_kind_t kind, const char *ns, const char *name)
         return route_uses(r, kind, ns, name);
     case RM_KIND_BACKEND_TRAFFIC_POLICY: {
         const Remora__V1__BackendTrafficPolicySpec *spec = ((const Remora__V1__BackendTrafficPolicy *)r->msg)->spec;
-        if (kind != RM_KIND_SERVICE || spec == NULL || strcmp(r->ns, ns) != 0)
-            return 0;
-        for (size_t i = 0; i != spec->n_target_refs; ++i)
-            if (strcmp(spec->target_refs[i]->name, name) == 0)
-                return 1;
-        return 0;
+        return spec != NULL && targets(spec->target_refs, spec->n_target_refs, r->ns, kind, ns, name);
+    }
+    case RM_KIND_RATE_LIMIT_POLICY: {
+        const Remora__V1__RateLimitPolicySpec *spec = ((const Remora__V1__RateLimitPolicy *)r->msg)->spec;
+        return spec != NULL && targets(spec->target_refs, spec->n_target_refs, r->ns, kind, ns, name);
     }
     default:
         return 0;

@@ -58,9 +58,9 @@ def test_apply_get_delete_status(control, tmp_path):
     r = control.ctl("get", "services")
     assert r.rc == 0, r
     lines = r.out.splitlines()
-    assert lines[0].split() == ["NAMESPACE", "NAME", "PROTOCOL", "ENDPOINTS"]
-    assert lines[1].split() == ["default", "echo", "grpc", "127.0.0.1:27201"]
-    assert lines[2].split() == ["default", "echo-v2", "grpc", "127.0.0.1:27202,dns:echo-v2.internal:27202"]
+    assert lines[0].split() == ["NAMESPACE", "NAME", "PROTOCOL", "ENDPOINTS", "POLICIES"]
+    assert lines[1].split() == ["default", "echo", "grpc", "127.0.0.1:27201", "-"]
+    assert lines[2].split() == ["default", "echo-v2", "grpc", "127.0.0.1:27202,dns:echo-v2.internal:27202", "-"]
 
     # kinds are case-insensitive, singular, plural or short, as with kubectl
     for kind in ("svc", "Service", "SERVICES", "service"):
@@ -409,10 +409,12 @@ def test_policy_kinds(control, agents, tmp_path):
 def test_get_help_lists_policy_kinds(control):
     r = control.ctl("get", "--help")
     assert r.rc == 0 and "faultinjection" in r.out and "backendtrafficpolicy" in r.out and "btp" in r.out, r
+    assert "ratelimitpolicy" in r.out and "rlp" in r.out and "in force" in r.out, r
     r = control.ctl("get")
-    assert r.rc == 2 and "faultinjection, backendtrafficpolicy or all" in r.err, r
+    assert r.rc == 2 and "faultinjection, backendtrafficpolicy, ratelimitpolicy or all" in r.err, r
     r = control.ctl("get", "gateways")
     assert r.rc == 2 and "FaultInjection (faultinjections)" in r.err and "BackendTrafficPolicy" in r.err, r
+    assert "RateLimitPolicy (ratelimitpolicies, rlp)" in r.err, r
 
 
 def test_example_policy_documents_apply(control):

@@ -6,7 +6,9 @@ What is checked here is the configuration path: route rules with retry, timeouts
 BackendTrafficPolicy are applied with `remoractl apply --wait`, and the agent's /config_dump shows the
 fields they translate to; an invalid document is refused with FILE:LINE and the running config stays;
 a document the agent cannot apply is NACKed with the reason and the previous snapshot stays; policy
-kinds are listed and deleted like the others. How the data path behaves under these policies
+kinds are listed and deleted like the others. Load balancing, circuit breakers, outlier detection,
+endpoint weights, session persistence and RateLimitPolicy (on a Service and on a route, the most
+specific winning) are checked the same way. How the data path behaves under these policies
 (retries, faults, mirrors on the wire) is tested elsewhere (test_retry.py, test_request_policy.py)."""
 
 import json
@@ -181,10 +183,10 @@ def test_invalid_document_rejected_running_config_stays(control, mesh, tmp_path)
            f"100, got 250" in r.err, (attempts_line, r)
     assert f"nothing was changed (version {version})" in r.err, r
 
-    bad_policy = ("apiVersion: remora.dev/v1\nkind: BackendTrafficPolicy\nmetadata: {name: lb}\nspec:\n"
-                  "  targetRefs: [{name: web}]\n  loadBalancer: {type: RoundRobin}\n")
-    r = control.ctl("apply", "-f", write(str(tmp_path), "lb.yaml", bad_policy))
-    assert r.rc == 1 and "lb.yaml:6: backendtrafficpolicy/lb: spec.loadBalancer: is not supported yet" in r.err, r
+    bad_policy = ("apiVersion: remora.dev/v1\nkind: BackendTrafficPolicy\nmetadata: {name: hc}\nspec:\n"
+                  "  targetRefs: [{name: web}]\n  healthCheck: {interval: 5s}\n")
+    r = control.ctl("apply", "-f", write(str(tmp_path), "hc.yaml", bad_policy))
+    assert r.rc == 1 and "hc.yaml:6: backendtrafficpolicy/hc: spec.healthCheck: is not supported yet" in r.err, r
 
     dangling = ("apiVersion: remora.dev/v1\nkind: HTTPRoute\nmetadata: {name: web-api}\nspec:\n  parentRefs: [{name: web}]\n"
                 "  rules:\n  - backendRefs: [{name: web}]\n"
@@ -254,3 +256,186 @@ def test_example_policy_served_by_an_agent(control, mesh, tmp_path):
     dump = _dump(a)
     assert _route(dump, "echo.default/echo-retry/")["retry"]["grpc_statuses"] == ["RESOURCE_EXHAUSTED", "UNAVAILABLE"]
     assert _cluster(dump, "web-v2.default")["connect_timeout_ms"] == 1000
+    assert _cluster(dump, "web-v2.default")["load_balancer"]["type"] == "least_request"
+    assert _cluster(dump, "web.default")["outlier_detection"]["consecutive_5xx"] == 5
+    assert _cluster(dump, "web.default")["rate_limit"]["name"] == "default/web-limits"
+    assert _route(dump, "echo.default/echo-retry/")["session_persistence"] == {"type": "header", "name": "x-user"}
+
+
+BALANCING = """\
+apiVersion: remora.dev/v1
+kind: Service
+metadata: {{name: web}}
+spec:
+  protocol: http1
+  endpoints: ["127.0.0.1:{web}", {{address: "127.0.0.1:{web2}", weight: 3}}]
+---
+apiVersion: remora.dev/v1
+kind: Service
+metadata: {{name: web-shadow}}
+spec: {{protocol: http1, endpoints: ["127.0.0.1:{shadow}"]}}
+---
+apiVersion: remora.dev/v1
+kind: BackendTrafficPolicy
+metadata: {{name: web-backend}}
+spec:
+  targetRefs: [{{kind: Service, name: web}}]
+  loadBalancer:
+    type: RingHash
+    ringHash: {{minimumRingSize: 2048}}
+  connectionPool: {{connectTimeout: 2s, maxConnections: 100, maxPendingRequests: 50, maxRequests: 200, maxRetries: 5}}
+  outlierDetection: {{consecutive5xxErrors: 3, interval: 5s, baseEjectionTime: 10s}}
+---
+apiVersion: remora.dev/v1
+kind: BackendTrafficPolicy
+metadata: {{name: z-later}}
+spec:
+  targetRefs: [{{name: web}}, {{name: web-shadow}}]
+  loadBalancer: {{type: LeastRequest}}
+---
+apiVersion: remora.dev/v1
+kind: HTTPRoute
+metadata: {{name: web-api}}
+spec:
+  parentRefs: [{{name: web}}]
+  rules:
+  - matches: [{{path: {{type: PathPrefix, value: /api}}}}]
+    backendRefs: [{{name: web}}]
+    sessionPersistence: {{type: Header, sessionName: X-User}}
+  - matches: [{{path: {{type: PathPrefix, value: /ui}}}}]
+    backendRefs: [{{name: web}}]
+    sessionPersistence: {{type: Cookie, sessionName: sid}}
+---
+apiVersion: remora.dev/v1
+kind: RateLimitPolicy
+metadata: {{name: web-limits}}
+spec:
+  targetRefs: [{{kind: Service, name: web}}]
+  total: {{requestsPerSecond: 1000, burst: 200}}
+  perClient: {{requestsPerSecond: 20}}
+  clientKey: {{type: Identity}}
+  overrides:
+  - {{requestsPerSecond: 200, clients: ["spiffe://remora.local/ns/default/sa/batch", "10.0.0.7"]}}
+---
+apiVersion: remora.dev/v1
+kind: RateLimitPolicy
+metadata: {{name: api-limits}}
+spec:
+  targetRefs: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, name: web-api}}]
+  perClient: {{requestsPerSecond: 5, burst: 10}}
+  clientKey: {{type: Header, header: x-client-id}}
+"""
+
+
+def test_balancing_breakers_outlier_session_and_rate_limits(control, mesh, tmp_path):
+    web, web2, shadow = mesh.origin(), mesh.origin(), mesh.origin()
+    a = mesh(control, "balance-agent")
+    r = _apply(control, str(tmp_path), "balancing.yaml", BALANCING.format(web=web, web2=web2, shadow=shadow))
+    assert r.rc == 0 and "applied by 1 agent" in r.out, r
+    assert "ratelimitpolicy/web-limits created" in r.out and "ratelimitpolicy/api-limits created" in r.out, r
+    version = status_json(control)["version"]
+    dump = _dump(a)
+    assert dump["version"] == str(version)
+
+    cl = _cluster(dump, "web.default")
+    assert cl["endpoints"] == [f"127.0.0.1:{web}", {"address": f"127.0.0.1:{web2}", "weight": 3}], cl["endpoints"]
+    # web-backend is first by name: its balancer wins over z-later's on web
+    assert cl["load_balancer"] == {"type": "ring_hash", "ring_min_size": 2048}, cl["load_balancer"]
+    assert cl["connect_timeout_ms"] == 2000
+    assert cl["circuit_breakers"] == {"max_connections": 100, "max_pending_requests": 50, "max_requests": 200,
+                                      "max_retries": 5}, cl["circuit_breakers"]
+    assert cl["outlier_detection"] == {"consecutive_5xx": 3, "consecutive_gateway_errors": 5, "interval_ms": 5000,
+                                       "base_ejection_ms": 10000, "max_ejection_ms": 300000,
+                                       "max_ejection_percent": 50}, cl["outlier_detection"]
+    assert cl["health_check"] is None
+    assert cl["rate_limit"]["name"] == "default/web-limits", cl["rate_limit"]
+    assert cl["rate_limit"]["total"] == {"requests_per_second": 1000, "burst": 200}, cl["rate_limit"]
+    assert cl["rate_limit"]["per_client"] == {"requests_per_second": 20, "burst": 20}, cl["rate_limit"]
+    assert cl["rate_limit"]["client_key"] == {"type": "identity", "header": None}, cl["rate_limit"]
+    [o] = cl["rate_limit"]["overrides"]
+    assert o["requests_per_second"] == 200 and o["clients"] == ["spiffe://remora.local/ns/default/sa/batch", "10.0.0.7"], o
+    # z-later applies where it is the only one
+    sh = _cluster(dump, "web-shadow.default")
+    assert sh["load_balancer"]["type"] == "least_request" and sh["outlier_detection"] is None and sh["rate_limit"] is None, sh
+
+    api = _route(dump, "web.default/web-api/")
+    assert api["session_persistence"] == {"type": "header", "name": "x-user"}, api["session_persistence"]
+    # the route's own policy: the most specific attachment wins for the requests it matches
+    assert api["rate_limit"]["name"] == "default/api-limits", api["rate_limit"]
+    assert api["rate_limit"]["client_key"] == {"type": "header", "header": "x-client-id"}, api["rate_limit"]
+    assert api["rate_limit"]["per_client"] == {"requests_per_second": 5, "burst": 10}
+    ui = _route(dump, "web.default/web-api/", 1)
+    assert ui["session_persistence"] == {"type": "cookie", "name": "sid"}, ui["session_persistence"]
+    assert ui["rate_limit"]["name"] == "default/api-limits"
+
+    # the snapshot is in service
+    status, _, body = a.get("web", "/api/x")
+    assert status == 200, (status, body)
+
+    # which policy is in force where
+    r = control.ctl("get", "btp")
+    assert r.rc == 0, r
+    rows = {line.split()[1]: line for line in r.out.splitlines()[1:]}
+    assert "web (overridden by web-backend), web-shadow" in rows["z-later"], r.out
+    assert "overridden" not in rows["web-backend"] and "RingHash" in rows["web-backend"], r.out
+    r = control.ctl("get", "ratelimitpolicies")
+    assert r.rc == 0 and r.out.splitlines()[0].split() == ["NAMESPACE", "NAME", "TARGETS", "TOTAL", "PER", "CLIENT"], r
+    rows = {line.split()[1]: line for line in r.out.splitlines()[1:]}
+    assert "httproute/web-api" in rows["api-limits"] and "5/s burst 10 by Header x-client-id" in rows["api-limits"], r.out
+    assert "1000/s burst 200" in rows["web-limits"] and "1 override" in rows["web-limits"], r.out
+    r = control.ctl("get", "services")
+    assert r.rc == 0 and r.out.splitlines()[0].split()[-1] == "POLICIES", r
+    rows = {line.split()[1]: line for line in r.out.splitlines()[1:]}
+    assert rows["web"].split()[-2:] == ["backendtrafficpolicy/web-backend,", "ratelimitpolicy/web-limits"], r.out
+    assert rows["web-shadow"].split()[-1] == "backendtrafficpolicy/z-later", r.out
+    r = control.ctl("get", "httproute")
+    assert r.rc == 0 and r.out.splitlines()[1].split()[-1] == "ratelimitpolicy/api-limits", r
+    r = control.ctl("get", "rlp", "web-limits", "-o", "yaml")
+    assert r.rc == 0 and "requestsPerSecond: 1000" in r.out, r
+    assert control.ctl("apply", "-f", "-", stdin=r.out).out.splitlines()[-1].startswith("no change"), r
+    r = control.ctl("get", "svc", "web", "-o", "yaml")
+    assert r.rc == 0 and "weight: 3" in r.out, r
+    assert control.ctl("apply", "-f", "-", stdin=r.out).out.splitlines()[-1].startswith("no change"), r
+    r = control.ctl("get", "httproute", "web-api", "-o", "yaml")
+    assert r.rc == 0 and "sessionPersistence" in r.out and "x-user" in r.out, r
+    assert control.ctl("apply", "-f", "-", stdin=r.out).out.splitlines()[-1].startswith("no change"), r
+
+    # a route a policy targets cannot be deleted; the policy can, and the route falls back to its Service's
+    r = control.ctl("delete", "httproute", "web-api")
+    assert r.rc == 1 and "httproute/web-api is used by ratelimitpolicy/api-limits" in r.err, r
+    r = control.ctl("delete", "service", "web-shadow")
+    assert r.rc == 1 and "backendtrafficpolicy/z-later" in r.err, r
+    r = control.ctl("delete", "ratelimitpolicy", "api-limits")
+    assert r.rc == 0, r
+    version = status_json(control)["version"]
+    dump = wait_until(lambda: (lambda d: d if d["version"] == str(version) else None)(_dump(a)), timeout=10,
+                      what="the agent serves the version without the route's policy")
+    assert _route(dump, "web.default/web-api/")["rate_limit"] is None
+    assert _cluster(dump, "web.default")["rate_limit"]["name"] == "default/web-limits"
+
+
+def test_rate_limit_policy_errors(control, mesh, tmp_path):
+    web = mesh.origin()
+    a = mesh(control, "rl-agent")
+    base = ("apiVersion: remora.dev/v1\nkind: Service\nmetadata: {name: web}\n"
+            f"spec: {{protocol: http1, endpoints: [\"127.0.0.1:{web}\"]}}\n")
+    assert _apply(control, str(tmp_path), "base.yaml", base).rc == 0
+    version = status_json(control)["version"]
+    head = "apiVersion: remora.dev/v1\nkind: RateLimitPolicy\nmetadata: {name: l}\nspec:\n"
+    cases = [
+        ("  targetRefs: [{name: web}]\n  perClient: {requestsPerSecond: 0}\n", 6,
+         "ratelimitpolicy/l: spec.perClient.requestsPerSecond: must be from 1 to 10000000, got 0"),
+        ("  targetRefs: [{name: web}]\n", 5, "ratelimitpolicy/l: spec: needs at least one of 'total' and 'perClient'"),
+        ("  targetRefs: [{name: web}]\n  perClient: {requestsPerSecond: 5}\n  clientKey: {type: Header}\n", 7,
+         "spec.clientKey.header: is required with type Header"),
+        ("  targetRefs: [{name: web}]\n  total: {requestsPerSecond: 5}\n  overrides: [{requestsPerSecond: 9, clients: [a]}]\n",
+         7, "spec.overrides: override per-client limits: they need 'perClient'"),
+        ("  targetRefs: [{kind: HTTPRoute, name: nope}]\n  total: {requestsPerSecond: 5}\n", 5,
+         "ratelimitpolicy/l: spec.targetRefs[0]: HTTPRoute 'nope' does not exist in namespace 'default'"),
+        ("  targetRefs: [{name: web}]\n  total: {requestsPerSecond: 5, burst: -1}\n", 6, "spec.total.burst: must not be negative"),
+    ]
+    for i, (spec, line, text) in enumerate(cases):
+        r = control.ctl("apply", "-f", write(str(tmp_path), f"rl{i}.yaml", head + spec))
+        assert r.rc == 1 and f"rl{i}.yaml:{line}: " in r.err and text in r.err, (i, r)
+    assert status_json(control)["version"] == version
+    assert _dump(a)["version"] == str(version)

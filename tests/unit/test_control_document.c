@@ -457,6 +457,7 @@ test_durations(void **state)
         "  rules:\n  - backendRefs: [{name: echo}]\n"
 #define FI_HEAD "apiVersion: remora.dev/v1\nkind: FaultInjection\nmetadata: {name: chaos}\nspec:\n"
 #define BTP_HEAD "apiVersion: remora.dev/v1\nkind: BackendTrafficPolicy\nmetadata: {name: p}\nspec:\n"
+#define RLP_HEAD "apiVersion: remora.dev/v1\nkind: RateLimitPolicy\nmetadata: {name: l}\nspec:\n"
 
 static void
 test_policy_route(void **state)
@@ -669,8 +670,17 @@ test_policy_errors(void **state)
     expect_error(GRULE "    retry: {codes: [NOPE]}\n", 14,
                  "grpcroute/g: spec.rules[0].retry.codes[0]: 'NOPE' is not a gRPC status name");
     expect_error(GRULE "    retry: {codes: [503]}\n", 14, "'503' is not a gRPC status name");
+    /* sessionPersistence (GEP-1619; line 14) */
     expect_error(RULE "    sessionPersistence: {type: Cookie}\n", 14,
-                 "spec.rules[0].sessionPersistence: is not supported yet by this version of Remora");
+                 "spec.rules[0].sessionPersistence.sessionName: is required: Remora does not make up a Cookie name");
+    expect_error(RULE "    sessionPersistence: {type: Query, sessionName: a}\n", 14,
+                 "spec.rules[0].sessionPersistence.type: Unsupported value: \"Query\": supported values: \"Cookie\", \"Header\"");
+    expect_error(RULE "    sessionPersistence: {type: Header, sessionName: \"x user\"}\n", 14,
+                 "spec.rules[0].sessionPersistence.sessionName: 'x user' is not a valid Header name");
+    expect_error(RULE "    sessionPersistence: {sessionName: s, idleTimeout: 1h}\n", 14,
+                 "spec.rules[0].sessionPersistence.idleTimeout: is not supported yet by this version of Remora");
+    expect_error(GRULE "    sessionPersistence: {type: Header}\n", 14,
+                 "grpcroute/g: spec.rules[0].sessionPersistence.sessionName: is required");
 
     /* filters (line 14) */
     expect_error(FILTER("{type: Foo}"), 14, "unknown filter type 'Foo' (use RequestHeaderModifier");
@@ -763,14 +773,73 @@ test_policy_errors(void **state)
     /* BackendTrafficPolicy (the spec starts on line 11, after SVC and "---") */
     expect_error(SVC "---\n" BTP_HEAD "  retryConstraint: {}\n", 11, "backendtrafficpolicy/p: spec.targetRefs: is required");
     expect_error(SVC "---\n" BTP_HEAD "  targetRefs: []\n", 11, "spec.targetRefs: needs at least one Service");
-    expect_error(SVC "---\n" BTP_HEAD "  targetRefs: [{name: echo}]\n  loadBalancer: {type: RoundRobin}\n", 12,
-                 "spec.loadBalancer: is not supported yet by this version of Remora");
-    expect_error(SVC "---\n" BTP_HEAD "  targetRefs: [{name: echo}]\n  outlierDetection: {}\n", 12,
-                 "spec.outlierDetection: is not supported yet");
-    expect_error(SVC "---\n" BTP_HEAD "  targetRefs: [{name: echo}]\n  connectionPool: {maxConnections: 10}\n", 12,
-                 "spec.connectionPool.maxConnections: is not supported yet");
+    expect_error(SVC "---\n" BTP_HEAD "  targetRefs: [{name: echo}]\n  healthCheck: {interval: 5s}\n", 12,
+                 "spec.healthCheck: is not supported yet by this version of Remora");
+    expect_error(SVC "---\n" BTP_HEAD "  targetRefs: [{name: echo}]\n  sessionPersistence: {}\n", 12,
+                 "spec.sessionPersistence: is set on a route rule in Remora");
+    expect_error(SVC "---\n" BTP_HEAD "  targetRefs: [{name: echo}]\n  loadBalancer: {type: Random}\n", 12,
+                 "spec.loadBalancer.type: Unsupported value: \"Random\"");
+    expect_error(SVC "---\n" BTP_HEAD "  targetRefs: [{name: echo}]\n  loadBalancer: {}\n", 12,
+                 "spec.loadBalancer.type: is required");
+    expect_error(SVC "---\n" BTP_HEAD "  targetRefs: [{name: echo}]\n  loadBalancer:\n    type: PeakEWMA\n"
+                     "    ringHash: {minimumRingSize: 10}\n",
+                 14, "spec.loadBalancer.ringHash: is only allowed with type RingHash, got PeakEWMA");
+    expect_error(SVC "---\n" BTP_HEAD "  targetRefs: [{name: echo}]\n  loadBalancer:\n    type: RingHash\n"
+                     "    ringHash: {minimumRingSize: 0}\n",
+                 14, "spec.loadBalancer.ringHash.minimumRingSize: must be from 1 to 8388608, got 0");
+    expect_error(SVC "---\n" BTP_HEAD "  targetRefs: [{name: echo}]\n  outlierDetection: {maxEjectionPercent: 101}\n", 12,
+                 "spec.outlierDetection.maxEjectionPercent: must be from 0 to 100, got 101");
+    expect_error(SVC "---\n" BTP_HEAD "  targetRefs: [{name: echo}]\n  outlierDetection:\n    baseEjectionTime: 60s\n"
+                     "    maxEjectionTime: 10s\n",
+                 14, "spec.outlierDetection.maxEjectionTime: maxEjectionTime (10000ms) must not be shorter than baseEjectionTime");
+    expect_error(SVC "---\n" BTP_HEAD "  targetRefs: [{name: echo}]\n  outlierDetection:\n    consecutive5xxErrors: 0\n"
+                     "    consecutiveGatewayErrors: 0\n",
+                 13, "spec.outlierDetection: consecutive5xxErrors and consecutiveGatewayErrors are both 0");
+    expect_error(SVC "---\n" BTP_HEAD "  targetRefs: [{name: echo}]\n  outlierDetection: {interval: 0s}\n", 12,
+                 "spec.outlierDetection.interval: must be from 1ms to 1h, got 0s");
+    expect_error(SVC "---\n" BTP_HEAD "  targetRefs: [{name: echo}]\n  outlierDetection: {consecutive5xx: 3}\n", 12,
+                 "unknown field 'consecutive5xx' (known: consecutive5xxErrors");
+    expect_error(SVC "---\n" BTP_HEAD "  targetRefs: [{name: echo}]\n  connectionPool: {maxConnections: 0}\n", 12,
+                 "spec.connectionPool.maxConnections: must be from 1 to 1000000, got 0");
+    expect_error(SVC "---\n" BTP_HEAD "  targetRefs: [{name: echo}]\n  connectionPool: {maxRetries: -1}\n", 12,
+                 "spec.connectionPool.maxRetries: must not be negative");
+    expect_error(SVC "---\n" BTP_HEAD "  targetRefs: [{kind: HTTPRoute, name: r}]\n", 11,
+                 "kind 'HTTPRoute' is not supported: a target is a Service");
     expect_error(SVC "---\n" BTP_HEAD "  targetRefs: [{name: echo}]\n  rateLimit: {}\n", 12, "unknown field 'rateLimit'");
     expect_error(SVC "---\n" BTP_HEAD "  targetRefs: [{kind: Pod, name: echo}]\n", 11, "kind 'Pod' is not supported");
+
+    /* RateLimitPolicy (the spec starts on line 11, after SVC and "---") */
+    expect_error(SVC "---\n" RLP_HEAD "  targetRefs: [{name: echo}]\n", 11,
+                 "ratelimitpolicy/l: spec: needs at least one of 'total' and 'perClient'");
+    expect_error(SVC "---\n" RLP_HEAD "  targetRefs: [{name: echo}]\n  total: {requestsPerSecond: 0}\n", 12,
+                 "spec.total.requestsPerSecond: must be from 1 to 10000000, got 0");
+    expect_error(SVC "---\n" RLP_HEAD "  targetRefs: [{name: echo}]\n  total: {burst: 5}\n", 12,
+                 "spec.total.requestsPerSecond: is required");
+    expect_error(SVC "---\n" RLP_HEAD "  targetRefs: [{name: echo}]\n  perClient: {requestsPerSecond: 5, burst: -1}\n", 12,
+                 "spec.perClient.burst: must not be negative");
+    expect_error(SVC "---\n" RLP_HEAD "  targetRefs: [{name: echo}]\n  perClient: {requestsPerSecond: 5}\n"
+                     "  clientKey: {type: Header}\n",
+                 13, "spec.clientKey.header: is required with type Header");
+    expect_error(SVC "---\n" RLP_HEAD "  targetRefs: [{name: echo}]\n  perClient: {requestsPerSecond: 5}\n"
+                     "  clientKey: {type: Cookie}\n",
+                 13, "spec.clientKey.type: Unsupported value: \"Cookie\"");
+    expect_error(SVC "---\n" RLP_HEAD "  targetRefs: [{name: echo}]\n  perClient: {requestsPerSecond: 5}\n"
+                     "  clientKey: {type: SourceAddress, header: x-id}\n",
+                 13, "spec.clientKey.header: is only allowed with type Header, got SourceAddress");
+    expect_error(SVC "---\n" RLP_HEAD "  targetRefs: [{name: echo}]\n  total: {requestsPerSecond: 5}\n"
+                     "  overrides: [{requestsPerSecond: 9, clients: [a]}]\n",
+                 13, "spec.overrides: override per-client limits: they need 'perClient'");
+    expect_error(SVC "---\n" RLP_HEAD "  targetRefs: [{name: echo}]\n  perClient: {requestsPerSecond: 5}\n"
+                     "  overrides: [{requestsPerSecond: 9, clients: []}]\n",
+                 13, "spec.overrides[0].clients: needs at least one client");
+    expect_error(SVC "---\n" RLP_HEAD "  targetRefs: [{name: echo}]\n  perClient: {requestsPerSecond: 5}\n"
+                     "  overrides: [{clients: [a]}]\n",
+                 13, "spec.overrides[0].requestsPerSecond: is required");
+    expect_error(SVC "---\n" RLP_HEAD "  targetRefs: [{kind: Pod, name: echo}]\n  total: {requestsPerSecond: 5}\n", 11,
+                 "kind 'Pod' is not supported: a target is a Service, HTTPRoute or GRPCRoute");
+    expect_error(SVC "---\n" RLP_HEAD "  targetRefs: [{group: example.com, kind: HTTPRoute, name: r}]\n"
+                     "  total: {requestsPerSecond: 5}\n",
+                 11, "group 'example.com' is not supported for kind HTTPRoute (use \"gateway.networking.k8s.io\")");
     expect_error(SVC "---\n" BTP_HEAD "  targetRefs: [{name: echo, namespace: other}]\n", 11,
                  "targetRefs[0].namespace: targetRefs are local: the Service must be in the policy's namespace (default)");
     expect_error(SVC "---\n" BTP_HEAD "  targetRefs: [{name: echo}, {name: echo}]\n", 11, "Service 'echo' is listed twice");
@@ -810,7 +879,93 @@ test_policy_references(void **state)
                  "spec.rules[0].filters[0].requestMirror.backendRef: Service 'shadow' does not exist in namespace 'default'");
     expect_error(BTP_HEAD "  targetRefs: [{name: nope}]\n", 5,
                  "backendtrafficpolicy/p: spec.targetRefs[0]: Service 'nope' does not exist in namespace 'default'");
+    expect_error(RLP_HEAD "  targetRefs: [{kind: HTTPRoute, name: nope}]\n  total: {requestsPerSecond: 5}\n", 5,
+                 "ratelimitpolicy/l: spec.targetRefs[0]: HTTPRoute 'nope' does not exist in namespace 'default'");
+    expect_error(RLP_HEAD "  targetRefs: [{group: gateway.networking.k8s.io, kind: GRPCRoute, name: g}]\n"
+                          "  total: {requestsPerSecond: 5}\n",
+                 5, "ratelimitpolicy/l: spec.targetRefs[0]: GRPCRoute 'g' does not exist in namespace 'default'");
+    /* a route and a policy on it in one apply */
+    rm_batch_t b2;
+    parse(&b2, RULE "---\n" RLP_HEAD "  targetRefs: [{kind: HTTPRoute, name: r}, {name: echo}]\n  total: {requestsPerSecond: 5}\n");
+    assert_int_equal(b2.errors.size, 0);
+    rm_batch_dispose(&b2);
     assert_int_equal(mismatches, 0);
+}
+
+static void
+test_backend_and_rate_limit_policies(void **state)
+{
+    rm_batch_t b;
+    parse(&b,
+          "apiVersion: remora.dev/v1\nkind: Service\nmetadata: {name: echo}\nspec:\n  protocol: http1\n"
+          "  endpoints: [\"127.0.0.1:1\", {address: \"127.0.0.1:2\", weight: 3}, {dns: \"a.example:80\", weight: 1}]\n"
+          "---\n" BTP_HEAD "  targetRefs: [{name: echo}]\n"
+          "  loadBalancer: {type: RingHash}\n"
+          "  connectionPool: {connectTimeout: 1s, maxConnections: 100, maxPendingRequests: 10, maxRequests: 50, maxRetries: 3}\n"
+          "  outlierDetection: {consecutive5xxErrors: 3}\n"
+          "---\n" ROUTE_HEAD "  rules:\n  - backendRefs: [{name: echo}]\n"
+          "    sessionPersistence: {type: Header, sessionName: X-User}\n"
+          "  - backendRefs: [{name: echo}]\n    sessionPersistence: {sessionName: sid}\n"
+          "---\n" RLP_HEAD "  targetRefs: [{name: echo}, {group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}]\n"
+          "  perClient: {requestsPerSecond: 20, burst: 40}\n  clientKey: {type: Header, header: X-Client-ID}\n"
+          "  overrides: [{requestsPerSecond: 200, clients: [\"spiffe://remora.local/ns/default/sa/batch\", 10.0.0.7]}]\n");
+    for (size_t i = 0; i != b.errors.size; ++i)
+        fprintf(stderr, "%s:%u: %s\n", b.errors.entries[i].file, b.errors.entries[i].line, b.errors.entries[i].message);
+    assert_int_equal(b.errors.size, 0);
+    const Remora__V1__ServiceSpec *svc = ((const Remora__V1__Service *)b.resources.entries[0]->msg)->spec;
+    assert_int_equal(svc->endpoints[0]->weight, 0);
+    assert_int_equal(svc->endpoints[1]->weight, 3);
+    assert_int_equal(svc->endpoints[2]->weight, 0);
+    const Remora__V1__BackendTrafficPolicySpec *btp = ((const Remora__V1__BackendTrafficPolicy *)b.resources.entries[1]->msg)->spec;
+    assert_int_equal(btp->load_balancer->type, REMORA__V1__LOAD_BALANCER_TYPE__LOAD_BALANCER_TYPE_RING_HASH);
+    assert_int_equal(btp->load_balancer->minimum_ring_size, 1024);
+    assert_int_equal(btp->connection_pool->max_connections, 100);
+    assert_int_equal(btp->connection_pool->max_pending_requests, 10);
+    assert_int_equal(btp->connection_pool->max_requests, 50);
+    assert_int_equal(btp->connection_pool->max_retries, 3);
+    /* Envoy's defaults for what the document leaves out */
+    const Remora__V1__OutlierDetection *od = btp->outlier_detection;
+    assert_int_equal(od->consecutive_5xx_errors, 3);
+    assert_int_equal(od->consecutive_gateway_errors, 5);
+    assert_int_equal(od->interval->seconds, 10);
+    assert_int_equal(od->base_ejection_time->seconds, 30);
+    assert_int_equal(od->max_ejection_time->seconds, 300);
+    assert_int_equal(od->max_ejection_percent, 50);
+    const Remora__V1__HTTPRouteSpec *route = ((const Remora__V1__HTTPRoute *)b.resources.entries[2]->msg)->spec;
+    assert_int_equal(route->rules[0]->session_persistence->type,
+                     REMORA__V1__SESSION_PERSISTENCE_TYPE__SESSION_PERSISTENCE_TYPE_HEADER);
+    assert_string_equal(route->rules[0]->session_persistence->session_name, "x-user");
+    /* the Gateway API's default type, Cookie; cookie names keep their case */
+    assert_int_equal(route->rules[1]->session_persistence->type,
+                     REMORA__V1__SESSION_PERSISTENCE_TYPE__SESSION_PERSISTENCE_TYPE_COOKIE);
+    assert_string_equal(route->rules[1]->session_persistence->session_name, "sid");
+    const Remora__V1__RateLimitPolicySpec *rlp = ((const Remora__V1__RateLimitPolicy *)b.resources.entries[3]->msg)->spec;
+    assert_int_equal(b.resources.entries[3]->kind, RM_KIND_RATE_LIMIT_POLICY);
+    assert_int_equal(rlp->n_target_refs, 2);
+    assert_string_equal(rlp->target_refs[0]->kind, "Service");
+    assert_string_equal(rlp->target_refs[0]->group, "");
+    assert_string_equal(rlp->target_refs[1]->kind, "HTTPRoute");
+    assert_string_equal(rlp->target_refs[1]->group, "gateway.networking.k8s.io");
+    assert_null(rlp->total);
+    assert_int_equal(rlp->per_client->requests_per_second, 20);
+    assert_int_equal(rlp->per_client->burst, 40);
+    assert_int_equal(rlp->client_key->type, REMORA__V1__CLIENT_KEY_TYPE__CLIENT_KEY_TYPE_HEADER);
+    assert_string_equal(rlp->client_key->header, "x-client-id");
+    assert_int_equal(rlp->n_overrides, 1);
+    assert_int_equal(rlp->overrides[0]->n_clients, 2);
+    assert_string_equal(rlp->overrides[0]->clients[1], "10.0.0.7");
+    rm_batch_dispose(&b);
+
+    /* the kind by its short name, and an empty clientKey: Identity */
+    rm_kind_t k;
+    assert_int_equal(rm_kind_parse("rlp", &k), 0);
+    assert_int_equal(k, RM_KIND_RATE_LIMIT_POLICY);
+    parse(&b, SVC "---\n" RLP_HEAD "  targetRefs: [{name: echo}]\n  total: {requestsPerSecond: 5}\n");
+    assert_int_equal(b.errors.size, 0);
+    rlp = ((const Remora__V1__RateLimitPolicy *)b.resources.entries[1]->msg)->spec;
+    assert_int_equal(rlp->client_key->type, REMORA__V1__CLIENT_KEY_TYPE__CLIENT_KEY_TYPE_IDENTITY);
+    assert_int_equal(rlp->total->burst, 0);
+    rm_batch_dispose(&b);
 }
 
 static void
@@ -845,6 +1000,7 @@ main(void)
         cmocka_unit_test(test_policy_defaults),
         cmocka_unit_test(test_policy_errors),
         cmocka_unit_test(test_policy_references),
+        cmocka_unit_test(test_backend_and_rate_limit_policies),
         cmocka_unit_test(test_regex_dialect),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -274,6 +274,40 @@ corrupt(long offset, int truncate_to)
     fclose(fp);
 }
 
+/* A RateLimitPolicy protects its targets, a route as well as a Service, and has its own Snapshot field. */
+static void
+test_rate_limit_policy(void **state)
+{
+    rm_store_t *s = open_store();
+    int changed;
+    char err[512];
+    assert_int_equal(
+        apply(s,
+              SVC("echo", "127.0.0.1:1") "---\n"
+                                         "apiVersion: remora.dev/v1\nkind: HTTPRoute\nmetadata: {name: r}\nspec:\n"
+                                         "  parentRefs: [{name: echo}]\n  rules:\n  - backendRefs: [{name: echo}]\n---\n"
+                                         "apiVersion: remora.dev/v1\nkind: RateLimitPolicy\nmetadata: {name: l}\n"
+                                         "spec: {targetRefs: [{kind: HTTPRoute, name: r}, {name: echo}], "
+                                         "total: {requestsPerSecond: 10}}\n",
+              0, &changed, NULL, 0),
+        0);
+    assert_int_equal(rm_store_delete(s, RM_KIND_HTTP_ROUTE, "default", "r", err, sizeof(err)), RM_STORE_EINUSE);
+    assert_string_equal(err, "httproute/r is used by ratelimitpolicy/l (namespace default); delete those or remove the "
+                             "reference first");
+    assert_int_equal(rm_store_delete(s, RM_KIND_SERVICE, "default", "echo", err, sizeof(err)), RM_STORE_EINUSE);
+    assert_non_null(strstr(err, "ratelimitpolicy/l (namespace default)"));
+    size_t len;
+    const uint8_t *bytes = rm_store_snapshot(s, &len);
+    Remora__V1__Snapshot *snap = remora__v1__snapshot__unpack(NULL, len, bytes);
+    assert_non_null(snap);
+    assert_int_equal(snap->n_rate_limit_policies, 1);
+    assert_string_equal(snap->rate_limit_policies[0]->spec->target_refs[0]->kind, "HTTPRoute");
+    remora__v1__snapshot__free_unpacked(snap, NULL);
+    assert_int_equal(rm_store_delete(s, RM_KIND_RATE_LIMIT_POLICY, "default", "l", err, sizeof(err)), 0);
+    assert_int_equal(rm_store_delete(s, RM_KIND_HTTP_ROUTE, "default", "r", err, sizeof(err)), 0);
+    rm_store_close(s);
+}
+
 /* Policy kinds are stored, reloaded and protected like the others: a FaultInjection that a route names and a
  * Service that a mirror or a BackendTrafficPolicy names cannot be deleted. */
 static void
@@ -382,6 +416,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_failed_write_changes_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_policy_kinds, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rate_limit_policy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corrupt, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -261,6 +261,31 @@ backend_policy(const char *name, const char *target, uint32_t budget_percent, in
     return p;
 }
 
+/* A RateLimitPolicy on one target; a zero rate leaves that part out. */
+static Remora__V1__RateLimitPolicy *
+rate_limit_policy(const char *name, const char *kind, const char *target, uint32_t total_rps, uint32_t per_client_rps)
+{
+    Remora__V1__RateLimitPolicy *p = NEW(Remora__V1__RateLimitPolicy, remora__v1__rate_limit_policy__init);
+    p->metadata = meta(name);
+    p->spec = NEW(Remora__V1__RateLimitPolicySpec, remora__v1__rate_limit_policy_spec__init);
+    Remora__V1__PolicyTargetReference *t = NEW(Remora__V1__PolicyTargetReference, remora__v1__policy_target_reference__init);
+    t->kind = (char *)kind;
+    t->group = strcmp(kind, "Service") == 0 ? "" : "gateway.networking.k8s.io";
+    t->name = (char *)target;
+    p->spec->target_refs = (Remora__V1__PolicyTargetReference **)list(&p->spec->n_target_refs, t, NULL);
+    if (total_rps != 0) {
+        p->spec->total = NEW(Remora__V1__RateLimit, remora__v1__rate_limit__init);
+        p->spec->total->requests_per_second = total_rps;
+        p->spec->total->burst = total_rps * 2;
+    }
+    if (per_client_rps != 0) {
+        p->spec->per_client = NEW(Remora__V1__RateLimit, remora__v1__rate_limit__init);
+        p->spec->per_client->requests_per_second = per_client_rps;
+    }
+    p->spec->client_key = NEW(Remora__V1__ClientKey, remora__v1__client_key__init);
+    return p;
+}
+
 static Remora__V1__Snapshot *
 snapshot(void)
 {
@@ -555,6 +580,146 @@ test_backend_policy(void **state)
 }
 
 static void
+test_backend_policy_balancing(void **state)
+{
+    Remora__V1__Snapshot *snap = snapshot();
+    /* weighted endpoints: 0 in the resource is the default weight 1 */
+    Remora__V1__Endpoint *e2 = NEW(Remora__V1__Endpoint, remora__v1__endpoint__init);
+    e2->target_case = REMORA__V1__ENDPOINT__TARGET_ADDRESS;
+    e2->address = "127.0.0.1:1004";
+    e2->weight = 3;
+    Remora__V1__ServiceSpec *db_spec = snap->services[2]->spec;
+    db_spec->endpoints = (Remora__V1__Endpoint **)list(&db_spec->n_endpoints, db_spec->endpoints[0], e2, NULL);
+    Remora__V1__BackendTrafficPolicy *p = backend_policy("p", "db", 20, 100);
+    Remora__V1__BackendConnectionPool *cp = p->spec->connection_pool;
+    cp->max_connections = 10;
+    cp->max_pending_requests = 20;
+    cp->max_requests = 30;
+    /* max_retries 0: the default stays */
+    p->spec->load_balancer = NEW(Remora__V1__BackendLoadBalancer, remora__v1__backend_load_balancer__init);
+    p->spec->load_balancer->type = REMORA__V1__LOAD_BALANCER_TYPE__LOAD_BALANCER_TYPE_RING_HASH;
+    p->spec->load_balancer->minimum_ring_size = 2048;
+    Remora__V1__OutlierDetection *od = p->spec->outlier_detection =
+        NEW(Remora__V1__OutlierDetection, remora__v1__outlier_detection__init);
+    od->consecutive_5xx_errors = 7;
+    od->consecutive_gateway_errors = 0;
+    od->interval = dur(2000);
+    od->base_ejection_time = dur(15000);
+    od->max_ejection_time = dur(60000);
+    od->max_ejection_percent = 100;
+    Remora__V1__BackendTrafficPolicy *q = backend_policy("q", "echo", 20, 0);
+    q->spec->load_balancer = NEW(Remora__V1__BackendLoadBalancer, remora__v1__backend_load_balancer__init);
+    q->spec->load_balancer->type = REMORA__V1__LOAD_BALANCER_TYPE__LOAD_BALANCER_TYPE_LEAST_REQUEST;
+    snap->backend_traffic_policies = (Remora__V1__BackendTrafficPolicy **)list(&snap->n_backend_traffic_policies, p, q, NULL);
+    rm_config_t *c = translate(snap);
+    if (c == NULL)
+        fail_msg("refused: %s", reason);
+    const rm_config_cluster_t *db = find_cluster(c, "db.default"), *echo = find_cluster(c, "echo.default"),
+                              *shadow = find_cluster(c, "shadow.default");
+    assert_int_equal(db->num_endpoints, 2);
+    assert_int_equal(db->endpoints[0].weight, 1);
+    assert_int_equal(db->endpoints[1].weight, 3);
+    assert_int_equal(db->lb, RM_LB_RING_HASH);
+    assert_int_equal(db->ring_min_size, 2048);
+    assert_int_equal(db->breakers.max_connections, 10);
+    assert_int_equal(db->breakers.max_pending_requests, 20);
+    assert_int_equal(db->breakers.max_requests, 30);
+    assert_int_equal(db->breakers.max_retries, 64);
+    assert_int_equal(db->outlier.enabled, 1);
+    assert_int_equal(db->outlier.consecutive_5xx, 7);
+    assert_int_equal(db->outlier.consecutive_gateway_errors, 0);
+    assert_int_equal(db->outlier.interval_ms, 2000);
+    assert_int_equal(db->outlier.base_ejection_ms, 15000);
+    assert_int_equal(db->outlier.max_ejection_ms, 60000);
+    assert_int_equal(db->outlier.max_ejection_percent, 100);
+    assert_int_equal(echo->lb, RM_LB_LEAST_REQUEST);
+    assert_int_equal(echo->outlier.enabled, 0);
+    assert_int_equal(echo->breakers.max_connections, 1024);
+    assert_int_equal(shadow->lb, RM_LB_DEFAULT);
+    assert_int_equal(shadow->outlier.enabled, 0);
+    rm_config_unref(c);
+}
+
+static void
+test_session_and_rate_limits(void **state)
+{
+    Remora__V1__Snapshot *snap = snapshot();
+    Remora__V1__HTTPRouteRule *rule = http_rule("echo");
+    rule->session_persistence = NEW(Remora__V1__SessionPersistence, remora__v1__session_persistence__init);
+    rule->session_persistence->type = REMORA__V1__SESSION_PERSISTENCE_TYPE__SESSION_PERSISTENCE_TYPE_HEADER;
+    rule->session_persistence->session_name = "x-user";
+    Remora__V1__HTTPRouteRule *other = http_rule("echo");
+    other->session_persistence = NEW(Remora__V1__SessionPersistence, remora__v1__session_persistence__init);
+    other->session_persistence->type = REMORA__V1__SESSION_PERSISTENCE_TYPE__SESSION_PERSISTENCE_TYPE_COOKIE;
+    other->session_persistence->session_name = "Session";
+    Remora__V1__GRPCRoute *gr = NEW(Remora__V1__GRPCRoute, remora__v1__grpcroute__init);
+    gr->metadata = meta("g");
+    gr->spec = NEW(Remora__V1__GRPCRouteSpec, remora__v1__grpcroute_spec__init);
+    gr->spec->parent_refs = (Remora__V1__ParentReference **)list(&gr->spec->n_parent_refs, parent("db"), NULL);
+    Remora__V1__GRPCRouteRule *grule = NEW(Remora__V1__GRPCRouteRule, remora__v1__grpcroute_rule__init);
+    grule->backend_refs = (Remora__V1__BackendReference **)list(&grule->n_backend_refs, backend("db", 1), NULL);
+    grule->session_persistence = NEW(Remora__V1__SessionPersistence, remora__v1__session_persistence__init);
+    grule->session_persistence->type = REMORA__V1__SESSION_PERSISTENCE_TYPE__SESSION_PERSISTENCE_TYPE_HEADER;
+    grule->session_persistence->session_name = "x-tenant";
+    gr->spec->rules = (Remora__V1__GRPCRouteRule **)list(&gr->spec->n_rules, grule, NULL);
+    snap->http_routes = (Remora__V1__HTTPRoute **)list(&snap->n_http_routes, http_route("sticky", "echo", rule),
+                                                       http_route("plain", "shadow", other), NULL);
+    snap->grpc_routes = (Remora__V1__GRPCRoute **)list(&snap->n_grpc_routes, gr, NULL);
+    /* on the route "sticky" (wins there) and on Service echo (the rest of echo's traffic); a second policy on echo,
+     * later by name, is ignored there (GEP-713) */
+    Remora__V1__RateLimitPolicy *route_limit = rate_limit_policy("a-route", "HTTPRoute", "sticky", 0, 20);
+    route_limit->spec->client_key->type = REMORA__V1__CLIENT_KEY_TYPE__CLIENT_KEY_TYPE_HEADER;
+    route_limit->spec->client_key->header = "x-client-id";
+    Remora__V1__RateLimitOverride *o = NEW(Remora__V1__RateLimitOverride, remora__v1__rate_limit_override__init);
+    o->requests_per_second = 200;
+    o->clients = alloc(2 * sizeof(char *));
+    o->clients[0] = "batch";
+    o->clients[1] = "10.0.0.7";
+    o->n_clients = 2;
+    route_limit->spec->overrides = (Remora__V1__RateLimitOverride **)list(&route_limit->spec->n_overrides, o, NULL);
+    snap->rate_limit_policies = (Remora__V1__RateLimitPolicy **)list(
+        &snap->n_rate_limit_policies, route_limit, rate_limit_policy("b-svc", "Service", "echo", 1000, 0),
+        rate_limit_policy("c-svc", "Service", "echo", 5, 0), rate_limit_policy("d-grpc", "GRPCRoute", "g", 50, 0), NULL);
+    rm_config_t *c = translate(snap);
+    if (c == NULL)
+        fail_msg("refused: %s", reason);
+    for (size_t li = 0; li != 2; ++li) {
+        const rm_config_listener_t *l = &c->listeners[li];
+        const rm_config_route_t *sticky = find_route(l, "echo.default/sticky/", 0);
+        assert_int_equal(sticky->session_persistence, RM_SESSION_HEADER);
+        assert_string_equal(sticky->session_name, "x-user");
+        assert_non_null(sticky->rate_limit);
+        assert_string_equal(sticky->rate_limit->name, "default/a-route");
+        assert_int_equal(sticky->rate_limit->total_rps, 0);
+        assert_int_equal(sticky->rate_limit->per_client_rps, 20);
+        assert_int_equal(sticky->rate_limit->client_key, RM_CLIENT_KEY_HEADER);
+        assert_string_equal(sticky->rate_limit->client_header, "x-client-id");
+        assert_int_equal(sticky->rate_limit->num_overrides, 1);
+        assert_int_equal(sticky->rate_limit->overrides[0].requests_per_second, 200);
+        assert_int_equal(sticky->rate_limit->overrides[0].num_clients, 2);
+        assert_string_equal(sticky->rate_limit->overrides[0].clients[1], "10.0.0.7");
+        const rm_config_route_t *plain = find_route(l, "shadow.default/plain/", 0);
+        assert_int_equal(plain->session_persistence, RM_SESSION_COOKIE);
+        assert_string_equal(plain->session_name, "Session");
+        assert_null(plain->rate_limit);
+        const rm_config_route_t *g = find_route(l, "db.default/g/", 0);
+        assert_int_equal(g->session_persistence, RM_SESSION_HEADER);
+        assert_string_equal(g->session_name, "x-tenant");
+        assert_non_null(g->rate_limit);
+        assert_string_equal(g->rate_limit->name, "default/d-grpc");
+        assert_int_equal(g->rate_limit->total_rps, 50);
+        assert_int_equal(g->rate_limit->total_burst, 100);
+    }
+    const rm_config_cluster_t *echo = find_cluster(c, "echo.default"), *db = find_cluster(c, "db.default");
+    assert_non_null(echo->rate_limit);
+    assert_string_equal(echo->rate_limit->name, "default/b-svc");
+    assert_int_equal(echo->rate_limit->total_rps, 1000);
+    assert_int_equal(echo->rate_limit->client_key, RM_CLIENT_KEY_IDENTITY);
+    assert_null(db->rate_limit);
+    rm_config_unref(c);
+}
+
+static void
 test_timeouts(void **state)
 {
     /* request and backendRequest are separate now: timeout_ms bounds the whole exchange, per_try_timeout_ms each try */
@@ -603,32 +768,60 @@ test_refusals(void **state)
         (Remora__V1__BackendTrafficPolicy **)list(&snap->n_backend_traffic_policies, backend_policy("p", "ghost", 20, 0), NULL);
     expect_nack(snap, "BackendTrafficPolicy default/p: targetRef names service default/ghost, which does not exist");
 
-    /* a field from a newer control plane (here: spec field 4 of BackendTrafficPolicySpec, kept for loadBalancer) */
+    /* a field from a newer control plane (here: spec field 6 of BackendTrafficPolicySpec, kept for healthCheck, which
+     * this agent does not implement: it must refuse rather than run without the checks) */
     snap = snapshot();
     Remora__V1__BackendTrafficPolicy *p = backend_policy("p", "db", 20, 0);
     ProtobufCMessageUnknownField *u = alloc(sizeof(*u));
     static uint8_t lb[] = {0x02, 0x08, 0x01}; /* protobuf-c keeps the length prefix with the data */
-    u->tag = 4;
+    u->tag = 6;
     u->wire_type = PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED;
     u->len = sizeof(lb);
     u->data = lb;
     p->spec->base.n_unknown_fields = 1;
     p->spec->base.unknown_fields = u;
     snap->backend_traffic_policies = (Remora__V1__BackendTrafficPolicy **)list(&snap->n_backend_traffic_policies, p, NULL);
-    expect_nack(snap, "BackendTrafficPolicy default/p: spec carries field 4, which this agent does not know");
+    expect_nack(snap, "BackendTrafficPolicy default/p: spec carries field 6, which this agent does not know");
 
-    /* the same for a route rule (field 6, kept for rate limits) */
+    /* the same for a route rule (field 7, kept for per-rule policies to come) */
     snap = snapshot();
     rule = http_rule("echo");
     rule->base.n_unknown_fields = 1;
     u = alloc(sizeof(*u));
-    u->tag = 6;
+    u->tag = 7;
     u->wire_type = PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED;
     u->len = sizeof(lb);
     u->data = lb;
     rule->base.unknown_fields = u;
     snap->http_routes = (Remora__V1__HTTPRoute **)list(&snap->n_http_routes, http_route("r", "echo", rule), NULL);
-    expect_nack(snap, "HTTPRoute default/r: a rule carries field 6");
+    expect_nack(snap, "HTTPRoute default/r: a rule carries field 7");
+
+    /* RateLimitPolicy: dangling targets, impossible limits */
+    snap = snapshot();
+    snap->rate_limit_policies = (Remora__V1__RateLimitPolicy **)list(&snap->n_rate_limit_policies,
+                                                                     rate_limit_policy("l", "HTTPRoute", "ghost", 10, 0), NULL);
+    expect_nack(snap, "RateLimitPolicy default/l: targetRef names HTTPRoute default/ghost, which does not exist");
+    snap = snapshot();
+    snap->rate_limit_policies =
+        (Remora__V1__RateLimitPolicy **)list(&snap->n_rate_limit_policies, rate_limit_policy("l", "Service", "ghost", 10, 0), NULL);
+    expect_nack(snap, "RateLimitPolicy default/l: targetRef names Service default/ghost, which does not exist");
+    snap = snapshot();
+    snap->rate_limit_policies =
+        (Remora__V1__RateLimitPolicy **)list(&snap->n_rate_limit_policies, rate_limit_policy("l", "Service", "db", 0, 0), NULL);
+    expect_nack(snap, "RateLimitPolicy default/l: neither total nor perClient is set");
+    snap = snapshot();
+    Remora__V1__RateLimitPolicy *rl = rate_limit_policy("l", "Service", "db", 0, 5);
+    rl->spec->client_key->type = REMORA__V1__CLIENT_KEY_TYPE__CLIENT_KEY_TYPE_HEADER;
+    snap->rate_limit_policies = (Remora__V1__RateLimitPolicy **)list(&snap->n_rate_limit_policies, rl, NULL);
+    expect_nack(snap, "RateLimitPolicy default/l: clientKey type Header has no header");
+
+    /* session persistence without a name (a control plane never sends it) */
+    snap = snapshot();
+    rule = http_rule("echo");
+    rule->session_persistence = NEW(Remora__V1__SessionPersistence, remora__v1__session_persistence__init);
+    rule->session_persistence->type = REMORA__V1__SESSION_PERSISTENCE_TYPE__SESSION_PERSISTENCE_TYPE_COOKIE;
+    snap->http_routes = (Remora__V1__HTTPRoute **)list(&snap->n_http_routes, http_route("r", "echo", rule), NULL);
+    expect_nack(snap, "HTTPRoute default/r: sessionPersistence has no sessionName");
 
     snap = snapshot();
     rule = http_rule("echo");
@@ -656,8 +849,13 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_http_rule_policy), cmocka_unit_test(test_grpc_rules), cmocka_unit_test(test_backend_policy),
-        cmocka_unit_test(test_timeouts),         cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_http_rule_policy),
+        cmocka_unit_test(test_grpc_rules),
+        cmocka_unit_test(test_backend_policy),
+        cmocka_unit_test(test_backend_policy_balancing),
+        cmocka_unit_test(test_session_and_rate_limits),
+        cmocka_unit_test(test_timeouts),
+        cmocka_unit_test(test_refusals),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

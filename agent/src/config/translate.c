@@ -119,6 +119,7 @@ add_cluster(builder_t *b, const Remora__V1__Service *svc)
         }
         if (e->port == 0)
             return fail(b, "service %s/%s: endpoint '%s': port must be 1-65535", ns, name, target);
+        e->weight = ep->weight != 0 ? ep->weight : 1;
     }
     return 0;
 }
@@ -581,6 +582,190 @@ set_grpc_filters(builder_t *b, rm_config_route_t *r, Remora__V1__GRPCRouteFilter
 
 /* ----------------------------------------------------------------------------------------- routes */
 
+/* GEP-1619 on a route: the key of the consistent hash that picks the endpoint. */
+static int
+set_session_persistence(builder_t *b, rm_config_route_t *r, const Remora__V1__SessionPersistence *sp, const char *what)
+{
+    if (sp == NULL)
+        return 0;
+    if (check_known(b, &sp->base, what, "sessionPersistence") != 0)
+        return -1;
+    switch (sp->type) {
+    case REMORA__V1__SESSION_PERSISTENCE_TYPE__SESSION_PERSISTENCE_TYPE_HEADER:
+        r->session_persistence = RM_SESSION_HEADER;
+        break;
+    case REMORA__V1__SESSION_PERSISTENCE_TYPE__SESSION_PERSISTENCE_TYPE_COOKIE:
+        r->session_persistence = RM_SESSION_COOKIE;
+        break;
+    default:
+        return fail(b, "%s: sessionPersistence type %d is not supported by this agent", what, (int)sp->type);
+    }
+    if (sp->session_name == NULL || sp->session_name[0] == '\0')
+        return fail(b, "%s: sessionPersistence has no sessionName", what);
+    r->session_name = rm_strdup(sp->session_name);
+    if (r->session_persistence == RM_SESSION_HEADER)
+        for (char *c = r->session_name; *c != '\0'; ++c)
+            if (*c >= 'A' && *c <= 'Z')
+                *c = (char)(*c - 'A' + 'a');
+    return 0;
+}
+
+static void
+free_rate_limit(rm_config_rate_limit_t *rl)
+{
+    if (rl == NULL)
+        return;
+    free(rl->name);
+    free(rl->client_header);
+    for (size_t i = 0; i != rl->num_overrides; ++i) {
+        for (size_t j = 0; j != rl->overrides[i].num_clients; ++j)
+            free(rl->overrides[i].clients[j]);
+        free(rl->overrides[i].clients);
+    }
+    free(rl->overrides);
+    free(rl);
+}
+
+static rm_config_rate_limit_t *
+copy_rate_limit(const rm_config_rate_limit_t *from)
+{
+    if (from == NULL)
+        return NULL;
+    rm_config_rate_limit_t *to = rm_malloc(sizeof(*to));
+    *to = *from;
+    to->name = rm_strdup(from->name);
+    to->client_header = from->client_header != NULL ? rm_strdup(from->client_header) : NULL;
+    to->overrides = from->num_overrides != 0 ? rm_calloc(from->num_overrides, sizeof(*to->overrides)) : NULL;
+    for (size_t i = 0; i != from->num_overrides; ++i) {
+        to->overrides[i] = from->overrides[i];
+        to->overrides[i].clients = rm_calloc(from->overrides[i].num_clients + 1, sizeof(char *));
+        for (size_t j = 0; j != from->overrides[i].num_clients; ++j)
+            to->overrides[i].clients[j] = rm_strdup(from->overrides[i].clients[j]);
+    }
+    return to;
+}
+
+/* A RateLimitPolicy as the agent's limit, named "<namespace>/<name>" (its buckets' and counters' key). */
+static rm_config_rate_limit_t *
+make_rate_limit(builder_t *b, const Remora__V1__RateLimitPolicy *p, const char *what)
+{
+    const Remora__V1__RateLimitPolicySpec *spec = p->spec;
+    if (spec->total == NULL && spec->per_client == NULL) {
+        fail(b, "%s: neither total nor perClient is set", what);
+        return NULL;
+    }
+    const Remora__V1__RateLimit *rates[] = {spec->total, spec->per_client};
+    for (size_t i = 0; i != 2; ++i) {
+        if (rates[i] == NULL)
+            continue;
+        if (check_known(b, &rates[i]->base, what, i == 0 ? "total" : "perClient") != 0)
+            return NULL;
+        if (rates[i]->requests_per_second == 0) {
+            fail(b, "%s: %s.requestsPerSecond must be above 0", what, i == 0 ? "total" : "perClient");
+            return NULL;
+        }
+    }
+    rm_config_rate_limit_t *rl = rm_calloc(1, sizeof(*rl));
+    char name[300];
+    snprintf(name, sizeof(name), "%s/%s", ns_of(p->metadata), name_of(p->metadata));
+    rl->name = rm_strdup(name);
+    rl->max_clients = 10000;
+    if (spec->total != NULL) {
+        rl->total_rps = spec->total->requests_per_second;
+        rl->total_burst = spec->total->burst;
+    }
+    if (spec->per_client != NULL) {
+        rl->per_client_rps = spec->per_client->requests_per_second;
+        rl->per_client_burst = spec->per_client->burst;
+    }
+    const Remora__V1__ClientKey *ck = spec->client_key;
+    if (ck != NULL) {
+        if (check_known(b, &ck->base, what, "clientKey") != 0)
+            goto Fail;
+        switch (ck->type) {
+        case REMORA__V1__CLIENT_KEY_TYPE__CLIENT_KEY_TYPE_IDENTITY:
+            rl->client_key = RM_CLIENT_KEY_IDENTITY;
+            break;
+        case REMORA__V1__CLIENT_KEY_TYPE__CLIENT_KEY_TYPE_SOURCE_ADDRESS:
+            rl->client_key = RM_CLIENT_KEY_SOURCE;
+            break;
+        case REMORA__V1__CLIENT_KEY_TYPE__CLIENT_KEY_TYPE_HEADER:
+            if (ck->header == NULL || ck->header[0] == '\0') {
+                fail(b, "%s: clientKey type Header has no header", what);
+                goto Fail;
+            }
+            rl->client_key = RM_CLIENT_KEY_HEADER;
+            rl->client_header = rm_strdup(ck->header);
+            for (char *c = rl->client_header; *c != '\0'; ++c)
+                if (*c >= 'A' && *c <= 'Z')
+                    *c = (char)(*c - 'A' + 'a');
+            break;
+        default:
+            fail(b, "%s: clientKey type %d is not supported by this agent", what, (int)ck->type);
+            goto Fail;
+        }
+    }
+    if (spec->n_overrides != 0 && spec->per_client == NULL) {
+        fail(b, "%s: overrides without perClient", what);
+        goto Fail;
+    }
+    rl->overrides = spec->n_overrides != 0 ? rm_calloc(spec->n_overrides, sizeof(*rl->overrides)) : NULL;
+    for (size_t i = 0; i != spec->n_overrides; ++i) {
+        const Remora__V1__RateLimitOverride *o = spec->overrides[i];
+        rm_config_rate_override_t *to = &rl->overrides[i];
+        rl->num_overrides = i + 1;
+        if (check_known(b, &o->base, what, "an override") != 0)
+            goto Fail;
+        if (o->requests_per_second == 0 || o->n_clients == 0) {
+            fail(b, "%s: override #%zu needs requestsPerSecond above 0 and at least one client", what, i + 1);
+            goto Fail;
+        }
+        to->requests_per_second = o->requests_per_second;
+        to->burst = o->burst;
+        to->clients = rm_calloc(o->n_clients + 1, sizeof(char *));
+        for (size_t j = 0; j != o->n_clients; ++j)
+            to->clients[j] = rm_strdup(o->clients[j]);
+        to->num_clients = o->n_clients;
+    }
+    return rl;
+Fail:
+    free_rate_limit(rl);
+    return NULL;
+}
+
+/*
+ * The RateLimitPolicy in force on a target (kind "Service", "HTTPRoute" or "GRPCRoute" in namespace
+ * `ns`): the first by namespace and name (the snapshot's order), as for BackendTrafficPolicies.
+ */
+static const Remora__V1__RateLimitPolicy *
+rate_limit_for(const Remora__V1__Snapshot *snap, const char *kind, const char *ns, const char *name)
+{
+    for (size_t i = 0; i != snap->n_rate_limit_policies; ++i) {
+        const Remora__V1__RateLimitPolicy *p = snap->rate_limit_policies[i];
+        if (p->spec == NULL || strcmp(ns_of(p->metadata), ns) != 0)
+            continue;
+        for (size_t j = 0; j != p->spec->n_target_refs; ++j) {
+            const Remora__V1__PolicyTargetReference *t = p->spec->target_refs[j];
+            const char *tk = t->kind[0] != '\0' ? t->kind : "Service";
+            if (strcasecmp(tk, kind) == 0 && strcmp(t->name, name) == 0)
+                return p;
+        }
+    }
+    return NULL;
+}
+
+/* A route's own RateLimitPolicy, if any; its Service's applies through the cluster otherwise. */
+static int
+set_route_rate_limit(builder_t *b, rm_config_route_t *r, const char *kind, const char *ns, const char *name)
+{
+    const Remora__V1__RateLimitPolicy *p = rate_limit_for(b->snap, kind, ns, name);
+    if (p == NULL)
+        return 0;
+    char what[300];
+    snprintf(what, sizeof(what), "RateLimitPolicy %s/%s", ns, name_of(p->metadata));
+    return (r->rate_limit = make_rate_limit(b, p, what)) != NULL ? 0 : -1;
+}
+
 static int
 refers_to(Remora__V1__ParentReference *const *refs, size_t n, const char *route_ns, const Remora__V1__Service *svc)
 {
@@ -640,7 +825,9 @@ add_http_routes(builder_t *b, const Remora__V1__Service *svc)
                 }
                 if (set_backends(b, r, svc, rule->backend_refs, rule->n_backend_refs, rns, what) != 0 ||
                     set_timeout(b, r, rule->timeouts, what) != 0 || set_http_retry(b, r, rule->retry, what) != 0 ||
-                    set_http_filters(b, r, rule->filters, rule->n_filters, rns, what) != 0)
+                    set_http_filters(b, r, rule->filters, rule->n_filters, rns, what) != 0 ||
+                    set_session_persistence(b, r, rule->session_persistence, what) != 0 ||
+                    set_route_rate_limit(b, r, "HTTPRoute", rns, name_of(hr->metadata)) != 0)
                     return -1;
                 if (r->redirect != NULL && r->num_backends == 0) {
                     /* answered by the agent itself: no cluster */
@@ -735,7 +922,9 @@ add_grpc_routes(builder_t *b, const Remora__V1__Service *svc)
                 }
                 if (set_backends(b, r, svc, rule->backend_refs, rule->n_backend_refs, rns, what) != 0 ||
                     set_timeout(b, r, rule->timeouts, what) != 0 || set_grpc_retry(b, r, rule->retry, what) != 0 ||
-                    set_grpc_filters(b, r, rule->filters, rule->n_filters, rns, what) != 0)
+                    set_grpc_filters(b, r, rule->filters, rule->n_filters, rns, what) != 0 ||
+                    set_session_persistence(b, r, rule->session_persistence, what) != 0 ||
+                    set_route_rate_limit(b, r, "GRPCRoute", rns, name_of(gr->metadata)) != 0)
                     return -1;
             }
         }
@@ -784,6 +973,61 @@ apply_backend_policy(builder_t *b, rm_config_cluster_t *cl, const Remora__V1__Ba
             return -1;
         if (cp->stream_idle_timeout != NULL &&
             duration_ms(b, cp->stream_idle_timeout, what, "connectionPool.streamIdleTimeout", &cl->stream_idle_timeout_ms) != 0)
+            return -1;
+        /* 0: the agent's default */
+        if (cp->max_connections != 0)
+            cl->breakers.max_connections = cp->max_connections;
+        if (cp->max_pending_requests != 0)
+            cl->breakers.max_pending_requests = cp->max_pending_requests;
+        if (cp->max_requests != 0)
+            cl->breakers.max_requests = cp->max_requests;
+        if (cp->max_retries != 0)
+            cl->breakers.max_retries = cp->max_retries;
+    }
+    const Remora__V1__BackendLoadBalancer *lb = spec->load_balancer;
+    if (lb != NULL) {
+        if (check_known(b, &lb->base, what, "loadBalancer") != 0)
+            return -1;
+        switch (lb->type) {
+        case REMORA__V1__LOAD_BALANCER_TYPE__LOAD_BALANCER_TYPE_UNSPECIFIED:
+            cl->lb = RM_LB_DEFAULT;
+            break;
+        case REMORA__V1__LOAD_BALANCER_TYPE__LOAD_BALANCER_TYPE_ROUND_ROBIN:
+            cl->lb = RM_LB_ROUND_ROBIN;
+            break;
+        case REMORA__V1__LOAD_BALANCER_TYPE__LOAD_BALANCER_TYPE_LEAST_REQUEST:
+            cl->lb = RM_LB_LEAST_REQUEST;
+            break;
+        case REMORA__V1__LOAD_BALANCER_TYPE__LOAD_BALANCER_TYPE_PEAK_EWMA:
+            cl->lb = RM_LB_PEAK_EWMA;
+            break;
+        case REMORA__V1__LOAD_BALANCER_TYPE__LOAD_BALANCER_TYPE_RING_HASH:
+            cl->lb = RM_LB_RING_HASH;
+            if (lb->minimum_ring_size > 8388608)
+                return fail(b, "%s: loadBalancer.ringHash.minimumRingSize %u is above 8388608", what, lb->minimum_ring_size);
+            if (lb->minimum_ring_size != 0)
+                cl->ring_min_size = lb->minimum_ring_size;
+            break;
+        default:
+            return fail(b, "%s: loadBalancer type %d is not supported by this agent", what, (int)lb->type);
+        }
+    }
+    const Remora__V1__OutlierDetection *od = spec->outlier_detection;
+    if (od != NULL) {
+        if (check_known(b, &od->base, what, "outlierDetection") != 0)
+            return -1;
+        if (od->max_ejection_percent > 100)
+            return fail(b, "%s: outlierDetection.maxEjectionPercent %u is above 100", what, od->max_ejection_percent);
+        cl->outlier.enabled = 1;
+        cl->outlier.consecutive_5xx = od->consecutive_5xx_errors;
+        cl->outlier.consecutive_gateway_errors = od->consecutive_gateway_errors;
+        cl->outlier.max_ejection_percent = od->max_ejection_percent;
+        if ((od->interval != NULL &&
+             duration_ms(b, od->interval, what, "outlierDetection.interval", &cl->outlier.interval_ms) != 0) ||
+            (od->base_ejection_time != NULL && duration_ms(b, od->base_ejection_time, what, "outlierDetection.baseEjectionTime",
+                                                           &cl->outlier.base_ejection_ms) != 0) ||
+            (od->max_ejection_time != NULL &&
+             duration_ms(b, od->max_ejection_time, what, "outlierDetection.maxEjectionTime", &cl->outlier.max_ejection_ms) != 0))
             return -1;
     }
     return 0;
@@ -836,6 +1080,55 @@ Exit:
     return ret;
 }
 
+/*
+ * RateLimitPolicies that target Services onto their clusters: requests routed to the Service are
+ * limited there, unless the route has its own (set in add_*_routes). Targets that do not exist are
+ * refused as a BackendTrafficPolicy's are.
+ */
+static int
+apply_rate_limit_policies(builder_t *b)
+{
+    rm_config_t *c = b->config;
+    const Remora__V1__Snapshot *snap = b->snap;
+    for (size_t i = 0; i != snap->n_rate_limit_policies; ++i) {
+        const Remora__V1__RateLimitPolicy *p = snap->rate_limit_policies[i];
+        const char *ns = ns_of(p->metadata);
+        char what[300];
+        snprintf(what, sizeof(what), "RateLimitPolicy %s/%s", ns, name_of(p->metadata));
+        if (p->spec == NULL)
+            continue;
+        if (check_known(b, &p->spec->base, what, "spec") != 0)
+            return -1;
+        for (size_t j = 0; j != p->spec->n_target_refs; ++j) {
+            const Remora__V1__PolicyTargetReference *t = p->spec->target_refs[j];
+            const char *kind = t->kind[0] != '\0' ? t->kind : "Service";
+            int found = 0;
+            if (strcasecmp(kind, "HTTPRoute") == 0) {
+                for (size_t k = 0; k != snap->n_http_routes && !found; ++k)
+                    found = strcmp(ns_of(snap->http_routes[k]->metadata), ns) == 0 &&
+                            strcmp(name_of(snap->http_routes[k]->metadata), t->name) == 0;
+            } else if (strcasecmp(kind, "GRPCRoute") == 0) {
+                for (size_t k = 0; k != snap->n_grpc_routes && !found; ++k)
+                    found = strcmp(ns_of(snap->grpc_routes[k]->metadata), ns) == 0 &&
+                            strcmp(name_of(snap->grpc_routes[k]->metadata), t->name) == 0;
+            } else if (strcasecmp(kind, "Service") == 0) {
+                char *name = cluster_name(t->name, ns);
+                ssize_t ci = rm_config_find_cluster(c, name);
+                free(name);
+                if ((found = ci >= 0) && c->clusters[ci].rate_limit == NULL && rate_limit_for(snap, "Service", ns, t->name) == p &&
+                    (c->clusters[ci].rate_limit = make_rate_limit(b, p, what)) == NULL)
+                    return -1;
+            } else {
+                return fail(b, "%s: targetRef %s %s is not supported by this agent (only Service, HTTPRoute, GRPCRoute)", what,
+                            t->group, t->kind);
+            }
+            if (!found)
+                return fail(b, "%s: targetRef names %s %s/%s, which does not exist", what, kind, ns, t->name);
+        }
+    }
+    return 0;
+}
+
 static int
 build(builder_t *b)
 {
@@ -845,7 +1138,7 @@ build(builder_t *b)
     for (size_t i = 0; i != snap->n_services; ++i)
         if (add_cluster(b, snap->services[i]) != 0)
             return -1;
-    if (apply_backend_policies(b) != 0)
+    if (apply_backend_policies(b) != 0 || apply_rate_limit_policies(b) != 0)
         return -1;
     for (size_t i = 0; i != snap->n_services; ++i) {
         const Remora__V1__Service *svc = snap->services[i];
@@ -942,6 +1235,8 @@ copy_route(rm_config_route_t *to, const rm_config_route_t *from)
         to->url_rewrite->hostname = dup_or_null(from->url_rewrite->hostname);
         to->url_rewrite->path = dup_or_null(from->url_rewrite->path);
     }
+    to->session_name = dup_or_null(from->session_name);
+    to->rate_limit = copy_rate_limit(from->rate_limit);
     to->_compiled = NULL;
     to->cluster_name = dup_or_null(from->cluster_name);
 }
@@ -949,6 +1244,13 @@ copy_route(rm_config_route_t *to, const rm_config_route_t *from)
 static void
 free_routes(rm_config_route_t *routes, size_t n)
 {
+    /* what this file adds to a route is freed here, whether or not free_route (config.c) knows it yet */
+    for (size_t i = 0; i != n; ++i) {
+        free(routes[i].session_name);
+        routes[i].session_name = NULL;
+        free_rate_limit(routes[i].rate_limit);
+        routes[i].rate_limit = NULL;
+    }
     /* a throwaway config owns them for a moment so that one function frees routes */
     rm_config_t *tmp = rm_config_create_defaults();
     tmp->listeners = rm_calloc(1, sizeof(*tmp->listeners));
