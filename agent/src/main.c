@@ -27,9 +27,12 @@
 #include "proxy/stream.h"
 #include "filters/fault.h"
 #include "filters/header_rewrite.h"
+#include "filters/ratelimit.h"
 #include "filters/redirect.h"
 #include "filters/url_rewrite.h"
 #include "router/router_filter.h"
+#include "upstream/breaker.h"
+#include "upstream/outlier.h"
 #include "obs/stats.h"
 #include "tls/tls.h"
 
@@ -82,6 +85,7 @@ static const struct {
     unsigned bit;
     const rm_filter_t *filter;
 } optional_filters[] = {
+    {RM_LISTENER_USES_RATE_LIMIT, &rm_ratelimit_filter}, /* first: a refused request costs no other filter */
     {RM_LISTENER_USES_FAULT, &rm_fault_filter},
     {RM_LISTENER_USES_REDIRECT, &rm_redirect_filter},
     {RM_LISTENER_USES_HEADER_MODIFIERS, &rm_header_rewrite_filter},
@@ -116,10 +120,13 @@ assemble(void)
 {
     rm_worker_register_module(&rm_net_module); /* first: downstream connections close before the clusters */
     rm_upstream_module_register();
+    rm_stats_register_renderer(rm_breaker_render); /* agent-wide breaker and outlier gauges in /metrics */
+    rm_stats_register_renderer(rm_outlier_render);
     rm_worker_register_module(&rm_http2_module);
     rm_route_module_register();
     rm_h1client_register();
     rm_h2client_register();
+    rm_ratelimit_register();
     build_chains();
     rm_stream_set_default_chain(&chains[RM_LISTENER_USES_ALL]);
     rm_stream_set_chain_selector(select_chain);
@@ -354,6 +361,12 @@ static char *
 cb_render_metrics(void *ctx)
 {
     return rm_stats_render_prometheus(agent.stats, agent.num_workers, agent.generation);
+}
+
+static char *
+cb_clusters(void *ctx)
+{
+    return rm_outlier_describe();
 }
 
 static char *
@@ -828,6 +841,7 @@ main(int argc, char **argv)
         .render_metrics = cb_render_metrics,
         .config_dump = cb_config_dump,
         .start_drain = start_drain,
+        .clusters = cb_clusters,
     };
     agent.admin = rm_admin_start(&agent.loop, (struct sockaddr *)&agent.config->health_addr.addr,
                                  (struct sockaddr *)&agent.config->admin_addr.addr, &admin_cb, NULL, err, sizeof(err));

@@ -155,6 +155,13 @@ serve_config_dump(rm_admin_t *admin, h2o_req_t *req)
 }
 
 static void
+serve_clusters(rm_admin_t *admin, h2o_req_t *req)
+{
+    char *body = admin->cb.clusters != NULL ? admin->cb.clusters(admin->cb_ctx) : NULL;
+    serve_owned(req, body, "text/plain; charset=utf-8");
+}
+
+static void
 serve_drain(rm_admin_t *admin, h2o_req_t *req)
 {
     rm_log_info("admin", "drain requested through the admin API");
@@ -214,6 +221,7 @@ serve_index(rm_admin_t *admin, h2o_req_t *req)
 {
     respond_text(req, 200, "OK",
                  "GET  /config_dump          JSON of the running configuration snapshot\n"
+                 "GET  /clusters             outlier detection per cluster: endpoints ejected, circuit open|closed\n"
                  "GET  /ready                200 when ready to serve traffic, 503 otherwise\n"
                  "GET  /logging              current log level\n"
                  "POST /logging?level=LEVEL  set the log level (error|warn|info|debug)\n"
@@ -224,13 +232,10 @@ serve_index(rm_admin_t *admin, h2o_req_t *req)
 #define ADMIN (1u << LISTENER_ADMIN)
 
 static const endpoint_t endpoints[] = {
-    {"/live", HEALTH, METHOD_GET, serve_live},
-    {"/ready", HEALTH | ADMIN, METHOD_GET, serve_ready},
-    {"/metrics", HEALTH, METHOD_GET, serve_metrics},
-    {"/config_dump", ADMIN, METHOD_GET, serve_config_dump},
-    {"/logging", ADMIN, METHOD_GET | METHOD_POST, serve_logging},
-    {"/drain", ADMIN, METHOD_POST, serve_drain},
-    {"/", ADMIN, METHOD_GET, serve_index},
+    {"/live", HEALTH, METHOD_GET, serve_live},        {"/ready", HEALTH | ADMIN, METHOD_GET, serve_ready},
+    {"/metrics", HEALTH, METHOD_GET, serve_metrics},  {"/config_dump", ADMIN, METHOD_GET, serve_config_dump},
+    {"/clusters", ADMIN, METHOD_GET, serve_clusters}, {"/logging", ADMIN, METHOD_GET | METHOD_POST, serve_logging},
+    {"/drain", ADMIN, METHOD_POST, serve_drain},      {"/", ADMIN, METHOD_GET, serve_index},
 };
 
 static unsigned

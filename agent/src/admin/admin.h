@@ -33,6 +33,8 @@ typedef struct st_rm_admin_callbacks_t {
     char *(*config_dump)(void *ctx);
     /** starts a drain (idempotent) */
     void (*start_drain)(void *ctx);
+    /** GET /clusters: plain text, one line per cluster with outlier detection (ejections, circuit state); malloc'ed */
+    char *(*clusters)(void *ctx);
 } rm_admin_callbacks_t;
 
 typedef struct st_rm_admin_t rm_admin_t;

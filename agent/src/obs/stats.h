@@ -33,6 +33,9 @@ rm_stat_status_class(int status)
 /** Retry reasons counted per cluster (rm_retry_reason_t without NONE). */
 #define RM_STAT_RETRY_REASONS 6
 
+/** Circuit-breaker limits counted per cluster (rm_breaker_limit_t: connections, pending, requests, retries). */
+#define RM_STAT_BREAKER_LIMITS 4
+
 /** Bound of the per-cause local-reply counters. */
 #define RM_STAT_MAX_CAUSES 32
 
@@ -74,6 +77,8 @@ typedef struct st_rm_cluster_stats_t {
     uint64_t rq_retry_success;                    /* requests answered by a retry */
     uint64_t rq_refused_resend;                   /* refused or stale-connection requests re-sent once (keep-alive race) */
     uint64_t rq_per_try_timeout;                  /* tries abandoned at their per-try timeout */
+    uint64_t rq_overflow[RM_STAT_BREAKER_LIMITS]; /* requests refused by a circuit breaker (index: rm_breaker_limit_t) */
+    uint64_t outlier_ejections;                   /* endpoints ejected by outlier detection (by this worker's reports) */
     uint64_t bytes_rx, bytes_tx;
     struct st_rm_cluster_stats_t *_next;
 } rm_cluster_stats_t;

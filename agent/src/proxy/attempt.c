@@ -40,6 +40,8 @@ maybe_free(rm_attempt_t *a)
 {
     if (!a->released || a->attached || a->busy != 0)
         return;
+    if (a->lb_done != NULL)
+        a->lb_done(a); /* failed or cancelled before a head: the balancer's pick ends here */
     if (h2o_linklist_is_linked(&a->owner_link))
         h2o_linklist_unlink(&a->owner_link);
     rm_stream_t *s = a->stream;
@@ -178,6 +180,8 @@ void
 rm_attempt_on_response_head(rm_attempt_t *a)
 {
     a->head_received = 1;
+    if (a->lb_done != NULL)
+        a->lb_done(a);
     RM_STAT_INC(a->cstats->rs_by_class[rm_stat_status_class(a->resp.status)]);
     if (discarding(a))
         return;
@@ -227,6 +231,7 @@ rm_attempt_on_error(rm_attempt_t *a, rm_upstream_error_t err, uint32_t h2_error,
         RM_STAT_INC(a->cstats->rq_reset);
     else
         RM_STAT_INC(a->cstats->rq_unavailable);
+    a->upstream_failed = 1;
     rm_attempt_unattach(a);
     if (!a->released) {
         ++a->busy;

@@ -45,6 +45,13 @@ typedef enum en_rm_upstream_error_t {
                                      reused HTTP/1.1 connection closed before any response byte */
 } rm_upstream_error_t;
 
+/** Where an attempt's consistent-hash key comes from (the ring-hash balancer, session persistence). */
+typedef enum en_rm_attempt_hash_t {
+    RM_ATTEMPT_HASH_NONE = 0,    /* no key: the cluster's balancer as configured */
+    RM_ATTEMPT_HASH_SESSION = 1, /* the route's sessionPersistence header or cookie: consistent hash whatever the balancer */
+    RM_ATTEMPT_HASH_SOURCE = 2,  /* the client's source address (ring hash without a session key) */
+} rm_attempt_hash_t;
+
 /** What the upstream codec provides to the attempt it has taken. */
 typedef struct st_rm_attempt_up_ops_t {
     /** request bytes, eos or trailers became available (rm_attempt_req_pending / _req_eos) */
@@ -98,6 +105,18 @@ struct st_rm_attempt_t {
      * {NULL, 0} to send the request's own; codecs add the field if the request has none */
     h2o_iovec_t grpc_timeout;
 
+    /** the consistent-hash key (XXH64 of the session key or the source address), set by the router */
+    uint64_t hash_key;
+    rm_attempt_hash_t hash_kind;
+    /**
+     * The cluster's hold on the picked endpoint (one active request of its agent-wide load): set at
+     * pick, ended by `lb_done` exactly once per pick, when a final response head arrives or, failing
+     * that, when the attempt is freed (failed or cancelled). lb_done clears these fields.
+     */
+    void (*lb_done)(rm_attempt_t *a);
+    void *lb_hold;
+    uint64_t lb_picked_at_us;
+
     unsigned attached : 1;         /* a codec holds the attempt */
     unsigned counted : 1;          /* counted in cstats rq_active */
     unsigned committed : 1;        /* its response goes downstream */
@@ -107,6 +126,7 @@ struct st_rm_attempt_t {
     unsigned resp_no_body : 1;     /* the head carried END_STREAM (trailers-only); keeps it one frame downstream */
     unsigned resp_done : 1;        /* the response ended */
     unsigned fresh_connection : 1; /* a re-send of a refused request: not on a connection already open */
+    unsigned upstream_failed : 1;  /* the codec reported a failure (rm_attempt_on_error) */
     /** depth of attempt calls on the stack that may end in the owner's or codec's callbacks: no free meanwhile */
     unsigned busy;
     /** owner's intrusive link (its attempt list) */

@@ -17,13 +17,17 @@
 #include <string.h>
 #include "remora/strutil.h"
 #include "core/worker.h"
+#include "filters/ratelimit.h"
 #include "policy/grpc_timeout.h"
 #include "policy/retry.h"
 #include "proxy/attempt.h"
 #include "proxy/stream.h"
 #include "router/router.h"
 #include "router/router_filter.h"
+#include "upstream/breaker.h"
 #include "upstream/cluster.h"
+#include "upstream/lb.h"
+#include "upstream/outlier.h"
 
 /* Request bodies up to this size are kept for mirrors when the route has no retry policy. */
 #define DEFAULT_REPLAY_BYTES 65536
@@ -211,11 +215,13 @@ typedef struct st_router_t {
     unsigned tries;
     /** mirrors waiting for the end of a request body of unknown length (bit per route mirror, up to 32) */
     uint32_t pending_mirrors;
-    unsigned resent : 1;       /* the keep-alive-race re-send was used */
-    unsigned replay_lost : 1;  /* the body outgrew the replay buffer */
-    unsigned hold_grpc : 1;    /* hold gRPC response heads until DATA or trailers (retry on gRPC statuses) */
-    unsigned fresh_next : 1;   /* the next try goes on a new connection */
-    unsigned has_deadline : 1; /* deadline_at_ms is set */
+    unsigned resent : 1;        /* the keep-alive-race re-send was used */
+    unsigned replay_lost : 1;   /* the body outgrew the replay buffer */
+    unsigned hold_grpc : 1;     /* hold gRPC response heads until DATA or trailers (retry on gRPC statuses) */
+    unsigned fresh_next : 1;    /* the next try goes on a new connection */
+    unsigned has_deadline : 1;  /* deadline_at_ms is set */
+    unsigned holds_request : 1; /* a slot of the cluster's max_requests breaker */
+    unsigned holds_retry : 1;   /* a slot of the cluster's max_retries breaker */
 } router_t;
 
 static const rm_attempt_owner_ops_t owner_ops;
@@ -263,6 +269,21 @@ now_ms(router_t *r)
     return rm_worker_now_ms(r->s->worker);
 }
 
+/* Gives back the breaker slots the request holds, exactly once whatever ended it (the response
+ * completed, a failure was answered, the downstream aborted, the stream was destroyed). */
+static void
+release_slots(router_t *r)
+{
+    if (r->holds_request) {
+        r->holds_request = 0;
+        rm_breaker_release(rm_cluster_breaker(r->cluster), RM_BREAKER_REQUESTS);
+    }
+    if (r->holds_retry) {
+        r->holds_retry = 0;
+        rm_breaker_release(rm_cluster_breaker(r->cluster), RM_BREAKER_RETRIES);
+    }
+}
+
 static void
 stop_timers(router_t *r)
 {
@@ -286,6 +307,7 @@ finish_primary(router_t *r, rm_attempt_t *a)
         r->primary = NULL;
     rm_timer_unlink(&a->try_timer);
     stop_timers(r);
+    release_slots(r);
     r->s->req_discard = 1;
     rm_attempt_release(a);
 }
@@ -419,8 +441,22 @@ try_retry(router_t *r, rm_attempt_t *a, unsigned reason)
     }
     if (!replayable(r))
         return 0; /* counted when the body outgrew the buffer */
+    /* one max_retries slot per request with a retry in flight, kept until the request ends */
+    int took_retry_slot = 0;
+    if (!r->holds_retry) {
+        if (!rm_breaker_try_acquire(rm_cluster_breaker(r->cluster), RM_BREAKER_RETRIES)) {
+            RM_STAT_INC(cs->rq_overflow[RM_BREAKER_RETRIES]);
+            return 0;
+        }
+        r->holds_retry = 1;
+        took_retry_slot = 1;
+    }
     if (!rm_retry_budget_try_withdraw(r->budget, now_ms(r))) {
         RM_STAT_INC(cs->rq_retry_budget_exhausted);
+        if (took_retry_slot) {
+            r->holds_retry = 0;
+            rm_breaker_release(rm_cluster_breaker(r->cluster), RM_BREAKER_RETRIES);
+        }
         return 0;
     }
     ++r->retries;
@@ -490,11 +526,66 @@ on_try_timeout(rm_timer_t *timer)
         return;
     RM_STAT_INC(rm_cluster_stats(r->cluster)->rq_per_try_timeout);
     rm_cluster_report(r->cluster, a->endpoint, 0, rm_now_us() - a->started_at_us);
+    rm_cluster_report_outlier(r->cluster, a->endpoint, RM_OUTLIER_GATEWAY);
     if (r->policy != NULL && try_retry(r, a, rm_retry_classify(r->policy, RM_RETRY_ON_PER_TRY_TIMEOUT, -1, -1)))
         return;
     cancel_primary(r);
     stop_timers(r);
     rm_stream_reply(r->s, RM_LOCAL_PER_TRY_TIMEOUT, NULL);
+}
+
+/* The value of cookie `name` in the request's Cookie fields (h2 may split them), or {NULL, 0}. */
+static h2o_iovec_t
+find_cookie(const rm_headers_t *headers, const char *name)
+{
+    size_t name_len = strlen(name);
+    for (ssize_t i = -1; (i = rm_headers_find_lit(headers, "cookie", i)) >= 0;) {
+        const char *p = headers->entries[i].value.base, *end = p + headers->entries[i].value.len;
+        while (p < end) {
+            while (p < end && (*p == ' ' || *p == ';'))
+                ++p;
+            const char *pair = p;
+            while (p < end && *p != ';')
+                ++p;
+            if ((size_t)(p - pair) > name_len && memcmp(pair, name, name_len) == 0 && pair[name_len] == '=')
+                return h2o_iovec_init(pair + name_len + 1, (size_t)(p - pair) - name_len - 1);
+        }
+    }
+    return h2o_iovec_init(NULL, 0);
+}
+
+/* The consistent-hash key of an attempt: the route's sessionPersistence value (ring hash whatever the
+ * cluster's balancer), else the client's address (used by a ring-hash cluster only). */
+static void
+set_hash_key(rm_stream_t *s, rm_attempt_t *a)
+{
+    const rm_config_route_t *route = s->route;
+    if (route != NULL && route->session_persistence != RM_SESSION_NONE && route->session_name != NULL) {
+        h2o_iovec_t v = h2o_iovec_init(NULL, 0);
+        if (route->session_persistence == RM_SESSION_HEADER) {
+            ssize_t i = rm_headers_find(&s->req.headers, route->session_name, strlen(route->session_name), -1);
+            if (i >= 0)
+                v = s->req.headers.entries[i].value;
+        } else {
+            v = find_cookie(&s->req.headers, route->session_name);
+        }
+        if (v.len != 0) {
+            a->hash_key = rm_lb_hash64(v.base, v.len, 0);
+            a->hash_kind = RM_ATTEMPT_HASH_SESSION;
+            return;
+        }
+    }
+    if (s->peerlen != 0) {
+        /* the address without the port: every connection of a client hashes alike */
+        const struct sockaddr *sa = (const struct sockaddr *)&s->peer;
+        if (sa->sa_family == AF_INET)
+            a->hash_key = rm_lb_hash64(&((const struct sockaddr_in *)sa)->sin_addr, sizeof(struct in_addr), 0);
+        else if (sa->sa_family == AF_INET6)
+            a->hash_key = rm_lb_hash64(&((const struct sockaddr_in6 *)sa)->sin6_addr, sizeof(struct in6_addr), 0);
+        else
+            return;
+        a->hash_kind = RM_ATTEMPT_HASH_SOURCE;
+    }
 }
 
 static void
@@ -513,6 +604,7 @@ start_try(router_t *r)
             try_ms = (uint32_t)left;
     }
     rm_attempt_t *a = rm_attempt_create(s, &owner_ops, r, rm_cluster_stats(r->cluster));
+    set_hash_key(s, a);
     a->number = r->tries++;
     a->fresh_connection = r->fresh_next;
     r->fresh_next = 0;
@@ -539,6 +631,7 @@ start_mirror(router_t *r, const rm_config_mirror_t *m)
     rm_stream_t *s = r->s;
     rm_cluster_t *c = rm_cluster_acquire(rm_cluster_lookup(s->worker, s->config, m->cluster_index));
     rm_attempt_t *a = rm_attempt_create(s, &owner_ops, r, rm_cluster_stats(c));
+    set_hash_key(s, a);
     a->mirror = 1;
     a->owner_data = c;
     h2o_linklist_insert(&r->mirrors, &a->owner_link);
@@ -627,6 +720,19 @@ router_on_request_head(rm_stream_t *s, void *state)
     r->cluster =
         rm_cluster_acquire(rm_cluster_lookup(s->worker, s->config, rm_router_pick_cluster(route, rm_worker_random(s->worker))));
     const rm_config_cluster_t *cc = rm_cluster_config(r->cluster);
+    /* the target Service's rate limit, once per request (not per try); a limit on the route is more
+     * specific and replaces it (the rate-limit filter applied that one) */
+    if (cc->rate_limit != NULL && route->rate_limit == NULL && rm_ratelimit_apply(s, cc->rate_limit) != 0)
+        return RM_FILTER_STOP;
+    /* the cluster's agent-wide max_requests: over it, answer at once rather than queue */
+    if (!rm_breaker_try_acquire(rm_cluster_breaker(r->cluster), RM_BREAKER_REQUESTS)) {
+        RM_STAT_INC(rm_cluster_stats(r->cluster)->rq_overflow[RM_BREAKER_REQUESTS]);
+        char msg[256];
+        snprintf(msg, sizeof(msg), "cluster '%s' has max_requests (%u) in flight", cc->name, (unsigned)cc->breakers.max_requests);
+        rm_stream_reply(s, RM_LOCAL_OVERFLOW, msg);
+        return RM_FILTER_STOP;
+    }
+    r->holds_request = 1;
     uint64_t now = now_ms(r);
 
     /* the deadline: the route's timeout, or the client's grpc-timeout when it is smaller */
@@ -714,6 +820,7 @@ router_on_abort(rm_stream_t *s, void *state)
     stop_timers(r);
     r->pending_mirrors = 0;
     cancel_primary(r);
+    release_slots(r);
     /* mirrors in flight finish on their own (bounded by their timer): fire and forget */
 }
 
@@ -722,8 +829,10 @@ router_on_destroy(rm_stream_t *s, void *state)
 {
     router_t *r = state;
     stop_timers(r);
-    if (r->cluster != NULL)
+    if (r->cluster != NULL) {
+        release_slots(r);
         rm_cluster_release(r->cluster);
+    }
 }
 
 /*
@@ -735,6 +844,8 @@ on_head(rm_attempt_t *a)
 {
     router_t *r = a->owner_ctx;
     rm_cluster_report(r->cluster, a->endpoint, a->resp.status < 500, rm_now_us() - a->started_at_us);
+    rm_cluster_report_outlier(r->cluster, a->endpoint,
+                              rm_outlier_classify(a->resp.status, a->resp_no_body ? grpc_status_of(&a->resp.headers) : -1));
     if (r->policy != NULL) {
         int grpc_status = a->resp_no_body ? grpc_status_of(&a->resp.headers) : -1;
         if (try_retry(r, a, rm_retry_classify(r->policy, 0, a->resp.status, grpc_status)))
@@ -836,6 +947,7 @@ on_error(rm_attempt_t *a, rm_upstream_error_t err, uint32_t h2_error, const char
         return;
     }
     rm_cluster_report(r->cluster, a->endpoint, 0, rm_now_us() - a->started_at_us);
+    rm_cluster_report_outlier(r->cluster, a->endpoint, RM_OUTLIER_GATEWAY);
     if (!a->committed) {
         /* a policy that covers the failure counts it as a retry; the keep-alive-race re-send
          * covers refused requests on every route, once */

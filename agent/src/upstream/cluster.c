@@ -8,14 +8,18 @@
 #include "net/resolver.h"
 #include "proxy/attempt.h"
 #include "tls/tls.h"
+#include "upstream/breaker.h"
 #include "upstream/cluster.h"
 #include "upstream/lb.h"
+#include "upstream/outlier.h"
 
 /* A host-name endpoint: resolved now and again after its TTL. */
 typedef struct st_dns_target_t {
     rm_cluster_t *cluster;
     char *host;
     uint16_t port;
+    /** the configured endpoint's load-balancing weight, given to every address it resolves to */
+    uint32_t weight;
     rm_resolver_query_t *query;
     uv_timer_t *timer;
     /** the addresses of the last good answer */
@@ -39,12 +43,18 @@ struct st_rm_cluster_t {
     size_t num_endpoints;
     const rm_lb_t *lb;
     void *lb_state;
+    /** a ring over the endpoints for routes with sessionPersistence when the balancer is not a ring
+     * (built on first use, NULL before) */
+    void *session_ring;
     dns_target_t *dns;
     size_t num_dns;
     /** attempts waiting for the first DNS answer */
     h2o_linklist_t waiting;
     rm_cluster_t *next_retired;
     rm_cluster_slot_t policy_slot;
+    /** agent-wide state of this cluster name (references) */
+    rm_breaker_t *breaker;
+    rm_outlier_cluster_t *outlier;
 };
 
 static void update_endpoints(rm_cluster_t *c);
@@ -91,6 +101,8 @@ rm_endpoint_unref(rm_endpoint_t *ep)
     if (--ep->refcnt != 0)
         return;
     rm_cluster_t *c = ep->cluster;
+    rm_outlier_host_release(ep->outlier);
+    rm_lb_load_release(ep->load);
     free(ep->host);
     free(ep);
     rm_cluster_release(c);
@@ -109,6 +121,9 @@ endpoint_create(rm_cluster_t *c, const struct sockaddr_storage *addr, socklen_t 
     h2o_linklist_init_anchor(&ep->h2_conns);
     h2o_linklist_init_anchor(&ep->h1_idle);
     h2o_linklist_init_anchor(&ep->h1_all);
+    ep->weight = 1;
+    ep->load = rm_lb_load_acquire(c->name, ep->name);
+    ep->outlier = rm_outlier_host_acquire(c->outlier, ep->name);
     return ep;
 }
 
@@ -132,6 +147,9 @@ static void
 endpoint_remove(rm_endpoint_t *ep, int close_all)
 {
     ep->removed = 1;
+    /* an address that left the cluster no longer counts among its endpoints for ejection */
+    rm_outlier_host_release(ep->outlier);
+    ep->outlier = NULL;
     for (size_t i = 0; i != RM_WIRE_MAX; ++i)
         if (codecs[i] != NULL)
             codecs[i]->close_idle(ep, close_all);
@@ -230,8 +248,15 @@ update_endpoints(rm_cluster_t *c)
         cap += c->dns[i].num_addrs;
     rm_endpoint_t **list = rm_calloc(cap, sizeof(*list));
     size_t n = 0;
+    /* the same endpoints in the same order with the same weights: the balancers keep their tables
+     * (a ring is rebuilt only when the set changes, not on every DNS refresh) */
+    rm_endpoint_t **prev = c->num_endpoints != 0 ? rm_malloc(c->num_endpoints * sizeof(*prev)) : NULL;
+    size_t num_prev = c->num_endpoints;
+    if (prev != NULL)
+        memcpy(prev, c->endpoints, num_prev * sizeof(*prev));
+    int set_changed = 0;
 
-#define ADD_ENDPOINT(ss, len, hostname)                                                                                            \
+#define ADD_ENDPOINT(ss, len, hostname, w)                                                                                         \
     do {                                                                                                                           \
         rm_endpoint_t *found = NULL;                                                                                               \
         for (size_t k = 0; k != c->num_endpoints; ++k) {                                                                           \
@@ -245,30 +270,52 @@ update_endpoints(rm_cluster_t *c)
         for (size_t k = 0; k != n; ++k)                                                                                            \
             if (same_addr(&list[k]->addr, list[k]->addrlen, (ss), (len)))                                                          \
                 dup = 1;                                                                                                           \
-        if (!dup)                                                                                                                  \
+        if (!dup) {                                                                                                                \
             list[n++] = found != NULL ? found : endpoint_create(c, (ss), (len), (hostname));                                       \
-        else if (found != NULL)                                                                                                    \
+            if (list[n - 1]->weight != ((w) != 0 ? (w) : 1))                                                                       \
+                set_changed = 1;                                                                                                   \
+            list[n - 1]->weight = (w) != 0 ? (w) : 1;                                                                              \
+        } else if (found != NULL)                                                                                                  \
             endpoint_remove(found, 0);                                                                                             \
     } while (0)
 
     for (size_t i = 0; i != cc->num_endpoints; ++i) {
         const rm_config_endpoint_t *e = &cc->endpoints[i];
         if (e->is_ip)
-            ADD_ENDPOINT(&e->addr.addr, e->addr.addrlen, e->host);
+            ADD_ENDPOINT(&e->addr.addr, e->addr.addrlen, e->host, e->weight);
     }
     for (size_t i = 0; i != c->num_dns; ++i) {
         dns_target_t *t = &c->dns[i];
         for (size_t j = 0; j != t->num_addrs; ++j)
-            ADD_ENDPOINT(&t->addrs[j], sockaddr_len(&t->addrs[j]), t->host);
+            ADD_ENDPOINT(&t->addrs[j], sockaddr_len(&t->addrs[j]), t->host, t->weight);
     }
 #undef ADD_ENDPOINT
 
     for (size_t k = 0; k != c->num_endpoints; ++k)
         if (c->endpoints[k] != NULL)
             endpoint_remove(c->endpoints[k], 0);
-    free(c->endpoints);
-    c->endpoints = list;
-    c->num_endpoints = n;
+    if (n != num_prev)
+        set_changed = 1;
+    for (size_t k = 0; !set_changed && k != n; ++k)
+        if (list[k] != prev[k])
+            set_changed = 1;
+    free(prev);
+    if (set_changed) {
+        free(c->endpoints);
+        c->endpoints = list;
+        c->num_endpoints = n;
+        /* balancers rebuild what depends on the set (rings, weight tables); per-endpoint load lives in
+         * the agent-wide entries of the endpoints that stayed, so it carries over */
+        if (c->lb->update != NULL)
+            c->lb->update(c->lb_state, c->endpoints, c->num_endpoints);
+        if (c->session_ring != NULL)
+            rm_lb_ring_hash.update(c->session_ring, c->endpoints, c->num_endpoints);
+    } else {
+        /* the same endpoints: keep the array the balancers were given */
+        if (n != 0)
+            memcpy(c->endpoints, list, n * sizeof(*list));
+        free(list);
+    }
 
     /* streams that waited for the first answers go now (or fail if there is still nothing) */
     int all_resolved = 1;
@@ -279,6 +326,7 @@ update_endpoints(rm_cluster_t *c)
         while (!h2o_linklist_is_empty(&c->waiting)) {
             rm_attempt_t *a = H2O_STRUCT_FROM_MEMBER(rm_attempt_t, pending_link, c->waiting.next);
             h2o_linklist_unlink(&a->pending_link);
+            rm_breaker_release(c->breaker, RM_BREAKER_PENDING);
             rm_attempt_unattach(a);
             rm_cluster_dispatch(c, a);
         }
@@ -298,8 +346,12 @@ rm_cluster_create(rm_worker_t *worker, rm_config_t *snapshot, const rm_config_cl
     if (c->ssl_ctx != NULL)
         SSL_CTX_up_ref(c->ssl_ctx);
     c->refcnt = 1; /* the worker's cluster table */
-    c->lb = &rm_lb_round_robin;
+    c->lb = rm_lb_of(config);
     c->lb_state = c->lb->create(config);
+    c->breaker = rm_breaker_acquire(config->name);
+    rm_breaker_configure(c->breaker, &config->breakers);
+    c->outlier = rm_outlier_cluster_acquire(config->name);
+    rm_outlier_configure(c->outlier, &config->outlier);
     h2o_linklist_init_anchor(&c->waiting);
     size_t num_dns = 0;
     for (size_t i = 0; i != config->num_endpoints; ++i)
@@ -314,6 +366,7 @@ rm_cluster_create(rm_worker_t *worker, rm_config_t *snapshot, const rm_config_cl
         t->cluster = c;
         t->host = rm_strdup(e->host);
         t->port = e->port;
+        t->weight = e->weight;
         t->timer = rm_malloc(sizeof(*t->timer));
         uv_timer_init(&worker->loop, t->timer);
         t->timer->data = t;
@@ -346,12 +399,46 @@ rm_cluster_can_reuse(rm_cluster_t *old, const rm_config_cluster_t *config)
     return 1;
 }
 
+/* A reload that kept the runtime may change the balancer or the weights (same endpoints): a new
+ * balancer starts from the agent-wide endpoint loads; new weights rebuild the set. */
+static void
+update_balancer(rm_cluster_t *c, const rm_config_cluster_t *old)
+{
+    const rm_config_cluster_t *config = c->config;
+    int changed = 0;
+    if (rm_lb_of(config) != c->lb || config->lb != old->lb || config->ring_min_size != old->ring_min_size) {
+        changed = 1;
+        c->lb->destroy(c->lb_state);
+        c->lb = rm_lb_of(config);
+        c->lb_state = c->lb->create(config);
+        if (c->lb->update != NULL && c->num_endpoints != 0)
+            c->lb->update(c->lb_state, c->endpoints, c->num_endpoints);
+        if (c->session_ring != NULL) {
+            rm_lb_ring_hash.destroy(c->session_ring);
+            c->session_ring = NULL;
+        }
+    }
+    size_t k = 0;
+    for (size_t i = 0; i != config->num_endpoints; ++i) {
+        if (i < old->num_endpoints && old->endpoints[i].weight != config->endpoints[i].weight)
+            changed = 1;
+        if (!config->endpoints[i].is_ip && k < c->num_dns)
+            c->dns[k++].weight = config->endpoints[i].weight;
+    }
+    if (changed)
+        update_endpoints(c); /* same addresses: the objects stay, the weights and rings are refreshed */
+}
+
 void
 rm_cluster_update_config(rm_cluster_t *c, rm_config_t *snapshot, const rm_config_cluster_t *config)
 {
+    const rm_config_cluster_t *old_config = c->config;
     rm_config_t *old = c->snapshot;
     c->snapshot = rm_config_ref(snapshot);
     c->config = config;
+    rm_breaker_configure(c->breaker, &config->breakers);
+    rm_outlier_configure(c->outlier, &config->outlier);
+    update_balancer(c, old_config);
     rm_config_unref(old);
 }
 
@@ -372,10 +459,14 @@ free_cluster(rm_cluster_t *c)
     free(c->dns);
     free(c->endpoints);
     c->lb->destroy(c->lb_state);
+    if (c->session_ring != NULL)
+        rm_lb_ring_hash.destroy(c->session_ring);
     if (c->policy_slot.release != NULL)
         c->policy_slot.release(c->policy_slot.data);
     if (c->ssl_ctx != NULL)
         SSL_CTX_free(c->ssl_ctx);
+    rm_breaker_release_ref(c->breaker);
+    rm_outlier_cluster_release(c->outlier);
     rm_config_unref(c->snapshot);
     free(c->name);
     free(c);
@@ -390,8 +481,63 @@ rm_cluster_policy_slot(rm_cluster_t *c)
 void
 rm_cluster_report(rm_cluster_t *c, rm_endpoint_t *ep, int success, uint64_t latency_us)
 {
-    if (ep != NULL)
-        c->lb->on_result(c->lb_state, ep, success, latency_us);
+    /* the balancer learns each pick's outcome once, through the attempt (lb_done): a router report
+     * may come twice for one attempt (head, then a mid-stream failure) or not at all (cancelled) */
+}
+
+/* The end of a pick (attempt.h lb_done): the head arrived, or the attempt failed or was cancelled. */
+static void
+lb_done(rm_attempt_t *a)
+{
+    rm_endpoint_t *ep = a->lb_hold;
+    a->lb_done = NULL;
+    a->lb_hold = NULL;
+    rm_cluster_t *c = ep->cluster;
+    int success = a->head_received && a->resp.status < 500;
+    uint64_t latency_us = rm_now_us() - a->lb_picked_at_us;
+    /* a refused or reset exchange is quick, not cheap: latency-aware balancers must not prefer it */
+    if (a->upstream_failed && !a->head_received && latency_us < RM_LB_FAILURE_LATENCY_US)
+        latency_us = RM_LB_FAILURE_LATENCY_US;
+    c->lb->on_result(c->lb_state, ep, success, latency_us);
+    rm_lb_load_finish(ep->load);
+    rm_endpoint_unref(ep);
+}
+
+/* The endpoint for `a`: by consistent hash of the route's session key whatever the balancer, else the balancer's. */
+static rm_endpoint_t *
+lb_pick(rm_cluster_t *c, rm_attempt_t *a)
+{
+    if (a->hash_kind == RM_ATTEMPT_HASH_SESSION && c->lb != &rm_lb_ring_hash) {
+        if (c->session_ring == NULL) {
+            c->session_ring = rm_lb_ring_hash.create(c->config);
+            rm_lb_ring_hash.update(c->session_ring, c->endpoints, c->num_endpoints);
+        }
+        return rm_lb_ring_hash.pick(c->session_ring, c->endpoints, c->num_endpoints, a);
+    }
+    return c->lb->pick(c->lb_state, c->endpoints, c->num_endpoints, a);
+}
+
+void
+rm_cluster_report_outlier(rm_cluster_t *c, rm_endpoint_t *ep, int result)
+{
+    if (ep == NULL || ep->outlier == NULL || !c->config->outlier.enabled)
+        return;
+    if (rm_outlier_report(ep->outlier, (rm_outlier_result_t)result, rm_worker_now_ms(c->worker))) {
+        RM_STAT_INC(c->stats->outlier_ejections);
+        rm_log_info("cluster", "cluster %s: endpoint %s ejected (outlier detection)", c->name, ep->name);
+    }
+}
+
+int
+rm_endpoint_available(rm_endpoint_t *ep)
+{
+    return ep->outlier == NULL || rm_outlier_available(ep->outlier, rm_worker_now_ms(ep->cluster->worker));
+}
+
+rm_breaker_t *
+rm_cluster_breaker(rm_cluster_t *c)
+{
+    return c->breaker;
 }
 
 rm_cluster_t *
@@ -429,6 +575,7 @@ retire(rm_cluster_t *c, int close_all)
         while (!h2o_linklist_is_empty(&c->waiting)) {
             rm_attempt_t *a = H2O_STRUCT_FROM_MEMBER(rm_attempt_t, pending_link, c->waiting.next);
             h2o_linklist_unlink(&a->pending_link);
+            rm_breaker_release(c->breaker, RM_BREAKER_PENDING);
             rm_attempt_on_error(a, RM_UPSTREAM_ERR_CONNECT, 0, "cluster removed by a configuration change");
         }
     }
@@ -476,8 +623,32 @@ rm_clusters_close_all(rm_worker_t *worker)
 static void
 waiting_cancel(rm_attempt_t *a)
 {
+    rm_cluster_t *c = a->up_ctx;
     h2o_linklist_unlink(&a->pending_link);
+    rm_breaker_release(c->breaker, RM_BREAKER_PENDING);
     rm_attempt_detach(a);
+}
+
+/* The balancer's pick if outlier detection lets it take the attempt, else the next endpoint that
+ * can (a scan from the pick: bounded by the endpoint count); NULL when every endpoint is ejected.
+ * Claiming an endpoint whose ejection is over makes this attempt its probe. */
+static rm_endpoint_t *
+claim_endpoint(rm_cluster_t *c, rm_endpoint_t *picked)
+{
+    if (!c->config->outlier.enabled)
+        return picked;
+    uint64_t now = rm_worker_now_ms(c->worker);
+    if (picked->outlier == NULL || rm_outlier_claim(picked->outlier, now))
+        return picked;
+    size_t start = 0;
+    while (start != c->num_endpoints && c->endpoints[start] != picked)
+        ++start;
+    for (size_t k = 1; k <= c->num_endpoints; ++k) {
+        rm_endpoint_t *ep = c->endpoints[(start + k) % c->num_endpoints];
+        if (ep->outlier == NULL || rm_outlier_claim(ep->outlier, now))
+            return ep;
+    }
+    return NULL;
 }
 
 static void
@@ -505,6 +676,11 @@ rm_cluster_dispatch(rm_cluster_t *c, rm_attempt_t *a)
                 why = c->dns[i].last_error;
         }
         if (pending && !c->retired) {
+            if (!rm_breaker_try_acquire(c->breaker, RM_BREAKER_PENDING)) {
+                RM_STAT_INC(c->stats->rq_overflow[RM_BREAKER_PENDING]);
+                rm_attempt_on_error(a, RM_UPSTREAM_ERR_CONNECT, 0, "upstream overflow: max_pending_requests reached");
+                return;
+            }
             rm_attempt_attach(a, &waiting_ops, c);
             h2o_linklist_insert(&c->waiting, &a->pending_link);
             return;
@@ -514,7 +690,14 @@ rm_cluster_dispatch(rm_cluster_t *c, rm_attempt_t *a)
         rm_attempt_on_error(a, RM_UPSTREAM_ERR_CONNECT, 0, msg);
         return;
     }
-    rm_endpoint_t *ep = c->lb->pick(c->lb_state, c->endpoints, c->num_endpoints, a);
+    rm_endpoint_t *ep = claim_endpoint(c, lb_pick(c, a));
+    if (ep == NULL) {
+        /* the circuit is open: no connect attempt until a probe brings an endpoint back */
+        char msg[256];
+        snprintf(msg, sizeof(msg), "cluster '%s': circuit open, every endpoint is ejected (outlier detection)", c->name);
+        rm_attempt_on_error(a, RM_UPSTREAM_ERR_CONNECT, 0, msg);
+        return;
+    }
     rm_upstream_protocol_t proto = c->config->protocol;
     if (proto == RM_UPSTREAM_AUTO) {
         if (c->ssl_ctx == NULL || ep->learned == RM_WIRE_HTTP1)
@@ -523,6 +706,13 @@ rm_cluster_dispatch(rm_cluster_t *c, rm_attempt_t *a)
             proto = RM_UPSTREAM_H2; /* the HTTP/2 client falls back to HTTP/1.1 if ALPN says so */
     }
     a->endpoint = ep;
+    if (a->lb_done != NULL)
+        a->lb_done(a); /* dispatched again: the earlier pick is over */
+    rm_endpoint_ref(ep);
+    rm_lb_load_start(ep->load);
+    a->lb_hold = ep;
+    a->lb_done = lb_done;
+    a->lb_picked_at_us = rm_now_us();
     rm_upstream_codec(proto == RM_UPSTREAM_H2 ? RM_WIRE_H2 : RM_WIRE_HTTP1)->dispatch(ep, a);
 }
 

@@ -1,6 +1,6 @@
 /*
  * A cluster's runtime on one worker: its endpoints (fixed IPs, or host names resolved with c-ares
- * and re-resolved by TTL), round-robin selection, and per-endpoint connection pools (HTTP/2
+ * and re-resolved by TTL), a load balancer (upstream/lb.h), and per-endpoint connection pools (HTTP/2
  * connections multiplexing streams, idle HTTP/1.1 keep-alive connections).
  *
  * Reference counts here are plain integers: a cluster and its endpoints belong to one worker.
@@ -35,6 +35,10 @@ struct st_rm_endpoint_t {
     int refcnt;
     /** no longer in the cluster's endpoint list (DNS changed, cluster retired): pools do not reuse it */
     unsigned removed : 1;
+    /** load-balancing weight (the configured endpoint's, >= 1) */
+    uint32_t weight;
+    /** the agent-wide load of this address in this cluster (own reference; see upstream/lb.h) */
+    struct st_rm_lb_load_t *load;
     /** AUTO over TLS: the protocol ALPN chose last time */
     rm_wire_protocol_t learned;
     /** HTTP/2 connections (rm_h2client_conn_t) */
@@ -45,6 +49,8 @@ struct st_rm_endpoint_t {
     size_t num_h1_idle;
     /** every HTTP/1.1 connection, busy or idle */
     h2o_linklist_t h1_all;
+    /** agent-wide outlier state of this address (a reference; NULL once removed) */
+    struct st_rm_outlier_host_t *outlier;
 };
 
 /** Creates the runtime for `config` (a cluster of `snapshot`) on `worker`; starts DNS resolution of host-name endpoints. */
@@ -95,6 +101,19 @@ typedef struct st_rm_cluster_slot_t {
 rm_cluster_slot_t *rm_cluster_policy_slot(rm_cluster_t *c);
 /** The outcome of an attempt on endpoint `ep` (a->endpoint; NULL: none was picked), for the load balancer. */
 void rm_cluster_report(rm_cluster_t *c, rm_endpoint_t *ep, int success, uint64_t latency_us);
+/**
+ * The outcome of an attempt on `ep` (NULL: none was picked) for outlier detection; `result` is an
+ * rm_outlier_result_t (upstream/outlier.h). Counts an ejection it causes.
+ */
+void rm_cluster_report_outlier(rm_cluster_t *c, rm_endpoint_t *ep, int result);
+/**
+ * 1 if `ep` may be picked now: not ejected by outlier detection (or its ejection is over and no probe
+ * is in flight). Balancers call it to skip ejected endpoints; rm_cluster_dispatch re-checks its pick.
+ * No side effect. Thread: the cluster's worker.
+ */
+int rm_endpoint_available(rm_endpoint_t *ep);
+/** The cluster's agent-wide circuit breaker (upstream/breaker.h), held by the runtime. */
+struct st_rm_breaker_t *rm_cluster_breaker(rm_cluster_t *c);
 
 void rm_endpoint_ref(rm_endpoint_t *ep);
 void rm_endpoint_unref(rm_endpoint_t *ep);

@@ -30,4 +30,4 @@ rr_on_result(void *state, rm_endpoint_t *ep, int success, uint64_t latency_us)
 {
 }
 
-const rm_lb_t rm_lb_round_robin = {"RoundRobin", rr_create, rr_destroy, rr_pick, rr_on_result};
+const rm_lb_t rm_lb_round_robin = {"RoundRobin", rr_create, rr_destroy, NULL, rr_pick, rr_on_result};
