@@ -5,7 +5,8 @@
 # (examples/mesh.yaml: services by name, a 90/10 canary split); then gRPC calls of every shape and
 # HTTP/1.1 and HTTP/2 requests go through the agent, and the demo prints what went through, where
 # the split sent it; then examples/mesh-policy.yaml adds retries, timeouts, header modifiers, a
-# redirect, a mirror and fault injection, shown at work; `remoractl status`, the agent's metrics,
+# redirect, a mirror, fault injection, load balancing, outlier detection and a rate limit, shown at
+# work with the policies in force per Service; `remoractl status`, the agent's metrics,
 # and a graceful drain. Loopback only;
 # everything it starts is stopped by PID at the end.
 set -euo pipefail
@@ -65,7 +66,7 @@ printf '   split           -> web %s requests, web-v2 %s requests\n' "$(requests
 printf '   unknown name    -> '; curl -s -o /dev/null -w '%{http_code}\n' -H 'Host: nosuch' http://127.0.0.1:15001/
 
 echo
-echo "== request policy: remoractl apply -f examples/mesh-policy.yaml --wait (retries, timeouts, filters, a mirror, faults)"
+echo "== policy: remoractl apply -f examples/mesh-policy.yaml --wait (retries, timeouts, filters, a mirror, faults, balancing, outlier detection, a rate limit)"
 $CTL apply -f examples/mesh-policy.yaml --wait | sed 's/^/   /'
 printf '   redirect        -> '; curl -s -o /dev/null -w '%{http_code} location %{redirect_url}\n' -H 'Host: web' http://127.0.0.1:15001/old-home
 printf '   header modifier -> the origin saw x-mesh: '
@@ -84,8 +85,10 @@ with grpc.insecure_channel("127.0.0.1:15001", options=[("grpc.default_authority"
         print("%s after %.0f ms (the server would have taken 3000 ms)" % (e.code().name, (time.monotonic() - t0) * 1000))
 PY
 h2load -n 400 -c 4 -m 10 -H ':authority: web' http://127.0.0.1:15001/load >/dev/null 2>&1
-echo "   400 more requests: mirrors, faults and redirects so far:"
-curl -s http://127.0.0.1:15020/metrics | grep -E '^remora_downstream_(mirrors|faults)_total|^remora_downstream_local_replies_total.*redirect' | sed 's/^/     /'
+echo "   400 more requests at full speed: mirrors, faults, redirects and the RateLimitPolicy's decisions so far:"
+curl -s http://127.0.0.1:15020/metrics | grep -E '^remora_downstream_(mirrors|faults)_total|^remora_downstream_local_replies_total.*(redirect|rate_limited)|^remora_rate_limit_decisions_total' | sed 's/^/     /'
+echo "   which policy is in force where (remoractl get svc):"
+$CTL get svc | sed 's/^/     /'
 
 echo
 echo "== remoractl status"
