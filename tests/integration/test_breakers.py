@@ -4,7 +4,9 @@ started again on a fixed port (connect failures, then recovery).
 
 - Breakers: with max_requests N and N requests in flight, request N+1 is answered at once (503, or a
   trailers-only UNAVAILABLE for gRPC) and counted; the limit is agent-wide: with 2 workers, N in flight
-  across both.
+  across both. max_connections bounds the connections open at the origin (plus each worker's first per
+  endpoint); HTTP/1.1 attempts wait for a pooled connection within max_pending_requests, past it they
+  overflow; HTTP/2 attempts share an open connection.
 - Outlier detection: an endpoint that starts failing is ejected after the configured consecutive
   failures, gets no traffic while ejected, and comes back after a successful probe; with
   max_ejection_percent 100, every endpoint ejected -> the circuit is open (fail fast, no connect
@@ -185,6 +187,94 @@ def test_max_retries_counts_overflow(origin, tmp_path, proxy_factory):
         assert first.result()[0] == 200
     assert value(proxy, "overflow", cluster=cluster, limit="retries") == 1
     assert wait_for(lambda: value(proxy, "breaker_active", cluster=cluster, limit="retries") == 0)
+
+
+def timed_get(proxy, path, headers=None):
+    t0 = time.monotonic()
+    status, hdrs, body = get(proxy, path, headers, timeout=20)
+    return status, body, time.monotonic() - t0
+
+
+def test_max_connections_h1_queue_and_overflow(tmp_path, proxy_factory):
+    """max_connections 2 on an HTTP/1.1 cluster, 2 workers, 1 endpoint: at most 2 + 2 x 1 - 1 = 3
+    connections are ever open at the origin (each worker's first connection to an endpoint is always
+    allowed, counted anyway; a further one needs a free slot). Requests that find no connection wait
+    on their worker's pool within max_pending_requests (3); past it they are refused at once with 503
+    "overflow", counted under limit="connections". Afterwards the connections gauge equals the pooled
+    connections, and 0 once they idle out."""
+    origin = fault_origin.start(tmp_path, name="fo-maxconn")
+    try:
+        cluster, max_conns, max_pending, workers, hold = "mc-h1", 2, 3, 2, 1500
+        bound = max_conns + workers * 1 - 1
+        proxy = start_agent(tmp_path, proxy_factory,
+                            [{"name": cluster, "protocol": "http1", "endpoints": [origin.target],
+                              "pool_idle_timeout_ms": 2500,
+                              "circuit_breakers": {"max_connections": max_conns, "max_pending_requests": max_pending,
+                                                   "max_requests": 1000, "max_retries": 10}}],
+                            [{"name": "mc", "prefix": "/", "cluster": cluster, "timeout_ms": 20000}], workers=workers)
+        n = 16
+        with concurrent.futures.ThreadPoolExecutor(max_workers=n) as pool:
+            futs = [pool.submit(timed_get, proxy, f"/mc/{i}", {"x-delay-ms": str(hold)}) for i in range(n)]
+            # while the load runs the agent-wide gauges stay within the bounds
+            peak_gauge = 0
+            while not all(f.done() for f in futs):
+                peak_gauge = max(peak_gauge, value(proxy, "breaker_active", cluster=cluster, limit="connections"))
+                assert value(proxy, "breaker_active", cluster=cluster, limit="pending") <= max_pending
+                time.sleep(0.05)
+            results = [f.result() for f in futs]
+        ok = [r for r in results if r[0] == 200]
+        refused = [r for r in results if r[0] != 200]
+        for status, body, took in refused:
+            assert status == 503 and b"overflow" in body, (status, body)
+            assert took < hold / 1000.0 / 2, took  # at once, not after waiting
+        stats = origin.stats()
+        # every request served went through at most `bound` connections: at most bound + max_pending served
+        assert 2 <= stats["peak_open_connections"] <= bound, stats
+        assert stats["connections"] <= bound + 1, stats  # connections are reused, not churned (+1: this query)
+        assert peak_gauge <= bound, peak_gauge
+        assert len(ok) == stats["requests"], (len(ok), stats)
+        assert n - bound - max_pending <= len(refused) <= n - max_conns, [r[:1] for r in results]
+        # counters agree: one overflow per refusal, under "connections"; none elsewhere
+        assert value(proxy, "overflow", cluster=cluster, limit="connections") == len(refused)
+        assert value(proxy, "overflow", cluster=cluster, limit="pending") == 0
+        assert value(proxy, "local_replies", cause="overflow") == len(refused)
+        # after the load: slots = pooled connections = connections open at the origin (minus the query's)
+        assert value(proxy, "breaker_active", cluster=cluster, limit="pending") == 0
+        pooled = value(proxy, "breaker_active", cluster=cluster, limit="connections")
+        assert 1 <= pooled <= bound, pooled
+        assert pooled == support.metric(proxy.metrics(), "remora_upstream_connections_active", cluster=cluster)
+        assert wait_for(lambda: origin.stats()["open_connections"] - 1 == pooled, timeout=3), origin.stats()
+        # they idle out: every slot comes back
+        assert wait_for(lambda: value(proxy, "breaker_active", cluster=cluster, limit="connections") == 0, timeout=8)
+        assert wait_for(lambda: origin.stats()["open_connections"] == 1, timeout=3), origin.stats()
+        assert get(proxy, "/after")[0] == 200
+        print(f"max_connections {max_conns}, {workers} workers: peak {stats['peak_open_connections']} open at the "
+              f"origin (bound {bound}), {len(ok)} served, {len(refused)} refused at once, {pooled:.0f} pooled after")
+    finally:
+        origin.proc.stop()
+
+
+def test_max_connections_h2_shares_connection(tmp_path, proxy_factory):
+    """HTTP/2 with max_connections 1 and h2_connections 4: no second connection is opened; every request
+    goes on the one connection (over its preferred stream count) and succeeds; nothing overflows."""
+    origin = fault_origin.start(tmp_path, name="fo-maxconn-h2")
+    try:
+        cluster = "mc-h2"
+        proxy = start_agent(tmp_path, proxy_factory,
+                            [{"name": cluster, "protocol": "h2", "endpoints": [origin.target], "h2_connections": 4,
+                              "circuit_breakers": {"max_connections": 1, "max_pending_requests": 100}}],
+                            [{"name": "mc2", "prefix": "/", "cluster": cluster, "timeout_ms": 20000}])
+        assert get(proxy, "/warm")[0] == 200
+        with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+            results = [f.result() for f in [pool.submit(get, proxy, f"/h2/{i}", {"x-delay-ms": "500"}) for i in range(8)]]
+        assert all(r[0] == 200 for r in results), [r[0] for r in results]
+        stats = origin.stats()
+        assert stats["h2_connections"] == 1 and stats["peak_open_connections"] == 1, stats
+        assert value(proxy, "breaker_active", cluster=cluster, limit="connections") == 1
+        assert value(proxy, "breaker_active", cluster=cluster, limit="pending") == 0
+        assert value(proxy, "overflow", cluster=cluster, limit="connections") == 0
+    finally:
+        origin.proc.stop()
 
 
 # ------------------------------------------------------------------------------ outlier detection

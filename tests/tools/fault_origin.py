@@ -40,7 +40,8 @@ Control requests (not counted, faults ignored), over HTTP/1.1 and h2:
                             "faults" (the fault applied per attempt, or null), "resets" (RST_STREAMs received
                             on this key's streams)}; lists keep the last 1000 entries, 10000 keys are kept
   GET /__stats             {"requests", "connections", "h1_connections", "h2_connections", "resets_received",
-                            "active", "h1_dropped"}
+                            "active", "h1_dropped", "open_connections" (open now, this one included),
+                            "peak_open_connections" (the most open at once when a counted request arrived)}
 
 Options:
   --h1-close-after N       each HTTP/1.1 connection is closed silently after N responses (no Connection:
@@ -87,7 +88,7 @@ MAX_LINE = 65536
 MAX_HEADERS = 200
 
 STATS = {"requests": 0, "connections": 0, "h1_connections": 0, "h2_connections": 0, "resets_received": 0,
-         "active": 0, "h1_dropped": 0}
+         "active": 0, "h1_dropped": 0, "open_connections": 0, "peak_open_connections": 0}
 OPTS = argparse.Namespace(h1_close_after=0, h1_close_mode="next-request", default_delay_ms=0, default_fault=None)
 
 
@@ -172,6 +173,7 @@ class Request:
     def account(self):
         """Counts the attempt and decides the fault and delays (x-fault-times / x-delay-times)."""
         STATS["requests"] += 1
+        STATS["peak_open_connections"] = max(STATS["peak_open_connections"], STATS["open_connections"])
         self.key = self.header("x-fault-key") or ""
         rec = key_record(self.key)
         rec.attempts += 1
@@ -263,6 +265,7 @@ async def handle(reader, writer):
     CONN_SEQ[0] += 1
     conn_id = CONN_SEQ[0]
     STATS["connections"] += 1
+    STATS["open_connections"] += 1
     sock = writer.get_extra_info("socket")
     if sock is not None:
         try:
@@ -286,6 +289,7 @@ async def handle(reader, writer):
     except (ConnectionError, asyncio.IncompleteReadError, OSError):
         pass
     finally:
+        STATS["open_connections"] -= 1
         if not writer.is_closing():
             writer.close()
 
@@ -395,8 +399,8 @@ class H1Conn:
             result = await self.one_request(line)
             if result is False:
                 return
-            if isinstance(result, int) and result > 0:
-                idle_ms = result
+            if not isinstance(result, bool) and isinstance(result, int) and result > 0:
+                idle_ms = result  # (True is an int too: it means keep serving, with no idle limit)
 
     async def one_request(self, line):
         """Returns False to stop serving the connection, or an idle close timeout in ms, or True."""

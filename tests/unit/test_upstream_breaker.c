@@ -73,6 +73,20 @@ test_limit_and_release(void **state)
     rm_breaker_release(b, RM_BREAKER_REQUESTS);
     rm_breaker_release(b, RM_BREAKER_RETRIES);
     rm_breaker_release(b, RM_BREAKER_PENDING);
+    /* a forced slot (a worker's first connection to an endpoint) goes over the limit and is counted */
+    l = limits(2, 1, 1, 2);
+    rm_breaker_configure(b, &l);
+    assert_true(rm_breaker_try_acquire(b, RM_BREAKER_CONNECTIONS));
+    assert_true(rm_breaker_try_acquire(b, RM_BREAKER_CONNECTIONS));
+    rm_breaker_acquire_forced(b, RM_BREAKER_CONNECTIONS);
+    assert_int_equal(rm_breaker_count(b, RM_BREAKER_CONNECTIONS), 3);
+    rm_breaker_release(b, RM_BREAKER_CONNECTIONS);
+    assert_false(rm_breaker_try_acquire(b, RM_BREAKER_CONNECTIONS));
+    rm_breaker_release(b, RM_BREAKER_CONNECTIONS);
+    assert_true(rm_breaker_try_acquire(b, RM_BREAKER_CONNECTIONS));
+    rm_breaker_release(b, RM_BREAKER_CONNECTIONS);
+    rm_breaker_release(b, RM_BREAKER_CONNECTIONS);
+    assert_int_equal(rm_breaker_count(b, RM_BREAKER_CONNECTIONS), 0);
     rm_breaker_release_ref(b);
 }
 

@@ -2,6 +2,11 @@
  * Upstream HTTP/1.1: a keep-alive pool per endpoint per worker. A connection carries one exchange
  * at a time; it goes back to the idle list only when both the request and the response completed
  * cleanly, and idle connections keep reading so a close by the server is noticed at once.
+ *
+ * Every connection holds a max_connections slot (rm_endpoint_conn_acquire) from its creation to
+ * destroy_conn. An attempt that finds no idle connection and may not open one waits on the endpoint
+ * (ep->h1_waiting, holding a max_pending_requests slot) for the next connection released to the
+ * pool, or for a slot freed by a connection of this endpoint that closes.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +17,7 @@
 #include "http1/h1codec.h"
 #include "http1/h1io.h"
 #include "proxy/attempt.h"
+#include "upstream/breaker.h"
 #include "upstream/cluster.h"
 
 typedef struct st_h1c_conn_t {
@@ -43,6 +49,7 @@ typedef struct st_h1c_conn_t {
 static const rm_attempt_up_ops_t up_ops;
 static void on_read(h2o_socket_t *sock, const char *err);
 static void start_exchange(h1c_conn_t *conn);
+static void serve_waiting(rm_endpoint_t *ep);
 
 static void
 set_reading(h1c_conn_t *conn, int on)
@@ -77,8 +84,12 @@ destroy_conn(rm_deferred_t *d)
         RM_STAT_DEC(rm_cluster_stats(conn->ep->cluster)->cx_active);
     }
     rm_h1_parser_destroy(conn->parser);
-    rm_endpoint_unref(conn->ep);
+    rm_endpoint_t *ep = conn->ep;
     free(conn);
+    /* the slot this connection held may serve an attempt waiting on the endpoint (which it keeps alive) */
+    rm_endpoint_conn_release(ep);
+    serve_waiting(ep);
+    rm_endpoint_unref(ep);
 }
 
 /* Ends the connection; a stream still on it gets `err`. */
@@ -116,7 +127,9 @@ release_to_pool(h1c_conn_t *conn)
 {
     rm_endpoint_t *ep = conn->ep;
     const rm_config_cluster_t *cc = rm_cluster_config(ep->cluster);
-    if (!conn->keep_alive || ep->removed || ep->num_h1_idle >= cc->h1_max_idle || rm_cluster_worker(ep->cluster)->stopping) {
+    /* an attempt waiting for a connection takes it whatever h1_max_idle says */
+    if (!conn->keep_alive || ep->removed || rm_cluster_worker(ep->cluster)->stopping ||
+        (ep->num_h1_idle >= cc->h1_max_idle && h2o_linklist_is_empty(&ep->h1_waiting))) {
         kill_conn(conn, RM_UPSTREAM_ERR_CLOSED, "not reusable");
         return;
     }
@@ -125,6 +138,7 @@ release_to_pool(h1c_conn_t *conn)
     ++ep->num_h1_idle;
     rm_worker_timer_start(conn->worker, &conn->idle_timeout, cc->pool_idle_timeout_ms);
     set_reading(conn, 1);
+    serve_waiting(ep);
 }
 
 static void
@@ -475,23 +489,25 @@ on_connected(rm_connect_t *unused, h2o_socket_t *sock, int err_kind, const char 
         release_to_pool(conn);
 }
 
+/* Starts `s` on the most recently used idle connection of `ep` (the likeliest to be still open on the server). */
 static void
-h1client_dispatch(rm_endpoint_t *ep, rm_attempt_t *s)
+start_on_idle(rm_endpoint_t *ep, rm_attempt_t *s)
 {
-    h1c_conn_t *conn;
-    if (!h2o_linklist_is_empty(&ep->h1_idle) && !s->fresh_connection) {
-        /* most recently used first: the likeliest to be still open on the server */
-        conn = H2O_STRUCT_FROM_MEMBER(h1c_conn_t, idle_link, ep->h1_idle.prev);
-        conn->reused = 1;
-        h2o_linklist_unlink(&conn->idle_link);
-        --ep->num_h1_idle;
-        rm_timer_unlink(&conn->idle_timeout);
-        conn->s = s;
-        rm_attempt_attach(s, &up_ops, conn);
-        start_exchange(conn);
-        return;
-    }
-    conn = conn_new(ep);
+    h1c_conn_t *conn = H2O_STRUCT_FROM_MEMBER(h1c_conn_t, idle_link, ep->h1_idle.prev);
+    conn->reused = 1;
+    h2o_linklist_unlink(&conn->idle_link);
+    --ep->num_h1_idle;
+    rm_timer_unlink(&conn->idle_timeout);
+    conn->s = s;
+    rm_attempt_attach(s, &up_ops, conn);
+    start_exchange(conn);
+}
+
+/* Starts `s` on a new connection of `ep`, whose max_connections slot the caller has taken. */
+static void
+start_on_new(rm_endpoint_t *ep, rm_attempt_t *s)
+{
+    h1c_conn_t *conn = conn_new(ep);
     conn->s = s;
     rm_attempt_attach(s, &up_ops, conn);
     conn->connecting = rm_connect_start(ep, on_connected, conn);
@@ -499,6 +515,96 @@ h1client_dispatch(rm_endpoint_t *ep, rm_attempt_t *s)
         kill_conn(conn, RM_UPSTREAM_ERR_CONNECT, "cannot create a socket");
 }
 
+/* A waiting attempt: unlinked from the endpoint, its pending slot given back; it is still attached
+ * with waiting_ops. */
+static rm_attempt_t *
+unwait(rm_attempt_t *s)
+{
+    rm_endpoint_t *ep = s->up_ctx;
+    h2o_linklist_unlink(&s->pending_link);
+    rm_breaker_release(rm_cluster_breaker(ep->cluster), RM_BREAKER_PENDING);
+    return s;
+}
+
+static void
+waiting_cancel(rm_attempt_t *s)
+{
+    unwait(s);
+    rm_attempt_detach(s);
+}
+
+static void
+waiting_noop(rm_attempt_t *s)
+{
+}
+
+static void
+waiting_noop_n(rm_attempt_t *s, size_t n)
+{
+}
+
+static const rm_attempt_up_ops_t waiting_ops = {waiting_noop, waiting_noop_n, waiting_cancel};
+
+/* Attempts waiting on `ep` go, in order, on idle connections or on new ones while slots allow;
+ * they fail once nothing will serve them (endpoint removed, worker stopping). A connection just
+ * released to the pool is known good, so a waiting re-send (fresh_connection) may take it too.
+ * Bounded: each pass removes one waiter or stops. */
+static void
+serve_waiting(rm_endpoint_t *ep)
+{
+    while (!h2o_linklist_is_empty(&ep->h1_waiting)) {
+        rm_attempt_t *s = H2O_STRUCT_FROM_MEMBER(rm_attempt_t, pending_link, ep->h1_waiting.next);
+        if (ep->removed || rm_cluster_worker(ep->cluster)->stopping) {
+            unwait(s);
+            rm_attempt_on_error(s, RM_UPSTREAM_ERR_CONNECT, 0,
+                                ep->removed ? "endpoint removed while waiting for a connection" : "shutting down");
+            continue;
+        }
+        if (!h2o_linklist_is_empty(&ep->h1_idle)) {
+            unwait(s); /* still attached (counted once): start_on_* re-attaches it */
+            start_on_idle(ep, s);
+            continue;
+        }
+        if (!rm_endpoint_conn_acquire(ep))
+            return;
+        unwait(s); /* still attached (counted once): start_on_* re-attaches it */
+        start_on_new(ep, s);
+    }
+}
+
+static void
+h1client_dispatch(rm_endpoint_t *ep, rm_attempt_t *s)
+{
+    if (!h2o_linklist_is_empty(&ep->h1_idle) && !s->fresh_connection) {
+        start_on_idle(ep, s);
+        return;
+    }
+    if (rm_endpoint_conn_acquire(ep)) {
+        start_on_new(ep, s);
+        return;
+    }
+    /* max_connections reached, agent-wide */
+    rm_cluster_t *c = ep->cluster;
+    if (!h2o_linklist_is_empty(&ep->h1_idle)) {
+        start_on_idle(ep, s); /* a re-send: an idle connection rather than none */
+        return;
+    }
+    if (h2o_linklist_is_empty(&ep->h1_all)) {
+        /* this worker's slots for the endpoint are HTTP/2 connections (ALPN): nothing to wait for */
+        rm_cluster_overflow(c, s, RM_BREAKER_CONNECTIONS, "upstream overflow: max_connections reached");
+        return;
+    }
+    if (!rm_breaker_try_acquire(rm_cluster_breaker(c), RM_BREAKER_PENDING)) {
+        rm_cluster_overflow(c, s, RM_BREAKER_CONNECTIONS,
+                            "upstream overflow: max_connections reached and max_pending_requests waiting");
+        return;
+    }
+    rm_attempt_attach(s, &waiting_ops, ep);
+    h2o_linklist_insert(&ep->h1_waiting, &s->pending_link);
+}
+
+/* The socket comes with the max_connections slot of the HTTP/2 connection that opened it (ALPN
+ * chose HTTP/1.1): the new connection takes it over. */
 static void
 h1client_start_on_socket(rm_endpoint_t *ep, h2o_socket_t *sock, rm_attempt_t *s)
 {
@@ -524,6 +630,7 @@ h1client_close_idle(rm_endpoint_t *ep, int all)
             kill_conn(conn, RM_UPSTREAM_ERR_CLOSED, "shutting down");
         }
     }
+    serve_waiting(ep); /* the endpoint is removed: attempts waiting on it fail */
 }
 
 static const rm_client_codec_t h1client_codec = {"http1", h1client_dispatch, h1client_start_on_socket, h1client_close_idle};

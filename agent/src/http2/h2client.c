@@ -2,6 +2,12 @@
  * Upstream HTTP/2: a few multiplexed connections per endpoint per worker (cluster h2_connections),
  * each an nghttp2 client session. Streams queue on a connection while it connects. Response bodies
  * are acknowledged upstream only once the downstream side has taken the bytes.
+ *
+ * Circuit breakers: every connection holds a max_connections slot from conn_create to destroy_conn
+ * (unless ALPN hands its socket, and the slot with it, to the HTTP/1.1 client); when no slot is left
+ * an attempt goes on an existing connection of the endpoint whatever its stream count. A stream
+ * queued on a connection still connecting holds a max_pending_requests slot until it is submitted
+ * or freed.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +18,7 @@
 #include "http2/h2client.h"
 #include "http2/h2conn.h"
 #include "proxy/attempt.h"
+#include "upstream/breaker.h"
 #include "upstream/cluster.h"
 
 typedef struct st_h2c_conn_t {
@@ -27,6 +34,7 @@ typedef struct st_h2c_conn_t {
     rm_deferred_t destroy_later;
     unsigned goaway : 1; /* no new streams: GOAWAY received or sent */
     unsigned dying : 1;
+    unsigned holds_slot : 1; /* a max_connections slot, given back in destroy_conn */
 } h2c_conn_t;
 
 typedef struct st_h2c_stream_t {
@@ -42,6 +50,7 @@ typedef struct st_h2c_stream_t {
     unsigned final_head : 1;
     unsigned too_large : 1;
     unsigned resp_done : 1;
+    unsigned pending : 1; /* holds a max_pending_requests slot: queued while the connection connects */
 } h2c_stream_t;
 
 static __thread rm_recycle_t stream_allocator = RM_RECYCLE_INITIALIZER(h2c_stream_t, 1024);
@@ -61,10 +70,21 @@ update_idle(h2c_conn_t *conn)
     }
 }
 
+/* Gives back the stream's pending slot, once. */
+static void
+stream_unpend(h2c_stream_t *hc)
+{
+    if (!hc->pending)
+        return;
+    hc->pending = 0;
+    rm_breaker_release(rm_cluster_breaker(hc->conn->ep->cluster), RM_BREAKER_PENDING);
+}
+
 static void
 stream_free(h2c_stream_t *hc)
 {
     h2c_conn_t *conn = hc->conn;
+    stream_unpend(hc);
     h2o_linklist_unlink(&hc->link);
     --conn->num_streams;
     rm_recycle_free(&stream_allocator, hc);
@@ -253,6 +273,7 @@ submit_stream(h2c_stream_t *hc)
     rm_attempt_t *s = hc->a;
     const rm_req_head_t *req = s->req;
     rm_h2_nvs_t nvs = {.copy = 1};
+    stream_unpend(hc);
     rm_h2_nvs_add(s->pool, &nvs, H2O_STRLIT(":method"), req->method.base, req->method.len);
     const char *scheme = rm_cluster_ssl_ctx(conn->ep->cluster) != NULL ? "https" : "http";
     rm_h2_nvs_add(s->pool, &nvs, H2O_STRLIT(":scheme"), scheme, strlen(scheme));
@@ -373,6 +394,8 @@ destroy_conn(rm_deferred_t *d)
     if (conn->h2.sock != NULL || conn->h2.ng != NULL)
         RM_STAT_DEC(rm_cluster_stats(conn->ep->cluster)->cx_active);
     rm_h2conn_dispose(&conn->h2);
+    if (conn->holds_slot)
+        rm_endpoint_conn_release(conn->ep);
     rm_endpoint_unref(conn->ep);
     free(conn);
 }
@@ -443,6 +466,7 @@ start_session(h2c_conn_t *conn, h2o_socket_t *sock)
         if (hc->a != NULL && hc->id == 0)
             submit_stream(hc);
     }
+    update_idle(conn); /* every stream went while it connected (cancelled, or refused by a breaker) */
     rm_h2conn_schedule_flush(&conn->h2);
 }
 
@@ -474,6 +498,7 @@ on_connected(rm_connect_t *unused, h2o_socket_t *sock, int err_kind, const char 
             const rm_client_codec_t *h1 = rm_upstream_codec(RM_WIRE_HTTP1);
             if (first) {
                 first = 0;
+                conn->holds_slot = 0; /* the HTTP/1.1 connection takes the socket and its slot */
                 h1->start_on_socket(conn->ep, sock, a);
                 sock = NULL;
             } else {
@@ -490,11 +515,13 @@ on_connected(rm_connect_t *unused, h2o_socket_t *sock, int err_kind, const char 
     start_session(conn, sock);
 }
 
+/* A new connection to `ep`, whose max_connections slot the caller has taken. */
 static h2c_conn_t *
 conn_create(rm_endpoint_t *ep)
 {
     rm_worker_t *worker = rm_cluster_worker(ep->cluster);
     h2c_conn_t *conn = rm_calloc(1, sizeof(*conn));
+    conn->holds_slot = 1;
     conn->ep = ep;
     rm_endpoint_ref(ep);
     h2o_linklist_init_anchor(&conn->streams);
@@ -528,17 +555,39 @@ h2client_dispatch(rm_endpoint_t *ep, rm_attempt_t *s)
             best = conn;
     }
     if (best == NULL || (ep->num_h2_conns < cc->h2_connections && best->num_streams != 0)) {
-        h2c_conn_t *fresh = conn_create(ep);
-        if (!fresh->dying)
-            best = fresh;
+        if (rm_endpoint_conn_acquire(ep)) {
+            h2c_conn_t *fresh = conn_create(ep);
+            if (!fresh->dying)
+                best = fresh;
+        } else if (best == NULL) {
+            /* max_connections reached, agent-wide: a re-send that wanted a fresh connection takes the
+             * least busy open one; with none, the attempt is refused */
+            for (h2o_linklist_t *n = ep->h2_conns.next; n != &ep->h2_conns; n = n->next) {
+                h2c_conn_t *conn = H2O_STRUCT_FROM_MEMBER(h2c_conn_t, ep_link, n);
+                if (!conn->goaway && !conn->dying && (best == NULL || conn->num_streams < best->num_streams))
+                    best = conn;
+            }
+            if (best == NULL) {
+                rm_cluster_overflow(ep->cluster, s, RM_BREAKER_CONNECTIONS, "upstream overflow: max_connections reached");
+                return;
+            }
+        }
+        /* else: over the preferred stream count on an open connection rather than a new one */
     }
     if (best == NULL) {
         rm_attempt_on_error(s, RM_UPSTREAM_ERR_CONNECT, 0, "cannot open a connection");
         return;
     }
+    int waits = best->h2.ng == NULL;
+    if (waits && !rm_breaker_try_acquire(rm_cluster_breaker(ep->cluster), RM_BREAKER_PENDING)) {
+        rm_cluster_overflow(ep->cluster, s, RM_BREAKER_PENDING,
+                            "upstream overflow: max_pending_requests reached (waiting for a connection)");
+        return;
+    }
     h2c_stream_t *hc = rm_recycle_alloc(&stream_allocator);
     hc->conn = best;
     hc->a = s;
+    hc->pending = waits;
     h2o_linklist_insert(&best->streams, &hc->link);
     ++best->num_streams;
     update_idle(best);
@@ -564,8 +613,10 @@ h2client_close_idle(rm_endpoint_t *ep, int all)
 static void
 h2client_start_on_socket(rm_endpoint_t *ep, h2o_socket_t *sock, rm_attempt_t *a)
 {
-    /* HTTP/2 is never chosen after the handshake: the HTTP/2 client asks for it by ALPN itself */
+    /* HTTP/2 is never chosen after the handshake: the HTTP/2 client asks for it by ALPN itself. The
+     * socket came with its max_connections slot: give it back with the socket. */
     h2o_socket_close(sock);
+    rm_endpoint_conn_release(ep);
     rm_attempt_on_error(a, RM_UPSTREAM_ERR_CONNECT, 0, "unexpected HTTP/2 start on a negotiated socket");
 }
 

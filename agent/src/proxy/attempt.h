@@ -43,6 +43,8 @@ typedef enum en_rm_upstream_error_t {
     RM_UPSTREAM_ERR_PROTOCOL = 5, /* the upstream sent something invalid */
     RM_UPSTREAM_ERR_REFUSED = 6,  /* never processed: REFUSED_STREAM, above a GOAWAY's last-stream-id, or a
                                      reused HTTP/1.1 connection closed before any response byte */
+    RM_UPSTREAM_ERR_OVERFLOW = 7, /* a circuit breaker refused it (max_connections, max_pending_requests): not
+                                     retried, not held against the endpoint; the local reply `overflow` */
 } rm_upstream_error_t;
 
 /** Where an attempt's consistent-hash key comes from (the ring-hash balancer, session persistence). */

@@ -901,6 +901,8 @@ retry_cause(rm_upstream_error_t err, uint32_t h2_error)
     case RM_UPSTREAM_ERR_CLOSED:
     case RM_UPSTREAM_ERR_PROTOCOL:
         return RM_RETRY_ON_RESET;
+    case RM_UPSTREAM_ERR_OVERFLOW:
+        return 0; /* a breaker said no: a retry would only add load */
     }
     return 0;
 }
@@ -934,6 +936,9 @@ reply_failure(rm_stream_t *s, rm_upstream_error_t err, uint32_t h2_error, const 
     case RM_UPSTREAM_ERR_PROTOCOL:
         rm_stream_reply(s, RM_LOCAL_UPSTREAM_PROTOCOL, detail);
         break;
+    case RM_UPSTREAM_ERR_OVERFLOW:
+        rm_stream_reply(s, RM_LOCAL_OVERFLOW, detail);
+        break;
     }
 }
 
@@ -946,8 +951,11 @@ on_error(rm_attempt_t *a, rm_upstream_error_t err, uint32_t h2_error, const char
         finish_mirror(a);
         return;
     }
-    rm_cluster_report(r->cluster, a->endpoint, 0, rm_now_us() - a->started_at_us);
-    rm_cluster_report_outlier(r->cluster, a->endpoint, RM_OUTLIER_GATEWAY);
+    if (err != RM_UPSTREAM_ERR_OVERFLOW) {
+        /* a breaker's refusal says nothing about the endpoint */
+        rm_cluster_report(r->cluster, a->endpoint, 0, rm_now_us() - a->started_at_us);
+        rm_cluster_report_outlier(r->cluster, a->endpoint, RM_OUTLIER_GATEWAY);
+    }
     if (!a->committed) {
         /* a policy that covers the failure counts it as a retry; the keep-alive-race re-send
          * covers refused requests on every route, once */

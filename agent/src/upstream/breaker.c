@@ -86,6 +86,12 @@ rm_breaker_try_acquire(rm_breaker_t *b, rm_breaker_limit_t which)
 }
 
 void
+rm_breaker_acquire_forced(rm_breaker_t *b, rm_breaker_limit_t which)
+{
+    __atomic_fetch_add(&b->_count[which], 1, __ATOMIC_ACQ_REL);
+}
+
+void
 rm_breaker_release(rm_breaker_t *b, rm_breaker_limit_t which)
 {
     uint32_t prev = __atomic_fetch_sub(&b->_count[which], 1, __ATOMIC_ACQ_REL);

@@ -2,7 +2,9 @@
  * Circuit breakers: per cluster, agent-wide (all workers together), limits on connections, pending
  * requests, active requests and retries in flight (BackendTrafficPolicy connectionPool; the
  * bootstrap's `circuit_breakers`). A request over a limit is answered at once with the local reply
- * RM_LOCAL_OVERFLOW (503 / UNAVAILABLE, flag UO); nothing is queued.
+ * RM_LOCAL_OVERFLOW (503 / UNAVAILABLE, flag UO). The one queue: an HTTP/1.1 attempt that may not
+ * open a connection (max_connections) waits on its endpoint for a pooled one, within
+ * max_pending_requests.
  *
  * A breaker is an entry of an agent-wide registry keyed by cluster name, refcounted: every worker's
  * runtime of that cluster holds a reference, so the entry (and its counts) survives snapshot swaps
@@ -40,7 +42,12 @@ void rm_breaker_configure(rm_breaker_t *b, const rm_config_breakers_t *limits);
 
 /** Takes a slot of `which`: 1 if taken (give it back with rm_breaker_release), 0 if at the limit. */
 int rm_breaker_try_acquire(rm_breaker_t *b, rm_breaker_limit_t which);
-/** Gives back a slot taken with rm_breaker_try_acquire. */
+/**
+ * Takes a slot of `which` whatever the limit (the count may go over it): for what is always allowed
+ * but counted anyway (a worker's first connection to an endpoint). Given back with rm_breaker_release.
+ */
+void rm_breaker_acquire_forced(rm_breaker_t *b, rm_breaker_limit_t which);
+/** Gives back a slot taken with rm_breaker_try_acquire or rm_breaker_acquire_forced. */
 void rm_breaker_release(rm_breaker_t *b, rm_breaker_limit_t which);
 /** Slots of `which` now taken (a relaxed read). */
 uint32_t rm_breaker_count(const rm_breaker_t *b, rm_breaker_limit_t which);

@@ -1,3 +1,4 @@
+#include <assert.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -121,6 +122,7 @@ endpoint_create(rm_cluster_t *c, const struct sockaddr_storage *addr, socklen_t 
     h2o_linklist_init_anchor(&ep->h2_conns);
     h2o_linklist_init_anchor(&ep->h1_idle);
     h2o_linklist_init_anchor(&ep->h1_all);
+    h2o_linklist_init_anchor(&ep->h1_waiting);
     ep->weight = 1;
     ep->load = rm_lb_load_acquire(c->name, ep->name);
     ep->outlier = rm_outlier_host_acquire(c->outlier, ep->name);
@@ -534,6 +536,33 @@ rm_endpoint_available(rm_endpoint_t *ep)
     return ep->outlier == NULL || rm_outlier_available(ep->outlier, rm_worker_now_ms(ep->cluster->worker));
 }
 
+int
+rm_endpoint_conn_acquire(rm_endpoint_t *ep)
+{
+    rm_breaker_t *b = ep->cluster->breaker;
+    if (ep->num_conns == 0)
+        rm_breaker_acquire_forced(b, RM_BREAKER_CONNECTIONS); /* at least one per worker per endpoint */
+    else if (!rm_breaker_try_acquire(b, RM_BREAKER_CONNECTIONS))
+        return 0;
+    ++ep->num_conns;
+    return 1;
+}
+
+void
+rm_endpoint_conn_release(rm_endpoint_t *ep)
+{
+    assert(ep->num_conns != 0);
+    --ep->num_conns;
+    rm_breaker_release(ep->cluster->breaker, RM_BREAKER_CONNECTIONS);
+}
+
+void
+rm_cluster_overflow(rm_cluster_t *c, rm_attempt_t *a, int limit, const char *detail)
+{
+    RM_STAT_INC(c->stats->rq_overflow[limit]);
+    rm_attempt_on_error(a, RM_UPSTREAM_ERR_OVERFLOW, 0, detail);
+}
+
 rm_breaker_t *
 rm_cluster_breaker(rm_cluster_t *c)
 {
@@ -677,8 +706,7 @@ rm_cluster_dispatch(rm_cluster_t *c, rm_attempt_t *a)
         }
         if (pending && !c->retired) {
             if (!rm_breaker_try_acquire(c->breaker, RM_BREAKER_PENDING)) {
-                RM_STAT_INC(c->stats->rq_overflow[RM_BREAKER_PENDING]);
-                rm_attempt_on_error(a, RM_UPSTREAM_ERR_CONNECT, 0, "upstream overflow: max_pending_requests reached");
+                rm_cluster_overflow(c, a, RM_BREAKER_PENDING, "upstream overflow: max_pending_requests reached (waiting for DNS)");
                 return;
             }
             rm_attempt_attach(a, &waiting_ops, c);

@@ -49,6 +49,11 @@ struct st_rm_endpoint_t {
     size_t num_h1_idle;
     /** every HTTP/1.1 connection, busy or idle */
     h2o_linklist_t h1_all;
+    /** HTTP/1.1 attempts waiting for a pooled connection (max_connections reached; rm_attempt_t pending_link) */
+    h2o_linklist_t h1_waiting;
+    /** connections of this endpoint on this worker (either codec, open or opening) holding a
+     * max_connections slot: rm_endpoint_conn_acquire / rm_endpoint_conn_release */
+    size_t num_conns;
     /** agent-wide outlier state of this address (a reference; NULL once removed) */
     struct st_rm_outlier_host_t *outlier;
 };
@@ -118,6 +123,23 @@ struct st_rm_breaker_t *rm_cluster_breaker(rm_cluster_t *c);
 void rm_endpoint_ref(rm_endpoint_t *ep);
 void rm_endpoint_unref(rm_endpoint_t *ep);
 
+/**
+ * max_connections (agent-wide, the cluster's breaker): a codec calls this before opening a
+ * connection to `ep`. 1: it may (a slot is taken; the worker's first connection to the endpoint is
+ * always allowed and counted anyway, so the agent-wide count may exceed the limit by up to
+ * workers x endpoints - 1); 0: it may not (nothing taken). The slot belongs to the connection and is
+ * given back with rm_endpoint_conn_release exactly once, when the connection is destroyed; a socket
+ * handed from one codec to the other (ALPN) keeps its slot.
+ */
+int rm_endpoint_conn_acquire(rm_endpoint_t *ep);
+void rm_endpoint_conn_release(rm_endpoint_t *ep);
+/**
+ * A codec refuses attempt `a` for a circuit breaker (`limit`: an rm_breaker_limit_t): counts
+ * remora_upstream_overflow_total{limit}
+ * and fails the attempt with RM_UPSTREAM_ERR_OVERFLOW (the local reply `overflow`, not retried).
+ */
+void rm_cluster_overflow(rm_cluster_t *c, rm_attempt_t *a, int limit, const char *detail);
+
 /*
  * Connection establishment shared by the HTTP/1.1 and HTTP/2 clients: TCP connect with the
  * cluster's connect timeout, TCP_NODELAY, and the TLS handshake (peer verified) when the cluster has
@@ -162,7 +184,8 @@ typedef struct st_rm_client_codec_t {
     const char *name;
     /** runs `a` on a connection of `ep` (an idle or multiplexed one, or a new one) */
     void (*dispatch)(rm_endpoint_t *ep, rm_attempt_t *a);
-    /** starts `a` on a new connection built on an already connected socket (ALPN chose this codec) */
+    /** starts `a` on a new connection built on an already connected socket (ALPN chose this codec); the
+     * connection takes over the max_connections slot the socket's opener took */
     void (*start_on_socket)(rm_endpoint_t *ep, h2o_socket_t *sock, rm_attempt_t *a);
     /** closes idle connections of an endpoint (retired / removed), and every connection if `all` */
     void (*close_idle)(rm_endpoint_t *ep, int all);
