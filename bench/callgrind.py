@@ -1,6 +1,7 @@
 #!/usr/bin/python3
-"""Instructions per request of Remora under callgrind: the agent with and without a retry policy on its route, and
-the request-body copies it makes, as docs/BENCHMARKS.md ("Instructions per request") describes.
+"""Instructions per request of Remora under callgrind: the agent with and without a retry policy on its route, or with
+each of the cluster's balancers over 1 or 3 endpoints (run.py's remora-rr ... remora-ring3), and the request-body
+copies it makes, as docs/BENCHMARKS.md ("Instructions per request") describes.
 
 Usage: bench/callgrind.sh [options]    (builds the origin as bench/run.sh does, then runs this)
        /usr/bin/python3 bench/callgrind.py --origin PATH [options]
@@ -33,6 +34,11 @@ VARIANTS = {
     "remora-yaml": "no retry policy (the same configuration from a bootstrap file)",
     "remora-retry": "retry policy on the route (bootstrap file, as `remora-retry` in run.py)",
 }
+# The balancer variants of run.py: `remora-yaml` with the cluster's load_balancer set; "3": three endpoints, three
+# origin processes on three ports (the same address three times would be one endpoint)
+for _v in bench.LB_PROXIES:
+    _lb, _n = bench.lb_variant(_v)
+    VARIANTS[_v] = "bootstrap file, `load_balancer: {type: %s}`, %d endpoint%s" % (_lb, _n, "s" if _n > 1 else "")
 MODES = {"h2": "h2 GET (no body)", "grpc": "gRPC unary (5+%d-byte request message)" % bench.GRPC_MESSAGE_BYTES}
 # Where a request body is copied (agent/src/proxy/stream.c): into the stream's buffer as it arrives
 # (rm_stream_on_request_body -> pipe_write, which memcpys), and out of it towards an upstream attempt
@@ -127,23 +133,27 @@ def body_copies(prof):
 
 
 def agent_argv(variant, opts, port, upstream, admin, health, tmpdir):
+    """upstream: the origin ports, the first being the one origin of the 1-endpoint variants."""
+    lb = bench.lb_variant(variant)
+    upstream = upstream if lb and lb[1] == 3 else upstream[0]
     if variant == "remora":
         return [opts.agent, "--listen", "127.0.0.1:%d" % port, "--upstream", "127.0.0.1:%d" % upstream,
                 "--upstream-protocol", "h2", "--workers", "1", "--admin", "127.0.0.1:%d" % admin,
                 "--health", "127.0.0.1:%d" % health, "--log-level", "error", "--drain-timeout-ms", "500"]
     cfg = os.path.join(tmpdir, "%s.yaml" % variant)
     with open(cfg, "w") as f:
-        f.write(bench.remora_yaml(port, upstream, admin, health, 1, retry=(variant == "remora-retry")))
+        f.write(bench.remora_yaml(port, upstream, admin, health, 1, retry=(variant == "remora-retry"),
+                                  lb=lb[0] if lb else None))
     return [opts.agent, "--config", cfg, "--log-level", "error"]
 
 
-def measure(variant, mode, n, opts, tmpdir, origin_port, files, tag, hold_s=None):
+def measure(variant, mode, n, opts, tmpdir, origin_ports, files, tag, hold_s=None):
     """One agent lifetime under callgrind with n requests; with hold_s, kept alive (idle) until hold_s after its
     start. Returns the run's figures, with "errors"."""
     port, admin, health = bench.free_port(), bench.free_port(), bench.free_port()
     out = os.path.join(tmpdir, "callgrind.%s.out" % tag)
     argv = ["valgrind", "--tool=callgrind", "--vgdb=no", "--callgrind-out-file=" + out] + \
-        agent_argv(variant, opts, port, origin_port, admin, health, tmpdir)
+        agent_argv(variant, opts, port, origin_ports, admin, health, tmpdir)
     r = {"variant": variant, "mode": mode, "requests": n, "errors": []}
     t0 = time.time()
     p = bench.spawn(bench.pinned(opts.cpus_proxy, argv), os.path.join(tmpdir, "agent.%s.log" % tag))
@@ -217,8 +227,17 @@ def spread(values):
     return " ±%.1f%%" % ((max(values) - min(values)) / 2 / abs(m) * 100)
 
 
+def base_of(v, variants):
+    """The reference of variant v: the first variant, except that a 3-endpoint balancer variant is compared with
+    round robin over the same 3 endpoints (remora-rr3) when that is measured too."""
+    lb = bench.lb_variant(v)
+    if lb and lb[1] == 3 and "remora-rr3" in variants and v != "remora-rr3":
+        return "remora-rr3"
+    return variants[0]
+
+
 def report(diffs, opts, variants, modes, env):
-    base = variants[0]
+    others = [v for v in variants[1:]]
     lines = [
         "## Callgrind run of %s" % env["date"],
         "",
@@ -235,7 +254,7 @@ def report(diffs, opts, variants, modes, env):
         "- retry policy of `remora-retry`: `retry: %s`" % bench.RETRY_POLICY,
         "",
         "| mode | " + " | ".join("%s, Ir/request" % v for v in variants)
-        + "".join(" | %s / %s" % (v, base) for v in variants[1:]) + " |",
+        + "".join(" | %s / %s" % (v, base_of(v, variants)) for v in others) + " |",
         "|---" * (1 + 2 * len(variants) - 1) + "|",
     ]
     for mode in modes:
@@ -243,7 +262,8 @@ def report(diffs, opts, variants, modes, env):
         for v in variants:
             vals = [d["ir_per_req"] for d in diffs.get((v, mode), [])]
             cells.append("-" if not vals else "%.0f%s" % (med(vals), spread(vals)))
-        for v in variants[1:]:
+        for v in others:
+            base = base_of(v, variants)
             rs = [a["ir_per_req"] / b["ir_per_req"] for a, b in zip(diffs.get((v, mode), []), diffs.get((base, mode), []))]
             cells.append("-" if not rs else "%.3f%s" % (med(rs), spread(rs)))
         lines.append("| %s | %s |" % (MODES[mode], " | ".join(cells)))
@@ -258,7 +278,8 @@ def report(diffs, opts, variants, modes, env):
             lines.append("| %s | %s | %s |" % (mode, v, " | ".join(
                 "%.2f" % med([d["body"][k] for d in ds]) for k, _ in BODY_KEYS)))
     for mode in modes:
-        for v in variants[1:]:
+        for v in others:
+            base = base_of(v, variants)
             a, b = diffs.get((v, mode), []), diffs.get((base, mode), [])
             if not a or not b:
                 continue
@@ -349,22 +370,29 @@ def main():
     tmpdir = tempfile.mkdtemp(prefix="remora-callgrind-")
     files = {"grpc_body": os.path.join(tmpdir, "grpc-body.bin")}
     bench.write_grpc_body(files["grpc_body"])
-    origin_port = bench.free_port()
-    origin = bench.spawn(bench.pinned(opts.cpus_origin, [opts.origin, "--listen", "127.0.0.1:%d" % origin_port]),
-                         os.path.join(tmpdir, "origin.log"))
+    # one origin, or three (three ports, three processes) when a 3-endpoint balancer variant is measured
+    n_origins = 3 if any(bench.lb_variant(v) and bench.lb_variant(v)[1] == 3 for v in variants) else 1
+    origin_ports, origins = [], []
+    for i in range(n_origins):
+        port = bench.free_port()
+        origin_ports.append(port)
+        origins.append(bench.spawn(bench.pinned(opts.cpus_origin, [opts.origin, "--listen", "127.0.0.1:%d" % port]),
+                                   os.path.join(tmpdir, "origin%s.log" % (i or ""))))
+    origin_port = origin_ports[0]
     diffs, raw, failed = {}, [], 0
     t_start = time.time()
     try:
-        if not bench.wait_port(origin_port) or not bench.http1_get_ok(origin_port):
-            raise RuntimeError("origin did not start; see %s" % tmpdir)
+        for port in origin_ports:
+            if not bench.wait_port(port) or not bench.http1_get_ok(port):
+                raise RuntimeError("origin on port %d did not start; see %s" % (port, tmpdir))
         bench.log("callgrind: variants %s; modes %s; %d + %d requests; %d repetition(s); logs in %s" % (
             ",".join(variants), ",".join(modes), opts.requests, opts.idle_requests, opts.reps, tmpdir))
         for rep in range(opts.reps):
             for mode in modes:
                 for v in variants:
                     tag = "%s.%s.%d" % (v, mode, rep)
-                    big = measure(v, mode, opts.requests, opts, tmpdir, origin_port, files, tag + ".n")
-                    small = measure(v, mode, opts.idle_requests, opts, tmpdir, origin_port, files, tag + ".n0",
+                    big = measure(v, mode, opts.requests, opts, tmpdir, origin_ports, files, tag + ".n")
+                    small = measure(v, mode, opts.idle_requests, opts, tmpdir, origin_ports, files, tag + ".n0",
                                     hold_s=big.get("lifetime_s"))
                     errors = big["errors"] + small["errors"]
                     entry = {"rep": rep, "mode": mode, "variant": v, "errors": errors,
@@ -386,7 +414,8 @@ def main():
                         if r.get("profile") and not opts.keep:
                             os.unlink(r["profile"])
     finally:
-        bench.stop(origin)
+        for origin in origins:
+            bench.stop(origin)
         for p in list(bench.children):
             bench.stop(p)
     env = environment(opts)

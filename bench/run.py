@@ -28,13 +28,34 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 SAT_MODES = ["h2", "h1", "grpc"]
 RATE_MODES = ["rate-h2", "rate-h1", "rate-grpc"]
 ALL_MODES = ["mem"] + SAT_MODES + RATE_MODES
-ALL_PROXIES = ["remora", "remora-retry", "nghttpx", "haproxy", "remora-2hop", "nghttpx-2hop"]
-# remora-retry is opt-in (--proxies): it answers one question (what a retry policy costs when nothing fails)
-DEFAULT_PROXIES = [p for p in ALL_PROXIES if p != "remora-retry"]
+# The balancer variants: the bootstrap file of remora-retry without the policy, with the cluster's load_balancer set
+# explicitly; "3" = three endpoints (three origin processes on three ports), else the one origin.
+LB_TYPES = {"rr": "round_robin", "ewma": "peak_ewma", "p2c": "least_request", "ring": "ring_hash"}
+LB_PROXIES = ["remora-%s%s" % (k, n) for n in ("", "3") for k in LB_TYPES]
+ALL_PROXIES = ["remora", "remora-retry"] + LB_PROXIES + ["nghttpx", "haproxy", "remora-2hop", "nghttpx-2hop"]
+# remora-retry and the balancer variants are opt-in (--proxies): each answers one question (what a retry policy
+# costs when nothing fails; what a balancer costs against round robin)
+DEFAULT_PROXIES = [p for p in ALL_PROXIES if p != "remora-retry" and p not in LB_PROXIES]
+
+
+def lb_variant(name):
+    """(load_balancer type, number of endpoints) of a balancer variant (remora-rr, remora-ewma3, ...), else None."""
+    m = re.match(r"remora-(%s)(3?)$" % "|".join(LB_TYPES), name)
+    return (LB_TYPES[m.group(1)], 3 if m.group(2) else 1) if m else None
+
+
 LABELS = {
     "direct": "direct",
     "remora": "Remora",
     "remora-retry": "Remora, retry policy",
+    "remora-rr": "Remora, round robin",
+    "remora-ewma": "Remora, peak EWMA",
+    "remora-p2c": "Remora, least request",
+    "remora-ring": "Remora, ring hash",
+    "remora-rr3": "Remora, round robin, 3 endpoints",
+    "remora-ewma3": "Remora, peak EWMA, 3 endpoints",
+    "remora-p2c3": "Remora, least request, 3 endpoints",
+    "remora-ring3": "Remora, ring hash, 3 endpoints",
     "nghttpx": "nghttpx",
     "haproxy": "HAProxy",
     "remora-2hop": "Remora, 2 hops",
@@ -58,10 +79,13 @@ RETRY_POLICY = ("{attempts: 2, backoff_ms: 25, on: [connect-failure, refused-str
                 "grpc_statuses: [UNAVAILABLE]}")
 
 
-def remora_yaml(port, upstream, admin, health, workers, retry):
+def remora_yaml(port, upstream, admin, health, workers, retry, lb=None):
     """A bootstrap file equal to what the quick flags (--listen/--upstream --upstream-protocol h2) build: one listener
     "main", one catch-all route "default" to one h2 cluster "upstream"; with `retry`, the route carries RETRY_POLICY.
-    The admin config dump of the two differs only in the route's retry (and the source and line fields)."""
+    The admin config dump of the two differs only in the route's retry (and the source and line fields).
+    `upstream` is a port or a list of ports (one endpoint each); `lb` sets the cluster's load_balancer type (unset:
+    the default of an h2 cluster, peak_ewma)."""
+    ports = upstream if isinstance(upstream, (list, tuple)) else [upstream]
     return """workers: %(workers)d
 admin: 127.0.0.1:%(admin)d
 health: 127.0.0.1:%(health)d
@@ -75,8 +99,10 @@ listeners:
 clusters:
   - name: upstream
     protocol: h2
-    endpoints: ["127.0.0.1:%(upstream)d"]
-""" % {"workers": workers, "admin": admin, "health": health, "port": port, "upstream": upstream,
+    endpoints: [%(endpoints)s]%(lb)s
+""" % {"workers": workers, "admin": admin, "health": health, "port": port,
+       "endpoints": ", ".join('"127.0.0.1:%d"' % p for p in ports),
+       "lb": ("\n    load_balancer: {type: %s}" % lb) if lb else "",
        "retry": ("\n        retry: " + RETRY_POLICY) if retry else ""}
 
 
@@ -284,33 +310,39 @@ class OriginProgress(threading.Thread):
     """Samples the origin's response counter (GET /.bench/count, on one kept-alive HTTP/1.1 connection) while a load
     runs, to tell a proxy that stalled from one that is slow: h2load does not count requests never answered."""
 
-    def __init__(self, port, interval=0.25):
+    def __init__(self, ports, interval=0.25):
         super().__init__(daemon=True)
-        self.port, self.interval, self.samples, self.done = port, interval, [], threading.Event()
+        # several ports (the origins of a 3-endpoint cluster): the sum of their counters
+        self.ports = list(ports) if isinstance(ports, (list, tuple)) else [ports]
+        self.interval, self.samples, self.done = interval, [], threading.Event()
 
     def run(self):
-        sock = None
+        socks = {}
         while not self.done.wait(self.interval):
             try:
-                if sock is None:
-                    sock = socket.create_connection(("127.0.0.1", self.port), timeout=1)
-                sock.sendall(b"GET /.bench/count HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-                data = b""
-                while True:
-                    head, sep, body = data.partition(b"\r\n\r\n")
-                    if sep:
-                        m = re.search(rb"Content-Length: (\d+)", head)
-                        if m and len(body) >= int(m.group(1)):
-                            break
-                    chunk = sock.recv(4096)
-                    if not chunk:
-                        raise OSError("closed")
-                    data += chunk
-                self.samples.append((time.time(), int(body.split()[0])))
+                total = 0
+                for port in self.ports:
+                    if port not in socks:
+                        socks[port] = socket.create_connection(("127.0.0.1", port), timeout=1)
+                    sock = socks[port]
+                    sock.sendall(b"GET /.bench/count HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                    data = b""
+                    while True:
+                        head, sep, body = data.partition(b"\r\n\r\n")
+                        if sep:
+                            m = re.search(rb"Content-Length: (\d+)", head)
+                            if m and len(body) >= int(m.group(1)):
+                                break
+                        chunk = sock.recv(4096)
+                        if not chunk:
+                            raise OSError("closed")
+                        data += chunk
+                    total += int(body.split()[0])
+                self.samples.append((time.time(), total))
             except (OSError, ValueError, IndexError):
-                if sock is not None:
+                for sock in socks.values():
                     sock.close()
-                sock = None
+                socks = {}
 
     def stop(self):
         self.done.set()
@@ -321,8 +353,8 @@ class OriginProgress(threading.Thread):
         pts = [(t, n) for t, n in self.samples if t_from <= t <= t_to]
         longest, start = 0.0, 0
         for j in range(1, len(pts)):
-            # each counter request counts itself once, after answering: n grows by exactly 1 per idle sample
-            if pts[j][1] - pts[start][1] > j - start:
+            # each counter request counts itself once, after answering: n grows by exactly 1 per port per idle sample
+            if pts[j][1] - pts[start][1] > (j - start) * len(self.ports):
                 start = j
             longest = max(longest, pts[j][0] - pts[start][0])
         return longest
@@ -342,6 +374,9 @@ class Chain:
         self.procs = []
         self.front_port = origin_port
         self.health_ports = []  # Remora's health/metrics listeners, one per hop
+        self.lb = lb_variant(name)  # (load_balancer type, endpoints) of a balancer variant, else None
+        # the origins this chain sends to: the one origin, or three for a 3-endpoint balancer variant
+        self.origin_ports = [origin_port] + (list(opts.extra_origin_ports) if self.lb and self.lb[1] == 3 else [])
 
     def start(self):
         upstream = self.origin_port
@@ -375,10 +410,12 @@ class Chain:
     def _start_remora(self, port, upstream, hop):
         admin, health = free_port(), free_port()
         self.health_ports.append(health)
-        if self.name == "remora-retry":
+        if self.name == "remora-retry" or self.lb:
             cfg = os.path.join(self.tmpdir, "remora-%s-hop%d.yaml" % (self.name, hop))
+            upstreams = self.origin_ports if self.lb and hop == 0 else upstream
             with open(cfg, "w") as f:
-                f.write(remora_yaml(port, upstream, admin, health, self.opts.workers, retry=True))
+                f.write(remora_yaml(port, upstreams, admin, health, self.opts.workers, retry=(self.name == "remora-retry"),
+                                    lb=self.lb[0] if self.lb else None))
             argv = [self.opts.agent, "--config", cfg, "--log-level", "error"]
         else:
             argv = [self.opts.agent, "--listen", "127.0.0.1:%d" % port, "--upstream", "127.0.0.1:%d" % upstream,
@@ -567,7 +604,7 @@ def run_mode(mode, chain, opts, files, tmpdir, origin_pids):
     timeout = opts.duration + 30
     if mode in SAT_MODES:
         r = run_h2load(h2load_argv(mode, chain.front_port, opts, files), opts, tmpdir, pids, origin_pids, timeout,
-                       chain.origin_port)
+                       chain.origin_ports)
     elif mode in RATE_MODES:
         logf = os.path.join(tmpdir, "h2load-requests.log")
         if os.path.exists(logf):
@@ -576,7 +613,7 @@ def run_mode(mode, chain, opts, files, tmpdir, origin_pids):
                            rps=max(1, opts.rate // opts.rate_connections))
         argv[1:1] = ["--log-file=%s" % logf]
         r = run_h2load(argv, opts, tmpdir, pids, origin_pids, timeout,
-                       chain.origin_port)
+                       chain.origin_ports)
         # connection setup and the first burst are not the steady state this mode is about
         r.update(percentiles_from_log(logf, skip_s=min(1.0, opts.duration / 4)))
         if "p50_ms" not in r:
@@ -813,6 +850,9 @@ class Report:
         one = [c for c in self.configs if c in ("remora", "nghttpx", "haproxy")]
         two = [c for c in self.configs if c.endswith("-2hop")]
         pairs = [("remora-retry", "remora")] if "remora-retry" in self.configs and "remora" in self.configs else []
+        for n in ("", "3"):  # every balancer against round robin with as many endpoints
+            pairs += [("remora-%s%s" % (k, n), "remora-rr" + n) for k in LB_TYPES
+                      if k != "rr" and "remora-%s%s" % (k, n) in self.configs and "remora-rr" + n in self.configs]
         pairs += [(a, b) for i, a in enumerate(one) for b in one[i + 1 :]]
         pairs += [(a, b) for i, a in enumerate(two) for b in two[i + 1 :]]
         return pairs
@@ -1009,12 +1049,23 @@ def main():
     origin_port = free_port()
     origin = spawn(pinned(opts.cpus_origin, [opts.origin, "--listen", "127.0.0.1:%d" % origin_port]),
                    os.path.join(tmpdir, "origin.log"))
+    # a 3-endpoint balancer variant needs two more origin processes (the same origin, other ports)
+    extra = []
+    if any(lb_variant(c) and lb_variant(c)[1] == 3 for c in configs):
+        for i in (1, 2):
+            port = free_port()
+            extra.append((port, spawn(pinned(opts.cpus_origin, [opts.origin, "--listen", "127.0.0.1:%d" % port]),
+                                      os.path.join(tmpdir, "origin%d.log" % i))))
+    opts.extra_origin_ports = [port for port, _ in extra]
     results = {c: {} for c in configs}
     t_start = time.time()
     try:
         if not wait_port(origin_port) or not http1_get_ok(origin_port):
             raise RuntimeError("origin did not start; see %s" % tmpdir)
-        origin_pids = [origin.pid]
+        for port, _ in extra:
+            if not wait_port(port) or not http1_get_ok(port):
+                raise RuntimeError("origin on port %d did not start; see %s" % (port, tmpdir))
+        origin_pids = [origin.pid] + [p.pid for _, p in extra]
         log("bench: %s; modes %s; %d round(s); pinning origin=%s proxy=%s client=%s; logs in %s" % (
             ", ".join(configs), ",".join(modes), opts.rounds, opts.cpus_origin or "any", opts.cpus_proxy or "any",
             opts.cpus_client or "any", tmpdir))
@@ -1043,6 +1094,8 @@ def main():
                     log("round %d %-13s %-9s %s" % (rnd + 1, c, mode, summary(mode, r)))
     finally:
         stop(origin)
+        for _, p in extra:
+            stop(p)
         for p in list(children):
             stop(p)
     report = Report(results, configs, modes, opts)
