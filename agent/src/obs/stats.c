@@ -385,6 +385,19 @@ rm_stats_register_renderer(char *(*render)(void))
     extra_renderers[num_extra_renderers++] = render;
 }
 
+void
+rm_stats_fprint_label_value(FILE *fp, const char *v)
+{
+    for (; *v != '\0'; ++v) {
+        if (*v == '\\' || *v == '"')
+            fprintf(fp, "\\%c", *v);
+        else if (*v == '\n')
+            fputs("\\n", fp);
+        else
+            fputc(*v, fp);
+    }
+}
+
 static const char *const *cause_names;
 static size_t num_cause_names;
 

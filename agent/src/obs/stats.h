@@ -13,6 +13,7 @@
 
 #include <pthread.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 
 #define RM_STAT_ADD(field, n) __atomic_fetch_add(&(field), (uint64_t)(n), __ATOMIC_RELAXED)
@@ -107,6 +108,8 @@ rm_cluster_stats_t *rm_stats_cluster(rm_stats_t *stats, const char *name);
  * workers run; at most 8.
  */
 void rm_stats_register_renderer(char *(*render)(void));
+/** Writes `v` as the value of a Prometheus label (backslash, quote and newline escaped). For renderers. */
+void rm_stats_fprint_label_value(FILE *fp, const char *v);
 
 /** Names of the local-reply causes (labels of remora_downstream_local_replies_total); static storage. Call once at start. */
 void rm_stats_set_cause_names(const char *const *names, size_t n);

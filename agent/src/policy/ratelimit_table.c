@@ -6,6 +6,7 @@
 #include <string.h>
 #include "remora/log.h"
 #include "remora/strutil.h"
+#include "core/registry.h"
 #include "policy/ratelimit_table.h"
 
 #define NS_PER_S 1000000000ull
@@ -79,10 +80,8 @@ struct st_rm_ratelimit_table_t {
     _Alignas(64) uint64_t allowed;
     uint64_t limited;
     uint32_t max_clients;
-    /* registry, under registry_mutex */
-    char *name;
-    unsigned refcnt;
-    rm_ratelimit_table_t *next;
+    /* the registry's entry: the policy name */
+    rm_registry_entry_t entry;
     shard_t shards[RM_RATELIMIT_SHARDS];
 };
 
@@ -207,77 +206,65 @@ table_resize(rm_ratelimit_table_t *t, uint32_t max_clients)
 }
 
 /* The registry: one table per policy name, touched only when workers take a new snapshot. */
-static pthread_mutex_t registry_mutex = PTHREAD_MUTEX_INITIALIZER;
-static rm_ratelimit_table_t *registry;
+static rm_registry_t registry = RM_REGISTRY_INITIALIZER;
+
+static rm_registry_entry_t *
+create_table(void *arg)
+{
+    uint32_t max_clients = *(const uint32_t *)arg;
+    rm_ratelimit_table_t *t;
+    if (posix_memalign((void **)&t, 64, sizeof(*t)) != 0)
+        rm_fatal("out of memory");
+    memset(t, 0, sizeof(*t));
+    t->max_clients = max_clients;
+    for (size_t i = 0; i != RM_RATELIMIT_SHARDS; ++i) {
+        pthread_mutex_init(&t->shards[i].mutex, NULL);
+        shard_alloc(&t->shards[i], per_shard(max_clients));
+    }
+    return &t->entry;
+}
+
+static void
+found_table(rm_registry_entry_t *e, void *arg)
+{
+    rm_ratelimit_table_t *t = RM_REGISTRY_OWNER(rm_ratelimit_table_t, entry, e);
+    uint32_t max_clients = *(const uint32_t *)arg;
+    if (t->max_clients != max_clients)
+        table_resize(t, max_clients);
+}
 
 rm_ratelimit_table_t *
 rm_ratelimit_table_acquire(const char *name, uint32_t max_clients)
 {
     if (max_clients == 0)
         max_clients = RM_RATELIMIT_DEFAULT_MAX_CLIENTS;
-    pthread_mutex_lock(&registry_mutex);
-    rm_ratelimit_table_t *t;
-    for (t = registry; t != NULL; t = t->next)
-        if (strcmp(t->name, name) == 0)
-            break;
-    if (t != NULL) {
-        ++t->refcnt;
-        if (t->max_clients != max_clients)
-            table_resize(t, max_clients);
-    } else {
-        if (posix_memalign((void **)&t, 64, sizeof(*t)) != 0)
-            rm_fatal("out of memory");
-        memset(t, 0, sizeof(*t));
-        t->name = rm_strdup(name);
-        t->refcnt = 1;
-        t->max_clients = max_clients;
-        for (size_t i = 0; i != RM_RATELIMIT_SHARDS; ++i) {
-            pthread_mutex_init(&t->shards[i].mutex, NULL);
-            shard_alloc(&t->shards[i], per_shard(max_clients));
-        }
-        t->next = registry;
-        registry = t;
-    }
-    pthread_mutex_unlock(&registry_mutex);
-    return t;
+    return RM_REGISTRY_OWNER(rm_ratelimit_table_t, entry,
+                             rm_registry_acquire(&registry, name, create_table, found_table, &max_clients));
 }
 
 void
 rm_ratelimit_table_ref(rm_ratelimit_table_t *t)
 {
-    pthread_mutex_lock(&registry_mutex);
-    ++t->refcnt;
-    pthread_mutex_unlock(&registry_mutex);
+    rm_registry_ref(&registry, &t->entry);
 }
 
 void
 rm_ratelimit_table_release(rm_ratelimit_table_t *t)
 {
-    if (t == NULL)
+    if (t == NULL || !rm_registry_release(&registry, &t->entry))
         return;
-    pthread_mutex_lock(&registry_mutex);
-    if (--t->refcnt != 0) {
-        pthread_mutex_unlock(&registry_mutex);
-        return;
-    }
-    rm_ratelimit_table_t **p = &registry;
-    while (*p != t)
-        p = &(*p)->next;
-    *p = t->next;
-    pthread_mutex_unlock(&registry_mutex);
     for (size_t i = 0; i != RM_RATELIMIT_SHARDS; ++i) {
         pthread_mutex_destroy(&t->shards[i].mutex);
         free(t->shards[i].entries);
         free(t->shards[i].heads);
     }
-    free(t->name);
     free(t);
 }
 
 const char *
 rm_ratelimit_table_name(const rm_ratelimit_table_t *t)
 {
-    return t->name;
+    return t->entry.name;
 }
 
 static void
@@ -362,32 +349,37 @@ rm_ratelimit_render_prometheus(void)
     size_t len = 0, cap = 1024;
     char *buf = rm_malloc(cap);
     buf[0] = '\0';
-    pthread_mutex_lock(&registry_mutex);
-    if (registry == NULL) {
-        pthread_mutex_unlock(&registry_mutex);
+    rm_registry_lock(&registry);
+    if (registry.head == NULL) {
+        rm_registry_unlock(&registry);
         free(buf);
         return NULL;
     }
     append(&buf, &len, &cap,
            "# HELP remora_rate_limit_decisions_total Rate-limit decisions by policy (agent-wide).\n"
            "# TYPE remora_rate_limit_decisions_total counter\n");
-    for (rm_ratelimit_table_t *t = registry; t != NULL; t = t->next) {
+    for (rm_registry_entry_t *e = registry.head; e != NULL; e = e->next) {
+        rm_ratelimit_table_t *t = RM_REGISTRY_OWNER(rm_ratelimit_table_t, entry, e);
         uint64_t a, l;
         rm_ratelimit_table_counts(t, &a, &l);
-        append(&buf, &len, &cap, "remora_rate_limit_decisions_total{policy=\"%s\",decision=\"allowed\"} %" PRIu64 "\n", t->name, a);
-        append(&buf, &len, &cap, "remora_rate_limit_decisions_total{policy=\"%s\",decision=\"limited\"} %" PRIu64 "\n", t->name, l);
+        append(&buf, &len, &cap, "remora_rate_limit_decisions_total{policy=\"%s\",decision=\"allowed\"} %" PRIu64 "\n", e->name, a);
+        append(&buf, &len, &cap, "remora_rate_limit_decisions_total{policy=\"%s\",decision=\"limited\"} %" PRIu64 "\n", e->name, l);
     }
     append(&buf, &len, &cap,
            "# HELP remora_rate_limit_clients Clients with a bucket in the policy's per-client table.\n"
            "# TYPE remora_rate_limit_clients gauge\n");
-    for (rm_ratelimit_table_t *t = registry; t != NULL; t = t->next)
-        append(&buf, &len, &cap, "remora_rate_limit_clients{policy=\"%s\"} %zu\n", t->name, rm_ratelimit_table_num_clients(t));
+    for (rm_registry_entry_t *e = registry.head; e != NULL; e = e->next) {
+        rm_ratelimit_table_t *t = RM_REGISTRY_OWNER(rm_ratelimit_table_t, entry, e);
+        append(&buf, &len, &cap, "remora_rate_limit_clients{policy=\"%s\"} %zu\n", e->name, rm_ratelimit_table_num_clients(t));
+    }
     append(&buf, &len, &cap,
            "# HELP remora_rate_limit_client_capacity Client slots preallocated for the policy (%d bytes each).\n"
            "# TYPE remora_rate_limit_client_capacity gauge\n",
            RM_RATELIMIT_BYTES_PER_CLIENT);
-    for (rm_ratelimit_table_t *t = registry; t != NULL; t = t->next)
-        append(&buf, &len, &cap, "remora_rate_limit_client_capacity{policy=\"%s\"} %zu\n", t->name, rm_ratelimit_table_capacity(t));
-    pthread_mutex_unlock(&registry_mutex);
+    for (rm_registry_entry_t *e = registry.head; e != NULL; e = e->next) {
+        rm_ratelimit_table_t *t = RM_REGISTRY_OWNER(rm_ratelimit_table_t, entry, e);
+        append(&buf, &len, &cap, "remora_rate_limit_client_capacity{policy=\"%s\"} %zu\n", e->name, rm_ratelimit_table_capacity(t));
+    }
+    rm_registry_unlock(&registry);
     return buf;
 }

@@ -216,48 +216,28 @@ rm_retry_budget_get_window(rm_retry_budget_t *budget, uint64_t now_ms, uint64_t 
 }
 
 /* The registry: few entries (one per cluster name), touched only when cluster runtimes are built. */
-static pthread_mutex_t registry_mutex = PTHREAD_MUTEX_INITIALIZER;
-static rm_retry_budget_t *registry;
+static rm_registry_t registry = RM_REGISTRY_INITIALIZER;
+
+static rm_registry_entry_t *
+create_budget(void *unused)
+{
+    rm_retry_budget_t *b = rm_malloc(sizeof(*b));
+    rm_retry_budget_init(b, RM_RETRY_BUDGET_DEFAULT_PERCENT, RM_RETRY_BUDGET_DEFAULT_INTERVAL_MS, RM_RETRY_BUDGET_DEFAULT_MIN_COUNT,
+                         RM_RETRY_BUDGET_DEFAULT_MIN_INTERVAL_MS);
+    return &b->_entry;
+}
 
 rm_retry_budget_t *
 rm_retry_budget_acquire(const char *cluster_name)
 {
-    pthread_mutex_lock(&registry_mutex);
-    rm_retry_budget_t *b;
-    for (b = registry; b != NULL; b = b->_next)
-        if (strcmp(b->_name, cluster_name) == 0)
-            break;
-    if (b == NULL) {
-        b = rm_malloc(sizeof(*b));
-        rm_retry_budget_init(b, RM_RETRY_BUDGET_DEFAULT_PERCENT, RM_RETRY_BUDGET_DEFAULT_INTERVAL_MS,
-                             RM_RETRY_BUDGET_DEFAULT_MIN_COUNT, RM_RETRY_BUDGET_DEFAULT_MIN_INTERVAL_MS);
-        b->_name = rm_strdup(cluster_name);
-        b->_next = registry;
-        registry = b;
-    }
-    ++b->_refcnt;
-    pthread_mutex_unlock(&registry_mutex);
-    return b;
+    return RM_REGISTRY_OWNER(rm_retry_budget_t, _entry, rm_registry_acquire(&registry, cluster_name, create_budget, NULL, NULL));
 }
 
 void
 rm_retry_budget_release(rm_retry_budget_t *budget)
 {
-    if (budget == NULL)
+    if (budget == NULL || !rm_registry_release(&registry, &budget->_entry))
         return;
-    pthread_mutex_lock(&registry_mutex);
-    assert(budget->_refcnt != 0);
-    if (--budget->_refcnt != 0) {
-        pthread_mutex_unlock(&registry_mutex);
-        return;
-    }
-    rm_retry_budget_t **p = &registry;
-    while (*p != budget)
-        p = &(*p)->_next;
-    *p = budget->_next;
-    pthread_mutex_unlock(&registry_mutex);
-
     rm_retry_budget_dispose(budget);
-    free(budget->_name);
     free(budget);
 }

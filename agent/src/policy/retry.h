@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "config/config.h"
+#include "core/registry.h"
 
 /**
  * Cause for rm_retry_classify(), next to RM_RETRY_ON_CONNECT_FAILURE / _REFUSED_STREAM / _RESET of
@@ -117,9 +118,7 @@ typedef struct st_rm_retry_budget_t {
     uint64_t _window_requests;
     uint64_t _window_retries;
     /* registry (rm_retry_budget_acquire), under the registry's mutex */
-    char *_name;
-    size_t _refcnt;
-    struct st_rm_retry_budget_t *_next;
+    rm_registry_entry_t _entry;
 } rm_retry_budget_t;
 
 /**

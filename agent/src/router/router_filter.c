@@ -525,7 +525,6 @@ on_try_timeout(rm_timer_t *timer)
     if (a != r->primary || a->committed)
         return;
     RM_STAT_INC(rm_cluster_stats(r->cluster)->rq_per_try_timeout);
-    rm_cluster_report(r->cluster, a->endpoint, 0, rm_now_us() - a->started_at_us);
     rm_cluster_report_outlier(r->cluster, a->endpoint, RM_OUTLIER_GATEWAY);
     if (r->policy != NULL && try_retry(r, a, rm_retry_classify(r->policy, RM_RETRY_ON_PER_TRY_TIMEOUT, -1, -1)))
         return;
@@ -843,7 +842,6 @@ static void
 on_head(rm_attempt_t *a)
 {
     router_t *r = a->owner_ctx;
-    rm_cluster_report(r->cluster, a->endpoint, a->resp.status < 500, rm_now_us() - a->started_at_us);
     rm_cluster_report_outlier(r->cluster, a->endpoint,
                               rm_outlier_classify(a->resp.status, a->resp_no_body ? grpc_status_of(&a->resp.headers) : -1));
     if (r->policy != NULL) {
@@ -953,7 +951,6 @@ on_error(rm_attempt_t *a, rm_upstream_error_t err, uint32_t h2_error, const char
     }
     if (err != RM_UPSTREAM_ERR_OVERFLOW) {
         /* a breaker's refusal says nothing about the endpoint */
-        rm_cluster_report(r->cluster, a->endpoint, 0, rm_now_us() - a->started_at_us);
         rm_cluster_report_outlier(r->cluster, a->endpoint, RM_OUTLIER_GATEWAY);
     }
     if (!a->committed) {

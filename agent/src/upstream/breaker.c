@@ -5,60 +5,39 @@
 #include <string.h>
 #include "remora/log.h"
 #include "remora/strutil.h"
+#include "core/registry.h"
+#include "obs/stats.h"
 #include "upstream/breaker.h"
 
 const char *const rm_breaker_limit_names[RM_BREAKER_MAX] = {"connections", "pending", "requests", "retries"};
 
 struct st_rm_breaker_t {
-    char *_name;
-    /** registry references (under registry_mutex) */
-    unsigned _refcnt;
+    rm_registry_entry_t _entry;
     uint32_t _limit[RM_BREAKER_MAX];
     uint32_t _count[RM_BREAKER_MAX];
-    rm_breaker_t *_next;
 };
 
 /* Few entries (one per cluster name), touched only when cluster runtimes are built and freed. */
-static pthread_mutex_t registry_mutex = PTHREAD_MUTEX_INITIALIZER;
-static rm_breaker_t *registry;
+static rm_registry_t registry = RM_REGISTRY_INITIALIZER;
+
+static rm_registry_entry_t *
+create_breaker(void *unused)
+{
+    rm_breaker_t *b = rm_calloc(1, sizeof(*b));
+    return &b->_entry;
+}
 
 rm_breaker_t *
 rm_breaker_acquire(const char *name)
 {
-    pthread_mutex_lock(&registry_mutex);
-    rm_breaker_t *b;
-    for (b = registry; b != NULL; b = b->_next)
-        if (strcmp(b->_name, name) == 0)
-            break;
-    if (b == NULL) {
-        b = rm_calloc(1, sizeof(*b));
-        b->_name = rm_strdup(name);
-        b->_next = registry;
-        registry = b;
-    }
-    ++b->_refcnt;
-    pthread_mutex_unlock(&registry_mutex);
-    return b;
+    return RM_REGISTRY_OWNER(rm_breaker_t, _entry, rm_registry_acquire(&registry, name, create_breaker, NULL, NULL));
 }
 
 void
 rm_breaker_release_ref(rm_breaker_t *b)
 {
-    if (b == NULL)
-        return;
-    pthread_mutex_lock(&registry_mutex);
-    assert(b->_refcnt != 0);
-    if (--b->_refcnt != 0) {
-        pthread_mutex_unlock(&registry_mutex);
-        return;
-    }
-    rm_breaker_t **p = &registry;
-    while (*p != b)
-        p = &(*p)->_next;
-    *p = b->_next;
-    pthread_mutex_unlock(&registry_mutex);
-    free(b->_name);
-    free(b);
+    if (b != NULL && rm_registry_release(&registry, &b->_entry))
+        free(b);
 }
 
 void
@@ -111,26 +90,13 @@ rm_breaker_limit(const rm_breaker_t *b, rm_breaker_limit_t which)
     return __atomic_load_n(&b->_limit[which], __ATOMIC_RELAXED);
 }
 
-static void
-print_label_value(FILE *fp, const char *v)
-{
-    for (; *v != '\0'; ++v) {
-        if (*v == '\\' || *v == '"')
-            fprintf(fp, "\\%c", *v);
-        else if (*v == '\n')
-            fputs("\\n", fp);
-        else
-            fputc(*v, fp);
-    }
-}
-
 char *
 rm_breaker_render(void)
 {
     char *text = NULL;
     size_t len = 0;
-    pthread_mutex_lock(&registry_mutex);
-    if (registry != NULL) {
+    rm_registry_lock(&registry);
+    if (registry.head != NULL) {
         FILE *fp = open_memstream(&text, &len);
         if (fp == NULL)
             rm_fatal("open_memstream failed");
@@ -143,10 +109,11 @@ rm_breaker_render(void)
         };
         for (size_t f = 0; f != sizeof(families) / sizeof(families[0]); ++f) {
             fprintf(fp, "# HELP %s %s\n# TYPE %s gauge\n", families[f].name, families[f].help, families[f].name);
-            for (rm_breaker_t *b = registry; b != NULL; b = b->_next) {
+            for (rm_registry_entry_t *e = registry.head; e != NULL; e = e->next) {
+                rm_breaker_t *b = RM_REGISTRY_OWNER(rm_breaker_t, _entry, e);
                 for (int i = 0; i != RM_BREAKER_MAX; ++i) {
                     fprintf(fp, "%s{cluster=\"", families[f].name);
-                    print_label_value(fp, b->_name);
+                    rm_stats_fprint_label_value(fp, e->name);
                     fprintf(fp, "\",limit=\"%s\"} %u\n", rm_breaker_limit_names[i],
                             families[f].limit ? rm_breaker_limit(b, i) : rm_breaker_count(b, i));
                 }
@@ -154,6 +121,6 @@ rm_breaker_render(void)
         }
         fclose(fp);
     }
-    pthread_mutex_unlock(&registry_mutex);
+    rm_registry_unlock(&registry);
     return text;
 }

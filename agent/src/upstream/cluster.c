@@ -480,13 +480,6 @@ rm_cluster_policy_slot(rm_cluster_t *c)
     return &c->policy_slot;
 }
 
-void
-rm_cluster_report(rm_cluster_t *c, rm_endpoint_t *ep, int success, uint64_t latency_us)
-{
-    /* the balancer learns each pick's outcome once, through the attempt (lb_done): a router report
-     * may come twice for one attempt (head, then a mid-stream failure) or not at all (cancelled) */
-}
-
 /* The end of a pick (attempt.h lb_done): the head arrived, or the attempt failed or was cancelled. */
 static void
 lb_done(rm_attempt_t *a)

@@ -104,8 +104,6 @@ typedef struct st_rm_cluster_slot_t {
     void (*release)(void *data);
 } rm_cluster_slot_t;
 rm_cluster_slot_t *rm_cluster_policy_slot(rm_cluster_t *c);
-/** The outcome of an attempt on endpoint `ep` (a->endpoint; NULL: none was picked), for the load balancer. */
-void rm_cluster_report(rm_cluster_t *c, rm_endpoint_t *ep, int success, uint64_t latency_us);
 /**
  * The outcome of an attempt on `ep` (NULL: none was picked) for outlier detection; `result` is an
  * rm_outlier_result_t (upstream/outlier.h). Counts an ejection it causes.

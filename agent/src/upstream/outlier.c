@@ -5,6 +5,8 @@
 #include <string.h>
 #include "remora/log.h"
 #include "remora/strutil.h"
+#include "core/registry.h"
+#include "obs/stats.h"
 #include "upstream/outlier.h"
 
 struct st_rm_outlier_host_t {
@@ -31,57 +33,37 @@ struct st_rm_outlier_host_t {
 #define MAX_DORMANT 64
 
 struct st_rm_outlier_cluster_t {
-    char *_name;
-    unsigned _refcnt; /* under registry_mutex */
-    rm_outlier_cluster_t *_next;
+    rm_registry_entry_t _entry;
     pthread_mutex_t mutex;
     rm_config_outlier_t config;
     rm_outlier_host_t *hosts;
     uint32_t num_hosts, num_ejected, num_dormant;
 };
 
-static pthread_mutex_t registry_mutex = PTHREAD_MUTEX_INITIALIZER;
-static rm_outlier_cluster_t *registry;
+/* Lock order: the registry, then a record's mutex. */
+static rm_registry_t registry = RM_REGISTRY_INITIALIZER;
+
+static rm_registry_entry_t *
+create_record(void *unused)
+{
+    rm_outlier_cluster_t *oc = rm_calloc(1, sizeof(*oc));
+    pthread_mutex_init(&oc->mutex, NULL);
+    return &oc->_entry;
+}
 
 rm_outlier_cluster_t *
 rm_outlier_cluster_acquire(const char *name)
 {
-    pthread_mutex_lock(&registry_mutex);
-    rm_outlier_cluster_t *oc;
-    for (oc = registry; oc != NULL; oc = oc->_next)
-        if (strcmp(oc->_name, name) == 0)
-            break;
-    if (oc == NULL) {
-        oc = rm_calloc(1, sizeof(*oc));
-        oc->_name = rm_strdup(name);
-        pthread_mutex_init(&oc->mutex, NULL);
-        oc->_next = registry;
-        registry = oc;
-    }
-    ++oc->_refcnt;
-    pthread_mutex_unlock(&registry_mutex);
-    return oc;
+    return RM_REGISTRY_OWNER(rm_outlier_cluster_t, _entry, rm_registry_acquire(&registry, name, create_record, NULL, NULL));
 }
 
 void
 rm_outlier_cluster_release(rm_outlier_cluster_t *oc)
 {
-    if (oc == NULL)
+    if (oc == NULL || !rm_registry_release(&registry, &oc->_entry))
         return;
-    pthread_mutex_lock(&registry_mutex);
-    assert(oc->_refcnt != 0);
-    if (--oc->_refcnt != 0) {
-        pthread_mutex_unlock(&registry_mutex);
-        return;
-    }
-    rm_outlier_cluster_t **p = &registry;
-    while (*p != oc)
-        p = &(*p)->_next;
-    *p = oc->_next;
-    pthread_mutex_unlock(&registry_mutex);
     assert(oc->hosts == NULL);
     pthread_mutex_destroy(&oc->mutex);
-    free(oc->_name);
     free(oc);
 }
 
@@ -152,9 +134,7 @@ rm_outlier_host_acquire(rm_outlier_cluster_t *oc, const char *addr)
 {
     /* a new host holds a reference on its cluster record: taken first (the caller holds one, so the
      * record stays), dropped again if the host exists (lock order: registry, then a record's mutex) */
-    pthread_mutex_lock(&registry_mutex);
-    ++oc->_refcnt;
-    pthread_mutex_unlock(&registry_mutex);
+    rm_registry_ref(&registry, &oc->_entry);
     int created = 0;
     pthread_mutex_lock(&oc->mutex);
     rm_outlier_host_t *h;
@@ -365,19 +345,6 @@ rm_outlier_classify(int http_status, int grpc_status)
     return RM_OUTLIER_SUCCESS;
 }
 
-static void
-print_label_value(FILE *fp, const char *v)
-{
-    for (; *v != '\0'; ++v) {
-        if (*v == '\\' || *v == '"')
-            fprintf(fp, "\\%c", *v);
-        else if (*v == '\n')
-            fputs("\\n", fp);
-        else
-            fputc(*v, fp);
-    }
-}
-
 char *
 rm_outlier_render(void)
 {
@@ -387,14 +354,15 @@ rm_outlier_render(void)
     if (fp == NULL)
         rm_fatal("open_memstream failed");
     int any = 0;
-    pthread_mutex_lock(&registry_mutex);
+    rm_registry_lock(&registry);
     for (int family = 0; family != 2; ++family) {
         const char *name = family == 0 ? "remora_upstream_endpoints_ejected" : "remora_upstream_circuit_open";
         fprintf(fp, "# HELP %s %s\n# TYPE %s gauge\n", name,
                 family == 0 ? "Endpoints ejected by outlier detection now, agent-wide."
                             : "1 while every endpoint of the cluster is ejected (requests fail fast).",
                 name);
-        for (rm_outlier_cluster_t *oc = registry; oc != NULL; oc = oc->_next) {
+        for (rm_registry_entry_t *e = registry.head; e != NULL; e = e->next) {
+            rm_outlier_cluster_t *oc = RM_REGISTRY_OWNER(rm_outlier_cluster_t, _entry, e);
             pthread_mutex_lock(&oc->mutex);
             int enabled = oc->config.enabled;
             uint32_t hosts = oc->num_hosts, ejected = oc->num_ejected;
@@ -403,11 +371,11 @@ rm_outlier_render(void)
                 continue;
             any = 1;
             fprintf(fp, "%s{cluster=\"", name);
-            print_label_value(fp, oc->_name);
+            rm_stats_fprint_label_value(fp, oc->_entry.name);
             fprintf(fp, "\"} %u\n", family == 0 ? ejected : (unsigned)(hosts != 0 && ejected == hosts));
         }
     }
-    pthread_mutex_unlock(&registry_mutex);
+    rm_registry_unlock(&registry);
     fclose(fp);
     if (!any) {
         free(text);
@@ -424,15 +392,16 @@ rm_outlier_describe(void)
     FILE *fp = open_memstream(&text, &len);
     if (fp == NULL)
         rm_fatal("open_memstream failed");
-    pthread_mutex_lock(&registry_mutex);
-    for (rm_outlier_cluster_t *oc = registry; oc != NULL; oc = oc->_next) {
+    rm_registry_lock(&registry);
+    for (rm_registry_entry_t *e = registry.head; e != NULL; e = e->next) {
+        rm_outlier_cluster_t *oc = RM_REGISTRY_OWNER(rm_outlier_cluster_t, _entry, e);
         pthread_mutex_lock(&oc->mutex);
         if (oc->config.enabled)
-            fprintf(fp, "%s: %u/%u endpoints ejected, circuit %s\n", oc->_name, oc->num_ejected, oc->num_hosts,
+            fprintf(fp, "%s: %u/%u endpoints ejected, circuit %s\n", oc->_entry.name, oc->num_ejected, oc->num_hosts,
                     oc->num_hosts != 0 && oc->num_ejected == oc->num_hosts ? "open" : "closed");
         pthread_mutex_unlock(&oc->mutex);
     }
-    pthread_mutex_unlock(&registry_mutex);
+    rm_registry_unlock(&registry);
     fclose(fp);
     return text;
 }
