@@ -379,6 +379,15 @@ start_exchange(h1c_conn_t *conn)
         rm_headers_remove_lit(&req->headers, "grpc-timeout");
         rm_headers_add(s->pool, &req->headers, h2o_iovec_init(H2O_STRLIT("grpc-timeout")), s->grpc_timeout);
     }
+    if (s->extra_headers != NULL) {
+        /* this attempt's own fields (its span's trace context) replace the request's of the same names */
+        for (size_t i = 0; i != s->extra_headers->size; ++i) {
+            const rm_header_t *h = &s->extra_headers->entries[i];
+            rm_headers_remove(&req->headers, h->name.base, h->name.len);
+        }
+        for (size_t i = 0; i != s->extra_headers->size; ++i)
+            rm_headers_add(s->pool, &req->headers, s->extra_headers->entries[i].name, s->extra_headers->entries[i].value);
+    }
     rm_headers_t *req_trailers = rm_attempt_req_trailers(s);
     if (req->content_length < 0 && (req->has_body || rm_attempt_req_pending(s) != 0)) {
         if (rm_attempt_req_eos(s) && (req_trailers == NULL || req_trailers->size == 0))

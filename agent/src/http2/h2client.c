@@ -291,8 +291,15 @@ submit_stream(h2c_stream_t *hc)
             grpc_timeout_sent = 1;
             continue;
         }
+        if (s->extra_headers != NULL && rm_headers_find(s->extra_headers, h->name.base, h->name.len, -1) >= 0)
+            continue; /* replaced by this attempt's own field (its span's trace context) */
         rm_h2_nvs_add(s->pool, &nvs, h->name.base, h->name.len, h->value.base, h->value.len);
     }
+    if (s->extra_headers != NULL)
+        for (size_t i = 0; i != s->extra_headers->size; ++i) {
+            const rm_header_t *h = &s->extra_headers->entries[i];
+            rm_h2_nvs_add(s->pool, &nvs, h->name.base, h->name.len, h->value.base, h->value.len);
+        }
     if (s->grpc_timeout.base != NULL && !grpc_timeout_sent)
         rm_h2_nvs_add(s->pool, &nvs, H2O_STRLIT("grpc-timeout"), s->grpc_timeout.base, s->grpc_timeout.len);
     if (req->content_length >= 0) {

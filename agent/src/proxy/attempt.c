@@ -20,6 +20,7 @@ rm_attempt_create(rm_stream_t *s, const rm_attempt_owner_ops_t *owner, void *own
     a->owner = owner;
     a->owner_ctx = owner_ctx;
     a->started_at_us = rm_now_us();
+    a->grpc_status = -1;
     rm_stream_attempt_added(s);
     return a;
 }
@@ -45,6 +46,7 @@ maybe_free(rm_attempt_t *a)
     if (h2o_linklist_is_linked(&a->owner_link))
         h2o_linklist_unlink(&a->owner_link);
     rm_stream_t *s = a->stream;
+    rm_stream_attempt_ended(s, a);
     rm_recycle_free(&attempt_allocator, a);
     rm_stream_attempt_removed(s);
 }
@@ -52,6 +54,12 @@ maybe_free(rm_attempt_t *a)
 /*
  * Owner side
  */
+
+void
+rm_attempt_start(rm_attempt_t *a)
+{
+    rm_stream_attempt_started(a->stream, a);
+}
 
 void
 rm_attempt_commit(rm_attempt_t *a)
@@ -180,6 +188,8 @@ void
 rm_attempt_on_response_head(rm_attempt_t *a)
 {
     a->head_received = 1;
+    if (a->resp_no_body)
+        a->grpc_status = rm_headers_grpc_status(&a->resp.headers);
     if (a->lb_done != NULL)
         a->lb_done(a);
     RM_STAT_INC(a->cstats->rs_by_class[rm_stat_status_class(a->resp.status)]);
@@ -211,6 +221,8 @@ void
 rm_attempt_on_response_end(rm_attempt_t *a, rm_headers_t *trailers)
 {
     a->resp_done = 1;
+    if (trailers != NULL)
+        a->grpc_status = rm_headers_grpc_status(trailers);
     if (a->released)
         return;
     ++a->busy;
@@ -232,6 +244,7 @@ rm_attempt_on_error(rm_attempt_t *a, rm_upstream_error_t err, uint32_t h2_error,
     else
         RM_STAT_INC(a->cstats->rq_unavailable);
     a->upstream_failed = 1;
+    a->error = err;
     rm_attempt_unattach(a);
     if (!a->released) {
         ++a->busy;

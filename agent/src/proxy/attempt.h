@@ -107,6 +107,21 @@ struct st_rm_attempt_t {
      * {NULL, 0} to send the request's own; codecs add the field if the request has none */
     h2o_iovec_t grpc_timeout;
 
+    /**
+     * Header fields this attempt sends besides the request's (pool memory; NULL: none), e.g. the
+     * trace context of its client span. Codecs send them after the request's fields and leave out
+     * the request's own fields of the same names.
+     */
+    rm_headers_t *extra_headers;
+    /** the outcome, for observers: the gRPC status of the response (head or trailers; -1: none) and the
+     * failure (0: none) */
+    int grpc_status;
+    rm_upstream_error_t error;
+    /** the cluster the attempt goes to (its name in the stream's snapshot; set by the owner) and the
+     * endpoint picked last ("ip:port"; set by the cluster, "" before) */
+    const char *backend;
+    char endpoint_name[80];
+
     /** the consistent-hash key (XXH64 of the session key or the source address), set by the router */
     uint64_t hash_key;
     rm_attempt_hash_t hash_kind;
@@ -144,6 +159,8 @@ struct st_rm_attempt_t {
  */
 /** Creates an attempt of stream `s` (not attached). `cstats` are the target cluster's counters. */
 rm_attempt_t *rm_attempt_create(rm_stream_t *s, const rm_attempt_owner_ops_t *owner, void *owner_ctx, rm_cluster_stats_t *cstats);
+/** The owner is about to dispatch `a` (the first time): the stream's observers see it (they may set extra_headers). */
+void rm_attempt_start(rm_attempt_t *a);
 /** Makes `a` the stream's response: copies its head into the stream and sends it downstream. */
 void rm_attempt_commit(rm_attempt_t *a);
 /** The owner abandons the attempt: the codec (if any) cancels the exchange; no more owner callbacks. */

@@ -161,3 +161,23 @@ rm_headers_remove(rm_headers_t *headers, const char *name, size_t name_len)
             headers->entries[w++] = headers->entries[r];
     headers->size = w;
 }
+
+int
+rm_headers_grpc_status(const rm_headers_t *headers)
+{
+    if (headers == NULL)
+        return -1;
+    ssize_t i = rm_headers_find(headers, H2O_STRLIT("grpc-status"), -1);
+    if (i < 0)
+        return -1;
+    const h2o_iovec_t v = headers->entries[i].value;
+    if (v.len == 0 || v.len > 2)
+        return -1;
+    int code = 0;
+    for (size_t k = 0; k != v.len; ++k) {
+        if (v.base[k] < '0' || v.base[k] > '9')
+            return -1;
+        code = code * 10 + (v.base[k] - '0');
+    }
+    return code;
+}

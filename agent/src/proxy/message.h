@@ -130,6 +130,8 @@ enum {
  * anything else (NO_ERROR included) -> INTERNAL. Pure function; any thread.
  */
 int rm_grpc_status_from_h2_error(uint32_t h2_error);
+/** The value of the grpc-status field of `headers` (NULL allowed): 0..99, or -1 when absent or malformed. */
+int rm_headers_grpc_status(const rm_headers_t *headers);
 /**
  * gRPC status for an HTTP status of a response that carries no grpc-status (http-grpc-status-mapping.md): 400 INTERNAL,
  * 401 UNAUTHENTICATED, 403 PERMISSION_DENIED, 404 UNIMPLEMENTED, 429/502/503/504 UNAVAILABLE, others UNKNOWN.

@@ -6,11 +6,44 @@
 #include "remora/log.h"
 #include "remora/strutil.h"
 #include "core/alloc.h"
+#include "proxy/attempt.h"
 #include "proxy/stream.h"
 
 static __thread rm_recycle_t stream_allocator = RM_RECYCLE_INITIALIZER(rm_stream_t, 1024);
 static const rm_filter_chain_t *default_chain;
 static const rm_filter_chain_t *(*chain_for_listener)(const rm_config_listener_t *listener);
+static const rm_stream_observer_t *observers[RM_STREAM_MAX_OBSERVERS];
+static unsigned num_observers;
+
+unsigned
+rm_stream_register_observer(const rm_stream_observer_t *observer)
+{
+    if (num_observers == RM_STREAM_MAX_OBSERVERS)
+        rm_fatal("more than %d stream observers", RM_STREAM_MAX_OBSERVERS);
+    observers[num_observers] = observer;
+    return num_observers++;
+}
+
+void
+rm_stream_attempt_started(rm_stream_t *s, rm_attempt_t *a)
+{
+    for (unsigned i = 0; i != num_observers; ++i)
+        if (observers[i]->on_attempt_start != NULL)
+            observers[i]->on_attempt_start(s, a);
+}
+
+void
+rm_stream_attempt_ended(rm_stream_t *s, rm_attempt_t *a)
+{
+    if (!a->mirror && a->endpoint_name[0] != '\0') {
+        /* the last try that reached an endpoint is the one the response (or the failure) came from */
+        memcpy(s->info.upstream_addr, a->endpoint_name, sizeof(s->info.upstream_addr));
+        s->info.upstream_addr[sizeof(s->info.upstream_addr) - 1] = '\0';
+    }
+    for (unsigned i = 0; i != num_observers; ++i)
+        if (observers[i]->on_attempt_end != NULL)
+            observers[i]->on_attempt_end(s, a);
+}
 
 void
 rm_stream_set_default_chain(const rm_filter_chain_t *chain)
@@ -42,6 +75,7 @@ rm_stream_create(rm_worker_t *worker, rm_config_t *config, const rm_config_liste
     s->down_ctx = down_ctx;
     s->chain = chain_for_listener != NULL && listener != NULL ? chain_for_listener(listener) : default_chain;
     s->started_at_us = rm_now_us();
+    s->info.grpc_status = -1;
     return s;
 }
 
@@ -68,6 +102,12 @@ count_request(rm_stream_t *s)
 static void
 destroy(rm_stream_t *s)
 {
+    if (s->counted && num_observers != 0) {
+        s->info.ended_at_us = rm_now_us();
+        for (unsigned i = 0; i != num_observers; ++i)
+            if (observers[i]->on_end != NULL)
+                observers[i]->on_end(s);
+    }
     if (s->filter_state != NULL) {
         for (size_t i = 0; i != s->chain->num_filters; ++i) {
             const rm_filter_t *f = s->chain->filters[i];
@@ -244,6 +284,9 @@ void
 rm_stream_on_request_head(rm_stream_t *s)
 {
     count_request(s);
+    for (unsigned i = 0; i != num_observers; ++i)
+        if (observers[i]->on_request_head != NULL)
+            observers[i]->on_request_head(s);
     run_chain(s);
 }
 
@@ -280,6 +323,8 @@ void
 rm_stream_on_downstream_abort(rm_stream_t *s)
 {
     RM_STAT_INC(s->lstats->rs_reset);
+    if (!s->resp_body.eos || s->resp_body.buf->size != 0)
+        s->info.flag = "DC"; /* the downstream went away before the whole response */
     s->down = NULL;
     abort_filters(s);
 }
@@ -289,6 +334,7 @@ rm_stream_read_response_body(rm_stream_t *s, void *dst, size_t max)
 {
     size_t n = pipe_read(&s->resp_body, dst, max);
     if (n != 0) {
+        s->info.resp_bytes += n;
         for (size_t i = s->chain_pos; i != 0; --i) {
             const rm_filter_t *f = s->chain->filters[i - 1];
             if (f->on_response_consumed != NULL)
@@ -343,6 +389,10 @@ send_head(rm_stream_t *s)
             f->on_response_head(s, s->filter_state[i - 1]);
     }
     s->resp_head_sent = 1;
+    s->info.status = s->resp.status;
+    s->info.resp_head_at_us = rm_now_us();
+    if (s->resp_body.eos && s->req.is_grpc)
+        s->info.grpc_status = rm_headers_grpc_status(&s->resp.headers); /* trailers-only */
     count_response(s);
     s->down->send_response_head(s);
 }
@@ -377,6 +427,8 @@ rm_stream_on_response_end(rm_stream_t *s, rm_headers_t *trailers)
 {
     s->resp_body.eos = 1;
     s->resp_body.trailers = trailers;
+    if (trailers != NULL && s->req.is_grpc)
+        s->info.grpc_status = rm_headers_grpc_status(trailers);
     if (s->down != NULL)
         s->down->resp_body_ready(s);
 }
@@ -407,6 +459,8 @@ rm_stream_abort_response(rm_stream_t *s, int grpc_status, uint32_t h2_error, con
         rm_stream_on_response_end(s, trailers);
         return;
     }
+    if (s->info.flag == NULL)
+        s->info.flag = "UR"; /* the upstream failed mid-response */
     s->down->reset(s, h2_error);
 }
 
@@ -453,12 +507,20 @@ send_local_reply(rm_stream_t *s, int http_status, int grpc_status, const char *m
     send_head(s);
 }
 
+static void
+note_cause(rm_stream_t *s, rm_local_reply_t cause)
+{
+    s->info.cause = cause;
+    s->info.flag = rm_local_replies[cause].flag;
+}
+
 void
 rm_stream_reply_status(rm_stream_t *s, rm_local_reply_t cause, int http_status, int grpc_status, const char *message)
 {
     if (s->resp_head_sent)
         return;
     RM_STAT_INC(s->lstats->local_replies[cause]);
+    note_cause(s, cause);
     rm_stream_send_local_reply(s, http_status, grpc_status, message);
 }
 
@@ -469,6 +531,7 @@ rm_stream_reply_with_headers(rm_stream_t *s, rm_local_reply_t cause, int http_st
     if (s->resp_head_sent)
         return;
     RM_STAT_INC(s->lstats->local_replies[cause]);
+    note_cause(s, cause);
     send_local_reply(s, http_status, grpc_status, message, extra);
 }
 

@@ -197,6 +197,8 @@ rm_route_module_register(void)
 typedef struct st_router_t {
     rm_stream_t *s;
     rm_cluster_t *cluster;
+    /** the cluster's name in the stream's snapshot (attempts' and the stream's `backend`) */
+    const char *backend;
     /** the route's retry policy, NULL when it has none */
     const rm_config_retry_t *policy;
     rm_retry_budget_t *budget;
@@ -331,26 +333,6 @@ is_idempotent(const rm_req_head_t *req)
         if (h2o_memis(req->method.base, req->method.len, methods[i], strlen(methods[i])))
             return 1;
     return 0;
-}
-
-static int
-grpc_status_of(const rm_headers_t *headers)
-{
-    if (headers == NULL)
-        return -1;
-    ssize_t i = rm_headers_find(headers, H2O_STRLIT("grpc-status"), -1);
-    if (i < 0)
-        return -1;
-    const h2o_iovec_t v = headers->entries[i].value;
-    if (v.len == 0 || v.len > 2)
-        return -1;
-    int code = 0;
-    for (size_t k = 0; k != v.len; ++k) {
-        if (v.base[k] < '0' || v.base[k] > '9')
-            return -1;
-        code = code * 10 + (v.base[k] - '0');
-    }
-    return code;
 }
 
 /*
@@ -604,7 +586,9 @@ start_try(router_t *r)
     }
     rm_attempt_t *a = rm_attempt_create(s, &owner_ops, r, rm_cluster_stats(r->cluster));
     set_hash_key(s, a);
+    a->backend = r->backend;
     a->number = r->tries++;
+    s->info.attempts = r->tries;
     a->fresh_connection = r->fresh_next;
     r->fresh_next = 0;
     if (s->req.is_grpc && try_ms != 0) {
@@ -617,6 +601,7 @@ start_try(router_t *r)
     if (s->route->per_try_timeout_ms != 0)
         rm_worker_timer_start(s->worker, &a->try_timer, s->route->per_try_timeout_ms);
     r->primary = a;
+    rm_attempt_start(a);
     rm_cluster_dispatch(r->cluster, a);
 }
 
@@ -632,6 +617,7 @@ start_mirror(router_t *r, const rm_config_mirror_t *m)
     rm_attempt_t *a = rm_attempt_create(s, &owner_ops, r, rm_cluster_stats(c));
     set_hash_key(s, a);
     a->mirror = 1;
+    a->backend = s->config->clusters[m->cluster_index].name;
     a->owner_data = c;
     h2o_linklist_insert(&r->mirrors, &a->owner_link);
     RM_STAT_INC(s->lstats->mirror_sent);
@@ -640,6 +626,7 @@ start_mirror(router_t *r, const rm_config_mirror_t *m)
     a->try_timer.cb = on_try_timeout;
     if (limit != 0)
         rm_worker_timer_start(s->worker, &a->try_timer, limit);
+    rm_attempt_start(a);
     rm_cluster_dispatch(c, a);
 }
 
@@ -716,8 +703,10 @@ router_on_request_head(rm_stream_t *s, void *state)
         rm_stream_reply_status(s, RM_LOCAL_NO_CLUSTER, 500, RM_GRPC_INTERNAL, "the route has no backend");
         return RM_FILTER_STOP;
     }
-    r->cluster =
-        rm_cluster_acquire(rm_cluster_lookup(s->worker, s->config, rm_router_pick_cluster(route, rm_worker_random(s->worker))));
+    size_t cluster_index = rm_router_pick_cluster(route, rm_worker_random(s->worker));
+    r->cluster = rm_cluster_acquire(rm_cluster_lookup(s->worker, s->config, cluster_index));
+    r->backend = s->config->clusters[cluster_index].name;
+    s->info.backend = r->backend;
     const rm_config_cluster_t *cc = rm_cluster_config(r->cluster);
     /* the target Service's rate limit, once per request (not per try); a limit on the route is more
      * specific and replaces it (the rate-limit filter applied that one) */
@@ -838,14 +827,22 @@ router_on_destroy(rm_stream_t *s, void *state)
  * Attempt outcomes
  */
 
+/* 1 if the attempt's outcome for outlier detection is only known from its trailers (a gRPC 200 with a body) */
+static int
+grpc_status_in_trailers(router_t *r, rm_attempt_t *a)
+{
+    return r->s->req.is_grpc && a->resp.status == 200 && !a->resp_no_body;
+}
+
 static void
 on_head(rm_attempt_t *a)
 {
     router_t *r = a->owner_ctx;
-    rm_cluster_report_outlier(r->cluster, a->endpoint,
-                              rm_outlier_classify(a->resp.status, a->resp_no_body ? grpc_status_of(&a->resp.headers) : -1));
+    /* a gRPC response's verdict comes with its trailers (UNAVAILABLE there is a gateway error): report it at the end */
+    if (!grpc_status_in_trailers(r, a))
+        rm_cluster_report_outlier(r->cluster, a->endpoint, rm_outlier_classify(a->resp.status, a->grpc_status));
     if (r->policy != NULL) {
-        int grpc_status = a->resp_no_body ? grpc_status_of(&a->resp.headers) : -1;
+        int grpc_status = a->grpc_status; /* set when trailers-only */
         if (try_retry(r, a, rm_retry_classify(r->policy, 0, a->resp.status, grpc_status)))
             return;
         if (r->hold_grpc && !a->resp_no_body && a->resp.status == 200 && r->retries < r->policy->attempts)
@@ -870,8 +867,10 @@ on_end(rm_attempt_t *a, rm_headers_t *trailers)
         finish_mirror(a);
         return;
     }
+    if (grpc_status_in_trailers(r, a))
+        rm_cluster_report_outlier(r->cluster, a->endpoint, rm_outlier_classify(a->resp.status, a->grpc_status));
     /* a held gRPC response ended without DATA: its status is in the trailers */
-    if (r->policy != NULL && try_retry(r, a, rm_retry_classify(r->policy, 0, a->resp.status, grpc_status_of(trailers))))
+    if (r->policy != NULL && try_retry(r, a, rm_retry_classify(r->policy, 0, a->resp.status, rm_headers_grpc_status(trailers))))
         return;
     commit(r, a);
     rm_stream_on_response_end(r->s, trailers);
@@ -882,6 +881,8 @@ static void
 on_complete(rm_attempt_t *a)
 {
     router_t *r = a->owner_ctx;
+    if (grpc_status_in_trailers(r, a))
+        rm_cluster_report_outlier(r->cluster, a->endpoint, rm_outlier_classify(a->resp.status, a->grpc_status));
     finish_primary(r, a);
 }
 

@@ -727,6 +727,7 @@ rm_cluster_dispatch(rm_cluster_t *c, rm_attempt_t *a)
             proto = RM_UPSTREAM_H2; /* the HTTP/2 client falls back to HTTP/1.1 if ALPN says so */
     }
     a->endpoint = ep;
+    snprintf(a->endpoint_name, sizeof(a->endpoint_name), "%s", ep->name);
     if (a->lb_done != NULL)
         a->lb_done(a); /* dispatched again: the earlier pick is over */
     rm_endpoint_ref(ep);
