@@ -367,3 +367,40 @@ def test_all_ejected_circuit_open_then_recovery(tmp_path, proxy_factory):
     finally:
         h.proc.stop()
     print(f"circuit open: 5 requests refused in {took * 1000:.0f} ms without a connect attempt")
+
+
+def test_grpc_unavailable_in_trailers_ejects(tmp_path, proxy_factory, grpc_server):
+    """A gRPC response that starts well (200, messages) and ends with grpc-status 14 UNAVAILABLE in its
+    trailers is a gateway error for outlier detection, as a trailers-only UNAVAILABLE is; other
+    statuses in trailers are not."""
+    cluster = "od-grpc"
+    od = {"consecutive_5xx": 100, "consecutive_gateway_errors": 3, "interval_ms": 1000, "base_ejection_ms": 30000,
+          "max_ejection_ms": 60000, "max_ejection_percent": 100}
+    proxy = start_agent(tmp_path, proxy_factory,
+                        [{"name": cluster, "protocol": "h2", "endpoints": [f"127.0.0.1:{grpc_server.port}"],
+                          "outlier_detection": od}],
+                        [{"name": "grpc", "prefix": "/", "cluster": cluster}])
+
+    def stream_failing(code):
+        md = [("x-count", "3"), ("x-fail-after", "1"), ("x-fail-code", str(code)), ("x-fail-message", "late")]
+        got = []
+        with pytest.raises(grpc.RpcError) as ei:
+            for m in echo.server_stream(b"m", timeout=10, metadata=md):
+                got.append(m)
+        assert got == [b"m"], got  # the head and a message went downstream before the status
+        return ei.value.code()
+
+    with grpc_client.channel(f"127.0.0.1:{proxy.listen}") as ch:
+        echo = grpc_client.Echo(ch)
+        # FAILED_PRECONDITION in trailers says nothing about the endpoint: no ejection however many
+        for _ in range(4):
+            assert stream_failing(9) == grpc.StatusCode.FAILED_PRECONDITION
+        assert value(proxy, "ejections", cluster=cluster) == 0
+        # UNAVAILABLE in trailers three times in a row: ejected (the only endpoint: the circuit opens)
+        for _ in range(3):
+            assert stream_failing(14) == grpc.StatusCode.UNAVAILABLE
+        assert value(proxy, "ejections", cluster=cluster) == 1
+        assert value(proxy, "circuit_open", cluster=cluster) == 1
+        with pytest.raises(grpc.RpcError) as ei:
+            echo.unary(b"x", timeout=5)
+        assert ei.value.code() == grpc.StatusCode.UNAVAILABLE and "circuit open" in (ei.value.details() or "")
