@@ -18,6 +18,8 @@ PKGS=(
   valgrind
   python3 python3-grpcio python3-h2 python3-pytest python3-pytest-timeout python3-protobuf
   openssl procps iproute2
+  # remora-init (iptables-nft/legacy-restore) and its namespace tests (setpriv)
+  iptables util-linux
 )
 
 missing=()

@@ -46,7 +46,7 @@ if [ "$QUICK" = 0 ]; then
   export ASAN_OPTIONS=abort_on_error=1:detect_leaks=1
   export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
   export LSAN_OPTIONS="suppressions=$ROOT/tests/lsan-suppressions.txt"
-  REMORA_AGENT="$ROOT/build-asan/agent/remora-agent" REMORA_SANITIZED=1 \
+  REMORA_AGENT="$ROOT/build-asan/agent/remora-agent" REMORA_INIT="$ROOT/build-asan/init/remora-init" REMORA_SANITIZED=1 \
     /usr/bin/python3 -m pytest tests/integration -q -p no:cacheprovider
 fi
 echo
