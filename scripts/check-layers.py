@@ -16,7 +16,7 @@ LAYERS = [
     ("net", "tls"),                   # sockets, listeners, DNS; TLS contexts and handshakes
     ("proxy",),                       # message model, stream, filter and attempt interfaces
     ("upstream",),                    # clusters, endpoints, load balancers, protocol table, pools
-    ("http1", "http2"),               # codecs: they fill the protocol table
+    ("http1", "http2", "tcp"),        # codecs: they fill the protocol table; tcp: opaque relay
     ("router", "policy", "filters"),  # the terminal filter, retry/timeout policy, request filters
     ("admin", "assembly"),            # admin servers, main.c: the only places naming concrete parts
 ]

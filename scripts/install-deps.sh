@@ -16,23 +16,47 @@ PKGS=(
   curl nghttp2-client nghttp2-server nghttp2-proxy haproxy
   # bench/callgrind.sh: instructions per request
   valgrind
+  # tests/integration/test_golden_metrics.py: promtool check metrics, a real Prometheus server, the OpenMetrics parser
+  prometheus python3-prometheus-client
   python3 python3-grpcio python3-h2 python3-pytest python3-pytest-timeout python3-protobuf
+  # tests/integration/test_upgrade_case.py: WebSocket client and server
+  python3-websockets
   openssl procps iproute2
   # remora-init (iptables-nft/legacy-restore) and its namespace tests (setpriv)
   iptables util-linux
+  # the OTLP receiver of the tracing tests (tests/tools/otlp_receiver); npm: see below
+  nodejs
 )
 
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-if [ ${#missing[@]} -eq 0 ]; then
-  echo "install-deps: all ${#PKGS[@]} packages present"
-  exit 0
-fi
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 export DEBIAN_FRONTEND=noninteractive
-echo "install-deps: installing ${missing[*]}"
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#PKGS[@]} packages present"
+else
+  echo "install-deps: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# npm: Debian's package, unless the installed Node.js brings its own (NodeSource's does, and
+# conflicts with Debian's npm)
+if ! command -v npm >/dev/null 2>&1; then
+  $SUDO apt-get install -y -qq --no-install-recommends npm
+fi
+# The OTLP test receiver's npm packages, pinned by its package-lock.json. Idempotent: skipped while
+# node_modules matches the lock file; a reinstall prefers npm's cache, so it works offline once the
+# packages were fetched.
+RECEIVER="$(cd "$(dirname "$0")/.." && pwd)/tests/tools/otlp_receiver"
+LOCK_SUM="$(sha256sum "$RECEIVER/package-lock.json" | cut -d' ' -f1)"
+if [ "$(cat "$RECEIVER/node_modules/.remora-lock-sha256" 2>/dev/null)" != "$LOCK_SUM" ]; then
+  echo "install-deps: npm ci in tests/tools/otlp_receiver"
+  (cd "$RECEIVER" && npm ci --prefer-offline --no-audit --no-fund --loglevel=error)
+  echo "$LOCK_SUM" >"$RECEIVER/node_modules/.remora-lock-sha256"
+else
+  echo "install-deps: tests/tools/otlp_receiver/node_modules up to date"
+fi

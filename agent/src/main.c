@@ -18,21 +18,30 @@
 #include "config/config.h"
 #include "config/control_client.h"
 #include "config/control_module.h"
+#include "config/control_stats.h"
 #include "core/worker.h"
 #include "http1/h1client.h"
 #include "http2/h2client.h"
 #include "http2/h2conn.h"
+#include "http2/h2probe.h"
 #include "upstream/cluster.h"
 #include "net/listener.h"
 #include "proxy/stream.h"
+#include "filters/access_log.h"
 #include "filters/fault.h"
 #include "filters/header_rewrite.h"
 #include "filters/ratelimit.h"
 #include "filters/redirect.h"
+#include "filters/trace.h"
 #include "filters/url_rewrite.h"
 #include "router/router_filter.h"
 #include "upstream/breaker.h"
 #include "upstream/outlier.h"
+#include "upstream/health.h"
+#include "filters/golden.h"
+#include "obs/process.h"
+#include "obs/series.h"
+#include "obs/access_log.h"
 #include "obs/stats.h"
 #include "tls/tls.h"
 
@@ -47,7 +56,7 @@ static struct {
     rm_worker_t *workers;
     rm_stats_t **stats;
     uv_loop_t loop;
-    uv_signal_t sigterm, sigint, sighup;
+    uv_signal_t sigterm, sigint, sighup, sigusr1;
     uv_async_t worker_exited;
     unsigned workers_exited;
     rm_admin_t *admin;
@@ -122,11 +131,15 @@ assemble(void)
     rm_upstream_module_register();
     rm_stats_register_renderer(rm_breaker_render); /* agent-wide breaker and outlier gauges in /metrics */
     rm_stats_register_renderer(rm_outlier_render);
+    rm_stats_register_renderer(rm_health_render); /* active health checks (main thread state) */
+    rm_h2probe_register();
     rm_worker_register_module(&rm_http2_module);
     rm_route_module_register();
     rm_h1client_register();
     rm_h2client_register();
     rm_ratelimit_register();
+    rm_access_log_observer_register();
+    rm_trace_filter_register(); /* spans: a stream observer, plus its counters in /metrics */
     build_chains();
     rm_stream_set_default_chain(&chains[RM_LISTENER_USES_ALL]);
     rm_stream_set_chain_selector(select_chain);
@@ -134,6 +147,8 @@ assemble(void)
     for (size_t i = 0; i != RM_LOCAL_REPLY_MAX; ++i)
         cause_names[i] = rm_local_replies[i].name;
     rm_stats_set_cause_names(cause_names, RM_LOCAL_REPLY_MAX);
+    rm_golden_register();                                    /* golden request metrics: a stream observer */
+    rm_golden_set_trace_id_source(rm_trace_stream_trace_id); /* exemplars: sampled trace ids on the histogram's buckets */
 }
 
 /*
@@ -202,9 +217,18 @@ usage(FILE *fp)
                 "Control-plane mode (routes and services come from remora-control):\n"
                 "      --control ADDR:PORT      the control plane's gRPC address\n"
                 "      --node-id NAME           this agent's name in `remoractl status`\n"
+                "      --namespace NS           the namespace of the agent's workload: a Telemetry there\n"
+                "                               overrides the mesh-wide one of remora-system\n"
                 "      --state-dir DIR          keep the last good snapshot here (created 0700 if missing); a\n"
                 "                               restart without the control plane serves it. Until a first\n"
                 "                               snapshot is in service /ready is 503 and requests wait (10 s)\n"
+                "      --transparent            intercepted traffic (remora-init): outbound on 127.0.0.1 and [::1]\n"
+                "                               port 15001, inbound on 0.0.0.0 and [::] port 15006 (docs/transparent.md)\n"
+                "      --outbound-port N --inbound-port N   override those ports\n"
+                "      --inbound-to-localhost   inbound goes to 127.0.0.1 at the original port, not the pod address\n"
+                "      --stats-interval-ms N    send the control plane a summary of the golden metrics (requests,\n"
+                "                               failures, latency buckets per route and backend, for\n"
+                "                               `remoractl stat`) every N ms (default 10000, at least 1000)\n"
                 "Common:\n"
                 "  -w, --workers N              worker threads (default: config, else CPU count)\n"
                 "      --admin ADDR:PORT        loopback admin server (default 127.0.0.1:15000)\n"
@@ -215,7 +239,8 @@ usage(FILE *fp)
                 "      --version                print the version\n"
                 "\n"
                 "Signals: SIGTERM/SIGINT drain and exit 0; SIGHUP reloads --config FILE (a bad file is rejected\n"
-                "with file:line and the running configuration stays in service).\n");
+                "with file:line and the running configuration stays in service); SIGUSR1 reopens the access log\n"
+                "file (rotation).\n");
 }
 
 enum {
@@ -236,6 +261,12 @@ enum {
     OPT_CONTROL,
     OPT_NODE_ID,
     OPT_STATE_DIR,
+    OPT_STATS_INTERVAL,
+    OPT_NAMESPACE,
+    OPT_TRANSPARENT,
+    OPT_OUTBOUND_PORT,
+    OPT_INBOUND_PORT,
+    OPT_INBOUND_TO_LOCALHOST,
 };
 
 typedef struct st_cmdline_t {
@@ -248,8 +279,25 @@ typedef struct st_cmdline_t {
     const char *admin, *health;
     long drain_ms;
     unsigned workers;
-    const char *control, *node_id, *state_dir;
+    const char *control, *node_id, *state_dir, *namespace_;
+    long stats_interval_ms;
+    /* --transparent (docs/transparent.md) */
+    int transparent, inbound_to_localhost;
+    unsigned outbound_port, inbound_port;
 } cmdline_t;
+
+/* A DNS-1123 label, as the control plane's namespaces are. */
+static int
+valid_namespace(const char *ns)
+{
+    size_t n = strlen(ns);
+    if (n == 0 || n > 63 || ns[0] == '-' || ns[n - 1] == '-')
+        return 0;
+    for (size_t i = 0; i != n; ++i)
+        if (!((ns[i] >= 'a' && ns[i] <= 'z') || (ns[i] >= '0' && ns[i] <= '9') || ns[i] == '-'))
+            return 0;
+    return 1;
+}
 
 static int
 set_addr(rm_config_addr_t *dst, const char *value, const char *flag)
@@ -258,6 +306,39 @@ set_addr(rm_config_addr_t *dst, const char *value, const char *flag)
     if (rm_parse_ip_port(value, &dst->addr, &dst->addrlen, &err) != 0) {
         fprintf(stderr, "remora-agent: %s %s: %s\n", flag, value, err);
         return -1;
+    }
+    return 0;
+}
+
+/* --transparent: outbound on 127.0.0.1 and [::1] (where REDIRECT sends IPv6), inbound on 0.0.0.0 and [::]. */
+static int
+add_transparent_listeners(rm_config_t *config, const cmdline_t *cmd)
+{
+    static const struct {
+        const char *name, *host;
+        rm_direction_t direction;
+    } defs[] = {
+        {"outbound", "127.0.0.1", RM_DIRECTION_OUTBOUND},
+        {"outbound-ipv6", "[::1]", RM_DIRECTION_OUTBOUND},
+        {"inbound", "0.0.0.0", RM_DIRECTION_INBOUND},
+        {"inbound-ipv6", "[::]", RM_DIRECTION_INBOUND},
+    };
+    size_t n = sizeof(defs) / sizeof(defs[0]);
+    config->listeners = rm_realloc(config->listeners, (config->num_listeners + n) * sizeof(*config->listeners));
+    for (size_t i = 0; i != n; ++i) {
+        rm_config_listener_t *l = &config->listeners[config->num_listeners];
+        memset(l, 0, sizeof(*l));
+        ++config->num_listeners;
+        char addr[64];
+        snprintf(addr, sizeof(addr), "%s:%u", defs[i].host,
+                 defs[i].direction == RM_DIRECTION_OUTBOUND ? cmd->outbound_port : cmd->inbound_port);
+        l->name = rm_strdup(defs[i].name);
+        l->direction = defs[i].direction;
+        l->inbound_to_localhost = defs[i].direction == RM_DIRECTION_INBOUND && cmd->inbound_to_localhost;
+        /* no routes of its own: a Service's virtual address sends HTTP to the Service's cluster (its
+         * fallback route); under a control plane the translation gives it the Services' routes */
+        if (set_addr(&l->addr, addr, "--transparent") != 0)
+            return -1;
     }
     return 0;
 }
@@ -292,6 +373,8 @@ apply_overrides(rm_config_t *config, const cmdline_t *cmd)
                 c->tls_server_name = rm_strdup(cmd->upstream_sni);
         }
     }
+    if (cmd->transparent && add_transparent_listeners(config, cmd) != 0)
+        return -1;
     rm_config_error_t err;
     if (rm_config_validate(config, &err) != 0) {
         char buf[1024];
@@ -307,6 +390,8 @@ control_base_config(const cmdline_t *cmd)
 {
     rm_config_t *config = rm_config_create_defaults();
     config->source = rm_strdup("command line");
+    if (cmd->quick.listen == NULL)
+        return config; /* --transparent alone */
     config->listeners = rm_calloc(1, sizeof(*config->listeners));
     config->num_listeners = 1;
     config->listeners[0].name = rm_strdup("main");
@@ -325,10 +410,15 @@ load_config(const cmdline_t *cmd, int quiet_prefix)
     if (cmd->control != NULL) {
         if ((config = control_base_config(cmd)) == NULL)
             return NULL;
-    } else if (cmd->config != NULL)
+    } else if (cmd->config != NULL) {
         config = rm_config_load_file(cmd->config, &err);
-    else
+    } else if (cmd->transparent && cmd->quick.listen == NULL && cmd->quick.upstream == NULL) {
+        /* transparent listeners only: every destination passes through unchanged */
+        config = rm_config_create_defaults();
+        config->source = rm_strdup("command line");
+    } else {
         config = rm_config_from_quick(&cmd->quick, &err);
+    }
     if (config == NULL) {
         char buf[1024];
         rm_log_error("config", "%s", rm_config_error_format(&err, buf, sizeof(buf)));
@@ -364,9 +454,22 @@ cb_render_metrics(void *ctx)
 }
 
 static char *
+cb_render_openmetrics(void *ctx)
+{
+    return rm_stats_render(agent.stats, agent.num_workers, agent.generation, RM_STATS_OPENMETRICS);
+}
+
+static char *
 cb_clusters(void *ctx)
 {
-    return rm_outlier_describe();
+    char *outlier = rm_outlier_describe(), *health = rm_health_describe();
+    size_t olen = strlen(outlier), hlen = strlen(health);
+    char *text = rm_calloc(1, olen + hlen + 1);
+    memcpy(text, outlier, olen);
+    memcpy(text + olen, health, hlen + 1);
+    free(outlier);
+    free(health);
+    return text;
 }
 
 static char *
@@ -436,6 +539,7 @@ on_worker_exited(uv_async_t *async)
     if (exited != agent.num_workers)
         return;
     stop_control();
+    rm_health_stop();
     if (agent.admin != NULL) {
         rm_admin_stop(agent.admin);
         agent.admin = NULL;
@@ -443,7 +547,14 @@ on_worker_exited(uv_async_t *async)
     uv_close((uv_handle_t *)&agent.sigterm, NULL);
     uv_close((uv_handle_t *)&agent.sigint, NULL);
     uv_close((uv_handle_t *)&agent.sighup, NULL);
+    uv_close((uv_handle_t *)&agent.sigusr1, NULL);
     uv_close((uv_handle_t *)&agent.worker_exited, NULL);
+    /* closing the handles restored the default dispositions: a late signal (a supervisor that signals
+     * the whole process group, a second Ctrl-C) must not kill the exit that is under way */
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGINT, SIG_IGN);
+    signal(SIGHUP, SIG_IGN);
+    signal(SIGUSR1, SIG_IGN);
 }
 
 static void
@@ -512,6 +623,11 @@ publish(rm_config_t *config, char *errbuf, size_t errlen)
     if (config->num_workers != agent.num_workers)
         rm_log_warn("agent", "the worker count changes only at restart (keeping %u)", agent.num_workers);
     config->generation = ++agent.generation;
+    rm_series_set_limit(config->limits.max_series_per_family);
+    rm_obs_config_applied(config->version, (unsigned long long)config->generation);
+    /* the exporter runs before any worker sees a snapshot with tracing on */
+    rm_trace_filter_configure(config);
+    rm_access_log_apply_config(config); /* likewise the access log's buffers */
     for (unsigned w = 0; w != agent.num_workers; ++w) {
         apply_msg_t *msg = rm_calloc(1, sizeof(*msg));
         msg->super.cb = on_apply_msg;
@@ -532,6 +648,7 @@ publish(rm_config_t *config, char *errbuf, size_t errlen)
     rm_tls_set_unref(agent.tls);
     agent.config = config;
     agent.tls = tls;
+    rm_health_reconcile(config, tls);
     return 0;
 }
 
@@ -545,12 +662,14 @@ reload(void)
     rm_config_t *config = load_config(&cmdline, 0);
     if (config == NULL) {
         rm_log_error("agent", "reload rejected; generation %llu stays in service", (unsigned long long)agent.generation);
+        rm_obs_config_rejected(RM_OBS_CONFIG_FILE);
         return;
     }
     char err[512];
     if (publish(config, err, sizeof(err)) != 0) {
         rm_log_error("agent", "reload rejected: %s: %s; generation %llu stays in service", agent.config_file, err,
                      (unsigned long long)agent.generation);
+        rm_obs_config_rejected(RM_OBS_CONFIG_FILE);
         return;
     }
     rm_log_info("agent", "reloaded %s: generation %llu in service", agent.config_file, (unsigned long long)agent.generation);
@@ -581,6 +700,68 @@ on_control_async(uv_async_t *async)
     agent.control_done = 1;
     pthread_cond_broadcast(&agent.control_cond);
     pthread_mutex_unlock(&agent.control_mutex);
+}
+
+/*
+ * The control client's stats source (config/control_stats.h): the golden request family
+ * (filters/golden.h: labels direction, route, backend, status_code, grpc_status, classification)
+ * summed over workers and outcomes per (direction, route, backend). The family is visited in label
+ * order, so the outcomes of one (direction, route, backend) come one after another. Control thread;
+ * the workers' stats blocks outlive the control client (it is stopped before they are destroyed).
+ */
+#define GOLDEN_FAMILY "remora_request_duration_seconds"
+enum { GOLDEN_DIRECTION, GOLDEN_ROUTE, GOLDEN_BACKEND, GOLDEN_CLASSIFICATION = 5 };
+
+typedef struct st_stats_summary_t {
+    rm_control_stat_series_t *out, *cur;
+    size_t max, n;
+    char prev[3][RM_CONTROL_STAT_MAX_VALUE + 1];
+} stats_summary_t;
+
+static void
+stats_summary_visit(void *ctx, const char *const *values, uint64_t count, const uint64_t *buckets, uint64_t sum_us)
+{
+    stats_summary_t *sum = ctx;
+    char key[3][RM_CONTROL_STAT_MAX_VALUE + 1];
+    memset(key, 0, sizeof(key)); /* compared whole with memcmp */
+    for (size_t i = 0; i != 3; ++i)
+        snprintf(key[i], sizeof(key[i]), "%s", values[i]);
+    if (sum->n == 0 || memcmp(key, sum->prev, sizeof(key)) != 0) {
+        memcpy(sum->prev, key, sizeof(key));
+        sum->cur = sum->n < sum->max ? &sum->out[sum->n] : NULL;
+        ++sum->n;
+        if (sum->cur != NULL) {
+            memset(sum->cur, 0, sizeof(*sum->cur));
+            memcpy(sum->cur->direction, key[GOLDEN_DIRECTION], sizeof(key[0]));
+            memcpy(sum->cur->route, key[GOLDEN_ROUTE], sizeof(key[0]));
+            memcpy(sum->cur->backend, key[GOLDEN_BACKEND], sizeof(key[0]));
+        }
+    }
+    rm_control_stat_series_t *cur = sum->cur;
+    if (cur == NULL)
+        return;
+    cur->requests += count;
+    if (strcmp(values[GOLDEN_CLASSIFICATION], "failure") == 0)
+        cur->failures += count;
+    if (buckets != NULL)
+        for (unsigned b = 0; b != RM_HISTOGRAM_BUCKETS; ++b)
+            cur->buckets[b] += buckets[b];
+    cur->sum_us += sum_us;
+}
+
+static size_t
+control_stats_source(rm_control_stat_series_t *out, size_t max)
+{
+    stats_summary_t sum = {.out = out, .max = max};
+    rm_series_foreach(GOLDEN_FAMILY, agent.stats, agent.num_workers, stats_summary_visit, &sum);
+    return sum.n;
+}
+
+/* control thread: counted for remora_config_nacks_total */
+static void
+control_nack(void *ctx)
+{
+    rm_obs_config_rejected(RM_OBS_CONFIG_CONTROL_PLANE);
 }
 
 static int
@@ -629,6 +810,8 @@ on_signal(uv_signal_t *handle, int signum)
 {
     if (signum == SIGHUP)
         reload();
+    else if (signum == SIGUSR1)
+        rm_access_log_reopen(); /* log rotation */
     else
         start_drain(NULL);
 }
@@ -657,9 +840,17 @@ main(int argc, char **argv)
         {"control", required_argument, NULL, OPT_CONTROL},
         {"node-id", required_argument, NULL, OPT_NODE_ID},
         {"state-dir", required_argument, NULL, OPT_STATE_DIR},
+        {"stats-interval-ms", required_argument, NULL, OPT_STATS_INTERVAL},
+        {"namespace", required_argument, NULL, OPT_NAMESPACE},
+        {"transparent", no_argument, NULL, OPT_TRANSPARENT},
+        {"outbound-port", required_argument, NULL, OPT_OUTBOUND_PORT},
+        {"inbound-port", required_argument, NULL, OPT_INBOUND_PORT},
+        {"inbound-to-localhost", no_argument, NULL, OPT_INBOUND_TO_LOCALHOST},
         {NULL, 0, NULL, 0},
     };
     cmdline.drain_ms = -1;
+    cmdline.outbound_port = 15001;
+    cmdline.inbound_port = 15006;
     int opt;
     while ((opt = getopt_long(argc, argv, "c:w:h", longopts, NULL)) != -1) {
         char *end;
@@ -673,6 +864,25 @@ main(int argc, char **argv)
         case OPT_LISTEN:
             cmdline.quick.listen = optarg;
             break;
+        case OPT_TRANSPARENT:
+            cmdline.transparent = 1;
+            break;
+        case OPT_INBOUND_TO_LOCALHOST:
+            cmdline.inbound_to_localhost = 1;
+            break;
+        case OPT_OUTBOUND_PORT:
+        case OPT_INBOUND_PORT: {
+            long port = strtol(optarg, &end, 10);
+            if (*optarg == '\0' || *end != '\0' || port < 1 || port > 65535) {
+                fprintf(stderr, "remora-agent: --%s must be a port number (1-65535)\n",
+                        opt == OPT_OUTBOUND_PORT ? "outbound-port" : "inbound-port");
+                return 2;
+            }
+            if (opt == OPT_OUTBOUND_PORT)
+                cmdline.outbound_port = (unsigned)port;
+            else
+                cmdline.inbound_port = (unsigned)port;
+        } break;
         case OPT_UPSTREAM:
             cmdline.quick.upstream = optarg;
             break;
@@ -737,6 +947,23 @@ main(int argc, char **argv)
         case OPT_STATE_DIR:
             cmdline.state_dir = optarg;
             break;
+        case OPT_NAMESPACE:
+            if (!valid_namespace(optarg)) {
+                fprintf(stderr,
+                        "remora-agent: --namespace '%s': must be a DNS-1123 label (1-63 of a-z, 0-9 and '-', "
+                        "starting and ending with a letter or digit)\n",
+                        optarg);
+                return 2;
+            }
+            cmdline.namespace_ = optarg;
+            break;
+        case OPT_STATS_INTERVAL:
+            cmdline.stats_interval_ms = strtol(optarg, &end, 10);
+            if (*end != '\0' || cmdline.stats_interval_ms < 1000 || cmdline.stats_interval_ms > 3600000) {
+                fprintf(stderr, "remora-agent: --stats-interval-ms must be a number of milliseconds from 1000 to 3600000\n");
+                return 2;
+            }
+            break;
         default:
             usage(stderr);
             return 2;
@@ -747,9 +974,11 @@ main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    if (cmdline.control != NULL || cmdline.node_id != NULL || cmdline.state_dir != NULL) {
-        if (cmdline.control == NULL || cmdline.node_id == NULL || cmdline.quick.listen == NULL) {
-            fprintf(stderr, "remora-agent: control-plane mode needs --control ADDR:PORT, --node-id NAME and --listen ADDR:PORT\n");
+    if (cmdline.control != NULL || cmdline.node_id != NULL || cmdline.state_dir != NULL || cmdline.stats_interval_ms != 0 ||
+        cmdline.namespace_ != NULL) {
+        if (cmdline.control == NULL || cmdline.node_id == NULL || (cmdline.quick.listen == NULL && !cmdline.transparent)) {
+            fprintf(stderr, "remora-agent: control-plane mode needs --control ADDR:PORT, --node-id NAME and --listen ADDR:PORT "
+                            "or --transparent\n");
             return 2;
         }
         if (cmdline.config != NULL || cmdline.quick.upstream != NULL) {
@@ -764,7 +993,8 @@ main(int argc, char **argv)
         fprintf(stderr, "remora-agent: use either --config or --listen/--upstream, not both\n");
         return 2;
     }
-    if (cmdline.control == NULL && cmdline.config == NULL && (cmdline.quick.listen == NULL || cmdline.quick.upstream == NULL)) {
+    if (cmdline.control == NULL && cmdline.config == NULL && !(cmdline.transparent && cmdline.quick.listen == NULL) &&
+        (cmdline.quick.listen == NULL || cmdline.quick.upstream == NULL)) {
         fprintf(stderr, "remora-agent: give --config FILE, or both --listen and --upstream\n");
         usage(stderr);
         return 2;
@@ -786,6 +1016,8 @@ main(int argc, char **argv)
         }
         /* until a snapshot is in service, requests are answered "not configured yet" (503) */
         agent.config->awaiting_snapshot = 1;
+        if (cmdline.namespace_ != NULL)
+            agent.config->agent_namespace = rm_strdup(cmdline.namespace_);
         agent.control_base = rm_config_ref(agent.config);
         if ((agent.control_module = rm_control_module_load(perr, sizeof(perr))) == NULL) {
             rm_log_error("agent", "%s", perr);
@@ -814,10 +1046,16 @@ main(int argc, char **argv)
         return 0;
     }
     agent.config->generation = agent.generation = 1;
+    rm_obs_set_build_info(REMORA_VERSION);
+    rm_series_set_limit(agent.config->limits.max_series_per_family);
+    rm_obs_config_applied(agent.config->version, 1);
     agent.drain_timeout_override_ms = agent.config->drain_timeout_ms;
 
+    rm_trace_filter_configure(agent.config);
     /* sockets first: an address in use stops the start with a clear message */
     agent.num_workers = agent.config->num_workers;
+    rm_access_log_init(agent.num_workers);
+    rm_access_log_apply_config(agent.config);
     agent.workers = rm_calloc(agent.num_workers, sizeof(*agent.workers));
     agent.stats = rm_calloc(agent.num_workers, sizeof(*agent.stats));
     for (unsigned w = 0; w != agent.num_workers; ++w) {
@@ -835,10 +1073,12 @@ main(int argc, char **argv)
     }
 
     uv_loop_init(&agent.loop);
+    rm_health_init(&agent.loop);
     rm_admin_callbacks_t admin_cb = {
         .is_ready = cb_is_ready,
         .is_draining = cb_is_draining,
         .render_metrics = cb_render_metrics,
+        .render_openmetrics = cb_render_openmetrics,
         .config_dump = cb_config_dump,
         .start_drain = start_drain,
         .clusters = cb_clusters,
@@ -855,6 +1095,8 @@ main(int argc, char **argv)
     uv_signal_start(&agent.sigint, on_signal, SIGINT);
     uv_signal_init(&agent.loop, &agent.sighup);
     uv_signal_start(&agent.sighup, on_signal, SIGHUP);
+    uv_signal_init(&agent.loop, &agent.sigusr1);
+    uv_signal_start(&agent.sigusr1, on_signal, SIGUSR1);
     uv_async_init(&agent.loop, &agent.worker_exited, on_worker_exited);
 
     for (unsigned w = 0; w != agent.num_workers; ++w) {
@@ -875,12 +1117,16 @@ main(int argc, char **argv)
             .base = agent.control_base,
             .applied_version = persisted_version,
             .apply = control_apply,
+            .on_nack = control_nack,
+            .stats_interval_ms = (uint32_t)cmdline.stats_interval_ms,
         };
+        rm_control_set_stats_source(control_stats_source);
         if ((agent.control = agent.control_module->start(&copts, err, sizeof(err))) == NULL) {
             rm_log_error("agent", "%s", err);
             return 1;
         }
     }
+    rm_health_reconcile(agent.config, agent.tls);
     agent.ready = 1;
     char lbuf[80], hbuf[80];
     rm_log_info("agent", "remora-agent %s ready: %zu listeners (first %s), %u workers, health %s, config %s", REMORA_VERSION,
@@ -895,6 +1141,8 @@ main(int argc, char **argv)
 
     for (unsigned w = 0; w != agent.num_workers; ++w)
         rm_worker_join(&agent.workers[w]);
+    rm_trace_filter_shutdown(2000); /* bounded flush of the spans still queued */
+    rm_access_log_stop();           /* likewise the access log (no worker writes any more) */
     uv_run(&agent.loop, UV_RUN_NOWAIT);
     uv_loop_close(&agent.loop);
     for (unsigned w = 0; w != agent.num_workers; ++w)

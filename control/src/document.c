@@ -537,8 +537,8 @@ parse_endpoint(parser_t *p, yaml_node_t *node, const char *path, Remora__V1__End
 static int
 parse_service_spec(parser_t *p, yaml_node_t *node, Remora__V1__ServiceSpec **out)
 {
-    static const char *const keys[] = {"protocol", "endpoints", NULL};
-    yaml_node_t *v[2];
+    static const char *const keys[] = {"protocol", "endpoints", "addresses", NULL};
+    yaml_node_t *v[3];
     if (fields(p, node, "spec", keys, v) != 0 || require(p, node, "spec", v[0], "protocol") != 0)
         return -1;
     Remora__V1__ServiceSpec *spec = arena_alloc(&p->arena, sizeof(*spec));
@@ -552,8 +552,35 @@ parse_service_spec(parser_t *p, yaml_node_t *node, Remora__V1__ServiceSpec **out
         spec->protocol = REMORA__V1__PROTOCOL__PROTOCOL_HTTP2;
     else if (strcasecmp(proto, "http1") == 0)
         spec->protocol = REMORA__V1__PROTOCOL__PROTOCOL_HTTP1;
+    else if (strcasecmp(proto, "tcp") == 0)
+        spec->protocol = REMORA__V1__PROTOCOL__PROTOCOL_TCP;
     else
-        return fail(p, v[0], "spec.protocol", "unknown protocol '%s' (use grpc, http2 or http1)", proto);
+        return fail(p, v[0], "spec.protocol", "unknown protocol '%s' (use grpc, http2, http1 or tcp)", proto);
+    if (v[2] != NULL) {
+        /* virtual addresses (docs/transparent.md): IP literals with a port, no wildcard, no repeat */
+        yaml_node_item_t *items;
+        size_t n;
+        if (get_seq(p, v[2], "spec.addresses", &items, &n) != 0)
+            return -1;
+        spec->addresses = arena_alloc(&p->arena, sizeof(spec->addresses[0]) * (n + 1));
+        for (size_t i = 0; i != n; ++i) {
+            char sub[64], host[256];
+            unsigned port;
+            const char *s;
+            yaml_node_t *it = item(p, items, i);
+            index_path(sub, sizeof(sub), "spec.addresses", i);
+            if (get_str(p, it, sub, &s) != 0 || check_address(p, it, sub, s, 0) != 0 ||
+                split_host_port(p, it, sub, s, host, sizeof(host), &port) != 0)
+                return -1;
+            if (strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0)
+                return fail(p, it, sub, "'%s' is a wildcard, not a virtual address", s);
+            for (size_t j = 0; j != i; ++j)
+                if (strcmp(spec->addresses[j], s) == 0)
+                    return fail(p, it, sub, "'%s' is listed twice", s);
+            spec->addresses[i] = arena_strdup(&p->arena, s);
+        }
+        spec->n_addresses = n;
+    }
     if (v[1] != NULL) {
         yaml_node_item_t *items;
         size_t n;
@@ -2198,14 +2225,77 @@ parse_outlier_detection(parser_t *p, yaml_node_t *node, Remora__V1__OutlierDetec
     return 0;
 }
 
+/* Active health checks: {http: {path} | grpc: {service}, interval, timeout, healthyThreshold, unhealthyThreshold}. */
+static int
+parse_health_check(parser_t *p, yaml_node_t *node, Remora__V1__HealthCheck **out)
+{
+    static const char *const keys[] = {"http", "grpc", "interval", "timeout", "healthyThreshold", "unhealthyThreshold", NULL};
+    static const char *const hkeys[] = {"path", NULL};
+    static const char *const gkeys[] = {"service", NULL};
+    yaml_node_t *v[6], *sv[1];
+    const char *s;
+    if (fields(p, node, "spec.healthCheck", keys, v) != 0)
+        return -1;
+    if ((v[0] != NULL) == (v[1] != NULL))
+        return fail(p, v[1] != NULL ? v[1] : node, "spec.healthCheck",
+                    "needs exactly one of http: {path: ...} and grpc: {service: ...}");
+    Remora__V1__HealthCheck *hc = arena_alloc(&p->arena, sizeof(*hc));
+    remora__v1__health_check__init(hc);
+    if (v[0] != NULL) {
+        if (fields(p, v[0], "spec.healthCheck.http", hkeys, sv) != 0 ||
+            require(p, v[0], "spec.healthCheck.http", sv[0], "path") != 0 ||
+            get_str(p, sv[0], "spec.healthCheck.http.path", &s) != 0)
+            return -1;
+        if (s[0] != '/')
+            return fail(p, sv[0], "spec.healthCheck.http.path", "must start with '/', got \"%s\"", s);
+        for (const char *q = s; *q != '\0'; ++q)
+            if ((unsigned char)*q <= ' ' || *q == 0x7f)
+                return fail(p, sv[0], "spec.healthCheck.http.path", "must not contain spaces or control characters");
+        hc->http = arena_alloc(&p->arena, sizeof(*hc->http));
+        remora__v1__httphealth_check__init(hc->http);
+        hc->http->path = arena_strdup(&p->arena, s);
+    } else {
+        if (fields(p, v[1], "spec.healthCheck.grpc", gkeys, sv) != 0)
+            return -1;
+        s = "";
+        if (sv[0] != NULL && get_str(p, sv[0], "spec.healthCheck.grpc.service", &s) != 0)
+            return -1;
+        hc->grpc = arena_alloc(&p->arena, sizeof(*hc->grpc));
+        remora__v1__grpchealth_check__init(hc->grpc);
+        hc->grpc->service = arena_strdup(&p->arena, s);
+    }
+    uint64_t interval = 5000, timeout = 1000;
+    int64_t healthy = 2, unhealthy = 3;
+    if (v[2] != NULL && parse_duration_in(p, v[2], "spec.healthCheck.interval", 100, HOUR_MS, "must be from 100ms to 1h", &interval,
+                                          &hc->interval) != 0)
+        return -1;
+    if (v[3] != NULL &&
+        parse_duration_in(p, v[3], "spec.healthCheck.timeout", 1, HOUR_MS, "must be from 1ms to 1h", &timeout, &hc->timeout) != 0)
+        return -1;
+    if (timeout >= interval)
+        return fail(p, v[3] != NULL ? v[3] : v[2], v[3] != NULL ? "spec.healthCheck.timeout" : "spec.healthCheck.interval",
+                    "timeout (%llums) must be shorter than interval (%llums)", (unsigned long long)timeout,
+                    (unsigned long long)interval);
+    if (v[4] != NULL && get_int(p, v[4], "spec.healthCheck.healthyThreshold", 1, 1000000, &healthy) != 0)
+        return -1;
+    if (v[5] != NULL && get_int(p, v[5], "spec.healthCheck.unhealthyThreshold", 1, 1000000, &unhealthy) != 0)
+        return -1;
+    if (hc->interval == NULL)
+        hc->interval = duration_of(p, interval);
+    if (hc->timeout == NULL)
+        hc->timeout = duration_of(p, timeout);
+    hc->healthy_threshold = (uint32_t)healthy;
+    hc->unhealthy_threshold = (uint32_t)unhealthy;
+    *out = hc;
+    return 0;
+}
+
 static int
 parse_backend_policy_spec(parser_t *p, yaml_node_t *node, Remora__V1__BackendTrafficPolicySpec **out)
 {
-    static const char *const keys[] = {"targetRefs", "retryConstraint", "connectionPool", "loadBalancer", "outlierDetection", NULL};
-    static const char *const planned[] = {"healthCheck", NULL};
-    yaml_node_t *v[5];
-    if (reject_planned(p, node, "spec", planned) != 0)
-        return -1;
+    static const char *const keys[] = {
+        "targetRefs", "retryConstraint", "connectionPool", "loadBalancer", "outlierDetection", "healthCheck", NULL};
+    yaml_node_t *v[6];
     if (node->type == YAML_MAPPING_NODE)
         for (yaml_node_pair_t *pair = node->data.mapping.pairs.start; pair != node->data.mapping.pairs.top; ++pair) {
             yaml_node_t *k = yaml_document_get_node(&p->doc, pair->key);
@@ -2227,6 +2317,8 @@ parse_backend_policy_spec(parser_t *p, yaml_node_t *node, Remora__V1__BackendTra
     if (v[3] != NULL && parse_load_balancer(p, v[3], &spec->load_balancer) != 0)
         return -1;
     if (v[4] != NULL && parse_outlier_detection(p, v[4], &spec->outlier_detection) != 0)
+        return -1;
+    if (v[5] != NULL && parse_health_check(p, v[5], &spec->health_check) != 0)
         return -1;
     *out = spec;
     return 0;
@@ -2355,6 +2447,129 @@ parse_rate_limit_policy_spec(parser_t *p, yaml_node_t *node, Remora__V1__RateLim
     return 0;
 }
 
+/* ------------------------------------------------------------------------------------ Telemetry */
+
+/* A percentage 0-100 with at most 4 decimals ("1", "0.5", "99.9999"), as the agent takes it. */
+static int
+get_percent(parser_t *p, yaml_node_t *node, const char *path, double *out)
+{
+    if (node->type != YAML_SCALAR_NODE || rm_yaml_is_null(node))
+        return fail(p, node, path, "must be a number from 0 to 100, got %s", rm_yaml_type_name(node));
+    const char *s = (const char *)node->data.scalar.value;
+    if (node->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
+        return fail(p, node, path, "must be a number, got the quoted string \"%s\"", s);
+    size_t ip = strspn(s, "0123456789"), fp = 0;
+    if (s[ip] == '.')
+        fp = strspn(s + ip + 1, "0123456789");
+    if (ip == 0 || ip > 3 || (s[ip] == '.' && (fp == 0 || fp > 4)) || s[ip + (s[ip] == '.' ? fp + 1 : 0)] != '\0')
+        return fail(p, node, path, "must be a number from 0 to 100 with at most 4 decimals (1, 0.5), got '%s'", s);
+    double v = strtod(s, NULL);
+    if (v > 100)
+        return fail(p, node, path, "must be from 0 to 100, got %s", s);
+    *out = v;
+    return 0;
+}
+
+static int
+parse_telemetry_spec(parser_t *p, yaml_node_t *node, Remora__V1__TelemetrySpec **out)
+{
+    static const char *const keys[] = {"tracing", "accessLog", NULL};
+    static const char *const tkeys[] = {"otlp", "samplingPercent", "propagation", NULL};
+    static const char *const okeys[] = {"endpoint", "protocol", NULL};
+    static const char *const akeys[] = {"format", "path", NULL};
+    static const char *const planned[] = {"metrics", NULL};
+    yaml_node_t *v[2], *tv[3], *ov[2], *av[2];
+    const char *s;
+    char sub[96];
+    if (reject_planned(p, node, "spec", planned) != 0 || fields(p, node, "spec", keys, v) != 0)
+        return -1;
+    if (v[0] == NULL && v[1] == NULL)
+        return fail(p, node, "spec", "give tracing, accessLog, or both");
+    Remora__V1__TelemetrySpec *spec = arena_alloc(&p->arena, sizeof(*spec));
+    remora__v1__telemetry_spec__init(spec);
+    if (v[0] != NULL) {
+        Remora__V1__TelemetryTracing *t = arena_alloc(&p->arena, sizeof(*t));
+        remora__v1__telemetry_tracing__init(t);
+        Remora__V1__OtlpExporter *o = arena_alloc(&p->arena, sizeof(*o));
+        remora__v1__otlp_exporter__init(o);
+        t->otlp = o;
+        if (fields(p, v[0], "spec.tracing", tkeys, tv) != 0 || require(p, v[0], "spec.tracing", tv[0], "otlp") != 0 ||
+            fields(p, tv[0], "spec.tracing.otlp", okeys, ov) != 0 ||
+            require(p, tv[0], "spec.tracing.otlp", ov[0], "endpoint") != 0 ||
+            get_str(p, ov[0], "spec.tracing.otlp.endpoint", &s) != 0)
+            return -1;
+        if (check_address(p, ov[0], "spec.tracing.otlp.endpoint", s, 0) != 0)
+            return -1;
+        o->endpoint = arena_strdup(&p->arena, s);
+        if (ov[1] != NULL) {
+            if (get_str(p, ov[1], "spec.tracing.otlp.protocol", &s) != 0)
+                return -1;
+            if (strcmp(s, "grpc") == 0)
+                o->protocol = REMORA__V1__OTLP_PROTOCOL__OTLP_PROTOCOL_GRPC;
+            else if (strcmp(s, "http") == 0)
+                o->protocol = REMORA__V1__OTLP_PROTOCOL__OTLP_PROTOCOL_HTTP;
+            else
+                return fail(p, ov[1], "spec.tracing.otlp.protocol", "must be grpc or http, got '%s'", s);
+        }
+        if (tv[1] != NULL && get_percent(p, tv[1], "spec.tracing.samplingPercent", &t->sampling_percent) != 0)
+            return -1;
+        int w3c = 1, b3 = 1;
+        if (tv[2] != NULL) {
+            yaml_node_item_t *items;
+            size_t n;
+            if (get_seq(p, tv[2], "spec.tracing.propagation", &items, &n) != 0)
+                return -1;
+            if (n == 0)
+                return fail(p, tv[2], "spec.tracing.propagation", "must name w3c, b3 or both");
+            w3c = b3 = 0;
+            for (size_t i = 0; i != n; ++i) {
+                yaml_node_t *it = item(p, items, i);
+                index_path(sub, sizeof(sub), "spec.tracing.propagation", i);
+                if (get_str(p, it, sub, &s) != 0)
+                    return -1;
+                int *flag = strcmp(s, "w3c") == 0 ? &w3c : strcmp(s, "b3") == 0 ? &b3 : NULL;
+                if (flag == NULL)
+                    return fail(p, it, sub, "unknown propagation '%s' (known: w3c, b3)", s);
+                if (*flag)
+                    return fail(p, it, sub, "'%s' is listed twice", s);
+                *flag = 1;
+            }
+        }
+        t->propagation = arena_alloc(&p->arena, 2 * sizeof(*t->propagation));
+        if (w3c)
+            t->propagation[t->n_propagation++] = REMORA__V1__TRACE_PROPAGATION__TRACE_PROPAGATION_W3C;
+        if (b3)
+            t->propagation[t->n_propagation++] = REMORA__V1__TRACE_PROPAGATION__TRACE_PROPAGATION_B3;
+        spec->tracing = t;
+    }
+    if (v[1] != NULL) {
+        Remora__V1__TelemetryAccessLog *a = arena_alloc(&p->arena, sizeof(*a));
+        remora__v1__telemetry_access_log__init(a);
+        if (fields(p, v[1], "spec.accessLog", akeys, av) != 0)
+            return -1;
+        if (av[0] != NULL) {
+            if (get_str(p, av[0], "spec.accessLog.format", &s) != 0)
+                return -1;
+            if (strcmp(s, "json") != 0)
+                return fail(p, av[0], "spec.accessLog.format", "must be json, got '%s'", s);
+        }
+        a->format = REMORA__V1__ACCESS_LOG_FORMAT__ACCESS_LOG_FORMAT_JSON;
+        a->path = "stdout";
+        if (av[1] != NULL) {
+            if (get_str(p, av[1], "spec.accessLog.path", &s) != 0)
+                return -1;
+            if (strcmp(s, "stdout") != 0 && s[0] != '/')
+                return fail(p, av[1], "spec.accessLog.path", "must be stdout or an absolute file path, got '%s'", s);
+            if (strlen(s) > 4000)
+                return fail(p, av[1], "spec.accessLog.path", "is longer than 4000 bytes");
+            a->path = arena_strdup(&p->arena, s);
+        }
+        spec->access_log = a;
+    }
+    *out = spec;
+    return 0;
+}
+
 /* --------------------------------------------------------------------------------------- document */
 
 static void
@@ -2427,6 +2642,14 @@ parse_document(parser_t *p, yaml_node_t *root)
         if (parse_rate_limit_policy_spec(p, v[3], &rlp->spec) != 0)
             return;
         msg = &rlp->base;
+    } break;
+    case RM_KIND_TELEMETRY: {
+        Remora__V1__Telemetry *tm = arena_alloc(&p->arena, sizeof(*tm));
+        remora__v1__telemetry__init(tm);
+        tm->metadata = meta;
+        if (parse_telemetry_spec(p, v[3], &tm->spec) != 0)
+            return;
+        msg = &tm->base;
     } break;
     default:
         rm_fatal("document kind %d has no parser", (int)kind);
@@ -2561,6 +2784,27 @@ rm_batch_check(rm_batch_t *b, rm_batch_exists_cb exists, void *ctx)
                 rm_doc_errors_add(&b->errors, r->file, r->line, "%s/%s (namespace %s) is defined twice; first at %s:%u",
                                   rm_kind_lower(r->kind), r->name, r->ns, q->file, q->line);
                 break;
+            }
+        }
+    }
+    /* a virtual address means one Service (docs/transparent.md); agents also refuse a snapshot that repeats one */
+    for (size_t i = 0; i != b->resources.size; ++i) {
+        rm_resource_t *r = b->resources.entries[i];
+        const Remora__V1__Service *svc = (const Remora__V1__Service *)r->msg;
+        if (r->kind != RM_KIND_SERVICE || svc->spec == NULL)
+            continue;
+        for (size_t k = 0; k != svc->spec->n_addresses; ++k) {
+            for (size_t j = 0; j != i; ++j) {
+                rm_resource_t *q = b->resources.entries[j];
+                const Remora__V1__Service *other = (const Remora__V1__Service *)q->msg;
+                if (q->kind != RM_KIND_SERVICE || other->spec == NULL)
+                    continue;
+                for (size_t l = 0; l != other->spec->n_addresses; ++l)
+                    if (strcmp(svc->spec->addresses[k], other->spec->addresses[l]) == 0)
+                        rm_doc_errors_add(
+                            &b->errors, r->file, r->line,
+                            "service/%s: spec.addresses: '%s' is also an address of service/%s (namespace %s) at %s:%u", r->name,
+                            svc->spec->addresses[k], q->name, q->ns, q->file, q->line);
             }
         }
     }

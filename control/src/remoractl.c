@@ -44,6 +44,8 @@ static const char main_help[] = "Usage: remoractl [--control ADDR:PORT] COMMAND 
                                 "  get KIND [NAME] [-o table|yaml|json]      show stored resources\n"
                                 "  delete KIND NAME                          remove a resource\n"
                                 "  status [-o table|json]                    every agent: connected, applied version, last error\n"
+                                "  stat [--by GROUP] [--window 1m] [-o table|json]\n"
+                                "                                            request rate, success rate, latency per Service\n"
                                 "  help [COMMAND]                            help for a command\n"
                                 "\n"
                                 "Options:\n"
@@ -71,7 +73,8 @@ static const char get_help[] = "Usage: remoractl get KIND [NAME] [-n NAMESPACE |
                                "\n"
                                "Shows stored resources. KIND is service (services, svc), httproute (httproutes),\n"
                                "grpcroute (grpcroutes), faultinjection (faultinjections), backendtrafficpolicy\n"
-                               "(backendtrafficpolicies, btp), ratelimitpolicy (ratelimitpolicies, rlp) or all; case\n"
+                               "(backendtrafficpolicies, btp), ratelimitpolicy (ratelimitpolicies, rlp), telemetry\n"
+                               "(telemetries) or all; case\n"
                                "does not matter. `-o yaml` prints documents that `remoractl apply -f -` takes back\n"
                                "unchanged.\n"
                                "\n"
@@ -106,6 +109,27 @@ static const char status_help[] =
     "\n"
     "  -o, --output FORMAT   table (default) or json\n"
     "  --control ADDR:PORT   the control plane (default: $REMORA_CONTROL, else " DEFAULT_CONTROL ")\n";
+
+static const char stat_help[] =
+    "Usage: remoractl stat [--by service|route|backend] [--window DURATION] [-n NAMESPACE] [-o table|json]\n"
+    "\n"
+    "The golden metrics of the mesh over the last minute (or --window): requests per second, success\n"
+    "rate and latency percentiles, from the summaries every agent sends the control plane on its\n"
+    "discovery stream (remora-agent --stats-interval-ms, 10 s by default). One row per backend Service\n"
+    "(the default), per route, or per agent and backend. Rows without requests in the window are left\n"
+    "out. Like `linkerd viz stat`.\n"
+    "\n"
+    "  --by GROUP            service (default), route, or backend (one row per agent and backend Service)\n"
+    "  --window DURATION     10s to 10m, e.g. 30s, 1m, 5m (default 1m). Rounded out to the summaries kept\n"
+    "                        (one every 5 s); for an agent younger than the window, since its start\n"
+    "  -n, --namespace NS    only Services (and their routes) of this namespace\n"
+    "  -o, --output FORMAT   table (default) or json\n"
+    "  --control ADDR:PORT   the control plane (default: $REMORA_CONTROL, else " DEFAULT_CONTROL ")\n"
+    "\n"
+    "Columns: NAME, AGENTS (agents that carried requests of the row), RPS (requests per second over\n"
+    "the part of the window the summaries cover, summed over agents), SUCCESS (requests not classified\n"
+    "as failures: 5xx, no response, gRPC server errors), P50/P95/P99 (latency in ms, interpolated inside\n"
+    "the histogram buckets as Prometheus' histogram_quantile does).\n";
 
 static void die(int code, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
 
@@ -390,7 +414,7 @@ static size_t
 collect(const Remora__V1__GetResponse *resp, listed_t **out)
 {
     size_t n = resp->n_services + resp->n_http_routes + resp->n_grpc_routes + resp->n_fault_injections +
-               resp->n_backend_traffic_policies + resp->n_rate_limit_policies,
+               resp->n_backend_traffic_policies + resp->n_rate_limit_policies + resp->n_telemetries,
            k = 0;
     listed_t *l = rm_calloc(n + 1, sizeof(*l));
     for (size_t i = 0; i != resp->n_services; ++i)
@@ -405,6 +429,8 @@ collect(const Remora__V1__GetResponse *resp, listed_t **out)
         l[k++] = (listed_t){RM_KIND_BACKEND_TRAFFIC_POLICY, &resp->backend_traffic_policies[i]->base};
     for (size_t i = 0; i != resp->n_rate_limit_policies; ++i)
         l[k++] = (listed_t){RM_KIND_RATE_LIMIT_POLICY, &resp->rate_limit_policies[i]->base};
+    for (size_t i = 0; i != resp->n_telemetries; ++i)
+        l[k++] = (listed_t){RM_KIND_TELEMETRY, &resp->telemetries[i]->base};
     *out = l;
     return n;
 }
@@ -616,13 +642,17 @@ policy_summary(const Remora__V1__BackendTrafficPolicySpec *spec, char *budget, c
     snprintf(lb, bufsz, "-");
     if (spec == NULL)
         return;
-    if (spec->load_balancer != NULL || spec->outlier_detection != NULL) {
+    if (spec->load_balancer != NULL || spec->outlier_detection != NULL || spec->health_check != NULL) {
         lb[0] = '\0';
         if (spec->load_balancer != NULL)
             append(lb, bufsz, "%s", (unsigned)spec->load_balancer->type < 5 ? types[spec->load_balancer->type] : "-");
         if (spec->outlier_detection != NULL)
             append(lb, bufsz, "%soutlier %u/%u", lb[0] != '\0' ? ", " : "", spec->outlier_detection->consecutive_5xx_errors,
                    spec->outlier_detection->consecutive_gateway_errors);
+        if (spec->health_check != NULL)
+            append(lb, bufsz, "%shealth %s every %s", lb[0] != '\0' ? ", " : "",
+                   spec->health_check->http != NULL ? spec->health_check->http->path : "grpc",
+                   duration_str(spec->health_check->interval, d1, sizeof(d1)));
     }
     const Remora__V1__RetryConstraint *rc = spec->retry_constraint;
     if (rc != NULL && rc->budget != NULL && rc->min_retry_rate != NULL)
@@ -649,6 +679,7 @@ print_table(listed_t *items, size_t n, int all_kinds, const Remora__V1__GetRespo
         [RM_KIND_FAULT_INJECTION] = {"NAMESPACE", "NAME", "DELAY", "ABORT"},
         [RM_KIND_BACKEND_TRAFFIC_POLICY] = {"NAMESPACE", "NAME", "TARGETS", "RETRY BUDGET", "CONNECTION POOL", "BALANCER"},
         [RM_KIND_RATE_LIMIT_POLICY] = {"NAMESPACE", "NAME", "TARGETS", "TOTAL", "PER CLIENT"},
+        [RM_KIND_TELEMETRY] = {"NAMESPACE", "NAME", "SCOPE", "TRACING", "ACCESS LOG"},
     };
     for (int k = 0; k != RM_KIND__COUNT; ++k) {
         table_t t = {.cols = 0};
@@ -696,6 +727,20 @@ print_table(listed_t *items, size_t n, int all_kinds, const Remora__V1__GetRespo
                     targets_summary(all, RM_KIND_RATE_LIMIT_POLICY, meta, spec->n_target_refs, spec->target_refs, a, sizeof(a));
                 rate_limit_summary(spec, b, c, sizeof(b));
                 const char *row[] = {meta->namespace_, name, a, b, c};
+                table_add(&t, row);
+            } else if (k == RM_KIND_TELEMETRY) {
+                const Remora__V1__TelemetrySpec *spec = ((const Remora__V1__Telemetry *)items[i].msg)->spec;
+                /* the root namespace's applies mesh-wide; another namespace's overrides it there */
+                snprintf(a, sizeof(a), "%s", strcmp(meta->namespace_, "remora-system") == 0 ? "mesh" : "namespace");
+                if (spec != NULL && spec->tracing != NULL && spec->tracing->otlp != NULL) {
+                    const Remora__V1__TelemetryTracing *tr = spec->tracing;
+                    snprintf(b, sizeof(b), "otlp/%s %s %g%%",
+                             tr->otlp->protocol == REMORA__V1__OTLP_PROTOCOL__OTLP_PROTOCOL_HTTP ? "http" : "grpc",
+                             tr->otlp->endpoint, tr->sampling_percent);
+                }
+                if (spec != NULL && spec->access_log != NULL)
+                    snprintf(c, sizeof(c), "json %s", spec->access_log->path);
+                const char *row[] = {meta->namespace_, name, a, b[0] != '\0' ? b : "off", c[0] != '\0' ? c : "off"};
                 table_add(&t, row);
             } else {
                 size_t n_rules;
@@ -763,8 +808,8 @@ cmd_get(int argc, char **argv)
         }
     }
     if (optind == argc)
-        die(EXIT_USAGE, "get needs a KIND (service, httproute, grpcroute, faultinjection, backendtrafficpolicy, ratelimitpolicy or "
-                        "all); try "
+        die(EXIT_USAGE, "get needs a KIND (service, httproute, grpcroute, faultinjection, backendtrafficpolicy, ratelimitpolicy, "
+                        "telemetry or all); try "
                         "'remoractl get --help'");
     if (argc - optind > 2)
         die(EXIT_USAGE, "get takes KIND [NAME]; unexpected '%s'", argv[optind + 2]);
@@ -997,6 +1042,154 @@ cmd_status(int argc, char **argv)
     return 0;
 }
 
+/* ------------------------------------------------------------------------------------------ stat */
+
+/* "30s", "1m", "90s", "10m" -> ms; 0 when it does not parse. */
+static uint64_t
+parse_window(const char *s)
+{
+    char *end;
+    errno = 0;
+    unsigned long long n = strtoull(s, &end, 10);
+    if (end == s || errno != 0 || n > 100000)
+        return 0;
+    if (strcmp(end, "s") == 0)
+        return n * 1000;
+    if (strcmp(end, "m") == 0)
+        return n * 60000;
+    if (strcmp(end, "ms") == 0)
+        return n;
+    return 0;
+}
+
+static const char *
+format_window(uint64_t ms, char *buf, size_t bufsz)
+{
+    if (ms % 60000 == 0)
+        snprintf(buf, bufsz, "%" PRIu64 "m", ms / 60000);
+    else if (ms % 1000 == 0)
+        snprintf(buf, bufsz, "%" PRIu64 "s", ms / 1000);
+    else
+        snprintf(buf, bufsz, "%" PRIu64 "ms", ms);
+    return buf;
+}
+
+static const char *
+format_ms(double ms, char *buf, size_t bufsz)
+{
+    snprintf(buf, bufsz, ms < 10 ? "%.2fms" : ms < 1000 ? "%.1fms" : "%.0fms", ms);
+    return buf;
+}
+
+static int
+cmd_stat(int argc, char **argv)
+{
+    static const struct option opts[] = {{"by", required_argument, NULL, 'b'},
+                                         {"window", required_argument, NULL, 'w'},
+                                         {"namespace", required_argument, NULL, 'n'},
+                                         {"output", required_argument, NULL, 'o'},
+                                         {"control", required_argument, NULL, 'c'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    const char *output = "table", *by = "service", *ns = "";
+    uint64_t window_ms = 60000;
+    int c;
+    while ((c = getopt_long(argc, argv, "o:n:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'b':
+            by = optarg;
+            if (strcmp(by, "service") != 0 && strcmp(by, "route") != 0 && strcmp(by, "backend") != 0)
+                die(EXIT_USAGE, "--by takes service, route or backend; got '%s'", by);
+            break;
+        case 'w':
+            window_ms = parse_window(optarg);
+            if (window_ms < 10000 || window_ms > 600000)
+                die(EXIT_USAGE, "--window takes a duration from 10s to 10m (e.g. 30s, 1m, 5m); got '%s'", optarg);
+            break;
+        case 'n':
+            ns = optarg;
+            break;
+        case 'o':
+            output = optarg;
+            if (strcmp(output, "table") != 0 && strcmp(output, "json") != 0)
+                die(EXIT_USAGE, "-o takes table or json; got '%s'", output);
+            break;
+        case 'c':
+            control_addr = optarg;
+            break;
+        case 'h':
+            fputs(stat_help, stdout);
+            exit(0);
+        default:
+            fputs("Try 'remoractl stat --help'.\n", stderr);
+            exit(EXIT_USAGE);
+        }
+    }
+    if (optind != argc)
+        die(EXIT_USAGE, "stat takes no arguments; unexpected '%s' (group with --by)", argv[optind]);
+    Remora__V1__StatRequest req = REMORA__V1__STAT_REQUEST__INIT;
+    req.by = (char *)by;
+    req.window_ms = window_ms;
+    req.namespace_ = (char *)ns;
+    rm_rpc_client_t *client = connect_control();
+    Remora__V1__StatResponse *resp = (Remora__V1__StatResponse *)call(client, "/remora.v1.Admin/Stat", &req.base,
+                                                                      &remora__v1__stat_response__descriptor, RPC_TIMEOUT_MS);
+    int per_backend = strcmp(by, "backend") == 0;
+    if (strcmp(output, "json") == 0) {
+        rm_node_t *root = rm_node_map();
+        rm_node_add(root, "by", rm_node_string(by));
+        rm_node_add(root, "windowMs", rm_node_number((int64_t)resp->window_ms));
+        rm_node_t *list = rm_node_add(root, "rows", rm_node_list());
+        for (size_t i = 0; i != resp->n_rows; ++i) {
+            const Remora__V1__StatRow *r = resp->rows[i];
+            rm_node_t *m = rm_node_add(list, NULL, rm_node_map());
+            rm_node_add(m, "name", rm_node_string(r->name));
+            if (per_backend)
+                rm_node_add(m, "node", rm_node_string(r->node_id));
+            rm_node_add(m, "agents", rm_node_number(r->agents));
+            rm_node_add(m, "requests", rm_node_number((int64_t)r->requests));
+            rm_node_add(m, "failures", rm_node_number((int64_t)r->failures));
+            rm_node_add(m, "rps", rm_node_decimal(r->rps));
+            rm_node_add(m, "successRate", rm_node_decimal(r->success_rate));
+            rm_node_add(m, "p50Ms", rm_node_decimal(r->p50_ms));
+            rm_node_add(m, "p95Ms", rm_node_decimal(r->p95_ms));
+            rm_node_add(m, "p99Ms", rm_node_decimal(r->p99_ms));
+        }
+        rm_rpc_buf_t out = {NULL};
+        rm_render_json(root, &out);
+        fwrite(out.base, 1, out.len, stdout);
+        rm_rpc_buf_dispose(&out);
+        rm_node_free(root);
+    } else if (resp->n_rows == 0) {
+        char w[32];
+        printf("no traffic in the last %s%s%s\n", format_window(resp->window_ms, w, sizeof(w)),
+               ns[0] != '\0' ? " in namespace " : "", ns);
+    } else {
+        table_t t = {.cols = per_backend ? 8 : 7};
+        const char *h[] = {"NAME", "AGENTS", "RPS", "SUCCESS", "P50", "P95", "P99"};
+        const char *hb[] = {"NODE", "BACKEND", "AGENTS", "RPS", "SUCCESS", "P50", "P95", "P99"};
+        table_add(&t, per_backend ? hb : h);
+        for (size_t i = 0; i != resp->n_rows; ++i) {
+            const Remora__V1__StatRow *r = resp->rows[i];
+            char agents[16], rps[32], success[32], p50[32], p95[32], p99[32];
+            snprintf(agents, sizeof(agents), "%u", r->agents);
+            snprintf(rps, sizeof(rps), "%.1f", r->rps);
+            snprintf(success, sizeof(success), "%.2f%%", r->success_rate * 100);
+            format_ms(r->p50_ms, p50, sizeof(p50));
+            format_ms(r->p95_ms, p95, sizeof(p95));
+            format_ms(r->p99_ms, p99, sizeof(p99));
+            const char *name = r->name[0] != '\0' ? r->name : "-";
+            const char *row[] = {name, agents, rps, success, p50, p95, p99};
+            const char *rowb[] = {r->node_id, name, agents, rps, success, p50, p95, p99};
+            table_add(&t, per_backend ? rowb : row);
+        }
+        table_print(&t);
+    }
+    remora__v1__stat_response__free_unpacked(resp, NULL);
+    rm_rpc_client_destroy(client);
+    return 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -1034,6 +1227,7 @@ main(int argc, char **argv)
               : strcmp(topic, "get") == 0    ? get_help
               : strcmp(topic, "delete") == 0 ? delete_help
               : strcmp(topic, "status") == 0 ? status_help
+              : strcmp(topic, "stat") == 0   ? stat_help
                                              : main_help,
               stdout);
         return 0;
@@ -1042,9 +1236,10 @@ main(int argc, char **argv)
                                : strcmp(cmd, "get") == 0    ? cmd_get
                                : strcmp(cmd, "delete") == 0 ? cmd_delete
                                : strcmp(cmd, "status") == 0 ? cmd_status
+                               : strcmp(cmd, "stat") == 0   ? cmd_stat
                                                             : NULL;
     if (run == NULL)
-        die(EXIT_USAGE, "unknown command '%s' (apply, get, delete, status or help)", cmd);
+        die(EXIT_USAGE, "unknown command '%s' (apply, get, delete, status, stat or help)", cmd);
     rm_rpc_init();
     int rc = run(sub_argc, sub_argv);
     rm_rpc_shutdown();

@@ -46,6 +46,21 @@ rm_node_number(int64_t v)
 }
 
 rm_node_t *
+rm_node_decimal(double v)
+{
+    char buf[64];
+    if (v == (double)(int64_t)v)
+        return rm_node_number((int64_t)v);
+    rm_node_t *n = node_new(RM_NODE_NUMBER);
+    snprintf(buf, sizeof(buf), "%.4f", v);
+    /* at most 4 decimals, without trailing zeros */
+    for (size_t len = strlen(buf); len > 0 && buf[len - 1] == '0'; --len)
+        buf[len - 1] = '\0';
+    n->str = rm_strdup(buf);
+    return n;
+}
+
+rm_node_t *
 rm_node_bool(int v)
 {
     rm_node_t *n = node_new(RM_NODE_BOOL);
@@ -143,10 +158,18 @@ render_service_spec(const Remora__V1__ServiceSpec *spec)
     case REMORA__V1__PROTOCOL__PROTOCOL_HTTP1:
         proto = "http1";
         break;
+    case REMORA__V1__PROTOCOL__PROTOCOL_TCP:
+        proto = "tcp";
+        break;
     default:
         break;
     }
     add_str(s, "protocol", proto);
+    if (spec->n_addresses != 0) {
+        rm_node_t *addrs = rm_node_add(s, "addresses", rm_node_list());
+        for (size_t i = 0; i != spec->n_addresses; ++i)
+            rm_node_add(addrs, NULL, rm_node_string(spec->addresses[i]));
+    }
     rm_node_t *eps = rm_node_add(s, "endpoints", rm_node_list());
     for (size_t i = 0; i != spec->n_endpoints; ++i) {
         const Remora__V1__Endpoint *e = spec->endpoints[i];
@@ -613,6 +636,18 @@ render_backend_policy_spec(const Remora__V1__BackendTrafficPolicySpec *spec)
         add_duration(m, "maxEjectionTime", od->max_ejection_time);
         rm_node_add(m, "maxEjectionPercent", rm_node_number(od->max_ejection_percent));
     }
+    const Remora__V1__HealthCheck *hc = spec->health_check;
+    if (hc != NULL) {
+        rm_node_t *m = rm_node_add(s, "healthCheck", rm_node_map());
+        if (hc->http != NULL)
+            add_str(rm_node_add(m, "http", rm_node_map()), "path", hc->http->path);
+        if (hc->grpc != NULL)
+            add_str(rm_node_add(m, "grpc", rm_node_map()), "service", hc->grpc->service);
+        add_duration(m, "interval", hc->interval);
+        add_duration(m, "timeout", hc->timeout);
+        rm_node_add(m, "healthyThreshold", rm_node_number(hc->healthy_threshold));
+        rm_node_add(m, "unhealthyThreshold", rm_node_number(hc->unhealthy_threshold));
+    }
     return s;
 }
 
@@ -650,6 +685,32 @@ render_rate_limit_policy_spec(const Remora__V1__RateLimitPolicySpec *spec)
             for (size_t j = 0; j != o->n_clients; ++j)
                 rm_node_add(c, NULL, rm_node_string(o->clients[j]));
         }
+    }
+    return s;
+}
+
+static rm_node_t *
+render_telemetry_spec(const Remora__V1__TelemetrySpec *spec)
+{
+    rm_node_t *s = rm_node_map();
+    const Remora__V1__TelemetryTracing *t = spec->tracing;
+    if (t != NULL) {
+        rm_node_t *m = rm_node_add(s, "tracing", rm_node_map());
+        if (t->otlp != NULL) {
+            rm_node_t *o = rm_node_add(m, "otlp", rm_node_map());
+            add_str(o, "endpoint", t->otlp->endpoint);
+            add_str(o, "protocol", t->otlp->protocol == REMORA__V1__OTLP_PROTOCOL__OTLP_PROTOCOL_HTTP ? "http" : "grpc");
+        }
+        rm_node_add(m, "samplingPercent", rm_node_decimal(t->sampling_percent));
+        rm_node_t *l = rm_node_add(m, "propagation", rm_node_list());
+        for (size_t i = 0; i != t->n_propagation; ++i)
+            rm_node_add(l, NULL,
+                        rm_node_string(t->propagation[i] == REMORA__V1__TRACE_PROPAGATION__TRACE_PROPAGATION_B3 ? "b3" : "w3c"));
+    }
+    if (spec->access_log != NULL) {
+        rm_node_t *m = rm_node_add(s, "accessLog", rm_node_map());
+        add_str(m, "format", "json");
+        add_str(m, "path", spec->access_log->path);
     }
     return s;
 }
@@ -694,6 +755,11 @@ rm_render_resource(rm_kind_t kind, const ProtobufCMessage *msg)
         const Remora__V1__RateLimitPolicy *r = (const void *)msg;
         if (r->spec != NULL)
             spec = render_rate_limit_policy_spec(r->spec);
+    } break;
+    case RM_KIND_TELEMETRY: {
+        const Remora__V1__Telemetry *t = (const void *)msg;
+        if (t->spec != NULL)
+            spec = render_telemetry_spec(t->spec);
     } break;
     default:
         break;
@@ -780,7 +846,11 @@ yaml_scalar(const rm_node_t *n, rm_rpc_buf_t *out)
             quoted(out, n->str);
         break;
     case RM_NODE_NUMBER:
-        snprintf(buf, sizeof(buf), "%" PRId64, n->num);
+        /* a decimal number (rm_node_decimal) keeps its text */
+        if (n->str != NULL)
+            snprintf(buf, sizeof(buf), "%s", n->str);
+        else
+            snprintf(buf, sizeof(buf), "%" PRId64, n->num);
         puts_buf(out, buf);
         break;
     case RM_NODE_BOOL:
@@ -872,7 +942,11 @@ json_node(const rm_node_t *n, rm_rpc_buf_t *out, size_t depth)
         quoted(out, n->str);
         return;
     case RM_NODE_NUMBER:
-        snprintf(buf, sizeof(buf), "%" PRId64, n->num);
+        /* a decimal number (rm_node_decimal) keeps its text */
+        if (n->str != NULL)
+            snprintf(buf, sizeof(buf), "%s", n->str);
+        else
+            snprintf(buf, sizeof(buf), "%" PRId64, n->num);
         puts_buf(out, buf);
         return;
     case RM_NODE_BOOL:

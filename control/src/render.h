@@ -35,6 +35,8 @@ rm_node_t *rm_node_map(void);
 rm_node_t *rm_node_list(void);
 rm_node_t *rm_node_string(const char *s);
 rm_node_t *rm_node_number(int64_t v);
+/** A number with a fraction (at most 4 decimals are kept); a whole value is an rm_node_number. */
+rm_node_t *rm_node_decimal(double v);
 rm_node_t *rm_node_bool(int v);
 /** Appends `child` (now owned by `parent`); `key` is required for maps and ignored for lists. Returns child. */
 rm_node_t *rm_node_add(rm_node_t *parent, const char *key, rm_node_t *child);

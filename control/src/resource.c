@@ -28,6 +28,7 @@ static const struct {
                                    "ratelimitpolicy",
                                    "rate_limit_policies",
                                    {"ratelimitpolicy", "ratelimitpolicies", "rlp", NULL}},
+    [RM_KIND_TELEMETRY] = {"Telemetry", "telemetry", "telemetries", {"telemetry", "telemetries", NULL}},
 };
 
 int
@@ -60,7 +61,7 @@ const char *
 rm_kind_list(void)
 {
     return "Service (services, svc), HTTPRoute (httproutes), GRPCRoute (grpcroutes), FaultInjection (faultinjections), "
-           "BackendTrafficPolicy (backendtrafficpolicies, btp), RateLimitPolicy (ratelimitpolicies, rlp)";
+           "BackendTrafficPolicy (backendtrafficpolicies, btp), RateLimitPolicy (ratelimitpolicies, rlp), Telemetry (telemetries)";
 }
 
 const char *
@@ -85,6 +86,8 @@ rm_kind_descriptor(rm_kind_t kind)
         return &remora__v1__backend_traffic_policy__descriptor;
     case RM_KIND_RATE_LIMIT_POLICY:
         return &remora__v1__rate_limit_policy__descriptor;
+    case RM_KIND_TELEMETRY:
+        return &remora__v1__telemetry__descriptor;
     default:
         break;
     }
@@ -107,6 +110,8 @@ rm_kind_to_proto(rm_kind_t kind)
         return REMORA__V1__RESOURCE_KIND__RESOURCE_KIND_BACKEND_TRAFFIC_POLICY;
     case RM_KIND_RATE_LIMIT_POLICY:
         return REMORA__V1__RESOURCE_KIND__RESOURCE_KIND_RATE_LIMIT_POLICY;
+    case RM_KIND_TELEMETRY:
+        return REMORA__V1__RESOURCE_KIND__RESOURCE_KIND_TELEMETRY;
     default:
         break;
     }
@@ -135,6 +140,9 @@ rm_kind_from_proto(Remora__V1__ResourceKind pk, rm_kind_t *kind)
     case REMORA__V1__RESOURCE_KIND__RESOURCE_KIND_RATE_LIMIT_POLICY:
         *kind = RM_KIND_RATE_LIMIT_POLICY;
         return 0;
+    case REMORA__V1__RESOURCE_KIND__RESOURCE_KIND_TELEMETRY:
+        *kind = RM_KIND_TELEMETRY;
+        return 0;
     default:
         break;
     }
@@ -157,6 +165,8 @@ rm_resource_meta(rm_kind_t kind, const ProtobufCMessage *msg)
         return ((const Remora__V1__BackendTrafficPolicy *)msg)->metadata;
     case RM_KIND_RATE_LIMIT_POLICY:
         return ((const Remora__V1__RateLimitPolicy *)msg)->metadata;
+    case RM_KIND_TELEMETRY:
+        return ((const Remora__V1__Telemetry *)msg)->metadata;
     default:
         break;
     }

@@ -26,6 +26,7 @@
 #include "remora/v1/admin.pb-c.h"
 #include "remora/v1/discovery.pb-c.h"
 #include "server.h"
+#include "stat.h"
 
 #define LOG "control"
 /* Agents that disconnected are remembered for `remoractl status`, up to this many. */
@@ -53,6 +54,8 @@ struct st_agent_t {
     char *nack_reason;
     struct timespec last_seen;
     char *peer;
+    /* the Stats summaries it sent (stat.h), NULL until the first */
+    rm_stat_history_t *stats;
 };
 
 enum {
@@ -61,6 +64,7 @@ enum {
     M_DELETE,
     M_STATUS,
     M_WAIT,
+    M_STAT,
     M_STREAM,
     M__COUNT,
     /* any other method: answered UNIMPLEMENTED (otherwise gRPC core would hold it until its deadline) */
@@ -290,6 +294,7 @@ find_agent(rm_control_server_t *srv, const char *node_id, int create)
         free(a->node_id);
         free(a->nack_reason);
         free(a->peer);
+        rm_stat_history_destroy(a->stats);
         free(a);
         srv->agents[oldest] = srv->agents[--srv->num_agents];
     }
@@ -545,6 +550,20 @@ handle_nack(conn_t *c, uint64_t version, const char *reason)
     check_waiters(c->srv);
 }
 
+/* A golden-metrics summary (stat.h); a malformed one is logged and dropped, the stream goes on. */
+static void
+handle_stats(conn_t *c, const Remora__V1__Stats *stats)
+{
+    agent_t *a = c->agent;
+    if (a->stats == NULL)
+        a->stats = rm_stat_history_create();
+    char err[256];
+    if (rm_stat_history_add(a->stats, stats, rm_now_ms(), err, sizeof(err)) != 0)
+        rm_log_warn(LOG, "agent %s: stats summary ignored: %s", a->node_id, err);
+    else
+        rm_log_debug(LOG, "agent %s: stats summary with %zu series", a->node_id, stats->n_series);
+}
+
 static void
 conn_on_recv(tag_t *tag, int ok)
 {
@@ -577,6 +596,8 @@ conn_on_recv(tag_t *tag, int ok)
         handle_ack(c, m->ack->version, m->ack->nonce);
     } else if (m->message_case == REMORA__V1__AGENT_MESSAGE__MESSAGE_NACK) {
         handle_nack(c, m->nack->version, m->nack->reason);
+    } else if (m->message_case == REMORA__V1__AGENT_MESSAGE__MESSAGE_STATS) {
+        handle_stats(c, m->stats);
     } else {
         queue_status(c, GRPC_STATUS_INVALID_ARGUMENT, "empty AgentMessage");
         again = 0;
@@ -965,6 +986,52 @@ handle_wait(rm_control_server_t *srv, unary_t *u, ProtobufCMessage *msg)
     check_waiters(srv);
 }
 
+static void
+handle_stat(rm_control_server_t *srv, unary_t *u, ProtobufCMessage *msg)
+{
+    Remora__V1__StatRequest *req = (Remora__V1__StatRequest *)msg;
+    rm_stat_by_t by;
+    if (rm_stat_by_parse(req->by, &by) != 0) {
+        respond_error(u, GRPC_STATUS_INVALID_ARGUMENT, "unknown grouping '%.100s': by is service, route or backend", req->by);
+        return;
+    }
+    uint64_t window_ms = req->window_ms != 0 ? req->window_ms : RM_STAT_WINDOW_DEFAULT_MS;
+    if (window_ms < RM_STAT_WINDOW_MIN_MS || window_ms > RM_STAT_WINDOW_MAX_MS) {
+        respond_error(u, GRPC_STATUS_INVALID_ARGUMENT, "the window must be from %ds to %dm (the control plane keeps 10 minutes)",
+                      RM_STAT_WINDOW_MIN_MS / 1000, RM_STAT_WINDOW_MAX_MS / 60000);
+        return;
+    }
+    rm_stat_query_t *q = rm_stat_query_create(by, window_ms, req->namespace_, rm_now_ms());
+    for (size_t i = 0; i != srv->num_agents; ++i)
+        rm_stat_query_add(q, srv->agents[i]->node_id, srv->agents[i]->stats);
+    const rm_stat_row_t *rows;
+    size_t n = rm_stat_query_rows(q, &rows);
+    Remora__V1__StatResponse resp = REMORA__V1__STAT_RESPONSE__INIT;
+    Remora__V1__StatRow *out = rm_calloc(n + 1, sizeof(*out));
+    Remora__V1__StatRow **ptrs = rm_calloc(n + 1, sizeof(*ptrs));
+    for (size_t i = 0; i != n; ++i) {
+        remora__v1__stat_row__init(&out[i]);
+        out[i].name = rows[i].name;
+        out[i].node_id = rows[i].node_id;
+        out[i].agents = rows[i].agents;
+        out[i].rps = rows[i].rps;
+        out[i].success_rate = rows[i].success_rate;
+        out[i].p50_ms = rows[i].p50_ms;
+        out[i].p95_ms = rows[i].p95_ms;
+        out[i].p99_ms = rows[i].p99_ms;
+        out[i].requests = rows[i].requests;
+        out[i].failures = rows[i].failures;
+        ptrs[i] = &out[i];
+    }
+    resp.n_rows = n;
+    resp.rows = ptrs;
+    resp.window_ms = window_ms;
+    respond_msg(u, &resp.base);
+    free(ptrs);
+    free(out);
+    rm_stat_query_destroy(q);
+}
+
 static const struct {
     const char *path;
     const ProtobufCMessageDescriptor *request;
@@ -975,6 +1042,7 @@ static const struct {
     [M_DELETE] = {"/remora.v1.Admin/Delete", &remora__v1__delete_request__descriptor, handle_delete},
     [M_STATUS] = {"/remora.v1.Admin/Status", &remora__v1__status_request__descriptor, handle_status},
     [M_WAIT] = {"/remora.v1.Admin/WaitForVersion", &remora__v1__wait_for_version_request__descriptor, handle_wait},
+    [M_STAT] = {"/remora.v1.Admin/Stat", &remora__v1__stat_request__descriptor, handle_stat},
     [M_STREAM] = {"/remora.v1.Discovery/StreamSnapshots", NULL, NULL},
 };
 
@@ -1152,6 +1220,7 @@ rm_control_server_destroy(rm_control_server_t *srv)
         free(srv->agents[i]->node_id);
         free(srv->agents[i]->nack_reason);
         free(srv->agents[i]->peer);
+        rm_stat_history_destroy(srv->agents[i]->stats);
         free(srv->agents[i]);
     }
     free(srv->agents);

@@ -88,6 +88,11 @@ check_fields(fuzz_ctx_t *c, const rm_headers_t *h)
         for (size_t j = 0; j != f->value.len; ++j)
             check(f->value.base[j] != '\r' && f->value.base[j] != '\n' && f->value.base[j] != '\0', "CR, LF or NUL in a value");
         check(!rm_header_is_hop_by_hop(f->name.base, f->name.len), "connection-specific field handed up");
+        /* the spelling as sent: the same name but for case, kept only when it differs (no copy for lower-case names) */
+        if (f->orig_name != NULL)
+            check(h2o_lcstris(f->orig_name, f->name.len, f->name.base, f->name.len) &&
+                      memcmp(f->orig_name, f->name.base, f->name.len) != 0,
+                  "orig_name is not the name in another case");
         mix(c, f->name.base, f->name.len);
         mix_event(c, ':');
         mix(c, f->value.base, f->value.len);
@@ -124,6 +129,10 @@ on_request_head(void *ctx, rm_req_head_t *h)
     uint8_t flags = (uint8_t)(h->has_body | h->te_trailers << 1 | h->is_grpc << 2 | h->expect_continue << 3);
     mix(c, &flags, 1);
     check_fields(c, &h->headers);
+    check(h->host_orig_name == NULL ||
+              (h2o_lcstris(h->host_orig_name, 4, H2O_STRLIT("host")) && memcmp(h->host_orig_name, "host", 4)),
+          "host_orig_name is not Host in another case");
+    check(h->upgrade.len == 0 || (h->orig_h1 && !h->has_body), "upgrade on a request with a body");
 
     h2o_buffer_t *buf;
     h2o_buffer_init(&buf, &proto);

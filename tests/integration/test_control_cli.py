@@ -411,7 +411,7 @@ def test_get_help_lists_policy_kinds(control):
     assert r.rc == 0 and "faultinjection" in r.out and "backendtrafficpolicy" in r.out and "btp" in r.out, r
     assert "ratelimitpolicy" in r.out and "rlp" in r.out and "in force" in r.out, r
     r = control.ctl("get")
-    assert r.rc == 2 and "faultinjection, backendtrafficpolicy, ratelimitpolicy or all" in r.err, r
+    assert r.rc == 2 and "faultinjection, backendtrafficpolicy, ratelimitpolicy, telemetry or all" in r.err, r
     r = control.ctl("get", "gateways")
     assert r.rc == 2 and "FaultInjection (faultinjections)" in r.err and "BackendTrafficPolicy" in r.err, r
     assert "RateLimitPolicy (ratelimitpolicies, rlp)" in r.err, r

@@ -26,8 +26,9 @@ pytestmark = pytest.mark.agent_only
 
 
 class MeshAgent:
-    def __init__(self, workdir, cp, node_id, state_dir=None, workers=1):
+    def __init__(self, workdir, cp, node_id, state_dir=None, workers=1, extra_args=()):
         self.workdir, self.cp, self.node_id = workdir, cp, node_id
+        self.extra_args = list(extra_args)
         self.port, self.health, self.admin = free_port(), free_port(), free_port()
         self.state_dir = state_dir or os.path.join(workdir, f"{node_id}.state")
         os.makedirs(self.state_dir, exist_ok=True)
@@ -39,7 +40,7 @@ class MeshAgent:
         self.starts += 1
         argv = [AGENT, "--listen", f"127.0.0.1:{self.port}", "--control", self.cp.addr, "--node-id", self.node_id,
                 "--state-dir", self.state_dir, "--workers", str(self.workers), "--admin", f"127.0.0.1:{self.admin}",
-                "--health", f"127.0.0.1:{self.health}"]
+                "--health", f"127.0.0.1:{self.health}"] + self.extra_args
         self.proc = Proc(argv, os.path.join(self.workdir, f"{self.node_id}.{self.starts}.log"))
         wait_until(lambda: self._ready(), timeout=10, what=f"{self.node_id} ready")
         return self

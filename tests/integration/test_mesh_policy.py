@@ -186,7 +186,7 @@ def test_invalid_document_rejected_running_config_stays(control, mesh, tmp_path)
     bad_policy = ("apiVersion: remora.dev/v1\nkind: BackendTrafficPolicy\nmetadata: {name: hc}\nspec:\n"
                   "  targetRefs: [{name: web}]\n  healthCheck: {interval: 5s}\n")
     r = control.ctl("apply", "-f", write(str(tmp_path), "hc.yaml", bad_policy))
-    assert r.rc == 1 and "hc.yaml:6: backendtrafficpolicy/hc: spec.healthCheck: is not supported yet" in r.err, r
+    assert r.rc == 1 and "hc.yaml:6: backendtrafficpolicy/hc: spec.healthCheck: needs exactly one of http" in r.err, r
 
     dangling = ("apiVersion: remora.dev/v1\nkind: HTTPRoute\nmetadata: {name: web-api}\nspec:\n  parentRefs: [{name: web}]\n"
                 "  rules:\n  - backendRefs: [{name: web}]\n"

@@ -51,6 +51,9 @@ Options:
                            right after the Nth response (a proxy may notice the FIN before reusing it).
   --default-delay-ms N     delay for requests without x-delay-ms (a slow shadow)
   --default-fault F        fault for requests without x-fault
+  --health-path P          requests for path P (a health check) are answered with the health status (200
+                           unless --health-status N or GET /__health?status=N says otherwise), not counted
+                           as attempts; GET /__health returns {"status", "checks", "protocols": {"h1"|"h2": checks}}
 
 Request bodies are hashed as they arrive; at most 16 MiB of one body is kept (for the gRPC echo).
 
@@ -89,7 +92,9 @@ MAX_HEADERS = 200
 
 STATS = {"requests": 0, "connections": 0, "h1_connections": 0, "h2_connections": 0, "resets_received": 0,
          "active": 0, "h1_dropped": 0, "open_connections": 0, "peak_open_connections": 0}
-OPTS = argparse.Namespace(h1_close_after=0, h1_close_mode="next-request", default_delay_ms=0, default_fault=None)
+OPTS = argparse.Namespace(h1_close_after=0, h1_close_mode="next-request", default_delay_ms=0, default_fault=None,
+                          health_path=None)
+HEALTH = {"status": 200, "checks": 0, "protocols": {}}
 
 
 # ------------------------------------------------------------------------------ per-key bookkeeping
@@ -168,7 +173,7 @@ class Request:
     @property
     def control(self):
         p = self.path.split("?", 1)[0]
-        return p in ("/__attempts", "/__stats")
+        return p in ("/__attempts", "/__stats", "/__health") or (OPTS.health_path is not None and p == OPTS.health_path)
 
     def account(self):
         """Counts the attempt and decides the fault and delays (x-fault-times / x-delay-times)."""
@@ -221,11 +226,20 @@ def _int(v):
         return None
 
 
-def control_response(path):
+def control_response(path, protocol=None):
     """(status, body) of a control request."""
     p, _, q = path.partition("?")
     if p == "/__stats":
         return 200, json.dumps(STATS).encode()
+    if OPTS.health_path is not None and p == OPTS.health_path:
+        HEALTH["checks"] += 1
+        HEALTH["protocols"][protocol] = HEALTH["protocols"].get(protocol, 0) + 1
+        return HEALTH["status"], json.dumps({"health": HEALTH["status"]}).encode()
+    if p == "/__health":
+        status = urllib.parse.parse_qs(q).get("status", [None])[0]
+        if status is not None:
+            HEALTH["status"] = int(status)
+        return 200, json.dumps(HEALTH).encode()
     key = urllib.parse.parse_qs(q, keep_blank_values=True).get("key", [""])[0]
     rec = KEYS.get(key)
     return 200, json.dumps(rec.to_json() if rec else KeyRecord().to_json()).encode()
@@ -418,7 +432,7 @@ class H1Conn:
         await self.read_body(req)
         close = (req.header("connection") or "").lower() == "close" or version == "HTTP/1.0"
         if req.control:
-            status, body = control_response(req.path)
+            status, body = control_response(req.path, req.protocol)
             await self.write_head(status, [("content-type", "application/json"),
                                            ("content-length", str(len(body)))], close)
             self.writer.write(body)
@@ -692,7 +706,7 @@ class H2Conn:
             STATS["active"] += 1
         try:
             if req.control:
-                status, body = control_response(req.path)
+                status, body = control_response(req.path, req.protocol)
                 self.send_headers(s, [(":status", str(status)), ("content-type", "application/json"),
                                       ("content-length", str(len(body)))])
                 await self.send_data(s, body, True)
@@ -794,6 +808,10 @@ class Handle:
     def stats(self):
         return self._get("/__stats")
 
+    def health(self, status=None):
+        """{"status", "checks"} of --health-path; sets the status it answers first if `status` is given."""
+        return self._get("/__health" + (f"?status={status}" if status is not None else ""))
+
     def settled_attempts(self, key, quiet=0.3, timeout=5.0):
         """The attempts record of `key` once its count has not changed for `quiet` s (asynchronous
         senders such as mirrors), or after `timeout` s."""
@@ -842,7 +860,11 @@ def main():
     ap.add_argument("--h1-close-mode", choices=["next-request", "immediate"], default="next-request")
     ap.add_argument("--default-delay-ms", type=int, default=0)
     ap.add_argument("--default-fault")
+    ap.add_argument("--health-path")
+    ap.add_argument("--health-status", type=int, default=200)
     args = ap.parse_args()
+    OPTS.health_path = args.health_path
+    HEALTH["status"] = args.health_status
     OPTS.h1_close_after = args.h1_close_after
     OPTS.h1_close_mode = args.h1_close_mode
     OPTS.default_delay_ms = args.default_delay_ms

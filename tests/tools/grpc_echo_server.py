@@ -24,7 +24,14 @@ Behaviour, from request metadata (all optional):
   x-custom*                   echoed back in initial metadata as initial-<key> and in trailing
                               metadata as trailing-<key> (binary -bin keys too)
 
+With --health SERVING|NOT_SERVING, also grpc.health.v1.Health/Check (hand-decoded HealthCheckRequest,
+hand-encoded HealthCheckResponse{status}: the given status for every service), plus
+  echo.Control/SetHealth  body b"SERVING" or b"NOT_SERVING": the status Check answers from now on
+  echo.Control/Health     JSON: {"status": "SERVING"|"NOT_SERVING", "checks": N, "services": [the last 100 asked]}
+Health checks are not counted in Stats.
+
 Usage: grpc_echo_server.py [--host 127.0.0.1] [--port 0] [--ready-file F] [--workers 64]
+                           [--health SERVING|NOT_SERVING]
 """
 
 import argparse
@@ -219,7 +226,52 @@ def stats(request, context):
     return json.dumps(REG.snapshot()).encode()
 
 
-def build_server(host, port, workers):
+HEALTH = {"status": "SERVING", "checks": 0, "services": []}
+_HEALTH_CODES = {"UNKNOWN": 0, "SERVING": 1, "NOT_SERVING": 2}
+
+
+def _health_service(request):
+    """HealthCheckRequest.service (field 1, length-delimited) from the raw message; "" when absent."""
+    i, service = 0, ""
+    while i < len(request):
+        key = request[i]
+        i += 1
+        if key == 0x0A:
+            n, shift = 0, 0
+            while True:
+                b = request[i]
+                i += 1
+                n |= (b & 0x7F) << shift
+                shift += 7
+                if not b & 0x80:
+                    break
+            service = request[i:i + n].decode("utf-8", "replace")
+            i += n
+        else:
+            break
+    return service
+
+
+def health_check(request, context):
+    with REG.lock:
+        HEALTH["checks"] += 1
+        HEALTH["services"] = (HEALTH["services"] + [_health_service(request)])[-100:]
+        code = _HEALTH_CODES[HEALTH["status"]]
+    return bytes([0x08, code])  # HealthCheckResponse{status = 1: varint}
+
+
+def set_health(request, context):
+    with REG.lock:
+        HEALTH["status"] = request.decode()
+    return b""
+
+
+def health_report(request, context):
+    with REG.lock:
+        return json.dumps(HEALTH).encode()
+
+
+def build_server(host, port, workers, health=None):
     raw = dict(request_deserializer=None, response_serializer=None)
     echo = grpc.method_handlers_generic_handler("echo.Echo", {
         "Unary": grpc.unary_unary_rpc_method_handler(unary, **raw),
@@ -227,15 +279,22 @@ def build_server(host, port, workers):
         "ServerStream": grpc.unary_stream_rpc_method_handler(server_stream, **raw),
         "Bidi": grpc.stream_stream_rpc_method_handler(bidi, **raw),
     })
-    control = grpc.method_handlers_generic_handler("echo.Control", {
-        "Stats": grpc.unary_unary_rpc_method_handler(stats, **raw),
-    })
+    control_methods = {"Stats": grpc.unary_unary_rpc_method_handler(stats, **raw)}
+    handlers = [echo]
+    if health is not None:
+        HEALTH["status"] = health
+        control_methods["SetHealth"] = grpc.unary_unary_rpc_method_handler(set_health, **raw)
+        control_methods["Health"] = grpc.unary_unary_rpc_method_handler(health_report, **raw)
+        handlers.append(grpc.method_handlers_generic_handler("grpc.health.v1.Health", {
+            "Check": grpc.unary_unary_rpc_method_handler(health_check, **raw)}))
+    control = grpc.method_handlers_generic_handler("echo.Control", control_methods)
+    handlers.append(control)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=[
         ("grpc.max_receive_message_length", MAX_MSG),
         ("grpc.max_send_message_length", MAX_MSG),
         ("grpc.so_reuseport", 0),
     ])
-    server.add_generic_rpc_handlers((echo, control))
+    server.add_generic_rpc_handlers(tuple(handlers))
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise SystemExit(f"cannot bind {host}:{port}")
@@ -248,8 +307,9 @@ def main():
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--ready-file")
     ap.add_argument("--workers", type=int, default=64)
+    ap.add_argument("--health", choices=["SERVING", "NOT_SERVING"])
     args = ap.parse_args()
-    server, port = build_server(args.host, args.port, args.workers)
+    server, port = build_server(args.host, args.port, args.workers, args.health)
     server.start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -1,6 +1,6 @@
 /*
  * Backend and limit policy in the configuration: endpoint weights, balancers, circuit breakers,
- * outlier detection, health checks (refused for now), session persistence and rate limits. Each
+ * outlier detection, health checks, session persistence and rate limits. Each
  * bootstrap key parses, each bad value gives an error on its line, rm_config_validate applies the
  * same rules and defaults to snapshots built by hand, and /config_dump renders all of it.
  */
@@ -254,7 +254,18 @@ static const bad_case_t bad_cases[] = {
     {CL "    outlier_detection: {interval_ms: 0}\n", 5, "outlier_detection.interval_ms must be 1-86400000, got 0"},
     {CL "    outlier_detection: {consecutive_5xxx: 1}\n", 5, "did you mean 'consecutive_5xx'?"},
     /* health checks */
-    {CL "    health_check:\n      http: {path: /healthz}\n", 5, "cluster 'c': health_check is not supported by this agent yet"},
+    {CL "    health_check:\n      http: {path: healthz}\n", 6, "cluster 'c': health_check.http.path 'healthz' must start with '/'"},
+    {CL "    health_check:\n      http: {path: \"/a b\"}\n", 6, "health_check.http.path must not contain spaces"},
+    {CL "    health_check:\n      http: {path: /h}\n      timeout_ms: 5000\n", 7,
+     "health_check.timeout_ms (5000) must be below interval_ms (5000)"},
+    {CL "    health_check:\n      http: {path: /h}\n      interval_ms: 99\n", 7,
+     "health_check.interval_ms must be 100-86400000, got 99"},
+    {CL "    health_check:\n      http: {path: /h}\n      unhealthy_threshold: 0\n", 7,
+     "health_check.unhealthy_threshold must be 1-1000000, got 0"},
+    {CL "    health_check:\n      grpc: {service: x}\n", 6, "health_check.grpc needs an h2 or auto cluster"},
+    {CL "    health_check: {interval_ms: 1000}\n", 5, "health_check needs exactly one of http"},
+    {CL "    health_check: {http: {path: /h}, grpc: {}}\n", 5, "health_check needs exactly one of http"},
+    {CL "    health_check: {http: {path: /h}, timeout: 5}\n", 5, "unknown key 'timeout' in health_check"},
     /* cluster rate limit */
     {CL "    rate_limit:\n      name: \"a b\"\n      total: {requests_per_second: 1}\n", 6,
      "cluster 'c': rate_limit.name 'a b' may only contain letters, digits and . _ - / (1-128)"},
@@ -520,7 +531,27 @@ test_validate(void **state)
     c = by_hand();
     c->clusters[0].health_check.enabled = 1;
     c->clusters[0].health_check.http_path = strdup("/healthz");
-    expect_invalid(c, 20, "cluster 'api': health_check is not supported by this agent yet");
+    expect_valid(c);
+    rm_config_unref(c);
+    c = by_hand();
+    c->clusters[0].health_check.enabled = 1;
+    c->clusters[0].health_check.http_path = strdup("healthz");
+    expect_invalid(c, 20, "cluster 'api': health_check.http.path must start with '/'");
+    c = by_hand();
+    c->clusters[0].health_check.enabled = 1;
+    c->clusters[0].health_check.http_path = strdup("/h");
+    c->clusters[0].health_check.interval_ms = 50;
+    expect_invalid(c, 20, "health_check.interval_ms must be 100-86400000, got 50");
+    c = by_hand();
+    c->clusters[0].health_check.enabled = 1;
+    c->clusters[0].health_check.http_path = strdup("/h");
+    c->clusters[0].health_check.timeout_ms = 6000;
+    expect_invalid(c, 20, "health_check.timeout_ms (6000) must be below interval_ms (5000)");
+    c = by_hand();
+    c->clusters[0].health_check.enabled = 1;
+    c->clusters[0].health_check.grpc = 1;
+    c->clusters[0].health_check.grpc_service = strdup("");
+    expect_invalid(c, 20, "health_check.grpc needs an h2 or auto cluster");
     c = by_hand();
     limit(&c->clusters[0].rate_limit, 0, 0);
     expect_invalid(c, 20, "cluster 'api': rate_limit needs 'total' or 'per_client'");
@@ -653,12 +684,50 @@ test_mutations(void **state)
     print_message("%zu mutated documents parsed\n", parsed);
 }
 
+/* health_check parses with its defaults and is dumped as written */
+static void
+test_health_check(void **state)
+{
+    rm_config_error_t err;
+    static const char yaml[] = "listeners:\n  - address: 127.0.0.1:15001\n    routes:\n      - {name: r, cluster: a}\n"
+                               "clusters:\n"
+                               "  - name: a\n    endpoints: [\"127.0.0.1:1\"]\n    health_check: {http: {path: /healthz}}\n"
+                               "  - name: b\n    protocol: h2\n    endpoints: [\"127.0.0.1:2\"]\n"
+                               "    health_check: {grpc: {}, interval_ms: 300, timeout_ms: 200, healthy_threshold: 1,"
+                               " unhealthy_threshold: 4}\n";
+    rm_config_t *c = rm_config_load_string(yaml, sizeof(yaml) - 1, "h.yaml", &err);
+    if (c == NULL)
+        fail_msg("%s:%u: %s", err.file, err.line, err.message);
+    const rm_config_health_check_t *h = &c->clusters[0].health_check;
+    assert_true(h->enabled);
+    assert_false(h->grpc);
+    assert_string_equal(h->http_path, "/healthz");
+    assert_int_equal(h->interval_ms, 5000);
+    assert_int_equal(h->timeout_ms, 1000);
+    assert_int_equal(h->healthy_threshold, 2);
+    assert_int_equal(h->unhealthy_threshold, 3);
+    h = &c->clusters[1].health_check;
+    assert_true(h->enabled);
+    assert_true(h->grpc);
+    assert_string_equal(h->grpc_service, "");
+    assert_int_equal(h->interval_ms, 300);
+    assert_int_equal(h->unhealthy_threshold, 4);
+    char *json = rm_config_to_json(c);
+    assert_non_null(strstr(json, "\"health_check\":{\"http\":{\"path\":\"/healthz\"},\"interval_ms\":5000,\"timeout_ms\":1000,"
+                                 "\"healthy_threshold\":2,\"unhealthy_threshold\":3}"));
+    assert_non_null(strstr(json, "\"health_check\":{\"grpc\":{\"service\":\"\"},\"interval_ms\":300,\"timeout_ms\":200,"
+                                 "\"healthy_threshold\":1,\"unhealthy_threshold\":4}"));
+    free(json);
+    rm_config_unref(c);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse),    cmocka_unit_test(test_dump),    cmocka_unit_test(test_bad),
-        cmocka_unit_test(test_validate), cmocka_unit_test(test_example), cmocka_unit_test(test_mutations),
+        cmocka_unit_test(test_health_check), cmocka_unit_test(test_parse),    cmocka_unit_test(test_dump),
+        cmocka_unit_test(test_bad),          cmocka_unit_test(test_validate), cmocka_unit_test(test_example),
+        cmocka_unit_test(test_mutations),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -84,9 +84,9 @@ static const char full_yaml[] =
     "dns: {servers: [\"127.0.0.1:5353\", \"::1\"]}\n" /* 6 */
     "limits: {max_headers: 50, max_header_bytes: 32768, h2_max_concurrent_streams: 100,"
     " stream_window_bytes: 65536, connection_window_bytes: 1048576, idle_timeout_ms: 60000,"
-    " detect_timeout_ms: 2000}\n" /* 7 */
-    "listeners:\n"                /* 8 */
-    "  - name: outbound\n"        /* 9 */
+    " detect_timeout_ms: 2000, max_series_per_family: 50}\n" /* 7 */
+    "listeners:\n"                                           /* 8 */
+    "  - name: outbound\n"                                   /* 9 */
     "    address: 127.0.0.1:15001\n"
     "    tls: {certificate: certs/server.pem, key: certs/server.key}\n"
     "    routes:\n"
@@ -143,6 +143,7 @@ test_full(void **state)
     assert_int_equal(c->limits.connection_window_bytes, 1048576);
     assert_int_equal(c->limits.idle_timeout_ms, 60000);
     assert_int_equal(c->limits.detect_timeout_ms, 2000);
+    assert_int_equal(c->limits.max_series_per_family, 50);
 
     assert_int_equal(c->num_listeners, 2);
     rm_config_listener_t *l = c->listeners;
@@ -244,6 +245,21 @@ test_full(void **state)
 }
 
 static void
+test_peer_agent(void **state)
+{
+    rm_config_error_t err;
+    rm_config_t *c = load("listeners: [{address: \"127.0.0.1:15001\", peer: agent, routes: [{cluster: c}]}]\n"
+                          "clusters: [{name: c, protocol: h2, peer: agent, endpoints: [\"127.0.0.1:1\"]},\n"
+                          "           {name: d, peer: any, endpoints: [\"127.0.0.1:2\"]}]\n",
+                          &err);
+    assert_non_null(c);
+    assert_int_equal(c->listeners[0].peer_agent, 1);
+    assert_int_equal(c->clusters[0].peer_agent, 1);
+    assert_int_equal(c->clusters[1].peer_agent, 0);
+    rm_config_unref(c);
+}
+
+static void
 test_defaults(void **state)
 {
     rm_config_error_t err;
@@ -253,6 +269,8 @@ test_defaults(void **state)
                           "clusters: [{name: c, endpoints: [\"127.0.0.1:1\"]}]\n",
                           &err);
     assert_non_null(c);
+    assert_int_equal(c->listeners[0].peer_agent, 0);
+    assert_int_equal(c->clusters[0].peer_agent, 0);
     assert_int_equal(c->num_workers, ncpu > 64 ? 64 : ncpu < 1 ? 1 : ncpu);
     assert_string_equal(ip_of(&c->admin_addr, buf), "127.0.0.1");
     assert_int_equal(port_of(&c->admin_addr), 15000);
@@ -266,6 +284,7 @@ test_defaults(void **state)
     assert_int_equal(c->limits.connection_window_bytes, 4194304);
     assert_int_equal(c->limits.idle_timeout_ms, 300000);
     assert_int_equal(c->limits.detect_timeout_ms, 10000);
+    assert_int_equal(c->limits.max_series_per_family, 2000);
     assert_int_equal(c->num_dns_servers, 0);
     assert_null(c->version);
     assert_string_equal(c->listeners[0].name, "listener0");
@@ -573,7 +592,33 @@ static const bad_case_t bad_cases[] = {
     {L C "admin: 127.0.0.1\n", 3, "admin '127.0.0.1': expected HOST:PORT"},
     {L C "dns: {servers: [\"resolver.local:53\"]}\n", 3, "dns.servers 'resolver.local:53': a DNS server must be an IP literal"},
     /* protocol */
-    {L "clusters: [{name: c, endpoints: \"127.0.0.1:1\", protocol: http2}]\n", 2, "protocol 'http2' must be h2, http1 or auto"},
+    {L "clusters: [{name: c, endpoints: \"127.0.0.1:1\", protocol: http2}]\n", 2,
+     "protocol 'http2' must be h2, http1, auto or tcp"},
+    /* transparent interception and opaque TCP (docs/transparent.md) */
+    {L "clusters: [{name: c, endpoints: \"127.0.0.1:1\", addresses: [\"10.96.0.1\"]}]\n", 2, "address '10.96.0.1'"},
+    {L "clusters: [{name: c, endpoints: \"127.0.0.1:1\", addresses: [\"0.0.0.0:80\"]}]\n", 2,
+     "is a wildcard, not a virtual address"},
+    {L "clusters: [{name: c, endpoints: \"127.0.0.1:1\", addresses: [\"10.96.0.1:80\"]},\n"
+       "           {name: d, endpoints: \"127.0.0.1:1\", addresses: [\"10.96.0.1:80\"]}]\n",
+     3, "address 10.96.0.1:80 is also a virtual address of cluster 'c'"},
+    {"listeners: [{address: \"127.0.0.1:15001\", protocol: tcp}]\nclusters: [{name: c, endpoints: \"127.0.0.1:1\"}]\n", 1,
+     "protocol tcp needs 'cluster'"},
+    {"listeners: [{address: \"127.0.0.1:15001\", protocol: tcp, cluster: d}]\nclusters: [{name: c, endpoints: \"127.0.0.1:1\"}]\n",
+     1, "cluster 'd' is not defined"},
+    {"listeners: [{address: \"127.0.0.1:15001\", protocol: udp, cluster: c}]\nclusters: [{name: c, endpoints: \"127.0.0.1:1\"}]\n",
+     1, "protocol 'udp' must be http or tcp"},
+    {"listeners: [{address: \"127.0.0.1:15001\", direction: sideways}]\nclusters: [{name: c, endpoints: \"127.0.0.1:1\"}]\n", 1,
+     "direction 'sideways' must be outbound or inbound"},
+    /* agent-to-agent hops (docs/architecture.md) */
+    {"listeners: [{address: \"127.0.0.1:15001\", peer: mesh, routes: [{cluster: c}]}]\nclusters: [{name: c, endpoints: "
+     "\"127.0.0.1:1\"}]\n",
+     1, "peer 'mesh' must be agent or any"},
+    {"listeners: [{address: \"127.0.0.1:15001\", routes: [{cluster: c}]}]\nclusters: [{name: c, peer: [agent], endpoints: "
+     "\"127.0.0.1:1\"}]\n",
+     2, "peer must be a string"},
+    {"listeners: [{address: \"127.0.0.1:15001\", direction: outbound, opaque_ports: [0]}]\nclusters: [{name: c, endpoints: "
+     "\"127.0.0.1:1\"}]\n",
+     1, "opaque_ports[]"},
     /* TLS */
     {"listeners: [{address: \"127.0.0.1:15001\", tls: {certificate: certs/server.pem}, routes: [{cluster: c}]}]\n" C, 1,
      "tls needs both 'certificate' and 'key' (key is missing)"},
@@ -1391,6 +1436,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_full),
         cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_peer_agent),
         cmocka_unit_test(test_bad),
         cmocka_unit_test(test_error_format),
         cmocka_unit_test(test_load_file_missing),

@@ -214,6 +214,7 @@ test_dump(void **state)
     contains(json, "\"connection_window_bytes\":4194304");
     contains(json, "\"idle_timeout_ms\":300000");
     contains(json, "\"detect_timeout_ms\":10000");
+    contains(json, "\"max_series_per_family\":2000");
     contains(json, "\"name\":\"outbound\",\"address\":\"127.0.0.1:15001\",\"tls\":null");
     contains(json, "\"authority\":[\"echo\",\"*.echo.svc\"]");
     contains(json, "\"path\":{\"prefix\":\"/echo.Echo/\"}");

@@ -1,6 +1,7 @@
 /*
  * rm_router_match: routes are built from YAML (as in production), requests by hand.
  */
+#include <arpa/inet.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -225,6 +226,82 @@ test_empty_listener_and_quick(void **state)
     rm_config_unref(c);
 }
 
+/* Transparent listeners (docs/transparent.md): the original destination picks a Service listener. */
+static void
+test_service_listeners(void **state)
+{
+    static const char y[] =
+        "listeners:\n"
+        "  - name: out\n"
+        "    address: 127.0.0.1:15001\n"
+        "    direction: outbound\n"
+        "    routes:\n"
+        "      - {name: web-v2, match: {authority: web, path: {prefix: /v2/}}, cluster: web2}\n"
+        "      - {name: db-any, match: {authority: db}, cluster: db}\n"
+        "      - {name: web, match: {authority: web}, cluster: web}\n"
+        "  - name: in\n"
+        "    address: 0.0.0.0:15006\n"
+        "    direction: inbound\n"
+        "clusters:\n"
+        "  - {name: web, endpoints: [\"10.0.0.5:8080\"], addresses: [\"10.96.0.10:80\"]}\n"
+        "  - {name: web2, endpoints: [\"10.0.0.6:8080\"]}\n"
+        "  - {name: db, protocol: tcp, endpoints: [\"10.0.0.5:3306\", \"db.local:3306\"], addresses: [\"10.96.0.12:3306\"]}\n";
+    rm_config_error_t err;
+    rm_config_t *c = rm_config_load_string(y, sizeof(y) - 1, "t.yaml", &err);
+    if (c == NULL) {
+        char buf[1024];
+        fail_msg("%s", rm_config_error_format(&err, buf, sizeof(buf)));
+    }
+    /* a second validation (the command line's overrides) rebuilds the same, without duplicates */
+    assert_int_equal(rm_config_validate(c, &err), 0);
+    assert_int_equal(c->listeners[0].num_opaque_ports, rm_config_num_default_opaque_ports);
+    assert_true(rm_config_port_is_opaque(&c->listeners[0], 3306));
+    assert_false(rm_config_port_is_opaque(&c->listeners[0], 80));
+    /* outbound: one per virtual address; inbound: one per IP endpoint, each with its inbound cluster */
+    assert_int_equal(c->num_service_listeners, 2 + 3); /* db.local is not an IP endpoint */
+    assert_int_equal(c->num_clusters, 3 + 3);
+    struct sockaddr_in vip = {.sin_family = AF_INET, .sin_port = htons(80)};
+    inet_pton(AF_INET, "10.96.0.10", &vip.sin_addr);
+    size_t i = rm_config_find_service_listener(c, 0, (struct sockaddr *)&vip);
+    assert_int_not_equal(i, SIZE_MAX);
+    const rm_config_listener_t *sl = &c->service_listeners[i];
+    assert_int_equal(sl->direction, RM_DIRECTION_OUTBOUND);
+    assert_string_equal(sl->name, "out");
+    assert_int_equal(rm_config_find_service_listener(c, 1, (struct sockaddr *)&vip), SIZE_MAX); /* not inbound's */
+    vip.sin_port = htons(81);
+    assert_int_equal(rm_config_find_service_listener(c, 0, (struct sockaddr *)&vip), SIZE_MAX);
+    /* the Service's routes, authority aside (the address chose it); another Service's never; else the Service */
+    rm_req_head_t req;
+    memset(&req, 0, sizeof(req));
+    req.method = iov("GET");
+    req.authority = iov("10.96.0.10");
+    req.path = iov("/v2/x");
+    /* from a bootstrap file a route belongs to the Service it sends to: web-v2 is web2's */
+    assert_string_equal(rm_router_match(sl, &req)->name, "web");
+    /* the control-plane translation marks the parent Service (the HTTPRoute's parentRef) */
+    c->listeners[0].routes[0].has_service = 1;
+    c->listeners[0].routes[0].service_cluster = 0;
+    assert_string_equal(rm_router_match(sl, &req)->name, "web-v2");
+    req.path = iov("/other");
+    assert_string_equal(rm_router_match(sl, &req)->name, "web");
+    rm_config_listener_t plain = c->listeners[0];
+    plain.fallback_route = NULL;
+    assert_null(rm_router_match(&plain, &req)); /* the listener itself still routes by authority */
+    /* inbound: the endpoint 10.0.0.5:8080 of web is served here, through inbound/web/8080 */
+    struct sockaddr_in ep = {.sin_family = AF_INET, .sin_port = htons(8080)};
+    inet_pton(AF_INET, "10.0.0.5", &ep.sin_addr);
+    i = rm_config_find_service_listener(c, 1, (struct sockaddr *)&ep);
+    assert_int_not_equal(i, SIZE_MAX);
+    sl = &c->service_listeners[i];
+    const rm_config_cluster_t *ic = &c->clusters[sl->service_cluster];
+    assert_true(ic->inbound);
+    assert_string_equal(ic->name, "inbound/web/8080");
+    assert_string_equal(ic->endpoints[0].host, "10.0.0.5");
+    assert_ptr_equal(rm_router_match(sl, &req), sl->fallback_route);
+    assert_int_equal(sl->fallback_route->cluster_index, sl->service_cluster);
+    rm_config_unref(c);
+}
+
 static void
 test_regex_path(void **state)
 {
@@ -402,6 +479,7 @@ main(void)
         cmocka_unit_test(test_authority),
         cmocka_unit_test(test_path),
         cmocka_unit_test(test_empty_listener_and_quick),
+        cmocka_unit_test(test_service_listeners),
         cmocka_unit_test(test_regex_path),
         cmocka_unit_test(test_regex_header),
         cmocka_unit_test(test_regex_catastrophic),

@@ -266,8 +266,26 @@ test_errors(void **state)
     /* service */
     expect_error("apiVersion: remora.dev/v1\nkind: Service\nmetadata: {name: a}\nspec: {}\n", 4,
                  "service/a: spec.protocol: is required");
-    expect_error("apiVersion: remora.dev/v1\nkind: Service\nmetadata: {name: a}\nspec: {protocol: tcp}\n", 4,
-                 "unknown protocol 'tcp' (use grpc, http2 or http1)");
+    expect_error("apiVersion: remora.dev/v1\nkind: Service\nmetadata: {name: a}\nspec: {protocol: udp}\n", 4,
+                 "unknown protocol 'udp' (use grpc, http2, http1 or tcp)");
+    /* virtual addresses (docs/transparent.md) */
+    expect_error("apiVersion: remora.dev/v1\nkind: Service\nmetadata: {name: a}\nspec:\n  protocol: tcp\n"
+                 "  addresses: [\"10.96.0.1:80\", \"10.96.0.1\"]\n",
+                 6, "spec.addresses[1]: '10.96.0.1' has no port");
+    expect_error("apiVersion: remora.dev/v1\nkind: Service\nmetadata: {name: a}\nspec:\n  protocol: tcp\n"
+                 "  addresses: [\"0.0.0.0:80\"]\n",
+                 6, "spec.addresses[0]: '0.0.0.0:80' is a wildcard, not a virtual address");
+    expect_error("apiVersion: remora.dev/v1\nkind: Service\nmetadata: {name: a}\nspec:\n  protocol: tcp\n"
+                 "  addresses: [\"10.96.0.1:80\", \"10.96.0.1:80\"]\n",
+                 6, "spec.addresses[1]: '10.96.0.1:80' is listed twice");
+    expect_error("apiVersion: remora.dev/v1\nkind: Service\nmetadata: {name: a}\nspec:\n  protocol: tcp\n"
+                 "  addresses: [\"web.local:80\"]\n",
+                 6, "spec.addresses[0]: 'web.local:80': 'web.local' is not an IP address");
+    expect_error(
+        "apiVersion: remora.dev/v1\nkind: Service\nmetadata: {name: a}\nspec: {protocol: tcp, addresses: [\"10.96.0.1:80\"]}\n"
+        "---\napiVersion: remora.dev/v1\nkind: Service\nmetadata: {name: b}\n"
+        "spec: {protocol: http1, addresses: [\"10.96.0.1:80\"]}\n",
+        6, "service/b: spec.addresses: '10.96.0.1:80' is also an address of service/a");
     expect_error("apiVersion: remora.dev/v1\nkind: Service\nmetadata: {name: a}\nspec:\n  protocol: grpc\n  protocol: http1\n", 6,
                  "field 'protocol' is given twice (first on line 5)");
     /* routes */
@@ -774,7 +792,17 @@ test_policy_errors(void **state)
     expect_error(SVC "---\n" BTP_HEAD "  retryConstraint: {}\n", 11, "backendtrafficpolicy/p: spec.targetRefs: is required");
     expect_error(SVC "---\n" BTP_HEAD "  targetRefs: []\n", 11, "spec.targetRefs: needs at least one Service");
     expect_error(SVC "---\n" BTP_HEAD "  targetRefs: [{name: echo}]\n  healthCheck: {interval: 5s}\n", 12,
-                 "spec.healthCheck: is not supported yet by this version of Remora");
+                 "spec.healthCheck: needs exactly one of http: {path: ...} and grpc: {service: ...}");
+    expect_error(SVC "---\n" BTP_HEAD "  targetRefs: [{name: echo}]\n  healthCheck:\n    http: {path: healthz}\n", 13,
+                 "spec.healthCheck.http.path: must start with '/', got \"healthz\"");
+    expect_error(SVC "---\n" BTP_HEAD "  targetRefs: [{name: echo}]\n  healthCheck:\n    grpc: {}\n    interval: 50ms\n", 14,
+                 "spec.healthCheck.interval: must be from 100ms to 1h, got 50ms");
+    expect_error(SVC "---\n" BTP_HEAD "  targetRefs: [{name: echo}]\n  healthCheck:\n    grpc: {}\n    interval: 1s\n"
+                     "    timeout: 1s\n",
+                 15, "spec.healthCheck.timeout: timeout (1000ms) must be shorter than interval (1000ms)");
+    expect_error(SVC "---\n" BTP_HEAD "  targetRefs: [{name: echo}]\n  healthCheck:\n    grpc: {}\n"
+                     "    healthyThreshold: 0\n",
+                 14, "spec.healthCheck.healthyThreshold: must be from 1 to 1000000, got 0");
     expect_error(SVC "---\n" BTP_HEAD "  targetRefs: [{name: echo}]\n  sessionPersistence: {}\n", 12,
                  "spec.sessionPersistence: is set on a route rule in Remora");
     expect_error(SVC "---\n" BTP_HEAD "  targetRefs: [{name: echo}]\n  loadBalancer: {type: Random}\n", 12,
@@ -903,6 +931,7 @@ test_backend_and_rate_limit_policies(void **state)
           "  loadBalancer: {type: RingHash}\n"
           "  connectionPool: {connectTimeout: 1s, maxConnections: 100, maxPendingRequests: 10, maxRequests: 50, maxRetries: 3}\n"
           "  outlierDetection: {consecutive5xxErrors: 3}\n"
+          "  healthCheck: {http: {path: /healthz}, unhealthyThreshold: 5}\n"
           "---\n" ROUTE_HEAD "  rules:\n  - backendRefs: [{name: echo}]\n"
           "    sessionPersistence: {type: Header, sessionName: X-User}\n"
           "  - backendRefs: [{name: echo}]\n    sessionPersistence: {sessionName: sid}\n"
@@ -931,6 +960,13 @@ test_backend_and_rate_limit_policies(void **state)
     assert_int_equal(od->base_ejection_time->seconds, 30);
     assert_int_equal(od->max_ejection_time->seconds, 300);
     assert_int_equal(od->max_ejection_percent, 50);
+    const Remora__V1__HealthCheck *hc = btp->health_check;
+    assert_string_equal(hc->http->path, "/healthz");
+    assert_null(hc->grpc);
+    assert_int_equal(hc->interval->seconds, 5);
+    assert_int_equal(hc->timeout->seconds, 1);
+    assert_int_equal(hc->healthy_threshold, 2);
+    assert_int_equal(hc->unhealthy_threshold, 5);
     const Remora__V1__HTTPRouteSpec *route = ((const Remora__V1__HTTPRoute *)b.resources.entries[2]->msg)->spec;
     assert_int_equal(route->rules[0]->session_persistence->type,
                      REMORA__V1__SESSION_PERSISTENCE_TYPE__SESSION_PERSISTENCE_TYPE_HEADER);

@@ -255,8 +255,9 @@ test_round_trip(void **state)
     size_t n = rm_h1_encode_request_head(&e->buf, r1.last_req, 0);
     assert_true(n > 0);
     rm_h1_append(&e->buf, "abc", 3);
+    /* names keep the client's spelling (rm_header_t.orig_name) */
     assert_buf(e, n + 3,
-               "POST /x?y HTTP/1.1\r\nhost: svc:81\r\nx-a: 1\r\nte: trailers\r\ncontent-type: application/grpc\r\n"
+               "POST /x?y HTTP/1.1\r\nHost: svc:81\r\nX-A: 1\r\nTE: trailers\r\nContent-Type: application/grpc\r\n"
                "content-length: 3\r\n\r\nabc");
 
     static const char again[] = "POST /x?y HTTP/1.1\r\nhost: svc:81\r\nx-a: 1\r\nte: trailers\r\ncontent-type: application/grpc\r\n"
@@ -269,6 +270,203 @@ test_round_trip(void **state)
     rec_dispose(&r1);
 }
 
+/* Parses one request head; returns it (pool memory of `r`). */
+static rm_req_head_t *
+parse_req(rec_t *r, const char *in, size_t len, size_t step)
+{
+    rm_h1_parser_t *p = rm_h1_parser_create(RM_H1_PARSE_REQUESTS, &rec_callbacks, r, 0, 0);
+    assert_int_equal(drive(r, p, in, len, step, 0), 0);
+    rm_h1_parser_destroy(p);
+    assert_non_null(r->last_req);
+    return r->last_req;
+}
+
+/* The parser keeps each name as sent (orig_name) beside the lower-case one, whatever the split of the input; a
+ * lower-case name gets no copy. */
+static void
+test_case_kept_by_parser(void **state)
+{
+    static const char in[] = "GET / HTTP/1.1\r\nHost: h\r\nX-Legacy-Header: 1\r\nx-lower: 2\r\nCONTENT-TYPE: t\r\n"
+                             "X-Split-Name-Quite-Long: 3\r\n\r\n";
+    for (size_t i = 0; i != sizeof(test_steps) / sizeof(test_steps[0]); ++i) {
+        rec_t r;
+        rec_init(&r);
+        rm_req_head_t *h = parse_req(&r, in, sizeof(in) - 1, test_steps[i]);
+        assert_int_equal(h->headers.size, 4);
+        const rm_header_t *f = h->headers.entries;
+        assert_true(h2o_memis(f[0].name.base, f[0].name.len, H2O_STRLIT("x-legacy-header")));
+        assert_non_null(f[0].orig_name);
+        assert_memory_equal(f[0].orig_name, "X-Legacy-Header", f[0].name.len);
+        assert_true(h2o_memis(f[1].name.base, f[1].name.len, H2O_STRLIT("x-lower")));
+        assert_null(f[1].orig_name);
+        assert_true(h2o_memis(f[2].name.base, f[2].name.len, H2O_STRLIT("content-type")));
+        assert_memory_equal(f[2].orig_name, "CONTENT-TYPE", f[2].name.len);
+        assert_memory_equal(f[3].orig_name, "X-Split-Name-Quite-Long", f[3].name.len);
+        /* the lower-case names stay NUL-terminated strings */
+        assert_string_equal(f[0].name.base, "x-legacy-header");
+        assert_string_equal(f[3].name.base, "x-split-name-quite-long");
+        assert_int_equal(h->orig_h1, 1);
+        assert_memory_equal(h->host_orig_name, "Host", 4);
+        rec_dispose(&r);
+    }
+}
+
+/* HTTP/1.1 encoders write orig_name when there is one, both ways. */
+static void
+test_case_written_by_encoders(void **state)
+{
+    enc_t *e = *state;
+    rm_req_head_t h;
+    memset(&h, 0, sizeof(h));
+    h.method = IOV("GET");
+    h.authority = IOV("a");
+    h.path = IOV("/");
+    h.content_length = -1;
+    rm_headers_add(&e->pool, &h.headers, IOV("x-legacy-header"), IOV("1"));
+    rm_headers_add(&e->pool, &h.headers, IOV("x-lower"), IOV("2"));
+    h.headers.entries[0].orig_name = "X-Legacy-Header";
+    assert_buf(e, rm_h1_encode_request_head(&e->buf, &h, 0),
+               "GET / HTTP/1.1\r\nhost: a\r\nX-Legacy-Header: 1\r\nx-lower: 2\r\n\r\n");
+
+    rm_resp_head_t r;
+    memset(&r, 0, sizeof(r));
+    r.status = 200;
+    r.content_length = 0;
+    r.headers = h.headers;
+    assert_buf(e, rm_h1_encode_response_head(&e->buf, &r, 0, 0),
+               "HTTP/1.1 200 OK\r\nX-Legacy-Header: 1\r\nx-lower: 2\r\ncontent-length: 0\r\n\r\n");
+}
+
+/* The marker that carries name case across an HTTP/2 hop: bounded, deduplicated, nothing allocated when all names are
+ * lower-case; applying it restores orig_name; taking markers removes them. */
+static void
+test_case_marker(void **state)
+{
+    enc_t *e = *state;
+    rm_headers_t h = {NULL, 0, 0};
+    rm_headers_add(&e->pool, &h, IOV("x-lower"), IOV("1"));
+    h2o_iovec_t m = rm_headers_case_marker(&e->pool, &h);
+    assert_null(m.base);
+    assert_int_equal(m.len, 0);
+
+    rm_headers_add(&e->pool, &h, IOV("x-legacy-header"), IOV("1"));
+    rm_headers_add(&e->pool, &h, IOV("content-type"), IOV("t"));
+    rm_headers_add(&e->pool, &h, IOV("x-legacy-header"), IOV("2"));
+    h.entries[1].orig_name = "X-Legacy-Header";
+    h.entries[2].orig_name = "Content-Type";
+    h.entries[3].orig_name = "X-Legacy-Header";
+    m = rm_headers_case_marker(&e->pool, &h);
+    assert_string_equal(m.base, "X-Legacy-Header,Content-Type");
+
+    /* the far side: lower-case names, the marker among them */
+    rm_headers_t far = {NULL, 0, 0};
+    rm_headers_add(&e->pool, &far, IOV("x-legacy-header"), IOV("1"));
+    rm_headers_add(&e->pool, &far, IOV(RM_MARKER_H1_CASE), m);
+    rm_headers_add(&e->pool, &far, IOV("content-type"), IOV("t"));
+    rm_headers_add(&e->pool, &far, IOV(RM_MARKER_ORIG_PROTO), IOV("HTTP/1.1"));
+    rm_headers_add(&e->pool, &far, IOV("x-remora-other"), IOV("kept"));
+    rm_headers_add(&e->pool, &far, IOV("x-legacy-header"), IOV("2"));
+    rm_headers_add(&e->pool, &far, IOV("x-lower"), IOV("3"));
+    h2o_iovec_t cm, op;
+    rm_headers_take_markers(&far, &cm, &op);
+    assert_int_equal(far.size, 5);
+    assert_true(h2o_memis(op.base, op.len, H2O_STRLIT("HTTP/1.1")));
+    assert_int_equal(rm_headers_apply_case_marker(&far, cm), 3);
+    assert_memory_equal(far.entries[0].orig_name, "X-Legacy-Header", 15);
+    assert_memory_equal(far.entries[1].orig_name, "Content-Type", 12);
+    assert_null(far.entries[2].orig_name); /* x-remora-other */
+    assert_memory_equal(far.entries[3].orig_name, "X-Legacy-Header", 15);
+    assert_null(far.entries[4].orig_name);
+    assert_buf(e, rm_h1_encode_response_head(&e->buf, &(rm_resp_head_t){.status = 204, .headers = far}, 0, 0),
+               "HTTP/1.1 204 No Content\r\nX-Legacy-Header: 1\r\nContent-Type: t\r\nx-remora-other: kept\r\n"
+               "X-Legacy-Header: 2\r\nx-lower: 3\r\n\r\n");
+
+    /* a request's Host spelling travels first; applying it restores host_orig_name */
+    rm_req_head_t req;
+    memset(&req, 0, sizeof(req));
+    req.headers = h;
+    req.host_orig_name = "HOST";
+    m = rm_req_case_marker(&e->pool, &req);
+    assert_string_equal(m.base, "HOST,X-Legacy-Header,Content-Type");
+    req.headers.size = 1; /* x-lower only */
+    m = rm_req_case_marker(&e->pool, &req);
+    assert_string_equal(m.base, "HOST");
+    rm_req_head_t far_req;
+    memset(&far_req, 0, sizeof(far_req));
+    far_req.method = IOV("GET");
+    far_req.path = IOV("/");
+    far_req.authority = IOV("a");
+    far_req.content_length = -1;
+    rm_headers_add(&e->pool, &far_req.headers, IOV("x-legacy-header"), IOV("1"));
+    assert_int_equal(rm_req_apply_case_marker(&far_req, IOV("Host,X-Legacy-Header")), 2);
+    assert_buf(e, rm_h1_encode_request_head(&e->buf, &far_req, 0), "GET / HTTP/1.1\r\nHost: a\r\nX-Legacy-Header: 1\r\n\r\n");
+    far_req.host_orig_name = NULL;
+    assert_int_equal(rm_req_apply_case_marker(&far_req, IOV("Hostile,host,X-Nope")), 0);
+    assert_null(far_req.host_orig_name);
+
+    /* elements that do not name a field, differ in length, or are malformed change nothing */
+    assert_int_equal(rm_headers_apply_case_marker(&far, IOV("X-Nope,,X-Lower-Longer,x-lower")), 0);
+
+    /* bounded: a marker never exceeds RM_CASE_MARKER_MAX_BYTES */
+    rm_headers_t many = {NULL, 0, 0};
+    static char names[400][24], origs[400][24];
+    for (int i = 0; i != 400; ++i) {
+        snprintf(names[i], sizeof(names[i]), "x-field-number-%04d", i);
+        snprintf(origs[i], sizeof(origs[i]), "X-Field-Number-%04d", i);
+        rm_headers_add(&e->pool, &many, h2o_iovec_init(names[i], strlen(names[i])), IOV("v"));
+        many.entries[i].orig_name = origs[i];
+    }
+    m = rm_headers_case_marker(&e->pool, &many);
+    assert_true(m.len <= RM_CASE_MARKER_MAX_BYTES);
+    assert_true(m.len > RM_CASE_MARKER_MAX_BYTES - 24);
+    assert_int_equal(strlen(m.base), m.len);
+}
+
+/* Upgrade: the parser reports it only for a bodyless HTTP/1.1 request naming it in Connection; the encoders write
+ * "Connection: Upgrade" and "Upgrade" for such a request and for a 101. */
+static void
+test_upgrade(void **state)
+{
+    enc_t *e = *state;
+    static const char ws[] = "GET /chat HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                             "Sec-WebSocket-Key: k\r\n\r\n";
+    rec_t r;
+    rec_init(&r);
+    rm_req_head_t *h = parse_req(&r, ws, sizeof(ws) - 1, 0);
+    assert_true(h2o_memis(h->upgrade.base, h->upgrade.len, H2O_STRLIT("websocket")));
+    assert_int_equal(h->headers.size, 1); /* connection and upgrade are gone */
+    assert_buf(e, rm_h1_encode_request_head(&e->buf, h, 0),
+               "GET /chat HTTP/1.1\r\nHost: h\r\nSec-WebSocket-Key: k\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
+    rec_dispose(&r);
+
+    static const char *const no_upgrade[] = {
+        "GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\r\n", /* not in Connection */
+        "POST / HTTP/1.1\r\nHost: h\r\nConnection: upgrade\r\nUpgrade: websocket\r\nContent-Length: 1\r\n\r\nx", /* body */
+        "GET / HTTP/1.0\r\nHost: h\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",                        /* HTTP/1.0 */
+    };
+    for (size_t i = 0; i != sizeof(no_upgrade) / sizeof(no_upgrade[0]); ++i) {
+        rec_init(&r);
+        h = parse_req(&r, no_upgrade[i], strlen(no_upgrade[i]), 0);
+        assert_int_equal(h->upgrade.len, 0);
+        assert_int_equal(rm_h1_encode_request_head(&e->buf, h, 0) != 0, 1);
+        assert_int_equal(h2o_strstr(e->buf->bytes, e->buf->size, H2O_STRLIT("upgrade")), SIZE_MAX);
+        h2o_buffer_consume(&e->buf, e->buf->size);
+        rec_dispose(&r);
+    }
+
+    rm_resp_head_t resp;
+    memset(&resp, 0, sizeof(resp));
+    resp.status = 101;
+    resp.content_length = -1;
+    resp.upgrade = IOV("websocket");
+    rm_headers_add(&e->pool, &resp.headers, IOV("sec-websocket-accept"), IOV("x"));
+    resp.headers.entries[0].orig_name = "Sec-WebSocket-Accept";
+    assert_buf(e, rm_h1_encode_response_head(&e->buf, &resp, 0, 1),
+               "HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
+    resp.upgrade = IOV("bad\r\nvalue");
+    assert_int_equal(rm_h1_encode_response_head(&e->buf, &resp, 0, 0), 0);
+}
+
 int
 main(void)
 {
@@ -279,6 +477,10 @@ main(void)
         cmocka_unit_test_setup_teardown(test_small_encoders, setup, teardown),
         cmocka_unit_test(test_reason_phrases),
         cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
+        cmocka_unit_test(test_case_kept_by_parser),
+        cmocka_unit_test_setup_teardown(test_case_written_by_encoders, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_case_marker, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_upgrade, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -112,7 +112,8 @@ down_reset(rm_stream_t *s, uint32_t h2_error)
     ++fx.resets;
 }
 
-static const rm_stream_down_ops_t down_ops = {down_send_response_head, down_resp_body_ready, down_req_body_consumed, down_reset};
+static const rm_stream_down_ops_t down_ops = {down_send_response_head, down_resp_body_ready, down_req_body_consumed, down_reset,
+                                              "HTTP/1.1"};
 
 /*
  * Fake upstream codec

@@ -607,6 +607,13 @@ test_backend_policy_balancing(void **state)
     od->base_ejection_time = dur(15000);
     od->max_ejection_time = dur(60000);
     od->max_ejection_percent = 100;
+    Remora__V1__HealthCheck *hc = p->spec->health_check = NEW(Remora__V1__HealthCheck, remora__v1__health_check__init);
+    hc->http = NEW(Remora__V1__HTTPHealthCheck, remora__v1__httphealth_check__init);
+    hc->http->path = "/healthz";
+    hc->interval = dur(300);
+    hc->timeout = dur(100);
+    hc->healthy_threshold = 1;
+    hc->unhealthy_threshold = 4;
     Remora__V1__BackendTrafficPolicy *q = backend_policy("q", "echo", 20, 0);
     q->spec->load_balancer = NEW(Remora__V1__BackendLoadBalancer, remora__v1__backend_load_balancer__init);
     q->spec->load_balancer->type = REMORA__V1__LOAD_BALANCER_TYPE__LOAD_BALANCER_TYPE_LEAST_REQUEST;
@@ -632,6 +639,14 @@ test_backend_policy_balancing(void **state)
     assert_int_equal(db->outlier.base_ejection_ms, 15000);
     assert_int_equal(db->outlier.max_ejection_ms, 60000);
     assert_int_equal(db->outlier.max_ejection_percent, 100);
+    assert_int_equal(db->health_check.enabled, 1);
+    assert_int_equal(db->health_check.grpc, 0);
+    assert_string_equal(db->health_check.http_path, "/healthz");
+    assert_int_equal(db->health_check.interval_ms, 300);
+    assert_int_equal(db->health_check.timeout_ms, 100);
+    assert_int_equal(db->health_check.healthy_threshold, 1);
+    assert_int_equal(db->health_check.unhealthy_threshold, 4);
+    assert_int_equal(echo->health_check.enabled, 0);
     assert_int_equal(echo->lb, RM_LB_LEAST_REQUEST);
     assert_int_equal(echo->outlier.enabled, 0);
     assert_int_equal(echo->breakers.max_connections, 1024);
@@ -768,20 +783,20 @@ test_refusals(void **state)
         (Remora__V1__BackendTrafficPolicy **)list(&snap->n_backend_traffic_policies, backend_policy("p", "ghost", 20, 0), NULL);
     expect_nack(snap, "BackendTrafficPolicy default/p: targetRef names service default/ghost, which does not exist");
 
-    /* a field from a newer control plane (here: spec field 6 of BackendTrafficPolicySpec, kept for healthCheck, which
-     * this agent does not implement: it must refuse rather than run without the checks) */
+    /* a field from a newer control plane (here: spec field 7 of BackendTrafficPolicySpec, kept for what comes
+     * after healthCheck: the agent must refuse rather than run without that policy) */
     snap = snapshot();
     Remora__V1__BackendTrafficPolicy *p = backend_policy("p", "db", 20, 0);
     ProtobufCMessageUnknownField *u = alloc(sizeof(*u));
     static uint8_t lb[] = {0x02, 0x08, 0x01}; /* protobuf-c keeps the length prefix with the data */
-    u->tag = 6;
+    u->tag = 7;
     u->wire_type = PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED;
     u->len = sizeof(lb);
     u->data = lb;
     p->spec->base.n_unknown_fields = 1;
     p->spec->base.unknown_fields = u;
     snap->backend_traffic_policies = (Remora__V1__BackendTrafficPolicy **)list(&snap->n_backend_traffic_policies, p, NULL);
-    expect_nack(snap, "BackendTrafficPolicy default/p: spec carries field 6, which this agent does not know");
+    expect_nack(snap, "BackendTrafficPolicy default/p: spec carries field 7, which this agent does not know");
 
     /* the same for a route rule (field 7, kept for per-rule policies to come) */
     snap = snapshot();

@@ -298,10 +298,52 @@ test_classify(void **state)
     assert_int_equal(rm_outlier_classify(200, 13), RM_OUTLIER_SUCCESS);
 }
 
+/* The health checker's verdict: either can take a host out, both must agree to bring it back. */
+static void
+test_health_verdict(void **state)
+{
+    rm_outlier_cluster_t *oc = rm_outlier_cluster_acquire("hc");
+    rm_config_outlier_t c = settings(5, 1, 100);
+    rm_outlier_configure(oc, &c);
+    rm_outlier_host_t *a = rm_outlier_host_acquire(oc, "127.0.0.1:1");
+    rm_outlier_host_t *checked = rm_outlier_host_acquire(oc, "127.0.0.1:1"); /* the checker's reference */
+    assert_ptr_equal(a, checked);
+    assert_string_equal(rm_outlier_host_addr(a), "127.0.0.1:1");
+
+    /* unhealthy, not ejected: out */
+    rm_outlier_set_health(checked, 0);
+    assert_true(rm_outlier_is_unhealthy(a));
+    assert_false(rm_outlier_available(a, 1000));
+    assert_false(rm_outlier_claim(a, 1000));
+    rm_outlier_set_health(checked, 1);
+    assert_true(rm_outlier_claim(a, 1000));
+
+    /* ejected, then unhealthy: no probe after the ejection time while unhealthy */
+    assert_true(rm_outlier_report(a, RM_OUTLIER_GATEWAY, 1000));
+    rm_outlier_set_health(checked, 0);
+    assert_false(rm_outlier_available(a, 2000));
+    assert_false(rm_outlier_claim(a, 2000));
+    /* healthy again: the probe goes, and decides */
+    rm_outlier_set_health(checked, 1);
+    assert_false(rm_outlier_available(a, 1050)); /* still in its ejection time */
+    assert_true(rm_outlier_claim(a, 2000));
+    assert_false(rm_outlier_report(a, RM_OUTLIER_SUCCESS, 2010));
+    assert_true(rm_outlier_available(a, 2010));
+
+    /* the checker stops (healthy first, as the contract says): the record stays for the other holder */
+    rm_outlier_set_health(checked, 0);
+    rm_outlier_set_health(checked, 1);
+    rm_outlier_host_release(checked);
+    assert_true(rm_outlier_available(a, 2020));
+    rm_outlier_host_release(a);
+    rm_outlier_cluster_release(oc);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_health_verdict),
         cmocka_unit_test(test_gateway_errors_eject_then_probe),
         cmocka_unit_test(test_consecutive_counts),
         cmocka_unit_test(test_failed_probe_ejects_longer_up_to_max),

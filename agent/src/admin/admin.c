@@ -140,9 +140,75 @@ serve_owned(h2o_req_t *req, char *body, const char *content_type)
     respond(req, 200, "OK", content_type, body, strlen(body), 1);
 }
 
+/* The q-value of one media range's parameters (";q=0.5;version=1.0.0"); 1 when absent, 0 when malformed. */
+static double
+accept_q(const char *params, size_t len)
+{
+    for (size_t i = 0; i + 1 < len; ++i) {
+        if (params[i] != ';')
+            continue;
+        size_t j = i + 1;
+        while (j < len && (params[j] == ' ' || params[j] == '\t'))
+            ++j;
+        if (j + 1 < len && (params[j] == 'q' || params[j] == 'Q') && params[j + 1] == '=') {
+            char buf[16];
+            size_t n = 0;
+            for (j += 2; j < len && n + 1 < sizeof(buf) && params[j] != ';' && params[j] != ' '; ++j)
+                buf[n++] = params[j];
+            buf[n] = '\0';
+            char *end;
+            double q = strtod(buf, &end);
+            return end != buf && *end == '\0' && q >= 0 && q <= 1 ? q : 0;
+        }
+    }
+    return 1;
+}
+
+/*
+ * 1 if the Accept header prefers OpenMetrics to the 0.0.4 text: an application/openmetrics-text range
+ * with a q-value above zero and at least that of text/plain (or of any wildcard when text/plain is
+ * not named). Prometheus sends "application/openmetrics-text;version=1.0.0,...,text/plain;version=0.0.4;q=0.5,...".
+ */
+static int
+wants_openmetrics(h2o_req_t *req)
+{
+    ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_ACCEPT, -1);
+    double om = 0, text = 0;
+    for (; i != -1; i = h2o_find_header(&req->headers, H2O_TOKEN_ACCEPT, i)) {
+        h2o_iovec_t v = req->headers.entries[i].value;
+        size_t pos = 0;
+        while (pos < v.len) {
+            const char *comma = memchr(v.base + pos, ',', v.len - pos);
+            size_t end = comma != NULL ? (size_t)(comma - v.base) : v.len;
+            const char *r = v.base + pos;
+            size_t rlen = end - pos;
+            while (rlen != 0 && (*r == ' ' || *r == '\t'))
+                ++r, --rlen;
+            const char *semi = memchr(r, ';', rlen);
+            size_t tlen = semi != NULL ? (size_t)(semi - r) : rlen;
+            while (tlen != 0 && (r[tlen - 1] == ' ' || r[tlen - 1] == '\t'))
+                --tlen;
+            double q = accept_q(r + tlen, rlen - tlen);
+            if (rm_lcstreq(r, tlen, "application/openmetrics-text")) {
+                if (q > om)
+                    om = q;
+            } else if (rm_lcstreq(r, tlen, "text/plain") || rm_lcstreq(r, tlen, "text/*") || rm_lcstreq(r, tlen, "*/*")) {
+                if (q > text)
+                    text = q;
+            }
+            pos = end + 1;
+        }
+    }
+    return om > 0 && om >= text;
+}
+
 static void
 serve_metrics(rm_admin_t *admin, h2o_req_t *req)
 {
+    if (admin->cb.render_openmetrics != NULL && wants_openmetrics(req)) {
+        serve_owned(req, admin->cb.render_openmetrics(admin->cb_ctx), "application/openmetrics-text; version=1.0.0; charset=utf-8");
+        return;
+    }
     char *body = admin->cb.render_metrics != NULL ? admin->cb.render_metrics(admin->cb_ctx) : NULL;
     serve_owned(req, body, "text/plain; version=0.0.4; charset=utf-8");
 }
@@ -221,7 +287,7 @@ serve_index(rm_admin_t *admin, h2o_req_t *req)
 {
     respond_text(req, 200, "OK",
                  "GET  /config_dump          JSON of the running configuration snapshot\n"
-                 "GET  /clusters             outlier detection per cluster: endpoints ejected, circuit open|closed\n"
+                 "GET  /clusters             outlier detection and health checks per cluster and endpoint\n"
                  "GET  /ready                200 when ready to serve traffic, 503 otherwise\n"
                  "GET  /logging              current log level\n"
                  "POST /logging?level=LEVEL  set the log level (error|warn|info|debug)\n"

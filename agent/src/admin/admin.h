@@ -5,7 +5,8 @@
  *   health listener (default 0.0.0.0:15020):
  *     GET /live      200 "live" while the process runs
  *     GET /ready     200 "ready" once listeners accept and config is loaded; 503 "draining" / "not ready"
- *     GET /metrics   Prometheus text
+ *     GET /metrics   Prometheus text 0.0.4, or OpenMetrics 1.0 when the Accept header prefers
+ *                    application/openmetrics-text (as Prometheus' scraper does)
  *   admin listener (loopback only, default 127.0.0.1:15000):
  *     GET  /config_dump          JSON of the running snapshot
  *     GET  /ready                as above
@@ -35,6 +36,8 @@ typedef struct st_rm_admin_callbacks_t {
     void (*start_drain)(void *ctx);
     /** GET /clusters: plain text, one line per cluster with outlier detection (ejections, circuit state); malloc'ed */
     char *(*clusters)(void *ctx);
+    /** OpenMetrics 1.0 text (served when the scraper's Accept prefers it), malloc'ed; may be NULL (text only) */
+    char *(*render_openmetrics)(void *ctx);
 } rm_admin_callbacks_t;
 
 typedef struct st_rm_admin_t rm_admin_t;

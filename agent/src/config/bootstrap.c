@@ -1162,10 +1162,11 @@ parse_route(parser_t *p, yaml_node_t *node, size_t li, size_t ri)
 static int
 parse_listener(parser_t *p, yaml_node_t *node, size_t li)
 {
-    static const char *const keys[] = {"name", "address", "tls", "routes", NULL};
-    enum { NAME, ADDRESS, TLS, ROUTES };
+    static const char *const keys[] = {"name",    "address",   "tls",          "routes", "protocol",
+                                       "cluster", "direction", "opaque_ports", "peer",   NULL};
+    enum { NAME, ADDRESS, TLS, ROUTES, PROTOCOL, CLUSTER, DIRECTION, OPAQUE_PORTS, PEER };
     rm_config_listener_t *l = p->config->listeners + li;
-    yaml_node_t *v[4], **items = NULL;
+    yaml_node_t *v[9], **items = NULL;
     size_t n;
     char pfx[200];
     int ret = -1;
@@ -1204,6 +1205,57 @@ parse_listener(parser_t *p, yaml_node_t *node, size_t li)
             return -1;
     }
 
+    /* transparent interception and opaque TCP (docs/transparent.md) */
+    if (v[PROTOCOL] != NULL) {
+        const char *proto;
+        if (get_string(p, v[PROTOCOL], pfx, "protocol", &proto) != 0)
+            return -1;
+        if (strcmp(proto, "tcp") == 0)
+            l->opaque = 1;
+        else if (strcmp(proto, "http") != 0)
+            return fail(p, v[PROTOCOL], "%sprotocol '%s' must be http or tcp", pfx, proto);
+    }
+    if (v[CLUSTER] != NULL && dup_string(p, v[CLUSTER], pfx, "cluster", &l->tcp_cluster_name) != 0)
+        return -1;
+    if (v[PEER] != NULL) {
+        /* callers are agents: marker fields (x-remora-h1-case, x-remora-orig-proto) are honoured (docs/architecture.md) */
+        const char *peer;
+        if (get_string(p, v[PEER], pfx, "peer", &peer) != 0)
+            return -1;
+        if (strcmp(peer, "agent") == 0)
+            l->peer_agent = 1;
+        else if (strcmp(peer, "any") != 0)
+            return fail(p, v[PEER], "%speer '%s' must be agent or any", pfx, peer);
+    }
+    if (v[DIRECTION] != NULL) {
+        const char *dir;
+        if (get_string(p, v[DIRECTION], pfx, "direction", &dir) != 0)
+            return -1;
+        if (strcmp(dir, "outbound") == 0)
+            l->direction = RM_DIRECTION_OUTBOUND;
+        else if (strcmp(dir, "inbound") == 0)
+            l->direction = RM_DIRECTION_INBOUND;
+        else
+            return fail(p, v[DIRECTION], "%sdirection '%s' must be outbound or inbound", pfx, dir);
+    }
+    if (v[OPAQUE_PORTS] != NULL) {
+        if (get_list(p, v[OPAQUE_PORTS], pfx, "opaque_ports", 0, &items, &n) != 0)
+            return -1;
+        l->opaque_ports = rm_calloc(n + 1, sizeof(uint16_t));
+        for (size_t i = 0; i != n; ++i) {
+            uint32_t port;
+            if (get_u32(p, items[i], pfx, "opaque_ports[]", 1, 65535, &port) != 0)
+                goto Exit;
+            l->opaque_ports[i] = (uint16_t)port;
+            l->num_opaque_ports = i + 1;
+        }
+        free(items);
+        items = NULL;
+    }
+    if (v[ROUTES] == NULL && (l->opaque || l->direction != RM_DIRECTION_NONE))
+        return 0; /* opaque TCP, or a transparent listener whose unknown destinations pass through */
+    if (l->opaque && v[ROUTES] != NULL)
+        return fail(p, v[ROUTES], "%sprotocol tcp relays bytes: it takes 'cluster', not 'routes'", pfx);
     if (require(p, node, pfx, v[ROUTES], "routes") != 0 || get_list(p, v[ROUTES], pfx, "routes", 0, &items, &n) != 0)
         return -1;
     if (n == 0) {
@@ -1301,6 +1353,66 @@ parse_outlier(parser_t *p, yaml_node_t *node, const char *pfx, rm_config_cluster
     return 0;
 }
 
+/* health_check: {http: {path} | grpc: {service}, interval_ms, timeout_ms, healthy_threshold, unhealthy_threshold} */
+static int
+parse_health_check(parser_t *p, yaml_node_t *node, const char *pfx, rm_config_cluster_t *cl)
+{
+    static const char *const keys[] = {"http", "grpc", "interval_ms", "timeout_ms", "healthy_threshold", "unhealthy_threshold",
+                                       NULL};
+    enum { HTTP, GRPC, NUMS };
+    yaml_node_t *v[6], *sv[1];
+    rm_config_health_check_t *h = &cl->health_check;
+    char key[64];
+
+    if (fields(p, node, pfx, "health_check", keys, v) != 0)
+        return -1;
+    if ((v[HTTP] != NULL) == (v[GRPC] != NULL))
+        return fail(p, v[HTTP] != NULL ? key_of(p, node, "grpc") : node,
+                    "%shealth_check needs exactly one of http: {path: ...} and grpc: {service: ...}", pfx);
+    h->enabled = 1;
+    if (v[HTTP] != NULL) {
+        static const char *const hkeys[] = {"path", NULL};
+        if (fields(p, v[HTTP], pfx, "health_check.http", hkeys, sv) != 0 ||
+            require(p, v[HTTP], pfx, sv[0], "health_check.http.path") != 0 ||
+            dup_string(p, sv[0], pfx, "health_check.http.path", &h->http_path) != 0)
+            return -1;
+        if (h->http_path[0] != '/')
+            return fail(p, sv[0], "%shealth_check.http.path '%s' must start with '/'", pfx, h->http_path);
+        for (const char *q = h->http_path; *q != '\0'; ++q)
+            if ((unsigned char)*q <= ' ' || *q == 0x7f)
+                return fail(p, sv[0], "%shealth_check.http.path must not contain spaces or control characters", pfx);
+    } else {
+        static const char *const gkeys[] = {"service", NULL};
+        h->grpc = 1;
+        /* `grpc: {}` checks the whole server (service "") */
+        if (v[GRPC]->type == YAML_MAPPING_NODE && v[GRPC]->data.mapping.pairs.start == v[GRPC]->data.mapping.pairs.top) {
+            h->grpc_service = rm_strdup("");
+        } else {
+            if (fields(p, v[GRPC], pfx, "health_check.grpc", gkeys, sv) != 0)
+                return -1;
+            if (sv[0] == NULL)
+                h->grpc_service = rm_strdup("");
+            else if (dup_string(p, sv[0], pfx, "health_check.grpc.service", &h->grpc_service) != 0)
+                return -1;
+        }
+        if (cl->protocol == RM_UPSTREAM_HTTP1)
+            return fail(p, v[GRPC], "%shealth_check.grpc needs an h2 or auto cluster (gRPC is HTTP/2)", pfx);
+    }
+    for (size_t i = 0; i != rm_config__num_health_ranges; ++i) {
+        const rm_config_range_t *rg = rm_config__health_ranges + i;
+        snprintf(key, sizeof(key), "health_check.%s", rg->name);
+        if (v[NUMS + i] != NULL && get_u32(p, v[NUMS + i], pfx, key, rg->min, rg->max, (uint32_t *)((char *)h + rg->offset)) != 0)
+            return -1;
+    }
+    if (h->timeout_ms >= h->interval_ms)
+        return fail(p,
+                    v[NUMS + 1] != NULL ? v[NUMS + 1]
+                    : v[NUMS] != NULL   ? v[NUMS]
+                                        : node,
+                    "%shealth_check.timeout_ms (%u) must be below interval_ms (%u)", pfx, h->timeout_ms, h->interval_ms);
+    return 0;
+}
+
 static int
 parse_cluster(parser_t *p, yaml_node_t *node, size_t ci)
 {
@@ -1320,6 +1432,8 @@ parse_cluster(parser_t *p, yaml_node_t *node, size_t ci)
                                        "outlier_detection",
                                        "health_check",
                                        "rate_limit",
+                                       "addresses",
+                                       "peer",
                                        NULL};
     enum {
         NAME,
@@ -1338,6 +1452,8 @@ parse_cluster(parser_t *p, yaml_node_t *node, size_t ci)
         OUTLIER_DETECTION,
         HEALTH_CHECK,
         RATE_LIMIT,
+        ADDRESSES,
+        PEER,
         NUM_KEYS
     };
     rm_config_cluster_t *cl = p->config->clusters + ci;
@@ -1368,8 +1484,38 @@ parse_cluster(parser_t *p, yaml_node_t *node, size_t ci)
             cl->protocol = RM_UPSTREAM_HTTP1;
         else if (strcmp(s, "auto") == 0)
             cl->protocol = RM_UPSTREAM_AUTO;
+        else if (strcmp(s, "tcp") == 0)
+            cl->protocol = RM_UPSTREAM_TCP;
         else
-            return fail(p, v[PROTOCOL], "%sprotocol '%s' must be h2, http1 or auto", pfx, s);
+            return fail(p, v[PROTOCOL], "%sprotocol '%s' must be h2, http1, auto or tcp", pfx, s);
+    }
+    if (v[PEER] != NULL) {
+        /* the endpoints are agents: HTTP/1.1 requests ride HTTP/2 with marker fields (docs/architecture.md) */
+        if (get_string(p, v[PEER], pfx, "peer", &s) != 0)
+            return -1;
+        if (strcmp(s, "agent") == 0)
+            cl->peer_agent = 1;
+        else if (strcmp(s, "any") != 0)
+            return fail(p, v[PEER], "%speer '%s' must be agent or any", pfx, s);
+    }
+    if (v[ADDRESSES] != NULL) {
+        /* virtual addresses (docs/transparent.md): IP literal and port, as a Service's spec.addresses */
+        if (get_list(p, v[ADDRESSES], pfx, "addresses", 1, &items, &n) != 0)
+            return -1;
+        cl->addresses = rm_calloc(n + 1, sizeof(*cl->addresses));
+        for (size_t i = 0; i != n; ++i) {
+            const char *reason;
+            if (get_string(p, items[i], pfx, "addresses[]", &s) != 0)
+                goto Exit;
+            if ((reason = rm_config__parse_bind_addr(s, cl->addresses + i)) != NULL) {
+                fail(p, items[i], "%saddress '%s': %s", pfx, s, reason);
+                goto Exit;
+            }
+            cl->addresses[i].line = rm_yaml_line(items[i]);
+            cl->num_addresses = i + 1;
+        }
+        free(items);
+        items = NULL;
     }
 
     if (require(p, node, pfx, v[ENDPOINTS], "endpoints") != 0 || get_list(p, v[ENDPOINTS], pfx, "endpoints", 1, &items, &n) != 0)
@@ -1434,10 +1580,8 @@ parse_cluster(parser_t *p, yaml_node_t *node, size_t ci)
         goto Exit;
     if (v[OUTLIER_DETECTION] != NULL && parse_outlier(p, v[OUTLIER_DETECTION], pfx, cl) != 0)
         goto Exit;
-    if (v[HEALTH_CHECK] != NULL) {
-        fail(p, key_of(p, node, "health_check"), "%shealth_check is not supported by this agent yet", pfx);
+    if (v[HEALTH_CHECK] != NULL && parse_health_check(p, v[HEALTH_CHECK], pfx, cl) != 0)
         goto Exit;
-    }
     if (v[RATE_LIMIT] != NULL && parse_rate_limit(p, v[RATE_LIMIT], pfx, &cl->rate_limit) != 0)
         goto Exit;
 
@@ -1461,6 +1605,140 @@ parse_cluster(parser_t *p, yaml_node_t *node, size_t ci)
 Exit:
     free(items);
     return ret;
+}
+
+static int
+parse_tracing(parser_t *p, yaml_node_t *node)
+{
+    static const char *const keys[] = {"otlp",       "sampling_percent", "propagation", "service_name",
+                                       "batch_size", "batch_timeout_ms", "queue_size",  NULL};
+    enum { OTLP, SAMPLING, PROPAGATION, SERVICE_NAME, BATCH_SIZE, BATCH_TIMEOUT, QUEUE_SIZE };
+    static const char pfx[] = "telemetry.tracing: ";
+    rm_config_tracing_t *t = &p->config->telemetry.tracing;
+    yaml_node_t *v[7], **items = NULL;
+    size_t n;
+    const char *s, *reason;
+
+    if (fields(p, node, pfx, "telemetry.tracing", keys, v) != 0)
+        return -1;
+    t->enabled = 1;
+    t->line = rm_yaml_line(node);
+    if (require(p, node, pfx, v[OTLP], "otlp") != 0)
+        return -1;
+    {
+        static const char *const okeys[] = {"endpoint", "protocol", NULL};
+        yaml_node_t *ov[2];
+        if (fields(p, v[OTLP], pfx, "otlp", okeys, ov) != 0 || require(p, v[OTLP], pfx, ov[0], "otlp.endpoint") != 0 ||
+            get_string(p, ov[0], pfx, "otlp.endpoint", &s) != 0)
+            return -1;
+        if ((reason = rm_config__check_otlp_endpoint(s)) != NULL)
+            return fail(p, ov[0], "%sotlp.endpoint '%s': %s", pfx, s, reason);
+        t->otlp_endpoint = rm_strdup(s);
+        if (ov[1] != NULL) {
+            if (get_string(p, ov[1], pfx, "otlp.protocol", &s) != 0)
+                return -1;
+            if (strcmp(s, "grpc") == 0)
+                t->protocol = RM_OTLP_GRPC;
+            else if (strcmp(s, "http") == 0)
+                t->protocol = RM_OTLP_HTTP;
+            else
+                return fail(p, ov[1], "%sotlp.protocol must be grpc or http, got '%s'", pfx, s);
+        }
+    }
+    if (v[SAMPLING] != NULL) {
+        uint32_t per_million;
+        if (get_percent(p, v[SAMPLING], pfx, "sampling_percent", &per_million) != 0)
+            return -1;
+        t->sampling_percent = per_million / 10000.0;
+    }
+    if (v[PROPAGATION] != NULL) {
+        if (get_list(p, v[PROPAGATION], pfx, "propagation", 1, &items, &n) != 0)
+            return -1;
+        t->propagate_w3c = t->propagate_b3 = 0;
+        for (size_t i = 0; i != n; ++i) {
+            if (get_string(p, items[i], pfx, "propagation", &s) != 0)
+                goto Error;
+            if (strcmp(s, "w3c") == 0) {
+                t->propagate_w3c = 1;
+            } else if (strcmp(s, "b3") == 0) {
+                t->propagate_b3 = 1;
+            } else {
+                fail(p, items[i], "%spropagation: unknown format '%s' (use w3c and/or b3)", pfx, s);
+                goto Error;
+            }
+        }
+        free(items);
+        items = NULL;
+    }
+    if (v[SERVICE_NAME] != NULL) {
+        if (get_string(p, v[SERVICE_NAME], pfx, "service_name", &s) != 0)
+            return -1;
+        if (s[0] == '\0' || strlen(s) > RM_CONFIG_MAX_SERVICE_NAME)
+            return fail(p, v[SERVICE_NAME], "%sservice_name must be 1-%d characters", pfx, RM_CONFIG_MAX_SERVICE_NAME);
+        t->service_name = rm_strdup(s);
+    }
+    if (v[BATCH_SIZE] != NULL && get_u32(p, v[BATCH_SIZE], pfx, "batch_size", 1, RM_CONFIG_MAX_TRACE_BATCH, &t->batch_size) != 0)
+        return -1;
+    if (v[BATCH_TIMEOUT] != NULL &&
+        get_u32(p, v[BATCH_TIMEOUT], pfx, "batch_timeout_ms", 1, RM_CONFIG_MAX_TRACE_BATCH_TIMEOUT_MS, &t->batch_timeout_ms) != 0)
+        return -1;
+    if (v[QUEUE_SIZE] != NULL && get_u32(p, v[QUEUE_SIZE], pfx, "queue_size", 1, RM_CONFIG_MAX_TRACE_QUEUE, &t->queue_size) != 0)
+        return -1;
+    if (t->queue_size < t->batch_size)
+        return fail(p,
+                    v[QUEUE_SIZE] != NULL   ? v[QUEUE_SIZE]
+                    : v[BATCH_SIZE] != NULL ? v[BATCH_SIZE]
+                                            : node,
+                    "%squeue_size (%u) must not be smaller than batch_size (%u)", pfx, t->queue_size, t->batch_size);
+    return 0;
+Error:
+    free(items);
+    return -1;
+}
+
+static int
+parse_access_log(parser_t *p, yaml_node_t *node)
+{
+    static const char *const keys[] = {"path", "buffer_bytes", NULL};
+    static const char pfx[] = "telemetry.access_log: ";
+    rm_config_access_log_t *a = &p->config->telemetry.access_log;
+    yaml_node_t *v[2];
+    const char *s, *reason;
+    char buf[512];
+
+    if (fields(p, node, pfx, "telemetry.access_log", keys, v) != 0)
+        return -1;
+    a->enabled = 1;
+    a->line = rm_yaml_line(node);
+    if (v[0] != NULL) {
+        if (get_string(p, v[0], pfx, "path", &s) != 0)
+            return -1;
+        if (s[0] == '\0')
+            return fail(p, v[0], "%spath must be stdout or a file path, got an empty string", pfx);
+        a->path = strcmp(s, "stdout") == 0 ? rm_strdup(s) : resolve_path(p, s);
+        if ((reason = rm_config__check_log_path(a->path, buf, sizeof(buf))) != NULL)
+            return fail(p, v[0], "%spath '%s': %s", pfx, a->path, reason);
+    } else {
+        a->path = rm_strdup("stdout");
+    }
+    if (v[1] != NULL && get_u32(p, v[1], pfx, "buffer_bytes", RM_CONFIG_MIN_ACCESS_LOG_BUFFER, RM_CONFIG_MAX_ACCESS_LOG_BUFFER,
+                                &a->buffer_bytes) != 0)
+        return -1;
+    return 0;
+}
+
+static int
+parse_telemetry(parser_t *p, yaml_node_t *node)
+{
+    static const char *const keys[] = {"tracing", "access_log", NULL};
+    yaml_node_t *v[2];
+    if (fields(p, node, "", "telemetry", keys, v) != 0)
+        return -1;
+    if (v[0] != NULL && parse_tracing(p, v[0]) != 0)
+        return -1;
+    if (v[1] != NULL && parse_access_log(p, v[1]) != 0)
+        return -1;
+    return 0;
 }
 
 /* Route -> cluster references are checked here rather than only in the validator to point at the line of `cluster:`. */
@@ -1506,11 +1784,11 @@ check_refs(parser_t *p)
 static int
 parse_root(parser_t *p, yaml_node_t *root)
 {
-    static const char *const keys[] = {"version", "workers", "admin",     "health",   "drain_timeout_ms",
-                                       "dns",     "limits",  "listeners", "clusters", NULL};
-    enum { VERSION, WORKERS, ADMIN, HEALTH, DRAIN, DNS, LIMITS, LISTENERS, CLUSTERS };
+    static const char *const keys[] = {"version",   "workers",  "admin",     "health", "drain_timeout_ms", "dns", "limits",
+                                       "listeners", "clusters", "telemetry", NULL};
+    enum { VERSION, WORKERS, ADMIN, HEALTH, DRAIN, DNS, LIMITS, LISTENERS, CLUSTERS, TELEMETRY };
     rm_config_t *c = p->config;
-    yaml_node_t *v[9], **items = NULL;
+    yaml_node_t *v[10], **items = NULL;
     size_t n;
     int ret = -1;
 
@@ -1533,6 +1811,8 @@ parse_root(parser_t *p, yaml_node_t *root)
         return -1;
     if (v[LIMITS] != NULL &&
         parse_ranges(p, v[LIMITS], "", "limits", rm_config__limit_ranges, rm_config__num_limit_ranges, &c->limits) != 0)
+        return -1;
+    if (v[TELEMETRY] != NULL && parse_telemetry(p, v[TELEMETRY]) != 0)
         return -1;
 
     if (v[CLUSTERS] != NULL) {

@@ -32,6 +32,7 @@ const rm_config_range_t rm_config__limit_ranges[] = {
     RANGE(rm_config_limits_t, connection_window_bytes, 65535, 0x7fffffff),
     RANGE(rm_config_limits_t, idle_timeout_ms, 1, UINT32_MAX),
     RANGE(rm_config_limits_t, detect_timeout_ms, 1, UINT32_MAX),
+    RANGE(rm_config_limits_t, max_series_per_family, 1, 100000),
 };
 const size_t rm_config__num_limit_ranges = sizeof(rm_config__limit_ranges) / sizeof(rm_config__limit_ranges[0]);
 
@@ -72,6 +73,14 @@ const rm_config_range_t rm_config__outlier_ranges[] = {
     RANGE(rm_config_outlier_t, max_ejection_percent, 0, 100),
 };
 const size_t rm_config__num_outlier_ranges = sizeof(rm_config__outlier_ranges) / sizeof(rm_config__outlier_ranges[0]);
+
+const rm_config_range_t rm_config__health_ranges[] = {
+    RANGE(rm_config_health_check_t, interval_ms, 100, RM_CONFIG_MAX_ROUTE_MS),
+    RANGE(rm_config_health_check_t, timeout_ms, 1, RM_CONFIG_MAX_ROUTE_MS),
+    RANGE(rm_config_health_check_t, healthy_threshold, 1, 1000000),
+    RANGE(rm_config_health_check_t, unhealthy_threshold, 1, 1000000),
+};
+const size_t rm_config__num_health_ranges = sizeof(rm_config__health_ranges) / sizeof(rm_config__health_ranges[0]);
 
 const char *const rm_config__lb_type_names[RM_CONFIG_NUM_LB_TYPES] = {"default", "round_robin", "least_request", "peak_ewma",
                                                                       "ring_hash"};
@@ -300,6 +309,78 @@ rm_config__check_readable(const char *path, char *buf, size_t bufsz)
     return NULL;
 }
 
+const char *
+rm_config__check_otlp_endpoint(const char *s)
+{
+    const char *host, *reason;
+    size_t host_len;
+    uint16_t port;
+    char buf[INET6_ADDRSTRLEN];
+    unsigned char bin[sizeof(struct in6_addr)];
+
+    if ((reason = rm_config__split_host_port(s, &host, &host_len, &port)) != NULL)
+        return reason;
+    if (host_len == 0 || host_len >= sizeof(buf))
+        return "the receiver must be an IP literal and a port (127.0.0.1:4317, [::1]:4318)";
+    memcpy(buf, host, host_len);
+    buf[host_len] = '\0';
+    if (inet_pton(s[0] == '[' ? AF_INET6 : AF_INET, buf, bin) != 1)
+        return "the receiver must be an IP literal and a port (127.0.0.1:4317, [::1]:4318)";
+    return NULL;
+}
+
+const char *
+rm_config__check_log_path(const char *path, char *buf, size_t bufsz)
+{
+    struct stat st;
+    if (strcmp(path, "stdout") == 0)
+        return NULL;
+    if (path[0] == '\0')
+        return "must be stdout or a file path";
+    if (stat(path, &st) == 0) {
+        if (S_ISDIR(st.st_mode)) {
+            snprintf(buf, bufsz, "is a directory, not a file");
+            return buf;
+        }
+        if (access(path, W_OK) != 0) {
+            snprintf(buf, bufsz, "cannot be written: %s", strerror(errno));
+            return buf;
+        }
+        return NULL;
+    }
+    if (errno != ENOENT) {
+        snprintf(buf, bufsz, "cannot be used: %s", strerror(errno));
+        return buf;
+    }
+    /* the file may be created later, by the writer: its directory must exist and be writable now */
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    if (slash == NULL) {
+        snprintf(dir, sizeof(dir), ".");
+    } else if (slash == path) {
+        snprintf(dir, sizeof(dir), "/");
+    } else if ((size_t)(slash - path) >= sizeof(dir)) {
+        snprintf(buf, bufsz, "the path is too long");
+        return buf;
+    } else {
+        memcpy(dir, path, slash - path);
+        dir[slash - path] = '\0';
+    }
+    if (stat(dir, &st) != 0) {
+        snprintf(buf, bufsz, "cannot be created: directory '%s': %s", dir, strerror(errno));
+        return buf;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        snprintf(buf, bufsz, "cannot be created: '%s' is not a directory", dir);
+        return buf;
+    }
+    if (access(dir, W_OK | X_OK) != 0) {
+        snprintf(buf, bufsz, "cannot be created in directory '%s': %s", dir, strerror(errno));
+        return buf;
+    }
+    return NULL;
+}
+
 int
 rm_config__valid_name(const char *name)
 {
@@ -406,6 +487,14 @@ rm_config_create_defaults(void)
     c->limits.connection_window_bytes = 4 * 1024 * 1024;
     c->limits.idle_timeout_ms = 300000;
     c->limits.detect_timeout_ms = 10000;
+    c->limits.max_series_per_family = 2000;
+    /* tracing and access logs are off until configured; these are the values an enabled block starts from */
+    c->telemetry.tracing.propagate_w3c = 1;
+    c->telemetry.tracing.propagate_b3 = 1;
+    c->telemetry.tracing.batch_size = 512;
+    c->telemetry.tracing.batch_timeout_ms = 1000;
+    c->telemetry.tracing.queue_size = 4096;
+    c->telemetry.access_log.buffer_bytes = 1024 * 1024;
     return c;
 }
 
@@ -494,10 +583,28 @@ free_route(rm_config_route_t *r)
 }
 
 static void
+free_service_listeners(rm_config_t *c)
+{
+    for (size_t i = 0; i != c->num_service_listeners; ++i) {
+        rm_config_listener_t *l = c->service_listeners + i;
+        free(l->name);
+        if (l->fallback_route != NULL) {
+            free_route(l->fallback_route);
+            free(l->fallback_route);
+        }
+    }
+    free(c->service_listeners);
+    c->service_listeners = NULL;
+    c->num_service_listeners = 0;
+}
+
+static void
 destroy(rm_config_t *c)
 {
+    free_service_listeners(c);
     free(c->source);
     free(c->version);
+    free(c->agent_namespace);
     for (size_t i = 0; i != c->num_dns_servers; ++i)
         free(c->dns_servers[i]);
     free(c->dns_servers);
@@ -509,6 +616,8 @@ destroy(rm_config_t *c)
         for (size_t j = 0; j != l->num_routes; ++j)
             free_route(l->routes + j);
         free(l->routes);
+        free(l->tcp_cluster_name);
+        free(l->opaque_ports);
     }
     free(c->listeners);
     for (size_t i = 0; i != c->num_clusters; ++i) {
@@ -523,9 +632,14 @@ destroy(rm_config_t *c)
         free(cl->tls_key_file);
         free(cl->health_check.http_path);
         free(cl->health_check.grpc_service);
-        free_rate_limit(cl->rate_limit);
+        if (!cl->inbound)
+            free_rate_limit(cl->rate_limit);
+        free(cl->addresses);
     }
     free(c->clusters);
+    free(c->telemetry.tracing.otlp_endpoint);
+    free(c->telemetry.tracing.service_name);
+    free(c->telemetry.access_log.path);
     free(c);
 }
 
@@ -1263,6 +1377,42 @@ validate_listener(rm_config_t *c, size_t li, rm_config_error_t *err)
     if (validate_tls_files(c, err, l->line, what, keys, files, 2) != 0)
         return -1;
 
+    if ((unsigned)l->direction > RM_DIRECTION_INBOUND)
+        return rm_config__error(err, c->source, l->line, "%s: direction must be outbound or inbound", what);
+    l->service_cluster = SIZE_MAX;
+    l->parent = SIZE_MAX;
+    l->tcp_cluster_index = SIZE_MAX;
+    if (l->opaque) {
+        if (l->direction != RM_DIRECTION_NONE)
+            return rm_config__error(err, c->source, l->line,
+                                    "%s: protocol tcp is for explicit listeners (a transparent listener detects)", what);
+        if (l->tcp_cluster_name == NULL)
+            return rm_config__error(err, c->source, l->line, "%s: protocol tcp needs 'cluster'", what);
+        ssize_t ci = rm_config_find_cluster(c, l->tcp_cluster_name);
+        if (ci < 0)
+            return rm_config__error(err, c->source, l->line, "%s: cluster '%s' is not defined", what, l->tcp_cluster_name);
+        l->tcp_cluster_index = (size_t)ci;
+        if (l->tls_cert_file != NULL)
+            return rm_config__error(err, c->source, l->line, "%s: protocol tcp relays bytes as they are: drop 'tls'", what);
+    } else if (l->tcp_cluster_name != NULL) {
+        return rm_config__error(err, c->source, l->line, "%s: 'cluster' goes with protocol tcp", what);
+    }
+    if (l->direction != RM_DIRECTION_NONE && l->opaque_ports == NULL) {
+        l->opaque_ports = rm_calloc(rm_config_num_default_opaque_ports, sizeof(uint16_t));
+        memcpy(l->opaque_ports, rm_config_default_opaque_ports, rm_config_num_default_opaque_ports * sizeof(uint16_t));
+        l->num_opaque_ports = rm_config_num_default_opaque_ports;
+    }
+    for (size_t i = 0; i != l->num_opaque_ports; ++i) {
+        if (l->opaque_ports[i] == 0)
+            return rm_config__error(err, c->source, l->line, "%s: opaque_ports: a port must be 1-65535", what);
+        /* kept sorted for rm_config_port_is_opaque */
+        for (size_t j = i; j > 0 && l->opaque_ports[j - 1] > l->opaque_ports[j]; --j) {
+            uint16_t t = l->opaque_ports[j];
+            l->opaque_ports[j] = l->opaque_ports[j - 1];
+            l->opaque_ports[j - 1] = t;
+        }
+    }
+
     /* no routes is valid here (a control-plane snapshot without services: every request gets 404);
      * the bootstrap parser insists on at least one, where none is surely a mistake */
     l->filters = 0;
@@ -1336,9 +1486,29 @@ validate_cluster_policy(rm_config_t *c, rm_config_cluster_t *cl, const char *wha
             return rm_config__error(err, c->source, cl->line,
                                     "%soutlier_detection needs consecutive_5xx or consecutive_gateway_errors above 0", what);
     }
-    /* refused rather than ignored: an operator relying on active checks must know they do not run */
-    if (cl->health_check.enabled)
-        return rm_config__error(err, c->source, cl->line, "%shealth_check is not supported by this agent yet", what);
+    if (cl->health_check.enabled) {
+        const rm_config_health_check_t *h = &cl->health_check;
+        snprintf(sub, sizeof(sub), "%shealth_check.", what);
+        if (check_ranges(c, err, cl->line, sub, h, rm_config__health_ranges, rm_config__num_health_ranges) != 0)
+            return -1;
+        if (h->timeout_ms >= h->interval_ms)
+            return rm_config__error(err, c->source, cl->line, "%shealth_check.timeout_ms (%u) must be below interval_ms (%u)", what,
+                                    h->timeout_ms, h->interval_ms);
+        if (h->grpc) {
+            if (h->grpc_service == NULL)
+                return rm_config__error(err, c->source, cl->line, "%shealth_check.grpc.service is not set", what);
+            if (cl->protocol == RM_UPSTREAM_HTTP1)
+                return rm_config__error(err, c->source, cl->line,
+                                        "%shealth_check.grpc needs an h2 or auto cluster (gRPC is HTTP/2)", what);
+        } else if (h->http_path == NULL || h->http_path[0] != '/') {
+            return rm_config__error(err, c->source, cl->line, "%shealth_check.http.path must start with '/'", what);
+        } else {
+            for (const char *q = h->http_path; *q != '\0'; ++q)
+                if ((unsigned char)*q <= ' ' || *q == 0x7f)
+                    return rm_config__error(err, c->source, cl->line,
+                                            "%shealth_check.http.path must not contain spaces or control characters", what);
+        }
+    }
     if (cl->rate_limit != NULL) {
         char def[160];
         snprintf(def, sizeof(def), "cluster/%s", cl->name);
@@ -1353,6 +1523,7 @@ validate_cluster(rm_config_t *c, size_t ci, rm_config_error_t *err)
 {
     rm_config_cluster_t *cl = c->clusters + ci;
     char what[200];
+    const char *reason;
 
     if (cl->name == NULL)
         return rm_config__error(err, c->source, cl->line, "cluster #%zu: 'name' is required", ci + 1);
@@ -1364,8 +1535,25 @@ validate_cluster(rm_config_t *c, size_t ci, rm_config_error_t *err)
             return rm_config__error(err, c->source, cl->line, "cluster '%s' is defined twice (first on line %u)", cl->name,
                                     c->clusters[j].line);
     snprintf(what, sizeof(what), "cluster '%s': ", cl->name);
-    if ((unsigned)cl->protocol > RM_UPSTREAM_AUTO)
-        return rm_config__error(err, c->source, cl->line, "%sprotocol must be h2, http1 or auto", what);
+    if ((unsigned)cl->protocol > RM_UPSTREAM_TCP)
+        return rm_config__error(err, c->source, cl->line, "%sprotocol must be h2, http1, auto or tcp", what);
+    for (size_t i = 0; i != cl->num_addresses; ++i) {
+        const rm_config_addr_t *a = cl->addresses + i;
+        unsigned line = a->line != 0 ? a->line : cl->line;
+        char abuf[96];
+        if ((reason = check_addr(a)) != NULL)
+            return rm_config__error(err, c->source, line, "%saddresses[%zu]: %s", what, i, reason);
+        if (addr_is_any(a))
+            return rm_config__error(err, c->source, line, "%saddresses[%zu]: %s is a wildcard, not a virtual address", what, i,
+                                    addr_str(a, abuf, sizeof(abuf)));
+        for (size_t cj = 0; cj <= ci; ++cj) {
+            const rm_config_cluster_t *other = c->clusters + cj;
+            for (size_t k = 0; k != (cj == ci ? i : other->num_addresses); ++k)
+                if (addrs_conflict(other->addresses + k, a))
+                    return rm_config__error(err, c->source, line, "%saddress %s is also a virtual address of cluster '%s'", what,
+                                            addr_str(a, abuf, sizeof(abuf)), other->name);
+        }
+    }
     /* no endpoints is valid here (a Service not yet scheduled: requests get 503 / UNAVAILABLE); the
      * bootstrap parser insists on at least one */
     for (size_t i = 0; i != cl->num_endpoints; ++i) {
@@ -1405,6 +1593,236 @@ validate_cluster(rm_config_t *c, size_t ci, rm_config_error_t *err)
     return validate_tls_files(c, err, cl->line, what, keys, files, 3);
 }
 
+static int
+validate_telemetry(const rm_config_t *c, rm_config_error_t *err)
+{
+    const rm_config_tracing_t *t = &c->telemetry.tracing;
+    const rm_config_access_log_t *a = &c->telemetry.access_log;
+    const char *reason;
+    char buf[512];
+
+    if (t->enabled) {
+        if (t->otlp_endpoint == NULL)
+            return rm_config__error(err, c->source, t->line, "telemetry.tracing.otlp.endpoint is required");
+        if ((reason = rm_config__check_otlp_endpoint(t->otlp_endpoint)) != NULL)
+            return rm_config__error(err, c->source, t->line, "telemetry.tracing.otlp.endpoint '%s': %s", t->otlp_endpoint, reason);
+        if (t->protocol != RM_OTLP_GRPC && t->protocol != RM_OTLP_HTTP)
+            return rm_config__error(err, c->source, t->line, "telemetry.tracing.otlp.protocol must be grpc or http");
+        if (!(t->sampling_percent >= 0 && t->sampling_percent <= 100))
+            return rm_config__error(err, c->source, t->line, "telemetry.tracing.sampling_percent must be 0-100, got %g",
+                                    t->sampling_percent);
+        if (t->service_name != NULL && (t->service_name[0] == '\0' || strlen(t->service_name) > RM_CONFIG_MAX_SERVICE_NAME))
+            return rm_config__error(err, c->source, t->line, "telemetry.tracing.service_name must be 1-%d characters",
+                                    RM_CONFIG_MAX_SERVICE_NAME);
+        if (t->batch_size < 1 || t->batch_size > RM_CONFIG_MAX_TRACE_BATCH)
+            return rm_config__error(err, c->source, t->line, "telemetry.tracing.batch_size must be 1-%d, got %u",
+                                    RM_CONFIG_MAX_TRACE_BATCH, t->batch_size);
+        if (t->batch_timeout_ms < 1 || t->batch_timeout_ms > RM_CONFIG_MAX_TRACE_BATCH_TIMEOUT_MS)
+            return rm_config__error(err, c->source, t->line, "telemetry.tracing.batch_timeout_ms must be 1-%d, got %u",
+                                    RM_CONFIG_MAX_TRACE_BATCH_TIMEOUT_MS, t->batch_timeout_ms);
+        if (t->queue_size < t->batch_size || t->queue_size > RM_CONFIG_MAX_TRACE_QUEUE)
+            return rm_config__error(err, c->source, t->line,
+                                    "telemetry.tracing.queue_size must be from batch_size (%u) to %d, got %u", t->batch_size,
+                                    RM_CONFIG_MAX_TRACE_QUEUE, t->queue_size);
+    }
+    if (a->enabled) {
+        if (a->path == NULL)
+            return rm_config__error(err, c->source, a->line, "telemetry.access_log.path is required");
+        if ((reason = rm_config__check_log_path(a->path, buf, sizeof(buf))) != NULL)
+            return rm_config__error(err, c->source, a->line, "telemetry.access_log.path '%s': %s", a->path, reason);
+        if (a->buffer_bytes < RM_CONFIG_MIN_ACCESS_LOG_BUFFER || a->buffer_bytes > RM_CONFIG_MAX_ACCESS_LOG_BUFFER)
+            return rm_config__error(err, c->source, a->line, "telemetry.access_log.buffer_bytes must be %d-%u, got %u",
+                                    RM_CONFIG_MIN_ACCESS_LOG_BUFFER, RM_CONFIG_MAX_ACCESS_LOG_BUFFER, a->buffer_bytes);
+    }
+    return 0;
+}
+
+/* Linkerd's default opaque ports (2.11+: SMTP 25 and 587, MySQL 3306, Galera 4444, PostgreSQL 5432, Redis
+ * 6379, Elasticsearch 9300, Memcached 11211) plus the other common server-speaks-first protocols (FTP 21,
+ * SSH 22, POP3 110, IMAP 143). Sorted. */
+const uint16_t rm_config_default_opaque_ports[] = {21, 22, 25, 110, 143, 587, 3306, 4444, 5432, 6379, 9300, 11211};
+const size_t rm_config_num_default_opaque_ports =
+    sizeof(rm_config_default_opaque_ports) / sizeof(rm_config_default_opaque_ports[0]);
+
+const char *
+rm_config_direction_name(rm_direction_t direction)
+{
+    switch (direction) {
+    case RM_DIRECTION_OUTBOUND:
+        return "outbound";
+    case RM_DIRECTION_INBOUND:
+        return "inbound";
+    default:
+        return "none";
+    }
+}
+
+int
+rm_config_port_is_opaque(const rm_config_listener_t *l, uint16_t port)
+{
+    size_t lo = 0, hi = l->num_opaque_ports;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (l->opaque_ports[mid] == port)
+            return 1;
+        if (l->opaque_ports[mid] < port)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return 0;
+}
+
+static int
+sockaddr_equal(const struct sockaddr *a, const struct sockaddr_storage *b)
+{
+    if (a->sa_family != b->ss_family)
+        return 0;
+    if (a->sa_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+    }
+    if (a->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+        return x->sin6_port == y->sin6_port && memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
+    }
+    return 0;
+}
+
+size_t
+rm_config_find_service_listener(const rm_config_t *config, size_t listener_index, const struct sockaddr *dst)
+{
+    for (size_t i = 0; i != config->num_service_listeners; ++i) {
+        const rm_config_listener_t *sl = config->service_listeners + i;
+        if (sl->parent == listener_index && sockaddr_equal(dst, &sl->addr.addr))
+            return i;
+    }
+    return SIZE_MAX;
+}
+
+static void
+drop_inbound_clusters(rm_config_t *c)
+{
+    while (c->num_clusters != 0 && c->clusters[c->num_clusters - 1].inbound) {
+        rm_config_cluster_t *cl = &c->clusters[--c->num_clusters];
+        free(cl->name);
+        for (size_t j = 0; j != cl->num_endpoints; ++j)
+            free(cl->endpoints[j].host);
+        free(cl->endpoints);
+    }
+}
+
+/* The inbound cluster of endpoint `ep` of Service `si` (rm_config_cluster_t.inbound), appended to c->clusters. */
+static size_t
+add_inbound_cluster(rm_config_t *c, size_t si, const rm_config_endpoint_t *ep, int to_localhost)
+{
+    c->clusters = rm_realloc(c->clusters, (c->num_clusters + 1) * sizeof(*c->clusters));
+    const rm_config_cluster_t *svc = &c->clusters[si];
+    rm_config_cluster_t *cl = &c->clusters[c->num_clusters];
+    rm_config_cluster_set_defaults(cl);
+    char name[300];
+    snprintf(name, sizeof(name), "inbound%s/%s/%u", to_localhost ? "-local" : "", svc->name, ep->port);
+    cl->name = rm_strdup(name);
+    cl->protocol = svc->protocol;
+    cl->rate_limit = svc->rate_limit;
+    cl->connect_timeout_ms = svc->connect_timeout_ms;
+    cl->stream_idle_timeout_ms = svc->stream_idle_timeout_ms;
+    cl->line = svc->line;
+    cl->inbound = 1;
+    cl->inbound_service = si;
+    cl->endpoints = rm_calloc(1, sizeof(*cl->endpoints));
+    cl->num_endpoints = 1;
+    rm_config_endpoint_t *e = cl->endpoints;
+    *e = *ep;
+    e->weight = 1;
+    if (to_localhost) {
+        int v6 = ep->addr.addr.ss_family == AF_INET6;
+        e->host = rm_strdup(v6 ? "::1" : "127.0.0.1");
+        if (v6)
+            ((struct sockaddr_in6 *)&e->addr.addr)->sin6_addr = in6addr_loopback;
+        else
+            ((struct sockaddr_in *)&e->addr.addr)->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    } else {
+        e->host = rm_strdup(ep->host);
+    }
+    return c->num_clusters++;
+}
+
+/*
+ * Service listeners (rm_config_listener_t.service_cluster): per OUTBOUND transparent listener and
+ * virtual address; per INBOUND transparent listener and IP endpoint (with its inbound cluster).
+ */
+static void
+build_service_listeners(rm_config_t *c)
+{
+    free_service_listeners(c);
+    drop_inbound_clusters(c);
+    size_t n = 0, num_services = c->num_clusters;
+    for (size_t li = 0; li != c->num_listeners; ++li)
+        for (size_t ci = 0; ci != num_services; ++ci)
+            n += c->listeners[li].direction == RM_DIRECTION_OUTBOUND  ? c->clusters[ci].num_addresses
+                 : c->listeners[li].direction == RM_DIRECTION_INBOUND ? c->clusters[ci].num_endpoints
+                                                                      : 0;
+    if (n == 0)
+        return;
+    c->service_listeners = rm_calloc(n, sizeof(*c->service_listeners));
+    for (size_t li = 0; li != c->num_listeners; ++li) {
+        const rm_config_listener_t *parent = c->listeners + li;
+        if (parent->direction != RM_DIRECTION_INBOUND)
+            continue;
+        for (size_t ci = 0; ci != num_services; ++ci) {
+            for (size_t ei = 0; ei != c->clusters[ci].num_endpoints; ++ei) {
+                const rm_config_endpoint_t *ep = &c->clusters[ci].endpoints[ei];
+                /* only IP endpoints of the listener's family can be an original destination; the first Service wins */
+                if (!ep->is_ip || ep->addr.addr.ss_family != parent->addr.addr.ss_family ||
+                    rm_config_find_service_listener(c, li, (const struct sockaddr *)&ep->addr.addr) != SIZE_MAX)
+                    continue;
+                size_t ic = add_inbound_cluster(c, ci, ep, parent->inbound_to_localhost);
+                rm_config_listener_t *sl = c->service_listeners + c->num_service_listeners++;
+                sl->name = rm_strdup(parent->name);
+                sl->addr = ep->addr;
+                sl->line = parent->line;
+                sl->direction = parent->direction;
+                sl->peer_agent = parent->peer_agent;
+                sl->inbound_to_localhost = parent->inbound_to_localhost;
+                sl->service_cluster = ic;
+                sl->parent = li;
+                sl->tcp_cluster_index = SIZE_MAX;
+                sl->fallback_route = rm_calloc(1, sizeof(*sl->fallback_route));
+                sl->fallback_route->cluster_index = ic;
+                sl->fallback_route->path_match = RM_PATH_MATCH_ANY;
+                sl->fallback_route->line = parent->line;
+            }
+        }
+    }
+    for (size_t li = 0; li != c->num_listeners; ++li) {
+        const rm_config_listener_t *parent = c->listeners + li;
+        if (parent->direction != RM_DIRECTION_OUTBOUND)
+            continue;
+        for (size_t ci = 0; ci != num_services; ++ci) {
+            for (size_t ai = 0; ai != c->clusters[ci].num_addresses; ++ai) {
+                rm_config_listener_t *sl = c->service_listeners + c->num_service_listeners++;
+                sl->name = rm_strdup(parent->name);
+                sl->addr = c->clusters[ci].addresses[ai];
+                sl->routes = parent->routes;
+                sl->num_routes = parent->num_routes;
+                sl->routes_borrowed = 1;
+                sl->filters = parent->filters;
+                sl->line = parent->line;
+                sl->direction = parent->direction;
+                sl->peer_agent = parent->peer_agent;
+                sl->service_cluster = ci;
+                sl->parent = li;
+                sl->tcp_cluster_index = SIZE_MAX;
+                sl->fallback_route = rm_calloc(1, sizeof(*sl->fallback_route));
+                sl->fallback_route->cluster_index = ci;
+                sl->fallback_route->path_match = RM_PATH_MATCH_ANY;
+                sl->fallback_route->line = parent->line;
+            }
+        }
+    }
+}
+
 int
 rm_config_validate(rm_config_t *c, rm_config_error_t *err)
 {
@@ -1435,7 +1853,8 @@ rm_config_validate(rm_config_t *c, rm_config_error_t *err)
     for (size_t i = 0; i != c->num_listeners; ++i)
         if (validate_listener(c, i, err) != 0)
             return -1;
-    return 0;
+    build_service_listeners(c);
+    return validate_telemetry(c, err);
 }
 
 /* --- quick flags --- */

@@ -23,7 +23,22 @@ typedef enum en_rm_upstream_protocol_t {
     RM_UPSTREAM_H2 = 1,
     /** HTTP/2 if the TLS handshake negotiates "h2" by ALPN, else HTTP/1.1 (plain TCP: HTTP/1.1) */
     RM_UPSTREAM_AUTO = 2,
+    /** opaque TCP: bytes are relayed as they are (a Service with `protocol: tcp`); HTTP requests that
+     * still reach such a cluster are sent as HTTP/1.1 */
+    RM_UPSTREAM_TCP = 3,
 } rm_upstream_protocol_t;
+
+/**
+ * Which way a listener's traffic goes (docs/transparent.md). Explicit listeners are NONE; the
+ * transparent listeners of `--transparent` are OUTBOUND (the pod's app -> the mesh, port 15001) or
+ * INBOUND (the mesh -> the pod's app, port 15006). Metrics and logs read it as
+ * `stream->listener->direction` (rm_config_direction_name gives "outbound" / "inbound" / "none").
+ */
+typedef enum en_rm_direction_t {
+    RM_DIRECTION_NONE = 0,
+    RM_DIRECTION_OUTBOUND = 1,
+    RM_DIRECTION_INBOUND = 2,
+} rm_direction_t;
 
 typedef enum en_rm_path_match_t {
     RM_PATH_MATCH_ANY = 0,
@@ -301,6 +316,11 @@ typedef struct st_rm_config_route_t {
      */
     char *cluster_name;
     unsigned line;
+    /** the Service (cluster index) whose routes this one is part of, when has_service (the control-plane
+     * translation sets it: the parentRef). A Service listener (transparent outbound, docs/transparent.md)
+     * matches a route of its Service by it; without it, by the route's clusters. */
+    size_t service_cluster;
+    unsigned has_service : 1;
 } rm_config_route_t;
 
 /** rm_config_route_t.cluster_index of a route that sends nothing upstream (a redirect without a cluster). */
@@ -328,6 +348,38 @@ typedef struct st_rm_config_listener_t {
      * rm_config_validate), so that a listener's streams run only those */
     unsigned filters;
     unsigned line;
+    /** transparent interception (docs/transparent.md): NONE for an explicit listener. A transparent
+     * listener reads the original destination (SO_ORIGINAL_DST) of each connection and sends what it
+     * does not recognise as HTTP on as opaque TCP. */
+    rm_direction_t direction;
+    /** INBOUND: forward to 127.0.0.1 / ::1 at the original port instead of the original address */
+    unsigned inbound_to_localhost : 1;
+    /** `peer: agent`: the callers are agents, so the HTTP/2 codec honours the marker fields (RM_MARKER_* in
+     * proxy/message.h) instead of only removing them; an INBOUND transparent listener does too */
+    unsigned peer_agent : 1;
+    /** `protocol: tcp` on an explicit listener: every connection is relayed as opaque TCP to
+     * `tcp_cluster_name` (owned), resolved into tcp_cluster_index at validation; no detection */
+    unsigned opaque : 1;
+    char *tcp_cluster_name;
+    size_t tcp_cluster_index;
+    /** transparent listeners: original destination ports that skip detection and are relayed as
+     * opaque TCP at once (server-speaks-first protocols; owned, sorted). rm_config_validate fills
+     * the default list (rm_config_default_opaque_ports) when the producer left it NULL. */
+    uint16_t *opaque_ports;
+    size_t num_opaque_ports;
+    /**
+     * A Service listener (set by rm_config_validate, never by producers): the view of the OUTBOUND
+     * transparent listener `parent` for connections whose original destination is a virtual address
+     * of cluster `service_cluster`. It borrows the parent's routes (routes_borrowed) and
+     * rm_router_match considers only the routes of that Service, without comparing the authority
+     * (the address chose the Service); `fallback_route` (owned) sends what none of them matches to
+     * the Service's cluster. Ordinary listeners have fallback_route NULL (service_cluster and parent
+     * are then SIZE_MAX once validated).
+     */
+    size_t service_cluster;
+    size_t parent;
+    rm_config_route_t *fallback_route;
+    unsigned routes_borrowed : 1;
 } rm_config_listener_t;
 
 typedef struct st_rm_config_cluster_t {
@@ -371,6 +423,18 @@ typedef struct st_rm_config_cluster_t {
     /** a rate limit on requests routed to this cluster (a RateLimitPolicy targeting the Service; owned), NULL for none */
     rm_config_rate_limit_t *rate_limit;
     unsigned line;
+    /** the Service's virtual addresses (`spec.addresses`, IP literal + port; owned): an outbound
+     * transparent connection whose original destination is one of them goes to this cluster */
+    rm_config_addr_t *addresses;
+    size_t num_addresses;
+    /** an inbound cluster built by rm_config_validate (never by producers): one endpoint of Service
+     * `inbound_service` served by this node, reached at its own address (or loopback with
+     * inbound_to_localhost); it shares that Service's rate_limit (not owned here) */
+    unsigned inbound : 1;
+    size_t inbound_service;
+    /** `peer: agent`: the endpoints are agents (their inbound listeners); over HTTP/2 the requests carry the marker
+     * fields (original protocol, HTTP/1.1 name case) and responses' markers are honoured (docs/architecture.md) */
+    unsigned peer_agent : 1;
 } rm_config_cluster_t;
 
 typedef struct st_rm_config_limits_t {
@@ -388,7 +452,51 @@ typedef struct st_rm_config_limits_t {
     uint32_t idle_timeout_ms;
     /** how long a new connection may take to send its first bytes (protocol detection, default 10 s) */
     uint32_t detect_timeout_ms;
+    /** series per labelled metric family (docs/metrics.md; default 2000); a new label set over it is dropped and counted */
+    uint32_t max_series_per_family;
 } rm_config_limits_t;
+
+/** Where spans go (the Telemetry kind's tracing.otlp; the bootstrap's telemetry.tracing). */
+typedef enum en_rm_otlp_protocol_t {
+    RM_OTLP_GRPC = 0, /* OTLP/gRPC: opentelemetry.proto.collector.trace.v1.TraceService/Export */
+    RM_OTLP_HTTP = 1, /* OTLP/HTTP protobuf: POST /v1/traces, application/x-protobuf */
+} rm_otlp_protocol_t;
+
+/** Tracing. `enabled` 0 (the default): no span is built or exported. */
+typedef struct st_rm_config_tracing_t {
+    int enabled;
+    /** "IP:PORT" of the OTLP receiver (owned) */
+    char *otlp_endpoint;
+    rm_otlp_protocol_t protocol;
+    /** share of requests without a sampling decision that are sampled, 0..100 (default 0) */
+    double sampling_percent;
+    /** formats injected upstream (both are always extracted; W3C wins when both are present) */
+    unsigned propagate_w3c : 1;
+    unsigned propagate_b3 : 1;
+    /** the resource's service.name (owned; NULL: "remora-agent") */
+    char *service_name;
+    /** spans per export batch (default 512), longest wait before a partial batch goes (default 1000 ms) */
+    uint32_t batch_size;
+    uint32_t batch_timeout_ms;
+    /** bound of the export queue in spans (default 4096); a full queue drops and counts */
+    uint32_t queue_size;
+    unsigned line;
+} rm_config_tracing_t;
+
+/** JSON access log. `enabled` 0 (the default): nothing is formatted or written. */
+typedef struct st_rm_config_access_log_t {
+    int enabled;
+    /** "stdout" or a file path (owned); a file is reopened on SIGUSR1 */
+    char *path;
+    /** bound of the buffer between the workers and the writer (default 1 MiB); a full buffer drops and counts */
+    uint32_t buffer_bytes;
+    unsigned line;
+} rm_config_access_log_t;
+
+typedef struct st_rm_config_telemetry_t {
+    rm_config_tracing_t tracing;
+    rm_config_access_log_t access_log;
+} rm_config_telemetry_t;
 
 typedef struct st_rm_config_t {
     /** reference count; use rm_config_ref/unref */
@@ -415,6 +523,18 @@ typedef struct st_rm_config_t {
     size_t num_listeners;
     rm_config_cluster_t *clusters;
     size_t num_clusters;
+    /** tracing and access logs (the Telemetry kind; the bootstrap's `telemetry`) */
+    rm_config_telemetry_t telemetry;
+    /** the namespace the agent's workload runs in (`--namespace`; owned; NULL: unknown): a Telemetry there
+     * overrides the root namespace's */
+    char *agent_namespace;
+    /** Service listeners (see rm_config_listener_t.service_cluster), built by rm_config_validate; no socket
+     * is opened for them. One per OUTBOUND transparent listener and virtual address of a cluster (routes:
+     * the parent's, restricted to that Service), and one per INBOUND transparent listener and IP endpoint
+     * of a cluster, i.e. per Service this node may serve (addr: the endpoint; service_cluster: its inbound
+     * cluster, appended to `clusters` with `inbound` set; no routes: the fallback route goes there) */
+    rm_config_listener_t *service_listeners;
+    size_t num_service_listeners;
 } rm_config_t;
 
 /** An error with a location; filled by the producers below. */
@@ -488,6 +608,19 @@ char *rm_config_to_json(const rm_config_t *config);
 rm_config_t *rm_config_ref(rm_config_t *config);
 /** Drops a reference (atomic, any thread); the last one frees the snapshot and all it owns. NULL is ignored. */
 void rm_config_unref(rm_config_t *config);
+
+/**
+ * The Service listener of OUTBOUND listener `listener_index` for original destination `dst` (the
+ * cluster whose `addresses` hold it), or SIZE_MAX. Linear in the number of virtual addresses. Any thread.
+ */
+size_t rm_config_find_service_listener(const rm_config_t *config, size_t listener_index, const struct sockaddr *dst);
+/** 1 if original destination port `port` skips detection on listener `l` (its opaque_ports). Any thread. */
+int rm_config_port_is_opaque(const rm_config_listener_t *l, uint16_t port);
+/** "outbound", "inbound" or "none". */
+const char *rm_config_direction_name(rm_direction_t direction);
+/** The default opaque (server-speaks-first) ports of transparent listeners, sorted (docs/transparent.md). */
+extern const uint16_t rm_config_default_opaque_ports[];
+extern const size_t rm_config_num_default_opaque_ports;
 
 /** Finds a cluster by name; returns its index or -1. Linear: for setup, not per request. */
 ssize_t rm_config_find_cluster(const rm_config_t *config, const char *name);

@@ -412,19 +412,52 @@ put_listener(FILE *fp, const rm_config_t *c, const rm_config_listener_t *l)
         fputc('}', fp);
     }
     fputc(']', fp);
+    if (l->direction != RM_DIRECTION_NONE) {
+        put_key(fp, &first, "direction");
+        put_str(fp, rm_config_direction_name(l->direction));
+        put_key(fp, &first, "opaque_ports");
+        fputc('[', fp);
+        for (size_t i = 0; i != l->num_opaque_ports; ++i)
+            fprintf(fp, i != 0 ? ",%u" : "%u", l->opaque_ports[i]);
+        fputc(']', fp);
+    }
+    if (l->opaque) {
+        put_key(fp, &first, "protocol");
+        put_str(fp, "tcp");
+        put_key(fp, &first, "cluster");
+        put_str(fp, l->tcp_cluster_name);
+    }
+    if (l->peer_agent) {
+        put_key(fp, &first, "peer");
+        put_str(fp, "agent");
+    }
     put_u(fp, &first, "line", l->line);
 }
 
 static void
 put_cluster(FILE *fp, const rm_config_cluster_t *cl)
 {
-    static const char *const protocols[] = {"http1", "h2", "auto"};
+    static const char *const protocols[] = {"http1", "h2", "auto", "tcp"};
     int first = 1;
     char buf[96];
     put_key(fp, &first, "name");
     put_str(fp, cl->name);
     put_key(fp, &first, "protocol");
-    put_str(fp, (unsigned)cl->protocol < 3 ? protocols[cl->protocol] : "unknown");
+    put_str(fp, (unsigned)cl->protocol < 4 ? protocols[cl->protocol] : "unknown");
+    if (cl->peer_agent) {
+        put_key(fp, &first, "peer");
+        put_str(fp, "agent");
+    }
+    if (cl->num_addresses != 0) {
+        put_key(fp, &first, "addresses");
+        fputc('[', fp);
+        for (size_t i = 0; i != cl->num_addresses; ++i) {
+            if (i != 0)
+                fputc(',', fp);
+            put_addr(fp, cl->addresses + i);
+        }
+        fputc(']', fp);
+    }
     put_key(fp, &first, "endpoints");
     fputc('[', fp);
     for (size_t i = 0; i != cl->num_endpoints; ++i) {
@@ -498,12 +531,79 @@ put_cluster(FILE *fp, const rm_config_cluster_t *cl)
     } else {
         fputs("null", fp);
     }
-    /* validation refuses enabled health checks for now */
     put_key(fp, &first, "health_check");
-    fputs("null", fp);
+    if (cl->health_check.enabled) {
+        const rm_config_health_check_t *h = &cl->health_check;
+        int hfirst = 1;
+        fputc('{', fp);
+        if (h->grpc) {
+            put_key(fp, &hfirst, "grpc");
+            fputs("{\"service\":", fp);
+            put_str(fp, h->grpc_service != NULL ? h->grpc_service : "");
+        } else {
+            put_key(fp, &hfirst, "http");
+            fputs("{\"path\":", fp);
+            put_str(fp, h->http_path);
+        }
+        fputc('}', fp);
+        for (size_t i = 0; i != rm_config__num_health_ranges; ++i)
+            put_u(fp, &hfirst, rm_config__health_ranges[i].name,
+                  *(const uint32_t *)((const char *)h + rm_config__health_ranges[i].offset));
+        fputc('}', fp);
+    } else {
+        fputs("null", fp);
+    }
     put_key(fp, &first, "rate_limit");
     put_rate_limit(fp, cl->rate_limit);
     put_u(fp, &first, "line", cl->line);
+}
+
+/* The `telemetry` block: a disabled part is null, as it is absent from the bootstrap file. */
+static void
+put_telemetry(FILE *fp, const rm_config_telemetry_t *tm)
+{
+    const rm_config_tracing_t *t = &tm->tracing;
+    const rm_config_access_log_t *a = &tm->access_log;
+    int first = 1;
+    fputc('{', fp);
+    put_key(fp, &first, "tracing");
+    if (t->enabled) {
+        int tfirst = 1;
+        fputc('{', fp);
+        put_key(fp, &tfirst, "otlp");
+        fputs("{\"endpoint\":", fp);
+        put_str(fp, t->otlp_endpoint);
+        fputs(",\"protocol\":", fp);
+        put_str(fp, t->protocol == RM_OTLP_HTTP ? "http" : "grpc");
+        fputc('}', fp);
+        put_key(fp, &tfirst, "sampling_percent");
+        fprintf(fp, "%.6g", t->sampling_percent);
+        put_key(fp, &tfirst, "propagation");
+        fprintf(fp, "[%s%s%s]", t->propagate_w3c ? "\"w3c\"" : "", t->propagate_w3c && t->propagate_b3 ? "," : "",
+                t->propagate_b3 ? "\"b3\"" : "");
+        put_key(fp, &tfirst, "service_name");
+        put_str(fp, t->service_name != NULL ? t->service_name : "remora-agent");
+        put_u(fp, &tfirst, "batch_size", t->batch_size);
+        put_u(fp, &tfirst, "batch_timeout_ms", t->batch_timeout_ms);
+        put_u(fp, &tfirst, "queue_size", t->queue_size);
+        put_u(fp, &tfirst, "line", t->line);
+        fputc('}', fp);
+    } else {
+        fputs("null", fp);
+    }
+    put_key(fp, &first, "access_log");
+    if (a->enabled) {
+        int afirst = 1;
+        fputc('{', fp);
+        put_key(fp, &afirst, "path");
+        put_str(fp, a->path);
+        put_u(fp, &afirst, "buffer_bytes", a->buffer_bytes);
+        put_u(fp, &afirst, "line", a->line);
+        fputc('}', fp);
+    } else {
+        fputs("null", fp);
+    }
+    fputc('}', fp);
 }
 
 char *
@@ -543,6 +643,7 @@ rm_config_to_json(const rm_config_t *c)
     put_u(fp, &lfirst, "connection_window_bytes", c->limits.connection_window_bytes);
     put_u(fp, &lfirst, "idle_timeout_ms", c->limits.idle_timeout_ms);
     put_u(fp, &lfirst, "detect_timeout_ms", c->limits.detect_timeout_ms);
+    put_u(fp, &lfirst, "max_series_per_family", c->limits.max_series_per_family);
     fputc('}', fp);
 
     put_key(fp, &first, "listeners");
@@ -561,7 +662,10 @@ rm_config_to_json(const rm_config_t *c)
         put_cluster(fp, c->clusters + i);
         fputc('}', fp);
     }
-    fputs("]}\n", fp);
+    fputc(']', fp);
+    put_key(fp, &first, "telemetry");
+    put_telemetry(fp, &c->telemetry);
+    fputs("}\n", fp);
     if (fclose(fp) != 0 || out == NULL)
         rm_fatal("rendering the configuration as JSON failed");
     return out;

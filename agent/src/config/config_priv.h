@@ -35,6 +35,9 @@ extern const size_t rm_config__num_breaker_ranges;
 /** The `outlier_detection` block of a cluster (rm_config_outlier_t offsets, without `enabled`). */
 extern const rm_config_range_t rm_config__outlier_ranges[];
 extern const size_t rm_config__num_outlier_ranges;
+/** The `health_check` numbers of a cluster (rm_config_health_check_t offsets). */
+extern const rm_config_range_t rm_config__health_ranges[];
+extern const size_t rm_config__num_health_ranges;
 
 /** Backend and limit policy bounds shared by the parser and the validator. */
 #define RM_CONFIG_MAX_ENDPOINT_WEIGHT 1000000
@@ -135,6 +138,22 @@ const char *rm_config__parse_endpoint(const char *s, rm_config_endpoint_t *ep);
  * (port 53 when absent). Returns NULL with *reason set on error.
  */
 char *rm_config__normalize_dns_server(const char *s, const char **reason);
+
+/** Telemetry bounds shared by the parser and the validator. */
+#define RM_CONFIG_MAX_TRACE_BATCH 65536
+#define RM_CONFIG_MAX_TRACE_BATCH_TIMEOUT_MS 600000
+#define RM_CONFIG_MAX_TRACE_QUEUE 1048576
+#define RM_CONFIG_MIN_ACCESS_LOG_BUFFER 4096
+#define RM_CONFIG_MAX_ACCESS_LOG_BUFFER (256u * 1024 * 1024)
+#define RM_CONFIG_MAX_SERVICE_NAME 255
+/** Checks an OTLP receiver address: "IP:PORT" or "[V6]:PORT", an IP literal. Returns NULL, or a reason (static). */
+const char *rm_config__check_otlp_endpoint(const char *s);
+/**
+ * Checks an access log destination: "stdout", or a file that exists and is writable (not a directory),
+ * or whose directory exists and lets the file be created. No file is created. Returns NULL, or a
+ * reason (written into buf).
+ */
+const char *rm_config__check_log_path(const char *path, char *buf, size_t bufsz);
 
 /** Checks that `path` is a readable regular file. Returns NULL, or a reason (written into buf). */
 const char *rm_config__check_readable(const char *path, char *buf, size_t bufsz);

@@ -13,11 +13,14 @@
 #include "remora/v1/discovery.pb-c.h"
 #include "config/control_client.h"
 #include "config/control_module.h"
+#include "config/control_stats.h"
 #include "config/translate.h"
 
 #define SNAPSHOT_FILE "snapshot.pb"
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 10000
+#define STATS_INTERVAL_DEFAULT_MS 10000
+#define STATS_INTERVAL_MIN_MS 1000
 
 struct st_rm_control_client_t {
     char *address;
@@ -26,12 +29,17 @@ struct st_rm_control_client_t {
     rm_config_t *base;
     uint64_t applied_version;
     int (*apply)(void *ctx, rm_config_t *config, char *err, size_t errlen);
+    void (*on_nack)(void *ctx);
     void *ctx;
     pthread_t thread;
     pthread_mutex_t mutex;
     pthread_cond_t cond;
     int stopping;
     rm_rpc_stream_t *stream; /* guarded by mutex, for cancel */
+    /* Stats: the interval, when the client started counting (monotonic ms), and the source's buffer */
+    uint32_t stats_interval_ms;
+    uint64_t started_ms;
+    rm_control_stat_series_t *stats_buf;
 };
 
 /*
@@ -153,6 +161,8 @@ send_result(rm_control_client_t *c, rm_rpc_stream_t *stream, const Remora__V1__S
         nack.reason = (char *)nack_reason;
         msg.message_case = REMORA__V1__AGENT_MESSAGE__MESSAGE_NACK;
         msg.nack = &nack;
+        if (c->on_nack != NULL)
+            c->on_nack(c->ctx);
     }
     rm_rpc_status_t status;
     if (rm_rpc_stream_send(stream, &msg.base, 5000, &status) != RM_RPC_OK)
@@ -190,6 +200,66 @@ on_snapshot(rm_control_client_t *c, rm_rpc_stream_t *stream, Remora__V1__Snapsho
     send_result(c, stream, snap, NULL);
 }
 
+/*
+ * Sends one Stats summary. Called only from this thread, like every other send on the stream, so
+ * that a send is never started while another is outstanding; a send that is not taken within the
+ * timeout stays pending and the next send waits for it (rm_rpc_stream_send).
+ */
+static void
+send_stats(rm_control_client_t *c, rm_rpc_stream_t *stream)
+{
+    rm_control_stats_source_t source = rm_control_get_stats_source();
+    if (source == NULL)
+        return;
+    if (c->stats_buf == NULL)
+        c->stats_buf = rm_calloc(RM_CONTROL_STATS_MAX_SERIES, sizeof(*c->stats_buf));
+    size_t total = source(c->stats_buf, RM_CONTROL_STATS_MAX_SERIES);
+    size_t n = total < RM_CONTROL_STATS_MAX_SERIES ? total : RM_CONTROL_STATS_MAX_SERIES;
+
+    Remora__V1__Stats stats = REMORA__V1__STATS__INIT;
+    struct timespec wall;
+    clock_gettime(CLOCK_REALTIME, &wall);
+    stats.monotonic_ms = rm_now_ms();
+    stats.wall_ms = (uint64_t)wall.tv_sec * 1000 + (uint64_t)wall.tv_nsec / 1000000;
+    stats.uptime_ms = stats.monotonic_ms - c->started_ms;
+    stats.n_bounds_us = RM_HISTOGRAM_NUM_BOUNDS;
+    stats.bounds_us = (uint64_t *)rm_histogram_bounds_us;
+    stats.dropped_series = total - n;
+    Remora__V1__StatSeries *series = rm_calloc(n + 1, sizeof(*series));
+    Remora__V1__StatSeries **ptrs = rm_calloc(n + 1, sizeof(*ptrs));
+    for (size_t i = 0; i != n; ++i) {
+        rm_control_stat_series_t *in = &c->stats_buf[i];
+        /* the source's strings may fill their arrays: terminate them before they become proto strings */
+        in->direction[RM_CONTROL_STAT_MAX_VALUE] = in->route[RM_CONTROL_STAT_MAX_VALUE] = in->backend[RM_CONTROL_STAT_MAX_VALUE] =
+            '\0';
+        remora__v1__stat_series__init(&series[i]);
+        series[i].direction = in->direction;
+        series[i].route = in->route;
+        series[i].backend = in->backend;
+        series[i].requests = in->requests;
+        series[i].failures = in->failures;
+        series[i].n_buckets = RM_HISTOGRAM_BUCKETS;
+        series[i].buckets = in->buckets;
+        series[i].sum_us = in->sum_us;
+        ptrs[i] = &series[i];
+    }
+    stats.n_series = n;
+    stats.series = ptrs;
+    Remora__V1__AgentMessage msg = REMORA__V1__AGENT_MESSAGE__INIT;
+    msg.message_case = REMORA__V1__AGENT_MESSAGE__MESSAGE_STATS;
+    msg.stats = &stats;
+    rm_rpc_status_t status;
+    rm_rpc_result_t r = rm_rpc_stream_send(stream, &msg.base, 5000, &status);
+    if (r == RM_RPC_CLOSED)
+        rm_log_debug("control", "could not send stats: %s", status.message);
+    else if (r == RM_RPC_TIMEOUT)
+        rm_log_warn("control", "the control plane did not take the stats summary within 5 s; still trying");
+    if (total > n)
+        rm_log_debug("control", "stats: %zu series, %zu sent (the cap per message)", total, n);
+    free(ptrs);
+    free(series);
+}
+
 static void
 run_stream(rm_control_client_t *c, rm_rpc_client_t *client, int *got_snapshot)
 {
@@ -217,9 +287,17 @@ run_stream(rm_control_client_t *c, rm_rpc_client_t *client, int *got_snapshot)
         rm_log_debug("control", "control plane %s: %s", c->address, status.message);
         goto Exit;
     }
+    uint64_t next_stats_ms = rm_now_ms() + c->stats_interval_ms;
     for (;;) {
         ProtobufCMessage *m = NULL;
-        r = rm_rpc_stream_recv(stream, &remora__v1__snapshot__descriptor, 1000, &m, &status);
+        uint64_t now = rm_now_ms();
+        if (now >= next_stats_ms) {
+            send_stats(c, stream);
+            /* no catching up after a long apply: the counters are cumulative, a summary skipped costs nothing */
+            next_stats_ms = (now = rm_now_ms()) + c->stats_interval_ms;
+        }
+        int64_t wait_ms = next_stats_ms - now < 1000 ? (int64_t)(next_stats_ms - now) : 1000;
+        r = rm_rpc_stream_recv(stream, &remora__v1__snapshot__descriptor, wait_ms, &m, &status);
         if (r == RM_RPC_TIMEOUT) {
             if (is_stopping(c))
                 break;
@@ -284,7 +362,12 @@ rm_control_client_start(const rm_control_options_t *opts, char *err, size_t errl
     c->base = rm_config_ref(opts->base);
     c->applied_version = opts->applied_version;
     c->apply = opts->apply;
+    c->on_nack = opts->on_nack;
     c->ctx = opts->ctx;
+    c->stats_interval_ms = opts->stats_interval_ms == 0 ? STATS_INTERVAL_DEFAULT_MS : opts->stats_interval_ms;
+    if (c->stats_interval_ms < STATS_INTERVAL_MIN_MS)
+        c->stats_interval_ms = STATS_INTERVAL_MIN_MS;
+    c->started_ms = rm_now_ms();
     pthread_mutex_init(&c->mutex, NULL);
     pthread_cond_init(&c->cond, NULL);
     rm_rpc_init();
@@ -319,6 +402,7 @@ rm_control_client_stop(rm_control_client_t *c)
     free(c->address);
     free(c->node_id);
     free(c->state_dir);
+    free(c->stats_buf);
     free(c);
 }
 

@@ -10,6 +10,10 @@
  * The persisted snapshot lets an agent that starts while the control plane is unreachable serve
  * the last configuration it had (rm_control_load_persisted).
  *
+ * Between snapshots the same thread sends a Stats summary every `stats_interval_ms` (control_stats.h):
+ * sends on the stream are made one at a time from this thread only, so the ACKs and the summaries never
+ * have two sends outstanding (gRPC's rule).
+ *
  * Thread: start/stop from the main thread; `apply` is called on the control thread.
  */
 #ifndef remora__control_client_h
@@ -37,7 +41,14 @@ typedef struct st_rm_control_options_t {
      * Called on the control thread; may block until the main thread has published it.
      */
     int (*apply)(void *ctx, rm_config_t *config, char *err, size_t errlen);
+    /** a snapshot was NACKed (it did not translate or apply), for metrics; may be NULL. Called on the control thread */
+    void (*on_nack)(void *ctx);
     void *ctx;
+    /**
+     * Every this many ms (0: 10000; at least 1000) the client sends a remora.v1.Stats built from the
+     * source of config/control_stats.h on the stream (nothing when no source is set).
+     */
+    uint32_t stats_interval_ms;
 } rm_control_options_t;
 
 /** Starts the client thread. Returns NULL with a message if the thread cannot start. */

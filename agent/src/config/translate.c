@@ -59,6 +59,14 @@ copy_base(builder_t *b, const rm_config_t *base)
     c->health_addr = base->health_addr;
     c->drain_timeout_ms = base->drain_timeout_ms;
     c->limits = base->limits;
+    /* the bootstrap's telemetry stays in force unless the snapshot carries a Telemetry (apply_telemetry) */
+    c->telemetry = base->telemetry;
+    c->telemetry.tracing.otlp_endpoint =
+        base->telemetry.tracing.otlp_endpoint != NULL ? rm_strdup(base->telemetry.tracing.otlp_endpoint) : NULL;
+    c->telemetry.tracing.service_name =
+        base->telemetry.tracing.service_name != NULL ? rm_strdup(base->telemetry.tracing.service_name) : NULL;
+    c->telemetry.access_log.path = base->telemetry.access_log.path != NULL ? rm_strdup(base->telemetry.access_log.path) : NULL;
+    c->agent_namespace = base->agent_namespace != NULL ? rm_strdup(base->agent_namespace) : NULL;
     c->dns_servers = rm_calloc(base->num_dns_servers, sizeof(char *));
     for (size_t i = 0; i != base->num_dns_servers; ++i)
         c->dns_servers[i] = rm_strdup(base->dns_servers[i]);
@@ -72,6 +80,13 @@ copy_base(builder_t *b, const rm_config_t *base)
         to->tls_cert_file = from->tls_cert_file != NULL ? rm_strdup(from->tls_cert_file) : NULL;
         to->tls_key_file = from->tls_key_file != NULL ? rm_strdup(from->tls_key_file) : NULL;
         to->line = from->line;
+        to->direction = from->direction;
+        to->inbound_to_localhost = from->inbound_to_localhost;
+        if (from->num_opaque_ports != 0) {
+            to->opaque_ports = rm_calloc(from->num_opaque_ports, sizeof(uint16_t));
+            memcpy(to->opaque_ports, from->opaque_ports, from->num_opaque_ports * sizeof(uint16_t));
+            to->num_opaque_ports = from->num_opaque_ports;
+        }
         c->num_listeners = i + 1;
     }
     return 0;
@@ -95,8 +110,21 @@ add_cluster(builder_t *b, const Remora__V1__Service *svc)
     case REMORA__V1__PROTOCOL__PROTOCOL_HTTP1:
         cl->protocol = RM_UPSTREAM_HTTP1;
         break;
+    case REMORA__V1__PROTOCOL__PROTOCOL_TCP:
+        cl->protocol = RM_UPSTREAM_TCP;
+        break;
     default:
         return fail(b, "service %s/%s: protocol is not set", ns, name);
+    }
+    /* virtual addresses: the original destinations of intercepted connections that mean this Service */
+    if (spec->n_addresses != 0) {
+        cl->addresses = rm_calloc(spec->n_addresses, sizeof(*cl->addresses));
+        for (size_t i = 0; i != spec->n_addresses; ++i) {
+            const char *why;
+            if (rm_parse_ip_port(spec->addresses[i], &cl->addresses[i].addr, &cl->addresses[i].addrlen, &why) != 0)
+                return fail(b, "service %s/%s: address '%s': %s", ns, name, spec->addresses[i], why);
+            cl->num_addresses = i + 1;
+        }
     }
     size_t n = spec->n_endpoints;
     cl->endpoints = rm_calloc(n, sizeof(*cl->endpoints));
@@ -1030,6 +1058,33 @@ apply_backend_policy(builder_t *b, rm_config_cluster_t *cl, const Remora__V1__Ba
              duration_ms(b, od->max_ejection_time, what, "outlierDetection.maxEjectionTime", &cl->outlier.max_ejection_ms) != 0))
             return -1;
     }
+    const Remora__V1__HealthCheck *hc = spec->health_check;
+    if (hc != NULL) {
+        if (check_known(b, &hc->base, what, "healthCheck") != 0 ||
+            (hc->http != NULL && check_known(b, &hc->http->base, what, "healthCheck.http") != 0) ||
+            (hc->grpc != NULL && check_known(b, &hc->grpc->base, what, "healthCheck.grpc") != 0))
+            return -1;
+        if ((hc->http != NULL) == (hc->grpc != NULL))
+            return fail(b, "%s: healthCheck needs exactly one of http and grpc", what);
+        rm_config_health_check_t *h = &cl->health_check;
+        free(h->http_path);
+        free(h->grpc_service);
+        h->http_path = NULL;
+        h->grpc_service = NULL;
+        h->enabled = 1;
+        h->grpc = hc->grpc != NULL;
+        if (hc->http != NULL)
+            h->http_path = rm_strdup(hc->http->path);
+        else
+            h->grpc_service = rm_strdup(hc->grpc->service);
+        if (hc->healthy_threshold != 0)
+            h->healthy_threshold = hc->healthy_threshold;
+        if (hc->unhealthy_threshold != 0)
+            h->unhealthy_threshold = hc->unhealthy_threshold;
+        if ((hc->interval != NULL && duration_ms(b, hc->interval, what, "healthCheck.interval", &h->interval_ms) != 0) ||
+            (hc->timeout != NULL && duration_ms(b, hc->timeout, what, "healthCheck.timeout", &h->timeout_ms) != 0))
+            return -1;
+    }
     return 0;
 }
 
@@ -1129,6 +1184,92 @@ apply_rate_limit_policies(builder_t *b)
     return 0;
 }
 
+/* The namespace whose Telemetry applies mesh-wide (POLICY.md). */
+#define ROOT_NAMESPACE "remora-system"
+
+/*
+ * Telemetry: the first (by name) in the agent's namespace (`--namespace`; NULL: unknown), else the
+ * first in the root namespace, replaces the bootstrap's whole `telemetry` block; with neither, the
+ * bootstrap's stays.
+ */
+static int
+apply_telemetry(builder_t *b, const char *agent_ns)
+{
+    const Remora__V1__Snapshot *snap = b->snap;
+    const Remora__V1__Telemetry *chosen = NULL;
+    for (size_t i = 0; i != snap->n_telemetries && agent_ns != NULL; ++i)
+        if (strcmp(ns_of(snap->telemetries[i]->metadata), agent_ns) == 0) {
+            chosen = snap->telemetries[i];
+            break;
+        }
+    for (size_t i = 0; i != snap->n_telemetries && chosen == NULL; ++i)
+        if (strcmp(ns_of(snap->telemetries[i]->metadata), ROOT_NAMESPACE) == 0)
+            chosen = snap->telemetries[i];
+    if (chosen == NULL)
+        return 0;
+    char what[300];
+    snprintf(what, sizeof(what), "Telemetry %s/%s", ns_of(chosen->metadata), name_of(chosen->metadata));
+    const Remora__V1__TelemetrySpec *spec = chosen->spec;
+    if (spec != NULL && check_known(b, &spec->base, what, "spec") != 0)
+        return -1;
+    /* what the Telemetry kind does not say (service name, batching, queue and buffer sizes) keeps the
+     * bootstrap's values, which are the defaults when the bootstrap has no `telemetry` */
+    rm_config_telemetry_t *tm = &b->config->telemetry;
+    free(tm->tracing.otlp_endpoint);
+    free(tm->access_log.path);
+    tm->tracing.otlp_endpoint = NULL;
+    tm->access_log.path = NULL;
+    tm->tracing.enabled = 0;
+    tm->tracing.protocol = RM_OTLP_GRPC;
+    tm->tracing.sampling_percent = 0;
+    tm->tracing.propagate_w3c = tm->tracing.propagate_b3 = 1;
+    tm->tracing.line = 0;
+    tm->access_log.enabled = 0;
+    tm->access_log.line = 0;
+    const Remora__V1__TelemetryTracing *t = spec != NULL ? spec->tracing : NULL;
+    if (t != NULL) {
+        if (check_known(b, &t->base, what, "spec.tracing") != 0 ||
+            (t->otlp != NULL && check_known(b, &t->otlp->base, what, "spec.tracing.otlp") != 0))
+            return -1;
+        if (t->otlp == NULL || t->otlp->endpoint == NULL || t->otlp->endpoint[0] == '\0')
+            return fail(b, "%s: spec.tracing.otlp.endpoint is required", what);
+        tm->tracing.enabled = 1;
+        tm->tracing.otlp_endpoint = rm_strdup(t->otlp->endpoint);
+        switch (t->otlp->protocol) {
+        case REMORA__V1__OTLP_PROTOCOL__OTLP_PROTOCOL_GRPC:
+            tm->tracing.protocol = RM_OTLP_GRPC;
+            break;
+        case REMORA__V1__OTLP_PROTOCOL__OTLP_PROTOCOL_HTTP:
+            tm->tracing.protocol = RM_OTLP_HTTP;
+            break;
+        default:
+            return fail(b, "%s: spec.tracing.otlp.protocol %d is not known to this agent", what, (int)t->otlp->protocol);
+        }
+        tm->tracing.sampling_percent = t->sampling_percent;
+        if (t->n_propagation != 0) {
+            tm->tracing.propagate_w3c = tm->tracing.propagate_b3 = 0;
+            for (size_t i = 0; i != t->n_propagation; ++i) {
+                if (t->propagation[i] == REMORA__V1__TRACE_PROPAGATION__TRACE_PROPAGATION_W3C)
+                    tm->tracing.propagate_w3c = 1;
+                else if (t->propagation[i] == REMORA__V1__TRACE_PROPAGATION__TRACE_PROPAGATION_B3)
+                    tm->tracing.propagate_b3 = 1;
+                else
+                    return fail(b, "%s: spec.tracing.propagation %d is not known to this agent", what, (int)t->propagation[i]);
+            }
+        }
+    }
+    const Remora__V1__TelemetryAccessLog *a = spec != NULL ? spec->access_log : NULL;
+    if (a != NULL) {
+        if (check_known(b, &a->base, what, "spec.accessLog") != 0)
+            return -1;
+        if (a->format != REMORA__V1__ACCESS_LOG_FORMAT__ACCESS_LOG_FORMAT_JSON)
+            return fail(b, "%s: spec.accessLog.format %d is not known to this agent", what, (int)a->format);
+        tm->access_log.enabled = 1;
+        tm->access_log.path = rm_strdup(a->path != NULL && a->path[0] != '\0' ? a->path : "stdout");
+    }
+    return 0;
+}
+
 static int
 build(builder_t *b)
 {
@@ -1138,14 +1279,20 @@ build(builder_t *b)
     for (size_t i = 0; i != snap->n_services; ++i)
         if (add_cluster(b, snap->services[i]) != 0)
             return -1;
-    if (apply_backend_policies(b) != 0 || apply_rate_limit_policies(b) != 0)
+    if (apply_backend_policies(b) != 0 || apply_rate_limit_policies(b) != 0 || apply_telemetry(b, b->config->agent_namespace) != 0)
         return -1;
     for (size_t i = 0; i != snap->n_services; ++i) {
         const Remora__V1__Service *svc = snap->services[i];
+        size_t first = b->num_routes;
         if (add_http_routes(b, svc) != 0 || add_grpc_routes(b, svc) != 0)
             return -1;
         rm_config_route_t *r = new_route(b, svc, "default");
         r->cluster_name = cluster_name(name_of(svc->metadata), ns_of(svc->metadata));
+        /* cluster i is service i (add_cluster): a virtual address of it selects these routes */
+        for (size_t j = first; j != b->num_routes; ++j) {
+            b->routes[j].service_cluster = i;
+            b->routes[j].has_service = 1;
+        }
     }
     return 0;
 }

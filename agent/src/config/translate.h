@@ -6,7 +6,9 @@
  *
  * Mapping, per Service `name` in namespace `ns`:
  *   - a cluster "name.ns" with the service's endpoints (IP literals, or DNS names resolved by
- *     c-ares) speaking HTTP/2 (protocol grpc or http2) or HTTP/1.1 (http1), with the settings of the
+ *     c-ares) speaking HTTP/2 (protocol grpc or http2), HTTP/1.1 (http1) or opaque TCP (tcp), its
+ *     virtual `addresses` (the original destinations that mean it on transparent listeners,
+ *     docs/transparent.md), with the settings of the
  *     BackendTrafficPolicy that targets it (retryConstraint -> budget_*, min_retry_*; connectionPool
  *     -> connect_timeout_ms, pool_idle_timeout_ms, stream_idle_timeout_ms). When several target one
  *     Service, the first by namespace and name wins there (GEP-713's tie-break);

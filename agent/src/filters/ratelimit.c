@@ -199,6 +199,7 @@ Matched:;
     rm_header_t *retry_after = h2o_mem_alloc_pool(&s->pool, sizeof(*retry_after));
     retry_after->name = h2o_iovec_init(H2O_STRLIT("retry-after"));
     retry_after->value = h2o_iovec_init(value, (size_t)vlen);
+    retry_after->orig_name = NULL;
     rm_headers_t *extra = h2o_mem_alloc_pool(&s->pool, sizeof(*extra));
     *extra = (rm_headers_t){retry_after, 1, 1};
     rm_stream_reply_with_headers(s, RM_LOCAL_RATE_LIMITED, 429, RM_GRPC_RESOURCE_EXHAUSTED, "rate limited", extra);

@@ -103,6 +103,7 @@ redirect_on_request_head(rm_stream_t *s, void *state)
     rm_header_t *location = h2o_mem_alloc_pool(&s->pool, sizeof(*location));
     location->name = h2o_iovec_init(H2O_STRLIT("location"));
     location->value = rm_redirect_location(&s->pool, s->route, redirect, &s->req);
+    location->orig_name = NULL;
     rm_headers_t *extra = h2o_mem_alloc_pool(&s->pool, sizeof(*extra));
     *extra = (rm_headers_t){location, 1, 1};
     rm_stream_reply_with_headers(s, RM_LOCAL_REDIRECT, redirect->status_code != 0 ? redirect->status_code : 302,

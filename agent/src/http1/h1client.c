@@ -7,6 +7,11 @@
  * destroy_conn. An attempt that finds no idle connection and may not open one waits on the endpoint
  * (ep->h1_waiting, holding a max_pending_requests slot) for the next connection released to the
  * pool, or for a slot freed by a connection of this endpoint that closes.
+ *
+ * Upgrade: a request with rm_req_head_t.upgrade is sent with "Connection: Upgrade"; a 101 answer
+ * makes the connection a byte tunnel for the rest of its life (never pooled again): request pipe
+ * bytes go out raw and the request's end is a FIN; the server's bytes are the response body and its
+ * FIN ends the response (and the exchange: nothing more of the request is sent after it).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,6 +49,8 @@ typedef struct st_h1c_conn_t {
     unsigned reused : 1;
     unsigned resp_bytes : 1;
     unsigned dead : 1;
+    unsigned tunnel : 1; /* 101 received: raw bytes both ways */
+    unsigned tunnel_out_shut : 1;
 } h1c_conn_t;
 
 static const rm_attempt_up_ops_t up_ops;
@@ -175,11 +182,16 @@ on_response_head(void *ctx, rm_resp_head_t *head)
 {
     h1c_conn_t *conn = ctx;
     rm_attempt_t *s = conn->s;
-    if (head->status < 200)
+    if (head->status == 101 && s->req->upgrade.len != 0) {
+        /* the switch: the parser stops after this head (a 101 ends the HTTP/1.1 part of the connection) */
+        conn->tunnel = 1;
+    } else if (head->status < 200) {
         return 0; /* interim (100 Continue...): not forwarded; the final response follows */
+    }
     conn->resp_head = 1;
     s->resp = *head;
     rm_headers_remove_lit(&s->resp.headers, "content-length");
+    rm_headers_take_markers(&s->resp.headers, NULL, NULL); /* for agents only: an application cannot inject them */
     rm_attempt_on_response_head(s);
     return conn->s == NULL ? -1 : 0;
 }
@@ -208,6 +220,10 @@ on_message_complete(void *ctx, int keep_alive)
 {
     h1c_conn_t *conn = ctx;
     conn->keep_alive = keep_alive;
+    if (conn->tunnel) {
+        conn->keep_alive = 0;
+        return 0; /* the response goes on as the tunnel's bytes */
+    }
     conn->resp_complete = 1;
     rm_attempt_on_response_end(conn->s, conn->resp_trailers);
     return 0;
@@ -221,11 +237,27 @@ static const rm_h1_callbacks_t parser_callbacks = {
     .on_message_complete = on_message_complete,
 };
 
+/* Tunnel: the server's bytes are the response body, with the same backpressure. */
+static void
+tunnel_input(h1c_conn_t *conn)
+{
+    h2o_socket_t *sock = conn->io.sock;
+    if (conn->s != NULL && sock->input->size != 0) {
+        size_t n = sock->input->size;
+        RM_STAT_ADD(conn->s->cstats->bytes_rx, n);
+        rm_attempt_on_response_body(conn->s, sock->input->bytes, n);
+        h2o_buffer_consume(&sock->input, n);
+    }
+    if (conn->dead || conn->s == NULL)
+        return;
+    set_reading(conn, rm_attempt_resp_buffered(conn->s) < conn->s->limits->stream_window_bytes);
+}
+
 static void
 parse_input(h1c_conn_t *conn)
 {
     h2o_socket_t *sock = conn->io.sock;
-    while (!conn->dead && conn->s != NULL && !conn->resp_complete && sock->input->size != 0) {
+    while (!conn->dead && conn->s != NULL && !conn->resp_complete && !conn->tunnel && sock->input->size != 0) {
         ssize_t n = rm_h1_parser_execute(conn->parser, sock->input->bytes, sock->input->size);
         if (n < 0) {
             if (conn->s == NULL)
@@ -241,6 +273,10 @@ parse_input(h1c_conn_t *conn)
     }
     if (conn->dead)
         return;
+    if (conn->tunnel) {
+        tunnel_input(conn);
+        return;
+    }
     if (conn->resp_complete) {
         maybe_finish(conn);
         return;
@@ -256,6 +292,15 @@ on_read(h2o_socket_t *sock, const char *err)
     if (conn->s == NULL) {
         /* idle: the server closed, or sent something unsolicited; either way the connection is done */
         kill_conn(conn, RM_UPSTREAM_ERR_CLOSED, err != NULL ? err : "unexpected bytes on an idle connection");
+        return;
+    }
+    if (err != NULL && conn->tunnel && !conn->resp_complete) {
+        /* the server's FIN ends its direction, and with it the exchange */
+        conn->resp_complete = 1;
+        conn->keep_alive = 0;
+        conn->req_sent = 1;
+        rm_attempt_on_response_end(conn->s, NULL);
+        maybe_finish(conn);
         return;
     }
     if (err != NULL) {
@@ -276,12 +321,24 @@ on_read(h2o_socket_t *sock, const char *err)
  * Request side
  */
 
+/* The client's side of the tunnel ended and its bytes are out: pass the FIN on. */
+static void
+tunnel_maybe_shut(h1c_conn_t *conn)
+{
+    if (conn->tunnel && conn->req_sent && !conn->tunnel_out_shut && rm_h1io_pending(&conn->io) == 0) {
+        conn->tunnel_out_shut = 1;
+        rm_h1io_shutdown_write(&conn->io);
+    }
+}
+
 static void
 pull_request_body(h1c_conn_t *conn)
 {
     rm_attempt_t *s = conn->s;
-    if (s == NULL || conn->req_sent || conn->dead)
+    if (s == NULL || conn->req_sent || conn->dead) {
+        tunnel_maybe_shut(conn);
         return;
+    }
     while (rm_h1io_pending(&conn->io) < RM_H1_OUT_HIGH_WATER && rm_attempt_req_pending(s) != 0) {
         size_t want = RM_H1_OUT_HIGH_WATER - rm_h1io_pending(&conn->io);
         if (want > rm_attempt_req_pending(s))
@@ -302,6 +359,7 @@ pull_request_body(h1c_conn_t *conn)
             rm_h1_encode_last_chunk(&conn->io.out, rm_attempt_req_trailers(s));
         conn->req_sent = 1;
     }
+    tunnel_maybe_shut(conn);
     rm_h1io_schedule_flush(&conn->io);
 }
 
@@ -314,6 +372,7 @@ on_written(rm_h1io_t *io, const char *err)
         return;
     }
     pull_request_body(conn);
+    tunnel_maybe_shut(conn);
     if (conn->req_sent && conn->resp_complete)
         maybe_finish(conn);
 }

@@ -117,6 +117,9 @@ typedef struct st_field_ref_t {
     uint32_t name_len;
     uint32_t value_off;
     uint32_t value_len;
+    /* the name as sent when it has upper-case letters (name_off then holds a lower-cased copy) */
+    uint32_t orig_off;
+    unsigned has_upper : 1;
     int disp; /* KEEP, DROP, KEEP_TE_TRAILERS: decided when the section is complete */
 } field_ref_t;
 
@@ -581,8 +584,9 @@ BadFieldName:
 static size_t
 scratch_limit(const rm_h1_parser_t *p)
 {
-    /* the guard bounds the section's bytes; each string adds a NUL */
-    return (size_t)p->max_header_bytes + 2 * ((size_t)p->max_headers + 1);
+    /* the guard bounds the section's bytes; each string adds a NUL, and a name with upper-case letters is kept twice
+     * (as sent, and lower-cased) */
+    return 2 * (size_t)p->max_header_bytes + 3 * ((size_t)p->max_headers + 1);
 }
 
 static int
@@ -617,6 +621,40 @@ scratch_nul(rm_h1_parser_t *p)
     p->scratch[p->scratch_len++] = '\0';
 }
 
+/* The name of the current field is complete: NUL-terminate it and, if it has upper-case letters, add the lower-cased copy
+ * the rest of the codec works with (the spelling as sent stays for HTTP/1.1 encoders: rm_header_t.orig_name). */
+static int
+finish_name(rm_h1_parser_t *p)
+{
+    field_ref_t *f = p->fields + p->num_fields;
+    f->name_len = (uint32_t)(p->scratch_len - f->name_off);
+    scratch_nul(p);
+    if (f->has_upper) {
+        f->orig_off = f->name_off;
+        size_t len = f->name_len;
+        if (p->scratch_len + len + 1 > scratch_limit(p)) {
+            bad(p, "head larger than the guard allowed");
+            return -1;
+        }
+        if (p->scratch_len + len + 1 > p->scratch_cap) {
+            size_t cap = p->scratch_cap * 2;
+            while (cap < p->scratch_len + len + 1)
+                cap *= 2;
+            p->scratch = rm_realloc(p->scratch, cap);
+            p->scratch_cap = cap;
+        }
+        char *dst = p->scratch + p->scratch_len;
+        const char *src = p->scratch + f->orig_off;
+        for (size_t i = 0; i != len; ++i)
+            dst[i] = h2o_tolower(src[i]);
+        f->name_off = (uint32_t)p->scratch_len;
+        p->scratch_len += len;
+        scratch_nul(p);
+    }
+    f->value_off = (uint32_t)p->scratch_len;
+    return 0;
+}
+
 static void
 finish_value(rm_h1_parser_t *p)
 {
@@ -641,10 +679,8 @@ finish_section(rm_h1_parser_t *p)
         break;
     case LAST_FIELD: {
         /* the guard requires a colon, after which http-parser always reports a value: unreachable, but harmless */
-        field_ref_t *f = p->fields + p->num_fields;
-        f->name_len = (uint32_t)(p->scratch_len - f->name_off);
-        scratch_nul(p);
-        f->value_off = (uint32_t)p->scratch_len;
+        if (finish_name(p) != 0)
+            break;
         finish_value(p);
     } break;
     case LAST_VALUE:
@@ -692,9 +728,16 @@ on_header_field(http_parser *hp, const char *at, size_t len)
             p->fields = rm_realloc(p->fields, sizeof(*p->fields) * p->fields_cap);
         }
         p->fields[p->num_fields].name_off = (uint32_t)p->scratch_len;
+        p->fields[p->num_fields].has_upper = 0;
         p->last = LAST_FIELD;
     }
-    return scratch_append(p, at, len, 1);
+    /* kept as sent: finish_name lower-cases a copy only if needed, so all-lower-case heads cost nothing more */
+    for (size_t i = 0; i != len; ++i)
+        if (at[i] >= 'A' && at[i] <= 'Z') {
+            p->fields[p->num_fields].has_upper = 1;
+            break;
+        }
+    return scratch_append(p, at, len, 0);
 }
 
 static int
@@ -702,10 +745,8 @@ on_header_value(http_parser *hp, const char *at, size_t len)
 {
     rm_h1_parser_t *p = hp->data;
     if (p->last == LAST_FIELD) {
-        field_ref_t *f = p->fields + p->num_fields;
-        f->name_len = (uint32_t)(p->scratch_len - f->name_off);
-        scratch_nul(p);
-        f->value_off = (uint32_t)p->scratch_len;
+        if (finish_name(p) != 0)
+            return -1;
         p->last = LAST_VALUE;
     } else if (p->last != LAST_VALUE) {
         bad(p, "field value without a name");
@@ -780,6 +821,7 @@ is_valid_authority(const char *s, size_t len)
 typedef struct st_head_info_t {
     int num_host;
     h2o_iovec_t host;
+    size_t host_field;
     int num_content_length;
     int64_t content_length;
     /* transfer codings, in order, over every Transfer-Encoding line */
@@ -795,6 +837,10 @@ typedef struct st_head_info_t {
     int te_trailers;
     int expect_continue;
     int is_grpc;
+    /* "Connection: upgrade" and the Upgrade field's value (in scratch; len 0: none) */
+    int conn_upgrade;
+    int num_upgrade;
+    h2o_iovec_t upgrade;
 } head_info_t;
 
 /* field dispositions while building a head */
@@ -834,6 +880,8 @@ classify_connection(rm_h1_parser_t *p, head_info_t *info, const char *v, size_t 
         } else if (h2o_lcstris(elem, elem_len, H2O_STRLIT("keep-alive"))) {
             info->conn_keep_alive = 1;
         } else {
+            if (h2o_lcstris(elem, elem_len, H2O_STRLIT("upgrade")))
+                info->conn_upgrade = 1;
             if (info->num_options == MAX_CONNECTION_OPTIONS) {
                 bad(p, "too many connection options");
                 return -1;
@@ -900,6 +948,7 @@ classify_fields(rm_h1_parser_t *p, head_info_t *info)
             if (is_request) {
                 ++info->num_host;
                 info->host = h2o_iovec_init(value, vlen);
+                info->host_field = i;
                 d = DROP;
             }
         } else if (NAME_IS(name, nlen, "content-length")) {
@@ -934,6 +983,10 @@ classify_fields(rm_h1_parser_t *p, head_info_t *info)
             }
         } else if (NAME_IS(name, nlen, "content-type")) {
             info->is_grpc = is_grpc_content_type(value, vlen);
+        } else if (NAME_IS(name, nlen, "upgrade")) {
+            ++info->num_upgrade;
+            info->upgrade = h2o_iovec_init(value, vlen);
+            d = DROP;
         } else if (rm_header_is_hop_by_hop(name, nlen)) {
             d = DROP;
         }
@@ -973,6 +1026,7 @@ build_fields(rm_h1_parser_t *p, rm_headers_t *out)
             continue;
         rm_header_t *h = out->entries + out->size++;
         h->name = h2o_iovec_init(base + f->name_off, f->name_len);
+        h->orig_name = f->has_upper ? base + f->orig_off : NULL;
         if (f->disp == KEEP_TE_TRAILERS)
             h->value = h2o_iovec_init(H2O_STRLIT("trailers"));
         else
@@ -1117,10 +1171,13 @@ request_head_complete(rm_h1_parser_t *p)
     head->method = h2o_iovec_init(method, strlen(method));
     head->scheme = h2o_iovec_init(H2O_STRLIT("http"));
     char *base = build_fields(p, &head->headers);
-    if (info.num_host == 1)
+    if (info.num_host == 1) {
         head->authority = h2o_iovec_init(base + (info.host.base - p->scratch), info.host.len);
-    else
+        if (p->fields[info.host_field].has_upper)
+            head->host_orig_name = base + p->fields[info.host_field].orig_off;
+    } else {
         head->authority = h2o_iovec_init(base + p->url_len, 0); /* points at the url's NUL: an empty string */
+    }
 
     /* request target (RFC 9112 3.2) */
     char *url = base;
@@ -1142,6 +1199,10 @@ request_head_complete(rm_h1_parser_t *p)
     head->te_trailers = info.te_trailers;
     head->is_grpc = info.is_grpc;
     head->expect_continue = info.expect_continue;
+    head->orig_h1 = 1;
+    /* RFC 9110 7.8: only in HTTP/1.1, named by Connection; one Upgrade field; no body to tell from the new protocol */
+    if (is_11 && info.conn_upgrade && info.num_upgrade == 1 && info.upgrade.len != 0 && framing == FRAMING_NONE)
+        head->upgrade = h2o_iovec_init(base + (info.upgrade.base - p->scratch), info.upgrade.len);
 
     p->keep_alive = is_11 ? !info.conn_close : info.conn_keep_alive && !info.conn_close;
     p->http_minor = p->g.minor;
@@ -1191,8 +1252,10 @@ response_head_complete(rm_h1_parser_t *p)
     rm_resp_head_t *head = h2o_mem_alloc_pool(p->pool, sizeof(*head));
     memset(head, 0, sizeof(*head));
     head->status = status;
-    build_fields(p, &head->headers);
+    char *base = build_fields(p, &head->headers);
     head->content_length = info.num_content_length != 0 ? info.content_length : -1;
+    if (status == 101 && info.num_upgrade == 1 && info.upgrade.len != 0)
+        head->upgrade = h2o_iovec_init(base + (info.upgrade.base - p->scratch), info.upgrade.len);
 
     p->keep_alive =
         (p->g.minor >= 1 ? !info.conn_close : info.conn_keep_alive && !info.conn_close) && framing != FRAMING_EOF && status != 101;
@@ -1641,7 +1704,8 @@ put_fields(char *dst, const rm_headers_t *headers, int is_request)
         const rm_header_t *h = headers->entries + i;
         if (field_disposition(h, is_request) != FIELD_WRITE)
             continue;
-        dst = put(dst, h->name.base, h->name.len);
+        /* the spelling an HTTP/1.1 peer used (legacy applications may match names case-sensitively) */
+        dst = put(dst, h->orig_name != NULL ? h->orig_name : h->name.base, h->name.len);
         dst = PUT_LIT(dst, ": ");
         dst = put(dst, h->value.base, h->value.len);
         dst = PUT_LIT(dst, "\r\n");
@@ -1650,6 +1714,16 @@ put_fields(char *dst, const rm_headers_t *headers, int is_request)
 }
 
 #define CONTENT_LENGTH_MAX_BYTES (sizeof("content-length: 9223372036854775807\r\n") - 1)
+#define UPGRADE_FIELDS_BYTES (sizeof("Connection: Upgrade\r\nUpgrade: \r\n") - 1)
+
+static char *
+put_upgrade(char *dst, h2o_iovec_t upgrade)
+{
+    /* spelt as RFC 6455 and every WebSocket peer do: the fields are the codec's, their original case is not kept */
+    dst = PUT_LIT(dst, "Connection: Upgrade\r\nUpgrade: ");
+    dst = put(dst, upgrade.base, upgrade.len);
+    return PUT_LIT(dst, "\r\n");
+}
 
 static char *
 put_content_length(char *dst, int64_t cl)
@@ -1681,19 +1755,24 @@ rm_h1_encode_request_head(h2o_buffer_t **buf, const rm_req_head_t *head, int chu
         !has_no_space_or_ctl(head->path.base, head->path.len) || !has_no_space_or_ctl(head->authority.base, head->authority.len))
         return 0;
     size_t fields = fields_size(&head->headers, 1);
-    if (fields == SIZE_MAX)
+    if (fields == SIZE_MAX || !is_field_value(head->upgrade.base, head->upgrade.len))
         return 0;
 
     size_t max = head->method.len + 1 + head->path.len + sizeof(" HTTP/1.1\r\n") - 1 + sizeof("host: \r\n") - 1 +
-                 head->authority.len + fields + sizeof("transfer-encoding: chunked\r\n") - 1 + CONTENT_LENGTH_MAX_BYTES + 2;
+                 head->authority.len + fields + sizeof("transfer-encoding: chunked\r\n") - 1 + CONTENT_LENGTH_MAX_BYTES +
+                 UPGRADE_FIELDS_BYTES + head->upgrade.len + 2;
     char *start = reserve(buf, max), *dst = start;
     dst = put(dst, head->method.base, head->method.len);
     *dst++ = ' ';
     dst = put(dst, head->path.base, head->path.len);
-    dst = PUT_LIT(dst, " HTTP/1.1\r\nhost: ");
+    dst = PUT_LIT(dst, " HTTP/1.1\r\n");
+    dst = put(dst, head->host_orig_name != NULL ? head->host_orig_name : "host", 4);
+    dst = PUT_LIT(dst, ": ");
     dst = put(dst, head->authority.base, head->authority.len);
     dst = PUT_LIT(dst, "\r\n");
     dst = put_fields(dst, &head->headers, 1);
+    if (head->upgrade.len != 0)
+        dst = put_upgrade(dst, head->upgrade);
     if (chunked)
         dst = PUT_LIT(dst, "transfer-encoding: chunked\r\n");
     else if (head->content_length >= 0)
@@ -1710,7 +1789,8 @@ rm_h1_encode_response_head(h2o_buffer_t **buf, const rm_resp_head_t *head, int c
     if (status < 100 || status > 999)
         return 0;
     size_t fields = fields_size(&head->headers, 0);
-    if (fields == SIZE_MAX)
+    int upgrade = status == 101 && head->upgrade.len != 0;
+    if (fields == SIZE_MAX || (upgrade && !is_field_value(head->upgrade.base, head->upgrade.len)))
         return 0;
     const char *reason = rm_h1_reason_phrase(status);
     size_t reason_len = strlen(reason);
@@ -1720,7 +1800,7 @@ rm_h1_encode_response_head(h2o_buffer_t **buf, const rm_resp_head_t *head, int c
         chunked = 0;
 
     size_t max = sizeof("HTTP/1.1 999 \r\n") - 1 + reason_len + fields + sizeof("transfer-encoding: chunked\r\n") - 1 +
-                 CONTENT_LENGTH_MAX_BYTES + sizeof("connection: close\r\n") - 1 + 2;
+                 CONTENT_LENGTH_MAX_BYTES + sizeof("connection: close\r\n") - 1 + UPGRADE_FIELDS_BYTES + head->upgrade.len + 2;
     char *start = reserve(buf, max), *dst = start;
     char line[16];
     int n = snprintf(line, sizeof(line), "HTTP/1.1 %d ", status);
@@ -1734,7 +1814,9 @@ rm_h1_encode_response_head(h2o_buffer_t **buf, const rm_resp_head_t *head, int c
         else if (head->content_length >= 0)
             dst = put_content_length(dst, head->content_length);
     }
-    if (close)
+    if (upgrade)
+        dst = put_upgrade(dst, head->upgrade);
+    else if (close)
         dst = PUT_LIT(dst, "connection: close\r\n");
     dst = PUT_LIT(dst, "\r\n");
     (*buf)->size += (size_t)(dst - start);

@@ -23,12 +23,15 @@
  * does not know, and CONNECT: 501. A field name that starts with "transfer-encoding" but is longer:
  * 400 (http-parser would count it as Transfer-Encoding). Responses must use exactly "chunked" if
  * they use Transfer-Encoding (another coding could not be removed); a 101 response is final, with
- * keep_alive == 0 (upgrades are not supported). max_header_bytes is capped at 80 KiB (http-parser's
+ * keep_alive == 0: the bytes after its head (left unconsumed: the parser pauses) belong to the upgraded protocol, as do
+ * the bytes after the head of a request that carries `upgrade` (rm_req_head_t.upgrade: "Connection: upgrade", exactly
+ * one Upgrade field, HTTP/1.1, no body; the caller decides whether to switch). max_header_bytes is capped at 80 KiB (http-parser's
  * own limit); trailer sections have the same limits as heads. When an input has several errors,
  * the first in byte order is reported, however the input was split. (Debian's libhttp_parser is
  * built non-strict, so these checks are ours, not the library's.)
  *
- * Heads handed up: names are lower-case; every string is NUL-terminated (the NUL is not counted)
+ * Heads handed up: names are lower-case, and a name sent with upper-case letters keeps that spelling in orig_name (no
+ * copy is made for a name already in lower case); every string is NUL-terminated (the NUL is not counted)
  * and lives in the pool, except method and scheme which may point to static strings. "host" is
  * removed and becomes `authority`; "content-length" stays in `headers` and is reflected in
  * content_length; fields named by the Connection field are removed too (except "te"). `scheme` is
@@ -134,13 +137,14 @@ int rm_h1_error_status(rm_h1_error_t err);
 
 /*
  * Encoders. Each appends to *buf (h2o_buffer_t, grown as needed; out of memory aborts) and returns
- * the number of bytes appended. Field names are written as they are stored (lower-case is valid
- * HTTP/1.1). The head encoders skip the fields they write themselves or that are connection-specific
- * (host for requests, content-length, transfer-encoding, connection, keep-alive, proxy-connection,
- * upgrade, te for responses, names starting with ':'), and return 0 and append nothing if the head
- * cannot be written safely: method not a token, empty path, SP or a control byte in the path or the
- * authority, a field name that is not a token, a field value with a control byte other than HTAB.
- * Callers must treat 0 as a failure of the exchange (never send a body after it).
+ * the number of bytes appended. Field names are written as the HTTP/1.1 peer spelled them when known
+ * (rm_header_t.orig_name), else as stored (lower-case is valid HTTP/1.1). A request head with `upgrade` and a 101
+ * response head with `upgrade` get "Connection: Upgrade" and "Upgrade: <value>". The head encoders skip the fields they write
+ * themselves or that are connection-specific (host for requests, content-length, transfer-encoding, connection, keep-alive,
+ * proxy-connection, upgrade, te for responses, names starting with ':'), and return 0 and append nothing if the head cannot be
+ * written safely: method not a token, empty path, SP or a control byte in the path or the authority, a field name that is not a
+ * token, a field value with a control byte other than HTAB. Callers must treat 0 as a failure of the exchange (never send a body
+ * after it).
  */
 
 /**

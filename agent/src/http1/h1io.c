@@ -1,4 +1,5 @@
 #include <string.h>
+#include <sys/socket.h>
 #include "remora/log.h"
 #include "core/alloc.h"
 #include "http1/h1io.h"
@@ -62,4 +63,12 @@ rm_h1io_dispose(rm_h1io_t *io)
     h2o_buffer_dispose(&io->out);
     h2o_buffer_dispose(&io->_inflight);
     io->sock = NULL;
+}
+
+void
+rm_h1io_shutdown_write(rm_h1io_t *io)
+{
+    if (io->sock == NULL || io->sock->ssl != NULL)
+        return;
+    shutdown(h2o_socket_get_fd(io->sock), SHUT_WR);
 }

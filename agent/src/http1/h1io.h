@@ -30,6 +30,12 @@ void rm_h1io_init(rm_h1io_t *io, rm_worker_t *worker, h2o_socket_t *sock, void (
 void rm_h1io_schedule_flush(rm_h1io_t *io);
 /** Bytes waiting or being written. */
 size_t rm_h1io_pending(rm_h1io_t *io);
+/**
+ * Half-closes the sending side of a cleartext socket (TCP FIN: a tunnel's end of one direction). Call it once nothing is
+ * pending. Over TLS it does nothing (a FIN under TLS would cut the record stream): the close of the connection ends both
+ * directions there.
+ */
+void rm_h1io_shutdown_write(rm_h1io_t *io);
 /** Releases the buffers and unschedules the flush; the socket is the owner's to close. */
 void rm_h1io_dispose(rm_h1io_t *io);
 

@@ -3,6 +3,12 @@
  * buffer, the parser paused), bodies streamed through the stream's pipes. Reading stops while the
  * request pipe holds more than the stream window, which is the end-to-end backpressure for
  * HTTP/1.1 clients.
+ *
+ * Upgrade (WebSocket): a request with rm_req_head_t.upgrade stays open after its head (the parser
+ * stops there). A 101 answer turns the connection into a byte tunnel: the client's bytes are the
+ * request body, the response body goes out raw; each direction ends with a FIN (half-close) and the
+ * connection closes once both have. Any other answer ends the request and the connection goes on
+ * as HTTP/1.1.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +40,11 @@ typedef struct st_h1s_conn_t {
     unsigned draining : 1;
     unsigned dead : 1;
     unsigned close_after_write : 1;
+    unsigned upgrade_req : 1;  /* the current request asks for an upgrade: its end goes with the answer */
+    unsigned upgrade_wait : 1; /* ... which has not come yet */
+    unsigned tunnel : 1;       /* 101 sent: raw bytes both ways */
+    unsigned tunnel_in_eof : 1;
+    unsigned tunnel_out_shut : 1;
 } h1s_conn_t;
 
 static const rm_stream_down_ops_t down_ops;
@@ -48,6 +59,10 @@ kill_conn(h1s_conn_t *conn)
     conn->dead = 1;
     if (conn->io.sock != NULL)
         h2o_socket_read_stop(conn->io.sock);
+    if (conn->tunnel) {
+        conn->tunnel = 0;
+        RM_STAT_DEC(conn->dc->stats->upgrade_active);
+    }
     if (conn->s != NULL) {
         rm_stream_t *s = conn->s;
         conn->s = NULL;
@@ -149,6 +164,8 @@ on_message_begin(void *ctx)
     conn->resp_complete = 0;
     conn->resp_chunked = 0;
     conn->resp_no_body = 0;
+    conn->upgrade_req = 0;
+    conn->upgrade_wait = 0;
     conn->req_trailers = NULL;
     return &conn->s->pool;
 }
@@ -161,6 +178,13 @@ on_request_head(void *ctx, rm_req_head_t *head)
     s->req = *head;
     /* the length travels in content_length; encoders write it */
     rm_headers_remove_lit(&s->req.headers, "content-length");
+    /* marker fields are for agents only: a client cannot inject them */
+    rm_headers_take_markers(&s->req.headers, NULL, NULL);
+    /* only WebSocket is tunnelled (docs/architecture.md): other Upgrade protocols (h2c...) are stripped and the request
+     * goes on as plain HTTP/1.1, which RFC 9110 7.8 allows a server to do */
+    if (s->req.upgrade.len != 0 && !h2o_lcstris(s->req.upgrade.base, s->req.upgrade.len, H2O_STRLIT("websocket")))
+        s->req.upgrade = h2o_iovec_init(NULL, 0);
+    conn->upgrade_req = conn->upgrade_wait = s->req.upgrade.len != 0;
     s->req.scheme = conn->dc->is_tls ? h2o_iovec_init(H2O_STRLIT("https")) : h2o_iovec_init(H2O_STRLIT("http"));
     if (s->listener == NULL) {
         send_error_and_close(conn, 503, "listener removed by a configuration change");
@@ -199,7 +223,8 @@ on_message_complete(void *ctx, int keep_alive)
     h1s_conn_t *conn = ctx;
     conn->keep_alive = keep_alive;
     conn->req_complete = 1;
-    if (conn->s != NULL)
+    /* an upgrade request ends with its answer: after a 101 the client's bytes keep coming as the tunnel */
+    if (conn->s != NULL && !conn->upgrade_req)
         rm_stream_on_request_end(conn->s, conn->req_trailers);
     return 0;
 }
@@ -212,10 +237,34 @@ static const rm_h1_callbacks_t parser_callbacks = {
     .on_message_complete = on_message_complete,
 };
 
+/* Tunnel: the client's bytes go to the request pipe as they are, with the same backpressure as a body. */
+static void
+tunnel_input(h1s_conn_t *conn)
+{
+    h2o_socket_t *sock = conn->io.sock;
+    rm_stream_t *s = conn->s;
+    if (s == NULL || conn->tunnel_in_eof) {
+        set_reading(conn, 0);
+        return;
+    }
+    if (sock->input->size != 0) {
+        size_t n = sock->input->size;
+        rm_stream_on_request_body(s, sock->input->bytes, n);
+        h2o_buffer_consume(&sock->input, n);
+    }
+    if (conn->dead || conn->s == NULL)
+        return;
+    set_reading(conn, conn->s->req_body.buf->size < conn->s->config->limits.stream_window_bytes);
+}
+
 static void
 parse_input(h1s_conn_t *conn)
 {
     h2o_socket_t *sock = conn->io.sock;
+    if (conn->tunnel) {
+        tunnel_input(conn);
+        return;
+    }
     while (!conn->dead && sock->input->size != 0) {
         if (conn->s != NULL && conn->req_complete)
             break; /* the next pipelined request waits for this response */
@@ -242,6 +291,15 @@ static void
 on_read(h2o_socket_t *sock, const char *err)
 {
     h1s_conn_t *conn = sock->data;
+    if (err != NULL && conn->tunnel && conn->s != NULL && !conn->tunnel_in_eof) {
+        /* the client's FIN (or a reset, which the next write reveals): that direction of the tunnel ends */
+        conn->tunnel_in_eof = 1;
+        set_reading(conn, 0);
+        rm_stream_on_request_end(conn->s, NULL);
+        if (!conn->dead && conn->tunnel_out_shut)
+            kill_conn(conn);
+        return;
+    }
     if (err != NULL) {
         if (conn->s != NULL && !conn->req_complete && sock->input->size == 0 && conn->s->req.method.base == NULL) {
             /* closed between requests with a partial head: nothing to answer */
@@ -257,10 +315,28 @@ on_read(h2o_socket_t *sock, const char *err)
  * Response side
  */
 
+/* The upstream's side of the tunnel ended and its bytes are out: send our FIN; the connection ends with the client's. */
+static void
+tunnel_finish_out(h1s_conn_t *conn)
+{
+    if (!conn->tunnel_out_shut) {
+        conn->tunnel_out_shut = 1;
+        rm_h1io_shutdown_write(&conn->io);
+    }
+    if (conn->tunnel_in_eof || conn->io.sock->ssl != NULL)
+        kill_conn(conn);
+    else if (!rm_timer_is_linked(&conn->idle_timeout))
+        link_idle(conn); /* the stream is over: a client that never sends its FIN is bounded by the connection's idle timeout */
+}
+
 static void
 finish_exchange(h1s_conn_t *conn)
 {
     rm_stream_t *s = conn->s;
+    if (conn->tunnel) {
+        tunnel_finish_out(conn);
+        return;
+    }
     int reusable = conn->keep_alive && conn->req_complete && !conn->resp_close && !conn->draining;
     conn->s = NULL;
     rm_stream_detach_downstream(s);
@@ -332,6 +408,35 @@ down_send_response_head(rm_stream_t *s)
     h1s_conn_t *conn = s->down_ctx;
     int status = s->resp.status;
     conn->resp_started = 1;
+    if (conn->upgrade_wait) {
+        conn->upgrade_wait = 0;
+        if (status == 101) {
+            RM_STAT_INC(conn->dc->stats->upgrade_switched);
+            RM_STAT_INC(conn->dc->stats->upgrade_active);
+            conn->tunnel = 1;
+            rm_resp_head_t head = s->resp;
+            if (head.upgrade.len == 0)
+                head.upgrade = s->req.upgrade;
+            if (rm_h1_encode_response_head(&conn->io.out, &head, 0, 0) == 0) {
+                kill_conn(conn);
+                return;
+            }
+            pull_response_body(conn);
+            if (conn->dead)
+                return;
+            /* bytes the client sent early wait in the socket buffer */
+            set_reading(conn, 1);
+            tunnel_input(conn);
+            if (!conn->dead && conn->resp_complete && rm_h1io_pending(&conn->io) == 0)
+                finish_exchange(conn);
+            return;
+        }
+        /* refused: an ordinary response, and the request ends here */
+        RM_STAT_INC(conn->dc->stats->upgrade_refused);
+        rm_stream_on_request_end(s, NULL);
+        if (conn->s != s)
+            return;
+    }
     if (status == 204 || status == 304 || (status >= 100 && status < 200))
         conn->resp_no_body = 1;
     int close = !conn->keep_alive && conn->req_complete;
@@ -364,12 +469,23 @@ down_resp_body_ready(rm_stream_t *s)
 {
     h1s_conn_t *conn = s->down_ctx;
     pull_response_body(conn);
+    /* a tunnel's end may come after its last byte went out: no write completion will follow */
+    if (conn->tunnel && !conn->dead && conn->resp_complete && rm_h1io_pending(&conn->io) == 0)
+        finish_exchange(conn);
 }
 
 static void
 down_req_body_consumed(rm_stream_t *s, size_t n)
 {
     h1s_conn_t *conn = s->down_ctx;
+    if (conn->tunnel) {
+        if (!conn->reading && !conn->dead && !conn->tunnel_in_eof &&
+            s->req_body.buf->size < s->config->limits.stream_window_bytes / 2) {
+            set_reading(conn, 1);
+            tunnel_input(conn);
+        }
+        return;
+    }
     if (!conn->reading && !conn->req_complete && !conn->dead && !conn->close_after_write &&
         s->req_body.buf->size < s->config->limits.stream_window_bytes / 2) {
         set_reading(conn, 1);
@@ -386,7 +502,8 @@ down_reset(rm_stream_t *s, uint32_t h2_error)
     kill_conn(conn);
 }
 
-static const rm_stream_down_ops_t down_ops = {down_send_response_head, down_resp_body_ready, down_req_body_consumed, down_reset};
+static const rm_stream_down_ops_t down_ops = {down_send_response_head, down_resp_body_ready, down_req_body_consumed, down_reset,
+                                              "HTTP/1.1"};
 
 /*
  * Connection lifecycle

@@ -176,6 +176,10 @@ on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *user_data)
             if (hc->a->resp.status >= 100 && hc->a->resp.status < 200)
                 return 0; /* interim response: not forwarded */
             hc->final_head = 1;
+            h2o_iovec_t case_marker;
+            rm_headers_take_markers(&hc->a->resp.headers, &case_marker, NULL);
+            if (case_marker.len != 0 && rm_cluster_config(conn->ep->cluster)->peer_agent)
+                rm_headers_apply_case_marker(&hc->a->resp.headers, case_marker);
             if ((frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0)
                 /* no body follows: the downstream sends one HEADERS frame too (a gRPC trailers-only
                  * response stays trailers-only) */
@@ -302,6 +306,13 @@ submit_stream(h2c_stream_t *hc)
         }
     if (s->grpc_timeout.base != NULL && !grpc_timeout_sent)
         rm_h2_nvs_add(s->pool, &nvs, H2O_STRLIT("grpc-timeout"), s->grpc_timeout.base, s->grpc_timeout.len);
+    if (rm_cluster_config(conn->ep->cluster)->peer_agent && req->orig_h1) {
+        /* HTTP/1.1 riding HTTP/2 to another agent: what HTTP/2 cannot say travels in marker fields */
+        rm_h2_nvs_add(s->pool, &nvs, H2O_STRLIT(RM_MARKER_ORIG_PROTO), H2O_STRLIT("HTTP/1.1"));
+        h2o_iovec_t marker = rm_req_case_marker(s->pool, req);
+        if (marker.len != 0)
+            rm_h2_nvs_add(s->pool, &nvs, H2O_STRLIT(RM_MARKER_H1_CASE), marker.base, marker.len);
+    }
     if (req->content_length >= 0) {
         char *cl = h2o_mem_alloc_pool(s->pool, 24);
         size_t n = rm_h2_format_u64(cl, (uint64_t)req->content_length);
@@ -309,7 +320,11 @@ submit_stream(h2c_stream_t *hc)
     }
     int32_t id;
     rm_headers_t *req_trailers = rm_attempt_req_trailers(s);
-    if (rm_attempt_req_eos(s) && rm_attempt_req_pending(s) == 0 && (req_trailers == NULL || req_trailers->size == 0)) {
+    /* a request the HTTP/1.1 parser framed without a body (GET...) ends with its HEADERS even if its end is not in the
+     * pipe yet: an empty DATA frame would make the next hop see a body of unknown length (chunked in HTTP/1.1) */
+    int bodyless_h1 = req->orig_h1 && !req->has_body && req->content_length <= 0 && rm_attempt_req_pending(s) == 0;
+    if (bodyless_h1 ||
+        (rm_attempt_req_eos(s) && rm_attempt_req_pending(s) == 0 && (req_trailers == NULL || req_trailers->size == 0))) {
         id = nghttp2_submit_request(conn->h2.ng, NULL, nvs.nva, nvs.len, NULL, hc);
     } else {
         nghttp2_data_provider prd = {.source.ptr = hc, .read_callback = read_request_body};

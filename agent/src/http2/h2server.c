@@ -163,6 +163,28 @@ on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name, 
     return 0;
 }
 
+/* 1 if the stream's callers are agents, whose marker fields are honoured (docs/architecture.md, "Names to keep") */
+static int
+from_agent(const rm_stream_t *s)
+{
+    return s->listener != NULL && (s->listener->peer_agent || s->listener->direction == RM_DIRECTION_INBOUND);
+}
+
+/* Marker fields are removed from every request; from an agent they restore what HTTP/2 cannot carry: that the request
+ * was HTTP/1.1 at the edge of the mesh and how its field names were spelled. */
+static void
+take_markers(rm_stream_t *s)
+{
+    h2o_iovec_t case_marker, orig_proto;
+    rm_headers_take_markers(&s->req.headers, &case_marker, &orig_proto);
+    if (!from_agent(s))
+        return;
+    if (h2o_memis(orig_proto.base, orig_proto.len, H2O_STRLIT("HTTP/1.1")))
+        s->req.orig_h1 = 1;
+    if (case_marker.len != 0)
+        rm_req_apply_case_marker(&s->req, case_marker);
+}
+
 static int
 on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *user_data)
 {
@@ -179,6 +201,7 @@ on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *user_data)
                 RM_STAT_INC(s->lstats->rq_protocol_error);
                 rm_stream_send_local_reply(s, 431, RM_GRPC_RESOURCE_EXHAUSTED, "request header fields too large");
             } else {
+                take_markers(s);
                 rm_stream_on_request_head(s);
             }
         } else if (hs->too_large) {
@@ -308,6 +331,12 @@ down_send_response_head(rm_stream_t *s)
         rm_header_t *h = &s->resp.headers.entries[i];
         rm_h2_nvs_add(&s->pool, &nvs, h->name.base, h->name.len, h->value.base, h->value.len);
     }
+    if (s->req.orig_h1 && from_agent(s)) {
+        /* the agent that sent the request restores the response's name case for its HTTP/1.1 client */
+        h2o_iovec_t marker = rm_headers_case_marker(&s->pool, &s->resp.headers);
+        if (marker.len != 0)
+            rm_h2_nvs_add(&s->pool, &nvs, H2O_STRLIT(RM_MARKER_H1_CASE), marker.base, marker.len);
+    }
     if (s->resp.content_length >= 0) {
         char *cl = h2o_mem_alloc_pool(&s->pool, 24);
         size_t n = rm_h2_format_u64(cl, (uint64_t)s->resp.content_length);
@@ -355,7 +384,8 @@ down_reset(rm_stream_t *s, uint32_t h2_error)
     rm_h2conn_schedule_flush(&hs->conn->h2);
 }
 
-static const rm_stream_down_ops_t down_ops = {down_send_response_head, down_resp_body_ready, down_req_body_consumed, down_reset};
+static const rm_stream_down_ops_t down_ops = {down_send_response_head, down_resp_body_ready, down_req_body_consumed, down_reset,
+                                              "HTTP/2"};
 
 /*
  * Connection lifecycle

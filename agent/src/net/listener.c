@@ -7,11 +7,15 @@
 #include <unistd.h>
 #include "remora/log.h"
 #include "remora/strutil.h"
+#include "net/detect.h"
 #include "net/listener.h"
 #include "tls/tls.h"
 
-#define H2_PREFACE "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-#define H2_PREFACE_LEN (sizeof(H2_PREFACE) - 1)
+/* <linux/netfilter_ipv4.h> and <linux/netfilter_ipv6/ip6_tables.h> clash with <netinet/in.h>: their values */
+#ifndef SO_ORIGINAL_DST
+#define SO_ORIGINAL_DST 80
+#endif
+#define RM_IP6T_SO_ORIGINAL_DST 80
 
 int
 rm_listen_fd_open(const rm_config_addr_t *addr, char *err, size_t errlen)
@@ -77,6 +81,8 @@ find_listener_config(const rm_config_t *config, const rm_config_addr_t *addr)
 const rm_config_listener_t *
 rm_dconn_listener(rm_dconn_t *dc, rm_config_t *config)
 {
+    if (dc->service_listener_index < config->num_service_listeners && dc->listener_index < config->num_listeners)
+        return &config->service_listeners[dc->service_listener_index];
     if (dc->listener_index < config->num_listeners)
         return &config->listeners[dc->listener_index];
     return NULL;
@@ -118,9 +124,26 @@ dconn_close_detecting(rm_dconn_t *dc)
 }
 
 static void
+hand_over_opaque(rm_dconn_t *dc, rm_detect_result_t result)
+{
+    if (rm_timer_is_linked(&dc->_detect_timeout))
+        rm_timer_unlink(&dc->_detect_timeout);
+    h2o_socket_read_stop(dc->sock);
+    RM_STAT_INC(dc->stats->detect[result]);
+    rm_tcp_proxy_accept(dc);
+}
+
+static void
 on_detect_timeout(rm_timer_t *entry)
 {
     rm_dconn_t *dc = H2O_STRUCT_FROM_MEMBER(rm_dconn_t, _detect_timeout, entry);
+    if (dc->direction != RM_DIRECTION_NONE) {
+        /* a client that waits for the server (or a slow one): relay what it is, as Linkerd and Istio do */
+        rm_log_debug("listener", "nothing detectable in time; relaying as opaque TCP");
+        hand_over_opaque(dc, RM_DETECT_TIMEOUT);
+        return;
+    }
+    RM_STAT_INC(dc->stats->detect[RM_DETECT_TIMEOUT]);
     rm_log_debug("listener", "closing connection that sent nothing detectable in time");
     dconn_close_detecting(dc);
 }
@@ -130,6 +153,8 @@ hand_over(rm_dconn_t *dc, int h2)
 {
     rm_timer_unlink(&dc->_detect_timeout);
     h2o_socket_read_stop(dc->sock);
+    if (!dc->is_tls)
+        RM_STAT_INC(dc->stats->detect[h2 ? RM_DETECT_H2 : RM_DETECT_HTTP1]);
     if (h2) {
         RM_STAT_INC(dc->stats->cx_h2);
         rm_h2server_accept(dc);
@@ -158,36 +183,128 @@ on_detect_read(h2o_socket_t *sock, const char *err)
 {
     rm_dconn_t *dc = sock->data;
     if (err != NULL) {
+        if (dc->direction != RM_DIRECTION_NONE && sock->input->size != 0) {
+            /* a short message and a half-close: relay it (the proxy sees the end again and passes it on) */
+            hand_over_opaque(dc, RM_DETECT_OPAQUE);
+            return;
+        }
         dconn_close_detecting(dc);
         return;
     }
-    const char *in = sock->input->bytes;
     size_t len = sock->input->size;
     if (len == 0)
         return;
-    if ((unsigned char)in[0] == 0x16) {
-        rm_config_t *config = dc->worker->config;
-        SSL_CTX *ctx = dc->listener_index < dc->worker->tls->num_listeners ? dc->worker->tls->listeners[dc->listener_index] : NULL;
-        if (ctx == NULL || dc->listener_index >= config->num_listeners) {
-            rm_log_debug("listener", "TLS ClientHello on a cleartext listener; closing");
-            RM_STAT_INC(dc->stats->rq_protocol_error);
-            dconn_close_detecting(dc);
-            return;
-        }
-        dc->is_tls = 1;
-        h2o_socket_read_stop(sock);
-        /* the ClientHello bytes already read stay in sock->input; h2o feeds them to the handshake */
-        h2o_socket_ssl_handshake(sock, ctx, NULL, on_handshake_complete);
-        return;
-    }
-    size_t cmp = len < H2_PREFACE_LEN ? len : H2_PREFACE_LEN;
-    if (memcmp(in, H2_PREFACE, cmp) == 0) {
-        if (len < H2_PREFACE_LEN)
-            return; /* a prefix of the preface: wait for the rest */
+    int transparent = dc->direction != RM_DIRECTION_NONE;
+    switch (rm_detect_classify(sock->input->bytes, len, transparent)) {
+    case RM_DETECT_NEED_MORE:
+        return; /* a prefix of the preface or of a method: wait for more (bounded by the detect timeout) */
+    case RM_DETECT_IS_H2:
         hand_over(dc, 1);
         return;
+    case RM_DETECT_IS_HTTP1:
+        hand_over(dc, 0);
+        return;
+    case RM_DETECT_IS_OPAQUE:
+        hand_over_opaque(dc, RM_DETECT_OPAQUE);
+        return;
+    case RM_DETECT_IS_TLS:
+        break;
     }
-    hand_over(dc, 0);
+    if (transparent) {
+        /* the application's own TLS: not ours to end, relayed as it is (docs/transparent.md) */
+        hand_over_opaque(dc, RM_DETECT_TLS);
+        return;
+    }
+    rm_config_t *config = dc->worker->config;
+    SSL_CTX *ctx = dc->listener_index < dc->worker->tls->num_listeners ? dc->worker->tls->listeners[dc->listener_index] : NULL;
+    if (ctx == NULL || dc->listener_index >= config->num_listeners) {
+        rm_log_debug("listener", "TLS ClientHello on a cleartext listener; closing");
+        RM_STAT_INC(dc->stats->rq_protocol_error);
+        dconn_close_detecting(dc);
+        return;
+    }
+    dc->is_tls = 1;
+    RM_STAT_INC(dc->stats->detect[RM_DETECT_TLS]);
+    h2o_socket_read_stop(sock);
+    /* the ClientHello bytes already read stay in sock->input; h2o feeds them to the handshake */
+    h2o_socket_ssl_handshake(sock, ctx, NULL, on_handshake_complete);
+}
+
+/* The destination the client asked for before REDIRECT (0 or -1). */
+static int
+get_original_dst(uv_tcp_t *tcp, int family, struct sockaddr_storage *out, socklen_t *outlen)
+{
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)tcp, &fd) != 0)
+        return -1;
+    *outlen = sizeof(*out);
+    if (family == AF_INET6)
+        return getsockopt(fd, SOL_IPV6, RM_IP6T_SO_ORIGINAL_DST, out, outlen);
+    return getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, out, outlen);
+}
+
+static int
+same_sockaddr(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    if (a->ss_family != b->ss_family)
+        return 0;
+    if (a->ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+    }
+    const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+    return x->sin6_port == y->sin6_port && memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
+}
+
+static uint16_t
+sockaddr_port(const struct sockaddr_storage *a)
+{
+    return ntohs(a->ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)a)->sin6_port
+                                          : ((const struct sockaddr_in *)a)->sin_port);
+}
+
+/*
+ * A transparent listener's new connection: its original destination picks the Service (outbound) and
+ * whether detection runs at all. Returns 1 to go on with detection, 0 if the connection was handed
+ * over or closed.
+ */
+static int
+accept_transparent(rm_dconn_t *dc, rm_listener_t *l, const rm_config_listener_t *lc, uv_tcp_t *tcp)
+{
+    rm_config_t *config = dc->worker->config;
+    struct sockaddr_storage local;
+    int locallen = sizeof(local);
+    if (get_original_dst(tcp, l->addr.addr.ss_family, &dc->orig_dst, &dc->orig_dstlen) != 0 ||
+        (uv_tcp_getsockname(tcp, (struct sockaddr *)&local, &locallen) == 0 && same_sockaddr(&local, &dc->orig_dst))) {
+        /* not redirected: a client that dialled the listener itself; relaying it would loop back here */
+        rm_log_debug("listener", "%s: connection without an original destination; closing", lc->name);
+        RM_STAT_INC(dc->stats->rq_protocol_error);
+        dconn_close_detecting(dc);
+        return 0;
+    }
+    if (lc->direction == RM_DIRECTION_OUTBOUND) {
+        dc->service_listener_index = rm_config_find_service_listener(config, l->config_index, (struct sockaddr *)&dc->orig_dst);
+        if (dc->service_listener_index == SIZE_MAX ||
+            config->clusters[config->service_listeners[dc->service_listener_index].service_cluster].protocol == RM_UPSTREAM_TCP) {
+            /* an unknown destination passes through unchanged, an opaque Service is relayed: no detection, no stall */
+            hand_over_opaque(dc, RM_DETECT_SKIPPED);
+            return 0;
+        }
+    } else {
+        /* inbound: a Service this node serves (orig_dst is one of its endpoints) goes through detection and,
+         * as HTTP, the inbound filter chain to its inbound cluster; anything else is relayed as it is */
+        dc->service_listener_index = rm_config_find_service_listener(config, l->config_index, (struct sockaddr *)&dc->orig_dst);
+        if (dc->service_listener_index == SIZE_MAX ||
+            config->clusters[config->service_listeners[dc->service_listener_index].service_cluster].protocol == RM_UPSTREAM_TCP) {
+            hand_over_opaque(dc, RM_DETECT_SKIPPED);
+            return 0;
+        }
+    }
+    if (rm_config_port_is_opaque(lc, sockaddr_port(&dc->orig_dst))) {
+        hand_over_opaque(dc, RM_DETECT_SKIPPED);
+        return 0;
+    }
+    return 1;
 }
 
 static void
@@ -216,12 +333,21 @@ on_accept(uv_stream_t *server, int status)
     dc->stats = l->stats;
     dc->listener_index = l->config_index;
     dc->listen_addr = l->addr;
+    dc->service_listener_index = SIZE_MAX;
     dc->ops = &detecting_ops;
     h2o_linklist_insert(&worker->downstream_conns, &dc->_link);
     ++worker->num_downstream_conns;
     RM_STAT_INC(dc->stats->cx_total);
     RM_STAT_INC(dc->stats->cx_active);
     dc->_detect_timeout.cb = on_detect_timeout;
+    const rm_config_listener_t *lc = &worker->config->listeners[l->config_index];
+    dc->direction = lc->direction;
+    if (lc->opaque) {
+        hand_over_opaque(dc, RM_DETECT_SKIPPED);
+        return;
+    }
+    if (lc->direction != RM_DIRECTION_NONE && !accept_transparent(dc, l, lc, tcp))
+        return;
     rm_worker_timer_start(worker, &dc->_detect_timeout, worker->config->limits.detect_timeout_ms);
     h2o_socket_read_start(dc->sock, on_detect_read);
 }
@@ -297,6 +423,11 @@ rm_listeners_apply_config(rm_worker_t *worker)
     for (h2o_linklist_t *n = worker->downstream_conns.next; n != &worker->downstream_conns; n = n->next) {
         rm_dconn_t *dc = H2O_STRUCT_FROM_MEMBER(rm_dconn_t, _link, n);
         dc->listener_index = find_listener_config(worker->config, &dc->listen_addr);
+        if (dc->service_listener_index != SIZE_MAX)
+            dc->service_listener_index =
+                dc->listener_index == SIZE_MAX
+                    ? SIZE_MAX
+                    : rm_config_find_service_listener(worker->config, dc->listener_index, (struct sockaddr *)&dc->orig_dst);
     }
 }
 

@@ -8,6 +8,13 @@
  * handshake whose ALPN picks the codec, the HTTP/2 connection preface picks HTTP/2, anything else
  * is HTTP/1.1 (whose parser rejects what is not HTTP).
  *
+ * Transparent listeners (rm_config_listener_t.direction, docs/transparent.md) read each connection's
+ * original destination (SO_ORIGINAL_DST / IP6T_SO_ORIGINAL_DST) and detect differently: an HTTP/1.x
+ * method token and a space, the HTTP/2 preface, a TLS ClientHello (relayed opaque: the application's
+ * TLS is not ours to end), else opaque TCP; a detection timeout also ends in opaque TCP, and ports in
+ * the listener's opaque_ports skip detection. An explicit `protocol: tcp` listener relays at once.
+ * Results are counted in remora_detect_total{listener,result}.
+ *
  * Thread: rm_listen_fd_open and rm_listener_new on the main thread; the rest on the owning worker.
  */
 #ifndef remora__listener_h
@@ -57,6 +64,14 @@ struct st_rm_dconn_t {
     const rm_dconn_ops_t *ops;
     void *impl;
     unsigned is_tls : 1;
+    /** the listener's direction (NONE for explicit listeners) */
+    rm_direction_t direction;
+    /** transparent listeners: the destination the client asked for (SO_ORIGINAL_DST), orig_dstlen 0 if unknown */
+    struct sockaddr_storage orig_dst;
+    socklen_t orig_dstlen;
+    /** OUTBOUND: index in config->service_listeners when orig_dst is a Service's virtual address, else
+     * SIZE_MAX (then rm_dconn_listener returns the Service listener, whose routes are that Service's) */
+    size_t service_listener_index;
 };
 
 /** Main thread: socket(), SO_REUSEPORT, bind, listen. Returns the fd or -1 with a message. */
@@ -85,5 +100,18 @@ const rm_config_listener_t *rm_dconn_listener(rm_dconn_t *dc, rm_config_t *confi
 /* codec entry points after detection */
 void rm_h1server_accept(rm_dconn_t *dc);
 void rm_h2server_accept(rm_dconn_t *dc);
+/** opaque TCP (tcp/tcp_proxy.c): relays the connection's bytes, starting with those already in
+ * dc->sock->input, to the destination its listener and original destination choose */
+void rm_tcp_proxy_accept(rm_dconn_t *dc);
+
+/** Detection outcomes, the `result` label of remora_detect_total (RM_DETECT_* index rm_listener_stats_t.detect). */
+typedef enum en_rm_detect_result_t {
+    RM_DETECT_HTTP1 = 0,
+    RM_DETECT_H2 = 1,
+    RM_DETECT_TLS = 2,     /* a ClientHello: handshake on an explicit TLS listener, relayed opaque on a transparent one */
+    RM_DETECT_OPAQUE = 3,  /* bytes that are none of the above */
+    RM_DETECT_TIMEOUT = 4, /* nothing detectable before limits.detect_timeout_ms */
+    RM_DETECT_SKIPPED = 5, /* no detection: an opaque port, a `protocol: tcp` listener or Service, an unknown destination */
+} rm_detect_result_t;
 
 #endif

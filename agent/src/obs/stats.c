@@ -14,7 +14,26 @@
 #include <unistd.h>
 #include "remora/log.h"
 #include "remora/strutil.h"
+#include "obs/process.h"
+#include "obs/series.h"
 #include "obs/stats.h"
+
+const char *const rm_stat_attempt_kind_names[RM_STAT_ATTEMPT_KINDS] = {"first", "retry", "mirror"};
+/* the error names follow rm_upstream_error_t (1..7) */
+const char *const rm_stat_attempt_outcome_names[RM_STAT_ATTEMPT_OUTCOMES] = {"1xx",
+                                                                             "2xx",
+                                                                             "3xx",
+                                                                             "4xx",
+                                                                             "5xx",
+                                                                             "grpc_error",
+                                                                             "connect_failure",
+                                                                             "connect_timeout",
+                                                                             "reset",
+                                                                             "closed",
+                                                                             "protocol_error",
+                                                                             "refused",
+                                                                             "overflow",
+                                                                             "cancelled"};
 
 rm_stats_t *
 rm_stats_create(unsigned worker_id)
@@ -30,6 +49,7 @@ rm_stats_destroy(rm_stats_t *stats)
 {
     if (stats == NULL)
         return;
+    rm_series_free_worker(stats);
     while (stats->_listeners != NULL) {
         rm_listener_stats_t *l = stats->_listeners;
         stats->_listeners = l->_next;
@@ -204,6 +224,31 @@ static const family_t listener_families[] = {
      "Bytes received from and sent to downstream.",
      0,
      {{"direction=\"rx\"", LFIELD(bytes_rx)}, {"direction=\"tx\"", LFIELD(bytes_tx)}}},
+    {"remora_detect_total",
+     "Protocol detection outcomes of accepted connections (docs/transparent.md).",
+     0,
+     {{"result=\"http1\"", LFIELD(detect[0])},
+      {"result=\"h2\"", LFIELD(detect[1])},
+      {"result=\"tls\"", LFIELD(detect[2])},
+      {"result=\"opaque\"", LFIELD(detect[3])},
+      {"result=\"timeout\"", LFIELD(detect[4])},
+      {"result=\"skipped\"", LFIELD(detect[5])}}},
+    {"remora_tcp_connections_total", "Connections relayed as opaque TCP.", 0, {{NULL, LFIELD(tcp_cx_total)}}},
+    {"remora_tcp_connections_active", "Opaque TCP connections open.", 1, {{NULL, LFIELD(tcp_cx_active)}}},
+    {"remora_upgrades_total",
+     "HTTP/1.1 Upgrade (WebSocket) requests: switched to a tunnel by a 101, or answered with another status.",
+     0,
+     {{"result=\"switched\"", LFIELD(upgrade_switched)}, {"result=\"refused\"", LFIELD(upgrade_refused)}}},
+    {"remora_upgrades_active", "Upgraded (tunnelled) downstream connections open.", 1, {{NULL, LFIELD(upgrade_active)}}},
+    {"remora_tcp_connect_failures_total",
+     "Opaque TCP connections closed because the upstream could not be reached.",
+     0,
+     {{NULL, LFIELD(tcp_connect_fail)}}},
+    {"remora_tcp_idle_timeouts_total", "Opaque TCP connections closed by the idle timeout.", 0, {{NULL, LFIELD(tcp_idle_timeout)}}},
+    {"remora_tcp_bytes_total",
+     "Opaque TCP bytes received from the downstream (rx) and sent to it (tx).",
+     0,
+     {{"direction=\"rx\"", LFIELD(tcp_bytes_rx)}, {"direction=\"tx\"", LFIELD(tcp_bytes_tx)}}},
 };
 
 static const family_t cluster_families[] = {
@@ -259,6 +304,10 @@ static const family_t cluster_families[] = {
       {"limit=\"requests\"", CFIELD(rq_overflow[2])},
       {"limit=\"retries\"", CFIELD(rq_overflow[3])}}},
     {"remora_upstream_outlier_ejections_total", "Endpoints ejected by outlier detection.", 0, {{NULL, CFIELD(outlier_ejections)}}},
+    {"remora_upstream_no_healthy_endpoint_total",
+     "Requests failed fast because every endpoint of the cluster was unhealthy (health checks) or ejected (outlier detection).",
+     0,
+     {{NULL, CFIELD(rq_no_healthy)}}},
     {"remora_upstream_bytes_total",
      "Bytes received from and sent to upstream.",
      0,
@@ -329,7 +378,11 @@ collect(rm_stats_t *const *workers, size_t num_workers, sum_vec_t *listeners, su
                 dst->local_replies[c] += RM_STAT_LOAD(src->local_replies[c]);
         }
         for (rm_cluster_stats_t *src = w->_clusters; src != NULL; src = src->_next) {
-            add_block(sum_get(clusters, src->name), src, cluster_families, NUM_FAMILIES(cluster_families));
+            rm_cluster_stats_t *dst = sum_get(clusters, src->name);
+            add_block(dst, src, cluster_families, NUM_FAMILIES(cluster_families));
+            for (size_t k = 0; k != RM_STAT_ATTEMPT_KINDS; ++k)
+                for (size_t o = 0; o != RM_STAT_ATTEMPT_OUTCOMES; ++o)
+                    dst->attempts[k][o] += RM_STAT_LOAD(src->attempts[k][o]);
         }
         pthread_mutex_unlock(&w->_mutex);
     }
@@ -373,7 +426,7 @@ render_families(strbuf_t *sb, const family_t *families, size_t num_families, con
     }
 }
 
-#define MAX_EXTRA_RENDERERS 8
+#define MAX_EXTRA_RENDERERS 16
 static char *(*extra_renderers[MAX_EXTRA_RENDERERS])(void);
 static size_t num_extra_renderers;
 
@@ -424,67 +477,126 @@ render_local_replies(strbuf_t *sb, const sum_vec_t *sums)
     }
 }
 
-static double process_start_time;
-static pthread_once_t process_start_once = PTHREAD_ONCE_INIT;
-
-/* /proc/self/stat gives the start in clock ticks since boot and /proc/stat the boot time; fall back to "now". */
+/* Only the series that have counted something: once there, a series stays (counters never go down). */
 static void
-init_process_start_time(void)
+render_attempts(strbuf_t *sb, const sum_vec_t *sums)
 {
-    unsigned long long start_ticks = 0, btime = 0;
-    char buf[1024], *p;
-    FILE *fp;
-    int ok = 0;
-
-    if ((fp = fopen("/proc/self/stat", "r")) != NULL) {
-        size_t n = fread(buf, 1, sizeof(buf) - 1, fp);
-        buf[n] = '\0';
-        fclose(fp);
-        /* the command name may contain spaces and parentheses: fields are counted after the last ')' */
-        if ((p = strrchr(buf, ')')) != NULL) {
-            int field = 2;
-            for (; *p != '\0' && field < 22; ++p)
-                if (*p == ' ')
-                    ++field;
-            ok = field == 22 && sscanf(p, "%llu", &start_ticks) == 1;
-        }
-    }
-    if (ok && (fp = fopen("/proc/stat", "r")) != NULL) {
-        ok = 0;
-        while (fgets(buf, sizeof(buf), fp) != NULL)
-            if (sscanf(buf, "btime %llu", &btime) == 1) {
-                ok = 1;
-                break;
+    render_header(sb, "remora_upstream_attempts_total",
+                  "Upstream attempts ended, by kind (first, retry, mirror) and outcome (status class, grpc_error, failure, "
+                  "cancelled).",
+                  0);
+    for (size_t i = 0; i != sums->size; ++i) {
+        const rm_cluster_stats_t *c = (const rm_cluster_stats_t *)((const char *)sums->entries + i * sums->elem_size);
+        for (size_t k = 0; k != RM_STAT_ATTEMPT_KINDS; ++k) {
+            for (size_t o = 0; o != RM_STAT_ATTEMPT_OUTCOMES; ++o) {
+                if (c->attempts[k][o] == 0)
+                    continue;
+                sb_printf(sb, "remora_upstream_attempts_total{backend=\"");
+                sb_append_label_value(sb, c->name);
+                sb_printf(sb, "\",kind=\"%s\",outcome=\"%s\"} %" PRIu64 "\n", rm_stat_attempt_kind_names[k],
+                          rm_stat_attempt_outcome_names[o], c->attempts[k][o]);
             }
-        fclose(fp);
-    }
-    long hz = sysconf(_SC_CLK_TCK);
-    if (ok && hz > 0) {
-        process_start_time = (double)btime + (double)start_ticks / (double)hz;
-    } else {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        process_start_time = (double)ts.tv_sec + ts.tv_nsec / 1e9;
+        }
     }
 }
 
-static uint64_t
-resident_memory_bytes(void)
+/*
+ * OpenMetrics from the 0.0.4 text of the counter blocks and the registered renderers: a counter
+ * family is named without the _total its samples carry (one whose samples lack it becomes
+ * `unknown`), HELP also escapes '"', and comments other than HELP and TYPE, and blank lines, go.
+ */
+static void
+to_openmetrics(strbuf_t *out, const char *text)
 {
-    unsigned long long size, resident;
-    FILE *fp = fopen("/proc/self/statm", "r");
-    int n;
+    const char *help_name = NULL, *help_text = NULL;
+    size_t help_name_len = 0, help_text_len = 0;
 
+    for (const char *line = text; *line != '\0';) {
+        const char *eol = strchr(line, '\n');
+        size_t len = eol != NULL ? (size_t)(eol - line) : strlen(line);
+        const char *next = eol != NULL ? eol + 1 : line + len;
+        if (len > 7 && memcmp(line, "# HELP ", 7) == 0) {
+            const char *sp = memchr(line + 7, ' ', len - 7);
+            help_name = line + 7;
+            help_name_len = sp != NULL ? (size_t)(sp - help_name) : len - 7;
+            help_text = sp != NULL ? sp + 1 : line + len;
+            help_text_len = (size_t)(line + len - help_text);
+        } else if (len > 7 && memcmp(line, "# TYPE ", 7) == 0) {
+            const char *name = line + 7, *sp = memchr(name, ' ', len - 7);
+            size_t name_len = sp != NULL ? (size_t)(sp - name) : len - 7;
+            const char *type = sp != NULL ? sp + 1 : "untyped";
+            size_t type_len = sp != NULL ? (size_t)(line + len - type) : 7;
+            size_t family_len = name_len;
+            if (type_len == 7 && memcmp(type, "counter", 7) == 0) {
+                if (name_len > 6 && memcmp(name + name_len - 6, "_total", 6) == 0)
+                    family_len -= 6;
+                else
+                    type = "unknown", type_len = 7;
+            } else if (type_len == 7 && memcmp(type, "untyped", 7) == 0) {
+                type = "unknown";
+            }
+            if (help_name != NULL && help_name_len == name_len && memcmp(help_name, name, name_len) == 0) {
+                sb_append(out, "# HELP ", 7);
+                sb_append(out, name, family_len);
+                sb_append(out, " ", 1);
+                for (size_t i = 0; i != help_text_len; ++i)
+                    sb_append(out, help_text[i] == '"' ? "\\\"" : help_text + i, help_text[i] == '"' ? 2 : 1);
+                sb_append(out, "\n", 1);
+            }
+            help_name = NULL;
+            sb_append(out, "# TYPE ", 7);
+            sb_append(out, name, family_len);
+            sb_append(out, " ", 1);
+            sb_append(out, type, type_len);
+            sb_append(out, "\n", 1);
+        } else if (len != 0 && line[0] != '#') {
+            sb_append(out, line, len);
+            sb_append(out, "\n", 1);
+        }
+        line = next;
+    }
+}
+
+static char *
+capture(void (*render)(FILE *fp, void *arg), void *arg)
+{
+    char *text = NULL;
+    size_t size = 0;
+    FILE *fp = open_memstream(&text, &size);
     if (fp == NULL)
-        return 0;
-    n = fscanf(fp, "%llu %llu", &size, &resident);
+        rm_fatal("open_memstream failed");
+    render(fp, arg);
     fclose(fp);
-    long page = sysconf(_SC_PAGESIZE);
-    return n == 2 && page > 0 ? (uint64_t)resident * (uint64_t)page : 0;
+    return text;
+}
+
+static void
+render_process_cb(FILE *fp, void *arg)
+{
+    rm_obs_render_process(fp);
+}
+
+typedef struct st_series_args_t {
+    rm_stats_t *const *workers;
+    size_t num_workers;
+    int openmetrics;
+} series_args_t;
+
+static void
+render_series_cb(FILE *fp, void *arg)
+{
+    series_args_t *a = arg;
+    rm_series_render(fp, a->workers, a->num_workers, a->openmetrics);
 }
 
 char *
 rm_stats_render_prometheus(rm_stats_t *const *workers, size_t num_workers, uint64_t config_generation)
+{
+    return rm_stats_render(workers, num_workers, config_generation, RM_STATS_PROMETHEUS);
+}
+
+char *
+rm_stats_render(rm_stats_t *const *workers, size_t num_workers, uint64_t config_generation, rm_stats_format_t format)
 {
     sum_vec_t listeners, clusters;
     strbuf_t sb;
@@ -492,7 +604,6 @@ rm_stats_render_prometheus(rm_stats_t *const *workers, size_t num_workers, uint6
     memset(&clusters, 0, sizeof(clusters));
     memset(&sb, 0, sizeof(sb));
 
-    pthread_once(&process_start_once, init_process_start_time);
     collect(workers, num_workers, &listeners, &clusters);
     sb_reserve(&sb, 0);
     sb.base[0] = '\0';
@@ -500,6 +611,7 @@ rm_stats_render_prometheus(rm_stats_t *const *workers, size_t num_workers, uint6
     render_families(&sb, listener_families, sizeof(listener_families) / sizeof(listener_families[0]), "listener", &listeners);
     render_local_replies(&sb, &listeners);
     render_families(&sb, cluster_families, sizeof(cluster_families) / sizeof(cluster_families[0]), "cluster", &clusters);
+    render_attempts(&sb, &clusters);
     for (size_t i = 0; i != num_extra_renderers; ++i) {
         char *text = extra_renderers[i]();
         if (text != NULL) {
@@ -510,10 +622,26 @@ rm_stats_render_prometheus(rm_stats_t *const *workers, size_t num_workers, uint6
 
     render_header(&sb, "remora_config_generation", "Generation of the configuration snapshot in service.", 1);
     sb_printf(&sb, "remora_config_generation %" PRIu64 "\n", config_generation);
-    render_header(&sb, "remora_process_start_time_seconds", "Start time of the process since the Unix epoch in seconds.", 1);
-    sb_printf(&sb, "remora_process_start_time_seconds %.2f\n", process_start_time);
-    render_header(&sb, "remora_process_resident_memory_bytes", "Resident memory size in bytes.", 1);
-    sb_printf(&sb, "remora_process_resident_memory_bytes %" PRIu64 "\n", resident_memory_bytes());
+    char *text = capture(render_process_cb, NULL);
+    sb_append(&sb, text, strlen(text));
+    free(text);
+
+    series_args_t args = {workers, num_workers, format == RM_STATS_OPENMETRICS};
+    char *series = capture(render_series_cb, &args);
+    if (format == RM_STATS_OPENMETRICS) {
+        strbuf_t om;
+        memset(&om, 0, sizeof(om));
+        sb_reserve(&om, sb.len + strlen(series) + 8);
+        om.base[0] = '\0';
+        to_openmetrics(&om, sb.base);
+        sb_append(&om, series, strlen(series));
+        sb_append(&om, "# EOF\n", 6);
+        free(sb.base);
+        sb = om;
+    } else {
+        sb_append(&sb, series, strlen(series));
+    }
+    free(series);
 
     free(listeners.entries);
     free(clusters.entries);

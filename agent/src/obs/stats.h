@@ -40,6 +40,30 @@ rm_stat_status_class(int status)
 /** Bound of the per-cause local-reply counters. */
 #define RM_STAT_MAX_CAUSES 32
 
+/** Upstream attempts by kind (remora_upstream_attempts_total{kind}). */
+typedef enum en_rm_stat_attempt_kind_t {
+    RM_STAT_ATTEMPT_FIRST = 0,
+    RM_STAT_ATTEMPT_RETRY = 1, /* a retry or a keep-alive re-send */
+    RM_STAT_ATTEMPT_MIRROR = 2,
+    RM_STAT_ATTEMPT_KINDS
+} rm_stat_attempt_kind_t;
+
+/**
+ * Upstream attempts by outcome (remora_upstream_attempts_total{outcome}): the response's status class,
+ * `grpc_error` for a response whose gRPC status is a server error (docs/metrics.md), the failure
+ * (RM_STAT_ATTEMPT_ERROR_BASE + rm_upstream_error_t), or `cancelled` (abandoned without a response: a
+ * per-try timeout, the request ended, a mirror cut short).
+ */
+#define RM_STAT_ATTEMPT_GRPC_ERROR 5
+#define RM_STAT_ATTEMPT_ERROR_BASE 5 /* + rm_upstream_error_t (1..7) */
+#define RM_STAT_ATTEMPT_CANCELLED 13
+#define RM_STAT_ATTEMPT_OUTCOMES 14
+extern const char *const rm_stat_attempt_kind_names[RM_STAT_ATTEMPT_KINDS];
+extern const char *const rm_stat_attempt_outcome_names[RM_STAT_ATTEMPT_OUTCOMES];
+
+/** Labelled families (obs/series.h) a worker's rm_stats_t may hold. */
+#define RM_STATS_MAX_SERIES_FAMILIES 4
+
 typedef struct st_rm_listener_stats_t {
     char *name;
     uint64_t cx_total;                            /* downstream connections accepted */
@@ -58,6 +82,14 @@ typedef struct st_rm_listener_stats_t {
     uint64_t bytes_rx, bytes_tx;
     /** local replies by cause (index: rm_local_reply_t; names registered with rm_stats_set_cause_names) */
     uint64_t local_replies[RM_STAT_MAX_CAUSES];
+    /** protocol detection outcomes (index: rm_detect_result_t, net/listener.h) */
+    uint64_t detect[6];
+    /** opaque TCP connections (tcp/tcp_proxy.c): relayed, open, upstream connect failures, idle timeouts,
+     * bytes from the downstream (rx) and to it (tx) */
+    uint64_t tcp_cx_total, tcp_cx_active, tcp_connect_fail, tcp_idle_timeout;
+    uint64_t tcp_bytes_rx, tcp_bytes_tx;
+    /** HTTP/1.1 Upgrade (WebSocket) requests forwarded: switched to a tunnel (101), answered otherwise; tunnels open */
+    uint64_t upgrade_switched, upgrade_refused, upgrade_active;
     struct st_rm_listener_stats_t *_next;
 } rm_listener_stats_t;
 
@@ -80,7 +112,10 @@ typedef struct st_rm_cluster_stats_t {
     uint64_t rq_per_try_timeout;                  /* tries abandoned at their per-try timeout */
     uint64_t rq_overflow[RM_STAT_BREAKER_LIMITS]; /* requests refused by a circuit breaker (index: rm_breaker_limit_t) */
     uint64_t outlier_ejections;                   /* endpoints ejected by outlier detection (by this worker's reports) */
+    uint64_t rq_no_healthy;                       /* requests failed fast: every endpoint unhealthy or ejected */
     uint64_t bytes_rx, bytes_tx;
+    /** upstream attempts ended, by kind and outcome (rm_stat_attempt_kind_t, RM_STAT_ATTEMPT_*) */
+    uint64_t attempts[RM_STAT_ATTEMPT_KINDS][RM_STAT_ATTEMPT_OUTCOMES];
     struct st_rm_cluster_stats_t *_next;
 } rm_cluster_stats_t;
 
@@ -89,6 +124,8 @@ typedef struct st_rm_stats_t {
     pthread_mutex_t _mutex;
     rm_listener_stats_t *_listeners;
     rm_cluster_stats_t *_clusters;
+    /** this worker's series of each labelled family (obs/series.c; published with release stores) */
+    void *_series[RM_STATS_MAX_SERIES_FAMILIES];
 } rm_stats_t;
 
 rm_stats_t *rm_stats_create(unsigned worker_id);
@@ -98,14 +135,11 @@ rm_listener_stats_t *rm_stats_listener(rm_stats_t *stats, const char *name);
 rm_cluster_stats_t *rm_stats_cluster(rm_stats_t *stats, const char *name);
 
 /**
- * Renders Prometheus text exposition (format 0.0.4) of the sum over `workers`, plus the process
- * gauges (config generation, start time, resident memory). Main thread. Returns a malloc'ed string.
- */
-/**
  * Adds a renderer of agent-wide state (shared tables: breakers, ejections, rate limits) to
  * /metrics: `render` returns malloc'ed Prometheus text (HELP/TYPE lines included) or NULL; it runs
  * on the main thread while scraping and must only read shared state safely. Call at start, before
- * workers run; at most 8.
+ * workers run; at most 16. In OpenMetrics output the text is converted (counter families named
+ * without _total; a counter whose samples lack _total becomes `unknown`).
  */
 void rm_stats_register_renderer(char *(*render)(void));
 /** Writes `v` as the value of a Prometheus label (backslash, quote and newline escaped). For renderers. */
@@ -114,6 +148,20 @@ void rm_stats_fprint_label_value(FILE *fp, const char *v);
 /** Names of the local-reply causes (labels of remora_downstream_local_replies_total); static storage. Call once at start. */
 void rm_stats_set_cause_names(const char *const *names, size_t n);
 
+/** Exposition formats of /metrics. */
+typedef enum en_rm_stats_format_t {
+    RM_STATS_PROMETHEUS = 0,  /* text/plain; version=0.0.4 */
+    RM_STATS_OPENMETRICS = 1, /* application/openmetrics-text; version=1.0.0: counter families named without
+                                 _total, exemplars on histogram buckets, "# EOF" at the end */
+} rm_stats_format_t;
+
+/**
+ * Renders the sum over `workers` of every counter, the labelled families (obs/series.h), the
+ * registered renderers' text (converted to OpenMetrics when asked), and the process, build and
+ * config families (obs/process.h). Main thread. Returns a malloc'ed string.
+ */
+char *rm_stats_render(rm_stats_t *const *workers, size_t num_workers, uint64_t config_generation, rm_stats_format_t format);
+/** rm_stats_render(..., RM_STATS_PROMETHEUS). */
 char *rm_stats_render_prometheus(rm_stats_t *const *workers, size_t num_workers, uint64_t config_generation);
 
 #endif

@@ -16,6 +16,7 @@ rm_headers_add(h2o_mem_pool_t *pool, rm_headers_t *headers, h2o_iovec_t name, h2
     }
     headers->entries[headers->size].name = name;
     headers->entries[headers->size].value = value;
+    headers->entries[headers->size].orig_name = NULL;
     ++headers->size;
 }
 
@@ -180,4 +181,119 @@ rm_headers_grpc_status(const rm_headers_t *headers)
         code = code * 10 + (v.base[k] - '0');
     }
     return code;
+}
+
+static h2o_iovec_t
+build_case_marker(h2o_mem_pool_t *pool, const rm_headers_t *headers, const char *host_orig_name)
+{
+    size_t total = host_orig_name != NULL ? 5 : 0;
+    for (size_t i = 0; i != headers->size; ++i)
+        if (headers->entries[i].orig_name != NULL)
+            total += headers->entries[i].name.len + 1;
+    if (total == 0)
+        return h2o_iovec_init(NULL, 0);
+    if (total > RM_CASE_MARKER_MAX_BYTES + 1)
+        total = RM_CASE_MARKER_MAX_BYTES + 1;
+    char *dst = h2o_mem_alloc_pool(pool, total + 1);
+    size_t len = 0;
+    if (host_orig_name != NULL) {
+        memcpy(dst, host_orig_name, 4);
+        len = 4;
+    }
+    for (size_t i = 0; i != headers->size; ++i) {
+        const rm_header_t *h = headers->entries + i;
+        if (h->orig_name == NULL)
+            continue;
+        /* a repeated name (set-cookie...) is listed once */
+        int seen = 0;
+        for (size_t j = 0; j != i && !seen; ++j)
+            seen = headers->entries[j].orig_name != NULL &&
+                   h2o_memis(headers->entries[j].name.base, headers->entries[j].name.len, h->name.base, h->name.len);
+        if (seen)
+            continue;
+        size_t need = (len != 0) + h->name.len;
+        if (len + need > RM_CASE_MARKER_MAX_BYTES)
+            continue; /* bounded: this name arrives lower-case */
+        if (len != 0)
+            dst[len++] = ',';
+        memcpy(dst + len, h->orig_name, h->name.len);
+        len += h->name.len;
+    }
+    dst[len] = '\0';
+    return h2o_iovec_init(dst, len);
+}
+
+h2o_iovec_t
+rm_headers_case_marker(h2o_mem_pool_t *pool, const rm_headers_t *headers)
+{
+    return build_case_marker(pool, headers, NULL);
+}
+
+h2o_iovec_t
+rm_req_case_marker(h2o_mem_pool_t *pool, const rm_req_head_t *req)
+{
+    return build_case_marker(pool, &req->headers, req->host_orig_name);
+}
+
+size_t
+rm_req_apply_case_marker(rm_req_head_t *req, h2o_iovec_t marker)
+{
+    size_t changed = rm_headers_apply_case_marker(&req->headers, marker);
+    if (marker.len >= 4 && marker.len <= RM_CASE_MARKER_MAX_BYTES && (marker.len == 4 || marker.base[4] == ',') &&
+        h2o_lcstris(marker.base, 4, H2O_STRLIT("host")) && memcmp(marker.base, "host", 4) != 0) {
+        /* Host is not among the fields (it is the authority): the marker lists it first when it has one */
+        req->host_orig_name = marker.base;
+        ++changed;
+    }
+    return changed;
+}
+
+size_t
+rm_headers_apply_case_marker(rm_headers_t *headers, h2o_iovec_t marker)
+{
+    size_t changed = 0;
+    const char *p = marker.base, *end = marker.base + marker.len;
+    if (marker.len > RM_CASE_MARKER_MAX_BYTES)
+        return 0;
+    while (p < end) {
+        const char *comma = memchr(p, ',', (size_t)(end - p)), *e = comma != NULL ? comma : end;
+        size_t len = (size_t)(e - p);
+        for (size_t i = 0; len != 0 && i != headers->size; ++i) {
+            rm_header_t *h = headers->entries + i;
+            if (h->name.len == len && h2o_lcstris(p, len, h->name.base, len) && memcmp(p, h->name.base, len) != 0) {
+                h->orig_name = p;
+                ++changed;
+            }
+        }
+        p = e + 1;
+    }
+    return changed;
+}
+
+void
+rm_headers_take_markers(rm_headers_t *headers, h2o_iovec_t *case_marker, h2o_iovec_t *orig_proto)
+{
+    static const char prefix[] = "x-remora-";
+    if (case_marker != NULL)
+        *case_marker = h2o_iovec_init(NULL, 0);
+    if (orig_proto != NULL)
+        *orig_proto = h2o_iovec_init(NULL, 0);
+    size_t w = 0;
+    for (size_t r = 0; r != headers->size; ++r) {
+        const rm_header_t *h = headers->entries + r;
+        if (h->name.len > sizeof(prefix) - 1 && h->name.base[0] == 'x' && memcmp(h->name.base, prefix, sizeof(prefix) - 1) == 0) {
+            if (h2o_memis(h->name.base, h->name.len, H2O_STRLIT(RM_MARKER_H1_CASE))) {
+                if (case_marker != NULL)
+                    *case_marker = h->value;
+                continue;
+            }
+            if (h2o_memis(h->name.base, h->name.len, H2O_STRLIT(RM_MARKER_ORIG_PROTO))) {
+                if (orig_proto != NULL)
+                    *orig_proto = h->value;
+                continue;
+            }
+        }
+        headers->entries[w++] = *h;
+    }
+    headers->size = w;
 }

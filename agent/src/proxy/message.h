@@ -21,6 +21,12 @@
 typedef struct st_rm_header_t {
     h2o_iovec_t name; /* lower-case */
     h2o_iovec_t value;
+    /**
+     * The name as an HTTP/1.1 peer spelled it (name.len bytes, equal to `name` but for case), or NULL when that is `name`
+     * itself (every lower-case name: no copy is made). Set by the HTTP/1.1 parser and by rm_headers_apply_case_marker;
+     * HTTP/1.1 encoders write it instead of `name`, HTTP/2 ignores it. Whoever builds an entry by hand sets it to NULL.
+     */
+    const char *orig_name;
 } rm_header_t;
 
 typedef struct st_rm_headers_t {
@@ -45,6 +51,16 @@ typedef struct st_rm_req_head_t {
     unsigned is_grpc : 1;
     /** the HTTP/1.1 client sent "Expect: 100-continue" (removed from `headers`) */
     unsigned expect_continue : 1;
+    /** the request came to the mesh as HTTP/1.1 (its downstream codec, or RM_MARKER_ORIG_PROTO from an agent) */
+    unsigned orig_h1 : 1;
+    /**
+     * The protocol an HTTP/1.1 client asks to switch to ("Connection: upgrade" + "Upgrade: websocket"; the Upgrade
+     * value), {NULL, 0} for none. Only a bodyless request carries it; both fields are gone from `headers`. On a 101
+     * answer the exchange becomes a byte tunnel: the request and response pipes carry the two directions.
+     */
+    h2o_iovec_t upgrade;
+    /** the Host field's name as an HTTP/1.1 client spelt it ("Host"; 4 bytes), NULL when "host" (see orig_name) */
+    const char *host_orig_name;
 } rm_req_head_t;
 
 typedef struct st_rm_resp_head_t {
@@ -52,7 +68,20 @@ typedef struct st_rm_resp_head_t {
     rm_headers_t headers;
     /** Content-Length if given, else -1 */
     int64_t content_length;
+    /** a 101 response's Upgrade value ({NULL, 0}: none, or not a 101) */
+    h2o_iovec_t upgrade;
 } rm_resp_head_t;
+
+/*
+ * Marker fields: only agents emit and accept them (docs/architecture.md, "Names to keep"). Every codec removes them from
+ * what it receives; an HTTP/2 codec applies them only on a hop between two agents (a cluster with `peer: agent`, a
+ * listener with `mesh_inbound: true`).
+ */
+/** original spellings of the names of an HTTP/1.1 message, comma-separated (RM_CASE_MARKER_MAX_BYTES at most) */
+#define RM_MARKER_H1_CASE "x-remora-h1-case"
+/** the protocol the request came to the mesh with ("HTTP/1.1"), when an agent carries it over HTTP/2 */
+#define RM_MARKER_ORIG_PROTO "x-remora-orig-proto"
+#define RM_CASE_MARKER_MAX_BYTES 4096
 
 /**
  * Appends a field; name and value are referenced, not copied (they must live as long as the pool). Grows the array in
@@ -72,6 +101,28 @@ ssize_t rm_headers_find(const rm_headers_t *headers, const char *name, size_t na
 /** Removes every field named `name` (lower-case literal), keeping the order of the others. */
 void rm_headers_remove(rm_headers_t *headers, const char *name, size_t name_len);
 #define rm_headers_remove_lit(h, lit) rm_headers_remove((h), (lit), sizeof(lit) - 1)
+
+/**
+ * The value of an RM_MARKER_H1_CASE field for `headers`: the orig_name of each field that has one, once per name, comma-
+ * separated, at most RM_CASE_MARKER_MAX_BYTES (names that do not fit are left out: they arrive lower-case). Returns
+ * {NULL, 0} without allocating when no field has an orig_name; else a string in `pool`.
+ */
+h2o_iovec_t rm_headers_case_marker(h2o_mem_pool_t *pool, const rm_headers_t *headers);
+/** Same for a request head: its Host spelling (host_orig_name) comes first. */
+h2o_iovec_t rm_req_case_marker(h2o_mem_pool_t *pool, const rm_req_head_t *req);
+/**
+ * Applies an RM_MARKER_H1_CASE value: each element that equals a field name but for case becomes that field's orig_name
+ * (pointing into `marker`, which must live as long as the headers). Malformed elements are ignored. Returns the number of
+ * fields changed.
+ */
+size_t rm_headers_apply_case_marker(rm_headers_t *headers, h2o_iovec_t marker);
+/** Same for a request head: a "Host" element sets host_orig_name. */
+size_t rm_req_apply_case_marker(rm_req_head_t *req, h2o_iovec_t marker);
+/**
+ * Removes the marker fields (RM_MARKER_*) from `headers`. Their values, if wanted, go to *case_marker and *orig_proto
+ * (either may be NULL; {NULL, 0} when absent). Cost when none is present: one comparison of the first bytes per field.
+ */
+void rm_headers_take_markers(rm_headers_t *headers, h2o_iovec_t *case_marker, h2o_iovec_t *orig_proto);
 
 /**
  * Classifies a header name (lower-case) as connection-specific per RFC 9110 §7.6.1 / RFC 9113 §8.2.2:

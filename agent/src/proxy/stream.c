@@ -76,6 +76,7 @@ rm_stream_create(rm_worker_t *worker, rm_config_t *config, const rm_config_liste
     s->chain = chain_for_listener != NULL && listener != NULL ? chain_for_listener(listener) : default_chain;
     s->started_at_us = rm_now_us();
     s->info.grpc_status = -1;
+    s->info.protocol = down != NULL ? down->protocol : NULL;
     return s;
 }
 

@@ -52,6 +52,8 @@ typedef struct st_rm_stream_down_ops_t {
     void (*req_body_consumed)(rm_stream_t *s, size_t n);
     /** abort the downstream half (HTTP/2: RST_STREAM with `h2_error`; HTTP/1.1: close the connection) */
     void (*reset)(rm_stream_t *s, uint32_t h2_error);
+    /** the downstream protocol as access logs and spans name it: "HTTP/1.1" or "HTTP/2" (static storage) */
+    const char *protocol;
 } rm_stream_down_ops_t;
 
 /**
@@ -75,6 +77,8 @@ typedef struct st_rm_stream_info_t {
     const char *flag;
     /** response body bytes sent downstream (request bytes: stream->req_body.bytes_in) */
     uint64_t resp_bytes;
+    /** the downstream protocol, "HTTP/1.1" or "HTTP/2" (rm_stream_down_ops_t.protocol, kept after the downstream detached) */
+    const char *protocol;
     /** when the response head went downstream and when the stream ended (rm_now_us clock; 0: not yet) */
     uint64_t resp_head_at_us;
     uint64_t ended_at_us;

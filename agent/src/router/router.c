@@ -130,7 +130,7 @@ route_matches(const rm_config_route_t *route, const rm_req_head_t *req, const au
 {
     if (route->method != NULL && !h2o_memis(req->method.base, req->method.len, route->method, strlen(route->method)))
         return 0;
-    if (route->num_authorities != 0) {
+    if (route->num_authorities != 0 && authority != NULL) {
         size_t i;
         for (i = 0; i != route->num_authorities; ++i)
             if (authority_entry_matches(route->authorities[i], authority, default_port))
@@ -186,6 +186,20 @@ rm_router_route_matches(const rm_config_route_t *route, const rm_req_head_t *req
     return route_matches(route, req, &authority, default_port, path_len);
 }
 
+/* A route of the Service `cluster_index`: it sends there (first or any weighted backend). */
+static int
+route_serves(const rm_config_route_t *route, size_t cluster_index)
+{
+    if (route->has_service)
+        return route->service_cluster == cluster_index;
+    if (route->cluster_index == cluster_index)
+        return 1;
+    for (size_t i = 0; i != route->num_backends; ++i)
+        if (route->backends[i].cluster_index == cluster_index)
+            return 1;
+    return 0;
+}
+
 const rm_config_route_t *
 rm_router_match(const rm_config_listener_t *listener, const rm_req_head_t *req)
 {
@@ -193,6 +207,14 @@ rm_router_match(const rm_config_listener_t *listener, const rm_req_head_t *req)
     long default_port;
     size_t path_len;
     prepare(req, &authority, &default_port, &path_len);
+    if (listener->fallback_route != NULL) {
+        /* the original destination chose the Service (docs/transparent.md): its routes, authority aside */
+        for (size_t i = 0; i != listener->num_routes; ++i)
+            if (route_serves(listener->routes + i, listener->service_cluster) &&
+                route_matches(listener->routes + i, req, NULL, default_port, path_len))
+                return listener->routes + i;
+        return listener->fallback_route;
+    }
     for (size_t i = 0; i != listener->num_routes; ++i)
         if (route_matches(listener->routes + i, req, &authority, default_port, path_len))
             return listener->routes + i;

@@ -709,8 +709,11 @@ router_on_request_head(rm_stream_t *s, void *state)
     s->info.backend = r->backend;
     const rm_config_cluster_t *cc = rm_cluster_config(r->cluster);
     /* the target Service's rate limit, once per request (not per try); a limit on the route is more
-     * specific and replaces it (the rate-limit filter applied that one) */
-    if (cc->rate_limit != NULL && route->rate_limit == NULL && rm_ratelimit_apply(s, cc->rate_limit) != 0)
+     * specific and replaces it (the rate-limit filter applied that one). Under transparent interception
+     * it protects the workload where it is served: the inbound side of the serving node applies it
+     * (its inbound cluster shares the Service's limit), the caller's outbound side does not. */
+    if (cc->rate_limit != NULL && route->rate_limit == NULL && s->listener->direction != RM_DIRECTION_OUTBOUND &&
+        rm_ratelimit_apply(s, cc->rate_limit) != 0)
         return RM_FILTER_STOP;
     /* the cluster's agent-wide max_requests: over it, answer at once rather than queue */
     if (!rm_breaker_try_acquire(rm_cluster_breaker(r->cluster), RM_BREAKER_REQUESTS)) {
@@ -849,6 +852,8 @@ on_head(rm_attempt_t *a)
             return; /* the status comes with the trailers, unless DATA comes first */
     }
     touch(r);
+    if (a->resp.status == 101)
+        rm_timer_unlink(&r->deadline); /* an upgraded (WebSocket) tunnel lives until its idle timeout, not the route's */
     commit(r, a);
 }
 

@@ -102,6 +102,8 @@ create_client_ctx(const rm_config_cluster_t *c, char *err, size_t errlen)
     case RM_UPSTREAM_AUTO:
         SSL_CTX_set_alpn_protos(ctx, alpn_auto, sizeof(alpn_auto) - 1);
         break;
+    case RM_UPSTREAM_TCP:
+        break; /* opaque bytes: no ALPN */
     }
     return ctx;
 fail:

@@ -651,13 +651,13 @@ waiting_cancel(rm_attempt_t *a)
     rm_attempt_detach(a);
 }
 
-/* The balancer's pick if outlier detection lets it take the attempt, else the next endpoint that
- * can (a scan from the pick: bounded by the endpoint count); NULL when every endpoint is ejected.
- * Claiming an endpoint whose ejection is over makes this attempt its probe. */
+/* The balancer's pick if outlier detection and health checks let it take the attempt, else the next
+ * endpoint that can (a scan from the pick: bounded by the endpoint count); NULL when every endpoint
+ * is ejected or unhealthy. Claiming an endpoint whose ejection is over makes this attempt its probe. */
 static rm_endpoint_t *
 claim_endpoint(rm_cluster_t *c, rm_endpoint_t *picked)
 {
-    if (!c->config->outlier.enabled)
+    if (!c->config->outlier.enabled && !c->config->health_check.enabled)
         return picked;
     uint64_t now = rm_worker_now_ms(c->worker);
     if (picked->outlier == NULL || rm_outlier_claim(picked->outlier, now))
@@ -713,9 +713,13 @@ rm_cluster_dispatch(rm_cluster_t *c, rm_attempt_t *a)
     }
     rm_endpoint_t *ep = claim_endpoint(c, lb_pick(c, a));
     if (ep == NULL) {
-        /* the circuit is open: no connect attempt until a probe brings an endpoint back */
+        /* the circuit is open: no connect attempt until a probe or a health check brings an endpoint back */
         char msg[256];
-        snprintf(msg, sizeof(msg), "cluster '%s': circuit open, every endpoint is ejected (outlier detection)", c->name);
+        RM_STAT_INC(c->stats->rq_no_healthy);
+        if (c->config->health_check.enabled)
+            snprintf(msg, sizeof(msg), "cluster '%s': no healthy endpoint (every endpoint is unhealthy or ejected)", c->name);
+        else
+            snprintf(msg, sizeof(msg), "cluster '%s': circuit open, every endpoint is ejected (outlier detection)", c->name);
         rm_attempt_on_error(a, RM_UPSTREAM_ERR_CONNECT, 0, msg);
         return;
     }
@@ -726,8 +730,12 @@ rm_cluster_dispatch(rm_cluster_t *c, rm_attempt_t *a)
         else
             proto = RM_UPSTREAM_H2; /* the HTTP/2 client falls back to HTTP/1.1 if ALPN says so */
     }
+    /* an Upgrade (WebSocket) request keeps HTTP/1.1 on every hop, agent-to-agent included (docs/architecture.md) */
+    if (a->req->upgrade.len != 0)
+        proto = RM_UPSTREAM_HTTP1;
     a->endpoint = ep;
-    snprintf(a->endpoint_name, sizeof(a->endpoint_name), "%s", ep->name);
+    _Static_assert(sizeof(a->endpoint_name) == sizeof(ep->name), "an endpoint's name fits the attempt's copy");
+    memcpy(a->endpoint_name, ep->name, sizeof(a->endpoint_name));
     if (a->lb_done != NULL)
         a->lb_done(a); /* dispatched again: the earlier pick is over */
     rm_endpoint_ref(ep);
@@ -736,6 +744,17 @@ rm_cluster_dispatch(rm_cluster_t *c, rm_attempt_t *a)
     a->lb_done = lb_done;
     a->lb_picked_at_us = rm_now_us();
     rm_upstream_codec(proto == RM_UPSTREAM_H2 ? RM_WIRE_H2 : RM_WIRE_HTTP1)->dispatch(ep, a);
+}
+
+rm_endpoint_t *
+rm_cluster_pick_endpoint(rm_cluster_t *c)
+{
+    if (c->num_endpoints == 0)
+        return NULL;
+    rm_endpoint_t *ep = claim_endpoint(c, c->lb->pick(c->lb_state, c->endpoints, c->num_endpoints, NULL));
+    if (ep != NULL)
+        rm_endpoint_ref(ep);
+    return ep;
 }
 
 /*

@@ -96,6 +96,13 @@ SSL_CTX *rm_cluster_ssl_ctx(rm_cluster_t *c);
  */
 void rm_cluster_dispatch(rm_cluster_t *c, rm_attempt_t *a);
 /**
+ * Picks an endpoint for a connection that is not a request (opaque TCP, tcp/tcp_proxy.c): the cluster's
+ * balancer without a hash key, then outlier detection and health checks as rm_cluster_dispatch does.
+ * Returns a reference the caller drops with rm_endpoint_unref, or NULL (no endpoint resolved yet, or
+ * every endpoint out). The pick is not counted as an active request of the endpoint.
+ */
+rm_endpoint_t *rm_cluster_pick_endpoint(rm_cluster_t *c);
+/**
  * A slot where the policy layer (above this one) keeps its per-runtime state, e.g. the router's
  * handle on the cluster's agent-wide retry budget; `release` (if set) is called when the runtime is freed.
  */
@@ -110,8 +117,9 @@ rm_cluster_slot_t *rm_cluster_policy_slot(rm_cluster_t *c);
  */
 void rm_cluster_report_outlier(rm_cluster_t *c, rm_endpoint_t *ep, int result);
 /**
- * 1 if `ep` may be picked now: not ejected by outlier detection (or its ejection is over and no probe
- * is in flight). Balancers call it to skip ejected endpoints; rm_cluster_dispatch re-checks its pick.
+ * 1 if `ep` may be picked now: not unhealthy by active health checks and not ejected by outlier
+ * detection (or its ejection is over and no probe is in flight). Balancers call it to skip ejected
+ * endpoints; rm_cluster_dispatch re-checks its pick.
  * No side effect. Thread: the cluster's worker.
  */
 int rm_endpoint_available(rm_endpoint_t *ep);

@@ -18,6 +18,8 @@ struct st_rm_outlier_host_t {
     uint32_t times_ejected;
     /** read without the lock by rm_outlier_available's fast path */
     uint32_t ejected;
+    /** active health checking (upstream/health.c) says unhealthy: written under the lock, read without */
+    uint32_t hc_unhealthy;
     uint64_t ejected_until_ms;
     /** when the probe in flight started (0: none) */
     uint64_t probe_started_ms;
@@ -38,6 +40,8 @@ struct st_rm_outlier_cluster_t {
     rm_config_outlier_t config;
     rm_outlier_host_t *hosts;
     uint32_t num_hosts, num_ejected, num_dormant;
+    /** hosts the health checker holds and finds unhealthy now */
+    uint32_t num_hc_unhealthy;
 };
 
 /* Lock order: the registry, then a record's mutex. */
@@ -94,6 +98,8 @@ unlink_host(rm_outlier_cluster_t *oc, rm_outlier_host_t *h, rm_outlier_host_t **
     *p = h->_next;
     if (h->dormant)
         --oc->num_dormant;
+    if (h->hc_unhealthy)
+        --oc->num_hc_unhealthy;
     h->_free_next = *to_free;
     *to_free = h;
 }
@@ -217,6 +223,9 @@ probe_possible(const rm_outlier_cluster_t *oc, const rm_outlier_host_t *h, uint6
 int
 rm_outlier_available(rm_outlier_host_t *h, uint64_t now_ms)
 {
+    /* either can take the host out; both must agree to bring it back */
+    if (__atomic_load_n(&h->hc_unhealthy, __ATOMIC_ACQUIRE))
+        return 0;
     if (!__atomic_load_n(&h->ejected, __ATOMIC_ACQUIRE))
         return 1;
     rm_outlier_cluster_t *oc = h->_cluster;
@@ -229,12 +238,18 @@ rm_outlier_available(rm_outlier_host_t *h, uint64_t now_ms)
 int
 rm_outlier_claim(rm_outlier_host_t *h, uint64_t now_ms)
 {
+    /* an unhealthy host takes no request, not even an outlier probe: the probe waits for the health
+     * check to pass, then decides as usual */
+    if (__atomic_load_n(&h->hc_unhealthy, __ATOMIC_ACQUIRE))
+        return 0;
     if (!__atomic_load_n(&h->ejected, __ATOMIC_ACQUIRE))
         return 1;
     rm_outlier_cluster_t *oc = h->_cluster;
     pthread_mutex_lock(&oc->mutex);
     int ok = 1;
-    if (h->ejected) {
+    if (h->hc_unhealthy) {
+        ok = 0;
+    } else if (h->ejected) {
         ok = probe_possible(oc, h, now_ms);
         if (ok)
             h->probe_started_ms = now_ms != 0 ? now_ms : 1;
@@ -319,6 +334,34 @@ rm_outlier_is_ejected(rm_outlier_host_t *h)
 }
 
 void
+rm_outlier_set_health(rm_outlier_host_t *h, int healthy)
+{
+    rm_outlier_cluster_t *oc = h->_cluster;
+    pthread_mutex_lock(&oc->mutex);
+    uint32_t unhealthy = !healthy;
+    if (h->hc_unhealthy != unhealthy) {
+        __atomic_store_n(&h->hc_unhealthy, unhealthy, __ATOMIC_RELEASE);
+        if (unhealthy)
+            ++oc->num_hc_unhealthy;
+        else
+            --oc->num_hc_unhealthy;
+    }
+    pthread_mutex_unlock(&oc->mutex);
+}
+
+int
+rm_outlier_is_unhealthy(rm_outlier_host_t *h)
+{
+    return __atomic_load_n(&h->hc_unhealthy, __ATOMIC_ACQUIRE) != 0;
+}
+
+const char *
+rm_outlier_host_addr(const rm_outlier_host_t *h)
+{
+    return h->_addr;
+}
+
+void
 rm_outlier_counts(rm_outlier_cluster_t *oc, uint32_t *hosts, uint32_t *ejected)
 {
     pthread_mutex_lock(&oc->mutex);
@@ -399,6 +442,8 @@ rm_outlier_describe(void)
         if (oc->config.enabled)
             fprintf(fp, "%s: %u/%u endpoints ejected, circuit %s\n", oc->_entry.name, oc->num_ejected, oc->num_hosts,
                     oc->num_hosts != 0 && oc->num_ejected == oc->num_hosts ? "open" : "closed");
+        if (oc->num_hc_unhealthy != 0)
+            fprintf(fp, "%s: %u/%u endpoints unhealthy (health checks)\n", oc->_entry.name, oc->num_hc_unhealthy, oc->num_hosts);
         pthread_mutex_unlock(&oc->mutex);
     }
     rm_registry_unlock(&registry);

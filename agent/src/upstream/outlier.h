@@ -18,6 +18,12 @@
  * state survives snapshot swaps while the key exists. A cluster record's small mutex guards its
  * hosts; `ejected` is also readable without it (the selection fast path).
  *
+ * Active health checks (upstream/health.c) add a second verdict to the same host record: the checker
+ * holds a reference on each host it checks and sets `rm_outlier_set_health`. Either verdict can take
+ * a host out; both must agree to bring it back: rm_outlier_available and rm_outlier_claim answer 0
+ * while the health check says unhealthy, whatever outlier detection says (an ejected host whose
+ * ejection is over is probed only once it is healthy again).
+ *
  * Thread: any. Times are milliseconds of any monotonic clock shared by the callers.
  */
 #ifndef remora__upstream_outlier_h
@@ -54,6 +60,16 @@ int rm_outlier_claim(rm_outlier_host_t *h, uint64_t now_ms);
 int rm_outlier_report(rm_outlier_host_t *h, rm_outlier_result_t result, uint64_t now_ms);
 /** 1 while the host is ejected or probing. */
 int rm_outlier_is_ejected(rm_outlier_host_t *h);
+/**
+ * The health checker's verdict on the host (1 healthy or pending, 0 unhealthy). The caller holds a
+ * reference on `h` (rm_outlier_host_acquire) for as long as it checks it, and sets it back to healthy
+ * before releasing it when it stops checking. Thread: any (the health checker runs on the main thread).
+ */
+void rm_outlier_set_health(rm_outlier_host_t *h, int healthy);
+/** 1 while the health check says unhealthy. */
+int rm_outlier_is_unhealthy(rm_outlier_host_t *h);
+/** The host's address as given to rm_outlier_host_acquire (owned by the record). */
+const char *rm_outlier_host_addr(const rm_outlier_host_t *h);
 
 /** Hosts known / ejected now; the circuit is open when every known host is ejected. */
 void rm_outlier_counts(rm_outlier_cluster_t *oc, uint32_t *hosts, uint32_t *ejected);
