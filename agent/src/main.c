@@ -30,6 +30,7 @@
 #include "filters/access_log.h"
 #include "filters/fault.h"
 #include "filters/header_rewrite.h"
+#include "filters/authz.h"
 #include "filters/ratelimit.h"
 #include "filters/redirect.h"
 #include "filters/trace.h"
@@ -43,6 +44,7 @@
 #include "obs/series.h"
 #include "obs/access_log.h"
 #include "obs/stats.h"
+#include "tls/identity.h"
 #include "tls/tls.h"
 
 #define REMORA_VERSION "0.1.0"
@@ -68,6 +70,8 @@ static struct {
     /* control-plane mode */
     const rm_control_module_t *control_module;
     rm_control_client_t *control;
+    /* --identity-token: the workload-identity client (docs/identity.md) */
+    rm_identity_client_t *identity;
     rm_config_t *control_base;
     uv_async_t control_async;
     pthread_mutex_t control_mutex;
@@ -94,7 +98,8 @@ static const struct {
     unsigned bit;
     const rm_filter_t *filter;
 } optional_filters[] = {
-    {RM_LISTENER_USES_RATE_LIMIT, &rm_ratelimit_filter}, /* first: a refused request costs no other filter */
+    {RM_LISTENER_USES_AUTHZ, &rm_authz_filter},          /* first: a denied request spends no rate limit */
+    {RM_LISTENER_USES_RATE_LIMIT, &rm_ratelimit_filter}, /* a refused request costs no other filter */
     {RM_LISTENER_USES_FAULT, &rm_fault_filter},
     {RM_LISTENER_USES_REDIRECT, &rm_redirect_filter},
     {RM_LISTENER_USES_HEADER_MODIFIERS, &rm_header_rewrite_filter},
@@ -138,6 +143,7 @@ assemble(void)
     rm_h1client_register();
     rm_h2client_register();
     rm_ratelimit_register();
+    rm_authz_register();
     rm_access_log_observer_register();
     rm_trace_filter_register(); /* spans: a stream observer, plus its counters in /metrics */
     build_chains();
@@ -226,6 +232,8 @@ usage(FILE *fp)
                 "                               port 15001, inbound on 0.0.0.0 and [::] port 15006 (docs/transparent.md)\n"
                 "      --outbound-port N --inbound-port N   override those ports\n"
                 "      --inbound-to-localhost   inbound goes to 127.0.0.1 at the original port, not the pod address\n"
+                "      --identity-token FILE    bootstrap token for a workload certificate (docs/identity.md;\n"
+                "                               default $REMORA_IDENTITY_TOKEN_FILE); needs --state-dir\n"
                 "      --stats-interval-ms N    send the control plane a summary of the golden metrics (requests,\n"
                 "                               failures, latency buckets per route and backend, for\n"
                 "                               `remoractl stat`) every N ms (default 10000, at least 1000)\n"
@@ -262,6 +270,7 @@ enum {
     OPT_NODE_ID,
     OPT_STATE_DIR,
     OPT_STATS_INTERVAL,
+    OPT_IDENTITY_TOKEN,
     OPT_NAMESPACE,
     OPT_TRANSPARENT,
     OPT_OUTBOUND_PORT,
@@ -281,6 +290,8 @@ typedef struct st_cmdline_t {
     unsigned workers;
     const char *control, *node_id, *state_dir, *namespace_;
     long stats_interval_ms;
+    /* --identity-token FILE, else $REMORA_IDENTITY_TOKEN_FILE */
+    const char *identity_token;
     /* --transparent (docs/transparent.md) */
     int transparent, inbound_to_localhost;
     unsigned outbound_port, inbound_port;
@@ -457,6 +468,12 @@ static char *
 cb_render_openmetrics(void *ctx)
 {
     return rm_stats_render(agent.stats, agent.num_workers, agent.generation, RM_STATS_OPENMETRICS);
+}
+
+static char *
+cb_identity(void *ctx)
+{
+    return rm_identity_describe();
 }
 
 static char *
@@ -794,6 +811,10 @@ control_apply(void *ctx, rm_config_t *config, char *err, size_t errlen)
 static void
 stop_control(void)
 {
+    if (agent.identity != NULL) {
+        agent.control_module->identity_stop(agent.identity);
+        agent.identity = NULL;
+    }
     if (agent.control == NULL)
         return;
     pthread_mutex_lock(&agent.control_mutex);
@@ -841,6 +862,7 @@ main(int argc, char **argv)
         {"node-id", required_argument, NULL, OPT_NODE_ID},
         {"state-dir", required_argument, NULL, OPT_STATE_DIR},
         {"stats-interval-ms", required_argument, NULL, OPT_STATS_INTERVAL},
+        {"identity-token", required_argument, NULL, OPT_IDENTITY_TOKEN},
         {"namespace", required_argument, NULL, OPT_NAMESPACE},
         {"transparent", no_argument, NULL, OPT_TRANSPARENT},
         {"outbound-port", required_argument, NULL, OPT_OUTBOUND_PORT},
@@ -957,6 +979,9 @@ main(int argc, char **argv)
             }
             cmdline.namespace_ = optarg;
             break;
+        case OPT_IDENTITY_TOKEN:
+            cmdline.identity_token = optarg;
+            break;
         case OPT_STATS_INTERVAL:
             cmdline.stats_interval_ms = strtol(optarg, &end, 10);
             if (*end != '\0' || cmdline.stats_interval_ms < 1000 || cmdline.stats_interval_ms > 3600000) {
@@ -972,6 +997,14 @@ main(int argc, char **argv)
     if (optind != argc) {
         fprintf(stderr, "remora-agent: unexpected argument '%s'\n", argv[optind]);
         usage(stderr);
+        return 2;
+    }
+    if (cmdline.identity_token == NULL && getenv("REMORA_IDENTITY_TOKEN_FILE") != NULL &&
+        getenv("REMORA_IDENTITY_TOKEN_FILE")[0] != '\0')
+        cmdline.identity_token = getenv("REMORA_IDENTITY_TOKEN_FILE");
+    if (cmdline.identity_token != NULL && (cmdline.control == NULL || cmdline.state_dir == NULL)) {
+        fprintf(stderr, "remora-agent: --identity-token (or REMORA_IDENTITY_TOKEN_FILE) needs --control ADDR:PORT and --state-dir "
+                        "DIR (the key and certificate are kept there)\n");
         return 2;
     }
     if (cmdline.control != NULL || cmdline.node_id != NULL || cmdline.state_dir != NULL || cmdline.stats_interval_ms != 0 ||
@@ -1034,6 +1067,19 @@ main(int argc, char **argv)
         } else if (perr[0] != '\0') {
             rm_log_warn("control", "ignoring the persisted snapshot: %s", perr);
         }
+        if (cmdline.identity_token != NULL) {
+            /* an unexpired identity kept from an earlier run serves at once, control plane or not */
+            rm_identity_init();
+            rm_identity_t *id = rm_identity_load(cmdline.state_dir, perr, sizeof(perr));
+            if (id != NULL) {
+                rm_log_info("identity", "serving %s (serial %s, expires in %lld s) kept in %s", id->spiffe_id, id->serial,
+                            (long long)(id->not_after - (int64_t)time(NULL)), cmdline.state_dir);
+                rm_identity_publish(id);
+                rm_identity_unref(id);
+            } else if (perr[0] != '\0') {
+                rm_log_warn("identity", "ignoring the kept identity: %s", perr);
+            }
+        }
     }
     char err[512];
     if ((agent.tls = rm_tls_set_create(agent.config, err, sizeof(err))) == NULL) {
@@ -1079,6 +1125,7 @@ main(int argc, char **argv)
         .is_draining = cb_is_draining,
         .render_metrics = cb_render_metrics,
         .render_openmetrics = cb_render_openmetrics,
+        .identity = cmdline.identity_token != NULL ? cb_identity : NULL,
         .config_dump = cb_config_dump,
         .start_drain = start_drain,
         .clusters = cb_clusters,
@@ -1124,6 +1171,23 @@ main(int argc, char **argv)
         if ((agent.control = agent.control_module->start(&copts, err, sizeof(err))) == NULL) {
             rm_log_error("agent", "%s", err);
             return 1;
+        }
+        if (cmdline.identity_token != NULL) {
+            rm_identity_client_options_t iopts = {
+                .address = cmdline.control,
+                .node_id = cmdline.node_id,
+                .token_file = cmdline.identity_token,
+                .make_csr = rm_identity_cb_make_csr,
+                .install = rm_identity_cb_install,
+                .release_key = rm_identity_cb_release_key,
+                .validity = rm_identity_cb_validity,
+                .on_result = rm_identity_cb_on_result,
+                .ctx = (void *)cmdline.state_dir,
+            };
+            if ((agent.identity = agent.control_module->identity_start(&iopts, err, sizeof(err))) == NULL) {
+                rm_log_error("agent", "%s", err);
+                return 1;
+            }
         }
     }
     rm_health_reconcile(agent.config, agent.tls);

@@ -537,8 +537,8 @@ parse_endpoint(parser_t *p, yaml_node_t *node, const char *path, Remora__V1__End
 static int
 parse_service_spec(parser_t *p, yaml_node_t *node, Remora__V1__ServiceSpec **out)
 {
-    static const char *const keys[] = {"protocol", "endpoints", "addresses", NULL};
-    yaml_node_t *v[3];
+    static const char *const keys[] = {"protocol", "endpoints", "addresses", "meshed", NULL};
+    yaml_node_t *v[4];
     if (fields(p, node, "spec", keys, v) != 0 || require(p, node, "spec", v[0], "protocol") != 0)
         return -1;
     Remora__V1__ServiceSpec *spec = arena_alloc(&p->arena, sizeof(*spec));
@@ -556,6 +556,19 @@ parse_service_spec(parser_t *p, yaml_node_t *node, Remora__V1__ServiceSpec **out
         spec->protocol = REMORA__V1__PROTOCOL__PROTOCOL_TCP;
     else
         return fail(p, v[0], "spec.protocol", "unknown protocol '%s' (use grpc, http2, http1 or tcp)", proto);
+    /* the endpoints run an agent unless told otherwise (docs/transparent.md, "Agent to agent") */
+    spec->meshed = 1;
+    if (v[3] != NULL) {
+        const char *m;
+        if (get_str(p, v[3], "spec.meshed", &m) != 0)
+            return -1;
+        if (strcmp(m, "true") == 0)
+            spec->meshed = 1;
+        else if (strcmp(m, "false") == 0)
+            spec->meshed = 0;
+        else
+            return fail(p, v[3], "spec.meshed", "'%s' must be true or false", m);
+    }
     if (v[2] != NULL) {
         /* virtual addresses (docs/transparent.md): IP literals with a port, no wildcard, no repeat */
         yaml_node_item_t *items;
@@ -2447,6 +2460,221 @@ parse_rate_limit_policy_spec(parser_t *p, yaml_node_t *node, Remora__V1__RateLim
     return 0;
 }
 
+/* -------------------------------------------------------------------------- AuthorizationPolicy */
+
+/* Bounds of a policy, as the agent's bootstrap file has them (docs/control-plane.md). */
+#define MAX_AUTHZ_RULES 32
+#define MAX_AUTHZ_ENTRIES 16
+#define MAX_AUTHZ_VALUES 32
+#define MAX_AUTHZ_VALUE_BYTES 512
+
+typedef enum en_authz_value_t {
+    AUTHZ_IDENTITY,
+    AUTHZ_NAMESPACE,
+    AUTHZ_METHOD,
+    AUTHZ_PATH,
+    AUTHZ_GRPC_METHOD,
+} authz_value_t;
+
+/* A pattern may end in '*' (a prefix); '*' elsewhere, spaces and control characters are refused. */
+static int
+authz_pattern_ok(const char *s)
+{
+    for (const char *c = s; *c != '\0'; ++c) {
+        if ((unsigned char)*c <= ' ' || *c == 0x7f || (*c == '*' && c[1] != '\0'))
+            return 0;
+    }
+    return 1;
+}
+
+static int
+authz_value_ok(parser_t *p, yaml_node_t *node, const char *path, authz_value_t type, const char *s)
+{
+    if (strlen(s) > MAX_AUTHZ_VALUE_BYTES)
+        return fail(p, node, path, "is longer than %d bytes", MAX_AUTHZ_VALUE_BYTES);
+    switch (type) {
+    case AUTHZ_IDENTITY:
+        if (strncmp(s, "spiffe://", 9) != 0 || s[9] == '\0' || !authz_pattern_ok(s))
+            return fail(p, node, path,
+                        "'%s' is not a SPIFFE ID: use spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>, or a prefix "
+                        "ending in '*'",
+                        s);
+        return 0;
+    case AUTHZ_NAMESPACE:
+        if (!is_dns_label(s))
+            return fail(p, node, path, "'%s' is not a valid namespace", s);
+        return 0;
+    case AUTHZ_METHOD:
+        for (const char *c = s; *c != '\0'; ++c)
+            if (islower((unsigned char)*c))
+                return fail(p, node, path, "'%s': methods are upper case (e.g. GET)", s);
+        if (!is_token(s))
+            return fail(p, node, path, "'%s' is not a valid HTTP method", s);
+        return 0;
+    case AUTHZ_PATH:
+        if (s[0] != '/' || !authz_pattern_ok(s) || strchr(s, '?') != NULL || strchr(s, '#') != NULL)
+            return fail(p, node, path, "'%s' is not a path: start with '/', no query, no spaces; a prefix ends in '*' (\"/v1/*\")",
+                        s);
+        return 0;
+    case AUTHZ_GRPC_METHOD: {
+        const char *slash = strchr(s, '/');
+        char svc[MAX_AUTHZ_VALUE_BYTES + 1];
+        int ok = slash != NULL && slash != s && strchr(slash + 1, '/') == NULL;
+        if (ok) {
+            memcpy(svc, s, (size_t)(slash - s));
+            svc[slash - s] = '\0';
+            ok = is_grpc_name(svc, 1) && (strcmp(slash + 1, "*") == 0 || is_grpc_name(slash + 1, 0));
+        }
+        if (!ok)
+            return fail(p, node, path, "'%s' is not a gRPC method: use \"pkg.Service/Method\" or \"pkg.Service/*\"", s);
+        return 0;
+    }
+    }
+    return 0;
+}
+
+static int
+parse_authz_values(parser_t *p, yaml_node_t *node, const char *path, authz_value_t type, size_t *n_out, char ***out)
+{
+    yaml_node_item_t *items;
+    size_t n;
+    if (get_seq(p, node, path, &items, &n) != 0)
+        return -1;
+    if (n == 0 || n > MAX_AUTHZ_VALUES)
+        return fail(p, node, path, "must list 1-%d values, got %zu", MAX_AUTHZ_VALUES, n);
+    char **v = arena_alloc(&p->arena, sizeof(v[0]) * n);
+    for (size_t i = 0; i != n; ++i) {
+        char sub[160];
+        const char *s;
+        yaml_node_t *it = item(p, items, i);
+        index_path(sub, sizeof(sub), path, i);
+        if (get_str(p, it, sub, &s) != 0 || authz_value_ok(p, it, sub, type, s) != 0)
+            return -1;
+        for (size_t j = 0; j != i; ++j)
+            if (strcmp(v[j], s) == 0)
+                return fail(p, it, sub, "'%s' is listed twice", s);
+        v[i] = arena_strdup(&p->arena, s);
+    }
+    *n_out = n;
+    *out = v;
+    return 0;
+}
+
+static int
+parse_authz_rule(parser_t *p, yaml_node_t *node, const char *path, Remora__V1__AuthorizationRule **out)
+{
+    static const char *const keys[] = {"from", "to", NULL};
+    static const char *const fkeys[] = {"identities", "namespaces", NULL};
+    static const char *const tkeys[] = {"methods", "paths", "grpcMethods", NULL};
+    yaml_node_t *v[2];
+    if (fields(p, node, path, keys, v) != 0)
+        return -1;
+    Remora__V1__AuthorizationRule *r = arena_alloc(&p->arena, sizeof(*r));
+    remora__v1__authorization_rule__init(r);
+    for (int side = 0; side != 2; ++side) {
+        char lpath[96];
+        yaml_node_item_t *items;
+        size_t n;
+        if (v[side] == NULL)
+            continue;
+        join(lpath, sizeof(lpath), path, side == 0 ? "from" : "to");
+        if (get_seq(p, v[side], lpath, &items, &n) != 0)
+            return -1;
+        if (n == 0 || n > MAX_AUTHZ_ENTRIES)
+            return fail(p, v[side], lpath, "must list 1-%d entries, got %zu (omit it to match any %s)", MAX_AUTHZ_ENTRIES, n,
+                        side == 0 ? "caller" : "request");
+        if (side == 0) {
+            r->from = arena_alloc(&p->arena, sizeof(r->from[0]) * n);
+            r->n_from = n;
+        } else {
+            r->to = arena_alloc(&p->arena, sizeof(r->to[0]) * n);
+            r->n_to = n;
+        }
+        for (size_t i = 0; i != n; ++i) {
+            char epath[128], sub[160];
+            yaml_node_t *it = item(p, items, i), *ev[3];
+            index_path(epath, sizeof(epath), lpath, i);
+            if (fields(p, it, epath, side == 0 ? fkeys : tkeys, ev) != 0)
+                return -1;
+            if (side == 0) {
+                Remora__V1__AuthorizationSource *f = arena_alloc(&p->arena, sizeof(*f));
+                remora__v1__authorization_source__init(f);
+                if ((ev[0] == NULL) == (ev[1] == NULL))
+                    return fail(p, it, epath, "needs exactly one of 'identities' and 'namespaces'");
+                if (ev[0] != NULL && parse_authz_values(p, ev[0], join(sub, sizeof(sub), epath, "identities"), AUTHZ_IDENTITY,
+                                                        &f->n_identities, &f->identities) != 0)
+                    return -1;
+                if (ev[1] != NULL && parse_authz_values(p, ev[1], join(sub, sizeof(sub), epath, "namespaces"), AUTHZ_NAMESPACE,
+                                                        &f->n_namespaces, &f->namespaces) != 0)
+                    return -1;
+                r->from[i] = f;
+            } else {
+                Remora__V1__AuthorizationOperation *o = arena_alloc(&p->arena, sizeof(*o));
+                remora__v1__authorization_operation__init(o);
+                if (ev[0] == NULL && ev[1] == NULL && ev[2] == NULL)
+                    return fail(p, it, epath, "needs at least one of 'methods', 'paths' and 'grpcMethods'");
+                if (ev[0] != NULL && parse_authz_values(p, ev[0], join(sub, sizeof(sub), epath, "methods"), AUTHZ_METHOD,
+                                                        &o->n_methods, &o->methods) != 0)
+                    return -1;
+                if (ev[1] != NULL &&
+                    parse_authz_values(p, ev[1], join(sub, sizeof(sub), epath, "paths"), AUTHZ_PATH, &o->n_paths, &o->paths) != 0)
+                    return -1;
+                if (ev[2] != NULL && parse_authz_values(p, ev[2], join(sub, sizeof(sub), epath, "grpcMethods"), AUTHZ_GRPC_METHOD,
+                                                        &o->n_grpc_methods, &o->grpc_methods) != 0)
+                    return -1;
+                if (ev[1] != NULL && ev[2] != NULL)
+                    return fail(p, ev[2], sub,
+                                "cannot be combined with 'paths' in one entry (a gRPC method is the path): use two entries");
+                r->to[i] = o;
+            }
+        }
+    }
+    *out = r;
+    return 0;
+}
+
+static int
+parse_authorization_policy_spec(parser_t *p, yaml_node_t *node, Remora__V1__AuthorizationPolicySpec **out)
+{
+    static const char *const keys[] = {"targetRefs", "action", "rules", NULL};
+    yaml_node_t *v[3];
+    if (fields(p, node, "spec", keys, v) != 0)
+        return -1;
+    Remora__V1__AuthorizationPolicySpec *spec = arena_alloc(&p->arena, sizeof(*spec));
+    remora__v1__authorization_policy_spec__init(spec);
+    if (parse_target_refs(p, node, v[0], 1, &spec->n_target_refs, &spec->target_refs) != 0)
+        return -1;
+    const char *action;
+    if (require(p, node, "spec", v[1], "action") != 0 || get_str(p, v[1], "spec.action", &action) != 0)
+        return -1;
+    if (strcmp(action, "ALLOW") == 0)
+        spec->action = REMORA__V1__AUTHORIZATION_ACTION__AUTHORIZATION_ACTION_ALLOW;
+    else if (strcmp(action, "DENY") == 0)
+        spec->action = REMORA__V1__AUTHORIZATION_ACTION__AUTHORIZATION_ACTION_DENY;
+    else if (strcmp(action, "AUDIT") == 0)
+        spec->action = REMORA__V1__AUTHORIZATION_ACTION__AUTHORIZATION_ACTION_AUDIT;
+    else
+        return fail(p, v[1], "spec.action", "Unsupported value: \"%s\": supported values: \"ALLOW\", \"DENY\", \"AUDIT\"", action);
+    if (v[2] != NULL) {
+        yaml_node_item_t *items;
+        size_t n;
+        if (get_seq(p, v[2], "spec.rules", &items, &n) != 0)
+            return -1;
+        if (n > MAX_AUTHZ_RULES)
+            return fail(p, v[2], "spec.rules", "at most %d rules, got %zu", MAX_AUTHZ_RULES, n);
+        spec->rules = arena_alloc(&p->arena, sizeof(spec->rules[0]) * (n + 1));
+        for (size_t i = 0; i != n; ++i) {
+            char path[64];
+            index_path(path, sizeof(path), "spec.rules", i);
+            if (parse_authz_rule(p, item(p, items, i), path, &spec->rules[i]) != 0)
+                return -1;
+        }
+        spec->n_rules = n;
+    }
+    *out = spec;
+    return 0;
+}
+
 /* ------------------------------------------------------------------------------------ Telemetry */
 
 /* A percentage 0-100 with at most 4 decimals ("1", "0.5", "99.9999"), as the agent takes it. */
@@ -2642,6 +2870,14 @@ parse_document(parser_t *p, yaml_node_t *root)
         if (parse_rate_limit_policy_spec(p, v[3], &rlp->spec) != 0)
             return;
         msg = &rlp->base;
+    } break;
+    case RM_KIND_AUTHORIZATION_POLICY: {
+        Remora__V1__AuthorizationPolicy *ap = arena_alloc(&p->arena, sizeof(*ap));
+        remora__v1__authorization_policy__init(ap);
+        ap->metadata = meta;
+        if (parse_authorization_policy_spec(p, v[3], &ap->spec) != 0)
+            return;
+        msg = &ap->base;
     } break;
     case RM_KIND_TELEMETRY: {
         Remora__V1__Telemetry *tm = arena_alloc(&p->arena, sizeof(*tm));

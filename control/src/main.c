@@ -1,6 +1,7 @@
 /*
  * remora-control: the control plane. Stores policy documents in an embedded durable store and
- * streams versioned snapshots to every agent (docs/control-plane.md).
+ * streams versioned snapshots to every agent (docs/control-plane.md); its CA issues the agents'
+ * workload certificates (docs/identity.md).
  *
  * The main thread only parses flags and waits for a signal; the server runs on its own thread.
  */
@@ -13,8 +14,11 @@
 #include "remora/log.h"
 #include "remora/rpc.h"
 #include "remora/strutil.h"
+#include "ca.h"
+#include "identity.h"
 #include "server.h"
 #include "store.h"
+#include "token.h"
 
 #define LOG "control"
 #define DEFAULT_LISTEN "127.0.0.1:15010"
@@ -22,7 +26,7 @@
 static void
 usage(FILE *out)
 {
-    fprintf(out, "Usage: remora-control --state-dir DIR [--listen ADDR:PORT] [--log-level LEVEL]\n"
+    fprintf(out, "Usage: remora-control --state-dir DIR [--listen ADDR:PORT] [--log-level LEVEL] [identity options]\n"
                  "\n"
                  "The Remora control plane: stores Services, HTTPRoutes and GRPCRoutes applied with\n"
                  "`remoractl apply`, and streams every accepted version to the agents.\n"
@@ -33,6 +37,13 @@ usage(FILE *out)
                  "  --log-level LEVEL    error, warn, info (default) or debug\n"
                  "  -h, --help           this text\n"
                  "\n"
+                 "Workload identity (docs/identity.md): a CA generated into DIR/ca at first start, or supplied:\n"
+                 "  --trust-domain TD    the SPIFFE trust domain (default " RM_CA_DEFAULT_TRUST_DOMAIN ")\n"
+                 "  --trust-anchor FILE  trust bundle: one or more anchor certificates (PEM)\n"
+                 "  --issuer-cert FILE   the issuer's certificate (PEM), signed by an anchor\n"
+                 "  --issuer-key FILE    the issuer's private key (PEM)\n"
+                 "  --cert-lifetime D    lifetime of workload certificates: 10s to 365d (default 24h)\n"
+                 "\n"
                  "SIGTERM or SIGINT stops it; agents keep serving their last snapshot meanwhile.\n");
 }
 
@@ -42,9 +53,16 @@ main(int argc, char **argv)
     static const struct option opts[] = {{"listen", required_argument, NULL, 'l'},
                                          {"state-dir", required_argument, NULL, 's'},
                                          {"log-level", required_argument, NULL, 'L'},
+                                         {"trust-domain", required_argument, NULL, 'T'},
+                                         {"trust-anchor", required_argument, NULL, 'A'},
+                                         {"issuer-cert", required_argument, NULL, 'C'},
+                                         {"issuer-key", required_argument, NULL, 'K'},
+                                         {"cert-lifetime", required_argument, NULL, 'E'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     const char *listen = DEFAULT_LISTEN, *state_dir = NULL;
+    rm_ca_options_t ca_opts = {NULL};
+    int64_t lifetime_s;
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
@@ -59,6 +77,28 @@ main(int argc, char **argv)
                 fprintf(stderr, "remora-control: --log-level must be error, warn, info or debug, got '%s'\n", optarg);
                 return 2;
             }
+            break;
+        case 'T':
+            ca_opts.trust_domain = optarg;
+            break;
+        case 'A':
+            ca_opts.trust_anchor_file = optarg;
+            break;
+        case 'C':
+            ca_opts.issuer_cert_file = optarg;
+            break;
+        case 'K':
+            ca_opts.issuer_key_file = optarg;
+            break;
+        case 'E':
+            if (rm_ca_parse_duration(optarg, &lifetime_s) != 0 || lifetime_s < RM_CA_MIN_CERT_LIFETIME_S ||
+                lifetime_s > RM_CA_MAX_CERT_LIFETIME_S) {
+                fprintf(stderr,
+                        "remora-control: --cert-lifetime takes a duration from 10s to 365d (e.g. 24h, 90m, 60s), got '%s'\n",
+                        optarg);
+                return 2;
+            }
+            ca_opts.cert_lifetime_s = (uint32_t)lifetime_s;
             break;
         case 'h':
             usage(stdout);
@@ -99,10 +139,25 @@ main(int argc, char **argv)
         rm_log_error(LOG, "%s", err);
         return 1;
     }
+    ca_opts.state_dir = state_dir;
+    rm_ca_t *ca = rm_ca_open(&ca_opts, err, sizeof(err));
+    rm_tokens_t *tokens = ca != NULL ? rm_tokens_open(state_dir, err, sizeof(err)) : NULL;
+    if (tokens == NULL) {
+        rm_log_error(LOG, "%s", err);
+        rm_ca_destroy(ca);
+        rm_store_close(store);
+        return 1;
+    }
+    rm_identity_service_t *identity = rm_identity_service_create(ca, tokens);
+    rm_log_info(LOG, "trust domain %s, issuer %s, %zu trust anchor(s), certificates valid %u s", rm_ca_trust_domain(ca),
+                rm_ca_issuer_subject(ca), rm_ca_num_anchors(ca), (unsigned)rm_ca_cert_lifetime(ca));
     rm_rpc_init();
-    rm_control_server_t *server = rm_control_server_start(listen, store, err, sizeof(err));
+    rm_control_server_t *server = rm_control_server_start_with_identity(listen, store, identity, err, sizeof(err));
     if (server == NULL) {
         rm_log_error(LOG, "%s", err);
+        rm_identity_service_destroy(identity);
+        rm_tokens_close(tokens);
+        rm_ca_destroy(ca);
         rm_store_close(store);
         rm_rpc_shutdown();
         return 1;
@@ -114,6 +169,9 @@ main(int argc, char **argv)
     sigwait(&sigs, &sig);
     rm_log_info(LOG, "%s: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
     rm_control_server_destroy(server);
+    rm_identity_service_destroy(identity);
+    rm_tokens_close(tokens);
+    rm_ca_destroy(ca);
     rm_store_close(store);
     rm_rpc_shutdown();
     rm_log_info(LOG, "stopped");

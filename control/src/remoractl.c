@@ -18,6 +18,7 @@
 #include "remora/rpc.h"
 #include "remora/strutil.h"
 #include "remora/v1/admin.pb-c.h"
+#include "remoractl_identity.h"
 #include "render.h"
 #include "resource.h"
 
@@ -46,6 +47,10 @@ static const char main_help[] = "Usage: remoractl [--control ADDR:PORT] COMMAND 
                                 "  status [-o table|json]                    every agent: connected, applied version, last error\n"
                                 "  stat [--by GROUP] [--window 1m] [-o table|json]\n"
                                 "                                            request rate, success rate, latency per Service\n"
+                                "  trust-anchor                              print the trust bundle (PEM)\n"
+                                "  token create --namespace NS --service-account SA [--ttl 1h]\n"
+                                "                                            a bootstrap token for one workload identity\n"
+                                "  identity                                  the certificate authority's state and counters\n"
                                 "  help [COMMAND]                            help for a command\n"
                                 "\n"
                                 "Options:\n"
@@ -74,7 +79,7 @@ static const char get_help[] = "Usage: remoractl get KIND [NAME] [-n NAMESPACE |
                                "Shows stored resources. KIND is service (services, svc), httproute (httproutes),\n"
                                "grpcroute (grpcroutes), faultinjection (faultinjections), backendtrafficpolicy\n"
                                "(backendtrafficpolicies, btp), ratelimitpolicy (ratelimitpolicies, rlp), telemetry\n"
-                               "(telemetries) or all; case\n"
+                               "(telemetries), authorizationpolicy (authorizationpolicies, authz) or all; case\n"
                                "does not matter. `-o yaml` prints documents that `remoractl apply -f -` takes back\n"
                                "unchanged.\n"
                                "\n"
@@ -414,7 +419,8 @@ static size_t
 collect(const Remora__V1__GetResponse *resp, listed_t **out)
 {
     size_t n = resp->n_services + resp->n_http_routes + resp->n_grpc_routes + resp->n_fault_injections +
-               resp->n_backend_traffic_policies + resp->n_rate_limit_policies + resp->n_telemetries,
+               resp->n_backend_traffic_policies + resp->n_rate_limit_policies + resp->n_telemetries +
+               resp->n_authorization_policies,
            k = 0;
     listed_t *l = rm_calloc(n + 1, sizeof(*l));
     for (size_t i = 0; i != resp->n_services; ++i)
@@ -431,6 +437,8 @@ collect(const Remora__V1__GetResponse *resp, listed_t **out)
         l[k++] = (listed_t){RM_KIND_RATE_LIMIT_POLICY, &resp->rate_limit_policies[i]->base};
     for (size_t i = 0; i != resp->n_telemetries; ++i)
         l[k++] = (listed_t){RM_KIND_TELEMETRY, &resp->telemetries[i]->base};
+    for (size_t i = 0; i != resp->n_authorization_policies; ++i)
+        l[k++] = (listed_t){RM_KIND_AUTHORIZATION_POLICY, &resp->authorization_policies[i]->base};
     *out = l;
     return n;
 }
@@ -680,6 +688,7 @@ print_table(listed_t *items, size_t n, int all_kinds, const Remora__V1__GetRespo
         [RM_KIND_BACKEND_TRAFFIC_POLICY] = {"NAMESPACE", "NAME", "TARGETS", "RETRY BUDGET", "CONNECTION POOL", "BALANCER"},
         [RM_KIND_RATE_LIMIT_POLICY] = {"NAMESPACE", "NAME", "TARGETS", "TOTAL", "PER CLIENT"},
         [RM_KIND_TELEMETRY] = {"NAMESPACE", "NAME", "SCOPE", "TRACING", "ACCESS LOG"},
+        [RM_KIND_AUTHORIZATION_POLICY] = {"NAMESPACE", "NAME", "TARGETS", "ACTION", "RULES"},
     };
     for (int k = 0; k != RM_KIND__COUNT; ++k) {
         table_t t = {.cols = 0};
@@ -726,6 +735,16 @@ print_table(listed_t *items, size_t n, int all_kinds, const Remora__V1__GetRespo
                 if (spec != NULL)
                     targets_summary(all, RM_KIND_RATE_LIMIT_POLICY, meta, spec->n_target_refs, spec->target_refs, a, sizeof(a));
                 rate_limit_summary(spec, b, c, sizeof(b));
+                const char *row[] = {meta->namespace_, name, a, b, c};
+                table_add(&t, row);
+            } else if (k == RM_KIND_AUTHORIZATION_POLICY) {
+                /* every policy on a target applies (none overrides another): no "overridden by" */
+                static const char *const actions[] = {"ALLOW", "DENY", "AUDIT"};
+                const Remora__V1__AuthorizationPolicySpec *spec = ((const Remora__V1__AuthorizationPolicy *)items[i].msg)->spec;
+                if (spec != NULL)
+                    targets_summary(NULL, RM_KIND_AUTHORIZATION_POLICY, meta, spec->n_target_refs, spec->target_refs, a, sizeof(a));
+                snprintf(b, sizeof(b), "%s", spec != NULL && (unsigned)spec->action < 3 ? actions[spec->action] : "-");
+                snprintf(c, sizeof(c), "%zu", spec != NULL ? spec->n_rules : 0);
                 const char *row[] = {meta->namespace_, name, a, b, c};
                 table_add(&t, row);
             } else if (k == RM_KIND_TELEMETRY) {
@@ -809,7 +828,7 @@ cmd_get(int argc, char **argv)
     }
     if (optind == argc)
         die(EXIT_USAGE, "get needs a KIND (service, httproute, grpcroute, faultinjection, backendtrafficpolicy, ratelimitpolicy, "
-                        "telemetry or all); try "
+                        "telemetry, authorizationpolicy or all); try "
                         "'remoractl get --help'");
     if (argc - optind > 2)
         die(EXIT_USAGE, "get takes KIND [NAME]; unexpected '%s'", argv[optind + 2]);
@@ -1190,6 +1209,16 @@ cmd_stat(int argc, char **argv)
     return 0;
 }
 
+/* rm_ctl_call_fn for the identity commands: one call on a fresh channel, failures exit */
+static ProtobufCMessage *
+identity_call(const char *method, const ProtobufCMessage *req, const ProtobufCMessageDescriptor *desc)
+{
+    rm_rpc_client_t *client = connect_control();
+    ProtobufCMessage *resp = call(client, method, req, desc, RPC_TIMEOUT_MS);
+    rm_rpc_client_destroy(client);
+    return resp;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -1223,14 +1252,27 @@ main(int argc, char **argv)
     optind = 0; /* GNU getopt: start over on the command's arguments */
     if (strcmp(cmd, "help") == 0) {
         const char *topic = sub_argc > 1 ? sub_argv[1] : "";
-        fputs(strcmp(topic, "apply") == 0    ? apply_help
-              : strcmp(topic, "get") == 0    ? get_help
-              : strcmp(topic, "delete") == 0 ? delete_help
-              : strcmp(topic, "status") == 0 ? status_help
-              : strcmp(topic, "stat") == 0   ? stat_help
-                                             : main_help,
+        fputs(strcmp(topic, "apply") == 0          ? apply_help
+              : strcmp(topic, "get") == 0          ? get_help
+              : strcmp(topic, "delete") == 0       ? delete_help
+              : strcmp(topic, "status") == 0       ? status_help
+              : strcmp(topic, "stat") == 0         ? stat_help
+              : strcmp(topic, "trust-anchor") == 0 ? rm_ctl_trust_anchor_help
+              : strcmp(topic, "token") == 0        ? rm_ctl_token_help
+              : strcmp(topic, "identity") == 0     ? rm_ctl_identity_help
+                                                   : main_help,
               stdout);
         return 0;
+    }
+    int (*identity_cmd)(int, char **, rm_ctl_call_fn) = strcmp(cmd, "trust-anchor") == 0 ? rm_ctl_trust_anchor
+                                                        : strcmp(cmd, "token") == 0      ? rm_ctl_token
+                                                        : strcmp(cmd, "identity") == 0   ? rm_ctl_identity
+                                                                                         : NULL;
+    if (identity_cmd != NULL) {
+        rm_rpc_init();
+        int rc = identity_cmd(sub_argc, sub_argv, identity_call);
+        rm_rpc_shutdown();
+        return rc;
     }
     int (*run)(int, char **) = strcmp(cmd, "apply") == 0    ? cmd_apply
                                : strcmp(cmd, "get") == 0    ? cmd_get
@@ -1239,7 +1281,7 @@ main(int argc, char **argv)
                                : strcmp(cmd, "stat") == 0   ? cmd_stat
                                                             : NULL;
     if (run == NULL)
-        die(EXIT_USAGE, "unknown command '%s' (apply, get, delete, status, stat or help)", cmd);
+        die(EXIT_USAGE, "unknown command '%s' (apply, get, delete, status, stat, trust-anchor, token, identity or help)", cmd);
     rm_rpc_init();
     int rc = run(sub_argc, sub_argv);
     rm_rpc_shutdown();

@@ -165,6 +165,8 @@ render_service_spec(const Remora__V1__ServiceSpec *spec)
         break;
     }
     add_str(s, "protocol", proto);
+    if (!spec->meshed)
+        rm_node_add(s, "meshed", rm_node_bool(0));
     if (spec->n_addresses != 0) {
         rm_node_t *addrs = rm_node_add(s, "addresses", rm_node_list());
         for (size_t i = 0; i != spec->n_addresses; ++i)
@@ -689,6 +691,48 @@ render_rate_limit_policy_spec(const Remora__V1__RateLimitPolicySpec *spec)
     return s;
 }
 
+static void
+render_str_list(rm_node_t *m, const char *key, size_t n, char *const *v)
+{
+    if (n == 0)
+        return;
+    rm_node_t *l = rm_node_add(m, key, rm_node_list());
+    for (size_t i = 0; i != n; ++i)
+        rm_node_add(l, NULL, rm_node_string(v[i]));
+}
+
+static rm_node_t *
+render_authorization_policy_spec(const Remora__V1__AuthorizationPolicySpec *spec)
+{
+    static const char *const actions[] = {"ALLOW", "DENY", "AUDIT"};
+    rm_node_t *s = rm_node_map();
+    render_target_refs(s, spec->n_target_refs, spec->target_refs);
+    add_str(s, "action", (unsigned)spec->action < 3 ? actions[spec->action] : "ALLOW");
+    rm_node_t *rules = rm_node_add(s, "rules", rm_node_list());
+    for (size_t i = 0; i != spec->n_rules; ++i) {
+        const Remora__V1__AuthorizationRule *r = spec->rules[i];
+        rm_node_t *m = rm_node_add(rules, NULL, rm_node_map());
+        if (r->n_from != 0) {
+            rm_node_t *l = rm_node_add(m, "from", rm_node_list());
+            for (size_t j = 0; j != r->n_from; ++j) {
+                rm_node_t *f = rm_node_add(l, NULL, rm_node_map());
+                render_str_list(f, "identities", r->from[j]->n_identities, r->from[j]->identities);
+                render_str_list(f, "namespaces", r->from[j]->n_namespaces, r->from[j]->namespaces);
+            }
+        }
+        if (r->n_to != 0) {
+            rm_node_t *l = rm_node_add(m, "to", rm_node_list());
+            for (size_t j = 0; j != r->n_to; ++j) {
+                rm_node_t *t = rm_node_add(l, NULL, rm_node_map());
+                render_str_list(t, "methods", r->to[j]->n_methods, r->to[j]->methods);
+                render_str_list(t, "paths", r->to[j]->n_paths, r->to[j]->paths);
+                render_str_list(t, "grpcMethods", r->to[j]->n_grpc_methods, r->to[j]->grpc_methods);
+            }
+        }
+    }
+    return s;
+}
+
 static rm_node_t *
 render_telemetry_spec(const Remora__V1__TelemetrySpec *spec)
 {
@@ -755,6 +799,11 @@ rm_render_resource(rm_kind_t kind, const ProtobufCMessage *msg)
         const Remora__V1__RateLimitPolicy *r = (const void *)msg;
         if (r->spec != NULL)
             spec = render_rate_limit_policy_spec(r->spec);
+    } break;
+    case RM_KIND_AUTHORIZATION_POLICY: {
+        const Remora__V1__AuthorizationPolicy *a = (const void *)msg;
+        if (a->spec != NULL)
+            spec = render_authorization_policy_spec(a->spec);
     } break;
     case RM_KIND_TELEMETRY: {
         const Remora__V1__Telemetry *t = (const void *)msg;

@@ -29,6 +29,10 @@ static const struct {
                                    "rate_limit_policies",
                                    {"ratelimitpolicy", "ratelimitpolicies", "rlp", NULL}},
     [RM_KIND_TELEMETRY] = {"Telemetry", "telemetry", "telemetries", {"telemetry", "telemetries", NULL}},
+    [RM_KIND_AUTHORIZATION_POLICY] = {"AuthorizationPolicy",
+                                      "authorizationpolicy",
+                                      "authorization_policies",
+                                      {"authorizationpolicy", "authorizationpolicies", "authz", NULL}},
 };
 
 int
@@ -61,7 +65,8 @@ const char *
 rm_kind_list(void)
 {
     return "Service (services, svc), HTTPRoute (httproutes), GRPCRoute (grpcroutes), FaultInjection (faultinjections), "
-           "BackendTrafficPolicy (backendtrafficpolicies, btp), RateLimitPolicy (ratelimitpolicies, rlp), Telemetry (telemetries)";
+           "BackendTrafficPolicy (backendtrafficpolicies, btp), RateLimitPolicy (ratelimitpolicies, rlp), Telemetry (telemetries), "
+           "AuthorizationPolicy (authorizationpolicies, authz)";
 }
 
 const char *
@@ -88,6 +93,8 @@ rm_kind_descriptor(rm_kind_t kind)
         return &remora__v1__rate_limit_policy__descriptor;
     case RM_KIND_TELEMETRY:
         return &remora__v1__telemetry__descriptor;
+    case RM_KIND_AUTHORIZATION_POLICY:
+        return &remora__v1__authorization_policy__descriptor;
     default:
         break;
     }
@@ -112,6 +119,8 @@ rm_kind_to_proto(rm_kind_t kind)
         return REMORA__V1__RESOURCE_KIND__RESOURCE_KIND_RATE_LIMIT_POLICY;
     case RM_KIND_TELEMETRY:
         return REMORA__V1__RESOURCE_KIND__RESOURCE_KIND_TELEMETRY;
+    case RM_KIND_AUTHORIZATION_POLICY:
+        return REMORA__V1__RESOURCE_KIND__RESOURCE_KIND_AUTHORIZATION_POLICY;
     default:
         break;
     }
@@ -143,6 +152,9 @@ rm_kind_from_proto(Remora__V1__ResourceKind pk, rm_kind_t *kind)
     case REMORA__V1__RESOURCE_KIND__RESOURCE_KIND_TELEMETRY:
         *kind = RM_KIND_TELEMETRY;
         return 0;
+    case REMORA__V1__RESOURCE_KIND__RESOURCE_KIND_AUTHORIZATION_POLICY:
+        *kind = RM_KIND_AUTHORIZATION_POLICY;
+        return 0;
     default:
         break;
     }
@@ -167,6 +179,8 @@ rm_resource_meta(rm_kind_t kind, const ProtobufCMessage *msg)
         return ((const Remora__V1__RateLimitPolicy *)msg)->metadata;
     case RM_KIND_TELEMETRY:
         return ((const Remora__V1__Telemetry *)msg)->metadata;
+    case RM_KIND_AUTHORIZATION_POLICY:
+        return ((const Remora__V1__AuthorizationPolicy *)msg)->metadata;
     default:
         break;
     }

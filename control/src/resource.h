@@ -23,6 +23,7 @@ typedef enum en_rm_kind_t {
     RM_KIND_BACKEND_TRAFFIC_POLICY,
     RM_KIND_RATE_LIMIT_POLICY,
     RM_KIND_TELEMETRY,
+    RM_KIND_AUTHORIZATION_POLICY,
     RM_KIND__COUNT
 } rm_kind_t;
 

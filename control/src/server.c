@@ -25,6 +25,7 @@
 #include "remora/strutil.h"
 #include "remora/v1/admin.pb-c.h"
 #include "remora/v1/discovery.pb-c.h"
+#include "identity.h"
 #include "server.h"
 #include "stat.h"
 
@@ -65,6 +66,10 @@ enum {
     M_STATUS,
     M_WAIT,
     M_STAT,
+    M_CREATE_TOKEN,
+    M_IDENTITY_STATUS,
+    M_CERTIFY,
+    M_TRUST_BUNDLE,
     M_STREAM,
     M__COUNT,
     /* any other method: answered UNIMPLEMENTED (otherwise gRPC core would hold it until its deadline) */
@@ -77,6 +82,8 @@ struct st_rm_control_server_t {
     pthread_t thread;
     int port;
     rm_store_t *store;
+    /* NULL: the identity methods answer FAILED_PRECONDITION */
+    rm_identity_service_t *identity;
     void *methods[M__COUNT];
     tag_t shutdown_tag;
     atomic_int stopping;
@@ -1032,6 +1039,37 @@ handle_stat(rm_control_server_t *srv, unary_t *u, ProtobufCMessage *msg)
     rm_stat_query_destroy(q);
 }
 
+/* The identity methods (identity.h): the service builds the answer, this only sends it. */
+static void
+handle_identity(rm_control_server_t *srv, unary_t *u, ProtobufCMessage *msg)
+{
+    if (srv->identity == NULL) {
+        respond_error(u, GRPC_STATUS_FAILED_PRECONDITION, "this control plane has no certificate authority");
+        return;
+    }
+    grpc_byte_buffer *resp = NULL;
+    char why[1024] = "";
+    grpc_status_code code;
+    switch (u->method) {
+    case M_CREATE_TOKEN:
+        code = rm_identity_create_token(srv->identity, (Remora__V1__CreateTokenRequest *)msg, &resp, why, sizeof(why));
+        break;
+    case M_IDENTITY_STATUS:
+        code = rm_identity_status(srv->identity, &resp, why, sizeof(why));
+        break;
+    case M_CERTIFY:
+        code = rm_identity_certify(srv->identity, (Remora__V1__CertifyRequest *)msg, &resp, why, sizeof(why));
+        break;
+    default:
+        code = rm_identity_trust_bundle(srv->identity, &resp, why, sizeof(why));
+        break;
+    }
+    if (code == GRPC_STATUS_OK)
+        respond(u, code, NULL, resp);
+    else
+        respond(u, code, why, NULL);
+}
+
 static const struct {
     const char *path;
     const ProtobufCMessageDescriptor *request;
@@ -1043,6 +1081,10 @@ static const struct {
     [M_STATUS] = {"/remora.v1.Admin/Status", &remora__v1__status_request__descriptor, handle_status},
     [M_WAIT] = {"/remora.v1.Admin/WaitForVersion", &remora__v1__wait_for_version_request__descriptor, handle_wait},
     [M_STAT] = {"/remora.v1.Admin/Stat", &remora__v1__stat_request__descriptor, handle_stat},
+    [M_CREATE_TOKEN] = {"/remora.v1.Admin/CreateToken", &remora__v1__create_token_request__descriptor, handle_identity},
+    [M_IDENTITY_STATUS] = {"/remora.v1.Admin/IdentityStatus", &remora__v1__identity_status_request__descriptor, handle_identity},
+    [M_CERTIFY] = {"/remora.v1.Identity/Certify", &remora__v1__certify_request__descriptor, handle_identity},
+    [M_TRUST_BUNDLE] = {"/remora.v1.Identity/GetTrustBundle", &remora__v1__get_trust_bundle_request__descriptor, handle_identity},
     [M_STREAM] = {"/remora.v1.Discovery/StreamSnapshots", NULL, NULL},
 };
 
@@ -1138,8 +1180,16 @@ run(void *arg)
 rm_control_server_t *
 rm_control_server_start(const char *listen, rm_store_t *store, char *err, size_t errsz)
 {
+    return rm_control_server_start_with_identity(listen, store, NULL, err, errsz);
+}
+
+rm_control_server_t *
+rm_control_server_start_with_identity(const char *listen, rm_store_t *store, rm_identity_service_t *identity, char *err,
+                                      size_t errsz)
+{
     rm_control_server_t *srv = rm_calloc(1, sizeof(*srv));
     srv->store = store;
+    srv->identity = identity;
     srv->shutdown_tag.cb = on_shutdown;
     srv->snapshot = grpc_empty_slice();
     atomic_init(&srv->stopping, 0);

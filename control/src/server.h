@@ -1,6 +1,7 @@
 /*
- * The control plane's gRPC server: the Admin service used by remoractl and the Discovery stream
- * held by every agent (proto/remora/v1/admin.proto, discovery.proto).
+ * The control plane's gRPC server: the Admin service used by remoractl, the Discovery stream
+ * held by every agent and the Identity service agents get their certificates from
+ * (proto/remora/v1/admin.proto, discovery.proto, identity.proto).
  *
  * Threads: one thread, started here, drives the server's completion queue and owns everything the
  * server touches, the store included: admin calls, agent streams, pushes and waiters all run on it,
@@ -21,6 +22,15 @@ typedef struct st_rm_control_server_t rm_control_server_t;
  * in `err` when the address cannot be bound. Call rm_rpc_init() first. Main thread.
  */
 rm_control_server_t *rm_control_server_start(const char *listen, rm_store_t *store, char *err, size_t errsz);
+
+typedef struct st_rm_identity_service_t rm_identity_service_t;
+/**
+ * The same, serving the Identity service and the Admin identity methods from `identity`
+ * (identity.h; borrowed and used from the server's thread, like the store). With NULL those
+ * methods answer FAILED_PRECONDITION.
+ */
+rm_control_server_t *rm_control_server_start_with_identity(const char *listen, rm_store_t *store, rm_identity_service_t *identity,
+                                                           char *err, size_t errsz);
 
 /** The bound port. */
 int rm_control_server_port(const rm_control_server_t *server);

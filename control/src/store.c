@@ -510,6 +510,10 @@ uses(const rm_resource_t *r, rm_kind_t kind, const char *ns, const char *name)
         const Remora__V1__RateLimitPolicySpec *spec = ((const Remora__V1__RateLimitPolicy *)r->msg)->spec;
         return spec != NULL && targets(spec->target_refs, spec->n_target_refs, r->ns, kind, ns, name);
     }
+    case RM_KIND_AUTHORIZATION_POLICY: {
+        const Remora__V1__AuthorizationPolicySpec *spec = ((const Remora__V1__AuthorizationPolicy *)r->msg)->spec;
+        return spec != NULL && targets(spec->target_refs, spec->n_target_refs, r->ns, kind, ns, name);
+    }
     default:
         return 0;
     }

@@ -237,7 +237,8 @@ def test_state_survives_restart(control_factory, tmp_path):
     before = cp.ctl("get", "all", "-A", "-o", "yaml").out
     assert version_of(cp) == 3
     files = sorted(os.listdir(cp.state_dir))
-    assert files == ["LOCK", "store.pb"], files  # no temp file left behind
+    # no temp file left behind (ca/ holds the generated CA, docs/identity.md)
+    assert files == ["LOCK", "ca", "store.pb"], files
 
     # a second control plane on the same state directory refuses to start
     from control_support import ControlPlane
@@ -410,11 +411,12 @@ def test_get_help_lists_policy_kinds(control):
     r = control.ctl("get", "--help")
     assert r.rc == 0 and "faultinjection" in r.out and "backendtrafficpolicy" in r.out and "btp" in r.out, r
     assert "ratelimitpolicy" in r.out and "rlp" in r.out and "in force" in r.out, r
+    assert "authorizationpolicy (authorizationpolicies, authz)" in r.out, r
     r = control.ctl("get")
-    assert r.rc == 2 and "faultinjection, backendtrafficpolicy, ratelimitpolicy, telemetry or all" in r.err, r
+    assert r.rc == 2 and "faultinjection, backendtrafficpolicy, ratelimitpolicy, telemetry, authorizationpolicy or all" in r.err, r
     r = control.ctl("get", "gateways")
     assert r.rc == 2 and "FaultInjection (faultinjections)" in r.err and "BackendTrafficPolicy" in r.err, r
-    assert "RateLimitPolicy (ratelimitpolicies, rlp)" in r.err, r
+    assert "RateLimitPolicy (ratelimitpolicies, rlp)" in r.err and "AuthorizationPolicy (authorizationpolicies, authz)" in r.err, r
 
 
 def test_example_policy_documents_apply(control):

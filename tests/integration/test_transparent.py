@@ -50,6 +50,7 @@ clusters:
     protocol: http1
     addresses: ["10.96.0.10:80", "[fd00:96::10]:80"]
     endpoints: ["{B4}:8080"]
+    authorization: [{{name: web-deny, action: deny, rules: [{{to: [{{paths: [/authz-denied]}}]}}]}}]
   - name: grpc
     protocol: h2
     addresses: ["10.96.0.11:9090"]
@@ -70,7 +71,7 @@ clusters:
 """
 
 # B serves web, grpc and limited: their inbound connections are detected and HTTP goes through B's
-# inbound filter chain (limited's rate limit applies there, not at A's outbound side).
+# inbound filter chain (limited's rate limit and web's authorization apply there, not at A's outbound side).
 CONFIG_B = f"""
 workers: 2
 admin: 127.0.0.1:15000
@@ -79,6 +80,7 @@ clusters:
   - name: web
     protocol: http1
     endpoints: ["{B4}:8080"]
+    authorization: [{{name: web-deny, action: deny, rules: [{{to: [{{paths: [/authz-denied]}}]}}]}}]
   - name: grpc
     protocol: h2
     endpoints: ["{B4}:9090"]
@@ -96,13 +98,16 @@ clusters:
 
 # The same Services from the control plane (spec.addresses, protocol tcp), plus an HTTPRoute that
 # sends /v2/ of `web` to another Service: the route is chosen by path among web's routes although
-# the request's authority is the bare virtual address.
+# the request's authority is the bare virtual address. B's agent is not under the control plane here,
+# so it knows no Service: `meshed: false` keeps A's hop HTTP/1.1 (test_transparent_hop.py has the
+# meshed hop).
 DOCS = f"""
 apiVersion: remora.dev/v1
 kind: Service
 metadata: {{name: web}}
 spec:
   protocol: http1
+  meshed: false
   addresses: ["10.96.0.10:80"]
   endpoints: ["{B4}:8080"]
 ---
@@ -111,6 +116,7 @@ kind: Service
 metadata: {{name: web-v2}}
 spec:
   protocol: http1
+  meshed: false
   endpoints: ["{B4}:8081"]
 ---
 apiVersion: remora.dev/v1
@@ -465,6 +471,17 @@ def test_inbound_rate_limit_applies_at_the_serving_agent(mesh):
     assert codes[:3] == [200, 200, 200] and 429 in codes, codes
     assert mesh.metric(mesh.b, "remora_downstream_local_replies_total", listener="inbound", cause="rate_limited") >= 1
     assert mesh.metric(mesh.a, "remora_downstream_local_replies_total", listener="outbound", cause="rate_limited") == 0
+
+
+def test_inbound_authorization_applies_at_the_serving_agent(mesh):
+    """A Service's authorization policy is enforced by the agent that serves it (B's inbound listener);
+    A's outbound side, which has the same cluster, does not decide."""
+    assert curl(mesh, "http://10.96.0.10/authz-ok")[0] == 200
+    assert curl(mesh, "http://10.96.0.10/authz-denied")[0] == 403
+    assert mesh.metric(mesh.b, "remora_authz_decisions_total", policy="web-deny", decision="deny") == 1
+    assert mesh.metric(mesh.b, "remora_downstream_local_replies_total", listener="inbound", cause="denied") == 1
+    assert mesh.metric(mesh.a, "remora_authz_decisions_total", policy="web-deny") == 0
+    assert mesh.metric(mesh.a, "remora_downstream_local_replies_total", listener="outbound", cause="denied") == 0
 
 
 def test_unknown_destination_passes_through(mesh):

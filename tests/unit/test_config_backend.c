@@ -109,7 +109,7 @@ test_parse(void **state)
     assert_true((c->listeners[0].filters & RM_LISTENER_USES_RATE_LIMIT) != 0);
     assert_true((c->listeners[1].filters & RM_LISTENER_USES_RATE_LIMIT) == 0);
     assert_true((c->listeners[2].filters & RM_LISTENER_USES_RATE_LIMIT) == 0);
-    assert_int_equal(RM_LISTENER_USES_ALL, 0x1f);
+    assert_int_equal(RM_LISTENER_USES_ALL, 0x3f);
 
     rm_config_cluster_t *cl = c->clusters;
     assert_int_equal(cl->endpoints[0].weight, 1);

@@ -234,12 +234,13 @@ test_dump(void **state)
                    "\"request_headers\":{\"set\":[],\"add\":[],\"remove\":[]},"
                    "\"response_headers\":{\"set\":[],\"add\":[],\"remove\":[]},"
                    "\"mirrors\":[],\"fault\":null,\"redirect\":null,\"url_rewrite\":null,"
-                   "\"session_persistence\":null,\"rate_limit\":null,\"line\":");
+                   "\"session_persistence\":null,\"rate_limit\":null,\"authorization\":null,\"line\":");
     contains(json, "\"pool_idle_timeout_ms\":4000,\"stream_idle_timeout_ms\":300000,"
                    "\"retry_budget\":{\"percent\":20,\"interval_ms\":10000,\"min_retry_count\":10,\"min_retry_interval_ms\":1000},"
                    "\"load_balancer\":{\"type\":\"peak_ewma\",\"ring_min_size\":null},"
                    "\"circuit_breakers\":{\"max_connections\":1024,\"max_pending_requests\":1024,\"max_requests\":4096,"
-                   "\"max_retries\":64},\"outlier_detection\":null,\"health_check\":null,\"rate_limit\":null,\"line\":");
+                   "\"max_retries\":64},\"outlier_detection\":null,\"health_check\":null,\"rate_limit\":null,"
+                   "\"authorization\":null,\"line\":");
     free(json);
     rm_config_unref(c);
 }

@@ -80,6 +80,7 @@ test_issue_example(void **state)
     assert_int_equal(svc->spec->n_endpoints, 1);
     assert_int_equal(svc->spec->endpoints[0]->target_case, REMORA__V1__ENDPOINT__TARGET_ADDRESS);
     assert_string_equal(svc->spec->endpoints[0]->address, "127.0.0.1:27201");
+    assert_true(svc->spec->meshed); /* the default: the endpoints run an agent (docs/transparent.md) */
     assert_int_equal(b.resources.entries[1]->line, 8);
 
     r = b.resources.entries[2];
@@ -97,6 +98,17 @@ test_issue_example(void **state)
     assert_int_equal(rule->backend_refs[0]->weight, 90);
     assert_int_equal(rule->backend_refs[1]->weight, 10);
     assert_null(rule->timeouts);
+    rm_batch_dispose(&b);
+}
+
+static void
+test_service_not_meshed(void **state)
+{
+    rm_batch_t b;
+    parse(&b, SVC "  meshed: false\n");
+    assert_int_equal(b.errors.size, 0);
+    const Remora__V1__Service *svc = (const void *)b.resources.entries[0]->msg;
+    assert_false(svc->spec->meshed);
     rm_batch_dispose(&b);
 }
 
@@ -286,6 +298,7 @@ test_errors(void **state)
         "---\napiVersion: remora.dev/v1\nkind: Service\nmetadata: {name: b}\n"
         "spec: {protocol: http1, addresses: [\"10.96.0.1:80\"]}\n",
         6, "service/b: spec.addresses: '10.96.0.1:80' is also an address of service/a");
+    expect_error(SVC "  meshed: yes\n", 6, "spec.meshed: 'yes' must be true or false");
     expect_error("apiVersion: remora.dev/v1\nkind: Service\nmetadata: {name: a}\nspec:\n  protocol: grpc\n  protocol: http1\n", 6,
                  "field 'protocol' is given twice (first on line 5)");
     /* routes */
@@ -1038,6 +1051,7 @@ main(void)
         cmocka_unit_test(test_policy_references),
         cmocka_unit_test(test_backend_and_rate_limit_policies),
         cmocka_unit_test(test_regex_dialect),
+        cmocka_unit_test(test_service_not_meshed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -25,7 +25,7 @@ static const char *const docs =
     "apiVersion: remora.dev/v1\n"
     "kind: Service\n"
     "metadata: {name: bare, namespace: team-a}\n"
-    "spec: {protocol: http1}\n"
+    "spec: {protocol: http1, meshed: false}\n"
     "---\n"
     "apiVersion: remora.dev/v1\n"
     "kind: HTTPRoute\n"

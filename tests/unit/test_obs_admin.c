@@ -176,8 +176,8 @@ cb_start_drain(void *ctx)
     __atomic_store_n(&f->draining, 1, __ATOMIC_SEQ_CST);
 }
 
-static const rm_admin_callbacks_t callbacks = {cb_is_ready, cb_is_draining, cb_render_metrics, cb_config_dump, cb_start_drain, NULL,
-                                               NULL};
+static const rm_admin_callbacks_t callbacks = {
+    cb_is_ready, cb_is_draining, cb_render_metrics, cb_config_dump, cb_start_drain, NULL, NULL, NULL};
 
 static void
 on_stop_async(uv_async_t *async)

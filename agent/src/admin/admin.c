@@ -283,11 +283,22 @@ serve_logging(rm_admin_t *admin, h2o_req_t *req)
 }
 
 static void
+serve_identity(rm_admin_t *admin, h2o_req_t *req)
+{
+    if (admin->cb.identity == NULL) {
+        respond_text(req, 404, "Not Found", "no workload identity configured (remora-agent --identity-token)\n");
+        return;
+    }
+    serve_owned(req, admin->cb.identity(admin->cb_ctx), "text/plain; charset=utf-8");
+}
+
+static void
 serve_index(rm_admin_t *admin, h2o_req_t *req)
 {
     respond_text(req, 200, "OK",
                  "GET  /config_dump          JSON of the running configuration snapshot\n"
                  "GET  /clusters             outlier detection and health checks per cluster and endpoint\n"
+                 "GET  /identity             the workload identity in service (SPIFFE ID, serial, validity)\n"
                  "GET  /ready                200 when ready to serve traffic, 503 otherwise\n"
                  "GET  /logging              current log level\n"
                  "POST /logging?level=LEVEL  set the log level (error|warn|info|debug)\n"
@@ -298,10 +309,15 @@ serve_index(rm_admin_t *admin, h2o_req_t *req)
 #define ADMIN (1u << LISTENER_ADMIN)
 
 static const endpoint_t endpoints[] = {
-    {"/live", HEALTH, METHOD_GET, serve_live},        {"/ready", HEALTH | ADMIN, METHOD_GET, serve_ready},
-    {"/metrics", HEALTH, METHOD_GET, serve_metrics},  {"/config_dump", ADMIN, METHOD_GET, serve_config_dump},
-    {"/clusters", ADMIN, METHOD_GET, serve_clusters}, {"/logging", ADMIN, METHOD_GET | METHOD_POST, serve_logging},
-    {"/drain", ADMIN, METHOD_POST, serve_drain},      {"/", ADMIN, METHOD_GET, serve_index},
+    {"/live", HEALTH, METHOD_GET, serve_live},
+    {"/ready", HEALTH | ADMIN, METHOD_GET, serve_ready},
+    {"/metrics", HEALTH, METHOD_GET, serve_metrics},
+    {"/config_dump", ADMIN, METHOD_GET, serve_config_dump},
+    {"/clusters", ADMIN, METHOD_GET, serve_clusters},
+    {"/logging", ADMIN, METHOD_GET | METHOD_POST, serve_logging},
+    {"/drain", ADMIN, METHOD_POST, serve_drain},
+    {"/identity", ADMIN, METHOD_GET, serve_identity},
+    {"/", ADMIN, METHOD_GET, serve_index},
 };
 
 static unsigned

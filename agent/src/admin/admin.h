@@ -38,6 +38,8 @@ typedef struct st_rm_admin_callbacks_t {
     char *(*clusters)(void *ctx);
     /** OpenMetrics 1.0 text (served when the scraper's Accept prefers it), malloc'ed; may be NULL (text only) */
     char *(*render_openmetrics)(void *ctx);
+    /** GET /identity: plain text (tls/identity.h), malloc'ed; NULL when the agent has no workload identity (404) */
+    char *(*identity)(void *ctx);
 } rm_admin_callbacks_t;
 
 typedef struct st_rm_admin_t rm_admin_t;

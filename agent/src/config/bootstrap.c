@@ -996,6 +996,190 @@ parse_rate_limit(parser_t *p, yaml_node_t *node, const char *pfx, rm_config_rate
     return 0;
 }
 
+/* A list of strings of an authorization rule, each checked as `type`. */
+static int
+parse_authz_values(parser_t *p, yaml_node_t *node, const char *pfx, const char *key, rm_config_authz_value_t type, char ***out,
+                   size_t *n_out)
+{
+    yaml_node_t **items = NULL;
+    size_t n;
+    int ret = -1;
+    if (get_list(p, node, pfx, key, 0, &items, &n) != 0)
+        return -1;
+    if (n == 0 || n > RM_CONFIG_MAX_AUTHZ_VALUES) {
+        fail(p, node, "%s%s must list 1-%d values, got %zu", pfx, key, RM_CONFIG_MAX_AUTHZ_VALUES, n);
+        goto Exit;
+    }
+    *out = rm_calloc(n, sizeof(**out));
+    for (size_t i = 0; i != n; ++i) {
+        if (dup_string(p, items[i], pfx, key, &(*out)[i]) != 0)
+            goto Exit;
+        *n_out = i + 1;
+        const char *why = rm_config__authz_value_error(type, (*out)[i]);
+        if (why != NULL) {
+            fail(p, items[i], "%s%s: '%s' %s", pfx, key, (*out)[i], why);
+            goto Exit;
+        }
+    }
+    ret = 0;
+Exit:
+    free(items);
+    return ret;
+}
+
+static int
+parse_authz_rule(parser_t *p, yaml_node_t *node, const char *pfx, rm_config_authz_rule_t *r)
+{
+    static const char *const keys[] = {"from", "to", NULL};
+    static const char *const fkeys[] = {"identities", "namespaces", NULL};
+    static const char *const tkeys[] = {"methods", "paths", "grpc_methods", NULL};
+    yaml_node_t *v[2], **items = NULL;
+    size_t n;
+    if (fields(p, node, pfx, "authorization[].rules[]", keys, v) != 0)
+        return -1;
+    if (v[0] != NULL) {
+        if (get_list(p, v[0], pfx, "authorization[].rules[].from", 0, &items, &n) != 0)
+            return -1;
+        if (n == 0 || n > RM_CONFIG_MAX_AUTHZ_ENTRIES) {
+            free(items);
+            return fail(p, v[0], "%sauthorization[].rules[].from must list 1-%d entries, got %zu (omit it to match any caller)",
+                        pfx, RM_CONFIG_MAX_AUTHZ_ENTRIES, n);
+        }
+        r->from = rm_calloc(n, sizeof(*r->from));
+        for (size_t i = 0; i != n; ++i) {
+            yaml_node_t *fv[2];
+            rm_config_authz_from_t *f = &r->from[i];
+            r->num_from = i + 1;
+            if (fields(p, items[i], pfx, "authorization[].rules[].from[]", fkeys, fv) != 0)
+                goto Fail;
+            if ((fv[0] == NULL) == (fv[1] == NULL)) {
+                fail(p, items[i], "%sauthorization[].rules[].from[] needs exactly one of identities and namespaces", pfx);
+                goto Fail;
+            }
+            if (fv[0] != NULL && parse_authz_values(p, fv[0], pfx, "authorization[].rules[].from[].identities",
+                                                    RM_CONFIG_AUTHZ_IDENTITY, &f->identities, &f->num_identities) != 0)
+                goto Fail;
+            if (fv[1] != NULL && parse_authz_values(p, fv[1], pfx, "authorization[].rules[].from[].namespaces",
+                                                    RM_CONFIG_AUTHZ_NAMESPACE, &f->namespaces, &f->num_namespaces) != 0)
+                goto Fail;
+        }
+        free(items);
+        items = NULL;
+    }
+    if (v[1] != NULL) {
+        if (get_list(p, v[1], pfx, "authorization[].rules[].to", 0, &items, &n) != 0)
+            return -1;
+        if (n == 0 || n > RM_CONFIG_MAX_AUTHZ_ENTRIES) {
+            free(items);
+            return fail(p, v[1], "%sauthorization[].rules[].to must list 1-%d entries, got %zu (omit it to match any request)", pfx,
+                        RM_CONFIG_MAX_AUTHZ_ENTRIES, n);
+        }
+        r->to = rm_calloc(n, sizeof(*r->to));
+        for (size_t i = 0; i != n; ++i) {
+            yaml_node_t *tv[3];
+            rm_config_authz_to_t *t = &r->to[i];
+            r->num_to = i + 1;
+            if (fields(p, items[i], pfx, "authorization[].rules[].to[]", tkeys, tv) != 0)
+                goto Fail;
+            if (tv[0] == NULL && tv[1] == NULL && tv[2] == NULL) {
+                fail(p, items[i], "%sauthorization[].rules[].to[] needs methods, paths or grpc_methods", pfx);
+                goto Fail;
+            }
+            if (tv[1] != NULL && tv[2] != NULL) {
+                fail(p, tv[2],
+                     "%sauthorization[].rules[].to[]: paths and grpc_methods cannot be combined (a gRPC method is the path): "
+                     "use two entries",
+                     pfx);
+                goto Fail;
+            }
+            if ((tv[0] != NULL && parse_authz_values(p, tv[0], pfx, "authorization[].rules[].to[].methods", RM_CONFIG_AUTHZ_METHOD,
+                                                     &t->methods, &t->num_methods) != 0) ||
+                (tv[1] != NULL && parse_authz_values(p, tv[1], pfx, "authorization[].rules[].to[].paths", RM_CONFIG_AUTHZ_PATH,
+                                                     &t->paths, &t->num_paths) != 0) ||
+                (tv[2] != NULL && parse_authz_values(p, tv[2], pfx, "authorization[].rules[].to[].grpc_methods",
+                                                     RM_CONFIG_AUTHZ_GRPC_METHOD, &t->grpc_methods, &t->num_grpc_methods) != 0))
+                goto Fail;
+        }
+        free(items);
+    }
+    return 0;
+Fail:
+    free(items);
+    return -1;
+}
+
+/* A route's or a cluster's `authorization`: a list of policies (their semantics: filters/authz.h). */
+static int
+parse_authz(parser_t *p, yaml_node_t *node, const char *pfx, rm_config_authz_t **out)
+{
+    static const char *const keys[] = {"name", "action", "rules", NULL};
+    yaml_node_t **items = NULL, **rules = NULL;
+    size_t n, nr;
+    int ret = -1;
+    if (get_list(p, node, pfx, "authorization", 0, &items, &n) != 0)
+        return -1;
+    if (n == 0 || n > RM_CONFIG_MAX_AUTHZ_POLICIES) {
+        fail(p, node, "%sauthorization must list 1-%d policies, got %zu", pfx, RM_CONFIG_MAX_AUTHZ_POLICIES, n);
+        goto Exit;
+    }
+    rm_config_authz_t *a = *out = rm_calloc(1, sizeof(**out));
+    a->policies = rm_calloc(n, sizeof(*a->policies));
+    for (size_t i = 0; i != n; ++i) {
+        yaml_node_t *v[3];
+        const char *action;
+        rm_config_authz_policy_t *pol = &a->policies[i];
+        a->num_policies = i + 1;
+        if (fields(p, items[i], pfx, "authorization[]", keys, v) != 0 ||
+            require(p, items[i], pfx, v[0], "authorization[].name") != 0 ||
+            dup_string(p, v[0], pfx, "authorization[].name", &pol->name) != 0)
+            goto Exit;
+        if (!rm_config__valid_rate_limit_name(pol->name)) {
+            fail(p, v[0], "%sauthorization[].name '%s' may only contain letters, digits and . _ - / (1-%d)", pfx, pol->name,
+                 RM_CONFIG_MAX_RATE_NAME);
+            goto Exit;
+        }
+        for (size_t j = 0; j != i; ++j) {
+            if (strcmp(a->policies[j].name, pol->name) == 0) {
+                fail(p, v[0], "%sauthorization: policy '%s' is listed twice", pfx, pol->name);
+                goto Exit;
+            }
+        }
+        if (require(p, items[i], pfx, v[1], "authorization[].action") != 0 ||
+            get_string(p, v[1], pfx, "authorization[].action", &action) != 0)
+            goto Exit;
+        size_t k;
+        for (k = 0; k != 3; ++k)
+            if (strcmp(action, rm_config__authz_action_names[k]) == 0)
+                break;
+        if (k == 3) {
+            fail(p, v[1], "%sauthorization[].action '%s' must be allow, deny or audit", pfx, action);
+            goto Exit;
+        }
+        pol->action = (rm_authz_action_t)k;
+        if (v[2] != NULL) {
+            if (get_list(p, v[2], pfx, "authorization[].rules", 0, &rules, &nr) != 0)
+                goto Exit;
+            if (nr > RM_CONFIG_MAX_AUTHZ_RULES) {
+                fail(p, v[2], "%sauthorization[].rules: at most %d rules, got %zu", pfx, RM_CONFIG_MAX_AUTHZ_RULES, nr);
+                goto Exit;
+            }
+            pol->rules = rm_calloc(nr + 1, sizeof(*pol->rules));
+            for (size_t j = 0; j != nr; ++j) {
+                pol->num_rules = j + 1;
+                if (parse_authz_rule(p, rules[j], pfx, &pol->rules[j]) != 0)
+                    goto Exit;
+            }
+            free(rules);
+            rules = NULL;
+        }
+    }
+    ret = 0;
+Exit:
+    free(rules);
+    free(items);
+    return ret;
+}
+
 static int
 parse_session_persistence(parser_t *p, yaml_node_t *node, const char *pfx, rm_config_route_t *r)
 {
@@ -1039,6 +1223,7 @@ parse_route(parser_t *p, yaml_node_t *node, size_t li, size_t ri)
                                        "url_rewrite",
                                        "session_persistence",
                                        "rate_limit",
+                                       "authorization",
                                        NULL};
     enum {
         NAME,
@@ -1056,6 +1241,7 @@ parse_route(parser_t *p, yaml_node_t *node, size_t li, size_t ri)
         URL_REWRITE,
         SESSION_PERSISTENCE,
         RATE_LIMIT,
+        AUTHORIZATION,
         NUM_KEYS
     };
     rm_config_listener_t *l = p->config->listeners + li;
@@ -1113,6 +1299,8 @@ parse_route(parser_t *p, yaml_node_t *node, size_t li, size_t ri)
     if (v[SESSION_PERSISTENCE] != NULL && parse_session_persistence(p, v[SESSION_PERSISTENCE], pfx, r) != 0)
         return -1;
     if (v[RATE_LIMIT] != NULL && parse_rate_limit(p, v[RATE_LIMIT], pfx, &r->rate_limit) != 0)
+        return -1;
+    if (v[AUTHORIZATION] != NULL && parse_authz(p, v[AUTHORIZATION], pfx, &r->authz) != 0)
         return -1;
 
     if (v[CLUSTER] != NULL && v[BACKENDS] != NULL) {
@@ -1434,6 +1622,7 @@ parse_cluster(parser_t *p, yaml_node_t *node, size_t ci)
                                        "rate_limit",
                                        "addresses",
                                        "peer",
+                                       "authorization",
                                        NULL};
     enum {
         NAME,
@@ -1454,6 +1643,7 @@ parse_cluster(parser_t *p, yaml_node_t *node, size_t ci)
         RATE_LIMIT,
         ADDRESSES,
         PEER,
+        AUTHORIZATION,
         NUM_KEYS
     };
     rm_config_cluster_t *cl = p->config->clusters + ci;
@@ -1583,6 +1773,8 @@ parse_cluster(parser_t *p, yaml_node_t *node, size_t ci)
     if (v[HEALTH_CHECK] != NULL && parse_health_check(p, v[HEALTH_CHECK], pfx, cl) != 0)
         goto Exit;
     if (v[RATE_LIMIT] != NULL && parse_rate_limit(p, v[RATE_LIMIT], pfx, &cl->rate_limit) != 0)
+        goto Exit;
+    if (v[AUTHORIZATION] != NULL && parse_authz(p, v[AUTHORIZATION], pfx, &cl->authz) != 0)
         goto Exit;
 
     if (v[DNS] != NULL) {

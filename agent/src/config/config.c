@@ -579,6 +579,7 @@ free_route(rm_config_route_t *r)
     }
     free(r->session_name);
     free_rate_limit(r->rate_limit);
+    rm_config_authz_free(r->authz);
     rm_route_compiled_free(r);
 }
 
@@ -632,8 +633,10 @@ destroy(rm_config_t *c)
         free(cl->tls_key_file);
         free(cl->health_check.http_path);
         free(cl->health_check.grpc_service);
-        if (!cl->inbound)
+        if (!cl->inbound) {
             free_rate_limit(cl->rate_limit);
+            rm_config_authz_free(cl->authz);
+        }
         free(cl->addresses);
     }
     free(c->clusters);
@@ -1326,6 +1329,12 @@ validate_route(rm_config_t *c, rm_config_listener_t *l, size_t ri, rm_config_err
         if (validate_rate_limit(c, r->rate_limit, r->line, w, def, err) != 0)
             return -1;
     }
+    if (r->authz != NULL) {
+        char w[330];
+        snprintf(w, sizeof(w), "%s: ", what);
+        if (rm_config__validate_authz(c, r->authz, r->line, w, err) != 0)
+            return -1;
+    }
 
     char msg[400];
     if (rm_route_compile(r, msg, sizeof(msg)) != 0)
@@ -1433,6 +1442,9 @@ validate_listener(rm_config_t *c, size_t li, rm_config_error_t *err)
         /* a cluster's rate limit is applied by the router once the cluster is picked: no filter needed */
         if (r->rate_limit != NULL)
             l->filters |= RM_LISTENER_USES_RATE_LIMIT;
+        /* like a rate limit: a cluster's policies are applied by the router */
+        if (r->authz != NULL)
+            l->filters |= RM_LISTENER_USES_AUTHZ;
     }
     return 0;
 }
@@ -1515,6 +1527,8 @@ validate_cluster_policy(rm_config_t *c, rm_config_cluster_t *cl, const char *wha
         if (validate_rate_limit(c, cl->rate_limit, cl->line, what, def, err) != 0)
             return -1;
     }
+    if (cl->authz != NULL && rm_config__validate_authz(c, cl->authz, cl->line, what, err) != 0)
+        return -1;
     return 0;
 }
 
@@ -1725,6 +1739,7 @@ add_inbound_cluster(rm_config_t *c, size_t si, const rm_config_endpoint_t *ep, i
     cl->name = rm_strdup(name);
     cl->protocol = svc->protocol;
     cl->rate_limit = svc->rate_limit;
+    cl->authz = svc->authz;
     cl->connect_timeout_ms = svc->connect_timeout_ms;
     cl->stream_idle_timeout_ms = svc->stream_idle_timeout_ms;
     cl->line = svc->line;
@@ -1758,6 +1773,12 @@ build_service_listeners(rm_config_t *c)
     free_service_listeners(c);
     drop_inbound_clusters(c);
     size_t n = 0, num_services = c->num_clusters;
+    /* meshed Services are reached through the peer agents' inbound listeners (rm_config_cluster_t.agent_hop) */
+    int has_outbound = 0;
+    for (size_t li = 0; li != c->num_listeners; ++li)
+        has_outbound |= c->listeners[li].direction == RM_DIRECTION_OUTBOUND;
+    for (size_t ci = 0; ci != num_services; ++ci)
+        c->clusters[ci].agent_hop = has_outbound && c->clusters[ci].meshed && c->clusters[ci].protocol != RM_UPSTREAM_TCP;
     for (size_t li = 0; li != c->num_listeners; ++li)
         for (size_t ci = 0; ci != num_services; ++ci)
             n += c->listeners[li].direction == RM_DIRECTION_OUTBOUND  ? c->clusters[ci].num_addresses

@@ -145,6 +145,56 @@ typedef struct st_rm_config_rate_limit_t {
     uint32_t max_clients;
 } rm_config_rate_limit_t;
 
+/*
+ * Authorization (AuthorizationPolicy from the control plane; the bootstrap's per-route and
+ * per-cluster `authorization`). Plain data, interpreted by agent/src/filters/authz*.c, which
+ * documents the semantics. Patterns (identities, paths) are exact, or a prefix when they end in '*'.
+ */
+typedef enum en_rm_authz_action_t {
+    RM_AUTHZ_ALLOW = 0,
+    RM_AUTHZ_DENY = 1,
+    RM_AUTHZ_AUDIT = 2,
+} rm_authz_action_t;
+
+/** A caller: exactly one of the lists is non-empty (owned strings). */
+typedef struct st_rm_config_authz_from_t {
+    char **identities; /* SPIFFE IDs or prefixes */
+    size_t num_identities;
+    char **namespaces; /* the "ns" segment of the caller's SPIFFE ID */
+    size_t num_namespaces;
+} rm_config_authz_from_t;
+
+/** A request: each non-empty list must match (owned strings). */
+typedef struct st_rm_config_authz_to_t {
+    char **methods; /* upper case */
+    size_t num_methods;
+    char **paths; /* without the query */
+    size_t num_paths;
+    char **grpc_methods; /* "pkg.Service/Method", or a prefix ending in a star */
+    size_t num_grpc_methods;
+} rm_config_authz_to_t;
+
+typedef struct st_rm_config_authz_rule_t {
+    rm_config_authz_from_t *from; /* empty: any caller */
+    size_t num_from;
+    rm_config_authz_to_t *to; /* empty: any request */
+    size_t num_to;
+} rm_config_authz_rule_t;
+
+typedef struct st_rm_config_authz_policy_t {
+    /** the policy's name: its counters' label ("<namespace>/<name>" from the control plane; owned) */
+    char *name;
+    rm_authz_action_t action;
+    rm_config_authz_rule_t *rules; /* empty: the policy matches no request */
+    size_t num_rules;
+} rm_config_authz_policy_t;
+
+/** The authorization policies of one target (a route, or a cluster = a Service). */
+typedef struct st_rm_config_authz_t {
+    rm_config_authz_policy_t *policies;
+    size_t num_policies;
+} rm_config_authz_t;
+
 typedef struct st_rm_config_header_match_t {
     /** lower-cased header name (owned) */
     char *name;
@@ -307,6 +357,8 @@ typedef struct st_rm_config_route_t {
     char *session_name; /* owned; header name lower-cased, or cookie name */
     /** a rate limit on this route (owned), NULL for none */
     rm_config_rate_limit_t *rate_limit;
+    /** the authorization policies that target this route (owned), NULL for none */
+    rm_config_authz_t *authz;
     /** compiled regular expressions for RM_PATH_MATCH_REGEX and regex header matches, owned by the
      * snapshot and built at validation (opaque here: see config/regex.h) */
     void *_compiled;
@@ -332,7 +384,9 @@ typedef struct st_rm_config_route_t {
 #define RM_LISTENER_USES_URL_REWRITE 0x8u
 /* a route of the listener has a rate limit (a cluster's is applied by the router, whatever the listener) */
 #define RM_LISTENER_USES_RATE_LIMIT 0x10u
-#define RM_LISTENER_USES_ALL 0x1fu
+/* a route of the listener has authorization policies (a cluster's are applied by the router) */
+#define RM_LISTENER_USES_AUTHZ 0x20u
+#define RM_LISTENER_USES_ALL 0x3fu
 
 typedef struct st_rm_config_listener_t {
     /** name for stats (owned); "listener0"... if not given */
@@ -422,6 +476,8 @@ typedef struct st_rm_config_cluster_t {
     rm_config_health_check_t health_check;
     /** a rate limit on requests routed to this cluster (a RateLimitPolicy targeting the Service; owned), NULL for none */
     rm_config_rate_limit_t *rate_limit;
+    /** the authorization policies that target the Service (owned; an inbound cluster shares its Service's), NULL for none */
+    rm_config_authz_t *authz;
     unsigned line;
     /** the Service's virtual addresses (`spec.addresses`, IP literal + port; owned): an outbound
      * transparent connection whose original destination is one of them goes to this cluster */
@@ -435,6 +491,14 @@ typedef struct st_rm_config_cluster_t {
     /** `peer: agent`: the endpoints are agents (their inbound listeners); over HTTP/2 the requests carry the marker
      * fields (original protocol, HTTP/1.1 name case) and responses' markers are honoured (docs/architecture.md) */
     unsigned peer_agent : 1;
+    /** the Service's endpoints run an agent (control plane: a Service's `spec.meshed`, true by default) */
+    unsigned meshed : 1;
+    /** set by rm_config_validate, never by producers: `meshed`, an HTTP Service (not tcp, not an inbound
+     * cluster) and the config has an OUTBOUND transparent listener. The connections to its endpoints
+     * are then intercepted by the peer agents' inbound listeners, so every request except an Upgrade
+     * goes over HTTP/2 with the `peer: agent` markers whatever `protocol` says; `protocol` stays the
+     * application's, which the serving agent's inbound cluster speaks (docs/transparent.md) */
+    unsigned agent_hop : 1;
 } rm_config_cluster_t;
 
 typedef struct st_rm_config_limits_t {
@@ -608,6 +672,11 @@ char *rm_config_to_json(const rm_config_t *config);
 rm_config_t *rm_config_ref(rm_config_t *config);
 /** Drops a reference (atomic, any thread); the last one frees the snapshot and all it owns. NULL is ignored. */
 void rm_config_unref(rm_config_t *config);
+
+/** Frees authorization policies (NULL allowed). Any thread. */
+void rm_config_authz_free(rm_config_authz_t *authz);
+/** A deep copy of `authz` (NULL for NULL); aborts on OOM. Any thread. */
+rm_config_authz_t *rm_config_authz_copy(const rm_config_authz_t *authz);
 
 /**
  * The Service listener of OUTBOUND listener `listener_index` for original destination `dst` (the

@@ -319,6 +319,61 @@ put_rate_limit(FILE *fp, const rm_config_rate_limit_t *rl)
     fputc('}', fp);
 }
 
+/* A list key of an authorization entry, only when the list is not empty. */
+static void
+put_authz_list(FILE *fp, int *first, const char *key, char *const *v, size_t n)
+{
+    if (n == 0)
+        return;
+    put_key(fp, first, key);
+    put_strs(fp, v, n);
+}
+
+/* In the bootstrap's shape: [{name, action, rules: [{from: [...], to: [...]}]}]. */
+static void
+put_authz(FILE *fp, const rm_config_authz_t *a)
+{
+    if (a == NULL) {
+        fputs("null", fp);
+        return;
+    }
+    fputc('[', fp);
+    for (size_t i = 0; i != a->num_policies; ++i) {
+        const rm_config_authz_policy_t *pol = &a->policies[i];
+        int first = 1;
+        fputs(i != 0 ? ",{" : "{", fp);
+        put_key(fp, &first, "name");
+        put_str(fp, pol->name);
+        put_key(fp, &first, "action");
+        put_str(fp, (unsigned)pol->action < 3 ? rm_config__authz_action_names[pol->action] : "unknown");
+        put_key(fp, &first, "rules");
+        fputc('[', fp);
+        for (size_t j = 0; j != pol->num_rules; ++j) {
+            const rm_config_authz_rule_t *r = &pol->rules[j];
+            fputs(j != 0 ? ",{\"from\":[" : "{\"from\":[", fp);
+            for (size_t k = 0; k != r->num_from; ++k) {
+                int ffirst = 1;
+                fputs(k != 0 ? ",{" : "{", fp);
+                put_authz_list(fp, &ffirst, "identities", r->from[k].identities, r->from[k].num_identities);
+                put_authz_list(fp, &ffirst, "namespaces", r->from[k].namespaces, r->from[k].num_namespaces);
+                fputc('}', fp);
+            }
+            fputs("],\"to\":[", fp);
+            for (size_t k = 0; k != r->num_to; ++k) {
+                int tfirst = 1;
+                fputs(k != 0 ? ",{" : "{", fp);
+                put_authz_list(fp, &tfirst, "methods", r->to[k].methods, r->to[k].num_methods);
+                put_authz_list(fp, &tfirst, "paths", r->to[k].paths, r->to[k].num_paths);
+                put_authz_list(fp, &tfirst, "grpc_methods", r->to[k].grpc_methods, r->to[k].num_grpc_methods);
+                fputc('}', fp);
+            }
+            fputs("]}", fp);
+        }
+        fputs("]}", fp);
+    }
+    fputc(']', fp);
+}
+
 static void
 put_route(FILE *fp, const rm_config_t *c, const rm_config_route_t *r)
 {
@@ -383,6 +438,8 @@ put_route(FILE *fp, const rm_config_t *c, const rm_config_route_t *r)
     }
     put_key(fp, &first, "rate_limit");
     put_rate_limit(fp, r->rate_limit);
+    put_key(fp, &first, "authorization");
+    put_authz(fp, r->authz);
     put_u(fp, &first, "line", r->line);
 }
 
@@ -447,6 +504,15 @@ put_cluster(FILE *fp, const rm_config_cluster_t *cl)
     if (cl->peer_agent) {
         put_key(fp, &first, "peer");
         put_str(fp, "agent");
+    }
+    if (cl->meshed) {
+        put_key(fp, &first, "meshed");
+        fputs("true", fp);
+    }
+    if (cl->agent_hop) {
+        /* HTTP/2 with the markers to the endpoints' agents, whatever `protocol` says (docs/transparent.md) */
+        put_key(fp, &first, "agent_hop");
+        fputs("true", fp);
     }
     if (cl->num_addresses != 0) {
         put_key(fp, &first, "addresses");
@@ -555,6 +621,8 @@ put_cluster(FILE *fp, const rm_config_cluster_t *cl)
     }
     put_key(fp, &first, "rate_limit");
     put_rate_limit(fp, cl->rate_limit);
+    put_key(fp, &first, "authorization");
+    put_authz(fp, cl->authz);
     put_u(fp, &first, "line", cl->line);
 }
 

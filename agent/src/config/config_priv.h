@@ -62,6 +62,30 @@ int rm_config__valid_rate_limit_name(const char *name);
 /** 1 if `s` is an HTTP token (RFC 9110 tchar, which is also RFC 6265's cookie-name). */
 int rm_config__valid_token(const char *s);
 
+/** Authorization bounds shared by the parser, the validator and the control plane (docs/configuration.md). */
+#define RM_CONFIG_MAX_AUTHZ_POLICIES 64 /* per target */
+#define RM_CONFIG_MAX_AUTHZ_RULES 32    /* per policy */
+#define RM_CONFIG_MAX_AUTHZ_ENTRIES 16  /* from / to entries per rule */
+#define RM_CONFIG_MAX_AUTHZ_VALUES 32   /* values per list */
+#define RM_CONFIG_MAX_AUTHZ_VALUE_BYTES 512
+typedef enum en_rm_config_authz_value_t {
+    RM_CONFIG_AUTHZ_IDENTITY,
+    RM_CONFIG_AUTHZ_NAMESPACE,
+    RM_CONFIG_AUTHZ_METHOD,
+    RM_CONFIG_AUTHZ_PATH,
+    RM_CONFIG_AUTHZ_GRPC_METHOD,
+} rm_config_authz_value_t;
+/** Why `s` is not a valid value of its kind (static storage), or NULL when it is. */
+const char *rm_config__authz_value_error(rm_config_authz_value_t type, const char *s);
+/** Names of rm_authz_action_t values as in the bootstrap YAML (index = value): "allow", "deny", "audit". */
+extern const char *const rm_config__authz_action_names[3];
+/**
+ * Checks the policies of one target (counts, names unique on the target, values); `what` prefixes
+ * the message ("route 'x' of listener 'y': "). Returns 0, or -1 with `err` filled (line `line`).
+ */
+int rm_config__validate_authz(const rm_config_t *c, const rm_config_authz_t *authz, unsigned line, const char *what,
+                              rm_config_error_t *err);
+
 /** Retry bounds shared by the parser and the validator. */
 #define RM_CONFIG_MAX_RETRY_ATTEMPTS 10
 #define RM_CONFIG_MAX_BACKOFF_MS 60000

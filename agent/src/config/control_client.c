@@ -408,7 +408,5 @@ rm_control_client_stop(rm_control_client_t *c)
 
 /* the module's entry table (see control_module.h) */
 __attribute__((visibility("default"))) const rm_control_module_t rm_control_module = {
-    rm_control_client_start,
-    rm_control_client_stop,
-    rm_control_load_persisted,
+    rm_control_client_start, rm_control_client_stop, rm_control_load_persisted, rm_identity_client_start, rm_identity_client_stop,
 };

@@ -10,11 +10,15 @@
 #define remora__control_module_h
 
 #include "config/control_client.h"
+#include "config/identity_client.h"
 
 typedef struct st_rm_control_module_t {
     rm_control_client_t *(*start)(const rm_control_options_t *opts, char *err, size_t errlen);
     void (*stop)(rm_control_client_t *client);
     rm_config_t *(*load_persisted)(const char *state_dir, rm_config_t *base, uint64_t *version, char *err, size_t errlen);
+    /* the workload-identity client (config/identity_client.h) */
+    rm_identity_client_t *(*identity_start)(const rm_identity_client_options_t *opts, char *err, size_t errlen);
+    void (*identity_stop)(rm_identity_client_t *client);
 } rm_control_module_t;
 
 /** The module's entry table, exported under this name. */

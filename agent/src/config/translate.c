@@ -116,6 +116,7 @@ add_cluster(builder_t *b, const Remora__V1__Service *svc)
     default:
         return fail(b, "service %s/%s: protocol is not set", ns, name);
     }
+    cl->meshed = spec->meshed;
     /* virtual addresses: the original destinations of intercepted connections that mean this Service */
     if (spec->n_addresses != 0) {
         cl->addresses = rm_calloc(spec->n_addresses, sizeof(*cl->addresses));
@@ -794,6 +795,116 @@ set_route_rate_limit(builder_t *b, rm_config_route_t *r, const char *kind, const
     return (r->rate_limit = make_rate_limit(b, p, what)) != NULL ? 0 : -1;
 }
 
+static char **
+copy_proto_strings(char *const *v, size_t n)
+{
+    if (n == 0)
+        return NULL;
+    char **out = rm_calloc(n, sizeof(*out));
+    for (size_t i = 0; i != n; ++i)
+        out[i] = rm_strdup(v[i]);
+    return out;
+}
+
+/* Appends AuthorizationPolicy `p` to `a` as the agent's policy named "<namespace>/<name>" (its counters' label). */
+static int
+add_authz_policy(builder_t *b, rm_config_authz_t *a, const Remora__V1__AuthorizationPolicy *p, const char *what)
+{
+    const Remora__V1__AuthorizationPolicySpec *spec = p->spec;
+    rm_config_authz_policy_t *pol = &a->policies[a->num_policies++];
+    char name[300];
+    snprintf(name, sizeof(name), "%s/%s", ns_of(p->metadata), name_of(p->metadata));
+    pol->name = rm_strdup(name);
+    switch (spec->action) {
+    case REMORA__V1__AUTHORIZATION_ACTION__AUTHORIZATION_ACTION_ALLOW:
+        pol->action = RM_AUTHZ_ALLOW;
+        break;
+    case REMORA__V1__AUTHORIZATION_ACTION__AUTHORIZATION_ACTION_DENY:
+        pol->action = RM_AUTHZ_DENY;
+        break;
+    case REMORA__V1__AUTHORIZATION_ACTION__AUTHORIZATION_ACTION_AUDIT:
+        pol->action = RM_AUTHZ_AUDIT;
+        break;
+    default:
+        /* refusing beats guessing: an unknown action read as ALLOW or DENY would change who gets in */
+        return fail(b, "%s: action %d is not supported by this agent", what, (int)spec->action);
+    }
+    pol->rules = rm_calloc(spec->n_rules + 1, sizeof(*pol->rules));
+    for (size_t i = 0; i != spec->n_rules; ++i) {
+        const Remora__V1__AuthorizationRule *pr = spec->rules[i];
+        rm_config_authz_rule_t *r = &pol->rules[i];
+        pol->num_rules = i + 1;
+        if (check_known(b, &pr->base, what, "a rule") != 0)
+            return -1;
+        r->from = rm_calloc(pr->n_from + 1, sizeof(*r->from));
+        for (size_t j = 0; j != pr->n_from; ++j) {
+            const Remora__V1__AuthorizationSource *f = pr->from[j];
+            r->num_from = j + 1;
+            if (check_known(b, &f->base, what, "a from entry") != 0)
+                return -1;
+            r->from[j].identities = copy_proto_strings(f->identities, f->n_identities);
+            r->from[j].num_identities = f->n_identities;
+            r->from[j].namespaces = copy_proto_strings(f->namespaces, f->n_namespaces);
+            r->from[j].num_namespaces = f->n_namespaces;
+        }
+        r->to = rm_calloc(pr->n_to + 1, sizeof(*r->to));
+        for (size_t j = 0; j != pr->n_to; ++j) {
+            const Remora__V1__AuthorizationOperation *t = pr->to[j];
+            r->num_to = j + 1;
+            if (check_known(b, &t->base, what, "a to entry") != 0)
+                return -1;
+            r->to[j].methods = copy_proto_strings(t->methods, t->n_methods);
+            r->to[j].num_methods = t->n_methods;
+            r->to[j].paths = copy_proto_strings(t->paths, t->n_paths);
+            r->to[j].num_paths = t->n_paths;
+            r->to[j].grpc_methods = copy_proto_strings(t->grpc_methods, t->n_grpc_methods);
+            r->to[j].num_grpc_methods = t->n_grpc_methods;
+        }
+    }
+    return 0;
+}
+
+static int
+authz_targets(const Remora__V1__AuthorizationPolicy *p, const char *kind, const char *ns, const char *name)
+{
+    if (p->spec == NULL || strcmp(ns_of(p->metadata), ns) != 0)
+        return 0;
+    for (size_t j = 0; j != p->spec->n_target_refs; ++j) {
+        const Remora__V1__PolicyTargetReference *t = p->spec->target_refs[j];
+        const char *tk = t->kind[0] != '\0' ? t->kind : "Service";
+        if (strcasecmp(tk, kind) == 0 && strcmp(t->name, name) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/*
+ * Every AuthorizationPolicy that targets (kind, ns, name), in the snapshot's order, into *out (left
+ * NULL when none): unlike the other policy kinds, they all apply (filters/authz.h).
+ */
+static int
+set_authz(builder_t *b, rm_config_authz_t **out, const char *kind, const char *ns, const char *name)
+{
+    const Remora__V1__Snapshot *snap = b->snap;
+    size_t n = 0;
+    for (size_t i = 0; i != snap->n_authorization_policies; ++i)
+        n += authz_targets(snap->authorization_policies[i], kind, ns, name);
+    if (n == 0)
+        return 0;
+    rm_config_authz_t *a = *out = rm_calloc(1, sizeof(*a));
+    a->policies = rm_calloc(n, sizeof(*a->policies));
+    for (size_t i = 0; i != snap->n_authorization_policies; ++i) {
+        const Remora__V1__AuthorizationPolicy *p = snap->authorization_policies[i];
+        if (!authz_targets(p, kind, ns, name))
+            continue;
+        char what[300];
+        snprintf(what, sizeof(what), "AuthorizationPolicy %s/%s", ns, name_of(p->metadata));
+        if (check_known(b, &p->spec->base, what, "spec") != 0 || add_authz_policy(b, a, p, what) != 0)
+            return -1;
+    }
+    return 0;
+}
+
 static int
 refers_to(Remora__V1__ParentReference *const *refs, size_t n, const char *route_ns, const Remora__V1__Service *svc)
 {
@@ -855,7 +966,8 @@ add_http_routes(builder_t *b, const Remora__V1__Service *svc)
                     set_timeout(b, r, rule->timeouts, what) != 0 || set_http_retry(b, r, rule->retry, what) != 0 ||
                     set_http_filters(b, r, rule->filters, rule->n_filters, rns, what) != 0 ||
                     set_session_persistence(b, r, rule->session_persistence, what) != 0 ||
-                    set_route_rate_limit(b, r, "HTTPRoute", rns, name_of(hr->metadata)) != 0)
+                    set_route_rate_limit(b, r, "HTTPRoute", rns, name_of(hr->metadata)) != 0 ||
+                    set_authz(b, &r->authz, "HTTPRoute", rns, name_of(hr->metadata)) != 0)
                     return -1;
                 if (r->redirect != NULL && r->num_backends == 0) {
                     /* answered by the agent itself: no cluster */
@@ -952,7 +1064,8 @@ add_grpc_routes(builder_t *b, const Remora__V1__Service *svc)
                     set_timeout(b, r, rule->timeouts, what) != 0 || set_grpc_retry(b, r, rule->retry, what) != 0 ||
                     set_grpc_filters(b, r, rule->filters, rule->n_filters, rns, what) != 0 ||
                     set_session_persistence(b, r, rule->session_persistence, what) != 0 ||
-                    set_route_rate_limit(b, r, "GRPCRoute", rns, name_of(gr->metadata)) != 0)
+                    set_route_rate_limit(b, r, "GRPCRoute", rns, name_of(gr->metadata)) != 0 ||
+                    set_authz(b, &r->authz, "GRPCRoute", rns, name_of(gr->metadata)) != 0)
                     return -1;
             }
         }
@@ -1184,6 +1297,53 @@ apply_rate_limit_policies(builder_t *b)
     return 0;
 }
 
+/*
+ * AuthorizationPolicies that target Services onto their clusters (the router applies them where the
+ * Service is served); a route's are set in add_*_routes. Targets that do not exist are refused as a
+ * RateLimitPolicy's are.
+ */
+static int
+apply_authz_policies(builder_t *b)
+{
+    rm_config_t *c = b->config;
+    const Remora__V1__Snapshot *snap = b->snap;
+    for (size_t i = 0; i != snap->n_authorization_policies; ++i) {
+        const Remora__V1__AuthorizationPolicy *p = snap->authorization_policies[i];
+        const char *ns = ns_of(p->metadata);
+        char what[300];
+        snprintf(what, sizeof(what), "AuthorizationPolicy %s/%s", ns, name_of(p->metadata));
+        if (p->spec == NULL)
+            continue;
+        for (size_t j = 0; j != p->spec->n_target_refs; ++j) {
+            const Remora__V1__PolicyTargetReference *t = p->spec->target_refs[j];
+            const char *kind = t->kind[0] != '\0' ? t->kind : "Service";
+            int found = 0;
+            if (strcasecmp(kind, "HTTPRoute") == 0) {
+                for (size_t k = 0; k != snap->n_http_routes && !found; ++k)
+                    found = strcmp(ns_of(snap->http_routes[k]->metadata), ns) == 0 &&
+                            strcmp(name_of(snap->http_routes[k]->metadata), t->name) == 0;
+            } else if (strcasecmp(kind, "GRPCRoute") == 0) {
+                for (size_t k = 0; k != snap->n_grpc_routes && !found; ++k)
+                    found = strcmp(ns_of(snap->grpc_routes[k]->metadata), ns) == 0 &&
+                            strcmp(name_of(snap->grpc_routes[k]->metadata), t->name) == 0;
+            } else if (strcasecmp(kind, "Service") == 0) {
+                char *name = cluster_name(t->name, ns);
+                ssize_t ci = rm_config_find_cluster(c, name);
+                free(name);
+                if ((found = ci >= 0) && c->clusters[ci].authz == NULL &&
+                    set_authz(b, &c->clusters[ci].authz, "Service", ns, t->name) != 0)
+                    return -1;
+            } else {
+                return fail(b, "%s: targetRef %s %s is not supported by this agent (only Service, HTTPRoute, GRPCRoute)", what,
+                            t->group, t->kind);
+            }
+            if (!found)
+                return fail(b, "%s: targetRef names %s %s/%s, which does not exist", what, kind, ns, t->name);
+        }
+    }
+    return 0;
+}
+
 /* The namespace whose Telemetry applies mesh-wide (POLICY.md). */
 #define ROOT_NAMESPACE "remora-system"
 
@@ -1279,7 +1439,8 @@ build(builder_t *b)
     for (size_t i = 0; i != snap->n_services; ++i)
         if (add_cluster(b, snap->services[i]) != 0)
             return -1;
-    if (apply_backend_policies(b) != 0 || apply_rate_limit_policies(b) != 0 || apply_telemetry(b, b->config->agent_namespace) != 0)
+    if (apply_backend_policies(b) != 0 || apply_rate_limit_policies(b) != 0 || apply_authz_policies(b) != 0 ||
+        apply_telemetry(b, b->config->agent_namespace) != 0)
         return -1;
     for (size_t i = 0; i != snap->n_services; ++i) {
         const Remora__V1__Service *svc = snap->services[i];
@@ -1384,6 +1545,7 @@ copy_route(rm_config_route_t *to, const rm_config_route_t *from)
     }
     to->session_name = dup_or_null(from->session_name);
     to->rate_limit = copy_rate_limit(from->rate_limit);
+    to->authz = rm_config_authz_copy(from->authz);
     to->_compiled = NULL;
     to->cluster_name = dup_or_null(from->cluster_name);
 }
@@ -1397,6 +1559,8 @@ free_routes(rm_config_route_t *routes, size_t n)
         routes[i].session_name = NULL;
         free_rate_limit(routes[i].rate_limit);
         routes[i].rate_limit = NULL;
+        rm_config_authz_free(routes[i].authz);
+        routes[i].authz = NULL;
     }
     /* a throwaway config owns them for a moment so that one function frees routes */
     rm_config_t *tmp = rm_config_create_defaults();

@@ -58,6 +58,14 @@ static __thread rm_recycle_t stream_allocator = RM_RECYCLE_INITIALIZER(h2c_strea
 static const rm_attempt_up_ops_t up_ops;
 static void submit_stream(h2c_stream_t *hc);
 
+/* the endpoint is another agent's inbound listener (`peer: agent`, or a meshed Service): markers go both ways */
+static int
+to_agent(h2c_conn_t *conn)
+{
+    const rm_config_cluster_t *cfg = rm_cluster_config(conn->ep->cluster);
+    return cfg->peer_agent || cfg->agent_hop;
+}
+
 static void
 update_idle(h2c_conn_t *conn)
 {
@@ -178,7 +186,7 @@ on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *user_data)
             hc->final_head = 1;
             h2o_iovec_t case_marker;
             rm_headers_take_markers(&hc->a->resp.headers, &case_marker, NULL);
-            if (case_marker.len != 0 && rm_cluster_config(conn->ep->cluster)->peer_agent)
+            if (case_marker.len != 0 && to_agent(conn))
                 rm_headers_apply_case_marker(&hc->a->resp.headers, case_marker);
             if ((frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0)
                 /* no body follows: the downstream sends one HEADERS frame too (a gRPC trailers-only
@@ -306,7 +314,7 @@ submit_stream(h2c_stream_t *hc)
         }
     if (s->grpc_timeout.base != NULL && !grpc_timeout_sent)
         rm_h2_nvs_add(s->pool, &nvs, H2O_STRLIT("grpc-timeout"), s->grpc_timeout.base, s->grpc_timeout.len);
-    if (rm_cluster_config(conn->ep->cluster)->peer_agent && req->orig_h1) {
+    if (to_agent(conn) && req->orig_h1) {
         /* HTTP/1.1 riding HTTP/2 to another agent: what HTTP/2 cannot say travels in marker fields */
         rm_h2_nvs_add(s->pool, &nvs, H2O_STRLIT(RM_MARKER_ORIG_PROTO), H2O_STRLIT("HTTP/1.1"));
         h2o_iovec_t marker = rm_req_case_marker(s->pool, req);

@@ -293,7 +293,9 @@ rm_headers_take_markers(rm_headers_t *headers, h2o_iovec_t *case_marker, h2o_iov
                 continue;
             }
         }
-        headers->entries[w++] = *h;
+        if (w != r) /* nothing to move until a marker was taken out */
+            headers->entries[w] = *h;
+        ++w;
     }
     headers->size = w;
 }

@@ -128,6 +128,15 @@ struct st_rm_stream_t {
     /** the downstream client's address (peerlen 0 if unknown): rate limits, ring hash by source */
     struct sockaddr_storage peer;
     socklen_t peerlen;
+    /**
+     * The downstream peer's authenticated identity: the SPIFFE URI ("spiffe://<td>/ns/<ns>/sa/<sa>") of
+     * the client certificate the mesh mTLS handshake verified, NUL-terminated, or NULL (plaintext,
+     * or a TLS client without a mesh identity). Set by the downstream connection before
+     * rm_stream_on_request_head, in memory that outlives the stream (the connection's) or the
+     * stream's pool; read by authorization (filters/authz.h) and, later, rate limits, metrics and
+     * logs. Nothing sets it yet: the mesh mTLS seam (docs/architecture.md).
+     */
+    const char *peer_identity;
     /** the matched route (NULL until routed, or none matched) */
     const rm_config_route_t *route;
     uint64_t started_at_us;

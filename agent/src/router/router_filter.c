@@ -17,6 +17,7 @@
 #include <string.h>
 #include "remora/strutil.h"
 #include "core/worker.h"
+#include "filters/authz.h"
 #include "filters/ratelimit.h"
 #include "policy/grpc_timeout.h"
 #include "policy/retry.h"
@@ -708,6 +709,10 @@ router_on_request_head(rm_stream_t *s, void *state)
     r->backend = s->config->clusters[cluster_index].name;
     s->info.backend = r->backend;
     const rm_config_cluster_t *cc = rm_cluster_config(r->cluster);
+    /* the target Service's authorization policies, where the Service is served (as its rate limit
+     * below); a route's own policies ran in the authz filter and both must allow */
+    if (cc->authz != NULL && s->listener->direction != RM_DIRECTION_OUTBOUND && rm_authz_apply(s, cc->authz) != 0)
+        return RM_FILTER_STOP;
     /* the target Service's rate limit, once per request (not per try); a limit on the route is more
      * specific and replaces it (the rate-limit filter applied that one). Under transparent interception
      * it protects the workload where it is served: the inbound side of the serving node applies it

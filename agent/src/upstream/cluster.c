@@ -389,8 +389,8 @@ int
 rm_cluster_can_reuse(rm_cluster_t *old, const rm_config_cluster_t *config)
 {
     const rm_config_cluster_t *o = old->config;
-    if (old->retired || strcmp(o->name, config->name) != 0 || o->protocol != config->protocol || o->tls != config->tls ||
-        o->num_endpoints != config->num_endpoints)
+    if (old->retired || strcmp(o->name, config->name) != 0 || o->protocol != config->protocol ||
+        o->agent_hop != config->agent_hop || o->tls != config->tls || o->num_endpoints != config->num_endpoints)
         return 0;
     if (config->tls && !(str_eq(o->tls_ca_file, config->tls_ca_file) && str_eq(o->tls_server_name, config->tls_server_name) &&
                          str_eq(o->tls_cert_file, config->tls_cert_file) && str_eq(o->tls_key_file, config->tls_key_file)))
@@ -730,6 +730,9 @@ rm_cluster_dispatch(rm_cluster_t *c, rm_attempt_t *a)
         else
             proto = RM_UPSTREAM_H2; /* the HTTP/2 client falls back to HTTP/1.1 if ALPN says so */
     }
+    /* a meshed Service: the peer agent's inbound listener takes HTTP/2 and speaks the app's protocol */
+    if (c->config->agent_hop)
+        proto = RM_UPSTREAM_H2;
     /* an Upgrade (WebSocket) request keeps HTTP/1.1 on every hop, agent-to-agent included (docs/architecture.md) */
     if (a->req->upgrade.len != 0)
         proto = RM_UPSTREAM_HTTP1;
