@@ -9,7 +9,9 @@
 // ids in lower-case hex ("" for an empty parent), kind as the OTLP enum number (2 SERVER, 3 CLIENT).
 //
 // Usage: node receiver.js --out FILE [--grpc-port N] [--http-port N] [--delay-ms N] [--fail]
-//                         [--ready-file PATH]
+//                         [--ready-file PATH] [--host ADDR]
+//   --host: the IPv4 address both servers listen on (default 127.0.0.1; scripts/mesh.sh uses the
+//   control namespace's pod address).
 //   port 0 picks a free port; the ready file receives {"grpc": port, "http": port} once both listen.
 //   --delay-ms: answer each export that late (a slow receiver); --fail: answer every export with an
 //   error (gRPC UNAVAILABLE, HTTP 503) after recording nothing.
@@ -25,7 +27,7 @@ const Request = v1.ExportTraceServiceRequest;
 const Response = v1.ExportTraceServiceResponse;
 
 function parseArgs(argv) {
-    const o = {grpcPort: null, httpPort: null, out: null, delayMs: 0, fail: false, readyFile: null};
+    const o = {grpcPort: null, httpPort: null, out: null, delayMs: 0, fail: false, readyFile: null, host: '127.0.0.1'};
     for (let i = 2; i < argv.length; ++i) {
         const a = argv[i];
         const next = () => argv[++i];
@@ -35,6 +37,7 @@ function parseArgs(argv) {
         else if (a === '--delay-ms') o.delayMs = parseInt(next(), 10);
         else if (a === '--fail') o.fail = true;
         else if (a === '--ready-file') o.readyFile = next();
+        else if (a === '--host') o.host = next();
         else throw new Error('unknown argument ' + a);
     }
     if (!o.out) throw new Error('--out FILE is required');
@@ -127,7 +130,7 @@ function startGrpc(port) {
                 });
             },
         });
-        server.bindAsync('127.0.0.1:' + port, grpc.ServerCredentials.createInsecure(), (err, bound) => {
+        server.bindAsync(opts.host + ':' + port, grpc.ServerCredentials.createInsecure(), (err, bound) => {
             if (err) return reject(err);
             servers.grpc = server;
             resolve(bound);
@@ -169,7 +172,7 @@ function startHttp(port) {
             });
         });
         server.on('error', reject);
-        server.listen(port, '127.0.0.1', () => {
+        server.listen(port, opts.host, () => {
             servers.http = server;
             resolve(server.address().port);
         });

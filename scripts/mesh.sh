@@ -1,0 +1,283 @@
+#!/usr/bin/env bash
+# The one-machine mesh: pods as network namespaces joined through a bridge namespace (docs/transparent.md,
+# "The one-machine mesh").
+#
+#   scripts/mesh.sh up        build the namespaces, start the control plane, the apps, remora-init and
+#                             the agents (as UID 2102, --transparent --control)
+#   scripts/mesh.sh status    pods, processes, each agent's /ready, `remoractl status`
+#   scripts/mesh.sh down      remove exactly what `up` recorded (also after a partial `up`)
+#   scripts/mesh.sh exec POD CMD...   run CMD in a pod's namespace (bounded by REMORA_MESH_EXEC_TIMEOUT)
+#   scripts/mesh.sh ctl ARGS...       remoractl ARGS against the mesh's control plane
+#
+# Layout (addresses exist only inside the namespaces; no pod has a route to the host's network):
+#
+#   namespace          address        runs
+#   <prefix>-br        10.77.0.1/24   bridge br0 (every pod's veth peer), nothing else
+#   <prefix>-control   10.77.0.2      remora-control :15010, the OTLP receiver :4317 (gRPC) :4318 (HTTP)
+#   <prefix>-client    10.77.0.10     no server: its apps are run with `mesh.sh exec client ...`
+#   <prefix>-web       10.77.0.11     h1_origin.py :8080 (web v1)
+#   <prefix>-web-v2    10.77.0.12     h1_origin.py :8080 (web v2, the canary)
+#   <prefix>-echo      10.77.0.13     grpc_echo_server.py :9090
+#
+# The Services' virtual addresses (10.96.77.0/24, examples/mesh-netns.yaml) are routed to the bridge's
+# address, so connect() reaches netfilter's OUTPUT hook where remora-init's REDIRECT sends it to the
+# pod's agent; the bridge namespace forwards nothing (ip_forward 0). In every pod,
+# /etc/netns/<ns>/hosts maps web.default.svc, web-v2.default.svc and echo.default.svc to those addresses
+# and /etc/netns/<ns>/resolv.conf names 127.0.0.1 only, so no query leaves the pod.
+#
+# Environment: REMORA_AGENT, REMORA_INIT, REMORA_CONTROL_BIN, REMORACTL (binaries; default build/, the
+# control binaries next to the agent's build dir), REMORA_MESH_PREFIX (namespace prefix, default
+# remora-mesh), REMORA_MESH_RUN (state dir, default /run/<prefix>), REMORA_MESH_TTL (seconds every
+# process started lives at most, default 1800), REMORA_MESH_EXEC_TIMEOUT (default 120),
+# REMORA_MESH_LOGS_TO (a directory where `down` copies the processes' logs before removing the state).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PREFIX=${REMORA_MESH_PREFIX:-remora-mesh}
+RUN=${REMORA_MESH_RUN:-/run/$PREFIX}
+TTL=${REMORA_MESH_TTL:-1800}
+EXEC_TIMEOUT=${REMORA_MESH_EXEC_TIMEOUT:-120}
+AGENT=${REMORA_AGENT:-$ROOT/build/agent/remora-agent}
+INIT=${REMORA_INIT:-$ROOT/build/init/remora-init}
+CONTROL_BIN=${REMORA_CONTROL_BIN:-$(dirname "$(dirname "$AGENT")")/control/remora-control}
+REMORACTL=${REMORACTL:-$(dirname "$(dirname "$AGENT")")/control/remoractl}
+PY=/usr/bin/python3
+PROXY_UID=2102
+CONTROL_ADDR=10.77.0.2
+CONTROL_PORT=15010
+BRIDGE_ADDR=10.77.0.1
+VIP_NET=10.96.77.0/24
+# pod address app-kind port
+PODS="control 10.77.0.2 - -
+client 10.77.0.10 - -
+web 10.77.0.11 http 8080
+web-v2 10.77.0.12 http 8080
+echo 10.77.0.13 grpc 9090"
+HOSTS="10.96.77.10 web.default.svc web
+10.96.77.12 web-v2.default.svc web-v2
+10.96.77.11 echo.default.svc echo"
+
+die() { echo "mesh.sh: $*" >&2; exit 1; }
+ns() { echo "$PREFIX-$1"; }
+in_ns() { local n; n=$(ns "$1"); shift; ip netns exec "$n" "$@"; }
+ns_exists() { ip netns list 2>/dev/null | awk '{print $1}' | grep -qx -- "$1"; }
+starttime() { awk '{print $22}' "/proc/$1/stat" 2>/dev/null || true; }
+# a recorded process is ours when its PID is alive with the start time we recorded (no PID reuse)
+ours() { [ -n "$2" ] && [ "$(starttime "$1")" = "$2" ]; }
+pods_with_agent() { echo "$PODS" | awk '$1 != "control" {print $1}'; }
+
+require_root() {
+  [ "$(id -u)" -eq 0 ] || die "must run as root (network namespaces, netfilter, /etc/netns): try sudo bash scripts/mesh.sh $1"
+  command -v ip >/dev/null || die "needs iproute2 (ip): bash scripts/install-deps.sh"
+  ip netns list >/dev/null 2>&1 || die "\`ip netns\` does not work here"
+}
+
+# start NAME POD CMD...: in the pod's namespace, bounded by timeout(1), in its own session, output to a log;
+# recorded as "PID STARTTIME NAME" before anything waits on it
+start() {
+  local name=$1 pod=$2; shift 2
+  setsid ip netns exec "$(ns "$pod")" timeout -k 5 "$TTL" "$@" </dev/null >"$RUN/logs/$name.log" 2>&1 &
+  local pid=$!
+  echo "$pid $(starttime "$pid") $name" >>"$RUN/pids"
+  echo "$pid"
+}
+
+wait_port() { # pod addr port what pid
+  for _ in $(seq 1 150); do
+    in_ns "$1" timeout 1 bash -c "exec 3<>/dev/tcp/$2/$3" 2>/dev/null && return 0
+    kill -0 "$5" 2>/dev/null || die "$4 exited before listening on $2:$3: $(tail -n 5 "$RUN/logs/$4.log" 2>/dev/null)"
+    sleep 0.1
+  done
+  die "$4 did not listen on $2:$3 within 15 s"
+}
+
+ready() { in_ns "$1" curl -fs --noproxy '*' --max-time 2 -o /dev/null "http://127.0.0.1:15020/ready"; }
+
+up() {
+  require_root up
+  local f
+  for f in "$AGENT" "$INIT" "$CONTROL_BIN" "$REMORACTL"; do
+    [ -x "$f" ] || die "$f is not built (cmake --build build, or set REMORA_AGENT/REMORA_INIT/REMORA_CONTROL_BIN/REMORACTL)"
+  done
+  for f in setpriv timeout setsid curl; do command -v "$f" >/dev/null || die "needs $f: bash scripts/install-deps.sh"; done
+  command -v iptables-nft-restore >/dev/null || command -v iptables-legacy-restore >/dev/null ||
+    die "needs Debian's iptables package: bash scripts/install-deps.sh"
+  [ ! -e "$RUN" ] || die "$RUN exists: the mesh is up (or a previous up failed): run \`scripts/mesh.sh down\` first"
+  local pod addr kind port
+  for pod in br $(echo "$PODS" | awk '{print $1}'); do
+    ! ns_exists "$(ns "$pod")" || die "namespace $(ns "$pod") exists already (not ours: $RUN is absent); remove it or set REMORA_MESH_PREFIX"
+    [ ! -e "/etc/netns/$(ns "$pod")" ] || die "/etc/netns/$(ns "$pod") exists already (not ours); remove it or set REMORA_MESH_PREFIX"
+  done
+  mkdir -p "$RUN/logs" "$RUN/state"
+  : >"$RUN/namespaces"; : >"$RUN/etc"; : >"$RUN/pids"
+  UP_DONE=0
+  trap '[ "$UP_DONE" = 1 ] || echo "mesh.sh: up failed; what it created is recorded in $RUN: run \`scripts/mesh.sh down\` to remove it" >&2' EXIT
+
+  echo "mesh: namespaces (prefix $PREFIX, state in $RUN)"
+  ns br >>"$RUN/namespaces"
+  ip netns add "$(ns br)"
+  ip -n "$(ns br)" link set lo up
+  ip -n "$(ns br)" link add br0 type bridge
+  ip -n "$(ns br)" addr add "$BRIDGE_ADDR/24" dev br0
+  ip -n "$(ns br)" link set br0 up
+  ip netns exec "$(ns br)" sysctl -q -w net.ipv4.ip_forward=0 net.ipv6.conf.all.forwarding=0 >/dev/null
+  printf '   %-20s %-11s %s\n' "$(ns br)" "$BRIDGE_ADDR" "bridge br0"
+  while read -r pod addr kind port; do
+    local n; n=$(ns "$pod")
+    echo "$n" >>"$RUN/namespaces"
+    ip netns add "$n"
+    ip -n "$n" link set lo up
+    ip link add eth0 netns "$n" type veth peer name "v-$pod" netns "$(ns br)"
+    ip -n "$(ns br)" link set "v-$pod" master br0 up
+    ip -n "$n" addr add "$addr/24" dev eth0
+    ip -n "$n" link set eth0 up
+    ip -n "$n" route add "$VIP_NET" via "$BRIDGE_ADDR" dev eth0
+    echo "/etc/netns/$n" >>"$RUN/etc"
+    mkdir -p "/etc/netns/$n"
+    { printf '127.0.0.1 localhost\n::1 localhost\n%s %s\n' "$addr" "$pod"; echo "$HOSTS"; } >"/etc/netns/$n/hosts"
+    printf '# the one-machine mesh: no resolver is reachable, names come from /etc/hosts\nnameserver 127.0.0.1\noptions timeout:1 attempts:1\n' \
+      >"/etc/netns/$n/resolv.conf"
+    printf '   %-20s %-11s %s\n' "$n" "$addr" "$([ "$kind" = - ] || echo "$kind :$port")"
+  done <<<"$PODS"
+
+  echo "mesh: control plane in $(ns control) at $CONTROL_ADDR:$CONTROL_PORT, OTLP receiver at $CONTROL_ADDR:4317 (gRPC), :4318 (HTTP)"
+  local cpid opid
+  cpid=$(start control control "$CONTROL_BIN" --listen "$CONTROL_ADDR:$CONTROL_PORT" --state-dir "$RUN/state/control")
+  if command -v node >/dev/null && [ -d "$ROOT/tests/tools/otlp_receiver/node_modules" ]; then
+    opid=$(start otlp control node "$ROOT/tests/tools/otlp_receiver/receiver.js" --host "$CONTROL_ADDR" \
+      --grpc-port 4317 --http-port 4318 --out "$RUN/spans.jsonl")
+    wait_port control "$CONTROL_ADDR" 4318 otlp "$opid"
+  else
+    echo "   (no OTLP receiver: node or tests/tools/otlp_receiver/node_modules missing; scripts/install-deps.sh)"
+  fi
+  wait_port control "$CONTROL_ADDR" "$CONTROL_PORT" control "$cpid"
+
+  echo "mesh: apps"
+  local pids=()
+  while read -r pod addr kind port; do
+    case $kind in
+      http) pids+=("$pod:$port:$(start "app-$pod" "$pod" "$PY" "$ROOT/tests/tools/h1_origin.py" --host 0.0.0.0 --port "$port")") ;;
+      grpc) pids+=("$pod:$port:$(start "app-$pod" "$pod" "$PY" "$ROOT/tests/tools/grpc_echo_server.py" --host 0.0.0.0 --port "$port")") ;;
+    esac
+  done <<<"$PODS"
+  local p
+  for p in "${pids[@]}"; do
+    IFS=: read -r pod port pid <<<"$p"
+    wait_port "$pod" 127.0.0.1 "$port" "app-$pod" "$pid"
+    printf '   %-8s %s:%s\n' "$pod" "$(echo "$PODS" | awk -v p="$pod" '$1 == p {print $2}')" "$port"
+  done
+
+  echo "mesh: remora-init and agents (UID $PROXY_UID, --transparent --control $CONTROL_ADDR:$CONTROL_PORT)"
+  mkdir -p "$RUN/log"
+  chown "$PROXY_UID:$PROXY_UID" "$RUN/log"  # the access log of the demo's Telemetry
+  chmod 755 "$RUN" "$RUN/state" "$RUN/log"
+  pids=()
+  for pod in $(pods_with_agent); do
+    in_ns "$pod" timeout 30 "$INIT" --control-port "$CONTROL_PORT" >"$RUN/logs/init-$pod.log" 2>&1 ||
+      die "remora-init failed in $(ns "$pod"): $(cat "$RUN/logs/init-$pod.log")"
+    mkdir -p "$RUN/state/$pod"
+    chown "$PROXY_UID:$PROXY_UID" "$RUN/state/$pod"
+    chmod 700 "$RUN/state/$pod"
+    pids+=("$pod:$(start "agent-$pod" "$pod" setpriv --reuid "$PROXY_UID" --regid "$PROXY_UID" --clear-groups \
+      "$AGENT" --transparent --control "$CONTROL_ADDR:$CONTROL_PORT" --node-id "$pod" --namespace default \
+      --state-dir "$RUN/state/$pod" --workers 1 --stats-interval-ms 1000 --drain-timeout-ms 3000)")
+  done
+  # an agent is up when its process runs and its health port answers; /ready waits for a first snapshot
+  for p in "${pids[@]}"; do
+    IFS=: read -r pod pid <<<"$p"
+    wait_port "$pod" 127.0.0.1 15020 "agent-$pod" "$pid"
+    printf '   %-8s agent pid %s\n' "$pod" "$pid"
+  done
+  UP_DONE=1
+  echo "mesh: up; try: scripts/mesh.sh exec client curl -s http://web.default.svc/hello"
+}
+
+down() {
+  require_root down
+  [ -d "$RUN" ] || { echo "mesh: nothing to remove ($RUN absent)"; return 0; }
+  local pid st name left d
+  if [ -f "$RUN/pids" ]; then
+    # SIGTERM to each timeout(1), which passes it on (the agents drain); then SIGKILL what is left,
+    # the recorded process and its descendants
+    while read -r pid st name; do
+      if ours "$pid" "$st"; then kill -TERM "$pid" 2>/dev/null || true; fi
+    done <"$RUN/pids"
+    for _ in $(seq 1 50); do
+      left=0
+      while read -r pid st name; do ours "$pid" "$st" && left=1; done <"$RUN/pids"
+      [ $left -eq 0 ] && break
+      sleep 0.1
+    done
+    while read -r pid st name; do
+      if ours "$pid" "$st"; then
+        for d in $(ps -o pid= --ppid "$pid" 2>/dev/null); do kill -KILL "$d" 2>/dev/null || true; done
+        kill -KILL "$pid" 2>/dev/null || true
+        echo "   $name (pid $pid) killed after 5 s"
+      fi
+    done <"$RUN/pids"
+  fi
+  if [ -f "$RUN/namespaces" ]; then
+    # the pods first, the bridge last
+    for name in $(tac "$RUN/namespaces"); do
+      if ns_exists "$name"; then
+        # any process still inside (none expected) would keep the namespace alive unseen
+        for d in $(ip netns pids "$name" 2>/dev/null); do kill -KILL "$d" 2>/dev/null || true; done
+        ip netns del "$name"
+      fi
+    done
+  fi
+  if [ -f "$RUN/etc" ]; then
+    while read -r d; do
+      case $d in /etc/netns/"$PREFIX"-*) rm -f "$d/hosts" "$d/resolv.conf"; rmdir "$d" 2>/dev/null || true ;; esac
+    done <"$RUN/etc"
+  fi
+  if [ -n "${REMORA_MESH_LOGS_TO:-}" ] && [ -d "$RUN/logs" ]; then
+    mkdir -p "$REMORA_MESH_LOGS_TO"
+    cp "$RUN"/logs/*.log "$REMORA_MESH_LOGS_TO"/ 2>/dev/null || true
+  fi
+  rm -rf "$RUN"
+  echo "mesh: down"
+}
+
+status() {
+  require_root status
+  [ -d "$RUN" ] || { echo "mesh: down ($RUN absent)"; return 3; }
+  local bad=0 pid st name pod
+  echo "namespaces:"
+  while read -r name; do
+    if ns_exists "$name"; then
+      printf '   %-20s %s\n' "$name" "$(ip -n "$name" -4 -o addr show 2>/dev/null | awk '$2 != "lo" {print $4}' | paste -sd' ')"
+    else
+      printf '   %-20s MISSING\n' "$name"; bad=1
+    fi
+  done <"$RUN/namespaces"
+  echo "processes:"
+  while read -r pid st name; do
+    if ours "$pid" "$st"; then printf '   %-14s pid %-8s running\n' "$name" "$pid"; else printf '   %-14s pid %-8s EXITED\n' "$name" "$pid"; bad=1; fi
+  done <"$RUN/pids"
+  echo "agents (/ready):"
+  for pod in $(pods_with_agent); do
+    if ready "$pod"; then printf '   %-8s ready\n' "$pod"; else printf '   %-8s NOT READY\n' "$pod"; bad=1; fi
+  done
+  echo "remoractl status:"
+  ctl status | sed 's/^/   /' || bad=1
+  return $bad
+}
+
+ctl() { in_ns control timeout "$EXEC_TIMEOUT" "$REMORACTL" --control "$CONTROL_ADDR:$CONTROL_PORT" "$@"; }
+
+cmd=${1:-}
+[ $# -gt 0 ] && shift
+case $cmd in
+  up) up ;;
+  down) down ;;
+  status) status ;;
+  exec)
+    require_root exec
+    [ $# -ge 2 ] || die "usage: mesh.sh exec POD CMD..."
+    pod=$1; shift
+    ns_exists "$(ns "$pod")" || die "no pod $pod (namespace $(ns "$pod"))"
+    in_ns "$pod" timeout "$EXEC_TIMEOUT" "$@"
+    ;;
+  ctl) require_root ctl; ctl "$@" ;;
+  *) echo "usage: scripts/mesh.sh up|down|status | exec POD CMD... | ctl REMORACTL-ARGS..." >&2; exit 2 ;;
+esac
