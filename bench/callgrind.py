@@ -39,6 +39,12 @@ VARIANTS = {
 for _v in bench.LB_PROXIES:
     _lb, _n = bench.lb_variant(_v)
     VARIANTS[_v] = "bootstrap file, `load_balancer: {type: %s}`, %d endpoint%s" % (_lb, _n, "s" if _n > 1 else "")
+# The telemetry variants of run.py (docs/BENCHMARKS.md, "Telemetry overhead"): callgrind counts every thread of the
+# agent, the telemetry thread (span encoding and export, gRPC C core's threads) and the access log writer included
+VARIANTS["remora-base"] = "the agent of --base-agent (e.g. commit c038777), quick flags as `remora`"
+VARIANTS["remora-trace-http"] = "bootstrap file + tracing, sampling 100%, OTLP/HTTP to bench/otlp_sink.py"
+VARIANTS["remora-trace-grpc"] = "bootstrap file + tracing, sampling 100%, OTLP/gRPC to bench/otlp_sink.py"
+VARIANTS["remora-alog"] = "bootstrap file + JSON access log to a file on tmpfs"
 MODES = {"h2": "h2 GET (no body)", "grpc": "gRPC unary (5+%d-byte request message)" % bench.GRPC_MESSAGE_BYTES}
 # Where a request body is copied (agent/src/proxy/stream.c): into the stream's buffer as it arrives
 # (rm_stream_on_request_body -> pipe_write, which memcpys), and out of it towards an upstream attempt
@@ -110,6 +116,43 @@ def parse_callgrind(path):
     return {"total": total, "self": self_ir, "calls": calls}
 
 
+# --threads: the thread a callgrind.out-NN file belongs to, by the function start_thread calls in it
+THREAD_ENTRIES = {"worker_main": "worker", "thread_main": "telemetry (span export)", "writer_main": "access log writer"}
+
+
+def thread_class(prof):
+    entries = [b for (a, b) in prof["calls"] if a == "start_thread"]
+    if not entries:
+        return "main"
+    for e in entries:
+        if e in THREAD_ENTRIES:
+            return THREAD_ENTRIES[e]
+    return "other threads (gRPC core, ...)"
+
+
+def profile_files(out):
+    """The callgrind files of one run: with --separate-threads=yes out-01, out-02, ... (one per thread; `out` itself
+    may exist too, without costs), else `out`."""
+    per_thread = sorted(f for f in (os.path.join(os.path.dirname(out), n) for n in os.listdir(os.path.dirname(out)))
+                        if re.match(re.escape(out) + r"-\d+$", f))
+    return per_thread or ([out] if os.path.exists(out) else [])
+
+
+def parse_profiles(paths):
+    """parse_callgrind over one run's files (one per thread with --threads), merged; "threads": Ir per thread class."""
+    merged = {"total": 0, "self": collections.Counter(), "calls": collections.defaultdict(lambda: [0, 0]),
+              "threads": collections.Counter()}
+    for path in paths:
+        prof = parse_callgrind(path)
+        merged["total"] += prof["total"]
+        merged["self"].update(prof["self"])
+        for e, v in prof["calls"].items():
+            merged["calls"][e][0] += v[0]
+            merged["calls"][e][1] += v[1]
+        merged["threads"][thread_class(prof)] += prof["total"]
+    return merged
+
+
 def body_copies(prof):
     """The request-body copies of one profile (BODY_KEYS): calls and Ir, whole run."""
     calls = prof["calls"]
@@ -136,14 +179,15 @@ def agent_argv(variant, opts, port, upstream, admin, health, tmpdir):
     """upstream: the origin ports, the first being the one origin of the 1-endpoint variants."""
     lb = bench.lb_variant(variant)
     upstream = upstream if lb and lb[1] == 3 else upstream[0]
-    if variant == "remora":
-        return [opts.agent, "--listen", "127.0.0.1:%d" % port, "--upstream", "127.0.0.1:%d" % upstream,
+    if variant in ("remora", "remora-base"):
+        agent = opts.base_agent if variant == "remora-base" else opts.agent
+        return [agent, "--listen", "127.0.0.1:%d" % port, "--upstream", "127.0.0.1:%d" % upstream,
                 "--upstream-protocol", "h2", "--workers", "1", "--admin", "127.0.0.1:%d" % admin,
                 "--health", "127.0.0.1:%d" % health, "--log-level", "error", "--drain-timeout-ms", "500"]
     cfg = os.path.join(tmpdir, "%s.yaml" % variant)
     with open(cfg, "w") as f:
         f.write(bench.remora_yaml(port, upstream, admin, health, 1, retry=(variant == "remora-retry"),
-                                  lb=lb[0] if lb else None))
+                                  lb=lb[0] if lb else None, telemetry=bench.telemetry_yaml(variant, opts, tmpdir)))
     return [opts.agent, "--config", cfg, "--log-level", "error"]
 
 
@@ -153,6 +197,7 @@ def measure(variant, mode, n, opts, tmpdir, origin_ports, files, tag, hold_s=Non
     port, admin, health = bench.free_port(), bench.free_port(), bench.free_port()
     out = os.path.join(tmpdir, "callgrind.%s.out" % tag)
     argv = ["valgrind", "--tool=callgrind", "--vgdb=no", "--callgrind-out-file=" + out] + \
+        (["--separate-threads=yes"] if opts.threads else []) + \
         agent_argv(variant, opts, port, origin_ports, admin, health, tmpdir)
     r = {"variant": variant, "mode": mode, "requests": n, "errors": []}
     t0 = time.time()
@@ -180,24 +225,34 @@ def measure(variant, mode, n, opts, tmpdir, origin_ports, files, tag, hold_s=Non
         r["upstream_retries"], r["refused_resends"] = counts if counts else (None, None)
         if counts and counts[0]:
             r["errors"].append("%d upstream retries (an attempt failed)" % counts[0])
+        if variant.startswith("remora-trace") or variant == "remora-alog":
+            if variant.startswith("remora-trace"):
+                time.sleep(2.0)  # the exporter's partial batch (batch_timeout_ms 1 s, slower under valgrind)
+            r["telemetry"] = bench.remora_telemetry(health)
         r["load_s"] = time.time() - t0
         if hold_s is not None and time.time() < t0 + hold_s:
             time.sleep(t0 + hold_s - time.time())
     finally:
         bench.stop(p, grace=opts.timeout)  # SIGTERM: the agent drains, exits, and callgrind writes its file
+        if variant == "remora-alog":
+            try:
+                os.unlink(bench.access_log_path(opts, tmpdir))
+            except OSError:
+                pass
     r["lifetime_s"] = time.time() - t0
     if p.returncode != 0:
         r["errors"].append("the agent exited with %s" % p.returncode)
-    if not os.path.exists(out):
+    files = profile_files(out)
+    if not files:
         r["errors"].append("no callgrind output")
         return r
-    r["profile"] = out
+    r["profile"] = files
     return r
 
 
-def differential(big, small):
+def differential(big, small, opts_threads=False):
     """Per-request figures from an N-request run and an n0-request run of the same variant and mode."""
-    pb, ps = parse_callgrind(big["profile"]), parse_callgrind(small["profile"])
+    pb, ps = parse_profiles(big["profile"]), parse_profiles(small["profile"])
     dn = big["requests"] - small["requests"]
     d = {"ir_total_n": pb["total"], "ir_total_n0": ps["total"], "ir_per_req": (pb["total"] - ps["total"]) / dn}
     fns = set(pb["self"]) | set(ps["self"])
@@ -207,6 +262,9 @@ def differential(big, small):
     cb, cs = body_copies(pb), body_copies(ps)
     d["body"] = {k: (cb[k] - cs[k]) / dn for k in cb}
     d["body_n"] = cb
+    if opts_threads:
+        d["threads_per_req"] = {t: (pb["threads"].get(t, 0) - ps["threads"].get(t, 0)) / dn
+                                for t in set(pb["threads"]) | set(ps["threads"])}
     return d
 
 
@@ -229,14 +287,17 @@ def spread(values):
 
 def base_of(v, variants):
     """The reference of variant v: the first variant, except that a 3-endpoint balancer variant is compared with
-    round robin over the same 3 endpoints (remora-rr3) when that is measured too."""
+    round robin over the same 3 endpoints (remora-rr3), and a tracing or access-log variant with `remora`, when that
+    is measured too."""
     lb = bench.lb_variant(v)
     if lb and lb[1] == 3 and "remora-rr3" in variants and v != "remora-rr3":
         return "remora-rr3"
+    if (v.startswith("remora-trace") or v == "remora-alog") and "remora" in variants:
+        return "remora"  # a telemetry feature against today's agent at its defaults
     return variants[0]
 
 
-def report(diffs, opts, variants, modes, env):
+def report(diffs, opts, variants, modes, env, telemetry=None):
     others = [v for v in variants[1:]]
     lines = [
         "## Callgrind run of %s" % env["date"],
@@ -251,6 +312,11 @@ def report(diffs, opts, variants, modes, env):
             opts.connections, opts.streams, opts.requests, opts.idle_requests, opts.requests - opts.idle_requests,
             opts.reps),
         "- variants: " + "; ".join("`%s`: %s" % (v, VARIANTS[v]) for v in variants),
+    ] + (["- `remora-base` agent: %s" % env.get("base_agent")] if "remora-base" in variants else []) + (
+        ["- callgrind counts the instructions of every thread of the agent: the worker, and with tracing the "
+         "telemetry thread (span encoding, OTLP export, gRPC C core's own threads) and with the access log its writer "
+         "thread; the OTLP sink is another process and is not counted"]
+        if any(v.startswith("remora-trace") or v == "remora-alog" for v in variants) else []) + [
         "- retry policy of `remora-retry`: `retry: %s`" % bench.RETRY_POLICY,
         "",
         "| mode | " + " | ".join("%s, Ir/request" % v for v in variants)
@@ -267,6 +333,33 @@ def report(diffs, opts, variants, modes, env):
             rs = [a["ir_per_req"] / b["ir_per_req"] for a, b in zip(diffs.get((v, mode), []), diffs.get((base, mode), []))]
             cells.append("-" if not rs else "%.3f%s" % (med(rs), spread(rs)))
         lines.append("| %s | %s |" % (MODES[mode], " | ".join(cells)))
+    if opts.threads:
+        classes = sorted(set().union(*[d.get("threads_per_req", {}) for ds in diffs.values() for d in ds] or [set()]))
+        lines += ["", "Ir/request by thread (--threads; medians over repetitions):", "",
+                  "| mode | variant | " + " | ".join(classes) + " |", "|---" * (2 + len(classes)) + "|"]
+        for mode in modes:
+            for v in variants:
+                ds = diffs.get((v, mode), [])
+                if ds:
+                    lines.append("| %s | %s | %s |" % (mode, v, " | ".join(
+                        "%.0f" % med([d.get("threads_per_req", {}).get(c, 0) for d in ds]) for c in classes)))
+    tel = [(v, mode) for mode in modes for v in variants if v.startswith("remora-trace") or v == "remora-alog"]
+    if tel:
+        lines += ["", "Telemetry counters of the N-request runs (the agent's /metrics after the load, medians over "
+                  "repetitions): spans exported / dropped (queue full) / export failed; access log lines written / "
+                  "dropped:", "", "| mode | variant | spans exported | dropped | export failed | log lines written "
+                  "| log lines dropped |", "|---|---|---|---|---|---|---|"]
+        for v, mode in tel:
+            ts = [t for t in telemetry.get((v, mode), []) if t]
+            if not ts:
+                continue
+
+            def m(part, k):
+                return "%.0f" % med([t[part].get(k, 0) for t in ts])
+
+            lines.append("| %s | %s | %s | %s | %s | %s | %s |" % (
+                mode, v, m("spans", "exported"), m("spans", "dropped_queue_full"), m("spans", "export_failed"),
+                m("access_log", "written"), m("access_log", "dropped")))
     lines += ["", "Request-body copies per request (medians; columns: %s):" % "; ".join(
         "*%s*: %s" % kv for kv in BODY_KEYS), "",
         "| mode | variant | " + " | ".join(k for k, _ in BODY_KEYS) + " |", "|---" * (2 + len(BODY_KEYS)) + "|"]
@@ -347,10 +440,16 @@ def main():
     ap.add_argument("--pin", default="auto", help="as in run.py")
     ap.add_argument("--agent", default=os.environ.get("REMORA_AGENT", os.path.join(bench.REPO, "build", "agent",
                                                                                    "remora-agent")))
+    ap.add_argument("--base-agent", default=os.environ.get("REMORA_BASE_AGENT"),
+                    help="the agent of the remora-base variant (e.g. a build of commit c038777)")
+    ap.add_argument("--sink-cpus", default=None, help="taskset CPU list of the OTLP sink (default: the client's)")
     ap.add_argument("--origin", default=os.environ.get("REMORA_BENCH_ORIGIN",
                                                        os.path.join(bench.REPO, "build-bench", "bench", "rm-bench-origin")))
     ap.add_argument("--out", default=os.path.join(bench.REPO, "bench", "results"))
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (callgrind.*.out files, logs)")
+    ap.add_argument("--threads", action="store_true",
+                    help="callgrind --separate-threads=yes: also split Ir/request by thread (worker, telemetry, "
+                         "access log writer, main, other); the total is the same sum")
     opts = ap.parse_args()
     modes = [m for m in opts.modes.split(",") if m]
     variants = [v for v in opts.variants.split(",") if v]
@@ -362,10 +461,14 @@ def main():
         sys.exit("valgrind is not installed: apt-get install valgrind (scripts/install-deps.sh lists the bench's needs)")
     if not bench.agent_works(opts.agent):
         sys.exit("%s --help does not work" % opts.agent)
+    if "remora-base" in variants and not (opts.base_agent and bench.agent_works(opts.base_agent)):
+        ap.error("remora-base needs --base-agent PATH (or $REMORA_BASE_AGENT) of an agent that answers --help")
     if not os.access(opts.origin, os.X_OK):
         sys.exit("origin %s not built: run bench/callgrind.sh, which builds it" % opts.origin)
     opts.workers = 1
     opts.cpus_origin, opts.cpus_proxy, opts.cpus_client = bench.auto_pinning(opts)
+    if opts.sink_cpus is None:
+        opts.sink_cpus = opts.cpus_client
 
     tmpdir = tempfile.mkdtemp(prefix="remora-callgrind-")
     files = {"grpc_body": os.path.join(tmpdir, "grpc-body.bin")}
@@ -379,9 +482,12 @@ def main():
         origins.append(bench.spawn(bench.pinned(opts.cpus_origin, [opts.origin, "--listen", "127.0.0.1:%d" % port]),
                                    os.path.join(tmpdir, "origin%s.log" % (i or ""))))
     origin_port = origin_ports[0]
-    diffs, raw, failed = {}, [], 0
+    diffs, raw, failed, telemetry = {}, [], 0, {}
     t_start = time.time()
+    sink = None
     try:
+        if any(v.startswith("remora-trace") for v in variants):
+            sink = bench.start_sink(opts, tmpdir)
         for port in origin_ports:
             if not bench.wait_port(port) or not bench.http1_get_ok(port):
                 raise RuntimeError("origin on port %d did not start; see %s" % (port, tmpdir))
@@ -399,9 +505,10 @@ def main():
                              "n_run": {k: x for k, x in big.items() if k != "profile"},
                              "n0_run": {k: x for k, x in small.items() if k != "profile"}}
                     if not errors:
-                        d = differential(big, small)
+                        d = differential(big, small, opts.threads)
                         diffs.setdefault((v, mode), []).append(d)
-                        entry.update({k: d[k] for k in ("ir_total_n", "ir_total_n0", "ir_per_req", "body", "body_n")})
+                        entry.update({k: d[k] for k in ("ir_total_n", "ir_total_n0", "ir_per_req", "body", "body_n",
+                                                        "threads_per_req") if k in d})
                         bench.log("rep %d %-5s %-13s %8.0f Ir/request  (N run %.1f s, n0 run held %.1f s)  body copies "
                                   "%s" % (rep + 1, mode, v, d["ir_per_req"], big["load_s"], small["lifetime_s"],
                                           ", ".join("%s %.2f" % (k, x) for k, x in d["body"].items() if x)
@@ -409,17 +516,32 @@ def main():
                     else:
                         failed += 1
                         bench.log("rep %d %-5s %-13s ERRORS: %s" % (rep + 1, mode, v, "; ".join(errors)))
+                    if "telemetry" in big:
+                        entry["telemetry_n"], entry["telemetry_n0"] = big["telemetry"], small.get("telemetry")
+                        telemetry.setdefault((v, mode), []).append(big["telemetry"])
+                        t = big["telemetry"] or {"spans": {}, "access_log": {}}
+                        bench.log("      spans exported %d dropped %d failed %d; log lines %d dropped %d" % (
+                            t["spans"].get("exported", 0), t["spans"].get("dropped_queue_full", 0),
+                            t["spans"].get("export_failed", 0), t["access_log"].get("written", 0),
+                            t["access_log"].get("dropped", 0)))
                     raw.append(entry)
                     for r in (big, small):
                         if r.get("profile") and not opts.keep:
-                            os.unlink(r["profile"])
+                            for path in r["profile"]:
+                                os.unlink(path)
     finally:
         for origin in origins:
             bench.stop(origin)
+        if sink:
+            bench.stop(sink)
         for p in list(bench.children):
             bench.stop(p)
     env = environment(opts)
-    md = report(diffs, opts, variants, modes, env)
+    if "remora-base" in variants:
+        env["base_agent"] = opts.base_agent
+    md = report(diffs, opts, variants, modes, env, telemetry)
+    if sink:
+        md += "\nOTLP sink totals (all runs): %s\n" % json.dumps(bench.sink_totals(opts))
     os.makedirs(opts.out, exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     md_path = os.path.join(opts.out, "callgrind-%s.md" % stamp)

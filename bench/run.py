@@ -32,10 +32,16 @@ ALL_MODES = ["mem"] + SAT_MODES + RATE_MODES
 # explicitly; "3" = three endpoints (three origin processes on three ports), else the one origin.
 LB_TYPES = {"rr": "round_robin", "ewma": "peak_ewma", "p2c": "least_request", "ring": "ring_hash"}
 LB_PROXIES = ["remora-%s%s" % (k, n) for n in ("", "3") for k in LB_TYPES]
-ALL_PROXIES = ["remora", "remora-retry"] + LB_PROXIES + ["nghttpx", "haproxy", "remora-2hop", "nghttpx-2hop"]
-# remora-retry and the balancer variants are opt-in (--proxies): each answers one question (what a retry policy
-# costs when nothing fails; what a balancer costs against round robin)
-DEFAULT_PROXIES = [p for p in ALL_PROXIES if p != "remora-retry" and p not in LB_PROXIES]
+# The telemetry variants (docs/BENCHMARKS.md, "Telemetry overhead"): remora-base is the agent given by --base-agent
+# (an older build, e.g. commit c038777, before golden metrics and tracing) with the quick flags of `remora`;
+# remora-trace-http / remora-trace-grpc: today's agent with tracing at 100% sampling exported over OTLP/HTTP or
+# OTLP/gRPC to bench/otlp_sink.py (started once per bench run); remora-alog: the JSON access log to a file on tmpfs.
+TELEMETRY_PROXIES = ["remora-base", "remora-trace-http", "remora-trace-grpc", "remora-alog"]
+ALL_PROXIES = (["remora", "remora-retry"] + LB_PROXIES + TELEMETRY_PROXIES
+               + ["nghttpx", "haproxy", "remora-2hop", "nghttpx-2hop"])
+# remora-retry, the balancer and the telemetry variants are opt-in (--proxies): each answers one question (what a
+# retry policy costs when nothing fails; what a balancer costs against round robin; what telemetry costs)
+DEFAULT_PROXIES = [p for p in ALL_PROXIES if p != "remora-retry" and p not in LB_PROXIES + TELEMETRY_PROXIES]
 
 
 def lb_variant(name):
@@ -56,6 +62,10 @@ LABELS = {
     "remora-ewma3": "Remora, peak EWMA, 3 endpoints",
     "remora-p2c3": "Remora, least request, 3 endpoints",
     "remora-ring3": "Remora, ring hash, 3 endpoints",
+    "remora-base": "Remora, base agent",
+    "remora-trace-http": "Remora, tracing 100% OTLP/HTTP",
+    "remora-trace-grpc": "Remora, tracing 100% OTLP/gRPC",
+    "remora-alog": "Remora, access log",
     "nghttpx": "nghttpx",
     "haproxy": "HAProxy",
     "remora-2hop": "Remora, 2 hops",
@@ -79,7 +89,66 @@ RETRY_POLICY = ("{attempts: 2, backoff_ms: 25, on: [connect-failure, refused-str
                 "grpc_statuses: [UNAVAILABLE]}")
 
 
-def remora_yaml(port, upstream, admin, health, workers, retry, lb=None):
+def telemetry_yaml(variant, opts, tmpdir):
+    """The bootstrap `telemetry` block of a telemetry variant (remora-trace-http, -grpc, remora-alog), else "".
+    Tracing: sampling 100%, the default batching (512 spans, 1 s) and queue (4096 spans), to the sink's port.
+    Access log: a file on tmpfs (/dev/shm when it exists, else tmpdir), removed after each run by the caller."""
+    if variant in ("remora-trace-http", "remora-trace-grpc"):
+        proto = variant.rsplit("-", 1)[1]
+        return """telemetry:
+  tracing:
+    otlp: {endpoint: "127.0.0.1:%d", protocol: %s}
+    sampling_percent: 100
+""" % (opts.sink_ports[proto], proto)
+    if variant == "remora-alog":
+        return """telemetry:
+  access_log: {path: "%s"}
+""" % access_log_path(opts, tmpdir)
+    return ""
+
+
+def access_log_path(opts, tmpdir):
+    d = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else tmpdir
+    return os.path.join(d, "remora-bench-access-%d.log" % os.getpid())
+
+
+def start_sink(opts, tmpdir):
+    """bench/otlp_sink.py on two free ports (OTLP/HTTP, OTLP/gRPC), pinned to --sink-cpus (default: the client's
+    CPUs, so that it does not take the agent's CPU); sets opts.sink_ports and returns the Popen."""
+    opts.sink_ports = {"http": free_port(), "grpc": free_port()}
+    opts.sink_stats = os.path.join(tmpdir, "otlp-sink-stats.json")
+    argv = ["/usr/bin/python3", os.path.join(REPO, "bench", "otlp_sink.py"), "--http", str(opts.sink_ports["http"]),
+            "--grpc", str(opts.sink_ports["grpc"]), "--stats", opts.sink_stats]
+    p = spawn(pinned(opts.sink_cpus, argv), os.path.join(tmpdir, "otlp-sink.log"))
+    if not wait_port(opts.sink_ports["http"]) or not wait_port(opts.sink_ports["grpc"]) or p.poll() is not None:
+        raise RuntimeError("bench/otlp_sink.py did not start; see %s/otlp-sink.log" % tmpdir)
+    return p
+
+
+def sink_totals(opts):
+    try:
+        with open(opts.sink_stats) as f:
+            return json.load(f)
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def remora_telemetry(health_port):
+    """Agent-wide telemetry counters from one agent's /metrics: {"spans": {result: n}, "batches": {result: n},
+    "access_log": {result: n}}, or None."""
+    text = http_get_body(health_port, "/metrics")
+    if text is None:
+        return None
+    out = {"spans": {}, "batches": {}, "access_log": {}}
+    for line in text.splitlines():
+        m = re.match(r'remora_(trace_spans|trace_export_batches|access_log_lines)_total\{result="(\w+)"\} (\d+)', line)
+        if m:
+            key = {"trace_spans": "spans", "trace_export_batches": "batches", "access_log_lines": "access_log"}
+            out[key[m.group(1)]][m.group(2)] = int(m.group(3))
+    return out
+
+
+def remora_yaml(port, upstream, admin, health, workers, retry, lb=None, telemetry=""):
     """A bootstrap file equal to what the quick flags (--listen/--upstream --upstream-protocol h2) build: one listener
     "main", one catch-all route "default" to one h2 cluster "upstream"; with `retry`, the route carries RETRY_POLICY.
     The admin config dump of the two differs only in the route's retry (and the source and line fields).
@@ -103,7 +172,7 @@ clusters:
 """ % {"workers": workers, "admin": admin, "health": health, "port": port,
        "endpoints": ", ".join('"127.0.0.1:%d"' % p for p in ports),
        "lb": ("\n    load_balancer: {type: %s}" % lb) if lb else "",
-       "retry": ("\n        retry: " + RETRY_POLICY) if retry else ""}
+       "retry": ("\n        retry: " + RETRY_POLICY) if retry else ""} + telemetry
 
 
 children = []  # every Popen we started and have not reaped, so that a crash or ^C still ends them
@@ -410,15 +479,17 @@ class Chain:
     def _start_remora(self, port, upstream, hop):
         admin, health = free_port(), free_port()
         self.health_ports.append(health)
-        if self.name == "remora-retry" or self.lb:
+        telemetry = telemetry_yaml(self.name, self.opts, self.tmpdir)
+        if self.name == "remora-retry" or self.lb or telemetry:
             cfg = os.path.join(self.tmpdir, "remora-%s-hop%d.yaml" % (self.name, hop))
             upstreams = self.origin_ports if self.lb and hop == 0 else upstream
             with open(cfg, "w") as f:
                 f.write(remora_yaml(port, upstreams, admin, health, self.opts.workers, retry=(self.name == "remora-retry"),
-                                    lb=self.lb[0] if self.lb else None))
+                                    lb=self.lb[0] if self.lb else None, telemetry=telemetry))
             argv = [self.opts.agent, "--config", cfg, "--log-level", "error"]
         else:
-            argv = [self.opts.agent, "--listen", "127.0.0.1:%d" % port, "--upstream", "127.0.0.1:%d" % upstream,
+            agent = self.opts.base_agent if self.name == "remora-base" else self.opts.agent
+            argv = [agent, "--listen", "127.0.0.1:%d" % port, "--upstream", "127.0.0.1:%d" % upstream,
                     "--upstream-protocol", "h2", "--workers", str(self.opts.workers),
                     "--admin", "127.0.0.1:%d" % admin, "--health", "127.0.0.1:%d" % health,
                     "--log-level", "error", "--drain-timeout-ms", "500"]
@@ -432,6 +503,23 @@ class Chain:
         if None in counts:
             return None
         return tuple(sum(c[i] for c in counts) for i in (0, 1))
+
+    def telemetry(self):
+        """Telemetry counters summed over the hops' /metrics (remora_telemetry), None if not Remora or unreadable.
+        A tracing variant first waits for the exporter's partial batch (batch_timeout_ms, 1 s by default)."""
+        if self.kind != "remora" or self.name == "remora-base":
+            return None
+        if self.name.startswith("remora-trace"):
+            time.sleep(1.5)
+        out = {"spans": {}, "batches": {}, "access_log": {}}
+        for port in self.health_ports:
+            t = remora_telemetry(port)
+            if t is None:
+                return None
+            for k, d in t.items():
+                for res, n in d.items():
+                    out[k][res] = out[k].get(res, 0) + n
+        return out
 
     def _start_nghttpx(self, port, upstream, hop):
         # --conf=/dev/null: never pick up /etc/nghttpx/nghttpx.conf; no access log is nghttpx's default
@@ -601,6 +689,8 @@ def run_h2load(argv, opts, tmpdir, chain_pids, origin_pids, timeout, origin_port
 
 def run_mode(mode, chain, opts, files, tmpdir, origin_pids):
     pids = chain.pids()
+    sink_pids = [opts.sink.pid] if getattr(opts, "sink", None) and chain.name.startswith("remora-trace") else []
+    s0 = cpu_seconds(sink_pids)
     timeout = opts.duration + 30
     if mode in SAT_MODES:
         r = run_h2load(h2load_argv(mode, chain.front_port, opts, files), opts, tmpdir, pids, origin_pids, timeout,
@@ -625,6 +715,16 @@ def run_mode(mode, chain, opts, files, tmpdir, origin_pids):
     # h2load does not count requests that a stalled proxy never answers: ask it once more after every run
     if not http1_get_ok(chain.front_port, timeout=3.0):
         r["errors"].append("no answer to a GET after the run (stalled?)")
+    tel = chain.telemetry()
+    if tel is not None and mode != "mem":
+        r["telemetry"] = tel
+        if sink_pids and r.get("succeeded"):
+            r["sink_cpu_us_per_req"] = (cpu_seconds(sink_pids) - s0) * 1e6 / r["succeeded"]
+    if chain.name == "remora-alog":
+        try:
+            os.unlink(access_log_path(opts, tmpdir))
+        except OSError:
+            pass
     counts = chain.retries()
     if counts is not None:
         # the retry comparison is about a policy that never fires: a retry means an attempt failed
@@ -788,10 +888,30 @@ class Report:
         sat = [m for m in SAT_MODES if m in self.modes]
         if sat and proxies:
             row("peak RSS (VmHWM) of a saturation run, MB", lambda c: "-" if c == "direct" else self.peak(c, sat))
+        if any(c.startswith("remora-trace") or c == "remora-alog" for c in cols):
+            for mode in [m for m in SAT_MODES + RATE_MODES if m in self.modes]:
+                row("%s: spans exported / dropped (queue full) / export failed, per run (median); access log lines "
+                    "written / dropped" % MODE_LABELS[mode], lambda c: self.telemetry_counts(c, mode))
+                if any(c.startswith("remora-trace") for c in cols):
+                    row("%s: OTLP sink CPU per request, us (its own process, not in the proxy's figure)"
+                        % MODE_LABELS[mode], lambda c: self.cell(c, mode, "sink_cpu_us_per_req")
+                        if c.startswith("remora-trace") else "-")
         grpc_modes = [m for m in ("grpc", "rate-grpc") if m in self.modes]
         if grpc_modes:
             row("real gRPC client call after each gRPC run", lambda c: self.grpc_checks(c, grpc_modes))
         return "\n".join(lines)
+
+    def telemetry_counts(self, c, mode):
+        runs = [r for r in self.runs(c, mode) if r.get("telemetry")]
+        if c.startswith("remora-trace"):
+            keys, part = ("exported", "dropped_queue_full", "export_failed"), "spans"
+        elif c == "remora-alog":
+            keys, part = ("written", "dropped"), "access_log"
+        else:
+            return "-"
+        if not runs:
+            return "-"
+        return " / ".join(fmt_num(statistics.median([r["telemetry"][part].get(k, 0) for r in runs])) for k in keys)
 
     def peak(self, c, modes):
         """Per round, the largest peak RSS over the saturation modes; then the median over rounds."""
@@ -850,6 +970,10 @@ class Report:
         one = [c for c in self.configs if c in ("remora", "nghttpx", "haproxy")]
         two = [c for c in self.configs if c.endswith("-2hop")]
         pairs = [("remora-retry", "remora")] if "remora-retry" in self.configs and "remora" in self.configs else []
+        # the telemetry variants against today's agent with its defaults, and today's agent against the base agent
+        pairs += [(c, "remora") for c in TELEMETRY_PROXIES if c in self.configs and "remora" in self.configs]
+        if "remora-base" in self.configs and "remora" in self.configs:
+            pairs[pairs.index(("remora-base", "remora"))] = ("remora", "remora-base")
         for n in ("", "3"):  # every balancer against round robin with as many endpoints
             pairs += [("remora-%s%s" % (k, n), "remora-rr" + n) for k in LB_TYPES
                       if k != "rr" and "remora-%s%s" % (k, n) in self.configs and "remora-rr" + n in self.configs]
@@ -956,6 +1080,13 @@ def markdown(report, env, opts, skipped):
         "**INVALID** marks runs with failed, errored, timed-out or non-2xx requests, a stall (no request reaching the "
         "origin for 1 s), no answer to a GET after the run, or a failed real gRPC call; their figures are left out",
     ]
+    if env.get("base_agent"):
+        head.append("- Remora, base agent: %s (quick flags of `remora`)" % env["base_agent"])
+    if any(c.startswith("remora-trace") or c == "remora-alog" for c in report.configs):
+        head.append("- telemetry variants: tracing at sampling_percent 100, default batching (512 spans / 1 s) and "
+                    "queue (4096), to bench/otlp_sink.py (its own process, on CPU %s; not in the proxy's CPU); "
+                    "access log to a file on tmpfs; span and log counts from the agent's /metrics after each run" %
+                    (o.sink_cpus or "any"))
     if skipped:
         head.append("- not run: " + "; ".join(skipped))
     body = ["", report.table(), ""]
@@ -1006,6 +1137,11 @@ def main():
                     help="fixed: the same order every round (default); abba: every other round in reverse order")
     ap.add_argument("--pin", default="auto", help="auto | none | origin=CPUS,proxy=CPUS,client=CPUS (taskset lists)")
     ap.add_argument("--agent", default=os.environ.get("REMORA_AGENT", os.path.join(REPO, "build", "agent", "remora-agent")))
+    ap.add_argument("--base-agent", default=os.environ.get("REMORA_BASE_AGENT"),
+                    help="the agent of the remora-base variant (an older build, e.g. of commit c038777), run with the "
+                         "quick flags of `remora`")
+    ap.add_argument("--sink-cpus", default=None,
+                    help="taskset CPU list of the OTLP sink of the tracing variants (default: the client's CPUs)")
     ap.add_argument("--origin", default=os.environ.get("REMORA_BENCH_ORIGIN",
                                                        os.path.join(REPO, "build-bench", "bench", "rm-bench-origin")))
     ap.add_argument("--out", default=os.path.join(REPO, "bench", "results"))
@@ -1032,6 +1168,10 @@ def main():
     if bad:
         ap.error("unknown proxy %s" % bad)
     opts.cpus_origin, opts.cpus_proxy, opts.cpus_client = auto_pinning(opts)
+    if opts.sink_cpus is None:
+        opts.sink_cpus = opts.cpus_client
+    if "remora-base" in proxies and not (opts.base_agent and agent_works(opts.base_agent)):
+        ap.error("remora-base needs --base-agent PATH (or $REMORA_BASE_AGENT) of an agent that answers --help")
 
     skipped = []
     if any(p.startswith("remora") for p in proxies) and not agent_works(opts.agent):
@@ -1059,7 +1199,10 @@ def main():
     opts.extra_origin_ports = [port for port, _ in extra]
     results = {c: {} for c in configs}
     t_start = time.time()
+    opts.sink = None
     try:
+        if any(c.startswith("remora-trace") for c in configs):
+            opts.sink = start_sink(opts, tmpdir)
         if not wait_port(origin_port) or not http1_get_ok(origin_port):
             raise RuntimeError("origin did not start; see %s" % tmpdir)
         for port, _ in extra:
@@ -1096,11 +1239,19 @@ def main():
         stop(origin)
         for _, p in extra:
             stop(p)
+        if opts.sink:
+            stop(opts.sink)
         for p in list(children):
             stop(p)
+    sink = sink_totals(opts) if opts.sink else None
+    opts.sink = None  # a Popen: not for the .json
     report = Report(results, configs, modes, opts)
     env = environment(opts, configs)
+    if opts.base_agent and "remora-base" in configs:
+        env["base_agent"] = opts.base_agent
     md = markdown(report, env, opts, skipped)
+    if sink:
+        md += "\nOTLP sink totals over the run (all tracing runs): %s\n" % json.dumps(sink)
     os.makedirs(opts.out, exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     md_path = os.path.join(opts.out, stamp + ".md")
@@ -1132,6 +1283,15 @@ def summary(mode, r):
         s += "  grpc-client %s" % r["grpc_check"]
     if r.get("upstream_retries") is not None:
         s += "  retries %d re-sends %d" % (r["upstream_retries"], r["refused_resends"])
+    t = r.get("telemetry")
+    if t and (t["spans"].get("exported") or t["spans"].get("dropped_queue_full") or t["spans"].get("export_failed")):
+        s += "  spans exported %d dropped %d failed %d" % (t["spans"].get("exported", 0),
+                                                          t["spans"].get("dropped_queue_full", 0),
+                                                          t["spans"].get("export_failed", 0))
+    if t and (t["access_log"].get("written") or t["access_log"].get("dropped")):
+        s += "  log lines %d dropped %d" % (t["access_log"].get("written", 0), t["access_log"].get("dropped", 0))
+    if r.get("sink_cpu_us_per_req") is not None:
+        s += "  sink %.1f us/req" % r["sink_cpu_us_per_req"]
     return s + err
 
 
