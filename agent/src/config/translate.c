@@ -1248,6 +1248,24 @@ Exit:
     return ret;
 }
 
+/* 1 if the snapshot has the HTTPRoute or GRPCRoute (`kind`, any case) `ns`/`name`: a policy's targetRef */
+static int
+route_exists(const Remora__V1__Snapshot *snap, const char *kind, const char *ns, const char *name)
+{
+    if (strcasecmp(kind, "HTTPRoute") == 0) {
+        for (size_t k = 0; k != snap->n_http_routes; ++k)
+            if (strcmp(ns_of(snap->http_routes[k]->metadata), ns) == 0 &&
+                strcmp(name_of(snap->http_routes[k]->metadata), name) == 0)
+                return 1;
+    } else {
+        for (size_t k = 0; k != snap->n_grpc_routes; ++k)
+            if (strcmp(ns_of(snap->grpc_routes[k]->metadata), ns) == 0 &&
+                strcmp(name_of(snap->grpc_routes[k]->metadata), name) == 0)
+                return 1;
+    }
+    return 0;
+}
+
 /*
  * RateLimitPolicies that target Services onto their clusters: requests routed to the Service are
  * limited there, unless the route has its own (set in add_*_routes). Targets that do not exist are
@@ -1271,14 +1289,8 @@ apply_rate_limit_policies(builder_t *b)
             const Remora__V1__PolicyTargetReference *t = p->spec->target_refs[j];
             const char *kind = t->kind[0] != '\0' ? t->kind : "Service";
             int found = 0;
-            if (strcasecmp(kind, "HTTPRoute") == 0) {
-                for (size_t k = 0; k != snap->n_http_routes && !found; ++k)
-                    found = strcmp(ns_of(snap->http_routes[k]->metadata), ns) == 0 &&
-                            strcmp(name_of(snap->http_routes[k]->metadata), t->name) == 0;
-            } else if (strcasecmp(kind, "GRPCRoute") == 0) {
-                for (size_t k = 0; k != snap->n_grpc_routes && !found; ++k)
-                    found = strcmp(ns_of(snap->grpc_routes[k]->metadata), ns) == 0 &&
-                            strcmp(name_of(snap->grpc_routes[k]->metadata), t->name) == 0;
+            if (strcasecmp(kind, "HTTPRoute") == 0 || strcasecmp(kind, "GRPCRoute") == 0) {
+                found = route_exists(snap, kind, ns, t->name);
             } else if (strcasecmp(kind, "Service") == 0) {
                 char *name = cluster_name(t->name, ns);
                 ssize_t ci = rm_config_find_cluster(c, name);
@@ -1318,14 +1330,8 @@ apply_authz_policies(builder_t *b)
             const Remora__V1__PolicyTargetReference *t = p->spec->target_refs[j];
             const char *kind = t->kind[0] != '\0' ? t->kind : "Service";
             int found = 0;
-            if (strcasecmp(kind, "HTTPRoute") == 0) {
-                for (size_t k = 0; k != snap->n_http_routes && !found; ++k)
-                    found = strcmp(ns_of(snap->http_routes[k]->metadata), ns) == 0 &&
-                            strcmp(name_of(snap->http_routes[k]->metadata), t->name) == 0;
-            } else if (strcasecmp(kind, "GRPCRoute") == 0) {
-                for (size_t k = 0; k != snap->n_grpc_routes && !found; ++k)
-                    found = strcmp(ns_of(snap->grpc_routes[k]->metadata), ns) == 0 &&
-                            strcmp(name_of(snap->grpc_routes[k]->metadata), t->name) == 0;
+            if (strcasecmp(kind, "HTTPRoute") == 0 || strcasecmp(kind, "GRPCRoute") == 0) {
+                found = route_exists(snap, kind, ns, t->name);
             } else if (strcasecmp(kind, "Service") == 0) {
                 char *name = cluster_name(t->name, ns);
                 ssize_t ci = rm_config_find_cluster(c, name);
