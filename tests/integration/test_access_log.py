@@ -19,7 +19,7 @@ from support import http_get, metric, raw_h1, render_config
 
 pytestmark = pytest.mark.agent_only
 
-FIELDS = ["start_time", "duration_ms", "method", "authority", "path", "protocol", "status", "grpc_status",
+FIELDS = ["start_time", "duration_ms", "method", "authority", "path", "protocol", "direction", "status", "grpc_status",
           "response_flag", "route", "backend", "upstream_address", "attempts", "bytes_received", "bytes_sent",
           "trace_id", "peer_identity", "downstream_address"]
 
@@ -200,7 +200,7 @@ def test_long_values_are_cut(proxy_factory, workdir, h1_origin, grpc_server):
     with open(log, "rb") as f:
         assert len(f.read()) <= 4096
     assert x["path"].endswith("...") and x["path"].startswith('/web/a"a"'), x["path"][:40]
-    assert len(x["path"]) <= 2048 and path.startswith(x["path"][:-3]), x["path"][-20:]
+    assert len(x["path"]) <= 1792 and path.startswith(x["path"][:-3]), x["path"][-20:]
     assert x["status"] == r.status
 
 

@@ -51,6 +51,9 @@ test_fields(void **state)
     rm_stream_down_ops_t down = {.protocol = "HTTP/2"};
     rm_stream_t *s = new_stream("POST", "api.default", "/echo.Echo/Unary?x=1");
     s->route = &route;
+    rm_config_listener_t listener = {.name = "inbound", .direction = RM_DIRECTION_INBOUND};
+    s->listener = &listener;
+    s->peer_identity = "spiffe://remora.local/ns/default/sa/web";
     s->info.protocol = down.protocol;
     s->info.status = 200;
     s->info.grpc_status = 14;
@@ -67,11 +70,14 @@ test_fields(void **state)
     const char *line = format(s, buf);
     assert_true(strncmp(line, "{\"start_time\":\"20", 17) == 0);
     assert_true(line[17 + 2] == '-' && strstr(line, "Z\",\"duration_ms\":12.345,") != NULL);
-    assert_contains(line, ",\"method\":\"POST\",\"authority\":\"api.default\",\"path\":\"/echo.Echo/Unary?x=1\","
-                          "\"protocol\":\"HTTP/2\",\"status\":200,\"grpc_status\":14,\"response_flag\":\"-\",\"route\":\"api\","
-                          "\"backend\":\"api.default\",\"upstream_address\":\"10.0.0.7:8080\",\"attempts\":2,"
-                          "\"bytes_received\":17,\"bytes_sent\":42,\"trace_id\":null,\"peer_identity\":null,"
-                          "\"downstream_address\":\"127.0.0.1:40312\"}\n");
+    assert_contains(line,
+                    ",\"method\":\"POST\",\"authority\":\"api.default\",\"path\":\"/echo.Echo/Unary?x=1\","
+                    "\"protocol\":\"HTTP/"
+                    "2\",\"direction\":\"inbound\",\"status\":200,\"grpc_status\":14,\"response_flag\":\"-\",\"route\":\"api\","
+                    "\"backend\":\"api.default\",\"upstream_address\":\"10.0.0.7:8080\",\"attempts\":2,"
+                    "\"bytes_received\":17,\"bytes_sent\":42,\"trace_id\":null,"
+                    "\"peer_identity\":\"spiffe://remora.local/ns/default/sa/web\","
+                    "\"downstream_address\":\"127.0.0.1:40312\"}\n");
     free(s);
 }
 
@@ -82,8 +88,9 @@ test_nulls_of_a_local_reply(void **state)
     rm_stream_t *s = new_stream("GET", NULL, "/");
     s->info.flag = "NR";
     const char *line = format(s, buf);
-    assert_contains(line, "\"authority\":null,\"path\":\"/\",\"protocol\":null,\"status\":null,\"grpc_status\":null,"
-                          "\"response_flag\":\"NR\",\"route\":null,\"backend\":null,\"upstream_address\":null,\"attempts\":0,");
+    assert_contains(line,
+                    "\"authority\":null,\"path\":\"/\",\"protocol\":null,\"direction\":null,\"status\":null,\"grpc_status\":null,"
+                    "\"response_flag\":\"NR\",\"route\":null,\"backend\":null,\"upstream_address\":null,\"attempts\":0,");
     assert_contains(line, "\"downstream_address\":null}");
     free(s);
 }
@@ -134,7 +141,7 @@ test_long_values_cut_and_line_bounded(void **state)
     const char *line = format(s, buf);
     const char *p = strstr(line, "\"path\":\"/\\\""), *end = strstr(p, "...\",\"protocol\"");
     assert_non_null(end);
-    assert_true(end + 3 - (p + 8) <= 2048 && end + 3 - (p + 8) > 2040);
+    assert_true(end + 3 - (p + 8) <= 1792 && end + 3 - (p + 8) > 1784);
     assert_non_null(strstr(line, "\\u0001...\",\"path\""));
     assert_non_null(strstr(line, "\"method\":\"VERYLONGMETHOD"));
     assert_non_null(strstr(line, "rrr...\",\"backend\":\"rrr"));

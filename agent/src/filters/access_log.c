@@ -13,7 +13,7 @@
  * RM_ACCESS_LOG_MAX_LINE, so a line is never cut in the middle. */
 #define MAX_METHOD 64
 #define MAX_AUTHORITY 512
-#define MAX_PATH 2048
+#define MAX_PATH 1792
 #define MAX_NAME 256
 #define MAX_SHORT 96
 
@@ -157,6 +157,14 @@ rm_access_log_format(rm_stream_t *s, char *buf)
     put_str(&o, s->req.path.base, s->req.path.len, MAX_PATH);
     put_key(&o, "\"protocol\":");
     put_cstr(&o, info->protocol, MAX_SHORT);
+    /* inbound / outbound on the transparent listeners, else the listener's name (as the golden metrics) */
+    put_key(&o, "\"direction\":");
+    const rm_config_listener_t *l = s->listener;
+    put_cstr(&o,
+             l == NULL                           ? NULL
+             : l->direction != RM_DIRECTION_NONE ? rm_config_direction_name(l->direction)
+                                                 : l->name,
+             MAX_SHORT);
 
     put_key(&o, "\"status\":");
     if (info->status != 0)
@@ -189,7 +197,7 @@ rm_access_log_format(rm_stream_t *s, char *buf)
     put_key(&o, "\"trace_id\":");
     put_cstr(&o, trace_id, MAX_SHORT);
     put_key(&o, "\"peer_identity\":");
-    PUT_LIT(&o, "null");
+    put_cstr(&o, s->peer_identity, MAX_NAME);
     put_key(&o, "\"downstream_address\":");
     put_cstr(&o, s->peerlen != 0 ? rm_format_sockaddr((const struct sockaddr *)&s->peer, tmp, sizeof(tmp)) : NULL, MAX_SHORT);
     PUT_LIT(&o, "}\n");
