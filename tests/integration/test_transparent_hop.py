@@ -88,12 +88,12 @@ asyncio.run(main())
 
 # The exact bytes a client in A sends, and what B's application must see: the same less the
 # hop-by-hop fields (Connection and the fields it names, Keep-Alive, Proxy-Connection, TE). The framing
-# field is the agents' own (body length travels as a number, as through one agent): written `content-length`.
+# field is the agents' own (body length travels as a number), spelt as the client spelt it (the case marker).
 RAW_REQUEST = (b"POST /exact?q=1 HTTP/1.1\r\nHost: raw.default.svc\r\nX-Legacy-Header: One\r\nConnection: keep-alive, X-Hop\r\n"
                b"X-Hop: drop me\r\nKeep-Alive: timeout=5\r\nContent-Type: text/plain\r\nx-already-lower: 2\r\n"
                b"X-MiXeD-cAsE: 3\r\nUser-Agent: raw-client/1.0\r\nContent-Length: 5\r\n\r\nhello")
 RAW_SEEN = (b"POST /exact?q=1 HTTP/1.1\r\nHost: raw.default.svc\r\nX-Legacy-Header: One\r\nContent-Type: text/plain\r\n"
-            b"x-already-lower: 2\r\nX-MiXeD-cAsE: 3\r\nUser-Agent: raw-client/1.0\r\ncontent-length: 5\r\n\r\n")
+            b"x-already-lower: 2\r\nX-MiXeD-cAsE: 3\r\nUser-Agent: raw-client/1.0\r\nContent-Length: 5\r\n\r\n")
 
 RAW_CLIENT = r"""
 import json, socket, sys
@@ -270,7 +270,7 @@ def test_http1_exact_bytes_over_the_h2_hop(mesh):
     head = out["head"]
     assert head.startswith("HTTP/1.1 200"), head
     names = [ln.partition(":")[0] for ln in head.split("\r\n")[1:]]
-    assert "X-Resp-Legacy" in names and "Content-Type" in names, head
+    assert "X-Resp-Legacy" in names and "Content-Type" in names and "Content-Length" in names, head
     assert "x-remora" not in head.lower(), head
     # A sent it over HTTP/2 as a meshed Service (peer: agent); B took HTTP/2 on its inbound listener
     assert inbound_h2(mesh) >= 1

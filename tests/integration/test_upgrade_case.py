@@ -100,6 +100,10 @@ class RawH1Server:
                         got += len(d)
                     c.sendall(b"got %d" % got)
                     return
+                if path == b"/chunked":
+                    c.sendall(b"HTTP/1.1 200 OK\r\nX-Resp-Legacy: yes\r\nTransfer-Encoding: chunked\r\n\r\n"
+                              b"2\r\nok\r\n0\r\n\r\n")
+                    continue
                 if path == b"/refuse-upgrade":
                     body = b"no upgrade here"
                     c.sendall(b"HTTP/1.1 403 Forbidden\r\nX-Refused-By: Origin\r\nContent-Length: %d\r\n\r\n%s"
@@ -285,6 +289,7 @@ def check_case_roundtrip(server, head, body):
     assert b"X-Resp-Legacy" in resp_names, head
     assert b"Content-Type" in resp_names, head
     assert b"x-lower-already" in resp_names, head
+    assert b"\r\nContent-Length: 2\r\n" in head, head
     assert b"x-remora" not in head.lower(), head
 
 
@@ -604,4 +609,27 @@ def test_header_case_with_body_through_two_agents(proxy_factory, workdir, raw_se
     assert len(posts) == 3
     for i, h in enumerate(posts):
         assert b"\r\nHOST: app.test\r\n" in h and b"\r\nX-Request-Number: %d\r\n" % i in h, h
-        assert b"\r\ncontent-length: 100000\r\n" in h.lower() and b"x-remora" not in h.lower(), h
+        assert b"\r\nContent-Length: 100000\r\n" in h and b"x-remora" not in h.lower(), h
+
+
+@pytest.mark.parametrize("hops", [1, 2])
+def test_framing_field_case_kept(proxy_factory, workdir, raw_server, hops):
+    """Content-Length and Transfer-Encoding are the agents' own to write (the framing is regenerated), yet they are
+    spelt as the peer spelt them: the request's as the client did, the response's as the application did; a
+    lower-case spelling stays lower case."""
+    edge = one_agent(proxy_factory, workdir, raw_server) if hops == 1 else two_agents(proxy_factory, workdir, raw_server)[0]
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as s:
+        s.sendall(b"POST /cl HTTP/1.1\r\nHost: app.test\r\nX-Legacy-Header: 1\r\nContent-Length: 5\r\n\r\nhello")
+        head, body = read_raw_response(s)
+        assert head.startswith(b"HTTP/1.1 200") and body == b"ok", head
+        assert b"\r\nContent-Length: 2\r\n" in head and b"x-remora" not in head.lower(), head
+        s.sendall(b"POST /lower HTTP/1.1\r\nhost: app.test\r\ncontent-length: 3\r\n\r\nabc")
+        head, body = read_raw_response(s)
+        assert head.startswith(b"HTTP/1.1 200") and body == b"ok", head
+        s.sendall(b"GET /chunked HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        head, body = read_raw_response(s)
+        assert head.startswith(b"HTTP/1.1 200") and body == b"2\r\nok\r\n0\r\n\r\n", (head, body)
+        assert b"\r\nTransfer-Encoding: chunked\r\n" in head and b"x-remora" not in head.lower(), head
+    seen = {h.split(b" ")[1]: h for h in raw_server.heads}
+    assert seen[b"/cl"] == (b"POST /cl HTTP/1.1\r\nHost: app.test\r\nX-Legacy-Header: 1\r\nContent-Length: 5\r\n\r\n"), seen
+    assert seen[b"/lower"] == b"POST /lower HTTP/1.1\r\nhost: app.test\r\ncontent-length: 3\r\n\r\n", seen

@@ -258,7 +258,7 @@ test_round_trip(void **state)
     /* names keep the client's spelling (rm_header_t.orig_name) */
     assert_buf(e, n + 3,
                "POST /x?y HTTP/1.1\r\nHost: svc:81\r\nX-A: 1\r\nTE: trailers\r\nContent-Type: application/grpc\r\n"
-               "content-length: 3\r\n\r\nabc");
+               "Content-Length: 3\r\n\r\nabc");
 
     static const char again[] = "POST /x?y HTTP/1.1\r\nhost: svc:81\r\nx-a: 1\r\nte: trailers\r\ncontent-type: application/grpc\r\n"
                                 "content-length: 3\r\n\r\nabc";
@@ -422,6 +422,164 @@ test_case_marker(void **state)
     assert_int_equal(strlen(m.base), m.len);
 }
 
+/* Parses one response head; returns it (pool memory of `r`). */
+static rm_resp_head_t *
+parse_resp(rec_t *r, const char *in, size_t len, size_t step)
+{
+    rm_h1_parser_t *p = rm_h1_parser_create(RM_H1_PARSE_RESPONSES, &rec_callbacks, r, 0, 0);
+    assert_int_equal(drive(r, p, in, len, step, 0), 0);
+    rm_h1_parser_destroy(p);
+    assert_non_null(r->last_resp);
+    return r->last_resp;
+}
+
+/* The framing fields keep their spelling too (length_orig_name, chunked_orig_name), whatever the split of the input;
+ * lower-case ones get no copy. */
+static void
+test_framing_case_kept_by_parser(void **state)
+{
+    static const char cl[] = "POST / HTTP/1.1\r\nhost: h\r\nContent-Length: 3\r\n\r\nabc";
+    static const char te[] = "POST / HTTP/1.1\r\nhost: h\r\nTRANSFER-ENCODING: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+    static const char lower[] = "POST / HTTP/1.1\r\nhost: h\r\ncontent-length: 3\r\n\r\nabc";
+    static const char resp_cl[] = "HTTP/1.1 200 OK\r\nContent-length: 2\r\n\r\nok";
+    static const char resp_te[] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n";
+    for (size_t i = 0; i != sizeof(test_steps) / sizeof(test_steps[0]); ++i) {
+        rec_t r;
+        rec_init(&r);
+        rm_req_head_t *h = parse_req(&r, cl, sizeof(cl) - 1, test_steps[i]);
+        assert_int_equal(h->content_length, 3);
+        assert_non_null(h->length_orig_name);
+        assert_memory_equal(h->length_orig_name, "Content-Length", 14);
+        assert_null(h->chunked_orig_name);
+        assert_null(h->host_orig_name);
+        rec_dispose(&r);
+
+        rec_init(&r);
+        h = parse_req(&r, te, sizeof(te) - 1, test_steps[i]);
+        assert_non_null(h->chunked_orig_name);
+        assert_memory_equal(h->chunked_orig_name, "TRANSFER-ENCODING", 17);
+        assert_null(h->length_orig_name);
+        rec_dispose(&r);
+
+        rec_init(&r);
+        h = parse_req(&r, lower, sizeof(lower) - 1, test_steps[i]);
+        assert_null(h->length_orig_name);
+        assert_null(h->chunked_orig_name);
+        rec_dispose(&r);
+
+        rec_init(&r);
+        rm_resp_head_t *resp = parse_resp(&r, resp_cl, sizeof(resp_cl) - 1, test_steps[i]);
+        assert_int_equal(resp->content_length, 2);
+        assert_memory_equal(resp->length_orig_name, "Content-length", 14);
+        assert_null(resp->chunked_orig_name);
+        rec_dispose(&r);
+
+        rec_init(&r);
+        resp = parse_resp(&r, resp_te, sizeof(resp_te) - 1, test_steps[i]);
+        assert_memory_equal(resp->chunked_orig_name, "Transfer-Encoding", 17);
+        assert_null(resp->length_orig_name);
+        rec_dispose(&r);
+    }
+}
+
+/* The encoders write the framing fields with the kept spelling, lower-case without one; the marker carries them across
+ * an HTTP/2 hop (right after Host) and applying it restores them. */
+static void
+test_framing_case_written_and_carried(void **state)
+{
+    enc_t *e = *state;
+    rm_req_head_t h;
+    memset(&h, 0, sizeof(h));
+    h.method = IOV("POST");
+    h.authority = IOV("a");
+    h.path = IOV("/");
+    h.content_length = 7;
+    h.length_orig_name = "Content-Length";
+    h.chunked_orig_name = "Transfer-Encoding";
+    assert_buf(e, rm_h1_encode_request_head(&e->buf, &h, 0), "POST / HTTP/1.1\r\nhost: a\r\nContent-Length: 7\r\n\r\n");
+    assert_buf(e, rm_h1_encode_request_head(&e->buf, &h, 1), "POST / HTTP/1.1\r\nhost: a\r\nTransfer-Encoding: chunked\r\n\r\n");
+
+    rm_resp_head_t r;
+    memset(&r, 0, sizeof(r));
+    r.status = 200;
+    r.content_length = 9;
+    r.length_orig_name = "CONTENT-LENGTH";
+    assert_buf(e, rm_h1_encode_response_head(&e->buf, &r, 0, 0), "HTTP/1.1 200 OK\r\nCONTENT-LENGTH: 9\r\n\r\n");
+    assert_buf(e, rm_h1_encode_response_head(&e->buf, &r, 1, 0), "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n");
+
+    /* nothing to carry when all is lower case: no allocation */
+    rm_req_head_t plain;
+    memset(&plain, 0, sizeof(plain));
+    assert_null(rm_req_case_marker(&e->pool, &plain).base);
+    rm_resp_head_t plain_resp;
+    memset(&plain_resp, 0, sizeof(plain_resp));
+    assert_null(rm_resp_case_marker(&e->pool, &plain_resp).base);
+
+    /* the marker: Host, then the framing names; a content-length field among the fields is not listed again */
+    h.host_orig_name = "Host";
+    rm_headers_add(&e->pool, &h.headers, IOV("content-length"), IOV("7"));
+    rm_headers_add(&e->pool, &h.headers, IOV("x-a"), IOV("1"));
+    h.headers.entries[0].orig_name = "Content-Length";
+    h.headers.entries[1].orig_name = "X-A";
+    h2o_iovec_t m = rm_req_case_marker(&e->pool, &h);
+    assert_string_equal(m.base, "Host,Content-Length,Transfer-Encoding,X-A");
+    m = rm_resp_case_marker(&e->pool, &r);
+    assert_string_equal(m.base, "CONTENT-LENGTH");
+
+    rm_req_head_t far;
+    memset(&far, 0, sizeof(far));
+    far.method = IOV("POST");
+    far.authority = IOV("a");
+    far.path = IOV("/");
+    far.content_length = 7;
+    rm_headers_add(&e->pool, &far.headers, IOV("x-a"), IOV("1"));
+    assert_int_equal(rm_req_apply_case_marker(&far, IOV("Host,Content-Length,Transfer-Encoding,X-A")), 4);
+    assert_buf(e, rm_h1_encode_request_head(&e->buf, &far, 0), "POST / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\nContent-Length: 7\r\n\r\n");
+    /* lower-case, longer or shorter look-alikes change nothing */
+    far.length_orig_name = far.chunked_orig_name = NULL;
+    assert_int_equal(rm_req_apply_case_marker(&far, IOV("content-length,Content-Lengths,Transfer-Encodin,transfer-encoding")), 0);
+    assert_null(far.length_orig_name);
+    assert_null(far.chunked_orig_name);
+
+    rm_resp_head_t far_resp;
+    memset(&far_resp, 0, sizeof(far_resp));
+    far_resp.status = 200;
+    far_resp.content_length = 2;
+    assert_int_equal(rm_resp_apply_case_marker(&far_resp, IOV("X-Nope,Content-Length")), 1);
+    assert_buf(e, rm_h1_encode_response_head(&e->buf, &far_resp, 0, 0), "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n");
+}
+
+/* parse -> encode -> parse keeps the framing spelling, both ways */
+static void
+test_framing_case_round_trip(void **state)
+{
+    enc_t *e = *state;
+    static const char in[] = "PUT /u HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi";
+    rec_t r1;
+    rec_init(&r1);
+    rm_req_head_t *h = parse_req(&r1, in, sizeof(in) - 1, 0);
+    size_t n = rm_h1_encode_request_head(&e->buf, h, 0);
+    assert_true(n > 0);
+    assert_int_equal(n, sizeof(in) - 3);
+    assert_memory_equal(e->buf->bytes, in, n);
+    rec_t r2;
+    rec_init(&r2);
+    rm_req_head_t *h2 = parse_req(&r2, e->buf->bytes, n, 0);
+    assert_memory_equal(h2->length_orig_name, "Content-Length", 14);
+    h2o_buffer_consume(&e->buf, e->buf->size);
+    rec_dispose(&r2);
+    rec_dispose(&r1);
+
+    static const char resp[] = "HTTP/1.1 200 OK\r\nX-B: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+    rec_init(&r1);
+    rm_h1_parser_t *p = rm_h1_parser_create(RM_H1_PARSE_RESPONSES, &rec_callbacks, &r1, 0, 0);
+    rm_h1_parser_execute(p, resp, sizeof(resp) - 1);
+    rm_h1_parser_destroy(p);
+    assert_non_null(r1.last_resp);
+    assert_buf(e, rm_h1_encode_response_head(&e->buf, r1.last_resp, 1, 0), resp);
+    rec_dispose(&r1);
+}
+
 /* Upgrade: the parser reports it only for a bodyless HTTP/1.1 request naming it in Connection; the encoders write
  * "Connection: Upgrade" and "Upgrade" for such a request and for a 101. */
 static void
@@ -481,6 +639,9 @@ main(void)
         cmocka_unit_test_setup_teardown(test_case_written_by_encoders, setup, teardown),
         cmocka_unit_test_setup_teardown(test_case_marker, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upgrade, setup, teardown),
+        cmocka_unit_test(test_framing_case_kept_by_parser),
+        cmocka_unit_test_setup_teardown(test_framing_case_written_and_carried, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_framing_case_round_trip, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

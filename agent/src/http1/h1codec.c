@@ -824,6 +824,9 @@ typedef struct st_head_info_t {
     size_t host_field;
     int num_content_length;
     int64_t content_length;
+    size_t length_field;
+    /* the first Transfer-Encoding field (valid when has_te) */
+    size_t te_field;
     /* transfer codings, in order, over every Transfer-Encoding line */
     int has_te;
     int te_empty_element;
@@ -963,7 +966,10 @@ classify_fields(rm_h1_parser_t *p, head_info_t *info)
                 return -1;
             }
             info->content_length = cl;
+            info->length_field = i;
         } else if (NAME_IS(name, nlen, "transfer-encoding")) {
+            if (!info->has_te)
+                info->te_field = i;
             d = classify_transfer_encoding(info, value, vlen);
         } else if (nlen > 17 && memcmp(name, "transfer-encoding", 17) == 0) {
             /* http-parser takes any name starting with "transfer-encoding" for one (uses_transfer_encoding stays
@@ -1003,6 +1009,13 @@ classify_fields(rm_h1_parser_t *p, head_info_t *info)
         }
     }
     return 0;
+}
+
+/* The spelling of field `i` as sent (in the pool copy at `base`), NULL when lower-case: no copy is made. */
+static const char *
+orig_name_of(const rm_h1_parser_t *p, const char *base, size_t i)
+{
+    return p->fields[i].has_upper ? base + p->fields[i].orig_off : NULL;
 }
 
 /**
@@ -1195,6 +1208,10 @@ request_head_complete(rm_h1_parser_t *p)
     }
 
     head->content_length = info.num_content_length != 0 ? info.content_length : -1;
+    if (info.num_content_length != 0)
+        head->length_orig_name = orig_name_of(p, base, info.length_field);
+    if (info.has_te)
+        head->chunked_orig_name = orig_name_of(p, base, info.te_field);
     head->has_body = framing != FRAMING_NONE;
     head->te_trailers = info.te_trailers;
     head->is_grpc = info.is_grpc;
@@ -1254,6 +1271,10 @@ response_head_complete(rm_h1_parser_t *p)
     head->status = status;
     char *base = build_fields(p, &head->headers);
     head->content_length = info.num_content_length != 0 ? info.content_length : -1;
+    if (info.num_content_length != 0)
+        head->length_orig_name = orig_name_of(p, base, info.length_field);
+    if (info.has_te)
+        head->chunked_orig_name = orig_name_of(p, base, info.te_field);
     if (status == 101 && info.num_upgrade == 1 && info.upgrade.len != 0)
         head->upgrade = h2o_iovec_init(base + (info.upgrade.base - p->scratch), info.upgrade.len);
 
@@ -1725,12 +1746,21 @@ put_upgrade(char *dst, h2o_iovec_t upgrade)
     return PUT_LIT(dst, "\r\n");
 }
 
+/* the framing fields, spelt as the peer that sent the message did (orig_name: 14 / 17 bytes; NULL: lower case) */
 static char *
-put_content_length(char *dst, int64_t cl)
+put_content_length(char *dst, int64_t cl, const char *orig_name)
 {
     char tmp[CONTENT_LENGTH_MAX_BYTES + 1];
-    int n = snprintf(tmp, sizeof(tmp), "content-length: %lld\r\n", (long long)cl);
+    dst = put(dst, orig_name != NULL ? orig_name : "content-length", 14);
+    int n = snprintf(tmp, sizeof(tmp), ": %lld\r\n", (long long)cl);
     return put(dst, tmp, (size_t)n);
+}
+
+static char *
+put_chunked(char *dst, const char *orig_name)
+{
+    dst = put(dst, orig_name != NULL ? orig_name : "transfer-encoding", 17);
+    return PUT_LIT(dst, ": chunked\r\n");
 }
 
 /**
@@ -1774,9 +1804,9 @@ rm_h1_encode_request_head(h2o_buffer_t **buf, const rm_req_head_t *head, int chu
     if (head->upgrade.len != 0)
         dst = put_upgrade(dst, head->upgrade);
     if (chunked)
-        dst = PUT_LIT(dst, "transfer-encoding: chunked\r\n");
+        dst = put_chunked(dst, head->chunked_orig_name);
     else if (head->content_length >= 0)
-        dst = put_content_length(dst, head->content_length);
+        dst = put_content_length(dst, head->content_length, head->length_orig_name);
     dst = PUT_LIT(dst, "\r\n");
     (*buf)->size += (size_t)(dst - start);
     return (size_t)(dst - start);
@@ -1810,9 +1840,9 @@ rm_h1_encode_response_head(h2o_buffer_t **buf, const rm_resp_head_t *head, int c
     dst = put_fields(dst, &head->headers, 0);
     if (may_frame) {
         if (chunked)
-            dst = PUT_LIT(dst, "transfer-encoding: chunked\r\n");
+            dst = put_chunked(dst, head->chunked_orig_name);
         else if (head->content_length >= 0)
-            dst = put_content_length(dst, head->content_length);
+            dst = put_content_length(dst, head->content_length, head->length_orig_name);
     }
     if (upgrade)
         dst = put_upgrade(dst, head->upgrade);

@@ -187,7 +187,7 @@ on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *user_data)
             h2o_iovec_t case_marker;
             rm_headers_take_markers(&hc->a->resp.headers, &case_marker, NULL);
             if (case_marker.len != 0 && to_agent(conn))
-                rm_headers_apply_case_marker(&hc->a->resp.headers, case_marker);
+                rm_resp_apply_case_marker(&hc->a->resp, case_marker);
             if ((frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0)
                 /* no body follows: the downstream sends one HEADERS frame too (a gRPC trailers-only
                  * response stays trailers-only) */

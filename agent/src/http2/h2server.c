@@ -333,7 +333,7 @@ down_send_response_head(rm_stream_t *s)
     }
     if (s->req.orig_h1 && from_agent(s)) {
         /* the agent that sent the request restores the response's name case for its HTTP/1.1 client */
-        h2o_iovec_t marker = rm_headers_case_marker(&s->pool, &s->resp.headers);
+        h2o_iovec_t marker = rm_resp_case_marker(&s->pool, &s->resp);
         if (marker.len != 0)
             rm_h2_nvs_add(&s->pool, &nvs, H2O_STRLIT(RM_MARKER_H1_CASE), marker.base, marker.len);
     }

@@ -183,12 +183,26 @@ rm_headers_grpc_status(const rm_headers_t *headers)
     return code;
 }
 
-static h2o_iovec_t
-build_case_marker(h2o_mem_pool_t *pool, const rm_headers_t *headers, const char *host_orig_name)
+/* names a head carries outside its fields, listed first in a case marker (they fit whatever the fields need) */
+typedef struct st_head_names_t {
+    const char *host;    /* 4 bytes */
+    const char *length;  /* 14 bytes */
+    const char *chunked; /* 17 bytes */
+} head_names_t;
+
+static int
+is_head_level_name(const rm_header_t *h)
 {
-    size_t total = host_orig_name != NULL ? 5 : 0;
+    /* content-length is written from the head's content_length, never from the fields: its spelling is the head's */
+    return h2o_memis(h->name.base, h->name.len, H2O_STRLIT("content-length"));
+}
+
+static h2o_iovec_t
+build_case_marker(h2o_mem_pool_t *pool, const rm_headers_t *headers, const head_names_t *names)
+{
+    size_t total = (names->host != NULL ? 5 : 0) + (names->length != NULL ? 15 : 0) + (names->chunked != NULL ? 18 : 0);
     for (size_t i = 0; i != headers->size; ++i)
-        if (headers->entries[i].orig_name != NULL)
+        if (headers->entries[i].orig_name != NULL && !is_head_level_name(headers->entries + i))
             total += headers->entries[i].name.len + 1;
     if (total == 0)
         return h2o_iovec_init(NULL, 0);
@@ -196,13 +210,20 @@ build_case_marker(h2o_mem_pool_t *pool, const rm_headers_t *headers, const char 
         total = RM_CASE_MARKER_MAX_BYTES + 1;
     char *dst = h2o_mem_alloc_pool(pool, total + 1);
     size_t len = 0;
-    if (host_orig_name != NULL) {
-        memcpy(dst, host_orig_name, 4);
-        len = 4;
+    /* Host first (rm_req_apply_case_marker looks for it there), then the framing names: 38 bytes at most */
+    const char *fixed[3] = {names->host, names->length, names->chunked};
+    const size_t fixed_len[3] = {4, 14, 17};
+    for (size_t k = 0; k != 3; ++k) {
+        if (fixed[k] == NULL)
+            continue;
+        if (len != 0)
+            dst[len++] = ',';
+        memcpy(dst + len, fixed[k], fixed_len[k]);
+        len += fixed_len[k];
     }
     for (size_t i = 0; i != headers->size; ++i) {
         const rm_header_t *h = headers->entries + i;
-        if (h->orig_name == NULL)
+        if (h->orig_name == NULL || is_head_level_name(h))
             continue;
         /* a repeated name (set-cookie...) is listed once */
         int seen = 0;
@@ -226,13 +247,45 @@ build_case_marker(h2o_mem_pool_t *pool, const rm_headers_t *headers, const char 
 h2o_iovec_t
 rm_headers_case_marker(h2o_mem_pool_t *pool, const rm_headers_t *headers)
 {
-    return build_case_marker(pool, headers, NULL);
+    head_names_t names = {NULL, NULL, NULL};
+    return build_case_marker(pool, headers, &names);
 }
 
 h2o_iovec_t
 rm_req_case_marker(h2o_mem_pool_t *pool, const rm_req_head_t *req)
 {
-    return build_case_marker(pool, &req->headers, req->host_orig_name);
+    head_names_t names = {req->host_orig_name, req->length_orig_name, req->chunked_orig_name};
+    return build_case_marker(pool, &req->headers, &names);
+}
+
+h2o_iovec_t
+rm_resp_case_marker(h2o_mem_pool_t *pool, const rm_resp_head_t *resp)
+{
+    head_names_t names = {NULL, resp->length_orig_name, resp->chunked_orig_name};
+    return build_case_marker(pool, &resp->headers, &names);
+}
+
+/* sets *length / *chunked from the marker's "Content-Length" / "Transfer-Encoding" elements (not lower case) */
+static size_t
+apply_framing_names(h2o_iovec_t marker, const char **length, const char **chunked)
+{
+    size_t changed = 0;
+    const char *p = marker.base, *end = marker.base + marker.len;
+    if (marker.len > RM_CASE_MARKER_MAX_BYTES)
+        return 0;
+    while (p < end) {
+        const char *comma = memchr(p, ',', (size_t)(end - p)), *e = comma != NULL ? comma : end;
+        size_t len = (size_t)(e - p);
+        if (len == 14 && h2o_lcstris(p, len, H2O_STRLIT("content-length")) && memcmp(p, "content-length", 14) != 0) {
+            *length = p;
+            ++changed;
+        } else if (len == 17 && h2o_lcstris(p, len, H2O_STRLIT("transfer-encoding")) && memcmp(p, "transfer-encoding", 17) != 0) {
+            *chunked = p;
+            ++changed;
+        }
+        p = e + 1;
+    }
+    return changed;
 }
 
 size_t
@@ -245,7 +298,14 @@ rm_req_apply_case_marker(rm_req_head_t *req, h2o_iovec_t marker)
         req->host_orig_name = marker.base;
         ++changed;
     }
-    return changed;
+    return changed + apply_framing_names(marker, &req->length_orig_name, &req->chunked_orig_name);
+}
+
+size_t
+rm_resp_apply_case_marker(rm_resp_head_t *resp, h2o_iovec_t marker)
+{
+    size_t changed = rm_headers_apply_case_marker(&resp->headers, marker);
+    return changed + apply_framing_names(marker, &resp->length_orig_name, &resp->chunked_orig_name);
 }
 
 size_t

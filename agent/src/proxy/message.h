@@ -61,6 +61,12 @@ typedef struct st_rm_req_head_t {
     h2o_iovec_t upgrade;
     /** the Host field's name as an HTTP/1.1 client spelt it ("Host"; 4 bytes), NULL when "host" (see orig_name) */
     const char *host_orig_name;
+    /**
+     * The framing fields' names as an HTTP/1.1 peer spelt them ("Content-Length", 14 bytes; "Transfer-Encoding", 17
+     * bytes), NULL when lower-case: the HTTP/1.1 encoders write them when they write that framing (see orig_name).
+     */
+    const char *length_orig_name;
+    const char *chunked_orig_name;
 } rm_req_head_t;
 
 typedef struct st_rm_resp_head_t {
@@ -70,6 +76,9 @@ typedef struct st_rm_resp_head_t {
     int64_t content_length;
     /** a 101 response's Upgrade value ({NULL, 0}: none, or not a 101) */
     h2o_iovec_t upgrade;
+    /** as in rm_req_head_t */
+    const char *length_orig_name;
+    const char *chunked_orig_name;
 } rm_resp_head_t;
 
 /*
@@ -108,16 +117,26 @@ void rm_headers_remove(rm_headers_t *headers, const char *name, size_t name_len)
  * {NULL, 0} without allocating when no field has an orig_name; else a string in `pool`.
  */
 h2o_iovec_t rm_headers_case_marker(h2o_mem_pool_t *pool, const rm_headers_t *headers);
-/** Same for a request head: its Host spelling (host_orig_name) comes first. */
+/**
+ * Same for a request head: its Host spelling (host_orig_name) comes first, then those of its framing fields
+ * (length_orig_name, chunked_orig_name).
+ */
 h2o_iovec_t rm_req_case_marker(h2o_mem_pool_t *pool, const rm_req_head_t *req);
+/** Same for a response head: the spellings of its framing fields come first. */
+h2o_iovec_t rm_resp_case_marker(h2o_mem_pool_t *pool, const rm_resp_head_t *resp);
 /**
  * Applies an RM_MARKER_H1_CASE value: each element that equals a field name but for case becomes that field's orig_name
  * (pointing into `marker`, which must live as long as the headers). Malformed elements are ignored. Returns the number of
  * fields changed.
  */
 size_t rm_headers_apply_case_marker(rm_headers_t *headers, h2o_iovec_t marker);
-/** Same for a request head: a "Host" element sets host_orig_name. */
+/**
+ * Same for a request head: a "Host" element sets host_orig_name, a "Content-Length" or "Transfer-Encoding" element (any
+ * spelling but lower case) length_orig_name or chunked_orig_name.
+ */
 size_t rm_req_apply_case_marker(rm_req_head_t *req, h2o_iovec_t marker);
+/** Same for a response head: only the framing fields' elements. */
+size_t rm_resp_apply_case_marker(rm_resp_head_t *resp, h2o_iovec_t marker);
 /**
  * Removes the marker fields (RM_MARKER_*) from `headers`. Their values, if wanted, go to *case_marker and *orig_proto
  * (either may be NULL; {NULL, 0} when absent). Cost when none is present: one comparison of the first bytes per field.
