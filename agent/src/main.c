@@ -153,8 +153,8 @@ assemble(void)
     for (size_t i = 0; i != RM_LOCAL_REPLY_MAX; ++i)
         cause_names[i] = rm_local_replies[i].name;
     rm_stats_set_cause_names(cause_names, RM_LOCAL_REPLY_MAX);
-    rm_golden_register();                                    /* golden request metrics: a stream observer */
-    rm_golden_set_trace_id_source(rm_trace_stream_trace_id); /* exemplars: sampled trace ids on the histogram's buckets */
+    rm_golden_register();                                      /* golden request metrics: a stream observer */
+    rm_golden_set_trace_id_source(rm_trace_stream_sampled_id); /* exemplars: sampled trace ids on the histogram's buckets */
 }
 
 /*

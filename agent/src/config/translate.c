@@ -1267,6 +1267,33 @@ route_exists(const Remora__V1__Snapshot *snap, const char *kind, const char *ns,
 }
 
 /*
+ * A policy's targetRef `t` in namespace `ns`: a Service sets *cluster_index to its cluster, a route that
+ * exists sets it to -1; 0. A kind this agent does not take, or a target that does not exist: -1 with
+ * the error (`what` names the policy).
+ */
+static int
+resolve_target(builder_t *b, const Remora__V1__PolicyTargetReference *t, const char *ns, const char *what, ssize_t *cluster_index)
+{
+    const char *kind = t->kind[0] != '\0' ? t->kind : "Service";
+    int found;
+    *cluster_index = -1;
+    if (strcasecmp(kind, "HTTPRoute") == 0 || strcasecmp(kind, "GRPCRoute") == 0) {
+        found = route_exists(b->snap, kind, ns, t->name);
+    } else if (strcasecmp(kind, "Service") == 0) {
+        char *name = cluster_name(t->name, ns);
+        *cluster_index = rm_config_find_cluster(b->config, name);
+        free(name);
+        found = *cluster_index >= 0;
+    } else {
+        return fail(b, "%s: targetRef %s %s is not supported by this agent (only Service, HTTPRoute, GRPCRoute)", what, t->group,
+                    t->kind);
+    }
+    if (!found)
+        return fail(b, "%s: targetRef names %s %s/%s, which does not exist", what, kind, ns, t->name);
+    return 0;
+}
+
+/*
  * RateLimitPolicies that target Services onto their clusters: requests routed to the Service are
  * limited there, unless the route has its own (set in add_*_routes). Targets that do not exist are
  * refused as a BackendTrafficPolicy's are.
@@ -1287,23 +1314,12 @@ apply_rate_limit_policies(builder_t *b)
             return -1;
         for (size_t j = 0; j != p->spec->n_target_refs; ++j) {
             const Remora__V1__PolicyTargetReference *t = p->spec->target_refs[j];
-            const char *kind = t->kind[0] != '\0' ? t->kind : "Service";
-            int found = 0;
-            if (strcasecmp(kind, "HTTPRoute") == 0 || strcasecmp(kind, "GRPCRoute") == 0) {
-                found = route_exists(snap, kind, ns, t->name);
-            } else if (strcasecmp(kind, "Service") == 0) {
-                char *name = cluster_name(t->name, ns);
-                ssize_t ci = rm_config_find_cluster(c, name);
-                free(name);
-                if ((found = ci >= 0) && c->clusters[ci].rate_limit == NULL && rate_limit_for(snap, "Service", ns, t->name) == p &&
-                    (c->clusters[ci].rate_limit = make_rate_limit(b, p, what)) == NULL)
-                    return -1;
-            } else {
-                return fail(b, "%s: targetRef %s %s is not supported by this agent (only Service, HTTPRoute, GRPCRoute)", what,
-                            t->group, t->kind);
-            }
-            if (!found)
-                return fail(b, "%s: targetRef names %s %s/%s, which does not exist", what, kind, ns, t->name);
+            ssize_t ci;
+            if (resolve_target(b, t, ns, what, &ci) != 0)
+                return -1;
+            if (ci >= 0 && c->clusters[ci].rate_limit == NULL && rate_limit_for(snap, "Service", ns, t->name) == p &&
+                (c->clusters[ci].rate_limit = make_rate_limit(b, p, what)) == NULL)
+                return -1;
         }
     }
     return 0;
@@ -1328,23 +1344,11 @@ apply_authz_policies(builder_t *b)
             continue;
         for (size_t j = 0; j != p->spec->n_target_refs; ++j) {
             const Remora__V1__PolicyTargetReference *t = p->spec->target_refs[j];
-            const char *kind = t->kind[0] != '\0' ? t->kind : "Service";
-            int found = 0;
-            if (strcasecmp(kind, "HTTPRoute") == 0 || strcasecmp(kind, "GRPCRoute") == 0) {
-                found = route_exists(snap, kind, ns, t->name);
-            } else if (strcasecmp(kind, "Service") == 0) {
-                char *name = cluster_name(t->name, ns);
-                ssize_t ci = rm_config_find_cluster(c, name);
-                free(name);
-                if ((found = ci >= 0) && c->clusters[ci].authz == NULL &&
-                    set_authz(b, &c->clusters[ci].authz, "Service", ns, t->name) != 0)
-                    return -1;
-            } else {
-                return fail(b, "%s: targetRef %s %s is not supported by this agent (only Service, HTTPRoute, GRPCRoute)", what,
-                            t->group, t->kind);
-            }
-            if (!found)
-                return fail(b, "%s: targetRef names %s %s/%s, which does not exist", what, kind, ns, t->name);
+            ssize_t ci;
+            if (resolve_target(b, t, ns, what, &ci) != 0)
+                return -1;
+            if (ci >= 0 && c->clusters[ci].authz == NULL && set_authz(b, &c->clusters[ci].authz, "Service", ns, t->name) != 0)
+                return -1;
         }
     }
     return 0;

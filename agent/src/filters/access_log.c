@@ -157,14 +157,10 @@ rm_access_log_format(rm_stream_t *s, char *buf)
     put_str(&o, s->req.path.base, s->req.path.len, MAX_PATH);
     put_key(&o, "\"protocol\":");
     put_cstr(&o, info->protocol, MAX_SHORT);
-    /* inbound / outbound on the transparent listeners, else the listener's name (as the golden metrics) */
+    /* as the golden metrics' label; null without one */
     put_key(&o, "\"direction\":");
-    const rm_config_listener_t *l = s->listener;
-    put_cstr(&o,
-             l == NULL                           ? NULL
-             : l->direction != RM_DIRECTION_NONE ? rm_config_direction_name(l->direction)
-                                                 : l->name,
-             MAX_SHORT);
+    const char *direction = rm_stream_direction(s);
+    put_cstr(&o, direction[0] != '\0' ? direction : NULL, MAX_SHORT);
 
     put_key(&o, "\"status\":");
     if (info->status != 0)

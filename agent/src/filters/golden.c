@@ -69,38 +69,19 @@ format_uint(char *buf, size_t size, unsigned v)
     return p;
 }
 
-static int
-hex_digit(char c)
-{
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-}
-
 static void
 add_exemplar(rm_stream_t *s, rm_histogram_t *h, unsigned bucket, uint64_t duration_us)
 {
-    char hex[33];
-    int sampled = 0;
     uint8_t trace_id[16];
-    if (!trace_id_source(s, hex, &sampled) || !sampled)
-        return;
-    for (size_t i = 0; i != 16; ++i) {
-        int hi = hex_digit(hex[2 * i]), lo = hi < 0 ? -1 : hex_digit(hex[2 * i + 1]);
-        if (lo < 0)
-            return;
-        trace_id[i] = (uint8_t)(hi << 4 | lo);
-    }
-    rm_histogram_set_exemplar(h, bucket, trace_id, duration_us);
+    if (trace_id_source(s, trace_id))
+        rm_histogram_set_exemplar(h, bucket, trace_id, duration_us);
 }
 
 static void
 on_end(rm_stream_t *s)
 {
     const rm_stream_info_t *info = &s->info;
-    /* inbound / outbound on the transparent listeners; an explicit listener is named by its name */
-    const char *direction = s->listener == NULL                           ? ""
-                            : s->listener->direction != RM_DIRECTION_NONE ? rm_config_direction_name(s->listener->direction)
-                            : s->listener->name != NULL                   ? s->listener->name
-                                                                          : "";
+    const char *direction = rm_stream_direction(s);
     const char *route = s->route != NULL && s->route->name != NULL ? s->route->name : "";
     const char *backend = info->backend != NULL ? info->backend : "";
     const char *classification = classify(s);

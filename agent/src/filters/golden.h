@@ -22,13 +22,12 @@
 #include "proxy/stream.h"
 
 /**
- * Gives a stream's trace id: returns 1 and writes 32 lower-case hex digits and a NUL into `out`, with
- * `*sampled` telling whether the trace is sampled, or returns 0 (no trace context). Only sampled
- * traces become exemplars. The signature of rm_trace_stream_trace_id (filters/trace.h), so main.c
+ * Gives the 16 bytes of a stream's trace id and returns 1 when its trace is sampled (only those become
+ * exemplars), else returns 0. The signature of rm_trace_stream_sampled_id (filters/trace.h), so main.c
  * passes that function as it is. Called on the stream's worker from the observer's on_end (observer
  * state is pool memory, valid until the stream is freed after every on_end). Must not block.
  */
-typedef int (*rm_golden_trace_id_fn)(rm_stream_t *s, char out[33], int *sampled);
+typedef int (*rm_golden_trace_id_fn)(rm_stream_t *s, uint8_t trace_id[16]);
 
 /** Registers the observer and the labelled family. Main thread, at start, once. */
 void rm_golden_register(void);

@@ -108,9 +108,6 @@ on_attempt_start(rm_stream_t *s, rm_attempt_t *a)
     trace_state_t *t = s->observer_state[slot];
     if (t == NULL)
         return;
-    for (client_span_t *open = t->clients; open != NULL; open = open->next)
-        if (open->attempt == a)
-            return; /* started once already: its context is in a->extra_headers */
     client_span_t *cs = h2o_mem_alloc_pool(&s->pool, sizeof(*cs));
     cs->attempt = a;
     rm_trace_new_span_id(cs->span_id);
@@ -407,6 +404,16 @@ void
 rm_trace_filter_shutdown(uint32_t flush_timeout_ms)
 {
     rm_otlp_shutdown(flush_timeout_ms);
+}
+
+int
+rm_trace_stream_sampled_id(rm_stream_t *s, uint8_t out[16])
+{
+    trace_state_t *t = s->observer_state[slot];
+    if (t == NULL || !t->sampled)
+        return 0;
+    memcpy(out, t->in.trace_id, 16);
+    return 1;
 }
 
 int

@@ -33,5 +33,7 @@ void rm_trace_filter_shutdown(uint32_t flush_timeout_ms);
  * tells whether its spans are exported. Thread: the stream's worker (e.g. the access log's on_end).
  */
 int rm_trace_stream_trace_id(rm_stream_t *s, char out[33], int *sampled);
+/** The 16 bytes of the stream's trace id into `out` and 1 when its trace is sampled; else 0 (exemplars). */
+int rm_trace_stream_sampled_id(rm_stream_t *s, uint8_t out[16]);
 
 #endif

@@ -24,6 +24,17 @@ rm_stream_register_observer(const rm_stream_observer_t *observer)
     return num_observers++;
 }
 
+const char *
+rm_stream_direction(const rm_stream_t *s)
+{
+    const rm_config_listener_t *l = s->listener;
+    if (l == NULL)
+        return "";
+    if (l->direction != RM_DIRECTION_NONE)
+        return rm_config_direction_name(l->direction);
+    return l->name != NULL ? l->name : "";
+}
+
 void
 rm_stream_attempt_started(rm_stream_t *s, rm_attempt_t *a)
 {
@@ -391,7 +402,6 @@ send_head(rm_stream_t *s)
     }
     s->resp_head_sent = 1;
     s->info.status = s->resp.status;
-    s->info.resp_head_at_us = rm_now_us();
     if (s->resp_body.eos && s->req.is_grpc)
         s->info.grpc_status = rm_headers_grpc_status(&s->resp.headers); /* trailers-only */
     count_response(s);

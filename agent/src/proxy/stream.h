@@ -79,8 +79,7 @@ typedef struct st_rm_stream_info_t {
     uint64_t resp_bytes;
     /** the downstream protocol, "HTTP/1.1" or "HTTP/2" (rm_stream_down_ops_t.protocol, kept after the downstream detached) */
     const char *protocol;
-    /** when the response head went downstream and when the stream ended (rm_now_us clock; 0: not yet) */
-    uint64_t resp_head_at_us;
+    /** when the stream ended (rm_now_us clock; 0: not yet) */
     uint64_t ended_at_us;
 } rm_stream_info_t;
 
@@ -214,6 +213,11 @@ void rm_stream_resume(rm_stream_t *s);
 void rm_stream_reselect_chain(rm_stream_t *s);
 /** The per-stream state of `filter` (NULL if the filter is not in the stream's chain). */
 void *rm_stream_filter_state(rm_stream_t *s, const rm_filter_t *filter);
+/**
+ * The stream's `direction` for metrics and logs: "inbound" / "outbound" on the transparent listeners,
+ * else the listener's name ("" without a listener). Static or snapshot storage.
+ */
+const char *rm_stream_direction(const rm_stream_t *s);
 /** The observers' on_attempt_start / on_attempt_end (rm_attempt_start; the attempt's free). */
 void rm_stream_attempt_started(rm_stream_t *s, rm_attempt_t *a);
 void rm_stream_attempt_ended(rm_stream_t *s, rm_attempt_t *a);
