@@ -20,8 +20,9 @@ cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j"$(nproc)" --target remora-agent remora-control remoractl >/dev/null
 AGENT=$ROOT/build/agent/remora-agent
 CONTROL=$ROOT/build/control/remora-control
-CTL="$ROOT/build/control/remoractl --control 127.0.0.1:15010"
 WORK=$(mktemp -d)
+# the control plane serves TLS and wants its admin credential (docs/identity.md, "The control plane's own doors")
+CTL="$ROOT/build/control/remoractl --control 127.0.0.1:15010 --ca $WORK/control/ca/trust-anchor.pem --admin-token $WORK/control/admin.token"
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -46,7 +47,11 @@ echo "== starting the mesh"
 /usr/bin/python3 tests/tools/h1_origin.py --port 27301 >"$WORK/web.log" 2>&1 & PIDS+=($!)
 /usr/bin/python3 tests/tools/h1_origin.py --port 27302 >"$WORK/web-v2.log" 2>&1 & PIDS+=($!)
 wait_port 15010
+# the sidecar's workload identity: a bootstrap token for ns default / sa demo, and the trust anchor it
+# verifies the control plane with
+$CTL token create --namespace default --service-account demo >"$WORK/demo.token"
 "$AGENT" --listen 127.0.0.1:15001 --control 127.0.0.1:15010 --node-id demo-sidecar --state-dir "$WORK/agent" \
+  --trust-anchor "$WORK/control/ca/trust-anchor.pem" --identity-token "$WORK/demo.token" \
   --workers 2 --stats-interval-ms 1000 >"$WORK/agent.log" 2>&1 & AGENT_PID=$!; PIDS+=($AGENT_PID)
 wait_for http://127.0.0.1:15020/ready
 wait_port 27201; wait_port 27301; wait_port 27302

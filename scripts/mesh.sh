@@ -7,7 +7,13 @@
 #   scripts/mesh.sh status    pods, processes, each agent's /ready, `remoractl status`
 #   scripts/mesh.sh down      remove exactly what `up` recorded (also after a partial `up`)
 #   scripts/mesh.sh exec POD CMD...   run CMD in a pod's namespace (bounded by REMORA_MESH_EXEC_TIMEOUT)
-#   scripts/mesh.sh ctl ARGS...       remoractl ARGS against the mesh's control plane
+#   scripts/mesh.sh ctl ARGS...       remoractl ARGS against the mesh's control plane (with its trust
+#                                     anchor and admin credential, docs/identity.md)
+#
+# The control plane serves TLS and authenticates every caller (docs/identity.md, "The control plane's own
+# doors"): its generated trust anchor is copied to <run>/trust-anchor.pem for the agents, each agent gets a
+# bootstrap token for ns default / sa <pod> (client, web, web-v2, echo) in <run>/tokens/<pod>.token, and
+# `ctl` passes <run>/state/control/admin.token and the anchor to remoractl.
 #
 # Layout (addresses exist only inside the namespaces; no pod has a route to the host's network):
 #
@@ -29,13 +35,15 @@
 # control binaries next to the agent's build dir), REMORA_MESH_PREFIX (namespace prefix, default
 # remora-mesh), REMORA_MESH_RUN (state dir, default /run/<prefix>), REMORA_MESH_TTL (seconds every
 # process started lives at most, default 1800), REMORA_MESH_EXEC_TIMEOUT (default 120),
-# REMORA_MESH_LOGS_TO (a directory where `down` copies the processes' logs before removing the state).
+# REMORA_MESH_LOGS_TO (a directory where `down` copies the processes' logs before removing the state),
+# REMORA_MESH_CERT_LIFETIME (the workload certificates' lifetime, remora-control --cert-lifetime; default 24h).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PREFIX=${REMORA_MESH_PREFIX:-remora-mesh}
 RUN=${REMORA_MESH_RUN:-/run/$PREFIX}
 TTL=${REMORA_MESH_TTL:-1800}
 EXEC_TIMEOUT=${REMORA_MESH_EXEC_TIMEOUT:-120}
+CERT_LIFETIME=${REMORA_MESH_CERT_LIFETIME:-24h}
 AGENT=${REMORA_AGENT:-$ROOT/build/agent/remora-agent}
 INIT=${REMORA_INIT:-$ROOT/build/init/remora-init}
 CONTROL_BIN=${REMORA_CONTROL_BIN:-$(dirname "$(dirname "$AGENT")")/control/remora-control}
@@ -141,7 +149,8 @@ up() {
 
   echo "mesh: control plane in $(ns control) at $CONTROL_ADDR:$CONTROL_PORT, OTLP receiver at $CONTROL_ADDR:4317 (gRPC), :4318 (HTTP)"
   local cpid opid
-  cpid=$(start control control "$CONTROL_BIN" --listen "$CONTROL_ADDR:$CONTROL_PORT" --state-dir "$RUN/state/control")
+  cpid=$(start control control "$CONTROL_BIN" --listen "$CONTROL_ADDR:$CONTROL_PORT" --state-dir "$RUN/state/control" \
+    --cert-lifetime "$CERT_LIFETIME")
   if command -v node >/dev/null && [ -d "$ROOT/tests/tools/otlp_receiver/node_modules" ]; then
     opid=$(start otlp control node "$ROOT/tests/tools/otlp_receiver/receiver.js" --host "$CONTROL_ADDR" \
       --grpc-port 4317 --http-port 4318 --out "$RUN/spans.jsonl")
@@ -150,6 +159,10 @@ up() {
     echo "   (no OTLP receiver: node or tests/tools/otlp_receiver/node_modules missing; scripts/install-deps.sh)"
   fi
   wait_port control "$CONTROL_ADDR" "$CONTROL_PORT" control "$cpid"
+  # the trust anchor the agents verify the control plane with (readable by their UID)
+  install -m 644 "$RUN/state/control/ca/trust-anchor.pem" "$RUN/trust-anchor.pem"
+  mkdir -p "$RUN/tokens"
+  chmod 755 "$RUN/tokens"
 
   echo "mesh: apps"
   local pids=()
@@ -177,9 +190,15 @@ up() {
     mkdir -p "$RUN/state/$pod"
     chown "$PROXY_UID:$PROXY_UID" "$RUN/state/$pod"
     chmod 700 "$RUN/state/$pod"
+    # the pod's workload identity: ns default, service account = the app's name
+    ctl token create --namespace default --service-account "$pod" --ttl 1h >"$RUN/tokens/$pod.token" ||
+      die "cannot create the bootstrap token of $pod: $(tail -n 5 "$RUN/logs/control.log")"
+    chown "$PROXY_UID:$PROXY_UID" "$RUN/tokens/$pod.token"
+    chmod 600 "$RUN/tokens/$pod.token"
     pids+=("$pod:$(start "agent-$pod" "$pod" setpriv --reuid "$PROXY_UID" --regid "$PROXY_UID" --clear-groups \
       "$AGENT" --transparent --control "$CONTROL_ADDR:$CONTROL_PORT" --node-id "$pod" --namespace default \
-      --state-dir "$RUN/state/$pod" --workers 1 --stats-interval-ms 1000 --drain-timeout-ms 3000)")
+      --state-dir "$RUN/state/$pod" --trust-anchor "$RUN/trust-anchor.pem" --identity-token "$RUN/tokens/$pod.token" \
+      --workers 1 --stats-interval-ms 1000 --drain-timeout-ms 3000)")
   done
   # an agent is up when its process runs and its health port answers; /ready waits for a first snapshot
   for p in "${pids[@]}"; do
@@ -263,7 +282,10 @@ status() {
   return $bad
 }
 
-ctl() { in_ns control timeout "$EXEC_TIMEOUT" "$REMORACTL" --control "$CONTROL_ADDR:$CONTROL_PORT" "$@"; }
+ctl() {
+  in_ns control timeout "$EXEC_TIMEOUT" "$REMORACTL" --control "$CONTROL_ADDR:$CONTROL_PORT" \
+    --ca "$RUN/state/control/ca/trust-anchor.pem" --admin-token "$RUN/state/control/admin.token" "$@"
+}
 
 cmd=${1:-}
 [ $# -gt 0 ] && shift

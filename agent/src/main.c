@@ -12,6 +12,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <uv.h>
+#include <openssl/crypto.h>
+#include <openssl/pem.h>
 #include "remora/log.h"
 #include "remora/strutil.h"
 #include "admin/admin.h"
@@ -45,6 +47,7 @@
 #include "obs/access_log.h"
 #include "obs/stats.h"
 #include "tls/identity.h"
+#include "tls/mesh.h"
 #include "tls/tls.h"
 
 #define REMORA_VERSION "0.1.0"
@@ -233,7 +236,12 @@ usage(FILE *fp)
                 "      --outbound-port N --inbound-port N   override those ports\n"
                 "      --inbound-to-localhost   inbound goes to 127.0.0.1 at the original port, not the pod address\n"
                 "      --identity-token FILE    bootstrap token for a workload certificate (docs/identity.md;\n"
-                "                               default $REMORA_IDENTITY_TOKEN_FILE); needs --state-dir\n"
+                "                               default $REMORA_IDENTITY_TOKEN_FILE); needs --state-dir. It also\n"
+                "                               authenticates the agent to the control plane\n"
+                "      --trust-anchor FILE      the trust bundle (PEM) the control plane's TLS certificate must\n"
+                "                               chain to (default $REMORA_TRUST_ANCHOR_FILE, else the state dir's\n"
+                "                               trust-bundle.pem from an earlier certificate); --control needs one\n"
+                "      --control-insecure       plaintext to a `remora-control --insecure` (development only)\n"
                 "      --stats-interval-ms N    send the control plane a summary of the golden metrics (requests,\n"
                 "                               failures, latency buckets per route and backend, for\n"
                 "                               `remoractl stat`) every N ms (default 10000, at least 1000)\n"
@@ -271,6 +279,8 @@ enum {
     OPT_STATE_DIR,
     OPT_STATS_INTERVAL,
     OPT_IDENTITY_TOKEN,
+    OPT_TRUST_ANCHOR,
+    OPT_CONTROL_INSECURE,
     OPT_NAMESPACE,
     OPT_TRANSPARENT,
     OPT_OUTBOUND_PORT,
@@ -292,10 +302,77 @@ typedef struct st_cmdline_t {
     long stats_interval_ms;
     /* --identity-token FILE, else $REMORA_IDENTITY_TOKEN_FILE */
     const char *identity_token;
+    /* --trust-anchor FILE, else $REMORA_TRUST_ANCHOR_FILE, else <state-dir>/trust-bundle.pem; --control-insecure */
+    const char *trust_anchor;
+    int control_insecure;
     /* --transparent (docs/transparent.md) */
     int transparent, inbound_to_localhost;
     unsigned outbound_port, inbound_port;
 } cmdline_t;
+
+/*
+ * --control needs the trust anchor that verifies the control plane and a credential to present
+ * (docs/identity.md, "The control plane's own doors"), unless --control-insecure. Prints the
+ * problem and returns -1.
+ */
+static int
+check_control_credentials(cmdline_t *cmd)
+{
+    if (cmd->control_insecure) {
+        if (cmd->trust_anchor != NULL) {
+            fprintf(stderr, "remora-agent: --control-insecure and --trust-anchor exclude each other\n");
+            return -1;
+        }
+        return 0;
+    }
+    char path[4096];
+    if (cmd->trust_anchor != NULL) {
+        if (access(cmd->trust_anchor, R_OK) != 0) {
+            fprintf(stderr, "remora-agent: --trust-anchor %s: %s\n", cmd->trust_anchor, strerror(errno));
+            return -1;
+        }
+    } else if (cmd->state_dir != NULL &&
+               (snprintf(path, sizeof(path), "%s/trust-bundle.pem", cmd->state_dir), access(path, R_OK) == 0)) {
+        static char state_trust_anchor[4096];
+        memcpy(state_trust_anchor, path, sizeof(state_trust_anchor));
+        cmd->trust_anchor = state_trust_anchor;
+    } else {
+        fprintf(stderr, "remora-agent: --control needs the trust anchor to verify the control plane with: --trust-anchor FILE\n"
+                        "(or REMORA_TRUST_ANCHOR_FILE; `remoractl trust-anchor` prints it), or a --state-dir holding\n"
+                        "trust-bundle.pem from an earlier certificate. --control-insecure is for an insecure control plane.\n");
+        return -1;
+    }
+    if (cmd->identity_token == NULL &&
+        !(cmd->state_dir != NULL && (snprintf(path, sizeof(path), "%s/identity.crt", cmd->state_dir), access(path, R_OK) == 0))) {
+        fprintf(stderr, "remora-agent: --control needs a workload identity to authenticate with: --identity-token FILE\n"
+                        "(or REMORA_IDENTITY_TOKEN_FILE; `remoractl token create`), or a --state-dir holding a certificate\n"
+                        "from an earlier run\n");
+        return -1;
+    }
+    return 0;
+}
+
+/* The identity in service as PEM, for the control client's TLS client certificate (control_client.h). */
+static int
+control_client_identity(void *ctx, char **chain_pem, char **key_pem)
+{
+    rm_identity_t *id = rm_identity_current();
+    if (id == NULL)
+        return -1;
+    BIO *bio = BIO_new(BIO_s_mem());
+    int ok = bio != NULL && PEM_write_bio_PKCS8PrivateKey(bio, id->key, NULL, NULL, 0, NULL, NULL) == 1;
+    char *data;
+    long n = ok ? BIO_get_mem_data(bio, &data) : 0;
+    if (n > 0) {
+        *key_pem = rm_malloc((size_t)n + 1);
+        memcpy(*key_pem, data, (size_t)n);
+        (*key_pem)[n] = '\0';
+        *chain_pem = rm_strdup(id->cert_chain_pem);
+    }
+    BIO_free(bio);
+    rm_identity_unref(id);
+    return n > 0 ? 0 : -1;
+}
 
 /* A DNS-1123 label, as the control plane's namespaces are. */
 static int
@@ -669,6 +746,37 @@ publish(rm_config_t *config, char *errbuf, size_t errlen)
     return 0;
 }
 
+/*
+ * Bootstrap `mesh_tls.identity_dir` (docs/mesh-tls.md): an identity provisioned as files, for agents without
+ * --identity-token. Loaded at start (a bad or expired one stops the agent) and again on every reload.
+ */
+static int
+load_identity_dir(const rm_config_t *config, int at_start)
+{
+    static int metrics_registered;
+    if (config->mesh_tls.identity_dir == NULL)
+        return 0;
+    if (!metrics_registered) {
+        rm_identity_init();
+        metrics_registered = 1;
+    }
+    char err[1024];
+    rm_identity_t *id = rm_identity_load(config->mesh_tls.identity_dir, err, sizeof(err));
+    if (id == NULL) {
+        if (err[0] == '\0')
+            snprintf(err, sizeof(err), "no identity files (%s, %s, %s)", RM_IDENTITY_KEY_FILE, RM_IDENTITY_CERT_FILE,
+                     RM_IDENTITY_BUNDLE_FILE);
+        rm_log_error("identity", "%s:%u: mesh_tls.identity_dir %s: %s%s", config->source, config->mesh_tls.line,
+                     config->mesh_tls.identity_dir, err, at_start ? "" : "; the identity in service stays");
+        return -1;
+    }
+    rm_log_info("identity", "serving %s (serial %s, expires in %lld s) from %s", id->spiffe_id, id->serial,
+                (long long)(id->not_after - (int64_t)time(NULL)), config->mesh_tls.identity_dir);
+    rm_identity_publish(id);
+    rm_identity_unref(id);
+    return 0;
+}
+
 static void
 reload(void)
 {
@@ -689,6 +797,8 @@ reload(void)
         rm_obs_config_rejected(RM_OBS_CONFIG_FILE);
         return;
     }
+    if (cmdline.identity_token == NULL)
+        load_identity_dir(config, 0);
     rm_log_info("agent", "reloaded %s: generation %llu in service", agent.config_file, (unsigned long long)agent.generation);
 }
 
@@ -721,13 +831,13 @@ on_control_async(uv_async_t *async)
 
 /*
  * The control client's stats source (config/control_stats.h): the golden request family
- * (filters/golden.h: labels direction, route, backend, status_code, grpc_status, classification)
+ * (filters/golden.h: labels direction, route, backend, client_id, status_code, grpc_status, classification)
  * summed over workers and outcomes per (direction, route, backend). The family is visited in label
  * order, so the outcomes of one (direction, route, backend) come one after another. Control thread;
  * the workers' stats blocks outlive the control client (it is stopped before they are destroyed).
  */
 #define GOLDEN_FAMILY "remora_request_duration_seconds"
-enum { GOLDEN_DIRECTION, GOLDEN_ROUTE, GOLDEN_BACKEND, GOLDEN_CLASSIFICATION = 5 };
+enum { GOLDEN_DIRECTION, GOLDEN_ROUTE, GOLDEN_BACKEND, GOLDEN_CLASSIFICATION = 6 };
 
 typedef struct st_stats_summary_t {
     rm_control_stat_series_t *out, *cur;
@@ -863,6 +973,8 @@ main(int argc, char **argv)
         {"state-dir", required_argument, NULL, OPT_STATE_DIR},
         {"stats-interval-ms", required_argument, NULL, OPT_STATS_INTERVAL},
         {"identity-token", required_argument, NULL, OPT_IDENTITY_TOKEN},
+        {"trust-anchor", required_argument, NULL, OPT_TRUST_ANCHOR},
+        {"control-insecure", no_argument, NULL, OPT_CONTROL_INSECURE},
         {"namespace", required_argument, NULL, OPT_NAMESPACE},
         {"transparent", no_argument, NULL, OPT_TRANSPARENT},
         {"outbound-port", required_argument, NULL, OPT_OUTBOUND_PORT},
@@ -982,6 +1094,12 @@ main(int argc, char **argv)
         case OPT_IDENTITY_TOKEN:
             cmdline.identity_token = optarg;
             break;
+        case OPT_TRUST_ANCHOR:
+            cmdline.trust_anchor = optarg;
+            break;
+        case OPT_CONTROL_INSECURE:
+            cmdline.control_insecure = 1;
+            break;
         case OPT_STATS_INTERVAL:
             cmdline.stats_interval_ms = strtol(optarg, &end, 10);
             if (*end != '\0' || cmdline.stats_interval_ms < 1000 || cmdline.stats_interval_ms > 3600000) {
@@ -1007,6 +1125,10 @@ main(int argc, char **argv)
                         "DIR (the key and certificate are kept there)\n");
         return 2;
     }
+    if (cmdline.trust_anchor == NULL && getenv("REMORA_TRUST_ANCHOR_FILE") != NULL && getenv("REMORA_TRUST_ANCHOR_FILE")[0] != '\0')
+        cmdline.trust_anchor = getenv("REMORA_TRUST_ANCHOR_FILE");
+    if (cmdline.control != NULL && check_control_credentials(&cmdline) != 0)
+        return 2;
     if (cmdline.control != NULL || cmdline.node_id != NULL || cmdline.state_dir != NULL || cmdline.stats_interval_ms != 0 ||
         cmdline.namespace_ != NULL) {
         if (cmdline.control == NULL || cmdline.node_id == NULL || (cmdline.quick.listen == NULL && !cmdline.transparent)) {
@@ -1067,8 +1189,9 @@ main(int argc, char **argv)
         } else if (perr[0] != '\0') {
             rm_log_warn("control", "ignoring the persisted snapshot: %s", perr);
         }
-        if (cmdline.identity_token != NULL) {
-            /* an unexpired identity kept from an earlier run serves at once, control plane or not */
+        if (cmdline.identity_token != NULL || (cmdline.state_dir != NULL && !cmdline.control_insecure)) {
+            /* an unexpired identity kept from an earlier run serves at once, control plane or not (and,
+             * without --identity-token, authenticates the agent to the control plane until it expires) */
             rm_identity_init();
             rm_identity_t *id = rm_identity_load(cmdline.state_dir, perr, sizeof(perr));
             if (id != NULL) {
@@ -1081,6 +1204,9 @@ main(int argc, char **argv)
             }
         }
     }
+    rm_mesh_tls_init();
+    if (cmdline.identity_token == NULL && load_identity_dir(agent.config, 1) != 0)
+        return 1;
     char err[512];
     if ((agent.tls = rm_tls_set_create(agent.config, err, sizeof(err))) == NULL) {
         rm_log_error("config", "%s: %s", agent.config->source, err);
@@ -1166,6 +1292,10 @@ main(int argc, char **argv)
             .apply = control_apply,
             .on_nack = control_nack,
             .stats_interval_ms = (uint32_t)cmdline.stats_interval_ms,
+            .trust_anchor_file = cmdline.trust_anchor,
+            .token_file = cmdline.identity_token,
+            .insecure = cmdline.control_insecure,
+            .client_identity = control_client_identity,
         };
         rm_control_set_stats_source(control_stats_source);
         if ((agent.control = agent.control_module->start(&copts, err, sizeof(err))) == NULL) {
@@ -1177,6 +1307,8 @@ main(int argc, char **argv)
                 .address = cmdline.control,
                 .node_id = cmdline.node_id,
                 .token_file = cmdline.identity_token,
+                .trust_anchor_file = cmdline.trust_anchor,
+                .insecure = cmdline.control_insecure,
                 .make_csr = rm_identity_cb_make_csr,
                 .install = rm_identity_cb_install,
                 .release_key = rm_identity_cb_release_key,
@@ -1218,5 +1350,6 @@ main(int argc, char **argv)
     if (agent.control_base != NULL)
         rm_config_unref(agent.control_base);
     rm_log_info("agent", "drained; exiting");
+    OPENSSL_thread_stop(); /* the main thread's OpenSSL state (error queue), as other threads release theirs on exit */
     return 0;
 }

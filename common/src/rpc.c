@@ -5,6 +5,7 @@
  * as tags, so one thread can wait for exactly the operation it needs while others stay pending.
  */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -134,19 +135,81 @@ struct st_rm_rpc_client_t {
     grpc_channel *channel;
     grpc_completion_queue *cq;
     char *target;
+    /* `authorization: Bearer ...` sent with every call, when num_md is 1 */
+    grpc_metadata md;
+    size_t num_md;
 };
 
 rm_rpc_client_t *
-rm_rpc_client_create(const char *addr, const grpc_channel_args *args)
+rm_rpc_client_create_secure(const char *addr, const grpc_channel_args *args, const rm_rpc_security_t *sec)
 {
     char buf[512];
     rm_rpc_client_t *c = rm_calloc(1, sizeof(*c));
     c->target = rm_strdup(rm_rpc_target(addr, buf, sizeof(buf)));
-    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+    grpc_channel_credentials *creds;
+    grpc_channel_args *all = NULL;
+    if (sec->insecure) {
+        creds = grpc_insecure_credentials_create();
+    } else {
+        grpc_ssl_pem_key_cert_pair pair = {sec->key_pem, sec->cert_chain_pem};
+        creds = grpc_ssl_credentials_create_ex(sec->root_pem, sec->key_pem != NULL && sec->cert_chain_pem != NULL ? &pair : NULL,
+                                               NULL, NULL);
+        /* the caller's arguments plus the name the server's certificate must carry */
+        size_t n = args != NULL ? args->num_args : 0;
+        all = rm_calloc(1, sizeof(*all));
+        all->args = rm_calloc(n + 1, sizeof(grpc_arg));
+        if (n != 0)
+            memcpy(all->args, args->args, n * sizeof(grpc_arg));
+        all->args[n].type = GRPC_ARG_STRING;
+        all->args[n].key = (char *)GRPC_SSL_TARGET_NAME_OVERRIDE_ARG;
+        all->args[n].value.string = (char *)RM_RPC_CONTROL_SERVER_NAME;
+        all->num_args = n + 1;
+        args = all;
+    }
     c->channel = grpc_channel_create(c->target, creds, args);
     grpc_channel_credentials_release(creds);
+    if (all != NULL) {
+        free(all->args);
+        free(all);
+    }
+    if (!sec->insecure && sec->bearer_token != NULL) {
+        char *value = rm_malloc(strlen(sec->bearer_token) + 8);
+        sprintf(value, "Bearer %s", sec->bearer_token);
+        c->md.key = grpc_slice_from_static_string("authorization");
+        c->md.value = grpc_slice_from_copied_string(value);
+        free(value);
+        c->num_md = 1;
+    }
     c->cq = grpc_completion_queue_create_for_pluck(NULL);
     return c;
+}
+
+rm_rpc_client_t *
+rm_rpc_client_create(const char *addr, const grpc_channel_args *args)
+{
+    rm_rpc_security_t sec = {.insecure = 1};
+    return rm_rpc_client_create_secure(addr, args, &sec);
+}
+
+char *
+rm_rpc_read_file(const char *path, size_t max, char *err, size_t errsz)
+{
+    FILE *fp = fopen(path, "rb");
+    if (fp == NULL) {
+        snprintf(err, errsz, "%s: %s", path, strerror(errno));
+        return NULL;
+    }
+    char *buf = rm_malloc(max + 2);
+    size_t n = fread(buf, 1, max + 1, fp);
+    int failed = ferror(fp);
+    fclose(fp);
+    if (failed || n == 0 || n > max) {
+        snprintf(err, errsz, "%s: %s", path, failed ? "read error" : n == 0 ? "the file is empty" : "the file is too large");
+        free(buf);
+        return NULL;
+    }
+    buf[n] = '\0';
+    return buf;
 }
 
 void
@@ -160,6 +223,8 @@ rm_rpc_client_destroy(rm_rpc_client_t *c)
     while (grpc_completion_queue_pluck(c->cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type != GRPC_QUEUE_SHUTDOWN)
         ;
     grpc_completion_queue_destroy(c->cq);
+    if (c->num_md != 0)
+        grpc_slice_unref(c->md.value);
     free(c->target);
     free(c);
 }
@@ -194,6 +259,8 @@ rm_rpc_unary(rm_rpc_client_t *c, const char *method, const ProtobufCMessage *req
     grpc_op ops[6];
     memset(ops, 0, sizeof(ops));
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[0].data.send_initial_metadata.count = c->num_md;
+    ops[0].data.send_initial_metadata.metadata = c->num_md != 0 ? &c->md : NULL;
     ops[1].op = GRPC_OP_SEND_MESSAGE;
     ops[1].data.send_message.send_message = send_bb;
     ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
@@ -258,6 +325,8 @@ rm_rpc_stream_open(rm_rpc_client_t *c, const char *method, int wait_for_ready)
     grpc_op op;
     memset(&op, 0, sizeof(op));
     op.op = GRPC_OP_SEND_INITIAL_METADATA;
+    op.data.send_initial_metadata.count = c->num_md;
+    op.data.send_initial_metadata.metadata = c->num_md != 0 ? &c->md : NULL;
     if (wait_for_ready)
         op.flags = GRPC_INITIAL_METADATA_WAIT_FOR_READY | GRPC_INITIAL_METADATA_WAIT_FOR_READY_EXPLICITLY_SET;
     start_batch(s->call, &op, 1, &s->tag_start);

@@ -623,3 +623,42 @@ rm_ca_issue(rm_ca_t *ca, const uint8_t *csr_der, size_t csr_len, const char *ns,
     *not_after = end;
     return 0;
 }
+
+int
+rm_ca_issue_server(rm_ca_t *ca, const char *dns_name, char **chain_pem, char **key_pem, int64_t *not_before, int64_t *not_after,
+                   char *err, size_t errsz)
+{
+    char id[512], san[1200];
+    rm_ca_spiffe_id(ca, RM_CA_CONTROL_NAMESPACE, RM_CA_CONTROL_SERVICE_ACCOUNT, id, sizeof(id));
+    snprintf(san, sizeof(san), "URI:%s,DNS:%s,DNS:localhost", id, dns_name);
+    int64_t now = (int64_t)time(NULL), end = now + ca->lifetime_s;
+    if (end > ca->issuer_not_after)
+        end = ca->issuer_not_after;
+    if (end <= now) {
+        snprintf(err, errsz, "the issuer has expired");
+        return -1;
+    }
+    EVP_PKEY *key = EVP_EC_gen("P-256");
+    X509 *cert = key != NULL ? make_cert(key, "remora-control", ca->issuer, ca->issuer_key, end, 0, san) : NULL;
+    if (cert == NULL) {
+        char why[256];
+        ossl_reason(why, sizeof(why));
+        snprintf(err, errsz, "cannot make the control plane's certificate: %s", why);
+        EVP_PKEY_free(key);
+        return -1;
+    }
+    BIO *bio = BIO_new(BIO_s_mem());
+    PEM_write_bio_X509(bio, cert);
+    PEM_write_bio_X509(bio, ca->issuer);
+    *chain_pem = bio_to_string(bio, NULL);
+    BIO_free(bio);
+    bio = BIO_new(BIO_s_mem());
+    PEM_write_bio_PrivateKey(bio, key, NULL, NULL, 0, NULL, NULL);
+    *key_pem = bio_to_string(bio, NULL);
+    BIO_free(bio);
+    *not_before = asn1_time_unix(X509_get0_notBefore(cert));
+    *not_after = end;
+    X509_free(cert);
+    EVP_PKEY_free(key);
+    return 0;
+}

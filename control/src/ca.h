@@ -75,6 +75,21 @@ void rm_ca_spiffe_id(const rm_ca_t *ca, const char *ns, const char *sa, char *bu
 int rm_ca_issue(rm_ca_t *ca, const uint8_t *csr_der, size_t csr_len, const char *ns, const char *sa, uint8_t **leaf_der,
                 size_t *leaf_len, int64_t *not_after, char *err, size_t errsz);
 
+/** The control plane's own identity, in its serving certificate (docs/identity.md, "The control plane's own doors"). */
+#define RM_CA_CONTROL_NAMESPACE "remora-system"
+#define RM_CA_CONTROL_SERVICE_ACCOUNT "remora-control"
+
+/**
+ * Makes a new key (ECDSA P-256) and signs a serving certificate for the control plane itself: the
+ * workload profile (serverAuth and clientAuth) with the SANs DNS:<dns_name>, DNS:localhost and
+ * URI:spiffe://<td>/ns/remora-system/sa/remora-control, valid for the workload certificate
+ * lifetime (never past the issuer). Workload certificates never carry a DNS SAN, so no workload can
+ * pose as the control plane. Returns 0 with *chain_pem (the certificate then the issuer's, PEM) and
+ * *key_pem (PKCS#8 PEM), both malloc'ed, and the validity; -1 with the reason.
+ */
+int rm_ca_issue_server(rm_ca_t *ca, const char *dns_name, char **chain_pem, char **key_pem, int64_t *not_before, int64_t *not_after,
+                       char *err, size_t errsz);
+
 /** The issuer's certificate, DER (owned by the CA). */
 const uint8_t *rm_ca_issuer_der(const rm_ca_t *ca, size_t *len);
 

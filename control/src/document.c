@@ -537,8 +537,8 @@ parse_endpoint(parser_t *p, yaml_node_t *node, const char *path, Remora__V1__End
 static int
 parse_service_spec(parser_t *p, yaml_node_t *node, Remora__V1__ServiceSpec **out)
 {
-    static const char *const keys[] = {"protocol", "endpoints", "addresses", "meshed", NULL};
-    yaml_node_t *v[4];
+    static const char *const keys[] = {"protocol", "endpoints", "addresses", "meshed", "serviceAccount", NULL};
+    yaml_node_t *v[5];
     if (fields(p, node, "spec", keys, v) != 0 || require(p, node, "spec", v[0], "protocol") != 0)
         return -1;
     Remora__V1__ServiceSpec *spec = arena_alloc(&p->arena, sizeof(*spec));
@@ -568,6 +568,14 @@ parse_service_spec(parser_t *p, yaml_node_t *node, Remora__V1__ServiceSpec **out
             spec->meshed = 0;
         else
             return fail(p, v[3], "spec.meshed", "'%s' must be true or false", m);
+    }
+    if (v[4] != NULL) {
+        /* the endpoints' workloads' service account: the sa of the SPIFFE ID their agents present (docs/mesh-tls.md) */
+        const char *sa;
+        if (get_name(p, v[4], "spec.serviceAccount", &sa) != 0)
+            return -1;
+        if (strcmp(sa, "default") != 0)
+            spec->service_account = arena_strdup(&p->arena, sa);
     }
     if (v[2] != NULL) {
         /* virtual addresses (docs/transparent.md): IP literals with a port, no wildcard, no repeat */
@@ -2798,6 +2806,34 @@ parse_telemetry_spec(parser_t *p, yaml_node_t *node, Remora__V1__TelemetrySpec *
     return 0;
 }
 
+/* ---------------------------------------------------------------------------------------- MeshTLS */
+
+static int
+parse_mesh_tls_spec(parser_t *p, yaml_node_t *node, const Remora__V1__ObjectMeta *meta, Remora__V1__MeshTLSSpec **out)
+{
+    static const char *const keys[] = {"mode", NULL};
+    yaml_node_t *v[1];
+    const char *s;
+    if (fields(p, node, "spec", keys, v) != 0 || require(p, node, "spec", v[0], "mode") != 0 ||
+        get_str(p, v[0], "spec.mode", &s) != 0)
+        return -1;
+    if (strcmp(meta->namespace_, "remora-system") != 0)
+        return fail(p, node, "metadata.namespace",
+                    "MeshTLS is mesh-wide: put it in the root namespace remora-system (it is in '%s')", meta->namespace_);
+    Remora__V1__MeshTLSSpec *spec = arena_alloc(&p->arena, sizeof(*spec));
+    remora__v1__mesh_tlsspec__init(spec);
+    if (strcmp(s, "STRICT") == 0)
+        spec->mode = REMORA__V1__MESH_TLSMODE__MESH_TLS_MODE_STRICT;
+    else if (strcmp(s, "PERMISSIVE") == 0)
+        spec->mode = REMORA__V1__MESH_TLSMODE__MESH_TLS_MODE_PERMISSIVE;
+    else if (strcmp(s, "DISABLE") == 0)
+        spec->mode = REMORA__V1__MESH_TLSMODE__MESH_TLS_MODE_DISABLE;
+    else
+        return fail(p, v[0], "spec.mode", "'%s' must be STRICT, PERMISSIVE or DISABLE", s);
+    *out = spec;
+    return 0;
+}
+
 /* --------------------------------------------------------------------------------------- document */
 
 static void
@@ -2886,6 +2922,14 @@ parse_document(parser_t *p, yaml_node_t *root)
         if (parse_telemetry_spec(p, v[3], &tm->spec) != 0)
             return;
         msg = &tm->base;
+    } break;
+    case RM_KIND_MESH_TLS: {
+        Remora__V1__MeshTLS *mt = arena_alloc(&p->arena, sizeof(*mt));
+        remora__v1__mesh_tls__init(mt);
+        mt->metadata = meta;
+        if (parse_mesh_tls_spec(p, v[3], meta, &mt->spec) != 0)
+            return;
+        msg = &mt->base;
     } break;
     default:
         rm_fatal("document kind %d has no parser", (int)kind);

@@ -1,10 +1,12 @@
 /*
  * The control plane's identity service (see identity.h).
  */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <openssl/crypto.h>
 #include "remora/log.h"
 #include "remora/rpc.h"
 #include "remora/strutil.h"
@@ -16,11 +18,23 @@
 enum { R_UNKNOWN_TOKEN, R_EXPIRED_TOKEN, R_TOKEN_IN_USE, R_BAD_CSR, R_INTERNAL, R__COUNT };
 static const char *const reason_names[R__COUNT] = {"unknown_token", "expired_token", "token_in_use", "bad_csr", "internal"};
 
+/* callers whose refusal was logged, at most this many */
+#define MAX_LOGGED_CALLERS 4096
+
+static const char *const api_names[RM_AUTH_API__COUNT] = {"admin", "discovery", "identity"};
+
 struct st_rm_identity_service_t {
     rm_ca_t *ca;
     rm_tokens_t *tokens;
     uint64_t issued;
     uint64_t refused[R__COUNT];
+    char admin_token[RM_ADMIN_TOKEN_LEN + 1];
+    /* [api][0]: UNAUTHENTICATED, [api][1]: PERMISSION_DENIED */
+    uint64_t auth_refused[RM_AUTH_API__COUNT][2];
+    char **logged;
+    size_t num_logged;
+    int64_t server_cert_not_after;
+    uint64_t server_cert_issued;
 };
 
 rm_identity_service_t *
@@ -35,7 +49,134 @@ rm_identity_service_create(rm_ca_t *ca, rm_tokens_t *tokens)
 void
 rm_identity_service_destroy(rm_identity_service_t *svc)
 {
+    for (size_t i = 0; i != svc->num_logged; ++i)
+        free(svc->logged[i]);
+    free(svc->logged);
+    OPENSSL_cleanse(svc->admin_token, sizeof(svc->admin_token));
     free(svc);
+}
+
+rm_ca_t *
+rm_identity_ca(rm_identity_service_t *svc)
+{
+    return svc->ca;
+}
+
+void
+rm_identity_set_admin_token(rm_identity_service_t *svc, const char *token)
+{
+    snprintf(svc->admin_token, sizeof(svc->admin_token), "%s", token);
+}
+
+void
+rm_identity_server_cert_issued(rm_identity_service_t *svc, int64_t not_after)
+{
+    svc->server_cert_not_after = not_after;
+    ++svc->server_cert_issued;
+}
+
+void
+rm_identity_auth_refused(rm_identity_service_t *svc, rm_auth_api_t api, grpc_status_code code, const char *who, const char *why)
+{
+    int denied = code == GRPC_STATUS_PERMISSION_DENIED;
+    ++svc->auth_refused[api][denied];
+    char key[400];
+    snprintf(key, sizeof(key), "%s %d %.300s", api_names[api], denied, who);
+    for (size_t i = 0; i != svc->num_logged; ++i)
+        if (strcmp(svc->logged[i], key) == 0)
+            return;
+    if (svc->num_logged == MAX_LOGGED_CALLERS)
+        return;
+    svc->logged = rm_realloc(svc->logged, (svc->num_logged + 1) * sizeof(svc->logged[0]));
+    svc->logged[svc->num_logged++] = rm_strdup(key);
+    rm_log_warn(LOG, "%s API: refused %.300s with %s: %s (further refusals of this caller are counted, not logged)", api_names[api],
+                who, denied ? "PERMISSION_DENIED" : "UNAUTHENTICATED", why);
+    if (svc->num_logged == MAX_LOGGED_CALLERS)
+        rm_log_warn(LOG, "%d callers refused: refusals of new callers are counted, not logged", MAX_LOGGED_CALLERS);
+}
+
+static grpc_status_code auth_refuse(rm_identity_service_t *svc, rm_auth_api_t api, const rm_auth_caller_t *caller,
+                                    grpc_status_code code, char *msg, size_t msgsz, const char *fmt, ...)
+    __attribute__((format(printf, 7, 8)));
+
+static grpc_status_code
+auth_refuse(rm_identity_service_t *svc, rm_auth_api_t api, const rm_auth_caller_t *caller, grpc_status_code code, char *msg,
+            size_t msgsz, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, msgsz, fmt, ap);
+    va_end(ap);
+    rm_identity_auth_refused(svc, api, code, caller->who, msg);
+    return code;
+}
+
+grpc_status_code
+rm_identity_authenticate_admin(rm_identity_service_t *svc, const rm_auth_caller_t *caller, char *msg, size_t msgsz)
+{
+    const char *b = caller->bearer;
+    if (b != NULL && strncmp(b, RM_ADMIN_TOKEN_PREFIX, strlen(RM_ADMIN_TOKEN_PREFIX)) == 0) {
+        if (svc->admin_token[0] != '\0' && rm_token_equal(b, svc->admin_token))
+            return GRPC_STATUS_OK;
+        return auth_refuse(svc, RM_AUTH_API_ADMIN, caller, GRPC_STATUS_UNAUTHENTICATED, msg, msgsz,
+                           "the admin credential is not this control plane's (compare with remora-control's "
+                           "<state-dir>/" RM_ADMIN_TOKEN_FILE " or --admin-token-file)");
+    }
+    if (b != NULL && strncmp(b, RM_TOKEN_PREFIX, strlen(RM_TOKEN_PREFIX)) == 0)
+        return auth_refuse(svc, RM_AUTH_API_ADMIN, caller, GRPC_STATUS_PERMISSION_DENIED, msg, msgsz,
+                           "a workload's bootstrap token cannot be used on the admin API: use the admin credential "
+                           "(remoractl --admin-token FILE)");
+    if (b != NULL)
+        return auth_refuse(svc, RM_AUTH_API_ADMIN, caller, GRPC_STATUS_UNAUTHENTICATED, msg, msgsz,
+                           "the bearer token is not an admin credential (\"" RM_ADMIN_TOKEN_PREFIX "...\")");
+    if (caller->spiffe_id != NULL)
+        return auth_refuse(svc, RM_AUTH_API_ADMIN, caller, GRPC_STATUS_PERMISSION_DENIED, msg, msgsz,
+                           "a workload certificate (%.300s) cannot be used on the admin API: use the admin credential "
+                           "(remoractl --admin-token FILE)",
+                           caller->spiffe_id);
+    return auth_refuse(svc, RM_AUTH_API_ADMIN, caller, GRPC_STATUS_UNAUTHENTICATED, msg, msgsz,
+                       "the admin API needs the admin credential: remoractl --admin-token FILE or REMORA_ADMIN_TOKEN_FILE "
+                       "(remora-control writes <state-dir>/" RM_ADMIN_TOKEN_FILE " at first start)");
+}
+
+grpc_status_code
+rm_identity_authenticate_workload(rm_identity_service_t *svc, rm_auth_api_t api, const rm_auth_caller_t *caller,
+                                  const char *node_id, int allow_admin, char *msg, size_t msgsz)
+{
+    /* a workload certificate of this trust domain is enough, whatever token comes with it */
+    char prefix[300];
+    snprintf(prefix, sizeof(prefix), "spiffe://%s/", rm_ca_trust_domain(svc->ca));
+    if (caller->spiffe_id != NULL && strncmp(caller->spiffe_id, prefix, strlen(prefix)) == 0)
+        return GRPC_STATUS_OK;
+    const char *b = caller->bearer;
+    if (b != NULL && strncmp(b, RM_ADMIN_TOKEN_PREFIX, strlen(RM_ADMIN_TOKEN_PREFIX)) == 0) {
+        if (allow_admin && svc->admin_token[0] != '\0' && rm_token_equal(b, svc->admin_token))
+            return GRPC_STATUS_OK;
+        return auth_refuse(svc, api, caller, GRPC_STATUS_PERMISSION_DENIED, msg, msgsz,
+                           "the admin credential is not a workload identity: the %s API takes a bootstrap token "
+                           "(remora-agent --identity-token FILE) or a workload certificate",
+                           api_names[api]);
+    }
+    if (b != NULL) {
+        const char *ns, *sa;
+        char why[512];
+        switch (rm_tokens_check(svc->tokens, b, node_id, &ns, &sa, why, sizeof(why))) {
+        case RM_TOKEN_OK:
+            return GRPC_STATUS_OK;
+        case RM_TOKEN_IN_USE:
+            return auth_refuse(svc, api, caller, GRPC_STATUS_PERMISSION_DENIED, msg, msgsz, "%s", why);
+        default:
+            return auth_refuse(svc, api, caller, GRPC_STATUS_UNAUTHENTICATED, msg, msgsz, "%s", why);
+        }
+    }
+    if (caller->spiffe_id != NULL)
+        return auth_refuse(svc, api, caller, GRPC_STATUS_PERMISSION_DENIED, msg, msgsz,
+                           "the client certificate's identity %.300s is not in the trust domain %s", caller->spiffe_id,
+                           rm_ca_trust_domain(svc->ca));
+    return auth_refuse(svc, api, caller, GRPC_STATUS_UNAUTHENTICATED, msg, msgsz,
+                       "the %s API needs a workload identity: a bootstrap token (authorization: Bearer rmt1..., "
+                       "remora-agent --identity-token FILE) or a workload certificate as TLS client certificate",
+                       api_names[api]);
 }
 
 static grpc_status_code
@@ -44,6 +185,8 @@ refuse(rm_identity_service_t *svc, int reason, const char *node, grpc_status_cod
     ++svc->refused[reason];
     snprintf(msg, msgsz, "%s", why);
     rm_log_warn(LOG, "Certify from node '%.253s' refused (%s): %s", node, reason_names[reason], why);
+    if (code == GRPC_STATUS_UNAUTHENTICATED || code == GRPC_STATUS_PERMISSION_DENIED)
+        ++svc->auth_refused[RM_AUTH_API_IDENTITY][code == GRPC_STATUS_PERMISSION_DENIED];
     return code;
 }
 
@@ -180,6 +323,25 @@ rm_identity_status(rm_identity_service_t *svc, grpc_byte_buffer **resp, char *ms
     out.refusals = ptrs;
     out.tokens = (uint32_t)rm_tokens_count(svc->tokens);
     out.cert_lifetime_seconds = rm_ca_cert_lifetime(svc->ca);
+    Remora__V1__IdentityStatusResponse__AuthRefusalsEntry auth[RM_AUTH_API__COUNT * 2], *auth_ptrs[RM_AUTH_API__COUNT * 2];
+    char auth_keys[RM_AUTH_API__COUNT * 2][48];
+    for (int api = 0; api != RM_AUTH_API__COUNT; ++api) {
+        for (int denied = 0; denied != 2; ++denied) {
+            int i = api * 2 + denied;
+            remora__v1__identity_status_response__auth_refusals_entry__init(&auth[i]);
+            snprintf(auth_keys[i], sizeof(auth_keys[i]), "%s_%s", api_names[api], denied ? "permission_denied" : "unauthenticated");
+            auth[i].key = auth_keys[i];
+            auth[i].value = svc->auth_refused[api][denied];
+            auth_ptrs[i] = &auth[i];
+        }
+    }
+    out.n_auth_refusals = RM_AUTH_API__COUNT * 2;
+    out.auth_refusals = auth_ptrs;
+    Remora__V1__Timestamp server_ts = REMORA__V1__TIMESTAMP__INIT;
+    server_ts.seconds = svc->server_cert_not_after;
+    if (svc->server_cert_issued != 0)
+        out.server_cert_expires = &server_ts;
+    out.server_cert_issued = svc->server_cert_issued;
     *resp = rm_rpc_pack(&out.base);
     return GRPC_STATUS_OK;
 }

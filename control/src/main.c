@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <openssl/crypto.h>
 #include "remora/log.h"
 #include "remora/rpc.h"
 #include "remora/strutil.h"
@@ -44,12 +45,22 @@ usage(FILE *out)
                  "  --issuer-key FILE    the issuer's private key (PEM)\n"
                  "  --cert-lifetime D    lifetime of workload certificates: 10s to 365d (default 24h)\n"
                  "\n"
+                 "Its own doors (docs/identity.md): the port speaks TLS with a certificate issued by the CA for\n"
+                 "DNS:" RM_RPC_CONTROL_SERVER_NAME " (clients verify it against the trust anchor); agents\n"
+                 "authenticate with a bootstrap token or their workload certificate, remoractl with the admin credential:\n"
+                 "  --admin-token-file FILE  the admin credential (\"rma1.\" + 64 hex digits) to accept; default:\n"
+                 "                       DIR/admin.token, created (0600) at first start\n"
+                 "  --insecure           plaintext and no authentication at all: for development only\n"
+                 "\n"
                  "SIGTERM or SIGINT stops it; agents keep serving their last snapshot meanwhile.\n");
 }
 
 int
 main(int argc, char **argv)
 {
+    /* no OpenSSL clean-up at exit: gRPC's threads may still be ending then, and a thread that ends after the
+     * clean-up deleted OpenSSL's thread key leaks its error state (each thread frees its own as it ends) */
+    OPENSSL_init_crypto(OPENSSL_INIT_NO_ATEXIT, NULL);
     static const struct option opts[] = {{"listen", required_argument, NULL, 'l'},
                                          {"state-dir", required_argument, NULL, 's'},
                                          {"log-level", required_argument, NULL, 'L'},
@@ -58,9 +69,12 @@ main(int argc, char **argv)
                                          {"issuer-cert", required_argument, NULL, 'C'},
                                          {"issuer-key", required_argument, NULL, 'K'},
                                          {"cert-lifetime", required_argument, NULL, 'E'},
+                                         {"admin-token-file", required_argument, NULL, 'a'},
+                                         {"insecure", no_argument, NULL, 'I'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
-    const char *listen = DEFAULT_LISTEN, *state_dir = NULL;
+    const char *listen = DEFAULT_LISTEN, *state_dir = NULL, *admin_token_file = NULL;
+    int insecure = 0;
     rm_ca_options_t ca_opts = {NULL};
     int64_t lifetime_s;
     int c;
@@ -99,6 +113,12 @@ main(int argc, char **argv)
                 return 2;
             }
             ca_opts.cert_lifetime_s = (uint32_t)lifetime_s;
+            break;
+        case 'a':
+            admin_token_file = optarg;
+            break;
+        case 'I':
+            insecure = 1;
             break;
         case 'h':
             usage(stdout);
@@ -148,11 +168,21 @@ main(int argc, char **argv)
         rm_store_close(store);
         return 1;
     }
+    char admin_token[RM_ADMIN_TOKEN_LEN + 1] = "";
+    if (!insecure && rm_admin_token_load(state_dir, admin_token_file, admin_token, err, sizeof(err)) != 0) {
+        rm_log_error(LOG, "the admin credential: %s", err);
+        rm_tokens_close(tokens);
+        rm_ca_destroy(ca);
+        rm_store_close(store);
+        return 1;
+    }
     rm_identity_service_t *identity = rm_identity_service_create(ca, tokens);
+    rm_identity_set_admin_token(identity, admin_token);
+    memset(admin_token, 0, sizeof(admin_token));
     rm_log_info(LOG, "trust domain %s, issuer %s, %zu trust anchor(s), certificates valid %u s", rm_ca_trust_domain(ca),
                 rm_ca_issuer_subject(ca), rm_ca_num_anchors(ca), (unsigned)rm_ca_cert_lifetime(ca));
     rm_rpc_init();
-    rm_control_server_t *server = rm_control_server_start_with_identity(listen, store, identity, err, sizeof(err));
+    rm_control_server_t *server = rm_control_server_start_with_identity(listen, store, identity, insecure, err, sizeof(err));
     if (server == NULL) {
         rm_log_error(LOG, "%s", err);
         rm_identity_service_destroy(identity);
@@ -162,7 +192,8 @@ main(int argc, char **argv)
         rm_rpc_shutdown();
         return 1;
     }
-    rm_log_info(LOG, "listening on %s (port %d), state in %s at version %llu", listen, rm_control_server_port(server), state_dir,
+    rm_log_info(LOG, "listening on %s (port %d, %s), state in %s at version %llu", listen, rm_control_server_port(server),
+                insecure ? "PLAINTEXT and UNAUTHENTICATED (--insecure: development only)" : "TLS, authenticated", state_dir,
                 (unsigned long long)rm_store_version(store));
 
     int sig = 0;

@@ -13,8 +13,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <openssl/crypto.h>
 #include <strings.h>
 #include <time.h>
+#include <grpc/support/log.h>
 #include "remora/rpc.h"
 #include "remora/strutil.h"
 #include "remora/v1/admin.pb-c.h"
@@ -34,6 +36,9 @@ enum {
 };
 
 static const char *control_addr;
+/* --admin-token, --ca, --insecure: taken from anywhere on the command line (take_security_options) */
+static const char *admin_token_file, *ca_file;
+static int insecure;
 
 static const char main_help[] =
     "Usage: remoractl [--control ADDR:PORT] COMMAND [ARGS]\n"
@@ -43,7 +48,7 @@ static const char main_help[] =
     "Commands:\n"
     "  apply -f FILE|- [--wait] [--timeout S]   store YAML documents (Service, HTTPRoute, GRPCRoute,\n"
     "                                            FaultInjection, BackendTrafficPolicy, RateLimitPolicy,\n"
-    "                                            Telemetry, AuthorizationPolicy)\n"
+    "                                            Telemetry, AuthorizationPolicy, MeshTLS)\n"
     "  get KIND [NAME] [-o table|yaml|json]      show stored resources\n"
     "  delete KIND NAME                          remove a resource\n"
     "  status [-o table|json]                    every agent: connected, applied version, last error\n"
@@ -55,8 +60,13 @@ static const char main_help[] =
     "  identity                                  the certificate authority's state and counters\n"
     "  help [COMMAND]                            help for a command\n"
     "\n"
-    "Options:\n"
+    "Options (before or after the command):\n"
     "  --control ADDR:PORT   the control plane (default: $REMORA_CONTROL, else " DEFAULT_CONTROL ")\n"
+    "  --admin-token FILE    the admin credential (default: $REMORA_ADMIN_TOKEN_FILE); remora-control\n"
+    "                        writes it to <state-dir>/admin.token at first start\n"
+    "  --ca FILE             the trust anchor(s) the control plane's certificate must chain to\n"
+    "                        (default: $REMORA_CA_FILE); generated: <state-dir>/ca/trust-anchor.pem\n"
+    "  --insecure            plaintext, no credential: only for `remora-control --insecure` (development)\n"
     "  -h, --help            this text\n"
     "\n"
     "Exit codes: 0 ok, 1 refused (invalid documents, not found, an agent's NACK), 2 usage error,\n"
@@ -81,7 +91,7 @@ static const char get_help[] = "Usage: remoractl get KIND [NAME] [-n NAMESPACE |
                                "Shows stored resources. KIND is service (services, svc), httproute (httproutes),\n"
                                "grpcroute (grpcroutes), faultinjection (faultinjections), backendtrafficpolicy\n"
                                "(backendtrafficpolicies, btp), ratelimitpolicy (ratelimitpolicies, rlp), telemetry\n"
-                               "(telemetries), authorizationpolicy (authorizationpolicies, authz) or all; case\n"
+                               "(telemetries), authorizationpolicy (authorizationpolicies, authz), meshtls or all;\ncase "
                                "does not matter. `-o yaml` prints documents that `remoractl apply -f -` takes back\n"
                                "unchanged.\n"
                                "\n"
@@ -156,10 +166,21 @@ die(int code, const char *fmt, ...)
 static void __attribute__((noreturn)) die_rpc(const rm_rpc_status_t *st)
 {
     switch (st->code) {
+    case GRPC_STATUS_UNAUTHENTICATED:
+    case GRPC_STATUS_PERMISSION_DENIED:
+        die(EXIT_REFUSED, "the control plane at %s refused the credential (%s): %s", control_addr, rm_rpc_status_name(st->code),
+            st->message);
     case GRPC_STATUS_UNAVAILABLE:
+        if (!insecure && (strcasestr(st->message, "handshake") != NULL || strcasestr(st->message, "ssl") != NULL ||
+                          strcasestr(st->message, "certificate") != NULL || strcasestr(st->message, "tls") != NULL))
+            die(EXIT_UNREACHABLE,
+                "cannot verify the control plane at %s: the TLS handshake failed (its certificate does not chain to --ca %s, "
+                "or it is not a TLS remora-control)",
+                control_addr, ca_file);
         die(EXIT_UNREACHABLE,
-            "cannot reach the control plane at %s%s: is remora-control running? (set --control or REMORA_CONTROL)", control_addr,
-            strcasestr(st->message, "connection refused") != NULL ? " (connection refused)" : "");
+            "cannot reach the control plane at %s%s: is remora-control running? (set --control or REMORA_CONTROL)%s", control_addr,
+            strcasestr(st->message, "connection refused") != NULL ? " (connection refused)" : "",
+            insecure ? " (--insecure speaks plaintext: only to a `remora-control --insecure`)" : "");
     case GRPC_STATUS_DEADLINE_EXCEEDED:
         die(EXIT_UNREACHABLE, "the control plane at %s did not answer in time (%s)", control_addr, st->message);
     case GRPC_STATUS_UNIMPLEMENTED:
@@ -183,7 +204,88 @@ connect_control(void)
         {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_ENABLE_RETRIES, .value.integer = 0},
     };
     grpc_channel_args chargs = {.num_args = sizeof(args) / sizeof(args[0]), .args = (grpc_arg *)args};
-    return rm_rpc_client_create(control_addr, &chargs);
+    if (insecure)
+        return rm_rpc_client_create(control_addr, &chargs);
+    if (ca_file == NULL)
+        die(EXIT_USAGE, "no trust anchor to verify the control plane with: pass --ca FILE or set REMORA_CA_FILE "
+                        "(remora-control's <state-dir>/ca/trust-anchor.pem, or the bundle given to its --trust-anchor)");
+    if (admin_token_file == NULL)
+        die(EXIT_USAGE, "no admin credential: pass --admin-token FILE or set REMORA_ADMIN_TOKEN_FILE "
+                        "(remora-control writes <state-dir>/admin.token at first start)");
+    char err[512];
+    char *roots = rm_rpc_read_file(ca_file, 1 << 20, err, sizeof(err));
+    if (roots == NULL)
+        die(EXIT_USAGE, "--ca %s", err);
+    if (strstr(roots, "-----BEGIN CERTIFICATE-----") == NULL)
+        die(EXIT_USAGE, "--ca %s: no PEM certificate in the file", ca_file);
+    char *token = rm_rpc_read_file(admin_token_file, 4096, err, sizeof(err));
+    if (token == NULL)
+        die(EXIT_USAGE, "--admin-token %s", err);
+    /* surrounding whitespace is not part of the token; what remains must fit in a header */
+    char *t = token;
+    while (*t == ' ' || *t == '\t' || *t == '\n' || *t == '\r')
+        ++t;
+    size_t len = strlen(t);
+    while (len != 0 && (t[len - 1] == ' ' || t[len - 1] == '\t' || t[len - 1] == '\n' || t[len - 1] == '\r'))
+        t[--len] = '\0';
+    for (size_t i = 0; i != len; ++i)
+        if (t[i] <= ' ' || t[i] > '~')
+            die(EXIT_USAGE, "--admin-token %s: the file does not hold a token (one line, printable ASCII)", admin_token_file);
+    if (len == 0)
+        die(EXIT_USAGE, "--admin-token %s: the file is empty", admin_token_file);
+    rm_rpc_security_t sec = {.root_pem = roots, .bearer_token = t};
+    rm_rpc_client_t *c = rm_rpc_client_create_secure(control_addr, &chargs, &sec);
+    memset(token, 0, strlen(token));
+    free(token);
+    free(roots);
+    return c;
+}
+
+/*
+ * Removes --admin-token FILE (or =FILE), --ca FILE (or =FILE) and --insecure from anywhere in argv
+ * (before "--"), so that they may follow the command as well as precede it. Returns the new argc.
+ */
+static int
+take_security_options(int argc, char **argv)
+{
+    int out = 1;
+    for (int i = 1; i < argc; ++i) {
+        const char *a = argv[i];
+        const char **dst = NULL;
+        const char *name = NULL;
+        if (strcmp(a, "--") == 0) {
+            while (i < argc)
+                argv[out++] = argv[i++];
+            break;
+        }
+        if (strcmp(a, "--insecure") == 0) {
+            insecure = 1;
+            continue;
+        }
+        if (strncmp(a, "--admin-token", 13) == 0 && (a[13] == '\0' || a[13] == '=')) {
+            dst = &admin_token_file;
+            name = "--admin-token";
+        } else if (strncmp(a, "--ca", 4) == 0 && (a[4] == '\0' || a[4] == '=')) {
+            dst = &ca_file;
+            name = "--ca";
+        }
+        if (dst == NULL) {
+            argv[out++] = argv[i];
+            continue;
+        }
+        const char *eq = strchr(a, '=');
+        if (eq != NULL) {
+            *dst = eq + 1;
+        } else if (i + 1 < argc) {
+            *dst = argv[++i];
+        } else {
+            die(EXIT_USAGE, "%s needs a FILE", name);
+        }
+        if (**dst == '\0')
+            die(EXIT_USAGE, "%s needs a FILE", name);
+    }
+    argv[out] = NULL;
+    return out;
 }
 
 static ProtobufCMessage *
@@ -422,7 +524,7 @@ collect(const Remora__V1__GetResponse *resp, listed_t **out)
 {
     size_t n = resp->n_services + resp->n_http_routes + resp->n_grpc_routes + resp->n_fault_injections +
                resp->n_backend_traffic_policies + resp->n_rate_limit_policies + resp->n_telemetries +
-               resp->n_authorization_policies,
+               resp->n_authorization_policies + resp->n_mesh_tls,
            k = 0;
     listed_t *l = rm_calloc(n + 1, sizeof(*l));
     for (size_t i = 0; i != resp->n_services; ++i)
@@ -439,6 +541,8 @@ collect(const Remora__V1__GetResponse *resp, listed_t **out)
         l[k++] = (listed_t){RM_KIND_RATE_LIMIT_POLICY, &resp->rate_limit_policies[i]->base};
     for (size_t i = 0; i != resp->n_telemetries; ++i)
         l[k++] = (listed_t){RM_KIND_TELEMETRY, &resp->telemetries[i]->base};
+    for (size_t i = 0; i != resp->n_mesh_tls; ++i)
+        l[k++] = (listed_t){RM_KIND_MESH_TLS, &resp->mesh_tls[i]->base};
     for (size_t i = 0; i != resp->n_authorization_policies; ++i)
         l[k++] = (listed_t){RM_KIND_AUTHORIZATION_POLICY, &resp->authorization_policies[i]->base};
     *out = l;
@@ -691,6 +795,7 @@ print_table(listed_t *items, size_t n, int all_kinds, const Remora__V1__GetRespo
         [RM_KIND_RATE_LIMIT_POLICY] = {"NAMESPACE", "NAME", "TARGETS", "TOTAL", "PER CLIENT"},
         [RM_KIND_TELEMETRY] = {"NAMESPACE", "NAME", "SCOPE", "TRACING", "ACCESS LOG"},
         [RM_KIND_AUTHORIZATION_POLICY] = {"NAMESPACE", "NAME", "TARGETS", "ACTION", "RULES"},
+        [RM_KIND_MESH_TLS] = {"NAMESPACE", "NAME", "MODE"},
     };
     for (int k = 0; k != RM_KIND__COUNT; ++k) {
         table_t t = {.cols = 0};
@@ -748,6 +853,11 @@ print_table(listed_t *items, size_t n, int all_kinds, const Remora__V1__GetRespo
                 snprintf(b, sizeof(b), "%s", spec != NULL && (unsigned)spec->action < 3 ? actions[spec->action] : "-");
                 snprintf(c, sizeof(c), "%zu", spec != NULL ? spec->n_rules : 0);
                 const char *row[] = {meta->namespace_, name, a, b, c};
+                table_add(&t, row);
+            } else if (k == RM_KIND_MESH_TLS) {
+                static const char *const modes[] = {"PERMISSIVE", "STRICT", "PERMISSIVE", "DISABLE"};
+                const Remora__V1__MeshTLSSpec *spec = ((const Remora__V1__MeshTLS *)items[i].msg)->spec;
+                const char *row[] = {meta->namespace_, name, spec != NULL && (unsigned)spec->mode < 4 ? modes[spec->mode] : "-"};
                 table_add(&t, row);
             } else if (k == RM_KIND_TELEMETRY) {
                 const Remora__V1__TelemetrySpec *spec = ((const Remora__V1__Telemetry *)items[i].msg)->spec;
@@ -1221,14 +1331,31 @@ identity_call(const char *method, const ProtobufCMessage *req, const ProtobufCMe
     return resp;
 }
 
+/* gRPC's own log lines (a failed TLS handshake...) would precede remoractl's one-line errors: dropped */
+static void
+quiet_grpc_log(gpr_log_func_args *args)
+{
+}
+
 int
 main(int argc, char **argv)
 {
+    /* no OpenSSL clean-up at exit: gRPC's threads may still be ending then, and a thread that ends after the
+     * clean-up deleted OpenSSL's thread key leaks its error state (each thread frees its own as it ends) */
+    OPENSSL_init_crypto(OPENSSL_INIT_NO_ATEXIT, NULL);
     static const struct option opts[] = {
         {"control", required_argument, NULL, 'c'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
     control_addr = getenv("REMORA_CONTROL");
     if (control_addr == NULL || control_addr[0] == '\0')
         control_addr = DEFAULT_CONTROL;
+    admin_token_file = getenv("REMORA_ADMIN_TOKEN_FILE");
+    if (admin_token_file != NULL && admin_token_file[0] == '\0')
+        admin_token_file = NULL;
+    ca_file = getenv("REMORA_CA_FILE");
+    if (ca_file != NULL && ca_file[0] == '\0')
+        ca_file = NULL;
+    argc = take_security_options(argc, argv);
+    gpr_set_log_function(quiet_grpc_log);
     int c;
     /* "+": options after the command belong to the command */
     while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {

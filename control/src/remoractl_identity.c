@@ -35,7 +35,9 @@ const char rm_ctl_token_help[] = "Usage: remoractl token create --namespace NS -
 const char rm_ctl_identity_help[] = "Usage: remoractl identity\n"
                                     "\n"
                                     "The control plane's certificate authority: trust domain, issuer, anchors, certificate\n"
-                                    "lifetime, tokens stored, certificates issued and Certify refusals by reason.\n";
+                                    "lifetime, tokens stored, certificates issued, Certify refusals by reason, the calls refused\n"
+                                    "by authentication by API and status (admin_unauthenticated, admin_permission_denied,\n"
+                                    "discovery_*, identity_*) and the control plane's own serving certificate.\n";
 
 static void __attribute__((noreturn, format(printf, 2, 3))) usage_die(const char *help, const char *fmt, ...)
 {
@@ -173,6 +175,16 @@ rm_ctl_identity(int argc, char **argv, rm_ctl_call_fn call)
     for (size_t i = 0; i != resp->n_refusals; ++i)
         printf(" %s=%" PRIu64, resp->refusals[i]->key, resp->refusals[i]->value);
     printf("\n");
+    printf("auth refusals:        ");
+    for (size_t i = 0; i != resp->n_auth_refusals; ++i)
+        printf(" %s=%" PRIu64, resp->auth_refusals[i]->key, resp->auth_refusals[i]->value);
+    printf("\n");
+    if (resp->server_cert_expires != NULL) {
+        format_time(resp->server_cert_expires->seconds, when, sizeof(when));
+        printf("serving certificate:   expires %s (issued %" PRIu64 " times since start)\n", when, resp->server_cert_issued);
+    } else {
+        printf("serving certificate:   none (--insecure: plaintext, unauthenticated)\n");
+    }
     protobuf_c_message_free_unpacked(&resp->base, NULL);
     return 0;
 }

@@ -167,6 +167,8 @@ render_service_spec(const Remora__V1__ServiceSpec *spec)
     add_str(s, "protocol", proto);
     if (!spec->meshed)
         rm_node_add(s, "meshed", rm_node_bool(0));
+    if (spec->service_account != NULL && spec->service_account[0] != '\0')
+        add_str(s, "serviceAccount", spec->service_account);
     if (spec->n_addresses != 0) {
         rm_node_t *addrs = rm_node_add(s, "addresses", rm_node_list());
         for (size_t i = 0; i != spec->n_addresses; ++i)
@@ -809,6 +811,14 @@ rm_render_resource(rm_kind_t kind, const ProtobufCMessage *msg)
         const Remora__V1__Telemetry *t = (const void *)msg;
         if (t->spec != NULL)
             spec = render_telemetry_spec(t->spec);
+    } break;
+    case RM_KIND_MESH_TLS: {
+        const Remora__V1__MeshTLS *t = (const void *)msg;
+        if (t->spec != NULL) {
+            static const char *const modes[] = {"PERMISSIVE", "STRICT", "PERMISSIVE", "DISABLE"};
+            spec = rm_node_map();
+            add_str(spec, "mode", (unsigned)t->spec->mode < 4 ? modes[t->spec->mode] : "PERMISSIVE");
+        }
     } break;
     default:
         break;

@@ -33,6 +33,7 @@ static const struct {
                                       "authorizationpolicy",
                                       "authorization_policies",
                                       {"authorizationpolicy", "authorizationpolicies", "authz", NULL}},
+    [RM_KIND_MESH_TLS] = {"MeshTLS", "meshtls", "mesh_tls", {"meshtls", "meshtlses", NULL}},
 };
 
 int
@@ -66,7 +67,7 @@ rm_kind_list(void)
 {
     return "Service (services, svc), HTTPRoute (httproutes), GRPCRoute (grpcroutes), FaultInjection (faultinjections), "
            "BackendTrafficPolicy (backendtrafficpolicies, btp), RateLimitPolicy (ratelimitpolicies, rlp), Telemetry (telemetries), "
-           "AuthorizationPolicy (authorizationpolicies, authz)";
+           "AuthorizationPolicy (authorizationpolicies, authz), MeshTLS (meshtls)";
 }
 
 const char *
@@ -95,6 +96,8 @@ rm_kind_descriptor(rm_kind_t kind)
         return &remora__v1__telemetry__descriptor;
     case RM_KIND_AUTHORIZATION_POLICY:
         return &remora__v1__authorization_policy__descriptor;
+    case RM_KIND_MESH_TLS:
+        return &remora__v1__mesh_tls__descriptor;
     default:
         break;
     }
@@ -121,6 +124,8 @@ rm_kind_to_proto(rm_kind_t kind)
         return REMORA__V1__RESOURCE_KIND__RESOURCE_KIND_TELEMETRY;
     case RM_KIND_AUTHORIZATION_POLICY:
         return REMORA__V1__RESOURCE_KIND__RESOURCE_KIND_AUTHORIZATION_POLICY;
+    case RM_KIND_MESH_TLS:
+        return REMORA__V1__RESOURCE_KIND__RESOURCE_KIND_MESH_TLS;
     default:
         break;
     }
@@ -155,6 +160,9 @@ rm_kind_from_proto(Remora__V1__ResourceKind pk, rm_kind_t *kind)
     case REMORA__V1__RESOURCE_KIND__RESOURCE_KIND_AUTHORIZATION_POLICY:
         *kind = RM_KIND_AUTHORIZATION_POLICY;
         return 0;
+    case REMORA__V1__RESOURCE_KIND__RESOURCE_KIND_MESH_TLS:
+        *kind = RM_KIND_MESH_TLS;
+        return 0;
     default:
         break;
     }
@@ -181,6 +189,8 @@ rm_resource_meta(rm_kind_t kind, const ProtobufCMessage *msg)
         return ((const Remora__V1__Telemetry *)msg)->metadata;
     case RM_KIND_AUTHORIZATION_POLICY:
         return ((const Remora__V1__AuthorizationPolicy *)msg)->metadata;
+    case RM_KIND_MESH_TLS:
+        return ((const Remora__V1__MeshTLS *)msg)->metadata;
     default:
         break;
     }

@@ -24,6 +24,7 @@ typedef enum en_rm_kind_t {
     RM_KIND_RATE_LIMIT_POLICY,
     RM_KIND_TELEMETRY,
     RM_KIND_AUTHORIZATION_POLICY,
+    RM_KIND_MESH_TLS,
     RM_KIND__COUNT
 } rm_kind_t;
 

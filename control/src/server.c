@@ -16,10 +16,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <grpc/grpc_security.h>
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
+#include <openssl/crypto.h>
 #include "remora/log.h"
 #include "remora/rpc.h"
 #include "remora/strutil.h"
@@ -98,6 +100,14 @@ struct st_rm_control_server_t {
     /* the snapshot of snapshot_version, shared by every push */
     grpc_slice snapshot;
     uint64_t snapshot_version;
+    /* plaintext, no authentication (remora-control --insecure, the unit tests) */
+    int insecure;
+    /* TLS: the serving certificate, re-issued on the server's thread at half its lifetime; gRPC's
+     * handshakers read it through fetch_cert_config (its threads), hence the mutex */
+    pthread_mutex_t tls_mutex;
+    char *tls_chain_pem, *tls_key_pem;
+    uint64_t tls_generation, tls_served;
+    uint64_t tls_renew_at_ms;
 };
 
 struct st_unary_t {
@@ -129,7 +139,7 @@ struct st_conn_t {
     int refs;
     unsigned sent_initial_md : 1, send_busy : 1, closed : 1, status_queued : 1, status_sent : 1, has_sent : 1;
     grpc_status_code status_code;
-    char status_msg[256];
+    char status_msg[640];
     agent_t *agent;
     uint64_t sent_version;
     char sent_nonce[24];
@@ -157,6 +167,69 @@ wall_now(struct timespec *ts)
 {
     clock_gettime(CLOCK_REALTIME, ts);
     return (uint64_t)ts->tv_sec;
+}
+
+/* ------------------------------------------------------------------------------- authentication */
+
+/* The credentials a call presents, in caller-owned buffers. */
+typedef struct st_credentials_t {
+    rm_auth_caller_t caller;
+    char bearer[512], spiffe_id[512], who[300];
+} credentials_t;
+
+static void
+copy_value(char *dst, size_t dstsz, const char *p, size_t len)
+{
+    if (len >= dstsz)
+        len = dstsz - 1;
+    memcpy(dst, p, len);
+    dst[len] = '\0';
+}
+
+/* Reads the bearer token of `md` and the SPIFFE ID of the call's verified client certificate. */
+static void
+get_credentials(grpc_call *call, const grpc_metadata_array *md, const char *who, credentials_t *cr)
+{
+    memset(&cr->caller, 0, sizeof(cr->caller));
+    for (size_t i = 0; i != md->count; ++i) {
+        const grpc_metadata *m = &md->metadata[i];
+        if (grpc_slice_str_cmp(m->key, "authorization") != 0)
+            continue;
+        size_t len = GRPC_SLICE_LENGTH(m->value);
+        const char *v = (const char *)GRPC_SLICE_START_PTR(m->value);
+        if (len > 7 && strncasecmp(v, "Bearer ", 7) == 0) {
+            copy_value(cr->bearer, sizeof(cr->bearer), v + 7, len - 7);
+            cr->caller.bearer = cr->bearer;
+        }
+        break;
+    }
+    grpc_auth_context *ctx = grpc_call_auth_context(call);
+    if (ctx != NULL) {
+        grpc_auth_property_iterator it = grpc_auth_context_find_properties_by_name(ctx, GRPC_PEER_SPIFFE_ID_PROPERTY_NAME);
+        const grpc_auth_property *p = grpc_auth_property_iterator_next(&it);
+        if (p == NULL) {
+            /* gRPC names the SPIFFE ID only when it is the certificate's one URI SAN; look through all of them */
+            it = grpc_auth_context_find_properties_by_name(ctx, GRPC_X509_SAN_PROPERTY_NAME);
+            while ((p = grpc_auth_property_iterator_next(&it)) != NULL &&
+                   !(p->value_length > 9 && memcmp(p->value, "spiffe://", 9) == 0))
+                ;
+        }
+        if (p != NULL) {
+            copy_value(cr->spiffe_id, sizeof(cr->spiffe_id), p->value, p->value_length);
+            cr->caller.spiffe_id = cr->spiffe_id;
+        }
+        grpc_auth_context_release(ctx);
+    }
+    if (who != NULL) {
+        snprintf(cr->who, sizeof(cr->who), "%s", who);
+    } else {
+        char *peer = grpc_call_get_peer(call);
+        /* "ipv4:127.0.0.1:41234": the address without the port, so that a caller is one caller */
+        char *colon = peer != NULL ? strrchr(peer, ':') : NULL;
+        snprintf(cr->who, sizeof(cr->who), "%.*s", colon != NULL ? (int)(colon - peer) : 200, peer != NULL ? peer : "?");
+        gpr_free(peer);
+    }
+    cr->caller.who = cr->who;
 }
 
 /* ----------------------------------------------------------------------------------- unary calls */
@@ -504,6 +577,17 @@ handle_hello(conn_t *c, const Remora__V1__Hello *hello)
     if (!valid_node_id(hello->node_id)) {
         queue_status(c, GRPC_STATUS_INVALID_ARGUMENT, "Hello.node_id must be 1-253 printable ASCII characters without spaces");
         return;
+    }
+    if (!srv->insecure) {
+        credentials_t cr;
+        char why[600];
+        get_credentials(c->call, &c->md, hello->node_id, &cr);
+        grpc_status_code code = rm_identity_authenticate_workload(srv->identity, RM_AUTH_API_DISCOVERY, &cr.caller, hello->node_id,
+                                                                  0, why, sizeof(why));
+        if (code != GRPC_STATUS_OK) {
+            queue_status(c, code, why);
+            return;
+        }
     }
     agent_t *a = find_agent(srv, hello->node_id, 1);
     if (a == NULL) {
@@ -1057,9 +1141,17 @@ handle_identity(rm_control_server_t *srv, unary_t *u, ProtobufCMessage *msg)
     case M_IDENTITY_STATUS:
         code = rm_identity_status(srv->identity, &resp, why, sizeof(why));
         break;
-    case M_CERTIFY:
-        code = rm_identity_certify(srv->identity, (Remora__V1__CertifyRequest *)msg, &resp, why, sizeof(why));
-        break;
+    case M_CERTIFY: {
+        /* the token travels in the request; one sent as `authorization: Bearer` does as well */
+        Remora__V1__CertifyRequest *req = (Remora__V1__CertifyRequest *)msg;
+        char *body_token = req->token;
+        credentials_t cr;
+        get_credentials(u->call, &u->md, NULL, &cr);
+        if (req->token[0] == '\0' && cr.caller.bearer != NULL)
+            req->token = cr.bearer;
+        code = rm_identity_certify(srv->identity, req, &resp, why, sizeof(why));
+        req->token = body_token;
+    } break;
     default:
         code = rm_identity_trust_bundle(srv->identity, &resp, why, sizeof(why));
         break;
@@ -1088,6 +1180,19 @@ static const struct {
     [M_STREAM] = {"/remora.v1.Discovery/StreamSnapshots", NULL, NULL},
 };
 
+/* Admin methods need the admin credential; GetTrustBundle a workload identity (or the admin credential); Certify its token. */
+static grpc_status_code
+authorize_unary(rm_control_server_t *srv, unary_t *u, char *why, size_t whysz)
+{
+    if (srv->insecure || u->method == M_CERTIFY)
+        return GRPC_STATUS_OK;
+    credentials_t cr;
+    get_credentials(u->call, &u->md, NULL, &cr);
+    if (u->method == M_TRUST_BUNDLE)
+        return rm_identity_authenticate_workload(srv->identity, RM_AUTH_API_IDENTITY, &cr.caller, NULL, 1, why, whysz);
+    return rm_identity_authenticate_admin(srv->identity, &cr.caller, why, whysz);
+}
+
 static void
 unary_on_request(tag_t *tag, int ok)
 {
@@ -1105,11 +1210,18 @@ unary_on_request(tag_t *tag, int ok)
     if (u->method == M_UNKNOWN) {
         respond_error(u, GRPC_STATUS_UNIMPLEMENTED, "unknown method %.*s", (int)GRPC_SLICE_LENGTH(u->call_details.method),
                       (const char *)GRPC_SLICE_START_PTR(u->call_details.method));
-    } else if (u->payload == NULL || (req = rm_rpc_unpack(methods[u->method].request, u->payload)) == NULL) {
-        respond_error(u, GRPC_STATUS_INVALID_ARGUMENT, "the request does not parse as %s", methods[u->method].request->name);
     } else {
-        methods[u->method].handle(srv, u, req);
-        protobuf_c_message_free_unpacked(req, NULL);
+        /* who is calling first: an unauthenticated caller learns nothing about its request */
+        char why[600];
+        grpc_status_code code = authorize_unary(srv, u, why, sizeof(why));
+        if (code != GRPC_STATUS_OK) {
+            respond(u, code, why, NULL);
+        } else if (u->payload == NULL || (req = rm_rpc_unpack(methods[u->method].request, u->payload)) == NULL) {
+            respond_error(u, GRPC_STATUS_INVALID_ARGUMENT, "the request does not parse as %s", methods[u->method].request->name);
+        } else {
+            methods[u->method].handle(srv, u, req);
+            protobuf_c_message_free_unpacked(req, NULL);
+        }
     }
     unary_maybe_free(u);
 }
@@ -1156,6 +1268,59 @@ next_deadline(rm_control_server_t *srv)
     return rm_rpc_deadline_in_ms(due > now ? (int64_t)(due - now) : 0);
 }
 
+/*
+ * Issues the control plane's serving certificate (ca.h) and hands it to the next TLS handshakes;
+ * connections made with the previous one are not disturbed. Renewed at half its lifetime; a failure
+ * is retried 10 s later while the current one keeps serving. Returns 0, or -1 with the reason.
+ */
+static int
+issue_server_cert(rm_control_server_t *srv)
+{
+    char *chain, *key, err[512];
+    int64_t nb, na;
+    if (rm_ca_issue_server(rm_identity_ca(srv->identity), RM_RPC_CONTROL_SERVER_NAME, &chain, &key, &nb, &na, err, sizeof(err)) !=
+        0) {
+        rm_log_error(LOG, "%s; retrying in 10 s", err);
+        srv->tls_renew_at_ms = rm_now_ms() + 10000;
+        return -1;
+    }
+    pthread_mutex_lock(&srv->tls_mutex);
+    free(srv->tls_chain_pem);
+    if (srv->tls_key_pem != NULL) {
+        OPENSSL_cleanse(srv->tls_key_pem, strlen(srv->tls_key_pem));
+        free(srv->tls_key_pem);
+    }
+    srv->tls_chain_pem = chain;
+    srv->tls_key_pem = key;
+    ++srv->tls_generation;
+    pthread_mutex_unlock(&srv->tls_mutex);
+    rm_identity_server_cert_issued(srv->identity, na);
+    /* half the lifetime, from the wall clock to the monotonic one */
+    int64_t now = (int64_t)time(NULL), renew = nb + (na - nb) / 2;
+    srv->tls_renew_at_ms = rm_now_ms() + (uint64_t)(renew > now ? renew - now : 1) * 1000;
+    rm_log_debug(LOG, "serving certificate for " RM_RPC_CONTROL_SERVER_NAME " issued, valid until %lld, renewed in %lld s",
+                 (long long)na, (long long)(renew - now));
+    return 0;
+}
+
+/* gRPC's threads, at every TLS handshake: the newest serving certificate when it changed. */
+static grpc_ssl_certificate_config_reload_status
+fetch_cert_config(void *arg, grpc_ssl_server_certificate_config **config)
+{
+    rm_control_server_t *srv = arg;
+    grpc_ssl_certificate_config_reload_status r = GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_UNCHANGED;
+    pthread_mutex_lock(&srv->tls_mutex);
+    if (srv->tls_generation != srv->tls_served && srv->tls_chain_pem != NULL) {
+        grpc_ssl_pem_key_cert_pair pair = {srv->tls_key_pem, srv->tls_chain_pem};
+        /* the client roots: the trust bundle, against which workload certificates are verified */
+        *config = grpc_ssl_server_certificate_config_create(rm_ca_bundle_pem(rm_identity_ca(srv->identity)), &pair, 1);
+        srv->tls_served = srv->tls_generation;
+        r = GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_NEW;
+    }
+    pthread_mutex_unlock(&srv->tls_mutex);
+    return r;
+}
+
 static void *
 run(void *arg)
 {
@@ -1170,6 +1335,8 @@ run(void *arg)
         }
         if (srv->waiters != NULL)
             check_waiters(srv);
+        if (!srv->insecure && rm_now_ms() >= srv->tls_renew_at_ms)
+            issue_server_cert(srv);
     }
     grpc_completion_queue_shutdown(srv->cq);
     while (grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type != GRPC_QUEUE_SHUTDOWN)
@@ -1177,19 +1344,34 @@ run(void *arg)
     return NULL;
 }
 
-rm_control_server_t *
-rm_control_server_start(const char *listen, rm_store_t *store, char *err, size_t errsz)
+static void
+free_tls(rm_control_server_t *srv)
 {
-    return rm_control_server_start_with_identity(listen, store, NULL, err, errsz);
+    free(srv->tls_chain_pem);
+    if (srv->tls_key_pem != NULL) {
+        OPENSSL_cleanse(srv->tls_key_pem, strlen(srv->tls_key_pem));
+        free(srv->tls_key_pem);
+    }
+    pthread_mutex_destroy(&srv->tls_mutex);
 }
 
 rm_control_server_t *
-rm_control_server_start_with_identity(const char *listen, rm_store_t *store, rm_identity_service_t *identity, char *err,
-                                      size_t errsz)
+rm_control_server_start(const char *listen, rm_store_t *store, char *err, size_t errsz)
 {
+    return rm_control_server_start_with_identity(listen, store, NULL, 1, err, errsz);
+}
+
+rm_control_server_t *
+rm_control_server_start_with_identity(const char *listen, rm_store_t *store, rm_identity_service_t *identity, int insecure,
+                                      char *err, size_t errsz)
+{
+    if (identity == NULL && !insecure)
+        rm_fatal("a control plane without a certificate authority can only be insecure");
     rm_control_server_t *srv = rm_calloc(1, sizeof(*srv));
     srv->store = store;
     srv->identity = identity;
+    srv->insecure = insecure;
+    pthread_mutex_init(&srv->tls_mutex, NULL);
     srv->shutdown_tag.cb = on_shutdown;
     srv->snapshot = grpc_empty_slice();
     atomic_init(&srv->stopping, 0);
@@ -1215,16 +1397,30 @@ rm_control_server_start_with_identity(const char *listen, rm_store_t *store, rm_
         if (srv->methods[m] == NULL)
             rm_fatal("cannot register %s", methods[m].path);
     }
-    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
-    srv->port = grpc_server_add_http2_port(srv->server, listen, creds);
-    grpc_server_credentials_release(creds);
+    grpc_server_credentials *creds;
+    if (insecure) {
+        creds = grpc_insecure_server_credentials_create();
+    } else if (issue_server_cert(srv) != 0) {
+        snprintf(err, errsz, "cannot issue the control plane's serving certificate (see the log above)");
+        creds = NULL;
+    } else {
+        /* a client certificate is asked for and, when one is sent, verified against the trust bundle;
+         * callers without one authenticate with a token (get_credentials) */
+        creds = grpc_ssl_server_credentials_create_with_options(grpc_ssl_server_credentials_create_options_using_config_fetcher(
+            GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY, fetch_cert_config, srv));
+    }
+    srv->port = creds != NULL ? grpc_server_add_http2_port(srv->server, listen, creds) : 0;
+    if (creds != NULL)
+        grpc_server_credentials_release(creds);
     if (srv->port == 0) {
-        snprintf(err, errsz, "cannot listen on %s (address in use, not local, or not ADDR:PORT)", listen);
+        if (creds != NULL)
+            snprintf(err, errsz, "cannot listen on %s (address in use, not local, or not ADDR:PORT)", listen);
         grpc_server_destroy(srv->server);
         grpc_completion_queue_shutdown(srv->cq);
         while (grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type != GRPC_QUEUE_SHUTDOWN)
             ;
         grpc_completion_queue_destroy(srv->cq);
+        free_tls(srv);
         free(srv);
         return NULL;
     }
@@ -1274,5 +1470,6 @@ rm_control_server_destroy(rm_control_server_t *srv)
         free(srv->agents[i]);
     }
     free(srv->agents);
+    free_tls(srv);
     free(srv);
 }

@@ -236,7 +236,7 @@ rm_tokens_check(rm_tokens_t *t, const char *token, const char *node_id, const ch
                      (long long)(now - e->expires));
             return RM_TOKEN_EXPIRED;
         }
-    } else if (strcmp(e->node, node_id) != 0) {
+    } else if (node_id != NULL && strcmp(e->node, node_id) != 0) {
         snprintf(why, whysz,
                  "the bootstrap token for ns/%s/sa/%s is already bound to another node (%s); a token serves one workload", e->ns,
                  e->sa, e->node);
@@ -268,4 +268,91 @@ rm_tokens_record(rm_tokens_t *t, const char *token, const char *node_id, int64_t
     int r = commit(t, copy, t->n, NULL, err, errsz);
     free(copy);
     return r;
+}
+
+int
+rm_admin_token_valid(const char *s)
+{
+    if (strlen(s) != RM_ADMIN_TOKEN_LEN || strncmp(s, RM_ADMIN_TOKEN_PREFIX, 5) != 0)
+        return 0;
+    for (const char *p = s + 5; *p != '\0'; ++p)
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
+            return 0;
+    return 1;
+}
+
+int
+rm_token_equal(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    return la == lb && CRYPTO_memcmp(a, b, la) == 0;
+}
+
+static int
+read_admin_token(const char *path, char *token, char *err, size_t errsz)
+{
+    char buf[256];
+    FILE *fp = fopen(path, "r");
+    if (fp == NULL) {
+        snprintf(err, errsz, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    size_t n = fread(buf, 1, sizeof(buf) - 1, fp);
+    fclose(fp);
+    buf[n] = '\0';
+    char *p = buf;
+    while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+        ++p;
+    size_t len = strlen(p);
+    while (len != 0 && (p[len - 1] == ' ' || p[len - 1] == '\t' || p[len - 1] == '\n' || p[len - 1] == '\r'))
+        p[--len] = '\0';
+    int ok = rm_admin_token_valid(p);
+    if (ok)
+        memcpy(token, p, RM_ADMIN_TOKEN_LEN + 1);
+    OPENSSL_cleanse(buf, sizeof(buf));
+    if (!ok) {
+        snprintf(err, errsz, "%s: not an admin credential (\"" RM_ADMIN_TOKEN_PREFIX "\" followed by 64 hex digits)", path);
+        return -1;
+    }
+    return 0;
+}
+
+int
+rm_admin_token_load(const char *state_dir, const char *file, char *token, char *err, size_t errsz)
+{
+    if (file != NULL)
+        return read_admin_token(file, token, err, errsz);
+    char path[4096], tmp[4200];
+    snprintf(path, sizeof(path), "%s/%s", state_dir, RM_ADMIN_TOKEN_FILE);
+    if (access(path, F_OK) == 0)
+        return read_admin_token(path, token, err, errsz);
+    unsigned char rnd[32];
+    if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
+        snprintf(err, errsz, "no randomness for the admin credential");
+        return -1;
+    }
+    memcpy(token, RM_ADMIN_TOKEN_PREFIX, 5);
+    for (unsigned i = 0; i != 32; ++i)
+        sprintf(token + 5 + 2 * i, "%02x", rnd[i]);
+    OPENSSL_cleanse(rnd, sizeof(rnd));
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    unlink(tmp);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        snprintf(err, errsz, "%s: %s", tmp, strerror(errno));
+        return -1;
+    }
+    char line[RM_ADMIN_TOKEN_LEN + 2];
+    snprintf(line, sizeof(line), "%s\n", token);
+    int ok = write(fd, line, RM_ADMIN_TOKEN_LEN + 1) == RM_ADMIN_TOKEN_LEN + 1 && fsync(fd) == 0;
+    OPENSSL_cleanse(line, sizeof(line));
+    if (close(fd) != 0)
+        ok = 0;
+    if (!ok || rename(tmp, path) != 0) {
+        snprintf(err, errsz, "%s: %s", path, strerror(errno));
+        unlink(tmp);
+        return -1;
+    }
+    rm_log_info(LOG, "created the admin credential %s (remoractl --admin-token %s)", path, path);
+    return 0;
 }

@@ -56,7 +56,8 @@ int rm_tokens_create(rm_tokens_t *tokens, const char *ns, const char *sa, uint32
                      size_t errsz);
 
 /**
- * Checks `token` for `node_id` without changing anything. RM_TOKEN_OK sets *ns and *sa (owned by
+ * Checks `token` for `node_id` without changing anything (`node_id` NULL: for any node, the
+ * binding is not checked). RM_TOKEN_OK sets *ns and *sa (owned by
  * the store, valid until the next change).
  */
 rm_token_result_t rm_tokens_check(rm_tokens_t *tokens, const char *token, const char *node_id, const char **ns, const char **sa,
@@ -68,5 +69,28 @@ rm_token_result_t rm_tokens_check(rm_tokens_t *tokens, const char *token, const 
  * could not be written (then nothing changed: the caller must not hand out the certificate).
  */
 int rm_tokens_record(rm_tokens_t *tokens, const char *token, const char *node_id, int64_t not_after, char *err, size_t errsz);
+
+/*
+ * The admin credential (docs/identity.md, "The control plane's own doors"): the secret remoractl
+ * presents on the Admin service as `authorization: Bearer <token>`. "rma1." followed by 64 hex
+ * digits, a prefix no bootstrap token ("rmt1.") has, so that neither can be taken for the other.
+ */
+#define RM_ADMIN_TOKEN_FILE "admin.token"
+#define RM_ADMIN_TOKEN_PREFIX "rma1."
+#define RM_ADMIN_TOKEN_LEN (5 + 64)
+
+/** 1 when `s` has the admin credential's shape (prefix and 64 lower-case hex digits). */
+int rm_admin_token_valid(const char *s);
+
+/**
+ * The admin credential: read from `file` when given (surrounding whitespace ignored; it must have
+ * the shape above), else from DIR/admin.token, which is created (random, mode 0600, written to a
+ * temporary file, fsynced and renamed) when missing. Writes it into `token` (RM_ADMIN_TOKEN_LEN + 1
+ * bytes). Returns 0, or -1 with the reason naming the file.
+ */
+int rm_admin_token_load(const char *state_dir, const char *file, char *token, char *err, size_t errsz);
+
+/** Compares two strings in time independent of where they differ. 1 when equal. */
+int rm_token_equal(const char *a, const char *b);
 
 #endif

@@ -6,6 +6,10 @@
  *
  * stdout, one line per event: "ready N" once every agent holds its first snapshot, then
  * "<node> <version> <ack|nack|ignore>" per snapshot. SIGTERM or SIGINT ends it (exit 0).
+ *
+ * Like agents, they connect over TLS, verify the control plane against --trust-anchor and present
+ * the workload token of --token (one unbound token serves every node id on discovery); --insecure
+ * for a `remora-control --insecure`.
  */
 #include <getopt.h>
 #include <pthread.h>
@@ -14,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <openssl/crypto.h>
 #include "remora/rpc.h"
 #include "remora/strutil.h"
 #include "remora/v1/discovery.pb-c.h"
@@ -110,15 +115,16 @@ out:
 int
 main(int argc, char **argv)
 {
-    static const struct option opts[] = {{"control", required_argument, NULL, 'c'},
-                                         {"count", required_argument, NULL, 'n'},
-                                         {"prefix", required_argument, NULL, 'p'},
-                                         {"nack", required_argument, NULL, 'N'},
-                                         {"silent", no_argument, NULL, 's'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
-    const char *prefix = "fake-";
-    int c;
+    /* no OpenSSL clean-up at exit: gRPC's threads may still be ending then, and a thread that ends after the
+     * clean-up deleted OpenSSL's thread key leaks its error state (each thread frees its own as it ends) */
+    OPENSSL_init_crypto(OPENSSL_INIT_NO_ATEXIT, NULL);
+    static const struct option opts[] = {{"control", required_argument, NULL, 'c'}, {"trust-anchor", required_argument, NULL, 'A'},
+                                         {"token", required_argument, NULL, 'T'},   {"insecure", no_argument, NULL, 'I'},
+                                         {"count", required_argument, NULL, 'n'},   {"prefix", required_argument, NULL, 'p'},
+                                         {"nack", required_argument, NULL, 'N'},    {"silent", no_argument, NULL, 's'},
+                                         {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
+    const char *prefix = "fake-", *trust_anchor = NULL, *token_file = NULL;
+    int c, insecure = 0;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case 'c':
@@ -136,8 +142,18 @@ main(int argc, char **argv)
         case 's':
             silent = 1;
             break;
+        case 'A':
+            trust_anchor = optarg;
+            break;
+        case 'T':
+            token_file = optarg;
+            break;
+        case 'I':
+            insecure = 1;
+            break;
         case 'h':
-            printf("Usage: remora-fake-agents [--control ADDR:PORT] [--count N] [--prefix P] [--nack REASON | --silent]\n");
+            printf("Usage: remora-fake-agents [--control ADDR:PORT] (--trust-anchor FILE --token FILE | --insecure) [--count N]\n"
+                   "                          [--prefix P] [--nack REASON | --silent]\n");
             return 0;
         default:
             return 2;
@@ -147,6 +163,21 @@ main(int argc, char **argv)
         fprintf(stderr, "remora-fake-agents: --count must be 1-1000\n");
         return 2;
     }
+    char err[512];
+    char *root_pem = NULL, *token = NULL;
+    if (!insecure) {
+        if (trust_anchor == NULL || token_file == NULL) {
+            fprintf(stderr, "remora-fake-agents: --trust-anchor FILE and --token FILE are needed (or --insecure)\n");
+            return 2;
+        }
+        if ((root_pem = rm_rpc_read_file(trust_anchor, 1 << 20, err, sizeof(err))) == NULL ||
+            (token = rm_rpc_read_file(token_file, 8192, err, sizeof(err))) == NULL) {
+            fprintf(stderr, "remora-fake-agents: %s\n", err);
+            return 2;
+        }
+        token[strcspn(token, " \t\r\n")] = '\0';
+    }
+    rm_rpc_security_t sec = {.insecure = insecure, .root_pem = root_pem, .bearer_token = token};
     sigset_t sigs;
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGINT);
@@ -159,7 +190,7 @@ main(int argc, char **argv)
     agent_t *agents = rm_calloc((size_t)count, sizeof(*agents));
     for (int i = 0; i != count; ++i) {
         snprintf(agents[i].node_id, sizeof(agents[i].node_id), "%s%03d", prefix, i);
-        agents[i].client = rm_rpc_client_create(control, &args);
+        agents[i].client = rm_rpc_client_create_secure(control, &args, &sec);
         if (pthread_create(&agents[i].thread, NULL, run, &agents[i]) != 0) {
             fprintf(stderr, "remora-fake-agents: cannot start a thread\n");
             return 1;
@@ -173,6 +204,8 @@ main(int argc, char **argv)
         rm_rpc_client_destroy(agents[i].client);
     }
     free(agents);
+    free(root_pem);
+    free(token);
     rm_rpc_shutdown();
     return 0;
 }

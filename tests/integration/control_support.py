@@ -5,6 +5,12 @@ snapshot), written with python3-grpcio and Python code generated from proto/ at 
 Binaries: REMORA_CONTROL_BIN / REMORACTL_BIN, else next to REMORA_AGENT (<build>/agent/remora-agent ->
 <build>/control/), else build/control/. The scale test's C fake agents (remora-fake-agents) are taken
 from the directory of remoractl.
+
+The control plane's doors (docs/identity.md, "The control plane's own doors") are set up here for every
+test: remora-control serves TLS and writes <state-dir>/admin.token; `ControlPlane.ctl` passes the trust
+anchor and the admin credential to remoractl (REMORA_CA_FILE, REMORA_ADMIN_TOKEN_FILE); an agent gets its
+--trust-anchor and a bootstrap token from `ControlPlane.agent_args(node_id)`; fake agents present a
+workload token over TLS.
 """
 
 import atexit
@@ -25,6 +31,8 @@ from procutil import Proc, free_port, wait_port
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 PROTO_DIR = os.path.join(REPO, "proto")
+# the DNS name in remora-control's certificate (RM_RPC_CONTROL_SERVER_NAME): clients connect by IP
+CONTROL_SERVER_NAME = "remora-control.remora-system.svc"
 
 
 def _build_dir():
@@ -65,6 +73,8 @@ def pb():
     _pb.admin, _pb.discovery, _pb.meta, _pb.route, _pb.service = admin_pb2, discovery_pb2, meta_pb2, route_pb2, service_pb2
     from remora.v1 import policy_pb2  # noqa: E402
     _pb.policy = policy_pb2
+    from remora.v1 import identity_pb2  # noqa: E402
+    _pb.identity = identity_pb2
     return _pb
 
 
@@ -80,7 +90,7 @@ def _check_bins():
 class ControlPlane:
     """A remora-control process on a loopback port with its own state directory."""
 
-    def __init__(self, workdir, port=None, state_dir=None, name="control"):
+    def __init__(self, workdir, port=None, state_dir=None, name="control", trust_anchor=None, extra=()):
         _check_bins()
         self.workdir = workdir
         self.port = port or free_port()
@@ -88,6 +98,62 @@ class ControlPlane:
         self.name = name
         self.proc = None
         self.starts = 0
+        self.extra = list(extra)
+        # what clients verify the control plane with: the generated anchor unless one is supplied
+        self.trust_anchor = trust_anchor or os.path.join(self.state_dir, "ca", "trust-anchor.pem")
+        self._tokens = 0
+        self._fake_token = None
+
+    @property
+    def admin_token_file(self):
+        return os.path.join(self.state_dir, "admin.token")
+
+    def admin_token(self):
+        with open(self.admin_token_file) as f:
+            return f.read().strip()
+
+    def ctl_env(self):
+        """The environment remoractl needs for this control plane."""
+        return {"REMORA_CONTROL": self.addr, "REMORA_CA_FILE": self.trust_anchor,
+                "REMORA_ADMIN_TOKEN_FILE": self.admin_token_file}
+
+    def token(self, namespace="default", service_account="default", ttl="1h", node_id="agent"):
+        """A new bootstrap token (remoractl token create) written to a file of its own; returns the path."""
+        sa = service_account
+        r = self.ctl("token", "create", "--namespace", namespace, "--service-account", sa, "--ttl", ttl)
+        assert r.rc == 0, r
+        self._tokens += 1
+        path = os.path.join(self.workdir, f"{self.name}-{node_id}-{self._tokens}.token")
+        with open(path, "w") as f:
+            f.write(r.out)
+        return path
+
+    def agent_args(self, node_id, namespace="default", service_account="default"):
+        """What remora-agent --control needs besides the address: the trust anchor and a bootstrap token."""
+        return ["--trust-anchor", self.trust_anchor,
+                "--identity-token", self.token(namespace, service_account, node_id=node_id)]
+
+    def fake_agent_token(self):
+        """One unbound workload token shared by the fake agents (an unused token serves any node on discovery)."""
+        if self._fake_token is None:
+            with open(self.token(service_account="fake-agent", ttl="24h", node_id="fake")) as f:
+                self._fake_token = f.read().strip()
+        return self._fake_token
+
+    def root_pem(self):
+        with open(self.trust_anchor, "rb") as f:
+            return f.read()
+
+    def grpc_channel(self, token=None, cert_chain=None, key=None, root=None, options=()):
+        """A python3-grpcio channel to this control plane over TLS (verified against `root`, default the
+        trust anchor), with `authorization: Bearer token` on every call when a token is given."""
+        import grpc
+        creds = grpc.ssl_channel_credentials(root_certificates=root or self.root_pem(), private_key=key,
+                                             certificate_chain=cert_chain)
+        if token is not None:
+            creds = grpc.composite_channel_credentials(creds, grpc.access_token_call_credentials(token))
+        return grpc.secure_channel(self.addr, creds, options=[("grpc.ssl_target_name_override", CONTROL_SERVER_NAME),
+                                                              ("grpc.enable_retries", 0)] + list(options))
 
     @property
     def addr(self):
@@ -96,7 +162,8 @@ class ControlPlane:
     def start(self, timeout=10.0, log_level="info"):
         self.starts += 1
         log = os.path.join(self.workdir, f"{self.name}.{self.starts}.log")
-        self.proc = Proc([CONTROL_BIN, "--listen", self.addr, "--state-dir", self.state_dir, "--log-level", log_level], log)
+        self.proc = Proc([CONTROL_BIN, "--listen", self.addr, "--state-dir", self.state_dir, "--log-level", log_level]
+                         + self.extra, log)
         try:
             wait_port("127.0.0.1", self.port, timeout, self.proc)
         except BaseException:
@@ -120,8 +187,10 @@ class ControlPlane:
     def rss_kb(self):
         return self.proc.rss_kb(include_children=False)
 
-    def ctl(self, *args, **kw):
-        return ctl(*args, control=self.addr, **kw)
+    def ctl(self, *args, env=None, **kw):
+        e = self.ctl_env()
+        e.update(env or {})
+        return ctl(*args, control=self.addr, env=e, **kw)
 
 
 class CtlResult:
@@ -146,6 +215,25 @@ def ctl(*args, control=None, stdin=None, timeout=30, env=None):
     return CtlResult(cp, time.monotonic() - t0)
 
 
+def throwaway_ca(workdir, name="other-ca"):
+    """A self-signed CA certificate and key made with the openssl CLI (no control plane trusts it).
+    Returns (cert path, key path)."""
+    cert, key = os.path.join(workdir, f"{name}.pem"), os.path.join(workdir, f"{name}.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-subj", f"/CN={name}", "-days", "2", "-addext", "basicConstraints=critical,CA:TRUE",
+                    "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-keyout", key, "-out", cert],
+                   check=True, capture_output=True, timeout=30)
+    return cert, key
+
+
+def client_env(workdir):
+    """remoractl's credentials for a control plane that is not there (a throwaway CA, a well-formed admin
+    token): for tests of what remoractl says when it cannot connect."""
+    cert, _ = throwaway_ca(workdir, "client-env-ca")
+    token = write(workdir, "client-env.admin.token", "rma1." + "0" * 64 + "\n")
+    return {"REMORA_CA_FILE": cert, "REMORA_ADMIN_TOKEN_FILE": token}
+
+
 # ------------------------------------------------------------------------------------ the fake agent
 
 class FakeAgent:
@@ -153,6 +241,7 @@ class FakeAgent:
     reason, or stay silent, depending on `policy` ("ack", "nack", "ignore"; may be changed any time)."""
 
     def __init__(self, target, node_id, policy="ack", nack_reason="rejected by the test", applied_version=0):
+        """target: a ControlPlane (TLS, with a shared workload token), or "IP:PORT" for plaintext."""
         import grpc
         self.pb = pb()
         self.node_id = node_id
@@ -165,8 +254,12 @@ class FakeAgent:
         self._cond = threading.Condition()
         self._out = queue.Queue()
         # a private subchannel pool: every fake agent gets its own TCP connection, as real agents do
-        self.channel = grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1),
-                                                              ("grpc.enable_retries", 0)])
+        if isinstance(target, ControlPlane):
+            self.channel = target.grpc_channel(token=target.fake_agent_token(),
+                                               options=[("grpc.use_local_subchannel_pool", 1)])
+        else:
+            self.channel = grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1),
+                                                                  ("grpc.enable_retries", 0)])
         d = self.pb.discovery
         method = self.channel.stream_stream("/remora.v1.Discovery/StreamSnapshots",
                                             request_serializer=d.AgentMessage.SerializeToString,
@@ -247,11 +340,16 @@ class FakeAgentFleet:
     """remora-fake-agents: `count` agents' streams in one C process (one thread and one TCP connection
     each, on the same rpc glue as the agent's control client)."""
 
-    def __init__(self, workdir, target, count, prefix="fake-", extra=()):
+    def __init__(self, workdir, cp, count, prefix="fake-", extra=()):
+        """cp: the ControlPlane (TLS; the fleet shares one workload token)."""
         if not (os.path.isfile(FAKE_AGENTS_BIN) and os.access(FAKE_AGENTS_BIN, os.X_OK)):
             pytest.fail(f"{FAKE_AGENTS_BIN} not found (build the remora-fake-agents target)")
         self.count = count
-        self.proc = Proc([FAKE_AGENTS_BIN, "--control", target, "--count", str(count), "--prefix", prefix] + list(extra),
+        token = os.path.join(workdir, f"fake-agents-{prefix}.token")
+        with open(token, "w") as f:
+            f.write(cp.fake_agent_token())
+        self.proc = Proc([FAKE_AGENTS_BIN, "--control", cp.addr, "--trust-anchor", cp.trust_anchor, "--token", token,
+                          "--count", str(count), "--prefix", prefix] + list(extra),
                          os.path.join(workdir, f"fake-agents-{prefix}{count}.log"))
 
     def log(self):
@@ -363,7 +461,7 @@ def agents():
     started = []
 
     def start(cp, node_id, **kw):
-        a = FakeAgent(cp.addr, node_id, **kw)
+        a = FakeAgent(cp, node_id, **kw)
         started.append(a)
         return a
 

@@ -237,8 +237,8 @@ def test_state_survives_restart(control_factory, tmp_path):
     before = cp.ctl("get", "all", "-A", "-o", "yaml").out
     assert version_of(cp) == 3
     files = sorted(os.listdir(cp.state_dir))
-    # no temp file left behind (ca/ holds the generated CA, docs/identity.md)
-    assert files == ["LOCK", "ca", "store.pb"], files
+    # no temp file left behind (ca/ holds the generated CA, admin.token the admin credential: docs/identity.md)
+    assert files == ["LOCK", "admin.token", "ca", "store.pb"], files
 
     # a second control plane on the same state directory refuses to start
     from control_support import ControlPlane
@@ -286,13 +286,15 @@ def test_corrupt_state_refused(control_factory, tmp_path):
 
 def test_unreachable_control_plane(tmp_path):
     from procutil import free_port
+    from control_support import client_env
     port = free_port()
-    r = ctl("status", control=f"127.0.0.1:{port}")
+    env = client_env(str(tmp_path))
+    r = ctl("status", control=f"127.0.0.1:{port}", env=env)
     assert r.rc == 3, r
     assert r.err.strip() == (f"remoractl: cannot reach the control plane at 127.0.0.1:{port} (connection refused): "
                              "is remora-control running? (set --control or REMORA_CONTROL)")
     # --control wins over REMORA_CONTROL
-    r = ctl("--control", f"127.0.0.1:{port}", "get", "svc", control="127.0.0.1:1")
+    r = ctl("--control", f"127.0.0.1:{port}", "get", "svc", control="127.0.0.1:1", env=env)
     assert r.rc == 3 and f"127.0.0.1:{port}" in r.err, r
 
 

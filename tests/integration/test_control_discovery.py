@@ -128,7 +128,8 @@ def test_protocol_errors(control, agents):
     a2.wait_version(0)
     # a stream whose first message is an ACK is refused
     import queue
-    ch = grpc.insecure_channel(control.addr, options=[("grpc.use_local_subchannel_pool", 1)])
+    ch = control.grpc_channel(token=control.fake_agent_token(), options=[("grpc.use_local_subchannel_pool", 1)])
+    admin_ch = control.grpc_channel(token=control.admin_token())
     try:
         method = ch.stream_stream("/remora.v1.Discovery/StreamSnapshots", request_serializer=d.AgentMessage.SerializeToString,
                                   response_deserializer=d.Snapshot.FromString)
@@ -162,12 +163,13 @@ def test_protocol_errors(control, agents):
             assert e.code() == grpc.StatusCode.INVALID_ARGUMENT
         # the admin API refuses garbage too, and the server still works afterwards
         try:
-            ch.unary_unary("/remora.v1.Admin/Apply")(b"\xff\xff\xff", timeout=5)
+            admin_ch.unary_unary("/remora.v1.Admin/Apply")(b"\xff\xff\xff", timeout=5)
             raise AssertionError("garbage accepted")
         except grpc.RpcError as e:
             assert e.code() == grpc.StatusCode.INVALID_ARGUMENT
     finally:
         ch.close()
+        admin_ch.close()
     assert control.ctl("apply", "-f", "-", stdin=BASE).rc == 0
     assert a2.wait_version(1).version == 1
 

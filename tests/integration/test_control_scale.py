@@ -27,7 +27,7 @@ def test_apply_to_all_ack(control, tmp_path, num_agents):
     base = service_doc("echo", ["127.0.0.1:27201"]) + "---\n" + service_doc("echo-v2", ["127.0.0.1:27202"])
     assert control.ctl("apply", "-f", "-", stdin=base).rc == 0
     rss_idle = control.rss_kb()
-    fleet = FakeAgentFleet(str(tmp_path), control.addr, num_agents)
+    fleet = FakeAgentFleet(str(tmp_path), control, num_agents)
     try:
         fleet.wait_ready()
         wait_until(lambda: sum(a["connected"] and a["appliedVersion"] == 1 for a in status_json(control)["agents"]) == num_agents,

@@ -16,7 +16,7 @@ import time
 import grpc
 import pytest
 
-from control_support import CONTROL_BIN, ControlPlane, ctl, pb, wait_until
+from control_support import CONTROL_BIN, ControlPlane, pb, wait_until
 from procutil import Proc, free_port, wait_port
 from support import AGENT, http_get
 
@@ -29,20 +29,10 @@ class CA(ControlPlane):
     """remora-control with identity flags."""
 
     def __init__(self, workdir, extra=(), **kw):
-        super().__init__(workdir, **kw)
-        self.extra = list(extra)
-
-    def start(self, timeout=10.0, log_level="info"):
-        self.starts += 1
-        log = os.path.join(self.workdir, f"{self.name}.{self.starts}.log")
-        self.proc = Proc([CONTROL_BIN, "--listen", self.addr, "--state-dir", self.state_dir, "--log-level", log_level]
-                         + self.extra, log)
-        try:
-            wait_port("127.0.0.1", self.port, timeout, self.proc)
-        except BaseException:
-            self.proc.stop(signal.SIGKILL)
-            raise
-        return self
+        extra = list(extra)
+        if "--trust-anchor" in extra:  # clients verify the control plane with the supplied bundle
+            kw["trust_anchor"] = extra[extra.index("--trust-anchor") + 1]
+        super().__init__(workdir, extra=extra, **kw)
 
 
 class Agent:
@@ -55,9 +45,17 @@ class Agent:
     def start(self):
         self.starts += 1
         argv = [AGENT, "--listen", f"127.0.0.1:{self.port}", "--control", self.cp.addr, "--node-id", self.node_id,
-                "--state-dir", self.state_dir, "--identity-token", self.token_file, "--workers", "1",
+                "--state-dir", self.state_dir, "--identity-token", self.token_file, "--trust-anchor", self.cp.trust_anchor,
+                "--workers", "1",
                 "--admin", f"127.0.0.1:{self.admin}", "--health", f"127.0.0.1:{self.health}"]
-        self.proc = Proc(argv, os.path.join(self.workdir, f"{self.node_id}.{self.starts}.log"))
+        env = None
+        if os.environ.get("REMORA_SANITIZED") == "1":
+            # GCC 12's LeakSanitizer crashes at exit ("Tracer caught signal 11", after "DTLS 12 at
+            # 0x0000000000ea-...") on a bogus dynamic-TLS entry of the main thread that the dlopen'ed control
+            # module (gRPC core) leaves when the agent stops while its control plane is down, as these tests do.
+            # Not scanning TLS for roots avoids that walk; it can only report more leaks, never hide one.
+            env = dict(os.environ, LSAN_OPTIONS=os.environ.get("LSAN_OPTIONS", "") + ":use_tls=0")
+        self.proc = Proc(argv, os.path.join(self.workdir, f"{self.node_id}.{self.starts}.log"), env=env)
         wait_port("127.0.0.1", self.admin, 10, self.proc)
         return self
 
@@ -152,7 +150,7 @@ def split_chain(path, workdir):
 
 def certify(cp, csr_der, tok, node_id):
     ipb = _identity_pb()
-    with grpc.insecure_channel(cp.addr) as ch:
+    with cp.grpc_channel() as ch:  # TLS; the token travels in the request
         m = ch.unary_unary("/remora.v1.Identity/Certify", request_serializer=ipb.CertifyRequest.SerializeToString,
                            response_deserializer=ipb.CertifyResponse.FromString)
         return m(ipb.CertifyRequest(csr_der=csr_der, token=tok, node_id=node_id), timeout=10)
@@ -355,4 +353,4 @@ def test_supplied_ca_files(env, tmp_path):
     assert issuer_pem == openssl("x509", "-in", issuer[1])
     assert "OK" in openssl("verify", "-CAfile", new_root[1], "-untrusted", os.path.join(w, "wl-issuer.pem"),
                            os.path.join(w, "wl.pem"))
-    assert ctl("trust-anchor", control=cp.addr).out == resp.trust_bundle_pem
+    assert cp.ctl("trust-anchor").out == resp.trust_bundle_pem

@@ -35,12 +35,15 @@ class MeshAgent:
         self.workers = workers
         self.proc = None
         self.starts = 0
+        self.cred_args = None
 
     def start(self):
         self.starts += 1
+        if self.cred_args is None:  # once: a restart while the control plane is down keeps its token
+            self.cred_args = self.cp.agent_args(self.node_id)
         argv = [AGENT, "--listen", f"127.0.0.1:{self.port}", "--control", self.cp.addr, "--node-id", self.node_id,
                 "--state-dir", self.state_dir, "--workers", str(self.workers), "--admin", f"127.0.0.1:{self.admin}",
-                "--health", f"127.0.0.1:{self.health}"] + self.extra_args
+                "--health", f"127.0.0.1:{self.health}"] + self.cred_args + self.extra_args
         self.proc = Proc(argv, os.path.join(self.workdir, f"{self.node_id}.{self.starts}.log"))
         wait_until(lambda: self._ready(), timeout=10, what=f"{self.node_id} ready")
         return self
@@ -245,7 +248,7 @@ def test_state_dir_is_created_or_refused(control, mesh, tmp_path):
         f.write("not a directory\n")
     argv = [AGENT, "--listen", f"127.0.0.1:{free_port()}", "--control", control.addr, "--node-id", "bad-dir-agent",
             "--state-dir", os.path.join(blocker, "state"), "--health", f"127.0.0.1:{free_port()}",
-            "--admin", f"127.0.0.1:{free_port()}"]
+            "--admin", f"127.0.0.1:{free_port()}"] + control.agent_args("bad-dir-agent")
     p = Proc(argv, os.path.join(str(tmp_path), "bad-dir-agent.log"))
     rc = p.wait(timeout=10)
     assert rc != 0
@@ -266,11 +269,12 @@ def test_requests_wait_for_the_first_snapshot(mesh, tmp_path):
              "    backendRefs: [{name: web}]\n")
     docs = service_doc("web", [f"127.0.0.1:{port}"], protocol="http1") + "---\n" + route
     assert _apply(seed, str(tmp_path), "web.yaml", docs, wait=False).rc == 0
+    cred_args = seed.agent_args("early-agent")  # the token is in the state the late control plane opens
     seed.stop()
     cp = ControlPlane(str(tmp_path), state_dir=state, name="late-control")  # same state, not started yet
     a = MeshAgent(str(tmp_path), cp, "early-agent")
     argv = [AGENT, "--listen", f"127.0.0.1:{a.port}", "--control", cp.addr, "--node-id", a.node_id,
-            "--state-dir", a.state_dir, "--admin", f"127.0.0.1:{a.admin}", "--health", f"127.0.0.1:{a.health}"]
+            "--state-dir", a.state_dir, "--admin", f"127.0.0.1:{a.admin}", "--health", f"127.0.0.1:{a.health}"] + cred_args
     a.proc = Proc(argv, os.path.join(str(tmp_path), "early-agent.log"))
     try:
         def health_up():

@@ -49,9 +49,11 @@ class StatAgent(MeshAgent):
 
     def start(self):
         self.starts += 1
+        if self.cred_args is None:
+            self.cred_args = self.cp.agent_args(self.node_id)
         argv = [self.agent_bin, "--listen", f"127.0.0.1:{self.port}", "--control", self.cp.addr, "--node-id", self.node_id,
                 "--state-dir", self.state_dir, "--workers", "2", "--admin", f"127.0.0.1:{self.admin}",
-                "--health", f"127.0.0.1:{self.health}", "--stats-interval-ms", str(STATS_INTERVAL_MS)]
+                "--health", f"127.0.0.1:{self.health}", "--stats-interval-ms", str(STATS_INTERVAL_MS)] + self.cred_args
         self.started_at = time.monotonic()
         self.proc = Proc(argv, os.path.join(self.workdir, f"{self.node_id}.{self.starts}.log"))
         wait_until(lambda: self._ready(), timeout=10, what=f"{self.node_id} ready")
@@ -220,7 +222,7 @@ def test_stat_usage_errors(control):
 
     # the server checks too (another client may send anything)
     p = pb()
-    with grpc.insecure_channel(control.addr) as ch:
+    with control.grpc_channel(token=control.admin_token()) as ch:
         stat = ch.unary_unary("/remora.v1.Admin/Stat", request_serializer=p.admin.StatRequest.SerializeToString,
                               response_deserializer=p.admin.StatResponse.FromString)
         with pytest.raises(grpc.RpcError) as e:
@@ -238,7 +240,7 @@ def test_malformed_stats_are_ignored_and_the_stream_stays(control):
     from control_support import FakeAgent
     p = pb()
     d = p.discovery
-    agent = FakeAgent(control.addr, "fake-stats")
+    agent = FakeAgent(control, "fake-stats")
     try:
         wait_until(lambda: agent.snapshots, timeout=10, what="first snapshot")
         bad = d.Stats(monotonic_ms=1000, uptime_ms=1000, bounds_us=[500, 1000],

@@ -241,6 +241,31 @@ class Mesh:
         shutil.rmtree(self.tmp, ignore_errors=True)
         return problems
 
+    def ctl_env(self, control_addr):
+        """remoractl's environment for the control plane started in self.tmp/control (docs/identity.md)."""
+        env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+        env["REMORA_CONTROL"] = control_addr
+        env["REMORA_CA_FILE"] = os.path.join(self.tmp, "control", "ca", "trust-anchor.pem")
+        env["REMORA_ADMIN_TOKEN_FILE"] = os.path.join(self.tmp, "control", "admin.token")
+        return env
+
+    def agent_creds(self, ns, control_addr, pod):
+        """--trust-anchor and --identity-token for a pod's agent (run as PROXY_UID): a bootstrap token (ns
+        default, sa <pod>) made with remoractl in `ns`, and copies of both files the agent's user can read."""
+        # service account = the pod's name (the Services' spec.serviceAccount)
+        r = subprocess.run(["ip", "netns", "exec", ns, self.ctl, "token", "create", "--namespace", "default",
+                            "--service-account", pod], capture_output=True, text=True, timeout=TIMEOUT,
+                           env=self.ctl_env(control_addr))
+        assert r.returncode == 0, (r.stdout, r.stderr)
+        anchor, token = os.path.join(self.tmp, "trust-anchor.pem"), os.path.join(self.tmp, pod + ".token")
+        shutil.copyfile(os.path.join(self.tmp, "control", "ca", "trust-anchor.pem"), anchor)
+        os.chmod(anchor, 0o644)
+        with open(token, "w") as f:
+            f.write(r.stdout)
+        os.chmod(token, 0o600)
+        os.chown(token, PROXY_UID, PROXY_UID)
+        return ["--trust-anchor", anchor, "--identity-token", token]
+
     def spawn(self, ns, name, args, uid=None):
         log = open(os.path.join(self.tmp, name + ".log"), "w+")
         self.logs.append(log)
@@ -308,7 +333,8 @@ class Mesh:
             state = os.path.join(self.tmp, "state-a")
             os.makedirs(state)
             os.chown(state, PROXY_UID, PROXY_UID)
-            args = ["--control", f"127.0.0.1:{CONTROL_PORT}", "--node-id", "pod-a", "--state-dir", state]
+            args = ["--control", f"127.0.0.1:{CONTROL_PORT}", "--node-id", "pod-a", "--state-dir", state] + \
+                self.agent_creds(self.a, f"127.0.0.1:{CONTROL_PORT}", "pod-a")
         else:
             args = ["--config", cfg]
         p, _ = self.spawn(self.a, "agent-a", [AGENT, *args, "--transparent", "--log-level", "debug"], uid=PROXY_UID)
@@ -317,8 +343,7 @@ class Mesh:
             docs = os.path.join(self.tmp, "mesh.yaml")
             with open(docs, "w") as f:
                 f.write(DOCS)
-            env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-            env["REMORA_CONTROL"] = f"127.0.0.1:{CONTROL_PORT}"
+            env = self.ctl_env(f"127.0.0.1:{CONTROL_PORT}")
             r = subprocess.run(["ip", "netns", "exec", self.a, self.ctl, "apply", "-f", docs, "--wait", "--timeout", "15"],
                                capture_output=True, text=True, timeout=TIMEOUT, env=env)
             assert r.returncode == 0, (r.stdout, r.stderr, self.log("agent-a"))

@@ -148,6 +148,7 @@ spec:
   protocol: http1
   addresses: ["10.96.0.10:80"]
   endpoints: ["{B4}:8080"]
+  serviceAccount: pod-b
 ---
 apiVersion: remora.dev/v1
 kind: Service
@@ -156,6 +157,7 @@ spec:
   protocol: grpc
   addresses: ["10.96.0.11:9090"]
   endpoints: ["{B4}:9090"]
+  serviceAccount: pod-b
 ---
 apiVersion: remora.dev/v1
 kind: Service
@@ -164,6 +166,7 @@ spec:
   protocol: http2
   addresses: ["10.96.0.15:80"]
   endpoints: ["{B4}:8443"]
+  serviceAccount: pod-b
 ---
 apiVersion: remora.dev/v1
 kind: Service
@@ -172,6 +175,7 @@ spec:
   protocol: http1
   addresses: ["10.96.0.16:80"]
   endpoints: ["{B4}:8765"]
+  serviceAccount: pod-b
 ---
 apiVersion: remora.dev/v1
 kind: Service
@@ -180,6 +184,7 @@ spec:
   protocol: http1
   addresses: ["10.96.0.17:80"]
   endpoints: ["{B4}:8090"]
+  serviceAccount: pod-b
 ---
 apiVersion: remora.dev/v1
 kind: Service
@@ -188,6 +193,7 @@ spec:
   protocol: http1
   addresses: ["10.96.0.18:80"]
   endpoints: ["{B4}:8091"]
+  serviceAccount: pod-b
 """
 
 
@@ -222,14 +228,15 @@ class HopMesh(Mesh):
             os.makedirs(state)
             os.chown(state, PROXY_UID, PROXY_UID)
             # A has one worker: its HTTP/2 pool to B is then one connection per endpoint
+            creds = self.agent_creds(self.a, CONTROL, pod)
             p, _ = self.spawn(ns, "agent-" + pod, [self.agent_bin, "--control", CONTROL, "--node-id", pod, "--state-dir", state,
-                                                  "--transparent", "--workers", workers, "--log-level", "debug"], uid=PROXY_UID)
+                                                  "--transparent", "--workers", workers, "--log-level", "debug"] + creds,
+                              uid=PROXY_UID)
             self.wait_for("agent-" + pod, p, r"ready:")
         path = os.path.join(self.tmp, "mesh.yaml")
         with open(path, "w") as f:
             f.write(docs())
-        env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-        env["REMORA_CONTROL"] = CONTROL
+        env = self.ctl_env(CONTROL)
         r = subprocess.run(["ip", "netns", "exec", self.a, self.ctl, "apply", "-f", path, "--wait", "--timeout", "15"],
                            capture_output=True, text=True, timeout=TIMEOUT, env=env)
         assert r.returncode == 0, (r.stdout, r.stderr, self.log("agent-pod-a"), self.log("agent-pod-b"))

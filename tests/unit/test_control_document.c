@@ -101,6 +101,37 @@ test_issue_example(void **state)
     rm_batch_dispose(&b);
 }
 
+/* Service spec.serviceAccount and the MeshTLS kind (docs/mesh-tls.md). */
+static void
+test_mesh_tls(void **state)
+{
+    rm_batch_t b;
+    parse(&b, SVC "  serviceAccount: echo-sa\n");
+    assert_int_equal(b.errors.size, 0);
+    assert_string_equal(((const Remora__V1__Service *)b.resources.entries[0]->msg)->spec->service_account, "echo-sa");
+    rm_batch_dispose(&b);
+    /* "default" is the default: not stored */
+    parse(&b, SVC "  serviceAccount: default\n");
+    assert_int_equal(b.errors.size, 0);
+    assert_string_equal(((const Remora__V1__Service *)b.resources.entries[0]->msg)->spec->service_account, "");
+    rm_batch_dispose(&b);
+    expect_error(SVC "  serviceAccount: Echo_SA\n", 6, "spec.serviceAccount: 'Echo_SA' is not a valid name");
+
+#define MTLS "apiVersion: remora.dev/v1\nkind: MeshTLS\nmetadata: {name: default, namespace: remora-system}\n"
+    parse(&b, MTLS "spec: {mode: STRICT}\n");
+    assert_int_equal(b.errors.size, 0);
+    assert_int_equal(b.resources.entries[0]->kind, RM_KIND_MESH_TLS);
+    assert_int_equal(((const Remora__V1__MeshTLS *)b.resources.entries[0]->msg)->spec->mode,
+                     REMORA__V1__MESH_TLSMODE__MESH_TLS_MODE_STRICT);
+    rm_batch_dispose(&b);
+    expect_error(MTLS "spec: {mode: strict}\n", 4, "spec.mode: 'strict' must be STRICT, PERMISSIVE or DISABLE");
+    expect_error(MTLS "spec: {}\n", 4, "mode");
+    expect_error("apiVersion: remora.dev/v1\nkind: MeshTLS\nmetadata: {name: default}\nspec:\n  mode: DISABLE\n", 5,
+                 "MeshTLS is mesh-wide: put it in the root namespace remora-system");
+#undef MTLS
+    assert_int_equal(mismatches, 0);
+}
+
 static void
 test_service_not_meshed(void **state)
 {
@@ -1052,6 +1083,7 @@ main(void)
         cmocka_unit_test(test_backend_and_rate_limit_policies),
         cmocka_unit_test(test_regex_dialect),
         cmocka_unit_test(test_service_not_meshed),
+        cmocka_unit_test(test_mesh_tls),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

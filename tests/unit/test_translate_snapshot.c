@@ -752,6 +752,38 @@ test_timeouts(void **state)
     rm_config_unref(c);
 }
 
+/* A meshed Service's expected peer identity (namespace + serviceAccount) and the MeshTLS mode (docs/mesh-tls.md). */
+static void
+test_mesh_tls(void **state)
+{
+    Remora__V1__Snapshot *snap = snapshot();
+    snap->services[0]->spec->meshed = 1;
+    snap->services[0]->spec->service_account = "echo-sa";
+    snap->services[1]->spec->meshed = 1; /* no serviceAccount: "default" */
+    Remora__V1__MeshTLS *other = NEW(Remora__V1__MeshTLS, remora__v1__mesh_tls__init);
+    other->metadata = meta("elsewhere"); /* namespace default: not applied */
+    other->spec = NEW(Remora__V1__MeshTLSSpec, remora__v1__mesh_tlsspec__init);
+    other->spec->mode = REMORA__V1__MESH_TLSMODE__MESH_TLS_MODE_DISABLE;
+    Remora__V1__MeshTLS *root = NEW(Remora__V1__MeshTLS, remora__v1__mesh_tls__init);
+    root->metadata = meta("default");
+    root->metadata->namespace_ = "remora-system";
+    root->spec = NEW(Remora__V1__MeshTLSSpec, remora__v1__mesh_tlsspec__init);
+    root->spec->mode = REMORA__V1__MESH_TLSMODE__MESH_TLS_MODE_STRICT;
+    snap->mesh_tls = (Remora__V1__MeshTLS **)list(&snap->n_mesh_tls, other, root, NULL);
+    rm_config_t *c = translate(snap);
+    assert_non_null(c);
+    assert_int_equal(c->mesh_tls.mode, RM_MESH_TLS_STRICT);
+    assert_string_equal(find_cluster(c, "echo.default")->peer_identity, "/ns/default/sa/echo-sa");
+    assert_string_equal(find_cluster(c, "shadow.default")->peer_identity, "/ns/default/sa/default");
+    assert_null(find_cluster(c, "db.default")->peer_identity); /* not meshed */
+    rm_config_unref(c);
+    /* without a MeshTLS: the bootstrap's mode (PERMISSIVE) */
+    c = translate(snapshot());
+    assert_non_null(c);
+    assert_int_equal(c->mesh_tls.mode, RM_MESH_TLS_PERMISSIVE);
+    rm_config_unref(c);
+}
+
 static void
 test_refusals(void **state)
 {
@@ -871,6 +903,7 @@ main(void)
         cmocka_unit_test(test_session_and_rate_limits),
         cmocka_unit_test(test_timeouts),
         cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_mesh_tls),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

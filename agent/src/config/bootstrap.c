@@ -1623,6 +1623,7 @@ parse_cluster(parser_t *p, yaml_node_t *node, size_t ci)
                                        "addresses",
                                        "peer",
                                        "authorization",
+                                       "mesh_identity",
                                        NULL};
     enum {
         NAME,
@@ -1644,6 +1645,7 @@ parse_cluster(parser_t *p, yaml_node_t *node, size_t ci)
         ADDRESSES,
         PEER,
         AUTHORIZATION,
+        MESH_IDENTITY,
         NUM_KEYS
     };
     rm_config_cluster_t *cl = p->config->clusters + ci;
@@ -1776,6 +1778,21 @@ parse_cluster(parser_t *p, yaml_node_t *node, size_t ci)
         goto Exit;
     if (v[AUTHORIZATION] != NULL && parse_authz(p, v[AUTHORIZATION], pfx, &cl->authz) != 0)
         goto Exit;
+    if (v[MESH_IDENTITY] != NULL) {
+        /* the SPIFFE ID the endpoints' agents present on the mesh mTLS hop (docs/mesh-tls.md) */
+        if (get_string(p, v[MESH_IDENTITY], pfx, "mesh_identity", &s) != 0)
+            goto Exit;
+        if (strncmp(s, "spiffe://", 9) != 0 || strlen(s) > 200 || strchr(s + 9, '/') == NULL || s[9] == '/') {
+            fail(p, v[MESH_IDENTITY], "%smesh_identity '%s' must be a SPIFFE ID such as spiffe://remora.local/ns/default/sa/api",
+                 pfx, s);
+            goto Exit;
+        }
+        if (!cl->peer_agent) {
+            fail(p, v[MESH_IDENTITY], "%smesh_identity needs 'peer: agent' (only agents terminate mesh mTLS)", pfx);
+            goto Exit;
+        }
+        cl->peer_identity = rm_strdup(s);
+    }
 
     if (v[DNS] != NULL) {
         static const char *const dkeys[] = {"min_refresh_ms", "max_refresh_ms", NULL};
@@ -1933,6 +1950,38 @@ parse_telemetry(parser_t *p, yaml_node_t *node)
     return 0;
 }
 
+/* `mesh_tls: {mode: STRICT|PERMISSIVE|DISABLE, identity_dir: DIR}` (docs/mesh-tls.md) */
+static int
+parse_mesh_tls(parser_t *p, yaml_node_t *node)
+{
+    static const char *const keys[] = {"mode", "identity_dir", NULL};
+    yaml_node_t *v[2];
+    const char *s;
+    if (fields(p, node, "", "mesh_tls", keys, v) != 0)
+        return -1;
+    p->config->mesh_tls.line = rm_yaml_line(node);
+    if (v[0] != NULL) {
+        if (get_string(p, v[0], "", "mesh_tls.mode", &s) != 0)
+            return -1;
+        if (strcmp(s, "STRICT") == 0)
+            p->config->mesh_tls.mode = RM_MESH_TLS_STRICT;
+        else if (strcmp(s, "PERMISSIVE") == 0)
+            p->config->mesh_tls.mode = RM_MESH_TLS_PERMISSIVE;
+        else if (strcmp(s, "DISABLE") == 0)
+            p->config->mesh_tls.mode = RM_MESH_TLS_DISABLE;
+        else
+            return fail(p, v[0], "mesh_tls.mode '%s' must be STRICT, PERMISSIVE or DISABLE", s);
+    }
+    if (v[1] != NULL) {
+        if (get_string(p, v[1], "", "mesh_tls.identity_dir", &s) != 0)
+            return -1;
+        if (s[0] == '\0')
+            return fail(p, v[1], "mesh_tls.identity_dir must not be empty");
+        p->config->mesh_tls.identity_dir = resolve_path(p, s);
+    }
+    return 0;
+}
+
 /* Route -> cluster references are checked here rather than only in the validator to point at the line of `cluster:`. */
 static int
 check_refs(parser_t *p)
@@ -1976,11 +2025,11 @@ check_refs(parser_t *p)
 static int
 parse_root(parser_t *p, yaml_node_t *root)
 {
-    static const char *const keys[] = {"version",   "workers",  "admin",     "health", "drain_timeout_ms", "dns", "limits",
-                                       "listeners", "clusters", "telemetry", NULL};
-    enum { VERSION, WORKERS, ADMIN, HEALTH, DRAIN, DNS, LIMITS, LISTENERS, CLUSTERS, TELEMETRY };
+    static const char *const keys[] = {"version", "workers",   "admin",    "health",    "drain_timeout_ms", "dns",
+                                       "limits",  "listeners", "clusters", "telemetry", "mesh_tls",         NULL};
+    enum { VERSION, WORKERS, ADMIN, HEALTH, DRAIN, DNS, LIMITS, LISTENERS, CLUSTERS, TELEMETRY, MESH_TLS };
     rm_config_t *c = p->config;
-    yaml_node_t *v[10], **items = NULL;
+    yaml_node_t *v[11], **items = NULL;
     size_t n;
     int ret = -1;
 
@@ -2005,6 +2054,8 @@ parse_root(parser_t *p, yaml_node_t *root)
         parse_ranges(p, v[LIMITS], "", "limits", rm_config__limit_ranges, rm_config__num_limit_ranges, &c->limits) != 0)
         return -1;
     if (v[TELEMETRY] != NULL && parse_telemetry(p, v[TELEMETRY]) != 0)
+        return -1;
+    if (v[MESH_TLS] != NULL && parse_mesh_tls(p, v[MESH_TLS]) != 0)
         return -1;
 
     if (v[CLUSTERS] != NULL) {

@@ -631,6 +631,7 @@ destroy(rm_config_t *c)
         free(cl->tls_server_name);
         free(cl->tls_cert_file);
         free(cl->tls_key_file);
+        free(cl->peer_identity);
         free(cl->health_check.http_path);
         free(cl->health_check.grpc_service);
         if (!cl->inbound) {
@@ -643,6 +644,7 @@ destroy(rm_config_t *c)
     free(c->telemetry.tracing.otlp_endpoint);
     free(c->telemetry.tracing.service_name);
     free(c->telemetry.access_log.path);
+    free(c->mesh_tls.identity_dir);
     free(c);
 }
 
@@ -1601,6 +1603,13 @@ validate_cluster(rm_config_t *c, size_t ci, rm_config_error_t *err)
                                 cl->tls_cert_file == NULL ? "certificate" : "key");
     if (cl->tls_server_name != NULL && !valid_dns_name(cl->tls_server_name, strlen(cl->tls_server_name)))
         return rm_config__error(err, c->source, cl->line, "%stls.server_name '%s' must be a DNS name", what, cl->tls_server_name);
+    if (cl->peer_identity != NULL && (strlen(cl->peer_identity) > 200 || (strncmp(cl->peer_identity, "/ns/", 4) != 0 &&
+                                                                          (strncmp(cl->peer_identity, "spiffe://", 9) != 0 ||
+                                                                           strchr(cl->peer_identity + 9, '/') == NULL))))
+        return rm_config__error(err, c->source, cl->line,
+                                "%smesh_identity '%s' must be a SPIFFE ID (spiffe://TRUST-DOMAIN/PATH, or /ns/NS/sa/SA in the "
+                                "agent's own trust domain; at most 200 characters)",
+                                what, cl->peer_identity);
     static const char *const keys[] = {"ca", "certificate", "key"};
     char *const files[] = {cl->tls_ca_file, cl->tls_cert_file, cl->tls_key_file};
     what[strlen(what) - 2] = '\0'; /* drop ": " */
@@ -1657,6 +1666,19 @@ validate_telemetry(const rm_config_t *c, rm_config_error_t *err)
 const uint16_t rm_config_default_opaque_ports[] = {21, 22, 25, 110, 143, 587, 3306, 4444, 5432, 6379, 9300, 11211};
 const size_t rm_config_num_default_opaque_ports =
     sizeof(rm_config_default_opaque_ports) / sizeof(rm_config_default_opaque_ports[0]);
+
+const char *
+rm_config_mesh_tls_mode_name(rm_mesh_tls_mode_t mode)
+{
+    switch (mode) {
+    case RM_MESH_TLS_STRICT:
+        return "STRICT";
+    case RM_MESH_TLS_DISABLE:
+        return "DISABLE";
+    default:
+        return "PERMISSIVE";
+    }
+}
 
 const char *
 rm_config_direction_name(rm_direction_t direction)

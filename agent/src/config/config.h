@@ -499,6 +499,13 @@ typedef struct st_rm_config_cluster_t {
      * goes over HTTP/2 with the `peer: agent` markers whatever `protocol` says; `protocol` stays the
      * application's, which the serving agent's inbound cluster speaks (docs/transparent.md) */
     unsigned agent_hop : 1;
+    /** the SPIFFE ID the endpoints' agents must present on the mesh mTLS hop (owned, NULL: unknown): a whole one
+     * ("spiffe://TD/ns/NS/sa/SA", the bootstrap's `mesh_identity`), or "/ns/NS/sa/SA" in the agent's own trust
+     * domain (the control-plane translation, from the Service's namespace and `spec.serviceAccount`). With agent_hop or peer_agent,
+     * an agent identity and a mode other than DISABLE, connections to the endpoints are mesh mTLS verified against it (tls/mesh.h,
+     * docs/mesh-tls.md). One identity for every endpoint today; a per-endpoint one (headless Services, pods addressed directly)
+     * would sit on rm_config_endpoint_t. */
+    char *peer_identity;
 } rm_config_cluster_t;
 
 typedef struct st_rm_config_limits_t {
@@ -562,6 +569,21 @@ typedef struct st_rm_config_telemetry_t {
     rm_config_access_log_t access_log;
 } rm_config_telemetry_t;
 
+/** The MeshTLS mode (mesh-wide; the MeshTLS kind, the bootstrap's `mesh_tls.mode`; docs/mesh-tls.md). */
+typedef enum en_rm_mesh_tls_mode_t {
+    RM_MESH_TLS_PERMISSIVE = 0, /* the default: mesh mTLS out; mTLS and plaintext accepted in */
+    RM_MESH_TLS_STRICT = 1,     /* mesh mTLS out; plaintext HTTP to a Service this node serves is refused */
+    RM_MESH_TLS_DISABLE = 2,    /* plaintext out; mesh mTLS that arrives is still terminated */
+} rm_mesh_tls_mode_t;
+
+typedef struct st_rm_config_mesh_tls_t {
+    rm_mesh_tls_mode_t mode;
+    /** bootstrap `mesh_tls.identity_dir`: a directory holding identity.key, identity.crt and trust-bundle.pem
+     * (tls/identity.h) that the agent serves with when it has no --identity-token (owned, NULL: none) */
+    char *identity_dir;
+    unsigned line;
+} rm_config_mesh_tls_t;
+
 typedef struct st_rm_config_t {
     /** reference count; use rm_config_ref/unref */
     int _refcnt;
@@ -589,6 +611,8 @@ typedef struct st_rm_config_t {
     size_t num_clusters;
     /** tracing and access logs (the Telemetry kind; the bootstrap's `telemetry`) */
     rm_config_telemetry_t telemetry;
+    /** mesh mTLS between agents (the MeshTLS kind; the bootstrap's `mesh_tls`) */
+    rm_config_mesh_tls_t mesh_tls;
     /** the namespace the agent's workload runs in (`--namespace`; owned; NULL: unknown): a Telemetry there
      * overrides the root namespace's */
     char *agent_namespace;
@@ -685,6 +709,8 @@ rm_config_authz_t *rm_config_authz_copy(const rm_config_authz_t *authz);
 size_t rm_config_find_service_listener(const rm_config_t *config, size_t listener_index, const struct sockaddr *dst);
 /** 1 if original destination port `port` skips detection on listener `l` (its opaque_ports). Any thread. */
 int rm_config_port_is_opaque(const rm_config_listener_t *l, uint16_t port);
+/** "PERMISSIVE", "STRICT" or "DISABLE". */
+const char *rm_config_mesh_tls_mode_name(rm_mesh_tls_mode_t mode);
 /** "outbound", "inbound" or "none". */
 const char *rm_config_direction_name(rm_direction_t direction);
 /** The default opaque (server-speaks-first) ports of transparent listeners, sorted (docs/transparent.md). */

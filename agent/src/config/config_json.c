@@ -514,6 +514,11 @@ put_cluster(FILE *fp, const rm_config_cluster_t *cl)
         put_key(fp, &first, "agent_hop");
         fputs("true", fp);
     }
+    if (cl->peer_identity != NULL) {
+        /* the SPIFFE ID the endpoints' agents must present on the mesh mTLS hop (docs/mesh-tls.md) */
+        put_key(fp, &first, "mesh_identity");
+        put_str(fp, cl->peer_identity);
+    }
     if (cl->num_addresses != 0) {
         put_key(fp, &first, "addresses");
         fputc('[', fp);
@@ -733,6 +738,14 @@ rm_config_to_json(const rm_config_t *c)
     fputc(']', fp);
     put_key(fp, &first, "telemetry");
     put_telemetry(fp, &c->telemetry);
+    put_key(fp, &first, "mesh_tls");
+    fputs("{\"mode\":", fp);
+    put_str(fp, rm_config_mesh_tls_mode_name(c->mesh_tls.mode));
+    if (c->mesh_tls.identity_dir != NULL) {
+        fputs(",\"identity_dir\":", fp);
+        put_str(fp, c->mesh_tls.identity_dir);
+    }
+    fputc('}', fp);
     fputs("}\n", fp);
     if (fclose(fp) != 0 || out == NULL)
         rm_fatal("rendering the configuration as JSON failed");

@@ -40,7 +40,82 @@ struct st_rm_control_client_t {
     uint32_t stats_interval_ms;
     uint64_t started_ms;
     rm_control_stat_series_t *stats_buf;
+    /* how to reach the control plane (control_client.h) */
+    char *trust_anchor_file, *token_file;
+    int insecure;
+    int (*client_identity)(void *ctx, char **chain_pem, char **key_pem);
 };
+
+/*
+ * Credentials
+ */
+
+static void
+wipe_free(char *s)
+{
+    if (s == NULL)
+        return;
+    memset(s, 0, strlen(s));
+    free(s);
+}
+
+int
+rm_control_credentials_load(rm_control_credentials_t *cr, int insecure, const char *trust_anchor_file, const char *token_file,
+                            char *err, size_t errlen)
+{
+    char why[512];
+    memset(cr, 0, sizeof(*cr));
+    cr->insecure = insecure;
+    if (insecure)
+        return 0;
+    if ((cr->root_pem = rm_rpc_read_file(trust_anchor_file, 1 << 20, why, sizeof(why))) == NULL) {
+        snprintf(err, errlen, "the trust anchor %s", why);
+        return -1;
+    }
+    if (strstr(cr->root_pem, "-----BEGIN CERTIFICATE-----") == NULL) {
+        snprintf(err, errlen, "the trust anchor %.400s: no PEM certificate in the file", trust_anchor_file);
+        rm_control_credentials_dispose(cr);
+        return -1;
+    }
+    if (token_file != NULL) {
+        if ((cr->token = rm_rpc_read_file(token_file, 8192, why, sizeof(why))) == NULL) {
+            snprintf(err, errlen, "the bootstrap token %s", why);
+            rm_control_credentials_dispose(cr);
+            return -1;
+        }
+        char *p = cr->token;
+        while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+            ++p;
+        size_t len = strlen(p);
+        while (len != 0 && (p[len - 1] == ' ' || p[len - 1] == '\t' || p[len - 1] == '\n' || p[len - 1] == '\r'))
+            --len;
+        memmove(cr->token, p, len);
+        cr->token[len] = '\0';
+        for (size_t i = 0; i != len; ++i) {
+            if (cr->token[i] <= ' ' || cr->token[i] > '~') {
+                snprintf(err, errlen, "the bootstrap token %.400s: not one line of printable ASCII", token_file);
+                rm_control_credentials_dispose(cr);
+                return -1;
+            }
+        }
+        if (len == 0) {
+            snprintf(err, errlen, "the bootstrap token %.400s: the file is empty", token_file);
+            rm_control_credentials_dispose(cr);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+void
+rm_control_credentials_dispose(rm_control_credentials_t *cr)
+{
+    free(cr->root_pem);
+    wipe_free(cr->token);
+    free(cr->cert_chain_pem);
+    wipe_free(cr->key_pem);
+    memset(cr, 0, sizeof(*cr));
+}
 
 /*
  * Persistence
@@ -261,9 +336,27 @@ send_stats(rm_control_client_t *c, rm_rpc_stream_t *stream)
 }
 
 static void
-run_stream(rm_control_client_t *c, rm_rpc_client_t *client, int *got_snapshot)
+run_stream(rm_control_client_t *c, int *got_snapshot)
 {
-    rm_rpc_stream_t *stream = rm_rpc_stream_open(client, "/remora.v1.Discovery/StreamSnapshots", 1);
+    /* the files and the identity are read for every connection: a rotated token, certificate or bundle is used at once */
+    rm_control_credentials_t cr;
+    char err[1024];
+    if (rm_control_credentials_load(&cr, c->insecure, c->trust_anchor_file, c->token_file, err, sizeof(err)) != 0) {
+        rm_log_warn("control", "cannot connect to the control plane at %s: %s", c->address, err);
+        return;
+    }
+    if (!c->insecure && c->client_identity != NULL && c->client_identity(c->ctx, &cr.cert_chain_pem, &cr.key_pem) != 0)
+        cr.cert_chain_pem = cr.key_pem = NULL;
+    rm_rpc_security_t sec = {.insecure = cr.insecure,
+                             .root_pem = cr.root_pem,
+                             .cert_chain_pem = cr.cert_chain_pem,
+                             .key_pem = cr.key_pem,
+                             .bearer_token = cr.token};
+    rm_rpc_client_t *client = rm_rpc_client_create_secure(c->address, NULL, &sec);
+    rm_control_credentials_dispose(&cr);
+    /* fail fast on a fresh channel: a control plane that is down, or that does not verify, ends the
+     * attempt at once with the reason, and this thread's backoff paces the next one */
+    rm_rpc_stream_t *stream = rm_rpc_stream_open(client, "/remora.v1.Discovery/StreamSnapshots", 0);
     pthread_mutex_lock(&c->mutex);
     c->stream = stream;
     int stopping = c->stopping;
@@ -284,7 +377,12 @@ run_stream(rm_control_client_t *c, rm_rpc_client_t *client, int *got_snapshot)
             goto Exit;
     }
     if (r != RM_RPC_OK) {
-        rm_log_debug("control", "control plane %s: %s", c->address, status.message);
+        if (strstr(status.message, "andshake") != NULL || strstr(status.message, "SSL") != NULL ||
+            strstr(status.message, "ertificate") != NULL)
+            rm_log_warn("control", "cannot verify the control plane at %s against the trust anchor %s (TLS handshake failed): %s",
+                        c->address, c->trust_anchor_file, status.message);
+        else
+            rm_log_debug("control", "control plane %s: %s %s", c->address, rm_rpc_status_name(status.code), status.message);
         goto Exit;
     }
     uint64_t next_stats_ms = rm_now_ms() + c->stats_interval_ms;
@@ -318,18 +416,18 @@ Exit:
     c->stream = NULL;
     pthread_mutex_unlock(&c->mutex);
     rm_rpc_stream_destroy(stream);
+    rm_rpc_client_destroy(client);
 }
 
 static void *
 thread_main(void *arg)
 {
     rm_control_client_t *c = arg;
-    rm_rpc_client_t *client = rm_rpc_client_create(c->address, NULL);
     unsigned backoff_ms = BACKOFF_MIN_MS;
     unsigned seed = (unsigned)time(NULL) ^ (unsigned)(uintptr_t)c;
     while (!is_stopping(c)) {
         int got_snapshot = 0;
-        run_stream(c, client, &got_snapshot);
+        run_stream(c, &got_snapshot);
         if (got_snapshot)
             backoff_ms = BACKOFF_MIN_MS;
         /* full jitter: agents that lost the control plane together do not come back together */
@@ -348,7 +446,6 @@ thread_main(void *arg)
             ;
         pthread_mutex_unlock(&c->mutex);
     }
-    rm_rpc_client_destroy(client);
     return NULL;
 }
 
@@ -368,6 +465,10 @@ rm_control_client_start(const rm_control_options_t *opts, char *err, size_t errl
     if (c->stats_interval_ms < STATS_INTERVAL_MIN_MS)
         c->stats_interval_ms = STATS_INTERVAL_MIN_MS;
     c->started_ms = rm_now_ms();
+    c->trust_anchor_file = opts->trust_anchor_file != NULL ? rm_strdup(opts->trust_anchor_file) : NULL;
+    c->token_file = opts->token_file != NULL ? rm_strdup(opts->token_file) : NULL;
+    c->insecure = opts->insecure;
+    c->client_identity = opts->client_identity;
     pthread_mutex_init(&c->mutex, NULL);
     pthread_cond_init(&c->cond, NULL);
     rm_rpc_init();
@@ -379,6 +480,8 @@ rm_control_client_start(const rm_control_options_t *opts, char *err, size_t errl
         free(c->address);
         free(c->node_id);
         free(c->state_dir);
+        free(c->trust_anchor_file);
+        free(c->token_file);
         free(c);
         return NULL;
     }
@@ -403,6 +506,8 @@ rm_control_client_stop(rm_control_client_t *c)
     free(c->node_id);
     free(c->state_dir);
     free(c->stats_buf);
+    free(c->trust_anchor_file);
+    free(c->token_file);
     free(c);
 }
 

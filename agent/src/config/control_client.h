@@ -14,6 +14,13 @@
  * sends on the stream are made one at a time from this thread only, so the ACKs and the summaries never
  * have two sends outstanding (gRPC's rule).
  *
+ * The stream runs over TLS (docs/identity.md, "The control plane's own doors"): the control plane's
+ * certificate is verified against the trust bundle file and the name RM_RPC_CONTROL_SERVER_NAME;
+ * the agent authenticates with its bootstrap token (`authorization: Bearer`) and, when it has an
+ * unexpired workload certificate in service, with that as TLS client certificate. The files and
+ * the identity are read again for every new stream, so a rotated token, certificate or bundle is
+ * used at the next connection.
+ *
  * Thread: start/stop from the main thread; `apply` is called on the control thread.
  */
 #ifndef remora__control_client_h
@@ -49,12 +56,40 @@ typedef struct st_rm_control_options_t {
      * source of config/control_stats.h on the stream (nothing when no source is set).
      */
     uint32_t stats_interval_ms;
+    /** the trust bundle (PEM) the control plane's certificate must chain to (copied); NULL only when insecure */
+    const char *trust_anchor_file;
+    /** the bootstrap token's file (copied), NULL for none */
+    const char *token_file;
+    /** plaintext, no credentials (remora-agent --control-insecure, for remora-control --insecure: development only) */
+    int insecure;
+    /**
+     * The workload identity in service as PEM: *chain_pem (certificate then intermediates) and *key_pem,
+     * both malloc'ed; returns 0, or -1 when there is none (or it expired). May be NULL. Control thread.
+     */
+    int (*client_identity)(void *ctx, char **chain_pem, char **key_pem);
 } rm_control_options_t;
 
 /** Starts the client thread. Returns NULL with a message if the thread cannot start. */
 rm_control_client_t *rm_control_client_start(const rm_control_options_t *opts, char *err, size_t errlen);
 /** Closes the stream, joins the thread and frees the client. */
 void rm_control_client_stop(rm_control_client_t *client);
+
+/** What a connection to the control plane presents and verifies (files read at connection time). */
+typedef struct st_rm_control_credentials_t {
+    int insecure;
+    /** the trust bundle, the bootstrap token (trimmed), a client certificate chain and key: malloc'ed or NULL */
+    char *root_pem, *token, *cert_chain_pem, *key_pem;
+} rm_control_credentials_t;
+
+/**
+ * Reads the trust bundle (required unless `insecure`; at most 1 MiB, PEM) and the token file (when
+ * not NULL; at most 8 KiB, surrounding whitespace ignored). Returns 0, or -1 with a message naming
+ * the file (then nothing is held).
+ */
+int rm_control_credentials_load(rm_control_credentials_t *cr, int insecure, const char *trust_anchor_file, const char *token_file,
+                                char *err, size_t errlen);
+/** Frees (and wipes the secrets of) what rm_control_credentials_load and the caller put in `cr`. */
+void rm_control_credentials_dispose(rm_control_credentials_t *cr);
 
 /**
  * Reads the snapshot persisted in `state_dir` and translates it against `base`. Returns the config

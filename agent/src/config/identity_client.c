@@ -11,6 +11,7 @@
 #include "remora/rpc.h"
 #include "remora/strutil.h"
 #include "remora/v1/identity.pb-c.h"
+#include "config/control_client.h"
 #include "config/identity_client.h"
 
 #define LOG "identity"
@@ -21,7 +22,7 @@
 
 struct st_rm_identity_client_t {
     rm_identity_client_options_t opts;
-    char *address, *node_id, *token_file;
+    char *address, *node_id, *token_file, *trust_anchor_file;
     pthread_t thread;
     pthread_mutex_t mutex;
     pthread_cond_t cond;
@@ -66,15 +67,27 @@ read_token(const char *path, char *buf, size_t bufsz, char *err, size_t errlen)
 }
 
 /*
- * The Certify call, made as a stream with wait-for-ready: a fail-fast unary call made while the
- * channel is still in its reconnect backoff fails at once, even though the control plane is back.
- * This one waits for the connection, CALL_TIMEOUT_MS at most per step. The wire format is the same
- * as a unary call's. Returns 0 with *resp set, or -1 with the status.
+ * The Certify call, made as a stream on a fresh channel (one per attempt: the trust bundle is read
+ * again each time), fail-fast: a control plane that is away or does not verify ends the attempt at
+ * once with the reason; CALL_TIMEOUT_MS at most per step. The wire format is the same as a unary
+ * call's. Returns 0 with *resp set, or -1 with the status.
  */
 static int
-certify(rm_identity_client_t *c, rm_rpc_client_t *client, const ProtobufCMessage *req, ProtobufCMessage **resp, rm_rpc_status_t *st)
+certify(rm_identity_client_t *c, const ProtobufCMessage *req, ProtobufCMessage **resp, rm_rpc_status_t *st)
 {
-    rm_rpc_stream_t *s = rm_rpc_stream_open(client, "/remora.v1.Identity/Certify", 1);
+    rm_control_credentials_t cr;
+    if (rm_control_credentials_load(&cr, c->opts.insecure, c->trust_anchor_file, NULL, st->message, sizeof(st->message)) != 0) {
+        st->code = GRPC_STATUS_FAILED_PRECONDITION;
+        return -1;
+    }
+    grpc_arg args[] = {
+        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_ENABLE_RETRIES, .value.integer = 0},
+    };
+    grpc_channel_args chargs = {.num_args = sizeof(args) / sizeof(args[0]), .args = args};
+    rm_rpc_security_t sec = {.insecure = cr.insecure, .root_pem = cr.root_pem};
+    rm_rpc_client_t *client = rm_rpc_client_create_secure(c->address, &chargs, &sec);
+    rm_control_credentials_dispose(&cr);
+    rm_rpc_stream_t *s = rm_rpc_stream_open(client, "/remora.v1.Identity/Certify", 0);
     pthread_mutex_lock(&c->mutex);
     c->stream = s;
     if (c->stopping)
@@ -93,12 +106,13 @@ certify(rm_identity_client_t *c, rm_rpc_client_t *client, const ProtobufCMessage
     c->stream = NULL;
     pthread_mutex_unlock(&c->mutex);
     rm_rpc_stream_destroy(s);
+    rm_rpc_client_destroy(client);
     return r == RM_RPC_OK ? 0 : -1;
 }
 
 /* One Certify. Returns 0 once the new identity is in service, or -1 with the reason. */
 static int
-attempt(rm_identity_client_t *c, rm_rpc_client_t *client, char *err, size_t errlen)
+attempt(rm_identity_client_t *c, char *err, size_t errlen)
 {
     char *token = rm_malloc(MAX_TOKEN_BYTES);
     if (read_token(c->token_file, token, MAX_TOKEN_BYTES, err, errlen) != 0) {
@@ -119,7 +133,7 @@ attempt(rm_identity_client_t *c, rm_rpc_client_t *client, char *err, size_t errl
     req.node_id = c->node_id;
     ProtobufCMessage *m = NULL;
     rm_rpc_status_t st;
-    int r = certify(c, client, &req.base, &m, &st);
+    int r = certify(c, &req.base, &m, &st);
     free(csr);
     memset(token, 0, MAX_TOKEN_BYTES);
     free(token);
@@ -174,23 +188,15 @@ static void *
 thread_main(void *arg)
 {
     rm_identity_client_t *c = arg;
-    /* gRPC's own reconnect backoff (up to two minutes by default) must not delay the first renewal after
-     * the control plane returns: the channel retries every 2 s at most, our own backoff paces the calls */
-    grpc_arg args[] = {
-        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, .value.integer = 250},
-        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, .value.integer = 250},
-        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, .value.integer = 2000},
-        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_ENABLE_RETRIES, .value.integer = 0},
-    };
-    grpc_channel_args chargs = {.num_args = sizeof(args) / sizeof(args[0]), .args = args};
-    rm_rpc_client_t *client = rm_rpc_client_create(c->address, &chargs);
+    /* a fresh channel per attempt (certify): gRPC's own reconnect backoff never delays the first renewal
+     * after the control plane returns; our own backoff paces the calls */
     int64_t backoff_ms = BACKOFF_MIN_MS;
     int64_t next_ms = renew_at_ms(c);
     for (;;) {
         if (sleep_until(c, next_ms))
             break;
         char err[1024];
-        if (attempt(c, client, err, sizeof(err)) == 0) {
+        if (attempt(c, err, sizeof(err)) == 0) {
             c->opts.on_result(c->opts.ctx, 1, NULL);
             backoff_ms = BACKOFF_MIN_MS;
             next_ms = renew_at_ms(c);
@@ -215,7 +221,6 @@ thread_main(void *arg)
         next_ms = now + wait;
         backoff_ms = backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff_ms * 2;
     }
-    rm_rpc_client_destroy(client);
     return NULL;
 }
 
@@ -227,6 +232,7 @@ rm_identity_client_start(const rm_identity_client_options_t *opts, char *err, si
     c->address = rm_strdup(opts->address);
     c->node_id = rm_strdup(opts->node_id);
     c->token_file = rm_strdup(opts->token_file);
+    c->trust_anchor_file = opts->trust_anchor_file != NULL ? rm_strdup(opts->trust_anchor_file) : NULL;
     c->seed = (unsigned)time(NULL) ^ (unsigned)(uintptr_t)c;
     pthread_mutex_init(&c->mutex, NULL);
     pthread_cond_init(&c->cond, NULL);
@@ -238,6 +244,7 @@ rm_identity_client_start(const rm_identity_client_options_t *opts, char *err, si
         free(c->address);
         free(c->node_id);
         free(c->token_file);
+        free(c->trust_anchor_file);
         free(c);
         return NULL;
     }
@@ -260,5 +267,6 @@ rm_identity_client_stop(rm_identity_client_t *c)
     free(c->address);
     free(c->node_id);
     free(c->token_file);
+    free(c->trust_anchor_file);
     free(c);
 }

@@ -14,6 +14,10 @@
  * The identity types live in tls/ (tls/identity.h), above this layer: the executable's callbacks
  * bridge the two, so this file sees only bytes.
  *
+ * Each attempt connects anew over TLS (control_client.h: the trust bundle file is read again, so a
+ * bundle rotated into the state directory is used), fails fast when the control plane is away, and
+ * sends the token in the request.
+ *
  * Thread: start/stop from the main thread; every callback runs on the identity thread.
  */
 #ifndef remora__identity_client_h
@@ -31,6 +35,10 @@ typedef struct st_rm_identity_client_options_t {
     const char *node_id;
     /** the bootstrap token's file (copied; read before every attempt, surrounding whitespace ignored) */
     const char *token_file;
+    /** the trust bundle (PEM) the control plane's certificate must chain to (copied); NULL only when insecure */
+    const char *trust_anchor_file;
+    /** plaintext (remora-agent --control-insecure: development only) */
+    int insecure;
     /** Makes a key and a CSR (DER, malloc'ed; the caller frees it). *key is opaque, passed to install or release_key. */
     int (*make_csr)(void *ctx, void **key, uint8_t **csr_der, size_t *csr_len, char *err, size_t errlen);
     /**

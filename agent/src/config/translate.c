@@ -67,6 +67,9 @@ copy_base(builder_t *b, const rm_config_t *base)
         base->telemetry.tracing.service_name != NULL ? rm_strdup(base->telemetry.tracing.service_name) : NULL;
     c->telemetry.access_log.path = base->telemetry.access_log.path != NULL ? rm_strdup(base->telemetry.access_log.path) : NULL;
     c->agent_namespace = base->agent_namespace != NULL ? rm_strdup(base->agent_namespace) : NULL;
+    /* the bootstrap's mesh_tls stays in force unless the snapshot carries a MeshTLS (apply_mesh_tls) */
+    c->mesh_tls.mode = base->mesh_tls.mode;
+    c->mesh_tls.identity_dir = base->mesh_tls.identity_dir != NULL ? rm_strdup(base->mesh_tls.identity_dir) : NULL;
     c->dns_servers = rm_calloc(base->num_dns_servers, sizeof(char *));
     for (size_t i = 0; i != base->num_dns_servers; ++i)
         c->dns_servers[i] = rm_strdup(base->dns_servers[i]);
@@ -117,6 +120,13 @@ add_cluster(builder_t *b, const Remora__V1__Service *svc)
         return fail(b, "service %s/%s: protocol is not set", ns, name);
     }
     cl->meshed = spec->meshed;
+    if (spec->meshed) {
+        /* the identity the endpoints' agents present, in the mesh's trust domain (the agent's own: tls/mesh.h) */
+        const char *sa = spec->service_account != NULL && spec->service_account[0] != '\0' ? spec->service_account : "default";
+        char id[300];
+        snprintf(id, sizeof(id), "/ns/%s/sa/%s", ns, sa);
+        cl->peer_identity = rm_strdup(id);
+    }
     /* virtual addresses: the original destinations of intercepted connections that mean this Service */
     if (spec->n_addresses != 0) {
         cl->addresses = rm_calloc(spec->n_addresses, sizeof(*cl->addresses));
@@ -1440,6 +1450,37 @@ apply_telemetry(builder_t *b, const char *agent_ns)
     return 0;
 }
 
+/*
+ * MeshTLS (docs/mesh-tls.md): the first (by name) in the root namespace sets the mesh-wide mode; those of
+ * other namespaces are ignored (the control plane refuses them); with none, the bootstrap's (PERMISSIVE).
+ */
+static int
+apply_mesh_tls(builder_t *b)
+{
+    const Remora__V1__Snapshot *snap = b->snap;
+    for (size_t i = 0; i != snap->n_mesh_tls; ++i) {
+        const Remora__V1__MeshTLS *m = snap->mesh_tls[i];
+        if (strcmp(ns_of(m->metadata), ROOT_NAMESPACE) != 0)
+            continue;
+        switch (m->spec != NULL ? m->spec->mode : REMORA__V1__MESH_TLSMODE__MESH_TLS_MODE_UNSPECIFIED) {
+        case REMORA__V1__MESH_TLSMODE__MESH_TLS_MODE_STRICT:
+            b->config->mesh_tls.mode = RM_MESH_TLS_STRICT;
+            break;
+        case REMORA__V1__MESH_TLSMODE__MESH_TLS_MODE_PERMISSIVE:
+            b->config->mesh_tls.mode = RM_MESH_TLS_PERMISSIVE;
+            break;
+        case REMORA__V1__MESH_TLSMODE__MESH_TLS_MODE_DISABLE:
+            b->config->mesh_tls.mode = RM_MESH_TLS_DISABLE;
+            break;
+        default:
+            return fail(b, "MeshTLS %s/%s: spec.mode %d is not known to this agent", ns_of(m->metadata), name_of(m->metadata),
+                        m->spec != NULL ? (int)m->spec->mode : 0);
+        }
+        return 0;
+    }
+    return 0;
+}
+
 static int
 build(builder_t *b)
 {
@@ -1450,7 +1491,7 @@ build(builder_t *b)
         if (add_cluster(b, snap->services[i]) != 0)
             return -1;
     if (apply_backend_policies(b) != 0 || apply_rate_limit_policies(b) != 0 || apply_authz_policies(b) != 0 ||
-        apply_telemetry(b, b->config->agent_namespace) != 0)
+        apply_telemetry(b, b->config->agent_namespace) != 0 || apply_mesh_tls(b) != 0)
         return -1;
     for (size_t i = 0; i != snap->n_services; ++i) {
         const Remora__V1__Service *svc = snap->services[i];

@@ -19,7 +19,7 @@
  *   bytes_received    request body bytes from downstream
  *   bytes_sent        response body bytes to downstream
  *   trace_id          32 hex digits, null without tracing
- *   peer_identity     the mTLS peer's identity (always null until the agent terminates mTLS)
+ *   peer_identity     the mesh mTLS caller's SPIFFE ID (docs/mesh-tls.md), null for a plaintext caller
  *   downstream_address  "ip:port" of the client, null when unknown
  * Strings are JSON-escaped byte by byte: '"', '\', control bytes and DEL escaped; valid UTF-8 kept;
  * a byte that is not part of valid UTF-8 is written as \u00XX (its Latin-1 reading), so a line is

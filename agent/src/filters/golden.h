@@ -1,8 +1,8 @@
 /*
  * Golden request metrics: a stream observer (proxy/stream.h) that records, when a stream ends,
  *
- *   remora_requests_total{direction, route, backend}
- *   remora_responses_total{direction, route, backend, status_code, grpc_status, classification}
+ *   remora_requests_total{direction, route, backend, client_id}
+ *   remora_responses_total{direction, route, backend, client_id, status_code, grpc_status, classification}
  *   remora_request_duration_seconds{same labels as responses}      (histogram, obs/histogram.h buckets)
  *
  * in a bounded labelled family (obs/series.h), and, when each upstream attempt ends,

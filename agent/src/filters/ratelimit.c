@@ -134,7 +134,12 @@ client_key(rm_stream_t *s, const rm_config_rate_limit_t *rl, char *buf, size_t b
         *key = s->req.headers.entries[i].value.base;
         return s->req.headers.entries[i].value.len;
     }
-    case RM_CLIENT_KEY_IDENTITY: /* no peer identity yet: the source address */
+    case RM_CLIENT_KEY_IDENTITY: /* the mesh mTLS peer's SPIFFE ID; a plaintext caller: its source address */
+        if (s->peer_identity != NULL) {
+            *key = s->peer_identity;
+            return strlen(s->peer_identity);
+        }
+        /* fallthrough */
     case RM_CLIENT_KEY_SOURCE:
     default:
         if (s->peerlen == 0)

@@ -364,6 +364,8 @@ on_end(rm_stream_t *s)
     rm_otlp_span_add_int(span, "remora.attempts", info->attempts);
     if (s->listener != NULL && s->listener->name != NULL)
         rm_otlp_span_add_str(span, "remora.listener", s->listener->name, strlen(s->listener->name));
+    if (s->peer_identity != NULL) /* the caller's SPIFFE ID, verified by the mesh mTLS handshake */
+        rm_otlp_span_add_str(span, "remora.peer_identity", s->peer_identity, strlen(s->peer_identity));
     span->status = failed ? RM_OTLP_STATUS_ERROR : RM_OTLP_STATUS_UNSET;
     rm_otlp_submit(span);
 }

@@ -578,7 +578,7 @@ start_on_new(rm_endpoint_t *ep, rm_attempt_t *s)
     h1c_conn_t *conn = conn_new(ep);
     conn->s = s;
     rm_attempt_attach(s, &up_ops, conn);
-    conn->connecting = rm_connect_start(ep, on_connected, conn);
+    conn->connecting = rm_connect_start_proto(ep, RM_WIRE_HTTP1, on_connected, conn);
     if (conn->connecting == NULL)
         kill_conn(conn, RM_UPSTREAM_ERR_CONNECT, "cannot create a socket");
 }

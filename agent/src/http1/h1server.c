@@ -159,6 +159,13 @@ on_message_begin(void *ctx)
         rm_timer_unlink(&conn->idle_timeout);
     conn->s = rm_stream_create(worker, worker->config, listener, conn->dc->stats, &down_ops, conn);
     rm_stream_set_peer(conn->s, (struct sockaddr *)&conn->dc->peer, conn->dc->peerlen);
+    if (conn->dc->peer_identity != NULL) {
+        /* the mesh mTLS caller's SPIFFE ID (docs/mesh-tls.md), copied: the stream may outlive the connection */
+        size_t idlen = strlen(conn->dc->peer_identity) + 1;
+        char *id = h2o_mem_alloc_pool(&conn->s->pool, idlen);
+        memcpy(id, conn->dc->peer_identity, idlen);
+        conn->s->peer_identity = id;
+    }
     conn->req_complete = 0;
     conn->resp_started = 0;
     conn->resp_complete = 0;
@@ -185,7 +192,9 @@ on_request_head(void *ctx, rm_req_head_t *head)
     if (s->req.upgrade.len != 0 && !h2o_lcstris(s->req.upgrade.base, s->req.upgrade.len, H2O_STRLIT("websocket")))
         s->req.upgrade = h2o_iovec_init(NULL, 0);
     conn->upgrade_req = conn->upgrade_wait = s->req.upgrade.len != 0;
-    s->req.scheme = conn->dc->is_tls ? h2o_iovec_init(H2O_STRLIT("https")) : h2o_iovec_init(H2O_STRLIT("http"));
+    /* mesh mTLS is the agents' hop, not the client's scheme: the calling agent's client spoke http */
+    s->req.scheme = conn->dc->is_tls && conn->dc->peer_identity == NULL ? h2o_iovec_init(H2O_STRLIT("https"))
+                                                                        : h2o_iovec_init(H2O_STRLIT("http"));
     if (s->listener == NULL) {
         send_error_and_close(conn, 503, "listener removed by a configuration change");
         return 0;

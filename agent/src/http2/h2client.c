@@ -563,7 +563,7 @@ conn_create(rm_endpoint_t *ep)
     conn->h2.bytes_rx_stat = NULL;
     h2o_linklist_insert(&ep->h2_conns, &conn->ep_link);
     ++ep->num_h2_conns;
-    conn->connecting = rm_connect_start(ep, on_connected, conn);
+    conn->connecting = rm_connect_start_proto(ep, RM_WIRE_H2, on_connected, conn);
     if (conn->connecting == NULL) {
         conn->dying = 1;
         rm_worker_defer(worker, &conn->destroy_later);

@@ -45,3 +45,84 @@ rm_detect_classify(const char *in, size_t len, int transparent)
         return RM_DETECT_IS_HTTP1;
     return classify_method(in, len);
 }
+
+#define MESH_ALPN_PREFIX "remora.mesh/"
+
+static size_t
+be(const unsigned char *p, size_t n)
+{
+    size_t v = 0;
+    for (size_t i = 0; i != n; ++i)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+rm_detect_alpn_t
+rm_detect_mesh_alpn(const unsigned char *in, size_t len)
+{
+    if (len < 5)
+        return RM_DETECT_ALPN_NEED_MORE;
+    if (in[0] != 0x16 || in[1] != 0x03)
+        return RM_DETECT_ALPN_OTHER;
+    size_t rlen = be(in + 3, 2);
+    if (rlen == 0 || rlen > 16384)
+        return RM_DETECT_ALPN_OTHER;
+    if (len < 5 + rlen)
+        return RM_DETECT_ALPN_NEED_MORE;
+    const unsigned char *p = in + 5, *end = p + rlen;
+    /* handshake header: ClientHello (1), 24-bit length, which must fit in this record */
+    if (end - p < 4 || p[0] != 1)
+        return RM_DETECT_ALPN_OTHER;
+    size_t hlen = be(p + 1, 3);
+    p += 4;
+    if (hlen > (size_t)(end - p))
+        return RM_DETECT_ALPN_OTHER;
+    end = p + hlen;
+    /* legacy_version (2), random (32), session id, cipher suites, compression methods */
+    if (end - p < 34 + 1)
+        return RM_DETECT_ALPN_OTHER;
+    p += 34;
+    size_t n = *p++;
+    if ((size_t)(end - p) < n + 2)
+        return RM_DETECT_ALPN_OTHER;
+    p += n;
+    n = be(p, 2);
+    p += 2;
+    if ((size_t)(end - p) < n + 1)
+        return RM_DETECT_ALPN_OTHER;
+    p += n;
+    n = *p++;
+    if ((size_t)(end - p) < n)
+        return RM_DETECT_ALPN_OTHER;
+    p += n;
+    if (end - p < 2)
+        return RM_DETECT_ALPN_OTHER; /* no extensions */
+    n = be(p, 2);
+    p += 2;
+    if ((size_t)(end - p) < n)
+        return RM_DETECT_ALPN_OTHER;
+    end = p + n;
+    while (end - p >= 4) {
+        size_t type = be(p, 2), elen = be(p + 2, 2);
+        p += 4;
+        if ((size_t)(end - p) < elen)
+            return RM_DETECT_ALPN_OTHER;
+        if (type == 16) { /* application_layer_protocol_negotiation */
+            const unsigned char *q = p, *qend = p + elen;
+            if (qend - q < 2 || be(q, 2) != elen - 2)
+                return RM_DETECT_ALPN_OTHER;
+            q += 2;
+            while (q < qend) {
+                size_t plen = *q++;
+                if (plen == 0 || (size_t)(qend - q) < plen)
+                    return RM_DETECT_ALPN_OTHER;
+                if (plen > sizeof(MESH_ALPN_PREFIX) - 1 && memcmp(q, MESH_ALPN_PREFIX, sizeof(MESH_ALPN_PREFIX) - 1) == 0)
+                    return RM_DETECT_ALPN_MESH;
+                q += plen;
+            }
+            return RM_DETECT_ALPN_OTHER;
+        }
+        p += elen;
+    }
+    return RM_DETECT_ALPN_OTHER;
+}

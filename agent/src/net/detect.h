@@ -30,4 +30,22 @@ typedef enum en_rm_detect_verdict_t {
 /** Classifies the first `len` (> 0) bytes of a connection. `transparent`: the listener's rule, see above. */
 rm_detect_verdict_t rm_detect_classify(const char *in, size_t len, int transparent);
 
+/** The outcome of rm_detect_mesh_alpn. */
+typedef enum en_rm_detect_alpn_t {
+    RM_DETECT_ALPN_NEED_MORE = 0, /* the first TLS record is not complete yet */
+    RM_DETECT_ALPN_MESH = 1,      /* a ClientHello whose ALPN offers an id starting with "remora.mesh/" */
+    RM_DETECT_ALPN_OTHER = 2,     /* any other ClientHello (no ALPN, other ids), or what cannot be parsed */
+} rm_detect_alpn_t;
+
+/** The longest TLS record waited for by rm_detect_mesh_alpn: a record's header plus 2^14 bytes. */
+#define RM_DETECT_MAX_CLIENT_HELLO (5 + 16384)
+
+/**
+ * Mesh mTLS detection (docs/mesh-tls.md): parses the ClientHello in the first TLS record of `in`
+ * (bytes starting with the record header) and reports whether its ALPN extension offers a mesh
+ * protocol id. Only the first record is read (bounded by RM_DETECT_MAX_CLIENT_HELLO); a ClientHello
+ * split over several records is OTHER, as are malformed ones (the application's TLS is relayed as is).
+ */
+rm_detect_alpn_t rm_detect_mesh_alpn(const unsigned char *in, size_t len);
+
 #endif

@@ -110,6 +110,8 @@ rm_dconn_destroy(rm_dconn_t *dc)
     if (rm_timer_is_linked(&dc->_detect_timeout))
         rm_timer_unlink(&dc->_detect_timeout);
     h2o_linklist_unlink(&dc->_link);
+    rm_mesh_handshake_end(&dc->mesh_hs);
+    free(dc->peer_identity);
     --worker->num_downstream_conns;
     RM_STAT_DEC(dc->stats->cx_active);
     free(dc);
@@ -133,11 +135,78 @@ hand_over_opaque(rm_dconn_t *dc, rm_detect_result_t result)
     rm_tcp_proxy_accept(dc);
 }
 
+/* The listener config of a connection being detected (NULL if it left the snapshot). */
+static const rm_config_listener_t *
+detect_listener(rm_dconn_t *dc)
+{
+    rm_config_t *config = dc->worker->config;
+    return dc->listener_index < config->num_listeners ? &config->listeners[dc->listener_index] : NULL;
+}
+
+/* Inbound transparent listeners and explicit `peer: agent` ones: where mesh mTLS ends (docs/mesh-tls.md). */
+static int
+is_mesh_listener(rm_dconn_t *dc)
+{
+    const rm_config_listener_t *lc = detect_listener(dc);
+    return lc != NULL && (lc->direction == RM_DIRECTION_INBOUND || (lc->direction == RM_DIRECTION_NONE && lc->peer_agent));
+}
+
+/* Plaintext arrived on a mesh listener: 1 if it was refused (STRICT; the connection is closed), else 0 (counted). */
+static int
+refuse_plaintext(rm_dconn_t *dc)
+{
+    if (!is_mesh_listener(dc))
+        return 0;
+    if (dc->worker->config->mesh_tls.mode != RM_MESH_TLS_STRICT) {
+        rm_mesh_count_connection(RM_MESH_INBOUND, 0);
+        return 0;
+    }
+    rm_mesh_count_plaintext_refused();
+    RM_STAT_INC(dc->stats->rq_protocol_error);
+    /* at most one line per source per interval: a small direct-mapped table per worker */
+    static __thread struct {
+        struct sockaddr_storage peer;
+        uint64_t at_ms;
+    } logged[64];
+    uint64_t h = 0;
+    const unsigned char *b = (const unsigned char *)&dc->peer;
+    size_t n = dc->peer.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    for (size_t i = 0; i != n; ++i)
+        if (i < 2 || i >= 4) /* not the port: one line per address */
+            h = h * 31 + b[i];
+    uint64_t now = rm_worker_now_ms(dc->worker);
+    size_t slot = h % 64;
+    struct sockaddr_storage key = dc->peer;
+    if (key.ss_family == AF_INET)
+        ((struct sockaddr_in *)&key)->sin_port = 0;
+    else if (key.ss_family == AF_INET6)
+        ((struct sockaddr_in6 *)&key)->sin6_port = 0;
+    if (memcmp(&logged[slot].peer, &key, sizeof(key)) != 0 || logged[slot].at_ms == 0 ||
+        now - logged[slot].at_ms >= RM_MESH_REFUSED_LOG_INTERVAL_MS) {
+        char name[80] = "unknown";
+        if (dc->peerlen != 0)
+            rm_format_sockaddr((struct sockaddr *)&dc->peer, name, sizeof(name));
+        rm_log_warn("mesh-tls", "refusing plaintext from %s: MeshTLS mode is STRICT (mesh mTLS required)", name);
+        logged[slot].peer = key;
+        logged[slot].at_ms = now != 0 ? now : 1;
+    }
+    dconn_close_detecting(dc);
+    return 1;
+}
+
 static void
 on_detect_timeout(rm_timer_t *entry)
 {
     rm_dconn_t *dc = H2O_STRUCT_FROM_MEMBER(rm_dconn_t, _detect_timeout, entry);
+    if (dc->is_tls) {
+        rm_log_debug("listener", "closing connection whose TLS handshake did not finish in time");
+        RM_STAT_INC(dc->stats->detect[RM_DETECT_TIMEOUT]);
+        dconn_close_detecting(dc);
+        return;
+    }
     if (dc->direction != RM_DIRECTION_NONE) {
+        if (refuse_plaintext(dc))
+            return;
         /* a client that waits for the server (or a slow one): relay what it is, as Linkerd and Istio do */
         rm_log_debug("listener", "nothing detectable in time; relaying as opaque TCP");
         hand_over_opaque(dc, RM_DETECT_TIMEOUT);
@@ -179,11 +248,68 @@ on_handshake_complete(h2o_socket_t *sock, const char *err)
 }
 
 static void
+on_mesh_handshake(h2o_socket_t *sock, const char *err)
+{
+    rm_dconn_t *dc = sock->data;
+    rm_mesh_handshake_end(&dc->mesh_hs);
+    rm_mesh_result_t result = rm_mesh_handshake_result(&dc->mesh_hs, RM_MESH_INBOUND, err);
+    int proto = err == NULL ? rm_mesh_alpn_proto(h2o_socket_ssl_get_selected_protocol(sock)) : -1;
+    if (result != RM_MESH_SUCCESS && result != RM_MESH_RESUMED) {
+        char name[80] = "unknown";
+        if (dc->peerlen != 0)
+            rm_format_sockaddr((struct sockaddr *)&dc->peer, name, sizeof(name));
+        rm_log_info("mesh-tls", "mesh mTLS handshake from %s failed (%s): %s", name, rm_mesh_result_name(result), dc->mesh_hs.why);
+        dconn_close_detecting(dc);
+        return;
+    }
+    if (proto < 0) {
+        rm_log_info("mesh-tls", "mesh mTLS from %s negotiated no mesh protocol; closing", dc->mesh_hs.peer_id);
+        dconn_close_detecting(dc);
+        return;
+    }
+    dc->peer_identity = rm_strdup(dc->mesh_hs.peer_id);
+    rm_mesh_count_connection(RM_MESH_INBOUND, 1);
+    RM_STAT_INC(dc->stats->cx_tls);
+    hand_over(dc, proto == RM_MESH_PROTO_H2);
+}
+
+/* A ClientHello offering a mesh ALPN id on a mesh listener: terminate it with the agent's identity. */
+static void
+start_mesh_handshake(rm_dconn_t *dc)
+{
+    SSL_CTX *ctx = rm_mesh_tls_server_ctx();
+    if (ctx == NULL) {
+        char name[80] = "unknown";
+        if (dc->peerlen != 0)
+            rm_format_sockaddr((struct sockaddr *)&dc->peer, name, sizeof(name));
+        rm_mesh_count_handshake(RM_MESH_INBOUND, RM_MESH_NO_IDENTITY);
+        /* at most one line per worker per interval: every caller of the mesh would repeat it */
+        static __thread uint64_t logged_at_ms;
+        uint64_t now = rm_worker_now_ms(dc->worker);
+        if (logged_at_ms == 0 || now - logged_at_ms >= RM_MESH_REFUSED_LOG_INTERVAL_MS) {
+            rm_log_warn("mesh-tls", "closing mesh mTLS from %s: this agent has no identity (docs/identity.md)", name);
+            logged_at_ms = now != 0 ? now : 1;
+        }
+        dconn_close_detecting(dc);
+        return;
+    }
+    dc->is_tls = 1;
+    RM_STAT_INC(dc->stats->detect[RM_DETECT_TLS]);
+    h2o_socket_read_stop(dc->sock);
+    rm_mesh_handshake_start(&dc->mesh_hs, dc->sock, NULL);
+    /* the ClientHello bytes already read stay in sock->input; h2o feeds them to the handshake */
+    h2o_socket_ssl_handshake(dc->sock, ctx, NULL, on_mesh_handshake);
+    SSL_CTX_free(ctx); /* the connection's SSL holds its own reference */
+}
+
+static void
 on_detect_read(h2o_socket_t *sock, const char *err)
 {
     rm_dconn_t *dc = sock->data;
     if (err != NULL) {
         if (dc->direction != RM_DIRECTION_NONE && sock->input->size != 0) {
+            if (refuse_plaintext(dc))
+                return;
             /* a short message and a half-close: relay it (the proxy sees the end again and passes it on) */
             hand_over_opaque(dc, RM_DETECT_OPAQUE);
             return;
@@ -199,16 +325,31 @@ on_detect_read(h2o_socket_t *sock, const char *err)
     case RM_DETECT_NEED_MORE:
         return; /* a prefix of the preface or of a method: wait for more (bounded by the detect timeout) */
     case RM_DETECT_IS_H2:
-        hand_over(dc, 1);
+        if (!refuse_plaintext(dc))
+            hand_over(dc, 1);
         return;
     case RM_DETECT_IS_HTTP1:
-        hand_over(dc, 0);
+        if (!refuse_plaintext(dc))
+            hand_over(dc, 0);
         return;
     case RM_DETECT_IS_OPAQUE:
-        hand_over_opaque(dc, RM_DETECT_OPAQUE);
+        if (!refuse_plaintext(dc))
+            hand_over_opaque(dc, RM_DETECT_OPAQUE);
         return;
     case RM_DETECT_IS_TLS:
         break;
+    }
+    if (is_mesh_listener(dc)) {
+        /* mesh mTLS or the application's TLS: the ClientHello's ALPN tells (bounded by the first record) */
+        switch (rm_detect_mesh_alpn((const unsigned char *)sock->input->bytes, len)) {
+        case RM_DETECT_ALPN_NEED_MORE:
+            return;
+        case RM_DETECT_ALPN_MESH:
+            start_mesh_handshake(dc); /* the detect timeout bounds the handshake too */
+            return;
+        case RM_DETECT_ALPN_OTHER:
+            break;
+        }
     }
     if (transparent) {
         /* the application's own TLS: not ours to end, relayed as it is (docs/transparent.md) */

@@ -15,6 +15,13 @@
  * the listener's opaque_ports skip detection. An explicit `protocol: tcp` listener relays at once.
  * Results are counted in remora_detect_total{listener,result}.
  *
+ * Mesh mTLS (docs/mesh-tls.md): on INBOUND transparent listeners and explicit `peer: agent` ones, a
+ * ClientHello whose ALPN offers a remora.mesh/ id (rm_detect_mesh_alpn) is terminated with the
+ * agent's identity (tls/mesh.h); the caller's SPIFFE ID is kept in rm_dconn_t.peer_identity and the
+ * negotiated id picks the HTTP/2 or HTTP/1.1 server. Under MeshTLS STRICT, plaintext (HTTP or opaque
+ * bytes) on those listeners is refused: closed, counted in remora_mesh_tls_plaintext_refused_total,
+ * logged at most once per source address per RM_MESH_REFUSED_LOG_INTERVAL_MS.
+ *
  * Thread: rm_listen_fd_open and rm_listener_new on the main thread; the rest on the owning worker.
  */
 #ifndef remora__listener_h
@@ -25,6 +32,7 @@
 #include "config/config.h"
 #include "core/worker.h"
 #include "obs/stats.h"
+#include "tls/mesh.h"
 
 struct st_rm_listener_t {
     rm_worker_t *worker;
@@ -72,7 +80,15 @@ struct st_rm_dconn_t {
     /** OUTBOUND: index in config->service_listeners when orig_dst is a Service's virtual address, else
      * SIZE_MAX (then rm_dconn_listener returns the Service listener, whose routes are that Service's) */
     size_t service_listener_index;
+    /** mesh mTLS (docs/mesh-tls.md): the handshake in progress, then the caller's verified SPIFFE ID (owned,
+     * NULL for plaintext and the application's TLS); streams copy it into rm_stream_t.peer_identity */
+    rm_mesh_handshake_t mesh_hs;
+    char *peer_identity;
 };
+
+/** STRICT refusals are logged at most once per source address per this interval (per worker, 64 sources tracked);
+ * mesh mTLS closed for want of an identity at most once per worker per interval */
+#define RM_MESH_REFUSED_LOG_INTERVAL_MS 10000
 
 /** Main thread: socket(), SO_REUSEPORT, bind, listen. Returns the fd or -1 with a message. */
 int rm_listen_fd_open(const rm_config_addr_t *addr, char *err, size_t errlen);

@@ -83,7 +83,7 @@ rm_series_t *rm_series_get(rm_stats_t *stats, rm_series_family_t *family, const 
  * rm_series_get does and caches the result (a dropped observation is not cached). An all-zero ident
  * must not be used (it matches the empty cache). Owner worker only.
  */
-#define RM_SERIES_IDENT_WORDS 5
+#define RM_SERIES_IDENT_WORDS 6
 rm_series_t *rm_series_cached(rm_stats_t *stats, rm_series_family_t *family, const uint64_t ident[RM_SERIES_IDENT_WORDS]);
 rm_series_t *rm_series_get_cached(rm_stats_t *stats, rm_series_family_t *family, const uint64_t ident[RM_SERIES_IDENT_WORDS],
                                   const char *const *values);

@@ -132,8 +132,8 @@ struct st_rm_stream_t {
      * the client certificate the mesh mTLS handshake verified, NUL-terminated, or NULL (plaintext,
      * or a TLS client without a mesh identity). Set by the downstream connection before
      * rm_stream_on_request_head, in memory that outlives the stream (the connection's) or the
-     * stream's pool; read by authorization (filters/authz.h) and, later, rate limits, metrics and
-     * logs. Nothing sets it yet: the mesh mTLS seam (docs/architecture.md).
+     * stream's pool; read by authorization (filters/authz.h), rate limits, metrics and logs. The
+     * HTTP/1.1 and HTTP/2 servers copy it from rm_dconn_t.peer_identity (mesh mTLS, docs/mesh-tls.md).
      */
     const char *peer_identity;
     /** the matched route (NULL until routed, or none matched) */

@@ -12,7 +12,9 @@
 void
 rm_tls_init(void)
 {
-    OPENSSL_init_ssl(0, NULL);
+    /* no OpenSSL clean-up at exit: gRPC's threads (control module, OTLP) may still be ending then, and a thread
+     * that ends after the clean-up deleted OpenSSL's thread key leaks its error state; main() releases its own */
+    OPENSSL_init_ssl(OPENSSL_INIT_NO_ATEXIT, NULL);
 }
 
 static void

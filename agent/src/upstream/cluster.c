@@ -8,6 +8,7 @@
 #include "remora/strutil.h"
 #include "net/resolver.h"
 #include "proxy/attempt.h"
+#include "tls/mesh.h"
 #include "tls/tls.h"
 #include "upstream/breaker.h"
 #include "upstream/cluster.h"
@@ -390,7 +391,8 @@ rm_cluster_can_reuse(rm_cluster_t *old, const rm_config_cluster_t *config)
 {
     const rm_config_cluster_t *o = old->config;
     if (old->retired || strcmp(o->name, config->name) != 0 || o->protocol != config->protocol ||
-        o->agent_hop != config->agent_hop || o->tls != config->tls || o->num_endpoints != config->num_endpoints)
+        o->agent_hop != config->agent_hop || o->tls != config->tls || o->num_endpoints != config->num_endpoints ||
+        !str_eq(o->peer_identity, config->peer_identity))
         return 0;
     if (config->tls && !(str_eq(o->tls_ca_file, config->tls_ca_file) && str_eq(o->tls_server_name, config->tls_server_name) &&
                          str_eq(o->tls_cert_file, config->tls_cert_file) && str_eq(o->tls_key_file, config->tls_key_file)))
@@ -770,6 +772,11 @@ struct st_rm_connect_t {
     rm_connect_cb cb;
     void *data;
     rm_timer_t timeout;
+    /** mesh mTLS to a peer agent (docs/mesh-tls.md): the client context (own reference), NULL for none */
+    SSL_CTX *mesh_ctx;
+    rm_mesh_handshake_t mesh_hs;
+    /** the SPIFFE ID the peer agent must present */
+    char mesh_expected[RM_MESH_MAX_ID];
 };
 
 static void
@@ -782,6 +789,9 @@ connect_finish(rm_connect_t *conn, h2o_socket_t *sock, int err_kind, const char 
     void *data = conn->data;
     if (sock == NULL)
         RM_STAT_INC(ep->cluster->stats->cx_connect_fail);
+    rm_mesh_handshake_end(&conn->mesh_hs);
+    if (conn->mesh_ctx != NULL)
+        SSL_CTX_free(conn->mesh_ctx);
     free(conn);
     cb(NULL, sock, err_kind, err, alpn, data);
     rm_endpoint_unref(ep);
@@ -816,6 +826,29 @@ on_handshake(h2o_socket_t *sock, const char *err)
 }
 
 static void
+on_mesh_handshake(h2o_socket_t *sock, const char *err)
+{
+    rm_connect_t *conn = sock->data;
+    rm_mesh_handshake_end(&conn->mesh_hs);
+    rm_mesh_result_t result = rm_mesh_handshake_result(&conn->mesh_hs, RM_MESH_OUTBOUND, err);
+    int proto = err == NULL ? rm_mesh_alpn_proto(h2o_socket_ssl_get_selected_protocol(sock)) : -1;
+    if ((result == RM_MESH_SUCCESS || result == RM_MESH_RESUMED) && proto < 0) {
+        result = RM_MESH_ERROR;
+        snprintf(conn->mesh_hs.why, sizeof(conn->mesh_hs.why), "the peer agent negotiated no mesh protocol (ALPN)");
+    }
+    if (result != RM_MESH_SUCCESS && result != RM_MESH_RESUMED) {
+        char msg[800];
+        snprintf(msg, sizeof(msg), "mesh mTLS handshake with %s: %s", conn->ep->name, conn->mesh_hs.why);
+        rm_log_info("mesh-tls", "%s (%s)", msg, rm_mesh_result_name(result));
+        h2o_socket_close(sock);
+        connect_finish(conn, NULL, RM_UPSTREAM_ERR_CONNECT, msg, RM_WIRE_UNKNOWN);
+        return;
+    }
+    rm_mesh_count_connection(RM_MESH_OUTBOUND, 1);
+    connect_finish(conn, sock, 0, NULL, proto == RM_MESH_PROTO_H2 ? RM_WIRE_H2 : RM_WIRE_HTTP1);
+}
+
+static void
 on_connect(h2o_socket_t *sock, const char *err)
 {
     rm_connect_t *conn = sock->data;
@@ -829,6 +862,12 @@ on_connect(h2o_socket_t *sock, const char *err)
     int on = 1;
     setsockopt(h2o_socket_get_fd(sock), IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
     rm_cluster_t *c = conn->ep->cluster;
+    if (conn->mesh_ctx != NULL) {
+        /* the SNI is fixed: the peer agent is checked by its SPIFFE ID, not by a name */
+        rm_mesh_handshake_start(&conn->mesh_hs, sock, conn->mesh_expected);
+        h2o_socket_ssl_handshake(sock, conn->mesh_ctx, "remora.mesh", on_mesh_handshake);
+        return;
+    }
     if (c->ssl_ctx != NULL) {
         const char *sni = c->config->tls_server_name != NULL ? c->config->tls_server_name : conn->ep->host;
         h2o_socket_ssl_handshake(sock, c->ssl_ctx, sni, on_handshake);
@@ -837,11 +876,43 @@ on_connect(h2o_socket_t *sock, const char *err)
     connect_finish(conn, sock, 0, NULL, RM_WIRE_UNKNOWN);
 }
 
+/* The mesh mTLS client context for a connection to `c`'s endpoints speaking `wire`, or NULL for none (docs/mesh-tls.md):
+ * an agent-to-agent hop with an expected identity, an HTTP protocol, no TLS of its own, a mode other than DISABLE and an
+ * identity in service. */
+static SSL_CTX *
+mesh_client_ctx(rm_cluster_t *c, rm_wire_protocol_t wire, char *expected, size_t expected_len)
+{
+    const rm_config_cluster_t *cfg = c->config;
+    if (!(cfg->agent_hop || cfg->peer_agent))
+        return NULL;
+    if (cfg->tls || cfg->peer_identity == NULL || wire == RM_WIRE_UNKNOWN ||
+        c->worker->config->mesh_tls.mode == RM_MESH_TLS_DISABLE) {
+        rm_mesh_count_connection(RM_MESH_OUTBOUND, cfg->tls);
+        return NULL;
+    }
+    SSL_CTX *ctx = NULL;
+    if (rm_mesh_expected_id(cfg->peer_identity, expected, expected_len) == 0)
+        ctx = rm_mesh_tls_client_ctx(expected, wire == RM_WIRE_H2 ? RM_MESH_PROTO_H2 : RM_MESH_PROTO_HTTP1);
+    if (ctx == NULL) {
+        /* no identity of our own: the hop stays plaintext (a STRICT peer refuses it) */
+        rm_mesh_count_handshake(RM_MESH_OUTBOUND, RM_MESH_NO_IDENTITY);
+        rm_mesh_count_connection(RM_MESH_OUTBOUND, 0);
+    }
+    return ctx;
+}
+
 rm_connect_t *
 rm_connect_start(rm_endpoint_t *ep, rm_connect_cb cb, void *data)
 {
+    return rm_connect_start_proto(ep, RM_WIRE_UNKNOWN, cb, data);
+}
+
+rm_connect_t *
+rm_connect_start_proto(rm_endpoint_t *ep, rm_wire_protocol_t wire, rm_connect_cb cb, void *data)
+{
     rm_cluster_t *c = ep->cluster;
     rm_connect_t *conn = rm_calloc(1, sizeof(*conn));
+    conn->mesh_ctx = mesh_client_ctx(c, wire, conn->mesh_expected, sizeof(conn->mesh_expected));
     conn->ep = ep;
     rm_endpoint_ref(ep);
     conn->cb = cb;
@@ -851,6 +922,8 @@ rm_connect_start(rm_endpoint_t *ep, rm_connect_cb cb, void *data)
     if (conn->sock == NULL) {
         /* fails synchronously only for local reasons (no fds, bad address family) */
         RM_STAT_INC(c->stats->cx_connect_fail);
+        if (conn->mesh_ctx != NULL)
+            SSL_CTX_free(conn->mesh_ctx);
         free(conn);
         rm_endpoint_unref(ep);
         return NULL;
@@ -866,6 +939,9 @@ rm_connect_cancel(rm_connect_t *conn)
     if (rm_timer_is_linked(&conn->timeout))
         rm_timer_unlink(&conn->timeout);
     h2o_socket_close(conn->sock);
+    rm_mesh_handshake_end(&conn->mesh_hs);
+    if (conn->mesh_ctx != NULL)
+        SSL_CTX_free(conn->mesh_ctx);
     rm_endpoint_unref(conn->ep);
     free(conn);
 }

@@ -157,6 +157,15 @@ typedef void (*rm_connect_cb)(rm_connect_t *conn, h2o_socket_t *sock, int err_ki
                               void *data);
 /** Returns NULL (and does not call `cb`) if no socket could be created. */
 rm_connect_t *rm_connect_start(rm_endpoint_t *ep, rm_connect_cb cb, void *data);
+/**
+ * The same for a codec that speaks `wire` (RM_WIRE_H2 or RM_WIRE_HTTP1; RM_WIRE_UNKNOWN: opaque bytes, what
+ * rm_connect_start means). To a peer agent (agent_hop or `peer: agent`) whose cluster has an expected identity
+ * (rm_config_cluster_t.peer_identity), the connection is mesh mTLS offering the mesh ALPN id of `wire`, unless
+ * MeshTLS is DISABLE or the agent has no identity (docs/mesh-tls.md); opaque bytes stay plaintext. A peer whose
+ * certificate is not trusted or names another SPIFFE ID fails the connect (RM_UPSTREAM_ERR_CONNECT, the message
+ * names both IDs).
+ */
+rm_connect_t *rm_connect_start_proto(rm_endpoint_t *ep, rm_wire_protocol_t wire, rm_connect_cb cb, void *data);
 
 /**
  * Every upstream connection registers here so the worker can close them all at shutdown, even

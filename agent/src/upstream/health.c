@@ -8,6 +8,7 @@
 #include "remora/strutil.h"
 #include "net/resolver.h"
 #include "obs/stats.h"
+#include "tls/mesh.h"
 #include "upstream/health.h"
 #include "upstream/outlier.h"
 
@@ -96,6 +97,9 @@ typedef struct st_checker_t {
     h2o_buffer_t *out, *inflight;
     unsigned writing : 1;
     unsigned seen : 1;
+    /* a check over mesh mTLS (docs/mesh-tls.md): the handshake and the SPIFFE ID the peer agent must present */
+    rm_mesh_handshake_t mesh_hs;
+    char mesh_expected[RM_MESH_MAX_ID];
 } checker_t;
 
 /* A host-name endpoint, resolved on the main loop. */
@@ -117,6 +121,8 @@ struct st_hc_cluster_t {
     rm_upstream_protocol_t protocol;
     SSL_CTX *ssl_ctx; /* own reference, NULL for cleartext */
     char *tls_server_name;
+    /* the endpoints are agents expecting mesh mTLS: their configured identity (owned; NULL: plaintext checks) */
+    char *mesh_identity;
     uint32_t dns_min_refresh_ms, dns_max_refresh_ms;
     /* the IP endpoints of the config ("host", port, address) */
     rm_config_endpoint_t *ips;
@@ -130,6 +136,8 @@ struct st_hc_cluster_t {
 };
 
 static struct {
+    /* MeshTLS DISABLE in the snapshot in service: checks to agents are plaintext */
+    int mesh_disabled;
     uv_loop_t *loop;
     const rm_health_h2_codec_t *h2;
     rm_resolver_t *resolver;
@@ -177,6 +185,7 @@ static void
 close_exchange(checker_t *ck)
 {
     if (ck->sock != NULL) {
+        rm_mesh_handshake_end(&ck->mesh_hs);
         h2o_socket_close(ck->sock);
         ck->sock = NULL;
     }
@@ -501,6 +510,36 @@ on_handshake(h2o_socket_t *sock, const char *err)
 }
 
 static void
+on_mesh_handshake(h2o_socket_t *sock, const char *err)
+{
+    checker_t *ck = sock->data;
+    rm_mesh_handshake_end(&ck->mesh_hs);
+    rm_mesh_result_t result = rm_mesh_handshake_result(&ck->mesh_hs, RM_MESH_OUTBOUND, err);
+    if (result != RM_MESH_SUCCESS && result != RM_MESH_RESUMED) {
+        finish(ck, RM_HEALTH_CONNECT_FAILURE, ck->mesh_hs.why);
+        return;
+    }
+    send_request(ck, plain_wire(ck->cluster));
+}
+
+/* A check of an agent's endpoint goes over mesh mTLS as requests do (upstream/cluster.c); 1 if it started. */
+static int
+start_mesh_handshake(checker_t *ck, h2o_socket_t *sock)
+{
+    hc_cluster_t *cl = ck->cluster;
+    if (cl->mesh_identity == NULL || hc.mesh_disabled ||
+        rm_mesh_expected_id(cl->mesh_identity, ck->mesh_expected, sizeof(ck->mesh_expected)) != 0)
+        return 0;
+    SSL_CTX *ctx = rm_mesh_tls_client_ctx(ck->mesh_expected, plain_wire(cl) == WIRE_H2 ? RM_MESH_PROTO_H2 : RM_MESH_PROTO_HTTP1);
+    if (ctx == NULL)
+        return 0;
+    rm_mesh_handshake_start(&ck->mesh_hs, sock, ck->mesh_expected);
+    h2o_socket_ssl_handshake(sock, ctx, "remora.mesh", on_mesh_handshake);
+    SSL_CTX_free(ctx); /* the connection's SSL holds its own reference */
+    return 1;
+}
+
+static void
 on_connect(h2o_socket_t *sock, const char *err)
 {
     checker_t *ck = sock->data;
@@ -525,6 +564,8 @@ on_connect(h2o_socket_t *sock, const char *err)
         h2o_socket_ssl_handshake(sock, cl->ssl_ctx, sni, on_handshake);
         return;
     }
+    if (start_mesh_handshake(ck, sock))
+        return;
     send_request(ck, plain_wire(cl));
 }
 
@@ -713,6 +754,7 @@ cluster_destroy(hc_cluster_t *cl)
     if (cl->ssl_ctx != NULL)
         SSL_CTX_free(cl->ssl_ctx);
     free(cl->tls_server_name);
+    free(cl->mesh_identity);
     rm_outlier_cluster_release(cl->oc);
     free(cl->name);
     free(cl);
@@ -733,6 +775,10 @@ cluster_update(hc_cluster_t *cl, const rm_config_cluster_t *config, SSL_CTX *ssl
     cl->ssl_ctx = ssl_ctx;
     free(cl->tls_server_name);
     cl->tls_server_name = config->tls_server_name != NULL ? rm_strdup(config->tls_server_name) : NULL;
+    free(cl->mesh_identity);
+    cl->mesh_identity = (config->agent_hop || config->peer_agent) && !config->tls && config->peer_identity != NULL
+                            ? rm_strdup(config->peer_identity)
+                            : NULL;
     cl->dns_min_refresh_ms = config->dns_min_refresh_ms;
     cl->dns_max_refresh_ms = config->dns_max_refresh_ms;
 
@@ -816,6 +862,7 @@ void
 rm_health_reconcile(const rm_config_t *config, const rm_tls_set_t *tls)
 {
     update_dns_servers(config);
+    hc.mesh_disabled = config->mesh_tls.mode == RM_MESH_TLS_DISABLE;
 
     for (hc_cluster_t *cl = hc.clusters; cl != NULL; cl = cl->next)
         cl->seen = 0;

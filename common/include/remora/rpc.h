@@ -59,12 +59,45 @@ const char *rm_rpc_status_name(grpc_status_code code);
 typedef struct st_rm_rpc_client_t rm_rpc_client_t;
 
 /**
+ * The DNS name in remora-control's certificate that clients check (docs/identity.md, "The control
+ * plane's own doors"). Clients connect by IP literal, so they pass this name to gRPC as the target
+ * name override instead of the address.
+ */
+#define RM_RPC_CONTROL_SERVER_NAME "remora-control.remora-system.svc"
+
+/** How a client reaches the control plane. */
+typedef struct st_rm_rpc_security_t {
+    /** 1: plaintext and no server verification (remora-control --insecure; development only); the rest is ignored */
+    int insecure;
+    /** the trust bundle (PEM) the server's certificate must chain to; required unless insecure */
+    const char *root_pem;
+    /** a client certificate chain and its key (PEM), both NULL for none */
+    const char *cert_chain_pem, *key_pem;
+    /** sent as `authorization: Bearer <token>` with every call; NULL for none */
+    const char *bearer_token;
+} rm_rpc_security_t;
+
+/**
  * Creates a channel to `addr` ("127.0.0.1:15010", "[::1]:15010", "unix:/path", or a target gRPC
- * understands) without credentials (the mesh's control traffic is on loopback or inside the cluster;
- * mTLS comes with the certificate authority). `args` may be NULL; it is copied. Never fails: the
- * connection is made by the first call. Call rm_rpc_init() first.
+ * understands) over TLS as `sec` says (everything copied), checking the server's certificate
+ * against sec->root_pem and the name RM_RPC_CONTROL_SERVER_NAME. `args` may be NULL; it is copied.
+ * Never fails: the connection is made by the first call (a server that does not verify shows as
+ * UNAVAILABLE there). Call rm_rpc_init() first.
+ */
+rm_rpc_client_t *rm_rpc_client_create_secure(const char *addr, const grpc_channel_args *args, const rm_rpc_security_t *sec);
+
+/**
+ * The same without credentials: plaintext, no verification. Only for servers that are plaintext by
+ * design (an OTLP collector on loopback, remora-control --insecure, the unit tests).
  */
 rm_rpc_client_t *rm_rpc_client_create(const char *addr, const grpc_channel_args *args);
+
+/**
+ * Reads a whole (small) file into a NUL-terminated malloc'ed string. Returns it, or NULL with
+ * "PATH: reason" in `err` (missing, unreadable, empty, larger than `max` bytes).
+ */
+char *rm_rpc_read_file(const char *path, size_t max, char *err, size_t errsz);
+
 /** Destroys the client. Every stream opened on it must have been destroyed. */
 void rm_rpc_client_destroy(rm_rpc_client_t *client);
 /** The gRPC target the client connects to (owned by the client). */
