@@ -45,6 +45,13 @@ VARIANTS["remora-base"] = "the agent of --base-agent (e.g. commit c038777), quic
 VARIANTS["remora-trace-http"] = "bootstrap file + tracing, sampling 100%, OTLP/HTTP to bench/otlp_sink.py"
 VARIANTS["remora-trace-grpc"] = "bootstrap file + tracing, sampling 100%, OTLP/gRPC to bench/otlp_sink.py"
 VARIANTS["remora-alog"] = "bootstrap file + JSON access log to a file on tmpfs"
+# The two-hop chains of run.py (docs/BENCHMARKS.md, "Mesh mTLS"): both agents under callgrind, their instructions
+# summed (and shown per hop); the agent-to-agent connection is pooled, so its handshake is in both the N and the n0
+# run and cancels out: the figure is the steady state
+VARIANTS["remora-2hop"] = "two agents, quick flags (as `remora-2hop` in run.py), both counted"
+VARIANTS["remora-2hop-peer"] = "two agents, bootstrap files, plaintext `peer: agent` hop (as in run.py), both counted"
+VARIANTS["remora-2hop-mtls"] = "two agents, bootstrap files, mesh mTLS `peer: agent` hop (as in run.py), both counted"
+MESH_VARIANTS = ("remora-2hop-peer", "remora-2hop-mtls")
 MODES = {"h2": "h2 GET (no body)", "grpc": "gRPC unary (5+%d-byte request message)" % bench.GRPC_MESSAGE_BYTES}
 # Where a request body is copied (agent/src/proxy/stream.c): into the stream's buffer as it arrives
 # (rm_stream_on_request_body -> pipe_write, which memcpys), and out of it towards an upstream attempt
@@ -175,11 +182,18 @@ def body_copies(prof):
 # runs
 
 
-def agent_argv(variant, opts, port, upstream, admin, health, tmpdir):
-    """upstream: the origin ports, the first being the one origin of the 1-endpoint variants."""
+def agent_argv(variant, opts, port, upstream, admin, health, tmpdir, hop=0):
+    """upstream: the origin ports, the first being the one origin of the 1-endpoint variants (for the outer agent of
+    a two-hop variant, hop 1: the inner agent's port)."""
     lb = bench.lb_variant(variant)
     upstream = upstream if lb and lb[1] == 3 else upstream[0]
-    if variant in ("remora", "remora-base"):
+    if variant in MESH_VARIANTS:
+        cfg = os.path.join(tmpdir, "%s-hop%d.yaml" % (variant, hop))
+        with open(cfg, "w") as f:
+            f.write(bench.remora_mesh_yaml(port, upstream, admin, health, 1, inner=(hop == 0),
+                                           mtls=variant.endswith("-mtls"), mesh=opts.mesh))
+        return [opts.agent, "--config", cfg, "--log-level", "error"]
+    if variant in ("remora", "remora-base", "remora-2hop"):
         agent = opts.base_agent if variant == "remora-base" else opts.agent
         return [agent, "--listen", "127.0.0.1:%d" % port, "--upstream", "127.0.0.1:%d" % upstream,
                 "--upstream-protocol", "h2", "--workers", "1", "--admin", "127.0.0.1:%d" % admin,
@@ -194,16 +208,27 @@ def agent_argv(variant, opts, port, upstream, admin, health, tmpdir):
 def measure(variant, mode, n, opts, tmpdir, origin_ports, files, tag, hold_s=None):
     """One agent lifetime under callgrind with n requests; with hold_s, kept alive (idle) until hold_s after its
     start. Returns the run's figures, with "errors"."""
-    port, admin, health = bench.free_port(), bench.free_port(), bench.free_port()
-    out = os.path.join(tmpdir, "callgrind.%s.out" % tag)
-    argv = ["valgrind", "--tool=callgrind", "--vgdb=no", "--callgrind-out-file=" + out] + \
-        (["--separate-threads=yes"] if opts.threads else []) + \
-        agent_argv(variant, opts, port, origin_ports, admin, health, tmpdir)
     r = {"variant": variant, "mode": mode, "requests": n, "errors": []}
     t0 = time.time()
-    p = bench.spawn(bench.pinned(opts.cpus_proxy, argv), os.path.join(tmpdir, "agent.%s.log" % tag))
-    try:
+    # one agent, or two in a row (the inner one, hop 0, first): each under its own callgrind
+    procs, outs, healths, upstream, started = [], [], [], origin_ports, True
+    for hop in range(2 if bench.two_hops(variant) else 1):
+        port, admin, health = bench.free_port(), bench.free_port(), bench.free_port()
+        out = os.path.join(tmpdir, "callgrind.%s.hop%d.out" % (tag, hop))
+        argv = ["valgrind", "--tool=callgrind", "--vgdb=no", "--callgrind-out-file=" + out] + \
+            (["--separate-threads=yes"] if opts.threads else []) + \
+            agent_argv(variant, opts, port, upstream, admin, health, tmpdir, hop)
+        p = bench.spawn(bench.pinned(opts.cpus_proxy, argv), os.path.join(tmpdir, "agent.%s.hop%d.log" % (tag, hop)))
+        procs.append(p)
+        outs.append(out)
+        healths.append(health)
+        upstream = [port]
         if not bench.wait_port(port, timeout=60) or p.poll() is not None:
+            started = False
+            break
+    health = healths[-1]
+    try:
+        if not started:
             r["errors"].append("the agent did not start under valgrind; see %s" % tmpdir)
             return r
         url = "http://127.0.0.1:%d%s" % (port, bench.GRPC_PATH if mode == "grpc" else "/")
@@ -223,6 +248,17 @@ def measure(variant, mode, n, opts, tmpdir, origin_ports, files, tag, hold_s=Non
             r["errors"].append("%s of %d requests succeeded" % (h.get("succeeded"), n))
         counts = bench.remora_retries(health)
         r["upstream_retries"], r["refused_resends"] = counts if counts else (None, None)
+        if variant in MESH_VARIANTS:
+            # the hop must be what the variant says (counted by both agents)
+            want = "true" if variant.endswith("-mtls") else "false"
+            conns = {}
+            for h in healths:
+                for k, v in ((bench.remora_mesh_tls_counts(h) or {}).get("connections") or {}).items():
+                    conns[k] = conns.get(k, 0) + v
+            r["mesh_connections"] = conns
+            if not conns.get("outbound/tls=" + want) or not conns.get("inbound/tls=" + want) or any(
+                    v for k, v in conns.items() if not k.endswith("tls=" + want)):
+                r["errors"].append("the agent-to-agent hop was not tls=%s: %s" % (want, json.dumps(conns)))
         if counts and counts[0]:
             r["errors"].append("%d upstream retries (an attempt failed)" % counts[0])
         if variant.startswith("remora-trace") or variant == "remora-alog":
@@ -233,20 +269,24 @@ def measure(variant, mode, n, opts, tmpdir, origin_ports, files, tag, hold_s=Non
         if hold_s is not None and time.time() < t0 + hold_s:
             time.sleep(t0 + hold_s - time.time())
     finally:
-        bench.stop(p, grace=opts.timeout)  # SIGTERM: the agent drains, exits, and callgrind writes its file
+        for q in reversed(procs):  # the outer agent first
+            bench.stop(q, grace=opts.timeout)  # SIGTERM: the agent drains, exits, and callgrind writes its file
         if variant == "remora-alog":
             try:
                 os.unlink(bench.access_log_path(opts, tmpdir))
             except OSError:
                 pass
     r["lifetime_s"] = time.time() - t0
-    if p.returncode != 0:
-        r["errors"].append("the agent exited with %s" % p.returncode)
-    files = profile_files(out)
-    if not files:
+    for q in procs:
+        if q.returncode != 0:
+            r["errors"].append("the agent exited with %s" % q.returncode)
+    per_hop = [profile_files(out) for out in outs]
+    if not all(per_hop):
         r["errors"].append("no callgrind output")
         return r
-    r["profile"] = files
+    r["profile"] = [f for fs in per_hop for f in fs]
+    if len(per_hop) > 1:
+        r["profile_hops"] = per_hop
     return r
 
 
@@ -262,6 +302,10 @@ def differential(big, small, opts_threads=False):
     cb, cs = body_copies(pb), body_copies(ps)
     d["body"] = {k: (cb[k] - cs[k]) / dn for k in cb}
     d["body_n"] = cb
+    if big.get("profile_hops") and small.get("profile_hops"):
+        # per agent of a two-hop variant: hop 0 is the inner agent (in front of the origin), hop 1 the outer one
+        d["hops_per_req"] = [(parse_profiles(b)["total"] - parse_profiles(s)["total"]) / dn
+                             for b, s in zip(big["profile_hops"], small["profile_hops"])]
     if opts_threads:
         d["threads_per_req"] = {t: (pb["threads"].get(t, 0) - ps["threads"].get(t, 0)) / dn
                                 for t in set(pb["threads"]) | set(ps["threads"])}
@@ -294,6 +338,8 @@ def base_of(v, variants):
         return "remora-rr3"
     if (v.startswith("remora-trace") or v == "remora-alog") and "remora" in variants:
         return "remora"  # a telemetry feature against today's agent at its defaults
+    if v == "remora-2hop-mtls" and "remora-2hop-peer" in variants:
+        return "remora-2hop-peer"  # mesh mTLS against the same hop in plaintext
     return variants[0]
 
 
@@ -333,6 +379,16 @@ def report(diffs, opts, variants, modes, env, telemetry=None):
             rs = [a["ir_per_req"] / b["ir_per_req"] for a, b in zip(diffs.get((v, mode), []), diffs.get((base, mode), []))]
             cells.append("-" if not rs else "%.3f%s" % (med(rs), spread(rs)))
         lines.append("| %s | %s |" % (MODES[mode], " | ".join(cells)))
+    hop_rows = [(mode, v) for mode in modes for v in variants
+                if any("hops_per_req" in d for d in diffs.get((v, mode), []))]
+    if hop_rows:
+        lines += ["", "Ir/request of each agent of the two-hop variants (medians over repetitions): outer = where the "
+                  "client connects (calls the other agent), inner = in front of the origin:", "",
+                  "| mode | variant | outer agent | inner agent |", "|---|---|---|---|"]
+        for mode, v in hop_rows:
+            ds = [d for d in diffs[(v, mode)] if "hops_per_req" in d]
+            lines.append("| %s | %s | %.0f | %.0f |" % (mode, v, med([d["hops_per_req"][1] for d in ds]),
+                                                        med([d["hops_per_req"][0] for d in ds])))
     if opts.threads:
         classes = sorted(set().union(*[d.get("threads_per_req", {}) for ds in diffs.values() for d in ds] or [set()]))
         lines += ["", "Ir/request by thread (--threads; medians over repetitions):", "",
@@ -471,6 +527,8 @@ def main():
         opts.sink_cpus = opts.cpus_client
 
     tmpdir = tempfile.mkdtemp(prefix="remora-callgrind-")
+    # the CA and identities of the mesh variants, made for this run (removed with tmpdir)
+    opts.mesh = bench.mesh_material(tmpdir) if any(v in MESH_VARIANTS for v in variants) else None
     files = {"grpc_body": os.path.join(tmpdir, "grpc-body.bin")}
     bench.write_grpc_body(files["grpc_body"])
     # one origin, or three (three ports, three processes) when a 3-endpoint balancer variant is measured
@@ -507,8 +565,8 @@ def main():
                     if not errors:
                         d = differential(big, small, opts.threads)
                         diffs.setdefault((v, mode), []).append(d)
-                        entry.update({k: d[k] for k in ("ir_total_n", "ir_total_n0", "ir_per_req", "body", "body_n",
-                                                        "threads_per_req") if k in d})
+                        entry.update({k: d[k] for k in ("ir_total_n", "ir_total_n0", "ir_per_req", "hops_per_req",
+                                                        "body", "body_n", "threads_per_req") if k in d})
                         bench.log("rep %d %-5s %-13s %8.0f Ir/request  (N run %.1f s, n0 run held %.1f s)  body copies "
                                   "%s" % (rep + 1, mode, v, d["ir_per_req"], big["load_s"], small["lifetime_s"],
                                           ", ".join("%s %.2f" % (k, x) for k, x in d["body"].items() if x)

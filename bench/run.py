@@ -13,6 +13,7 @@ import datetime
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import statistics
@@ -37,11 +38,27 @@ LB_PROXIES = ["remora-%s%s" % (k, n) for n in ("", "3") for k in LB_TYPES]
 # remora-trace-http / remora-trace-grpc: today's agent with tracing at 100% sampling exported over OTLP/HTTP or
 # OTLP/gRPC to bench/otlp_sink.py (started once per bench run); remora-alog: the JSON access log to a file on tmpfs.
 TELEMETRY_PROXIES = ["remora-base", "remora-trace-http", "remora-trace-grpc", "remora-alog"]
+# The mesh mTLS variants of the two-hop chain (docs/BENCHMARKS.md, "Mesh mTLS"; docs/mesh-tls.md), from bootstrap files:
+# remora-2hop-peer: the plaintext agent-to-agent hop as a mesh makes it (hop 1's cluster `peer: agent`, protocol h2;
+# hop 2's listener `peer: agent`); remora-2hop-mtls: the same with mesh mTLS on that hop (both agents with
+# `mesh_tls.identity_dir`, the cluster's `mesh_identity`); nghttpx-2hop-tls: nghttpx hop 1 -> h2 over TLS 1.3 ->
+# nghttpx hop 2, mutual and verified both ways (hop 2's frontend --verify-client against the CA; hop 1's backend
+# `tls;sni=NGHTTPX_TLS_NAME` with --cacert, the chain and that name checked, and a client certificate). The identities
+# (ECDSA P-256, SPIFFE URI SANs, one throw-away CA) are made in the run's temporary directory (mesh_material).
+MESH_PROXIES = ["remora-2hop-peer", "remora-2hop-mtls", "nghttpx-2hop-tls"]
 ALL_PROXIES = (["remora", "remora-retry"] + LB_PROXIES + TELEMETRY_PROXIES
-               + ["nghttpx", "haproxy", "remora-2hop", "nghttpx-2hop"])
-# remora-retry, the balancer and the telemetry variants are opt-in (--proxies): each answers one question (what a
-# retry policy costs when nothing fails; what a balancer costs against round robin; what telemetry costs)
-DEFAULT_PROXIES = [p for p in ALL_PROXIES if p != "remora-retry" and p not in LB_PROXIES + TELEMETRY_PROXIES]
+               + ["nghttpx", "haproxy", "remora-2hop", "remora-2hop-peer", "remora-2hop-mtls", "nghttpx-2hop",
+                  "nghttpx-2hop-tls"])
+# remora-retry, the balancer, the telemetry and the mesh variants are opt-in (--proxies): each answers one question
+# (what a retry policy costs when nothing fails; what a balancer costs against round robin; what telemetry costs;
+# what mesh mTLS costs on the agent-to-agent hop)
+DEFAULT_PROXIES = [p for p in ALL_PROXIES
+                   if p != "remora-retry" and p not in LB_PROXIES + TELEMETRY_PROXIES + MESH_PROXIES]
+
+
+def two_hops(name):
+    """remora-2hop, nghttpx-2hop and their mesh variants (remora-2hop-mtls, ...) are two proxies in a row."""
+    return "-2hop" in name
 
 
 def lb_variant(name):
@@ -70,6 +87,9 @@ LABELS = {
     "haproxy": "HAProxy",
     "remora-2hop": "Remora, 2 hops",
     "nghttpx-2hop": "nghttpx, 2 hops",
+    "remora-2hop-peer": "Remora, 2 hops, peer: agent",
+    "remora-2hop-mtls": "Remora, 2 hops, mesh mTLS",
+    "nghttpx-2hop-tls": "nghttpx, 2 hops, mutual TLS",
 }
 MODE_LABELS = {
     "h2": "h2 saturation",
@@ -105,6 +125,126 @@ def telemetry_yaml(variant, opts, tmpdir):
   access_log: {path: "%s"}
 """ % access_log_path(opts, tmpdir)
     return ""
+
+
+# The identities of the mesh variants and of bench/handshake.py: the SPIFFE IDs of the calling agent (hop 1) and of
+# the serving agent (hop 2), under one trust domain.
+MESH_TRUST_DOMAIN = "remora.local"
+MESH_CLIENT_ID = "spiffe://%s/ns/bench/sa/client" % MESH_TRUST_DOMAIN
+MESH_SERVER_ID = "spiffe://%s/ns/bench/sa/server" % MESH_TRUST_DOMAIN
+# nghttpx hop 1 sends this SNI to hop 2 and checks hop 2's certificate against it (nghttpx 1.52 does not match a
+# backend given by IP address against an IP SAN: "Certificate verification failed: hostname does not match")
+NGHTTPX_TLS_NAME = "server.bench.remora.local"
+
+
+def mesh_material(tmpdir):
+    """Makes, with python3-cryptography (nothing downloaded), a throw-away CA and ECDSA P-256 leaf certificates valid
+    for one day, written under tmpdir/mesh/: two identity directories in the layout of `mesh_tls.identity_dir`
+    (identity.key, identity.crt, trust-bundle.pem; 0600): client/ (MESH_CLIENT_ID) and server/ (MESH_SERVER_ID),
+    each leaf with exactly one URI SAN, clientAuth + serverAuth; and tls-server.{key,crt}, nghttpx's server
+    certificate, MESH_SERVER_ID plus DNS SAN NGHTTPX_TLS_NAME (what nghttpx's backend verification checks) and IP
+    SAN 127.0.0.1. Returns a dict of paths: ca, client_dir, server_dir, client_key, client_crt,
+    server_key, server_crt, tls_key, tls_crt."""
+    import datetime as dt
+    import ipaddress
+
+    try:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    except ImportError:
+        sys.exit("the mesh variants and bench/handshake.py need python3-cryptography (Debian: python3-cryptography)")
+
+    d = os.path.join(tmpdir, "mesh")
+    os.makedirs(d, exist_ok=True)
+    now = dt.datetime.utcnow()
+
+    def write(path, data):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        return path
+
+    def key_pem(key):
+        return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                 serialization.NoEncryption())
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "remora bench CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number())
+          .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    ca_pem = ca.public_bytes(serialization.Encoding.PEM)
+
+    def leaf(sans):
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (x509.CertificateBuilder().subject_name(x509.Name([])).issuer_name(ca.subject)
+                .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+                .add_extension(x509.SubjectAlternativeName(sans), critical=True)
+                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False),
+                               critical=True)
+                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
+                                                      ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+                .sign(ca_key, hashes.SHA256()))
+        return key_pem(key), cert.public_bytes(serialization.Encoding.PEM)
+
+    out = {"ca": write(os.path.join(d, "ca.pem"), ca_pem)}
+    for role, spiffe in (("client", MESH_CLIENT_ID), ("server", MESH_SERVER_ID)):
+        idd = os.path.join(d, role)
+        os.makedirs(idd, exist_ok=True)
+        k, c = leaf([x509.UniformResourceIdentifier(spiffe)])
+        out[role + "_dir"] = idd
+        out[role + "_key"] = write(os.path.join(idd, "identity.key"), k)
+        out[role + "_crt"] = write(os.path.join(idd, "identity.crt"), c)
+        write(os.path.join(idd, "trust-bundle.pem"), ca_pem)
+    k, c = leaf([x509.UniformResourceIdentifier(MESH_SERVER_ID), x509.DNSName(NGHTTPX_TLS_NAME),
+                 x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    out["tls_key"] = write(os.path.join(d, "tls-server.key"), k)
+    out["tls_crt"] = write(os.path.join(d, "tls-server.crt"), c)
+    return out
+
+
+def remora_mesh_yaml(port, upstream, admin, health, workers, inner, mtls, mesh):
+    """The bootstrap file of one agent of remora-2hop-peer / remora-2hop-mtls. inner (hop 2, in front of the origin):
+    listener `peer: agent`, an h2 cluster to the origin. Outer (hop 1, where the client connects): a plain listener,
+    an h2 cluster `peer: agent` to hop 2, with `mesh_identity: MESH_SERVER_ID` when mtls. With mtls both agents have
+    `mesh_tls.identity_dir` (mode left at its default, PERMISSIVE: the hop is mTLS because the cluster asks for it)."""
+    lines = ["workers: %d" % workers, "admin: 127.0.0.1:%d" % admin, "health: 127.0.0.1:%d" % health,
+             "drain_timeout_ms: 500"]
+    if mtls:
+        lines += ["mesh_tls:", "  identity_dir: \"%s\"" % mesh["server_dir" if inner else "client_dir"]]
+    lines += ["listeners:", "  - name: main", "    address: 127.0.0.1:%d" % port]
+    if inner:
+        lines.append("    peer: agent")
+    lines += ["    routes:", "      - name: default", "        cluster: upstream",
+              "clusters:", "  - name: upstream", "    protocol: h2", "    endpoints: [\"127.0.0.1:%d\"]" % upstream]
+    if not inner:
+        lines.append("    peer: agent")
+        if mtls:
+            lines.append("    mesh_identity: %s" % MESH_SERVER_ID)
+    return "\n".join(lines) + "\n"
+
+
+def remora_mesh_tls_counts(health_port):
+    """{"handshakes": {(direction, result): n}, "connections": {(direction, tls): n}} from one agent's /metrics."""
+    text = http_get_body(health_port, "/metrics")
+    if text is None:
+        return None
+    out = {"handshakes": {}, "connections": {}}
+    for line in text.splitlines():
+        m = re.match(r'remora_mesh_tls_handshakes_total\{direction="(\w+)",result="(\w+)"\} (\d+)', line)
+        if m:
+            out["handshakes"]["%s/%s" % m.group(1, 2)] = int(m.group(3))
+        m = re.match(r'remora_mesh_tls_connections_total\{direction="(\w+)",tls="(\w+)"\} (\d+)', line)
+        if m:
+            out["connections"]["%s/tls=%s" % m.group(1, 2)] = int(m.group(3))
+    return out
 
 
 def access_log_path(opts, tmpdir):
@@ -439,7 +579,7 @@ class Chain:
     def __init__(self, name, opts, tmpdir, origin_port):
         self.name, self.opts, self.tmpdir, self.origin_port = name, opts, tmpdir, origin_port
         self.kind = name.split("-")[0]
-        self.hops = 0 if name == "direct" else (2 if name.endswith("-2hop") else 1)
+        self.hops = 0 if name == "direct" else (2 if two_hops(name) else 1)
         self.procs = []
         self.front_port = origin_port
         self.health_ports = []  # Remora's health/metrics listeners, one per hop
@@ -480,7 +620,13 @@ class Chain:
         admin, health = free_port(), free_port()
         self.health_ports.append(health)
         telemetry = telemetry_yaml(self.name, self.opts, self.tmpdir)
-        if self.name == "remora-retry" or self.lb or telemetry:
+        if self.name in ("remora-2hop-peer", "remora-2hop-mtls"):
+            cfg = os.path.join(self.tmpdir, "remora-%s-hop%d.yaml" % (self.name, hop))
+            with open(cfg, "w") as f:
+                f.write(remora_mesh_yaml(port, upstream, admin, health, self.opts.workers, inner=(hop == 0),
+                                         mtls=self.name.endswith("-mtls"), mesh=self.opts.mesh))
+            argv = [self.opts.agent, "--config", cfg, "--log-level", "error"]
+        elif self.name == "remora-retry" or self.lb or telemetry:
             cfg = os.path.join(self.tmpdir, "remora-%s-hop%d.yaml" % (self.name, hop))
             upstreams = self.origin_ports if self.lb and hop == 0 else upstream
             with open(cfg, "w") as f:
@@ -521,11 +667,36 @@ class Chain:
                     out[k][res] = out[k].get(res, 0) + n
         return out
 
+    def mesh_tls(self):
+        """The mesh mTLS counters summed over the hops of remora-2hop-peer / -mtls (remora_mesh_tls_counts), else
+        None."""
+        if self.name not in ("remora-2hop-peer", "remora-2hop-mtls"):
+            return None
+        out = {"handshakes": {}, "connections": {}}
+        for port in self.health_ports:
+            t = remora_mesh_tls_counts(port)
+            if t is None:
+                return None
+            for k, d in t.items():
+                for key, n in d.items():
+                    out[k][key] = out[k].get(key, 0) + n
+        return out
+
     def _start_nghttpx(self, port, upstream, hop):
         # --conf=/dev/null: never pick up /etc/nghttpx/nghttpx.conf; no access log is nghttpx's default
-        argv = ["nghttpx", "--conf=/dev/null", "--frontend=127.0.0.1,%d;no-tls" % port,
-                "--backend=127.0.0.1,%d;;proto=h2" % upstream, "--workers=%d" % self.opts.workers,
-                "--errorlog-file=%s" % self._log(hop)]
+        frontend, backend, extra = "127.0.0.1,%d;no-tls" % port, "127.0.0.1,%d;;proto=h2" % upstream, []
+        if self.name == "nghttpx-2hop-tls":
+            m = self.opts.mesh
+            if hop == 0:  # hop 2: TLS frontend, client certificate required and verified against the CA
+                frontend = "127.0.0.1,%d" % port
+                extra = ["--verify-client", "--verify-client-cacert=" + m["ca"], "--no-ocsp", m["tls_key"],
+                         m["tls_crt"]]
+            else:  # hop 1: h2 over TLS to hop 2, its certificate verified (chain + IP SAN), with a client certificate
+                backend += ";tls;sni=" + NGHTTPX_TLS_NAME
+                extra = ["--cacert=" + m["ca"], "--client-private-key-file=" + m["client_key"],
+                         "--client-cert-file=" + m["client_crt"]]
+        argv = ["nghttpx", "--conf=/dev/null", "--frontend=" + frontend, "--backend=" + backend,
+                "--workers=%d" % self.opts.workers, "--errorlog-file=%s" % self._log(hop)] + extra
         return spawn(pinned(self.opts.cpus_proxy, argv), self._log(hop))
 
     def _start_haproxy(self, port, upstream, hop):
@@ -725,6 +896,16 @@ def run_mode(mode, chain, opts, files, tmpdir, origin_pids):
             os.unlink(access_log_path(opts, tmpdir))
         except OSError:
             pass
+    mt = chain.mesh_tls()
+    if mt is not None:
+        # the hop must be what the variant says: one pooled connection per worker, mTLS or plaintext
+        r["mesh_tls"] = mt
+        want = "true" if chain.name.endswith("-mtls") else "false"
+        if not mt["connections"].get("outbound/tls=%s" % want) or not mt["connections"].get("inbound/tls=%s" % want):
+            r["errors"].append("the agent-to-agent hop was not tls=%s: %s" % (want, json.dumps(mt["connections"])))
+        unwanted = [k for k in mt["connections"] if mt["connections"][k] and not k.endswith("tls=" + want)]
+        if unwanted:
+            r["errors"].append("agent-to-agent connections with %s" % ", ".join(unwanted))
     counts = chain.retries()
     if counts is not None:
         # the retry comparison is about a policy that never fires: a retry means an attempt failed
@@ -932,7 +1113,7 @@ class Report:
     def pcts(self, c, mode, added):
         if not self.runs(c, mode):
             return "-"
-        hops = 2 if c.endswith("-2hop") else 1
+        hops = 2 if two_hops(c) else 1
         parts = []
         for k in ("p50_ms", "p90_ms", "p99_ms", "max_ms"):
             if added:
@@ -978,6 +1159,14 @@ class Report:
             pairs += [("remora-%s%s" % (k, n), "remora-rr" + n) for k in LB_TYPES
                       if k != "rr" and "remora-%s%s" % (k, n) in self.configs and "remora-rr" + n in self.configs]
         pairs += [(a, b) for i, a in enumerate(one) for b in one[i + 1 :]]
+        if any(c in MESH_PROXIES for c in self.configs):
+            # the mesh comparison: each TLS hop against its plaintext self, the mesh hop's plaintext against the quick
+            # flags' chain, and Remora against nghttpx with and without TLS (instead of every pair of 2-hop chains)
+            mesh_pairs = [("remora-2hop-mtls", "remora-2hop-peer"), ("remora-2hop-peer", "remora-2hop"),
+                          ("nghttpx-2hop-tls", "nghttpx-2hop"), ("remora-2hop-mtls", "nghttpx-2hop-tls"),
+                          ("remora-2hop-peer", "nghttpx-2hop"), ("remora-2hop", "nghttpx-2hop")]
+            pairs += [(a, b) for a, b in mesh_pairs if a in self.configs and b in self.configs]
+            two = []
         pairs += [(a, b) for i, a in enumerate(two) for b in two[i + 1 :]]
         return pairs
 
@@ -1185,6 +1374,8 @@ def main():
     tmpdir = tempfile.mkdtemp(prefix="remora-bench-")
     files = {"grpc_body": os.path.join(tmpdir, "grpc-body.bin")}
     write_grpc_body(files["grpc_body"])
+    # the mesh variants' CA and identities, made for this run (removed with tmpdir)
+    opts.mesh = mesh_material(tmpdir) if any(c in MESH_PROXIES for c in configs) else None
 
     origin_port = free_port()
     origin = spawn(pinned(opts.cpus_origin, [opts.origin, "--listen", "127.0.0.1:%d" % origin_port]),
@@ -1262,9 +1453,7 @@ def main():
     log("\n" + md)
     log("written %s (+ .json) in %.0f s" % (md_path, time.time() - t_start))
     if not opts.keep:
-        for name in os.listdir(tmpdir):
-            os.unlink(os.path.join(tmpdir, name))
-        os.rmdir(tmpdir)
+        shutil.rmtree(tmpdir, ignore_errors=True)
     return 0
 
 
@@ -1292,6 +1481,8 @@ def summary(mode, r):
         s += "  log lines %d dropped %d" % (t["access_log"].get("written", 0), t["access_log"].get("dropped", 0))
     if r.get("sink_cpu_us_per_req") is not None:
         s += "  sink %.1f us/req" % r["sink_cpu_us_per_req"]
+    if r.get("mesh_tls"):
+        s += "  mesh %s" % " ".join("%s %d" % kv for d in r["mesh_tls"].values() for kv in sorted(d.items()) if kv[1])
     return s + err
 
 
