@@ -6,7 +6,8 @@
 # (curl, h2load, examples/demo_client.py: no proxy address anywhere, only service names) call
 # http://web.default.svc over HTTP/1.1 and HTTP/2 (h2c) and echo.default.svc:9090 with gRPC calls of
 # every shape, through the client's outbound agent and the serving pod's inbound agent; the canary
-# split; examples/mesh-policy.yaml (retries, a redirect, header modifiers, a mirror, faults, a rate
+# split; each pod's workload identity and the mesh mTLS between the agents (the caller's SPIFFE ID at the
+# serving agent; MeshTLS STRICT refusing plaintext); examples/mesh-policy.yaml (retries, a redirect, header modifiers, a mirror, faults, a rate
 # limit enforced by the serving agent); a Telemetry (examples/mesh-telemetry.yaml) sending traces to
 # the OTLP receiver in the control namespace and a JSON access log: a trace crossing two agents, its
 # access log lines, golden metrics by direction, `remoractl stat`, `remoractl status`, a graceful
@@ -88,6 +89,30 @@ client h2load -n 2000 -c 4 -m 10 http://web.default.svc/load 2>/dev/null | grep 
 W1=$(($(served web) - W1)); W2=$(($(served web-v2) - W2))
 printf '   canary split                    -> web (pod %s) %s requests, web-v2 (pod %s) %s requests\n' 10.77.0.11 "$W1" 10.77.0.12 "$W2"
 if [ "$W1" -le "$W2" ] || [ "$W2" -eq 0 ]; then fail "the 90/10 split did not happen"; fi
+
+echo
+echo "== workload identities and mesh mTLS between the agents (docs/identity.md, docs/mesh-tls.md)"
+for pod in client web web-v2 echo; do
+  printf '   %-7s %s\n' "$pod" "$($MESH exec "$pod" curl -s --max-time 5 http://127.0.0.1:15000/identity |
+    awk '/^identity:/ {id = $2} /^not_after:/ {na = $2} END {print id, "valid until", na}')"
+done
+HS=$(metric web remora_mesh_tls_handshakes_total 'direction="inbound"' 'result="(success|resumed)"')
+echo "   web's agent terminated $HS mesh mTLS handshakes; its inbound requests by caller (client_id):"
+metrics web | grep -E '^remora_requests_total\{direction="inbound".*client_id=' | sed 's/^/     /'
+[ "$HS" -ge 1 ] || fail "no mesh mTLS handshake at web's agent"
+metrics web | grep -qE '^remora_requests_total\{direction="inbound".*client_id="spiffe://remora.local/ns/default/sa/client"' ||
+  fail "web's agent did not see the client's SPIFFE ID"
+plain() { $MESH exec control curl -sS --max-time 5 -o /dev/null -w '%{http_code}' http://10.77.0.11:8080/plain 2>/dev/null || echo "refused"; }
+GOT=$(plain)
+printf '   plaintext to web'"'"'s pod from the control namespace (no agent there), MeshTLS PERMISSIVE (default) -> %s\n' "$GOT"
+[ "$GOT" = 200 ] || fail "PERMISSIVE refused plaintext ($GOT)"
+printf 'apiVersion: remora.dev/v1\nkind: MeshTLS\nmetadata: {name: default, namespace: remora-system}\nspec: {mode: STRICT}\n' >"$WORK/strict.yaml"
+$CTL apply -f "$WORK/strict.yaml" --wait >/dev/null
+GOT=$(plain)
+printf '   the same under MeshTLS STRICT                                                        -> %s\n' "$GOT"
+[ "$GOT" = refused ] || fail "STRICT let plaintext through ($GOT)"
+printf '   the client pod through its agent (mesh mTLS) under STRICT -> '; code 200 http://web.default.svc/strict
+$CTL delete meshtls default -n remora-system >/dev/null
 
 echo
 echo "== policy: remoractl apply -f examples/mesh-policy.yaml --wait (retries, timeouts, filters, a mirror, faults, balancing, outlier detection, a rate limit)"

@@ -2,6 +2,7 @@
  * remora-agent: the sidecar. The main thread owns the admin and health servers, signals, config
  * loading and reload; N workers own the data path. See docs/ for the architecture.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
 #include <getopt.h>
@@ -947,6 +948,46 @@ on_signal(uv_signal_t *handle, int signum)
         start_drain(NULL);
 }
 
+/*
+ * gRPC core may still be ending its own threads (executor, timers, resolver, event engine) when the
+ * control module has stopped: its final clean-up can run on one of them. Wait for them, at most 2 s, so
+ * that the process exits with its own threads only (the main thread and libuv's pool, which carry the
+ * process's name; the library's threads name themselves): a thread that ends during exit races with
+ * OpenSSL's per-thread state and with the leak checker of the sanitizer builds.
+ */
+static void
+wait_for_library_threads(void)
+{
+    char self[32] = "", path[300], comm[32];
+    FILE *fp = fopen("/proc/self/comm", "r");
+    if (fp == NULL)
+        return;
+    if (fgets(self, sizeof(self), fp) == NULL)
+        self[0] = '\0';
+    fclose(fp);
+    for (int i = 0; i != 200; ++i) {
+        DIR *dir = opendir("/proc/self/task");
+        if (dir == NULL)
+            return;
+        int foreign = 0;
+        struct dirent *e;
+        while (!foreign && (e = readdir(dir)) != NULL) {
+            if (e->d_name[0] == '.')
+                continue;
+            snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
+            if ((fp = fopen(path, "r")) == NULL)
+                continue; /* it has just ended */
+            if (fgets(comm, sizeof(comm), fp) != NULL && strcmp(comm, self) != 0)
+                foreign = 1;
+            fclose(fp);
+        }
+        closedir(dir);
+        if (!foreign)
+            return;
+        usleep(10000);
+    }
+}
+
 int
 main(int argc, char **argv)
 {
@@ -1349,6 +1390,7 @@ main(int argc, char **argv)
     rm_config_unref(agent.config);
     if (agent.control_base != NULL)
         rm_config_unref(agent.control_base);
+    wait_for_library_threads();
     rm_log_info("agent", "drained; exiting");
     OPENSSL_thread_stop(); /* the main thread's OpenSSL state (error queue), as other threads release theirs on exit */
     return 0;

@@ -165,7 +165,7 @@ get_string(parser_t *p, yaml_node_t *node, const char *pfx, const char *key, con
 static int
 dup_string(parser_t *p, yaml_node_t *node, const char *pfx, const char *key, char **out)
 {
-    const char *s;
+    const char *s = NULL;
     if (get_string(p, node, pfx, key, &s) != 0)
         return -1;
     *out = rm_strdup(s);
@@ -301,7 +301,7 @@ resolve_path(parser_t *p, const char *path)
 static int
 get_file(parser_t *p, yaml_node_t *node, const char *pfx, const char *key, char **out)
 {
-    const char *s, *reason;
+    const char *s = NULL, *reason;
     char buf[256];
     if (get_string(p, node, pfx, key, &s) != 0)
         return -1;
