@@ -227,6 +227,7 @@ reject_planned(parser_t *p, yaml_node_t *map, const char *path, const char *cons
 static int
 get_str(parser_t *p, yaml_node_t *node, const char *path, const char **out)
 {
+    *out = NULL; /* on every path: GCC's Release build cannot tell that callers read it only on success */
     if (node->type != YAML_SCALAR_NODE || rm_yaml_is_null(node))
         return fail(p, node, path, "must be a string, got %s", rm_yaml_type_name(node));
     if (strlen((const char *)node->data.scalar.value) != node->data.scalar.length)
@@ -238,6 +239,7 @@ get_str(parser_t *p, yaml_node_t *node, const char *path, const char **out)
 static int
 get_int(parser_t *p, yaml_node_t *node, const char *path, int64_t min, int64_t max, int64_t *out)
 {
+    *out = 0;
     if (node->type != YAML_SCALAR_NODE || rm_yaml_is_null(node))
         return fail(p, node, path, "must be a number, got %s", rm_yaml_type_name(node));
     const char *s = (const char *)node->data.scalar.value;
@@ -258,6 +260,8 @@ get_int(parser_t *p, yaml_node_t *node, const char *path, int64_t min, int64_t m
 static int
 get_seq(parser_t *p, yaml_node_t *node, const char *path, yaml_node_item_t **items, size_t *n)
 {
+    *items = NULL;
+    *n = 0;
     if (node->type != YAML_SEQUENCE_NODE)
         return fail(p, node, path, "must be a list, got %s", rm_yaml_type_name(node));
     *items = node->data.sequence.items.start;
@@ -287,6 +291,7 @@ is_dns_label(const char *s)
 static int
 get_name(parser_t *p, yaml_node_t *node, const char *path, const char **out)
 {
+    *out = NULL;
     if (get_str(p, node, path, out) != 0)
         return -1;
     if (!is_dns_label(*out))
@@ -1154,7 +1159,7 @@ parse_retry(parser_t *p, yaml_node_t *node, const char *rule_path, int grpc, Pro
         Remora__V1__GRPCRouteRetry *r = arena_alloc(&p->arena, sizeof(*r));
         remora__v1__grpcroute_retry__init(r);
         o = (retry_out_t){&r->attempts, &r->backoff, &r->n_conditions, &r->conditions};
-        yaml_node_item_t *items;
+        yaml_node_item_t *items = NULL;
         size_t n = 1;
         if (v[2] != NULL && get_seq(p, v[2], join(sub, sizeof(sub), path, "codes"), &items, &n) != 0)
             return -1;
@@ -1178,7 +1183,7 @@ parse_retry(parser_t *p, yaml_node_t *node, const char *rule_path, int grpc, Pro
         Remora__V1__HTTPRouteRetry *r = arena_alloc(&p->arena, sizeof(*r));
         remora__v1__httproute_retry__init(r);
         o = (retry_out_t){&r->attempts, &r->backoff, &r->n_conditions, &r->conditions};
-        yaml_node_item_t *items;
+        yaml_node_item_t *items = NULL;
         size_t n = 1;
         if (v[2] != NULL && get_seq(p, v[2], join(sub, sizeof(sub), path, "codes"), &items, &n) != 0)
             return -1;
@@ -1215,7 +1220,7 @@ parse_retry(parser_t *p, yaml_node_t *node, const char *rule_path, int grpc, Pro
     }
     /* Without a list, the failures where the backend surely never saw the request (what the Gateway
      * API says implementations SHOULD retry); `reset` may replay a processed request, so it is opt-in. */
-    yaml_node_item_t *items;
+    yaml_node_item_t *items = NULL;
     size_t n = 2;
     if (v[3] != NULL && get_seq(p, v[3], join(sub, sizeof(sub), path, "conditions"), &items, &n) != 0)
         return -1;
@@ -1258,6 +1263,7 @@ parse_retry(parser_t *p, yaml_node_t *node, const char *rule_path, int grpc, Pro
 static int
 get_header_name(parser_t *p, yaml_node_t *node, const char *path, int request, int op, char **out)
 {
+    *out = NULL;
     static const char *const managed[] = {"connection",        "keep-alive", "proxy-connection", "te",
                                           "transfer-encoding", "upgrade",    "content-length"};
     const char *name;
@@ -2689,6 +2695,7 @@ parse_authorization_policy_spec(parser_t *p, yaml_node_t *node, Remora__V1__Auth
 static int
 get_percent(parser_t *p, yaml_node_t *node, const char *path, double *out)
 {
+    *out = 0;
     if (node->type != YAML_SCALAR_NODE || rm_yaml_is_null(node))
         return fail(p, node, path, "must be a number from 0 to 100, got %s", rm_yaml_type_name(node));
     const char *s = (const char *)node->data.scalar.value;

@@ -154,6 +154,7 @@ require(parser_t *p, yaml_node_t *map, const char *pfx, yaml_node_t *value, cons
 static int
 get_string(parser_t *p, yaml_node_t *node, const char *pfx, const char *key, const char **out)
 {
+    *out = NULL; /* set on every path (GCC's Release build cannot tell that callers read it only on success) */
     if (node->type != YAML_SCALAR_NODE || rm_yaml_is_null(node))
         return fail(p, node, "%s%s must be a string, got %s", pfx, key, rm_yaml_type_name(node));
     if (strlen((const char *)node->data.scalar.value) != node->data.scalar.length)
@@ -175,6 +176,7 @@ dup_string(parser_t *p, yaml_node_t *node, const char *pfx, const char *key, cha
 static int
 get_u32(parser_t *p, yaml_node_t *node, const char *pfx, const char *key, uint32_t min, uint32_t max, uint32_t *out)
 {
+    *out = 0;
     uint64_t v = 0;
     if (node->type != YAML_SCALAR_NODE)
         return fail(p, node, "%s%s must be a number, got %s", pfx, key, rm_yaml_type_name(node));
@@ -222,6 +224,7 @@ get_list(parser_t *p, yaml_node_t *node, const char *pfx, const char *key, int a
 static int
 get_bool(parser_t *p, yaml_node_t *node, const char *pfx, const char *key, int *out)
 {
+    *out = 0;
     const char *s = node->type == YAML_SCALAR_NODE ? (const char *)node->data.scalar.value : NULL;
     if (s != NULL && node->data.scalar.style == YAML_PLAIN_SCALAR_STYLE && (strcmp(s, "true") == 0 || strcmp(s, "false") == 0)) {
         *out = s[0] == 't';
@@ -250,6 +253,7 @@ get_percent(parser_t *p, yaml_node_t *node, const char *pfx, const char *key, ui
 static int
 get_grpc_status(parser_t *p, yaml_node_t *node, const char *pfx, const char *key, int min, int *code)
 {
+    *code = 0;
     const char *s;
     if (get_string(p, node, pfx, key, &s) != 0)
         return -1;
