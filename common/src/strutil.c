@@ -199,3 +199,23 @@ rm_edit_distance(const char *a, const char *b, size_t cap)
     }
     return row[lb] > cap ? cap + 1 : row[lb];
 }
+
+static int
+is_trim_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+size_t
+rm_trim_space(char *s)
+{
+    const char *start = s;
+    while (is_trim_space(*start))
+        ++start;
+    size_t len = strlen(start);
+    while (len != 0 && is_trim_space(start[len - 1]))
+        --len;
+    memmove(s, start, len);
+    s[len] = '\0';
+    return len;
+}

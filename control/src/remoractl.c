@@ -288,6 +288,65 @@ take_security_options(int argc, char **argv)
     return out;
 }
 
+/* What remoractl itself or one of its commands says about its options (common_option). */
+typedef struct st_command_t {
+    const char *name;           /* in "Try 'remoractl NAME --help'." (NULL: remoractl itself) */
+    const char *help;           /* what -h / --help prints */
+    const char *const *formats; /* what -o / --output takes, NULL-terminated; NULL: the command has no -o */
+    const char *output;         /* -o's value: the first of `formats` until -o is given */
+} command_t;
+
+static const char *const table_json[] = {"table", "json", NULL};
+static const char *const table_yaml_json[] = {"table", "yaml", "json", NULL};
+
+/*
+ * Handles an option `c` from getopt_long that every command treats alike: -c / --control ADDR sets
+ * the control plane; -o / --output FORMAT (if the command has `formats`) must be one of them, else
+ * "-o takes table or json; got 'xml'" and EXIT_USAGE; -h / --help prints the help on standard output
+ * and exits 0; anything else (getopt's '?' or ':', already reported by getopt) prints "Try
+ * 'remoractl NAME --help'." and exits EXIT_USAGE. Call it for every option the command does not
+ * handle itself (the `default:` of its switch).
+ */
+static void
+common_option(int c, command_t *cmd)
+{
+    if (c == 'c') {
+        control_addr = optarg;
+        return;
+    }
+    if (c == 'o' && cmd->formats != NULL) {
+        for (size_t i = 0; cmd->formats[i] != NULL; ++i) {
+            if (strcmp(optarg, cmd->formats[i]) == 0) {
+                cmd->output = optarg;
+                return;
+            }
+        }
+        char list[64] = ""; /* "table, yaml or json" */
+        for (size_t i = 0; cmd->formats[i] != NULL; ++i) {
+            const char *sep = i == 0 ? "" : cmd->formats[i + 1] != NULL ? ", " : " or ";
+            snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s", sep, cmd->formats[i]);
+        }
+        die(EXIT_USAGE, "-o takes %s; got '%s'", list, optarg);
+    }
+    if (c == 'h') {
+        fputs(cmd->help, stdout);
+        exit(0);
+    }
+    if (cmd->name != NULL)
+        fprintf(stderr, "Try 'remoractl %s --help'.\n", cmd->name);
+    else
+        fputs("Try 'remoractl --help'.\n", stderr);
+    exit(EXIT_USAGE);
+}
+
+/* For a command that takes options only: exits with "NAME takes no arguments; unexpected 'X'HINT" if getopt left any. */
+static void
+no_arguments(const command_t *cmd, int argc, char **argv, const char *hint)
+{
+    if (optind != argc)
+        die(EXIT_USAGE, "%s takes no arguments; unexpected '%s'%s", cmd->name, argv[optind], hint);
+}
+
 static ProtobufCMessage *
 call(rm_rpc_client_t *c, const char *method, const ProtobufCMessage *req, const ProtobufCMessageDescriptor *resp_desc,
      int64_t timeout_ms)
@@ -377,6 +436,7 @@ cmd_apply(int argc, char **argv)
     size_t num_files = 0;
     int wait = 0, dry_run = 0, c;
     double timeout_s = DEFAULT_WAIT_S;
+    command_t cmd = {.name = "apply", .help = apply_help};
     while ((c = getopt_long(argc, argv, "f:h", opts, NULL)) != -1) {
         switch (c) {
         case 'f':
@@ -395,15 +455,8 @@ cmd_apply(int argc, char **argv)
         case 'd':
             dry_run = 1;
             break;
-        case 'c':
-            control_addr = optarg;
-            break;
-        case 'h':
-            fputs(apply_help, stdout);
-            exit(0);
         default:
-            fputs("Try 'remoractl apply --help'.\n", stderr);
-            exit(EXIT_USAGE);
+            common_option(c, &cmd);
         }
     }
     if (optind != argc)
@@ -912,8 +965,9 @@ cmd_get(int argc, char **argv)
                                          {"control", required_argument, NULL, 'c'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
-    const char *ns = "default", *output = "table";
+    const char *ns = "default";
     int c, all_ns = 0;
+    command_t cmd = {.name = "get", .help = get_help, .formats = table_yaml_json, .output = "table"};
     while ((c = getopt_long(argc, argv, "n:Ao:h", opts, NULL)) != -1) {
         switch (c) {
         case 'n':
@@ -922,22 +976,11 @@ cmd_get(int argc, char **argv)
         case 'A':
             all_ns = 1;
             break;
-        case 'o':
-            output = optarg;
-            if (strcmp(output, "table") != 0 && strcmp(output, "yaml") != 0 && strcmp(output, "json") != 0)
-                die(EXIT_USAGE, "-o takes table, yaml or json; got '%s'", output);
-            break;
-        case 'c':
-            control_addr = optarg;
-            break;
-        case 'h':
-            fputs(get_help, stdout);
-            exit(0);
         default:
-            fputs("Try 'remoractl get --help'.\n", stderr);
-            exit(EXIT_USAGE);
+            common_option(c, &cmd);
         }
     }
+    const char *output = cmd.output;
     if (optind == argc)
         die(EXIT_USAGE, "get needs a KIND (service, httproute, grpcroute, faultinjection, backendtrafficpolicy, ratelimitpolicy, "
                         "telemetry, authorizationpolicy or all); try "
@@ -1023,20 +1066,14 @@ cmd_delete(int argc, char **argv)
                                          {NULL, 0, NULL, 0}};
     const char *ns = "default";
     int c;
+    command_t cmd = {.name = "delete", .help = delete_help};
     while ((c = getopt_long(argc, argv, "n:h", opts, NULL)) != -1) {
         switch (c) {
         case 'n':
             ns = optarg;
             break;
-        case 'c':
-            control_addr = optarg;
-            break;
-        case 'h':
-            fputs(delete_help, stdout);
-            exit(0);
         default:
-            fputs("Try 'remoractl delete --help'.\n", stderr);
-            exit(EXIT_USAGE);
+            common_option(c, &cmd);
         }
     }
     if (argc - optind != 2)
@@ -1090,28 +1127,12 @@ cmd_status(int argc, char **argv)
                                          {"control", required_argument, NULL, 'c'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
-    const char *output = "table";
+    command_t cmd = {.name = "status", .help = status_help, .formats = table_json, .output = "table"};
     int c;
-    while ((c = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
-        switch (c) {
-        case 'o':
-            output = optarg;
-            if (strcmp(output, "table") != 0 && strcmp(output, "json") != 0)
-                die(EXIT_USAGE, "-o takes table or json; got '%s'", output);
-            break;
-        case 'c':
-            control_addr = optarg;
-            break;
-        case 'h':
-            fputs(status_help, stdout);
-            exit(0);
-        default:
-            fputs("Try 'remoractl status --help'.\n", stderr);
-            exit(EXIT_USAGE);
-        }
-    }
-    if (optind != argc)
-        die(EXIT_USAGE, "status takes no arguments; unexpected '%s'", argv[optind]);
+    while ((c = getopt_long(argc, argv, "o:h", opts, NULL)) != -1)
+        common_option(c, &cmd);
+    no_arguments(&cmd, argc, argv, "");
+    const char *output = cmd.output;
     Remora__V1__StatusRequest req = REMORA__V1__STATUS_REQUEST__INIT;
     rm_rpc_client_t *client = connect_control();
     Remora__V1__StatusResponse *resp = (Remora__V1__StatusResponse *)call(client, "/remora.v1.Admin/Status", &req.base,
@@ -1222,9 +1243,10 @@ cmd_stat(int argc, char **argv)
                                          {"control", required_argument, NULL, 'c'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
-    const char *output = "table", *by = "service", *ns = "";
+    const char *by = "service", *ns = "";
     uint64_t window_ms = 60000;
     int c;
+    command_t cmd = {.name = "stat", .help = stat_help, .formats = table_json, .output = "table"};
     while ((c = getopt_long(argc, argv, "o:n:h", opts, NULL)) != -1) {
         switch (c) {
         case 'b':
@@ -1240,24 +1262,12 @@ cmd_stat(int argc, char **argv)
         case 'n':
             ns = optarg;
             break;
-        case 'o':
-            output = optarg;
-            if (strcmp(output, "table") != 0 && strcmp(output, "json") != 0)
-                die(EXIT_USAGE, "-o takes table or json; got '%s'", output);
-            break;
-        case 'c':
-            control_addr = optarg;
-            break;
-        case 'h':
-            fputs(stat_help, stdout);
-            exit(0);
         default:
-            fputs("Try 'remoractl stat --help'.\n", stderr);
-            exit(EXIT_USAGE);
+            common_option(c, &cmd);
         }
     }
-    if (optind != argc)
-        die(EXIT_USAGE, "stat takes no arguments; unexpected '%s' (group with --by)", argv[optind]);
+    no_arguments(&cmd, argc, argv, " (group with --by)");
+    const char *output = cmd.output;
     Remora__V1__StatRequest req = REMORA__V1__STAT_REQUEST__INIT;
     req.by = (char *)by;
     req.window_ms = window_ms;
@@ -1357,20 +1367,10 @@ main(int argc, char **argv)
     argc = take_security_options(argc, argv);
     gpr_set_log_function(quiet_grpc_log);
     int c;
+    command_t remoractl = {.name = NULL, .help = main_help};
     /* "+": options after the command belong to the command */
-    while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
-        switch (c) {
-        case 'c':
-            control_addr = optarg;
-            break;
-        case 'h':
-            fputs(main_help, stdout);
-            return 0;
-        default:
-            fputs("Try 'remoractl --help'.\n", stderr);
-            return EXIT_USAGE;
-        }
-    }
+    while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1)
+        common_option(c, &remoractl);
     if (optind == argc) {
         fputs(main_help, stderr);
         return EXIT_USAGE;

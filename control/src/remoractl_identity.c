@@ -51,15 +51,28 @@ static void __attribute__((noreturn, format(printf, 2, 3))) usage_die(const char
     exit(EXIT_USAGE);
 }
 
+/*
+ * For a command that takes neither options nor arguments: returns 1 after printing `help` on
+ * standard output for -h / --help, 0 when there is nothing after the command; anything else is a
+ * usage error ("NAME takes no arguments; unexpected 'X'", the help, EXIT_USAGE).
+ */
+static int
+help_only(const char *name, const char *help, int argc, char **argv)
+{
+    if (argc > 1 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
+        fputs(help, stdout);
+        return 1;
+    }
+    if (argc > 1)
+        usage_die(help, "%s takes no arguments; unexpected '%s'", name, argv[1]);
+    return 0;
+}
+
 int
 rm_ctl_trust_anchor(int argc, char **argv, rm_ctl_call_fn call)
 {
-    if (argc > 1 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
-        fputs(rm_ctl_trust_anchor_help, stdout);
+    if (help_only("trust-anchor", rm_ctl_trust_anchor_help, argc, argv))
         return 0;
-    }
-    if (argc > 1)
-        usage_die(rm_ctl_trust_anchor_help, "trust-anchor takes no arguments; unexpected '%s'", argv[1]);
     Remora__V1__GetTrustBundleRequest req = REMORA__V1__GET_TRUST_BUNDLE_REQUEST__INIT;
     Remora__V1__GetTrustBundleResponse *resp = (Remora__V1__GetTrustBundleResponse *)call(
         "/remora.v1.Identity/GetTrustBundle", &req.base, &remora__v1__get_trust_bundle_response__descriptor);
@@ -154,12 +167,8 @@ rm_ctl_token(int argc, char **argv, rm_ctl_call_fn call)
 int
 rm_ctl_identity(int argc, char **argv, rm_ctl_call_fn call)
 {
-    if (argc > 1 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
-        fputs(rm_ctl_identity_help, stdout);
+    if (help_only("identity", rm_ctl_identity_help, argc, argv))
         return 0;
-    }
-    if (argc > 1)
-        usage_die(rm_ctl_identity_help, "identity takes no arguments; unexpected '%s'", argv[1]);
     Remora__V1__IdentityStatusRequest req = REMORA__V1__IDENTITY_STATUS_REQUEST__INIT;
     Remora__V1__IdentityStatusResponse *resp = (Remora__V1__IdentityStatusResponse *)call(
         "/remora.v1.Admin/IdentityStatus", &req.base, &remora__v1__identity_status_response__descriptor);

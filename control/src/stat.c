@@ -45,18 +45,14 @@ struct st_rm_stat_history_t {
 static uint64_t
 hash_str(uint64_t h, const char *s)
 {
-    for (; *s != '\0'; ++s) {
-        h ^= (unsigned char)*s;
-        h *= 0x100000001b3ull;
-    }
-    h ^= 0xff; /* separator: ("a", "bc") and ("ab", "c") differ */
-    return h * 0x100000001b3ull;
+    static const unsigned char separator = 0xff; /* ("a", "bc") and ("ab", "c") differ */
+    return rm_fnv1a(rm_fnv1a(h, s, strlen(s)), &separator, 1);
 }
 
 static uint64_t
 key_hash(const char *direction, const char *route, const char *backend)
 {
-    return hash_str(hash_str(hash_str(0xcbf29ce484222325ull, direction), route), backend);
+    return hash_str(hash_str(hash_str(RM_FNV1A_INIT, direction), route), backend);
 }
 
 static size_t

@@ -300,12 +300,8 @@ read_admin_token(const char *path, char *token, char *err, size_t errsz)
     size_t n = fread(buf, 1, sizeof(buf) - 1, fp);
     fclose(fp);
     buf[n] = '\0';
-    char *p = buf;
-    while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
-        ++p;
-    size_t len = strlen(p);
-    while (len != 0 && (p[len - 1] == ' ' || p[len - 1] == '\t' || p[len - 1] == '\n' || p[len - 1] == '\r'))
-        p[--len] = '\0';
+    rm_trim_space(buf);
+    const char *p = buf;
     int ok = rm_admin_token_valid(p);
     if (ok)
         memcpy(token, p, RM_ADMIN_TOKEN_LEN + 1);

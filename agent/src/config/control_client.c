@@ -83,14 +83,7 @@ rm_control_credentials_load(rm_control_credentials_t *cr, int insecure, const ch
             rm_control_credentials_dispose(cr);
             return -1;
         }
-        char *p = cr->token;
-        while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
-            ++p;
-        size_t len = strlen(p);
-        while (len != 0 && (p[len - 1] == ' ' || p[len - 1] == '\t' || p[len - 1] == '\n' || p[len - 1] == '\r'))
-            --len;
-        memmove(cr->token, p, len);
-        cr->token[len] = '\0';
+        size_t len = rm_trim_space(cr->token);
         for (size_t i = 0; i != len; ++i) {
             if (cr->token[i] <= ' ' || cr->token[i] > '~') {
                 snprintf(err, errlen, "the bootstrap token %.400s: not one line of printable ASCII", token_file);

@@ -51,15 +51,7 @@ read_token(const char *path, char *buf, size_t bufsz, char *err, size_t errlen)
     size_t n = fread(buf, 1, bufsz - 1, fp);
     fclose(fp);
     buf[n] = '\0';
-    char *start = buf;
-    while (*start == ' ' || *start == '\n' || *start == '\r' || *start == '\t')
-        ++start;
-    size_t len = strlen(start);
-    while (len != 0 && (start[len - 1] == ' ' || start[len - 1] == '\n' || start[len - 1] == '\r' || start[len - 1] == '\t'))
-        --len;
-    memmove(buf, start, len);
-    buf[len] = '\0';
-    if (len == 0) {
+    if (rm_trim_space(buf) == 0) {
         snprintf(err, errlen, "--identity-token %s: the file is empty", path);
         return -1;
     }

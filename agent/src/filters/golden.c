@@ -56,22 +56,6 @@ classify(const rm_stream_t *s)
     return "success";
 }
 
-/*
- * The ident word of the caller's identity (0: none). The string lives in the stream's pool, so its address
- * names nothing beyond the stream: the word is its 64-bit FNV-1a hash instead (SPIFFE IDs are issued by the
- * mesh's CA, a few per workload, so two of them sharing a hash is out of reach; docs/metrics.md).
- */
-static uint64_t
-identity_word(const char *id)
-{
-    if (id == NULL)
-        return 0;
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (const unsigned char *p = (const unsigned char *)id; *p != '\0'; ++p)
-        h = (h ^ *p) * 0x100000001b3ull;
-    return h | 1; /* never 0 */
-}
-
 /* Small non-negative integers as text without snprintf (the request path). */
 static const char *
 format_uint(char *buf, size_t size, unsigned v)
@@ -105,13 +89,15 @@ on_end(rm_stream_t *s)
     unsigned grpc = info->grpc_status >= 0 && info->grpc_status < 100 ? (unsigned)info->grpc_status + 1 : 0;
 
     /* the strings belong to the stream's snapshot, whose generation is never reused: the generation and
-     * their addresses name the label values exactly, so most requests skip hashing them */
+     * their addresses name the label values exactly, so most requests skip hashing them; the caller's identity
+     * (the stream's own copy) is named by its 64-bit hash, made once per connection (SPIFFE IDs come from the
+     * mesh's CA, a few per workload: two sharing a hash is out of reach) */
     uint64_t ident[RM_SERIES_IDENT_WORDS] = {s->config->generation,
                                              (uintptr_t)direction,
                                              (uintptr_t)route,
                                              (uintptr_t)backend,
                                              (uint64_t)status | (uint64_t)grpc << 16 | (uint64_t)(classification[0] == 'f') << 32,
-                                             identity_word(s->peer_identity)};
+                                             s->peer_identity_hash};
     rm_series_t *series = rm_series_cached(s->worker->stats, family, ident);
     if (series == NULL) {
         char status_buf[8], grpc_buf[8];

@@ -159,13 +159,7 @@ on_message_begin(void *ctx)
         rm_timer_unlink(&conn->idle_timeout);
     conn->s = rm_stream_create(worker, worker->config, listener, conn->dc->stats, &down_ops, conn);
     rm_stream_set_peer(conn->s, (struct sockaddr *)&conn->dc->peer, conn->dc->peerlen);
-    if (conn->dc->peer_identity != NULL) {
-        /* the mesh mTLS caller's SPIFFE ID (docs/mesh-tls.md), copied: the stream may outlive the connection */
-        size_t idlen = strlen(conn->dc->peer_identity) + 1;
-        char *id = h2o_mem_alloc_pool(&conn->s->pool, idlen);
-        memcpy(id, conn->dc->peer_identity, idlen);
-        conn->s->peer_identity = id;
-    }
+    rm_stream_set_peer_identity(conn->s, conn->dc->peer_identity, conn->dc->peer_identity_hash);
     conn->req_complete = 0;
     conn->resp_started = 0;
     conn->resp_complete = 0;

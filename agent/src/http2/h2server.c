@@ -88,13 +88,7 @@ on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, void *user_dat
     hs->id = frame->hd.stream_id;
     hs->s = rm_stream_create(worker, worker->config, listener, conn->dc->stats, &down_ops, hs);
     rm_stream_set_peer(hs->s, (struct sockaddr *)&conn->dc->peer, conn->dc->peerlen);
-    if (conn->dc->peer_identity != NULL) {
-        /* the mesh mTLS caller's SPIFFE ID (docs/mesh-tls.md), copied: the stream may outlive the connection */
-        size_t idlen = strlen(conn->dc->peer_identity) + 1;
-        char *id = h2o_mem_alloc_pool(&hs->s->pool, idlen);
-        memcpy(id, conn->dc->peer_identity, idlen);
-        hs->s->peer_identity = id;
-    }
+    rm_stream_set_peer_identity(hs->s, conn->dc->peer_identity, conn->dc->peer_identity_hash);
     /* mesh mTLS is the agents' hop, not the client's scheme: the calling agent's client spoke http */
     hs->s->req.scheme = conn->dc->is_tls && conn->dc->peer_identity == NULL ? h2o_iovec_init(H2O_STRLIT("https"))
                                                                             : h2o_iovec_init(H2O_STRLIT("http"));

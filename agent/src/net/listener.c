@@ -268,6 +268,7 @@ on_mesh_handshake(h2o_socket_t *sock, const char *err)
         return;
     }
     dc->peer_identity = rm_strdup(dc->mesh_hs.peer_id);
+    dc->peer_identity_hash = rm_fnv1a(RM_FNV1A_INIT, dc->peer_identity, strlen(dc->peer_identity));
     rm_mesh_count_connection(RM_MESH_INBOUND, 1);
     RM_STAT_INC(dc->stats->cx_tls);
     hand_over(dc, proto == RM_MESH_PROTO_H2);

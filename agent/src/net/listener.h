@@ -81,9 +81,11 @@ struct st_rm_dconn_t {
      * SIZE_MAX (then rm_dconn_listener returns the Service listener, whose routes are that Service's) */
     size_t service_listener_index;
     /** mesh mTLS (docs/mesh-tls.md): the handshake in progress, then the caller's verified SPIFFE ID (owned,
-     * NULL for plaintext and the application's TLS); streams copy it into rm_stream_t.peer_identity */
+     * NULL for plaintext and the application's TLS) and its hash (rm_fnv1a), computed once here; streams take
+     * both (rm_stream_set_peer_identity) */
     rm_mesh_handshake_t mesh_hs;
     char *peer_identity;
+    uint64_t peer_identity_hash;
 };
 
 /** STRICT refusals are logged at most once per source address per this interval (per worker, 64 sources tracked);

@@ -91,17 +91,6 @@ rm_series_set_limit(uint32_t max_series_per_family)
     __atomic_store_n(&limit, max_series_per_family, __ATOMIC_RELAXED);
 }
 
-static uint64_t
-fnv1a(const char *p, size_t len)
-{
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i != len; ++i) {
-        h ^= (unsigned char)p[i];
-        h *= 0x100000001b3ull;
-    }
-    return h;
-}
-
 /* Writes the key of `values` into buf (room for RM_SERIES_MAX_LABELS * (RM_SERIES_MAX_VALUE + 1)); returns its length. */
 static size_t
 build_key(char *buf, const char *const *values, size_t n)
@@ -195,7 +184,7 @@ rm_series_get(rm_stats_t *stats, rm_series_family_t *f, const char *const *value
 {
     char key[RM_SERIES_MAX_LABELS * (RM_SERIES_MAX_VALUE + 1)];
     size_t len = build_key(key, values, f->spec.num_labels);
-    uint64_t hash = fnv1a(key, len);
+    uint64_t hash = rm_fnv1a(RM_FNV1A_INIT, key, len);
 
     local_t *l = stats->_series[f->id];
     if (l != NULL && l->capacity != 0) {

@@ -89,9 +89,7 @@ static uint64_t
 hash_key(const char *key, size_t len)
 {
     /* FNV-1a, then a final mix so that both the high bits (shard) and low bits (bucket) are good */
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i != len; ++i)
-        h = (h ^ (unsigned char)key[i]) * 0x100000001b3ull;
+    uint64_t h = rm_fnv1a(RM_FNV1A_INIT, key, len);
     h ^= h >> 33;
     h *= 0xff51afd7ed558ccdull;
     h ^= h >> 33;

@@ -101,6 +101,18 @@ rm_stream_set_peer(rm_stream_t *s, const struct sockaddr *addr, socklen_t len)
     s->peerlen = len;
 }
 
+void
+rm_stream_set_peer_identity(rm_stream_t *s, const char *identity, uint64_t hash)
+{
+    if (identity == NULL)
+        return;
+    size_t len = strlen(identity) + 1;
+    char *copy = h2o_mem_alloc_pool(&s->pool, len);
+    memcpy(copy, identity, len);
+    s->peer_identity = copy;
+    s->peer_identity_hash = hash;
+}
+
 static void
 count_request(rm_stream_t *s)
 {

@@ -136,6 +136,8 @@ struct st_rm_stream_t {
      * HTTP/1.1 and HTTP/2 servers copy it from rm_dconn_t.peer_identity (mesh mTLS, docs/mesh-tls.md).
      */
     const char *peer_identity;
+    /** rm_fnv1a of peer_identity (0 without one), computed once per connection: the metrics' series key */
+    uint64_t peer_identity_hash;
     /** the matched route (NULL until routed, or none matched) */
     const rm_config_route_t *route;
     uint64_t started_at_us;
@@ -178,6 +180,9 @@ rm_stream_t *rm_stream_create(rm_worker_t *worker, rm_config_t *config, const rm
  */
 /** Records the downstream client's address (copied). Downstream codec, before rm_stream_on_request_head. */
 void rm_stream_set_peer(rm_stream_t *s, const struct sockaddr *addr, socklen_t len);
+/** Records the mesh mTLS caller's SPIFFE ID (copied into the stream's pool: the stream may outlive the connection)
+ * and its hash; NULL: none. Downstream codec, before rm_stream_on_request_head. */
+void rm_stream_set_peer_identity(rm_stream_t *s, const char *identity, uint64_t hash);
 /** stream->req is complete: route it and start the upstream attempt (or a local reply). */
 void rm_stream_on_request_head(rm_stream_t *s);
 /** A piece of the request body (copied into the req pipe). */

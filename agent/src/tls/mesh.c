@@ -210,10 +210,7 @@ session_key(SSL *ssl, char *key, size_t keylen)
 static session_t *
 session_slot(const char *key)
 {
-    uint64_t h = 1469598103934665603ull;
-    for (const char *p = key; *p != '\0'; ++p)
-        h = (h ^ (unsigned char)*p) * 1099511628211ull;
-    return &sessions[h % RM_MESH_MAX_SESSIONS];
+    return &sessions[rm_fnv1a(RM_FNV1A_INIT, key, strlen(key)) % RM_MESH_MAX_SESSIONS];
 }
 
 static int

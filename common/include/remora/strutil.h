@@ -40,6 +40,20 @@ int rm_lcstreq(const char *s, size_t len, const char *lit);
  */
 size_t rm_edit_distance(const char *a, const char *b, size_t cap);
 
+/** Removes leading and trailing spaces, tabs, CRs and LFs in place (the text moves to `s`); returns the length left. */
+size_t rm_trim_space(char *s);
+
+/** FNV-1a, 64 bits, of `len` bytes, continuing from `h` (RM_FNV1A_INIT to start): hash tables and keys. */
+#define RM_FNV1A_INIT 0xcbf29ce484222325ull
+static inline uint64_t
+rm_fnv1a(uint64_t h, const void *p, size_t len)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i != len; ++i)
+        h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
+}
+
 /** Monotonic clock in milliseconds / microseconds. */
 uint64_t rm_now_ms(void);
 uint64_t rm_now_us(void);
