@@ -504,10 +504,16 @@ parse_endpoint(parser_t *p, yaml_node_t *node, const char *path, Remora__V1__End
         ep->target_case = REMORA__V1__ENDPOINT__TARGET_ADDRESS;
         ep->address = arena_strdup(&p->arena, s);
     } else {
-        static const char *const keys[] = {"address", "dns", "weight", NULL};
-        yaml_node_t *v[3];
+        static const char *const keys[] = {"address", "dns", "weight", "serviceAccount", NULL};
+        yaml_node_t *v[4];
         if (fields(p, node, path, keys, v) != 0)
             return -1;
+        if (v[3] != NULL) {
+            /* this endpoint's workload runs as another service account than the Service's (docs/mesh-tls.md) */
+            if (get_name(p, v[3], join(sub, sizeof(sub), path, "serviceAccount"), &s) != 0)
+                return -1;
+            ep->service_account = arena_strdup(&p->arena, s);
+        }
         if ((v[0] == NULL) == (v[1] == NULL))
             return fail(p, node, path, "give exactly one of 'address' (IP:PORT) or 'dns' (NAME:PORT)");
         int64_t weight = 1;

@@ -180,15 +180,18 @@ render_service_spec(const Remora__V1__ServiceSpec *spec)
         if (e->target_case == REMORA__V1__ENDPOINT__TARGET_DNS) {
             rm_node_t *m = rm_node_add(eps, NULL, rm_node_map());
             add_str(m, "dns", e->dns);
-        } else if (e->target_case == REMORA__V1__ENDPOINT__TARGET_ADDRESS && e->weight == 0) {
+        } else if (e->target_case == REMORA__V1__ENDPOINT__TARGET_ADDRESS && e->weight == 0 &&
+                   (e->service_account == NULL || e->service_account[0] == '\0')) {
             rm_node_add(eps, NULL, rm_node_string(e->address));
         } else if (e->target_case == REMORA__V1__ENDPOINT__TARGET_ADDRESS) {
             rm_node_t *m = rm_node_add(eps, NULL, rm_node_map());
             add_str(m, "address", e->address);
         }
-        /* a weighted endpoint is always a map (above) */
+        /* a weighted endpoint, or one with its own service account, is always a map (above) */
         if (e->weight != 0 && e->target_case != REMORA__V1__ENDPOINT__TARGET__NOT_SET)
             rm_node_add(eps->items[eps->size - 1], "weight", rm_node_number(e->weight));
+        if (e->service_account != NULL && e->service_account[0] != '\0' && e->target_case != REMORA__V1__ENDPOINT__TARGET__NOT_SET)
+            add_str(eps->items[eps->size - 1], "serviceAccount", e->service_account);
     }
     return s;
 }

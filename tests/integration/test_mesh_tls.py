@@ -607,3 +607,51 @@ def test_health_checks_of_a_strict_peer_use_mesh_mtls(proxy_factory, workdir, h1
                            result="connect_failure") or 0) == 0
     assert (support.metric(b.metrics(), "remora_mesh_tls_plaintext_refused_total") or 0) == 0
     assert get(a, "/after-checks")[0] == 200
+
+
+WEB_ENDPOINT_SA = """apiVersion: remora.dev/v1
+kind: Service
+metadata: {{name: web}}
+spec:
+  protocol: http1
+  addresses: ["10.96.0.10:80"]
+  endpoints: [{{address: "{B4}:8080", serviceAccount: {endpoint_sa}}}]
+  serviceAccount: {service_sa}
+"""
+
+
+def test_namespace_mesh_endpoint_identity_overrides_the_services(ns_mesh):
+    """An endpoint with its own `serviceAccount` (a Kubernetes Service whose pods run as several service
+    accounts) is expected to present that identity, not the Service's: B's agent (pod-b) is accepted when its
+    endpoint says pod-b although the Service says another account, and refused when the endpoint says
+    another one although the Service says pod-b."""
+    from test_transparent import A4, B4, curl, run
+    m = ns_mesh
+    env = m.ctl_env(f"{A4}:15010")
+    path = os.path.join(m.tmp, "web-endpoint-sa.yaml")
+
+    def apply(endpoint_sa, service_sa):
+        with open(path, "w") as f:
+            f.write(WEB_ENDPOINT_SA.format(B4=B4, endpoint_sa=endpoint_sa, service_sa=service_sa))
+        r = subprocess.run(["ip", "netns", "exec", m.a, m.ctl, "apply", "-f", path, "--wait", "--timeout", "15"],
+                           capture_output=True, text=True, timeout=30, env=env)
+        assert r.returncode == 0, (r.stdout, r.stderr)
+
+    try:
+        apply("pod-b", "someone-else")
+        dump = json.loads(run(["curl", "-s", "--max-time", "5", "http://127.0.0.1:15000/config_dump"], ns=m.a).stdout)
+        web = [c for c in dump["clusters"] if c["name"] == "web.default"][0]
+        assert web["mesh_identity"] == "/ns/default/sa/someone-else", web
+        assert web["endpoints"] == [{"address": f"{B4}:8080", "mesh_identity": "/ns/default/sa/pod-b"}], web
+        code, _, body = curl(m, "http://web.default.svc/endpoint-identity")
+        assert code == 200, body
+
+        mismatches = m.metric(m.a, HS, direction="outbound", result="peer_identity_mismatch")
+        apply("not-pod-b", "pod-b")
+        code, _, body = curl(m, "http://web.default.svc/endpoint-identity-wrong")
+        assert code == 503, (code, body)
+        assert m.metric(m.a, HS, direction="outbound", result="peer_identity_mismatch") > mismatches
+    finally:
+        apply("pod-b", "pod-b")
+    code, _, body = curl(m, "http://web.default.svc/endpoint-identity-restored")
+    assert code == 200, body

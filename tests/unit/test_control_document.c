@@ -116,6 +116,16 @@ test_mesh_tls(void **state)
     assert_string_equal(((const Remora__V1__Service *)b.resources.entries[0]->msg)->spec->service_account, "");
     rm_batch_dispose(&b);
     expect_error(SVC "  serviceAccount: Echo_SA\n", 6, "spec.serviceAccount: 'Echo_SA' is not a valid name");
+    /* an endpoint whose workload runs as another service account */
+    parse(&b,
+          SVC "  serviceAccount: echo-sa\n  endpoints: [{address: \"10.0.0.1:80\", serviceAccount: canary-sa}, \"10.0.0.2:80\"]\n");
+    assert_int_equal(b.errors.size, 0);
+    const Remora__V1__ServiceSpec *spec = ((const Remora__V1__Service *)b.resources.entries[0]->msg)->spec;
+    assert_string_equal(spec->endpoints[0]->service_account, "canary-sa");
+    assert_string_equal(spec->endpoints[1]->service_account, "");
+    rm_batch_dispose(&b);
+    expect_error(SVC "  endpoints: [{address: \"10.0.0.1:80\", serviceAccount: \"a b\"}]\n", 6,
+                 "spec.endpoints[0].serviceAccount: 'a b' is not a valid name");
 
 #define MTLS "apiVersion: remora.dev/v1\nkind: MeshTLS\nmetadata: {name: default, namespace: remora-system}\n"
     parse(&b, MTLS "spec: {mode: STRICT}\n");

@@ -760,6 +760,14 @@ test_mesh_tls(void **state)
     snap->services[0]->spec->meshed = 1;
     snap->services[0]->spec->service_account = "echo-sa";
     snap->services[1]->spec->meshed = 1; /* no serviceAccount: "default" */
+    /* endpoints with their own service account: their own expected identity, unless it is the Service's */
+    Remora__V1__Endpoint *e1 = snap->services[0]->spec->endpoints[0];
+    e1->service_account = "canary-sa";
+    Remora__V1__Endpoint *e2 = NEW(Remora__V1__Endpoint, remora__v1__endpoint__init);
+    e2->target_case = REMORA__V1__ENDPOINT__TARGET_ADDRESS;
+    e2->address = "10.0.0.9:9090";
+    e2->service_account = "echo-sa";
+    snap->services[0]->spec->endpoints = (Remora__V1__Endpoint **)list(&snap->services[0]->spec->n_endpoints, e1, e2, NULL);
     Remora__V1__MeshTLS *other = NEW(Remora__V1__MeshTLS, remora__v1__mesh_tls__init);
     other->metadata = meta("elsewhere"); /* namespace default: not applied */
     other->spec = NEW(Remora__V1__MeshTLSSpec, remora__v1__mesh_tlsspec__init);
@@ -774,6 +782,9 @@ test_mesh_tls(void **state)
     assert_non_null(c);
     assert_int_equal(c->mesh_tls.mode, RM_MESH_TLS_STRICT);
     assert_string_equal(find_cluster(c, "echo.default")->peer_identity, "/ns/default/sa/echo-sa");
+    assert_int_equal(find_cluster(c, "echo.default")->num_endpoints, 2);
+    assert_string_equal(find_cluster(c, "echo.default")->endpoints[0].peer_identity, "/ns/default/sa/canary-sa");
+    assert_null(find_cluster(c, "echo.default")->endpoints[1].peer_identity);
     assert_string_equal(find_cluster(c, "shadow.default")->peer_identity, "/ns/default/sa/default");
     assert_null(find_cluster(c, "db.default")->peer_identity); /* not meshed */
     rm_config_unref(c);

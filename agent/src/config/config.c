@@ -624,8 +624,10 @@ destroy(rm_config_t *c)
     for (size_t i = 0; i != c->num_clusters; ++i) {
         rm_config_cluster_t *cl = c->clusters + i;
         free(cl->name);
-        for (size_t j = 0; j != cl->num_endpoints; ++j)
+        for (size_t j = 0; j != cl->num_endpoints; ++j) {
             free(cl->endpoints[j].host);
+            free(cl->endpoints[j].peer_identity);
+        }
         free(cl->endpoints);
         free(cl->tls_ca_file);
         free(cl->tls_server_name);
@@ -1742,8 +1744,10 @@ drop_inbound_clusters(rm_config_t *c)
     while (c->num_clusters != 0 && c->clusters[c->num_clusters - 1].inbound) {
         rm_config_cluster_t *cl = &c->clusters[--c->num_clusters];
         free(cl->name);
-        for (size_t j = 0; j != cl->num_endpoints; ++j)
+        for (size_t j = 0; j != cl->num_endpoints; ++j) {
             free(cl->endpoints[j].host);
+            free(cl->endpoints[j].peer_identity);
+        }
         free(cl->endpoints);
     }
 }
@@ -1772,6 +1776,7 @@ add_inbound_cluster(rm_config_t *c, size_t si, const rm_config_endpoint_t *ep, i
     rm_config_endpoint_t *e = cl->endpoints;
     *e = *ep;
     e->weight = 1;
+    e->peer_identity = NULL; /* the inbound hop goes to the local application */
     if (to_localhost) {
         int v6 = ep->addr.addr.ss_family == AF_INET6;
         e->host = rm_strdup(v6 ? "::1" : "127.0.0.1");

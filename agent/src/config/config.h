@@ -65,6 +65,9 @@ typedef struct st_rm_config_endpoint_t {
     rm_config_addr_t addr;
     /** load-balancing weight (default 1; every address a host name resolves to gets it) */
     uint32_t weight;
+    /** the identity this endpoint's agent presents ("/ns/NS/sa/SA", owned) when it is not the cluster's
+     * peer_identity (a Service endpoint with its own serviceAccount); NULL: the cluster's */
+    char *peer_identity;
 } rm_config_endpoint_t;
 
 /*

@@ -537,12 +537,18 @@ put_cluster(FILE *fp, const rm_config_cluster_t *cl)
             fputc(',', fp);
         /* written back as it would be in YAML: IPv6 literals need brackets, a weight other than 1 needs the long form */
         snprintf(buf, sizeof(buf), strchr(ep->host, ':') != NULL ? "[%s]:%u" : "%s:%u", ep->host, ep->port);
-        if (ep->weight == 1) {
+        if (ep->weight == 1 && ep->peer_identity == NULL) {
             put_str(fp, buf);
         } else {
             fputs("{\"address\":", fp);
             put_str(fp, buf);
-            fprintf(fp, ",\"weight\":%u}", ep->weight);
+            if (ep->weight != 1)
+                fprintf(fp, ",\"weight\":%u", ep->weight);
+            if (ep->peer_identity != NULL) {
+                fputs(",\"mesh_identity\":", fp);
+                put_str(fp, ep->peer_identity);
+            }
+            fputc('}', fp);
         }
     }
     fputc(']', fp);

@@ -159,6 +159,13 @@ add_cluster(builder_t *b, const Remora__V1__Service *svc)
         if (e->port == 0)
             return fail(b, "service %s/%s: endpoint '%s': port must be 1-65535", ns, name, target);
         e->weight = ep->weight != 0 ? ep->weight : 1;
+        /* an endpoint whose workload runs as another service account than the Service's: its own expected identity */
+        if (spec->meshed && ep->service_account != NULL && ep->service_account[0] != '\0') {
+            char id[300];
+            snprintf(id, sizeof(id), "/ns/%s/sa/%s", ns, ep->service_account);
+            if (strcmp(id, cl->peer_identity) != 0)
+                e->peer_identity = rm_strdup(id);
+        }
     }
     return 0;
 }

@@ -106,18 +106,21 @@ rm_endpoint_unref(rm_endpoint_t *ep)
     rm_outlier_host_release(ep->outlier);
     rm_lb_load_release(ep->load);
     free(ep->host);
+    free(ep->peer_identity);
     free(ep);
     rm_cluster_release(c);
 }
 
 static rm_endpoint_t *
-endpoint_create(rm_cluster_t *c, const struct sockaddr_storage *addr, socklen_t addrlen, const char *host)
+endpoint_create(rm_cluster_t *c, const struct sockaddr_storage *addr, socklen_t addrlen, const char *host,
+                const char *peer_identity)
 {
     rm_endpoint_t *ep = rm_calloc(1, sizeof(*ep));
     ep->cluster = rm_cluster_acquire(c);
     ep->addr = *addr;
     ep->addrlen = addrlen;
     ep->host = rm_strdup(host);
+    ep->peer_identity = peer_identity != NULL ? rm_strdup(peer_identity) : NULL;
     rm_format_sockaddr((struct sockaddr *)addr, ep->name, sizeof(ep->name));
     ep->refcnt = 1; /* the cluster's list */
     h2o_linklist_init_anchor(&ep->h2_conns);
@@ -259,7 +262,7 @@ update_endpoints(rm_cluster_t *c)
         memcpy(prev, c->endpoints, num_prev * sizeof(*prev));
     int set_changed = 0;
 
-#define ADD_ENDPOINT(ss, len, hostname, w)                                                                                         \
+#define ADD_ENDPOINT(ss, len, hostname, w, id)                                                                                     \
     do {                                                                                                                           \
         rm_endpoint_t *found = NULL;                                                                                               \
         for (size_t k = 0; k != c->num_endpoints; ++k) {                                                                           \
@@ -274,7 +277,7 @@ update_endpoints(rm_cluster_t *c)
             if (same_addr(&list[k]->addr, list[k]->addrlen, (ss), (len)))                                                          \
                 dup = 1;                                                                                                           \
         if (!dup) {                                                                                                                \
-            list[n++] = found != NULL ? found : endpoint_create(c, (ss), (len), (hostname));                                       \
+            list[n++] = found != NULL ? found : endpoint_create(c, (ss), (len), (hostname), (id));                                 \
             if (list[n - 1]->weight != ((w) != 0 ? (w) : 1))                                                                       \
                 set_changed = 1;                                                                                                   \
             list[n - 1]->weight = (w) != 0 ? (w) : 1;                                                                              \
@@ -285,12 +288,12 @@ update_endpoints(rm_cluster_t *c)
     for (size_t i = 0; i != cc->num_endpoints; ++i) {
         const rm_config_endpoint_t *e = &cc->endpoints[i];
         if (e->is_ip)
-            ADD_ENDPOINT(&e->addr.addr, e->addr.addrlen, e->host, e->weight);
+            ADD_ENDPOINT(&e->addr.addr, e->addr.addrlen, e->host, e->weight, e->peer_identity);
     }
     for (size_t i = 0; i != c->num_dns; ++i) {
         dns_target_t *t = &c->dns[i];
         for (size_t j = 0; j != t->num_addrs; ++j)
-            ADD_ENDPOINT(&t->addrs[j], sockaddr_len(&t->addrs[j]), t->host, t->weight);
+            ADD_ENDPOINT(&t->addrs[j], sockaddr_len(&t->addrs[j]), t->host, t->weight, NULL);
     }
 #undef ADD_ENDPOINT
 
@@ -398,7 +401,8 @@ rm_cluster_can_reuse(rm_cluster_t *old, const rm_config_cluster_t *config)
                          str_eq(o->tls_cert_file, config->tls_cert_file) && str_eq(o->tls_key_file, config->tls_key_file)))
         return 0;
     for (size_t i = 0; i != config->num_endpoints; ++i)
-        if (strcmp(o->endpoints[i].host, config->endpoints[i].host) != 0 || o->endpoints[i].port != config->endpoints[i].port)
+        if (strcmp(o->endpoints[i].host, config->endpoints[i].host) != 0 || o->endpoints[i].port != config->endpoints[i].port ||
+            !str_eq(o->endpoints[i].peer_identity, config->endpoints[i].peer_identity))
             return 0;
     return 1;
 }
@@ -876,22 +880,24 @@ on_connect(h2o_socket_t *sock, const char *err)
     connect_finish(conn, sock, 0, NULL, RM_WIRE_UNKNOWN);
 }
 
-/* The mesh mTLS client context for a connection to `c`'s endpoints speaking `wire`, or NULL for none (docs/mesh-tls.md):
+/* The mesh mTLS client context for a connection to `ep` speaking `wire`, or NULL for none (docs/mesh-tls.md):
  * an agent-to-agent hop with an expected identity, an HTTP protocol, no TLS of its own, a mode other than DISABLE and an
  * identity in service. */
 static SSL_CTX *
-mesh_client_ctx(rm_cluster_t *c, rm_wire_protocol_t wire, char *expected, size_t expected_len)
+mesh_client_ctx(const rm_endpoint_t *ep, rm_wire_protocol_t wire, char *expected, size_t expected_len)
 {
+    rm_cluster_t *c = ep->cluster;
     const rm_config_cluster_t *cfg = c->config;
     if (!(cfg->agent_hop || cfg->peer_agent))
         return NULL;
-    if (cfg->tls || cfg->peer_identity == NULL || wire == RM_WIRE_UNKNOWN ||
-        c->worker->config->mesh_tls.mode == RM_MESH_TLS_DISABLE) {
+    /* an endpoint whose workload runs as another service account than the Service's presents its own */
+    const char *identity = ep->peer_identity != NULL ? ep->peer_identity : cfg->peer_identity;
+    if (cfg->tls || identity == NULL || wire == RM_WIRE_UNKNOWN || c->worker->config->mesh_tls.mode == RM_MESH_TLS_DISABLE) {
         rm_mesh_count_connection(RM_MESH_OUTBOUND, cfg->tls);
         return NULL;
     }
     SSL_CTX *ctx = NULL;
-    if (rm_mesh_expected_id(cfg->peer_identity, expected, expected_len) == 0)
+    if (rm_mesh_expected_id(identity, expected, expected_len) == 0)
         ctx = rm_mesh_tls_client_ctx(expected, wire == RM_WIRE_H2 ? RM_MESH_PROTO_H2 : RM_MESH_PROTO_HTTP1);
     if (ctx == NULL) {
         /* no identity of our own: the hop stays plaintext (a STRICT peer refuses it) */
@@ -912,7 +918,7 @@ rm_connect_start_proto(rm_endpoint_t *ep, rm_wire_protocol_t wire, rm_connect_cb
 {
     rm_cluster_t *c = ep->cluster;
     rm_connect_t *conn = rm_calloc(1, sizeof(*conn));
-    conn->mesh_ctx = mesh_client_ctx(c, wire, conn->mesh_expected, sizeof(conn->mesh_expected));
+    conn->mesh_ctx = mesh_client_ctx(ep, wire, conn->mesh_expected, sizeof(conn->mesh_expected));
     conn->ep = ep;
     rm_endpoint_ref(ep);
     conn->cb = cb;

@@ -31,6 +31,9 @@ struct st_rm_endpoint_t {
     socklen_t addrlen;
     /** for TLS SNI and logs: the host as configured (owned) */
     char *host;
+    /** the identity this endpoint's agent presents when it is not the cluster's (rm_config_endpoint_t.peer_identity;
+     * owned), else NULL */
+    char *peer_identity;
     char name[80];
     int refcnt;
     /** no longer in the cluster's endpoint list (DNS changed, cluster retired): pools do not reuse it */

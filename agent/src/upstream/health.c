@@ -99,6 +99,8 @@ typedef struct st_checker_t {
     unsigned seen : 1;
     /* a check over mesh mTLS (docs/mesh-tls.md): the handshake and the SPIFFE ID the peer agent must present */
     rm_mesh_handshake_t mesh_hs;
+    /** the endpoint's own identity when it is not the cluster's (rm_config_endpoint_t.peer_identity; owned), else NULL */
+    char *mesh_identity;
     char mesh_expected[RM_MESH_MAX_ID];
 } checker_t;
 
@@ -528,7 +530,8 @@ start_mesh_handshake(checker_t *ck, h2o_socket_t *sock)
 {
     hc_cluster_t *cl = ck->cluster;
     if (cl->mesh_identity == NULL || hc.mesh_disabled ||
-        rm_mesh_expected_id(cl->mesh_identity, ck->mesh_expected, sizeof(ck->mesh_expected)) != 0)
+        rm_mesh_expected_id(ck->mesh_identity != NULL ? ck->mesh_identity : cl->mesh_identity, ck->mesh_expected,
+                            sizeof(ck->mesh_expected)) != 0)
         return 0;
     SSL_CTX *ctx = rm_mesh_tls_client_ctx(ck->mesh_expected, plain_wire(cl) == WIRE_H2 ? RM_MESH_PROTO_H2 : RM_MESH_PROTO_HTTP1);
     if (ctx == NULL)
@@ -619,6 +622,7 @@ checker_destroy(checker_t *ck)
     /* nobody checks it now: the health check no longer keeps it out */
     rm_outlier_set_health(ck->oh, 1);
     rm_outlier_host_release(ck->oh);
+    free(ck->mesh_identity);
     free(ck->authority);
     free(ck);
 }
@@ -630,17 +634,20 @@ sockaddr_len(const struct sockaddr_storage *ss)
 }
 
 static void
-ensure_checker(hc_cluster_t *cl, const struct sockaddr_storage *addr, const char *host, uint16_t port)
+ensure_checker(hc_cluster_t *cl, const struct sockaddr_storage *addr, const char *host, uint16_t port, const char *identity)
 {
     char name[80];
     rm_format_sockaddr((const struct sockaddr *)addr, name, sizeof(name));
-    for (checker_t *ck = cl->checkers; ck != NULL; ck = ck->next) {
-        if (strcmp(ck->name, name) == 0) {
-            ck->seen = 1;
-            return;
-        }
+    checker_t *ck = cl->checkers;
+    while (ck != NULL && strcmp(ck->name, name) != 0)
+        ck = ck->next;
+    if (ck == NULL)
+        ck = checker_create(cl, addr, sockaddr_len(addr), name, host, port);
+    ck->seen = 1;
+    if (!(ck->mesh_identity == NULL ? identity == NULL : identity != NULL && strcmp(ck->mesh_identity, identity) == 0)) {
+        free(ck->mesh_identity);
+        ck->mesh_identity = identity != NULL ? rm_strdup(identity) : NULL;
     }
-    checker_create(cl, addr, sockaddr_len(addr), name, host, port)->seen = 1;
 }
 
 /* The checkers of `cl` follow its endpoint addresses now: IP endpoints and the last answers of its names. */
@@ -650,10 +657,10 @@ sync_checkers(hc_cluster_t *cl)
     for (checker_t *ck = cl->checkers; ck != NULL; ck = ck->next)
         ck->seen = 0;
     for (size_t i = 0; i != cl->num_ips; ++i)
-        ensure_checker(cl, &cl->ips[i].addr.addr, cl->ips[i].host, cl->ips[i].port);
+        ensure_checker(cl, &cl->ips[i].addr.addr, cl->ips[i].host, cl->ips[i].port, cl->ips[i].peer_identity);
     for (size_t i = 0; i != cl->num_dns; ++i)
         for (size_t j = 0; j != cl->dns[i]->num_addrs; ++j)
-            ensure_checker(cl, &cl->dns[i]->addrs[j], cl->dns[i]->host, cl->dns[i]->port);
+            ensure_checker(cl, &cl->dns[i]->addrs[j], cl->dns[i]->host, cl->dns[i]->port, NULL);
     for (checker_t **p = &cl->checkers; *p != NULL;) {
         checker_t *ck = *p;
         if (ck->seen) {
@@ -747,7 +754,9 @@ cluster_destroy(hc_cluster_t *cl)
     for (size_t i = 0; i != cl->num_dns; ++i)
         dns_destroy(cl->dns[i]);
     free(cl->dns);
-    for (size_t i = 0; i != cl->num_ips; ++i)
+    for (size_t i = 0; i != cl->num_ips; ++i) {
+        free(cl->ips[i].peer_identity);
+    }
         free(cl->ips[i].host);
     free(cl->ips);
     free_settings(&cl->config);
@@ -782,7 +791,9 @@ cluster_update(hc_cluster_t *cl, const rm_config_cluster_t *config, SSL_CTX *ssl
     cl->dns_min_refresh_ms = config->dns_min_refresh_ms;
     cl->dns_max_refresh_ms = config->dns_max_refresh_ms;
 
-    for (size_t i = 0; i != cl->num_ips; ++i)
+    for (size_t i = 0; i != cl->num_ips; ++i) {
+        free(cl->ips[i].peer_identity);
+    }
         free(cl->ips[i].host);
     free(cl->ips);
     cl->ips = rm_calloc(config->num_endpoints != 0 ? config->num_endpoints : 1, sizeof(*cl->ips));
@@ -795,6 +806,7 @@ cluster_update(hc_cluster_t *cl, const rm_config_cluster_t *config, SSL_CTX *ssl
         const rm_config_endpoint_t *ep = config->endpoints + i;
         if (ep->is_ip) {
             cl->ips[cl->num_ips] = *ep;
+            cl->ips[cl->num_ips].peer_identity = ep->peer_identity != NULL ? rm_strdup(ep->peer_identity) : NULL;
             cl->ips[cl->num_ips].host = rm_strdup(ep->host);
             ++cl->num_ips;
             continue;
