@@ -10,7 +10,8 @@
 # serving agent; MeshTLS STRICT refusing plaintext); examples/mesh-policy.yaml (retries, a redirect, header modifiers, a mirror, faults, a rate
 # limit enforced by the serving agent); a Telemetry (examples/mesh-telemetry.yaml) sending traces to
 # the OTLP receiver in the control namespace and a JSON access log: a trace crossing two agents, its
-# access log lines, golden metrics by direction, `remoractl stat`, `remoractl status`, a graceful
+# access log lines, golden metrics by direction, `remoractl stat`, `remoractl status`, `remoractl check`
+# and `remoractl proxy` (an agent's admin API through the control plane), a graceful
 # drain, and `mesh.sh down` (also from the EXIT trap on failure). Needs root. Exit 0 only when every
 # step succeeded. The loopback single-sidecar demo is scripts/demo-local.sh.
 set -euo pipefail
@@ -226,6 +227,13 @@ $CTL stat --by route | sed 's/^/     /'
 echo
 echo "== remoractl status"
 $CTL status | sed 's/^/   /'
+echo
+echo "== operating the mesh from the control plane (docs/control-plane.md): remoractl check, remoractl proxy"
+$CTL check | sed 's/^/   /'
+echo "   web's agent, through its stream to the control plane (its admin port stays on the pod's loopback):"
+$CTL proxy web stats | grep -E '^remora_(build_info|mesh_tls_connections_total)' | sed 's/^/     /'
+[ "$($CTL proxy web log-level debug)" = debug ] || fail "remoractl proxy web log-level debug did not answer debug"
+echo "     log level: $($CTL proxy web log-level info) (set to debug and back through the control plane)"
 echo
 echo "== scripts/mesh.sh status"
 $MESH status | sed 's/^/   /'

@@ -18,10 +18,12 @@
 #include "remora/log.h"
 #include "remora/strutil.h"
 #include "admin/admin.h"
+#include "admin/app_probe.h"
 #include "config/config.h"
 #include "config/control_client.h"
 #include "config/control_module.h"
 #include "config/control_stats.h"
+#include "config/layers.h"
 #include "core/worker.h"
 #include "http1/h1client.h"
 #include "http2/h2client.h"
@@ -71,6 +73,14 @@ static struct {
     int has_snapshot;
     int draining;
     uint32_t drain_timeout_override_ms;
+    /* --outbound-grace-ms (docs/lifecycle.md): 1 between the signal and the drain; inbound is already draining */
+    int in_grace;
+    uint32_t grace_ms;
+    uv_timer_t grace_timer;
+    /* remora_shutdown_requests_total{source}: signals (SIGTERM, SIGINT) and POST /shutdown */
+    uint64_t shutdown_signals, shutdown_posts;
+    /* REMORA_APP_PROBES (admin/app_probe.h), NULL when not set */
+    rm_app_probes_t *app_probes;
     /* control-plane mode */
     const rm_control_module_t *control_module;
     rm_control_client_t *control;
@@ -83,6 +93,8 @@ static struct {
     rm_config_t *control_pending;
     int control_done, control_result, control_closed;
     char control_err[512];
+    /* `remoractl proxy`: the admin command the control thread waits on (control_admin_command), guarded by control_mutex */
+    struct st_control_admin_call_t *control_admin;
 } agent;
 
 static void stop_control(void);
@@ -215,6 +227,7 @@ usage(FILE *fp)
                 "Configuration:\n"
                 "  -c, --config FILE            bootstrap YAML (see docs/configuration.md)\n"
                 "      --check-config           validate the configuration (and its certificates) and exit\n"
+                "      --print-config           print every setting's merged value and where it came from (YAML), exit\n"
                 "Quick single-hop mode (one listener \"main\", every request to one cluster \"upstream\"):\n"
                 "      --listen ADDR:PORT       address to accept on (HTTP/1.1 and h2c on one port)\n"
                 "      --upstream HOST:PORT     where to send requests (IP literal or host name)\n"
@@ -225,7 +238,7 @@ usage(FILE *fp)
                 "      --upstream-ca FILE       CA bundle to verify the upstream (default: system store)\n"
                 "      --upstream-server-name N name to verify and send as SNI (default: the upstream host)\n"
                 "Control-plane mode (routes and services come from remora-control):\n"
-                "      --control ADDR:PORT      the control plane's gRPC address\n"
+                "      --control HOST:PORT      the control plane's gRPC address (HOST an IP address or a DNS name)\n"
                 "      --node-id NAME           this agent's name in `remoractl status`\n"
                 "      --namespace NS           the namespace of the agent's workload: a Telemetry there\n"
                 "                               overrides the mesh-wide one of remora-system\n"
@@ -235,6 +248,8 @@ usage(FILE *fp)
                 "      --transparent            intercepted traffic (remora-init): outbound on 127.0.0.1 and [::1]\n"
                 "                               port 15001, inbound on 0.0.0.0 and [::] port 15006 (docs/transparent.md)\n"
                 "      --outbound-port N --inbound-port N   override those ports\n"
+                "      --opaque-ports LIST      ports of the transparent listeners that skip detection (opaque TCP),\n"
+                "                               e.g. 3306,5432,9000-9010; replaces the default list\n"
                 "      --inbound-to-localhost   inbound goes to 127.0.0.1 at the original port, not the pod address\n"
                 "      --identity-token FILE    bootstrap token for a workload certificate (docs/identity.md;\n"
                 "                               default $REMORA_IDENTITY_TOKEN_FILE); needs --state-dir. It also\n"
@@ -251,13 +266,21 @@ usage(FILE *fp)
                 "      --admin ADDR:PORT        loopback admin server (default 127.0.0.1:15000)\n"
                 "      --health ADDR:PORT       health and metrics server (default 0.0.0.0:15020)\n"
                 "      --drain-timeout-ms N     bound on the graceful drain at SIGTERM (default 10000)\n"
+                "      --outbound-grace-ms N    at SIGTERM inbound drains at once but outbound keeps accepting for N ms\n"
+                "                               or until POST /shutdown, then the drain (default 0; docs/lifecycle.md)\n"
                 "      --log-level L            error | warn | info | debug (default info)\n"
                 "  -h, --help                   this text\n"
                 "      --version                print the version\n"
                 "\n"
-                "Signals: SIGTERM/SIGINT drain and exit 0; SIGHUP reloads --config FILE (a bad file is rejected\n"
-                "with file:line and the running configuration stays in service); SIGUSR1 reopens the access log\n"
-                "file (rotation).\n");
+                "Every setting also comes from the environment: --some-flag is REMORA_SOME_FLAG (booleans 1, true,\n"
+                "0, false), except --identity-token (REMORA_IDENTITY_TOKEN_FILE) and --trust-anchor\n"
+                "(REMORA_TRUST_ANCHOR_FILE). Layers: defaults < --config FILE < environment < flags.\n"
+                "REMORA_APP_PROBES (JSON, set by the injector): the application's probes, served on the health\n"
+                "port as GET /app-health/<container>/<livez|readyz|startupz> (docs/lifecycle.md).\n"
+                "\n"
+                "Signals: SIGTERM/SIGINT drain and exit 0 (with --outbound-grace-ms, after the grace); SIGHUP reloads\n"
+                "--config FILE and applies the environment and flags on top again (a bad file is rejected with\n"
+                "file:line and the running configuration stays in service); SIGUSR1 reopens the access log file.\n");
 }
 
 enum {
@@ -287,11 +310,72 @@ enum {
     OPT_OUTBOUND_PORT,
     OPT_INBOUND_PORT,
     OPT_INBOUND_TO_LOCALHOST,
+    OPT_OPAQUE_PORTS,
+    OPT_OUTBOUND_GRACE,
+    OPT_PRINT_CONFIG,
 };
+
+/*
+ * The agent's settings and their layers (docs/configuration.md, "Layers"): built-in defaults < the --config file
+ * (the keys named `file_key`) < the environment (REMORA_*) < command-line flags. One row per long option that is a
+ * setting; actions (--help, --version, --check-config, --print-config) have no variable. Every variable is
+ * REMORA_ + the flag's name upper-cased with '-' as '_', except the two older names kept for the token and trust
+ * anchor files.
+ */
+typedef struct st_setting_t {
+    const char *name;
+    int has_arg; /* no_argument: a boolean (the variable takes 1, true, 0 or false) */
+    int id;
+    const char *env;
+    const char *file_key; /* the bootstrap file's top-level key, NULL if the file has none */
+    const char *def;      /* the default as --print-config shows it (NULL: unset) */
+} setting_t;
+
+static const setting_t settings[] = {
+    {"config", required_argument, 'c', "REMORA_CONFIG", NULL, NULL},
+    {"listen", required_argument, OPT_LISTEN, "REMORA_LISTEN", NULL, NULL},
+    {"upstream", required_argument, OPT_UPSTREAM, "REMORA_UPSTREAM", NULL, NULL},
+    {"upstream-protocol", required_argument, OPT_UPSTREAM_PROTOCOL, "REMORA_UPSTREAM_PROTOCOL", NULL, "http1"},
+    {"tls-cert", required_argument, OPT_TLS_CERT, "REMORA_TLS_CERT", NULL, NULL},
+    {"tls-key", required_argument, OPT_TLS_KEY, "REMORA_TLS_KEY", NULL, NULL},
+    {"upstream-tls", no_argument, OPT_UPSTREAM_TLS, "REMORA_UPSTREAM_TLS", NULL, "false"},
+    {"upstream-ca", required_argument, OPT_UPSTREAM_CA, "REMORA_UPSTREAM_CA", NULL, NULL},
+    {"upstream-server-name", required_argument, OPT_UPSTREAM_SNI, "REMORA_UPSTREAM_SERVER_NAME", NULL, NULL},
+    {"workers", required_argument, 'w', "REMORA_WORKERS", "workers", NULL},
+    {"admin", required_argument, OPT_ADMIN, "REMORA_ADMIN", "admin", NULL},
+    {"health", required_argument, OPT_HEALTH, "REMORA_HEALTH", "health", NULL},
+    {"drain-timeout-ms", required_argument, OPT_DRAIN, "REMORA_DRAIN_TIMEOUT_MS", "drain_timeout_ms", NULL},
+    {"outbound-grace-ms", required_argument, OPT_OUTBOUND_GRACE, "REMORA_OUTBOUND_GRACE_MS", NULL, "0"},
+    {"log-level", required_argument, OPT_LOG_LEVEL, "REMORA_LOG_LEVEL", NULL, "info"},
+    {"control", required_argument, OPT_CONTROL, "REMORA_CONTROL", NULL, NULL},
+    {"node-id", required_argument, OPT_NODE_ID, "REMORA_NODE_ID", NULL, NULL},
+    {"namespace", required_argument, OPT_NAMESPACE, "REMORA_NAMESPACE", NULL, NULL},
+    {"state-dir", required_argument, OPT_STATE_DIR, "REMORA_STATE_DIR", NULL, NULL},
+    {"stats-interval-ms", required_argument, OPT_STATS_INTERVAL, "REMORA_STATS_INTERVAL_MS", NULL, "10000"},
+    {"identity-token", required_argument, OPT_IDENTITY_TOKEN, "REMORA_IDENTITY_TOKEN_FILE", NULL, NULL},
+    {"trust-anchor", required_argument, OPT_TRUST_ANCHOR, "REMORA_TRUST_ANCHOR_FILE", NULL, NULL},
+    {"control-insecure", no_argument, OPT_CONTROL_INSECURE, "REMORA_CONTROL_INSECURE", NULL, "false"},
+    {"transparent", no_argument, OPT_TRANSPARENT, "REMORA_TRANSPARENT", NULL, "false"},
+    {"outbound-port", required_argument, OPT_OUTBOUND_PORT, "REMORA_OUTBOUND_PORT", NULL, "15001"},
+    {"inbound-port", required_argument, OPT_INBOUND_PORT, "REMORA_INBOUND_PORT", NULL, "15006"},
+    {"inbound-to-localhost", no_argument, OPT_INBOUND_TO_LOCALHOST, "REMORA_INBOUND_TO_LOCALHOST", NULL, "false"},
+    {"opaque-ports", required_argument, OPT_OPAQUE_PORTS, "REMORA_OPAQUE_PORTS", NULL, NULL},
+};
+#define NUM_SETTINGS (sizeof(settings) / sizeof(settings[0]))
+
+/* Where each setting's value came from, for --print-config. */
+enum { SRC_DEFAULT = 0, SRC_ENV, SRC_FLAG };
+static struct {
+    int source;
+    const char *value; /* as given (env or argv storage: both live as long as the process) */
+} provenance[NUM_SETTINGS];
+
+/* --opaque-ports: at most this many ports (ranges expanded) */
+#define MAX_OPAQUE_PORTS 1024
 
 typedef struct st_cmdline_t {
     const char *config;
-    int check;
+    int check, print_config;
     rm_config_quick_t quick;
     const char *tls_cert, *tls_key;
     int upstream_tls;
@@ -309,6 +393,11 @@ typedef struct st_cmdline_t {
     /* --transparent (docs/transparent.md) */
     int transparent, inbound_to_localhost;
     unsigned outbound_port, inbound_port;
+    /* --opaque-ports: the transparent listeners' list (sorted, unique), NULL: the default list */
+    uint16_t *opaque_ports;
+    size_t num_opaque_ports;
+    /* --outbound-grace-ms (docs/lifecycle.md) */
+    long outbound_grace_ms;
 } cmdline_t;
 
 /*
@@ -424,6 +513,11 @@ add_transparent_listeners(rm_config_t *config, const cmdline_t *cmd)
         l->name = rm_strdup(defs[i].name);
         l->direction = defs[i].direction;
         l->inbound_to_localhost = defs[i].direction == RM_DIRECTION_INBOUND && cmd->inbound_to_localhost;
+        if (cmd->opaque_ports != NULL) { /* --opaque-ports replaces the default list (rm_config_validate fills that) */
+            l->opaque_ports = rm_calloc(cmd->num_opaque_ports + 1, sizeof(uint16_t));
+            memcpy(l->opaque_ports, cmd->opaque_ports, cmd->num_opaque_ports * sizeof(uint16_t));
+            l->num_opaque_ports = cmd->num_opaque_ports;
+        }
         /* no routes of its own: a Service's virtual address sends HTTP to the Service's cluster (its
          * fallback route); under a control plane the translation gives it the Services' routes */
         if (set_addr(&l->addr, addr, "--transparent") != 0)
@@ -527,13 +621,13 @@ load_config(const cmdline_t *cmd, int quiet_prefix)
 static int
 cb_is_ready(void *ctx)
 {
-    return agent.ready && !agent.draining && (agent.control == NULL || agent.has_snapshot);
+    return agent.ready && !agent.draining && !agent.in_grace && (agent.control == NULL || agent.has_snapshot);
 }
 
 static int
 cb_is_draining(void *ctx)
 {
-    return agent.draining;
+    return agent.draining || agent.in_grace;
 }
 
 static char *
@@ -615,6 +709,10 @@ on_drain_msg(rm_worker_t *worker, rm_worker_msg_t *_msg)
 static void
 start_drain(void *ctx)
 {
+    if (agent.in_grace) {
+        agent.in_grace = 0;
+        uv_timer_stop(&agent.grace_timer);
+    }
     if (agent.draining)
         return;
     agent.draining = 1;
@@ -628,6 +726,65 @@ start_drain(void *ctx)
 }
 
 static void
+on_drain_inbound_msg(rm_worker_t *worker, rm_worker_msg_t *msg)
+{
+    rm_listeners_drain_inbound(worker);
+    free(msg);
+}
+
+static void
+on_grace_timer(uv_timer_t *timer)
+{
+    rm_log_info("agent", "outbound grace of %u ms over", agent.grace_ms);
+    start_drain(NULL);
+}
+
+/*
+ * SIGTERM without native sidecars (docs/lifecycle.md): the application is signalled at the same time and may still
+ * call out while it shuts down. Inbound stops at once (no new connections, in-flight ones finish, /ready 503);
+ * outbound keeps accepting for --outbound-grace-ms or until POST /shutdown, then the normal drain.
+ */
+static void
+start_grace(void)
+{
+    agent.in_grace = 1;
+    rm_log_info("agent", "shutting down: inbound draining now, outbound accepted for %u ms more or until POST /shutdown",
+                agent.grace_ms);
+    for (unsigned i = 0; i != agent.num_workers; ++i) {
+        rm_worker_msg_t *msg = rm_calloc(1, sizeof(*msg));
+        msg->cb = on_drain_inbound_msg;
+        rm_worker_post(&agent.workers[i], msg);
+    }
+    uv_timer_start(&agent.grace_timer, on_grace_timer, agent.grace_ms, 0);
+}
+
+/* POST /shutdown on the admin port: what `remoractl await` sends when its command has ended. */
+static void
+cb_shutdown(void *ctx)
+{
+    ++agent.shutdown_posts;
+    rm_log_info("agent", "POST /shutdown: %s",
+                agent.in_grace   ? "outbound grace ended; draining"
+                : agent.draining ? "already draining"
+                                 : "draining");
+    start_drain(NULL);
+}
+
+static char *
+render_shutdown_metrics(void)
+{
+    char *text = rm_malloc(512);
+    snprintf(text, 512,
+             "# HELP remora_shutdown_requests_total Requests to shut the agent down, by source (signal: SIGTERM or SIGINT; "
+             "admin: POST /shutdown).\n"
+             "# TYPE remora_shutdown_requests_total counter\n"
+             "remora_shutdown_requests_total{source=\"signal\"} %llu\n"
+             "remora_shutdown_requests_total{source=\"admin\"} %llu\n",
+             (unsigned long long)agent.shutdown_signals, (unsigned long long)agent.shutdown_posts);
+    return text;
+}
+
+static void
 on_worker_exited(uv_async_t *async)
 {
     unsigned exited = __atomic_load_n(&agent.workers_exited, __ATOMIC_ACQUIRE);
@@ -635,6 +792,9 @@ on_worker_exited(uv_async_t *async)
         return;
     stop_control();
     rm_health_stop();
+    rm_app_probes_destroy(agent.app_probes);
+    agent.app_probes = NULL;
+    uv_close((uv_handle_t *)&agent.grace_timer, NULL);
     if (agent.admin != NULL) {
         rm_admin_stop(agent.admin);
         agent.admin = NULL;
@@ -807,9 +967,60 @@ reload(void)
  * Control-plane snapshots arrive on the control thread and are published here, on the main thread.
  */
 
+/* An admin command relayed by the control plane (`remoractl proxy`), answered by the admin code on the main thread. */
+typedef struct st_control_admin_call_t {
+    const char *command, *argument;
+    rm_control_admin_reply_t *reply;
+    int done;
+} control_admin_call_t;
+
+static void
+serve_control_admin(void)
+{
+    pthread_mutex_lock(&agent.control_mutex);
+    control_admin_call_t *call = agent.control_admin;
+    agent.control_admin = NULL;
+    pthread_mutex_unlock(&agent.control_mutex);
+    if (call == NULL)
+        return;
+    /* the control thread waits for `done` (or control_closed, which only this thread sets): `call` stays valid meanwhile */
+    rm_admin_command(agent.admin, call->command, call->argument, &call->reply->status, &call->reply->content_type,
+                     &call->reply->body, &call->reply->body_len);
+    pthread_mutex_lock(&agent.control_mutex);
+    call->done = 1;
+    pthread_cond_broadcast(&agent.control_cond);
+    pthread_mutex_unlock(&agent.control_mutex);
+}
+
+/* control thread */
+static void
+control_admin_command(void *ctx, const char *command, const char *argument, rm_control_admin_reply_t *reply)
+{
+    control_admin_call_t call = {command, argument, reply, 0};
+    pthread_mutex_lock(&agent.control_mutex);
+    if (!agent.control_closed) {
+        agent.control_admin = &call;
+        pthread_mutex_unlock(&agent.control_mutex);
+        uv_async_send(&agent.control_async);
+        pthread_mutex_lock(&agent.control_mutex);
+        while (!call.done && !agent.control_closed)
+            pthread_cond_wait(&agent.control_cond, &agent.control_mutex);
+        if (agent.control_admin == &call)
+            agent.control_admin = NULL;
+    }
+    pthread_mutex_unlock(&agent.control_mutex);
+    if (!call.done) {
+        reply->status = 503;
+        reply->content_type = "text/plain; charset=utf-8";
+        reply->body = rm_strdup("the agent is shutting down\n");
+        reply->body_len = strlen(reply->body);
+    }
+}
+
 static void
 on_control_async(uv_async_t *async)
 {
+    serve_control_admin();
     pthread_mutex_lock(&agent.control_mutex);
     rm_config_t *config = agent.control_pending;
     agent.control_pending = NULL;
@@ -944,8 +1155,335 @@ on_signal(uv_signal_t *handle, int signum)
         reload();
     else if (signum == SIGUSR1)
         rm_access_log_reopen(); /* log rotation */
-    else
-        start_drain(NULL);
+    else {
+        ++agent.shutdown_signals;
+        if (agent.grace_ms != 0 && !agent.in_grace && !agent.draining)
+            start_grace();
+        else
+            start_drain(NULL); /* a second signal ends the grace */
+    }
+}
+
+static int
+cmp_u16(const void *a, const void *b)
+{
+    return (int)*(const uint16_t *)a - (int)*(const uint16_t *)b;
+}
+
+/* "3306,5432,9000-9010": ports and inclusive ranges, comma-separated; sorted and deduplicated into cmdline. */
+static int
+parse_opaque_ports(const char *value, const char *label)
+{
+    uint16_t *ports = rm_calloc(MAX_OPAQUE_PORTS, sizeof(*ports));
+    size_t n = 0;
+    const char *p = value;
+    for (;;) {
+        char *end;
+        long lo = strtol(p, &end, 10), hi = lo;
+        if (end == p || lo < 1 || lo > 65535)
+            goto Bad;
+        if (*end == '-') {
+            p = end + 1;
+            hi = strtol(p, &end, 10);
+            if (end == p || hi < lo || hi > 65535)
+                goto Bad;
+        }
+        if ((size_t)(hi - lo + 1) > MAX_OPAQUE_PORTS - n) {
+            fprintf(stderr, "remora-agent: %s '%s': more than %d ports\n", label, value, MAX_OPAQUE_PORTS);
+            free(ports);
+            return -1;
+        }
+        for (long port = lo; port <= hi; ++port)
+            ports[n++] = (uint16_t)port;
+        if (*end == '\0')
+            break;
+        if (*end != ',')
+            goto Bad;
+        p = end + 1;
+    }
+    qsort(ports, n, sizeof(*ports), cmp_u16);
+    size_t k = 0;
+    for (size_t i = 0; i != n; ++i)
+        if (k == 0 || ports[k - 1] != ports[i])
+            ports[k++] = ports[i];
+    free(cmdline.opaque_ports);
+    cmdline.opaque_ports = ports;
+    cmdline.num_opaque_ports = k;
+    return 0;
+Bad:
+    fprintf(stderr, "remora-agent: %s '%s': must be a comma-separated list of ports (1-65535) and ranges A-B\n", label, value);
+    free(ports);
+    return -1;
+}
+
+/*
+ * Applies one setting from one layer; `label` names the layer's spelling in messages ("--workers" or
+ * "REMORA_WORKERS"). Booleans arrive as "1" or "0". Later calls win, so the environment is applied before the flags.
+ * Returns 0, or -1 with the problem printed.
+ */
+static int
+apply_option(int id, const char *value, const char *label)
+{
+    char *end;
+    long n;
+    switch (id) {
+    case 'c':
+        cmdline.config = value;
+        break;
+    case OPT_LISTEN:
+        cmdline.quick.listen = value;
+        break;
+    case OPT_TRANSPARENT:
+        cmdline.transparent = value[0] == '1';
+        break;
+    case OPT_INBOUND_TO_LOCALHOST:
+        cmdline.inbound_to_localhost = value[0] == '1';
+        break;
+    case OPT_OUTBOUND_PORT:
+    case OPT_INBOUND_PORT:
+        n = strtol(value, &end, 10);
+        if (*value == '\0' || *end != '\0' || n < 1 || n > 65535) {
+            fprintf(stderr, "remora-agent: %s must be a port number (1-65535), got '%s'\n", label, value);
+            return -1;
+        }
+        if (id == OPT_OUTBOUND_PORT)
+            cmdline.outbound_port = (unsigned)n;
+        else
+            cmdline.inbound_port = (unsigned)n;
+        break;
+    case OPT_OPAQUE_PORTS:
+        return parse_opaque_ports(value, label);
+    case OPT_UPSTREAM:
+        cmdline.quick.upstream = value;
+        break;
+    case OPT_UPSTREAM_PROTOCOL:
+        cmdline.quick.upstream_protocol = value;
+        break;
+    case OPT_TLS_CERT:
+        cmdline.tls_cert = value;
+        break;
+    case OPT_TLS_KEY:
+        cmdline.tls_key = value;
+        break;
+    case OPT_UPSTREAM_TLS:
+        cmdline.upstream_tls = value[0] == '1';
+        break;
+    case OPT_UPSTREAM_CA:
+        cmdline.upstream_ca = value;
+        break;
+    case OPT_UPSTREAM_SNI:
+        cmdline.upstream_sni = value;
+        break;
+    case 'w':
+        n = strtol(value, &end, 10);
+        if (*value == '\0' || *end != '\0' || n < 1 || n > 64) {
+            fprintf(stderr, "remora-agent: %s must be a number from 1 to 64, got '%s'\n", label, value);
+            return -1;
+        }
+        cmdline.workers = (unsigned)n;
+        cmdline.quick.workers = (unsigned)n;
+        break;
+    case OPT_ADMIN:
+    case OPT_HEALTH: {
+        struct sockaddr_storage ss;
+        socklen_t sslen;
+        const char *err;
+        if (rm_parse_ip_port(value, &ss, &sslen, &err) != 0) {
+            fprintf(stderr, "remora-agent: %s %s: %s\n", label, value, err);
+            return -1;
+        }
+        if (id == OPT_ADMIN)
+            cmdline.admin = value;
+        else
+            cmdline.health = value;
+    } break;
+    case OPT_DRAIN:
+    case OPT_OUTBOUND_GRACE:
+        n = strtol(value, &end, 10);
+        if (*value == '\0' || *end != '\0' || n < 0 || n > 3600000) {
+            fprintf(stderr, "remora-agent: %s must be a number of milliseconds up to 3600000, got '%s'\n", label, value);
+            return -1;
+        }
+        if (id == OPT_DRAIN)
+            cmdline.drain_ms = n;
+        else
+            cmdline.outbound_grace_ms = n;
+        break;
+    case OPT_LOG_LEVEL:
+        if (rm_log_set_level_by_name(value) != 0) {
+            fprintf(stderr, "remora-agent: %s must be one of error, warn, info, debug, got '%s'\n", label, value);
+            return -1;
+        }
+        break;
+    case OPT_CONTROL: {
+        /* HOST:PORT, HOST an IP literal ([v6]) or a DNS name: gRPC resolves names itself */
+        const char *colon = strrchr(value, ':');
+        n = colon != NULL ? strtol(colon + 1, &end, 10) : 0;
+        if (colon == NULL || colon == value || colon[1] == '\0' || *end != '\0' || n < 1 || n > 65535) {
+            fprintf(stderr, "remora-agent: %s '%s': must be HOST:PORT (HOST an IP address or a DNS name)\n", label, value);
+            return -1;
+        }
+        cmdline.control = value;
+    } break;
+    case OPT_NODE_ID:
+        cmdline.node_id = value;
+        break;
+    case OPT_STATE_DIR:
+        cmdline.state_dir = value;
+        break;
+    case OPT_NAMESPACE:
+        if (!valid_namespace(value)) {
+            fprintf(stderr,
+                    "remora-agent: %s '%s': must be a DNS-1123 label (1-63 of a-z, 0-9 and '-', "
+                    "starting and ending with a letter or digit)\n",
+                    label, value);
+            return -1;
+        }
+        cmdline.namespace_ = value;
+        break;
+    case OPT_IDENTITY_TOKEN:
+        cmdline.identity_token = value;
+        break;
+    case OPT_TRUST_ANCHOR:
+        cmdline.trust_anchor = value;
+        break;
+    case OPT_CONTROL_INSECURE:
+        cmdline.control_insecure = value[0] == '1';
+        break;
+    case OPT_STATS_INTERVAL:
+        n = strtol(value, &end, 10);
+        if (*value == '\0' || *end != '\0' || n < 1000 || n > 3600000) {
+            fprintf(stderr, "remora-agent: %s must be a number of milliseconds from 1000 to 3600000, got '%s'\n", label, value);
+            return -1;
+        }
+        cmdline.stats_interval_ms = n;
+        break;
+    default:
+        rm_fatal("unknown setting %d", id);
+    }
+    return 0;
+}
+
+/* The environment layer: every REMORA_* variable of a setting that is set and not empty. Returns 0 or -1. */
+static int
+apply_environment(void)
+{
+    for (size_t i = 0; i != NUM_SETTINGS; ++i) {
+        const char *value = getenv(settings[i].env);
+        if (value == NULL || value[0] == '\0')
+            continue;
+        if (settings[i].has_arg == no_argument) {
+            if (strcmp(value, "1") == 0 || strcmp(value, "true") == 0) {
+                value = "1";
+            } else if (strcmp(value, "0") == 0 || strcmp(value, "false") == 0) {
+                value = "0";
+            } else {
+                fprintf(stderr, "remora-agent: %s must be 1, true, 0 or false, got '%s'\n", settings[i].env, value);
+                return -1;
+            }
+        }
+        if (apply_option(settings[i].id, value, settings[i].env) != 0)
+            return -1;
+        provenance[i].source = SRC_ENV;
+        provenance[i].value = settings[i].has_arg == no_argument ? (value[0] == '1' ? "true" : "false") : value;
+    }
+    return 0;
+}
+
+/* A YAML double-quoted scalar (the values are paths, addresses and names; control characters are escaped). */
+static void
+print_yaml_string(const char *s)
+{
+    putchar('"');
+    for (; *s != '\0'; ++s) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            printf("\\%c", c);
+        else if (c < 0x20 || c == 0x7f)
+            printf("\\x%02x", c);
+        else
+            putchar(c);
+    }
+    putchar('"');
+}
+
+/*
+ * --print-config: every setting with its merged value and where it came from, as YAML:
+ *   <flag name>: {value: ..., source: default | "file:PATH:LINE" | env REMORA_X | flag --x}
+ * The file's keys come from `config` (the loaded file, or the defaults when there is none).
+ */
+static void
+print_config(const rm_config_t *config)
+{
+    unsigned lines[NUM_SETTINGS];
+    const char *keys[NUM_SETTINGS + 1];
+    size_t nkeys = 0;
+    for (size_t i = 0; i != NUM_SETTINGS; ++i)
+        if (settings[i].file_key != NULL)
+            keys[nkeys++] = settings[i].file_key;
+    keys[nkeys] = NULL;
+    memset(lines, 0, sizeof(lines));
+    if (cmdline.config != NULL)
+        rm_config_top_level_lines(cmdline.config, keys, lines);
+    printf("# remora-agent %s: merged settings (defaults < --config file < REMORA_* environment < flags)\n", REMORA_VERSION);
+    size_t k = 0;
+    for (size_t i = 0; i != NUM_SETTINGS; ++i) {
+        const setting_t *st = &settings[i];
+        char buf[1024], src[600];
+        const char *value = provenance[i].value;
+        unsigned line = st->file_key != NULL ? lines[k++] : 0;
+        switch (provenance[i].source) {
+        case SRC_ENV:
+            snprintf(src, sizeof(src), "env %s", st->env);
+            break;
+        case SRC_FLAG:
+            snprintf(src, sizeof(src), "flag --%s", st->name);
+            break;
+        default:
+            if (line != 0)
+                snprintf(src, sizeof(src), "file:%.500s:%u", cmdline.config, line);
+            else
+                snprintf(src, sizeof(src), "default");
+            value = st->def;
+            break;
+        }
+        if (provenance[i].source == SRC_DEFAULT) {
+            /* the file's keys and the computed defaults show the value in service */
+            switch (st->id) {
+            case 'w':
+                snprintf(buf, sizeof(buf), "%u", config->num_workers);
+                value = buf;
+                break;
+            case OPT_ADMIN:
+                value = rm_format_sockaddr((const struct sockaddr *)&config->admin_addr.addr, buf, sizeof(buf));
+                break;
+            case OPT_HEALTH:
+                value = rm_format_sockaddr((const struct sockaddr *)&config->health_addr.addr, buf, sizeof(buf));
+                break;
+            case OPT_DRAIN:
+                snprintf(buf, sizeof(buf), "%u", config->drain_timeout_ms);
+                value = buf;
+                break;
+            case OPT_OPAQUE_PORTS: {
+                size_t len = 0;
+                for (size_t j = 0; j != rm_config_num_default_opaque_ports && len + 8 < sizeof(buf); ++j)
+                    len += (size_t)snprintf(buf + len, sizeof(buf) - len, "%s%u", j == 0 ? "" : ",",
+                                            (unsigned)rm_config_default_opaque_ports[j]);
+                value = buf;
+            } break;
+            }
+        }
+        printf("%s: {value: ", st->name);
+        if (value == NULL)
+            printf("null");
+        else if (st->has_arg == no_argument)
+            printf("%s", strcmp(value, "1") == 0 || strcmp(value, "true") == 0 ? "true" : "false");
+        else
+            print_yaml_string(value);
+        printf(", source: ");
+        print_yaml_string(src);
+        printf("}\n");
+    }
 }
 
 /*
@@ -991,183 +1529,75 @@ wait_for_library_threads(void)
 int
 main(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"config", required_argument, NULL, 'c'},
-        {"check-config", no_argument, NULL, OPT_CHECK},
-        {"listen", required_argument, NULL, OPT_LISTEN},
-        {"upstream", required_argument, NULL, OPT_UPSTREAM},
-        {"upstream-protocol", required_argument, NULL, OPT_UPSTREAM_PROTOCOL},
-        {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
-        {"tls-key", required_argument, NULL, OPT_TLS_KEY},
-        {"upstream-tls", no_argument, NULL, OPT_UPSTREAM_TLS},
-        {"upstream-ca", required_argument, NULL, OPT_UPSTREAM_CA},
-        {"upstream-server-name", required_argument, NULL, OPT_UPSTREAM_SNI},
-        {"workers", required_argument, NULL, 'w'},
-        {"admin", required_argument, NULL, OPT_ADMIN},
-        {"health", required_argument, NULL, OPT_HEALTH},
-        {"drain-timeout-ms", required_argument, NULL, OPT_DRAIN},
-        {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
-        {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, OPT_VERSION},
-        {"control", required_argument, NULL, OPT_CONTROL},
-        {"node-id", required_argument, NULL, OPT_NODE_ID},
-        {"state-dir", required_argument, NULL, OPT_STATE_DIR},
-        {"stats-interval-ms", required_argument, NULL, OPT_STATS_INTERVAL},
-        {"identity-token", required_argument, NULL, OPT_IDENTITY_TOKEN},
-        {"trust-anchor", required_argument, NULL, OPT_TRUST_ANCHOR},
-        {"control-insecure", no_argument, NULL, OPT_CONTROL_INSECURE},
-        {"namespace", required_argument, NULL, OPT_NAMESPACE},
-        {"transparent", no_argument, NULL, OPT_TRANSPARENT},
-        {"outbound-port", required_argument, NULL, OPT_OUTBOUND_PORT},
-        {"inbound-port", required_argument, NULL, OPT_INBOUND_PORT},
-        {"inbound-to-localhost", no_argument, NULL, OPT_INBOUND_TO_LOCALHOST},
-        {NULL, 0, NULL, 0},
-    };
+    struct option longopts[NUM_SETTINGS + 5];
+    size_t nopts = 0;
+    for (size_t i = 0; i != NUM_SETTINGS; ++i)
+        longopts[nopts++] = (struct option){settings[i].name, settings[i].has_arg, NULL, settings[i].id};
+    longopts[nopts++] = (struct option){"check-config", no_argument, NULL, OPT_CHECK};
+    longopts[nopts++] = (struct option){"print-config", no_argument, NULL, OPT_PRINT_CONFIG};
+    longopts[nopts++] = (struct option){"help", no_argument, NULL, 'h'};
+    longopts[nopts++] = (struct option){"version", no_argument, NULL, OPT_VERSION};
+    longopts[nopts] = (struct option){NULL, 0, NULL, 0};
     cmdline.drain_ms = -1;
     cmdline.outbound_port = 15001;
     cmdline.inbound_port = 15006;
+    /* the environment layer first: the flags parsed after it win */
+    if (apply_environment() != 0)
+        return 2;
     int opt;
     while ((opt = getopt_long(argc, argv, "c:w:h", longopts, NULL)) != -1) {
-        char *end;
         switch (opt) {
-        case 'c':
-            cmdline.config = optarg;
-            break;
         case OPT_CHECK:
             cmdline.check = 1;
-            break;
-        case OPT_LISTEN:
-            cmdline.quick.listen = optarg;
-            break;
-        case OPT_TRANSPARENT:
-            cmdline.transparent = 1;
-            break;
-        case OPT_INBOUND_TO_LOCALHOST:
-            cmdline.inbound_to_localhost = 1;
-            break;
-        case OPT_OUTBOUND_PORT:
-        case OPT_INBOUND_PORT: {
-            long port = strtol(optarg, &end, 10);
-            if (*optarg == '\0' || *end != '\0' || port < 1 || port > 65535) {
-                fprintf(stderr, "remora-agent: --%s must be a port number (1-65535)\n",
-                        opt == OPT_OUTBOUND_PORT ? "outbound-port" : "inbound-port");
-                return 2;
-            }
-            if (opt == OPT_OUTBOUND_PORT)
-                cmdline.outbound_port = (unsigned)port;
-            else
-                cmdline.inbound_port = (unsigned)port;
-        } break;
-        case OPT_UPSTREAM:
-            cmdline.quick.upstream = optarg;
-            break;
-        case OPT_UPSTREAM_PROTOCOL:
-            cmdline.quick.upstream_protocol = optarg;
-            break;
-        case OPT_TLS_CERT:
-            cmdline.tls_cert = optarg;
-            break;
-        case OPT_TLS_KEY:
-            cmdline.tls_key = optarg;
-            break;
-        case OPT_UPSTREAM_TLS:
-            cmdline.upstream_tls = 1;
-            break;
-        case OPT_UPSTREAM_CA:
-            cmdline.upstream_ca = optarg;
-            break;
-        case OPT_UPSTREAM_SNI:
-            cmdline.upstream_sni = optarg;
-            break;
-        case 'w': {
-            long n = strtol(optarg, &end, 10);
-            if (*end != '\0' || n < 1 || n > 64) {
-                fprintf(stderr, "remora-agent: --workers must be a number from 1 to 64\n");
-                return 2;
-            }
-            cmdline.workers = (unsigned)n;
-            cmdline.quick.workers = (unsigned)n;
-        } break;
-        case OPT_ADMIN:
-            cmdline.admin = optarg;
-            break;
-        case OPT_HEALTH:
-            cmdline.health = optarg;
-            break;
-        case OPT_DRAIN:
-            cmdline.drain_ms = strtol(optarg, &end, 10);
-            if (*end != '\0' || cmdline.drain_ms < 0 || cmdline.drain_ms > 3600000) {
-                fprintf(stderr, "remora-agent: --drain-timeout-ms must be a number of milliseconds up to 3600000\n");
-                return 2;
-            }
-            break;
-        case OPT_LOG_LEVEL:
-            if (rm_log_set_level_by_name(optarg) != 0) {
-                fprintf(stderr, "remora-agent: --log-level must be one of error, warn, info, debug\n");
-                return 2;
-            }
-            break;
+            continue;
+        case OPT_PRINT_CONFIG:
+            cmdline.print_config = 1;
+            continue;
         case 'h':
             usage(stdout);
             return 0;
         case OPT_VERSION:
             printf("remora-agent %s\n", REMORA_VERSION);
             return 0;
-        case OPT_CONTROL:
-            cmdline.control = optarg;
-            break;
-        case OPT_NODE_ID:
-            cmdline.node_id = optarg;
-            break;
-        case OPT_STATE_DIR:
-            cmdline.state_dir = optarg;
-            break;
-        case OPT_NAMESPACE:
-            if (!valid_namespace(optarg)) {
-                fprintf(stderr,
-                        "remora-agent: --namespace '%s': must be a DNS-1123 label (1-63 of a-z, 0-9 and '-', "
-                        "starting and ending with a letter or digit)\n",
-                        optarg);
-                return 2;
-            }
-            cmdline.namespace_ = optarg;
-            break;
-        case OPT_IDENTITY_TOKEN:
-            cmdline.identity_token = optarg;
-            break;
-        case OPT_TRUST_ANCHOR:
-            cmdline.trust_anchor = optarg;
-            break;
-        case OPT_CONTROL_INSECURE:
-            cmdline.control_insecure = 1;
-            break;
-        case OPT_STATS_INTERVAL:
-            cmdline.stats_interval_ms = strtol(optarg, &end, 10);
-            if (*end != '\0' || cmdline.stats_interval_ms < 1000 || cmdline.stats_interval_ms > 3600000) {
-                fprintf(stderr, "remora-agent: --stats-interval-ms must be a number of milliseconds from 1000 to 3600000\n");
-                return 2;
-            }
-            break;
-        default:
+        }
+        size_t i;
+        for (i = 0; i != NUM_SETTINGS; ++i)
+            if (settings[i].id == opt)
+                break;
+        if (i == NUM_SETTINGS) {
             usage(stderr);
             return 2;
         }
+        char label[64];
+        snprintf(label, sizeof(label), "--%s", settings[i].name);
+        const char *value = settings[i].has_arg == no_argument ? "1" : optarg;
+        if (apply_option(opt, value, label) != 0)
+            return 2;
+        provenance[i].source = SRC_FLAG;
+        provenance[i].value = settings[i].has_arg == no_argument ? "true" : value;
     }
     if (optind != argc) {
         fprintf(stderr, "remora-agent: unexpected argument '%s'\n", argv[optind]);
         usage(stderr);
         return 2;
     }
-    if (cmdline.identity_token == NULL && getenv("REMORA_IDENTITY_TOKEN_FILE") != NULL &&
-        getenv("REMORA_IDENTITY_TOKEN_FILE")[0] != '\0')
-        cmdline.identity_token = getenv("REMORA_IDENTITY_TOKEN_FILE");
+    if (cmdline.print_config) {
+        rm_config_error_t perr;
+        rm_config_t *file = cmdline.config != NULL ? rm_config_load_file(cmdline.config, &perr) : rm_config_create_defaults();
+        if (file == NULL) {
+            char buf[1024];
+            fprintf(stderr, "remora-agent: %s\n", rm_config_error_format(&perr, buf, sizeof(buf)));
+            return 1;
+        }
+        print_config(file);
+        rm_config_unref(file);
+        return 0;
+    }
     if (cmdline.identity_token != NULL && (cmdline.control == NULL || cmdline.state_dir == NULL)) {
         fprintf(stderr, "remora-agent: --identity-token (or REMORA_IDENTITY_TOKEN_FILE) needs --control ADDR:PORT and --state-dir "
                         "DIR (the key and certificate are kept there)\n");
         return 2;
     }
-    if (cmdline.trust_anchor == NULL && getenv("REMORA_TRUST_ANCHOR_FILE") != NULL && getenv("REMORA_TRUST_ANCHOR_FILE")[0] != '\0')
-        cmdline.trust_anchor = getenv("REMORA_TRUST_ANCHOR_FILE");
     if (cmdline.control != NULL && check_control_credentials(&cmdline) != 0)
         return 2;
     if (cmdline.control != NULL || cmdline.node_id != NULL || cmdline.state_dir != NULL || cmdline.stats_interval_ms != 0 ||
@@ -1178,7 +1608,8 @@ main(int argc, char **argv)
             return 2;
         }
         if (cmdline.config != NULL || cmdline.quick.upstream != NULL) {
-            fprintf(stderr, "remora-agent: --control takes its routes from the control plane: drop --config and --upstream\n");
+            fprintf(stderr, "remora-agent: --control (or REMORA_CONTROL) takes its routes from the control plane: drop --config "
+                            "and --upstream\n");
             return 2;
         }
         if (cmdline.node_id[0] == '\0' || strlen(cmdline.node_id) > 253) {
@@ -1287,6 +1718,20 @@ main(int argc, char **argv)
 
     uv_loop_init(&agent.loop);
     rm_health_init(&agent.loop);
+    agent.grace_ms = (uint32_t)cmdline.outbound_grace_ms;
+    uv_timer_init(&agent.loop, &agent.grace_timer);
+    rm_stats_register_renderer(render_shutdown_metrics);
+    const char *app_probes_json = getenv("REMORA_APP_PROBES");
+    if (app_probes_json != NULL && app_probes_json[0] != '\0') {
+        agent.app_probes =
+            rm_app_probes_create(&agent.loop, app_probes_json, rm_h2probe_codec(), rm_health_grpc_serving_status, err, sizeof(err));
+        if (agent.app_probes == NULL) {
+            rm_log_error("agent", "%s", err);
+            return 2;
+        }
+        rm_log_info("agent", "%zu application probes served on the health port (REMORA_APP_PROBES)",
+                    rm_app_probes_count(agent.app_probes));
+    }
     rm_admin_callbacks_t admin_cb = {
         .is_ready = cb_is_ready,
         .is_draining = cb_is_draining,
@@ -1296,6 +1741,8 @@ main(int argc, char **argv)
         .config_dump = cb_config_dump,
         .start_drain = start_drain,
         .clusters = cb_clusters,
+        .shutdown = cb_shutdown,
+        .app_probes = agent.app_probes,
     };
     agent.admin = rm_admin_start(&agent.loop, (struct sockaddr *)&agent.config->health_addr.addr,
                                  (struct sockaddr *)&agent.config->admin_addr.addr, &admin_cb, NULL, err, sizeof(err));
@@ -1337,6 +1784,7 @@ main(int argc, char **argv)
             .token_file = cmdline.identity_token,
             .insecure = cmdline.control_insecure,
             .client_identity = control_client_identity,
+            .admin_command = control_admin_command,
         };
         rm_control_set_stats_source(control_stats_source);
         if ((agent.control = agent.control_module->start(&copts, err, sizeof(err))) == NULL) {

@@ -628,9 +628,29 @@ int
 rm_ca_issue_server(rm_ca_t *ca, const char *dns_name, char **chain_pem, char **key_pem, int64_t *not_before, int64_t *not_after,
                    char *err, size_t errsz)
 {
-    char id[512], san[1200];
+    const char *names[] = {dns_name, "localhost"};
+    return rm_ca_issue_serving(ca, names, 2, chain_pem, key_pem, not_before, not_after, err, errsz);
+}
+
+int
+rm_ca_issue_serving(rm_ca_t *ca, const char *const *dns_names, size_t num_dns_names, char **chain_pem, char **key_pem,
+                    int64_t *not_before, int64_t *not_after, char *err, size_t errsz)
+{
+    char id[512], san[RM_CA_MAX_SERVING_NAMES * 256 + 600];
     rm_ca_spiffe_id(ca, RM_CA_CONTROL_NAMESPACE, RM_CA_CONTROL_SERVICE_ACCOUNT, id, sizeof(id));
-    snprintf(san, sizeof(san), "URI:%s,DNS:%s,DNS:localhost", id, dns_name);
+    size_t off = (size_t)snprintf(san, sizeof(san), "URI:%s", id);
+    if (num_dns_names > RM_CA_MAX_SERVING_NAMES) {
+        snprintf(err, errsz, "more than %u DNS names", RM_CA_MAX_SERVING_NAMES);
+        return -1;
+    }
+    for (size_t i = 0; i != num_dns_names; ++i) {
+        /* the names go into an OpenSSL configuration string: no separators inside one */
+        if (dns_names[i][0] == '\0' || strlen(dns_names[i]) > 253 || strpbrk(dns_names[i], ",:= \t\r\n") != NULL) {
+            snprintf(err, errsz, "'%.64s' is not a DNS name", dns_names[i]);
+            return -1;
+        }
+        off += (size_t)snprintf(san + off, sizeof(san) - off, ",DNS:%s", dns_names[i]);
+    }
     int64_t now = (int64_t)time(NULL), end = now + ca->lifetime_s;
     if (end > ca->issuer_not_after)
         end = ca->issuer_not_after;

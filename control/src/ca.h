@@ -90,6 +90,19 @@ int rm_ca_issue(rm_ca_t *ca, const uint8_t *csr_der, size_t csr_len, const char 
 int rm_ca_issue_server(rm_ca_t *ca, const char *dns_name, char **chain_pem, char **key_pem, int64_t *not_before, int64_t *not_after,
                        char *err, size_t errsz);
 
+/** At most this many DNS names in a serving certificate. */
+#define RM_CA_MAX_SERVING_NAMES 16
+
+/**
+ * The same with the DNS SANs `dns_names` (at most RM_CA_MAX_SERVING_NAMES, each a DNS name of at
+ * most 253 characters) instead of DNS:<dns_name> and DNS:localhost: the injection webhook's
+ * certificate (docs/injection.md). It reads only what rm_ca_open set and never changes the CA, so
+ * unlike the rest of this API it may be called from another thread (the webhook's) while the
+ * server's thread uses the CA. Returns 0, or -1 with the reason.
+ */
+int rm_ca_issue_serving(rm_ca_t *ca, const char *const *dns_names, size_t num_dns_names, char **chain_pem, char **key_pem,
+                        int64_t *not_before, int64_t *not_after, char *err, size_t errsz);
+
 /** The issuer's certificate, DER (owned by the CA). */
 const uint8_t *rm_ca_issuer_der(const rm_ca_t *ca, size_t *len);
 

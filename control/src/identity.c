@@ -190,6 +190,53 @@ refuse(rm_identity_service_t *svc, int reason, const char *node, grpc_status_cod
     return code;
 }
 
+/* Issues the certificate of (ns, sa) for the request's CSR; `token` (a bootstrap token, NULL for none) is bound to the node. */
+static grpc_status_code
+issue(rm_identity_service_t *svc, const Remora__V1__CertifyRequest *req, const char *ns, const char *sa, const char *token,
+      grpc_byte_buffer **resp, char *msg, size_t msgsz)
+{
+    char why[512];
+    const char *node = req->node_id;
+    if (req->csr_der.len == 0 || req->csr_der.len > MAX_CSR_BYTES)
+        return refuse(svc, R_BAD_CSR, node, GRPC_STATUS_INVALID_ARGUMENT, msg, msgsz, "the CSR is empty or larger than 4096 bytes");
+    /* the names are copied: recording the binding below rewrites the token table */
+    char ns_copy[64], sa_copy[64];
+    snprintf(ns_copy, sizeof(ns_copy), "%s", ns);
+    snprintf(sa_copy, sizeof(sa_copy), "%s", sa);
+    uint8_t *leaf = NULL;
+    size_t leaf_len;
+    int64_t not_after;
+    int r =
+        rm_ca_issue(svc->ca, req->csr_der.data, req->csr_der.len, ns_copy, sa_copy, &leaf, &leaf_len, &not_after, why, sizeof(why));
+    if (r == -1)
+        return refuse(svc, R_BAD_CSR, node, GRPC_STATUS_INVALID_ARGUMENT, msg, msgsz, why);
+    if (r != 0)
+        return refuse(svc, R_INTERNAL, node, GRPC_STATUS_INTERNAL, msg, msgsz, why);
+    if (token != NULL && rm_tokens_record(svc->tokens, token, node, not_after, why, sizeof(why)) != 0) {
+        free(leaf);
+        return refuse(svc, R_INTERNAL, node, GRPC_STATUS_INTERNAL, msg, msgsz, why);
+    }
+    ++svc->issued;
+    char id[512];
+    rm_ca_spiffe_id(svc->ca, ns_copy, sa_copy, id, sizeof(id));
+    Remora__V1__CertifyResponse out = REMORA__V1__CERTIFY_RESPONSE__INIT;
+    Remora__V1__Timestamp expires = REMORA__V1__TIMESTAMP__INIT;
+    ProtobufCBinaryData chain[2];
+    chain[0].data = leaf;
+    chain[0].len = leaf_len;
+    chain[1].data = (uint8_t *)rm_ca_issuer_der(svc->ca, &chain[1].len);
+    out.n_cert_chain_der = 2;
+    out.cert_chain_der = chain;
+    out.trust_bundle_pem = (char *)rm_ca_bundle_pem(svc->ca);
+    expires.seconds = not_after;
+    out.expires = &expires;
+    out.spiffe_id = id;
+    *resp = rm_rpc_pack(&out.base);
+    free(leaf);
+    rm_log_info(LOG, "issued %s to node %s (valid for %lld s)", id, node, (long long)(not_after - (int64_t)time(NULL)));
+    return GRPC_STATUS_OK;
+}
+
 grpc_status_code
 rm_identity_certify(rm_identity_service_t *svc, const Remora__V1__CertifyRequest *req, grpc_byte_buffer **resp, char *msg,
                     size_t msgsz)
@@ -215,44 +262,36 @@ rm_identity_certify(rm_identity_service_t *svc, const Remora__V1__CertifyRequest
     case RM_TOKEN_IN_USE:
         return refuse(svc, R_TOKEN_IN_USE, node, GRPC_STATUS_PERMISSION_DENIED, msg, msgsz, why);
     }
-    if (req->csr_der.len == 0 || req->csr_der.len > MAX_CSR_BYTES)
-        return refuse(svc, R_BAD_CSR, node, GRPC_STATUS_INVALID_ARGUMENT, msg, msgsz, "the CSR is empty or larger than 4096 bytes");
-    /* the names are copied: recording the binding below rewrites the token table */
-    char ns_copy[64], sa_copy[64];
-    snprintf(ns_copy, sizeof(ns_copy), "%s", ns);
-    snprintf(sa_copy, sizeof(sa_copy), "%s", sa);
-    uint8_t *leaf = NULL;
-    size_t leaf_len;
-    int64_t not_after;
-    int r =
-        rm_ca_issue(svc->ca, req->csr_der.data, req->csr_der.len, ns_copy, sa_copy, &leaf, &leaf_len, &not_after, why, sizeof(why));
-    if (r == -1)
-        return refuse(svc, R_BAD_CSR, node, GRPC_STATUS_INVALID_ARGUMENT, msg, msgsz, why);
-    if (r != 0)
-        return refuse(svc, R_INTERNAL, node, GRPC_STATUS_INTERNAL, msg, msgsz, why);
-    if (rm_tokens_record(svc->tokens, req->token, node, not_after, why, sizeof(why)) != 0) {
-        free(leaf);
-        return refuse(svc, R_INTERNAL, node, GRPC_STATUS_INTERNAL, msg, msgsz, why);
+    return issue(svc, req, ns, sa, req->token, resp, msg, msgsz);
+}
+
+grpc_status_code
+rm_identity_certify_reviewed(rm_identity_service_t *svc, const Remora__V1__CertifyRequest *req, const char *ns, const char *sa,
+                             const char *pod_name, const char *refusal, int unavailable, grpc_byte_buffer **resp, char *msg,
+                             size_t msgsz)
+{
+    const char *node = req->node_id;
+    size_t node_len = strlen(node);
+    if (node_len == 0 || node_len > 253 || strchr(node, ' ') != NULL)
+        return refuse(svc, R_BAD_CSR, node, GRPC_STATUS_INVALID_ARGUMENT, msg, msgsz,
+                      "CertifyRequest.node_id must be 1-253 characters without spaces");
+    if (refusal != NULL) {
+        if (unavailable)
+            return refuse(svc, R_INTERNAL, node, GRPC_STATUS_UNAVAILABLE, msg, msgsz, refusal);
+        return refuse(svc, R_UNKNOWN_TOKEN, node, GRPC_STATUS_UNAUTHENTICATED, msg, msgsz, refusal);
     }
-    ++svc->issued;
-    char id[512];
-    rm_ca_spiffe_id(svc->ca, ns_copy, sa_copy, id, sizeof(id));
-    Remora__V1__CertifyResponse out = REMORA__V1__CERTIFY_RESPONSE__INIT;
-    Remora__V1__Timestamp expires = REMORA__V1__TIMESTAMP__INIT;
-    ProtobufCBinaryData chain[2];
-    chain[0].data = leaf;
-    chain[0].len = leaf_len;
-    chain[1].data = (uint8_t *)rm_ca_issuer_der(svc->ca, &chain[1].len);
-    out.n_cert_chain_der = 2;
-    out.cert_chain_der = chain;
-    out.trust_bundle_pem = (char *)rm_ca_bundle_pem(svc->ca);
-    expires.seconds = not_after;
-    out.expires = &expires;
-    out.spiffe_id = id;
-    *resp = rm_rpc_pack(&out.base);
-    free(leaf);
-    rm_log_info(LOG, "issued %s to node %s (valid for %lld s)", id, node, (long long)(not_after - (int64_t)time(NULL)));
-    return GRPC_STATUS_OK;
+    if (pod_name != NULL && pod_name[0] != '\0') {
+        /* a pod's token certifies that pod's node id only (remora-agent: REMORA_NODE_ID=$(POD_NAME).$(POD_NAMESPACE)) */
+        char want[320];
+        snprintf(want, sizeof(want), "%s.%s", pod_name, ns);
+        if (strcmp(node, want) != 0) {
+            char why[1024];
+            snprintf(why, sizeof(why), "the token belongs to pod %.200s in namespace %.63s: its node id is %.270s, not %.200s",
+                     pod_name, ns, want, node);
+            return refuse(svc, R_TOKEN_IN_USE, node, GRPC_STATUS_PERMISSION_DENIED, msg, msgsz, why);
+        }
+    }
+    return issue(svc, req, ns, sa, NULL, resp, msg, msgsz);
 }
 
 grpc_status_code
@@ -342,6 +381,7 @@ rm_identity_status(rm_identity_service_t *svc, grpc_byte_buffer **resp, char *ms
     if (svc->server_cert_issued != 0)
         out.server_cert_expires = &server_ts;
     out.server_cert_issued = svc->server_cert_issued;
+    out.issuer_der.data = (uint8_t *)rm_ca_issuer_der(svc->ca, &out.issuer_der.len);
     *resp = rm_rpc_pack(&out.base);
     return GRPC_STATUS_OK;
 }

@@ -25,6 +25,16 @@ void rm_identity_service_destroy(rm_identity_service_t *svc);
 
 grpc_status_code rm_identity_certify(rm_identity_service_t *svc, const Remora__V1__CertifyRequest *req, grpc_byte_buffer **resp,
                                      char *msg, size_t msgsz);
+/**
+ * Certify for a token the Kubernetes API reviewed (remora-control --kubernetes, docs/kubernetes-mode.md):
+ * `refusal` NULL when the TokenReview authenticated service account `sa` of namespace `ns` (then the
+ * certificate names spiffe://TD/ns/NS/sa/SA), else why not (`unavailable`: the API did not answer).
+ * `pod_name` (the token's pod, "" or NULL when the token names none) must match the node id
+ * "POD.NAMESPACE".
+ */
+grpc_status_code rm_identity_certify_reviewed(rm_identity_service_t *svc, const Remora__V1__CertifyRequest *req, const char *ns,
+                                              const char *sa, const char *pod_name, const char *refusal, int unavailable,
+                                              grpc_byte_buffer **resp, char *msg, size_t msgsz);
 grpc_status_code rm_identity_trust_bundle(rm_identity_service_t *svc, grpc_byte_buffer **resp, char *msg, size_t msgsz);
 grpc_status_code rm_identity_create_token(rm_identity_service_t *svc, const Remora__V1__CreateTokenRequest *req,
                                           grpc_byte_buffer **resp, char *msg, size_t msgsz);

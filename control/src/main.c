@@ -5,21 +5,25 @@
  *
  * The main thread only parses flags and waits for a signal; the server runs on its own thread.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <openssl/crypto.h>
 #include "remora/log.h"
 #include "remora/rpc.h"
 #include "remora/strutil.h"
 #include "ca.h"
 #include "identity.h"
+#include "kube_source.h"
 #include "server.h"
 #include "store.h"
 #include "token.h"
+#include "webhook.h"
 
 #define LOG "control"
 #define DEFAULT_LISTEN "127.0.0.1:15010"
@@ -52,6 +56,21 @@ usage(FILE *out)
                  "                       DIR/admin.token, created (0600) at first start\n"
                  "  --insecure           plaintext and no authentication at all: for development only\n"
                  "\n"
+                 "Sidecar injection (docs/injection.md): an HTTPS admission webhook, POST /inject (AdmissionReview v1):\n"
+                 "  --webhook-listen ADDR:PORT  serve the webhook there (off unless given; Kubernetes: 0.0.0.0:15017)\n"
+                 "  --webhook-dns NAME   a DNS name of the webhook's certificate, issued by the CA and renewed at half\n"
+                 "                       its lifetime; repeatable (default " RM_WEBHOOK_DEFAULT_DNS_NAME ")\n"
+                 "  --injector-config FILE  what to inject (YAML; built-in defaults without it)\n"
+                 "\n"
+                 "Kubernetes mode (docs/kubernetes-mode.md): the state lives in the Kubernetes API, not in DIR:\n"
+                 "  --kubernetes         list-watch the remora.dev/v1 resources, Services, EndpointSlices and Pods; apply and\n"
+                 "                       delete write through the API; Certify accepts projected service-account tokens\n"
+                 "                       (TokenReview, audience " RM_KUBE_TOKEN_AUDIENCE
+                 "). In-cluster credentials from " RM_KUBE_SA_DIR "\n"
+                 "  --kube-api URL       the API server (default https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT)\n"
+                 "  --kube-token-file FILE  its bearer token (default " RM_KUBE_SA_DIR "/token, re-read at every request)\n"
+                 "  --kube-ca-file FILE  its CA (default " RM_KUBE_SA_DIR "/ca.crt)\n"
+                 "\n"
                  "SIGTERM or SIGINT stops it; agents keep serving their last snapshot meanwhile.\n");
 }
 
@@ -71,11 +90,23 @@ main(int argc, char **argv)
                                          {"cert-lifetime", required_argument, NULL, 'E'},
                                          {"admin-token-file", required_argument, NULL, 'a'},
                                          {"insecure", no_argument, NULL, 'I'},
+                                         {"webhook-listen", required_argument, NULL, 'W'},
+                                         {"webhook-dns", required_argument, NULL, 'D'},
+                                         {"injector-config", required_argument, NULL, 'J'},
+                                         {"kubernetes", no_argument, NULL, 1001},
+                                         {"kube-api", required_argument, NULL, 1002},
+                                         {"kube-token-file", required_argument, NULL, 1003},
+                                         {"kube-ca-file", required_argument, NULL, 1004},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     const char *listen = DEFAULT_LISTEN, *state_dir = NULL, *admin_token_file = NULL;
     int insecure = 0;
+    const char *webhook_listen = NULL, *injector_config = NULL;
+    const char *webhook_dns[RM_CA_MAX_SERVING_NAMES];
+    size_t num_webhook_dns = 0;
     rm_ca_options_t ca_opts = {NULL};
+    int kubernetes = 0;
+    rm_kube_config_t kube_cfg = {NULL};
     int64_t lifetime_s;
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -120,6 +151,31 @@ main(int argc, char **argv)
         case 'I':
             insecure = 1;
             break;
+        case 'W':
+            webhook_listen = optarg;
+            break;
+        case 'D':
+            if (num_webhook_dns == RM_CA_MAX_SERVING_NAMES) {
+                fprintf(stderr, "remora-control: at most %u --webhook-dns names\n", RM_CA_MAX_SERVING_NAMES);
+                return 2;
+            }
+            webhook_dns[num_webhook_dns++] = optarg;
+            break;
+        case 'J':
+            injector_config = optarg;
+            break;
+        case 1001:
+            kubernetes = 1;
+            break;
+        case 1002:
+            kube_cfg.api_url = optarg;
+            break;
+        case 1003:
+            kube_cfg.token_file = optarg;
+            break;
+        case 1004:
+            kube_cfg.ca_file = optarg;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -145,6 +201,16 @@ main(int argc, char **argv)
         return 2;
     }
 
+    /* static: reachable until exit, whichever way main returns */
+    static rm_inject_config_t inject_cfg;
+    rm_inject_config_init(&inject_cfg);
+    char cfg_err[600];
+    if (injector_config != NULL && rm_inject_config_load(&inject_cfg, injector_config, cfg_err, sizeof(cfg_err)) != 0) {
+        fprintf(stderr, "remora-control: --injector-config %s\n", cfg_err);
+        rm_inject_config_dispose(&inject_cfg);
+        return 2;
+    }
+
     /* gRPC's threads inherit this mask, so the signals reach sigwait() below and nothing else */
     sigset_t sigs;
     sigemptyset(&sigs);
@@ -154,7 +220,12 @@ main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     char err[512];
-    rm_store_t *store = rm_store_open(state_dir, err, sizeof(err));
+    /* --kubernetes: the store only holds what the API's state translates to */
+    if (kubernetes && mkdir(state_dir, 0700) != 0 && errno != EEXIST) {
+        rm_log_error(LOG, "cannot create the state directory %s: %s", state_dir, strerror(errno));
+        return 1;
+    }
+    rm_store_t *store = kubernetes ? rm_store_open_memory() : rm_store_open(state_dir, err, sizeof(err));
     if (store == NULL) {
         rm_log_error(LOG, "%s", err);
         return 1;
@@ -182,9 +253,17 @@ main(int argc, char **argv)
     rm_log_info(LOG, "trust domain %s, issuer %s, %zu trust anchor(s), certificates valid %u s", rm_ca_trust_domain(ca),
                 rm_ca_issuer_subject(ca), rm_ca_num_anchors(ca), (unsigned)rm_ca_cert_lifetime(ca));
     rm_rpc_init();
-    rm_control_server_t *server = rm_control_server_start_with_identity(listen, store, identity, insecure, err, sizeof(err));
+    rm_kube_source_t *kube = NULL;
+    if (kubernetes) {
+        rm_kube_source_options_t kopts = {.api = kube_cfg, .trust_bundle_pem = rm_ca_bundle_pem(ca)};
+        kube = rm_kube_source_start(&kopts, err, sizeof(err));
+    }
+    rm_control_server_t *server =
+        kubernetes && kube == NULL ? NULL
+                                   : rm_control_server_start_kubernetes(listen, store, identity, insecure, kube, err, sizeof(err));
     if (server == NULL) {
-        rm_log_error(LOG, "%s", err);
+        rm_log_error(LOG, "%s%s", kubernetes ? "--kubernetes: " : "", err);
+        rm_kube_source_destroy(kube);
         rm_identity_service_destroy(identity);
         rm_tokens_close(tokens);
         rm_ca_destroy(ca);
@@ -196,15 +275,44 @@ main(int argc, char **argv)
                 insecure ? "PLAINTEXT and UNAUTHENTICATED (--insecure: development only)" : "TLS, authenticated", state_dir,
                 (unsigned long long)rm_store_version(store));
 
+    rm_webhook_t *webhook = NULL;
+    int rc = 0;
+    if (webhook_listen == NULL && (num_webhook_dns != 0 || injector_config != NULL))
+        rm_log_warn(LOG, "--webhook-dns and --injector-config do nothing without --webhook-listen");
+    if (webhook_listen != NULL) {
+        rm_webhook_options_t wopts = {
+            .listen = webhook_listen, .dns_names = webhook_dns, .num_dns_names = num_webhook_dns, .config = &inject_cfg, .ca = ca};
+        if ((webhook = rm_webhook_start(&wopts, err, sizeof(err))) == NULL) {
+            rm_log_error(LOG, "%s", err);
+            rc = 1;
+            goto stop;
+        }
+        rm_log_info(LOG, "injection webhook on %s (port %d): POST /inject", webhook_listen, rm_webhook_port(webhook));
+        /* `remoractl check` verifies the webhook's certificate where Admin.Status says it listens */
+        char bound[300];
+        const char *colon = strrchr(webhook_listen, ':');
+        snprintf(bound, sizeof(bound), "%.*s:%d", colon != NULL ? (int)(colon - webhook_listen) : 0, webhook_listen,
+                 rm_webhook_port(webhook));
+        static const char *const default_dns[] = {RM_WEBHOOK_DEFAULT_DNS_NAME};
+        rm_control_server_set_webhook(server, bound, num_webhook_dns != 0 ? webhook_dns : default_dns,
+                                      num_webhook_dns != 0 ? num_webhook_dns : 1);
+    }
+
     int sig = 0;
     sigwait(&sigs, &sig);
     rm_log_info(LOG, "%s: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
+stop:
+    rm_webhook_destroy(webhook);
+    if (kube != NULL)
+        rm_kube_source_stop(kube);
     rm_control_server_destroy(server);
+    rm_kube_source_destroy(kube);
     rm_identity_service_destroy(identity);
     rm_tokens_close(tokens);
     rm_ca_destroy(ca);
     rm_store_close(store);
     rm_rpc_shutdown();
+    rm_inject_config_dispose(&inject_cfg);
     rm_log_info(LOG, "stopped");
-    return 0;
+    return rc;
 }

@@ -21,19 +21,16 @@
 #include "remora/strutil.h"
 #include "remora/v1/admin.pb-c.h"
 #include "remoractl_identity.h"
+#include "remoractl_util.h"
+#include "remoractl_inject.h"
+#include "remoractl_ops.h"
+#include "remoractl_await.h"
 #include "render.h"
 #include "resource.h"
 
 #define DEFAULT_CONTROL "127.0.0.1:15010"
 #define RPC_TIMEOUT_MS 10000
 #define DEFAULT_WAIT_S 30
-
-enum {
-    EXIT_REFUSED = 1,
-    EXIT_USAGE = 2,
-    EXIT_UNREACHABLE = 3,
-    EXIT_TIMEOUT = 4,
-};
 
 static const char *control_addr;
 /* --admin-token, --ca, --insecure: taken from anywhere on the command line (take_security_options) */
@@ -58,6 +55,13 @@ static const char main_help[] =
     "  token create --namespace NS --service-account SA [--ttl 1h]\n"
     "                                            a bootstrap token for one workload identity\n"
     "  identity                                  the certificate authority's state and counters\n"
+    "  inject [-f FILE|-] [--config FILE]        add the sidecar to Kubernetes manifests (offline)\n"
+    "  uninject [-f FILE|-]                      remove what inject added (offline)\n"
+    "  proxy NODE stats|config|clusters|log-level [LEVEL]\n"
+    "                                            an agent's admin API, through the control plane\n"
+    "  check [--webhook ADDR:PORT]               control plane, CA, webhook certificate, agents\n"
+    "  await [--timeout D] [-- CMD [ARGS...]]    wait until the pod's agent is ready, run CMD, then tell the\n"
+    "                                            agent to exit (must be the first argument)\n"
     "  help [COMMAND]                            help for a command\n"
     "\n"
     "Options (before or after the command):\n"
@@ -148,51 +152,39 @@ static const char stat_help[] =
     "as failures: 5xx, no response, gRPC server errors), P50/P95/P99 (latency in ms, interpolated inside\n"
     "the histogram buckets as Prometheus' histogram_quantile does).\n";
 
-static void die(int code, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
-
-static void
-die(int code, const char *fmt, ...)
-{
-    va_list ap;
-    fputs("remoractl: ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    exit(code);
-}
-
 /* Turns an RPC failure into a message that says what to fix. */
 static void __attribute__((noreturn)) die_rpc(const rm_rpc_status_t *st)
 {
     switch (st->code) {
     case GRPC_STATUS_UNAUTHENTICATED:
     case GRPC_STATUS_PERMISSION_DENIED:
-        die(EXIT_REFUSED, "the control plane at %s refused the credential (%s): %s", control_addr, rm_rpc_status_name(st->code),
-            st->message);
+        rm_ctl_die(EXIT_REFUSED, "the control plane at %s refused the credential (%s): %s", control_addr,
+                   rm_rpc_status_name(st->code), st->message);
     case GRPC_STATUS_UNAVAILABLE:
         if (!insecure && (strcasestr(st->message, "handshake") != NULL || strcasestr(st->message, "ssl") != NULL ||
                           strcasestr(st->message, "certificate") != NULL || strcasestr(st->message, "tls") != NULL))
-            die(EXIT_UNREACHABLE,
+            rm_ctl_die(
+                EXIT_UNREACHABLE,
                 "cannot verify the control plane at %s: the TLS handshake failed (its certificate does not chain to --ca %s, "
                 "or it is not a TLS remora-control)",
                 control_addr, ca_file);
-        die(EXIT_UNREACHABLE,
-            "cannot reach the control plane at %s%s: is remora-control running? (set --control or REMORA_CONTROL)%s", control_addr,
-            strcasestr(st->message, "connection refused") != NULL ? " (connection refused)" : "",
-            insecure ? " (--insecure speaks plaintext: only to a `remora-control --insecure`)" : "");
+        rm_ctl_die(EXIT_UNREACHABLE,
+                   "cannot reach the control plane at %s%s: is remora-control running? (set --control or REMORA_CONTROL)%s",
+                   control_addr, strcasestr(st->message, "connection refused") != NULL ? " (connection refused)" : "",
+                   insecure ? " (--insecure speaks plaintext: only to a `remora-control --insecure`)" : "");
     case GRPC_STATUS_DEADLINE_EXCEEDED:
-        die(EXIT_UNREACHABLE, "the control plane at %s did not answer in time (%s)", control_addr, st->message);
+        rm_ctl_die(EXIT_UNREACHABLE, "the control plane at %s did not answer in time (%s)", control_addr, st->message);
     case GRPC_STATUS_UNIMPLEMENTED:
-        die(EXIT_UNREACHABLE, "the server at %s does not speak the remora.v1 admin API: is it remora-control? (%s)", control_addr,
-            st->message);
+        rm_ctl_die(EXIT_UNREACHABLE, "the server at %s does not speak the remora.v1 admin API: is it remora-control? (%s)",
+                   control_addr, st->message);
     case GRPC_STATUS_NOT_FOUND:
     case GRPC_STATUS_FAILED_PRECONDITION:
     case GRPC_STATUS_INVALID_ARGUMENT:
     case GRPC_STATUS_OUT_OF_RANGE:
-        die(EXIT_REFUSED, "%s", st->message);
+        rm_ctl_die(EXIT_REFUSED, "%s", st->message);
     default:
-        die(EXIT_UNREACHABLE, "the control plane at %s failed: %s: %s", control_addr, rm_rpc_status_name(st->code), st->message);
+        rm_ctl_die(EXIT_UNREACHABLE, "the control plane at %s failed: %s: %s", control_addr, rm_rpc_status_name(st->code),
+                   st->message);
     }
 }
 
@@ -207,20 +199,20 @@ connect_control(void)
     if (insecure)
         return rm_rpc_client_create(control_addr, &chargs);
     if (ca_file == NULL)
-        die(EXIT_USAGE, "no trust anchor to verify the control plane with: pass --ca FILE or set REMORA_CA_FILE "
-                        "(remora-control's <state-dir>/ca/trust-anchor.pem, or the bundle given to its --trust-anchor)");
+        rm_ctl_die(EXIT_USAGE, "no trust anchor to verify the control plane with: pass --ca FILE or set REMORA_CA_FILE "
+                               "(remora-control's <state-dir>/ca/trust-anchor.pem, or the bundle given to its --trust-anchor)");
     if (admin_token_file == NULL)
-        die(EXIT_USAGE, "no admin credential: pass --admin-token FILE or set REMORA_ADMIN_TOKEN_FILE "
-                        "(remora-control writes <state-dir>/admin.token at first start)");
+        rm_ctl_die(EXIT_USAGE, "no admin credential: pass --admin-token FILE or set REMORA_ADMIN_TOKEN_FILE "
+                               "(remora-control writes <state-dir>/admin.token at first start)");
     char err[512];
     char *roots = rm_rpc_read_file(ca_file, 1 << 20, err, sizeof(err));
     if (roots == NULL)
-        die(EXIT_USAGE, "--ca %s", err);
+        rm_ctl_die(EXIT_USAGE, "--ca %s", err);
     if (strstr(roots, "-----BEGIN CERTIFICATE-----") == NULL)
-        die(EXIT_USAGE, "--ca %s: no PEM certificate in the file", ca_file);
+        rm_ctl_die(EXIT_USAGE, "--ca %s: no PEM certificate in the file", ca_file);
     char *token = rm_rpc_read_file(admin_token_file, 4096, err, sizeof(err));
     if (token == NULL)
-        die(EXIT_USAGE, "--admin-token %s", err);
+        rm_ctl_die(EXIT_USAGE, "--admin-token %s", err);
     /* surrounding whitespace is not part of the token; what remains must fit in a header */
     char *t = token;
     while (*t == ' ' || *t == '\t' || *t == '\n' || *t == '\r')
@@ -230,9 +222,10 @@ connect_control(void)
         t[--len] = '\0';
     for (size_t i = 0; i != len; ++i)
         if (t[i] <= ' ' || t[i] > '~')
-            die(EXIT_USAGE, "--admin-token %s: the file does not hold a token (one line, printable ASCII)", admin_token_file);
+            rm_ctl_die(EXIT_USAGE, "--admin-token %s: the file does not hold a token (one line, printable ASCII)",
+                       admin_token_file);
     if (len == 0)
-        die(EXIT_USAGE, "--admin-token %s: the file is empty", admin_token_file);
+        rm_ctl_die(EXIT_USAGE, "--admin-token %s: the file is empty", admin_token_file);
     rm_rpc_security_t sec = {.root_pem = roots, .bearer_token = t};
     rm_rpc_client_t *c = rm_rpc_client_create_secure(control_addr, &chargs, &sec);
     memset(token, 0, strlen(token));
@@ -279,10 +272,10 @@ take_security_options(int argc, char **argv)
         } else if (i + 1 < argc) {
             *dst = argv[++i];
         } else {
-            die(EXIT_USAGE, "%s needs a FILE", name);
+            rm_ctl_die(EXIT_USAGE, "%s needs a FILE", name);
         }
         if (**dst == '\0')
-            die(EXIT_USAGE, "%s needs a FILE", name);
+            rm_ctl_die(EXIT_USAGE, "%s needs a FILE", name);
     }
     argv[out] = NULL;
     return out;
@@ -326,7 +319,7 @@ common_option(int c, command_t *cmd)
             const char *sep = i == 0 ? "" : cmd->formats[i + 1] != NULL ? ", " : " or ";
             snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s", sep, cmd->formats[i]);
         }
-        die(EXIT_USAGE, "-o takes %s; got '%s'", list, optarg);
+        rm_ctl_die(EXIT_USAGE, "-o takes %s; got '%s'", list, optarg);
     }
     if (c == 'h') {
         fputs(cmd->help, stdout);
@@ -344,7 +337,7 @@ static void
 no_arguments(const command_t *cmd, int argc, char **argv, const char *hint)
 {
     if (optind != argc)
-        die(EXIT_USAGE, "%s takes no arguments; unexpected '%s'%s", cmd->name, argv[optind], hint);
+        rm_ctl_die(EXIT_USAGE, "%s takes no arguments; unexpected '%s'%s", cmd->name, argv[optind], hint);
 }
 
 static ProtobufCMessage *
@@ -367,7 +360,7 @@ parse_kind_arg(const char *s, int allow_all, Remora__V1__ResourceKind *out)
         return 0;
     }
     if (rm_kind_parse(s, &k) != 0)
-        die(EXIT_USAGE, "unknown kind '%s' (use %s%s)", s, rm_kind_list(), allow_all ? ", or all" : "");
+        rm_ctl_die(EXIT_USAGE, "unknown kind '%s' (use %s%s)", s, rm_kind_list(), allow_all ? ", or all" : "");
     *out = rm_kind_to_proto(k);
     return 0;
 }
@@ -377,7 +370,7 @@ read_file(const char *path, ProtobufCBinaryData *out)
 {
     FILE *fp = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
     if (fp == NULL)
-        die(EXIT_USAGE, "cannot read %s: %s", path, strerror(errno));
+        rm_ctl_die(EXIT_USAGE, "cannot read %s: %s", path, strerror(errno));
     size_t cap = 65536, len = 0;
     uint8_t *buf = rm_malloc(cap);
     for (;;) {
@@ -389,7 +382,7 @@ read_file(const char *path, ProtobufCBinaryData *out)
             break;
     }
     if (ferror(fp))
-        die(EXIT_USAGE, "cannot read %s: %s", path, strerror(errno));
+        rm_ctl_die(EXIT_USAGE, "cannot read %s: %s", path, strerror(errno));
     if (fp != stdin)
         fclose(fp);
     out->data = buf;
@@ -450,7 +443,7 @@ cmd_apply(int argc, char **argv)
             char *end;
             timeout_s = strtod(optarg, &end);
             if (*end != '\0' || !(timeout_s > 0 && timeout_s <= 3600))
-                die(EXIT_USAGE, "--timeout takes seconds, more than 0 and at most 3600; got '%s'", optarg);
+                rm_ctl_die(EXIT_USAGE, "--timeout takes seconds, more than 0 and at most 3600; got '%s'", optarg);
         } break;
         case 'd':
             dry_run = 1;
@@ -460,9 +453,9 @@ cmd_apply(int argc, char **argv)
         }
     }
     if (optind != argc)
-        die(EXIT_USAGE, "apply takes files with -f, not '%s' (try 'remoractl apply -f %s')", argv[optind], argv[optind]);
+        rm_ctl_die(EXIT_USAGE, "apply takes files with -f, not '%s' (try 'remoractl apply -f %s')", argv[optind], argv[optind]);
     if (num_files == 0)
-        die(EXIT_USAGE, "apply needs -f FILE (or -f - for standard input); try 'remoractl apply --help'");
+        rm_ctl_die(EXIT_USAGE, "apply needs -f FILE (or -f - for standard input); try 'remoractl apply --help'");
 
     Remora__V1__ApplyRequest req = REMORA__V1__APPLY_REQUEST__INIT;
     Remora__V1__Document *docs = rm_calloc(num_files, sizeof(*docs));
@@ -982,18 +975,19 @@ cmd_get(int argc, char **argv)
     }
     const char *output = cmd.output;
     if (optind == argc)
-        die(EXIT_USAGE, "get needs a KIND (service, httproute, grpcroute, faultinjection, backendtrafficpolicy, ratelimitpolicy, "
-                        "telemetry, authorizationpolicy or all); try "
-                        "'remoractl get --help'");
+        rm_ctl_die(EXIT_USAGE,
+                   "get needs a KIND (service, httproute, grpcroute, faultinjection, backendtrafficpolicy, ratelimitpolicy, "
+                   "telemetry, authorizationpolicy or all); try "
+                   "'remoractl get --help'");
     if (argc - optind > 2)
-        die(EXIT_USAGE, "get takes KIND [NAME]; unexpected '%s'", argv[optind + 2]);
+        rm_ctl_die(EXIT_USAGE, "get takes KIND [NAME]; unexpected '%s'", argv[optind + 2]);
     Remora__V1__GetRequest req = REMORA__V1__GET_REQUEST__INIT;
     parse_kind_arg(argv[optind], 1, &req.kind);
     const char *name = optind + 1 < argc ? argv[optind + 1] : NULL;
     if (name != NULL && req.kind == REMORA__V1__RESOURCE_KIND__RESOURCE_KIND_UNSPECIFIED)
-        die(EXIT_USAGE, "a NAME needs a KIND other than all");
+        rm_ctl_die(EXIT_USAGE, "a NAME needs a KIND other than all");
     if (all_ns && name != NULL)
-        die(EXIT_USAGE, "-A lists every namespace; with a NAME, give its namespace with -n");
+        rm_ctl_die(EXIT_USAGE, "-A lists every namespace; with a NAME, give its namespace with -n");
     req.name = (char *)(name != NULL ? name : "");
     req.namespace_ = (char *)(all_ns ? "" : ns);
 
@@ -1077,7 +1071,7 @@ cmd_delete(int argc, char **argv)
         }
     }
     if (argc - optind != 2)
-        die(EXIT_USAGE, "delete takes KIND NAME (e.g. 'remoractl delete httproute echo-split')");
+        rm_ctl_die(EXIT_USAGE, "delete takes KIND NAME (e.g. 'remoractl delete httproute echo-split')");
     Remora__V1__ResourceRef ref = REMORA__V1__RESOURCE_REF__INIT;
     parse_kind_arg(argv[optind], 0, &ref.kind);
     ref.name = argv[optind + 1];
@@ -1252,12 +1246,12 @@ cmd_stat(int argc, char **argv)
         case 'b':
             by = optarg;
             if (strcmp(by, "service") != 0 && strcmp(by, "route") != 0 && strcmp(by, "backend") != 0)
-                die(EXIT_USAGE, "--by takes service, route or backend; got '%s'", by);
+                rm_ctl_die(EXIT_USAGE, "--by takes service, route or backend; got '%s'", by);
             break;
         case 'w':
             window_ms = parse_window(optarg);
             if (window_ms < 10000 || window_ms > 600000)
-                die(EXIT_USAGE, "--window takes a duration from 10s to 10m (e.g. 30s, 1m, 5m); got '%s'", optarg);
+                rm_ctl_die(EXIT_USAGE, "--window takes a duration from 10s to 10m (e.g. 30s, 1m, 5m); got '%s'", optarg);
             break;
         case 'n':
             ns = optarg;
@@ -1353,6 +1347,9 @@ main(int argc, char **argv)
     /* no OpenSSL clean-up at exit: gRPC's threads may still be ending then, and a thread that ends after the
      * clean-up deleted OpenSSL's thread key leaks its error state (each thread frees its own as it ends) */
     OPENSSL_init_crypto(OPENSSL_INIT_NO_ATEXIT, NULL);
+    /* await first: everything after it (the command's own arguments too) is its business */
+    if (argc > 1 && strcmp(argv[1], "await") == 0)
+        return rm_ctl_await(argc - 1, argv + 1);
     static const struct option opts[] = {
         {"control", required_argument, NULL, 'c'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
     control_addr = getenv("REMORA_CONTROL");
@@ -1389,10 +1386,17 @@ main(int argc, char **argv)
               : strcmp(topic, "trust-anchor") == 0 ? rm_ctl_trust_anchor_help
               : strcmp(topic, "token") == 0        ? rm_ctl_token_help
               : strcmp(topic, "identity") == 0     ? rm_ctl_identity_help
+              : strcmp(topic, "inject") == 0       ? rm_ctl_inject_help
+              : strcmp(topic, "uninject") == 0     ? rm_ctl_uninject_help
+              : strcmp(topic, "proxy") == 0        ? rm_ctl_proxy_help
+              : strcmp(topic, "check") == 0        ? rm_ctl_check_help
+              : strcmp(topic, "await") == 0        ? rm_ctl_await_help
                                                    : main_help,
               stdout);
         return 0;
     }
+    if (strcmp(cmd, "inject") == 0 || strcmp(cmd, "uninject") == 0)
+        return rm_ctl_inject(sub_argc, sub_argv); /* offline: no control plane */
     int (*identity_cmd)(int, char **, rm_ctl_call_fn) = strcmp(cmd, "trust-anchor") == 0 ? rm_ctl_trust_anchor
                                                         : strcmp(cmd, "token") == 0      ? rm_ctl_token
                                                         : strcmp(cmd, "identity") == 0   ? rm_ctl_identity
@@ -1403,6 +1407,20 @@ main(int argc, char **argv)
         rm_rpc_shutdown();
         return rc;
     }
+    int (*ops_cmd)(int, char **, const rm_ctl_env_t *) = strcmp(cmd, "proxy") == 0   ? rm_ctl_proxy
+                                                         : strcmp(cmd, "check") == 0 ? rm_ctl_check
+                                                                                     : NULL;
+    if (ops_cmd != NULL) {
+        rm_ctl_env_t env = {.control_addr = &control_addr,
+                            .ca_file = ca_file,
+                            .insecure = insecure,
+                            .connect = connect_control,
+                            .die_rpc = die_rpc};
+        rm_rpc_init();
+        int rc = ops_cmd(sub_argc, sub_argv, &env);
+        rm_rpc_shutdown();
+        return rc;
+    }
     int (*run)(int, char **) = strcmp(cmd, "apply") == 0    ? cmd_apply
                                : strcmp(cmd, "get") == 0    ? cmd_get
                                : strcmp(cmd, "delete") == 0 ? cmd_delete
@@ -1410,7 +1428,11 @@ main(int argc, char **argv)
                                : strcmp(cmd, "stat") == 0   ? cmd_stat
                                                             : NULL;
     if (run == NULL)
-        die(EXIT_USAGE, "unknown command '%s' (apply, get, delete, status, stat, trust-anchor, token, identity or help)", cmd);
+        rm_ctl_die(
+            EXIT_USAGE,
+            "unknown command '%s' (apply, get, delete, status, stat, trust-anchor, token, identity, proxy, check, inject, uninject "
+            "or help)",
+            cmd);
     rm_rpc_init();
     int rc = run(sub_argc, sub_argv);
     rm_rpc_shutdown();

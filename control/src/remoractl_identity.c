@@ -11,9 +11,8 @@
 #include "remora/v1/identity.pb-c.h"
 #include "ca.h"
 #include "remoractl_identity.h"
+#include "remoractl_util.h"
 #include "token.h"
-
-#define EXIT_USAGE 2
 
 const char rm_ctl_trust_anchor_help[] = "Usage: remoractl trust-anchor\n"
                                         "\n"

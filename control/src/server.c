@@ -29,6 +29,8 @@
 #include "remora/v1/discovery.pb-c.h"
 #include "identity.h"
 #include "server.h"
+#include "kube_source.h"
+#include "render.h"
 #include "stat.h"
 
 #define LOG "control"
@@ -39,6 +41,15 @@
 #define DEFAULT_WAIT_MS 30000
 /* housekeeping tick of the completion-queue loop when no waiter is due earlier */
 #define TICK_MS 1000
+/* --kubernetes: how often the loop looks for a new state and finished API jobs (kube_source.h) */
+#define KUBE_TICK_MS 50
+/* --kubernetes: versions are hashes; the last this many are remembered in the order they were served */
+#define VERSION_HISTORY 64
+/* Admin.Proxy (`remoractl proxy`): requests waiting per agent stream, the agent's answer's size, the wait */
+#define MAX_PROXY_PER_AGENT 8
+#define MAX_PROXY_BODY (4 * 1024 * 1024)
+#define DEFAULT_PROXY_MS 5000
+#define MAX_PROXY_MS 60000
 
 typedef struct st_tag_t tag_t;
 struct st_tag_t {
@@ -70,6 +81,7 @@ enum {
     M_STAT,
     M_CREATE_TOKEN,
     M_IDENTITY_STATUS,
+    M_PROXY,
     M_CERTIFY,
     M_TRUST_BUNDLE,
     M_STREAM,
@@ -96,16 +108,28 @@ struct st_rm_control_server_t {
     size_t num_agents;
     conn_t *conns;
     unary_t *waiters;
+    /* Proxy calls waiting for an agent's answer (relay_*), and the last request id */
+    unary_t *proxies;
+    uint64_t proxy_counter;
     uint64_t nonce_counter;
     /* the snapshot of snapshot_version, shared by every push */
     grpc_slice snapshot;
     uint64_t snapshot_version;
     /* plaintext, no authentication (remora-control --insecure, the unit tests) */
     int insecure;
+    /* --kubernetes (docs/kubernetes-mode.md): the state comes from the Kubernetes API; NULL: the file store */
+    rm_kube_source_t *kube;
+    /* --kubernetes: versions served, oldest first, with their order (vseq()) */
+    uint64_t history[VERSION_HISTORY], history_seq[VERSION_HISTORY];
+    size_t history_len;
+    uint64_t seq_counter;
     /* TLS: the serving certificate, re-issued on the server's thread at half its lifetime; gRPC's
      * handshakers read it through fetch_cert_config (its threads), hence the mutex */
     pthread_mutex_t tls_mutex;
     char *tls_chain_pem, *tls_key_pem;
+    /* the injection webhook as main.c started it (rm_control_server_set_webhook), for Admin.Status; under tls_mutex */
+    char *webhook_address, **webhook_dns;
+    size_t num_webhook_dns;
     uint64_t tls_generation, tls_served;
     uint64_t tls_renew_at_ms;
 };
@@ -126,6 +150,14 @@ struct st_unary_t {
     /* WaitForVersion */
     uint64_t wait_version, wait_deadline_ms;
     unary_t *next_waiter, **prev_waiter;
+    /* Proxy (relay_*): the agent (node id, malloc'ed) and stream it waits on, the request's id, encoding and deadline;
+     * linked in srv->proxies */
+    char *proxy_node;
+    conn_t *proxy_conn;
+    uint64_t proxy_id, proxy_deadline_ms, proxy_timeout_ms;
+    grpc_slice proxy_msg;
+    int proxy_sent;
+    unary_t *next_proxy, **prev_proxy;
 };
 
 struct st_conn_t {
@@ -145,14 +177,37 @@ struct st_conn_t {
     char sent_nonce[24];
     char *peer;
     conn_t *next, **prev;
+    /* the Hello offered admin requests (`remoractl proxy`); how many Proxy calls wait on this stream */
+    int admin_requests;
+    unsigned num_proxies;
 };
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+
+/*
+ * The order of a version. In the file store versions count up, so a version is its own order. With
+ * --kubernetes a version is a hash of the content (every replica computes the same one); "newer" is
+ * then the order in which this server served them, and a version it never served (another
+ * replica's, or too old) has order 0: older than anything.
+ */
+static uint64_t
+vseq(const rm_control_server_t *srv, uint64_t version)
+{
+    if (srv->kube == NULL || version == 0)
+        return version;
+    for (size_t i = srv->history_len; i != 0; --i)
+        if (srv->history[i - 1] == version)
+            return srv->history_seq[i - 1];
+    return 0;
+}
 
 static void arm_unary(rm_control_server_t *srv, int method);
 static void arm_stream(rm_control_server_t *srv);
 static void check_waiters(rm_control_server_t *srv);
 static void pump(conn_t *c);
+static void relay_unlink(unary_t *u);
+static void relay_fail(conn_t *c, grpc_status_code code, const char *why);
+static int relay_send(conn_t *c);
 
 static void
 start_batch(grpc_call *call, const grpc_op *ops, size_t n, tag_t *tag)
@@ -280,6 +335,7 @@ unary_on_close(tag_t *tag, int ok)
     u->close_pending = 0;
     /* a waiter whose client went away (cancelled, deadline) needs no answer */
     waiter_unlink(u);
+    relay_unlink(u);
     unary_maybe_free(u);
 }
 
@@ -445,6 +501,7 @@ conn_closed(conn_t *c)
     if (c->closed)
         return;
     c->closed = 1;
+    relay_fail(c, GRPC_STATUS_UNAVAILABLE, "its stream to the control plane ended");
     agent_t *a = c->agent;
     if (a != NULL && a->conn == c) {
         a->conn = NULL;
@@ -464,6 +521,7 @@ queue_status(conn_t *c, grpc_status_code code, const char *msg)
     c->status_queued = 1;
     c->status_code = code;
     snprintf(c->status_msg, sizeof(c->status_msg), "%s", msg);
+    relay_fail(c, GRPC_STATUS_UNAVAILABLE, "its stream to the control plane is ending");
     pump(c);
 }
 
@@ -520,8 +578,18 @@ pump(conn_t *c)
         grpc_slice_unref(details);
         return;
     }
-    if (c->agent == NULL || (c->has_sent && c->sent_version == srv->snapshot_version))
+    if (c->agent == NULL)
         return;
+    /* the newest snapshot first; then the admin requests of `remoractl proxy`, one per send */
+    if (c->has_sent && c->sent_version == srv->snapshot_version) {
+        relay_send(c);
+        return;
+    }
+    /* --kubernetes: no snapshot until the first state is built from the API (an empty one would wipe the agent's) */
+    if (srv->kube != NULL && srv->snapshot_version == 0) {
+        relay_send(c);
+        return;
+    }
     /* the shared snapshot plus this send's nonce: concatenated encodings merge into one message */
     rm_rpc_buf_t nonce = {NULL};
     snprintf(c->sent_nonce, sizeof(c->sent_nonce), "%llx", (unsigned long long)++srv->nonce_counter);
@@ -602,6 +670,7 @@ handle_hello(conn_t *c, const Remora__V1__Hello *hello)
     }
     a->conn = c;
     c->agent = a;
+    c->admin_requests = hello->admin_requests;
     a->applied_version = hello->applied_version;
     wall_now(&a->last_seen);
     free(a->peer);
@@ -617,7 +686,7 @@ handle_ack(conn_t *c, uint64_t version, const char *nonce)
 {
     agent_t *a = c->agent;
     wall_now(&a->last_seen);
-    if (version > c->srv->snapshot_version) {
+    if (c->srv->kube != NULL ? vseq(c->srv, version) == 0 : version > c->srv->snapshot_version) {
         rm_log_warn(LOG, "agent %s ACKed version %llu, which does not exist (current %llu); ignored", a->node_id,
                     (unsigned long long)version, (unsigned long long)c->srv->snapshot_version);
         return;
@@ -655,6 +724,119 @@ handle_stats(conn_t *c, const Remora__V1__Stats *stats)
         rm_log_debug(LOG, "agent %s: stats summary with %zu series", a->node_id, stats->n_series);
 }
 
+/* ------------------------------------------------------------------ admin requests relayed to agents */
+
+/*
+ * `remoractl proxy NODE COMMAND` (Admin.Proxy): the request travels to the agent as a Snapshot that
+ * carries only an admin_request, on the agent's own discovery stream, and the agent's AdminResponse is
+ * the call's answer. The Proxy call waits in srv->proxies (at most MAX_PROXY_PER_AGENT per stream)
+ * until the answer, its deadline, the stream's end or its client's cancellation, whichever is first.
+ */
+
+/* Takes `u` off the waiting list (no-op when it is not on it); its request is no longer sent. */
+static void
+relay_unlink(unary_t *u)
+{
+    if (u->prev_proxy == NULL)
+        return;
+    *u->prev_proxy = u->next_proxy;
+    if (u->next_proxy != NULL)
+        u->next_proxy->prev_proxy = u->prev_proxy;
+    u->prev_proxy = NULL;
+    u->next_proxy = NULL;
+    --u->proxy_conn->num_proxies;
+    u->proxy_conn = NULL;
+    free(u->proxy_node);
+    u->proxy_node = NULL;
+    grpc_slice_unref(u->proxy_msg);
+    u->proxy_msg = grpc_empty_slice();
+}
+
+/* Answers every Proxy call waiting on `c` with `code`: the stream will carry no answer. */
+static void
+relay_fail(conn_t *c, grpc_status_code code, const char *why)
+{
+    if (c->num_proxies == 0)
+        return;
+    for (unary_t *u = c->srv->proxies, *next; u != NULL; u = next) {
+        next = u->next_proxy;
+        if (u->proxy_conn != c)
+            continue;
+        char msg[600];
+        snprintf(msg, sizeof(msg), "agent %s did not answer: %s", u->proxy_node, why);
+        relay_unlink(u);
+        respond(u, code, msg, NULL);
+    }
+}
+
+/* Sends the oldest request still unsent on `c` (nothing else may be in flight). Returns 1 when one was sent. */
+static int
+relay_send(conn_t *c)
+{
+    unary_t *oldest = NULL;
+    for (unary_t *u = c->srv->proxies; u != NULL; u = u->next_proxy)
+        if (u->proxy_conn == c && !u->proxy_sent && (oldest == NULL || u->proxy_id < oldest->proxy_id))
+            oldest = u;
+    if (oldest == NULL)
+        return 0;
+    grpc_op ops[2];
+    size_t n = 0;
+    memset(ops, 0, sizeof(ops));
+    c->send_bb = grpc_raw_byte_buffer_create(&oldest->proxy_msg, 1);
+    if (!c->sent_initial_md)
+        send_initial_md_op(c, &ops[n++]);
+    ops[n].op = GRPC_OP_SEND_MESSAGE;
+    ops[n++].data.send_message.send_message = c->send_bb;
+    c->send_busy = 1;
+    oldest->proxy_sent = 1;
+    ++c->refs;
+    start_batch(c->call, ops, n, &c->on_send);
+    rm_log_debug(LOG, "agent %s: sent admin request %llu", c->agent->node_id, (unsigned long long)oldest->proxy_id);
+    return 1;
+}
+
+/* The agent's answer: the waiting call's response. An answer nobody waits for (timed out, cancelled) is dropped. */
+static void
+relay_answer(conn_t *c, const Remora__V1__AdminResponse *ar)
+{
+    unary_t *u = c->srv->proxies;
+    while (u != NULL && !(u->proxy_conn == c && u->proxy_id == ar->id))
+        u = u->next_proxy;
+    if (u == NULL) {
+        rm_log_debug(LOG, "agent %s: answer to admin request %llu, which nobody waits for any more", c->agent->node_id,
+                     (unsigned long long)ar->id);
+        return;
+    }
+    relay_unlink(u);
+    Remora__V1__ProxyResponse resp = REMORA__V1__PROXY_RESPONSE__INIT;
+    resp.status = ar->status;
+    resp.content_type = ar->content_type;
+    resp.body = ar->body;
+    resp.truncated = ar->truncated;
+    if (resp.body.len > MAX_PROXY_BODY) {
+        resp.body.len = MAX_PROXY_BODY;
+        resp.truncated = 1;
+    }
+    respond_msg(u, &resp.base);
+}
+
+/* Answers the Proxy calls whose time is up with DEADLINE_EXCEEDED. */
+static void
+relay_expire(rm_control_server_t *srv)
+{
+    uint64_t now = rm_now_ms();
+    for (unary_t *u = srv->proxies, *next; u != NULL; u = next) {
+        next = u->next_proxy;
+        if (now < u->proxy_deadline_ms)
+            continue;
+        char why[600];
+        snprintf(why, sizeof(why), "agent %s did not answer within %llu ms%s", u->proxy_node,
+                 (unsigned long long)u->proxy_timeout_ms, u->proxy_sent ? "" : " (the request was still queued behind a snapshot)");
+        relay_unlink(u);
+        respond(u, GRPC_STATUS_DEADLINE_EXCEEDED, why, NULL);
+    }
+}
+
 static void
 conn_on_recv(tag_t *tag, int ok)
 {
@@ -689,6 +871,8 @@ conn_on_recv(tag_t *tag, int ok)
         handle_nack(c, m->nack->version, m->nack->reason);
     } else if (m->message_case == REMORA__V1__AGENT_MESSAGE__MESSAGE_STATS) {
         handle_stats(c, m->stats);
+    } else if (m->message_case == REMORA__V1__AGENT_MESSAGE__MESSAGE_ADMIN_RESPONSE) {
+        relay_answer(c, m->admin_response);
     } else {
         queue_status(c, GRPC_STATUS_INVALID_ARGUMENT, "empty AgentMessage");
         again = 0;
@@ -757,6 +941,234 @@ arm_stream(rm_control_server_t *srv)
         rm_fatal("grpc_server_request_registered_call failed: %d", (int)err);
 }
 
+/* ------------------------------------------------------------------- --kubernetes (kube_source.h) */
+
+/* A new state built from the Kubernetes API becomes the store's content; finished API jobs answer their calls. */
+static void
+kube_poll(rm_control_server_t *srv)
+{
+    rm_resource_list_t list = {NULL};
+    uint64_t version;
+    if (rm_kube_source_take(srv->kube, &list, &version)) {
+        rm_store_replace(srv->store, &list, version);
+        rm_resource_list_dispose(&list);
+        if (srv->history_len == VERSION_HISTORY) {
+            memmove(srv->history, srv->history + 1, (VERSION_HISTORY - 1) * sizeof(srv->history[0]));
+            memmove(srv->history_seq, srv->history_seq + 1, (VERSION_HISTORY - 1) * sizeof(srv->history_seq[0]));
+            --srv->history_len;
+        }
+        srv->history[srv->history_len] = version;
+        srv->history_seq[srv->history_len++] = ++srv->seq_counter;
+        rm_log_info(LOG, "version %llu from the Kubernetes API", (unsigned long long)version);
+        on_store_changed(srv);
+        check_waiters(srv);
+    }
+    rm_kube_source_dispatch(srv->kube);
+}
+
+static grpc_status_code
+kube_status(const rm_kube_result_t *res)
+{
+    if (res->unavailable)
+        return GRPC_STATUS_UNAVAILABLE;
+    if (res->http_status == 404)
+        return GRPC_STATUS_NOT_FOUND;
+    if (res->http_status == 401 || res->http_status == 403)
+        return GRPC_STATUS_PERMISSION_DENIED;
+    if (res->http_status == 400 || res->http_status == 422)
+        return GRPC_STATUS_INVALID_ARGUMENT;
+    return GRPC_STATUS_INTERNAL;
+}
+
+typedef struct st_kube_apply_t {
+    rm_control_server_t *srv;
+    unary_t *u;
+    size_t n, num_docs;
+    Remora__V1__ResourceRef *refs;
+    char **strs;
+    rm_store_action_t *actions;
+} kube_apply_t;
+
+static void
+kube_apply_free(kube_apply_t *a)
+{
+    for (size_t i = 0; i != 2 * a->n; ++i)
+        free(a->strs[i]);
+    free(a->strs);
+    free(a->refs);
+    free(a->actions);
+    free(a);
+}
+
+static void
+kube_apply_respond(kube_apply_t *a, uint64_t version, int changed)
+{
+    Remora__V1__ApplyResponse resp = REMORA__V1__APPLY_RESPONSE__INIT;
+    Remora__V1__AppliedResource *applied = rm_calloc(a->n + 1, sizeof(*applied));
+    Remora__V1__AppliedResource **aptrs = rm_calloc(a->n + 1, sizeof(*aptrs));
+    for (size_t i = 0; i != a->n; ++i) {
+        remora__v1__applied_resource__init(&applied[i]);
+        applied[i].resource = &a->refs[i];
+        applied[i].action = a->actions[i] == RM_STORE_CREATED      ? REMORA__V1__APPLIED_RESOURCE__ACTION__ACTION_CREATED
+                            : a->actions[i] == RM_STORE_CONFIGURED ? REMORA__V1__APPLIED_RESOURCE__ACTION__ACTION_CONFIGURED
+                                                                   : REMORA__V1__APPLIED_RESOURCE__ACTION__ACTION_UNCHANGED;
+        aptrs[i] = &applied[i];
+    }
+    resp.n_resources = a->n;
+    resp.resources = aptrs;
+    resp.changed = changed;
+    resp.version = version;
+    respond_msg(a->u, &resp.base);
+    free(aptrs);
+    free(applied);
+}
+
+static void
+kube_apply_done(void *ctx, const rm_kube_result_t *res)
+{
+    kube_apply_t *a = ctx;
+    unary_t *u = a->u;
+    if (!res->ok) {
+        rm_log_warn(LOG, "apply through the Kubernetes API failed: %s", res->message);
+        respond_error(u, kube_status(res), "the Kubernetes API refused or did not take the change: %s", res->message);
+    } else {
+        /* the state of that version may have been replaced before this server took it: a newer one holds the change too */
+        uint64_t version = vseq(a->srv, res->version) != 0 ? res->version : rm_store_version(a->srv->store);
+        rm_log_info(LOG, "apply: %zu resource(s) written through the Kubernetes API; version %llu", a->num_docs,
+                    (unsigned long long)version);
+        kube_apply_respond(a, version, 1);
+    }
+    kube_apply_free(a);
+    --u->refs;
+    unary_maybe_free(u);
+}
+
+/* Apply with --kubernetes: the changed resources are created or replaced as custom resources; the
+ * answer waits until the watch brought them back, so that its version holds them (`apply --wait`). */
+static void
+kube_apply(rm_control_server_t *srv, unary_t *u, rm_batch_t *batch)
+{
+    size_t n = batch->resources.size;
+    kube_apply_t *a = rm_calloc(1, sizeof(*a));
+    a->srv = srv;
+    a->u = u;
+    a->n = n;
+    a->refs = rm_calloc(n + 1, sizeof(a->refs[0]));
+    a->strs = rm_calloc(2 * n + 1, sizeof(a->strs[0]));
+    a->actions = rm_calloc(n + 1, sizeof(a->actions[0]));
+    int changed;
+    char err[512];
+    /* a dry run on the served state: which resources are new, changed or the same */
+    if (rm_store_apply(srv->store, batch, 1, a->actions, &changed, err, sizeof(err)) != 0)
+        rm_fatal("a dry-run apply failed: %s", err);
+    rm_kube_write_t *writes = rm_calloc(n + 1, sizeof(writes[0]));
+    char **docs = rm_calloc(n + 1, sizeof(docs[0]));
+    size_t nw = 0;
+    for (size_t i = 0; i != n; ++i) {
+        rm_resource_t *r = batch->resources.entries[i];
+        remora__v1__resource_ref__init(&a->refs[i]);
+        a->refs[i].kind = rm_kind_to_proto(r->kind);
+        a->refs[i].namespace_ = a->strs[2 * i] = rm_strdup(r->ns);
+        a->refs[i].name = a->strs[2 * i + 1] = rm_strdup(r->name);
+        if (a->actions[i] == RM_STORE_UNCHANGED)
+            continue;
+        rm_node_t *node = rm_render_resource(r->kind, r->msg);
+        rm_rpc_buf_t buf = {NULL};
+        rm_render_json(node, &buf);
+        rm_node_free(node);
+        docs[nw] = rm_strndup((const char *)buf.base, buf.len);
+        rm_rpc_buf_dispose(&buf);
+        writes[nw] = (rm_kube_write_t){r->kind, r->ns, r->name, docs[nw]};
+        ++nw;
+    }
+    a->num_docs = nw;
+    if (nw == 0) {
+        rm_log_info(LOG, "apply: no change (version %llu)", (unsigned long long)rm_store_version(srv->store));
+        kube_apply_respond(a, rm_store_version(srv->store), 0);
+        kube_apply_free(a);
+    } else {
+        ++u->refs;
+        rm_kube_source_apply(srv->kube, writes, nw, kube_apply_done, a);
+    }
+    for (size_t i = 0; i != nw; ++i)
+        free(docs[i]);
+    free(docs);
+    free(writes);
+}
+
+typedef struct st_kube_call_t {
+    rm_control_server_t *srv;
+    unary_t *u;
+    char *what;
+    uint8_t *req;
+    size_t req_len;
+} kube_call_t;
+
+static void
+kube_delete_done(void *ctx, const rm_kube_result_t *res)
+{
+    kube_call_t *k = ctx;
+    unary_t *u = k->u;
+    if (!res->ok) {
+        respond_error(u, kube_status(res), "%s", res->message);
+    } else {
+        Remora__V1__DeleteResponse resp = REMORA__V1__DELETE_RESPONSE__INIT;
+        resp.version = vseq(k->srv, res->version) != 0 ? res->version : rm_store_version(k->srv->store);
+        rm_log_info(LOG, "delete %s through the Kubernetes API: version %llu", k->what, (unsigned long long)resp.version);
+        respond_msg(u, &resp.base);
+    }
+    free(k->what);
+    free(k);
+    --u->refs;
+    unary_maybe_free(u);
+}
+
+static void
+kube_certify_done(void *ctx, const rm_kube_result_t *res)
+{
+    kube_call_t *k = ctx;
+    unary_t *u = k->u;
+    Remora__V1__CertifyRequest *req = remora__v1__certify_request__unpack(NULL, k->req_len, k->req);
+    if (req == NULL)
+        rm_fatal("a CertifyRequest packed here does not unpack");
+    grpc_byte_buffer *resp = NULL;
+    char why[1024] = "";
+    grpc_status_code code = rm_identity_certify_reviewed(k->srv->identity, req, res->ns, res->sa, res->pod_name,
+                                                         res->ok ? NULL : res->message, res->unavailable, &resp, why, sizeof(why));
+    if (code == GRPC_STATUS_OK)
+        respond(u, code, NULL, resp);
+    else
+        respond(u, code, why, NULL);
+    remora__v1__certify_request__free_unpacked(req, NULL);
+    OPENSSL_cleanse(k->req, k->req_len);
+    free(k->req);
+    free(k);
+    --u->refs;
+    unary_maybe_free(u);
+}
+
+/* Certify with --kubernetes: a projected service-account token is checked with a TokenReview; a
+ * bootstrap token ("rmt1.") as without. Returns 1 when it took the call (answered later). */
+static int
+kube_certify(rm_control_server_t *srv, unary_t *u, Remora__V1__CertifyRequest *req)
+{
+    credentials_t cr;
+    get_credentials(u->call, &u->md, NULL, &cr);
+    const char *token = req->token[0] != '\0' ? req->token : cr.caller.bearer;
+    if (token == NULL || token[0] == '\0' || strncmp(token, RM_TOKEN_PREFIX, strlen(RM_TOKEN_PREFIX)) == 0)
+        return 0;
+    kube_call_t *k = rm_calloc(1, sizeof(*k));
+    k->srv = srv;
+    k->u = u;
+    k->req_len = protobuf_c_message_get_packed_size(&req->base);
+    k->req = rm_malloc(k->req_len + 1);
+    protobuf_c_message_pack(&req->base, k->req);
+    ++u->refs;
+    rm_kube_source_review(srv->kube, token, kube_certify_done, k);
+    OPENSSL_cleanse(cr.bearer, sizeof(cr.bearer));
+    return 1;
+}
+
 /* ----------------------------------------------------------------------------------------- admin */
 
 static void
@@ -793,6 +1205,11 @@ handle_apply(rm_control_server_t *srv, unary_t *u, ProtobufCMessage *msg)
         respond_msg(u, &resp.base);
         free(ptrs);
         free(errs);
+        rm_batch_dispose(&batch);
+        return;
+    }
+    if (srv->kube != NULL && !req->dry_run) {
+        kube_apply(srv, u, &batch);
         rm_batch_dispose(&batch);
         return;
     }
@@ -916,6 +1333,21 @@ handle_delete(rm_control_server_t *srv, unary_t *u, ProtobufCMessage *msg)
     }
     const char *ns = req->resource->namespace_[0] != '\0' ? req->resource->namespace_ : "default";
     char err[1024];
+    if (srv->kube != NULL) {
+        /* still in use by served resources: refused as in the file store; not served (invalid): the API may hold it */
+        if (rm_store_check_delete(srv->store, kind, ns, req->resource->name, err, sizeof(err)) == RM_STORE_EINUSE) {
+            respond_error(u, GRPC_STATUS_FAILED_PRECONDITION, "%s", err);
+            return;
+        }
+        kube_call_t *k = rm_calloc(1, sizeof(*k));
+        k->srv = srv;
+        k->u = u;
+        snprintf(err, sizeof(err), "%s/%s (namespace %s)", rm_kind_lower(kind), req->resource->name, ns);
+        k->what = rm_strdup(err);
+        ++u->refs;
+        rm_kube_source_delete(srv->kube, kind, ns, req->resource->name, kube_delete_done, k);
+        return;
+    }
     int rc = rm_store_delete(srv->store, kind, ns, req->resource->name, err, sizeof(err));
     if (rc == RM_STORE_ENOENT) {
         respond_error(u, GRPC_STATUS_NOT_FOUND, "%s", err);
@@ -972,7 +1404,14 @@ handle_status(rm_control_server_t *srv, unary_t *u, ProtobufCMessage *msg)
     void *to_free[2];
     fill_agents(list, collect_agents(srv, list, NULL, 0), &resp.n_agents, &resp.agents, to_free);
     resp.version = rm_store_version(srv->store);
+    pthread_mutex_lock(&srv->tls_mutex);
+    if (srv->webhook_address != NULL) {
+        resp.webhook_address = srv->webhook_address;
+        resp.n_webhook_dns = srv->num_webhook_dns;
+        resp.webhook_dns = srv->webhook_dns;
+    }
     respond_msg(u, &resp.base);
+    pthread_mutex_unlock(&srv->tls_mutex);
     free(to_free[0]);
     free(to_free[1]);
     free(list);
@@ -988,13 +1427,17 @@ static int
 refused(const agent_t *a, uint64_t version)
 {
     /* a NACK counts until the agent ACKs that version or a later one */
-    return a->conn != NULL && a->nack_version >= version && a->nack_version > a->applied_version;
+    if (a->conn == NULL)
+        return 0;
+    const rm_control_server_t *srv = a->conn->srv;
+    uint64_t nack = vseq(srv, a->nack_version);
+    return nack != 0 && nack >= vseq(srv, version) && nack > vseq(srv, a->applied_version);
 }
 
 static int
 pending(const agent_t *a, uint64_t version)
 {
-    return a->conn != NULL && a->applied_version < version && !refused(a, version);
+    return a->conn != NULL && vseq(a->conn->srv, a->applied_version) < vseq(a->conn->srv, version) && !refused(a, version);
 }
 
 static void
@@ -1045,7 +1488,7 @@ handle_wait(rm_control_server_t *srv, unary_t *u, ProtobufCMessage *msg)
 {
     Remora__V1__WaitForVersionRequest *req = (Remora__V1__WaitForVersionRequest *)msg;
     uint64_t current = rm_store_version(srv->store);
-    if (req->version > current) {
+    if (srv->kube != NULL ? req->version != 0 && vseq(srv, req->version) == 0 : req->version > current) {
         respond_error(u, GRPC_STATUS_OUT_OF_RANGE, "version %llu does not exist (the current version is %llu)",
                       (unsigned long long)req->version, (unsigned long long)current);
         return;
@@ -1123,6 +1566,97 @@ handle_stat(rm_control_server_t *srv, unary_t *u, ProtobufCMessage *msg)
     rm_stat_query_destroy(q);
 }
 
+/* Admin.Proxy: relays one admin command to a connected agent (see relay_* above). */
+static void
+handle_proxy(rm_control_server_t *srv, unary_t *u, ProtobufCMessage *msg)
+{
+    Remora__V1__ProxyRequest *req = (Remora__V1__ProxyRequest *)msg;
+    static const char *const commands[] = {"stats", "config", "clusters", "log-level"};
+    int known = 0;
+    for (size_t i = 0; i != sizeof(commands) / sizeof(commands[0]); ++i)
+        known |= strcmp(req->command, commands[i]) == 0;
+    if (!known) {
+        respond_error(u, GRPC_STATUS_INVALID_ARGUMENT, "unknown proxy command '%.60s': stats, config, clusters or log-level",
+                      req->command);
+        return;
+    }
+    if (req->argument[0] != '\0' && strcmp(req->command, "log-level") != 0) {
+        respond_error(u, GRPC_STATUS_INVALID_ARGUMENT, "%s takes no argument", req->command);
+        return;
+    }
+    if (req->argument[0] != '\0' && strcmp(req->argument, "error") != 0 && strcmp(req->argument, "warn") != 0 &&
+        strcmp(req->argument, "info") != 0 && strcmp(req->argument, "debug") != 0) {
+        respond_error(u, GRPC_STATUS_INVALID_ARGUMENT, "unknown log level '%.40s': error, warn, info or debug", req->argument);
+        return;
+    }
+    int64_t ms = DEFAULT_PROXY_MS;
+    if (req->timeout != NULL && (req->timeout->seconds != 0 || req->timeout->nanos != 0)) {
+        if (req->timeout->seconds < 0 || req->timeout->nanos < 0) {
+            respond_error(u, GRPC_STATUS_INVALID_ARGUMENT, "the timeout must not be negative");
+            return;
+        }
+        ms = req->timeout->seconds >= MAX_PROXY_MS / 1000 ? MAX_PROXY_MS
+                                                          : req->timeout->seconds * 1000 + req->timeout->nanos / 1000000;
+        if (ms == 0)
+            ms = 1;
+    }
+    agent_t *a = valid_node_id(req->node_id) ? find_agent(srv, req->node_id, 0) : NULL;
+    if (a == NULL) {
+        respond_error(u, GRPC_STATUS_NOT_FOUND,
+                      "no agent with node id '%.253s' has connected to this control plane (see remoractl status)", req->node_id);
+        return;
+    }
+    conn_t *c = a->conn;
+    if (c == NULL || c->status_queued || c->closed) {
+        respond_error(u, GRPC_STATUS_UNAVAILABLE, "agent %s is not connected to this control plane (see remoractl status)",
+                      a->node_id);
+        return;
+    }
+    if (!c->admin_requests) {
+        respond_error(u, GRPC_STATUS_FAILED_PRECONDITION,
+                      "agent %s does not answer admin requests through the control plane (an older remora-agent?)", a->node_id);
+        return;
+    }
+    if (c->num_proxies >= MAX_PROXY_PER_AGENT) {
+        respond_error(u, GRPC_STATUS_RESOURCE_EXHAUSTED, "agent %s has %d admin requests outstanding already; retry later",
+                      a->node_id, MAX_PROXY_PER_AGENT);
+        return;
+    }
+    u->proxy_id = ++srv->proxy_counter;
+    /* a Snapshot with only admin_request set: the agent tells it from a snapshot by that field */
+    Remora__V1__AdminRequest ar = REMORA__V1__ADMIN_REQUEST__INIT;
+    ar.id = u->proxy_id;
+    ar.command = req->command;
+    ar.argument = req->argument;
+    Remora__V1__Snapshot snap = REMORA__V1__SNAPSHOT__INIT;
+    snap.admin_request = &ar;
+    size_t len = protobuf_c_message_get_packed_size(&snap.base);
+    u->proxy_msg = grpc_slice_malloc(len);
+    protobuf_c_message_pack(&snap.base, GRPC_SLICE_START_PTR(u->proxy_msg));
+    u->proxy_timeout_ms = (uint64_t)ms;
+    u->proxy_deadline_ms = rm_now_ms() + (uint64_t)ms;
+    u->proxy_sent = 0;
+    /* learn of the client going away while it waits */
+    grpc_op op;
+    memset(&op, 0, sizeof(op));
+    op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    op.data.recv_close_on_server.cancelled = &u->cancelled;
+    ++u->refs;
+    u->close_pending = 1;
+    start_batch(u->call, &op, 1, &u->on_close);
+    u->proxy_conn = c;
+    u->proxy_node = rm_strdup(a->node_id);
+    ++c->num_proxies;
+    u->next_proxy = srv->proxies;
+    if (u->next_proxy != NULL)
+        u->next_proxy->prev_proxy = &u->next_proxy;
+    u->prev_proxy = &srv->proxies;
+    srv->proxies = u;
+    rm_log_info(LOG, "agent %s: admin request %llu (%s%s%s) relayed", a->node_id, (unsigned long long)u->proxy_id, req->command,
+                req->argument[0] != '\0' ? " " : "", req->argument);
+    pump(c);
+}
+
 /* The identity methods (identity.h): the service builds the answer, this only sends it. */
 static void
 handle_identity(rm_control_server_t *srv, unary_t *u, ProtobufCMessage *msg)
@@ -1131,6 +1665,8 @@ handle_identity(rm_control_server_t *srv, unary_t *u, ProtobufCMessage *msg)
         respond_error(u, GRPC_STATUS_FAILED_PRECONDITION, "this control plane has no certificate authority");
         return;
     }
+    if (srv->kube != NULL && u->method == M_CERTIFY && kube_certify(srv, u, (Remora__V1__CertifyRequest *)msg))
+        return;
     grpc_byte_buffer *resp = NULL;
     char why[1024] = "";
     grpc_status_code code;
@@ -1175,6 +1711,7 @@ static const struct {
     [M_STAT] = {"/remora.v1.Admin/Stat", &remora__v1__stat_request__descriptor, handle_stat},
     [M_CREATE_TOKEN] = {"/remora.v1.Admin/CreateToken", &remora__v1__create_token_request__descriptor, handle_identity},
     [M_IDENTITY_STATUS] = {"/remora.v1.Admin/IdentityStatus", &remora__v1__identity_status_request__descriptor, handle_identity},
+    [M_PROXY] = {"/remora.v1.Admin/Proxy", &remora__v1__proxy_request__descriptor, handle_proxy},
     [M_CERTIFY] = {"/remora.v1.Identity/Certify", &remora__v1__certify_request__descriptor, handle_identity},
     [M_TRUST_BUNDLE] = {"/remora.v1.Identity/GetTrustBundle", &remora__v1__get_trust_bundle_request__descriptor, handle_identity},
     [M_STREAM] = {"/remora.v1.Discovery/StreamSnapshots", NULL, NULL},
@@ -1261,10 +1798,13 @@ on_shutdown(tag_t *tag, int ok)
 static gpr_timespec
 next_deadline(rm_control_server_t *srv)
 {
-    uint64_t now = rm_now_ms(), due = now + TICK_MS;
+    uint64_t now = rm_now_ms(), due = now + (srv->kube != NULL ? KUBE_TICK_MS : TICK_MS);
     for (unary_t *u = srv->waiters; u != NULL; u = u->next_waiter)
         if (u->wait_deadline_ms < due)
             due = u->wait_deadline_ms;
+    for (unary_t *u = srv->proxies; u != NULL; u = u->next_proxy)
+        if (u->proxy_deadline_ms < due)
+            due = u->proxy_deadline_ms;
     return rm_rpc_deadline_in_ms(due > now ? (int64_t)(due - now) : 0);
 }
 
@@ -1333,8 +1873,12 @@ run(void *arg)
         } else if (ev.type == GRPC_QUEUE_SHUTDOWN) {
             rm_fatal("the server's completion queue shut down early");
         }
+        if (srv->kube != NULL)
+            kube_poll(srv);
         if (srv->waiters != NULL)
             check_waiters(srv);
+        if (srv->proxies != NULL)
+            relay_expire(srv);
         if (!srv->insecure && rm_now_ms() >= srv->tls_renew_at_ms)
             issue_server_cert(srv);
     }
@@ -1345,8 +1889,36 @@ run(void *arg)
 }
 
 static void
+free_webhook(rm_control_server_t *srv)
+{
+    free(srv->webhook_address);
+    for (size_t i = 0; i != srv->num_webhook_dns; ++i)
+        free(srv->webhook_dns[i]);
+    free(srv->webhook_dns);
+    srv->webhook_address = NULL;
+    srv->webhook_dns = NULL;
+    srv->num_webhook_dns = 0;
+}
+
+void
+rm_control_server_set_webhook(rm_control_server_t *srv, const char *address, const char *const *dns_names, size_t num_dns_names)
+{
+    pthread_mutex_lock(&srv->tls_mutex);
+    free_webhook(srv);
+    if (address != NULL) {
+        srv->webhook_address = rm_strdup(address);
+        srv->webhook_dns = rm_calloc(num_dns_names + 1, sizeof(*srv->webhook_dns));
+        for (size_t i = 0; i != num_dns_names; ++i)
+            srv->webhook_dns[i] = rm_strdup(dns_names[i]);
+        srv->num_webhook_dns = num_dns_names;
+    }
+    pthread_mutex_unlock(&srv->tls_mutex);
+}
+
+static void
 free_tls(rm_control_server_t *srv)
 {
+    free_webhook(srv);
     free(srv->tls_chain_pem);
     if (srv->tls_key_pem != NULL) {
         OPENSSL_cleanse(srv->tls_key_pem, strlen(srv->tls_key_pem));
@@ -1365,12 +1937,20 @@ rm_control_server_t *
 rm_control_server_start_with_identity(const char *listen, rm_store_t *store, rm_identity_service_t *identity, int insecure,
                                       char *err, size_t errsz)
 {
+    return rm_control_server_start_kubernetes(listen, store, identity, insecure, NULL, err, errsz);
+}
+
+rm_control_server_t *
+rm_control_server_start_kubernetes(const char *listen, rm_store_t *store, rm_identity_service_t *identity, int insecure,
+                                   rm_kube_source_t *kube, char *err, size_t errsz)
+{
     if (identity == NULL && !insecure)
         rm_fatal("a control plane without a certificate authority can only be insecure");
     rm_control_server_t *srv = rm_calloc(1, sizeof(*srv));
     srv->store = store;
     srv->identity = identity;
     srv->insecure = insecure;
+    srv->kube = kube;
     pthread_mutex_init(&srv->tls_mutex, NULL);
     srv->shutdown_tag.cb = on_shutdown;
     srv->snapshot = grpc_empty_slice();

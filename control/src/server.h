@@ -41,8 +41,28 @@ typedef struct st_rm_identity_service_t rm_identity_service_t;
 rm_control_server_t *rm_control_server_start_with_identity(const char *listen, rm_store_t *store, rm_identity_service_t *identity,
                                                            int insecure, char *err, size_t errsz);
 
+typedef struct st_rm_kube_source_t rm_kube_source_t;
+/**
+ * The same, with the state read from the Kubernetes API (remora-control --kubernetes,
+ * docs/kubernetes-mode.md): `store` is an in-memory one (rm_store_open_memory) that the server
+ * replaces with every state `kube` builds (polled every 50 ms on the server's thread); versions are
+ * content hashes; Apply and Delete write through the API and answer once the watch shows the change;
+ * Certify checks projected service-account tokens with a TokenReview. `kube` is borrowed and must
+ * be stopped (rm_kube_source_stop) before the server is destroyed and freed after.
+ */
+rm_control_server_t *rm_control_server_start_kubernetes(const char *listen, rm_store_t *store, rm_identity_service_t *identity,
+                                                        int insecure, rm_kube_source_t *kube, char *err, size_t errsz);
+
 /** The bound port. */
 int rm_control_server_port(const rm_control_server_t *server);
+
+/**
+ * Where the injection webhook listens ("0.0.0.0:15017", the port as bound) and the DNS names of its
+ * certificate, reported by Admin.Status for `remoractl check`; NULL address: no webhook. Copied. Any
+ * thread.
+ */
+void rm_control_server_set_webhook(rm_control_server_t *server, const char *address, const char *const *dns_names,
+                                   size_t num_dns_names);
 
 /**
  * Starts shutting down: stops accepting calls and cancels every call in progress (agents see their

@@ -266,6 +266,39 @@ fail:
     return NULL;
 }
 
+rm_store_t *
+rm_store_open_memory(void)
+{
+    rm_store_t *s = rm_calloc(1, sizeof(*s));
+    s->dir_fd = s->lock_fd = -1;
+    encode(&s->snapshot, 0, s->kinds);
+    return s;
+}
+
+void
+rm_store_replace(rm_store_t *s, rm_resource_list_t *list, uint64_t version)
+{
+    kind_list_t next[RM_KIND__COUNT];
+    memset(next, 0, sizeof(next));
+    for (int k = 0; k != RM_KIND__COUNT; ++k)
+        next[k].entries = rm_calloc(list->size + 1, sizeof(next[k].entries[0]));
+    for (size_t i = 0; i != list->size; ++i) {
+        rm_resource_t *r = list->entries[i];
+        next[r->kind].entries[next[r->kind].size++] = r;
+        list->entries[i] = NULL;
+    }
+    list->size = 0;
+    for (int k = 0; k != RM_KIND__COUNT; ++k) {
+        qsort(next[k].entries, next[k].size, sizeof(next[k].entries[0]), cmp_entry);
+        for (size_t i = 0; i != s->kinds[k].size; ++i)
+            rm_resource_destroy(s->kinds[k].entries[i]);
+        free(s->kinds[k].entries);
+        s->kinds[k] = next[k];
+    }
+    s->version = version;
+    encode(&s->snapshot, version, s->kinds);
+}
+
 void
 rm_store_close(rm_store_t *s)
 {
@@ -327,7 +360,7 @@ commit(rm_store_t *s, kind_list_t *next, char *err, size_t errsz)
 {
     rm_rpc_buf_t buf = {NULL};
     encode(&buf, s->version + 1, next);
-    if (write_state(s, &buf, err, errsz) != 0) {
+    if (s->dir != NULL && write_state(s, &buf, err, errsz) != 0) {
         rm_rpc_buf_dispose(&buf);
         return -1;
     }
@@ -520,7 +553,7 @@ uses(const rm_resource_t *r, rm_kind_t kind, const char *ns, const char *name)
 }
 
 int
-rm_store_delete(rm_store_t *s, rm_kind_t kind, const char *ns, const char *name, char *err, size_t errsz)
+rm_store_check_delete(const rm_store_t *s, rm_kind_t kind, const char *ns, const char *name, char *err, size_t errsz)
 {
     ssize_t at = find_index(&s->kinds[kind], kind, ns, name);
     if (at < 0) {
@@ -546,6 +579,16 @@ rm_store_delete(rm_store_t *s, rm_kind_t kind, const char *ns, const char *name,
             snprintf(err + off, errsz - off, "%s; delete those or remove the reference first", users > 5 ? " and more" : "");
         return RM_STORE_EINUSE;
     }
+    return 0;
+}
+
+int
+rm_store_delete(rm_store_t *s, rm_kind_t kind, const char *ns, const char *name, char *err, size_t errsz)
+{
+    int rc = rm_store_check_delete(s, kind, ns, name, err, errsz);
+    if (rc != 0)
+        return rc;
+    ssize_t at = find_index(&s->kinds[kind], kind, ns, name);
     kind_list_t next[RM_KIND__COUNT];
     copy_lists(s, next, 0);
     rm_resource_t *victim = next[kind].entries[at];

@@ -35,6 +35,17 @@ rm_store_t *rm_store_open(const char *dir, char *err, size_t errsz);
 /** Releases the lock and frees everything. */
 void rm_store_close(rm_store_t *store);
 
+/**
+ * A store without a directory (remora-control --kubernetes, docs/kubernetes-mode.md): empty at
+ * version 0; its content comes only from rm_store_replace(). Apply and delete never write anything.
+ */
+rm_store_t *rm_store_open_memory(void);
+/**
+ * Replaces the whole content with `list` (its entries move into the store; the list is left empty)
+ * at `version` (a hash of the content: versions of this store are not ordered).
+ */
+void rm_store_replace(rm_store_t *store, rm_resource_list_t *list, uint64_t version);
+
 uint64_t rm_store_version(const rm_store_t *store);
 /** The resources of a kind, sorted by namespace then name; owned by the store, valid until the next change. */
 rm_resource_t *const *rm_store_list(const rm_store_t *store, rm_kind_t kind, size_t *n);
@@ -69,6 +80,8 @@ int rm_store_apply(rm_store_t *store, rm_batch_t *batch, int dry_run, rm_store_a
  * (nothing changed; `err` says why).
  */
 int rm_store_delete(rm_store_t *store, rm_kind_t kind, const char *ns, const char *name, char *err, size_t errsz);
+/** The checks of rm_store_delete without the change: 0, RM_STORE_ENOENT or RM_STORE_EINUSE (with `err`). */
+int rm_store_check_delete(const rm_store_t *store, rm_kind_t kind, const char *ns, const char *name, char *err, size_t errsz);
 
 /** The encoding of the current state as a remora.v1.Snapshot without a nonce. Owned by the store, valid until the next change. */
 const uint8_t *rm_store_snapshot(const rm_store_t *store, size_t *len);

@@ -177,7 +177,7 @@ cb_start_drain(void *ctx)
 }
 
 static const rm_admin_callbacks_t callbacks = {
-    cb_is_ready, cb_is_draining, cb_render_metrics, cb_config_dump, cb_start_drain, NULL, NULL, NULL};
+    cb_is_ready, cb_is_draining, cb_render_metrics, cb_config_dump, cb_start_drain, NULL, NULL, NULL, NULL, NULL};
 
 static void
 on_stop_async(uv_async_t *async)

@@ -19,6 +19,7 @@
 #include "remora/log.h"
 #include "remora/strutil.h"
 #include "admin/admin.h"
+#include "admin/app_probe.h"
 
 #define MAX_CONNS 64
 #define LISTEN_BACKLOG 128
@@ -236,6 +237,17 @@ serve_drain(rm_admin_t *admin, h2o_req_t *req)
     respond_text(req, 200, "OK", "draining\n");
 }
 
+static void
+serve_shutdown(rm_admin_t *admin, h2o_req_t *req)
+{
+    if (admin->cb.shutdown == NULL) {
+        respond_text(req, 404, "Not Found", "not found\n");
+        return;
+    }
+    admin->cb.shutdown(admin->cb_ctx);
+    respond_text(req, 200, "OK", "shutting down: draining, the agent exits when drained\n");
+}
+
 /* Finds `name=value` in an application/x-www-form-urlencoded string; values here are plain words, so no decoding. */
 static int
 find_param(h2o_iovec_t s, const char *name, char *value, size_t value_size)
@@ -282,6 +294,52 @@ serve_logging(rm_admin_t *admin, h2o_req_t *req)
     respond(req, 200, "OK", "text/plain; charset=utf-8", h2o_strdup(&req->pool, body, SIZE_MAX).base, strlen(body), 0);
 }
 
+void
+rm_admin_command(rm_admin_t *admin, const char *command, const char *argument, unsigned *status, const char **content_type,
+                 char **body, size_t *body_len)
+{
+    const char *text = "text/plain; charset=utf-8";
+    char *out = NULL, msg[128];
+    *status = 200;
+    *content_type = text;
+    if (admin == NULL || admin->stopping) {
+        *status = 503;
+        out = rm_strdup("stopping\n");
+    } else if (strcmp(command, "stats") == 0) {
+        out = admin->cb.render_metrics != NULL ? admin->cb.render_metrics(admin->cb_ctx) : NULL;
+        *content_type = "text/plain; version=0.0.4; charset=utf-8";
+    } else if (strcmp(command, "config") == 0) {
+        out = admin->cb.config_dump != NULL ? admin->cb.config_dump(admin->cb_ctx) : NULL;
+        *content_type = "application/json";
+    } else if (strcmp(command, "clusters") == 0) {
+        out = admin->cb.clusters != NULL ? admin->cb.clusters(admin->cb_ctx) : NULL;
+    } else if (strcmp(command, "log-level") == 0) {
+        if (argument != NULL && argument[0] != '\0') {
+            if (rm_log_set_level_by_name(argument) != 0) {
+                *status = 400;
+                out = rm_strdup("unknown level: use error|warn|info|debug\n");
+            } else {
+                rm_log_info("admin", "log level set to %s (through the control plane)", argument);
+            }
+        }
+        if (out == NULL) {
+            snprintf(msg, sizeof(msg), "%s\n", rm_log_level_name((rm_log_level_t)rm_log_current_level));
+            out = rm_strdup(msg);
+        }
+    } else {
+        *status = 404;
+        snprintf(msg, sizeof(msg), "unknown admin command '%.60s'\n", command);
+        out = rm_strdup(msg);
+    }
+    if (out == NULL) {
+        *status = 500;
+        *content_type = text;
+        out = rm_strdup("unavailable\n");
+    }
+    *body = out;
+    *body_len = strlen(out);
+}
+
 static void
 serve_identity(rm_admin_t *admin, h2o_req_t *req)
 {
@@ -302,22 +360,19 @@ serve_index(rm_admin_t *admin, h2o_req_t *req)
                  "GET  /ready                200 when ready to serve traffic, 503 otherwise\n"
                  "GET  /logging              current log level\n"
                  "POST /logging?level=LEVEL  set the log level (error|warn|info|debug)\n"
-                 "POST /drain                start a graceful drain\n");
+                 "POST /drain                start a graceful drain\n"
+                 "POST /shutdown             end the outbound grace or start the drain; exit when drained\n");
 }
 
 #define HEALTH (1u << LISTENER_HEALTH)
 #define ADMIN (1u << LISTENER_ADMIN)
 
 static const endpoint_t endpoints[] = {
-    {"/live", HEALTH, METHOD_GET, serve_live},
-    {"/ready", HEALTH | ADMIN, METHOD_GET, serve_ready},
-    {"/metrics", HEALTH, METHOD_GET, serve_metrics},
-    {"/config_dump", ADMIN, METHOD_GET, serve_config_dump},
-    {"/clusters", ADMIN, METHOD_GET, serve_clusters},
-    {"/logging", ADMIN, METHOD_GET | METHOD_POST, serve_logging},
-    {"/drain", ADMIN, METHOD_POST, serve_drain},
-    {"/identity", ADMIN, METHOD_GET, serve_identity},
-    {"/", ADMIN, METHOD_GET, serve_index},
+    {"/live", HEALTH, METHOD_GET, serve_live},        {"/ready", HEALTH | ADMIN, METHOD_GET, serve_ready},
+    {"/metrics", HEALTH, METHOD_GET, serve_metrics},  {"/config_dump", ADMIN, METHOD_GET, serve_config_dump},
+    {"/clusters", ADMIN, METHOD_GET, serve_clusters}, {"/logging", ADMIN, METHOD_GET | METHOD_POST, serve_logging},
+    {"/drain", ADMIN, METHOD_POST, serve_drain},      {"/shutdown", ADMIN, METHOD_POST, serve_shutdown},
+    {"/identity", ADMIN, METHOD_GET, serve_identity}, {"/", ADMIN, METHOD_GET, serve_index},
 };
 
 static unsigned
@@ -358,6 +413,18 @@ on_req(h2o_handler_t *_self, h2o_req_t *req)
 
     req->http1_is_persistent = 0;
 
+    if (self->listener == LISTENER_HEALTH && req->path_normalized.len > sizeof("/app-health/") - 1 &&
+        memcmp(req->path_normalized.base, "/app-health/", sizeof("/app-health/") - 1) == 0) {
+        if (method_bit(req->method) != METHOD_GET) {
+            h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, H2O_STRLIT("GET"));
+            respond_text(req, 405, "Method Not Allowed", "method not allowed\n");
+        } else if (admin->stopping || admin->cb.app_probes == NULL) {
+            respond_text(req, 404, "Not Found", "no application probes (REMORA_APP_PROBES)\n");
+        } else {
+            rm_app_probes_serve(admin->cb.app_probes, req); /* answers when the probe ends */
+        }
+        return 0;
+    }
     for (i = 0; i != sizeof(endpoints) / sizeof(endpoints[0]); ++i) {
         if ((endpoints[i].listeners & (1u << self->listener)) != 0 &&
             h2o_memis(req->path_normalized.base, req->path_normalized.len, endpoints[i].path, strlen(endpoints[i].path))) {

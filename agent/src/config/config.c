@@ -1082,7 +1082,7 @@ validate_rate_limit(rm_config_t *c, rm_config_rate_limit_t *rl, unsigned line, c
 static int
 validate_route_policy(rm_config_t *c, rm_config_route_t *r, const char *what, rm_config_error_t *err)
 {
-    const char *reason;
+    const char *reason = NULL; /* GCC 12 -O2 -fsanitize cannot see that it is set before use */
 
     if (validate_retry(c, r, what, err) != 0 ||
         validate_header_mod(c, r, what, "request_headers", &r->request_headers, 1, err) != 0 ||

@@ -44,6 +44,7 @@ struct st_rm_control_client_t {
     char *trust_anchor_file, *token_file;
     int insecure;
     int (*client_identity)(void *ctx, char **chain_pem, char **key_pem);
+    void (*admin_command)(void *ctx, const char *command, const char *argument, rm_control_admin_reply_t *reply);
 };
 
 /*
@@ -269,6 +270,51 @@ on_snapshot(rm_control_client_t *c, rm_rpc_stream_t *stream, Remora__V1__Snapsho
 }
 
 /*
+ * An admin request relayed by the control plane (`remoractl proxy`). Only the read-only commands and
+ * the log level pass, whatever the control plane asks: this path never drains or stops the agent.
+ */
+static void
+on_admin_request(rm_control_client_t *c, rm_rpc_stream_t *stream, const Remora__V1__AdminRequest *req)
+{
+    static const char *const allowed[] = {"stats", "config", "clusters", "log-level"};
+    rm_control_admin_reply_t reply = {0};
+    int known = 0;
+    for (size_t i = 0; i != sizeof(allowed) / sizeof(allowed[0]); ++i)
+        known |= strcmp(req->command, allowed[i]) == 0;
+    if (!known || c->admin_command == NULL) {
+        char msg[160];
+        snprintf(msg, sizeof(msg), "unknown admin command '%.60s' (stats, config, clusters or log-level)\n", req->command);
+        reply.status = 404;
+        reply.content_type = "text/plain; charset=utf-8";
+        reply.body = rm_strdup(msg);
+        reply.body_len = strlen(msg);
+    } else {
+        c->admin_command(c->ctx, req->command, req->argument, &reply);
+    }
+    Remora__V1__AdminResponse resp = REMORA__V1__ADMIN_RESPONSE__INIT;
+    resp.id = req->id;
+    resp.status = reply.status;
+    resp.content_type = (char *)(reply.content_type != NULL ? reply.content_type : "");
+    resp.body.data = (uint8_t *)reply.body;
+    resp.body.len = reply.body != NULL ? reply.body_len : 0;
+    if (resp.body.len > RM_CONTROL_ADMIN_MAX_BODY_BYTES) {
+        resp.body.len = RM_CONTROL_ADMIN_MAX_BODY_BYTES;
+        resp.truncated = 1;
+    }
+    Remora__V1__AgentMessage msg = REMORA__V1__AGENT_MESSAGE__INIT;
+    msg.message_case = REMORA__V1__AGENT_MESSAGE__MESSAGE_ADMIN_RESPONSE;
+    msg.admin_response = &resp;
+    rm_rpc_status_t status;
+    if (rm_rpc_stream_send(stream, &msg.base, 5000, &status) != RM_RPC_OK)
+        rm_log_warn("control", "could not send the answer to admin request %llu (%s): %s", (unsigned long long)req->id,
+                    req->command, status.message);
+    else
+        rm_log_debug("control", "admin request %llu (%s %s) answered %u, %zu bytes", (unsigned long long)req->id, req->command,
+                     req->argument, resp.status, resp.body.len);
+    free(reply.body);
+}
+
+/*
  * Sends one Stats summary. Called only from this thread, like every other send on the stream, so
  * that a send is never started while another is outstanding; a send that is not taken within the
  * timeout stays pending and the next send waits for it (rm_rpc_stream_send).
@@ -362,6 +408,7 @@ run_stream(rm_control_client_t *c, int *got_snapshot)
     Remora__V1__Hello hello = REMORA__V1__HELLO__INIT;
     hello.node_id = c->node_id;
     hello.applied_version = c->applied_version;
+    hello.admin_requests = c->admin_command != NULL;
     msg.message_case = REMORA__V1__AGENT_MESSAGE__MESSAGE_HELLO;
     msg.hello = &hello;
     rm_rpc_result_t r;
@@ -400,8 +447,14 @@ run_stream(rm_control_client_t *c, int *got_snapshot)
                             rm_rpc_status_name(status.code), status.message);
             break;
         }
+        Remora__V1__Snapshot *snap = (Remora__V1__Snapshot *)m;
+        if (snap->admin_request != NULL) {
+            on_admin_request(c, stream, snap->admin_request);
+            protobuf_c_message_free_unpacked(m, NULL);
+            continue;
+        }
         *got_snapshot = 1;
-        on_snapshot(c, stream, (Remora__V1__Snapshot *)m);
+        on_snapshot(c, stream, snap);
         protobuf_c_message_free_unpacked(m, NULL);
     }
 Exit:
@@ -462,6 +515,7 @@ rm_control_client_start(const rm_control_options_t *opts, char *err, size_t errl
     c->token_file = opts->token_file != NULL ? rm_strdup(opts->token_file) : NULL;
     c->insecure = opts->insecure;
     c->client_identity = opts->client_identity;
+    c->admin_command = opts->admin_command;
     pthread_mutex_init(&c->mutex, NULL);
     pthread_cond_init(&c->cond, NULL);
     rm_rpc_init();

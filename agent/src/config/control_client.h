@@ -10,6 +10,11 @@
  * The persisted snapshot lets an agent that starts while the control plane is unreachable serve
  * the last configuration it had (rm_control_load_persisted).
  *
+ * The control plane may also send an admin request (Snapshot.admin_request, `remoractl proxy NODE
+ * stats|config|clusters|log-level`) instead of a snapshot: it is answered with an AdminResponse from
+ * `admin_command`, read-only commands and the log level only, the body cut at
+ * RM_CONTROL_ADMIN_MAX_BODY_BYTES.
+ *
  * Between snapshots the same thread sends a Stats summary every `stats_interval_ms` (control_stats.h):
  * sends on the stream are made one at a time from this thread only, so the ACKs and the summaries never
  * have two sends outstanding (gRPC's rule).
@@ -31,6 +36,20 @@
 #include "config/config.h"
 
 typedef struct st_rm_control_client_t rm_control_client_t;
+
+/** The largest admin answer sent to the control plane (`remoractl proxy`); a longer body is cut and marked truncated. */
+#define RM_CONTROL_ADMIN_MAX_BODY_BYTES (4u * 1024 * 1024)
+
+/** An admin command's answer (rm_control_options_t.admin_command). */
+typedef struct st_rm_control_admin_reply_t {
+    /** as the admin API answers: 200, 400, 404, 503 */
+    unsigned status;
+    /** a static string */
+    const char *content_type;
+    /** malloc'ed (the client frees it), `body_len` bytes; NULL for none */
+    char *body;
+    size_t body_len;
+} rm_control_admin_reply_t;
 
 typedef struct st_rm_control_options_t {
     /** control plane address "IP:PORT" (copied) */
@@ -67,6 +86,14 @@ typedef struct st_rm_control_options_t {
      * both malloc'ed; returns 0, or -1 when there is none (or it expired). May be NULL. Control thread.
      */
     int (*client_identity)(void *ctx, char **chain_pem, char **key_pem);
+    /**
+     * Serves one admin command the control plane relays on the stream (discovery.proto, AdminRequest;
+     * `remoractl proxy`): `command` is one of "stats", "config", "clusters", "log-level" (the client
+     * refuses anything else itself), `argument` the new level or "". Fills `reply`. Called on the
+     * control thread; may block until the main thread has answered. NULL: the Hello does not offer
+     * admin requests, and the control plane sends none.
+     */
+    void (*admin_command)(void *ctx, const char *command, const char *argument, rm_control_admin_reply_t *reply);
 } rm_control_options_t;
 
 /** Starts the client thread. Returns NULL with a message if the thread cannot start. */

@@ -207,6 +207,12 @@ probe_destroy(void *session)
 
 static const rm_health_h2_codec_t codec = {probe_create, probe_send, probe_recv, probe_result, probe_destroy};
 
+const rm_health_h2_codec_t *
+rm_h2probe_codec(void)
+{
+    return &codec;
+}
+
 void
 rm_h2probe_register(void)
 {

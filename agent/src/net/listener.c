@@ -584,6 +584,38 @@ rm_listeners_close(rm_worker_t *worker)
     }
 }
 
+/* The listeners and connections that drain at once during an outbound grace: those whose callers are other agents
+ * (INBOUND transparent, explicit `peer: agent`), i.e. the mesh listeners. A removed listener counts as one. */
+static int
+is_inbound_config(const rm_config_listener_t *lc)
+{
+    return lc == NULL || lc->direction == RM_DIRECTION_INBOUND || (lc->direction == RM_DIRECTION_NONE && lc->peer_agent);
+}
+
+void
+rm_listeners_drain_inbound(rm_worker_t *worker)
+{
+    rm_config_t *config = worker->config;
+    rm_listener_t **slot = &worker->listeners;
+    while (*slot != NULL) {
+        rm_listener_t *l = *slot;
+        if (is_inbound_config(l->config_index < config->num_listeners ? &config->listeners[l->config_index] : NULL)) {
+            *slot = l->next;
+            close_listener(l);
+            free(l);
+            continue;
+        }
+        slot = &l->next;
+    }
+    h2o_linklist_t *n = worker->downstream_conns.next;
+    while (n != &worker->downstream_conns) {
+        rm_dconn_t *dc = H2O_STRUCT_FROM_MEMBER(rm_dconn_t, _link, n);
+        n = n->next; /* drain may close and free dc */
+        if (is_inbound_config(detect_listener(dc)))
+            dc->ops->drain(dc);
+    }
+}
+
 void
 rm_downstream_drain_all(rm_worker_t *worker)
 {

@@ -106,6 +106,12 @@ void rm_listeners_apply_config(rm_worker_t *worker);
 /** Worker: stop accepting (drain). */
 void rm_listeners_close(rm_worker_t *worker);
 
+/**
+ * Worker: the first half of an outbound grace (remora-agent --outbound-grace-ms, docs/lifecycle.md): stop accepting on the
+ * listeners whose callers are other agents (INBOUND transparent ones and explicit `peer: agent` ones) and drain their
+ * connections; OUTBOUND and other explicit listeners keep accepting until rm_worker_start_drain.
+ */
+void rm_listeners_drain_inbound(rm_worker_t *worker);
 /** Worker: drain / close every downstream connection. */
 void rm_downstream_drain_all(rm_worker_t *worker);
 void rm_downstream_close_all(rm_worker_t *worker);

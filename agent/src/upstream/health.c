@@ -276,9 +276,8 @@ append(h2o_buffer_t **buf, const void *data, size_t len)
     (*buf)->size += len;
 }
 
-/* HealthCheckResponse.status (field 1, varint) from the gRPC-framed body; -1 if absent or malformed. */
-static int
-grpc_serving_status(const uint8_t *body, size_t len)
+int
+rm_health_grpc_serving_status(const uint8_t *body, size_t len)
 {
     if (len < 5 || body[0] != 0)
         return -1; /* compressed or truncated: we asked for nothing compressed */
@@ -359,7 +358,7 @@ h2_done(checker_t *ck)
         finish(ck, RM_HEALTH_FAILURE, why);
         return;
     }
-    int serving = grpc_serving_status(body, body_len);
+    int serving = rm_health_grpc_serving_status(body, body_len);
     if (serving != 1 /* SERVING */) {
         snprintf(why, sizeof(why), serving < 0 ? "malformed HealthCheckResponse" : "serving status %d", serving);
         finish(ck, RM_HEALTH_FAILURE, why);
@@ -622,8 +621,8 @@ checker_destroy(checker_t *ck)
     /* nobody checks it now: the health check no longer keeps it out */
     rm_outlier_set_health(ck->oh, 1);
     rm_outlier_host_release(ck->oh);
-    free(ck->mesh_identity);
     free(ck->authority);
+    free(ck->mesh_identity);
     free(ck);
 }
 
@@ -755,9 +754,9 @@ cluster_destroy(hc_cluster_t *cl)
         dns_destroy(cl->dns[i]);
     free(cl->dns);
     for (size_t i = 0; i != cl->num_ips; ++i) {
+        free(cl->ips[i].host);
         free(cl->ips[i].peer_identity);
     }
-        free(cl->ips[i].host);
     free(cl->ips);
     free_settings(&cl->config);
     if (cl->ssl_ctx != NULL)
@@ -792,9 +791,9 @@ cluster_update(hc_cluster_t *cl, const rm_config_cluster_t *config, SSL_CTX *ssl
     cl->dns_max_refresh_ms = config->dns_max_refresh_ms;
 
     for (size_t i = 0; i != cl->num_ips; ++i) {
+        free(cl->ips[i].host);
         free(cl->ips[i].peer_identity);
     }
-        free(cl->ips[i].host);
     free(cl->ips);
     cl->ips = rm_calloc(config->num_endpoints != 0 ? config->num_endpoints : 1, sizeof(*cl->ips));
     cl->num_ips = 0;
@@ -806,8 +805,8 @@ cluster_update(hc_cluster_t *cl, const rm_config_cluster_t *config, SSL_CTX *ssl
         const rm_config_endpoint_t *ep = config->endpoints + i;
         if (ep->is_ip) {
             cl->ips[cl->num_ips] = *ep;
-            cl->ips[cl->num_ips].peer_identity = ep->peer_identity != NULL ? rm_strdup(ep->peer_identity) : NULL;
             cl->ips[cl->num_ips].host = rm_strdup(ep->host);
+            cl->ips[cl->num_ips].peer_identity = ep->peer_identity != NULL ? rm_strdup(ep->peer_identity) : NULL;
             ++cl->num_ips;
             continue;
         }

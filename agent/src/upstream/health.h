@@ -87,6 +87,10 @@ typedef struct st_rm_health_h2_codec_t {
     void (*destroy)(void *session);
 } rm_health_h2_codec_t;
 
+/** HealthCheckResponse.status (field 1: 1 is SERVING) from a gRPC-framed, uncompressed response body; -1 if malformed.
+ * Pure; any thread. */
+int rm_health_grpc_serving_status(const uint8_t *body, size_t len);
+
 /** Called by the HTTP/2 module at start (main thread, once). Without it, checks needing HTTP/2 fail. */
 void rm_health_register_h2(const rm_health_h2_codec_t *codec);
 
