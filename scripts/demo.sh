@@ -230,6 +230,10 @@ $CTL status | sed 's/^/   /'
 echo
 echo "== operating the mesh from the control plane (docs/control-plane.md): remoractl check, remoractl proxy"
 $CTL check | sed 's/^/   /'
+echo "   what injection adds to a pod (remoractl inject: the same patch as the control plane's webhook):"
+printf '%s\n' 'apiVersion: v1' 'kind: Pod' 'metadata: {name: shop, namespace: default}' \
+  'spec: {containers: [{name: shop, image: example/shop, readinessProbe: {httpGet: {path: /ready, port: 8080}}}]}' |
+  $CTL inject -f - 2>&1 | grep -E 'injected|^  (initContainers|containers):|^  - (image|name)|restartPolicy|path: /app-health' | sed 's/^/     /'
 echo "   web's agent, through its stream to the control plane (its admin port stays on the pod's loopback):"
 $CTL proxy web stats | grep -E '^remora_(build_info|mesh_tls_connections_total)' | sed 's/^/     /'
 [ "$($CTL proxy web log-level debug)" = debug ] || fail "remoractl proxy web log-level debug did not answer debug"

@@ -147,10 +147,11 @@ up() {
     printf '   %-20s %-11s %s\n' "$n" "$addr" "$([ "$kind" = - ] || echo "$kind :$port")"
   done <<<"$PODS"
 
-  echo "mesh: control plane in $(ns control) at $CONTROL_ADDR:$CONTROL_PORT, OTLP receiver at $CONTROL_ADDR:4317 (gRPC), :4318 (HTTP)"
+  echo "mesh: control plane in $(ns control) at $CONTROL_ADDR:$CONTROL_PORT (injection webhook :15017), OTLP receiver at $CONTROL_ADDR:4317 (gRPC), :4318 (HTTP)"
   local cpid opid
+  # with the injection webhook of a cluster's control plane (docs/injection.md), for `remoractl check`
   cpid=$(start control control "$CONTROL_BIN" --listen "$CONTROL_ADDR:$CONTROL_PORT" --state-dir "$RUN/state/control" \
-    --cert-lifetime "$CERT_LIFETIME")
+    --cert-lifetime "$CERT_LIFETIME" --webhook-listen "$CONTROL_ADDR:15017")
   if command -v node >/dev/null && [ -d "$ROOT/tests/tools/otlp_receiver/node_modules" ]; then
     opid=$(start otlp control node "$ROOT/tests/tools/otlp_receiver/receiver.js" --host "$CONTROL_ADDR" \
       --grpc-port 4317 --http-port 4318 --out "$RUN/spans.jsonl")
