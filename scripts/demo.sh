@@ -101,7 +101,10 @@ HS=$(metric web remora_mesh_tls_handshakes_total 'direction="inbound"' 'result="
 echo "   web's agent terminated $HS mesh mTLS handshakes; its inbound requests by caller (client_id):"
 metrics web | grep -E '^remora_requests_total\{direction="inbound".*client_id=' | sed 's/^/     /'
 [ "$HS" -ge 1 ] || fail "no mesh mTLS handshake at web's agent"
-metrics web | grep -qE '^remora_requests_total\{direction="inbound".*client_id="spiffe://remora.local/ns/default/sa/client"' ||
+# (not `metrics web | grep -q`: grep would stop reading at the first match and, with pipefail, curl's
+# failed write of the rest would fail the step)
+WEB_METRICS=$(metrics web)
+grep -qE '^remora_requests_total\{direction="inbound".*client_id="spiffe://remora.local/ns/default/sa/client"' <<<"$WEB_METRICS" ||
   fail "web's agent did not see the client's SPIFFE ID"
 plain() { # the status of a plaintext GET straight to web's pod, or "refused" (the connection closed without an answer)
   local c
