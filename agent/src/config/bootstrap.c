@@ -365,8 +365,8 @@ static int
 parse_ranges_nodes(parser_t *p, yaml_node_t *node, const char *pfx, const char *what, const rm_config_range_t *ranges, size_t n,
                    void *base, yaml_node_t **v)
 {
-    const char *keys[16];
-    char key[64];
+    const char *keys[32];
+    char key[96];
     if (n >= sizeof(keys) / sizeof(keys[0]))
         abort();
     for (size_t i = 0; i != n; ++i)
@@ -387,7 +387,7 @@ static int
 parse_ranges(parser_t *p, yaml_node_t *node, const char *pfx, const char *what, const rm_config_range_t *ranges, size_t n,
              void *base)
 {
-    yaml_node_t *v[16];
+    yaml_node_t *v[32];
     return parse_ranges_nodes(p, node, pfx, what, ranges, n, base, v);
 }
 

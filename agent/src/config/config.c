@@ -33,6 +33,13 @@ const rm_config_range_t rm_config__limit_ranges[] = {
     RANGE(rm_config_limits_t, idle_timeout_ms, 1, UINT32_MAX),
     RANGE(rm_config_limits_t, detect_timeout_ms, 1, UINT32_MAX),
     RANGE(rm_config_limits_t, max_series_per_family, 1, 100000),
+    RANGE(rm_config_limits_t, h2_premature_reset_min_streams, 1, UINT32_MAX),
+    RANGE(rm_config_limits_t, h2_premature_reset_window_ms, 1, 3600000),
+    RANGE(rm_config_limits_t, h2_max_consecutive_empty_frames, 0, UINT32_MAX),
+    RANGE(rm_config_limits_t, h2_max_priority_frames_per_stream, 0, 1000000),
+    RANGE(rm_config_limits_t, h2_max_window_update_frames_per_data_frame_sent, 1, 1000000),
+    RANGE(rm_config_limits_t, h2_max_outbound_control_frames, 1, 1000000),
+    RANGE(rm_config_limits_t, h2_max_outbound_frames, 1, 1000000),
 };
 const size_t rm_config__num_limit_ranges = sizeof(rm_config__limit_ranges) / sizeof(rm_config__limit_ranges[0]);
 
@@ -488,6 +495,13 @@ rm_config_create_defaults(void)
     c->limits.idle_timeout_ms = 300000;
     c->limits.detect_timeout_ms = 10000;
     c->limits.max_series_per_family = 2000;
+    c->limits.h2_premature_reset_min_streams = 500;
+    c->limits.h2_premature_reset_window_ms = 1000;
+    c->limits.h2_max_consecutive_empty_frames = 1;
+    c->limits.h2_max_priority_frames_per_stream = 100;
+    c->limits.h2_max_window_update_frames_per_data_frame_sent = 10;
+    c->limits.h2_max_outbound_control_frames = 1000;
+    c->limits.h2_max_outbound_frames = 10000;
     /* tracing and access logs are off until configured; these are the values an enabled block starts from */
     c->telemetry.tracing.propagate_w3c = 1;
     c->telemetry.tracing.propagate_b3 = 1;

@@ -528,6 +528,23 @@ typedef struct st_rm_config_limits_t {
     uint32_t detect_timeout_ms;
     /** series per labelled metric family (docs/metrics.md; default 2000); a new label set over it is dropped and counted */
     uint32_t max_series_per_family;
+    /* HTTP/2 abuse limits (Envoy's defaults; docs/hardening.md). Over a limit: GOAWAY ENHANCE_YOUR_CALM, counted in
+     * remora_downstream_h2_abuse_total, logged once per connection. */
+    /** premature resets are judged once this many streams have closed on a connection (default 500) */
+    uint32_t h2_premature_reset_min_streams;
+    /** a stream reset by the client (or by the agent because of the client's frames) within this time of its start and
+     * before any response head is premature; more than half premature closes the connection (default 1000 ms) */
+    uint32_t h2_premature_reset_window_ms;
+    /** consecutive DATA/HEADERS/CONTINUATION frames with an empty payload and no END_STREAM (default 1) */
+    uint32_t h2_max_consecutive_empty_frames;
+    /** PRIORITY frames per stream opened: more than this x (1 + streams) (default 100) */
+    uint32_t h2_max_priority_frames_per_stream;
+    /** WINDOW_UPDATE frames: more than 5 + 2 x (streams + this x DATA frames sent) (default 10) */
+    uint32_t h2_max_window_update_frames_per_data_frame_sent;
+    /** control frames (SETTINGS/PING ACKs, RST_STREAM) queued for a peer that does not read (default 1000) */
+    uint32_t h2_max_outbound_control_frames;
+    /** frames of any type queued and not yet written to the socket (default 10000) */
+    uint32_t h2_max_outbound_frames;
 } rm_config_limits_t;
 
 /** Where spans go (the Telemetry kind's tracing.otlp; the bootstrap's telemetry.tracing). */

@@ -723,6 +723,14 @@ rm_config_to_json(const rm_config_t *c)
     put_u(fp, &lfirst, "idle_timeout_ms", c->limits.idle_timeout_ms);
     put_u(fp, &lfirst, "detect_timeout_ms", c->limits.detect_timeout_ms);
     put_u(fp, &lfirst, "max_series_per_family", c->limits.max_series_per_family);
+    put_u(fp, &lfirst, "h2_premature_reset_min_streams", c->limits.h2_premature_reset_min_streams);
+    put_u(fp, &lfirst, "h2_premature_reset_window_ms", c->limits.h2_premature_reset_window_ms);
+    put_u(fp, &lfirst, "h2_max_consecutive_empty_frames", c->limits.h2_max_consecutive_empty_frames);
+    put_u(fp, &lfirst, "h2_max_priority_frames_per_stream", c->limits.h2_max_priority_frames_per_stream);
+    put_u(fp, &lfirst, "h2_max_window_update_frames_per_data_frame_sent",
+          c->limits.h2_max_window_update_frames_per_data_frame_sent);
+    put_u(fp, &lfirst, "h2_max_outbound_control_frames", c->limits.h2_max_outbound_control_frames);
+    put_u(fp, &lfirst, "h2_max_outbound_frames", c->limits.h2_max_outbound_frames);
     fputc('}', fp);
 
     put_key(fp, &first, "listeners");

@@ -7,6 +7,9 @@
 
 static void do_flush(rm_flushable_t *f);
 
+const char *const rm_h2_abuse_names[RM_H2_ABUSE_KINDS] = {"premature_reset", "empty_frames",     "priority",
+                                                          "window_update",   "outbound_control", "outbound_frames"};
+
 /*
  * nghttp2's allocator: size classes of 32 << k bytes (k < NUM_CLASSES) with a 16-byte header that
  * records the class, so free and realloc need no lookup.
@@ -170,6 +173,13 @@ on_read(h2o_socket_t *sock, const char *err)
         /* a connection error: make sure a GOAWAY is queued (nghttp2 queues one itself for protocol
          * errors, not for callback failures), send it, then end once nothing is left to write */
         rm_log_debug("h2", "session error: %s", nghttp2_strerror((int)r));
+        if (r == NGHTTP2_ERR_FLOODED && conn->on_abuse != NULL) {
+            /* nghttp2's queue of ACKs and RST_STREAMs (nghttp2_option_set_max_outbound_ack) is full: the peer
+             * sends SETTINGS, PINGs or reset-provoking frames and does not read the answers */
+            h2o_buffer_consume(&sock->input, len);
+            conn->on_abuse(conn, RM_H2_ABUSE_OUTBOUND_CONTROL);
+            return;
+        }
         nghttp2_session_terminate_session(conn->ng, r == NGHTTP2_ERR_BAD_CLIENT_MAGIC || r == NGHTTP2_ERR_FLOODED
                                                         ? NGHTTP2_PROTOCOL_ERROR
                                                         : NGHTTP2_INTERNAL_ERROR);
@@ -179,6 +189,14 @@ on_read(h2o_socket_t *sock, const char *err)
         return;
     }
     h2o_buffer_consume(&sock->input, (size_t)r);
+    if (conn->after_recv != NULL && !conn->dead)
+        conn->after_recv(conn);
+    /* replies queued inside nghttp2 (HEADERS, RST_STREAM, ACKs, WINDOW_UPDATE) plus those pulled and not written */
+    if (conn->max_out_frames != 0 && conn->on_abuse != NULL && !conn->dead &&
+        nghttp2_session_get_outbound_queue_size(conn->ng) + conn->_out_frames + conn->_inflight_frames > conn->max_out_frames) {
+        conn->on_abuse(conn, RM_H2_ABUSE_OUTBOUND_FRAMES);
+        return;
+    }
     rm_h2conn_schedule_flush(conn);
 }
 
@@ -203,6 +221,7 @@ on_write_complete(h2o_socket_t *sock, const char *err)
 {
     rm_h2conn_t *conn = sock->data;
     h2o_buffer_consume(&conn->_inflight, conn->_inflight->size);
+    conn->_inflight_frames = 0;
     if (err != NULL) {
         rm_h2conn_fail(conn, err);
         return;
@@ -230,12 +249,20 @@ do_flush(rm_flushable_t *f)
             rm_fatal("out of memory");
         memcpy(dst.base, data, n);
         conn->_out->size += n;
+        /* nghttp2_session_mem_send returns one frame per call */
+        if (++conn->_out_frames + conn->_inflight_frames > conn->max_out_frames && conn->max_out_frames != 0 &&
+            conn->on_abuse != NULL) {
+            conn->on_abuse(conn, RM_H2_ABUSE_OUTBOUND_FRAMES);
+            return;
+        }
     }
     if (conn->_out->size != 0) {
         /* swap: the filled buffer goes out, the empty one collects the next frames */
         h2o_buffer_t *tmp = conn->_inflight;
         conn->_inflight = conn->_out;
         conn->_out = tmp;
+        conn->_inflight_frames = conn->_out_frames;
+        conn->_out_frames = 0;
         if (conn->bytes_tx_stat != NULL)
             RM_STAT_ADD(*conn->bytes_tx_stat, conn->_inflight->size);
         h2o_iovec_t buf = h2o_iovec_init(conn->_inflight->bytes, conn->_inflight->size);

@@ -23,6 +23,20 @@
 
 typedef struct st_rm_h2conn_t rm_h2conn_t;
 
+/** Kinds of HTTP/2 abuse (docs/hardening.md); the index of rm_listener_stats_t.h2_abuse. */
+typedef enum en_rm_h2_abuse_t {
+    RM_H2_ABUSE_PREMATURE_RESET = 0,  /* most streams reset early (rapid reset, MadeYouReset) */
+    RM_H2_ABUSE_EMPTY_FRAMES = 1,     /* consecutive DATA/HEADERS/CONTINUATION frames without payload */
+    RM_H2_ABUSE_PRIORITY = 2,         /* PRIORITY frames over limits.h2_max_priority_frames_per_stream */
+    RM_H2_ABUSE_WINDOW_UPDATE = 3,    /* WINDOW_UPDATE frames out of proportion to the DATA frames sent */
+    RM_H2_ABUSE_OUTBOUND_CONTROL = 4, /* SETTINGS/PING ACKs and RST_STREAMs queued for a peer that does not read */
+    RM_H2_ABUSE_OUTBOUND_FRAMES = 5,  /* frames of any type queued and not written */
+    RM_H2_ABUSE_KINDS = 6,
+} rm_h2_abuse_t;
+
+/** The metric label of each kind (kind="..." of remora_downstream_h2_abuse_total). */
+extern const char *const rm_h2_abuse_names[RM_H2_ABUSE_KINDS];
+
 struct st_rm_h2conn_t {
     rm_worker_t *worker;
     h2o_socket_t *sock;
@@ -35,6 +49,14 @@ struct st_rm_h2conn_t {
     /** called once the connection must end (I/O error, protocol error, or nothing left to do);
      * the owner closes the socket and frees the connection, possibly later */
     void (*on_dead)(rm_h2conn_t *conn, const char *reason);
+    /** called when the peer floods the outbound queue (may be NULL: the connection just fails); the callee
+     * counts and ends the connection */
+    void (*on_abuse)(rm_h2conn_t *conn, rm_h2_abuse_t kind);
+    /** called after each read has been parsed without a connection error (may be NULL) */
+    void (*after_recv)(rm_h2conn_t *conn);
+    /** frames pulled from nghttp2 and not yet written (in _out, in _inflight); over max_out_frames (0: no bound)
+     * the connection is flooded */
+    uint32_t _out_frames, _inflight_frames, max_out_frames;
     unsigned dead : 1;
 };
 

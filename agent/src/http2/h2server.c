@@ -13,17 +13,33 @@
 #include "net/listener.h"
 #include "proxy/stream.h"
 
+#define MAX_GAPS 8
+/* how long a connection closed for abuse may take to write its GOAWAY before the socket is closed anyway */
+#define ABUSE_LINGER_MS 1000
+
 typedef struct st_h2s_conn_t {
     rm_h2conn_t h2;
     rm_dconn_t *dc;
     h2o_linklist_t streams;
     size_t num_streams;
+    /* streams whose request head arrived in the read being parsed: started once the whole read is parsed, so that a
+     * RST_STREAM in the same read ends them before anything is routed or sent upstream */
+    h2o_linklist_t pending_heads;
     rm_timer_t idle_timeout;
     uv_timer_t *goaway_timer;
     rm_deferred_t destroy_later;
+    /* abuse accounting (docs/hardening.md): a few integer operations per frame */
+    uint32_t streams_opened, streams_closed, premature_resets;
+    uint32_t empty_frames, priority_frames, window_update_frames, data_frames_sent;
+    /* the highest client stream id seen, and the ids the client skipped below it (RFC 9113 5.1.1: they are closed
+     * and may never be opened): up to MAX_GAPS ranges, the rest is not judged */
+    int32_t max_stream_id;
+    int32_t gaps[MAX_GAPS][2];
+    uint8_t num_gaps;
     unsigned draining : 1;
     unsigned goaway_sent : 1;
     unsigned dying : 1;
+    unsigned abused : 1; /* GOAWAY ENHANCE_YOUR_CALM queued: nothing more is read */
 } h2s_conn_t;
 
 typedef struct st_h2s_stream_t {
@@ -31,6 +47,8 @@ typedef struct st_h2s_stream_t {
     rm_stream_t *s;
     int32_t id;
     h2o_linklist_t link;
+    h2o_linklist_t pending_link; /* in conn->pending_heads */
+    uint64_t started_ms;         /* loop time of its HEADERS (premature resets) */
     uint32_t num_headers;
     uint32_t header_bytes;
     /** request bytes handed to the stream and not yet consumed by the upstream side */
@@ -46,6 +64,109 @@ typedef struct st_h2s_stream_t {
 static __thread rm_recycle_t stream_allocator = RM_RECYCLE_INITIALIZER(h2s_stream_t, 1024);
 
 static const rm_stream_down_ops_t down_ops;
+static void on_goaway_timer(uv_timer_t *timer);
+
+/* Ends the connection for abuse: GOAWAY ENHANCE_YOUR_CALM, no more reading, counted and logged once. A peer that
+ * floods the outbound queue is not reading: its connection closes at once. */
+static void
+abuse(h2s_conn_t *conn, rm_h2_abuse_t kind)
+{
+    if (conn->abused || conn->dying)
+        return;
+    conn->abused = 1;
+    RM_STAT_INC(conn->dc->stats->h2_abuse[kind]);
+    rm_log_warn("h2", "closing a downstream HTTP/2 connection: %s over its limit (streams %u, premature resets %u)",
+                rm_h2_abuse_names[kind], conn->streams_closed, conn->premature_resets);
+    nghttp2_session_terminate_session(conn->h2.ng, NGHTTP2_ENHANCE_YOUR_CALM);
+    if (kind == RM_H2_ABUSE_OUTBOUND_CONTROL || kind == RM_H2_ABUSE_OUTBOUND_FRAMES) {
+        rm_h2conn_fail(&conn->h2, rm_h2_abuse_names[kind]);
+        return;
+    }
+    if (conn->h2.sock != NULL)
+        h2o_socket_read_stop(conn->h2.sock);
+    if (conn->goaway_timer == NULL) {
+        conn->goaway_timer = rm_malloc(sizeof(*conn->goaway_timer));
+        uv_timer_init(&conn->h2.worker->loop, conn->goaway_timer);
+        conn->goaway_timer->data = conn;
+    }
+    uv_timer_start(conn->goaway_timer, on_goaway_timer, ABUSE_LINGER_MS, 0);
+    rm_h2conn_schedule_flush(&conn->h2);
+}
+
+static void
+on_conn_abuse(rm_h2conn_t *h2, rm_h2_abuse_t kind)
+{
+    abuse(H2O_STRUCT_FROM_MEMBER(h2s_conn_t, h2, h2), kind);
+}
+
+/* RFC 9113 5.1.1: a new stream's id must exceed every id the client used; nghttp2 ignores a HEADERS frame on an id it
+ * skipped instead of failing the connection. Returns 0 if `id` may start or continue a stream. */
+static int
+check_stream_id(h2s_conn_t *conn, int32_t id)
+{
+    if (id > conn->max_stream_id) {
+        if ((int64_t)id > (int64_t)conn->max_stream_id + 2 && conn->num_gaps < MAX_GAPS) {
+            conn->gaps[conn->num_gaps][0] = conn->max_stream_id + 1;
+            conn->gaps[conn->num_gaps][1] = id - 1;
+            ++conn->num_gaps;
+        }
+        conn->max_stream_id = id;
+        return 0;
+    }
+    for (uint8_t i = 0; i != conn->num_gaps; ++i)
+        if (id >= conn->gaps[i][0] && id <= conn->gaps[i][1])
+            return -1;
+    return 0;
+}
+
+static int
+on_begin_frame(nghttp2_session *ng, const nghttp2_frame_hd *hd, void *user_data)
+{
+    h2s_conn_t *conn = user_data;
+    if (conn->abused)
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    const rm_config_limits_t *limits = &conn->h2.worker->config->limits;
+    switch (hd->type) {
+    case NGHTTP2_HEADERS:
+        if ((hd->stream_id & 1) != 0 && check_stream_id(conn, hd->stream_id) != 0) {
+            RM_STAT_INC(conn->dc->stats->rq_protocol_error);
+            rm_log_debug("h2", "HEADERS on stream %d, below the client's last stream %d", hd->stream_id, conn->max_stream_id);
+            nghttp2_session_terminate_session(ng, NGHTTP2_PROTOCOL_ERROR);
+            return NGHTTP2_ERR_CALLBACK_FAILURE;
+        }
+        /* fall through */
+    case NGHTTP2_DATA:
+    case NGHTTP2_CONTINUATION:
+        if (hd->length == 0 && (hd->flags & NGHTTP2_FLAG_END_STREAM) == 0) {
+            if (++conn->empty_frames > limits->h2_max_consecutive_empty_frames)
+                goto Abuse_empty;
+        } else if (hd->type != NGHTTP2_DATA || (hd->flags & NGHTTP2_FLAG_PADDED) == 0) {
+            conn->empty_frames = 0;
+        } /* else a padded DATA frame: judged by its payload without the padding, in on_frame_recv */
+        break;
+    case NGHTTP2_PRIORITY:
+        if (++conn->priority_frames > (uint64_t)limits->h2_max_priority_frames_per_stream * (1 + conn->streams_opened)) {
+            abuse(conn, RM_H2_ABUSE_PRIORITY);
+            return NGHTTP2_ERR_CALLBACK_FAILURE;
+        }
+        break;
+    case NGHTTP2_WINDOW_UPDATE:
+        /* Envoy's rule: a peer needs about one WINDOW_UPDATE per DATA frame it receives, plus a few per stream */
+        if (++conn->window_update_frames >
+            5 + 2 * ((uint64_t)conn->streams_opened +
+                     (uint64_t)limits->h2_max_window_update_frames_per_data_frame_sent * conn->data_frames_sent)) {
+            abuse(conn, RM_H2_ABUSE_WINDOW_UPDATE);
+            return NGHTTP2_ERR_CALLBACK_FAILURE;
+        }
+        break;
+    default:
+        break;
+    }
+    return 0;
+Abuse_empty:
+    abuse(conn, RM_H2_ABUSE_EMPTY_FRAMES);
+    return NGHTTP2_ERR_CALLBACK_FAILURE;
+}
 
 static void
 update_idle(h2s_conn_t *conn)
@@ -62,6 +183,8 @@ static void
 stream_free(h2s_stream_t *hs)
 {
     h2o_linklist_unlink(&hs->link);
+    if (h2o_linklist_is_linked(&hs->pending_link))
+        h2o_linklist_unlink(&hs->pending_link);
     --hs->conn->num_streams;
     update_idle(hs->conn);
     rm_recycle_free(&stream_allocator, hs);
@@ -86,6 +209,8 @@ on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, void *user_dat
     h2s_stream_t *hs = rm_recycle_alloc(&stream_allocator);
     hs->conn = conn;
     hs->id = frame->hd.stream_id;
+    hs->started_ms = uv_now(&worker->loop);
+    ++conn->streams_opened;
     hs->s = rm_stream_create(worker, worker->config, listener, conn->dc->stats, &down_ops, hs);
     rm_stream_set_peer(hs->s, (struct sockaddr *)&conn->dc->peer, conn->dc->peerlen);
     rm_stream_set_peer_identity(hs->s, conn->dc->peer_identity, conn->dc->peer_identity_hash);
@@ -198,15 +323,9 @@ on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *user_data)
             return 0;
         if (!hs->head_done) {
             hs->head_done = 1;
-            rm_stream_t *s = hs->s;
-            s->req.has_body = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) == 0;
-            if (hs->too_large) {
-                RM_STAT_INC(s->lstats->rq_protocol_error);
-                rm_stream_send_local_reply(s, 431, RM_GRPC_RESOURCE_EXHAUSTED, "request header fields too large");
-            } else {
-                take_markers(s);
-                rm_stream_on_request_head(s);
-            }
+            hs->s->req.has_body = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) == 0;
+            /* started by start_pending_heads; body and end may reach the stream's pipe before */
+            h2o_linklist_insert(&((h2s_conn_t *)user_data)->pending_heads, &hs->pending_link);
         } else if (hs->too_large) {
             nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, hs->id, NGHTTP2_PROTOCOL_ERROR);
             return 0;
@@ -215,6 +334,15 @@ on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *user_data)
             rm_stream_on_request_end(hs->s, hs->trailers);
         break;
     case NGHTTP2_DATA:
+        if ((frame->hd.flags & NGHTTP2_FLAG_PADDED) != 0 && frame->hd.length != 0) {
+            h2s_conn_t *conn = user_data;
+            if (frame->hd.length > frame->data.padlen || (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0) {
+                conn->empty_frames = 0;
+            } else if (++conn->empty_frames > conn->h2.worker->config->limits.h2_max_consecutive_empty_frames) {
+                abuse(conn, RM_H2_ABUSE_EMPTY_FRAMES); /* nothing but padding */
+                return NGHTTP2_ERR_CALLBACK_FAILURE;
+            }
+        }
         if ((frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0 &&
             (hs = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id)) != NULL && hs->s != NULL)
             rm_stream_on_request_end(hs->s, NULL);
@@ -223,6 +351,27 @@ on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *user_data)
         break;
     }
     return 0;
+}
+
+/* After a read is parsed: routes the requests whose streams are still open. */
+static void
+start_pending_heads(rm_h2conn_t *h2)
+{
+    h2s_conn_t *conn = H2O_STRUCT_FROM_MEMBER(h2s_conn_t, h2, h2);
+    while (!h2o_linklist_is_empty(&conn->pending_heads)) {
+        h2s_stream_t *hs = H2O_STRUCT_FROM_MEMBER(h2s_stream_t, pending_link, conn->pending_heads.next);
+        h2o_linklist_unlink(&hs->pending_link);
+        rm_stream_t *s = hs->s;
+        if (s == NULL || conn->abused)
+            continue; /* a connection closed for abuse routes nothing more; its streams are aborted with it */
+        if (hs->too_large) {
+            RM_STAT_INC(s->lstats->rq_protocol_error);
+            rm_stream_send_local_reply(s, 431, RM_GRPC_RESOURCE_EXHAUSTED, "request header fields too large");
+        } else {
+            take_markers(s);
+            rm_stream_on_request_head(s);
+        }
+    }
 }
 
 static int
@@ -247,6 +396,18 @@ on_stream_close(nghttp2_session *ng, int32_t stream_id, uint32_t error_code, voi
     nghttp2_session_set_stream_user_data(ng, stream_id, NULL);
     rm_stream_t *s = hs->s;
     hs->s = NULL;
+    /* Envoy's premature-reset rule: a stream reset before any response head within the window, by the client
+     * (rapid reset, whatever its error code) or by nghttp2 because of the client's frames (MadeYouReset,
+     * CVE-2025-8671). A stream closes without resp_done only by a reset: the agent's own resets set it. Judged once
+     * enough streams have closed */
+    h2s_conn_t *conn = hs->conn;
+    const rm_config_limits_t *limits = &conn->h2.worker->config->limits;
+    ++conn->streams_closed;
+    if (!hs->resp_done && (s == NULL || !s->resp_head_sent) &&
+        uv_now(&conn->h2.worker->loop) - hs->started_ms < limits->h2_premature_reset_window_ms)
+        ++conn->premature_resets;
+    if (conn->streams_closed >= limits->h2_premature_reset_min_streams && conn->premature_resets * 2 > conn->streams_closed)
+        abuse(conn, RM_H2_ABUSE_PREMATURE_RESET);
     if (hs->unconsumed != 0) {
         /* the upstream side will not report these any more: reopen the connection window */
         nghttp2_session_consume_connection(ng, hs->unconsumed);
@@ -264,6 +425,8 @@ on_stream_close(nghttp2_session *ng, int32_t stream_id, uint32_t error_code, voi
 static int
 on_frame_send(nghttp2_session *ng, const nghttp2_frame *frame, void *user_data)
 {
+    if (frame->hd.type == NGHTTP2_DATA)
+        ++((h2s_conn_t *)user_data)->data_frames_sent;
     if ((frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA) || (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) == 0)
         return 0;
     h2s_stream_t *hs = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
@@ -447,6 +610,11 @@ on_goaway_timer(uv_timer_t *timer)
     h2s_conn_t *conn = timer->data;
     if (conn->dying)
         return;
+    if (conn->abused) {
+        /* the GOAWAY had its time to leave */
+        rm_h2conn_fail(&conn->h2, "closed for abuse");
+        return;
+    }
     /* second phase of a graceful shutdown: the client has had a round trip to see the notice */
     nghttp2_submit_goaway(conn->h2.ng, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(conn->h2.ng), NGHTTP2_NO_ERROR,
                           NULL, 0);
@@ -461,10 +629,14 @@ drain(rm_dconn_t *dc)
     if (conn->draining || conn->dying)
         return;
     conn->draining = 1;
+    if (conn->abused)
+        return; /* already closing, on its own timer */
     nghttp2_submit_shutdown_notice(conn->h2.ng);
-    conn->goaway_timer = rm_malloc(sizeof(*conn->goaway_timer));
-    uv_timer_init(&conn->h2.worker->loop, conn->goaway_timer);
-    conn->goaway_timer->data = conn;
+    if (conn->goaway_timer == NULL) {
+        conn->goaway_timer = rm_malloc(sizeof(*conn->goaway_timer));
+        uv_timer_init(&conn->h2.worker->loop, conn->goaway_timer);
+        conn->goaway_timer->data = conn;
+    }
     uv_timer_start(conn->goaway_timer, on_goaway_timer, 200, 0);
     rm_h2conn_schedule_flush(&conn->h2);
 }
@@ -481,7 +653,6 @@ close_now(rm_dconn_t *dc)
 static const rm_dconn_ops_t dconn_ops = {drain, close_now};
 
 static nghttp2_session_callbacks *server_callbacks;
-static nghttp2_option *server_options;
 
 static void
 init_callbacks(void)
@@ -495,9 +666,7 @@ init_callbacks(void)
     nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(server_callbacks, on_invalid_frame_recv);
     nghttp2_session_callbacks_set_on_frame_send_callback(server_callbacks, on_frame_send);
     nghttp2_session_callbacks_set_on_invalid_header_callback(server_callbacks, on_invalid_header);
-    nghttp2_option_new(&server_options);
-    nghttp2_option_set_no_auto_window_update(server_options, 1);
-    nghttp2_option_set_max_deflate_dynamic_table_size(server_options, 4096);
+    nghttp2_session_callbacks_set_on_begin_frame_callback(server_callbacks, on_begin_frame);
 }
 
 void
@@ -513,12 +682,26 @@ rm_h2server_accept(rm_dconn_t *dc)
     dc->impl = conn;
     dc->ops = &dconn_ops;
     h2o_linklist_init_anchor(&conn->streams);
+    h2o_linklist_init_anchor(&conn->pending_heads);
     conn->idle_timeout.cb = on_idle_timeout;
     conn->destroy_later.cb = destroy_conn;
     rm_h2conn_init(&conn->h2, worker, dc->sock, on_dead);
     conn->h2.bytes_rx_stat = &dc->stats->bytes_rx;
     conn->h2.bytes_tx_stat = &dc->stats->bytes_tx;
-    nghttp2_session_server_new3(&conn->h2.ng, server_callbacks, conn, server_options, rm_h2_mem());
+    conn->h2.on_abuse = on_conn_abuse;
+    conn->h2.after_recv = start_pending_heads;
+    conn->h2.max_out_frames = limits->h2_max_outbound_frames;
+    /* options per session: the outbound-ACK bound is a limit of the current config */
+    nghttp2_option *options;
+    if (nghttp2_option_new(&options) != 0)
+        rm_fatal("out of memory");
+    nghttp2_option_set_no_auto_window_update(options, 1);
+    nghttp2_option_set_max_deflate_dynamic_table_size(options, 4096);
+    nghttp2_option_set_max_outbound_ack(options, limits->h2_max_outbound_control_frames);
+    int r = nghttp2_session_server_new3(&conn->h2.ng, server_callbacks, conn, options, rm_h2_mem());
+    nghttp2_option_del(options);
+    if (r != 0)
+        rm_fatal("nghttp2_session_server_new3: %s", nghttp2_strerror(r));
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, limits->h2_max_concurrent_streams},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, limits->stream_window_bytes},

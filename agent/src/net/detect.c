@@ -41,8 +41,11 @@ rm_detect_classify(const char *in, size_t len, int transparent)
     size_t cmp = len < H2_PREFACE_LEN ? len : H2_PREFACE_LEN;
     if (memcmp(in, H2_PREFACE, cmp) == 0)
         return len < H2_PREFACE_LEN ? RM_DETECT_NEED_MORE : RM_DETECT_IS_H2;
-    if (!transparent)
-        return RM_DETECT_IS_HTTP1;
+    if (!transparent) {
+        /* "PRI " is no HTTP/1.1 method (RFC 9113 3.4 chose it so): a damaged preface is HTTP/2's to refuse, with a
+         * GOAWAY PROTOCOL_ERROR (RFC 9113 3.4), not an HTTP/1.1 error response */
+        return len >= 4 && memcmp(in, H2_PREFACE, 4) == 0 ? RM_DETECT_IS_H2 : RM_DETECT_IS_HTTP1;
+    }
     return classify_method(in, len);
 }
 

@@ -6,7 +6,8 @@
  * an HTTP/1.x request line start (an RFC 9110 method token of at most RM_DETECT_MAX_METHOD_LEN
  * characters followed by a space), a TLS record header (0x16 0x03), and anything else (opaque). A
  * prefix of the preface or of a method token asks for more bytes. Explicit listeners keep their
- * historical rule: a first byte 0x16 is TLS, the preface is HTTP/2, anything else HTTP/1.1 (whose
+ * historical rule: a first byte 0x16 is TLS, the preface or anything else starting "PRI " is HTTP/2
+ * (nghttp2 answers a damaged preface with GOAWAY PROTOCOL_ERROR), anything else HTTP/1.1 (whose
  * parser answers what is not HTTP).
  *
  * Thread: any; pure functions.

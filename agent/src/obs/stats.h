@@ -61,6 +61,9 @@ typedef enum en_rm_stat_attempt_kind_t {
 extern const char *const rm_stat_attempt_kind_names[RM_STAT_ATTEMPT_KINDS];
 extern const char *const rm_stat_attempt_outcome_names[RM_STAT_ATTEMPT_OUTCOMES];
 
+/** Kinds of HTTP/2 abuse counted per listener (remora_downstream_h2_abuse_total; http2/h2conn.h rm_h2_abuse_t). */
+#define RM_STAT_H2_ABUSE_KINDS 6
+
 /** Labelled families (obs/series.h) a worker's rm_stats_t may hold. */
 #define RM_STATS_MAX_SERIES_FAMILIES 4
 
@@ -90,6 +93,8 @@ typedef struct st_rm_listener_stats_t {
     uint64_t tcp_bytes_rx, tcp_bytes_tx;
     /** HTTP/1.1 Upgrade (WebSocket) requests forwarded: switched to a tunnel (101), answered otherwise; tunnels open */
     uint64_t upgrade_switched, upgrade_refused, upgrade_active;
+    /** HTTP/2 connections closed by an abuse limit (index: rm_h2_abuse_t, http2/h2conn.h; docs/hardening.md) */
+    uint64_t h2_abuse[RM_STAT_H2_ABUSE_KINDS];
     struct st_rm_listener_stats_t *_next;
 } rm_listener_stats_t;
 
