@@ -144,6 +144,12 @@ convert(conv_t *c, yaml_node_t *node, unsigned depth)
                  MAX_VALUES_PER_DOC);
         return NULL;
     }
+    /* an escaped NUL ("\0" in a double-quoted scalar): refused, as the JSON reader refuses \u0000, so that what is
+     * read can always be written back (found by tests/fuzz/fuzz_manifest.c) */
+    if (node->type == YAML_SCALAR_NODE && memchr(node->data.scalar.value, '\0', node->data.scalar.length) != NULL) {
+        snprintf(c->err, c->errsz, "%s:%u: a string holds a NUL character", c->name, rm_yaml_line(node));
+        return NULL;
+    }
     switch (node->type) {
     case YAML_SCALAR_NODE: {
         const char *s = (const char *)node->data.scalar.value;
@@ -178,6 +184,11 @@ convert(conv_t *c, yaml_node_t *node, unsigned depth)
             if (k->type != YAML_SCALAR_NODE) {
                 snprintf(c->err, c->errsz, "%s:%u: a mapping key must be a scalar, got %s", c->name, rm_yaml_line(k),
                          rm_yaml_type_name(k));
+                json_decref(obj);
+                return NULL;
+            }
+            if (memchr(k->data.scalar.value, '\0', k->data.scalar.length) != NULL) {
+                snprintf(c->err, c->errsz, "%s:%u: a key holds a NUL character", c->name, rm_yaml_line(k));
                 json_decref(obj);
                 return NULL;
             }
@@ -464,7 +475,11 @@ rm_manifest_emit(json_t *const *docs, size_t num_docs, rm_manifest_format_t form
     yaml_stream_start_event_initialize(&ev, YAML_UTF8_ENCODING);
     emit(&e, &ev);
     for (size_t i = 0; i != num_docs; ++i) {
-        yaml_document_start_event_initialize(&ev, NULL, NULL, NULL, i == 0);
+        /* an empty collection is written in flow style, "{}" or "[]": with an implicit start, a stream beginning with
+         * it would be read back as JSON (found by tests/fuzz/fuzz_manifest.c) */
+        int empty = (json_is_object(docs[i]) && json_object_size(docs[i]) == 0) ||
+                    (json_is_array(docs[i]) && json_array_size(docs[i]) == 0);
+        yaml_document_start_event_initialize(&ev, NULL, NULL, NULL, i == 0 && !empty);
         emit(&e, &ev);
         emit_value(&e, docs[i]);
         yaml_document_end_event_initialize(&ev, 1);

@@ -1016,7 +1016,7 @@ cmd_get(int argc, char **argv)
         if (all != resp)
             remora__v1__get_response__free_unpacked(all, NULL);
     } else {
-        rm_rpc_buf_t out = {NULL};
+        rm_rpc_buf_t out = {0};
         if (strcmp(output, "yaml") == 0) {
             for (size_t i = 0; i != n; ++i) {
                 rm_node_t *doc = rm_render_resource(items[i].kind, items[i].msg);
@@ -1146,7 +1146,7 @@ cmd_status(int argc, char **argv)
             rm_node_add(m, "lastSeen", rm_node_number(a->last_seen != NULL ? a->last_seen->seconds : 0));
             rm_node_add(m, "peer", rm_node_string(a->peer));
         }
-        rm_rpc_buf_t out = {NULL};
+        rm_rpc_buf_t out = {0};
         rm_render_json(root, &out);
         fwrite(out.base, 1, out.len, stdout);
         rm_rpc_buf_dispose(&out);
@@ -1290,7 +1290,7 @@ cmd_stat(int argc, char **argv)
             rm_node_add(m, "p95Ms", rm_node_decimal(r->p95_ms));
             rm_node_add(m, "p99Ms", rm_node_decimal(r->p99_ms));
         }
-        rm_rpc_buf_t out = {NULL};
+        rm_rpc_buf_t out = {0};
         rm_render_json(root, &out);
         fwrite(out.base, 1, out.len, stdout);
         rm_rpc_buf_dispose(&out);

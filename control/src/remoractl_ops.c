@@ -782,7 +782,7 @@ rm_ctl_check(int argc, char **argv, const rm_ctl_env_t *env)
         rm_node_add(root, "failed", rm_node_number((int64_t)r.counts[CHECK_FAIL]));
         rm_node_add(root, "warnings", rm_node_number((int64_t)r.counts[CHECK_WARN]));
         rm_node_add(root, "checks", r.list);
-        rm_rpc_buf_t out = {NULL};
+        rm_rpc_buf_t out = {0};
         rm_render_json(root, &out);
         fwrite(out.base, 1, out.len, stdout);
         rm_rpc_buf_dispose(&out);

@@ -591,7 +591,7 @@ pump(conn_t *c)
         return;
     }
     /* the shared snapshot plus this send's nonce: concatenated encodings merge into one message */
-    rm_rpc_buf_t nonce = {NULL};
+    rm_rpc_buf_t nonce = {0};
     snprintf(c->sent_nonce, sizeof(c->sent_nonce), "%llx", (unsigned long long)++srv->nonce_counter);
     rm_rpc_buf_append_bytes_field(&nonce, 2, c->sent_nonce, strlen(c->sent_nonce));
     grpc_slice slices[2] = {srv->snapshot, grpc_slice_from_copied_buffer((const char *)nonce.base, nonce.len)};
@@ -1073,7 +1073,7 @@ kube_apply(rm_control_server_t *srv, unary_t *u, rm_batch_t *batch)
         if (a->actions[i] == RM_STORE_UNCHANGED)
             continue;
         rm_node_t *node = rm_render_resource(r->kind, r->msg);
-        rm_rpc_buf_t buf = {NULL};
+        rm_rpc_buf_t buf = {0};
         rm_render_json(node, &buf);
         rm_node_free(node);
         docs[nw] = rm_strndup((const char *)buf.base, buf.len);
@@ -1292,7 +1292,7 @@ handle_get(rm_control_server_t *srv, unary_t *u, ProtobufCMessage *msg)
     }
     const char *ns = req->namespace_[0] != '\0' ? req->namespace_ : req->name[0] != '\0' ? "default" : NULL;
     /* stored encodings are copied as they are: a GetResponse is version plus repeated resources */
-    rm_rpc_buf_t buf = {NULL};
+    rm_rpc_buf_t buf = {0};
     uint64_t version = rm_store_version(srv->store);
     if (version != 0)
         rm_rpc_buf_append_varint_field(&buf, field_id(&remora__v1__get_response__descriptor, "version"), version);

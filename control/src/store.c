@@ -358,7 +358,7 @@ rm_store_exists_cb(void *ctx, rm_kind_t kind, const char *ns, const char *name)
 static int
 commit(rm_store_t *s, kind_list_t *next, char *err, size_t errsz)
 {
-    rm_rpc_buf_t buf = {NULL};
+    rm_rpc_buf_t buf = {0};
     encode(&buf, s->version + 1, next);
     if (s->dir != NULL && write_state(s, &buf, err, errsz) != 0) {
         rm_rpc_buf_dispose(&buf);
