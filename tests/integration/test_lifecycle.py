@@ -83,9 +83,13 @@ clusters:
     return path, inbound, outbound, health, admin
 
 
-def start_agent(workdir, args, health, admin, env=None, name="agent"):
+def start_agent(workdir, args, health, admin, env=None, name="agent", wait=True):
+    """Starts the agent and, with `wait`, waits for its /ready (without: the caller watches it, e.g. when
+    `remoractl await` may run its command and stop the agent before this process sees it ready)."""
     proc = Proc([support.AGENT] + list(args), os.path.join(workdir, f"{name}.log"), env=clean_env(env))
     p = support.Proxy(proc, 0, kind="agent", health_port=health, admin_port=admin)
+    if not wait:
+        return p
     try:
         support.wait_ready(p, 10)
     except BaseException:
@@ -95,10 +99,12 @@ def start_agent(workdir, args, health, admin, env=None, name="agent"):
 
 
 def refused(port):
+    """1 when nothing accepts on `port` any more: refused, or reset because the listener closed while this
+    connection waited in its accept queue."""
     try:
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
         return False
-    except ConnectionRefusedError:
+    except (ConnectionRefusedError, ConnectionResetError):
         return True
 
 
@@ -224,7 +230,8 @@ def test_await_waits_for_readiness(workdir, h1_origin):
     try:
         time.sleep(1.0)
         assert waiter.poll() is None and not os.path.exists(marker)
-        p = start_agent(workdir, ["--config", cfg, "--outbound-grace-ms", "30000"], health, admin)
+        # not waited for here: await may see it ready, run the job and stop it before this test polls /ready
+        p = start_agent(workdir, ["--config", cfg, "--outbound-grace-ms", "30000"], health, admin, wait=False)
         out, err = waiter.communicate(timeout=20)
         assert waiter.returncode == 0, (out, err)
         assert "job call answered 200" in out

@@ -184,7 +184,8 @@ on_read(h2o_socket_t *sock, const char *err)
                                                         ? NGHTTP2_PROTOCOL_ERROR
                                                         : NGHTTP2_INTERNAL_ERROR);
         h2o_buffer_consume(&sock->input, len);
-        h2o_socket_read_stop(sock);
+        if (!conn->lingering) /* else a callback chose to linger: input goes on being read and dropped */
+            h2o_socket_read_stop(sock);
         rm_h2conn_schedule_flush(conn);
         return;
     }
@@ -198,6 +199,27 @@ on_read(h2o_socket_t *sock, const char *err)
         return;
     }
     rm_h2conn_schedule_flush(conn);
+}
+
+static void
+on_read_discard(h2o_socket_t *sock, const char *err)
+{
+    rm_h2conn_t *conn = sock->data;
+    if (err != NULL) {
+        rm_h2conn_fail(conn, err); /* the peer closed (or failed): nothing left to wait for */
+        return;
+    }
+    h2o_buffer_consume(&sock->input, sock->input->size);
+}
+
+void
+rm_h2conn_linger(rm_h2conn_t *conn)
+{
+    if (conn->dead || conn->lingering || conn->sock == NULL)
+        return;
+    conn->lingering = 1;
+    conn->sock->data = conn;
+    h2o_socket_read_start(conn->sock, on_read_discard);
 }
 
 void
@@ -269,7 +291,7 @@ do_flush(rm_flushable_t *f)
         h2o_socket_write(conn->sock, &buf, 1, on_write_complete);
         return;
     }
-    if (!nghttp2_session_want_read(conn->ng) && !nghttp2_session_want_write(conn->ng))
+    if (!nghttp2_session_want_read(conn->ng) && !nghttp2_session_want_write(conn->ng) && !conn->lingering)
         rm_h2conn_fail(conn, "session finished");
 }
 

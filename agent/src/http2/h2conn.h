@@ -58,6 +58,8 @@ struct st_rm_h2conn_t {
      * the connection is flooded */
     uint32_t _out_frames, _inflight_frames, max_out_frames;
     unsigned dead : 1;
+    /** rm_h2conn_linger: input is read and dropped, and a finished session waits for the owner or the peer's close */
+    unsigned lingering : 1;
 };
 
 /** Binds `conn` to `sock` (the session is created by the owner). */
@@ -69,6 +71,13 @@ void rm_h2conn_schedule_flush(rm_h2conn_t *conn);
 void rm_h2conn_dispose(rm_h2conn_t *conn);
 /** Marks the connection dead and calls on_dead once. */
 void rm_h2conn_fail(rm_h2conn_t *conn, const char *reason);
+/**
+ * A lingering close, for a connection ended with a GOAWAY while the peer may still be sending: from now on input is
+ * read and dropped (not parsed), and a session with nothing left to write no longer ends the connection; the owner
+ * ends it (its timer) unless the peer closes first. Closing a socket with unread input makes the kernel send a
+ * reset, which can destroy the GOAWAY before the peer reads it.
+ */
+void rm_h2conn_linger(rm_h2conn_t *conn);
 
 /**
  * The allocator every session of this process uses: small blocks come from per-thread free lists

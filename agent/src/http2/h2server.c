@@ -39,7 +39,7 @@ typedef struct st_h2s_conn_t {
     unsigned draining : 1;
     unsigned goaway_sent : 1;
     unsigned dying : 1;
-    unsigned abused : 1; /* GOAWAY ENHANCE_YOUR_CALM queued: nothing more is read */
+    unsigned abused : 1; /* GOAWAY ENHANCE_YOUR_CALM queued: input is read and dropped (rm_h2conn_linger) */
 } h2s_conn_t;
 
 typedef struct st_h2s_stream_t {
@@ -82,8 +82,9 @@ abuse(h2s_conn_t *conn, rm_h2_abuse_t kind)
         rm_h2conn_fail(&conn->h2, rm_h2_abuse_names[kind]);
         return;
     }
-    if (conn->h2.sock != NULL)
-        h2o_socket_read_stop(conn->h2.sock);
+    /* the peer may still be sending: its input is read and dropped until the timer below, so that closing does not
+     * reset the connection under the GOAWAY */
+    rm_h2conn_linger(&conn->h2);
     if (conn->goaway_timer == NULL) {
         conn->goaway_timer = rm_malloc(sizeof(*conn->goaway_timer));
         uv_timer_init(&conn->h2.worker->loop, conn->goaway_timer);
