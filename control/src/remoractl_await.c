@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <curl/curl.h>
+#include "remora/strutil.h"
 #include "remoractl_await.h"
 #include "remoractl_util.h"
 
@@ -49,14 +50,6 @@ forward_signal(int sig)
 
 static const int forwarded[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
 #define NUM_FORWARDED (sizeof(forwarded) / sizeof(forwarded[0]))
-
-static long
-now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static size_t
 discard(char *ptr, size_t size, size_t nmemb, void *userdata)
@@ -97,10 +90,10 @@ request(const char *url, int post, long timeout_ms, char *why, size_t whylen)
 static int
 wait_ready(const char *url, long timeout_ms)
 {
-    long deadline = now_ms() + timeout_ms;
+    long deadline = (long)rm_now_ms() + timeout_ms;
     char last[CURL_ERROR_SIZE + 32] = "no answer yet";
     for (;;) {
-        long left = deadline - now_ms();
+        long left = deadline - (long)rm_now_ms();
         char why[CURL_ERROR_SIZE] = "";
         long status = request(url, 0, left < REQUEST_TIMEOUT_MS ? (left > 1 ? left : 1) : REQUEST_TIMEOUT_MS, why, sizeof(why));
         if (status == 200)
@@ -109,7 +102,7 @@ wait_ready(const char *url, long timeout_ms)
             snprintf(last, sizeof(last), "HTTP status %ld", status);
         else
             snprintf(last, sizeof(last), "%s", why);
-        left = deadline - now_ms();
+        left = deadline - (long)rm_now_ms();
         if (left <= 0) {
             fprintf(stderr, "remoractl await: %s did not answer 200 within %ld ms (last: %s)\n", url, timeout_ms, last);
             return -1;
