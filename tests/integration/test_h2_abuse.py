@@ -87,6 +87,9 @@ def test_rapid_reset_opens_nothing_upstream_http1(module_proxy_factory, h1_origi
     assert after["requests"] - before["requests"] <= 10, (before, after)
 
 
+# timing-bound: whether the origin's response head beats the server-side reset decides which streams are premature,
+# so the bound on the GOAWAY's stream id holds at the optimized build's speed only
+@pytest.mark.skipif(os.environ.get("REMORA_SANITIZED") == "1", reason="timing-bound: runs on the optimized build only")
 def test_made_you_reset_counts_as_premature(px, h2_origin):
     """CVE-2025-8671: the client makes the server reset its streams (more DATA than its content-length is a stream
     error PROTOCOL_ERROR); those resets count toward the premature-reset rule. (WINDOW_UPDATE of 0 on a stream and
