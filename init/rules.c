@@ -153,25 +153,33 @@ each_item(const char *s, const char *what, char *err, size_t errsz,
     }
 }
 
-static int
-port_item(const char *p, size_t len, const char *what, void *ctx, char *err, size_t errsz)
-{
-    rm_init_ports_t *list = ctx;
-    uint16_t port;
-    if (parse_port_n(p, len, what, &port, err, errsz) != 0)
-        return -1;
-    for (size_t i = 0; i < list->len; ++i)
-        if (list->ports[i] == port)
-            return 0;
-    list->ports = rm_realloc(list->ports, (list->len + 1) * sizeof(*list->ports));
-    list->ports[list->len++] = port;
-    return 0;
-}
-
 int
 rm_init_parse_ports(const char *s, const char *what, rm_init_ports_t *list, char *err, size_t errsz)
 {
-    return each_item(s, what, err, errsz, port_item, list);
+    uint16_t *parsed = rm_malloc(RM_PORT_LIST_MAX * sizeof(*parsed));
+    long n = rm_parse_port_list(s, what, parsed, RM_PORT_LIST_MAX, err, errsz);
+    if (n < 0) {
+        free(parsed);
+        return -1;
+    }
+    /* a repeated flag adds to the list: merged, sorted, duplicates dropped, within the same bound */
+    uint16_t *all = rm_malloc((list->len + (size_t)n + 1) * sizeof(*all));
+    size_t len = 0, i = 0, j = 0;
+    while (i < list->len || j < (size_t)n) {
+        uint16_t next = j == (size_t)n || (i < list->len && list->ports[i] <= parsed[j]) ? list->ports[i++] : parsed[j++];
+        if (len == 0 || all[len - 1] != next)
+            all[len++] = next;
+    }
+    free(parsed);
+    if (len > RM_PORT_LIST_MAX) {
+        snprintf(err, errsz, "%s: more than %d ports in all", what, RM_PORT_LIST_MAX);
+        free(all);
+        return -1;
+    }
+    free(list->ports);
+    list->ports = all;
+    list->len = len;
+    return 0;
 }
 
 static int
@@ -335,6 +343,22 @@ add_port(uint16_t *ports, size_t *n, uint16_t port)
     ports[(*n)++] = port;
 }
 
+/* One RETURN rule per port, or per run of consecutive ports ("--dport 9000:9010": ranges stay one rule). */
+static void
+add_port_returns(sbuf_t *b, const char *chain, const uint16_t *ports, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        size_t j = i;
+        while (j + 1 < n && ports[j + 1] == ports[j] + 1)
+            ++j;
+        if (j == i)
+            sbuf_printf(b, "-A %s -p tcp -m tcp --dport %u -j RETURN\n", chain, ports[i]);
+        else
+            sbuf_printf(b, "-A %s -p tcp -m tcp --dport %u:%u -j RETURN\n", chain, ports[i], ports[j]);
+        i = j + 1;
+    }
+}
+
 char *
 rm_init_render_install(const rm_init_options_t *opts, unsigned family, const rm_init_state_t *state)
 {
@@ -373,8 +397,7 @@ rm_init_render_install(const rm_init_options_t *opts, unsigned family, const rm_
         add_port(ports, &n, opts->admin_port);
         for (size_t i = 0; i < opts->exclude_inbound_ports.len; ++i)
             add_port(ports, &n, opts->exclude_inbound_ports.ports[i]);
-        for (size_t i = 0; i < n; ++i)
-            sbuf_printf(&b, "-A %s -p tcp -m tcp --dport %u -j RETURN\n", CHAIN_INBOUND, ports[i]);
+        add_port_returns(&b, CHAIN_INBOUND, ports, n);
         free(ports);
     }
     sbuf_printf(&b, "-A %s -p tcp -j %s\n", CHAIN_INBOUND, CHAIN_IN_REDIRECT);
@@ -394,8 +417,7 @@ rm_init_render_install(const rm_init_options_t *opts, unsigned family, const rm_
         add_port(ports, &n, opts->control_port);
         for (size_t i = 0; i < opts->exclude_outbound_ports.len; ++i)
             add_port(ports, &n, opts->exclude_outbound_ports.ports[i]);
-        for (size_t i = 0; i < n; ++i)
-            sbuf_printf(&b, "-A %s -p tcp -m tcp --dport %u -j RETURN\n", CHAIN_OUTPUT, ports[i]);
+        add_port_returns(&b, CHAIN_OUTPUT, ports, n);
         free(ports);
     }
     sbuf_printf(&b, "-A %s -j %s\n", CHAIN_OUTPUT, CHAIN_REDIRECT);

@@ -371,7 +371,7 @@ static struct {
 } provenance[NUM_SETTINGS];
 
 /* --opaque-ports: at most this many ports (ranges expanded) */
-#define MAX_OPAQUE_PORTS 1024
+#define MAX_OPAQUE_PORTS RM_PORT_LIST_MAX
 
 typedef struct st_cmdline_t {
     const char *config;
@@ -1164,56 +1164,22 @@ on_signal(uv_signal_t *handle, int signum)
     }
 }
 
-static int
-cmp_u16(const void *a, const void *b)
-{
-    return (int)*(const uint16_t *)a - (int)*(const uint16_t *)b;
-}
-
-/* "3306,5432,9000-9010": ports and inclusive ranges, comma-separated; sorted and deduplicated into cmdline. */
+/* "3306,5432,9000-9010": the common port-list grammar, sorted and deduplicated into cmdline. */
 static int
 parse_opaque_ports(const char *value, const char *label)
 {
     uint16_t *ports = rm_calloc(MAX_OPAQUE_PORTS, sizeof(*ports));
-    size_t n = 0;
-    const char *p = value;
-    for (;;) {
-        char *end;
-        long lo = strtol(p, &end, 10), hi = lo;
-        if (end == p || lo < 1 || lo > 65535)
-            goto Bad;
-        if (*end == '-') {
-            p = end + 1;
-            hi = strtol(p, &end, 10);
-            if (end == p || hi < lo || hi > 65535)
-                goto Bad;
-        }
-        if ((size_t)(hi - lo + 1) > MAX_OPAQUE_PORTS - n) {
-            fprintf(stderr, "remora-agent: %s '%s': more than %d ports\n", label, value, MAX_OPAQUE_PORTS);
-            free(ports);
-            return -1;
-        }
-        for (long port = lo; port <= hi; ++port)
-            ports[n++] = (uint16_t)port;
-        if (*end == '\0')
-            break;
-        if (*end != ',')
-            goto Bad;
-        p = end + 1;
+    char err[256];
+    long n = rm_parse_port_list(value, label, ports, MAX_OPAQUE_PORTS, err, sizeof(err));
+    if (n < 0) {
+        fprintf(stderr, "remora-agent: %s\n", err);
+        free(ports);
+        return -1;
     }
-    qsort(ports, n, sizeof(*ports), cmp_u16);
-    size_t k = 0;
-    for (size_t i = 0; i != n; ++i)
-        if (k == 0 || ports[k - 1] != ports[i])
-            ports[k++] = ports[i];
     free(cmdline.opaque_ports);
     cmdline.opaque_ports = ports;
-    cmdline.num_opaque_ports = k;
+    cmdline.num_opaque_ports = (size_t)n;
     return 0;
-Bad:
-    fprintf(stderr, "remora-agent: %s '%s': must be a comma-separated list of ports (1-65535) and ranges A-B\n", label, value);
-    free(ports);
-    return -1;
 }
 
 /*
@@ -1221,6 +1187,10 @@ Bad:
  * "REMORA_WORKERS"). Booleans arrive as "1" or "0". Later calls win, so the environment is applied before the flags.
  * Returns 0, or -1 with the problem printed.
  */
+    if (n == 0) { /* an empty list keeps the default, as an empty REMORA_OPAQUE_PORTS does */
+        free(ports);
+        ports = NULL;
+    }
 static int
 apply_option(int id, const char *value, const char *label)
 {

@@ -219,3 +219,93 @@ rm_trim_space(char *s)
     s[len] = '\0';
     return len;
 }
+
+static int
+cmp_port(const void *a, const void *b)
+{
+    return (int)*(const uint16_t *)a - (int)*(const uint16_t *)b;
+}
+
+/* A decimal port 1..65535 of exactly `len` bytes at p, or 0. */
+static unsigned
+port_at(const char *p, size_t len)
+{
+    unsigned v = 0;
+    if (len == 0 || len > 5)
+        return 0;
+    for (size_t i = 0; i != len; ++i) {
+        if (p[i] < '0' || p[i] > '9')
+            return 0;
+        v = v * 10 + (unsigned)(p[i] - '0');
+    }
+    return v <= 65535 ? v : 0;
+}
+
+long
+rm_parse_port_list(const char *s, const char *what, uint16_t *out, size_t max, char *err, size_t errsz)
+{
+    const char *pfx = what != NULL ? what : "", *sep = what != NULL ? ": " : "";
+    size_t n = 0;
+    const char *p = s;
+    while (*p == ' ' || *p == '\t')
+        ++p;
+    if (*p == '\0')
+        return 0;
+    for (;;) {
+        const char *end = p + strcspn(p, ",");
+        const char *q = p, *e = end;
+        while (q < e && (*q == ' ' || *q == '\t'))
+            ++q;
+        while (e > q && (e[-1] == ' ' || e[-1] == '\t'))
+            --e;
+        if (q == e) {
+            snprintf(err, errsz, "%s%sempty element in \"%.64s\" (expected a comma-separated list of ports)", pfx, sep, s);
+            return -1;
+        }
+        const char *dash = memchr(q, '-', (size_t)(e - q));
+        unsigned lo = port_at(q, (size_t)((dash != NULL ? dash : e) - q)), hi = lo;
+        if (dash != NULL)
+            hi = port_at(dash + 1, (size_t)(e - dash - 1));
+        if (lo == 0 || hi == 0 || hi < lo) {
+            snprintf(err, errsz, "%s%s\"%.*s\" is not a port (1..65535) or a range of ports A-B", pfx, sep,
+                     (int)(e - q > 64 ? 64 : e - q), q);
+            return -1;
+        }
+        if (hi - lo + 1 > max - n) {
+            snprintf(err, errsz, "%s%smore than %zu ports in \"%.64s\"", pfx, sep, max, s);
+            return -1;
+        }
+        for (unsigned port = lo; port <= hi; ++port)
+            out[n++] = (uint16_t)port;
+        if (*end == '\0')
+            break;
+        p = end + 1;
+    }
+    qsort(out, n, sizeof(*out), cmp_port);
+    size_t k = 0;
+    for (size_t i = 0; i != n; ++i)
+        if (k == 0 || out[k - 1] != out[i])
+            out[k++] = out[i];
+    return (long)k;
+}
+
+int
+rm_format_port_list(const uint16_t *ports, size_t n, char *buf, size_t bufsz)
+{
+    size_t len = 0;
+    if (bufsz == 0)
+        return -1;
+    buf[0] = '\0';
+    for (size_t i = 0; i != n;) {
+        size_t j = i;
+        while (j + 1 != n && ports[j + 1] == ports[j] + 1)
+            ++j;
+        int w = j == i ? snprintf(buf + len, bufsz - len, "%s%u", len ? "," : "", ports[i])
+                       : snprintf(buf + len, bufsz - len, "%s%u-%u", len ? "," : "", ports[i], ports[j]);
+        if (w < 0 || (size_t)w >= bufsz - len)
+            return -1;
+        len += (size_t)w;
+        i = j + 1;
+    }
+    return 0;
+}

@@ -54,59 +54,26 @@ static void __attribute__((format(printf, 3, 4))) say(char *buf, size_t bufsz, c
 /* ------------------------------------------------------------------------------ value checks */
 
 /*
- * "80, 443,8080" -> "80,443,8080": decimal ports 1..65535, at most RM_INJECT_MAX_PORTS, duplicates
- * dropped. Returns a malloc'ed string, or NULL with the reason in `why`.
+ * "80, 443,9000-9010,8080" -> "80,443,8080,9000-9010": the common port-list grammar (rm_parse_port_list), at
+ * most RM_INJECT_MAX_PORTS ports once ranges are expanded, written back sorted with runs as ranges, which
+ * remora-init and the agent read. Returns a malloc'ed string, or NULL with the reason in `why`.
  */
 static char *
 normalize_ports(const char *in, char *why, size_t whysz)
 {
-    char *out = rm_malloc(strlen(in) + 1);
-    size_t outlen = 0, count = 0;
-    unsigned seen[RM_INJECT_MAX_PORTS];
-    out[0] = '\0';
-    const char *p = in;
-    while (*p == ' ' || *p == '\t')
-        ++p;
-    if (*p == '\0')
-        return out;
-    for (;;) {
-        const char *end = p + strcspn(p, ",");
-        const char *q = p;
-        while (q < end && (*q == ' ' || *q == '\t'))
-            ++q;
-        const char *e = end;
-        while (e > q && (e[-1] == ' ' || e[-1] == '\t'))
-            --e;
-        unsigned v = 0;
-        size_t n = (size_t)(e - q);
-        int ok = n > 0 && n <= 5;
-        for (const char *d = q; ok && d < e; ++d) {
-            if (*d < '0' || *d > '9')
-                ok = 0;
-            else
-                v = v * 10 + (unsigned)(*d - '0');
-        }
-        if (!ok || v == 0 || v > 65535) {
-            say(why, whysz, "'%.*s' is not a port (1..65535) in the comma-separated list '%.100s'", (int)(n > 32 ? 32 : n), q, in);
-            free(out);
-            return NULL;
-        }
-        int dup = 0;
-        for (size_t i = 0; i != count; ++i)
-            dup |= seen[i] == v;
-        if (!dup) {
-            if (count == RM_INJECT_MAX_PORTS) {
-                say(why, whysz, "more than %u ports in '%.100s'", RM_INJECT_MAX_PORTS, in);
-                free(out);
-                return NULL;
-            }
-            seen[count++] = v;
-            outlen += (size_t)sprintf(out + outlen, "%s%u", outlen ? "," : "", v);
-        }
-        if (*end == '\0')
-            return out;
-        p = end + 1;
+    uint16_t ports[RM_INJECT_MAX_PORTS];
+    long n = rm_parse_port_list(in, NULL, ports, RM_INJECT_MAX_PORTS, why, whysz);
+    if (n < 0)
+        return NULL;
+    /* at worst "65535-65535," per port: the bound is far below RM_INJECT_MAX_VALUE_BYTES' scale */
+    size_t cap = (size_t)n * 12 + 1;
+    char *out = rm_malloc(cap);
+    if (rm_format_port_list(ports, (size_t)n, out, cap) != 0) {
+        say(why, whysz, "port list '%.100s' too long", in);
+        free(out);
+        return NULL;
     }
+    return out;
 }
 
 /* A Kubernetes resource quantity: [+-]?(digits[.digits]|.digits)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|e[+-]?digits)? */

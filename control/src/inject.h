@@ -29,9 +29,10 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <jansson.h>
+#include "remora/strutil.h"
 
 #define RM_INJECT_MAX_CONTAINERS 256
-#define RM_INJECT_MAX_PORTS 64
+#define RM_INJECT_MAX_PORTS RM_PORT_LIST_MAX
 #define RM_INJECT_MAX_VALUE_BYTES 1024
 
 #define RM_INJECT_PROXY_NAME "remora-proxy"

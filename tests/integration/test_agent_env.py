@@ -105,7 +105,7 @@ def test_control_accepts_dns_name():
     ("REMORA_TRANSPARENT", "yes", "REMORA_TRANSPARENT must be 1, true, 0 or false, got 'yes'"),
     ("REMORA_DRAIN_TIMEOUT_MS", "-5", "REMORA_DRAIN_TIMEOUT_MS must be a number of milliseconds"),
     ("REMORA_OUTBOUND_GRACE_MS", "soon", "REMORA_OUTBOUND_GRACE_MS must be a number of milliseconds"),
-    ("REMORA_OPAQUE_PORTS", "3306,99999", "REMORA_OPAQUE_PORTS '3306,99999': must be a comma-separated list"),
+    ("REMORA_OPAQUE_PORTS", "3306,99999", 'REMORA_OPAQUE_PORTS: "99999" is not a port (1..65535) or a range of ports A-B'),
     ("REMORA_CONTROL", "remora-control", "REMORA_CONTROL 'remora-control': must be HOST:PORT"),
     ("REMORA_NAMESPACE", "Bad_NS", "REMORA_NAMESPACE 'Bad_NS': must be a DNS-1123 label"),
     ("REMORA_ADMIN", "localhost:15000", "REMORA_ADMIN localhost:15000"),

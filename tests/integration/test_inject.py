@@ -457,7 +457,7 @@ def test_cli_config_and_errors(tmp_path):
     assert r.rc == 2 and "<stdin>:" in r.err, r
     pod["metadata"]["annotations"] = {"config.remora.dev/skip-inbound-ports": "http"}
     r = ctl("inject", stdin=json.dumps(pod))
-    assert r.rc == 1 and r.out == "" and "'http' is not a port" in r.err, r
+    assert r.rc == 1 and r.out == "" and '"http" is not a port' in r.err, r
 
     # remora-control refuses a bad --injector-config with FILE:LINE
     cp = subprocess.run([CONTROL_BIN, "--state-dir", str(tmp_path / "st"), "--listen", f"127.0.0.1:{free_port()}",

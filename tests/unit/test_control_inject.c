@@ -341,7 +341,7 @@ test_inject_skips_and_refusals(void **state)
         {"metadata: {annotations: {remora.dev/inject: maybe}}\nspec: {containers: [{name: a}]}", RM_INJECT_INVALID,
          "enabled or disabled"},
         {"metadata: {annotations: {config.remora.dev/opaque-ports: \"80,http\"}}\nspec: {containers: [{name: a}]}",
-         RM_INJECT_INVALID, "'http' is not a port"},
+         RM_INJECT_INVALID, "\"http\" is not a port"},
         {"metadata: {annotations: {config.remora.dev/proxy-memory-limit: lots}}\nspec: {containers: [{name: a}]}",
          RM_INJECT_INVALID, "not a resource quantity"},
         {"metadata: {annotations: {config.remora.dev/native-sidecar: yes}}\nspec: {containers: [{name: a}]}", RM_INJECT_INVALID,

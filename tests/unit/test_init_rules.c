@@ -12,6 +12,7 @@
 #include <string.h>
 #include <cmocka.h>
 #include "cmdline.h"
+#include "remora/strutil.h"
 #include "rules.h"
 
 /* tests/golden/remora-init/, found from this file's own path (CMake compiles it by absolute path) */
@@ -277,6 +278,8 @@ test_cmdline_errors(void **state)
         {{"--exclude-inbound-ports", "80,"}, "empty element"},
         {{"--exclude-outbound-ports", "80 443"}, "\"80 443\" is not a port"},
         {{"--exclude-outbound-ports", "http"}, "is not a port"},
+        {{"--exclude-outbound-ports", "90-80"}, "\"90-80\" is not a port (1..65535) or a range of ports A-B"},
+        {{"--exclude-outbound-ports", "1-2000"}, "more than 1024 ports"},
         {{"--exclude-outbound-cidrs", "10.0.0.0/33"}, "the prefix length must be 0..32"},
         {{"--exclude-outbound-cidrs", "fd00::/129"}, "the prefix length must be 0..128"},
         {{"--exclude-outbound-cidrs", "10.0.0/8"}, "\"10.0.0/8\" is not an IPv4 or IPv6 address"},
@@ -302,6 +305,38 @@ test_cmdline_errors(void **state)
     }
 }
 
+/* The one port-list grammar (common/strutil.c) as the three readers see it, and ranges as one rule each. */
+static void
+test_port_lists(void **state)
+{
+    uint16_t ports[RM_PORT_LIST_MAX];
+    char err[256] = "", buf[128];
+    assert_int_equal(rm_parse_port_list(" 8080, 25,9000-9003 ,25,9002", "x", ports, RM_PORT_LIST_MAX, err, sizeof(err)), 6);
+    assert_int_equal(ports[0], 25);
+    assert_int_equal(ports[1], 8080);
+    assert_int_equal(ports[5], 9003);
+    assert_int_equal(rm_format_port_list(ports, 6, buf, sizeof(buf)), 0);
+    assert_string_equal(buf, "25,8080,9000-9003");
+    assert_int_equal(rm_format_port_list(ports, 6, buf, 8), -1);
+    assert_int_equal(rm_parse_port_list("  ", "x", ports, RM_PORT_LIST_MAX, err, sizeof(err)), 0);
+    assert_int_equal(rm_parse_port_list("1-3", "x", ports, 2, err, sizeof(err)), -1);
+    assert_string_equal(err, "x: more than 2 ports in \"1-3\"");
+    assert_int_equal(rm_parse_port_list("0", NULL, ports, RM_PORT_LIST_MAX, err, sizeof(err)), -1);
+    assert_string_equal(err, "\"0\" is not a port (1..65535) or a range of ports A-B");
+
+    /* remora-init: repeated flags merge; a run of ports is one rule */
+    rm_init_cmdline_t cmd;
+    char *argv[] = {"remora-init", "--exclude-outbound-ports", "9000-9010,22", "--exclude-outbound-ports", "9011,23"};
+    assert_int_equal(rm_init_cmdline_parse(&cmd, 5, argv, err, sizeof(err)), 0);
+    assert_int_equal(cmd.opts.exclude_outbound_ports.len, 14);
+    char *rules = rm_init_render_install(&cmd.opts, RM_INIT_IPV4, NULL);
+    assert_non_null(strstr(rules, "-A REMORA_OUTPUT -p tcp -m tcp --dport 22:23 -j RETURN\n"));
+    assert_non_null(strstr(rules, "-A REMORA_OUTPUT -p tcp -m tcp --dport 9000:9011 -j RETURN\n"));
+    free(rules);
+    rm_init_cmdline_dispose(&cmd);
+    (void)state;
+}
+
 int
 main(void)
 {
@@ -310,7 +345,7 @@ main(void)
         cmocka_unit_test(test_exclusions_ipv4), cmocka_unit_test(test_exclusions_ipv6),
         cmocka_unit_test(test_state_parse),     cmocka_unit_test(test_reinstall_over_state),
         cmocka_unit_test(test_remove),          cmocka_unit_test(test_cmdline_defaults),
-        cmocka_unit_test(test_cmdline_errors),
+        cmocka_unit_test(test_cmdline_errors),  cmocka_unit_test(test_port_lists),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -43,6 +43,21 @@ size_t rm_edit_distance(const char *a, const char *b, size_t cap);
 /** Removes leading and trailing spaces, tabs, CRs and LFs in place (the text moves to `s`); returns the length left. */
 size_t rm_trim_space(char *s);
 
+/** The most ports a port list may hold once its ranges are expanded (rm_parse_port_list). */
+#define RM_PORT_LIST_MAX 1024
+
+/**
+ * Parses a comma-separated list of TCP ports and inclusive ranges, "25, 3306,9000-9010" (blanks
+ * around an element allowed; "" or only blanks: no port), into out[], sorted, duplicates dropped,
+ * at most `max` ports once ranges are expanded. Returns the number of ports, or -1 with the reason
+ * in `err`, prefixed with "WHAT: " unless `what` is NULL. The one grammar of every port list of the
+ * agent's flags, remora-init's and the injector's annotations.
+ */
+long rm_parse_port_list(const char *s, const char *what, uint16_t *out, size_t max, char *err, size_t errsz);
+
+/** Writes sorted ports as a list rm_parse_port_list reads, runs as ranges ("25,9000-9010"); -1 if bufsz is too small. */
+int rm_format_port_list(const uint16_t *ports, size_t n, char *buf, size_t bufsz);
+
 /** FNV-1a, 64 bits, of `len` bytes, continuing from `h` (RM_FNV1A_INIT to start): hash tables and keys. */
 #define RM_FNV1A_INIT 0xcbf29ce484222325ull
 static inline uint64_t
