@@ -618,10 +618,23 @@ load_config(const cmdline_t *cmd, int quiet_prefix)
  * Admin callbacks (main thread)
  */
 
+/* With --identity-token, 1 once a workload certificate is in service: without one, mesh mTLS can be neither
+ * offered inbound nor made outbound, so /ready waits for it as it waits for the first snapshot. */
+static int
+identity_in_service(void)
+{
+    if (agent.identity == NULL)
+        return 1;
+    rm_identity_t *id = rm_identity_current();
+    rm_identity_unref(id);
+    return id != NULL;
+}
+
 static int
 cb_is_ready(void *ctx)
 {
-    return agent.ready && !agent.draining && !agent.in_grace && (agent.control == NULL || agent.has_snapshot);
+    return agent.ready && !agent.draining && !agent.in_grace && (agent.control == NULL || agent.has_snapshot) &&
+           identity_in_service();
 }
 
 static int
@@ -1031,7 +1044,8 @@ on_control_async(uv_async_t *async)
     int r = publish(config, err, sizeof(err));
     if (r == 0 && !agent.has_snapshot) {
         agent.has_snapshot = 1;
-        rm_log_info("agent", "first snapshot from the control plane in service: ready");
+        rm_log_info("agent", "first snapshot from the control plane in service: %s",
+                    identity_in_service() ? "ready" : "ready once the workload certificate is in service");
     }
     pthread_mutex_lock(&agent.control_mutex);
     agent.control_result = r;
@@ -1177,6 +1191,10 @@ parse_opaque_ports(const char *value, const char *label)
         return -1;
     }
     free(cmdline.opaque_ports);
+    if (n == 0) { /* an empty list keeps the default, as an empty REMORA_OPAQUE_PORTS does */
+        free(ports);
+        ports = NULL;
+    }
     cmdline.opaque_ports = ports;
     cmdline.num_opaque_ports = (size_t)n;
     return 0;
@@ -1187,10 +1205,6 @@ parse_opaque_ports(const char *value, const char *label)
  * "REMORA_WORKERS"). Booleans arrive as "1" or "0". Later calls win, so the environment is applied before the flags.
  * Returns 0, or -1 with the problem printed.
  */
-    if (n == 0) { /* an empty list keeps the default, as an empty REMORA_OPAQUE_PORTS does */
-        free(ports);
-        ports = NULL;
-    }
 static int
 apply_option(int id, const char *value, const char *label)
 {

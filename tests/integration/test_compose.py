@@ -199,7 +199,7 @@ def test_compose_topology_runs_meshed_with_its_policy():
         for i in range(n):
             r = t.sh("exec", "client", "curl", "-sS", "-i", "--max-time", "10", f"http://web:8080/compose/{i}")
             head, _, body = r.stdout.partition("\n\n")  # text mode: CRLF read as LF
-            assert head.startswith("HTTP/1.1 200"), r.stdout
+            assert head.startswith("HTTP/1.1 200"), r.stdout + "\n" + t.logs()
             seen = json.loads(body)
             assert seen["service"] == "web" and seen["path"] == f"/compose/{i}"
             hdrs = {k.lower(): v for k, v in seen["headers"]}

@@ -292,6 +292,29 @@ def test_rotation_survives_control_plane_outage(env, tmp_path):
     assert serial.upper() == second["serial"].upper() and na == na2 and nb < na1
 
 
+def test_not_ready_without_certificate(env, tmp_path):
+    """A snapshot in service is not enough: with --identity-token, /ready waits for the workload certificate,
+    which mesh mTLS needs both ways (inbound STRICT refuses, outbound cannot connect without it)."""
+    cp = env()
+    a = env.agent(cp, "nocert-1", write_token(tmp_path, "nocert.token", token(cp, "default", "nocert")))
+    wait_until(lambda: http_get("127.0.0.1", a.health, "/ready")[0] == 200, timeout=10, what="ready")
+    assert a.identity()["identity"] != "none"
+    # restarted with its snapshot kept but its certificate gone, while the control plane is away
+    assert cp.stop() == 0
+    assert a.stop() == 0
+    for f in ("identity.crt", "identity.key"):
+        os.unlink(os.path.join(a.state_dir, f))
+    a.start()
+    wait_until(lambda: "serving persisted snapshot version" in a.log(), timeout=10, what="the kept snapshot in service")
+    time.sleep(0.5)
+    assert a.identity()["identity"] == "none"
+    assert http_get("127.0.0.1", a.health, "/ready")[0] == 503
+    # the control plane returns: the certificate comes, and with it readiness
+    cp.start()
+    wait_until(lambda: http_get("127.0.0.1", a.health, "/ready")[0] == 200, timeout=15, what="ready with a certificate")
+    assert a.identity()["identity"] == "spiffe://remora.local/ns/default/sa/nocert"
+
+
 def _gen_ca(workdir, name, signer=None, ca=True):
     key, crt = os.path.join(workdir, name + ".key"), os.path.join(workdir, name + ".pem")
     ext = os.path.join(workdir, name + ".ext")
