@@ -228,7 +228,7 @@ rm_kube_request(rm_kube_client_t *c, const char *method, const char *path, const
     CURL *e = c->easy;
     curl_easy_reset(e);
     setup(c, e, path, headers);
-    body_t b = {NULL};
+    body_t b = {0};
     curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
     if (body != NULL) {
         curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);

@@ -1144,7 +1144,7 @@ rebuild(rm_kube_source_t *ks)
             warn_once(ks, "%s: invalid: %s", e[i].key, e[i].accept_msg);
     uint64_t version = state_hash(ix.list, ix.n);
     if (version != ks->built_version) {
-        rm_resource_list_t out = {NULL};
+        rm_resource_list_t out = {0};
         for (size_t i = 0; i != ix.n; ++i) {
             rm_resource_t *r = rm_resource_create(ix.list[i]->kind, ix.list[i]->bytes, ix.list[i]->len);
             if (r == NULL)

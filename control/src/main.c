@@ -104,9 +104,9 @@ main(int argc, char **argv)
     const char *webhook_listen = NULL, *injector_config = NULL;
     const char *webhook_dns[RM_CA_MAX_SERVING_NAMES];
     size_t num_webhook_dns = 0;
-    rm_ca_options_t ca_opts = {NULL};
+    rm_ca_options_t ca_opts = {0};
     int kubernetes = 0;
-    rm_kube_config_t kube_cfg = {NULL};
+    rm_kube_config_t kube_cfg = {0};
     int64_t lifetime_s;
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {

@@ -947,7 +947,7 @@ arm_stream(rm_control_server_t *srv)
 static void
 kube_poll(rm_control_server_t *srv)
 {
-    rm_resource_list_t list = {NULL};
+    rm_resource_list_t list = {0};
     uint64_t version;
     if (rm_kube_source_take(srv->kube, &list, &version)) {
         rm_store_replace(srv->store, &list, version);

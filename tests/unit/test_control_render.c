@@ -146,7 +146,7 @@ round_trip(const char *yaml, size_t expect, rm_rpc_buf_t *out)
 static void
 test_yaml_round_trip(void **state)
 {
-    rm_rpc_buf_t out = {NULL};
+    rm_rpc_buf_t out = {0};
     round_trip(docs, 4, &out);
     /* quoting: YAML would read these as booleans, numbers, comments or lists */
     const char *text = (const char *)out.base;
@@ -164,7 +164,7 @@ test_yaml_round_trip(void **state)
 static void
 test_policy_round_trip(void **state)
 {
-    rm_rpc_buf_t out = {NULL};
+    rm_rpc_buf_t out = {0};
     round_trip(policy_docs, 6, &out);
     /* defaults are spelled out; empty lists stay (they differ from absent ones, which take the defaults) */
     const char *text = (const char *)out.base;
@@ -200,7 +200,7 @@ test_json(void **state)
     rm_node_add(root, "n", rm_node_number(-3));
     rm_node_add(root, "ok", rm_node_bool(1));
     rm_node_add(root, "none", rm_node_list());
-    rm_rpc_buf_t out = {NULL};
+    rm_rpc_buf_t out = {0};
     rm_render_json(root, &out);
     rm_rpc_buf_append(&out, "", 1);
     const char *text = (const char *)out.base;

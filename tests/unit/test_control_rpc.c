@@ -180,7 +180,7 @@ test_stream(void **state)
     assert_string_equal(snap->services[0]->spec->endpoints[0]->address, "127.0.0.1:1");
     send_answer(s, snap, NULL);
     remora__v1__snapshot__free_unpacked(snap, NULL);
-    Remora__V1__StatusResponse *sr;
+    Remora__V1__StatusResponse *sr = NULL; /* set by wait_applied, which fails the test otherwise */
     Remora__V1__AgentStatus *as = wait_applied(f, "node-1", 1, &sr);
     assert_true(as->connected);
     assert_int_equal(as->nack_version, 0);
@@ -350,7 +350,7 @@ test_helpers(void **state)
     assert_string_equal(rm_rpc_status_name((grpc_status_code)99), "UNKNOWN");
 
     /* hand-assembled encodings: a cached part plus a nonce field parse as one message */
-    rm_rpc_buf_t b = {NULL};
+    rm_rpc_buf_t b = {0};
     rm_rpc_buf_append_varint_field(&b, 1, 300);
     rm_rpc_buf_append_bytes_field(&b, 2, "abc", 3);
     Remora__V1__Snapshot *m = remora__v1__snapshot__unpack(NULL, b.len, b.base);

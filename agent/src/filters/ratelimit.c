@@ -139,7 +139,7 @@ client_key(rm_stream_t *s, const rm_config_rate_limit_t *rl, char *buf, size_t b
             *key = s->peer_identity;
             return strlen(s->peer_identity);
         }
-        /* fallthrough */
+        __attribute__((fallthrough));
     case RM_CLIENT_KEY_SOURCE:
     default:
         if (s->peerlen == 0)

@@ -135,7 +135,7 @@ on_begin_frame(nghttp2_session *ng, const nghttp2_frame_hd *hd, void *user_data)
             nghttp2_session_terminate_session(ng, NGHTTP2_PROTOCOL_ERROR);
             return NGHTTP2_ERR_CALLBACK_FAILURE;
         }
-        /* fall through */
+        __attribute__((fallthrough));
     case NGHTTP2_DATA:
     case NGHTTP2_CONTINUATION:
         if (hd->length == 0 && (hd->flags & NGHTTP2_FLAG_END_STREAM) == 0) {
