@@ -52,7 +52,15 @@ VARIANTS["remora-2hop"] = "two agents, quick flags (as `remora-2hop` in run.py),
 VARIANTS["remora-2hop-peer"] = "two agents, bootstrap files, plaintext `peer: agent` hop (as in run.py), both counted"
 VARIANTS["remora-2hop-mtls"] = "two agents, bootstrap files, mesh mTLS `peer: agent` hop (as in run.py), both counted"
 MESH_VARIANTS = ("remora-2hop-peer", "remora-2hop-mtls")
-MODES = {"h2": "h2 GET (no body)", "grpc": "gRPC unary (5+%d-byte request message)" % bench.GRPC_MESSAGE_BYTES}
+# The allocator variants of run.py: the agent of `remora` with its malloc replaced by LD_PRELOAD (--allocator does
+# the same for every Remora variant); callgrind counts the allocator's instructions like the agent's own
+VARIANTS["remora-jemalloc"] = "quick flags as `remora`, LD_PRELOAD of Debian's libjemalloc2"
+VARIANTS["remora-mimalloc"] = "quick flags as `remora`, LD_PRELOAD of Debian's libmimalloc2.0"
+# HAProxy (run.py's configuration, 1 thread) in the same harness: the peer's instructions per request, with the
+# connection reuse of the benchmark (`http-reuse always`) and with HAProxy's default (`http-reuse safe`)
+VARIANTS["haproxy"] = "HAProxy 2.6, run.py's configuration (`http-reuse always`, `nbthread 1`, h2 upstream)"
+VARIANTS["haproxy-safe"] = "HAProxy 2.6, the same with its default `http-reuse safe` (bench/ before issue 12)"
+MODES = {"h2": "h2 GET (no body)", "h1": "HTTP/1.1 GET (no body; h2load --h1, -m1)", "grpc": "gRPC unary (5+%d-byte request message)" % bench.GRPC_MESSAGE_BYTES}
 # Where a request body is copied (agent/src/proxy/stream.c): into the stream's buffer as it arrives
 # (rm_stream_on_request_body -> pipe_write, which memcpys), and out of it towards an upstream attempt
 # (rm_stream_read_request_at -> memcpy; a call that finds nothing to read returns before copying). pipe_write also
@@ -187,13 +195,21 @@ def agent_argv(variant, opts, port, upstream, admin, health, tmpdir, hop=0):
     a two-hop variant, hop 1: the inner agent's port)."""
     lb = bench.lb_variant(variant)
     upstream = upstream if lb and lb[1] == 3 else upstream[0]
+    if variant.startswith("haproxy"):
+        cfg = os.path.join(tmpdir, "%s.cfg" % variant)
+        text = bench.HAPROXY_CFG
+        if variant == "haproxy-safe":
+            text = text.replace("    http-reuse always\n", "    http-reuse safe\n")
+        with open(cfg, "w") as f:
+            f.write(text % {"threads": 1, "port": port, "upstream": upstream})
+        return ["haproxy", "-f", cfg, "-db"]
     if variant in MESH_VARIANTS:
         cfg = os.path.join(tmpdir, "%s-hop%d.yaml" % (variant, hop))
         with open(cfg, "w") as f:
             f.write(bench.remora_mesh_yaml(port, upstream, admin, health, 1, inner=(hop == 0),
                                            mtls=variant.endswith("-mtls"), mesh=opts.mesh))
         return [opts.agent, "--config", cfg, "--log-level", "error"]
-    if variant in ("remora", "remora-base", "remora-2hop"):
+    if variant in ("remora", "remora-base", "remora-2hop") or variant in bench.ALLOC_PROXIES:
         agent = opts.base_agent if variant == "remora-base" else opts.agent
         return [agent, "--listen", "127.0.0.1:%d" % port, "--upstream", "127.0.0.1:%d" % upstream,
                 "--upstream-protocol", "h2", "--workers", "1", "--admin", "127.0.0.1:%d" % admin,
@@ -218,7 +234,8 @@ def measure(variant, mode, n, opts, tmpdir, origin_ports, files, tag, hold_s=Non
         argv = ["valgrind", "--tool=callgrind", "--vgdb=no", "--callgrind-out-file=" + out] + \
             (["--separate-threads=yes"] if opts.threads else []) + \
             agent_argv(variant, opts, port, upstream, admin, health, tmpdir, hop)
-        p = bench.spawn(bench.pinned(opts.cpus_proxy, argv), os.path.join(tmpdir, "agent.%s.hop%d.log" % (tag, hop)))
+        p = bench.spawn(bench.pinned(opts.cpus_proxy, argv), os.path.join(tmpdir, "agent.%s.hop%d.log" % (tag, hop)),
+                        env=bench.allocator_env(bench.allocator_of(variant, opts)))
         procs.append(p)
         outs.append(out)
         healths.append(health)
@@ -232,7 +249,9 @@ def measure(variant, mode, n, opts, tmpdir, origin_ports, files, tag, hold_s=Non
             r["errors"].append("the agent did not start under valgrind; see %s" % tmpdir)
             return r
         url = "http://127.0.0.1:%d%s" % (port, bench.GRPC_PATH if mode == "grpc" else "/")
-        h2 = ["h2load", "-n", str(n), "-c", str(opts.connections), "-m", str(opts.streams)]
+        h2 = ["h2load", "-n", str(n), "-c", str(opts.connections), "-m", "1" if mode == "h1" else str(opts.streams)]
+        if mode == "h1":
+            h2.append("--h1")
         if mode == "grpc":
             h2 += ["-d", files["grpc_body"], "-H", "content-type: application/grpc", "-H", "te: trailers"]
         h2.append(url)
@@ -278,7 +297,8 @@ def measure(variant, mode, n, opts, tmpdir, origin_ports, files, tag, hold_s=Non
                 pass
     r["lifetime_s"] = time.time() - t0
     for q in procs:
-        if q.returncode != 0:
+        # HAProxy's hard stop on SIGTERM ends it by the signal (after callgrind has written its file)
+        if q.returncode != 0 and not (variant.startswith("haproxy") and q.returncode in (143, -15)):
             r["errors"].append("the agent exited with %s" % q.returncode)
     per_hop = [profile_files(out) for out in outs]
     if not all(per_hop):
@@ -352,6 +372,8 @@ def report(diffs, opts, variants, modes, env, telemetry=None):
         "",
         "- %s; %s; Remora git %s, agent build %s; %s" % (env["cpu"], env["valgrind"], env["git"], env["agent_build"],
                                                           env["h2load"]),
+        "- Remora's malloc: %s (remora-jemalloc / remora-mimalloc: LD_PRELOAD of Debian's libjemalloc2 / "
+        "libmimalloc2.0); load average (1/5/15 min) %s" % (opts.allocator, env.get("loadavg", "?")),
         "- agent with 1 worker under `valgrind --tool=callgrind`; h2load -c%d -m%d; per request = (Ir with %d requests "
         "- Ir with %d requests, the same connections, the agent kept alive as long) / %d; %d repetition(s), variants "
         "alternated; cells: median over repetitions ± half the min-max spread" % (
@@ -487,13 +509,15 @@ def main():
                     help="requests of the reference run (default 400; at least connections x streams)")
     ap.add_argument("--connections", type=int, default=16, help="h2load -c (default 16)")
     ap.add_argument("--streams", type=int, default=10, help="h2load -m (default 10)")
-    ap.add_argument("--modes", default="h2,grpc", help="subset of %s" % ",".join(MODES))
+    ap.add_argument("--modes", default="h2,grpc", help="subset of %s (default h2,grpc)" % ",".join(MODES))
     ap.add_argument("--variants", default="remora,remora-retry",
                     help="the first is the reference; from %s (default remora,remora-retry)" % ",".join(VARIANTS))
     ap.add_argument("--reps", type=int, default=3, help="repetitions (default 3)")
     ap.add_argument("--top", type=int, default=25, help="rows of each difference table (default 25)")
     ap.add_argument("--timeout", type=int, default=300, help="bound in seconds on each load and each agent's exit")
     ap.add_argument("--pin", default="auto", help="as in run.py")
+    ap.add_argument("--allocator", choices=sorted(bench.ALLOCATORS), default="glibc",
+                    help="malloc of every Remora variant but remora-jemalloc / remora-mimalloc (as in run.py)")
     ap.add_argument("--agent", default=os.environ.get("REMORA_AGENT", os.path.join(bench.REPO, "build", "agent",
                                                                                    "remora-agent")))
     ap.add_argument("--base-agent", default=os.environ.get("REMORA_BASE_AGENT"),

@@ -28,7 +28,20 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 SAT_MODES = ["h2", "h1", "grpc"]
 RATE_MODES = ["rate-h2", "rate-h1", "rate-grpc"]
-ALL_MODES = ["mem"] + SAT_MODES + RATE_MODES
+# bulk: 100 MB (--bulk-mb) downloaded then uploaded through the proxy, over h2c (curl, the origin's /.bench/bulk/N and
+# /.bench/sink) and over opaque TCP (bench/bulk_tcp.py; Remora's `protocol: tcp` listener, HAProxy `mode tcp`);
+# opt-in (--modes bulk, or bulk-h2 / bulk-tcp)
+BULK_MODES = ["bulk-h2", "bulk-tcp"]
+DEFAULT_MODES = ["mem"] + SAT_MODES + RATE_MODES
+ALL_MODES = DEFAULT_MODES + BULK_MODES
+# --allocator / the allocator variants: the agent's malloc replaced by LD_PRELOAD of a Debian package's library
+# (the agent's build is unchanged; its own pools sit on top of whichever malloc this is)
+ALLOCATORS = {
+    "glibc": None,
+    "jemalloc": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",  # Debian libjemalloc2
+    "mimalloc": "/usr/lib/x86_64-linux-gnu/libmimalloc.so.2",  # Debian libmimalloc2.0
+}
+ALLOC_PROXIES = ["remora-jemalloc", "remora-mimalloc"]
 # The balancer variants: the bootstrap file of remora-retry without the policy, with the cluster's load_balancer set
 # explicitly; "3" = three endpoints (three origin processes on three ports), else the one origin.
 LB_TYPES = {"rr": "round_robin", "ewma": "peak_ewma", "p2c": "least_request", "ring": "ring_hash"}
@@ -46,14 +59,35 @@ TELEMETRY_PROXIES = ["remora-base", "remora-trace-http", "remora-trace-grpc", "r
 # `tls;sni=NGHTTPX_TLS_NAME` with --cacert, the chain and that name checked, and a client certificate). The identities
 # (ECDSA P-256, SPIFFE URI SANs, one throw-away CA) are made in the run's temporary directory (mesh_material).
 MESH_PROXIES = ["remora-2hop-peer", "remora-2hop-mtls", "nghttpx-2hop-tls"]
-ALL_PROXIES = (["remora", "remora-retry"] + LB_PROXIES + TELEMETRY_PROXIES
-               + ["nghttpx", "haproxy", "remora-2hop", "remora-2hop-peer", "remora-2hop-mtls", "nghttpx-2hop",
+ALL_PROXIES = (["remora", "remora-retry"] + ALLOC_PROXIES + LB_PROXIES + TELEMETRY_PROXIES
+               + ["nghttpx", "haproxy", "haproxy-safe", "remora-2hop", "remora-2hop-peer", "remora-2hop-mtls", "nghttpx-2hop",
                   "nghttpx-2hop-tls"])
 # remora-retry, the balancer, the telemetry and the mesh variants are opt-in (--proxies): each answers one question
 # (what a retry policy costs when nothing fails; what a balancer costs against round robin; what telemetry costs;
 # what mesh mTLS costs on the agent-to-agent hop)
 DEFAULT_PROXIES = [p for p in ALL_PROXIES
-                   if p != "remora-retry" and p not in LB_PROXIES + TELEMETRY_PROXIES + MESH_PROXIES]
+                   if p not in ["remora-retry", "haproxy-safe"] + LB_PROXIES + TELEMETRY_PROXIES + MESH_PROXIES
+                   + ALLOC_PROXIES]
+# what each mode can carry: opaque TCP has no nghttpx (HTTP only) and no variant that is about HTTP routing
+TCP_PROXIES = ["remora", "remora-jemalloc", "remora-mimalloc", "haproxy", "remora-2hop"]
+
+
+def allocator_of(name, opts):
+    """The allocator a configuration runs with: remora-jemalloc / remora-mimalloc their own, every other Remora
+    configuration --allocator (default glibc), the peers always their own build's."""
+    if name in ALLOC_PROXIES:
+        return name.split("-", 1)[1]
+    return opts.allocator if name.startswith("remora") else "glibc"
+
+
+def allocator_env(allocator):
+    """The environment of a process run with `allocator` (LD_PRELOAD of its library; None: inherit as is)."""
+    lib = ALLOCATORS[allocator]
+    if lib is None:
+        return None
+    env = dict(os.environ)
+    env["LD_PRELOAD"] = lib + ((" " + env["LD_PRELOAD"]) if env.get("LD_PRELOAD") else "")
+    return env
 
 
 def two_hops(name):
@@ -71,6 +105,8 @@ LABELS = {
     "direct": "direct",
     "remora": "Remora",
     "remora-retry": "Remora, retry policy",
+    "remora-jemalloc": "Remora, jemalloc",
+    "remora-mimalloc": "Remora, mimalloc",
     "remora-rr": "Remora, round robin",
     "remora-ewma": "Remora, peak EWMA",
     "remora-p2c": "Remora, least request",
@@ -85,6 +121,7 @@ LABELS = {
     "remora-alog": "Remora, access log",
     "nghttpx": "nghttpx",
     "haproxy": "HAProxy",
+    "haproxy-safe": "HAProxy, http-reuse safe",
     "remora-2hop": "Remora, 2 hops",
     "nghttpx-2hop": "nghttpx, 2 hops",
     "remora-2hop-peer": "Remora, 2 hops, peer: agent",
@@ -98,6 +135,8 @@ MODE_LABELS = {
     "rate-h2": "h2",
     "rate-h1": "HTTP/1.1",
     "rate-grpc": "gRPC unary",
+    "bulk-h2": "bulk h2c",
+    "bulk-tcp": "bulk opaque TCP",
 }
 GRPC_PATH = "/bench.Echo/Echo"
 GRPC_MESSAGE_BYTES = 64
@@ -338,9 +377,10 @@ def pinned(cpus, argv):
     return (["taskset", "-c", cpus] if cpus else []) + argv
 
 
-def spawn(argv, logpath):
+def spawn(argv, logpath, env=None):
     f = open(logpath, "ab")
-    p = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    p = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                         env=env)
     f.close()
     children.append(p)
     return p
@@ -576,8 +616,10 @@ class OriginProgress(threading.Thread):
 class Chain:
     """Zero, one or two proxies in front of the origin. front_port is where the client connects."""
 
-    def __init__(self, name, opts, tmpdir, origin_port):
+    def __init__(self, name, opts, tmpdir, origin_port, tcp=False):
         self.name, self.opts, self.tmpdir, self.origin_port = name, opts, tmpdir, origin_port
+        # tcp: opaque TCP in front of bench/bulk_tcp.py (the bulk-tcp mode), not HTTP in front of rm-bench-origin
+        self.tcp = tcp
         self.kind = name.split("-")[0]
         self.hops = 0 if name == "direct" else (2 if two_hops(name) else 1)
         self.procs = []
@@ -597,6 +639,10 @@ class Chain:
                 raise RuntimeError("%s (hop %d) did not start; see %s" % (self.name, hop, self.tmpdir))
             upstream = port
         self.front_port = upstream
+        if self.tcp:
+            self.status_line = ""
+            time.sleep(0.2)
+            return
         self.status_line = http1_get_ok(self.front_port)
         if not self.status_line:
             raise RuntimeError("%s does not answer a GET; see %s" % (self.name, self.tmpdir))
@@ -620,7 +666,14 @@ class Chain:
         admin, health = free_port(), free_port()
         self.health_ports.append(health)
         telemetry = telemetry_yaml(self.name, self.opts, self.tmpdir)
-        if self.name in ("remora-2hop-peer", "remora-2hop-mtls"):
+        env = allocator_env(allocator_of(self.name, self.opts))
+        if self.tcp:
+            cfg = os.path.join(self.tmpdir, "remora-%s-tcp-hop%d.yaml" % (self.name, hop))
+            with open(cfg, "w") as f:
+                f.write(REMORA_TCP_YAML % {"workers": self.opts.workers, "admin": admin, "health": health, "port": port,
+                                           "upstream": upstream})
+            argv = [self.opts.agent, "--config", cfg, "--log-level", "error"]
+        elif self.name in ("remora-2hop-peer", "remora-2hop-mtls"):
             cfg = os.path.join(self.tmpdir, "remora-%s-hop%d.yaml" % (self.name, hop))
             with open(cfg, "w") as f:
                 f.write(remora_mesh_yaml(port, upstream, admin, health, self.opts.workers, inner=(hop == 0),
@@ -639,7 +692,7 @@ class Chain:
                     "--upstream-protocol", "h2", "--workers", str(self.opts.workers),
                     "--admin", "127.0.0.1:%d" % admin, "--health", "127.0.0.1:%d" % health,
                     "--log-level", "error", "--drain-timeout-ms", "500"]
-        return spawn(pinned(self.opts.cpus_proxy, argv), self._log(hop))
+        return spawn(pinned(self.opts.cpus_proxy, argv), self._log(hop), env=env)
 
     def retries(self):
         """(retries, refused re-sends) summed over the hops' /metrics; None if not Remora or unreadable."""
@@ -702,17 +755,48 @@ class Chain:
     def _start_haproxy(self, port, upstream, hop):
         cfg = os.path.join(self.tmpdir, "haproxy-%s-hop%d.cfg" % (self.name, hop))
         with open(cfg, "w") as f:
-            f.write(HAPROXY_CFG % {"threads": self.opts.workers, "port": port, "upstream": upstream})
+            cfg_text = HAPROXY_TCP_CFG if self.tcp else HAPROXY_CFG
+            if self.name == "haproxy-safe":  # the set-up before issue 12: HAProxy's default connection reuse
+                cfg_text = cfg_text.replace("    http-reuse always\n", "    http-reuse safe\n")
+            f.write(cfg_text % {"threads": self.opts.workers, "port": port, "upstream": upstream})
         argv = ["haproxy", "-f", cfg, "-db"]
         return spawn(pinned(self.opts.cpus_proxy, argv), self._log(hop))
 
 
-# A cleartext bind accepts HTTP/1.1 and h2c prior knowledge; "proto h2" makes the upstream HTTP/2. No logging.
+# A cleartext bind accepts HTTP/1.1 and h2c prior knowledge; "proto h2" makes the upstream HTTP/2. No logging (no
+# `log` line anywhere). The conditions every proxy gets (docs/BENCHMARKS.md, "HTTP/1.1 and HAProxy"): --workers
+# threads, keep-alive on both sides, an HTTP/2 upstream whose connections are shared by every client connection.
+# `http-reuse always` is what makes HAProxy do the last: with its default (`safe`) a request that is the first of
+# its client connection or stream never goes onto an idle server connection, and with an h2 frontend every stream
+# is such a first request, so `h2load -c16 -m10` kept 160 upstream connections open (one per stream) and HTTP/1.1
+# -c16 kept 16, where Remora and nghttpx keep one per worker; HAProxy paid the extra origin connections in CPU
+# per request (and the origin with it, on the CPU it shares with the proxy).
 HAPROXY_CFG = """global
     nbthread %(threads)d
     maxconn 5000
 defaults
     mode http
+    option http-keep-alive
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    timeout http-keep-alive 60s
+frontend fe
+    bind 127.0.0.1:%(port)d
+    default_backend be
+backend be
+    http-reuse always
+    # h2load counts an HTTP/1.1 response without a reason phrase as failed, and HAProxy has none to give when the
+    # upstream is HTTP/2: name it (200s only, so that errors still show as errors)
+    http-response set-status 200 reason OK if { status 200 }
+    server origin 127.0.0.1:%(upstream)d proto h2
+"""
+# The bulk-tcp mode: opaque TCP, no splicing (HAProxy's `option splice-auto` is off by default; Remora copies too)
+HAPROXY_TCP_CFG = """global
+    nbthread %(threads)d
+    maxconn 5000
+defaults
+    mode tcp
     timeout connect 5s
     timeout client 60s
     timeout server 60s
@@ -720,10 +804,22 @@ frontend fe
     bind 127.0.0.1:%(port)d
     default_backend be
 backend be
-    # h2load counts an HTTP/1.1 response without a reason phrase as failed, and HAProxy has none to give when the
-    # upstream is HTTP/2: name it (200s only, so that errors still show as errors)
-    http-response set-status 200 reason OK if { status 200 }
-    server origin 127.0.0.1:%(upstream)d proto h2
+    server origin 127.0.0.1:%(upstream)d
+"""
+# The bulk-tcp mode's agent: one opaque TCP listener to one `protocol: tcp` cluster
+REMORA_TCP_YAML = """workers: %(workers)d
+admin: 127.0.0.1:%(admin)d
+health: 127.0.0.1:%(health)d
+drain_timeout_ms: 500
+listeners:
+  - name: main
+    address: 127.0.0.1:%(port)d
+    protocol: tcp
+    cluster: upstream
+clusters:
+  - name: upstream
+    protocol: tcp
+    endpoints: ["127.0.0.1:%(upstream)d"]
 """
 
 
@@ -881,10 +977,12 @@ def run_mode(mode, chain, opts, files, tmpdir, origin_pids):
             r["errors"].append("no latency samples")
     elif mode == "mem":
         r = run_mem(chain, opts, tmpdir)
+    elif mode in BULK_MODES:
+        r = run_bulk(mode, chain, opts, files, tmpdir, origin_pids)
     else:
         raise ValueError(mode)
     # h2load does not count requests that a stalled proxy never answers: ask it once more after every run
-    if not http1_get_ok(chain.front_port, timeout=3.0):
+    if not chain.tcp and not http1_get_ok(chain.front_port, timeout=3.0):
         r["errors"].append("no answer to a GET after the run (stalled?)")
     tel = chain.telemetry()
     if tel is not None and mode != "mem":
@@ -921,6 +1019,65 @@ def run_mode(mode, chain, opts, files, tmpdir, origin_pids):
         r["grpc_check"] = r["grpc_check"][0]
         if g.returncode != 0:
             r["errors"].append("grpc client: " + r["grpc_check"])
+    return r
+
+
+def run_bulk(mode, chain, opts, files, tmpdir, origin_pids):
+    """--bulk-mb MB (10^6 bytes) downloaded, then uploaded, on one connection through the chain: over h2c with curl
+    (GET /.bench/bulk/N; POST -T of a file on tmpfs to /.bench/sink, whose answer is the byte count it received), or
+    over opaque TCP with bench/bulk_tcp.py. Per direction: MB/s, and the proxy's CPU seconds per GB; the proxy's RSS
+    before the load (rss_before_kib); the caller adds the peak RSS (VmHWM) over both directions."""
+    r = {"errors": []}
+    pids = chain.pids()
+    n = opts.bulk_mb * 1000 * 1000
+    r["rss_before_kib"] = memory_kib(pids)["rss_kib"] if pids else None
+    for direction in ("down", "up"):
+        if mode == "bulk-h2":
+            url = "http://127.0.0.1:%d/.bench/%s" % (chain.front_port, "bulk/%d" % n if direction == "down" else "sink")
+            out = os.path.join(tmpdir, "bulk-h2-%s.out" % direction)
+            argv = ["curl", "-sS", "--http2-prior-knowledge", "--max-time", str(opts.bulk_timeout), "-o", out,
+                    "-w", "%{http_code} %{size_download} %{size_upload} %{time_total}"]
+            argv += ["-X", "POST", "-T", files["bulk_upload"], url] if direction == "up" else [url]
+        else:
+            argv = ["/usr/bin/python3", os.path.join(REPO, "bench", "bulk_tcp.py"), direction, "--connect",
+                    "127.0.0.1:%d" % chain.front_port, "--bytes", str(n), "--timeout", str(opts.bulk_timeout)]
+        c0, o0, t0 = cpu_seconds(pids), cpu_seconds(origin_pids), time.time()
+        try:
+            res = subprocess.run(pinned(opts.cpus_client, argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 stdin=subprocess.DEVNULL, timeout=opts.bulk_timeout + 10)
+            text, err, rc = res.stdout.decode(errors="replace"), res.stderr.decode(errors="replace"), res.returncode
+        except subprocess.TimeoutExpired:
+            text, err, rc = "", "timed out after %d s" % (opts.bulk_timeout + 10), -1
+        wall = time.time() - t0
+        cpu = cpu_seconds(pids) - c0
+        r["%s_origin_util" % direction] = (cpu_seconds(origin_pids) - o0) / wall if wall else None
+        moved, seconds = None, None
+        if rc != 0:
+            r["errors"].append("%s %s: exit %s %s" % (mode, direction, rc, (err or text).strip()[:200]))
+        elif mode == "bulk-h2":
+            f = text.split()
+            code, size = (f[0], int(f[1] if direction == "down" else f[2])) if len(f) == 4 else ("?", 0)
+            body = ""
+            try:
+                with open(out, errors="replace") as fh:
+                    body = fh.read(64) if direction == "up" else ""
+                os.unlink(out)
+            except OSError:
+                pass
+            if code != "200" or size != n or (direction == "up" and body.strip() != str(n)):
+                r["errors"].append("%s %s: status %s, %d of %d bytes%s" % (
+                    mode, direction, code, size, n, (", the sink counted %s" % body.strip()) if direction == "up" else ""))
+            else:
+                moved, seconds = size, float(f[3])
+        else:
+            try:
+                j = json.loads(text.strip().splitlines()[-1])
+                moved, seconds = j["bytes"], j["seconds"]
+            except (ValueError, IndexError, KeyError):
+                r["errors"].append("%s %s: no result (%s)" % (mode, direction, (err or text).strip()[:200]))
+        if moved:
+            r["%s_mb_s" % direction] = moved / seconds / 1e6
+            r["%s_proxy_cpu_s_per_gb" % direction] = cpu * 1e9 / moved if pids else None
     return r
 
 
@@ -1066,6 +1223,14 @@ class Report:
             for key, label in [("idle", "after one request"), ("c10", "10 h2 connections"), ("c1000", "1000 h2 connections")]:
                 row("RSS / PSS, %s, MB" % label, lambda c: self.mem_pair(c, key))
             row("RSS / PSS per extra idle h2 connection (10 -> 1000), KiB", lambda c: self.per_conn(c))
+        for mode in [m for m in BULK_MODES if m in self.modes]:
+            for d, label in (("down", "download"), ("up", "upload")):
+                row("%s, %s %d MB, MB/s (ratio to direct)" % (MODE_LABELS[mode], label, self.opts.bulk_mb),
+                    lambda c: self.cell(c, mode, d + "_mb_s", "", "direct"))
+            row("%s: proxy CPU per GB, download / upload, s" % MODE_LABELS[mode],
+                lambda c: "-" if c == "direct" else self.pair(c, mode, "down_proxy_cpu_s_per_gb", "up_proxy_cpu_s_per_gb"))
+            row("%s: proxy RSS before the load / peak RSS (VmHWM) over both directions, MB" % MODE_LABELS[mode],
+                lambda c: "-" if c == "direct" else self.pair(c, mode, "rss_before_kib", "hwm_kib", 1 / 1024))
         sat = [m for m in SAT_MODES if m in self.modes]
         if sat and proxies:
             row("peak RSS (VmHWM) of a saturation run, MB", lambda c: "-" if c == "direct" else self.peak(c, sat))
@@ -1081,6 +1246,14 @@ class Report:
         if grpc_modes:
             row("real gRPC client call after each gRPC run", lambda c: self.grpc_checks(c, grpc_modes))
         return "\n".join(lines)
+
+    def pair(self, c, mode, k1, k2, scale=1.0):
+        """"median k1 / median k2" over the valid runs, scaled; "-" when the configuration did not run the mode."""
+        if not self.runs(c, mode):
+            return "-"
+        a, _ = med_spread([v * scale for v in self.values(c, mode, k1) if v is not None])
+        b, _ = med_spread([v * scale for v in self.values(c, mode, k2) if v is not None])
+        return "%s / %s" % (fmt_num(a), fmt_num(b)) + self.flag(c, mode)
 
     def telemetry_counts(self, c, mode):
         runs = [r for r in self.runs(c, mode) if r.get("telemetry")]
@@ -1148,9 +1321,11 @@ class Report:
         return "**FAILED %d/%d: %s**" % (len(runs) - ok, len(runs), bad[0])
 
     def peer_pairs(self):
-        one = [c for c in self.configs if c in ("remora", "nghttpx", "haproxy")]
+        one = [c for c in self.configs if c in ("remora", "nghttpx", "haproxy", "haproxy-safe")]
         two = [c for c in self.configs if c.endswith("-2hop")]
         pairs = [("remora-retry", "remora")] if "remora-retry" in self.configs and "remora" in self.configs else []
+        # the allocator variants against the agent with glibc's malloc (or --allocator's)
+        pairs += [(c, "remora") for c in ALLOC_PROXIES if c in self.configs and "remora" in self.configs]
         # the telemetry variants against today's agent with its defaults, and today's agent against the base agent
         pairs += [(c, "remora") for c in TELEMETRY_PROXIES if c in self.configs and "remora" in self.configs]
         if "remora-base" in self.configs and "remora" in self.configs:
@@ -1190,6 +1365,13 @@ class Report:
             for k in ("p50_ms", "p99_ms"):
                 lines.append("| %s at %d req/s, %s (lower is better) | " % (MODE_LABELS[mode], self.opts.rate, k[:3])
                              + " | ".join(ratio(a, b, mode, k) for a, b in pairs) + " |")
+        for mode in [m for m in BULK_MODES if m in self.modes]:
+            for k, label in (("down_mb_s", "download MB/s (higher is better)"), ("up_mb_s", "upload MB/s (higher is better)"),
+                             ("down_proxy_cpu_s_per_gb", "proxy CPU per GB downloaded (lower is better)"),
+                             ("up_proxy_cpu_s_per_gb", "proxy CPU per GB uploaded (lower is better)"),
+                             ("hwm_kib", "peak RSS (lower is better)")):
+                lines.append("| %s, %s | " % (MODE_LABELS[mode], label) + " | ".join(ratio(a, b, mode, k) for a, b in pairs)
+                             + " |")
         if "mem" in self.modes:
             for k, label in [("idle_rss_kib", "RSS after one request"), ("c1000_rss_kib", "RSS with 1000 connections"),
                              ("rss_per_conn_bytes", "RSS per extra connection")]:
@@ -1231,6 +1413,7 @@ def environment(opts, configs):
         "nghttpx": first_line(["nghttpx", "--version"]),
         "haproxy": first_line(["haproxy", "-v"]),
         "git": first_line(["git", "-C", REPO, "rev-parse", "--short", "HEAD"]),
+        "loadavg": " ".join(open("/proc/loadavg").read().split()[:3]),
     }
     if any(c.startswith("remora") for c in configs):
         env["agent"] = opts.agent
@@ -1259,9 +1442,12 @@ def markdown(report, env, opts, skipped):
             env["cpu"], env["kernel"], env["h2load"], env["nghttpx"], env["haproxy"].split(" - ")[0], env["git"],
             (", agent build %s" % env.get("agent_build")) if "agent_build" in env else ""),
         "- %d round(s); in each, every mode runs %s back to back%s, each on freshly started processes; "
-        "%d worker(s) per proxy; HTTP/2 upstream; %s" % (
+        "%d worker(s)/thread(s) per proxy; HTTP/2 upstream shared by the client connections (HAProxy `http-reuse "
+        "always`); `--pin %s`: %s; Remora's malloc: %s%s; load average (1/5/15 min) %s" % (
             o.rounds, " / ".join(LABELS[c] for c in report.configs),
-            " (in reverse order in even-numbered rounds)" if o.order == "abba" else "", o.workers, pin),
+            " (in reverse order in even-numbered rounds)" if o.order == "abba" else "", o.workers, o.pin, pin,
+            o.allocator, ", remora-jemalloc / remora-mimalloc: LD_PRELOAD of Debian's libjemalloc2 / libmimalloc2.0"
+            if any(c in ALLOC_PROXIES for c in report.configs) else "", env.get("loadavg", "?")),
         "- saturation: h2load -c16 (-m10 for h2 and gRPC) -D %s; fixed rate: %d req/s over %d connections; "
         "memory: 10 and 1000 h2 connections at 1 req/s each, sampled after %.0f s" % (
             o.duration, o.rate, o.rate_connections, o.mem_hold * 0.4),
@@ -1295,6 +1481,14 @@ def auto_pinning(opts):
     n = os.cpu_count() or 1
     if opts.pin == "none" or n < 2:
         return "", "", ""
+    if opts.pin == "proxy-alone":
+        # the proxy alone on its CPU(s), the client and the origin elsewhere (together on the other CPU of a 2-CPU
+        # machine, for direct as for every proxy): the placement of the independent HAProxy run of issue 12
+        if n == 2:
+            return "1", "0", "1"
+        if n == 3:
+            return "1", "0", "2"
+        return str(n - 2), "0-%d" % (n - 3), str(n - 1)
     if opts.pin != "auto":
         spec = dict(kv.split("=", 1) for kv in opts.pin.split(","))
         return spec.get("origin", ""), spec.get("proxy", ""), spec.get("client", "")
@@ -1314,8 +1508,14 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=6, help="seconds per h2load run (default 6)")
     ap.add_argument("--workers", type=int, default=1, help="workers/threads per proxy (default 1)")
-    ap.add_argument("--modes", default=",".join(ALL_MODES),
-                    help="subset of %s; 'rate' means all three fixed-rate modes" % ",".join(ALL_MODES))
+    ap.add_argument("--modes", default=",".join(DEFAULT_MODES),
+                    help="subset of %s (default: all but the bulk modes); 'rate' means all three fixed-rate modes, "
+                         "'bulk' both bulk modes" % ",".join(ALL_MODES))
+    ap.add_argument("--allocator", choices=sorted(ALLOCATORS), default="glibc",
+                    help="malloc of every Remora configuration but remora-jemalloc / remora-mimalloc (LD_PRELOAD of "
+                         "the Debian package's library; default glibc: the agent as built)")
+    ap.add_argument("--bulk-mb", type=int, default=100, help="MB (10^6 bytes) each way of the bulk modes (default 100)")
+    ap.add_argument("--bulk-timeout", type=int, default=30, help="bound in seconds on each bulk transfer (default 30)")
     ap.add_argument("--proxies", default=",".join(DEFAULT_PROXIES),
                     help="subset of %s (default: all but remora-retry; direct always runs)" % ",".join(ALL_PROXIES))
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 round, 2 s runs (unless --rounds/--duration given)")
@@ -1324,7 +1524,8 @@ def main():
     ap.add_argument("--mem-hold", type=int, default=None, help="seconds each memory load lasts (default 8, quick 4)")
     ap.add_argument("--order", choices=["fixed", "abba"], default="fixed",
                     help="fixed: the same order every round (default); abba: every other round in reverse order")
-    ap.add_argument("--pin", default="auto", help="auto | none | origin=CPUS,proxy=CPUS,client=CPUS (taskset lists)")
+    ap.add_argument("--pin", default="auto",
+                    help="auto | proxy-alone | none | origin=CPUS,proxy=CPUS,client=CPUS (taskset lists)")
     ap.add_argument("--agent", default=os.environ.get("REMORA_AGENT", os.path.join(REPO, "build", "agent", "remora-agent")))
     ap.add_argument("--base-agent", default=os.environ.get("REMORA_BASE_AGENT"),
                     help="the agent of the remora-base variant (an older build, e.g. of commit c038777), run with the "
@@ -1347,7 +1548,7 @@ def main():
     modes = []
     for m in opts.modes.split(","):
         m = m.strip()
-        modes += RATE_MODES if m == "rate" else [m]
+        modes += RATE_MODES if m == "rate" else BULK_MODES if m == "bulk" else [m]
     bad = [m for m in modes if m not in ALL_MODES]
     if bad:
         ap.error("unknown mode(s) %s" % bad)
@@ -1361,6 +1562,9 @@ def main():
         opts.sink_cpus = opts.cpus_client
     if "remora-base" in proxies and not (opts.base_agent and agent_works(opts.base_agent)):
         ap.error("remora-base needs --base-agent PATH (or $REMORA_BASE_AGENT) of an agent that answers --help")
+    for name in set([opts.allocator] + [allocator_of(p, opts) for p in proxies]):
+        if ALLOCATORS[name] and not os.path.exists(ALLOCATORS[name]):
+            ap.error("allocator %s: %s is not installed (scripts/install-deps.sh installs it)" % (name, ALLOCATORS[name]))
 
     skipped = []
     if any(p.startswith("remora") for p in proxies) and not agent_works(opts.agent):
@@ -1374,6 +1578,15 @@ def main():
     tmpdir = tempfile.mkdtemp(prefix="remora-bench-")
     files = {"grpc_body": os.path.join(tmpdir, "grpc-body.bin")}
     write_grpc_body(files["grpc_body"])
+    if "bulk-h2" in modes:
+        # the upload's source, on tmpfs when there is one (the disk must not be what limits the upload)
+        shm = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else tmpdir
+        files["bulk_upload"] = os.path.join(shm, "remora-bench-upload-%d.bin" % os.getpid())
+        with open(files["bulk_upload"], "wb") as f:
+            chunk = bytes(i & 0xFF for i in range(256)) * 4096
+            left = opts.bulk_mb * 1000 * 1000
+            while left:
+                left -= f.write(chunk[: min(len(chunk), left)])
     # the mesh variants' CA and identities, made for this run (removed with tmpdir)
     opts.mesh = mesh_material(tmpdir) if any(c in MESH_PROXIES for c in configs) else None
 
@@ -1388,8 +1601,16 @@ def main():
             extra.append((port, spawn(pinned(opts.cpus_origin, [opts.origin, "--listen", "127.0.0.1:%d" % port]),
                                       os.path.join(tmpdir, "origin%d.log" % i))))
     opts.extra_origin_ports = [port for port, _ in extra]
+    # the opaque TCP source and sink of the bulk-tcp mode (bench/bulk_tcp.py), pinned as the origin
+    tcp_origin = None
+    if "bulk-tcp" in modes:
+        tcp_origin_port = free_port()
+        tcp_origin = spawn(pinned(opts.cpus_origin, ["/usr/bin/python3", os.path.join(REPO, "bench", "bulk_tcp.py"),
+                                                     "serve", "--listen", "127.0.0.1:%d" % tcp_origin_port]),
+                           os.path.join(tmpdir, "bulk-tcp-origin.log"))
     results = {c: {} for c in configs}
     t_start = time.time()
+    load0 = " ".join(open("/proc/loadavg").read().split()[:3])
     opts.sink = None
     try:
         if any(c.startswith("remora-trace") for c in configs):
@@ -1399,6 +1620,8 @@ def main():
         for port, _ in extra:
             if not wait_port(port) or not http1_get_ok(port):
                 raise RuntimeError("origin on port %d did not start; see %s" % (port, tmpdir))
+        if tcp_origin and not wait_port(tcp_origin_port):
+            raise RuntimeError("bench/bulk_tcp.py did not start; see %s" % tmpdir)
         origin_pids = [origin.pid] + [p.pid for _, p in extra]
         log("bench: %s; modes %s; %d round(s); pinning origin=%s proxy=%s client=%s; logs in %s" % (
             ", ".join(configs), ",".join(modes), opts.rounds, opts.cpus_origin or "any", opts.cpus_proxy or "any",
@@ -1413,10 +1636,13 @@ def main():
                 for c in order:
                     if mode == "mem" and c == "direct":
                         continue
-                    chain = Chain(c, opts, tmpdir, origin_port)
+                    if mode == "bulk-tcp" and c != "direct" and c not in TCP_PROXIES:
+                        continue  # an HTTP-only proxy (nghttpx) or a variant about HTTP routing
+                    tcp = mode == "bulk-tcp"
+                    chain = Chain(c, opts, tmpdir, tcp_origin_port if tcp else origin_port, tcp=tcp)
                     try:
                         chain.start()
-                        r = run_mode(mode, chain, opts, files, tmpdir, origin_pids)
+                        r = run_mode(mode, chain, opts, files, tmpdir, [tcp_origin.pid] if tcp else origin_pids)
                         if chain.hops:
                             r.update({k: v for k, v in memory_kib(chain.pids()).items() if k == "hwm_kib"})
                     except RuntimeError as e:
@@ -1430,6 +1656,13 @@ def main():
         stop(origin)
         for _, p in extra:
             stop(p)
+        if tcp_origin:
+            stop(tcp_origin)
+        if files.get("bulk_upload"):
+            try:
+                os.unlink(files["bulk_upload"])
+            except OSError:
+                pass
         if opts.sink:
             stop(opts.sink)
         for p in list(children):
@@ -1438,6 +1671,7 @@ def main():
     opts.sink = None  # a Popen: not for the .json
     report = Report(results, configs, modes, opts)
     env = environment(opts, configs)
+    env["loadavg"] = "%s at the start, %s at the end" % (load0, env["loadavg"])
     if opts.base_agent and "remora-base" in configs:
         env["base_agent"] = opts.base_agent
     md = markdown(report, env, opts, skipped)
@@ -1459,6 +1693,10 @@ def main():
 
 def summary(mode, r):
     err = ("  ERRORS: " + "; ".join(r["errors"])) if r["errors"] else ""
+    if mode in BULK_MODES:
+        return "down %s MB/s, up %s MB/s, proxy CPU %s / %s s/GB, peak RSS %.1f MB%s" % (tuple(
+            fmt_num(r.get(k)) for k in ("down_mb_s", "up_mb_s", "down_proxy_cpu_s_per_gb", "up_proxy_cpu_s_per_gb"))
+            + (r.get("hwm_kib", 0) / 1024, err))
     if mode == "mem":
         return "RSS idle %.1f MB, 10c %.1f MB, 1000c %.1f MB, %.1f KiB/conn%s" % (
             r.get("idle_rss_kib", 0) / 1024, r.get("c10_rss_kib", 0) / 1024, r.get("c1000_rss_kib", 0) / 1024,

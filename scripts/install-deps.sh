@@ -19,6 +19,8 @@ PKGS=(
   curl nghttp2-client nghttp2-server nghttp2-proxy haproxy
   # bench/callgrind.sh: instructions per request
   valgrind
+  # bench/run.sh --allocator jemalloc|mimalloc (LD_PRELOAD; docs/BENCHMARKS.md, "Allocators")
+  libjemalloc2 libmimalloc2.0
   # tests/integration/test_golden_metrics.py: promtool check metrics, a real Prometheus server, the OpenMetrics parser
   prometheus python3-prometheus-client
   python3 python3-grpcio python3-h2 python3-pytest python3-pytest-timeout python3-protobuf

@@ -6,7 +6,10 @@
  *     returned as the response's, then trailers "grpc-status: 0");
  *   - any other POST: 200 echoing the request body;
  *   - GET /.bench/count: the number of responses started so far, as decimal text (the benchmark samples it to see
- *     whether requests keep reaching the origin during a run, i.e. whether a proxy stalled).
+ *     whether requests keep reaching the origin during a run, i.e. whether a proxy stalled);
+ *   - bulk mode, HTTP/2 only: GET /.bench/bulk/N answers N bytes (at most BULK_MAX_BYTES, made from one static
+ *     pattern buffer, nothing allocated per byte); a request with a body to /.bench/sink (POST or PUT) has its body
+ *     counted and discarded as it arrives (nothing kept), then is answered with the byte count as decimal text.
  * It exists so that the origin is never the bottleneck of a proxy benchmark: no logging, no file I/O, no
  * per-request syscalls beyond one read and one write per batch. It is a benchmark fixture, not a server: it
  * trusts its (loopback) clients, and it has no timeouts.
@@ -58,13 +61,21 @@ typedef struct st_conn_t {
 } conn_t;
 
 typedef struct st_stream_t {
-    int is_grpc, is_post, is_count;
+    int is_grpc, is_post, is_count, is_sink;
+    uint64_t bulk_len; /* GET /.bench/bulk/N: N bytes to send from bulk_pattern (0: not a bulk download) */
+    uint64_t bulk_sent, sunk;
     uint8_t *body; /* owned unless it is the static response body */
     size_t len, cap, sent;
     int owns_body;
 } stream_t;
 
 #define COUNT_PATH "/.bench/count"
+#define BULK_PATH "/.bench/bulk/"
+#define SINK_PATH "/.bench/sink"
+/* the largest bulk download (a typo must not stream for hours) and the pattern it repeats */
+#define BULK_MAX_BYTES (4ULL << 30)
+#define BULK_PATTERN_BYTES (64 * 1024)
+static uint8_t bulk_pattern[BULK_PATTERN_BYTES];
 
 static uint64_t responses_started;
 static uint8_t *static_body;
@@ -164,6 +175,17 @@ h2_read_body(nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t l
              nghttp2_data_source *source, void *user_data)
 {
     stream_t *st = source->ptr;
+    if (st->bulk_len != 0) {
+        uint64_t left = st->bulk_len - st->bulk_sent;
+        size_t n = length < BULK_PATTERN_BYTES ? length : BULK_PATTERN_BYTES;
+        if (n > left)
+            n = (size_t)left;
+        memcpy(buf, bulk_pattern, n);
+        st->bulk_sent += n;
+        if (st->bulk_sent == st->bulk_len)
+            *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+        return (ssize_t)n;
+    }
     size_t n = st->len - st->sent;
     if (n > length)
         n = length;
@@ -189,11 +211,19 @@ h2_respond(nghttp2_session *session, int32_t stream_id, stream_t *st)
         static const nghttp2_nv hdrs[] = {NV(":status", "200"), NV("content-type", "application/grpc")};
         return nghttp2_submit_response(session, stream_id, hdrs, 2, &dp);
     }
-    if (st->is_count) {
+    if (st->is_count || st->is_sink) {
         free(st->body);
         if ((st->body = malloc(24)) == NULL)
             die("malloc");
-        st->len = (size_t)snprintf((char *)st->body, 24, "%llu\n", (unsigned long long)responses_started);
+        st->len =
+            (size_t)snprintf((char *)st->body, 24, "%llu\n", (unsigned long long)(st->is_sink ? st->sunk : responses_started));
+    } else if (st->bulk_len != 0) {
+        char blen[24];
+        int blen_len = snprintf(blen, sizeof(blen), "%llu", (unsigned long long)st->bulk_len);
+        nghttp2_nv bhdrs[] = {NV(":status", "200"),
+                              NV("content-type", "application/octet-stream"),
+                              {(uint8_t *)"content-length", (uint8_t *)blen, 14, (size_t)blen_len, NGHTTP2_NV_FLAG_NO_COPY_NAME}};
+        return nghttp2_submit_response(session, stream_id, bhdrs, 3, &dp);
     } else if (!st->is_post) {
         st->body = static_body;
         st->len = static_body_len;
@@ -231,6 +261,17 @@ h2_on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t
         st->is_post = valuelen == 4 && memcmp(value, "POST", 4) == 0;
     } else if (namelen == 5 && memcmp(name, ":path", 5) == 0) {
         st->is_count = valuelen == sizeof(COUNT_PATH) - 1 && memcmp(value, COUNT_PATH, valuelen) == 0;
+        st->is_sink = valuelen == sizeof(SINK_PATH) - 1 && memcmp(value, SINK_PATH, valuelen) == 0;
+        if (valuelen > sizeof(BULK_PATH) - 1 && valuelen < sizeof(BULK_PATH) + 20 &&
+            memcmp(value, BULK_PATH, sizeof(BULK_PATH) - 1) == 0) {
+            char num[24];
+            size_t len = valuelen - (sizeof(BULK_PATH) - 1);
+            memcpy(num, value + sizeof(BULK_PATH) - 1, len);
+            num[len] = '\0';
+            char *end;
+            unsigned long long n = strtoull(num, &end, 10);
+            st->bulk_len = (*end == '\0' && n <= BULK_MAX_BYTES) ? n : 0;
+        }
     } else if (namelen == 12 && memcmp(name, "content-type", 12) == 0) {
         st->is_grpc = valuelen >= 16 && memcmp(value, "application/grpc", 16) == 0;
     }
@@ -243,6 +284,10 @@ h2_on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream_id, con
     stream_t *st = nghttp2_session_get_stream_user_data(session, stream_id);
     if (st == NULL)
         return 0;
+    if (st->is_sink) {
+        st->sunk += len; /* counted and dropped: nghttp2 returns the window as the bytes are consumed */
+        return 0;
+    }
     if (st->len + len > st->cap) {
         size_t cap = st->cap ? st->cap : 256;
         while (cap < st->len + len)
@@ -472,13 +517,17 @@ conn_on_event(conn_t *c, uint32_t events)
      * with an empty socket buffer would otherwise leave frames queued with no event to send them */
     for (;;) {
         ssize_t moved = 0;
+        /* a collect that found out at the high-water mark moved nothing but says nothing about nghttp2's queue:
+         * only one that had room and moved nothing means that nghttp2 has nothing more (a large response body
+         * stalled here once, with EPOLLOUT off and frames left in nghttp2) */
+        int had_room = c->out.len < OUT_HIGH_WATER_BYTES;
         if (c->proto == PROTO_H2 && c->h2 != NULL && (moved = h2_collect(c)) < 0)
             c->want_close = 1;
         if (conn_flush(c) != 0 || peer_closed) {
             conn_free(c);
             return;
         }
-        if (moved <= 0 || c->out.len != 0 || c->want_close)
+        if (c->out.len != 0 || c->want_close || (moved <= 0 && had_room))
             break;
     }
     if (c->proto == PROTO_H2 && c->h2 != NULL && !nghttp2_session_want_read(c->h2) && !nghttp2_session_want_write(c->h2) &&
@@ -556,6 +605,8 @@ main(int argc, char **argv)
     if (body_bytes != 0)
         static_body[body_bytes - 1] = '\n';
     static_body_len = body_bytes;
+    for (size_t i = 0; i < BULK_PATTERN_BYTES; ++i)
+        bulk_pattern[i] = (uint8_t)('a' + i % 26);
 
     struct sockaddr_in sin;
     if (parse_addr(listen_addr, &sin) != 0) {
