@@ -9,6 +9,9 @@
 #   scripts/mesh.sh exec POD CMD...   run CMD in a pod's namespace (bounded by REMORA_MESH_EXEC_TIMEOUT)
 #   scripts/mesh.sh ctl ARGS...       remoractl ARGS against the mesh's control plane (with its trust
 #                                     anchor and admin credential, docs/identity.md)
+#   scripts/mesh.sh restart POD agent|app, restart control
+#                             SIGKILL that process and start it again as `up` did (the soak's kill loops,
+#                             docs/soak.md); returns once its port listens
 #
 # The control plane serves TLS and authenticates every caller (docs/identity.md, "The control plane's own
 # doors"): its generated trust anchor is copied to <run>/trust-anchor.pem for the agents, each agent gets a
@@ -79,11 +82,12 @@ require_root() {
   ip netns list >/dev/null 2>&1 || die "\`ip netns\` does not work here"
 }
 
-# start NAME POD CMD...: in the pod's namespace, bounded by timeout(1), in its own session, output to a log;
+# start NAME POD CMD...: in the pod's namespace, bounded by timeout(1), in its own session, output to a log
+# (appended: a restarted process adds to its predecessor's);
 # recorded as "PID STARTTIME NAME" before anything waits on it
 start() {
   local name=$1 pod=$2; shift 2
-  setsid ip netns exec "$(ns "$pod")" timeout -k 5 "$TTL" "$@" </dev/null >"$RUN/logs/$name.log" 2>&1 &
+  setsid ip netns exec "$(ns "$pod")" timeout -k 5 "$TTL" "$@" </dev/null >>"$RUN/logs/$name.log" 2>&1 &
   local pid=$!
   echo "$pid $(starttime "$pid") $name" >>"$RUN/pids"
   echo "$pid"
@@ -96,6 +100,58 @@ wait_port() { # pod addr port what pid
     sleep 0.1
   done
   die "$4 did not listen on $2:$3 within 15 s"
+}
+
+# how each process of the mesh is started, by `up` and by `restart`
+start_control() {
+  # with the injection webhook of a cluster's control plane (docs/injection.md), for `remoractl check`
+  start control control "$CONTROL_BIN" --listen "$CONTROL_ADDR:$CONTROL_PORT" --state-dir "$RUN/state/control" \
+    --cert-lifetime "$CERT_LIFETIME" --webhook-listen "$CONTROL_ADDR:15017"
+}
+start_app() { # POD
+  local port
+  port=$(echo "$PODS" | awk -v p="$1" '$1 == p {print $4}')
+  case $(echo "$PODS" | awk -v p="$1" '$1 == p {print $3}') in
+    http) start "app-$1" "$1" "$PY" "$ROOT/tests/tools/h1_origin.py" --host 0.0.0.0 --port "$port" ;;
+    grpc) start "app-$1" "$1" "$PY" "$ROOT/tests/tools/grpc_echo_server.py" --host 0.0.0.0 --port "$port" ;;
+    *) die "pod $1 has no app" ;;
+  esac
+}
+start_agent() { # POD
+  start "agent-$1" "$1" setpriv --reuid "$PROXY_UID" --regid "$PROXY_UID" --clear-groups \
+    "$AGENT" --transparent --control "$CONTROL_ADDR:$CONTROL_PORT" --node-id "$1" --namespace default \
+    --state-dir "$RUN/state/$1" --trust-anchor "$RUN/trust-anchor.pem" --identity-token "$RUN/tokens/$1.token" \
+    --workers 1 --stats-interval-ms 1000 --drain-timeout-ms 3000
+}
+
+# restart POD agent|app, or restart control: SIGKILL the process (and its timeout(1)) that the last record
+# of that name holds, if it still runs, then start it again as `up` did and wait for its port (bounded)
+restart() {
+  require_root restart
+  [ -f "$RUN/pids" ] || die "the mesh is not up ($RUN/pids absent)"
+  local pod=${1:-} what=${2:-} name pid st c addr port
+  case "$pod:$what" in
+    control: | control:control) name=control ;;
+    *:agent) name=agent-$pod ;;
+    *:app) name=app-$pod ;;
+    *) die "usage: mesh.sh restart POD agent|app, or mesh.sh restart control" ;;
+  esac
+  [ "$name" = control ] || echo "$PODS" | awk -v p="$pod" '$1 == p && p != "control" {f = 1} END {exit !f}' || die "no pod $pod"
+  read -r pid st < <(awk -v n="$name" '$3 == n {p = $1; s = $2} END {print p, s}' "$RUN/pids")
+  if ours "$pid" "$st"; then
+    # the process itself is timeout(1)'s child: kill it first, as a crash would end it
+    for c in $(ps -o pid= --ppid "$pid" 2>/dev/null); do kill -KILL "$c" 2>/dev/null || true; done
+    kill -KILL "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do ours "$pid" "$st" || break; sleep 0.1; done
+    ! ours "$pid" "$st" || die "$name (pid $pid) did not exit after SIGKILL within 5 s"
+  fi
+  case $name in
+    control) pid=$(start_control); addr=$CONTROL_ADDR; port=$CONTROL_PORT; pod=control ;;
+    agent-*) pid=$(start_agent "$pod"); addr=127.0.0.1; port=15020 ;;
+    app-*) pid=$(start_app "$pod"); addr=127.0.0.1; port=$(echo "$PODS" | awk -v p="$pod" '$1 == p {print $4}') ;;
+  esac
+  wait_port "$pod" "$addr" "$port" "$name" "$pid"
+  echo "$name restarted: pid $pid"
 }
 
 ready() { in_ns "$1" curl -fs --noproxy '*' --max-time 2 -o /dev/null "http://127.0.0.1:15020/ready"; }
@@ -149,9 +205,7 @@ up() {
 
   echo "mesh: control plane in $(ns control) at $CONTROL_ADDR:$CONTROL_PORT (injection webhook :15017), OTLP receiver at $CONTROL_ADDR:4317 (gRPC), :4318 (HTTP)"
   local cpid opid
-  # with the injection webhook of a cluster's control plane (docs/injection.md), for `remoractl check`
-  cpid=$(start control control "$CONTROL_BIN" --listen "$CONTROL_ADDR:$CONTROL_PORT" --state-dir "$RUN/state/control" \
-    --cert-lifetime "$CERT_LIFETIME" --webhook-listen "$CONTROL_ADDR:15017")
+  cpid=$(start_control)
   if command -v node >/dev/null && [ -d "$ROOT/tests/tools/otlp_receiver/node_modules" ]; then
     opid=$(start otlp control node "$ROOT/tests/tools/otlp_receiver/receiver.js" --host "$CONTROL_ADDR" \
       --grpc-port 4317 --http-port 4318 --out "$RUN/spans.jsonl")
@@ -168,10 +222,7 @@ up() {
   echo "mesh: apps"
   local pids=()
   while read -r pod addr kind port; do
-    case $kind in
-      http) pids+=("$pod:$port:$(start "app-$pod" "$pod" "$PY" "$ROOT/tests/tools/h1_origin.py" --host 0.0.0.0 --port "$port")") ;;
-      grpc) pids+=("$pod:$port:$(start "app-$pod" "$pod" "$PY" "$ROOT/tests/tools/grpc_echo_server.py" --host 0.0.0.0 --port "$port")") ;;
-    esac
+    [ "$kind" = - ] || pids+=("$pod:$port:$(start_app "$pod")")
   done <<<"$PODS"
   local p
   for p in "${pids[@]}"; do
@@ -196,10 +247,7 @@ up() {
       die "cannot create the bootstrap token of $pod: $(tail -n 5 "$RUN/logs/control.log")"
     chown "$PROXY_UID:$PROXY_UID" "$RUN/tokens/$pod.token"
     chmod 600 "$RUN/tokens/$pod.token"
-    pids+=("$pod:$(start "agent-$pod" "$pod" setpriv --reuid "$PROXY_UID" --regid "$PROXY_UID" --clear-groups \
-      "$AGENT" --transparent --control "$CONTROL_ADDR:$CONTROL_PORT" --node-id "$pod" --namespace default \
-      --state-dir "$RUN/state/$pod" --trust-anchor "$RUN/trust-anchor.pem" --identity-token "$RUN/tokens/$pod.token" \
-      --workers 1 --stats-interval-ms 1000 --drain-timeout-ms 3000)")
+    pids+=("$pod:$(start_agent "$pod")")
   done
   # an agent is up when its process runs and its health port answers; /ready waits for a first snapshot
   for p in "${pids[@]}"; do
@@ -302,5 +350,6 @@ case $cmd in
     in_ns "$pod" timeout "$EXEC_TIMEOUT" "$@"
     ;;
   ctl) require_root ctl; ctl "$@" ;;
-  *) echo "usage: scripts/mesh.sh up|down|status | exec POD CMD... | ctl REMORACTL-ARGS..." >&2; exit 2 ;;
+  restart) restart "$@" ;;
+  *) echo "usage: scripts/mesh.sh up|down|status | exec POD CMD... | ctl REMORACTL-ARGS... | restart POD agent|app | restart control" >&2; exit 2 ;;
 esac
