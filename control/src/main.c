@@ -258,6 +258,8 @@ main(int argc, char **argv)
         rm_kube_source_options_t kopts = {.api = kube_cfg, .trust_bundle_pem = rm_ca_bundle_pem(ca)};
         kube = rm_kube_source_start(&kopts, err, sizeof(err));
     }
+    /* the store belongs to the server's thread once it starts (store.h): its version is read before */
+    uint64_t start_version = rm_store_version(store);
     rm_control_server_t *server =
         kubernetes && kube == NULL ? NULL
                                    : rm_control_server_start_kubernetes(listen, store, identity, insecure, kube, err, sizeof(err));
@@ -273,7 +275,7 @@ main(int argc, char **argv)
     }
     rm_log_info(LOG, "listening on %s (port %d, %s), state in %s at version %llu", listen, rm_control_server_port(server),
                 insecure ? "PLAINTEXT and UNAUTHENTICATED (--insecure: development only)" : "TLS, authenticated", state_dir,
-                (unsigned long long)rm_store_version(store));
+                (unsigned long long)start_version);
 
     rm_webhook_t *webhook = NULL;
     int rc = 0;

@@ -134,6 +134,12 @@ def _proxy_teardown(proxies, failed):
         if crashed:
             problems.append(f"{p.kind} pid {p.pid} died during the test with exit code {p.proc.popen.returncode}")
         p.proc.stop(signal.SIGTERM, timeout=5)
+        # a ThreadSanitizer report, also one from the drain after SIGTERM or one the test stopped it after
+        report = support.tsan_report(p.log())
+        if report:
+            if not (failed or crashed):
+                sys.stderr.write(f"\n---- {p.kind} log (pid {p.pid}, argv {p.proc.argv}) ----\n{p.log()[-6000:]}\n")
+            problems.append(f"{p.kind} pid {p.pid}: {report}")
     return problems
 
 

@@ -160,6 +160,14 @@ def start_proxy(workdir, *, upstream=None, upstream_protocol="h2", workers=1, tl
     return p
 
 
+def tsan_report(log_text):
+    """The first line of a ThreadSanitizer report in a process's output ("WARNING: ThreadSanitizer: data
+    race ..." or its SUMMARY line), or None. The TSan pass (scripts/test.sh) runs with halt_on_error=1, so a
+    report also ends the process with exit code 66; this finds one made while it drained after SIGTERM."""
+    m = re.search(r"^(?:WARNING|SUMMARY|ERROR): ThreadSanitizer: .*$", log_text, re.MULTILINE)
+    return m.group(0) if m else None
+
+
 def wait_ready(p, timeout):
     """Polls the health port's /ready until 200 (the contract: 200 once listeners accept)."""
     deadline = time.monotonic() + timeout
@@ -239,6 +247,15 @@ _READERS = weakref.WeakKeyDictionary()
 
 class NoResponse(ConnectionError):
     """The connection ended (EOF or reset) before a single byte of a response arrived."""
+
+
+def forget_reader(sock):
+    """Closes the buffered reader read_h1_response keeps for `sock`. The reader holds the socket (and so its key in
+    _READERS) alive and keeps its descriptor open after sock.close(): a test that opens many sockets calls this
+    before closing each one."""
+    f = _READERS.pop(sock, None)
+    if f is not None:
+        f.close()
 
 
 def read_h1_response(sock, timeout=10.0, head_only=False):

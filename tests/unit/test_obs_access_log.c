@@ -56,7 +56,7 @@ wait_idle(uint64_t total)
 typedef struct st_worker_arg_t {
     unsigned id;
     size_t lines, ok;
-    volatile int *stop;
+    int *stop; /* read with __atomic_load_n: the main thread sets it while the writers run */
 } worker_arg_t;
 
 static void *
@@ -64,7 +64,8 @@ worker_main(void *p)
 {
     worker_arg_t *a = p;
     char line[128];
-    for (size_t i = 0; a->stop != NULL ? !*a->stop : i != a->lines; ++i) {
+    /* relaxed: the flag orders nothing; lines and ok are read after pthread_join */
+    for (size_t i = 0; a->stop != NULL ? !__atomic_load_n(a->stop, __ATOMIC_RELAXED) : i != a->lines; ++i) {
         int len = snprintf(line, sizeof(line), "{\"w\":%u,\"i\":%zu,\"pad\":\"%040d\"}\n", a->id, i, 0);
         if (rm_access_log_write(a->id, line, (size_t)len) == 0)
             ++a->ok;
@@ -147,7 +148,7 @@ test_resize_while_writing(void **state)
     snprintf(path, sizeof(path), "%s/resize.log", dir);
     uint64_t w0 = rm_access_log_written(), d0 = rm_access_log_dropped();
     rm_access_log_configure(1, path, WORKERS * 8192);
-    volatile int stop = 0;
+    int stop = 0;
     pthread_t th[WORKERS];
     worker_arg_t args[WORKERS];
     for (unsigned i = 0; i != WORKERS; ++i) {
@@ -158,7 +159,7 @@ test_resize_while_writing(void **state)
         usleep(2000);
         rm_access_log_configure(k % 5 != 4, path, WORKERS * (8192 << (k % 3))); /* also off now and then */
     }
-    stop = 1;
+    __atomic_store_n(&stop, 1, __ATOMIC_RELAXED);
     size_t lines = 0;
     for (unsigned i = 0; i != WORKERS; ++i) {
         pthread_join(th[i], NULL);
