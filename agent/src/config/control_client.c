@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <malloc.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -8,10 +9,10 @@
 #include <time.h>
 #include <unistd.h>
 #include "remora/log.h"
-#include "remora/rpc.h"
 #include "remora/strutil.h"
 #include "remora/v1/discovery.pb-c.h"
 #include "config/control_client.h"
+#include "config/h2rpc.h"
 #include "config/control_module.h"
 #include "config/control_stats.h"
 #include "config/translate.h"
@@ -35,7 +36,7 @@ struct st_rm_control_client_t {
     pthread_mutex_t mutex;
     pthread_cond_t cond;
     int stopping;
-    rm_rpc_stream_t *stream; /* guarded by mutex, for cancel */
+    rm_h2rpc_call_t *stream; /* guarded by mutex, for cancel */
     /* Stats: the interval, when the client started counting (monotonic ms), and the source's buffer */
     uint32_t stats_interval_ms;
     uint64_t started_ms;
@@ -69,7 +70,7 @@ rm_control_credentials_load(rm_control_credentials_t *cr, int insecure, const ch
     cr->insecure = insecure;
     if (insecure)
         return 0;
-    if ((cr->root_pem = rm_rpc_read_file(trust_anchor_file, 1 << 20, why, sizeof(why))) == NULL) {
+    if ((cr->root_pem = rm_h2rpc_read_file(trust_anchor_file, 1 << 20, why, sizeof(why))) == NULL) {
         snprintf(err, errlen, "the trust anchor %s", why);
         return -1;
     }
@@ -79,7 +80,7 @@ rm_control_credentials_load(rm_control_credentials_t *cr, int insecure, const ch
         return -1;
     }
     if (token_file != NULL) {
-        if ((cr->token = rm_rpc_read_file(token_file, 8192, why, sizeof(why))) == NULL) {
+        if ((cr->token = rm_h2rpc_read_file(token_file, 8192, why, sizeof(why))) == NULL) {
             snprintf(err, errlen, "the bootstrap token %s", why);
             rm_control_credentials_dispose(cr);
             return -1;
@@ -214,7 +215,7 @@ is_stopping(rm_control_client_t *c)
 }
 
 static void
-send_result(rm_control_client_t *c, rm_rpc_stream_t *stream, const Remora__V1__Snapshot *snap, const char *nack_reason)
+send_result(rm_control_client_t *c, rm_h2rpc_call_t *stream, const Remora__V1__Snapshot *snap, const char *nack_reason)
 {
     Remora__V1__AgentMessage msg = REMORA__V1__AGENT_MESSAGE__INIT;
     Remora__V1__Ack ack = REMORA__V1__ACK__INIT;
@@ -233,14 +234,14 @@ send_result(rm_control_client_t *c, rm_rpc_stream_t *stream, const Remora__V1__S
         if (c->on_nack != NULL)
             c->on_nack(c->ctx);
     }
-    rm_rpc_status_t status;
-    if (rm_rpc_stream_send(stream, &msg.base, 5000, &status) != RM_RPC_OK)
+    rm_h2rpc_status_t status;
+    if (rm_h2rpc_send(stream, &msg.base, 5000, &status) != RM_H2RPC_DONE)
         rm_log_warn("control", "could not send %s for version %llu: %s", nack_reason == NULL ? "ACK" : "NACK",
                     (unsigned long long)snap->version, status.message);
 }
 
 static void
-on_snapshot(rm_control_client_t *c, rm_rpc_stream_t *stream, Remora__V1__Snapshot *snap)
+on_snapshot(rm_control_client_t *c, rm_h2rpc_call_t *stream, Remora__V1__Snapshot *snap)
 {
     size_t len = protobuf_c_message_get_packed_size(&snap->base);
     uint8_t *bytes = rm_malloc(len);
@@ -274,7 +275,7 @@ on_snapshot(rm_control_client_t *c, rm_rpc_stream_t *stream, Remora__V1__Snapsho
  * the log level pass, whatever the control plane asks: this path never drains or stops the agent.
  */
 static void
-on_admin_request(rm_control_client_t *c, rm_rpc_stream_t *stream, const Remora__V1__AdminRequest *req)
+on_admin_request(rm_control_client_t *c, rm_h2rpc_call_t *stream, const Remora__V1__AdminRequest *req)
 {
     static const char *const allowed[] = {"stats", "config", "clusters", "log-level"};
     rm_control_admin_reply_t reply = {0};
@@ -304,8 +305,8 @@ on_admin_request(rm_control_client_t *c, rm_rpc_stream_t *stream, const Remora__
     Remora__V1__AgentMessage msg = REMORA__V1__AGENT_MESSAGE__INIT;
     msg.message_case = REMORA__V1__AGENT_MESSAGE__MESSAGE_ADMIN_RESPONSE;
     msg.admin_response = &resp;
-    rm_rpc_status_t status;
-    if (rm_rpc_stream_send(stream, &msg.base, 5000, &status) != RM_RPC_OK)
+    rm_h2rpc_status_t status;
+    if (rm_h2rpc_send(stream, &msg.base, 5000, &status) != RM_H2RPC_DONE)
         rm_log_warn("control", "could not send the answer to admin request %llu (%s): %s", (unsigned long long)req->id,
                     req->command, status.message);
     else
@@ -317,16 +318,17 @@ on_admin_request(rm_control_client_t *c, rm_rpc_stream_t *stream, const Remora__
 /*
  * Sends one Stats summary. Called only from this thread, like every other send on the stream, so
  * that a send is never started while another is outstanding; a send that is not taken within the
- * timeout stays pending and the next send waits for it (rm_rpc_stream_send).
+ * timeout stays pending and the next send waits for it (rm_h2rpc_send).
  */
 static void
-send_stats(rm_control_client_t *c, rm_rpc_stream_t *stream)
+send_stats(rm_control_client_t *c, rm_h2rpc_call_t *stream)
 {
     rm_control_stats_source_t source = rm_control_get_stats_source();
     if (source == NULL)
         return;
-    if (c->stats_buf == NULL)
-        c->stats_buf = rm_calloc(RM_CONTROL_STATS_MAX_SERIES, sizeof(*c->stats_buf));
+    /* allocated per summary (calloc'ed pages are touched only as far as the series go) and freed
+     * after it: the idle agent does not keep the buffer of the largest summary resident */
+    c->stats_buf = rm_calloc(RM_CONTROL_STATS_MAX_SERIES, sizeof(*c->stats_buf));
     size_t total = source(c->stats_buf, RM_CONTROL_STATS_MAX_SERIES);
     size_t n = total < RM_CONTROL_STATS_MAX_SERIES ? total : RM_CONTROL_STATS_MAX_SERIES;
 
@@ -362,16 +364,18 @@ send_stats(rm_control_client_t *c, rm_rpc_stream_t *stream)
     Remora__V1__AgentMessage msg = REMORA__V1__AGENT_MESSAGE__INIT;
     msg.message_case = REMORA__V1__AGENT_MESSAGE__MESSAGE_STATS;
     msg.stats = &stats;
-    rm_rpc_status_t status;
-    rm_rpc_result_t r = rm_rpc_stream_send(stream, &msg.base, 5000, &status);
-    if (r == RM_RPC_CLOSED)
+    rm_h2rpc_status_t status;
+    rm_h2rpc_result_t r = rm_h2rpc_send(stream, &msg.base, 5000, &status);
+    if (r == RM_H2RPC_CLOSED)
         rm_log_debug("control", "could not send stats: %s", status.message);
-    else if (r == RM_RPC_TIMEOUT)
+    else if (r == RM_H2RPC_TIMEOUT)
         rm_log_warn("control", "the control plane did not take the stats summary within 5 s; still trying");
     if (total > n)
         rm_log_debug("control", "stats: %zu series, %zu sent (the cap per message)", total, n);
     free(ptrs);
     free(series);
+    free(c->stats_buf);
+    c->stats_buf = NULL;
 }
 
 static void
@@ -386,21 +390,20 @@ run_stream(rm_control_client_t *c, int *got_snapshot)
     }
     if (!c->insecure && c->client_identity != NULL && c->client_identity(c->ctx, &cr.cert_chain_pem, &cr.key_pem) != 0)
         cr.cert_chain_pem = cr.key_pem = NULL;
-    rm_rpc_security_t sec = {.insecure = cr.insecure,
-                             .root_pem = cr.root_pem,
-                             .cert_chain_pem = cr.cert_chain_pem,
-                             .key_pem = cr.key_pem,
-                             .bearer_token = cr.token};
-    rm_rpc_client_t *client = rm_rpc_client_create_secure(c->address, NULL, &sec);
+    rm_h2rpc_security_t sec = {.insecure = cr.insecure,
+                               .root_pem = cr.root_pem,
+                               .cert_chain_pem = cr.cert_chain_pem,
+                               .key_pem = cr.key_pem,
+                               .bearer_token = cr.token};
+    /* a fresh connection per attempt, fail fast: a control plane that is down, or that does not verify,
+     * ends the attempt at once with the reason, and this thread's backoff paces the next one */
+    rm_h2rpc_call_t *stream = rm_h2rpc_open(c->address, &sec, "/remora.v1.Discovery/StreamSnapshots");
     rm_control_credentials_dispose(&cr);
-    /* fail fast on a fresh channel: a control plane that is down, or that does not verify, ends the
-     * attempt at once with the reason, and this thread's backoff paces the next one */
-    rm_rpc_stream_t *stream = rm_rpc_stream_open(client, "/remora.v1.Discovery/StreamSnapshots", 0);
     pthread_mutex_lock(&c->mutex);
     c->stream = stream;
     int stopping = c->stopping;
     pthread_mutex_unlock(&c->mutex);
-    rm_rpc_status_t status;
+    rm_h2rpc_status_t status;
     if (stopping)
         goto Exit;
 
@@ -411,18 +414,18 @@ run_stream(rm_control_client_t *c, int *got_snapshot)
     hello.admin_requests = c->admin_command != NULL;
     msg.message_case = REMORA__V1__AGENT_MESSAGE__MESSAGE_HELLO;
     msg.hello = &hello;
-    rm_rpc_result_t r;
-    while ((r = rm_rpc_stream_send(stream, &msg.base, 1000, &status)) == RM_RPC_TIMEOUT) {
+    rm_h2rpc_result_t r;
+    while ((r = rm_h2rpc_send(stream, &msg.base, 1000, &status)) == RM_H2RPC_TIMEOUT) {
         if (is_stopping(c))
             goto Exit;
     }
-    if (r != RM_RPC_OK) {
+    if (r != RM_H2RPC_DONE) {
         if (strstr(status.message, "andshake") != NULL || strstr(status.message, "SSL") != NULL ||
             strstr(status.message, "ertificate") != NULL)
             rm_log_warn("control", "cannot verify the control plane at %s against the trust anchor %s (TLS handshake failed): %s",
                         c->address, c->trust_anchor_file, status.message);
         else
-            rm_log_debug("control", "control plane %s: %s %s", c->address, rm_rpc_status_name(status.code), status.message);
+            rm_log_debug("control", "control plane %s: %s %s", c->address, rm_h2rpc_code_name(status.code), status.message);
         goto Exit;
     }
     uint64_t next_stats_ms = rm_now_ms() + c->stats_interval_ms;
@@ -435,16 +438,16 @@ run_stream(rm_control_client_t *c, int *got_snapshot)
             next_stats_ms = (now = rm_now_ms()) + c->stats_interval_ms;
         }
         int64_t wait_ms = next_stats_ms - now < 1000 ? (int64_t)(next_stats_ms - now) : 1000;
-        r = rm_rpc_stream_recv(stream, &remora__v1__snapshot__descriptor, wait_ms, &m, &status);
-        if (r == RM_RPC_TIMEOUT) {
+        r = rm_h2rpc_recv(stream, &remora__v1__snapshot__descriptor, wait_ms, &m, &status);
+        if (r == RM_H2RPC_TIMEOUT) {
             if (is_stopping(c))
                 break;
             continue;
         }
-        if (r == RM_RPC_CLOSED) {
+        if (r == RM_H2RPC_CLOSED) {
             if (!is_stopping(c))
                 rm_log_warn("control", "stream to the control plane at %s ended: %s %s", c->address,
-                            rm_rpc_status_name(status.code), status.message);
+                            rm_h2rpc_code_name(status.code), status.message);
             break;
         }
         Remora__V1__Snapshot *snap = (Remora__V1__Snapshot *)m;
@@ -456,13 +459,15 @@ run_stream(rm_control_client_t *c, int *got_snapshot)
         *got_snapshot = 1;
         on_snapshot(c, stream, snap);
         protobuf_c_message_free_unpacked(m, NULL);
+        /* the snapshot's decoding and translation freed far more than the new config keeps; without a
+         * trim that memory stays resident in this thread's malloc arena until the next snapshot */
+        malloc_trim(0);
     }
 Exit:
     pthread_mutex_lock(&c->mutex);
     c->stream = NULL;
     pthread_mutex_unlock(&c->mutex);
-    rm_rpc_stream_destroy(stream);
-    rm_rpc_client_destroy(client);
+    rm_h2rpc_destroy(stream);
 }
 
 static void *
@@ -518,11 +523,9 @@ rm_control_client_start(const rm_control_options_t *opts, char *err, size_t errl
     c->admin_command = opts->admin_command;
     pthread_mutex_init(&c->mutex, NULL);
     pthread_cond_init(&c->cond, NULL);
-    rm_rpc_init();
     int r = pthread_create(&c->thread, NULL, thread_main, c);
     if (r != 0) {
         snprintf(err, errlen, "cannot start the control thread: %s", strerror(r));
-        rm_rpc_shutdown();
         rm_config_unref(c->base);
         free(c->address);
         free(c->node_id);
@@ -541,11 +544,10 @@ rm_control_client_stop(rm_control_client_t *c)
     pthread_mutex_lock(&c->mutex);
     c->stopping = 1;
     if (c->stream != NULL)
-        rm_rpc_stream_cancel(c->stream);
+        rm_h2rpc_cancel(c->stream);
     pthread_cond_broadcast(&c->cond);
     pthread_mutex_unlock(&c->mutex);
     pthread_join(c->thread, NULL);
-    rm_rpc_shutdown();
     pthread_mutex_destroy(&c->mutex);
     pthread_cond_destroy(&c->cond);
     rm_config_unref(c->base);

@@ -20,7 +20,7 @@
  * have two sends outstanding (gRPC's rule).
  *
  * The stream runs over TLS (docs/identity.md, "The control plane's own doors"): the control plane's
- * certificate is verified against the trust bundle file and the name RM_RPC_CONTROL_SERVER_NAME;
+ * certificate is verified against the trust bundle file and the name RM_H2RPC_SERVER_NAME (h2rpc.h);
  * the agent authenticates with its bootstrap token (`authorization: Bearer`) and, when it has an
  * unexpired workload certificate in service, with that as TLS client certificate. The files and
  * the identity are read again for every new stream, so a rotated token, certificate or bundle is

@@ -1,7 +1,8 @@
 /*
  * The control-plane client lives in a loadable module (remora-agent-control.so, built from
- * control_client.c and translate.c) because gRPC C core and its C++ dependencies cost several MB of
- * resident memory just by being loaded; an agent without --control never loads them.
+ * control_client.c, identity_client.c, h2rpc.c and translate.c): its gRPC client is its own (h2rpc.c,
+ * on the executable's nghttp2 and OpenSSL), and the module still keeps protobuf-c and the generated
+ * remora.v1 code out of an agent without --control (about 0.3 MB resident, docs/BENCHMARKS.md "Idle memory").
  *
  * The module finds everything else (config, logging) in the executable, which exports its symbols.
  * Thread: load from the main thread.

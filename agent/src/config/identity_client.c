@@ -2,16 +2,17 @@
  * The agent's identity client (see identity_client.h).
  */
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include "remora/log.h"
-#include "remora/rpc.h"
 #include "remora/strutil.h"
 #include "remora/v1/identity.pb-c.h"
 #include "config/control_client.h"
+#include "config/h2rpc.h"
 #include "config/identity_client.h"
 
 #define LOG "identity"
@@ -27,7 +28,7 @@ struct st_rm_identity_client_t {
     pthread_mutex_t mutex;
     pthread_cond_t cond;
     int stopping;
-    rm_rpc_stream_t *stream; /* the call in flight, guarded by mutex, for cancel */
+    rm_h2rpc_call_t *stream; /* the call in flight, guarded by mutex, for cancel */
     unsigned seed;
 };
 
@@ -59,47 +60,41 @@ read_token(const char *path, char *buf, size_t bufsz, char *err, size_t errlen)
 }
 
 /*
- * The Certify call, made as a stream on a fresh channel (one per attempt: the trust bundle is read
+ * The Certify call, made as a stream on a fresh connection (one per attempt: the trust bundle is read
  * again each time), fail-fast: a control plane that is away or does not verify ends the attempt at
  * once with the reason; CALL_TIMEOUT_MS at most per step. The wire format is the same as a unary
  * call's. Returns 0 with *resp set, or -1 with the status.
  */
 static int
-certify(rm_identity_client_t *c, const ProtobufCMessage *req, ProtobufCMessage **resp, rm_rpc_status_t *st)
+certify(rm_identity_client_t *c, const ProtobufCMessage *req, ProtobufCMessage **resp, rm_h2rpc_status_t *st)
 {
     rm_control_credentials_t cr;
     if (rm_control_credentials_load(&cr, c->opts.insecure, c->trust_anchor_file, NULL, st->message, sizeof(st->message)) != 0) {
-        st->code = GRPC_STATUS_FAILED_PRECONDITION;
+        st->code = RM_H2RPC_FAILED_PRECONDITION;
         return -1;
     }
-    grpc_arg args[] = {
-        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_ENABLE_RETRIES, .value.integer = 0},
-    };
-    grpc_channel_args chargs = {.num_args = sizeof(args) / sizeof(args[0]), .args = args};
-    rm_rpc_security_t sec = {.insecure = cr.insecure, .root_pem = cr.root_pem};
-    rm_rpc_client_t *client = rm_rpc_client_create_secure(c->address, &chargs, &sec);
+    rm_h2rpc_security_t sec = {.insecure = cr.insecure, .root_pem = cr.root_pem};
+    rm_h2rpc_call_t *s = rm_h2rpc_open(c->address, &sec, "/remora.v1.Identity/Certify");
     rm_control_credentials_dispose(&cr);
-    rm_rpc_stream_t *s = rm_rpc_stream_open(client, "/remora.v1.Identity/Certify", 0);
     pthread_mutex_lock(&c->mutex);
     c->stream = s;
     if (c->stopping)
-        rm_rpc_stream_cancel(s);
+        rm_h2rpc_cancel(s);
     pthread_mutex_unlock(&c->mutex);
-    rm_rpc_result_t r = rm_rpc_stream_send(s, req, CALL_TIMEOUT_MS, st);
-    if (r == RM_RPC_OK)
-        r = rm_rpc_stream_close_send(s, CALL_TIMEOUT_MS, st);
-    if (r == RM_RPC_OK)
-        r = rm_rpc_stream_recv(s, &remora__v1__certify_response__descriptor, CALL_TIMEOUT_MS, resp, st);
-    if (r == RM_RPC_TIMEOUT) {
-        st->code = GRPC_STATUS_DEADLINE_EXCEEDED;
+    rm_h2rpc_result_t r = rm_h2rpc_send(s, req, CALL_TIMEOUT_MS, st);
+    if (r == RM_H2RPC_DONE)
+        r = rm_h2rpc_close_send(s, CALL_TIMEOUT_MS, st);
+    if (r == RM_H2RPC_DONE)
+        r = rm_h2rpc_recv(s, &remora__v1__certify_response__descriptor, CALL_TIMEOUT_MS, resp, st);
+    if (r == RM_H2RPC_TIMEOUT) {
+        st->code = RM_H2RPC_DEADLINE_EXCEEDED;
         snprintf(st->message, sizeof(st->message), "no answer within %d ms (is the control plane up?)", CALL_TIMEOUT_MS);
     }
     pthread_mutex_lock(&c->mutex);
     c->stream = NULL;
     pthread_mutex_unlock(&c->mutex);
-    rm_rpc_stream_destroy(s);
-    rm_rpc_client_destroy(client);
-    return r == RM_RPC_OK ? 0 : -1;
+    rm_h2rpc_destroy(s);
+    return r == RM_H2RPC_DONE ? 0 : -1;
 }
 
 /* One Certify. Returns 0 once the new identity is in service, or -1 with the reason. */
@@ -124,14 +119,14 @@ attempt(rm_identity_client_t *c, char *err, size_t errlen)
     req.token = token;
     req.node_id = c->node_id;
     ProtobufCMessage *m = NULL;
-    rm_rpc_status_t st;
+    rm_h2rpc_status_t st;
     int r = certify(c, &req.base, &m, &st);
     free(csr);
     memset(token, 0, MAX_TOKEN_BYTES);
     free(token);
     if (r != 0) {
         c->opts.release_key(c->opts.ctx, key);
-        snprintf(err, errlen, "Certify at %s: %s: %s", c->address, rm_rpc_status_name(st.code), st.message);
+        snprintf(err, errlen, "Certify at %s: %s: %s", c->address, rm_h2rpc_code_name(st.code), st.message);
         return -1;
     }
     Remora__V1__CertifyResponse *resp = (Remora__V1__CertifyResponse *)m;
@@ -180,15 +175,18 @@ static void *
 thread_main(void *arg)
 {
     rm_identity_client_t *c = arg;
-    /* a fresh channel per attempt (certify): gRPC's own reconnect backoff never delays the first renewal
-     * after the control plane returns; our own backoff paces the calls */
+    /* a fresh connection per attempt (certify): no reconnect backoff of a channel delays the first
+     * renewal after the control plane returns; our own backoff paces the calls */
     int64_t backoff_ms = BACKOFF_MIN_MS;
     int64_t next_ms = renew_at_ms(c);
     for (;;) {
         if (sleep_until(c, next_ms))
             break;
         char err[1024];
-        if (attempt(c, err, sizeof(err)) == 0) {
+        int ok = attempt(c, err, sizeof(err)) == 0;
+        /* the TLS connection and the CSR are gone: give their memory back until the next renewal (hours) */
+        malloc_trim(0);
+        if (ok) {
             c->opts.on_result(c->opts.ctx, 1, NULL);
             backoff_ms = BACKOFF_MIN_MS;
             next_ms = renew_at_ms(c);
@@ -228,11 +226,9 @@ rm_identity_client_start(const rm_identity_client_options_t *opts, char *err, si
     c->seed = (unsigned)time(NULL) ^ (unsigned)(uintptr_t)c;
     pthread_mutex_init(&c->mutex, NULL);
     pthread_cond_init(&c->cond, NULL);
-    rm_rpc_init();
     int r = pthread_create(&c->thread, NULL, thread_main, c);
     if (r != 0) {
         snprintf(err, errlen, "cannot start the identity thread: %s", strerror(r));
-        rm_rpc_shutdown();
         free(c->address);
         free(c->node_id);
         free(c->token_file);
@@ -249,11 +245,10 @@ rm_identity_client_stop(rm_identity_client_t *c)
     pthread_mutex_lock(&c->mutex);
     c->stopping = 1;
     if (c->stream != NULL)
-        rm_rpc_stream_cancel(c->stream);
+        rm_h2rpc_cancel(c->stream);
     pthread_cond_broadcast(&c->cond);
     pthread_mutex_unlock(&c->mutex);
     pthread_join(c->thread, NULL);
-    rm_rpc_shutdown();
     pthread_mutex_destroy(&c->mutex);
     pthread_cond_destroy(&c->cond);
     free(c->address);

@@ -1,6 +1,6 @@
 /*
- * The agent's identity client (docs/identity.md): one thread, in the control-plane module (gRPC
- * stays out of the executable), that obtains and rotates the workload certificate with
+ * The agent's identity client (docs/identity.md): one thread, in the control-plane module (its gRPC
+ * client is config/h2rpc.c), that obtains and rotates the workload certificate with
  * remora.v1.Identity/Certify.
  *
  * Schedule: at start, at once unless an identity is in service already; then at 70% of the
