@@ -606,7 +606,19 @@ static const bad_case_t bad_cases[] = {
     {"listeners: [{address: \"127.0.0.1:15001\", protocol: tcp, cluster: d}]\nclusters: [{name: c, endpoints: \"127.0.0.1:1\"}]\n",
      1, "cluster 'd' is not defined"},
     {"listeners: [{address: \"127.0.0.1:15001\", protocol: udp, cluster: c}]\nclusters: [{name: c, endpoints: \"127.0.0.1:1\"}]\n",
-     1, "protocol 'udp' must be http or tcp"},
+     1, "protocol 'udp' must be http, h2 or tcp"},
+    {"listeners: [{address: \"127.0.0.1:15001\", protocol: h2, direction: outbound}]\nclusters: [{name: c, endpoints: "
+     "\"127.0.0.1:1\"}]\n",
+     1, "protocol h2 is for explicit listeners"},
+    {"listeners: [{address: \"127.0.0.1:15001\", protocol: h2, peer: agent, routes: [{cluster: c}]}]\n"
+     "clusters: [{name: c, endpoints: \"127.0.0.1:1\"}]\n",
+     1, "protocol h2 is not for 'peer: agent' listeners"},
+    {"listeners: [{address: \"127.0.0.1:15001\", max_connections: -1, routes: [{cluster: c}]}]\n"
+     "clusters: [{name: c, endpoints: \"127.0.0.1:1\"}]\n",
+     1, "max_connections"},
+    {"limits: {request_headers_timeout_ms: x}\nlisteners: [{address: \"127.0.0.1:15001\", routes: [{cluster: c}]}]\n"
+     "clusters: [{name: c, endpoints: \"127.0.0.1:1\"}]\n",
+     1, "request_headers_timeout_ms"},
     {"listeners: [{address: \"127.0.0.1:15001\", direction: sideways}]\nclusters: [{name: c, endpoints: \"127.0.0.1:1\"}]\n", 1,
      "direction 'sideways' must be outbound or inbound"},
     /* agent-to-agent hops (docs/architecture.md) */

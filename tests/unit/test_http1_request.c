@@ -461,6 +461,50 @@ test_http_minor(void **state)
     rec_dispose(&r);
 }
 
+/* The error of a request parsed with a URI limit, the same for every split of the input. */
+static int
+uri_limit_error(const char *in, uint32_t max_uri_bytes, uint32_t max_header_bytes)
+{
+    int first = 1, err0 = 0;
+    for (size_t i = 0; i != sizeof(test_steps) / sizeof(test_steps[0]); ++i) {
+        rec_t r;
+        rec_init(&r);
+        rm_h1_parser_t *p = rm_h1_parser_create(RM_H1_PARSE_REQUESTS, &rec_callbacks, &r, 0, max_header_bytes);
+        rm_h1_parser_set_max_uri_bytes(p, max_uri_bytes);
+        int err = drive(&r, p, in, strlen(in), test_steps[i], 0);
+        rm_h1_parser_destroy(p);
+        rec_dispose(&r);
+        if (first)
+            err0 = err, first = 0;
+        assert_int_equal(err, err0);
+    }
+    return err0;
+}
+
+static void
+test_uri_limit(void **state)
+{
+    char in[4096];
+    /* a target of exactly the limit passes; one byte more is 414, found at that byte (before the head ends) */
+    snprintf(in, sizeof(in), "GET /%0*d HTTP/1.1\r\nHost: a\r\n\r\n", 99, 0);
+    assert_int_equal(uri_limit_error(in, 100, 0), 0);
+    assert_int_equal(uri_limit_error(in, 99, 0), RM_H1_ERR_URI_TOO_LONG);
+    snprintf(in, sizeof(in), "GET /%0*d", 500, 0);
+    assert_int_equal(uri_limit_error(in, 100, 0), RM_H1_ERR_URI_TOO_LONG);
+    /* absolute form counts whole */
+    assert_int_equal(uri_limit_error("GET http://a/bcd HTTP/1.1\r\nHost: a\r\n\r\n", 12, 0), 0);
+    assert_int_equal(uri_limit_error("GET http://a/bcd HTTP/1.1\r\nHost: a\r\n\r\n", 11, 0), RM_H1_ERR_URI_TOO_LONG);
+    /* 0: no URI limit of its own; the head limit, when lower, comes first */
+    snprintf(in, sizeof(in), "GET /%0*d HTTP/1.1\r\nHost: a\r\n\r\n", 2000, 0);
+    assert_int_equal(uri_limit_error(in, 0, 0), 0);
+    assert_int_equal(uri_limit_error(in, 1500, 1024), RM_H1_ERR_HEADERS_TOO_LARGE);
+    /* the second request on a connection is judged on its own target */
+    assert_int_equal(uri_limit_error("GET /12345 HTTP/1.1\r\nHost: a\r\n\r\nGET /123456 HTTP/1.1\r\nHost: a\r\n\r\n", 6, 0),
+                     RM_H1_ERR_URI_TOO_LONG);
+    assert_int_equal(uri_limit_error("GET /12345 HTTP/1.1\r\nHost: a\r\n\r\nGET /12345 HTTP/1.1\r\nHost: a\r\n\r\n", 6, 0), 0);
+    assert_int_equal(rm_h1_error_status(RM_H1_ERR_URI_TOO_LONG), 414);
+}
+
 static void
 test_error_status(void **state)
 {
@@ -501,6 +545,7 @@ main(void)
         cmocka_unit_test(test_resume_inside_callback),
         cmocka_unit_test(test_http_minor),
         cmocka_unit_test(test_error_status),
+        cmocka_unit_test(test_uri_limit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

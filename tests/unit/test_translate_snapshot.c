@@ -1,9 +1,11 @@
 /*
  * Control-plane snapshots -> the agent's config (agent/src/config/translate.c): snapshots are built
  * by hand as protobuf-c messages, packed, translated onto a bootstrap with two listeners, and the
- * config fields are checked on both (each listener owns its copy of the routes). What the agent
+ * config fields are checked on both (the listeners share one list of routes). What the agent
  * cannot apply must be refused with a reason that names the resource.
  */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -45,7 +47,7 @@ teardown(void **state)
 
 /* Everything a test snapshot points to lives in one arena, freed after the translation. */
 typedef struct st_arena_t {
-    void *blocks[512];
+    void *blocks[8192];
     size_t n;
 } arena_t;
 
@@ -476,10 +478,121 @@ test_http_rule_policy(void **state)
         assert_null(r->cluster_name);
         assert_int_equal(r->cluster_index, RM_CONFIG_NO_CLUSTER);
     }
-    /* the copies are the listeners' own */
-    assert_ptr_not_equal(find_route(&c->listeners[0], "echo.default/api/", 0)->mirrors,
-                         find_route(&c->listeners[1], "echo.default/api/", 0)->mirrors);
+    /* one list for every listener (the first owns it): no per-listener copies */
+    assert_ptr_equal(find_route(&c->listeners[0], "echo.default/api/", 0), find_route(&c->listeners[1], "echo.default/api/", 0));
+    assert_false(c->listeners[0].routes_borrowed);
+    assert_true(c->listeners[1].routes_borrowed);
     rm_config_unref(c);
+}
+
+/* A mesh of many Services on the four transparent listeners: one route list for all of them, each
+ * Service's routes sharing one authority list, no catch-all route after a route that takes every
+ * request, and Service listeners found by address (binary search) with the right fallbacks. */
+#define MESH_SERVICES 250
+
+/* prefix, i, suffix in the test arena */
+static char *
+fmt(const char *prefix, int i, const char *suffix)
+{
+    char *s = alloc(64);
+    snprintf(s, 64, "%s%d%s", prefix, i, suffix);
+    return s;
+}
+
+static void
+test_many_services_transparent(void **state)
+{
+    static const char y[] = "listeners:\n"
+                            "  - {name: out4, address: \"127.0.0.1:15001\", direction: outbound}\n"
+                            "  - {name: out6, address: \"[::1]:15001\", direction: outbound}\n"
+                            "  - {name: in4, address: \"0.0.0.0:15006\", direction: inbound}\n"
+                            "  - {name: in6, address: \"[::]:15006\", direction: inbound}\n"
+                            "clusters:\n"
+                            "  - {name: c, endpoints: \"127.0.0.1:1\"}\n";
+    rm_config_error_t err;
+    rm_config_t *transparent = rm_config_load_string(y, sizeof(y) - 1, "t.yaml", &err);
+    if (transparent == NULL)
+        fail_msg("%s:%u: %s", err.file, err.line, err.message);
+    Remora__V1__Snapshot *snap = NEW(Remora__V1__Snapshot, remora__v1__snapshot__init);
+    snap->version = 7;
+    snap->services = alloc(sizeof(void *) * MESH_SERVICES);
+    snap->http_routes = alloc(sizeof(void *) * MESH_SERVICES);
+    for (int i = 0; i != MESH_SERVICES; ++i) {
+        Remora__V1__Service *svc = service(fmt("svc-", i, ""), fmt("127.1.0.", i + 1, ":8080"));
+        svc->spec->addresses = alloc(sizeof(char *));
+        svc->spec->addresses[0] = fmt("10.96.1.", i + 1, ":80");
+        svc->spec->n_addresses = 1;
+        snap->services[snap->n_services++] = svc;
+        Remora__V1__HTTPRouteRule *rule = http_rule(svc->metadata->name);
+        if (i % 2 == 1) { /* odd: /api only, so the Service keeps its own catch-all route */
+            Remora__V1__HTTPRouteMatch *m = NEW(Remora__V1__HTTPRouteMatch, remora__v1__httproute_match__init);
+            m->path = NEW(Remora__V1__HTTPPathMatch, remora__v1__httppath_match__init);
+            m->path->match_case = REMORA__V1__HTTPPATH_MATCH__MATCH_PREFIX;
+            m->path->prefix = "/api";
+            rule->matches = (Remora__V1__HTTPRouteMatch **)list(&rule->n_matches, m, NULL);
+        }
+        snap->http_routes[snap->n_http_routes++] = http_route(fmt("route-", i, ""), svc->metadata->name, rule);
+    }
+    rm_config_t *saved = base;
+    base = transparent;
+    rm_config_t *c = translate(snap);
+    base = saved;
+    if (c == NULL)
+        fail_msg("%s", reason);
+    assert_int_equal(c->num_listeners, 4);
+    assert_int_equal(c->listeners[0].num_routes, MESH_SERVICES + MESH_SERVICES / 2);
+    for (size_t li = 1; li != 4; ++li) {
+        assert_ptr_equal(c->listeners[li].routes, c->listeners[0].routes);
+        assert_true(c->listeners[li].routes_borrowed);
+    }
+    const rm_config_route_t *routes = c->listeners[0].routes;
+    for (size_t ri = 0; ri != c->listeners[0].num_routes; ++ri) {
+        const rm_config_route_t *r = &routes[ri];
+        assert_true(r->has_service);
+        assert_int_equal(r->cluster_index, r->service_cluster);
+        assert_string_equal(r->authorities[0], c->clusters[r->service_cluster].name);
+        if (r->service_cluster % 2 == 1 && r->path_match == RM_PATH_MATCH_ANY) { /* the catch-all after /api */
+            assert_int_equal(r[-1].service_cluster, r->service_cluster);
+            assert_ptr_equal(r->authorities, r[-1].authorities);
+            assert_true(r->authorities_borrowed);
+        }
+    }
+    /* one outbound Service listener per address (IPv4: not on [::1]) and one inbound per endpoint */
+    assert_int_equal(c->num_service_listeners, 2 * MESH_SERVICES);
+    for (int i = 0; i != MESH_SERVICES; ++i) {
+        struct sockaddr_in vip = {.sin_family = AF_INET, .sin_port = htons(80)}, ep = vip;
+        char a[32];
+        snprintf(a, sizeof(a), "10.96.1.%d", i + 1);
+        inet_pton(AF_INET, a, &vip.sin_addr);
+        size_t si = rm_config_find_service_listener(c, 0, (struct sockaddr *)&vip);
+        assert_int_not_equal(si, SIZE_MAX);
+        const rm_config_listener_t *sl = &c->service_listeners[si];
+        assert_int_equal(sl->service_cluster, (size_t)i);
+        assert_ptr_equal(sl->routes, routes);
+        /* the fallback is the Service's own route that takes everything: never a copy */
+        assert_true(sl->fallback_route >= routes && sl->fallback_route < routes + c->listeners[0].num_routes);
+        assert_int_equal(sl->fallback_route->service_cluster, (size_t)i);
+        assert_int_equal(rm_config_find_service_listener(c, 1, (struct sockaddr *)&vip), SIZE_MAX);
+        vip.sin_port = htons(81);
+        assert_int_equal(rm_config_find_service_listener(c, 0, (struct sockaddr *)&vip), SIZE_MAX);
+
+        snprintf(a, sizeof(a), "127.1.0.%d", i + 1);
+        inet_pton(AF_INET, a, &ep.sin_addr);
+        ep.sin_port = htons(8080);
+        si = rm_config_find_service_listener(c, 2, (struct sockaddr *)&ep);
+        assert_int_not_equal(si, SIZE_MAX);
+        sl = &c->service_listeners[si];
+        assert_true(c->clusters[sl->service_cluster].inbound);
+        assert_int_equal(c->clusters[sl->service_cluster].inbound_service, (size_t)i);
+        assert_int_equal(sl->fallback_route->cluster_index, sl->service_cluster);
+        assert_int_equal(rm_config_find_service_listener(c, 3, (struct sockaddr *)&ep), SIZE_MAX);
+    }
+    /* a second validation rebuilds the same */
+    assert_int_equal(rm_config_validate(c, &err), 0);
+    assert_int_equal(c->num_service_listeners, 2 * MESH_SERVICES);
+    assert_int_equal(c->num_clusters, 2 * MESH_SERVICES);
+    rm_config_unref(c);
+    rm_config_unref(transparent);
 }
 
 static void
@@ -909,6 +1022,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_http_rule_policy),
         cmocka_unit_test(test_grpc_rules),
+        cmocka_unit_test(test_many_services_transparent),
         cmocka_unit_test(test_backend_policy),
         cmocka_unit_test(test_backend_policy_balancing),
         cmocka_unit_test(test_session_and_rate_limits),

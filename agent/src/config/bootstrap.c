@@ -1354,11 +1354,11 @@ parse_route(parser_t *p, yaml_node_t *node, size_t li, size_t ri)
 static int
 parse_listener(parser_t *p, yaml_node_t *node, size_t li)
 {
-    static const char *const keys[] = {"name",    "address",   "tls",          "routes", "protocol",
-                                       "cluster", "direction", "opaque_ports", "peer",   NULL};
-    enum { NAME, ADDRESS, TLS, ROUTES, PROTOCOL, CLUSTER, DIRECTION, OPAQUE_PORTS, PEER };
+    static const char *const keys[] = {"name",      "address",      "tls",  "routes",          "protocol", "cluster",
+                                       "direction", "opaque_ports", "peer", "max_connections", NULL};
+    enum { NAME, ADDRESS, TLS, ROUTES, PROTOCOL, CLUSTER, DIRECTION, OPAQUE_PORTS, PEER, MAX_CONNECTIONS };
     rm_config_listener_t *l = p->config->listeners + li;
-    yaml_node_t *v[9], **items = NULL;
+    yaml_node_t *v[10], **items = NULL;
     size_t n;
     char pfx[200];
     int ret = -1;
@@ -1404,9 +1404,14 @@ parse_listener(parser_t *p, yaml_node_t *node, size_t li)
             return -1;
         if (strcmp(proto, "tcp") == 0)
             l->opaque = 1;
+        else if (strcmp(proto, "h2") == 0)
+            l->h2_only = 1;
         else if (strcmp(proto, "http") != 0)
-            return fail(p, v[PROTOCOL], "%sprotocol '%s' must be http or tcp", pfx, proto);
+            return fail(p, v[PROTOCOL], "%sprotocol '%s' must be http, h2 or tcp", pfx, proto);
     }
+    if (v[MAX_CONNECTIONS] != NULL &&
+        get_u32(p, v[MAX_CONNECTIONS], pfx, "max_connections", 0, UINT32_MAX, &l->max_connections) != 0)
+        return -1;
     if (v[CLUSTER] != NULL && dup_string(p, v[CLUSTER], pfx, "cluster", &l->tcp_cluster_name) != 0)
         return -1;
     if (v[PEER] != NULL) {

@@ -10,8 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include "remora/log.h"
 #include "remora/strutil.h"
 #include "config/config.h"
 #include "config/config_priv.h"
@@ -40,6 +42,9 @@ const rm_config_range_t rm_config__limit_ranges[] = {
     RANGE(rm_config_limits_t, h2_max_window_update_frames_per_data_frame_sent, 1, 1000000),
     RANGE(rm_config_limits_t, h2_max_outbound_control_frames, 1, 1000000),
     RANGE(rm_config_limits_t, h2_max_outbound_frames, 1, 1000000),
+    RANGE(rm_config_limits_t, max_request_uri_bytes, 64, 16 * 1024 * 1024),
+    RANGE(rm_config_limits_t, request_headers_timeout_ms, 0, UINT32_MAX),
+    RANGE(rm_config_limits_t, max_request_body_bytes, 0, UINT32_MAX),
 };
 const size_t rm_config__num_limit_ranges = sizeof(rm_config__limit_ranges) / sizeof(rm_config__limit_ranges[0]);
 
@@ -502,6 +507,9 @@ rm_config_create_defaults(void)
     c->limits.h2_max_window_update_frames_per_data_frame_sent = 10;
     c->limits.h2_max_outbound_control_frames = 1000;
     c->limits.h2_max_outbound_frames = 10000;
+    c->limits.max_request_uri_bytes = 16384;
+    c->limits.request_headers_timeout_ms = 10000;
+    c->limits.max_request_body_bytes = 0;
     /* tracing and access logs are off until configured; these are the values an enabled block starts from */
     c->telemetry.tracing.propagate_w3c = 1;
     c->telemetry.tracing.propagate_b3 = 1;
@@ -517,6 +525,103 @@ rm_config_ref(rm_config_t *config)
 {
     __atomic_add_fetch(&config->_refcnt, 1, __ATOMIC_RELAXED);
     return config;
+}
+
+/* --- the arena of a generated config (rm_config_arena_alloc) --- */
+
+typedef struct st_rm_config_arena_block_t {
+    struct st_rm_config_arena_block_t *next;
+    size_t size, used;
+} arena_block_t;
+
+struct st_rm_config_arena_t {
+    arena_block_t *blocks; /* the newest first */
+    size_t total;
+};
+
+#define ARENA_ALIGN 16
+#define ARENA_MIN_BLOCK (16u * 1024)
+#define ARENA_MAX_BLOCK (1024u * 1024)
+
+static size_t
+align_up(size_t n, size_t a)
+{
+    return (n + a - 1) & ~(a - 1);
+}
+
+static void *
+arena_alloc(rm_config_t *c, size_t size, size_t align)
+{
+    if (c->_arena == NULL)
+        c->_arena = rm_calloc(1, sizeof(*c->_arena));
+    struct st_rm_config_arena_t *a = c->_arena;
+    arena_block_t *b = a->blocks;
+    size_t off = b != NULL ? align_up(b->used, align) : 0;
+    if (b == NULL || off + size > b->size) {
+        /* blocks double with the arena (few blocks to search in rm_config_free_owned), bounded */
+        size_t want = a->total < ARENA_MIN_BLOCK ? ARENA_MIN_BLOCK : a->total > ARENA_MAX_BLOCK ? ARENA_MAX_BLOCK : a->total;
+        size_t need = align_up(sizeof(arena_block_t), ARENA_ALIGN) + size;
+        if (want < need)
+            want = align_up(need, 4096);
+        void *p = mmap(NULL, want, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED)
+            rm_fatal("out of memory (mmap of %zu bytes for the config)", want);
+        b = p;
+        b->size = want;
+        b->used = align_up(sizeof(arena_block_t), ARENA_ALIGN);
+        b->next = a->blocks;
+        a->blocks = b;
+        a->total += want;
+        off = align_up(b->used, align);
+    }
+    b->used = off + size;
+    return (char *)b + off; /* fresh anonymous pages are zero, and nothing here is reused */
+}
+
+void *
+rm_config_arena_alloc(rm_config_t *config, size_t size)
+{
+    return arena_alloc(config, size != 0 ? size : 1, ARENA_ALIGN);
+}
+
+char *
+rm_config_arena_strdup(rm_config_t *config, const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = arena_alloc(config, n, 1);
+    memcpy(d, s, n);
+    return d;
+}
+
+static int
+in_arena(const struct st_rm_config_arena_t *a, const void *p)
+{
+    if (a == NULL)
+        return 0;
+    for (const arena_block_t *b = a->blocks; b != NULL; b = b->next)
+        if ((const char *)p >= (const char *)b && (const char *)p < (const char *)b + b->size)
+            return 1;
+    return 0;
+}
+
+void
+rm_config_free_owned(const rm_config_t *config, void *p)
+{
+    if (p != NULL && !in_arena(config->_arena, p))
+        free(p);
+}
+
+static void
+arena_destroy(struct st_rm_config_arena_t *a)
+{
+    if (a == NULL)
+        return;
+    while (a->blocks != NULL) {
+        arena_block_t *b = a->blocks;
+        a->blocks = b->next;
+        munmap(b, b->size);
+    }
+    free(a);
 }
 
 static void
@@ -556,111 +661,122 @@ free_rate_limit(rm_config_rate_limit_t *rl)
 }
 
 static void
-free_route(rm_config_route_t *r)
+free_route(const rm_config_t *c, rm_config_route_t *r)
 {
-    free(r->name);
-    for (size_t i = 0; i != r->num_authorities; ++i)
-        free(r->authorities[i]);
-    free(r->authorities);
-    free(r->path);
-    for (size_t i = 0; i != r->num_headers; ++i) {
-        free(r->headers[i].name);
-        free(r->headers[i].value);
+    rm_config_free_owned(c, r->name);
+    if (!r->authorities_borrowed) {
+        for (size_t i = 0; i != r->num_authorities; ++i)
+            rm_config_free_owned(c, r->authorities[i]);
+        rm_config_free_owned(c, r->authorities);
     }
-    free(r->headers);
-    free(r->method);
+    rm_config_free_owned(c, r->path);
+    for (size_t i = 0; i != r->num_headers; ++i) {
+        rm_config_free_owned(c, r->headers[i].name);
+        rm_config_free_owned(c, r->headers[i].value);
+    }
+    rm_config_free_owned(c, r->headers);
+    rm_config_free_owned(c, r->method);
     for (size_t i = 0; i != r->num_backends; ++i)
-        free(r->backends[i].cluster_name);
-    free(r->backends);
-    free(r->cluster_name);
-    free(r->retry.http_statuses);
+        rm_config_free_owned(c, r->backends[i].cluster_name);
+    rm_config_free_owned(c, r->backends);
+    rm_config_free_owned(c, r->cluster_name);
+    rm_config_free_owned(c, r->retry.http_statuses);
     free_header_mod(&r->request_headers);
     free_header_mod(&r->response_headers);
     for (size_t i = 0; i != r->num_mirrors; ++i)
-        free(r->mirrors[i].cluster_name);
-    free(r->mirrors);
-    free(r->fault);
+        rm_config_free_owned(c, r->mirrors[i].cluster_name);
+    rm_config_free_owned(c, r->mirrors);
+    rm_config_free_owned(c, r->fault);
     if (r->redirect != NULL) {
-        free(r->redirect->scheme);
-        free(r->redirect->hostname);
-        free(r->redirect->path);
-        free(r->redirect);
+        rm_config_free_owned(c, r->redirect->scheme);
+        rm_config_free_owned(c, r->redirect->hostname);
+        rm_config_free_owned(c, r->redirect->path);
+        rm_config_free_owned(c, r->redirect);
     }
     if (r->url_rewrite != NULL) {
-        free(r->url_rewrite->hostname);
-        free(r->url_rewrite->path);
-        free(r->url_rewrite);
+        rm_config_free_owned(c, r->url_rewrite->hostname);
+        rm_config_free_owned(c, r->url_rewrite->path);
+        rm_config_free_owned(c, r->url_rewrite);
     }
-    free(r->session_name);
+    rm_config_free_owned(c, r->session_name);
     free_rate_limit(r->rate_limit);
     rm_config_authz_free(r->authz);
     rm_route_compiled_free(r);
 }
 
+void
+rm_config_free_routes(const rm_config_t *owner, rm_config_route_t *routes, size_t n)
+{
+    for (size_t i = 0; i != n; ++i)
+        free_route(owner, routes + i);
+    rm_config_free_owned(owner, routes);
+}
+
 static void
 free_service_listeners(rm_config_t *c)
 {
-    for (size_t i = 0; i != c->num_service_listeners; ++i) {
-        rm_config_listener_t *l = c->service_listeners + i;
-        free(l->name);
-        if (l->fallback_route != NULL) {
-            free_route(l->fallback_route);
-            free(l->fallback_route);
-        }
-    }
+    /* a Service listener's name is its parent's; its fallback route is one of _fallback_routes (no
+     * allocations of their own: free_route has nothing to free in them) */
     free(c->service_listeners);
     c->service_listeners = NULL;
     c->num_service_listeners = 0;
+    free(c->_fallback_routes);
+    c->_fallback_routes = NULL;
+    free(c->_service_listener_index);
+    c->_service_listener_index = NULL;
 }
 
 static void
 destroy(rm_config_t *c)
 {
     free_service_listeners(c);
-    free(c->source);
-    free(c->version);
-    free(c->agent_namespace);
+    rm_config_free_owned(c, c->source);
+    rm_config_free_owned(c, c->version);
+    rm_config_free_owned(c, c->agent_namespace);
     for (size_t i = 0; i != c->num_dns_servers; ++i)
-        free(c->dns_servers[i]);
-    free(c->dns_servers);
+        rm_config_free_owned(c, c->dns_servers[i]);
+    rm_config_free_owned(c, c->dns_servers);
     for (size_t i = 0; i != c->num_listeners; ++i) {
         rm_config_listener_t *l = c->listeners + i;
-        free(l->name);
-        free(l->tls_cert_file);
-        free(l->tls_key_file);
-        for (size_t j = 0; j != l->num_routes; ++j)
-            free_route(l->routes + j);
-        free(l->routes);
-        free(l->tcp_cluster_name);
-        free(l->opaque_ports);
+        rm_config_free_owned(c, l->name);
+        rm_config_free_owned(c, l->tls_cert_file);
+        rm_config_free_owned(c, l->tls_key_file);
+        if (!l->routes_borrowed) {
+            for (size_t j = 0; j != l->num_routes; ++j)
+                free_route(c, l->routes + j);
+            rm_config_free_owned(c, l->routes);
+        }
+        rm_config_free_owned(c, l->tcp_cluster_name);
+        rm_config_free_owned(c, l->opaque_ports);
     }
-    free(c->listeners);
+    rm_config_free_owned(c, c->listeners);
     for (size_t i = 0; i != c->num_clusters; ++i) {
         rm_config_cluster_t *cl = c->clusters + i;
-        free(cl->name);
+        rm_config_free_owned(c, cl->name);
         for (size_t j = 0; j != cl->num_endpoints; ++j) {
-            free(cl->endpoints[j].host);
-            free(cl->endpoints[j].peer_identity);
+            rm_config_free_owned(c, cl->endpoints[j].host);
+            rm_config_free_owned(c, cl->endpoints[j].peer_identity);
         }
-        free(cl->endpoints);
-        free(cl->tls_ca_file);
-        free(cl->tls_server_name);
-        free(cl->tls_cert_file);
-        free(cl->tls_key_file);
-        free(cl->peer_identity);
-        free(cl->health_check.http_path);
-        free(cl->health_check.grpc_service);
+        rm_config_free_owned(c, cl->endpoints);
+        rm_config_free_owned(c, cl->tls_ca_file);
+        rm_config_free_owned(c, cl->tls_server_name);
+        rm_config_free_owned(c, cl->tls_cert_file);
+        rm_config_free_owned(c, cl->tls_key_file);
+        rm_config_free_owned(c, cl->peer_identity);
+        rm_config_free_owned(c, cl->health_check.http_path);
+        rm_config_free_owned(c, cl->health_check.grpc_service);
         if (!cl->inbound) {
             free_rate_limit(cl->rate_limit);
             rm_config_authz_free(cl->authz);
         }
-        free(cl->addresses);
+        rm_config_free_owned(c, cl->addresses);
     }
-    free(c->clusters);
-    free(c->telemetry.tracing.otlp_endpoint);
-    free(c->telemetry.tracing.service_name);
-    free(c->telemetry.access_log.path);
-    free(c->mesh_tls.identity_dir);
+    rm_config_free_owned(c, c->clusters);
+    rm_config_free_owned(c, c->telemetry.tracing.otlp_endpoint);
+    rm_config_free_owned(c, c->telemetry.tracing.service_name);
+    rm_config_free_owned(c, c->telemetry.access_log.path);
+    rm_config_free_owned(c, c->mesh_tls.identity_dir);
+    arena_destroy(c->_arena);
     free(c);
 }
 
@@ -1424,6 +1540,15 @@ validate_listener(rm_config_t *c, size_t li, rm_config_error_t *err)
     } else if (l->tcp_cluster_name != NULL) {
         return rm_config__error(err, c->source, l->line, "%s: 'cluster' goes with protocol tcp", what);
     }
+    if (l->h2_only && l->opaque)
+        return rm_config__error(err, c->source, l->line, "%s: protocol is either h2 or tcp", what);
+    if (l->h2_only && l->direction != RM_DIRECTION_NONE)
+        return rm_config__error(err, c->source, l->line,
+                                "%s: protocol h2 is for explicit listeners (a transparent listener detects)", what);
+    if (l->h2_only && l->peer_agent)
+        return rm_config__error(err, c->source, l->line,
+                                "%s: protocol h2 is not for 'peer: agent' listeners (agents choose the protocol by mesh ALPN)",
+                                what);
     if (l->direction != RM_DIRECTION_NONE && l->opaque_ports == NULL) {
         l->opaque_ports = rm_calloc(rm_config_num_default_opaque_ports, sizeof(uint16_t));
         memcpy(l->opaque_ports, rm_config_default_opaque_ports, rm_config_num_default_opaque_ports * sizeof(uint16_t));
@@ -1443,6 +1568,16 @@ validate_listener(rm_config_t *c, size_t li, rm_config_error_t *err)
     /* no routes is valid here (a control-plane snapshot without services: every request gets 404);
      * the bootstrap parser insists on at least one, where none is surely a mistake */
     l->filters = 0;
+    if (l->routes_borrowed) {
+        /* the same list as an earlier listener's (rm_translate_snapshot): validated there, once */
+        for (size_t j = 0; j != li; ++j) {
+            if (c->listeners[j].routes == l->routes && !c->listeners[j].routes_borrowed) {
+                l->filters = c->listeners[j].filters;
+                return 0;
+            }
+        }
+        return rm_config__error(err, c->source, l->line, "%s: borrows the routes of no earlier listener", what);
+    }
     for (size_t i = 0; i != l->num_routes; ++i) {
         if (validate_route(c, l, i, err) != 0)
             return -1;
@@ -1741,10 +1876,85 @@ sockaddr_equal(const struct sockaddr *a, const struct sockaddr_storage *b)
     return 0;
 }
 
+/* The order of _service_listener_index: parent listener, then address family, bytes and port. */
+static int
+compare_service_listener(const rm_config_listener_t *a_listener, size_t b_parent, const struct sockaddr *b)
+{
+    if (a_listener->parent != b_parent)
+        return a_listener->parent < b_parent ? -1 : 1;
+    const struct sockaddr *a = (const struct sockaddr *)&a_listener->addr.addr;
+    if (a->sa_family != b->sa_family)
+        return a->sa_family < b->sa_family ? -1 : 1;
+    int d;
+    if (a->sa_family == AF_INET) {
+        const struct sockaddr_in *x = (const struct sockaddr_in *)a, *y = (const struct sockaddr_in *)b;
+        if ((d = memcmp(&x->sin_addr, &y->sin_addr, sizeof(x->sin_addr))) != 0)
+            return d;
+        return x->sin_port == y->sin_port ? 0 : ntohs(x->sin_port) < ntohs(y->sin_port) ? -1 : 1;
+    }
+    if (a->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *x = (const struct sockaddr_in6 *)a, *y = (const struct sockaddr_in6 *)b;
+        if ((d = memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr))) != 0)
+            return d;
+        return x->sin6_port == y->sin6_port ? 0 : ntohs(x->sin6_port) < ntohs(y->sin6_port) ? -1 : 1;
+    }
+    return 0;
+}
+
+typedef struct st_sl_sort_t {
+    const rm_config_listener_t *l;
+    size_t i;
+} sl_sort_t;
+
+static int
+compare_sl_sort(const void *a, const void *b)
+{
+    const sl_sort_t *x = a, *y = b;
+    int d = compare_service_listener(x->l, y->l->parent, (const struct sockaddr *)&y->l->addr.addr);
+    /* equal keys keep their order: the first one built wins, as it did with a linear search */
+    return d != 0 ? d : x->i < y->i ? -1 : 1;
+}
+
+static void
+index_service_listeners(rm_config_t *c)
+{
+    free(c->_service_listener_index);
+    c->_service_listener_index = NULL;
+    if (c->num_service_listeners == 0)
+        return;
+    sl_sort_t *v = rm_calloc(c->num_service_listeners, sizeof(*v));
+    for (size_t i = 0; i != c->num_service_listeners; ++i)
+        v[i] = (sl_sort_t){c->service_listeners + i, i};
+    qsort(v, c->num_service_listeners, sizeof(*v), compare_sl_sort);
+    c->_service_listener_index = rm_calloc(c->num_service_listeners, sizeof(size_t));
+    for (size_t i = 0; i != c->num_service_listeners; ++i)
+        c->_service_listener_index[i] = v[i].i;
+    free(v);
+}
+
+/* O(log n): it runs for every intercepted connection, and a mesh has thousands of Service addresses. */
 size_t
 rm_config_find_service_listener(const rm_config_t *config, size_t listener_index, const struct sockaddr *dst)
 {
-    for (size_t i = 0; i != config->num_service_listeners; ++i) {
+    if (config->_service_listener_index == NULL) {
+        /* while build_service_listeners runs: the listeners built so far, unsorted */
+        for (size_t i = 0; i != config->num_service_listeners; ++i) {
+            const rm_config_listener_t *sl = config->service_listeners + i;
+            if (sl->parent == listener_index && sockaddr_equal(dst, &sl->addr.addr))
+                return i;
+        }
+        return SIZE_MAX;
+    }
+    size_t lo = 0, hi = config->num_service_listeners;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (compare_service_listener(config->service_listeners + config->_service_listener_index[mid], listener_index, dst) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo != config->num_service_listeners) {
+        size_t i = config->_service_listener_index[lo];
         const rm_config_listener_t *sl = config->service_listeners + i;
         if (sl->parent == listener_index && sockaddr_equal(dst, &sl->addr.addr))
             return i;
@@ -1757,26 +1967,26 @@ drop_inbound_clusters(rm_config_t *c)
 {
     while (c->num_clusters != 0 && c->clusters[c->num_clusters - 1].inbound) {
         rm_config_cluster_t *cl = &c->clusters[--c->num_clusters];
-        free(cl->name);
+        rm_config_free_owned(c, cl->name);
         for (size_t j = 0; j != cl->num_endpoints; ++j) {
-            free(cl->endpoints[j].host);
-            free(cl->endpoints[j].peer_identity);
+            rm_config_free_owned(c, cl->endpoints[j].host);
+            rm_config_free_owned(c, cl->endpoints[j].peer_identity);
         }
-        free(cl->endpoints);
+        rm_config_free_owned(c, cl->endpoints);
     }
 }
 
-/* The inbound cluster of endpoint `ep` of Service `si` (rm_config_cluster_t.inbound), appended to c->clusters. */
+/* The inbound cluster of endpoint `ep` of Service `si` (rm_config_cluster_t.inbound), appended to c->clusters
+ * (room reserved by the caller). */
 static size_t
 add_inbound_cluster(rm_config_t *c, size_t si, const rm_config_endpoint_t *ep, int to_localhost)
 {
-    c->clusters = rm_realloc(c->clusters, (c->num_clusters + 1) * sizeof(*c->clusters));
     const rm_config_cluster_t *svc = &c->clusters[si];
     rm_config_cluster_t *cl = &c->clusters[c->num_clusters];
     rm_config_cluster_set_defaults(cl);
     char name[300];
     snprintf(name, sizeof(name), "inbound%s/%s/%u", to_localhost ? "-local" : "", svc->name, ep->port);
-    cl->name = rm_strdup(name);
+    cl->name = rm_config_arena_strdup(c, name);
     cl->protocol = svc->protocol;
     cl->rate_limit = svc->rate_limit;
     cl->authz = svc->authz;
@@ -1785,7 +1995,7 @@ add_inbound_cluster(rm_config_t *c, size_t si, const rm_config_endpoint_t *ep, i
     cl->line = svc->line;
     cl->inbound = 1;
     cl->inbound_service = si;
-    cl->endpoints = rm_calloc(1, sizeof(*cl->endpoints));
+    cl->endpoints = rm_config_arena_alloc(c, sizeof(*cl->endpoints));
     cl->num_endpoints = 1;
     rm_config_endpoint_t *e = cl->endpoints;
     *e = *ep;
@@ -1793,41 +2003,88 @@ add_inbound_cluster(rm_config_t *c, size_t si, const rm_config_endpoint_t *ep, i
     e->peer_identity = NULL; /* the inbound hop goes to the local application */
     if (to_localhost) {
         int v6 = ep->addr.addr.ss_family == AF_INET6;
-        e->host = rm_strdup(v6 ? "::1" : "127.0.0.1");
+        e->host = rm_config_arena_strdup(c, v6 ? "::1" : "127.0.0.1");
         if (v6)
             ((struct sockaddr_in6 *)&e->addr.addr)->sin6_addr = in6addr_loopback;
         else
             ((struct sockaddr_in *)&e->addr.addr)->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     } else {
-        e->host = rm_strdup(ep->host);
+        e->host = rm_config_arena_strdup(c, ep->host);
     }
     return c->num_clusters++;
 }
 
+/* A route that takes every request of its listener or Service: no method, header or path condition
+ * but "/" (its authorities aside: a Service listener does not compare them). */
+static int
+route_matches_all(const rm_config_route_t *r)
+{
+    return r->method == NULL && r->num_headers == 0 &&
+           (r->path_match == RM_PATH_MATCH_ANY ||
+            (r->path_match == RM_PATH_MATCH_PREFIX && r->path != NULL && strcmp(r->path, "/") == 0));
+}
+
+/* Whether OUTBOUND listener `li` gets a Service listener for virtual address `a`: when their families
+ * match, or when no OUTBOUND listener has the address's family (an intercepted connection arrives on
+ * the listener of its own family: 127.0.0.1 or [::1], docs/transparent.md). */
+static int
+outbound_takes(const rm_config_t *c, size_t li, const rm_config_addr_t *a)
+{
+    if (c->listeners[li].addr.addr.ss_family == a->addr.ss_family)
+        return 1;
+    for (size_t j = 0; j != c->num_listeners; ++j)
+        if (c->listeners[j].direction == RM_DIRECTION_OUTBOUND && c->listeners[j].addr.addr.ss_family == a->addr.ss_family)
+            return 0;
+    return 1;
+}
+
 /*
  * Service listeners (rm_config_listener_t.service_cluster): per OUTBOUND transparent listener and
- * virtual address; per INBOUND transparent listener and IP endpoint (with its inbound cluster).
+ * virtual address (of the listener's family); per INBOUND transparent listener and IP endpoint (with
+ * its inbound cluster). They are small: the name is the parent's, the fallback route is one per
+ * cluster (_fallback_routes), the routes are the parent's.
  */
 static void
 build_service_listeners(rm_config_t *c)
 {
     free_service_listeners(c);
     drop_inbound_clusters(c);
-    size_t n = 0, num_services = c->num_clusters;
+    size_t n = 0, num_fallbacks = 0, num_inbound = 0, num_services = c->num_clusters;
     /* meshed Services are reached through the peer agents' inbound listeners (rm_config_cluster_t.agent_hop) */
     int has_outbound = 0;
     for (size_t li = 0; li != c->num_listeners; ++li)
         has_outbound |= c->listeners[li].direction == RM_DIRECTION_OUTBOUND;
     for (size_t ci = 0; ci != num_services; ++ci)
         c->clusters[ci].agent_hop = has_outbound && c->clusters[ci].meshed && c->clusters[ci].protocol != RM_UPSTREAM_TCP;
-    for (size_t li = 0; li != c->num_listeners; ++li)
-        for (size_t ci = 0; ci != num_services; ++ci)
-            n += c->listeners[li].direction == RM_DIRECTION_OUTBOUND  ? c->clusters[ci].num_addresses
-                 : c->listeners[li].direction == RM_DIRECTION_INBOUND ? c->clusters[ci].num_endpoints
-                                                                      : 0;
+    for (size_t ci = 0; ci != num_services; ++ci) {
+        int outbound = 0;
+        for (size_t li = 0; li != c->num_listeners; ++li) {
+            if (c->listeners[li].direction == RM_DIRECTION_OUTBOUND) {
+                for (size_t ai = 0; ai != c->clusters[ci].num_addresses; ++ai) {
+                    if (outbound_takes(c, li, &c->clusters[ci].addresses[ai])) {
+                        ++n;
+                        outbound = 1;
+                    }
+                }
+            } else if (c->listeners[li].direction == RM_DIRECTION_INBOUND) {
+                /* at most: endpoints already taken by an earlier Service are skipped below */
+                for (size_t ei = 0; ei != c->clusters[ci].num_endpoints; ++ei) {
+                    const rm_config_endpoint_t *ep = &c->clusters[ci].endpoints[ei];
+                    if (ep->is_ip && ep->addr.addr.ss_family == c->listeners[li].addr.addr.ss_family) {
+                        ++n;
+                        ++num_fallbacks;
+                        ++num_inbound;
+                    }
+                }
+            }
+        }
+        num_fallbacks += outbound;
+    }
     if (n == 0)
         return;
     c->service_listeners = rm_calloc(n, sizeof(*c->service_listeners));
+    if (num_inbound != 0)
+        c->clusters = rm_realloc(c->clusters, (c->num_clusters + num_inbound) * sizeof(*c->clusters));
     for (size_t li = 0; li != c->num_listeners; ++li) {
         const rm_config_listener_t *parent = c->listeners + li;
         if (parent->direction != RM_DIRECTION_INBOUND)
@@ -1841,7 +2098,7 @@ build_service_listeners(rm_config_t *c)
                     continue;
                 size_t ic = add_inbound_cluster(c, ci, ep, parent->inbound_to_localhost);
                 rm_config_listener_t *sl = c->service_listeners + c->num_service_listeners++;
-                sl->name = rm_strdup(parent->name);
+                sl->name = parent->name;
                 sl->addr = ep->addr;
                 sl->line = parent->line;
                 sl->direction = parent->direction;
@@ -1850,21 +2107,21 @@ build_service_listeners(rm_config_t *c)
                 sl->service_cluster = ic;
                 sl->parent = li;
                 sl->tcp_cluster_index = SIZE_MAX;
-                sl->fallback_route = rm_calloc(1, sizeof(*sl->fallback_route));
-                sl->fallback_route->cluster_index = ic;
-                sl->fallback_route->path_match = RM_PATH_MATCH_ANY;
-                sl->fallback_route->line = parent->line;
             }
         }
     }
-    for (size_t li = 0; li != c->num_listeners; ++li) {
-        const rm_config_listener_t *parent = c->listeners + li;
-        if (parent->direction != RM_DIRECTION_OUTBOUND)
-            continue;
-        for (size_t ci = 0; ci != num_services; ++ci) {
+    if (num_inbound != 0 && c->num_clusters != num_services + num_inbound) /* endpoints shared by Services: fewer */
+        c->clusters = rm_realloc(c->clusters, c->num_clusters * sizeof(*c->clusters));
+    for (size_t ci = 0; ci != num_services; ++ci) {
+        for (size_t li = 0; li != c->num_listeners; ++li) {
+            const rm_config_listener_t *parent = c->listeners + li;
+            if (parent->direction != RM_DIRECTION_OUTBOUND)
+                continue;
             for (size_t ai = 0; ai != c->clusters[ci].num_addresses; ++ai) {
+                if (!outbound_takes(c, li, &c->clusters[ci].addresses[ai]))
+                    continue;
                 rm_config_listener_t *sl = c->service_listeners + c->num_service_listeners++;
-                sl->name = rm_strdup(parent->name);
+                sl->name = parent->name;
                 sl->addr = c->clusters[ci].addresses[ai];
                 sl->routes = parent->routes;
                 sl->num_routes = parent->num_routes;
@@ -1876,13 +2133,56 @@ build_service_listeners(rm_config_t *c)
                 sl->service_cluster = ci;
                 sl->parent = li;
                 sl->tcp_cluster_index = SIZE_MAX;
-                sl->fallback_route = rm_calloc(1, sizeof(*sl->fallback_route));
-                sl->fallback_route->cluster_index = ci;
-                sl->fallback_route->path_match = RM_PATH_MATCH_ANY;
-                sl->fallback_route->line = parent->line;
             }
         }
     }
+    num_fallbacks = 0;
+    /* endpoints shared by Services: fewer than counted */
+    if (c->num_service_listeners != n)
+        c->service_listeners = rm_realloc(c->service_listeners, c->num_service_listeners * sizeof(*c->service_listeners));
+    /* An outbound Service listener's fallback is never reached when one of the Service's own routes
+     * (has_service) matches every request: then that route is the fallback, and needs no copy */
+    size_t *covering = rm_calloc(num_services + 1, sizeof(*covering));
+    const rm_config_route_t *covering_list = NULL; /* the routes `covering` indexes */
+    for (size_t li = 0; li != c->num_listeners && covering_list == NULL; ++li) {
+        const rm_config_listener_t *l = c->listeners + li;
+        if (l->direction != RM_DIRECTION_OUTBOUND || l->num_routes == 0)
+            continue;
+        covering_list = l->routes;
+        for (size_t ri = l->num_routes; ri != 0; --ri) {
+            const rm_config_route_t *r = l->routes + ri - 1;
+            if (r->has_service && r->service_cluster < num_services && route_matches_all(r))
+                covering[r->service_cluster] = ri; /* the first such route of the Service: index + 1 */
+        }
+    }
+    /* the other fallback routes, exactly: one per inbound cluster, one per Service with addresses and
+     * no covering route (a Service's outbound listeners are consecutive) */
+    for (size_t i = 0; i != c->num_service_listeners; ++i) {
+        const rm_config_listener_t *sl = c->service_listeners + i;
+        int covered = sl->direction == RM_DIRECTION_OUTBOUND && covering[sl->service_cluster] != 0 &&
+                      c->listeners[sl->parent].routes == covering_list;
+        num_fallbacks += !covered && (sl->direction == RM_DIRECTION_INBOUND || i == 0 ||
+                                      sl[-1].service_cluster != sl->service_cluster || sl[-1].direction != sl->direction);
+    }
+    c->_fallback_routes = num_fallbacks != 0 ? rm_calloc(num_fallbacks, sizeof(*c->_fallback_routes)) : NULL;
+    for (size_t i = 0, k = 0; i != c->num_service_listeners; ++i) {
+        rm_config_listener_t *sl = c->service_listeners + i;
+        if (sl->direction == RM_DIRECTION_OUTBOUND && covering[sl->service_cluster] != 0 &&
+            c->listeners[sl->parent].routes == covering_list) {
+            sl->fallback_route = &c->listeners[sl->parent].routes[covering[sl->service_cluster] - 1];
+            continue;
+        }
+        if (sl->direction == RM_DIRECTION_INBOUND || i == 0 || sl[-1].service_cluster != sl->service_cluster ||
+            sl[-1].direction != sl->direction) {
+            rm_config_route_t *fb = c->_fallback_routes + k++;
+            fb->cluster_index = sl->service_cluster;
+            fb->path_match = RM_PATH_MATCH_ANY;
+            fb->line = c->listeners[sl->parent].line;
+        }
+        sl->fallback_route = c->_fallback_routes + k - 1;
+    }
+    free(covering);
+    index_service_listeners(c);
 }
 
 int

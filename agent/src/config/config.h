@@ -376,6 +376,9 @@ typedef struct st_rm_config_route_t {
      * matches a route of its Service by it; without it, by the route's clusters. */
     size_t service_cluster;
     unsigned has_service : 1;
+    /** `authorities` belongs to another route of the same snapshot (the control-plane translation gives
+     * every route of a Service one list): freed with that route, not this one */
+    unsigned authorities_borrowed : 1;
 } rm_config_route_t;
 
 /** rm_config_route_t.cluster_index of a route that sends nothing upstream (a redirect without a cluster). */
@@ -429,14 +432,23 @@ typedef struct st_rm_config_listener_t {
      * transparent listener `parent` for connections whose original destination is a virtual address
      * of cluster `service_cluster`. It borrows the parent's routes (routes_borrowed) and
      * rm_router_match considers only the routes of that Service, without comparing the authority
-     * (the address chose the Service); `fallback_route` (owned) sends what none of them matches to
-     * the Service's cluster. Ordinary listeners have fallback_route NULL (service_cluster and parent
-     * are then SIZE_MAX once validated).
+     * (the address chose the Service); `fallback_route` (rm_config_t._fallback_routes: one per cluster)
+     * sends what none of them matches to the Service's cluster; `name` is the parent's (borrowed).
+     * Ordinary listeners have fallback_route NULL (service_cluster and parent are then SIZE_MAX once
+     * validated). An ordinary listener may borrow the routes of an earlier listener too
+     * (routes_borrowed: the control-plane translation gives every listener one list): it serves the
+     * same routes, validated once.
      */
     size_t service_cluster;
     size_t parent;
     rm_config_route_t *fallback_route;
     unsigned routes_borrowed : 1;
+    /** `protocol: h2` on an explicit listener: HTTP/2 only (prior knowledge in cleartext, ALPN h2 only over TLS); every
+     * connection goes to the HTTP/2 server, so a bad preface gets GOAWAY PROTOCOL_ERROR (docs/hardening.md) */
+    unsigned h2_only : 1;
+    /** connections open at once on this listener, across workers (0: no limit); more are accepted and closed at once,
+     * counted in remora_downstream_connections_refused_total{reason="max_connections"} */
+    uint32_t max_connections;
 } rm_config_listener_t;
 
 typedef struct st_rm_config_cluster_t {
@@ -545,6 +557,13 @@ typedef struct st_rm_config_limits_t {
     uint32_t h2_max_outbound_control_frames;
     /** frames of any type queued and not yet written to the socket (default 10000) */
     uint32_t h2_max_outbound_frames;
+    /* Downstream request limits (docs/hardening.md "HTTP/1.1 limits"), counted in remora_downstream_limit_total{kind}. */
+    /** bytes of a request target / :path (default 16384); more: 414 */
+    uint32_t max_request_uri_bytes;
+    /** HTTP/1.1: from the first byte of a request head to its end (default 10000 ms; 0: none); over: 408 and close */
+    uint32_t request_headers_timeout_ms;
+    /** request body bytes (default 0: no limit); more: 413 before the response started, else a reset */
+    uint32_t max_request_body_bytes;
 } rm_config_limits_t;
 
 /** Where spans go (the Telemetry kind's tracing.otlp; the bootstrap's telemetry.tracing). */
@@ -643,6 +662,13 @@ typedef struct st_rm_config_t {
      * cluster, appended to `clusters` with `inbound` set; no routes: the fallback route goes there) */
     rm_config_listener_t *service_listeners;
     size_t num_service_listeners;
+    /** the Service listeners' fallback routes, one per cluster that has a Service listener (owned; the
+     * listeners point into it), and the Service listeners' indexes sorted by (parent, address) for
+     * rm_config_find_service_listener */
+    rm_config_route_t *_fallback_routes;
+    size_t *_service_listener_index;
+    /** where a generated config's small objects live (rm_config_arena_alloc), freed as a whole with it */
+    struct st_rm_config_arena_t *_arena;
 } rm_config_t;
 
 /** An error with a location; filled by the producers below. */
@@ -716,6 +742,21 @@ char *rm_config_to_json(const rm_config_t *config);
 rm_config_t *rm_config_ref(rm_config_t *config);
 /** Drops a reference (atomic, any thread); the last one frees the snapshot and all it owns. NULL is ignored. */
 void rm_config_unref(rm_config_t *config);
+
+/**
+ * Memory for the small objects of a generated config (the control-plane translation: names, authorities,
+ * paths, endpoints): zeroed, aligned for any type, in pages of the config's own (mmap) that are returned
+ * to the system when the config is freed, instead of one malloc chunk each. What is allocated here is
+ * never freed alone: the config's destructor and anyone replacing such a field must skip it
+ * (rm_config_free_owned). The arena grows by blocks of 16 KiB to 1 MiB; its size is bounded by the
+ * snapshot's (RM_H2RPC_MAX_MESSAGE_BYTES, 16 MiB).
+ */
+void *rm_config_arena_alloc(rm_config_t *config, size_t size);
+char *rm_config_arena_strdup(rm_config_t *config, const char *s);
+/** free(p) unless p is in the config's arena. */
+void rm_config_free_owned(const rm_config_t *config, void *p);
+/** Frees routes that `owner` (whose arena they may use) does not hold, and the array. */
+void rm_config_free_routes(const rm_config_t *owner, rm_config_route_t *routes, size_t n);
 
 /** Frees authorization policies (NULL allowed). Any thread. */
 void rm_config_authz_free(rm_config_authz_t *authz);

@@ -488,6 +488,12 @@ put_listener(FILE *fp, const rm_config_t *c, const rm_config_listener_t *l)
         put_key(fp, &first, "peer");
         put_str(fp, "agent");
     }
+    if (l->h2_only) {
+        put_key(fp, &first, "protocol");
+        put_str(fp, "h2");
+    }
+    if (l->max_connections != 0)
+        put_u(fp, &first, "max_connections", l->max_connections);
     put_u(fp, &first, "line", l->line);
 }
 
@@ -731,6 +737,9 @@ rm_config_to_json(const rm_config_t *c)
           c->limits.h2_max_window_update_frames_per_data_frame_sent);
     put_u(fp, &lfirst, "h2_max_outbound_control_frames", c->limits.h2_max_outbound_control_frames);
     put_u(fp, &lfirst, "h2_max_outbound_frames", c->limits.h2_max_outbound_frames);
+    put_u(fp, &lfirst, "max_request_uri_bytes", c->limits.max_request_uri_bytes);
+    put_u(fp, &lfirst, "request_headers_timeout_ms", c->limits.request_headers_timeout_ms);
+    put_u(fp, &lfirst, "max_request_body_bytes", c->limits.max_request_body_bytes);
     fputc('}', fp);
 
     put_key(fp, &first, "listeners");

@@ -17,6 +17,10 @@ typedef struct st_builder_t {
     /* routes being built for the listeners (every listener gets the same list) */
     rm_config_route_t *routes;
     size_t num_routes, cap_routes;
+    /* the Service whose routes are being built (its index in clusters): its routes share one list of
+     * authorities, owned by the first (rm_config_route_t.authorities_borrowed) */
+    size_t svc_index;
+    size_t svc_first_route;
 } builder_t;
 
 __attribute__((format(printf, 2, 3))) static int
@@ -48,6 +52,20 @@ cluster_name(const char *name, const char *ns)
     char *s = rm_malloc(len);
     snprintf(s, len, "%s.%s", name, ns);
     return s;
+}
+
+/* The config's arena (rm_config_arena_alloc): the small objects of thousands of Services, without a
+ * malloc chunk each and returned to the system with the config */
+static void *
+aalloc(builder_t *b, size_t size)
+{
+    return rm_config_arena_alloc(b->config, size);
+}
+
+static char *
+astrdup(builder_t *b, const char *s)
+{
+    return rm_config_arena_strdup(b->config, s);
 }
 
 static int
@@ -85,6 +103,7 @@ copy_base(builder_t *b, const rm_config_t *base)
         to->line = from->line;
         to->direction = from->direction;
         to->inbound_to_localhost = from->inbound_to_localhost;
+        to->max_connections = from->max_connections;
         if (from->num_opaque_ports != 0) {
             to->opaque_ports = rm_calloc(from->num_opaque_ports, sizeof(uint16_t));
             memcpy(to->opaque_ports, from->opaque_ports, from->num_opaque_ports * sizeof(uint16_t));
@@ -102,7 +121,9 @@ add_cluster(builder_t *b, const Remora__V1__Service *svc)
     const char *name = name_of(svc->metadata), *ns = ns_of(svc->metadata);
     rm_config_cluster_t *cl = &c->clusters[c->num_clusters++];
     rm_config_cluster_set_defaults(cl);
-    cl->name = cluster_name(name, ns);
+    char *cname = cluster_name(name, ns);
+    cl->name = astrdup(b, cname);
+    free(cname);
     const Remora__V1__ServiceSpec *spec = svc->spec;
     Remora__V1__Protocol proto = spec != NULL ? spec->protocol : REMORA__V1__PROTOCOL__PROTOCOL_UNSPECIFIED;
     switch (proto) {
@@ -125,11 +146,11 @@ add_cluster(builder_t *b, const Remora__V1__Service *svc)
         const char *sa = spec->service_account != NULL && spec->service_account[0] != '\0' ? spec->service_account : "default";
         char id[300];
         snprintf(id, sizeof(id), "/ns/%s/sa/%s", ns, sa);
-        cl->peer_identity = rm_strdup(id);
+        cl->peer_identity = astrdup(b, id);
     }
     /* virtual addresses: the original destinations of intercepted connections that mean this Service */
     if (spec->n_addresses != 0) {
-        cl->addresses = rm_calloc(spec->n_addresses, sizeof(*cl->addresses));
+        cl->addresses = aalloc(b, spec->n_addresses * sizeof(*cl->addresses));
         for (size_t i = 0; i != spec->n_addresses; ++i) {
             const char *why;
             if (rm_parse_ip_port(spec->addresses[i], &cl->addresses[i].addr, &cl->addresses[i].addrlen, &why) != 0)
@@ -138,7 +159,7 @@ add_cluster(builder_t *b, const Remora__V1__Service *svc)
         }
     }
     size_t n = spec->n_endpoints;
-    cl->endpoints = rm_calloc(n, sizeof(*cl->endpoints));
+    cl->endpoints = aalloc(b, n * sizeof(*cl->endpoints));
     for (size_t i = 0; i != n; ++i) {
         const Remora__V1__Endpoint *ep = spec->endpoints[i];
         const char *target = ep->target_case == REMORA__V1__ENDPOINT__TARGET_ADDRESS ? ep->address
@@ -148,8 +169,13 @@ add_cluster(builder_t *b, const Remora__V1__Service *svc)
             return fail(b, "service %s/%s: endpoint #%zu has neither address nor dns", ns, name, i + 1);
         rm_config_endpoint_t *e = &cl->endpoints[i];
         const char *why;
-        if (rm_split_host_port(target, &e->host, &e->port, &why) != 0)
+        char *host = NULL;
+        if (rm_split_host_port(target, &host, &e->port, &why) != 0) {
+            free(host);
             return fail(b, "service %s/%s: endpoint '%s': %s", ns, name, target, why);
+        }
+        e->host = astrdup(b, host);
+        free(host);
         cl->num_endpoints = i + 1;
         if (ep->target_case == REMORA__V1__ENDPOINT__TARGET_ADDRESS) {
             if (rm_parse_ip_port(target, &e->addr.addr, &e->addr.addrlen, &why) != 0)
@@ -164,7 +190,7 @@ add_cluster(builder_t *b, const Remora__V1__Service *svc)
             char id[300];
             snprintf(id, sizeof(id), "/ns/%s/sa/%s", ns, ep->service_account);
             if (strcmp(id, cl->peer_identity) != 0)
-                e->peer_identity = rm_strdup(id);
+                e->peer_identity = astrdup(b, id);
         }
     }
     return 0;
@@ -193,15 +219,24 @@ new_route(builder_t *b, const Remora__V1__Service *svc, const char *route_name)
     const char *name = name_of(svc->metadata), *ns = ns_of(svc->metadata);
     char buf[600];
     snprintf(buf, sizeof(buf), "%s.%s/%s/%zu", name, ns, route_name, b->num_routes);
-    r->name = rm_strdup(buf);
+    r->name = astrdup(b, buf);
+    if (b->num_routes - 1 != b->svc_first_route) {
+        /* the same names as the Service's first route: one list (routes grow by realloc: by index) */
+        const rm_config_route_t *first = &b->routes[b->svc_first_route];
+        r->authorities = first->authorities;
+        r->num_authorities = first->num_authorities;
+        r->authorities_borrowed = 1;
+        return r;
+    }
     const char *suffixes[] = {"", ".svc", ".svc.cluster.local"};
-    r->authorities = rm_calloc(4, sizeof(char *));
+    int in_default = strcmp(ns, "default") == 0;
+    r->authorities = aalloc(b, (3 + in_default) * sizeof(char *));
     for (size_t i = 0; i != 3; ++i) {
         snprintf(buf, sizeof(buf), "%s.%s%s", name, ns, suffixes[i]);
-        r->authorities[r->num_authorities++] = rm_strdup(buf);
+        r->authorities[r->num_authorities++] = astrdup(b, buf);
     }
-    if (strcmp(ns, "default") == 0)
-        r->authorities[r->num_authorities++] = rm_strdup(name);
+    if (in_default)
+        r->authorities[r->num_authorities++] = astrdup(b, name);
     return r;
 }
 
@@ -233,17 +268,19 @@ duration_ms(builder_t *b, const Remora__V1__Duration *d, const char *what, const
 static int
 set_headers(builder_t *b, rm_config_route_t *r, Remora__V1__HeaderMatch *const *headers, size_t n, const char *what)
 {
-    r->headers = rm_calloc(n, sizeof(*r->headers));
+    if (n == 0)
+        return 0;
+    r->headers = aalloc(b, n * sizeof(*r->headers));
     for (size_t i = 0; i != n; ++i) {
         const Remora__V1__HeaderMatch *h = headers[i];
         rm_config_header_match_t *m = &r->headers[r->num_headers++];
-        m->name = rm_strdup(h->name != NULL ? h->name : "");
+        m->name = astrdup(b, h->name != NULL ? h->name : "");
         switch (h->match_case) {
         case REMORA__V1__HEADER_MATCH__MATCH_EXACT:
-            m->value = rm_strdup(h->exact);
+            m->value = astrdup(b, h->exact);
             break;
         case REMORA__V1__HEADER_MATCH__MATCH_REGULAR_EXPRESSION:
-            m->value = rm_strdup(h->regular_expression);
+            m->value = astrdup(b, h->regular_expression);
             m->is_regex = 1;
             break;
         default:
@@ -272,10 +309,11 @@ set_backends(builder_t *b, rm_config_route_t *r, const Remora__V1__Service *svc,
              size_t n, const char *route_ns, const char *what)
 {
     if (n == 0) {
-        r->cluster_name = cluster_name(name_of(svc->metadata), ns_of(svc->metadata));
+        /* the Service itself: resolved here (cluster i is service i), no name for validation to look up */
+        r->cluster_index = b->svc_index;
         return 0;
     }
-    r->backends = rm_calloc(n, sizeof(*r->backends));
+    r->backends = aalloc(b, n * sizeof(*r->backends));
     for (size_t i = 0; i != n; ++i) {
         const Remora__V1__BackendReference *ref = refs[i];
         const char *ns = ref->namespace_ != NULL && ref->namespace_[0] != '\0' ? ref->namespace_ : route_ns;
@@ -283,7 +321,9 @@ set_backends(builder_t *b, rm_config_route_t *r, const Remora__V1__Service *svc,
             return fail(b, "%s: backendRef kind '%s' is not supported (only Service)", what, ref->kind);
         if (find_service(b->snap, ref->name, ns) == NULL)
             return fail(b, "%s: backendRef names service %s/%s, which does not exist", what, ns, ref->name);
-        r->backends[i].cluster_name = cluster_name(ref->name, ns);
+        char *cname = cluster_name(ref->name, ns);
+        r->backends[i].cluster_name = astrdup(b, cname);
+        free(cname);
         r->backends[i].weight = ref->weight;
         r->num_backends = i + 1;
     }
@@ -672,25 +712,6 @@ free_rate_limit(rm_config_rate_limit_t *rl)
     free(rl);
 }
 
-static rm_config_rate_limit_t *
-copy_rate_limit(const rm_config_rate_limit_t *from)
-{
-    if (from == NULL)
-        return NULL;
-    rm_config_rate_limit_t *to = rm_malloc(sizeof(*to));
-    *to = *from;
-    to->name = rm_strdup(from->name);
-    to->client_header = from->client_header != NULL ? rm_strdup(from->client_header) : NULL;
-    to->overrides = from->num_overrides != 0 ? rm_calloc(from->num_overrides, sizeof(*to->overrides)) : NULL;
-    for (size_t i = 0; i != from->num_overrides; ++i) {
-        to->overrides[i] = from->overrides[i];
-        to->overrides[i].clients = rm_calloc(from->overrides[i].num_clients + 1, sizeof(char *));
-        for (size_t j = 0; j != from->overrides[i].num_clients; ++j)
-            to->overrides[i].clients[j] = rm_strdup(from->overrides[i].clients[j]);
-    }
-    return to;
-}
-
 /* A RateLimitPolicy as the agent's limit, named "<namespace>/<name>" (its buckets' and counters' key). */
 static rm_config_rate_limit_t *
 make_rate_limit(builder_t *b, const Remora__V1__RateLimitPolicy *p, const char *what)
@@ -960,15 +981,15 @@ add_http_routes(builder_t *b, const Remora__V1__Service *svc)
                         switch (pm->match_case) {
                         case REMORA__V1__HTTPPATH_MATCH__MATCH_EXACT:
                             r->path_match = RM_PATH_MATCH_EXACT;
-                            r->path = rm_strdup(pm->exact);
+                            r->path = astrdup(b, pm->exact);
                             break;
                         case REMORA__V1__HTTPPATH_MATCH__MATCH_PREFIX:
                             r->path_match = RM_PATH_MATCH_PREFIX;
-                            r->path = rm_strdup(pm->prefix);
+                            r->path = astrdup(b, pm->prefix);
                             break;
                         case REMORA__V1__HTTPPATH_MATCH__MATCH_REGULAR_EXPRESSION:
                             r->path_match = RM_PATH_MATCH_REGEX;
-                            r->path = rm_strdup(pm->regular_expression);
+                            r->path = astrdup(b, pm->regular_expression);
                             break;
                         default:
                             break;
@@ -977,7 +998,7 @@ add_http_routes(builder_t *b, const Remora__V1__Service *svc)
                     if (set_headers(b, r, m->headers, m->n_headers, what) != 0)
                         return -1;
                     if (m->method != NULL && m->method[0] != '\0')
-                        r->method = rm_strdup(m->method);
+                        r->method = astrdup(b, m->method);
                 }
                 if (set_backends(b, r, svc, rule->backend_refs, rule->n_backend_refs, rns, what) != 0 ||
                     set_timeout(b, r, rule->timeouts, what) != 0 || set_http_retry(b, r, rule->retry, what) != 0 ||
@@ -1503,10 +1524,23 @@ build(builder_t *b)
     for (size_t i = 0; i != snap->n_services; ++i) {
         const Remora__V1__Service *svc = snap->services[i];
         size_t first = b->num_routes;
+        b->svc_index = i;
+        b->svc_first_route = first;
         if (add_http_routes(b, svc) != 0 || add_grpc_routes(b, svc) != 0)
             return -1;
-        rm_config_route_t *r = new_route(b, svc, "default");
-        r->cluster_name = cluster_name(name_of(svc->metadata), ns_of(svc->metadata));
+        /* the Service's own route catches what its routes do not; after a route that matches every
+         * request of the Service (no method, header or path condition but "/") it would never match */
+        int covered = 0;
+        for (size_t j = first; j != b->num_routes && !covered; ++j) {
+            const rm_config_route_t *x = &b->routes[j];
+            covered = x->method == NULL && x->num_headers == 0 &&
+                      (x->path_match == RM_PATH_MATCH_ANY ||
+                       (x->path_match == RM_PATH_MATCH_PREFIX && x->path != NULL && strcmp(x->path, "/") == 0));
+        }
+        if (!covered) {
+            rm_config_route_t *r = new_route(b, svc, "default");
+            r->cluster_index = i;
+        }
         /* cluster i is service i (add_cluster): a virtual address of it selects these routes */
         for (size_t j = first; j != b->num_routes; ++j) {
             b->routes[j].service_cluster = i;
@@ -1514,119 +1548,6 @@ build(builder_t *b)
         }
     }
     return 0;
-}
-
-static char *
-dup_or_null(const char *s)
-{
-    return s != NULL ? rm_strdup(s) : NULL;
-}
-
-static void
-copy_headers_list(rm_config_header_t **to, const rm_config_header_t *from, size_t n)
-{
-    *to = NULL;
-    if (n == 0)
-        return;
-    *to = rm_calloc(n, sizeof(**to));
-    for (size_t i = 0; i != n; ++i) {
-        (*to)[i].name = dup_or_null(from[i].name);
-        (*to)[i].value = dup_or_null(from[i].value);
-    }
-}
-
-static void
-copy_header_mod(rm_config_header_mod_t *to, const rm_config_header_mod_t *from)
-{
-    *to = *from;
-    copy_headers_list(&to->set, from->set, from->num_set);
-    copy_headers_list(&to->add, from->add, from->num_add);
-    to->remove = NULL;
-    if (from->num_remove != 0) {
-        to->remove = rm_calloc(from->num_remove, sizeof(*to->remove));
-        for (size_t i = 0; i != from->num_remove; ++i)
-            to->remove[i] = dup_or_null(from->remove[i]);
-    }
-}
-
-/* Every listener gets its own copy: a route and all it points to belong to one listener. */
-static void
-copy_route(rm_config_route_t *to, const rm_config_route_t *from)
-{
-    *to = *from;
-    to->name = dup_or_null(from->name);
-    to->authorities = rm_calloc(from->num_authorities, sizeof(char *));
-    for (size_t i = 0; i != from->num_authorities; ++i)
-        to->authorities[i] = rm_strdup(from->authorities[i]);
-    to->path = dup_or_null(from->path);
-    to->headers = rm_calloc(from->num_headers, sizeof(*to->headers));
-    for (size_t i = 0; i != from->num_headers; ++i) {
-        to->headers[i] = from->headers[i];
-        to->headers[i].name = rm_strdup(from->headers[i].name);
-        to->headers[i].value = dup_or_null(from->headers[i].value);
-    }
-    to->method = dup_or_null(from->method);
-    to->backends = rm_calloc(from->num_backends, sizeof(*to->backends));
-    for (size_t i = 0; i != from->num_backends; ++i) {
-        to->backends[i] = from->backends[i];
-        to->backends[i].cluster_name = dup_or_null(from->backends[i].cluster_name);
-    }
-    to->retry.http_statuses = NULL;
-    if (from->retry.http_statuses != NULL) {
-        to->retry.http_statuses = rm_calloc(from->retry.num_http_statuses + 1, sizeof(*to->retry.http_statuses));
-        memcpy(to->retry.http_statuses, from->retry.http_statuses,
-               from->retry.num_http_statuses * sizeof(*to->retry.http_statuses));
-    }
-    copy_header_mod(&to->request_headers, &from->request_headers);
-    copy_header_mod(&to->response_headers, &from->response_headers);
-    to->mirrors = from->num_mirrors != 0 ? rm_calloc(from->num_mirrors, sizeof(*to->mirrors)) : NULL;
-    for (size_t i = 0; i != from->num_mirrors; ++i) {
-        to->mirrors[i] = from->mirrors[i];
-        to->mirrors[i].cluster_name = dup_or_null(from->mirrors[i].cluster_name);
-    }
-    if (from->fault != NULL) {
-        to->fault = rm_malloc(sizeof(*to->fault));
-        *to->fault = *from->fault;
-    }
-    if (from->redirect != NULL) {
-        to->redirect = rm_malloc(sizeof(*to->redirect));
-        *to->redirect = *from->redirect;
-        to->redirect->scheme = dup_or_null(from->redirect->scheme);
-        to->redirect->hostname = dup_or_null(from->redirect->hostname);
-        to->redirect->path = dup_or_null(from->redirect->path);
-    }
-    if (from->url_rewrite != NULL) {
-        to->url_rewrite = rm_malloc(sizeof(*to->url_rewrite));
-        *to->url_rewrite = *from->url_rewrite;
-        to->url_rewrite->hostname = dup_or_null(from->url_rewrite->hostname);
-        to->url_rewrite->path = dup_or_null(from->url_rewrite->path);
-    }
-    to->session_name = dup_or_null(from->session_name);
-    to->rate_limit = copy_rate_limit(from->rate_limit);
-    to->authz = rm_config_authz_copy(from->authz);
-    to->_compiled = NULL;
-    to->cluster_name = dup_or_null(from->cluster_name);
-}
-
-static void
-free_routes(rm_config_route_t *routes, size_t n)
-{
-    /* what this file adds to a route is freed here, whether or not free_route (config.c) knows it yet */
-    for (size_t i = 0; i != n; ++i) {
-        free(routes[i].session_name);
-        routes[i].session_name = NULL;
-        free_rate_limit(routes[i].rate_limit);
-        routes[i].rate_limit = NULL;
-        rm_config_authz_free(routes[i].authz);
-        routes[i].authz = NULL;
-    }
-    /* a throwaway config owns them for a moment so that one function frees routes */
-    rm_config_t *tmp = rm_config_create_defaults();
-    tmp->listeners = rm_calloc(1, sizeof(*tmp->listeners));
-    tmp->num_listeners = 1;
-    tmp->listeners[0].routes = routes;
-    tmp->listeners[0].num_routes = n;
-    rm_config_unref(tmp);
 }
 
 rm_config_t *
@@ -1645,13 +1566,26 @@ rm_translate_snapshot(const uint8_t *bytes, size_t len, const rm_config_t *base,
     rm_config_t *ret = NULL;
     if (copy_base(&b, base) != 0 || build(&b) != 0)
         goto Exit;
-    /* every listener serves the same routes */
+    /* everything is copied out of the decoded snapshot: free it before validation adds to the peak */
+    remora__v1__snapshot__free_unpacked(snap, NULL);
+    snap = NULL;
+    /* every listener serves the same routes: the first owns the list, the others borrow it (one copy
+     * whatever the number of listeners: 4 in transparent mode) */
+    if (b.num_routes != 0) {
+        rm_config_route_t *routes = aalloc(&b, b.num_routes * sizeof(*routes));
+        memcpy(routes, b.routes, b.num_routes * sizeof(*routes));
+        free(b.routes);
+        b.routes = routes;
+    }
     for (size_t i = 0; i != b.config->num_listeners; ++i) {
         rm_config_listener_t *l = &b.config->listeners[i];
-        l->routes = rm_calloc(b.num_routes, sizeof(*l->routes));
-        for (size_t j = 0; j != b.num_routes; ++j)
-            copy_route(&l->routes[j], &b.routes[j]);
+        l->routes = b.num_routes != 0 ? b.routes : NULL;
         l->num_routes = b.num_routes;
+        l->routes_borrowed = i != 0 && b.num_routes != 0;
+    }
+    if (b.config->num_listeners != 0) {
+        b.routes = NULL;
+        b.num_routes = 0;
     }
     rm_config_error_t verr;
     if (rm_config_validate(b.config, &verr) != 0) {
@@ -1662,10 +1596,11 @@ rm_translate_snapshot(const uint8_t *bytes, size_t len, const rm_config_t *base,
     b.config = NULL;
 Exit:
     if (b.routes != NULL)
-        free_routes(b.routes, b.num_routes);
+        rm_config_free_routes(b.config != NULL ? b.config : ret, b.routes, b.num_routes);
     if (b.config != NULL)
         rm_config_unref(b.config);
-    remora__v1__snapshot__free_unpacked(snap, NULL);
+    if (snap != NULL)
+        remora__v1__snapshot__free_unpacked(snap, NULL);
     return ret;
 }
 

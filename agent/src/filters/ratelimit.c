@@ -39,14 +39,19 @@ cache_add(cache_entry_t *entries, size_t *n, const rm_config_rate_limit_t *rl)
 static void
 cache_rebuild(worker_cache_t *c, rm_config_t *config)
 {
-    size_t cap = config->num_clusters;
+    /* sized to the limits there are, not to the routes (a mesh has thousands of routes, few limits); a
+     * listener that borrows another's routes (the same list) adds nothing */
+    size_t cap = 0;
     for (size_t i = 0; i != config->num_listeners; ++i)
-        cap += config->listeners[i].num_routes;
+        for (size_t j = 0; !config->listeners[i].routes_borrowed && j != config->listeners[i].num_routes; ++j)
+            cap += config->listeners[i].routes[j].rate_limit != NULL;
+    for (size_t i = 0; i != config->num_clusters; ++i)
+        cap += config->clusters[i].rate_limit != NULL;
     cache_entry_t *entries = rm_calloc(cap + 1, sizeof(*entries));
     size_t n = 0;
     /* acquire the new tables first: a policy kept by the new snapshot keeps its buckets */
     for (size_t i = 0; i != config->num_listeners; ++i)
-        for (size_t j = 0; j != config->listeners[i].num_routes; ++j)
+        for (size_t j = 0; !config->listeners[i].routes_borrowed && j != config->listeners[i].num_routes; ++j)
             cache_add(entries, &n, config->listeners[i].routes[j].rate_limit);
     for (size_t i = 0; i != config->num_clusters; ++i)
         cache_add(entries, &n, config->clusters[i].rate_limit);

@@ -130,6 +130,7 @@ struct st_rm_h1_parser_t {
     rm_h1_parser_type_t type;
     uint32_t max_headers;
     uint32_t max_header_bytes;
+    uint32_t max_uri_bytes; /* 0: bounded by max_header_bytes only */
     rm_h1_error_t error;
     const char *reason;
     int http_minor; /* of the last head reported */
@@ -165,6 +166,7 @@ struct st_rm_h1_parser_t {
         uint32_t bytes;
         uint32_t fields;
         uint32_t chunk_line_bytes;
+        uint32_t target_bytes;
         uint8_t idx;
         uint8_t major;
         uint8_t minor;
@@ -340,13 +342,20 @@ guard_scan(rm_h1_parser_t *p, const unsigned char *s, size_t len, size_t *used)
             if (!IS(c, CC_VCHAR))
                 goto BadStartLine;
             p->g.state = G_RL_TARGET;
-            break;
+            p->g.target_bytes = 0;
+            goto TargetByte;
         case G_RL_TARGET:
             if (c == ' ') {
                 p->g.state = G_RL_VERSION;
                 p->g.idx = 0;
+                break;
             } else if (!IS(c, CC_VCHAR)) {
                 goto BadStartLine;
+            }
+        TargetByte:
+            if (++p->g.target_bytes > p->max_uri_bytes && p->max_uri_bytes != 0) {
+                fail(p, RM_H1_ERR_URI_TOO_LONG, "request target too long");
+                return -1;
             }
             break;
         case G_RL_VERSION:
@@ -1458,6 +1467,12 @@ rm_h1_parser_create(rm_h1_parser_type_t type, const rm_h1_callbacks_t *cb, void 
 }
 
 void
+rm_h1_parser_set_max_uri_bytes(rm_h1_parser_t *p, uint32_t max_uri_bytes)
+{
+    p->max_uri_bytes = max_uri_bytes;
+}
+
+void
 rm_h1_parser_destroy(rm_h1_parser_t *p)
 {
     if (p == NULL)
@@ -1619,6 +1634,8 @@ rm_h1_error_status(rm_h1_error_t err)
     switch (err) {
     case RM_H1_ERR_HEADERS_TOO_LARGE:
         return 431;
+    case RM_H1_ERR_URI_TOO_LONG:
+        return 414;
     case RM_H1_ERR_NOT_IMPLEMENTED:
         return 501;
     case RM_H1_ERR_VERSION:

@@ -11,7 +11,8 @@
  *   - obs-fold (line folding), whitespace before the colon, invalid name/value bytes, bare CR: 400;
  *   - HTTP/1.1 request without exactly one Host: 400; HTTP versions other than 1.0/1.1: 505;
  *   - more than `max_headers` fields or a head larger than `max_header_bytes`: 431 (requests) or
- *     an error (responses).
+ *     an error (responses);
+ *   - a request target longer than the server's URI limit (rm_h1_parser_set_max_uri_bytes): 414.
  * Connection-specific fields are removed from the head handed up (see message.h); "te: trailers"
  * is kept and reflected in rm_req_head_t.te_trailers; "Expect: 100-continue" is removed and
  * reflected in expect_continue. The absolute-form request target supplies the authority.
@@ -60,6 +61,7 @@ typedef enum en_rm_h1_error_t {
     RM_H1_ERR_BAD_RESPONSE = -5,      /* upstream sent an unparsable response: treat as a 502 */
     RM_H1_ERR_CALLBACK = -6,          /* a callback returned non-zero */
     RM_H1_ERR_INCOMPLETE = -7,        /* EOF in the middle of a message */
+    RM_H1_ERR_URI_TOO_LONG = -8,      /* answer 414 and close (rm_h1_parser_set_max_uri_bytes) */
 } rm_h1_error_t;
 
 typedef struct st_rm_h1_callbacks_t {
@@ -103,6 +105,11 @@ typedef enum en_rm_h1_parser_type_t {
 rm_h1_parser_t *rm_h1_parser_create(rm_h1_parser_type_t type, const rm_h1_callbacks_t *cb, void *ctx, uint32_t max_headers,
                                     uint32_t max_header_bytes);
 void rm_h1_parser_destroy(rm_h1_parser_t *parser);
+/**
+ * Server side: a request target longer than `max_uri_bytes` bytes is RM_H1_ERR_URI_TOO_LONG (414), reported at the byte
+ * that crosses the limit (0, the default: only max_header_bytes bounds it; that limit, checked first, wins when lower).
+ */
+void rm_h1_parser_set_max_uri_bytes(rm_h1_parser_t *parser, uint32_t max_uri_bytes);
 
 /**
  * Feeds bytes. Returns the number of bytes consumed (may be less than `len` when paused after a
@@ -132,7 +139,7 @@ const char *rm_h1_parser_error_reason(const rm_h1_parser_t *parser);
  * a chunked response: a body of unknown length is then delimited by closing the connection.
  */
 int rm_h1_parser_http_minor(const rm_h1_parser_t *parser);
-/** HTTP status to answer a request-side error with (400, 431, 501, 505). */
+/** HTTP status to answer a request-side error with (400, 414, 431, 501, 505). */
 int rm_h1_error_status(rm_h1_error_t err);
 
 /*

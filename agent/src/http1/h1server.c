@@ -9,7 +9,16 @@
  * request body, the response body goes out raw; each direction ends with a FIN (half-close) and the
  * connection closes once both have. Any other answer ends the request and the connection goes on
  * as HTTP/1.1.
+ *
+ * Limits (docs/hardening.md "HTTP/1.1 limits"): a request head must be complete within
+ * limits.request_headers_timeout_ms of its first byte (408 and close: the slowloris defence; the idle timeout does not
+ * run while a head arrives); the codec answers a target over limits.max_request_uri_bytes with 414 and a head over
+ * max_headers / max_header_bytes with 431; the stream answers a body over max_request_body_bytes with 413. A connection
+ * closed after an error answer, or with request bytes possibly unread, lingers: its sending side is shut, what the
+ * client still sends is read and dropped, and it is closed at the client's FIN or RM_H1_LINGER_MS later, so that the
+ * answer is not destroyed by the reset a close with unread bytes would cause.
  */
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +29,9 @@
 #include "net/listener.h"
 #include "proxy/stream.h"
 
+/** How long a connection closed after an error answer keeps reading and dropping what the client still sends. */
+#define RM_H1_LINGER_MS 1000
+
 typedef struct st_h1s_conn_t {
     rm_h1io_t io; /* first: sock->data points here */
     rm_dconn_t *dc;
@@ -28,6 +40,7 @@ typedef struct st_h1s_conn_t {
     rm_stream_t *s;
     rm_headers_t *req_trailers;
     rm_timer_t idle_timeout;
+    rm_timer_t head_timeout; /* limits.request_headers_timeout_ms, from the first byte of a head to its end */
     rm_deferred_t destroy_later;
     unsigned keep_alive : 1;
     unsigned req_complete : 1;
@@ -45,6 +58,8 @@ typedef struct st_h1s_conn_t {
     unsigned tunnel : 1;       /* 101 sent: raw bytes both ways */
     unsigned tunnel_in_eof : 1;
     unsigned tunnel_out_shut : 1;
+    unsigned head_done : 1; /* the current request's head is complete (no head timeout) */
+    unsigned lingering : 1; /* answered and closing: reading and dropping until the client's FIN or RM_H1_LINGER_MS */
 } h1s_conn_t;
 
 static const rm_stream_down_ops_t down_ops;
@@ -79,6 +94,8 @@ destroy_conn(rm_deferred_t *d)
     h1s_conn_t *conn = H2O_STRUCT_FROM_MEMBER(h1s_conn_t, destroy_later, d);
     if (rm_timer_is_linked(&conn->idle_timeout))
         rm_timer_unlink(&conn->idle_timeout);
+    if (rm_timer_is_linked(&conn->head_timeout))
+        rm_timer_unlink(&conn->head_timeout);
     rm_h1io_dispose(&conn->io);
     rm_h1_parser_destroy(conn->parser);
     h2o_socket_close(conn->dc->sock);
@@ -89,7 +106,7 @@ destroy_conn(rm_deferred_t *d)
 static void
 set_reading(h1s_conn_t *conn, int on)
 {
-    if (conn->dead || conn->reading == (unsigned)on)
+    if (conn->dead || conn->lingering || conn->reading == (unsigned)on)
         return;
     conn->reading = on;
     if (on)
@@ -111,12 +128,48 @@ on_idle_timeout(rm_timer_t *entry)
     kill_conn(conn);
 }
 
-/* Answers a request the parser rejected, then closes. */
+static void
+on_linger_read(h2o_socket_t *sock, const char *err)
+{
+    h1s_conn_t *conn = sock->data;
+    if (err != NULL) {
+        kill_conn(conn); /* the client's FIN (or reset): it has read what it wanted */
+        return;
+    }
+    h2o_buffer_consume(&sock->input, sock->input->size);
+}
+
+/*
+ * Closes a connection whose answer is out. If the client may still be sending (the request was not read to its end),
+ * the connection lingers: closing with unread bytes in the socket would make the kernel send a reset, which can
+ * destroy the answer before the client reads it.
+ */
+static void
+close_answered(h1s_conn_t *conn)
+{
+    if (conn->dead || conn->lingering)
+        return;
+    if (conn->req_complete && conn->s == NULL && conn->io.sock->input->size == 0 && !conn->upgrade_req) {
+        kill_conn(conn);
+        return;
+    }
+    if (rm_timer_is_linked(&conn->head_timeout))
+        rm_timer_unlink(&conn->head_timeout);
+    conn->lingering = 1;
+    rm_h1io_shutdown_write(&conn->io); /* cleartext: our FIN tells the client the answer is complete */
+    h2o_buffer_consume(&conn->io.sock->input, conn->io.sock->input->size);
+    conn->reading = 1;
+    h2o_socket_read_start(conn->io.sock, on_linger_read);
+    rm_worker_timer_start(conn->worker, &conn->idle_timeout, RM_H1_LINGER_MS);
+}
+
+/* Answers a request the parser (or a limit) rejected, then closes. Callers count it. */
 static void
 send_error_and_close(h1s_conn_t *conn, int status, const char *reason)
 {
+    if (rm_timer_is_linked(&conn->head_timeout))
+        rm_timer_unlink(&conn->head_timeout);
     if (conn->s != NULL && !conn->resp_started) {
-        RM_STAT_INC(conn->dc->stats->rq_protocol_error);
         char msg[256];
         snprintf(msg, sizeof(msg), "%s", reason);
         conn->keep_alive = 0;
@@ -126,7 +179,6 @@ send_error_and_close(h1s_conn_t *conn, int status, const char *reason)
         return;
     }
     if (conn->s == NULL) {
-        RM_STAT_INC(conn->dc->stats->rq_protocol_error);
         char body[256];
         int blen = snprintf(body, sizeof(body), "%s\n", reason);
         char head[256];
@@ -143,6 +195,37 @@ send_error_and_close(h1s_conn_t *conn, int status, const char *reason)
     }
     /* the response is already under way: all we can do is cut the connection */
     kill_conn(conn);
+}
+
+/* The head did not end within limits.request_headers_timeout_ms of its first byte: 408, then close (slowloris). */
+static void
+on_head_timeout(rm_timer_t *entry)
+{
+    h1s_conn_t *conn = H2O_STRUCT_FROM_MEMBER(h1s_conn_t, head_timeout, entry);
+    if (conn->dead || conn->head_done || conn->lingering)
+        return;
+    RM_STAT_INC(conn->dc->stats->limit[RM_STAT_LIMIT_HEADER_TIMEOUT]);
+    char name[80] = "unknown";
+    if (conn->dc->peerlen != 0)
+        rm_format_sockaddr((struct sockaddr *)&conn->dc->peer, name, sizeof(name));
+    rm_log_debug("http1", "request head from %s not complete in %" PRIu32 " ms; answering 408", name,
+                 conn->worker->config->limits.request_headers_timeout_ms);
+    send_error_and_close(conn, 408, "request header timeout");
+}
+
+/* A head is arriving (bytes are buffered and its end was not parsed yet): start its timeout if it is not running. */
+static void
+start_head_timeout(h1s_conn_t *conn)
+{
+    uint32_t ms = conn->worker->config->limits.request_headers_timeout_ms;
+    if (ms == 0 || conn->head_done || conn->tunnel || conn->lingering || conn->close_after_write ||
+        rm_timer_is_linked(&conn->head_timeout))
+        return;
+    /* while a head arrives the connection is not idle: the head timeout bounds it (on_message_begin unlinks the idle
+     * timer as well, at the head's first non-empty byte) */
+    if (rm_timer_is_linked(&conn->idle_timeout))
+        rm_timer_unlink(&conn->idle_timeout);
+    rm_worker_timer_start(conn->worker, &conn->head_timeout, ms);
 }
 
 /*
@@ -168,6 +251,7 @@ on_message_begin(void *ctx)
     conn->upgrade_req = 0;
     conn->upgrade_wait = 0;
     conn->req_trailers = NULL;
+    conn->head_done = 0;
     return &conn->s->pool;
 }
 
@@ -176,6 +260,9 @@ on_request_head(void *ctx, rm_req_head_t *head)
 {
     h1s_conn_t *conn = ctx;
     rm_stream_t *s = conn->s;
+    conn->head_done = 1;
+    if (rm_timer_is_linked(&conn->head_timeout))
+        rm_timer_unlink(&conn->head_timeout);
     s->req = *head;
     /* the length travels in content_length; encoders write it */
     rm_headers_remove_lit(&s->req.headers, "content-length");
@@ -271,9 +358,18 @@ parse_input(h1s_conn_t *conn)
     while (!conn->dead && sock->input->size != 0) {
         if (conn->s != NULL && conn->req_complete)
             break; /* the next pipelined request waits for this response */
+        if (!conn->head_done)
+            start_head_timeout(conn);
         ssize_t n = rm_h1_parser_execute(conn->parser, sock->input->bytes, sock->input->size);
         if (n < 0) {
             int status = rm_h1_error_status((rm_h1_error_t)n);
+            /* limits are counted as such; 431 stays a protocol error too (remora_downstream_protocol_errors_total) */
+            if (n == RM_H1_ERR_URI_TOO_LONG)
+                RM_STAT_INC(conn->dc->stats->limit[RM_STAT_LIMIT_URI_TOO_LONG]);
+            else
+                RM_STAT_INC(conn->dc->stats->rq_protocol_error);
+            if (n == RM_H1_ERR_HEADERS_TOO_LARGE)
+                RM_STAT_INC(conn->dc->stats->limit[RM_STAT_LIMIT_HEADERS_TOO_LARGE]);
             send_error_and_close(conn, status, rm_h1_parser_error_reason(conn->parser));
             return;
         }
@@ -346,9 +442,12 @@ finish_exchange(h1s_conn_t *conn)
     if (!reusable) {
         conn->close_after_write = 1;
         if (rm_h1io_pending(&conn->io) == 0)
-            kill_conn(conn);
+            close_answered(conn);
         return;
     }
+    /* the next request has neither its head nor its end yet */
+    conn->head_done = 0;
+    conn->req_complete = 0;
     rm_h1_parser_resume(conn->parser);
     link_idle(conn);
     set_reading(conn, 1);
@@ -401,7 +500,7 @@ on_written(rm_h1io_t *io, const char *err)
         if (conn->resp_complete && rm_h1io_pending(io) == 0)
             finish_exchange(conn);
     } else if (conn->close_after_write && rm_h1io_pending(io) == 0) {
-        kill_conn(conn);
+        close_answered(conn);
     }
 }
 
@@ -461,7 +560,12 @@ down_send_response_head(rm_stream_t *s)
     }
     if (close)
         conn->resp_close = 1;
-    rm_h1_encode_response_head(&conn->io.out, &s->resp, conn->resp_chunked, close);
+    if (rm_h1_encode_response_head(&conn->io.out, &s->resp, conn->resp_chunked, close) == 0) {
+        /* a head HTTP/1.1 cannot carry (the upstream codecs refuse such statuses first): no body without it */
+        rm_log_warn("h1", "response head with status %d cannot be written as HTTP/1.1; closing the connection", s->resp.status);
+        kill_conn(conn);
+        return;
+    }
     pull_response_body(conn);
     if (conn->resp_complete && rm_h1io_pending(&conn->io) == 0)
         finish_exchange(conn);
@@ -543,9 +647,11 @@ rm_h1server_accept(rm_dconn_t *dc)
     conn->dc = dc;
     conn->worker = worker;
     conn->idle_timeout.cb = on_idle_timeout;
+    conn->head_timeout.cb = on_head_timeout;
     conn->destroy_later.cb = destroy_conn;
     conn->parser =
         rm_h1_parser_create(RM_H1_PARSE_REQUESTS, &parser_callbacks, conn, limits->max_headers, limits->max_header_bytes);
+    rm_h1_parser_set_max_uri_bytes(conn->parser, limits->max_request_uri_bytes);
     dc->impl = conn;
     dc->ops = &dconn_ops;
     dc->sock->data = conn;

@@ -34,7 +34,8 @@ typedef struct st_h2c_conn_t {
     rm_deferred_t destroy_later;
     unsigned goaway : 1; /* no new streams: GOAWAY received or sent */
     unsigned dying : 1;
-    unsigned holds_slot : 1; /* a max_connections slot, given back in destroy_conn */
+    unsigned holds_slot : 1;    /* a max_connections slot, given back in destroy_conn */
+    unsigned idle_released : 1; /* idle_timeout's first step (RM_H2_IDLE_RELEASE_MS) has run */
 } h2c_conn_t;
 
 typedef struct st_h2c_stream_t {
@@ -71,8 +72,12 @@ update_idle(h2c_conn_t *conn)
 {
     rm_worker_t *worker = conn->h2.worker;
     if (conn->num_streams == 0 && !conn->dying && conn->connecting == NULL) {
-        if (!rm_timer_is_linked(&conn->idle_timeout))
-            rm_worker_timer_start(worker, &conn->idle_timeout, rm_cluster_config(conn->ep->cluster)->pool_idle_timeout_ms);
+        /* two steps: the buffers are given back after RM_H2_IDLE_RELEASE_MS, the connection closed at pool_idle_timeout_ms */
+        if (!rm_timer_is_linked(&conn->idle_timeout)) {
+            uint32_t idle_ms = rm_cluster_config(conn->ep->cluster)->pool_idle_timeout_ms;
+            conn->idle_released = idle_ms <= RM_H2_IDLE_RELEASE_MS;
+            rm_worker_timer_start(worker, &conn->idle_timeout, conn->idle_released ? idle_ms : RM_H2_IDLE_RELEASE_MS);
+        }
     } else if (rm_timer_is_linked(&conn->idle_timeout)) {
         rm_timer_unlink(&conn->idle_timeout);
     }
@@ -181,6 +186,12 @@ on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *user_data)
             return 0;
         }
         if (!hc->final_head) {
+            if (hc->a->resp.status < 100 || hc->a->resp.status > 599) {
+                /* nghttp2 checks three digits only (RFC 9110 15: 100-599), as the HTTP/1.1 client's parser does */
+                nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, hc->id, NGHTTP2_PROTOCOL_ERROR);
+                rm_attempt_on_error(take_stream(hc), RM_UPSTREAM_ERR_PROTOCOL, 0, "upstream :status is not 100-599");
+                return 0;
+            }
             if (hc->a->resp.status >= 100 && hc->a->resp.status < 200)
                 return 0; /* interim response: not forwarded */
             hc->final_head = 1;
@@ -452,6 +463,15 @@ static void
 on_idle_timeout(rm_timer_t *entry)
 {
     h2c_conn_t *conn = H2O_STRUCT_FROM_MEMBER(h2c_conn_t, idle_timeout, entry);
+    if (!conn->idle_released) {
+        uint32_t idle_ms = rm_cluster_config(conn->ep->cluster)->pool_idle_timeout_ms;
+        conn->idle_released = 1;
+        rm_h2conn_release_idle(&conn->h2);
+        if (idle_ms > RM_H2_IDLE_RELEASE_MS) {
+            rm_worker_timer_start(conn->h2.worker, &conn->idle_timeout, idle_ms - RM_H2_IDLE_RELEASE_MS);
+            return;
+        }
+    }
     rm_h2conn_fail(&conn->h2, "idle timeout");
 }
 
@@ -478,7 +498,8 @@ start_session(h2c_conn_t *conn, h2o_socket_t *sock)
     pthread_once(&once, init_callbacks);
     const rm_config_limits_t *limits = &conn->h2.worker->config->limits;
     conn->h2.sock = sock;
-    nghttp2_session_client_new3(&conn->h2.ng, client_callbacks, conn, client_options, rm_h2_mem());
+    if (rm_h2conn_session_new(&conn->h2, 0, client_callbacks, conn, client_options) != 0)
+        rm_fatal("out of memory");
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, limits->stream_window_bytes},

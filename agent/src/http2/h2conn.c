@@ -1,53 +1,177 @@
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include "remora/log.h"
 #include "core/alloc.h"
 #include "http2/h2conn.h"
 #include "obs/stats.h"
 
 static void do_flush(rm_flushable_t *f);
+static void release_input(h2o_socket_t *sock);
 
 const char *const rm_h2_abuse_names[RM_H2_ABUSE_KINDS] = {"premature_reset", "empty_frames",     "priority",
                                                           "window_update",   "outbound_control", "outbound_frames"};
 
 /*
- * nghttp2's allocator: size classes of 32 << k bytes (k < NUM_CLASSES) with a 16-byte header that
- * records the class, so free and realloc need no lookup.
+ * nghttp2's allocator: size classes of 16, 32, 48, 64, 96, ... 3072, 4096 bytes (powers of two and
+ * halfway between them) with a 16-byte header that records the class, so free and realloc need no
+ * lookup. The halfway classes matter for the blocks every session holds for its whole life (the
+ * session 2928 bytes, the two HPACK rings 1024, the stream map 4096: nghttp2 1.52): with powers of
+ * two only they took 12.0 KiB instead of 9.1 (docs/hardening.md, "Memory per connection").
  */
-#define NUM_CLASSES 8 /* 32 .. 4096 */
+#define NUM_CLASSES 16
+#define MAX_CLASS_SIZE 4096
 #define BLOCK_HEADER 16
-#define LARGE_CLASS 0xff
+/* the byte after the class in a block's header: a block of a class, or a malloc'd one; a slot (below) has no header of
+ * its own, and the 16 bytes before it, the unused end of the slot before, always read as zeros */
+#define TAG_CLASS 1
+#define TAG_LARGE 2
+/* freed blocks kept per class: 512, or 512 KiB of the larger classes (3.9 MiB per worker at most, as much as the 512 of
+ * each power of two kept before the halfway classes) */
 #define MAX_CACHED_PER_CLASS 512
+#define MAX_CACHED_BYTES_PER_CLASS (512 * 1024)
+
+static const uint32_t class_size[NUM_CLASSES] = {16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096};
+/* MAX_CACHED_PER_CLASS, then MAX_CACHED_BYTES_PER_CLASS / class_size from 1536 bytes on */
+static const uint16_t max_cached[NUM_CLASSES] = {512, 512, 512, 512, 512, 512, 512, 512, 512, 512, 512, 512, 341, 256, 170, 128};
 
 static __thread struct {
     void *head[NUM_CLASSES];
     size_t count[NUM_CLASSES];
 } block_cache;
 
+/* The smallest class holding `size` bytes (size <= MAX_CLASS_SIZE): 2^(b+1) or 1.5 * 2^b where 2^b < size <= 2^(b+1). */
 static unsigned
-class_of(size_t total)
+compute_class(size_t size)
 {
-    unsigned k = 0;
-    while (k < NUM_CLASSES && ((size_t)32 << k) < total)
-        ++k;
-    return k < NUM_CLASSES ? k : LARGE_CLASS;
+    if (size <= 16)
+        return 0;
+    unsigned b = 63 - (unsigned)__builtin_clzll((unsigned long long)(size - 1));
+    if (b >= 5 && size <= (size_t)3 << (b - 1))
+        return 2 * b - 8; /* 1.5 * 2^b */
+    return 2 * b - 7;     /* 2^(b+1) */
+}
+
+/* class by (size + 15) / 16: every class size is a multiple of 16 (filled once, by rm_h2_mem) */
+static uint8_t class_by_16[MAX_CLASS_SIZE / 16 + 1];
+
+static void
+init_classes(void)
+{
+    for (size_t i = 0; i <= MAX_CLASS_SIZE / 16; ++i)
+        class_by_16[i] = (uint8_t)compute_class(i * 16);
+}
+
+static inline unsigned
+class_of(size_t size)
+{
+    return class_by_16[(size + 15) >> 4];
+}
+
+/*
+ * nghttp2's frame buffer: every session allocates one chunk of 16394 bytes (NGHTTP2_FRAMEBUF_CHUNKLEN of nghttp2 1.52: a
+ * frame header, a pad length byte and 16 KiB of payload) when it is created, and writes into it only inside
+ * nghttp2_session_mem_send. Between frames nothing in it is live, yet its pages stay resident once a frame was written
+ * (the first page always: every frame starts there). So the chunk a session allocates while it is created comes from a
+ * slot of a per-worker region reserved once (SLOTS slots of SLOT_SIZE bytes, page-aligned, no header: a pointer in the
+ * region is a slot), and rm_h2conn_release_idle gives an idle connection's pages back to the kernel (MADV_DONTNEED: they
+ * read as zeros and are faulted in again by the next frame). A freed slot's pages are given back too. Past SLOTS
+ * sessions per worker, or if the region cannot be reserved, chunks come from malloc and stay resident.
+ */
+#define SLOT_SIZE (20 * 1024)
+#define SLOTS 16384 /* 320 MiB of address space per worker, reserved without memory (MAP_NORESERVE) */
+#define SLOT_MIN_SIZE (16 * 1024)
+/* slot i is at base + (i + 1) * SLOT_SIZE: the first one is never used, so that the 16 bytes before every slot are in the
+ * region (read by mem_free as a header: zeros, never written) */
+#define REGION_SIZE ((size_t)(SLOTS + 1) * SLOT_SIZE)
+
+static __thread struct {
+    unsigned char *base; /* NULL: not reserved yet */
+    int failed;
+    rm_h2conn_t **owner; /* per slot: the connection whose frame buffer it is, or NULL */
+    uint32_t *free_list;
+    uint32_t num_free, used; /* slots on free_list; slots ever handed out (the rest are untouched) */
+} slots;
+
+/* the connection whose session is being created (rm_h2conn_session_new): its frame buffer takes a slot */
+static __thread rm_h2conn_t *creating;
+
+static inline int
+in_slots(const void *p)
+{
+    return slots.base != NULL && (uintptr_t)((const unsigned char *)p - slots.base) < REGION_SIZE;
+}
+
+static void *
+slot_alloc(void)
+{
+    if (slots.base == NULL) {
+        if (slots.failed)
+            return NULL;
+        void *base = mmap(NULL, REGION_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        /* large arrays: calloc maps them, their pages are touched only as slots are used */
+        slots.owner = calloc(SLOTS, sizeof(*slots.owner));
+        slots.free_list = calloc(SLOTS, sizeof(*slots.free_list));
+        if (base == MAP_FAILED || slots.owner == NULL || slots.free_list == NULL) {
+            if (base != MAP_FAILED)
+                munmap(base, REGION_SIZE);
+            free(slots.owner);
+            free(slots.free_list);
+            slots.owner = NULL;
+            slots.free_list = NULL;
+            slots.failed = 1;
+            return NULL;
+        }
+        slots.base = base;
+    }
+    uint32_t i;
+    if (slots.num_free != 0)
+        i = slots.free_list[--slots.num_free];
+    else if (slots.used < SLOTS)
+        i = slots.used++;
+    else
+        return NULL;
+    slots.owner[i] = creating;
+    return slots.base + (size_t)(i + 1) * SLOT_SIZE;
+}
+
+static void
+slot_free(void *p)
+{
+    uint32_t i = (uint32_t)(((unsigned char *)p - slots.base) / SLOT_SIZE) - 1;
+    if (slots.owner[i] != NULL)
+        slots.owner[i]->_framebuf = NULL;
+    slots.owner[i] = NULL;
+    madvise(p, SLOT_SIZE, MADV_DONTNEED);
+    slots.free_list[slots.num_free++] = i;
 }
 
 static void *
 mem_malloc(size_t size, void *user)
 {
-    size_t total = size + BLOCK_HEADER;
-    unsigned k = class_of(total);
     unsigned char *block;
-    if (k != LARGE_CLASS && block_cache.head[k] != NULL) {
+    if (size > MAX_CLASS_SIZE) {
+        if (creating != NULL && creating->_framebuf == NULL && size > SLOT_MIN_SIZE && size <= SLOT_SIZE &&
+            (block = slot_alloc()) != NULL) {
+            creating->_framebuf = block;
+            return block;
+        }
+        if (size > SIZE_MAX - BLOCK_HEADER || (block = malloc(size + BLOCK_HEADER)) == NULL)
+            return NULL; /* nghttp2 reports NGHTTP2_ERR_NOMEM */
+        *(size_t *)block = size;
+        block[sizeof(size_t)] = TAG_LARGE;
+        return block + BLOCK_HEADER;
+    }
+    unsigned k = class_of(size);
+    if (block_cache.head[k] != NULL) {
         block = block_cache.head[k];
         block_cache.head[k] = *(void **)block;
         --block_cache.count[k];
-    } else if ((block = malloc(k != LARGE_CLASS ? (size_t)32 << k : total)) == NULL) {
-        return NULL; /* nghttp2 reports NGHTTP2_ERR_NOMEM */
+    } else if ((block = malloc(class_size[k] + BLOCK_HEADER)) == NULL) {
+        return NULL;
     }
-    *(size_t *)block = k == LARGE_CLASS ? total : k;
-    block[sizeof(size_t)] = (unsigned char)(k == LARGE_CLASS);
+    *(size_t *)block = k;
+    block[sizeof(size_t)] = TAG_CLASS;
     return block + BLOCK_HEADER;
 }
 
@@ -57,12 +181,17 @@ mem_free(void *ptr, void *user)
     if (ptr == NULL)
         return;
     unsigned char *block = (unsigned char *)ptr - BLOCK_HEADER;
-    if (block[sizeof(size_t)]) {
-        free(block);
+    if (block[sizeof(size_t)] != TAG_CLASS) {
+        if (block[sizeof(size_t)] == TAG_LARGE)
+            free(block);
+        else if (in_slots(ptr))
+            slot_free(ptr);
+        else
+            rm_fatal("nghttp2 freed a block it did not allocate");
         return;
     }
     size_t k = *(size_t *)block;
-    if (block_cache.count[k] >= MAX_CACHED_PER_CLASS || RM_SANITIZING) {
+    if (block_cache.count[k] >= max_cached[k] || RM_SANITIZING) {
         free(block);
         return;
     }
@@ -88,7 +217,9 @@ mem_realloc(void *ptr, size_t size, void *user)
     if (ptr == NULL)
         return mem_malloc(size, user);
     unsigned char *block = (unsigned char *)ptr - BLOCK_HEADER;
-    size_t capacity = block[sizeof(size_t)] ? *(size_t *)block - BLOCK_HEADER : ((size_t)32 << *(size_t *)block) - BLOCK_HEADER;
+    size_t capacity = block[sizeof(size_t)] == TAG_CLASS   ? class_size[*(size_t *)block]
+                      : block[sizeof(size_t)] == TAG_LARGE ? *(size_t *)block
+                                                           : SLOT_SIZE;
     if (size <= capacity)
         return ptr;
     void *p = mem_malloc(size, user);
@@ -104,6 +235,8 @@ static nghttp2_mem h2_mem = {NULL, mem_malloc, mem_free, mem_calloc, mem_realloc
 nghttp2_mem *
 rm_h2_mem(void)
 {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, init_classes);
     return &h2_mem;
 }
 
@@ -118,6 +251,35 @@ rm_h2_mem_thread_exit(void)
         }
         block_cache.count[k] = 0;
     }
+    if (slots.base != NULL && slots.num_free == slots.used) { /* else a session outlives its worker: keep its slot */
+        munmap(slots.base, REGION_SIZE);
+        free(slots.owner);
+        free(slots.free_list);
+        memset(&slots, 0, sizeof(slots));
+    }
+}
+
+int
+rm_h2conn_session_new(rm_h2conn_t *conn, int server, const nghttp2_session_callbacks *callbacks, void *user_data,
+                      const nghttp2_option *options)
+{
+    creating = conn;
+    int r = server ? nghttp2_session_server_new3(&conn->ng, callbacks, user_data, options, rm_h2_mem())
+                   : nghttp2_session_client_new3(&conn->ng, callbacks, user_data, options, rm_h2_mem());
+    creating = NULL;
+    return r;
+}
+
+void
+rm_h2conn_release_idle(rm_h2conn_t *conn)
+{
+    /* the frame buffer holds nothing live once nghttp2_session_mem_send has said it has nothing more to send */
+    if (conn->dead || conn->ng == NULL || !conn->_send_idle || (conn->sock != NULL && h2o_socket_is_writing(conn->sock)))
+        return;
+    if (conn->_framebuf != NULL)
+        madvise(conn->_framebuf, SLOT_SIZE, MADV_DONTNEED);
+    if (conn->sock != NULL)
+        release_input(conn->sock);
 }
 
 size_t
@@ -157,6 +319,21 @@ rm_h2conn_fail(rm_h2conn_t *conn, const char *reason)
     conn->on_dead(conn, reason);
 }
 
+/*
+ * An empty input buffer goes back to its prototype (whose recycle list keeps a few per worker), so an idle connection
+ * holds none: h2o 2.2.5 frees a buffer consumed to its end, but not one reserved for a read that found nothing (libuv
+ * reserves before each read and reports EAGAIN as an empty read). The next read takes one again.
+ */
+static void
+release_input(h2o_socket_t *sock)
+{
+    if (sock->input->size == 0 && sock->input->bytes != NULL) {
+        h2o_buffer_prototype_t *prototype = sock->input->_prototype;
+        h2o_buffer_dispose(&sock->input);
+        h2o_buffer_init(&sock->input, prototype);
+    }
+}
+
 static void
 on_read(h2o_socket_t *sock, const char *err)
 {
@@ -177,6 +354,7 @@ on_read(h2o_socket_t *sock, const char *err)
             /* nghttp2's queue of ACKs and RST_STREAMs (nghttp2_option_set_max_outbound_ack) is full: the peer
              * sends SETTINGS, PINGs or reset-provoking frames and does not read the answers */
             h2o_buffer_consume(&sock->input, len);
+            release_input(sock);
             conn->on_abuse(conn, RM_H2_ABUSE_OUTBOUND_CONTROL);
             return;
         }
@@ -184,12 +362,14 @@ on_read(h2o_socket_t *sock, const char *err)
                                                         ? NGHTTP2_PROTOCOL_ERROR
                                                         : NGHTTP2_INTERNAL_ERROR);
         h2o_buffer_consume(&sock->input, len);
+        release_input(sock);
         if (!conn->lingering) /* else a callback chose to linger: input goes on being read and dropped */
             h2o_socket_read_stop(sock);
         rm_h2conn_schedule_flush(conn);
         return;
     }
     h2o_buffer_consume(&sock->input, (size_t)r);
+    release_input(sock);
     if (conn->after_recv != NULL && !conn->dead)
         conn->after_recv(conn);
     /* replies queued inside nghttp2 (HEADERS, RST_STREAM, ACKs, WINDOW_UPDATE) plus those pulled and not written */
@@ -210,6 +390,7 @@ on_read_discard(h2o_socket_t *sock, const char *err)
         return;
     }
     h2o_buffer_consume(&sock->input, sock->input->size);
+    release_input(sock);
 }
 
 void
@@ -264,8 +445,11 @@ do_flush(rm_flushable_t *f)
             rm_h2conn_fail(conn, nghttp2_strerror((int)n));
             return;
         }
-        if (n == 0)
+        if (n == 0) {
+            conn->_send_idle = 1;
             break;
+        }
+        conn->_send_idle = 0;
         h2o_iovec_t dst = h2o_buffer_reserve(&conn->_out, n);
         if (dst.base == NULL)
             rm_fatal("out of memory");

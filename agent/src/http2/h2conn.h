@@ -20,6 +20,11 @@
 #include "http2/h2mem.h"
 
 #define RM_H2_OUT_HIGH_WATER (64 * 1024)
+/**
+ * A connection with no stream for this long gives back what it holds only while it works (rm_h2conn_release_idle); its
+ * idle timer runs in two steps, this one first (docs/hardening.md, "Memory per connection").
+ */
+#define RM_H2_IDLE_RELEASE_MS 100
 
 typedef struct st_rm_h2conn_t rm_h2conn_t;
 
@@ -54,16 +59,31 @@ struct st_rm_h2conn_t {
     void (*on_abuse)(rm_h2conn_t *conn, rm_h2_abuse_t kind);
     /** called after each read has been parsed without a connection error (may be NULL) */
     void (*after_recv)(rm_h2conn_t *conn);
+    /** the session's frame buffer when it is a slot that can be given back (rm_h2conn_session_new), else NULL */
+    void *_framebuf;
     /** frames pulled from nghttp2 and not yet written (in _out, in _inflight); over max_out_frames (0: no bound)
      * the connection is flooded */
     uint32_t _out_frames, _inflight_frames, max_out_frames;
     unsigned dead : 1;
+    /** nghttp2_session_mem_send said it had nothing more: the frame buffer holds nothing live */
+    unsigned _send_idle : 1;
     /** rm_h2conn_linger: input is read and dropped, and a finished session waits for the owner or the peer's close */
     unsigned lingering : 1;
 };
 
 /** Binds `conn` to `sock` (the session is created by the owner). */
 void rm_h2conn_init(rm_h2conn_t *conn, rm_worker_t *worker, h2o_socket_t *sock, void (*on_dead)(rm_h2conn_t *, const char *));
+/**
+ * Creates conn->ng (nghttp2_session_server_new3 or _client_new3 with rm_h2_mem()), its frame buffer in a slot that
+ * rm_h2conn_release_idle can give back. Returns nghttp2's error code.
+ */
+int rm_h2conn_session_new(rm_h2conn_t *conn, int server, const nghttp2_session_callbacks *callbacks, void *user_data,
+                          const nghttp2_option *options);
+/**
+ * For an idle connection (no stream open; the owner's timer, RM_H2_IDLE_RELEASE_MS): gives back the pages of the
+ * session's frame buffer and an empty input buffer, once everything is written. They are taken again when needed.
+ */
+void rm_h2conn_release_idle(rm_h2conn_t *conn);
 /** Starts reading; input goes to nghttp2_session_mem_recv. */
 void rm_h2conn_start_reading(rm_h2conn_t *conn);
 void rm_h2conn_schedule_flush(rm_h2conn_t *conn);

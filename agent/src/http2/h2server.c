@@ -39,7 +39,8 @@ typedef struct st_h2s_conn_t {
     unsigned draining : 1;
     unsigned goaway_sent : 1;
     unsigned dying : 1;
-    unsigned abused : 1; /* GOAWAY ENHANCE_YOUR_CALM queued: input is read and dropped (rm_h2conn_linger) */
+    unsigned abused : 1;        /* GOAWAY ENHANCE_YOUR_CALM queued: input is read and dropped (rm_h2conn_linger) */
+    unsigned idle_released : 1; /* idle_timeout's first step (RM_H2_IDLE_RELEASE_MS) has run */
 } h2s_conn_t;
 
 typedef struct st_h2s_stream_t {
@@ -169,12 +170,17 @@ Abuse_empty:
     return NGHTTP2_ERR_CALLBACK_FAILURE;
 }
 
+/* The idle timer runs in two steps: after RM_H2_IDLE_RELEASE_MS the connection gives back its buffers
+ * (rm_h2conn_release_idle), at limits.idle_timeout_ms it is closed (on_idle_timeout). */
 static void
 update_idle(h2s_conn_t *conn)
 {
     if (conn->num_streams == 0 && !conn->dying) {
-        if (!rm_timer_is_linked(&conn->idle_timeout))
-            rm_worker_timer_start(conn->h2.worker, &conn->idle_timeout, conn->h2.worker->config->limits.idle_timeout_ms);
+        if (!rm_timer_is_linked(&conn->idle_timeout)) {
+            uint32_t idle_ms = conn->h2.worker->config->limits.idle_timeout_ms;
+            conn->idle_released = idle_ms <= RM_H2_IDLE_RELEASE_MS;
+            rm_worker_timer_start(conn->h2.worker, &conn->idle_timeout, conn->idle_released ? idle_ms : RM_H2_IDLE_RELEASE_MS);
+        }
     } else if (rm_timer_is_linked(&conn->idle_timeout)) {
         rm_timer_unlink(&conn->idle_timeout);
     }
@@ -367,6 +373,7 @@ start_pending_heads(rm_h2conn_t *h2)
             continue; /* a connection closed for abuse routes nothing more; its streams are aborted with it */
         if (hs->too_large) {
             RM_STAT_INC(s->lstats->rq_protocol_error);
+            RM_STAT_INC(s->lstats->limit[RM_STAT_LIMIT_HEADERS_TOO_LARGE]);
             rm_stream_send_local_reply(s, 431, RM_GRPC_RESOURCE_EXHAUSTED, "request header fields too large");
         } else {
             take_markers(s);
@@ -599,6 +606,15 @@ static void
 on_idle_timeout(rm_timer_t *entry)
 {
     h2s_conn_t *conn = H2O_STRUCT_FROM_MEMBER(h2s_conn_t, idle_timeout, entry);
+    if (!conn->idle_released) {
+        uint32_t idle_ms = conn->h2.worker->config->limits.idle_timeout_ms;
+        conn->idle_released = 1;
+        rm_h2conn_release_idle(&conn->h2);
+        if (idle_ms > RM_H2_IDLE_RELEASE_MS) {
+            rm_worker_timer_start(conn->h2.worker, &conn->idle_timeout, idle_ms - RM_H2_IDLE_RELEASE_MS);
+            return;
+        }
+    }
     nghttp2_submit_goaway(conn->h2.ng, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(conn->h2.ng), NGHTTP2_NO_ERROR,
                           (const uint8_t *)"idle", 4);
     conn->goaway_sent = 1;
@@ -699,7 +715,7 @@ rm_h2server_accept(rm_dconn_t *dc)
     nghttp2_option_set_no_auto_window_update(options, 1);
     nghttp2_option_set_max_deflate_dynamic_table_size(options, 4096);
     nghttp2_option_set_max_outbound_ack(options, limits->h2_max_outbound_control_frames);
-    int r = nghttp2_session_server_new3(&conn->h2.ng, server_callbacks, conn, options, rm_h2_mem());
+    int r = rm_h2conn_session_new(&conn->h2, 1, server_callbacks, conn, options);
     nghttp2_option_del(options);
     if (r != 0)
         rm_fatal("nghttp2_session_server_new3: %s", nghttp2_strerror(r));

@@ -1,12 +1,15 @@
 #include <errno.h>
+#include <inttypes.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include "remora/log.h"
 #include "remora/strutil.h"
+#include "core/registry.h"
 #include "net/detect.h"
 #include "net/listener.h"
 #include "tls/tls.h"
@@ -50,6 +53,53 @@ fail:
     return -1;
 }
 
+/*
+ * Open connections per listener address, across workers
+ */
+
+struct st_rm_listener_conns_t {
+    rm_registry_entry_t _entry;
+    _Atomic uint32_t open;
+};
+
+/* One entry per listener address; references: each worker's listener and each open connection. */
+static rm_registry_t conns_registry = RM_REGISTRY_INITIALIZER;
+
+static rm_registry_entry_t *
+create_conns(void *unused)
+{
+    rm_listener_conns_t *c = rm_calloc(1, sizeof(*c));
+    atomic_init(&c->open, 0);
+    return &c->_entry;
+}
+
+static rm_listener_conns_t *
+conns_acquire(const rm_config_addr_t *addr)
+{
+    char name[80];
+    rm_format_sockaddr((const struct sockaddr *)&addr->addr, name, sizeof(name));
+    return RM_REGISTRY_OWNER(rm_listener_conns_t, _entry, rm_registry_acquire(&conns_registry, name, create_conns, NULL, NULL));
+}
+
+static void
+conns_release(rm_listener_conns_t *c)
+{
+    if (c != NULL && rm_registry_release(&conns_registry, &c->_entry))
+        free(c);
+}
+
+/* Counts a new connection unless `max` (0: none) are open already. Returns 1 if counted. */
+static int
+conns_enter(rm_listener_conns_t *c, uint32_t max)
+{
+    uint32_t cur = atomic_load_explicit(&c->open, memory_order_relaxed);
+    do {
+        if (max != 0 && cur >= max)
+            return 0;
+    } while (!atomic_compare_exchange_weak_explicit(&c->open, &cur, cur + 1, memory_order_relaxed, memory_order_relaxed));
+    return 1;
+}
+
 rm_listener_t *
 rm_listener_new(rm_worker_t *worker, int fd, const rm_config_addr_t *addr)
 {
@@ -57,6 +107,7 @@ rm_listener_new(rm_worker_t *worker, int fd, const rm_config_addr_t *addr)
     l->worker = worker;
     l->fd = fd;
     l->addr = *addr;
+    l->conns = conns_acquire(addr);
     l->config_index = SIZE_MAX;
     l->next = worker->listeners;
     worker->listeners = l;
@@ -110,6 +161,10 @@ rm_dconn_destroy(rm_dconn_t *dc)
     if (rm_timer_is_linked(&dc->_detect_timeout))
         rm_timer_unlink(&dc->_detect_timeout);
     h2o_linklist_unlink(&dc->_link);
+    if (dc->_conns != NULL) {
+        atomic_fetch_sub_explicit(&dc->_conns->open, 1, memory_order_relaxed);
+        conns_release(dc->_conns);
+    }
     rm_mesh_handshake_end(&dc->mesh_hs);
     free(dc->peer_identity);
     --worker->num_downstream_conns;
@@ -244,7 +299,9 @@ on_handshake_complete(h2o_socket_t *sock, const char *err)
     }
     RM_STAT_INC(dc->stats->cx_tls);
     h2o_iovec_t proto = h2o_socket_ssl_get_selected_protocol(sock);
-    hand_over(dc, h2o_memis(proto.base, proto.len, H2O_STRLIT("h2")));
+    const rm_config_listener_t *lc = detect_listener(dc);
+    /* a `protocol: h2` listener offers only h2: a client that negotiated nothing speaks HTTP/2 or gets its GOAWAY */
+    hand_over(dc, (lc != NULL && lc->h2_only) || h2o_memis(proto.base, proto.len, H2O_STRLIT("h2")));
 }
 
 static void
@@ -322,7 +379,15 @@ on_detect_read(h2o_socket_t *sock, const char *err)
     if (len == 0)
         return;
     int transparent = dc->direction != RM_DIRECTION_NONE;
-    switch (rm_detect_classify(sock->input->bytes, len, transparent)) {
+    rm_detect_verdict_t verdict = rm_detect_classify(sock->input->bytes, len, transparent);
+    const rm_config_listener_t *h2lc = detect_listener(dc);
+    if (h2lc != NULL && h2lc->h2_only && verdict != RM_DETECT_IS_TLS) {
+        /* HTTP/2 only: whatever is not a ClientHello is the connection preface or nghttp2's to refuse with GOAWAY
+         * PROTOCOL_ERROR (h2spec 3.5), never HTTP/1.1's */
+        hand_over(dc, 1);
+        return;
+    }
+    switch (verdict) {
     case RM_DETECT_NEED_MORE:
         return; /* a prefix of the preface or of a method: wait for more (bounded by the detect timeout) */
     case RM_DETECT_IS_H2:
@@ -467,7 +532,23 @@ on_accept(uv_stream_t *server, int status)
         uv_close((uv_handle_t *)tcp, (uv_close_cb)free);
         return;
     }
+    const rm_config_listener_t *lc = &worker->config->listeners[l->config_index];
+    if (!conns_enter(l->conns, lc->max_connections)) {
+        /* over the listener's limit: accepted (so the accept queue does not fill) and closed at once */
+        RM_STAT_INC(l->stats->cx_refused_max);
+        static __thread uint64_t logged_at_ms;
+        uint64_t now = rm_worker_now_ms(worker);
+        if (logged_at_ms == 0 || now - logged_at_ms >= RM_LISTENER_REFUSED_LOG_INTERVAL_MS) {
+            rm_log_warn("listener", "%s: %" PRIu32 " connections open (max_connections); closing new ones", lc->name,
+                        lc->max_connections);
+            logged_at_ms = now != 0 ? now : 1;
+        }
+        uv_close((uv_handle_t *)tcp, (uv_close_cb)free);
+        return;
+    }
     rm_dconn_t *dc = rm_calloc(1, sizeof(*dc));
+    dc->_conns = l->conns;
+    rm_registry_ref(&conns_registry, &l->conns->_entry);
     dc->worker = worker;
     dc->sock = h2o_uv_socket_create((uv_stream_t *)tcp, (uv_close_cb)free);
     dc->peerlen = h2o_socket_getpeername(dc->sock, (struct sockaddr *)&dc->peer);
@@ -482,7 +563,6 @@ on_accept(uv_stream_t *server, int status)
     RM_STAT_INC(dc->stats->cx_total);
     RM_STAT_INC(dc->stats->cx_active);
     dc->_detect_timeout.cb = on_detect_timeout;
-    const rm_config_listener_t *lc = &worker->config->listeners[l->config_index];
     dc->direction = lc->direction;
     if (lc->opaque) {
         hand_over_opaque(dc, RM_DETECT_SKIPPED);
@@ -544,6 +624,14 @@ close_listener(rm_listener_t *l)
     l->fd = -1;
 }
 
+static void
+free_listener(rm_listener_t *l)
+{
+    close_listener(l);
+    conns_release(l->conns);
+    free(l);
+}
+
 void
 rm_listeners_apply_config(rm_worker_t *worker)
 {
@@ -553,8 +641,7 @@ rm_listeners_apply_config(rm_worker_t *worker)
         update_listener(l);
         if (l->config_index == SIZE_MAX) {
             *slot = l->next;
-            close_listener(l);
-            free(l);
+            free_listener(l);
             continue;
         }
         slot = &l->next;
@@ -579,8 +666,7 @@ rm_listeners_close(rm_worker_t *worker)
     while (worker->listeners != NULL) {
         rm_listener_t *l = worker->listeners;
         worker->listeners = l->next;
-        close_listener(l);
-        free(l);
+        free_listener(l);
     }
 }
 
@@ -601,8 +687,7 @@ rm_listeners_drain_inbound(rm_worker_t *worker)
         rm_listener_t *l = *slot;
         if (is_inbound_config(l->config_index < config->num_listeners ? &config->listeners[l->config_index] : NULL)) {
             *slot = l->next;
-            close_listener(l);
-            free(l);
+            free_listener(l);
             continue;
         }
         slot = &l->next;

@@ -22,6 +22,16 @@
  * bytes) on those listeners is refused: closed, counted in remora_mesh_tls_plaintext_refused_total,
  * logged at most once per source address per RM_MESH_REFUSED_LOG_INTERVAL_MS.
  *
+ * Connection limit: every worker's socket of a listener address shares one count of open connections (an atomic in a
+ * process-wide registry entry keyed by the address, held by each worker's rm_listener_t and by each connection). A
+ * connection accepted while the listener's `max_connections` are open is closed at once (accepting it keeps the
+ * kernel's accept queue from filling, as Envoy does) and counted in
+ * remora_downstream_connections_refused_total{reason="max_connections"}.
+ *
+ * `protocol: h2` listeners: what is not a TLS ClientHello goes to the HTTP/2 server as it is (prior knowledge; a bad
+ * preface gets GOAWAY PROTOCOL_ERROR from nghttp2), and a TLS connection speaks HTTP/2 whatever ALPN chose (the
+ * listener offers only h2).
+ *
  * Thread: rm_listen_fd_open and rm_listener_new on the main thread; the rest on the owning worker.
  */
 #ifndef remora__listener_h
@@ -34,8 +44,13 @@
 #include "obs/stats.h"
 #include "tls/mesh.h"
 
+/** The open-connection count of a listener address, shared by the workers (opaque; listener.c). */
+typedef struct st_rm_listener_conns_t rm_listener_conns_t;
+
 struct st_rm_listener_t {
     rm_worker_t *worker;
+    /** shared by every worker's listener of this address (one reference each) */
+    rm_listener_conns_t *conns;
     rm_config_addr_t addr;
     /** index of this listener in worker->config->listeners (updated on reload) */
     size_t config_index;
@@ -69,6 +84,8 @@ struct st_rm_dconn_t {
     socklen_t peerlen;
     h2o_linklist_t _link;
     rm_timer_t _detect_timeout;
+    /** the listener's connection count this connection is in (a reference; released by rm_dconn_destroy) */
+    rm_listener_conns_t *_conns;
     const rm_dconn_ops_t *ops;
     void *impl;
     unsigned is_tls : 1;
@@ -91,6 +108,9 @@ struct st_rm_dconn_t {
 /** STRICT refusals are logged at most once per source address per this interval (per worker, 64 sources tracked);
  * mesh mTLS closed for want of an identity at most once per worker per interval */
 #define RM_MESH_REFUSED_LOG_INTERVAL_MS 10000
+
+/** Connections refused by max_connections are logged at most once per worker per this interval */
+#define RM_LISTENER_REFUSED_LOG_INTERVAL_MS 10000
 
 /** Main thread: socket(), SO_REUSEPORT, bind, listen. Returns the fd or -1 with a message. */
 int rm_listen_fd_open(const rm_config_addr_t *addr, char *err, size_t errlen);

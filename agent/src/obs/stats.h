@@ -64,6 +64,16 @@ extern const char *const rm_stat_attempt_outcome_names[RM_STAT_ATTEMPT_OUTCOMES]
 /** Kinds of HTTP/2 abuse counted per listener (remora_downstream_h2_abuse_total; http2/h2conn.h rm_h2_abuse_t). */
 #define RM_STAT_H2_ABUSE_KINDS 6
 
+/** Downstream request limits (remora_downstream_limit_total{kind}; docs/hardening.md): the index of
+ * rm_listener_stats_t.limit */
+typedef enum en_rm_stat_limit_t {
+    RM_STAT_LIMIT_URI_TOO_LONG = 0,  /* 414: request target over limits.max_request_uri_bytes */
+    RM_STAT_LIMIT_HEADERS_TOO_LARGE, /* 431: header fields over limits.max_headers / max_header_bytes */
+    RM_STAT_LIMIT_HEADER_TIMEOUT,    /* 408: HTTP/1.1 head not complete within limits.request_headers_timeout_ms */
+    RM_STAT_LIMIT_BODY_TOO_LARGE,    /* 413 (or a reset): body over limits.max_request_body_bytes */
+    RM_STAT_LIMIT_KINDS
+} rm_stat_limit_t;
+
 /** Labelled families (obs/series.h) a worker's rm_stats_t may hold. */
 #define RM_STATS_MAX_SERIES_FAMILIES 4
 
@@ -95,6 +105,10 @@ typedef struct st_rm_listener_stats_t {
     uint64_t upgrade_switched, upgrade_refused, upgrade_active;
     /** HTTP/2 connections closed by an abuse limit (index: rm_h2_abuse_t, http2/h2conn.h; docs/hardening.md) */
     uint64_t h2_abuse[RM_STAT_H2_ABUSE_KINDS];
+    /** requests answered (or reset) by a downstream limit (index: rm_stat_limit_t) */
+    uint64_t limit[RM_STAT_LIMIT_KINDS];
+    /** connections closed at accept because the listener had max_connections open (across workers) */
+    uint64_t cx_refused_max;
     struct st_rm_listener_stats_t *_next;
 } rm_listener_stats_t;
 

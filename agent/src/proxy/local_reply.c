@@ -33,4 +33,7 @@ const rm_local_reply_row_t rm_local_replies[RM_LOCAL_REPLY_MAX] = {
     [RM_LOCAL_OVERFLOW] = {"overflow", 503, RM_GRPC_UNAVAILABLE, RM_H2_REFUSED_STREAM, "UO", "upstream overflow"},
     [RM_LOCAL_RATE_LIMITED] = {"rate_limited", 429, RM_GRPC_RESOURCE_EXHAUSTED, RM_H2_REFUSED_STREAM, "RL", "rate limited"},
     [RM_LOCAL_DENIED] = {"denied", 403, RM_GRPC_PERMISSION_DENIED, RM_H2_REFUSED_STREAM, "UAEX", "denied"},
+    [RM_LOCAL_URI_TOO_LONG] = {"uri_too_long", 414, RM_GRPC_RESOURCE_EXHAUSTED, RM_H2_PROTOCOL_ERROR, "DPE",
+                               "request URI too long"},
+    [RM_LOCAL_BODY_TOO_LARGE] = {"body_too_large", 413, RM_GRPC_RESOURCE_EXHAUSTED, RM_H2_CANCEL, "DPE", "request body too large"},
 };

@@ -29,6 +29,8 @@ typedef enum en_rm_local_reply_t {
     RM_LOCAL_OVERFLOW,          /* a circuit breaker or queue limit */
     RM_LOCAL_RATE_LIMITED,      /* a rate limit */
     RM_LOCAL_DENIED,            /* authorization */
+    RM_LOCAL_URI_TOO_LONG,      /* request target / :path over limits.max_request_uri_bytes */
+    RM_LOCAL_BODY_TOO_LARGE,    /* request body over limits.max_request_body_bytes */
     RM_LOCAL_REPLY_MAX
 } rm_local_reply_t;
 

@@ -268,6 +268,8 @@ rm_stream_reselect_chain(rm_stream_t *s)
     alloc_filter_state(s, s->chain_pos);
 }
 
+static void note_cause(rm_stream_t *s, rm_local_reply_t cause);
+
 static void
 run_chain(rm_stream_t *s)
 {
@@ -311,6 +313,20 @@ rm_stream_on_request_head(rm_stream_t *s)
     for (unsigned i = 0; i != num_observers; ++i)
         if (observers[i]->on_request_head != NULL)
             observers[i]->on_request_head(s);
+    /* request limits (docs/hardening.md), before anything is routed: the HTTP/1.1 codec refuses a long target itself
+     * (414 at the byte that crosses the limit), so this catches HTTP/2's :path; a declared length over the body limit
+     * is refused before a byte goes upstream */
+    const rm_config_limits_t *limits = &s->config->limits;
+    if (limits->max_request_uri_bytes != 0 && s->req.path.len > limits->max_request_uri_bytes) {
+        RM_STAT_INC(s->lstats->limit[RM_STAT_LIMIT_URI_TOO_LONG]);
+        rm_stream_reply(s, RM_LOCAL_URI_TOO_LONG, NULL);
+        return;
+    }
+    if (limits->max_request_body_bytes != 0 && s->req.content_length > (int64_t)limits->max_request_body_bytes) {
+        RM_STAT_INC(s->lstats->limit[RM_STAT_LIMIT_BODY_TOO_LARGE]);
+        rm_stream_reply(s, RM_LOCAL_BODY_TOO_LARGE, NULL);
+        return;
+    }
     run_chain(s);
 }
 
@@ -319,6 +335,22 @@ rm_stream_on_request_body(rm_stream_t *s, const void *data, size_t len)
 {
     if (len == 0)
         return;
+    uint32_t max_body = s->config->limits.max_request_body_bytes;
+    /* an upgraded (WebSocket) stream's bytes are a tunnel, not a request body: no limit */
+    if (max_body != 0 && !s->req_discard && s->req.upgrade.len == 0 && s->req_body.bytes_in + len > max_body) {
+        /* a body without a length (chunked, or HTTP/2 DATA beyond what content-length said) grew over the limit: 413
+         * while no response has started, else the downstream half is reset (HTTP/1.1: the connection is closed) */
+        RM_STAT_INC(s->lstats->limit[RM_STAT_LIMIT_BODY_TOO_LARGE]);
+        if (s->resp_head_sent) {
+            note_cause(s, RM_LOCAL_BODY_TOO_LARGE);
+            abort_filters(s);
+            if (s->down != NULL)
+                s->down->reset(s, rm_local_replies[RM_LOCAL_BODY_TOO_LARGE].h2_error);
+            return; /* the reset may have freed the stream */
+        }
+        rm_stream_reply(s, RM_LOCAL_BODY_TOO_LARGE, NULL);
+        /* req_discard is set now: these bytes are dropped and acknowledged below */
+    }
     if (s->req_discard) {
         /* nobody will read it (local reply, or the upstream exchange is over): drop it, but keep the
          * window open so the connection's other streams are not starved */

@@ -323,6 +323,7 @@ base_ctx(const SSL_METHOD *method, const rm_identity_t *id)
     SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
     SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION);
     SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS); /* idle pooled hops give their record buffers back */
     char err[256];
     if (rm_identity_configure_ssl_ctx(ctx, id, err, sizeof(err)) != 0) {
         rm_log_error("mesh-tls", "cannot use the identity %s: %s", id->spiffe_id, err);

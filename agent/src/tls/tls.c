@@ -33,6 +33,8 @@ create_server_ctx(const rm_config_listener_t *l, char *err, size_t errlen)
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    /* an idle connection gives its record buffers back (about 9 KiB per connection; docs/hardening.md) */
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     if (SSL_CTX_use_certificate_chain_file(ctx, l->tls_cert_file) != 1) {
         openssl_error(err, errlen, "listener certificate", l->tls_cert_file);
         goto fail;
@@ -46,7 +48,8 @@ create_server_ctx(const rm_config_listener_t *l, char *err, size_t errlen)
         goto fail;
     }
     static const h2o_iovec_t alpn[] = {{H2O_STRLIT("h2")}, {H2O_STRLIT("http/1.1")}, {NULL, 0}};
-    h2o_ssl_register_alpn_protocols(ctx, alpn);
+    static const h2o_iovec_t alpn_h2[] = {{H2O_STRLIT("h2")}, {NULL, 0}}; /* `protocol: h2` listeners */
+    h2o_ssl_register_alpn_protocols(ctx, l->h2_only ? alpn_h2 : alpn);
     return ctx;
 fail:
     SSL_CTX_free(ctx);
@@ -59,6 +62,7 @@ create_client_ctx(const rm_config_cluster_t *c, char *err, size_t errlen)
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     if (c->tls_ca_file != NULL) {
         if (SSL_CTX_load_verify_locations(ctx, c->tls_ca_file, NULL) != 1) {
             openssl_error(err, errlen, "cluster CA", c->tls_ca_file);
