@@ -191,27 +191,6 @@ rm_rpc_client_create(const char *addr, const grpc_channel_args *args)
     return rm_rpc_client_create_secure(addr, args, &sec);
 }
 
-char *
-rm_rpc_read_file(const char *path, size_t max, char *err, size_t errsz)
-{
-    FILE *fp = fopen(path, "rb");
-    if (fp == NULL) {
-        snprintf(err, errsz, "%s: %s", path, strerror(errno));
-        return NULL;
-    }
-    char *buf = rm_malloc(max + 2);
-    size_t n = fread(buf, 1, max + 1, fp);
-    int failed = ferror(fp);
-    fclose(fp);
-    if (failed || n == 0 || n > max) {
-        snprintf(err, errsz, "%s: %s", path, failed ? "read error" : n == 0 ? "the file is empty" : "the file is too large");
-        free(buf);
-        return NULL;
-    }
-    buf[n] = '\0';
-    return buf;
-}
-
 void
 rm_rpc_client_destroy(rm_rpc_client_t *c)
 {

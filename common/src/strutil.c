@@ -1,4 +1,5 @@
 #include <arpa/inet.h>
+#include <errno.h>
 #include <ctype.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -218,6 +219,27 @@ rm_trim_space(char *s)
     memmove(s, start, len);
     s[len] = '\0';
     return len;
+}
+
+char *
+rm_read_file(const char *path, size_t max, char *err, size_t errsz)
+{
+    FILE *fp = fopen(path, "rb");
+    if (fp == NULL) {
+        snprintf(err, errsz, "%s: %s", path, strerror(errno));
+        return NULL;
+    }
+    char *buf = rm_malloc(max + 2);
+    size_t n = fread(buf, 1, max + 1, fp);
+    int failed = ferror(fp);
+    fclose(fp);
+    if (failed || n == 0 || n > max) {
+        snprintf(err, errsz, "%s: %s", path, failed ? "read error" : n == 0 ? "the file is empty" : "the file is too large");
+        free(buf);
+        return NULL;
+    }
+    buf[n] = '\0';
+    return buf;
 }
 
 static int

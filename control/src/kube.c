@@ -47,7 +47,7 @@ static char *
 read_token(const rm_kube_client_t *c, char *err, size_t errsz)
 {
     char why[256];
-    char *t = rm_rpc_read_file(c->token_file, MAX_TOKEN_BYTES, why, sizeof(why));
+    char *t = rm_read_file(c->token_file, MAX_TOKEN_BYTES, why, sizeof(why));
     if (t == NULL) {
         snprintf(err, errsz, "the service account token %s", why);
         return NULL;

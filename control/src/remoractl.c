@@ -205,12 +205,12 @@ connect_control(void)
         rm_ctl_die(EXIT_USAGE, "no admin credential: pass --admin-token FILE or set REMORA_ADMIN_TOKEN_FILE "
                                "(remora-control writes <state-dir>/admin.token at first start)");
     char err[512];
-    char *roots = rm_rpc_read_file(ca_file, 1 << 20, err, sizeof(err));
+    char *roots = rm_read_file(ca_file, 1 << 20, err, sizeof(err));
     if (roots == NULL)
         rm_ctl_die(EXIT_USAGE, "--ca %s", err);
     if (strstr(roots, "-----BEGIN CERTIFICATE-----") == NULL)
         rm_ctl_die(EXIT_USAGE, "--ca %s: no PEM certificate in the file", ca_file);
-    char *token = rm_rpc_read_file(admin_token_file, 4096, err, sizeof(err));
+    char *token = rm_read_file(admin_token_file, 4096, err, sizeof(err));
     if (token == NULL)
         rm_ctl_die(EXIT_USAGE, "--admin-token %s", err);
     /* surrounding whitespace is not part of the token; what remains must fit in a header */

@@ -755,7 +755,7 @@ rm_ctl_check(int argc, char **argv, const rm_ctl_env_t *env)
         char *roots = NULL, why[512];
         const char *from = "the trust bundle";
         if (env->ca_file != NULL) {
-            roots = rm_rpc_read_file(env->ca_file, 1 << 20, why, sizeof(why));
+            roots = rm_read_file(env->ca_file, 1 << 20, why, sizeof(why));
             from = env->ca_file;
         }
         check_webhook(&r, webhook, webhook_name, roots != NULL ? roots : bundle_pem, roots != NULL ? from : "the trust bundle");

@@ -170,8 +170,8 @@ main(int argc, char **argv)
             fprintf(stderr, "remora-fake-agents: --trust-anchor FILE and --token FILE are needed (or --insecure)\n");
             return 2;
         }
-        if ((root_pem = rm_rpc_read_file(trust_anchor, 1 << 20, err, sizeof(err))) == NULL ||
-            (token = rm_rpc_read_file(token_file, 8192, err, sizeof(err))) == NULL) {
+        if ((root_pem = rm_read_file(trust_anchor, 1 << 20, err, sizeof(err))) == NULL ||
+            (token = rm_read_file(token_file, 8192, err, sizeof(err))) == NULL) {
             fprintf(stderr, "remora-fake-agents: %s\n", err);
             return 2;
         }

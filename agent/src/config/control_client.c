@@ -70,7 +70,7 @@ rm_control_credentials_load(rm_control_credentials_t *cr, int insecure, const ch
     cr->insecure = insecure;
     if (insecure)
         return 0;
-    if ((cr->root_pem = rm_h2rpc_read_file(trust_anchor_file, 1 << 20, why, sizeof(why))) == NULL) {
+    if ((cr->root_pem = rm_read_file(trust_anchor_file, 1 << 20, why, sizeof(why))) == NULL) {
         snprintf(err, errlen, "the trust anchor %s", why);
         return -1;
     }
@@ -80,7 +80,7 @@ rm_control_credentials_load(rm_control_credentials_t *cr, int insecure, const ch
         return -1;
     }
     if (token_file != NULL) {
-        if ((cr->token = rm_h2rpc_read_file(token_file, 8192, why, sizeof(why))) == NULL) {
+        if ((cr->token = rm_read_file(token_file, 8192, why, sizeof(why))) == NULL) {
             snprintf(err, errlen, "the bootstrap token %s", why);
             rm_control_credentials_dispose(cr);
             return -1;

@@ -129,10 +129,4 @@ void rm_h2rpc_cancel(rm_h2rpc_call_t *call);
 /** Cancels the call if it is still running (RST_STREAM, best effort), closes the connection and frees it. */
 void rm_h2rpc_destroy(rm_h2rpc_call_t *call);
 
-/**
- * Reads a whole (small) file into a NUL-terminated malloc'ed string. Returns it, or NULL with
- * "PATH: reason" in `err` (missing, unreadable, empty, larger than `max` bytes).
- */
-char *rm_h2rpc_read_file(const char *path, size_t max, char *err, size_t errsz);
-
 #endif

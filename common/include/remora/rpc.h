@@ -92,12 +92,6 @@ rm_rpc_client_t *rm_rpc_client_create_secure(const char *addr, const grpc_channe
  */
 rm_rpc_client_t *rm_rpc_client_create(const char *addr, const grpc_channel_args *args);
 
-/**
- * Reads a whole (small) file into a NUL-terminated malloc'ed string. Returns it, or NULL with
- * "PATH: reason" in `err` (missing, unreadable, empty, larger than `max` bytes).
- */
-char *rm_rpc_read_file(const char *path, size_t max, char *err, size_t errsz);
-
 /** Destroys the client. Every stream opened on it must have been destroyed. */
 void rm_rpc_client_destroy(rm_rpc_client_t *client);
 /** The gRPC target the client connects to (owned by the client). */

@@ -43,6 +43,12 @@ size_t rm_edit_distance(const char *a, const char *b, size_t cap);
 /** Removes leading and trailing spaces, tabs, CRs and LFs in place (the text moves to `s`); returns the length left. */
 size_t rm_trim_space(char *s);
 
+/**
+ * Reads a whole (small) file into a NUL-terminated malloc'ed string: a token, a PEM bundle. Returns it, or NULL
+ * with "PATH: reason" in `err` (missing, unreadable, empty, larger than `max` bytes).
+ */
+char *rm_read_file(const char *path, size_t max, char *err, size_t errsz);
+
 /** The most ports a port list may hold once its ranges are expanded (rm_parse_port_list). */
 #define RM_PORT_LIST_MAX 1024
 
