@@ -95,14 +95,7 @@ rm_rpc_target(const char *addr, char *buf, size_t bufsz)
 const char *
 rm_rpc_status_name(grpc_status_code code)
 {
-    static const char *const names[] = {
-        "OK",        "CANCELLED",      "UNKNOWN",           "INVALID_ARGUMENT",   "DEADLINE_EXCEEDED",
-        "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-        "ABORTED",   "OUT_OF_RANGE",   "UNIMPLEMENTED",     "INTERNAL",           "UNAVAILABLE",
-        "DATA_LOSS", "UNAUTHENTICATED"};
-    if ((unsigned)code < sizeof(names) / sizeof(names[0]))
-        return names[code];
-    return "UNKNOWN";
+    return rm_grpc_status_name((int)code);
 }
 
 static void

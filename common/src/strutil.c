@@ -221,6 +221,19 @@ rm_trim_space(char *s)
     return len;
 }
 
+const char *const rm_grpc_status_names[RM_GRPC_NUM_STATUSES] = {
+    "OK",        "CANCELLED",       "UNKNOWN",           "INVALID_ARGUMENT",   "DEADLINE_EXCEEDED",
+    "NOT_FOUND", "ALREADY_EXISTS",  "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+    "ABORTED",   "OUT_OF_RANGE",    "UNIMPLEMENTED",     "INTERNAL",           "UNAVAILABLE",
+    "DATA_LOSS", "UNAUTHENTICATED",
+};
+
+const char *
+rm_grpc_status_name(int code)
+{
+    return code >= 0 && code < RM_GRPC_NUM_STATUSES ? rm_grpc_status_names[code] : "UNKNOWN";
+}
+
 char *
 rm_read_file(const char *path, size_t max, char *err, size_t errsz)
 {

@@ -1087,25 +1087,6 @@ duration_of(parser_t *p, uint64_t ms)
 
 /* ---------------------------------------------------------------------------------- gRPC status */
 
-static const char *const grpc_status_names[] = {"OK",
-                                                "CANCELLED",
-                                                "UNKNOWN",
-                                                "INVALID_ARGUMENT",
-                                                "DEADLINE_EXCEEDED",
-                                                "NOT_FOUND",
-                                                "ALREADY_EXISTS",
-                                                "PERMISSION_DENIED",
-                                                "RESOURCE_EXHAUSTED",
-                                                "FAILED_PRECONDITION",
-                                                "ABORTED",
-                                                "OUT_OF_RANGE",
-                                                "UNIMPLEMENTED",
-                                                "INTERNAL",
-                                                "UNAVAILABLE",
-                                                "DATA_LOSS",
-                                                "UNAUTHENTICATED",
-                                                NULL};
-
 /* A gRPC status name other than OK ("UNAVAILABLE"; case-insensitive, as gRPC's own tools take them). */
 static int
 parse_grpc_status(parser_t *p, yaml_node_t *node, const char *path, Remora__V1__GRPCStatusCode *out)
@@ -1115,8 +1096,8 @@ parse_grpc_status(parser_t *p, yaml_node_t *node, const char *path, Remora__V1__
         return -1;
     if (strcasecmp(s, "OK") == 0)
         return fail(p, node, path, "OK is not an error status: use one such as UNAVAILABLE");
-    for (int i = 1; grpc_status_names[i] != NULL; ++i) {
-        if (strcasecmp(grpc_status_names[i], s) == 0) {
+    for (int i = 1; i != RM_GRPC_NUM_STATUSES; ++i) {
+        if (strcasecmp(rm_grpc_status_names[i], s) == 0) {
             *out = (Remora__V1__GRPCStatusCode)i;
             return 0;
         }
@@ -1180,7 +1161,7 @@ parse_retry(parser_t *p, yaml_node_t *node, const char *rule_path, int grpc, Pro
                     return -1;
                 for (size_t j = 0; j != i; ++j)
                     if (r->codes[j] == r->codes[i])
-                        return fail(p, item(p, items, i), ipath, "%s is listed twice", grpc_status_names[r->codes[i]]);
+                        return fail(p, item(p, items, i), ipath, "%s is listed twice", rm_grpc_status_names[r->codes[i]]);
             }
         }
         r->n_codes = n;

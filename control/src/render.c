@@ -254,16 +254,10 @@ add_duration(rm_node_t *map, const char *key, const Remora__V1__Duration *d)
         add_str(map, key, rm_render_duration(duration_ms(d), buf, sizeof(buf)));
 }
 
-static const char *const grpc_status_names[] = {
-    "OK",        "CANCELLED",      "UNKNOWN",           "INVALID_ARGUMENT",   "DEADLINE_EXCEEDED",
-    "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-    "ABORTED",   "OUT_OF_RANGE",   "UNIMPLEMENTED",     "INTERNAL",           "UNAVAILABLE",
-    "DATA_LOSS", "UNAUTHENTICATED"};
-
 static const char *
 grpc_status_name(Remora__V1__GRPCStatusCode c)
 {
-    return (unsigned)c < sizeof(grpc_status_names) / sizeof(grpc_status_names[0]) ? grpc_status_names[c] : "UNKNOWN";
+    return rm_grpc_status_name((int)c);
 }
 
 /* Lists are always written, empty ones too: an empty list is not the same as an absent one (which takes the default). */

@@ -259,7 +259,7 @@ get_grpc_status(parser_t *p, yaml_node_t *node, const char *pfx, const char *key
         return -1;
     if (s[0] >= '0' && s[0] <= '9' && node->data.scalar.style == YAML_PLAIN_SCALAR_STYLE) {
         uint32_t v;
-        if (get_u32(p, node, pfx, key, (uint32_t)min, RM_CONFIG_NUM_GRPC_STATUSES - 1, &v) != 0)
+        if (get_u32(p, node, pfx, key, (uint32_t)min, RM_GRPC_NUM_STATUSES - 1, &v) != 0)
             return -1;
         *code = (int)v;
         return 0;
@@ -273,11 +273,11 @@ get_grpc_status(parser_t *p, yaml_node_t *node, const char *pfx, const char *key
         return fail(p, node, "%s%s: %s is not allowed here, use a status %d-16", pfx, key, s, min);
     const char *best = NULL;
     size_t best_d = 3;
-    for (int i = min; i != RM_CONFIG_NUM_GRPC_STATUSES; ++i) {
-        size_t d = rm_edit_distance(s, rm_config__grpc_status_names[i], 2);
+    for (int i = min; i != RM_GRPC_NUM_STATUSES; ++i) {
+        size_t d = rm_edit_distance(s, rm_grpc_status_names[i], 2);
         if (d < best_d) {
             best_d = d;
-            best = rm_config__grpc_status_names[i];
+            best = rm_grpc_status_names[i];
         }
     }
     if (best != NULL)

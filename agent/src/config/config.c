@@ -105,13 +105,6 @@ const rm_config_flag_name_t rm_config__retry_conditions[] = {
     {NULL, 0},
 };
 
-const char *const rm_config__grpc_status_names[RM_CONFIG_NUM_GRPC_STATUSES] = {
-    "OK",        "CANCELLED",       "UNKNOWN",           "INVALID_ARGUMENT",   "DEADLINE_EXCEEDED",
-    "NOT_FOUND", "ALREADY_EXISTS",  "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-    "ABORTED",   "OUT_OF_RANGE",    "UNIMPLEMENTED",     "INTERNAL",           "UNAVAILABLE",
-    "DATA_LOSS", "UNAUTHENTICATED",
-};
-
 #undef RANGE
 
 int
@@ -884,8 +877,8 @@ valid_field_value(const char *s)
 int
 rm_config__grpc_status_code(const char *name)
 {
-    for (int i = 0; i != RM_CONFIG_NUM_GRPC_STATUSES; ++i)
-        if (strcmp(rm_config__grpc_status_names[i], name) == 0)
+    for (int i = 0; i != RM_GRPC_NUM_STATUSES; ++i)
+        if (strcmp(rm_grpc_status_names[i], name) == 0)
             return i;
     return -1;
 }
@@ -1055,7 +1048,7 @@ validate_retry(rm_config_t *c, rm_config_route_t *r, const char *what, rm_config
     if ((rt->conditions & ~known) != 0)
         return rm_config__error(err, c->source, r->line, "%s: retry.on has unknown condition bits 0x%x", what,
                                 rt->conditions & ~known);
-    if ((rt->grpc_status_mask >> RM_CONFIG_NUM_GRPC_STATUSES) != 0)
+    if ((rt->grpc_status_mask >> RM_GRPC_NUM_STATUSES) != 0)
         return rm_config__error(err, c->source, r->line, "%s: retry.grpc_statuses: gRPC status codes are 0-16", what);
     if (rt->max_replay_bytes > RM_CONFIG_MAX_REPLAY_BYTES)
         return rm_config__error(err, c->source, r->line, "%s: retry.max_replay_bytes must be 0-%d, got %u", what,

@@ -109,8 +109,8 @@ put_percent(FILE *fp, int *first, const char *key, uint32_t per_million)
 static void
 put_grpc_status(FILE *fp, int code)
 {
-    if (code >= 0 && code < RM_CONFIG_NUM_GRPC_STATUSES)
-        put_str(fp, rm_config__grpc_status_names[code]);
+    if (code >= 0 && code < RM_GRPC_NUM_STATUSES)
+        put_str(fp, rm_grpc_status_names[code]);
     else
         fputs("null", fp);
 }
@@ -147,7 +147,7 @@ put_retry(FILE *fp, const rm_config_retry_t *rt)
     put_key(fp, &first, "grpc_statuses");
     fputc('[', fp);
     int gfirst = 1;
-    for (int code = 0; code != RM_CONFIG_NUM_GRPC_STATUSES; ++code) {
+    for (int code = 0; code != RM_GRPC_NUM_STATUSES; ++code) {
         if ((rt->grpc_status_mask & (1u << code)) == 0)
             continue;
         if (!gfirst)

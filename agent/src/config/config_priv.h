@@ -102,8 +102,6 @@ typedef struct st_rm_config_flag_name_t {
 extern const rm_config_flag_name_t rm_config__retry_conditions[];
 
 /** gRPC status code names as in the gRPC spec ("OK" ... "UNAUTHENTICATED"), indexed by code 0-16. */
-#define RM_CONFIG_NUM_GRPC_STATUSES 17
-extern const char *const rm_config__grpc_status_names[RM_CONFIG_NUM_GRPC_STATUSES];
 /** The code of an upper-case gRPC status name, or -1. */
 int rm_config__grpc_status_code(const char *name);
 

@@ -84,14 +84,7 @@ struct st_rm_h2rpc_call_t {
 const char *
 rm_h2rpc_code_name(int code)
 {
-    static const char *const names[] = {
-        "OK",        "CANCELLED",      "UNKNOWN",           "INVALID_ARGUMENT",   "DEADLINE_EXCEEDED",
-        "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-        "ABORTED",   "OUT_OF_RANGE",   "UNIMPLEMENTED",     "INTERNAL",           "UNAVAILABLE",
-        "DATA_LOSS", "UNAUTHENTICATED"};
-    if ((unsigned)code < sizeof(names) / sizeof(names[0]))
-        return names[code];
-    return "UNKNOWN";
+    return rm_grpc_status_name((int)code);
 }
 
 static void set_status(rm_h2rpc_status_t *st, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

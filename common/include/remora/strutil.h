@@ -49,6 +49,12 @@ size_t rm_trim_space(char *s);
  */
 char *rm_read_file(const char *path, size_t max, char *err, size_t errsz);
 
+/** gRPC's status codes by name, "OK" (0) to "UNAUTHENTICATED" (16): the one table of every program. */
+#define RM_GRPC_NUM_STATUSES 17
+extern const char *const rm_grpc_status_names[RM_GRPC_NUM_STATUSES];
+/** The name of a gRPC status code; "UNKNOWN" for a code out of range. */
+const char *rm_grpc_status_name(int code);
+
 /** The most ports a port list may hold once its ranges are expanded (rm_parse_port_list). */
 #define RM_PORT_LIST_MAX 1024
 
