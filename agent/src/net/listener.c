@@ -88,13 +88,13 @@ conns_release(rm_listener_conns_t *c)
         free(c);
 }
 
-/* Counts a new connection unless `max` (0: none) are open already. Returns 1 if counted. */
+/* Counts a new connection unless `max` (not 0) are open already. Returns 1 if counted. */
 static int
 conns_enter(rm_listener_conns_t *c, uint32_t max)
 {
     uint32_t cur = atomic_load_explicit(&c->open, memory_order_relaxed);
     do {
-        if (max != 0 && cur >= max)
+        if (cur >= max)
             return 0;
     } while (!atomic_compare_exchange_weak_explicit(&c->open, &cur, cur + 1, memory_order_relaxed, memory_order_relaxed));
     return 1;
@@ -533,7 +533,10 @@ on_accept(uv_stream_t *server, int status)
         return;
     }
     const rm_config_listener_t *lc = &worker->config->listeners[l->config_index];
-    if (!conns_enter(l->conns, lc->max_connections)) {
+    /* only a listener with a limit counts its connections: no shared atomic and no registry lock per connection
+     * otherwise (a limit set by a reload counts the connections accepted from then on) */
+    int counted = lc->max_connections != 0;
+    if (counted && !conns_enter(l->conns, lc->max_connections)) {
         /* over the listener's limit: accepted (so the accept queue does not fill) and closed at once */
         RM_STAT_INC(l->stats->cx_refused_max);
         static __thread uint64_t logged_at_ms;
@@ -547,8 +550,10 @@ on_accept(uv_stream_t *server, int status)
         return;
     }
     rm_dconn_t *dc = rm_calloc(1, sizeof(*dc));
-    dc->_conns = l->conns;
-    rm_registry_ref(&conns_registry, &l->conns->_entry);
+    if (counted) {
+        dc->_conns = l->conns;
+        rm_registry_ref(&conns_registry, &l->conns->_entry);
+    }
     dc->worker = worker;
     dc->sock = h2o_uv_socket_create((uv_stream_t *)tcp, (uv_close_cb)free);
     dc->peerlen = h2o_socket_getpeername(dc->sock, (struct sockaddr *)&dc->peer);
