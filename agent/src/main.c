@@ -17,6 +17,7 @@
 #include <openssl/pem.h>
 #include "remora/log.h"
 #include "remora/strutil.h"
+#include "remora/thread.h"
 #include "admin/admin.h"
 #include "admin/app_probe.h"
 #include "config/config.h"
@@ -812,17 +813,25 @@ on_worker_exited(uv_async_t *async)
         rm_admin_stop(agent.admin);
         agent.admin = NULL;
     }
+    /*
+     * Closing the signal handles restores the default dispositions, and a late signal (`timeout` and
+     * supervisors signal the child and then its whole process group; a second Ctrl-C) must not kill the
+     * exit under way. Every other thread blocks these signals (rm_thread_create), so with this thread
+     * blocking them too a late one stays pending until SIG_IGN discards it: there is no window.
+     */
+    sigset_t handled, old;
+    rm_thread_handled_signals(&handled);
+    pthread_sigmask(SIG_BLOCK, &handled, &old);
     uv_close((uv_handle_t *)&agent.sigterm, NULL);
     uv_close((uv_handle_t *)&agent.sigint, NULL);
     uv_close((uv_handle_t *)&agent.sighup, NULL);
     uv_close((uv_handle_t *)&agent.sigusr1, NULL);
     uv_close((uv_handle_t *)&agent.worker_exited, NULL);
-    /* closing the handles restored the default dispositions: a late signal (a supervisor that signals
-     * the whole process group, a second Ctrl-C) must not kill the exit that is under way */
     signal(SIGTERM, SIG_IGN);
     signal(SIGINT, SIG_IGN);
     signal(SIGHUP, SIG_IGN);
     signal(SIGUSR1, SIG_IGN);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
 static void

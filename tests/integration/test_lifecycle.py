@@ -361,3 +361,24 @@ def test_bad_app_probes_stop_the_start(workdir):
                        capture_output=True, text=True, timeout=10)
     assert r.returncode == 2
     assert "REMORA_APP_PROBES: \"/app-health/x/readyz\": httpGet.port must be a port number" in r.stderr + r.stdout
+
+
+def test_late_signals_do_not_kill_the_exit(workdir, h1_origin):
+    """SIGTERM and SIGINT sent without pause until the agent is gone (as `timeout` and supervisors send the
+    child's signal and then the process group's): it drains and exits 0 every time. The default action of
+    a signal that lands while the exit closes its signal handles would end it with -15 instead."""
+    cfg, inbound, outbound, health, admin = two_listener_config(workdir, h1_origin.port)
+    for i in range(8):
+        p = start_agent(workdir, ["--config", cfg], health, admin, name=f"agent{i}")
+        try:
+            assert get(outbound) == 200
+            pid, sent, deadline = p.proc.popen.pid, 0, time.monotonic() + 10
+            while p.proc.popen.poll() is None and time.monotonic() < deadline:
+                try:
+                    os.kill(pid, signal.SIGTERM if sent % 2 == 0 else signal.SIGINT)
+                except ProcessLookupError:
+                    break
+                sent += 1
+            assert p.proc.wait(10) == 0, f"run {i}: {sent} signals; " + p.log()[-3000:]
+        finally:
+            p.proc.stop(signal.SIGKILL)

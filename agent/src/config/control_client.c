@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include "remora/log.h"
 #include "remora/strutil.h"
+#include "remora/thread.h"
 #include "remora/v1/discovery.pb-c.h"
 #include "config/control_client.h"
 #include "config/h2rpc.h"
@@ -523,7 +524,7 @@ rm_control_client_start(const rm_control_options_t *opts, char *err, size_t errl
     c->admin_command = opts->admin_command;
     pthread_mutex_init(&c->mutex, NULL);
     pthread_cond_init(&c->cond, NULL);
-    int r = pthread_create(&c->thread, NULL, thread_main, c);
+    int r = rm_thread_create(&c->thread, thread_main, c);
     if (r != 0) {
         snprintf(err, errlen, "cannot start the control thread: %s", strerror(r));
         rm_config_unref(c->base);

@@ -10,6 +10,7 @@
 #include <time.h>
 #include "remora/log.h"
 #include "remora/strutil.h"
+#include "remora/thread.h"
 #include "remora/v1/identity.pb-c.h"
 #include "config/control_client.h"
 #include "config/h2rpc.h"
@@ -226,7 +227,7 @@ rm_identity_client_start(const rm_identity_client_options_t *opts, char *err, si
     c->seed = (unsigned)time(NULL) ^ (unsigned)(uintptr_t)c;
     pthread_mutex_init(&c->mutex, NULL);
     pthread_cond_init(&c->cond, NULL);
-    int r = pthread_create(&c->thread, NULL, thread_main, c);
+    int r = rm_thread_create(&c->thread, thread_main, c);
     if (r != 0) {
         snprintf(err, errlen, "cannot start the identity thread: %s", strerror(r));
         free(c->address);

@@ -3,6 +3,7 @@
 #include <string.h>
 #include "remora/log.h"
 #include "remora/strutil.h"
+#include "remora/thread.h"
 #include "core/alloc.h"
 #include "core/worker.h"
 
@@ -306,7 +307,7 @@ worker_main(void *arg)
 int
 rm_worker_start(rm_worker_t *worker)
 {
-    int r = pthread_create(&worker->thread, NULL, worker_main, worker);
+    int r = rm_thread_create(&worker->thread, worker_main, worker);
     return r == 0 ? 0 : -r;
 }
 

@@ -24,6 +24,7 @@
 #include <unistd.h>
 #include "remora/log.h"
 #include "remora/strutil.h"
+#include "remora/thread.h"
 #include "obs/access_log.h"
 
 #define LOG "access_log"
@@ -426,7 +427,7 @@ rm_access_log_configure(int enabled, const char *path, size_t buffer_bytes)
         al.stop = 0; /* after an rm_access_log_stop (tests) */
         if ((al.efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
             rm_fatal("access log: eventfd: %s", strerror(errno));
-        int r = pthread_create(&al.thread, NULL, writer_main, NULL);
+        int r = rm_thread_create(&al.thread, writer_main, NULL);
         if (r != 0)
             rm_fatal("access log: cannot start the writer thread: %s", strerror(r));
         al.started = 1;

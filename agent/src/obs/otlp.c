@@ -10,6 +10,7 @@
 #include "remora/dlmodule.h"
 #include "remora/log.h"
 #include "remora/strutil.h"
+#include "remora/thread.h"
 #include "obs/otlp.h"
 #include "obs/stats.h"
 #include "obs/trace.h"
@@ -455,7 +456,7 @@ rm_otlp_configure(const rm_otlp_settings_t *settings, char *err, size_t errlen)
     thread_state_t *t = rm_calloc(1, sizeof(*t));
     t->settings = next;
     t->batch = rm_calloc(next.batch_size, sizeof(*t->batch));
-    int r = pthread_create(&q.thread, NULL, thread_main, t);
+    int r = rm_thread_create(&q.thread, thread_main, t);
     if (r != 0)
         rm_fatal("pthread_create (telemetry thread): %s", strerror(r));
     __atomic_store_n(&q.running, 1, __ATOMIC_RELEASE);
