@@ -371,6 +371,8 @@ h2_done(checker_t *ck)
 static int
 h1_status(const char *s, size_t len, int *status)
 {
+    if (len == 0) /* nothing read yet: h2o's empty input buffer has no bytes (NULL), which memchr must not get */
+        return 0;
     const char *eol = memchr(s, '\n', len);
     if (eol == NULL)
         return len > 8192 ? -1 : 0;
