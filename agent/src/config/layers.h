@@ -1,6 +1,6 @@
 /*
  * Helpers for the agent's configuration layers (docs/configuration.md, "Layers"): built-in defaults < the
- * --config file < REMORA_* environment < command-line flags. main.c merges the layers; this module answers what
+ * --config file < REMORA_* environment < command-line flags. settings.c merges the layers; this module answers what
  * only the YAML reader can: on which line of the file a top-level setting was given.
  */
 #ifndef remora__config_layers_h
