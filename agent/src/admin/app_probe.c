@@ -14,6 +14,7 @@
 #include "remora/log.h"
 #include "remora/strutil.h"
 #include "admin/app_probe.h"
+#include "upstream/health_out.h"
 
 #define PREFIX "/app-health/"
 #define MAX_PATH_BYTES 256
@@ -43,8 +44,8 @@ typedef struct st_run_t {
     run_ref_t *ref;
     h2o_socket_t *sock;
     void *h2;
-    h2o_buffer_t *out, *inflight;
-    int writing, done;
+    rm_health_out_t output;
+    int done;
     http_parser parser;
     int status;
     uv_timer_t timer;
@@ -272,10 +273,7 @@ finish(run_t *run, int status, const char *text)
         run->owner->h2->destroy(run->h2);
         run->h2 = NULL;
     }
-    if (run->out != NULL) {
-        h2o_buffer_dispose(&run->out);
-        h2o_buffer_dispose(&run->inflight);
-    }
+    rm_health_out_dispose(&run->output);
     h2o_linklist_unlink(&run->link);
     uv_timer_stop(&run->timer);
     uv_close((uv_handle_t *)&run->timer, on_timer_closed);
@@ -308,8 +306,7 @@ static void
 on_write(h2o_socket_t *sock, const char *err)
 {
     run_t *run = sock->data;
-    run->writing = 0;
-    h2o_buffer_consume(&run->inflight, run->inflight->size);
+    rm_health_out_written(&run->output);
     if (err != NULL) {
         finish(run, 503, "the application closed the connection\n");
         return;
@@ -320,20 +317,8 @@ on_write(h2o_socket_t *sock, const char *err)
 static void
 flush(run_t *run)
 {
-    if (run->writing || run->sock == NULL)
-        return;
-    if (run->h2 != NULL && run->owner->h2->send(run->h2, &run->out) != 0) {
+    if (rm_health_out_flush(&run->output, run->sock, run->owner->h2, run->h2, on_write) != 0)
         finish(run, 503, "HTTP/2 session error\n");
-        return;
-    }
-    if (run->out->size == 0)
-        return;
-    h2o_buffer_t *t = run->out;
-    run->out = run->inflight;
-    run->inflight = t;
-    run->writing = 1;
-    h2o_iovec_t buf = h2o_iovec_init(run->inflight->bytes, run->inflight->size);
-    h2o_socket_write(run->sock, &buf, 1, on_write);
 }
 
 static int
@@ -408,17 +393,6 @@ on_read(h2o_socket_t *sock, const char *err)
     flush(run);
 }
 
-static int
-append(h2o_buffer_t **buf, const void *data, size_t len)
-{
-    h2o_iovec_t dst = h2o_buffer_reserve(buf, len);
-    if (dst.base == NULL)
-        return -1;
-    memcpy(dst.base, data, len);
-    (*buf)->size += len;
-    return 0;
-}
-
 static void
 on_connect(h2o_socket_t *sock, const char *err)
 {
@@ -432,8 +406,7 @@ on_connect(h2o_socket_t *sock, const char *err)
     }
     int on = 1;
     setsockopt(h2o_socket_get_fd(sock), IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
-    h2o_buffer_init(&run->out, &h2o_socket_buffer_prototype);
-    h2o_buffer_init(&run->inflight, &h2o_socket_buffer_prototype);
+    rm_health_out_init(&run->output);
     char authority[32];
     snprintf(authority, sizeof(authority), "127.0.0.1:%u", (unsigned)d->port);
     if (!d->grpc) {
@@ -441,7 +414,7 @@ on_connect(h2o_socket_t *sock, const char *err)
         int n = snprintf(head, sizeof(head),
                          "GET %s HTTP/1.1\r\nhost: %s\r\nuser-agent: kube-probe/remora\r\n%sconnection: close\r\n\r\n", d->target,
                          authority, d->headers);
-        if (n < 0 || (size_t)n >= sizeof(head) || append(&run->out, head, (size_t)n) != 0) {
+        if (n < 0 || (size_t)n >= sizeof(head) || rm_health_out_append(&run->output, head, (size_t)n) != 0) {
             finish(run, 503, "request too long\n");
             return;
         }

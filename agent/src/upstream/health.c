@@ -10,6 +10,7 @@
 #include "obs/stats.h"
 #include "tls/mesh.h"
 #include "upstream/health.h"
+#include "upstream/health_out.h"
 #include "upstream/outlier.h"
 
 /*
@@ -94,8 +95,7 @@ typedef struct st_checker_t {
     h2o_socket_t *sock;
     wire_t wire;
     void *h2;
-    h2o_buffer_t *out, *inflight;
-    unsigned writing : 1;
+    rm_health_out_t output;
     unsigned seen : 1;
     /* a check over mesh mTLS (docs/mesh-tls.md): the handshake and the SPIFFE ID the peer agent must present */
     rm_mesh_handshake_t mesh_hs;
@@ -195,12 +195,7 @@ close_exchange(checker_t *ck)
         hc.h2->destroy(ck->h2);
         ck->h2 = NULL;
     }
-    if (ck->out != NULL) {
-        h2o_buffer_dispose(&ck->out);
-        h2o_buffer_dispose(&ck->inflight);
-        ck->out = ck->inflight = NULL;
-    }
-    ck->writing = 0;
+    rm_health_out_dispose(&ck->output);
 }
 
 static void
@@ -233,15 +228,14 @@ finish(checker_t *ck, rm_health_result_t result, const char *why)
     schedule(ck, delay);
 }
 
-/* Output: at most one write in flight (an h2o rule); frames produced meanwhile wait in `out`. */
+/* Output (upstream/health_out.h): at most one write in flight (an h2o rule); frames produced meanwhile wait. */
 static void flush(checker_t *ck);
 
 static void
 on_write(h2o_socket_t *sock, const char *err)
 {
     checker_t *ck = sock->data;
-    ck->writing = 0;
-    h2o_buffer_consume(&ck->inflight, ck->inflight->size);
+    rm_health_out_written(&ck->output);
     if (err != NULL) {
         finish(ck, RM_HEALTH_CONNECT_FAILURE, err);
         return;
@@ -252,28 +246,8 @@ on_write(h2o_socket_t *sock, const char *err)
 static void
 flush(checker_t *ck)
 {
-    if (ck->writing || ck->sock == NULL)
-        return;
-    if (ck->h2 != NULL && hc.h2->send(ck->h2, &ck->out) != 0) {
+    if (rm_health_out_flush(&ck->output, ck->sock, hc.h2, ck->h2, on_write) != 0)
         finish(ck, RM_HEALTH_FAILURE, "HTTP/2 session error");
-        return;
-    }
-    if (ck->out->size == 0)
-        return;
-    h2o_buffer_t *t = ck->out;
-    ck->out = ck->inflight;
-    ck->inflight = t;
-    ck->writing = 1;
-    h2o_iovec_t buf = h2o_iovec_init(ck->inflight->bytes, ck->inflight->size);
-    h2o_socket_write(ck->sock, &buf, 1, on_write);
-}
-
-static void
-append(h2o_buffer_t **buf, const void *data, size_t len)
-{
-    h2o_iovec_t dst = h2o_buffer_reserve(buf, len);
-    memcpy(dst.base, data, len);
-    (*buf)->size += len;
 }
 
 int
@@ -429,8 +403,7 @@ send_request(checker_t *ck, wire_t wire)
 {
     hc_cluster_t *cl = ck->cluster;
     ck->wire = wire;
-    h2o_buffer_init(&ck->out, &h2o_socket_buffer_prototype);
-    h2o_buffer_init(&ck->inflight, &h2o_socket_buffer_prototype);
+    rm_health_out_init(&ck->output);
     if (wire == WIRE_H1) {
         char req[4096];
         int n = snprintf(req, sizeof(req),
@@ -440,7 +413,7 @@ send_request(checker_t *ck, wire_t wire)
             finish(ck, RM_HEALTH_FAILURE, "request too long");
             return;
         }
-        append(&ck->out, req, (size_t)n);
+        rm_health_out_append(&ck->output, req, (size_t)n);
     } else {
         if (hc.h2 == NULL) {
             finish(ck, RM_HEALTH_FAILURE, "no HTTP/2 codec in this build");
