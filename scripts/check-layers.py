@@ -16,8 +16,9 @@ LAYERS = [
     ("net", "tls"),                   # sockets, listeners, DNS; TLS contexts and handshakes
     ("proxy",),                       # message model, stream, filter and attempt interfaces
     ("upstream",),                    # clusters, endpoints, load balancers, protocol table, pools
-    ("http1", "http2", "tcp"),        # codecs: they fill the protocol table; tcp: opaque relay
-    ("router", "policy", "filters"),  # the terminal filter, retry/timeout policy, request filters
+    ("http1", "http2"),               # codecs: they fill the protocol table
+    ("router", "policy", "filters", "tcp"),  # the terminal filter, retry/timeout policy, request filters; tcp: the
+                                             # opaque relay, which authorizes with the filters' policy matcher
     ("admin", "assembly"),            # admin servers, main.c: the only places naming concrete parts
 ]
 # same-layer modules that must not see each other

@@ -99,8 +99,8 @@ clusters:
 # The same Services from the control plane (spec.addresses, protocol tcp), plus an HTTPRoute that
 # sends /v2/ of `web` to another Service: the route is chosen by path among web's routes although
 # the request's authority is the bare virtual address. B's agent is not under the control plane here,
-# so it knows no Service: `meshed: false` keeps A's hop HTTP/1.1 (test_transparent_hop.py has the
-# meshed hop).
+# so it knows no Service: `meshed: false` keeps A's hop HTTP/1.1 and the db relay plaintext
+# (test_transparent_hop.py has the meshed hop, test_mesh_tcp.py the opaque one in mesh mTLS).
 DOCS = f"""
 apiVersion: remora.dev/v1
 kind: Service
@@ -124,6 +124,7 @@ kind: Service
 metadata: {{name: db}}
 spec:
   protocol: tcp
+  meshed: false
   addresses: ["10.96.0.12:3306"]
   endpoints: ["{B4}:3306"]
 ---

@@ -50,6 +50,7 @@ rm_detect_classify(const char *in, size_t len, int transparent)
 }
 
 #define MESH_ALPN_PREFIX "remora.mesh/"
+#define MESH_ALPN_TCP "remora.mesh/tcp"
 
 static size_t
 be(const unsigned char *p, size_t n)
@@ -63,6 +64,14 @@ be(const unsigned char *p, size_t n)
 rm_detect_alpn_t
 rm_detect_mesh_alpn(const unsigned char *in, size_t len)
 {
+    int tcp;
+    return rm_detect_mesh_alpn_ex(in, len, &tcp);
+}
+
+rm_detect_alpn_t
+rm_detect_mesh_alpn_ex(const unsigned char *in, size_t len, int *tcp)
+{
+    *tcp = 0;
     if (len < 5)
         return RM_DETECT_ALPN_NEED_MORE;
     if (in[0] != 0x16 || in[1] != 0x03)
@@ -115,15 +124,22 @@ rm_detect_mesh_alpn(const unsigned char *in, size_t len)
             if (qend - q < 2 || be(q, 2) != elen - 2)
                 return RM_DETECT_ALPN_OTHER;
             q += 2;
+            rm_detect_alpn_t found = RM_DETECT_ALPN_OTHER;
             while (q < qend) {
                 size_t plen = *q++;
-                if (plen == 0 || (size_t)(qend - q) < plen)
+                if (plen == 0 || (size_t)(qend - q) < plen) {
+                    *tcp = 0;
                     return RM_DETECT_ALPN_OTHER;
-                if (plen > sizeof(MESH_ALPN_PREFIX) - 1 && memcmp(q, MESH_ALPN_PREFIX, sizeof(MESH_ALPN_PREFIX) - 1) == 0)
-                    return RM_DETECT_ALPN_MESH;
+                }
+                if (plen > sizeof(MESH_ALPN_PREFIX) - 1 && memcmp(q, MESH_ALPN_PREFIX, sizeof(MESH_ALPN_PREFIX) - 1) == 0) {
+                    found = RM_DETECT_ALPN_MESH;
+                    /* the opaque relay's id wins: such a hello is the relay's to terminate, whatever else it offers */
+                    if (plen == sizeof(MESH_ALPN_TCP) - 1 && memcmp(q, MESH_ALPN_TCP, plen) == 0)
+                        *tcp = 1;
+                }
                 q += plen;
             }
-            return RM_DETECT_ALPN_OTHER;
+            return found;
         }
         p += elen;
     }

@@ -44,9 +44,12 @@ typedef enum en_rm_detect_alpn_t {
 /**
  * Mesh mTLS detection (docs/mesh-tls.md): parses the ClientHello in the first TLS record of `in`
  * (bytes starting with the record header) and reports whether its ALPN extension offers a mesh
- * protocol id. Only the first record is read (bounded by RM_DETECT_MAX_CLIENT_HELLO); a ClientHello
- * split over several records is OTHER, as are malformed ones (the application's TLS is relayed as is).
+ * protocol id. Only the first record is read (bounded by
+ * RM_DETECT_MAX_CLIENT_HELLO); a ClientHello split over several records is OTHER, as are malformed ones (the application's TLS is
+ * relayed as is).
  */
 rm_detect_alpn_t rm_detect_mesh_alpn(const unsigned char *in, size_t len);
+/** The same, and *tcp = 1 when the mesh ids offered include "remora.mesh/tcp" (the opaque relay's: tcp/tcp_proxy.h), else 0. */
+rm_detect_alpn_t rm_detect_mesh_alpn_ex(const unsigned char *in, size_t len, int *tcp);
 
 #endif

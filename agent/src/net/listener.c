@@ -12,6 +12,7 @@
 #include "core/registry.h"
 #include "net/detect.h"
 #include "net/listener.h"
+#include "tls/identity.h"
 #include "tls/tls.h"
 
 /* <linux/netfilter_ipv4.h> and <linux/netfilter_ipv6/ip6_tables.h> clash with <netinet/in.h>: their values */
@@ -253,6 +254,13 @@ static void
 on_detect_timeout(rm_timer_t *entry)
 {
     rm_dconn_t *dc = H2O_STRUCT_FROM_MEMBER(rm_dconn_t, _detect_timeout, entry);
+    if (dc->_opaque_wait && !dc->is_tls) {
+        /* no mesh ClientHello in time: a client that waits for its server (MySQL, SMTP), plaintext unless STRICT */
+        if (refuse_plaintext(dc))
+            return;
+        hand_over_opaque(dc, RM_DETECT_TIMEOUT);
+        return;
+    }
     if (dc->is_tls) {
         rm_log_debug("listener", "closing connection whose TLS handshake did not finish in time");
         RM_STAT_INC(dc->stats->detect[RM_DETECT_TIMEOUT]);
@@ -319,8 +327,9 @@ on_mesh_handshake(h2o_socket_t *sock, const char *err)
         dconn_close_detecting(dc);
         return;
     }
-    if (proto < 0) {
-        rm_log_info("mesh-tls", "mesh mTLS from %s negotiated no mesh protocol; closing", dc->mesh_hs.peer_id);
+    if (proto < 0 || proto == RM_MESH_PROTO_TCP) {
+        /* remora.mesh/tcp hellos go to the opaque relay (hand_over_mesh_tcp): this one offered it among HTTP ids only */
+        rm_log_info("mesh-tls", "mesh mTLS from %s negotiated no mesh HTTP protocol; closing", dc->mesh_hs.peer_id);
         dconn_close_detecting(dc);
         return;
     }
@@ -358,6 +367,78 @@ start_mesh_handshake(rm_dconn_t *dc)
     /* the ClientHello bytes already read stay in sock->input; h2o feeds them to the handshake */
     h2o_socket_ssl_handshake(dc->sock, ctx, NULL, on_mesh_handshake);
     SSL_CTX_free(ctx); /* the connection's SSL holds its own reference */
+}
+
+/* A peer agent's opaque relay (ALPN remora.mesh/tcp): tcp/tcp_proxy.c terminates its mesh mTLS and relays. */
+static void
+hand_over_mesh_tcp(rm_dconn_t *dc)
+{
+    dc->mesh_tcp = 1;
+    dc->is_tls = 1;
+    RM_STAT_INC(dc->stats->cx_tls);
+    hand_over_opaque(dc, RM_DETECT_TLS);
+}
+
+/* The application's own TLS: not ours to end, relayed as it is (docs/transparent.md), never wrapped in mesh mTLS. */
+static void
+hand_over_app_tls(rm_dconn_t *dc)
+{
+    dc->app_tls = 1;
+    hand_over_opaque(dc, RM_DETECT_TLS);
+}
+
+/*
+ * The first bytes to an opaque destination (dc->_opaque_wait): only a mesh ClientHello is looked for. Bytes that are no
+ * TLS record, or a timeout (on_detect_timeout), are the application's plaintext: relayed, or refused under STRICT.
+ */
+static void
+on_opaque_wait_read(h2o_socket_t *sock, const char *err)
+{
+    rm_dconn_t *dc = sock->data;
+    size_t len = sock->input->size;
+    if (err != NULL) {
+        if (len == 0)
+            dconn_close_detecting(dc);
+        else if (!refuse_plaintext(dc))
+            hand_over_opaque(dc, RM_DETECT_OPAQUE); /* a short message and a half-close */
+        return;
+    }
+    if (len == 0)
+        return;
+    const unsigned char *in = (const unsigned char *)sock->input->bytes;
+    if (in[0] != 0x16 || (len >= 2 && in[1] != 0x03)) {
+        if (!refuse_plaintext(dc))
+            hand_over_opaque(dc, RM_DETECT_OPAQUE);
+        return;
+    }
+    int tcp;
+    switch (rm_detect_mesh_alpn_ex(in, len, &tcp)) {
+    case RM_DETECT_ALPN_NEED_MORE:
+        return;
+    case RM_DETECT_ALPN_MESH: {
+        if (tcp) {
+            hand_over_mesh_tcp(dc);
+            return;
+        }
+        /* mesh HTTP to an opaque port of an HTTP Service (the caller does not take the port as opaque): the HTTP path, as
+         * detection would; to a `protocol: tcp` destination there is no HTTP route */
+        rm_config_t *config = dc->worker->config;
+        if (dc->service_listener_index < config->num_service_listeners &&
+            config->clusters[config->service_listeners[dc->service_listener_index].service_cluster].protocol != RM_UPSTREAM_TCP) {
+            rm_timer_unlink(&dc->_detect_timeout); /* the handshake has the whole detection timeout, as on_detect_read's */
+            rm_worker_timer_start(dc->worker, &dc->_detect_timeout, config->limits.detect_timeout_ms);
+            start_mesh_handshake(dc);
+            return;
+        }
+        rm_log_debug("listener", "mesh HTTP to an opaque TCP destination; closing");
+        RM_STAT_INC(dc->stats->rq_protocol_error);
+        dconn_close_detecting(dc);
+        return;
+    }
+    case RM_DETECT_ALPN_OTHER:
+        hand_over_app_tls(dc);
+        return;
+    }
 }
 
 static void
@@ -407,19 +488,22 @@ on_detect_read(h2o_socket_t *sock, const char *err)
     }
     if (is_mesh_listener(dc)) {
         /* mesh mTLS or the application's TLS: the ClientHello's ALPN tells (bounded by the first record) */
-        switch (rm_detect_mesh_alpn((const unsigned char *)sock->input->bytes, len)) {
+        int tcp;
+        switch (rm_detect_mesh_alpn_ex((const unsigned char *)sock->input->bytes, len, &tcp)) {
         case RM_DETECT_ALPN_NEED_MORE:
             return;
         case RM_DETECT_ALPN_MESH:
-            start_mesh_handshake(dc); /* the detect timeout bounds the handshake too */
+            if (tcp)
+                hand_over_mesh_tcp(dc); /* a peer agent relaying opaque bytes (its detection found no HTTP) */
+            else
+                start_mesh_handshake(dc); /* the detect timeout bounds the handshake too */
             return;
         case RM_DETECT_ALPN_OTHER:
             break;
         }
     }
     if (transparent) {
-        /* the application's own TLS: not ours to end, relayed as it is (docs/transparent.md) */
-        hand_over_opaque(dc, RM_DETECT_TLS);
+        hand_over_app_tls(dc);
         return;
     }
     rm_config_t *config = dc->worker->config;
@@ -471,9 +555,26 @@ sockaddr_port(const struct sockaddr_storage *a)
 }
 
 /*
+ * An opaque destination on a mesh listener waits for a mesh ClientHello (dc->_opaque_wait) when one could be terminated
+ * (the agent has an identity) or plaintext must be refused (STRICT); otherwise it is relayed at once, as before mesh mTLS
+ * covered opaque TCP. Returns 1 to wait.
+ */
+static int
+opaque_waits(rm_dconn_t *dc)
+{
+    if (dc->worker->config->mesh_tls.mode == RM_MESH_TLS_STRICT)
+        return 1;
+    rm_identity_t *id = rm_identity_current();
+    if (id == NULL)
+        return 0;
+    rm_identity_unref(id);
+    return 1;
+}
+
+/*
  * A transparent listener's new connection: its original destination picks the Service (outbound) and
- * whether detection runs at all. Returns 1 to go on with detection, 0 if the connection was handed
- * over or closed.
+ * whether detection runs at all. Returns 1 to go on with detection (dc->_opaque_wait: only for a mesh
+ * ClientHello), 0 if the connection was handed over or closed.
  */
 static int
 accept_transparent(rm_dconn_t *dc, rm_listener_t *l, const rm_config_listener_t *lc, uv_tcp_t *tcp)
@@ -501,10 +602,19 @@ accept_transparent(rm_dconn_t *dc, rm_listener_t *l, const rm_config_listener_t 
         /* inbound: a Service this node serves (orig_dst is one of its endpoints) goes through detection and,
          * as HTTP, the inbound filter chain to its inbound cluster; anything else is relayed as it is */
         dc->service_listener_index = rm_config_find_service_listener(config, l->config_index, (struct sockaddr *)&dc->orig_dst);
-        if (dc->service_listener_index == SIZE_MAX ||
-            config->clusters[config->service_listeners[dc->service_listener_index].service_cluster].protocol == RM_UPSTREAM_TCP) {
+        if (dc->service_listener_index == SIZE_MAX) {
             hand_over_opaque(dc, RM_DETECT_SKIPPED);
             return 0;
+        }
+        if (config->clusters[config->service_listeners[dc->service_listener_index].service_cluster].protocol == RM_UPSTREAM_TCP ||
+            rm_config_port_is_opaque(lc, sockaddr_port(&dc->orig_dst))) {
+            /* a peer agent relays it in mesh mTLS (remora.mesh/tcp), whose ClientHello comes first */
+            if (!opaque_waits(dc)) {
+                hand_over_opaque(dc, RM_DETECT_SKIPPED);
+                return 0;
+            }
+            dc->_opaque_wait = 1;
+            return 1;
         }
     }
     if (rm_config_port_is_opaque(lc, sockaddr_port(&dc->orig_dst))) {
@@ -570,13 +680,20 @@ on_accept(uv_stream_t *server, int status)
     dc->_detect_timeout.cb = on_detect_timeout;
     dc->direction = lc->direction;
     if (lc->opaque) {
-        hand_over_opaque(dc, RM_DETECT_SKIPPED);
-        return;
+        /* `protocol: tcp` + `peer: agent`: the callers are agents, whose relays come in mesh mTLS */
+        if (!(lc->peer_agent && opaque_waits(dc))) {
+            hand_over_opaque(dc, RM_DETECT_SKIPPED);
+            return;
+        }
+        dc->_opaque_wait = 1;
     }
     if (lc->direction != RM_DIRECTION_NONE && !accept_transparent(dc, l, lc, tcp))
         return;
-    rm_worker_timer_start(worker, &dc->_detect_timeout, worker->config->limits.detect_timeout_ms);
-    h2o_socket_read_start(dc->sock, on_detect_read);
+    uint64_t detect_ms = worker->config->limits.detect_timeout_ms;
+    if (dc->_opaque_wait && detect_ms > RM_LISTENER_MESH_WAIT_MS)
+        detect_ms = RM_LISTENER_MESH_WAIT_MS;
+    rm_worker_timer_start(worker, &dc->_detect_timeout, detect_ms);
+    h2o_socket_read_start(dc->sock, dc->_opaque_wait ? on_opaque_wait_read : on_detect_read);
 }
 
 static int

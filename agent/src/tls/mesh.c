@@ -41,10 +41,13 @@ static size_t num_client_ctxs;
 /* direct-mapped by key hash: a new ticket replaces what is in its slot */
 static session_t sessions[RM_MESH_MAX_SESSIONS];
 static int client_info_index = -1;
+/* the rm_mesh_handshake_t of an SSL driven over memory BIOs (rm_mesh_handshake_attach) */
+static int handshake_index = -1;
 
 static uint64_t handshakes[2][RM_MESH_NUM_RESULTS];
 static uint64_t plaintext_refused;
 static uint64_t connections[2][2];
+static uint64_t tcp_denied;
 
 /* handshakes in progress on this thread (a worker): the callbacks find theirs by socket */
 static __thread h2o_linklist_t registry;
@@ -78,6 +81,12 @@ rm_mesh_count_connection(rm_mesh_direction_t dir, int tls)
     __atomic_add_fetch(&connections[dir != RM_MESH_OUTBOUND][tls != 0], 1, __ATOMIC_RELAXED);
 }
 
+void
+rm_mesh_count_tcp_denied(void)
+{
+    __atomic_add_fetch(&tcp_denied, 1, __ATOMIC_RELAXED);
+}
+
 /*
  * Handshake registry
  */
@@ -104,10 +113,33 @@ rm_mesh_handshake_end(rm_mesh_handshake_t *hs)
         h2o_linklist_unlink(&hs->_link);
 }
 
-/* h2o's TLS sockets read and write through a BIO whose data is the h2o_socket_t */
+void
+rm_mesh_handshake_attach(rm_mesh_handshake_t *hs, SSL *ssl, h2o_socket_t *sock, const char *expected)
+{
+    rm_mesh_handshake_end(hs);
+    hs->sock = sock;
+    hs->expected = expected;
+    hs->peer_id[0] = '\0';
+    hs->failure = RM_MESH_SUCCESS;
+    hs->why[0] = '\0';
+    hs->resumed = 0;
+    SSL_set_ex_data(ssl, handshake_index, hs);
+}
+
+static rm_mesh_handshake_t *
+attached_handshake(SSL *ssl)
+{
+    return ssl != NULL && handshake_index >= 0 ? SSL_get_ex_data(ssl, handshake_index) : NULL;
+}
+
+/* h2o's TLS sockets read and write through a BIO whose data is the h2o_socket_t; an SSL over memory BIOs
+ * names its socket in its attached handshake (its BIO's data is no socket) */
 static h2o_socket_t *
 socket_of(SSL *ssl)
 {
+    rm_mesh_handshake_t *hs = attached_handshake(ssl);
+    if (hs != NULL)
+        return hs->sock;
     BIO *bio = ssl != NULL ? SSL_get_rbio(ssl) : NULL;
     return bio != NULL ? BIO_get_data(bio) : NULL;
 }
@@ -115,6 +147,9 @@ socket_of(SSL *ssl)
 static rm_mesh_handshake_t *
 find_handshake(SSL *ssl)
 {
+    rm_mesh_handshake_t *attached = attached_handshake(ssl);
+    if (attached != NULL)
+        return attached;
     h2o_socket_t *sock = socket_of(ssl);
     if (sock == NULL || registry.next == NULL)
         return NULL;
@@ -303,6 +338,8 @@ rm_mesh_alpn_proto(h2o_iovec_t alpn)
         return RM_MESH_PROTO_H2;
     if (h2o_memis(alpn.base, alpn.len, H2O_STRLIT(RM_MESH_ALPN_HTTP1)))
         return RM_MESH_PROTO_HTTP1;
+    if (h2o_memis(alpn.base, alpn.len, H2O_STRLIT(RM_MESH_ALPN_TCP)))
+        return RM_MESH_PROTO_TCP;
     return -1;
 }
 
@@ -349,7 +386,10 @@ make_server_ctx(const rm_identity_t *id)
     SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
     SSL_CTX_set_num_tickets(ctx, 1);
     SSL_CTX_set_timeout(ctx, RM_MESH_TICKET_LIFETIME_S);
-    static const h2o_iovec_t alpn[] = {{H2O_STRLIT(RM_MESH_ALPN_H2)}, {H2O_STRLIT(RM_MESH_ALPN_HTTP1)}, {NULL, 0}};
+    /* one context for every mesh id (one ticket key, one rotation); the listener hands each id's hellos to its own
+     * terminator (net/listener.c), which checks the id it got */
+    static const h2o_iovec_t alpn[] = {
+        {H2O_STRLIT(RM_MESH_ALPN_H2)}, {H2O_STRLIT(RM_MESH_ALPN_HTTP1)}, {H2O_STRLIT(RM_MESH_ALPN_TCP)}, {NULL, 0}};
     h2o_ssl_register_alpn_protocols(ctx, alpn);
     return ctx;
 }
@@ -363,9 +403,14 @@ make_client_ctx(const rm_identity_t *id, const char *expected, rm_mesh_proto_t p
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, verify_cb);
     static const unsigned char alpn_h2[] = "\x0e" RM_MESH_ALPN_H2;
     static const unsigned char alpn_h1[] = "\x11" RM_MESH_ALPN_HTTP1;
-    _Static_assert(sizeof(RM_MESH_ALPN_H2) - 1 == 0x0e && sizeof(RM_MESH_ALPN_HTTP1) - 1 == 0x11, "ALPN length prefixes");
+    static const unsigned char alpn_tcp[] = "\x0f" RM_MESH_ALPN_TCP;
+    _Static_assert(sizeof(RM_MESH_ALPN_H2) - 1 == 0x0e && sizeof(RM_MESH_ALPN_HTTP1) - 1 == 0x11 &&
+                       sizeof(RM_MESH_ALPN_TCP) - 1 == 0x0f,
+                   "ALPN length prefixes");
     if (proto == RM_MESH_PROTO_H2)
         SSL_CTX_set_alpn_protos(ctx, alpn_h2, sizeof(alpn_h2) - 1);
+    else if (proto == RM_MESH_PROTO_TCP)
+        SSL_CTX_set_alpn_protos(ctx, alpn_tcp, sizeof(alpn_tcp) - 1);
     else
         SSL_CTX_set_alpn_protos(ctx, alpn_h1, sizeof(alpn_h1) - 1);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
@@ -483,6 +528,10 @@ render_metrics(void)
         for (int t = 0; t != 2; ++t)
             fprintf(fp, "remora_mesh_tls_connections_total{direction=\"%s\",tls=\"%s\"} %" PRIu64 "\n", direction_names[d],
                     t ? "true" : "false", __atomic_load_n(&connections[d][t], __ATOMIC_RELAXED));
+    fprintf(fp,
+            "# HELP remora_tcp_authz_denied_total Opaque TCP connections refused by an authorization policy.\n"
+            "# TYPE remora_tcp_authz_denied_total counter\nremora_tcp_authz_denied_total %" PRIu64 "\n",
+            __atomic_load_n(&tcp_denied, __ATOMIC_RELAXED));
     fclose(fp);
     return text;
 }
@@ -493,5 +542,6 @@ rm_mesh_tls_init(void)
     if (client_info_index >= 0)
         return;
     client_info_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, client_info_free);
+    handshake_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
     rm_stats_register_renderer(render_metrics);
 }

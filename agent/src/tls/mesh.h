@@ -6,7 +6,9 @@
  * TLS by its ALPN protocol ids:
  *   remora.mesh/h2     the agent-to-agent HTTP/2 (requests with the `peer: agent` markers)
  *   remora.mesh/http1  HTTP/1.1 requests that keep HTTP/1.1 on the hop (Upgrade, WebSocket; http1 clusters)
- * A ClientHello that offers neither is the application's and is relayed opaque (net/listener.c).
+ *   remora.mesh/tcp    the opaque relay (tcp/tcp_proxy.c): bytes as the application sent them, inside TLS
+ *                      driven by tls/mesh_relay.h over the relay's plain sockets (half-close by close_notify)
+ * A ClientHello that offers none of them is the application's and is relayed opaque (net/listener.c).
  *
  * Contexts: one server SSL_CTX (requires and verifies a client certificate from the trust bundle)
  * and one client SSL_CTX per (expected peer SPIFFE ID, protocol), built from the identity in service
@@ -40,6 +42,7 @@
 
 #define RM_MESH_ALPN_H2 "remora.mesh/h2"
 #define RM_MESH_ALPN_HTTP1 "remora.mesh/http1"
+#define RM_MESH_ALPN_TCP "remora.mesh/tcp"
 #define RM_MESH_MAX_CLIENT_CTX 256
 #define RM_MESH_MAX_SESSIONS 1024
 #define RM_MESH_TICKET_LIFETIME_S 3600
@@ -49,6 +52,7 @@
 typedef enum en_rm_mesh_proto_t {
     RM_MESH_PROTO_H2 = 0,
     RM_MESH_PROTO_HTTP1 = 1,
+    RM_MESH_PROTO_TCP = 2,
 } rm_mesh_proto_t;
 
 typedef enum en_rm_mesh_direction_t {
@@ -99,6 +103,12 @@ int rm_mesh_expected_id(const char *configured, char *out, size_t outlen);
 
 /** Worker: links `hs` for the callbacks of the handshake about to start on `sock` (`expected`: client side). */
 void rm_mesh_handshake_start(rm_mesh_handshake_t *hs, h2o_socket_t *sock, const char *expected);
+/**
+ * tls/ only (tls/mesh_relay.c): ties `hs` to `ssl` itself (SSL ex_data) for a handshake driven over memory BIOs, where
+ * no h2o socket is the BIO's; `sock` (the plain socket to the peer) keys the client's session cache. No registry link:
+ * the callbacks find `hs` through the SSL for its whole life.
+ */
+void rm_mesh_handshake_attach(rm_mesh_handshake_t *hs, SSL *ssl, h2o_socket_t *sock, const char *expected);
 /** Worker: unlinks `hs` (idempotent). */
 void rm_mesh_handshake_end(rm_mesh_handshake_t *hs);
 /** Classifies a finished handshake: `err` is h2o's error (NULL on success). Counts it and returns the result. */
@@ -111,6 +121,9 @@ int rm_mesh_alpn_proto(h2o_iovec_t alpn);
 void rm_mesh_count_handshake(rm_mesh_direction_t dir, rm_mesh_result_t result);
 void rm_mesh_count_plaintext_refused(void);
 void rm_mesh_count_connection(rm_mesh_direction_t dir, int tls);
+/** remora_tcp_authz_denied_total: opaque TCP connections refused by authorization (tcp/tcp_proxy.c; rendered here, with
+ * the relay's other mesh counters). */
+void rm_mesh_count_tcp_denied(void);
 
 const char *rm_mesh_result_name(rm_mesh_result_t result);
 
