@@ -261,10 +261,16 @@ test_endpoints(void **state)
     int saved_level = rm_log_current_level;
 
     assert_int_equal(uv_loop_init(&f->loop), 0);
-    f->health_port = free_port();
-    f->admin_port = free_port();
-    struct sockaddr_in hs = loopback(f->health_port), as = loopback(f->admin_port);
-    f->admin = rm_admin_start(&f->loop, (struct sockaddr *)&hs, (struct sockaddr *)&as, &callbacks, f, errbuf, sizeof(errbuf));
+    /* a port free_port() found may be taken by another process before rm_admin_start binds it (tests run in
+     * parallel): try other ports, a bounded number of times */
+    for (int attempt = 0; attempt != 20 && f->admin == NULL; ++attempt) {
+        f->health_port = free_port();
+        f->admin_port = free_port();
+        struct sockaddr_in hs = loopback(f->health_port), as = loopback(f->admin_port);
+        f->admin = rm_admin_start(&f->loop, (struct sockaddr *)&hs, (struct sockaddr *)&as, &callbacks, f, errbuf, sizeof(errbuf));
+        if (f->admin == NULL && strstr(errbuf, "in use") == NULL)
+            break;
+    }
     if (f->admin == NULL)
         fail_msg("rm_admin_start: %s", errbuf);
     uv_async_init(&f->loop, &f->stop_async, on_stop_async);
