@@ -60,6 +60,10 @@ VARIANTS["remora-mimalloc"] = "quick flags as `remora`, LD_PRELOAD of Debian's l
 # connection reuse of the benchmark (`http-reuse always`) and with HAProxy's default (`http-reuse safe`)
 VARIANTS["haproxy"] = "HAProxy 2.6, run.py's configuration (`http-reuse always`, `nbthread 1`, h2 upstream)"
 VARIANTS["haproxy-safe"] = "HAProxy 2.6, the same with its default `http-reuse safe` (bench/ before issue 12)"
+# nghttpx (run.py's flags, 1 worker) in the same harness, so that Remora / nghttpx in instructions per request comes
+# from one run; `--single-process`: nghttpx's worker runs in the process valgrind started (without it a forked worker
+# process does the work and callgrind would count only the idle main process)
+VARIANTS["nghttpx"] = "nghttpx, run.py's flags (`--workers=1`, h2 backend) plus `--single-process`"
 MODES = {"h2": "h2 GET (no body)", "h1": "HTTP/1.1 GET (no body; h2load --h1, -m1)", "grpc": "gRPC unary (5+%d-byte request message)" % bench.GRPC_MESSAGE_BYTES}
 # Where a request body is copied (agent/src/proxy/stream.c): into the stream's buffer as it arrives
 # (rm_stream_on_request_body -> pipe_write, which memcpys), and out of it towards an upstream attempt
@@ -203,6 +207,11 @@ def agent_argv(variant, opts, port, upstream, admin, health, tmpdir, hop=0):
         with open(cfg, "w") as f:
             f.write(text % {"threads": 1, "port": port, "upstream": upstream})
         return ["haproxy", "-f", cfg, "-db"]
+    if variant == "nghttpx":
+        # --conf=/dev/null: never pick up /etc/nghttpx/nghttpx.conf; no access log is nghttpx's default
+        return ["nghttpx", "--conf=/dev/null", "--frontend=127.0.0.1,%d;no-tls" % port,
+                "--backend=127.0.0.1,%d;;proto=h2" % upstream, "--workers=1", "--single-process",
+                "--errorlog-file=" + os.path.join(tmpdir, "nghttpx-error.log")]
     if variant in MESH_VARIANTS:
         cfg = os.path.join(tmpdir, "%s-hop%d.yaml" % (variant, hop))
         with open(cfg, "w") as f:
@@ -297,8 +306,8 @@ def measure(variant, mode, n, opts, tmpdir, origin_ports, files, tag, hold_s=Non
                 pass
     r["lifetime_s"] = time.time() - t0
     for q in procs:
-        # HAProxy's hard stop on SIGTERM ends it by the signal (after callgrind has written its file)
-        if q.returncode != 0 and not (variant.startswith("haproxy") and q.returncode in (143, -15)):
+        # HAProxy's (and nghttpx's) hard stop on SIGTERM ends it by the signal (after callgrind has written its file)
+        if q.returncode != 0 and not (variant.startswith(("haproxy", "nghttpx")) and q.returncode in (143, -15)):
             r["errors"].append("the agent exited with %s" % q.returncode)
     per_hop = [profile_files(out) for out in outs]
     if not all(per_hop):

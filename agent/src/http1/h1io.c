@@ -1,9 +1,11 @@
+#include <errno.h>
 #include <string.h>
 #include <sys/socket.h>
 #include "remora/log.h"
 #include "core/alloc.h"
 #include "http1/h1io.h"
 #include "obs/stats.h"
+#include "net/sockio.h"
 
 static void
 on_write_complete(h2o_socket_t *sock, const char *err)
@@ -27,6 +29,14 @@ do_flush(rm_flushable_t *f)
     io->out = tmp;
     if (io->bytes_tx_stat != NULL)
         RM_STAT_ADD(*io->bytes_tx_stat, io->_inflight->size);
+    size_t done = rm_socket_write_now(io->sock, io->_inflight->bytes, io->_inflight->size);
+    if (done == io->_inflight->size) {
+        /* all taken: complete now (on_written may schedule the next flush; the worker runs flushes until quiet, and
+         * what it can write is bounded by what the producers have buffered) */
+        on_write_complete(io->sock, NULL);
+        return;
+    }
+    h2o_buffer_consume(&io->_inflight, done);
     h2o_iovec_t buf = h2o_iovec_init(io->_inflight->bytes, io->_inflight->size);
     h2o_socket_write(io->sock, &buf, 1, on_write_complete);
 }

@@ -1,6 +1,7 @@
 /*
- * Downstream HTTP/1.1: one request at a time per connection (pipelined requests wait in the socket
- * buffer, the parser paused), bodies streamed through the stream's pipes. Reading stops while the
+ * Downstream HTTP/1.1: one request at a time per connection (pipelined requests wait, the parser
+ * paused: at most one read's worth in the input buffer, reading then stops and the rest waits in the
+ * socket buffer), bodies streamed through the stream's pipes. Reading stops while the
  * request pipe holds more than the stream window, which is the end-to-end backpressure for
  * HTTP/1.1 clients.
  *
@@ -60,6 +61,7 @@ typedef struct st_h1s_conn_t {
     unsigned tunnel_out_shut : 1;
     unsigned head_done : 1; /* the current request's head is complete (no head timeout) */
     unsigned lingering : 1; /* answered and closing: reading and dropping until the client's FIN or RM_H1_LINGER_MS */
+    unsigned peer_eof : 1;  /* the client's FIN came while a complete request waited for its response */
 } h1s_conn_t;
 
 static const rm_stream_down_ops_t down_ops;
@@ -149,8 +151,8 @@ close_answered(h1s_conn_t *conn)
 {
     if (conn->dead || conn->lingering)
         return;
-    if (conn->req_complete && conn->s == NULL && conn->io.sock->input->size == 0 && !conn->upgrade_req) {
-        kill_conn(conn);
+    if (conn->peer_eof || (conn->req_complete && conn->s == NULL && conn->io.sock->input->size == 0 && !conn->upgrade_req)) {
+        kill_conn(conn); /* after the client's FIN nothing unread is left in the socket: no reset to fear */
         return;
     }
     if (rm_timer_is_linked(&conn->head_timeout))
@@ -379,10 +381,14 @@ parse_input(h1s_conn_t *conn)
     }
     if (conn->dead)
         return;
-    /* backpressure: stop reading while the request pipe is full or the request is complete */
-    if (conn->s != NULL && (conn->req_complete || conn->s->req_body.buf->size >= conn->s->config->limits.stream_window_bytes))
+    /* backpressure: stop reading while the request pipe is full, or while a complete request waits for its response
+     * and bytes of the next one are buffered (a client that pipelines without reading its responses gets one read's
+     * worth buffered, the rest waits in the socket). Reading otherwise stays on across a keep-alive request: stopping
+     * and restarting it costs two epoll_ctl per request (libuv drops the fd from epoll when nothing is watched). */
+    if (conn->s != NULL && ((conn->req_complete && (sock->input->size != 0 || conn->upgrade_req || conn->peer_eof)) ||
+                            conn->s->req_body.buf->size >= conn->s->config->limits.stream_window_bytes))
         set_reading(conn, 0);
-    else if (!conn->close_after_write)
+    else if (!conn->close_after_write && !conn->peer_eof)
         set_reading(conn, 1);
 }
 
@@ -399,10 +405,16 @@ on_read(h2o_socket_t *sock, const char *err)
             kill_conn(conn);
         return;
     }
+    if (err == h2o_socket_error_closed && conn->s != NULL && conn->req_complete && !conn->tunnel) {
+        /* the client's FIN after a complete request, read because reading stays on while its response is on its way:
+         * the response still goes out, as it did when reading was off until then, and the connection then closes.
+         * Only a FIN: after a reset (any other error) libuv marks the stream unwritable and h2o 2.2.5 drops the error
+         * of a write to it, whose callback then never comes; the connection is killed at once, as it always was. */
+        conn->peer_eof = 1;
+        set_reading(conn, 0);
+        return;
+    }
     if (err != NULL) {
-        if (conn->s != NULL && !conn->req_complete && sock->input->size == 0 && conn->s->req.method.base == NULL) {
-            /* closed between requests with a partial head: nothing to answer */
-        }
         kill_conn(conn);
         return;
     }
@@ -436,7 +448,7 @@ finish_exchange(h1s_conn_t *conn)
         tunnel_finish_out(conn);
         return;
     }
-    int reusable = conn->keep_alive && conn->req_complete && !conn->resp_close && !conn->draining;
+    int reusable = conn->keep_alive && conn->req_complete && !conn->resp_close && !conn->draining && !conn->peer_eof;
     conn->s = NULL;
     rm_stream_detach_downstream(s);
     if (!reusable) {

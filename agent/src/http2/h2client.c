@@ -36,6 +36,9 @@ typedef struct st_h2c_conn_t {
     unsigned dying : 1;
     unsigned holds_slot : 1;    /* a max_connections slot, given back in destroy_conn */
     unsigned idle_released : 1; /* idle_timeout's first step (RM_H2_IDLE_RELEASE_MS) has run */
+    /* the stream of the last header field (on_header is called once per field: this saves nghttp2's stream lookup for
+     * all but the first of a block); cleared when that stream is freed */
+    struct st_h2c_stream_t *hdr_stream;
 } h2c_conn_t;
 
 typedef struct st_h2c_stream_t {
@@ -100,6 +103,8 @@ stream_free(h2c_stream_t *hc)
     stream_unpend(hc);
     h2o_linklist_unlink(&hc->link);
     --conn->num_streams;
+    if (conn->hdr_stream == hc)
+        conn->hdr_stream = NULL;
     rm_recycle_free(&stream_allocator, hc);
     update_idle(conn);
     if (conn->num_streams == 0 && (conn->ep->removed || conn->goaway) && !conn->dying)
@@ -126,11 +131,28 @@ take_stream(h2c_stream_t *hc)
  * nghttp2 callbacks
  */
 
-static int
-on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name, size_t namelen, const uint8_t *value,
-          size_t valuelen, uint8_t flags, void *user_data)
+/* A field's bytes for the attempt: names and values of HPACK's static table are static storage in nghttp2 and are used
+ * in place (nothing writes into field bytes); the others are copied into the attempt's pool */
+static h2o_iovec_t
+field_copy(h2o_mem_pool_t *pool, nghttp2_rcbuf *rc)
 {
-    h2c_stream_t *hc = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
+    nghttp2_vec v = nghttp2_rcbuf_get_buf(rc);
+    if (nghttp2_rcbuf_is_static(rc))
+        return h2o_iovec_init(v.base, v.len);
+    return h2o_strdup(pool, (const char *)v.base, v.len);
+}
+
+static int
+on_header(nghttp2_session *ng, const nghttp2_frame *frame, nghttp2_rcbuf *name_rc, nghttp2_rcbuf *value_rc, uint8_t flags,
+          void *user_data)
+{
+    h2c_conn_t *conn = user_data;
+    nghttp2_vec name_v = nghttp2_rcbuf_get_buf(name_rc), value_v = nghttp2_rcbuf_get_buf(value_rc);
+    const uint8_t *name = name_v.base, *value = value_v.base;
+    size_t namelen = name_v.len, valuelen = value_v.len;
+    h2c_stream_t *hc = conn->hdr_stream;
+    if (hc == NULL || hc->id != frame->hd.stream_id)
+        conn->hdr_stream = hc = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
     if (hc == NULL || hc->a == NULL)
         return 0;
     rm_attempt_t *s = hc->a;
@@ -145,11 +167,11 @@ on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name, 
             hc->trailers = h2o_mem_alloc_pool(s->pool, sizeof(*hc->trailers));
             memset(hc->trailers, 0, sizeof(*hc->trailers));
         }
-        rm_headers_add(s->pool, hc->trailers, h2o_strdup(s->pool, (const char *)name, namelen),
-                       h2o_strdup(s->pool, (const char *)value, valuelen));
+        rm_headers_add(s->pool, hc->trailers, field_copy(s->pool, name_rc), field_copy(s->pool, value_rc));
         return 0;
     }
-    if (rm_lcstreq((const char *)name, namelen, ":status")) {
+    /* nghttp2 (HTTP messaging on) passes lower-case names only: names compare byte for byte */
+    if (h2o_memis(name, namelen, H2O_STRLIT(":status"))) {
         int status = 0;
         for (size_t i = 0; i != valuelen; ++i)
             status = status * 10 + (value[i] - '0');
@@ -159,15 +181,14 @@ on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name, 
         s->resp.content_length = -1;
         return 0;
     }
-    if (rm_lcstreq((const char *)name, namelen, "content-length")) {
+    if (h2o_memis(name, namelen, H2O_STRLIT("content-length"))) {
         int64_t cl = 0;
         for (size_t i = 0; i != valuelen; ++i)
             cl = cl * 10 + (value[i] - '0');
         s->resp.content_length = cl;
         return 0;
     }
-    rm_headers_add(s->pool, &s->resp.headers, h2o_strdup(s->pool, (const char *)name, namelen),
-                   h2o_strdup(s->pool, (const char *)value, valuelen));
+    rm_headers_add(s->pool, &s->resp.headers, field_copy(s->pool, name_rc), field_copy(s->pool, value_rc));
     return 0;
 }
 
@@ -482,7 +503,7 @@ static void
 init_callbacks(void)
 {
     nghttp2_session_callbacks_new(&client_callbacks);
-    nghttp2_session_callbacks_set_on_header_callback(client_callbacks, on_header);
+    nghttp2_session_callbacks_set_on_header_callback2(client_callbacks, on_header);
     nghttp2_session_callbacks_set_on_frame_recv_callback(client_callbacks, on_frame_recv);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(client_callbacks, on_data_chunk_recv);
     nghttp2_session_callbacks_set_on_stream_close_callback(client_callbacks, on_stream_close);

@@ -1,10 +1,13 @@
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include "remora/log.h"
 #include "core/alloc.h"
 #include "http2/h2conn.h"
 #include "obs/stats.h"
+#include "net/sockio.h"
 
 static void do_flush(rm_flushable_t *f);
 static void release_input(h2o_socket_t *sock);
@@ -432,18 +435,57 @@ on_write_complete(h2o_socket_t *sock, const char *err)
     do_flush(&conn->_flush);
 }
 
+/* direct writes per flush before the rest waits for the loop (h2o's write), so that one busy connection does not keep
+ * the worker from the others */
+#define MAX_DIRECT_WRITES 4
+
+static int fill_out(rm_h2conn_t *conn);
+
 static void
 do_flush(rm_flushable_t *f)
 {
     rm_h2conn_t *conn = H2O_STRUCT_FROM_MEMBER(rm_h2conn_t, _flush, f);
     if (conn->dead || h2o_socket_is_writing(conn->sock))
         return; /* the write callback flushes again */
+    for (int direct = 0;; ++direct) {
+        if (!fill_out(conn))
+            return;
+        if (conn->_out->size == 0)
+            break;
+        /* swap: the filled buffer goes out, the empty one collects the next frames */
+        h2o_buffer_t *tmp = conn->_inflight;
+        conn->_inflight = conn->_out;
+        conn->_out = tmp;
+        conn->_inflight_frames = conn->_out_frames;
+        conn->_out_frames = 0;
+        if (conn->bytes_tx_stat != NULL)
+            RM_STAT_ADD(*conn->bytes_tx_stat, conn->_inflight->size);
+        size_t done =
+            direct < MAX_DIRECT_WRITES ? rm_socket_write_now(conn->sock, conn->_inflight->bytes, conn->_inflight->size) : 0;
+        if (done == conn->_inflight->size) {
+            h2o_buffer_consume(&conn->_inflight, done);
+            conn->_inflight_frames = 0;
+            continue;
+        }
+        h2o_buffer_consume(&conn->_inflight, done);
+        h2o_iovec_t buf = h2o_iovec_init(conn->_inflight->bytes, conn->_inflight->size);
+        h2o_socket_write(conn->sock, &buf, 1, on_write_complete);
+        return;
+    }
+    if (!nghttp2_session_want_read(conn->ng) && !nghttp2_session_want_write(conn->ng) && !conn->lingering)
+        rm_h2conn_fail(conn, "session finished");
+}
+
+/* Moves nghttp2's pending frames into conn->_out, up to RM_H2_OUT_HIGH_WATER. Returns 0 if the connection failed. */
+static int
+fill_out(rm_h2conn_t *conn)
+{
     while (conn->_out->size < RM_H2_OUT_HIGH_WATER) {
         const uint8_t *data;
         ssize_t n = nghttp2_session_mem_send(conn->ng, &data);
         if (n < 0) {
             rm_h2conn_fail(conn, nghttp2_strerror((int)n));
-            return;
+            return 0;
         }
         if (n == 0) {
             conn->_send_idle = 1;
@@ -459,24 +501,10 @@ do_flush(rm_flushable_t *f)
         if (++conn->_out_frames + conn->_inflight_frames > conn->max_out_frames && conn->max_out_frames != 0 &&
             conn->on_abuse != NULL) {
             conn->on_abuse(conn, RM_H2_ABUSE_OUTBOUND_FRAMES);
-            return;
+            return 0;
         }
     }
-    if (conn->_out->size != 0) {
-        /* swap: the filled buffer goes out, the empty one collects the next frames */
-        h2o_buffer_t *tmp = conn->_inflight;
-        conn->_inflight = conn->_out;
-        conn->_out = tmp;
-        conn->_inflight_frames = conn->_out_frames;
-        conn->_out_frames = 0;
-        if (conn->bytes_tx_stat != NULL)
-            RM_STAT_ADD(*conn->bytes_tx_stat, conn->_inflight->size);
-        h2o_iovec_t buf = h2o_iovec_init(conn->_inflight->bytes, conn->_inflight->size);
-        h2o_socket_write(conn->sock, &buf, 1, on_write_complete);
-        return;
-    }
-    if (!nghttp2_session_want_read(conn->ng) && !nghttp2_session_want_write(conn->ng) && !conn->lingering)
-        rm_h2conn_fail(conn, "session finished");
+    return 1;
 }
 
 void

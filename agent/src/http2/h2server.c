@@ -41,6 +41,9 @@ typedef struct st_h2s_conn_t {
     unsigned dying : 1;
     unsigned abused : 1;        /* GOAWAY ENHANCE_YOUR_CALM queued: input is read and dropped (rm_h2conn_linger) */
     unsigned idle_released : 1; /* idle_timeout's first step (RM_H2_IDLE_RELEASE_MS) has run */
+    /* the stream of the last header field (on_header is called once per field: this saves nghttp2's stream lookup for
+     * all but the first of a block); cleared when that stream is freed */
+    struct st_h2s_stream_t *hdr_stream;
 } h2s_conn_t;
 
 typedef struct st_h2s_stream_t {
@@ -193,6 +196,8 @@ stream_free(h2s_stream_t *hs)
     if (h2o_linklist_is_linked(&hs->pending_link))
         h2o_linklist_unlink(&hs->pending_link);
     --hs->conn->num_streams;
+    if (hs->conn->hdr_stream == hs)
+        hs->conn->hdr_stream = NULL;
     update_idle(hs->conn);
     rm_recycle_free(&stream_allocator, hs);
 }
@@ -231,17 +236,28 @@ on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, void *user_dat
     return 0;
 }
 
+/* A field's bytes for the stream: names and values of HPACK's static table are static storage in nghttp2 and are used in
+ * place (nothing writes into field bytes); the others are copied into the stream's pool */
 static h2o_iovec_t
-pool_copy(h2o_mem_pool_t *pool, const uint8_t *p, size_t len)
+field_copy(h2o_mem_pool_t *pool, nghttp2_rcbuf *rc)
 {
-    return h2o_strdup(pool, (const char *)p, len);
+    nghttp2_vec v = nghttp2_rcbuf_get_buf(rc);
+    if (nghttp2_rcbuf_is_static(rc))
+        return h2o_iovec_init(v.base, v.len);
+    return h2o_strdup(pool, (const char *)v.base, v.len);
 }
 
 static int
-on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name, size_t namelen, const uint8_t *value,
-          size_t valuelen, uint8_t flags, void *user_data)
+on_header(nghttp2_session *ng, const nghttp2_frame *frame, nghttp2_rcbuf *name_rc, nghttp2_rcbuf *value_rc, uint8_t flags,
+          void *user_data)
 {
-    h2s_stream_t *hs = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
+    h2s_conn_t *conn = user_data;
+    nghttp2_vec name_v = nghttp2_rcbuf_get_buf(name_rc), value_v = nghttp2_rcbuf_get_buf(value_rc);
+    const uint8_t *name = name_v.base, *value = value_v.base;
+    size_t namelen = name_v.len, valuelen = value_v.len;
+    h2s_stream_t *hs = conn->hdr_stream;
+    if (hs == NULL || hs->id != frame->hd.stream_id)
+        conn->hdr_stream = hs = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
     if (hs == NULL || hs->s == NULL)
         return 0;
     const rm_config_limits_t *limits = &hs->s->config->limits;
@@ -259,29 +275,32 @@ on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name, 
             hs->trailers = h2o_mem_alloc_pool(&s->pool, sizeof(*hs->trailers));
             memset(hs->trailers, 0, sizeof(*hs->trailers));
         }
-        rm_headers_add(&s->pool, hs->trailers, pool_copy(&s->pool, name, namelen), pool_copy(&s->pool, value, valuelen));
+        rm_headers_add(&s->pool, hs->trailers, field_copy(&s->pool, name_rc), field_copy(&s->pool, value_rc));
         return 0;
     }
     rm_req_head_t *req = &s->req;
+    /* nghttp2 (HTTP messaging on) passes lower-case names only, an upper-case one goes to on_invalid_header: names
+     * compare byte for byte */
+    const char *n = (const char *)name;
     if (namelen != 0 && name[0] == ':') {
-        h2o_iovec_t v = pool_copy(&s->pool, value, valuelen);
-        if (rm_lcstreq((const char *)name, namelen, ":method"))
+        h2o_iovec_t v = field_copy(&s->pool, value_rc);
+        if (h2o_memis(n, namelen, H2O_STRLIT(":method")))
             req->method = v;
-        else if (rm_lcstreq((const char *)name, namelen, ":path"))
+        else if (h2o_memis(n, namelen, H2O_STRLIT(":path")))
             req->path = v;
-        else if (rm_lcstreq((const char *)name, namelen, ":authority"))
+        else if (h2o_memis(n, namelen, H2O_STRLIT(":authority")))
             req->authority = v;
-        else if (rm_lcstreq((const char *)name, namelen, ":scheme"))
+        else if (h2o_memis(n, namelen, H2O_STRLIT(":scheme")))
             req->scheme = v;
         return 0;
     }
-    if (rm_lcstreq((const char *)name, namelen, "host")) {
+    if (h2o_memis(n, namelen, H2O_STRLIT("host"))) {
         /* :authority wins when both are present (RFC 9113 8.3.1) */
         if (req->authority.len == 0)
-            req->authority = pool_copy(&s->pool, value, valuelen);
+            req->authority = field_copy(&s->pool, value_rc);
         return 0;
     }
-    if (rm_lcstreq((const char *)name, namelen, "content-length")) {
+    if (h2o_memis(n, namelen, H2O_STRLIT("content-length"))) {
         /* nghttp2 has validated it against the DATA it counts */
         int64_t cl = 0;
         for (size_t i = 0; i != valuelen; ++i)
@@ -289,12 +308,11 @@ on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name, 
         req->content_length = cl;
         return 0;
     }
-    if (rm_lcstreq((const char *)name, namelen, "te"))
+    if (h2o_memis(n, namelen, H2O_STRLIT("te")))
         req->te_trailers = 1; /* nghttp2 rejects any other value */
-    else if (rm_lcstreq((const char *)name, namelen, "content-type") && valuelen >= 16 &&
-             memcmp(value, "application/grpc", 16) == 0)
+    else if (h2o_memis(n, namelen, H2O_STRLIT("content-type")) && valuelen >= 16 && memcmp(value, "application/grpc", 16) == 0)
         req->is_grpc = 1;
-    rm_headers_add(&s->pool, &req->headers, pool_copy(&s->pool, name, namelen), pool_copy(&s->pool, value, valuelen));
+    rm_headers_add(&s->pool, &req->headers, field_copy(&s->pool, name_rc), field_copy(&s->pool, value_rc));
     return 0;
 }
 
@@ -676,7 +694,7 @@ init_callbacks(void)
 {
     nghttp2_session_callbacks_new(&server_callbacks);
     nghttp2_session_callbacks_set_on_begin_headers_callback(server_callbacks, on_begin_headers);
-    nghttp2_session_callbacks_set_on_header_callback(server_callbacks, on_header);
+    nghttp2_session_callbacks_set_on_header_callback2(server_callbacks, on_header);
     nghttp2_session_callbacks_set_on_frame_recv_callback(server_callbacks, on_frame_recv);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(server_callbacks, on_data_chunk_recv);
     nghttp2_session_callbacks_set_on_stream_close_callback(server_callbacks, on_stream_close);
