@@ -9,6 +9,7 @@ a drain with an opaque connection open.
 import os
 import select
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -130,3 +131,35 @@ def test_drain_with_an_open_opaque_connection(workdir, banners):
     assert time.monotonic() - t0 >= 0.25
     assert s.recv(100) == b""
     s.close()
+
+
+def test_clients_that_reset_leave_no_connection_behind(workdir, banners):
+    """Clients that send while not reading the echo, then reset: each relayed connection is closed at once,
+    both sides. A reset makes libuv mark the client's stream unwritable, and h2o 2.2.5 drops the error of a
+    write to it, so a relay that treated the reset as a FIN and went on writing the echo waited for a write
+    callback that never comes: two descriptors held until the idle timeout (300 s)."""
+    px = start(workdir, banners[:1])
+    try:
+        def fds():
+            return len(os.listdir(f"/proc/{px.proc.pid}/fd"))
+
+        before = fds()
+        for _ in range(20):
+            s = socket.create_connection(("127.0.0.1", px.port), timeout=10)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.setblocking(False)
+            sent, deadline = 0, time.monotonic() + 5
+            while sent < 8 * 1024 * 1024 and time.monotonic() < deadline:  # until the echo fills every buffer
+                try:
+                    sent += s.send(b"x" * 65536)
+                except BlockingIOError:
+                    if select.select([], [s], [], 0.2)[1] == []:
+                        break
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST, not FIN
+            s.close()
+        deadline = time.monotonic() + 10
+        while fds() > before + 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert fds() <= before + 2, f"descriptors: {before} before 20 reset clients, {fds()} after"
+    finally:
+        px.proc.stop()

@@ -3,8 +3,11 @@ the peer verified (nghttpd as a TLS origin)."""
 
 import json
 import os
+import socket
 import ssl
+import struct
 import subprocess
+import time
 
 import pytest
 
@@ -93,3 +96,51 @@ def test_upstream_tls_bad_peer_refused(proxy_factory, tls_origin, certs, workdir
     r = curl(workdir, "--http2-prior-knowledge", px.url("/file.bin"))
     assert r.rc == 0, r
     assert r.status in (502, 503), f"a peer that fails verification ({case}) must not be used: {r}"
+
+
+@pytest.mark.parametrize("alpn", ["h2", "http/1.1"])
+def test_clients_that_reset_mid_response_leave_no_socket_behind(proxy_factory, h1_origin, certs, alpn):
+    """TLS clients that reset their connection while a large response is being written: every socket is
+    released. With h2o 2.2.5 the close after a read error tries to flush close_notify on a stream libuv
+    already marks unwritable; the write's error is dropped and, without rm_socket_close's second close,
+    the socket (descriptor, SSL object, buffers) stayed open for the life of the agent."""
+    px = proxy_factory(upstream=h1_origin.addr, upstream_protocol="http1", tls=certs)
+    ctx = ssl.create_default_context(cafile=certs["ca"])
+    big = [("x-stream-bytes", "5000000"), ("x-stream-cl", "1")]
+
+    def fds():
+        return len(os.listdir(f"/proc/{px.proc.pid}/fd"))
+
+    def reset(sock):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST, not FIN
+        sock.close()
+
+    def one_reset_client(i):
+        if alpn == "h2":
+            c = H2Client("127.0.0.1", px.port, tls=ctx, server_hostname="localhost", timeout=5)
+            c.request("GET", f"/big/{i}", headers=big, scheme="https")
+            t_end = time.monotonic() + 0.05  # the response is under way
+            while time.monotonic() < t_end and not c.closed:
+                c.pump(0.02)
+            reset(c.sock)
+            return
+        ctx.set_alpn_protocols(["http/1.1"])
+        s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", px.port), timeout=5), server_hostname="localhost")
+        s.sendall(f"GET /big/{i} HTTP/1.1\r\nHost: localhost\r\n".encode()
+                  + b"".join(f"{k}: {v}\r\n".encode() for k, v in big) + b"\r\n")
+        got = 0
+        while got < 64 * 1024:  # the response is under way
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            got += len(chunk)
+        reset(s)
+
+    before = fds()
+    for i in range(40):
+        one_reset_client(i)
+    # the agent notices each reset on its next write or read; give it time, bounded
+    deadline = time.monotonic() + 10
+    while fds() > before + 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert fds() <= before + 2, f"descriptors: {before} before 40 reset TLS clients, {fds()} after"

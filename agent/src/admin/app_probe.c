@@ -15,6 +15,7 @@
 #include "remora/strutil.h"
 #include "admin/app_probe.h"
 #include "upstream/health_out.h"
+#include "net/sockio.h"
 
 #define PREFIX "/app-health/"
 #define MAX_PATH_BYTES 256
@@ -266,7 +267,7 @@ finish(run_t *run, int status, const char *text)
         run->req = NULL;
     }
     if (run->sock != NULL) {
-        h2o_socket_close(run->sock);
+        rm_socket_close(run->sock);
         run->sock = NULL;
     }
     if (run->h2 != NULL) {

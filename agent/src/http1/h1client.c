@@ -24,6 +24,7 @@
 #include "proxy/attempt.h"
 #include "upstream/breaker.h"
 #include "upstream/cluster.h"
+#include "net/sockio.h"
 
 typedef struct st_h1c_conn_t {
     rm_h1io_t io; /* first: sock->data points here */
@@ -87,7 +88,7 @@ destroy_conn(rm_deferred_t *d)
     h2o_socket_t *sock = conn->io.sock;
     rm_h1io_dispose(&conn->io);
     if (sock != NULL) {
-        h2o_socket_close(sock);
+        rm_socket_close(sock);
         RM_STAT_DEC(rm_cluster_stats(conn->ep->cluster)->cx_active);
     }
     rm_h1_parser_destroy(conn->parser);

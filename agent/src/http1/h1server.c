@@ -29,6 +29,7 @@
 #include "http1/h1io.h"
 #include "net/listener.h"
 #include "proxy/stream.h"
+#include "net/sockio.h"
 
 /** How long a connection closed after an error answer keeps reading and dropping what the client still sends. */
 #define RM_H1_LINGER_MS 1000
@@ -100,7 +101,7 @@ destroy_conn(rm_deferred_t *d)
         rm_timer_unlink(&conn->head_timeout);
     rm_h1io_dispose(&conn->io);
     rm_h1_parser_destroy(conn->parser);
-    h2o_socket_close(conn->dc->sock);
+    rm_socket_close(conn->dc->sock);
     rm_dconn_destroy(conn->dc);
     free(conn);
 }

@@ -20,6 +20,7 @@
 #include "proxy/attempt.h"
 #include "upstream/breaker.h"
 #include "upstream/cluster.h"
+#include "net/sockio.h"
 
 typedef struct st_h2c_conn_t {
     rm_h2conn_t h2;
@@ -578,7 +579,7 @@ on_connected(rm_connect_t *unused, h2o_socket_t *sock, int err_kind, const char 
             }
         }
         if (sock != NULL)
-            h2o_socket_close(sock);
+            rm_socket_close(sock);
         rm_worker_defer(conn->h2.worker, &conn->destroy_later);
         return;
     }
@@ -687,7 +688,7 @@ h2client_start_on_socket(rm_endpoint_t *ep, h2o_socket_t *sock, rm_attempt_t *a)
 {
     /* HTTP/2 is never chosen after the handshake: the HTTP/2 client asks for it by ALPN itself. The
      * socket came with its max_connections slot: give it back with the socket. */
-    h2o_socket_close(sock);
+    rm_socket_close(sock);
     rm_endpoint_conn_release(ep);
     rm_attempt_on_error(a, RM_UPSTREAM_ERR_CONNECT, 0, "unexpected HTTP/2 start on a negotiated socket");
 }

@@ -513,7 +513,7 @@ rm_h2conn_dispose(rm_h2conn_t *conn)
     conn->dead = 1;
     rm_worker_cancel_flush(conn->worker, &conn->_flush);
     if (conn->sock != NULL) {
-        h2o_socket_close(conn->sock);
+        rm_socket_close(conn->sock);
         conn->sock = NULL;
     }
     if (conn->ng != NULL) {

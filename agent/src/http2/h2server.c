@@ -12,6 +12,7 @@
 #include "http2/h2conn.h"
 #include "net/listener.h"
 #include "proxy/stream.h"
+#include "net/sockio.h"
 
 #define MAX_GAPS 8
 /* how long a connection closed for abuse may take to write its GOAWAY before the socket is closed anyway */
@@ -605,7 +606,7 @@ destroy_conn(rm_deferred_t *d)
         uv_close((uv_handle_t *)conn->goaway_timer, (uv_close_cb)free);
     conn->h2.sock = NULL; /* closed with the dconn */
     rm_h2conn_dispose(&conn->h2);
-    h2o_socket_close(conn->dc->sock);
+    rm_socket_close(conn->dc->sock);
     rm_dconn_destroy(conn->dc);
     free(conn);
 }

@@ -14,6 +14,7 @@
 #include "net/listener.h"
 #include "tls/identity.h"
 #include "tls/tls.h"
+#include "net/sockio.h"
 
 /* <linux/netfilter_ipv4.h> and <linux/netfilter_ipv6/ip6_tables.h> clash with <netinet/in.h>: their values */
 #ifndef SO_ORIGINAL_DST
@@ -177,7 +178,7 @@ rm_dconn_destroy(rm_dconn_t *dc)
 static void
 dconn_close_detecting(rm_dconn_t *dc)
 {
-    h2o_socket_close(dc->sock);
+    rm_socket_close(dc->sock);
     rm_dconn_destroy(dc);
 }
 

@@ -10,6 +10,7 @@
 #include "tcp/tcp_proxy.h"
 #include "tls/mesh_relay.h"
 #include "upstream/cluster.h"
+#include "net/sockio.h"
 
 /* One side of the relay: the downstream (the client) or the upstream socket, plaintext or mesh mTLS. */
 typedef struct st_side_t {
@@ -94,16 +95,16 @@ close_conn(tcp_conn_t *c)
         c->connecting = NULL;
     }
     if (c->direct != NULL) {
-        h2o_socket_close(c->direct);
+        rm_socket_close(c->direct);
         c->direct = NULL;
     }
     if (c->up.sock != NULL) {
-        h2o_socket_close(c->up.sock);
+        rm_socket_close(c->up.sock);
         c->up.sock = NULL;
         if (c->cstats != NULL)
             RM_STAT_DEC(c->cstats->cx_active);
     }
-    h2o_socket_close(c->down.sock);
+    rm_socket_close(c->down.sock);
     c->down.sock = NULL;
     c->dc->sock = NULL;
     RM_STAT_DEC(c->stats->tcp_cx_active);
@@ -429,8 +430,14 @@ on_read(h2o_socket_t *sock, const char *err)
 {
     tcp_conn_t *c = sock->data;
     side_t *s = side_of(c, sock);
+    if (err != NULL && err != h2o_socket_error_closed) {
+        /* a reset or another read error, not a FIN: libuv has marked the stream unwritable, and h2o 2.2.5 drops the
+         * error of a write started on it (its callback never comes), so nothing more can go this way: end both
+         * directions, passing the reset on */
+        abort_conn(c, err);
+        return;
+    }
     if (err != NULL) {
-        /* h2o reports a FIN and a reset alike; a reset shows up as a write error on the other way */
         h2o_socket_read_stop(sock);
         s->read_eof = 1;
     } else {
@@ -676,7 +683,7 @@ on_direct_connect(h2o_socket_t *sock, const char *err)
     tcp_conn_t *c = sock->data;
     c->direct = NULL;
     if (err != NULL) {
-        h2o_socket_close(sock);
+        rm_socket_close(sock);
         if (c->cstats != NULL)
             RM_STAT_INC(c->cstats->cx_connect_fail);
         connect_failed(c, err);

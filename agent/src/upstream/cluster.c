@@ -14,6 +14,7 @@
 #include "upstream/cluster.h"
 #include "upstream/lb.h"
 #include "upstream/outlier.h"
+#include "net/sockio.h"
 
 /* A host-name endpoint: resolved now and again after its TTL. */
 typedef struct st_dns_target_t {
@@ -805,7 +806,7 @@ static void
 on_connect_timeout(rm_timer_t *entry)
 {
     rm_connect_t *conn = H2O_STRUCT_FROM_MEMBER(rm_connect_t, timeout, entry);
-    h2o_socket_close(conn->sock);
+    rm_socket_close(conn->sock);
     connect_finish(conn, NULL, RM_UPSTREAM_ERR_TIMEOUT, "connect timeout", RM_WIRE_UNKNOWN);
 }
 
@@ -816,7 +817,7 @@ on_handshake(h2o_socket_t *sock, const char *err)
     if (err != NULL) {
         char msg[256];
         snprintf(msg, sizeof(msg), "TLS handshake with %s: %s", conn->ep->name, err);
-        h2o_socket_close(sock);
+        rm_socket_close(sock);
         connect_finish(conn, NULL, RM_UPSTREAM_ERR_CONNECT, msg, RM_WIRE_UNKNOWN);
         return;
     }
@@ -844,7 +845,7 @@ on_mesh_handshake(h2o_socket_t *sock, const char *err)
         char msg[800];
         snprintf(msg, sizeof(msg), "mesh mTLS handshake with %s: %s", conn->ep->name, conn->mesh_hs.why);
         rm_log_info("mesh-tls", "%s (%s)", msg, rm_mesh_result_name(result));
-        h2o_socket_close(sock);
+        rm_socket_close(sock);
         connect_finish(conn, NULL, RM_UPSTREAM_ERR_CONNECT, msg, RM_WIRE_UNKNOWN);
         return;
     }
@@ -859,7 +860,7 @@ on_connect(h2o_socket_t *sock, const char *err)
     if (err != NULL) {
         char msg[256];
         snprintf(msg, sizeof(msg), "connect to %s: %s", conn->ep->name, err);
-        h2o_socket_close(sock);
+        rm_socket_close(sock);
         connect_finish(conn, NULL, RM_UPSTREAM_ERR_CONNECT, msg, RM_WIRE_UNKNOWN);
         return;
     }
@@ -944,7 +945,7 @@ rm_connect_cancel(rm_connect_t *conn)
 {
     if (rm_timer_is_linked(&conn->timeout))
         rm_timer_unlink(&conn->timeout);
-    h2o_socket_close(conn->sock);
+    rm_socket_close(conn->sock);
     rm_mesh_handshake_end(&conn->mesh_hs);
     if (conn->mesh_ctx != NULL)
         SSL_CTX_free(conn->mesh_ctx);

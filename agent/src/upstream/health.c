@@ -12,6 +12,7 @@
 #include "upstream/health.h"
 #include "upstream/health_out.h"
 #include "upstream/outlier.h"
+#include "net/sockio.h"
 
 /*
  * The pure state machine
@@ -188,7 +189,7 @@ close_exchange(checker_t *ck)
 {
     if (ck->sock != NULL) {
         rm_mesh_handshake_end(&ck->mesh_hs);
-        h2o_socket_close(ck->sock);
+        rm_socket_close(ck->sock);
         ck->sock = NULL;
     }
     if (ck->h2 != NULL) {
