@@ -5,6 +5,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ifaddrs.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -710,13 +711,25 @@ free_service_listeners(rm_config_t *c)
 {
     /* a Service listener's name is its parent's; its fallback route is one of _fallback_routes (no
      * allocations of their own: free_route has nothing to free in them) */
-    free(c->service_listeners);
+    rm_config_free_owned(c, c->service_listeners);
     c->service_listeners = NULL;
     c->num_service_listeners = 0;
-    free(c->_fallback_routes);
+    rm_config_free_owned(c, c->_fallback_routes);
     c->_fallback_routes = NULL;
-    free(c->_service_listener_index);
+    rm_config_free_owned(c, c->_service_listener_index);
     c->_service_listener_index = NULL;
+}
+
+/*
+ * Zeroed memory that lives as long as the config: in its arena when it has one (a generated config:
+ * thousands of Service listeners, freed at once with it, not into the malloc arena of whichever thread
+ * drops the last reference, where it would stay resident), else from the heap. Free with
+ * rm_config_free_owned.
+ */
+static void *
+config_calloc(rm_config_t *c, size_t n, size_t size)
+{
+    return c->_arena != NULL ? rm_config_arena_alloc(c, n * size) : rm_calloc(n, size);
 }
 
 static void
@@ -769,6 +782,7 @@ destroy(rm_config_t *c)
     rm_config_free_owned(c, c->telemetry.tracing.service_name);
     rm_config_free_owned(c, c->telemetry.access_log.path);
     rm_config_free_owned(c, c->mesh_tls.identity_dir);
+    free(c->local_addrs);
     arena_destroy(c->_arena);
     free(c);
 }
@@ -1911,7 +1925,7 @@ compare_sl_sort(const void *a, const void *b)
 static void
 index_service_listeners(rm_config_t *c)
 {
-    free(c->_service_listener_index);
+    rm_config_free_owned(c, c->_service_listener_index);
     c->_service_listener_index = NULL;
     if (c->num_service_listeners == 0)
         return;
@@ -1919,7 +1933,7 @@ index_service_listeners(rm_config_t *c)
     for (size_t i = 0; i != c->num_service_listeners; ++i)
         v[i] = (sl_sort_t){c->service_listeners + i, i};
     qsort(v, c->num_service_listeners, sizeof(*v), compare_sl_sort);
-    c->_service_listener_index = rm_calloc(c->num_service_listeners, sizeof(size_t));
+    c->_service_listener_index = config_calloc(c, c->num_service_listeners, sizeof(size_t));
     for (size_t i = 0; i != c->num_service_listeners; ++i)
         c->_service_listener_index[i] = v[i].i;
     free(v);
@@ -1953,6 +1967,86 @@ rm_config_find_service_listener(const rm_config_t *config, size_t listener_index
             return i;
     }
     return SIZE_MAX;
+}
+
+static int
+compare_in6(const void *a, const void *b)
+{
+    return memcmp(a, b, sizeof(struct in6_addr));
+}
+
+/* AF_INET and AF_INET6 as IPv6 (IPv4-mapped for AF_INET); 0 for any other family */
+static int
+to_in6(const struct sockaddr *sa, struct in6_addr *out)
+{
+    if (sa->sa_family == AF_INET6) {
+        *out = ((const struct sockaddr_in6 *)sa)->sin6_addr;
+        return 1;
+    }
+    if (sa->sa_family == AF_INET) {
+        memset(out, 0, sizeof(*out));
+        out->s6_addr[10] = out->s6_addr[11] = 0xff;
+        memcpy(out->s6_addr + 12, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+        return 1;
+    }
+    return 0;
+}
+
+int
+rm_config_learn_local_addresses(rm_config_t *config)
+{
+    struct ifaddrs *ifs, *i;
+    size_t n = 0;
+    if (getifaddrs(&ifs) != 0)
+        return -1;
+    for (i = ifs; i != NULL; i = i->ifa_next)
+        n += i->ifa_addr != NULL && (i->ifa_addr->sa_family == AF_INET || i->ifa_addr->sa_family == AF_INET6);
+    if (n > RM_CONFIG_MAX_LOCAL_ADDRS) {
+        freeifaddrs(ifs);
+        return -1;
+    }
+    struct in6_addr *addrs = rm_calloc(n + 1, sizeof(*addrs));
+    n = 0;
+    for (i = ifs; i != NULL; i = i->ifa_next)
+        if (i->ifa_addr != NULL && to_in6(i->ifa_addr, addrs + n))
+            ++n;
+    freeifaddrs(ifs);
+    qsort(addrs, n, sizeof(addrs[0]), compare_in6);
+    free(config->local_addrs);
+    config->local_addrs = addrs;
+    config->num_local_addrs = n;
+    config->local_addrs_known = 1;
+    return 0;
+}
+
+int
+rm_config_addr_is_local(const rm_config_t *config, const struct sockaddr *addr)
+{
+    struct in6_addr a;
+    if (!config->local_addrs_known)
+        return 1;
+    if (!to_in6(addr, &a))
+        return 0;
+    /* the whole of 127.0.0.0/8 is the host's own (Linux's local table), and ::1 */
+    if (IN6_IS_ADDR_LOOPBACK(&a) || (IN6_IS_ADDR_V4MAPPED(&a) && a.s6_addr[12] == 127))
+        return 1;
+    return bsearch(&a, config->local_addrs, config->num_local_addrs, sizeof(a), compare_in6) != NULL;
+}
+
+/* c->clusters with room for n (its first c->num_clusters kept). The translation's array is in the config's arena
+ * with room reserved (_clusters_capacity; its unused pages are never touched); if more is needed it moves to the heap. */
+static void
+resize_clusters(rm_config_t *c, size_t n)
+{
+    if (c->_arena != NULL && in_arena(c->_arena, c->clusters)) {
+        if (n <= c->_clusters_capacity)
+            return;
+        rm_config_cluster_t *moved = rm_calloc(n + 1, sizeof(*moved));
+        memcpy(moved, c->clusters, (n < c->num_clusters ? n : c->num_clusters) * sizeof(*moved));
+        c->clusters = moved;
+        return;
+    }
+    c->clusters = rm_realloc(c->clusters, (n != 0 ? n : 1) * sizeof(*c->clusters));
 }
 
 static void
@@ -2032,10 +2126,55 @@ outbound_takes(const rm_config_t *c, size_t li, const rm_config_addr_t *a)
 }
 
 /*
+ * The index of the outbound Service listeners (rm_config_listener_t.service_route_first/_count): the span
+ * of the parent's routes from the first to the last route of the Service, so that a request on a virtual
+ * address considers only those (the router still tests each route's Service inside the span). Only for
+ * a parent whose every route names its Service (has_service: the control-plane translation's, which
+ * builds a Service's routes one after the other, so a span holds no other Service's); a bootstrap
+ * file's routes are matched to a Service by their clusters, and their listeners keep the scan of every route.
+ */
+static void
+index_service_routes(rm_config_t *c, size_t num_services)
+{
+    uint32_t *first = rm_calloc(2 * num_services + 1, sizeof(*first)), *last = first + num_services;
+    const rm_config_route_t *spans_of = NULL;
+    int indexed = 0;
+    for (size_t i = 0; i != c->num_service_listeners; ++i) {
+        rm_config_listener_t *sl = c->service_listeners + i;
+        const rm_config_listener_t *parent = c->listeners + sl->parent;
+        sl->service_routes_indexed = 0;
+        if (sl->direction != RM_DIRECTION_OUTBOUND || sl->service_cluster >= num_services || parent->num_routes >= UINT32_MAX)
+            continue;
+        if (spans_of != parent->routes || i == 0) {
+            spans_of = parent->routes;
+            indexed = 1;
+            for (size_t ci = 0; ci != num_services; ++ci)
+                first[ci] = UINT32_MAX;
+            for (size_t ri = 0; ri != parent->num_routes && indexed; ++ri) {
+                const rm_config_route_t *r = parent->routes + ri;
+                indexed = r->has_service;
+                if (r->has_service && r->service_cluster < num_services) {
+                    if (first[r->service_cluster] == UINT32_MAX)
+                        first[r->service_cluster] = (uint32_t)ri;
+                    last[r->service_cluster] = (uint32_t)ri;
+                }
+            }
+        }
+        if (!indexed)
+            continue;
+        uint32_t f = first[sl->service_cluster];
+        sl->service_routes_indexed = 1;
+        sl->service_route_first = f != UINT32_MAX ? f : 0;
+        sl->service_route_count = f != UINT32_MAX ? last[sl->service_cluster] - f + 1 : 0;
+    }
+    free(first);
+}
+
+/*
  * Service listeners (rm_config_listener_t.service_cluster): per OUTBOUND transparent listener and
- * virtual address (of the listener's family); per INBOUND transparent listener and IP endpoint (with
- * its inbound cluster). They are small: the name is the parent's, the fallback route is one per
- * cluster (_fallback_routes), the routes are the parent's.
+ * virtual address (of the listener's family); per INBOUND transparent listener and IP endpoint that is
+ * this agent's own (rm_config_addr_is_local), with its inbound cluster. They are small: the name is the parent's, the fallback
+ * route is one per cluster (_fallback_routes), the routes are the parent's.
  */
 static void
 build_service_listeners(rm_config_t *c)
@@ -2063,7 +2202,8 @@ build_service_listeners(rm_config_t *c)
                 /* at most: endpoints already taken by an earlier Service are skipped below */
                 for (size_t ei = 0; ei != c->clusters[ci].num_endpoints; ++ei) {
                     const rm_config_endpoint_t *ep = &c->clusters[ci].endpoints[ei];
-                    if (ep->is_ip && ep->addr.addr.ss_family == c->listeners[li].addr.addr.ss_family) {
+                    if (ep->is_ip && ep->addr.addr.ss_family == c->listeners[li].addr.addr.ss_family &&
+                        rm_config_addr_is_local(c, (const struct sockaddr *)&ep->addr.addr)) {
                         ++n;
                         ++num_fallbacks;
                         ++num_inbound;
@@ -2075,9 +2215,9 @@ build_service_listeners(rm_config_t *c)
     }
     if (n == 0)
         return;
-    c->service_listeners = rm_calloc(n, sizeof(*c->service_listeners));
+    c->service_listeners = config_calloc(c, n, sizeof(*c->service_listeners));
     if (num_inbound != 0)
-        c->clusters = rm_realloc(c->clusters, (c->num_clusters + num_inbound) * sizeof(*c->clusters));
+        resize_clusters(c, c->num_clusters + num_inbound);
     for (size_t li = 0; li != c->num_listeners; ++li) {
         const rm_config_listener_t *parent = c->listeners + li;
         if (parent->direction != RM_DIRECTION_INBOUND)
@@ -2087,6 +2227,7 @@ build_service_listeners(rm_config_t *c)
                 const rm_config_endpoint_t *ep = &c->clusters[ci].endpoints[ei];
                 /* only IP endpoints of the listener's family can be an original destination; the first Service wins */
                 if (!ep->is_ip || ep->addr.addr.ss_family != parent->addr.addr.ss_family ||
+                    !rm_config_addr_is_local(c, (const struct sockaddr *)&ep->addr.addr) ||
                     rm_config_find_service_listener(c, li, (const struct sockaddr *)&ep->addr.addr) != SIZE_MAX)
                     continue;
                 size_t ic = add_inbound_cluster(c, ci, ep, parent->inbound_to_localhost);
@@ -2104,7 +2245,7 @@ build_service_listeners(rm_config_t *c)
         }
     }
     if (num_inbound != 0 && c->num_clusters != num_services + num_inbound) /* endpoints shared by Services: fewer */
-        c->clusters = rm_realloc(c->clusters, c->num_clusters * sizeof(*c->clusters));
+        resize_clusters(c, c->num_clusters);
     for (size_t ci = 0; ci != num_services; ++ci) {
         for (size_t li = 0; li != c->num_listeners; ++li) {
             const rm_config_listener_t *parent = c->listeners + li;
@@ -2132,7 +2273,8 @@ build_service_listeners(rm_config_t *c)
     num_fallbacks = 0;
     /* endpoints shared by Services: fewer than counted */
     if (c->num_service_listeners != n)
-        c->service_listeners = rm_realloc(c->service_listeners, c->num_service_listeners * sizeof(*c->service_listeners));
+        if (c->_arena == NULL || !in_arena(c->_arena, c->service_listeners))
+            c->service_listeners = rm_realloc(c->service_listeners, c->num_service_listeners * sizeof(*c->service_listeners));
     /* An outbound Service listener's fallback is never reached when one of the Service's own routes
      * (has_service) matches every request: then that route is the fallback, and needs no copy */
     size_t *covering = rm_calloc(num_services + 1, sizeof(*covering));
@@ -2157,7 +2299,7 @@ build_service_listeners(rm_config_t *c)
         num_fallbacks += !covered && (sl->direction == RM_DIRECTION_INBOUND || i == 0 ||
                                       sl[-1].service_cluster != sl->service_cluster || sl[-1].direction != sl->direction);
     }
-    c->_fallback_routes = num_fallbacks != 0 ? rm_calloc(num_fallbacks, sizeof(*c->_fallback_routes)) : NULL;
+    c->_fallback_routes = num_fallbacks != 0 ? config_calloc(c, num_fallbacks, sizeof(*c->_fallback_routes)) : NULL;
     for (size_t i = 0, k = 0; i != c->num_service_listeners; ++i) {
         rm_config_listener_t *sl = c->service_listeners + i;
         if (sl->direction == RM_DIRECTION_OUTBOUND && covering[sl->service_cluster] != 0 &&
@@ -2175,6 +2317,7 @@ build_service_listeners(rm_config_t *c)
         sl->fallback_route = c->_fallback_routes + k - 1;
     }
     free(covering);
+    index_service_routes(c, num_services);
     index_service_listeners(c);
 }
 

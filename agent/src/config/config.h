@@ -15,6 +15,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 
@@ -59,15 +60,15 @@ typedef struct st_rm_config_addr_t {
 typedef struct st_rm_config_endpoint_t {
     /** host as written: an IP literal or a DNS name (owned) */
     char *host;
-    uint16_t port;
-    /** 1 if `host` is an IP literal; then `addr` is filled in */
-    int is_ip;
-    rm_config_addr_t addr;
-    /** load-balancing weight (default 1; every address a host name resolves to gets it) */
-    uint32_t weight;
     /** the identity this endpoint's agent presents ("/ns/NS/sa/SA", owned) when it is not the cluster's
      * peer_identity (a Service endpoint with its own serviceAccount); NULL: the cluster's */
     char *peer_identity;
+    rm_config_addr_t addr;
+    /** load-balancing weight (default 1; every address a host name resolves to gets it) */
+    uint32_t weight;
+    uint16_t port;
+    /** 1 if `host` is an IP literal; then `addr` is filled in */
+    uint8_t is_ip;
 } rm_config_endpoint_t;
 
 /*
@@ -320,12 +321,16 @@ typedef struct st_rm_config_route_t {
      * A leading "*." matches any subdomain. Empty: any authority.
      */
     char **authorities;
-    size_t num_authorities;
+    /* (the fields are ordered so that the 4-byte ones pair up: one route per Service and more, issue 12) */
+    uint32_t num_authorities;
     rm_path_match_t path_match;
     /** path or prefix (owned), NULL for RM_PATH_MATCH_ANY */
     char *path;
     rm_config_header_match_t *headers;
-    size_t num_headers;
+    uint32_t num_headers;
+    /** sessionPersistence: endpoint choice by consistent hash of this key, whatever the cluster's balancer
+     * (the key's name: session_name) */
+    rm_session_persistence_t session_persistence;
     /** request method to match exactly (owned), NULL for any */
     char *method;
     /** index into rm_config_t.clusters, resolved at validation (with backends: the first backend's).
@@ -334,7 +339,8 @@ typedef struct st_rm_config_route_t {
     size_t cluster_index;
     /** weighted split over several clusters; empty: every request goes to cluster_index */
     rm_config_backend_t *backends;
-    size_t num_backends;
+    uint32_t num_backends;
+    uint32_t num_mirrors;
     /** sum of the backends' weights (> 0 when num_backends > 0), set at validation */
     uint64_t total_weight;
     /** time from the request's arrival to the end of the response, 0 for none: past it the proxy
@@ -347,16 +353,14 @@ typedef struct st_rm_config_route_t {
     /** header modifiers; empty lists when absent */
     rm_config_header_mod_t request_headers;
     rm_config_header_mod_t response_headers;
+    /** RequestMirror filters (num_mirrors of them) */
     rm_config_mirror_t *mirrors;
-    size_t num_mirrors;
     /** fault injection (owned), NULL for none */
     rm_config_fault_t *fault;
     /** RequestRedirect (owned), NULL for none; a route with a redirect needs no cluster */
     rm_config_redirect_t *redirect;
     /** URLRewrite (owned), NULL for none */
     rm_config_url_rewrite_t *url_rewrite;
-    /** sessionPersistence: endpoint choice by consistent hash of this key, whatever the cluster's balancer */
-    rm_session_persistence_t session_persistence;
     char *session_name; /* owned; header name lower-cased, or cookie name */
     /** a rate limit on this route (owned), NULL for none */
     rm_config_rate_limit_t *rate_limit;
@@ -370,11 +374,11 @@ typedef struct st_rm_config_route_t {
      * cluster_index; a producer that sets cluster_index directly leaves it NULL.
      */
     char *cluster_name;
-    unsigned line;
     /** the Service (cluster index) whose routes this one is part of, when has_service (the control-plane
      * translation sets it: the parentRef). A Service listener (transparent outbound, docs/transparent.md)
      * matches a route of its Service by it; without it, by the route's clusters. */
     size_t service_cluster;
+    unsigned line;
     unsigned has_service : 1;
     /** `authorities` belongs to another route of the same snapshot (the control-plane translation gives
      * every route of a Service one list): freed with that route, not this one */
@@ -432,9 +436,11 @@ typedef struct st_rm_config_listener_t {
      * transparent listener `parent` for connections whose original destination is a virtual address
      * of cluster `service_cluster`. It borrows the parent's routes (routes_borrowed) and
      * rm_router_match considers only the routes of that Service, without comparing the authority
-     * (the address chose the Service); `fallback_route` (rm_config_t._fallback_routes: one per cluster)
-     * sends what none of them matches to the Service's cluster; `name` is the parent's (borrowed).
-     * Ordinary listeners have fallback_route NULL (service_cluster and parent are then SIZE_MAX once
+     * (the address chose the Service): with service_routes_indexed, only those of `routes` from
+     * service_route_first, service_route_count of them (the span of the Service's routes, rm_config_validate;
+     * when every route of the parent names its Service, as the control-plane translation's do), else all; `fallback_route`
+     * (rm_config_t._fallback_routes: one per cluster) sends what none of them matches to the Service's cluster; `name` is the
+     * parent's (borrowed). Ordinary listeners have fallback_route NULL (service_cluster and parent are then SIZE_MAX once
      * validated). An ordinary listener may borrow the routes of an earlier listener too
      * (routes_borrowed: the control-plane translation gives every listener one list): it serves the
      * same routes, validated once.
@@ -443,22 +449,28 @@ typedef struct st_rm_config_listener_t {
     size_t parent;
     rm_config_route_t *fallback_route;
     unsigned routes_borrowed : 1;
+    unsigned service_routes_indexed : 1;
     /** `protocol: h2` on an explicit listener: HTTP/2 only (prior knowledge in cleartext, ALPN h2 only over TLS); every
      * connection goes to the HTTP/2 server, so a bad preface gets GOAWAY PROTOCOL_ERROR (docs/hardening.md) */
     unsigned h2_only : 1;
     /** connections open at once on this listener, across workers (0: no limit); more are accepted and closed at once,
      * counted in remora_downstream_connections_refused_total{reason="max_connections"} */
     uint32_t max_connections;
+    uint32_t service_route_first;
+    uint32_t service_route_count;
 } rm_config_listener_t;
 
 typedef struct st_rm_config_cluster_t {
     char *name;
-    rm_upstream_protocol_t protocol;
     rm_config_endpoint_t *endpoints;
-    size_t num_endpoints;
+    /* (the fields are ordered so that the 4-byte ones pair up: one cluster per Service, issue 12) */
+    uint32_t num_endpoints;
+    rm_upstream_protocol_t protocol;
     /** upstream TLS: enabled flag, CA bundle to verify the peer (owned, NULL: system default), name to verify and send as SNI
      * (owned, NULL: the endpoint host), optional client certificate and key (owned, may be NULL) */
     int tls;
+    /** the Service's virtual addresses: how many (see `addresses`) */
+    uint32_t num_addresses;
     char *tls_ca_file;
     char *tls_server_name;
     char *tls_cert_file;
@@ -493,16 +505,15 @@ typedef struct st_rm_config_cluster_t {
     rm_config_rate_limit_t *rate_limit;
     /** the authorization policies that target the Service (owned; an inbound cluster shares its Service's), NULL for none */
     rm_config_authz_t *authz;
-    unsigned line;
     /** the Service's virtual addresses (`spec.addresses`, IP literal + port; owned): an outbound
      * transparent connection whose original destination is one of them goes to this cluster */
     rm_config_addr_t *addresses;
-    size_t num_addresses;
     /** an inbound cluster built by rm_config_validate (never by producers): one endpoint of Service
      * `inbound_service` served by this node, reached at its own address (or loopback with
      * inbound_to_localhost); it shares that Service's rate_limit (not owned here) */
-    unsigned inbound : 1;
     size_t inbound_service;
+    unsigned line;
+    unsigned inbound : 1;
     /** `peer: agent`: the endpoints are agents (their inbound listeners); over HTTP/2 the requests carry the marker
      * fields (original protocol, HTTP/1.1 name case) and responses' markers are honoured (docs/architecture.md) */
     unsigned peer_agent : 1;
@@ -662,11 +673,22 @@ typedef struct st_rm_config_t {
      * cluster, appended to `clusters` with `inbound` set; no routes: the fallback route goes there) */
     rm_config_listener_t *service_listeners;
     size_t num_service_listeners;
+    /** this agent's own addresses (rm_config_learn_local_addresses: the host's or pod's interfaces; IPv4 as
+     * IPv4-mapped IPv6; sorted; owned), when `local_addrs_known`. Then an INBOUND Service listener (and its
+     * inbound cluster) is built only for an IP endpoint at one of them or on loopback (127.0.0.0/8, ::1): a
+     * control-plane snapshot lists the endpoints of the whole mesh, and only the agent's own can be the original
+     * destination of an inbound connection. Unknown (bootstrap files, quick flags): every IP endpoint, as written. */
+    struct in6_addr *local_addrs;
+    size_t num_local_addrs;
+    unsigned local_addrs_known : 1;
     /** the Service listeners' fallback routes, one per cluster that has a Service listener (owned; the
      * listeners point into it), and the Service listeners' indexes sorted by (parent, address) for
      * rm_config_find_service_listener */
     rm_config_route_t *_fallback_routes;
     size_t *_service_listener_index;
+    /** clusters a `clusters` array in the arena has room for (the translation reserves room for the inbound
+     * clusters rm_config_validate appends; when they do not fit, the array moves to the heap) */
+    size_t _clusters_capacity;
     /** where a generated config's small objects live (rm_config_arena_alloc), freed as a whole with it */
     struct st_rm_config_arena_t *_arena;
 } rm_config_t;
@@ -768,6 +790,18 @@ rm_config_authz_t *rm_config_authz_copy(const rm_config_authz_t *authz);
  * cluster whose `addresses` hold it), or SIZE_MAX. Linear in the number of virtual addresses. Any thread.
  */
 size_t rm_config_find_service_listener(const rm_config_t *config, size_t listener_index, const struct sockaddr *dst);
+/** Most local addresses rm_config_learn_local_addresses takes; with more, they stay unknown (every endpoint). */
+#define RM_CONFIG_MAX_LOCAL_ADDRS 1024
+/**
+ * Fills config->local_addrs from the interfaces' addresses (getifaddrs: the network namespace of the
+ * calling thread) and sets local_addrs_known. Returns 0, or -1 (getifaddrs failed, or more than
+ * RM_CONFIG_MAX_LOCAL_ADDRS addresses) with nothing changed, so that every IP endpoint keeps its
+ * inbound Service listener. Call before rm_config_validate. Any thread; one netlink dump.
+ */
+int rm_config_learn_local_addresses(rm_config_t *config);
+/** 1 if INBOUND Service listeners are built for `addr` (AF_INET or AF_INET6): local_addrs unknown, a loopback
+ * address, or one of local_addrs. Any thread. */
+int rm_config_addr_is_local(const rm_config_t *config, const struct sockaddr *addr);
 /** 1 if original destination port `port` skips detection on listener `l` (its opaque_ports). Any thread. */
 int rm_config_port_is_opaque(const rm_config_listener_t *l, uint16_t port);
 /** "PERMISSIVE", "STRICT" or "DISABLE". */

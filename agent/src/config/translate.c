@@ -1,3 +1,4 @@
+#define _GNU_SOURCE /* mremap */
 #include <arpa/inet.h>
 #include <stdarg.h>
 #include <sys/types.h>
@@ -5,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/mman.h>
+#include "remora/log.h"
 #include "remora/strutil.h"
 #include "remora/v1/discovery.pb-c.h"
 #include "config/translate.h"
@@ -14,7 +17,8 @@ typedef struct st_builder_t {
     const Remora__V1__Snapshot *snap;
     char *err;
     size_t errlen;
-    /* routes being built for the listeners (every listener gets the same list) */
+    /* routes being built for the listeners (every listener gets the same list), in pages of their own
+     * (grow_routes) until they are copied into the config's arena */
     rm_config_route_t *routes;
     size_t num_routes, cap_routes;
     /* the Service whose routes are being built (its index in clusters): its routes share one list of
@@ -207,13 +211,46 @@ find_service(const Remora__V1__Snapshot *snap, const char *name, const char *ns)
     return NULL;
 }
 
+static int
+has_upper(const char *s)
+{
+    for (; *s != '\0'; ++s)
+        if (*s >= 'A' && *s <= 'Z')
+            return 1;
+    return 0;
+}
+
+/*
+ * The scratch list of routes grows by mremap rather than realloc: a large realloc'ed buffer, once freed,
+ * raises glibc's mmap and trim thresholds, and this thread's malloc arena then keeps more of the next
+ * snapshot's freed memory resident (docs/BENCHMARKS.md "Scale").
+ */
+static void
+grow_routes(builder_t *b)
+{
+    size_t cap = b->cap_routes == 0 ? 16 : b->cap_routes * 2;
+    void *p = b->routes == NULL ? mmap(NULL, cap * sizeof(*b->routes), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+                                : mremap(b->routes, b->cap_routes * sizeof(*b->routes), cap * sizeof(*b->routes), MREMAP_MAYMOVE);
+    if (p == MAP_FAILED)
+        rm_fatal("out of memory (%zu routes)", cap);
+    b->routes = p;
+    b->cap_routes = cap;
+}
+
+static void
+drop_routes(builder_t *b)
+{
+    if (b->routes != NULL)
+        munmap(b->routes, b->cap_routes * sizeof(*b->routes));
+    b->routes = NULL;
+    b->num_routes = b->cap_routes = 0;
+}
+
 static rm_config_route_t *
 new_route(builder_t *b, const Remora__V1__Service *svc, const char *route_name)
 {
-    if (b->num_routes == b->cap_routes) {
-        b->cap_routes = b->cap_routes == 0 ? 16 : b->cap_routes * 2;
-        b->routes = rm_realloc(b->routes, b->cap_routes * sizeof(*b->routes));
-    }
+    if (b->num_routes == b->cap_routes)
+        grow_routes(b);
     rm_config_route_t *r = &b->routes[b->num_routes++];
     memset(r, 0, sizeof(*r));
     const char *name = name_of(svc->metadata), *ns = ns_of(svc->metadata);
@@ -231,9 +268,13 @@ new_route(builder_t *b, const Remora__V1__Service *svc, const char *route_name)
     const char *suffixes[] = {"", ".svc", ".svc.cluster.local"};
     int in_default = strcmp(ns, "default") == 0;
     r->authorities = aalloc(b, (3 + in_default) * sizeof(char *));
+    const char *cname = b->config->clusters[b->svc_index].name;
     for (size_t i = 0; i != 3; ++i) {
         snprintf(buf, sizeof(buf), "%s.%s%s", name, ns, suffixes[i]);
-        r->authorities[r->num_authorities++] = astrdup(b, buf);
+        /* "name.ns" is the cluster's name too: one string (both in the arena; validation lower-cases
+         * authorities in place, so only a name that is lower-case already) */
+        r->authorities[r->num_authorities++] =
+            i == 0 && strcmp(buf, cname) == 0 && !has_upper(cname) ? (char *)cname : astrdup(b, buf);
     }
     if (in_default)
         r->authorities[r->num_authorities++] = astrdup(b, name);
@@ -1509,12 +1550,43 @@ apply_mesh_tls(builder_t *b)
     return 0;
 }
 
+/* At most how many inbound clusters rm_config_validate adds: each local IP endpoint on each inbound listener of
+ * its family. */
+static size_t
+count_inbound_clusters(const rm_config_t *c, const Remora__V1__Snapshot *snap)
+{
+    size_t inbound4 = 0, inbound6 = 0, n = 0;
+    for (size_t i = 0; i != c->num_listeners; ++i) {
+        if (c->listeners[i].direction == RM_DIRECTION_INBOUND) {
+            inbound4 += c->listeners[i].addr.addr.ss_family == AF_INET;
+            inbound6 += c->listeners[i].addr.addr.ss_family == AF_INET6;
+        }
+    }
+    for (size_t i = 0; i != snap->n_services && inbound4 + inbound6 != 0; ++i) {
+        const Remora__V1__ServiceSpec *spec = snap->services[i]->spec;
+        for (size_t j = 0; spec != NULL && j != spec->n_endpoints; ++j) {
+            struct sockaddr_storage ss;
+            socklen_t len;
+            const char *why;
+            if (spec->endpoints[j]->target_case == REMORA__V1__ENDPOINT__TARGET_ADDRESS &&
+                rm_parse_ip_port(spec->endpoints[j]->address, &ss, &len, &why) == 0 &&
+                rm_config_addr_is_local(c, (const struct sockaddr *)&ss))
+                n += ss.ss_family == AF_INET ? inbound4 : inbound6;
+        }
+    }
+    return n;
+}
+
 static int
 build(builder_t *b)
 {
     const Remora__V1__Snapshot *snap = b->snap;
     rm_config_t *c = b->config;
-    c->clusters = rm_calloc(snap->n_services, sizeof(*c->clusters));
+    /* in the arena (not in this thread's malloc arena, among the decoded snapshot's chunks), with room for the
+     * inbound clusters that validation appends (one per inbound listener of its family and endpoint of this
+     * agent's, rm_config_addr_is_local): the arena's pages that room leaves unused are never touched */
+    c->_clusters_capacity = snap->n_services + count_inbound_clusters(c, snap);
+    c->clusters = aalloc(b, (c->_clusters_capacity + 1) * sizeof(*c->clusters));
     for (size_t i = 0; i != snap->n_services; ++i)
         if (add_cluster(b, snap->services[i]) != 0)
             return -1;
@@ -1550,11 +1622,88 @@ build(builder_t *b)
     return 0;
 }
 
+/*
+ * The decoded snapshot lives in pages of its own (protobuf-c's allocator hook), returned at once when it is
+ * freed: decoded with malloc, its hundred thousand small chunks (for thousands of Services) and the few that
+ * outlive them in this thread's malloc arena left that arena fragmented and resident after every snapshot
+ * (docs/BENCHMARKS.md "Scale"). Blocks of 64 KiB doubling to 1 MiB; at most SCRATCH_PER_BYTE bytes per byte of
+ * the message plus 1 MiB (more: the allocation fails and the snapshot does not parse).
+ */
+#define SCRATCH_MIN_BLOCK (64u * 1024)
+#define SCRATCH_MAX_BLOCK (1024u * 1024)
+#define SCRATCH_PER_BYTE 128
+
+typedef struct st_scratch_block_t {
+    struct st_scratch_block_t *next;
+    size_t size, used;
+} scratch_block_t;
+
+typedef struct st_scratch_t {
+    scratch_block_t *blocks;
+    size_t total, limit;
+} scratch_t;
+
+static size_t
+round_up(size_t n, size_t a)
+{
+    return (n + a - 1) / a * a;
+}
+
+static void *
+scratch_alloc(void *data, size_t size)
+{
+    scratch_t *s = data;
+    scratch_block_t *b = s->blocks;
+    size = round_up(size != 0 ? size : 1, 16);
+    if (b == NULL || b->used + size > b->size) {
+        size_t want = s->total < SCRATCH_MIN_BLOCK   ? SCRATCH_MIN_BLOCK
+                      : s->total > SCRATCH_MAX_BLOCK ? SCRATCH_MAX_BLOCK
+                                                     : s->total;
+        size_t need = round_up(sizeof(*b), 16) + size;
+        if (want < need)
+            want = round_up(need, 4096);
+        if (s->total + want > s->limit)
+            return NULL;
+        void *p = mmap(NULL, want, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED)
+            return NULL;
+        b = p;
+        b->size = want;
+        b->used = round_up(sizeof(*b), 16);
+        b->next = s->blocks;
+        s->blocks = b;
+        s->total += want;
+    }
+    void *p = (char *)b + b->used;
+    b->used += size;
+    return p;
+}
+
+static void
+scratch_free(void *data, void *p)
+{
+    /* everything goes at once, in scratch_destroy */
+}
+
+static void
+scratch_destroy(scratch_t *s)
+{
+    while (s->blocks != NULL) {
+        scratch_block_t *b = s->blocks;
+        s->blocks = b->next;
+        munmap(b, b->size);
+    }
+    s->total = 0;
+}
+
 rm_config_t *
 rm_translate_snapshot(const uint8_t *bytes, size_t len, const rm_config_t *base, char *err, size_t errlen)
 {
-    Remora__V1__Snapshot *snap = remora__v1__snapshot__unpack(NULL, len, bytes);
+    scratch_t scratch = {.limit = SCRATCH_PER_BYTE * len + SCRATCH_MAX_BLOCK};
+    ProtobufCAllocator decoded = {.alloc = scratch_alloc, .free = scratch_free, .allocator_data = &scratch};
+    Remora__V1__Snapshot *snap = remora__v1__snapshot__unpack(&decoded, len, bytes);
     if (snap == NULL) {
+        scratch_destroy(&scratch);
         snprintf(err, errlen, "the snapshot does not parse as remora.v1.Snapshot");
         return NULL;
     }
@@ -1564,29 +1713,40 @@ rm_translate_snapshot(const uint8_t *bytes, size_t len, const rm_config_t *base,
     b.config->version = rm_strdup(buf);
     b.config->source = rm_strdup("control plane");
     rm_config_t *ret = NULL;
-    if (copy_base(&b, base) != 0 || build(&b) != 0)
+    if (copy_base(&b, base) != 0)
+        goto Exit;
+    /* a snapshot lists the whole mesh's endpoints: inbound Service listeners only for this agent's own
+     * (when its addresses cannot be read, for every endpoint, as a bootstrap file gets) */
+    for (size_t i = 0; i != b.config->num_listeners; ++i) {
+        if (b.config->listeners[i].direction == RM_DIRECTION_INBOUND) {
+            if (rm_config_learn_local_addresses(b.config) != 0)
+                rm_log_warn("config",
+                            "the agent's own addresses are unknown (getifaddrs failed or over %d): an inbound "
+                            "Service listener for every endpoint of the mesh",
+                            RM_CONFIG_MAX_LOCAL_ADDRS);
+            break;
+        }
+    }
+    if (build(&b) != 0)
         goto Exit;
     /* everything is copied out of the decoded snapshot: free it before validation adds to the peak */
-    remora__v1__snapshot__free_unpacked(snap, NULL);
+    scratch_destroy(&scratch);
     snap = NULL;
     /* every listener serves the same routes: the first owns the list, the others borrow it (one copy
      * whatever the number of listeners: 4 in transparent mode) */
-    if (b.num_routes != 0) {
-        rm_config_route_t *routes = aalloc(&b, b.num_routes * sizeof(*routes));
+    rm_config_route_t *routes = NULL;
+    if (b.num_routes != 0 && b.config->num_listeners != 0) {
+        routes = aalloc(&b, b.num_routes * sizeof(*routes));
         memcpy(routes, b.routes, b.num_routes * sizeof(*routes));
-        free(b.routes);
-        b.routes = routes;
     }
     for (size_t i = 0; i != b.config->num_listeners; ++i) {
         rm_config_listener_t *l = &b.config->listeners[i];
-        l->routes = b.num_routes != 0 ? b.routes : NULL;
-        l->num_routes = b.num_routes;
-        l->routes_borrowed = i != 0 && b.num_routes != 0;
+        l->routes = routes;
+        l->num_routes = routes != NULL ? b.num_routes : 0;
+        l->routes_borrowed = i != 0 && routes != NULL;
     }
-    if (b.config->num_listeners != 0) {
-        b.routes = NULL;
-        b.num_routes = 0;
-    }
+    if (b.config->num_listeners != 0)
+        drop_routes(&b);
     rm_config_error_t verr;
     if (rm_config_validate(b.config, &verr) != 0) {
         snprintf(err, errlen, "%s", verr.message);
@@ -1595,12 +1755,17 @@ rm_translate_snapshot(const uint8_t *bytes, size_t len, const rm_config_t *base,
     ret = b.config;
     b.config = NULL;
 Exit:
-    if (b.routes != NULL)
-        rm_config_free_routes(b.config != NULL ? b.config : ret, b.routes, b.num_routes);
+    if (b.routes != NULL) { /* not taken by a listener: what the routes own, then the scratch pages */
+        if (b.num_routes != 0) {
+            rm_config_route_t *owned = rm_calloc(b.num_routes, sizeof(*owned));
+            memcpy(owned, b.routes, b.num_routes * sizeof(*owned));
+            rm_config_free_routes(b.config != NULL ? b.config : ret, owned, b.num_routes);
+        }
+        drop_routes(&b);
+    }
     if (b.config != NULL)
         rm_config_unref(b.config);
-    if (snap != NULL)
-        remora__v1__snapshot__free_unpacked(snap, NULL);
+    scratch_destroy(&scratch);
     return ret;
 }
 

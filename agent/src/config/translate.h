@@ -28,7 +28,10 @@
  * resources the snapshot lacks, a mirror with a port override, values out of range, and policy
  * fields this agent does not know (a newer control plane's).
  *
- * Thread: any; pure function of its inputs.
+ * Inbound Service listeners (docs/transparent.md) are built only for the endpoints at this agent's own
+ * addresses (rm_config_learn_local_addresses, read once per translation when `base` has an INBOUND listener).
+ *
+ * Thread: any; a function of its inputs and of the addresses of the calling thread's network namespace.
  */
 #ifndef remora__translate_h
 #define remora__translate_h

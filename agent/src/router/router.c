@@ -208,8 +208,14 @@ rm_router_match(const rm_config_listener_t *listener, const rm_req_head_t *req)
     size_t path_len;
     prepare(req, &authority, &default_port, &path_len);
     if (listener->fallback_route != NULL) {
-        /* the original destination chose the Service (docs/transparent.md): its routes, authority aside */
-        for (size_t i = 0; i != listener->num_routes; ++i)
+        /* the original destination chose the Service (docs/transparent.md): its routes, authority aside;
+         * the index keeps a request on one Service's address from scanning every Service's routes */
+        size_t i = 0, end = listener->num_routes;
+        if (listener->service_routes_indexed && (size_t)listener->service_route_first + listener->service_route_count <= end) {
+            i = listener->service_route_first;
+            end = i + listener->service_route_count;
+        }
+        for (; i != end; ++i)
             if (route_serves(listener->routes + i, listener->service_cluster) &&
                 route_matches(listener->routes + i, req, NULL, default_port, path_len))
                 return listener->routes + i;

@@ -14,6 +14,10 @@
 /**
  * Returns the first route of `listener` (in configuration order) whose every condition holds for
  * `req`, or NULL if none does. The result points into the listener (not owned by the caller).
+ * On a Service listener (fallback_route set) only the Service's routes are tested, authority aside,
+ * and the fallback route answers when none matches; with service_routes_indexed (control-plane
+ * snapshots) only the span of the Service's routes is visited: the cost is that of the Service's
+ * routes, not of every route of the listener.
  *
  * - authority: empty list matches anything. Otherwise one entry must match req->authority,
  *   compared case-insensitively (a trailing dot on the request host is ignored):
