@@ -10,6 +10,7 @@
 #include "remora/log.h"
 #include "remora/rpc.h"
 #include "remora/strutil.h"
+#include "cp_metrics.h"
 #include "identity.h"
 
 #define LOG "identity"
@@ -17,6 +18,12 @@
 
 enum { R_UNKNOWN_TOKEN, R_EXPIRED_TOKEN, R_TOKEN_IN_USE, R_BAD_CSR, R_INTERNAL, R__COUNT };
 static const char *const reason_names[R__COUNT] = {"unknown_token", "expired_token", "token_in_use", "bad_csr", "internal"};
+/* the metrics' reasons are these, in this order (remora_control_certify_refusals_total) */
+_Static_assert((int)R__COUNT == (int)RM_CP_CERTIFY__COUNT && (int)R_UNKNOWN_TOKEN == (int)RM_CP_CERTIFY_UNKNOWN_TOKEN &&
+                   (int)R_EXPIRED_TOKEN == (int)RM_CP_CERTIFY_EXPIRED_TOKEN &&
+                   (int)R_TOKEN_IN_USE == (int)RM_CP_CERTIFY_TOKEN_IN_USE && (int)R_BAD_CSR == (int)RM_CP_CERTIFY_BAD_CSR &&
+                   (int)R_INTERNAL == (int)RM_CP_CERTIFY_INTERNAL,
+               "identity.c's refusal reasons and cp_metrics.h's differ");
 
 /* callers whose refusal was logged, at most this many */
 #define MAX_LOGGED_CALLERS 4096
@@ -43,6 +50,7 @@ rm_identity_service_create(rm_ca_t *ca, rm_tokens_t *tokens)
     rm_identity_service_t *svc = rm_calloc(1, sizeof(*svc));
     svc->ca = ca;
     svc->tokens = tokens;
+    rm_cp_metrics_cert(RM_CP_CERT_ISSUER, rm_ca_issuer_not_after(ca));
     return svc;
 }
 
@@ -73,6 +81,7 @@ rm_identity_server_cert_issued(rm_identity_service_t *svc, int64_t not_after)
 {
     svc->server_cert_not_after = not_after;
     ++svc->server_cert_issued;
+    rm_cp_metrics_cert(RM_CP_CERT_SERVER, not_after);
 }
 
 void
@@ -80,6 +89,7 @@ rm_identity_auth_refused(rm_identity_service_t *svc, rm_auth_api_t api, grpc_sta
 {
     int denied = code == GRPC_STATUS_PERMISSION_DENIED;
     ++svc->auth_refused[api][denied];
+    rm_cp_metrics_auth_refused((int)api, denied);
     char key[400];
     snprintf(key, sizeof(key), "%s %d %.300s", api_names[api], denied, who);
     for (size_t i = 0; i != svc->num_logged; ++i)
@@ -183,10 +193,13 @@ static grpc_status_code
 refuse(rm_identity_service_t *svc, int reason, const char *node, grpc_status_code code, char *msg, size_t msgsz, const char *why)
 {
     ++svc->refused[reason];
+    rm_cp_metrics_certify_refused((rm_cp_certify_refusal_t)reason);
     snprintf(msg, msgsz, "%s", why);
     rm_log_warn(LOG, "Certify from node '%.253s' refused (%s): %s", node, reason_names[reason], why);
-    if (code == GRPC_STATUS_UNAUTHENTICATED || code == GRPC_STATUS_PERMISSION_DENIED)
+    if (code == GRPC_STATUS_UNAUTHENTICATED || code == GRPC_STATUS_PERMISSION_DENIED) {
         ++svc->auth_refused[RM_AUTH_API_IDENTITY][code == GRPC_STATUS_PERMISSION_DENIED];
+        rm_cp_metrics_auth_refused(RM_AUTH_API_IDENTITY, code == GRPC_STATUS_PERMISSION_DENIED);
+    }
     return code;
 }
 
@@ -197,6 +210,7 @@ issue(rm_identity_service_t *svc, const Remora__V1__CertifyRequest *req, const c
 {
     char why[512];
     const char *node = req->node_id;
+    uint64_t t0 = rm_now_us();
     if (req->csr_der.len == 0 || req->csr_der.len > MAX_CSR_BYTES)
         return refuse(svc, R_BAD_CSR, node, GRPC_STATUS_INVALID_ARGUMENT, msg, msgsz, "the CSR is empty or larger than 4096 bytes");
     /* the names are copied: recording the binding below rewrites the token table */
@@ -217,6 +231,7 @@ issue(rm_identity_service_t *svc, const Remora__V1__CertifyRequest *req, const c
         return refuse(svc, R_INTERNAL, node, GRPC_STATUS_INTERNAL, msg, msgsz, why);
     }
     ++svc->issued;
+    rm_cp_metrics_certify_issued(rm_now_us() - t0);
     char id[512];
     rm_ca_spiffe_id(svc->ca, ns_copy, sa_copy, id, sizeof(id));
     Remora__V1__CertifyResponse out = REMORA__V1__CERTIFY_RESPONSE__INIT;
@@ -336,6 +351,7 @@ rm_identity_create_token(rm_identity_service_t *svc, const Remora__V1__CreateTok
     out.expires = &ts;
     out.spiffe_id = id;
     *resp = rm_rpc_pack(&out.base);
+    rm_cp_metrics_token_created();
     rm_log_info(LOG, "created a bootstrap token for %s (first use within %lld s)", id, (long long)ttl);
     return GRPC_STATUS_OK;
 }

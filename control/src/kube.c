@@ -9,6 +9,7 @@
 #include "remora/log.h"
 #include "remora/rpc.h"
 #include "remora/strutil.h"
+#include "cp_metrics.h"
 #include "kube.h"
 
 #define LOG "kube"
@@ -258,6 +259,7 @@ rm_kube_request(rm_kube_client_t *c, const char *method, const char *path, const
         }
     }
     free(b.data);
+    rm_cp_metrics_kube_request(method, status);
     return status;
 }
 

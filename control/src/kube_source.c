@@ -20,6 +20,7 @@
 #include "remora/rpc.h"
 #include "remora/strutil.h"
 #include "remora/v1/service.pb-c.h"
+#include "cp_metrics.h"
 #include "document.h"
 #include "kube_source.h"
 #include "token.h"
@@ -85,6 +86,8 @@ typedef struct st_wstate_t {
     uint64_t next_ms;
     uint32_t backoff_ms;
     int gone;
+    /* the next list is a relist because the watch's history expired (410 Gone) */
+    int relist_gone;
     int over_limit_logged;
 } wstate_t;
 
@@ -320,6 +323,7 @@ handle_event(void *ctx, json_t *ev)
     rm_kube_source_t *ks = w->ks;
     const char *type = jstr(ev, "type");
     json_t *obj = json_object_get(ev, "object");
+    rm_cp_metrics_kube_event(type);
     if (!json_is_object(obj))
         return 0;
     const char *rv = jpath(obj, "metadata", "resourceVersion");
@@ -384,11 +388,13 @@ on_watch_end(void *ctx, rm_kube_watch_end_t end, long status, const char *why)
     } else if (end == RM_KUBE_WATCH_STOPPED && w->gone) {
         /* the events since our resourceVersion are gone: only a new list is complete */
         w->gone = 0;
+        w->relist_gone = 1;
         schedule(w, 1, 0);
     } else {
         /* as client-go's reflector: watch again from the last resourceVersion after a backoff; if the
          * server no longer has that history it answers 410 and the kind is relisted */
         schedule(w, 0, 1);
+        rm_cp_metrics_kube_watch_error();
         rm_log_warn(LOG, "%s: the watch broke (%s); watching again from resourceVersion %s in %u ms", w->type.name,
                     why[0] != '\0' ? why : "error", w->rv != NULL ? w->rv : "0", (unsigned)w->backoff_ms);
     }
@@ -420,6 +426,7 @@ list_type(rm_kube_source_t *ks, wstate_t *w)
         long status = rm_kube_request(ks->client, "GET", path, NULL, NULL, &resp, err, sizeof(err));
         if (status != 200) {
             rm_log_warn(LOG, "%s: cannot list: %s", w->type.name, err);
+            rm_cp_metrics_kube_list_error();
             json_decref(resp);
             json_decref(fresh);
             free(rv);
@@ -455,10 +462,13 @@ list_type(rm_kube_source_t *ks, wstate_t *w)
     w->objects = fresh;
     free(w->rv);
     w->rv = rv;
-    if (!w->synced)
+    if (!w->synced) {
         rm_log_info(LOG, "%s: listed %zu at resourceVersion %s", w->type.name, json_object_size(fresh), rv);
-    else
+    } else {
         rm_log_info(LOG, "%s: relisted %zu at resourceVersion %s", w->type.name, json_object_size(fresh), rv);
+        rm_cp_metrics_kube_relist(w->relist_gone);
+    }
+    w->relist_gone = 0;
     w->synced = 1;
     w->need_list = 0;
     w->backoff_ms = 0;
@@ -1159,7 +1169,10 @@ rebuild(rm_kube_source_t *ks)
         pthread_mutex_unlock(&ks->mutex);
         rm_log_info(LOG, "state %llu: %zu resources (%zu not served)", (unsigned long long)version, ix.n, n - ix.n);
         ks->built_version = version;
+        rm_cp_metrics_kube_state_built();
     }
+    /* every kind is listed and a state is there for the server to take: GET /ready may say so */
+    rm_cp_metrics_set_ready(RM_CP_READY_STORE, 1);
     for (size_t i = 0; i != n; ++i)
         if (e[i].obj != NULL)
             write_status(ks, &e[i]);
@@ -1663,6 +1676,7 @@ rm_kube_source_start(const rm_kube_source_options_t *opts, char *err, size_t err
     if (rc != 0)
         rm_fatal("cannot start the Kubernetes thread: %s", strerror(rc));
     ks->started = 1;
+    rm_cp_metrics_kube_started();
     rm_log_info(LOG, "watching the Kubernetes API at %s", rm_kube_client_url(client));
     return ks;
 }

@@ -18,6 +18,7 @@
 #include "remora/rpc.h"
 #include "remora/strutil.h"
 #include "ca.h"
+#include "cp_metrics.h"
 #include "identity.h"
 #include "kube_source.h"
 #include "server.h"
@@ -40,6 +41,9 @@ usage(FILE *out)
                  "                       ADDR is an IP literal ([::1] for IPv6), port 0 picks a free port\n"
                  "  --state-dir DIR      where the store lives (created if missing; one control plane per DIR)\n"
                  "  --log-level LEVEL    error, warn, info (default) or debug\n"
+                 "  --metrics-listen ADDR:PORT  serve the control plane's own metrics there, plaintext HTTP/1.1 (off unless\n"
+                 "                       given; Kubernetes: 0.0.0.0:15014): GET /metrics (Prometheus text), GET /ready\n"
+                 "                       (200 once the store is loaded and the discovery server listens, else 503), GET /live\n"
                  "  -h, --help           this text\n"
                  "\n"
                  "Workload identity (docs/identity.md): a CA generated into DIR/ca at first start, or supplied:\n"
@@ -97,11 +101,12 @@ main(int argc, char **argv)
                                          {"kube-api", required_argument, NULL, 1002},
                                          {"kube-token-file", required_argument, NULL, 1003},
                                          {"kube-ca-file", required_argument, NULL, 1004},
+                                         {"metrics-listen", required_argument, NULL, 1005},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     const char *listen = DEFAULT_LISTEN, *state_dir = NULL, *admin_token_file = NULL;
     int insecure = 0;
-    const char *webhook_listen = NULL, *injector_config = NULL;
+    const char *webhook_listen = NULL, *injector_config = NULL, *metrics_listen = NULL;
     const char *webhook_dns[RM_CA_MAX_SERVING_NAMES];
     size_t num_webhook_dns = 0;
     rm_ca_options_t ca_opts = {0};
@@ -176,6 +181,9 @@ main(int argc, char **argv)
         case 1004:
             kube_cfg.ca_file = optarg;
             break;
+        case 1005:
+            metrics_listen = optarg;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -200,6 +208,11 @@ main(int argc, char **argv)
                 why);
         return 2;
     }
+    if (metrics_listen != NULL && rm_parse_ip_port(metrics_listen, &ss, &sslen, &why) != 0) {
+        fprintf(stderr, "remora-control: --metrics-listen %s: %s (write ADDR:PORT with an IP address, e.g. 0.0.0.0:15014)\n",
+                metrics_listen, why);
+        return 2;
+    }
 
     /* static: reachable until exit, whichever way main returns */
     static rm_inject_config_t inject_cfg;
@@ -220,16 +233,33 @@ main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     char err[512];
+    /* first, so that /live answers and /ready says why not while the store loads (a large store, or --kubernetes
+     * listing every kind, takes a while) */
+    rm_cp_metrics_server_t *metrics = NULL;
+    if (metrics_listen != NULL) {
+        if ((metrics = rm_cp_metrics_server_start(metrics_listen, err, sizeof(err))) == NULL) {
+            rm_log_error(LOG, "%s", err);
+            rm_inject_config_dispose(&inject_cfg);
+            return 1;
+        }
+        rm_log_info(LOG, "metrics on %s (port %d): GET /metrics, /ready, /live", metrics_listen,
+                    rm_cp_metrics_server_port(metrics));
+    }
     /* --kubernetes: the store only holds what the API's state translates to */
     if (kubernetes && mkdir(state_dir, 0700) != 0 && errno != EEXIST) {
         rm_log_error(LOG, "cannot create the state directory %s: %s", state_dir, strerror(errno));
+        rm_cp_metrics_server_destroy(metrics);
         return 1;
     }
     rm_store_t *store = kubernetes ? rm_store_open_memory() : rm_store_open(state_dir, err, sizeof(err));
     if (store == NULL) {
         rm_log_error(LOG, "%s", err);
+        rm_cp_metrics_server_destroy(metrics);
         return 1;
     }
+    /* --kubernetes: loaded once every kind is listed (kube_source.c says so) */
+    if (!kubernetes)
+        rm_cp_metrics_set_ready(RM_CP_READY_STORE, 1);
     ca_opts.state_dir = state_dir;
     rm_ca_t *ca = rm_ca_open(&ca_opts, err, sizeof(err));
     rm_tokens_t *tokens = ca != NULL ? rm_tokens_open(state_dir, err, sizeof(err)) : NULL;
@@ -237,6 +267,7 @@ main(int argc, char **argv)
         rm_log_error(LOG, "%s", err);
         rm_ca_destroy(ca);
         rm_store_close(store);
+        rm_cp_metrics_server_destroy(metrics);
         return 1;
     }
     char admin_token[RM_ADMIN_TOKEN_LEN + 1] = "";
@@ -245,6 +276,7 @@ main(int argc, char **argv)
         rm_tokens_close(tokens);
         rm_ca_destroy(ca);
         rm_store_close(store);
+        rm_cp_metrics_server_destroy(metrics);
         return 1;
     }
     rm_identity_service_t *identity = rm_identity_service_create(ca, tokens);
@@ -271,8 +303,10 @@ main(int argc, char **argv)
         rm_ca_destroy(ca);
         rm_store_close(store);
         rm_rpc_shutdown();
+        rm_cp_metrics_server_destroy(metrics);
         return 1;
     }
+    rm_cp_metrics_set_ready(RM_CP_READY_DISCOVERY, 1);
     rm_log_info(LOG, "listening on %s (port %d, %s), state in %s at version %llu", listen, rm_control_server_port(server),
                 insecure ? "PLAINTEXT and UNAUTHENTICATED (--insecure: development only)" : "TLS, authenticated", state_dir,
                 (unsigned long long)start_version);
@@ -304,6 +338,8 @@ main(int argc, char **argv)
     sigwait(&sigs, &sig);
     rm_log_info(LOG, "%s: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
 stop:
+    /* not ready from now on: a load balancer stops sending new callers while this one drains */
+    rm_cp_metrics_set_ready(RM_CP_READY_DISCOVERY, 0);
     rm_webhook_destroy(webhook);
     if (kube != NULL)
         rm_kube_source_stop(kube);
@@ -315,6 +351,7 @@ stop:
     rm_store_close(store);
     rm_rpc_shutdown();
     rm_inject_config_dispose(&inject_cfg);
+    rm_cp_metrics_server_destroy(metrics);
     rm_log_info(LOG, "stopped");
     return rc;
 }

@@ -27,6 +27,7 @@
 #include "remora/strutil.h"
 #include "remora/v1/admin.pb-c.h"
 #include "remora/v1/discovery.pb-c.h"
+#include "cp_metrics.h"
 #include "identity.h"
 #include "server.h"
 #include "kube_source.h"
@@ -1030,12 +1031,14 @@ kube_apply_done(void *ctx, const rm_kube_result_t *res)
     unary_t *u = a->u;
     if (!res->ok) {
         rm_log_warn(LOG, "apply through the Kubernetes API failed: %s", res->message);
+        rm_cp_metrics_apply(RM_CP_APPLY_KUBE_ERROR);
         respond_error(u, kube_status(res), "the Kubernetes API refused or did not take the change: %s", res->message);
     } else {
         /* the state of that version may have been replaced before this server took it: a newer one holds the change too */
         uint64_t version = vseq(a->srv, res->version) != 0 ? res->version : rm_store_version(a->srv->store);
         rm_log_info(LOG, "apply: %zu resource(s) written through the Kubernetes API; version %llu", a->num_docs,
                     (unsigned long long)version);
+        rm_cp_metrics_apply(RM_CP_APPLY_CHANGED);
         kube_apply_respond(a, version, 1);
     }
     kube_apply_free(a);
@@ -1084,6 +1087,7 @@ kube_apply(rm_control_server_t *srv, unary_t *u, rm_batch_t *batch)
     a->num_docs = nw;
     if (nw == 0) {
         rm_log_info(LOG, "apply: no change (version %llu)", (unsigned long long)rm_store_version(srv->store));
+        rm_cp_metrics_apply(RM_CP_APPLY_UNCHANGED);
         kube_apply_respond(a, rm_store_version(srv->store), 0);
         kube_apply_free(a);
     } else {
@@ -1182,9 +1186,11 @@ handle_apply(rm_control_server_t *srv, unary_t *u, ProtobufCMessage *msg)
         const char *file = req->documents[i]->file[0] != '\0' ? req->documents[i]->file : "-";
         rm_batch_parse(&batch, file, req->documents[i]->content.data, req->documents[i]->content.len);
     }
-    if (batch.errors.size == 0 && batch.num_documents == 0)
+    int empty = batch.errors.size == 0 && batch.num_documents == 0;
+    if (empty)
         rm_doc_errors_add(&batch.errors, req->n_documents != 0 ? req->documents[0]->file : "-", 0,
                           "no documents to apply (the input is empty)");
+    size_t document_errors = batch.errors.size;
     /* also when documents failed: one apply should list every problem */
     rm_batch_check(&batch, rm_store_exists_cb, srv->store);
     resp.version = rm_store_version(srv->store);
@@ -1202,6 +1208,7 @@ handle_apply(rm_control_server_t *srv, unary_t *u, ProtobufCMessage *msg)
         resp.errors = ptrs;
         rm_log_info(LOG, "apply rejected: %zu error(s), first: %s:%u: %s", batch.errors.size, errs[0].file, errs[0].line,
                     errs[0].message);
+        rm_cp_metrics_apply(empty ? RM_CP_APPLY_EMPTY : document_errors != 0 ? RM_CP_APPLY_INVALID : RM_CP_APPLY_REFERENCE);
         respond_msg(u, &resp.base);
         free(ptrs);
         free(errs);
@@ -1234,6 +1241,7 @@ handle_apply(rm_control_server_t *srv, unary_t *u, ProtobufCMessage *msg)
     uint64_t store_us = rm_now_us() - t0;
     if (rc != 0) {
         rm_log_error(LOG, "apply failed: %s", err);
+        rm_cp_metrics_apply(RM_CP_APPLY_STORE_ERROR);
         respond_error(u, GRPC_STATUS_INTERNAL, "the control plane could not store the change: %s", err);
     } else {
         for (size_t i = 0; i != n; ++i) {
@@ -1248,6 +1256,7 @@ handle_apply(rm_control_server_t *srv, unary_t *u, ProtobufCMessage *msg)
         resp.resources = aptrs;
         resp.changed = changed;
         resp.version = rm_store_version(srv->store);
+        rm_cp_metrics_apply(changed ? RM_CP_APPLY_CHANGED : req->dry_run ? RM_CP_APPLY_DRY_RUN : RM_CP_APPLY_UNCHANGED);
         if (changed) {
             rm_log_info(LOG, "apply: version %llu (%zu resource(s) in %zu document(s); stored in %.1f ms)",
                         (unsigned long long)resp.version, n, batch.num_documents, (double)store_us / 1000);

@@ -14,6 +14,7 @@
 #include "remora/v1/policy.pb-c.h"
 #include "remora/v1/route.pb-c.h"
 #include "remora/v1/service.pb-c.h"
+#include "cp_metrics.h"
 #include "store.h"
 
 #define MAGIC "RMSTORE1"
@@ -360,7 +361,7 @@ commit(rm_store_t *s, kind_list_t *next, char *err, size_t errsz)
 {
     rm_rpc_buf_t buf = {0};
     encode(&buf, s->version + 1, next);
-    if (s->dir != NULL && write_state(s, &buf, err, errsz) != 0) {
+    if (s->dir != NULL && rm_cp_metrics_store_write(write_state(s, &buf, err, errsz), buf.len) != 0) {
         rm_rpc_buf_dispose(&buf);
         return -1;
     }

@@ -20,6 +20,7 @@
 #include <openssl/ssl.h>
 #include "remora/log.h"
 #include "remora/strutil.h"
+#include "cp_metrics.h"
 #include "webhook.h"
 
 #define LOG "webhook"
@@ -95,6 +96,25 @@ text_status(int *status, int code, const char *fmt, ...)
     return rm_strdup(buf);
 }
 
+/* The class of inject.c's reason for not injecting (remora_control_webhook_skips_total): the reasons are
+ * sentences made for people, these are their fixed beginnings. */
+static rm_cp_skip_reason_t
+skip_reason(const char *reason)
+{
+    static const struct {
+        const char *prefix;
+        rm_cp_skip_reason_t reason;
+    } classes[] = {
+        {"pod annotation " RM_INJECT_ANNOTATION_INJECT ": disabled", RM_CP_SKIP_DISABLED},
+        {"already injected", RM_CP_SKIP_ALREADY_INJECTED},
+        {"hostNetwork", RM_CP_SKIP_HOST_NETWORK},
+    };
+    for (size_t i = 0; i != sizeof(classes) / sizeof(classes[0]); ++i)
+        if (strncmp(reason, classes[i].prefix, strlen(classes[i].prefix)) == 0)
+            return classes[i].reason;
+    return RM_CP_SKIP_OTHER;
+}
+
 static char *
 base64(const char *s, size_t len)
 {
@@ -112,8 +132,10 @@ rm_webhook_review(const rm_inject_config_t *cfg, const char *body, size_t len, i
     log_line[0] = '\0';
     json_error_t jerr;
     json_t *review = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
-    if (review == NULL)
+    if (review == NULL) {
+        rm_cp_metrics_webhook_error(RM_CP_WEBHOOK_BAD_REVIEW);
         return text_status(status, 400, "malformed JSON at line %d, column %d: %s", jerr.line, jerr.column, jerr.text);
+    }
     const char *api = json_string_value(json_object_get(review, "apiVersion"));
     const char *kind = json_string_value(json_object_get(review, "kind"));
     json_t *req = json_object_get(review, "request");
@@ -122,10 +144,12 @@ rm_webhook_review(const rm_inject_config_t *cfg, const char *body, size_t len, i
     if (!json_is_object(review) || kind == NULL || strcmp(kind, "AdmissionReview") != 0 || api == NULL ||
         strcmp(api, "admission.k8s.io/v1") != 0) {
         resp_body = text_status(status, 400, "not an AdmissionReview (apiVersion admission.k8s.io/v1, kind AdmissionReview)");
+        rm_cp_metrics_webhook_error(RM_CP_WEBHOOK_BAD_REVIEW);
         goto Exit;
     }
     if (!json_is_object(req) || uid == NULL || uid[0] == '\0') {
         resp_body = text_status(status, 400, "the AdmissionReview has no request with a uid");
+        rm_cp_metrics_webhook_error(RM_CP_WEBHOOK_BAD_REVIEW);
         goto Exit;
     }
     json_t *pod = json_object_get(req, "object");
@@ -135,11 +159,14 @@ rm_webhook_review(const rm_inject_config_t *cfg, const char *body, size_t len, i
     json_t *resp = json_pack("{s:s,s:b}", "uid", uid, "allowed", 1);
     if (rkind != NULL && strcmp(rkind, "Pod") != 0) {
         snprintf(log_line, log_linesz, "%.64s: not a Pod, allowed unchanged", rkind);
+        rm_cp_metrics_review(RM_CP_REVIEW_SKIPPED, RM_CP_SKIP_NOT_POD);
     } else if (op != NULL && strcmp(op, "CREATE") != 0) {
         snprintf(log_line, log_linesz, "%.32s of a Pod: allowed unchanged (injection happens at CREATE)", op);
+        rm_cp_metrics_review(RM_CP_REVIEW_SKIPPED, RM_CP_SKIP_NOT_CREATE);
     } else if (!json_is_object(pod)) {
         json_decref(resp);
         resp_body = text_status(status, 400, "the AdmissionReview's request has no object (the Pod)");
+        rm_cp_metrics_webhook_error(RM_CP_WEBHOOK_BAD_REVIEW);
         goto Exit;
     } else {
         json_t *md = json_object_get(pod, "metadata");
@@ -162,18 +189,21 @@ rm_webhook_review(const rm_inject_config_t *cfg, const char *body, size_t len, i
             json_object_set_new(resp, "patchType", json_string("JSONPatch"));
             json_object_set_new(resp, "patch", json_string(b64));
             snprintf(log_line, log_linesz, "%s: injected (%zu patch operations)", who, json_array_size(patch));
+            rm_cp_metrics_review(RM_CP_REVIEW_INJECTED, RM_CP_SKIP_OTHER);
             free(b64);
             free(p);
             json_decref(patch);
         } else if (r == RM_INJECT_SKIP) {
             json_array_append_new(warnings, json_sprintf("remora: sidecar not injected: %s", reason));
             snprintf(log_line, log_linesz, "%s: not injected: %s", who, reason);
+            rm_cp_metrics_review(RM_CP_REVIEW_SKIPPED, skip_reason(reason));
         } else {
             char msg[700];
             snprintf(msg, sizeof(msg), "remora: cannot inject the sidecar: %s", reason);
             json_object_set_new(resp, "allowed", json_false());
             json_object_set_new(resp, "status", json_pack("{s:i,s:s,s:s}", "code", 400, "reason", "BadRequest", "message", msg));
             snprintf(log_line, log_linesz, "%s: refused: %s", who, reason);
+            rm_cp_metrics_review(RM_CP_REVIEW_REFUSED, RM_CP_SKIP_OTHER);
         }
         if (json_array_size(warnings) != 0)
             json_object_set(resp, "warnings", warnings);
@@ -262,6 +292,7 @@ renew_cert(rm_webhook_t *wh, char *err, size_t errsz)
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     SSL_CTX_free(wh->ctx); /* connections hold their own reference */
     wh->ctx = ctx;
+    rm_cp_metrics_cert(RM_CP_CERT_WEBHOOK, na);
     int64_t now = (int64_t)time(NULL), renew = nb + (na - nb) / 2;
     wh->renew_at_ms = rm_now_ms() + (uint64_t)(renew > now ? renew - now : 1) * 1000;
     rm_log_info(LOG, "serving certificate for %s%s issued, valid until %lld, renewed in %lld s", wh->dns_names[0],
@@ -443,6 +474,7 @@ handle_request(rm_webhook_t *wh, conn_t *c)
     int method = c->parser.method;
     if (c->url_too_long) {
         c->close_after = 1;
+        rm_cp_metrics_webhook_error(RM_CP_WEBHOOK_MALFORMED_HTTP);
         error_response(c, 400, "the request target is too long");
     } else if (plen == 8 && memcmp(c->url, "/healthz", 8) == 0) {
         if (method != HTTP_GET)
@@ -450,11 +482,14 @@ handle_request(rm_webhook_t *wh, conn_t *c)
         else
             set_response(c, 200, "text/plain; charset=utf-8", "ok\n", NULL);
     } else if (plen != 7 || memcmp(c->url, "/inject", 7) != 0) {
+        rm_cp_metrics_webhook_error(RM_CP_WEBHOOK_NOT_FOUND);
         error_response(c, 404, "not found: the webhook serves POST /inject and GET /healthz");
     } else if (method != HTTP_POST) {
+        rm_cp_metrics_webhook_error(RM_CP_WEBHOOK_BAD_METHOD);
         set_response(c, 405, "text/plain; charset=utf-8", "use POST with an AdmissionReview\n", "Allow: POST\r\n");
     } else if (c->ctype_len < 16 || strncasecmp(c->ctype, "application/json", 16) != 0 ||
                (c->ctype[16] != '\0' && c->ctype[16] != ';' && c->ctype[16] != ' ')) {
+        rm_cp_metrics_webhook_error(RM_CP_WEBHOOK_BAD_CONTENT_TYPE);
         error_response(c, 415, "Content-Type must be application/json");
     } else {
         int status;
@@ -510,6 +545,7 @@ parse_input(rm_webhook_t *wh, conn_t *c)
             snprintf(msg, sizeof(msg), "the request body is larger than %u bytes", RM_WEBHOOK_MAX_BODY_BYTES);
         else
             snprintf(msg, sizeof(msg), "malformed HTTP/1.1 request: %s", http_errno_description(e));
+        rm_cp_metrics_webhook_error(c->error_status == 413 ? RM_CP_WEBHOOK_BODY_TOO_LARGE : RM_CP_WEBHOOK_MALFORMED_HTTP);
         error_response(c, c->error_status == 413 ? 413 : 400, msg);
         rm_log_warn(LOG, "%s", msg);
     }
@@ -536,6 +572,7 @@ conn_progress(rm_webhook_t *wh, conn_t *c)
             char why[256];
             openssl_reason(why, sizeof(why));
             rm_log_debug(LOG, "TLS handshake failed: %s", why);
+            rm_cp_metrics_webhook_error(RM_CP_WEBHOOK_TLS_FAILED);
             return -1;
         }
         if (c->state == CONN_WRITING) {
@@ -569,6 +606,7 @@ conn_progress(rm_webhook_t *wh, conn_t *c)
         if (c->in_len == sizeof(c->in)) {
             /* the parser took nothing from a full buffer: it cannot, so it will not */
             c->close_after = 1;
+            rm_cp_metrics_webhook_error(RM_CP_WEBHOOK_MALFORMED_HTTP);
             error_response(c, 400, "malformed HTTP/1.1 request");
             continue;
         }
@@ -597,6 +635,7 @@ accept_conns(rm_webhook_t *wh)
         if (wh->num_conns == RM_WEBHOOK_MAX_CONNS) {
             /* logged at the 1st, 2nd, 4th, 8th... so that a flood does not flood the log */
             ++wh->refused;
+            rm_cp_metrics_webhook_error(RM_CP_WEBHOOK_CONN_REFUSED);
             if ((wh->refused & (wh->refused - 1)) == 0)
                 rm_log_warn(LOG, "%u connections open: closing a new one (%lu so far)", RM_WEBHOOK_MAX_CONNS, wh->refused);
             close(fd);
@@ -641,6 +680,8 @@ run(void *arg)
         /* expired connections */
         for (size_t i = 0; i < wh->num_conns;) {
             if (wh->conns[i]->deadline_ms <= now) {
+                if (wh->conns[i]->state == CONN_HANDSHAKE)
+                    rm_cp_metrics_webhook_error(RM_CP_WEBHOOK_TLS_FAILED);
                 rm_log_debug(LOG, "closing a connection: %s timed out",
                              wh->conns[i]->state == CONN_HANDSHAKE ? "the TLS handshake"
                              : wh->conns[i]->state == CONN_WRITING ? "sending the response"

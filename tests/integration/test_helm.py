@@ -30,6 +30,7 @@ import yaml
 
 from control_support import CONTROL_BIN, ControlPlane, ctl, throwaway_ca
 from procutil import Proc, free_port, wait_port
+from support import http_get
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -193,8 +194,11 @@ def test_default_render():
     assert sc["runAsNonRoot"] and sc["runAsUser"] == 2103 and sc["readOnlyRootFilesystem"]
     assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"] == {"drop": ["ALL"]}
     assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
-    assert c["readinessProbe"]["tcpSocket"]["port"] == "grpc" and c["livenessProbe"]["tcpSocket"]["port"] == "grpc"
-    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"grpc": 15010, "webhook": 15017}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "metrics"}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/live", "port": "metrics"}
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"grpc": 15010, "webhook": 15017, "metrics": 15014}
+    assert {k: v for k, v in pod["metadata"]["annotations"].items() if k.startswith("prometheus.io/")} == {
+        "prometheus.io/scrape": "true", "prometheus.io/port": "15014", "prometheus.io/path": "/metrics"}
     assert c["resources"] == {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "512Mi"}}
     assert args_of(dep) == [
         "--kubernetes", "--listen=0.0.0.0:15010", "--state-dir=/var/run/remora/state", "--trust-domain=remora.local",
@@ -202,7 +206,7 @@ def test_default_render():
         "--issuer-key=/var/run/remora/identity/tls.key", "--cert-lifetime=24h",
         "--admin-token-file=/var/run/remora/admin/token", "--webhook-listen=0.0.0.0:15017",
         "--webhook-dns=remora-control.remora-system.svc", "--webhook-dns=remora-control.remora-system.svc.cluster.local",
-        "--injector-config=/etc/remora/injector/config.yaml", "--log-level=info"]
+        "--injector-config=/etc/remora/injector/config.yaml", "--log-level=info", "--metrics-listen=0.0.0.0:15014"]
     mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
     vols = {v["name"]: v for v in ps["volumes"]}
     assert vols[mounts["/var/run/remora/state"]] == {"name": "state", "emptyDir": {}}
@@ -215,7 +219,7 @@ def test_default_render():
 
     svc = one(docs, "Service", "remora-control")
     assert {p["name"]: (p["port"], p["targetPort"]) for p in svc["spec"]["ports"]} == {
-        "grpc": (15010, "grpc"), "https-webhook": (443, "webhook")}
+        "grpc": (15010, "grpc"), "https-webhook": (443, "webhook"), "http-metrics": (15014, "metrics")}
     assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
     labels = pod["metadata"]["labels"]
     assert all(labels[k] == v for k, v in svc["spec"]["selector"].items())
@@ -542,17 +546,24 @@ def test_the_deployment_runs_the_real_control_plane_against_the_test_api_server(
         for d in docs:
             if (d["apiVersion"], d["kind"]) in srv.by_kind:
                 srv.put(d)
-        grpc_port, webhook_port = free_port(), free_port()
+        grpc_port, webhook_port, metrics_port = free_port(), free_port(), free_port()
         argv = []
         for a in args_of(one(docs, "Deployment")):
             a = a.replace("=/", "=" + root + "/")
             a = a.replace("--listen=0.0.0.0:15010", f"--listen=127.0.0.1:{grpc_port}")
             a = a.replace("--webhook-listen=0.0.0.0:15017", f"--webhook-listen=127.0.0.1:{webhook_port}")
+            a = a.replace("--metrics-listen=0.0.0.0:15014", f"--metrics-listen=127.0.0.1:{metrics_port}")
             argv.append(a)
         argv += ["--kube-api", srv.url, "--kube-token-file", srv.token_file, "--kube-ca-file", srv.ca_file]
         proc = Proc([CONTROL_BIN] + argv, str(tmp_path / "control.log"))
         wait_port("127.0.0.1", grpc_port, 15, proc)
         wait_port("127.0.0.1", webhook_port, 15, proc)
+        # the probes' endpoints: ready once every watched kind is listed
+        ready_by = time.monotonic() + 15
+        while http_get("127.0.0.1", metrics_port, "/ready")[0] != 200 and time.monotonic() < ready_by:
+            time.sleep(0.1)
+        assert http_get("127.0.0.1", metrics_port, "/ready")[0] == 200
+        assert http_get("127.0.0.1", metrics_port, "/live")[0] == 200
 
         r = ctl("status", control=f"127.0.0.1:{grpc_port}",
                 env={"REMORA_CA_FILE": root + "/var/run/remora/trust/trust-anchor.pem",
