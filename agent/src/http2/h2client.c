@@ -132,17 +132,6 @@ take_stream(h2c_stream_t *hc)
  * nghttp2 callbacks
  */
 
-/* A field's bytes for the attempt: names and values of HPACK's static table are static storage in nghttp2 and are used
- * in place (nothing writes into field bytes); the others are copied into the attempt's pool */
-static h2o_iovec_t
-field_copy(h2o_mem_pool_t *pool, nghttp2_rcbuf *rc)
-{
-    nghttp2_vec v = nghttp2_rcbuf_get_buf(rc);
-    if (nghttp2_rcbuf_is_static(rc))
-        return h2o_iovec_init(v.base, v.len);
-    return h2o_strdup(pool, (const char *)v.base, v.len);
-}
-
 static int
 on_header(nghttp2_session *ng, const nghttp2_frame *frame, nghttp2_rcbuf *name_rc, nghttp2_rcbuf *value_rc, uint8_t flags,
           void *user_data)
@@ -168,7 +157,7 @@ on_header(nghttp2_session *ng, const nghttp2_frame *frame, nghttp2_rcbuf *name_r
             hc->trailers = h2o_mem_alloc_pool(s->pool, sizeof(*hc->trailers));
             memset(hc->trailers, 0, sizeof(*hc->trailers));
         }
-        rm_headers_add(s->pool, hc->trailers, field_copy(s->pool, name_rc), field_copy(s->pool, value_rc));
+        rm_headers_add(s->pool, hc->trailers, rm_h2_field_copy(s->pool, name_rc), rm_h2_field_copy(s->pool, value_rc));
         return 0;
     }
     /* nghttp2 (HTTP messaging on) passes lower-case names only: names compare byte for byte */
@@ -189,7 +178,7 @@ on_header(nghttp2_session *ng, const nghttp2_frame *frame, nghttp2_rcbuf *name_r
         s->resp.content_length = cl;
         return 0;
     }
-    rm_headers_add(s->pool, &s->resp.headers, field_copy(s->pool, name_rc), field_copy(s->pool, value_rc));
+    rm_headers_add(s->pool, &s->resp.headers, rm_h2_field_copy(s->pool, name_rc), rm_h2_field_copy(s->pool, value_rc));
     return 0;
 }
 

@@ -19,6 +19,17 @@
 #include "proxy/message.h"
 #include "http2/h2mem.h"
 
+/* A header field's bytes for a message: names and values of HPACK's static table are static storage in nghttp2 and are
+ * used in place (nothing writes into field bytes); the others are copied into the message's pool. */
+static inline h2o_iovec_t
+rm_h2_field_copy(h2o_mem_pool_t *pool, nghttp2_rcbuf *rc)
+{
+    nghttp2_vec v = nghttp2_rcbuf_get_buf(rc);
+    if (nghttp2_rcbuf_is_static(rc))
+        return h2o_iovec_init(v.base, v.len);
+    return h2o_strdup(pool, (const char *)v.base, v.len);
+}
+
 #define RM_H2_OUT_HIGH_WATER (64 * 1024)
 /**
  * A connection with no stream for this long gives back what it holds only while it works (rm_h2conn_release_idle); its

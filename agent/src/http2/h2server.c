@@ -237,17 +237,6 @@ on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, void *user_dat
     return 0;
 }
 
-/* A field's bytes for the stream: names and values of HPACK's static table are static storage in nghttp2 and are used in
- * place (nothing writes into field bytes); the others are copied into the stream's pool */
-static h2o_iovec_t
-field_copy(h2o_mem_pool_t *pool, nghttp2_rcbuf *rc)
-{
-    nghttp2_vec v = nghttp2_rcbuf_get_buf(rc);
-    if (nghttp2_rcbuf_is_static(rc))
-        return h2o_iovec_init(v.base, v.len);
-    return h2o_strdup(pool, (const char *)v.base, v.len);
-}
-
 static int
 on_header(nghttp2_session *ng, const nghttp2_frame *frame, nghttp2_rcbuf *name_rc, nghttp2_rcbuf *value_rc, uint8_t flags,
           void *user_data)
@@ -276,7 +265,7 @@ on_header(nghttp2_session *ng, const nghttp2_frame *frame, nghttp2_rcbuf *name_r
             hs->trailers = h2o_mem_alloc_pool(&s->pool, sizeof(*hs->trailers));
             memset(hs->trailers, 0, sizeof(*hs->trailers));
         }
-        rm_headers_add(&s->pool, hs->trailers, field_copy(&s->pool, name_rc), field_copy(&s->pool, value_rc));
+        rm_headers_add(&s->pool, hs->trailers, rm_h2_field_copy(&s->pool, name_rc), rm_h2_field_copy(&s->pool, value_rc));
         return 0;
     }
     rm_req_head_t *req = &s->req;
@@ -284,7 +273,7 @@ on_header(nghttp2_session *ng, const nghttp2_frame *frame, nghttp2_rcbuf *name_r
      * compare byte for byte */
     const char *n = (const char *)name;
     if (namelen != 0 && name[0] == ':') {
-        h2o_iovec_t v = field_copy(&s->pool, value_rc);
+        h2o_iovec_t v = rm_h2_field_copy(&s->pool, value_rc);
         if (h2o_memis(n, namelen, H2O_STRLIT(":method")))
             req->method = v;
         else if (h2o_memis(n, namelen, H2O_STRLIT(":path")))
@@ -298,7 +287,7 @@ on_header(nghttp2_session *ng, const nghttp2_frame *frame, nghttp2_rcbuf *name_r
     if (h2o_memis(n, namelen, H2O_STRLIT("host"))) {
         /* :authority wins when both are present (RFC 9113 8.3.1) */
         if (req->authority.len == 0)
-            req->authority = field_copy(&s->pool, value_rc);
+            req->authority = rm_h2_field_copy(&s->pool, value_rc);
         return 0;
     }
     if (h2o_memis(n, namelen, H2O_STRLIT("content-length"))) {
@@ -313,7 +302,7 @@ on_header(nghttp2_session *ng, const nghttp2_frame *frame, nghttp2_rcbuf *name_r
         req->te_trailers = 1; /* nghttp2 rejects any other value */
     else if (h2o_memis(n, namelen, H2O_STRLIT("content-type")) && valuelen >= 16 && memcmp(value, "application/grpc", 16) == 0)
         req->is_grpc = 1;
-    rm_headers_add(&s->pool, &req->headers, field_copy(&s->pool, name_rc), field_copy(&s->pool, value_rc));
+    rm_headers_add(&s->pool, &req->headers, rm_h2_field_copy(&s->pool, name_rc), rm_h2_field_copy(&s->pool, value_rc));
     return 0;
 }
 

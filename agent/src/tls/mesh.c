@@ -91,11 +91,10 @@ rm_mesh_count_tcp_denied(void)
  * Handshake registry
  */
 
-void
-rm_mesh_handshake_start(rm_mesh_handshake_t *hs, h2o_socket_t *sock, const char *expected)
+/* Unlinks `hs` from the registry if it was linked, and starts it over for `sock`. */
+static void
+reset_handshake(rm_mesh_handshake_t *hs, h2o_socket_t *sock, const char *expected)
 {
-    if (registry.next == NULL)
-        h2o_linklist_init_anchor(&registry);
     rm_mesh_handshake_end(hs);
     hs->sock = sock;
     hs->expected = expected;
@@ -103,6 +102,14 @@ rm_mesh_handshake_start(rm_mesh_handshake_t *hs, h2o_socket_t *sock, const char 
     hs->failure = RM_MESH_SUCCESS;
     hs->why[0] = '\0';
     hs->resumed = 0;
+}
+
+void
+rm_mesh_handshake_start(rm_mesh_handshake_t *hs, h2o_socket_t *sock, const char *expected)
+{
+    if (registry.next == NULL)
+        h2o_linklist_init_anchor(&registry);
+    reset_handshake(hs, sock, expected);
     h2o_linklist_insert(&registry, &hs->_link);
 }
 
@@ -116,13 +123,7 @@ rm_mesh_handshake_end(rm_mesh_handshake_t *hs)
 void
 rm_mesh_handshake_attach(rm_mesh_handshake_t *hs, SSL *ssl, h2o_socket_t *sock, const char *expected)
 {
-    rm_mesh_handshake_end(hs);
-    hs->sock = sock;
-    hs->expected = expected;
-    hs->peer_id[0] = '\0';
-    hs->failure = RM_MESH_SUCCESS;
-    hs->why[0] = '\0';
-    hs->resumed = 0;
+    reset_handshake(hs, sock, expected);
     SSL_set_ex_data(ssl, handshake_index, hs);
 }
 
