@@ -180,6 +180,20 @@ on_control_async(uv_async_t *async)
     pthread_mutex_unlock(&agent.control_mutex);
 }
 
+/* remora_control_updates_total and remora_control_update_bytes_total (config/control_stats.h) on /metrics */
+static char *
+render_control_updates(void)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *fp = open_memstream(&text, &len);
+    if (fp == NULL)
+        return NULL;
+    rm_control_render_updates(fp);
+    fclose(fp);
+    return text;
+}
+
 /*
  * The control client's stats source (config/control_stats.h): the golden request family
  * (filters/golden.h: labels direction, route, backend, client_id, status_code, grpc_status, classification)
@@ -361,6 +375,7 @@ rm_agent_control_start(uint64_t persisted_version)
         .admin_command = control_admin_command,
     };
     rm_control_set_stats_source(control_stats_source);
+    rm_stats_register_renderer(render_control_updates);
     if ((agent.control = agent.control_module->start(&copts, err, sizeof(err))) == NULL) {
         rm_log_error("agent", "%s", err);
         return -1;

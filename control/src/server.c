@@ -9,6 +9,13 @@
  * shared by every agent's byte buffer; each send appends only its own nonce field. At most one send
  * is in flight per stream; a stream that finishes a send picks up the newest version, so a slow
  * agent skips versions instead of queueing them.
+ *
+ * Incremental updates (docs/control-plane.md): a stream whose Hello set accepts_incremental gets a
+ * delta from the version it last ACKed (rm_store_delta) instead of the whole snapshot, and only once
+ * its previous push is answered, so that the base is the version it serves. The deltas of the current
+ * version are encoded once per base and shared like the snapshot (srv->deltas); a delta that cannot be
+ * made, or would not be smaller, is sent as the full snapshot. After a NACK the next push is full; a
+ * NACKed delta is followed at once by the full snapshot of the same version.
  */
 #include <pthread.h>
 #include <stdarg.h>
@@ -51,6 +58,8 @@
 #define MAX_PROXY_BODY (4 * 1024 * 1024)
 #define DEFAULT_PROXY_MS 5000
 #define MAX_PROXY_MS 60000
+/* incremental updates: the deltas of the current version kept, one per base version (then the oldest is replaced) */
+#define DELTA_CACHE 16
 
 typedef struct st_tag_t tag_t;
 struct st_tag_t {
@@ -71,7 +80,21 @@ struct st_agent_t {
     char *peer;
     /* the Stats summaries it sent (stat.h), NULL until the first */
     rm_stat_history_t *stats;
+    /* its last answer was a NACK (remora_control_agents{state="nacked"}) */
+    int nacked;
+    /* the last version it ACKed to this process (0: none): a Hello's applied_version is a delta's base
+     * only when it is this one (or with --kubernetes), as a file store's version numbers do not name the
+     * same content in another state directory */
+    uint64_t acked_here;
 };
+
+/* The encoding of the delta from `base` to the current version; `full`: none smaller than the snapshot exists. */
+typedef struct st_delta_t {
+    uint64_t base;
+    grpc_slice slice;
+    int full;
+    size_t changed, removed;
+} delta_t;
 
 enum {
     M_APPLY,
@@ -116,6 +139,12 @@ struct st_rm_control_server_t {
     /* the snapshot of snapshot_version, shared by every push */
     grpc_slice snapshot;
     uint64_t snapshot_version;
+    /* the deltas to snapshot_version made so far (DELTA_CACHE at most), and which entry to replace next */
+    delta_t deltas[DELTA_CACHE];
+    size_t num_deltas, next_delta;
+    /* held by the server's thread while it changes what agent_counts() reads (agents, their connection,
+     * ACKed version and NACK flag, snapshot_version); agent_counts() runs on a metrics scrape's thread */
+    pthread_mutex_t agents_mutex;
     /* plaintext, no authentication (remora-control --insecure, the unit tests) */
     int insecure;
     /* --kubernetes (docs/kubernetes-mode.md): the state comes from the Kubernetes API; NULL: the file store */
@@ -171,6 +200,12 @@ struct st_conn_t {
     int cancelled;
     int refs;
     unsigned sent_initial_md : 1, send_busy : 1, closed : 1, status_queued : 1, status_sent : 1, has_sent : 1;
+    /* incremental updates: the Hello set accepts_incremental; a push awaits its answer; the last push was a delta;
+     * the next push must be full (after a NACK); send the full snapshot even if its version was sent (a delta NACKed);
+     * counted in remora_control_streams */
+    unsigned incremental : 1, awaiting : 1, sent_delta : 1, need_full : 1, resend_full : 1, counted : 1;
+    /* the version the agent serves: its Hello's, then each ACK of a push; 0 for none */
+    uint64_t base_version;
     grpc_status_code status_code;
     char status_msg[640];
     agent_t *agent;
@@ -389,13 +424,75 @@ respond_error(unary_t *u, grpc_status_code code, const char *fmt, ...)
 /* -------------------------------------------------------------------------------------- snapshot */
 
 static void
+clear_deltas(rm_control_server_t *srv)
+{
+    for (size_t i = 0; i != srv->num_deltas; ++i)
+        grpc_slice_unref(srv->deltas[i].slice);
+    srv->num_deltas = srv->next_delta = 0;
+}
+
+static void
 refresh_snapshot(rm_control_server_t *srv)
 {
     size_t len;
     const uint8_t *bytes = rm_store_snapshot(srv->store, &len);
     grpc_slice_unref(srv->snapshot);
     srv->snapshot = grpc_slice_from_copied_buffer((const char *)bytes, len);
+    clear_deltas(srv);
+    pthread_mutex_lock(&srv->agents_mutex);
     srv->snapshot_version = rm_store_version(srv->store);
+    pthread_mutex_unlock(&srv->agents_mutex);
+}
+
+/* The delta from `base` to the current version, made on first use and shared by every agent at that base. */
+static const delta_t *
+get_delta(rm_control_server_t *srv, uint64_t base)
+{
+    for (size_t i = 0; i != srv->num_deltas; ++i)
+        if (srv->deltas[i].base == base)
+            return &srv->deltas[i];
+    delta_t *d;
+    if (srv->num_deltas < DELTA_CACHE) {
+        d = &srv->deltas[srv->num_deltas++];
+    } else {
+        d = &srv->deltas[srv->next_delta];
+        srv->next_delta = (srv->next_delta + 1) % DELTA_CACHE;
+        grpc_slice_unref(d->slice);
+    }
+    memset(d, 0, sizeof(*d));
+    d->base = base;
+    d->slice = grpc_empty_slice();
+    size_t len;
+    rm_store_delta_info_t info;
+    uint8_t *bytes = rm_store_delta(srv->store, base, &len, &info);
+    if (bytes == NULL || len >= GRPC_SLICE_LENGTH(srv->snapshot)) {
+        d->full = 1;
+    } else {
+        d->slice = grpc_slice_from_copied_buffer((const char *)bytes, len);
+        d->changed = info.changed;
+        d->removed = info.removed;
+    }
+    free(bytes);
+    return d;
+}
+
+/* remora_control_agents and remora_control_snapshot_version (cp_metrics.h): any thread, at a scrape. */
+static void
+agent_counts(void *arg, rm_cp_agent_counts_t *out)
+{
+    rm_control_server_t *srv = arg;
+    memset(out, 0, sizeof(*out));
+    pthread_mutex_lock(&srv->agents_mutex);
+    for (size_t i = 0; i != srv->num_agents; ++i) {
+        const agent_t *a = srv->agents[i];
+        if (a->conn == NULL)
+            continue;
+        ++out->connected;
+        out->current += a->applied_version == srv->snapshot_version;
+        out->nacked += a->nacked;
+    }
+    out->version = srv->snapshot_version;
+    pthread_mutex_unlock(&srv->agents_mutex);
 }
 
 /* After every accepted change: the new version goes to every agent at once. */
@@ -428,19 +525,23 @@ find_agent(rm_control_server_t *srv, const char *node_id, int create)
         if (oldest == SIZE_MAX)
             return NULL;
         agent_t *a = srv->agents[oldest];
+        pthread_mutex_lock(&srv->agents_mutex);
+        srv->agents[oldest] = srv->agents[--srv->num_agents];
+        pthread_mutex_unlock(&srv->agents_mutex);
         free(a->node_id);
         free(a->nack_reason);
         free(a->peer);
         rm_stat_history_destroy(a->stats);
         free(a);
-        srv->agents[oldest] = srv->agents[--srv->num_agents];
     }
     agent_t *a = rm_calloc(1, sizeof(*a));
     a->node_id = rm_strdup(node_id);
     a->nack_reason = rm_strdup("");
     a->peer = rm_strdup("");
+    pthread_mutex_lock(&srv->agents_mutex);
     srv->agents = rm_realloc(srv->agents, (srv->num_agents + 1) * sizeof(srv->agents[0]));
     srv->agents[srv->num_agents++] = a;
+    pthread_mutex_unlock(&srv->agents_mutex);
     return a;
 }
 
@@ -491,6 +592,8 @@ conn_maybe_free(conn_t *c)
         grpc_byte_buffer_destroy(c->send_bb);
     if (c->peer != NULL)
         gpr_free(c->peer);
+    if (c->counted)
+        rm_cp_metrics_stream(-1);
     --c->srv->live;
     free(c);
 }
@@ -505,7 +608,9 @@ conn_closed(conn_t *c)
     relay_fail(c, GRPC_STATUS_UNAVAILABLE, "its stream to the control plane ended");
     agent_t *a = c->agent;
     if (a != NULL && a->conn == c) {
+        pthread_mutex_lock(&c->srv->agents_mutex);
         a->conn = NULL;
+        pthread_mutex_unlock(&c->srv->agents_mutex);
         wall_now(&a->last_seen);
         rm_log_info(LOG, "agent %s disconnected (applied version %llu)", a->node_id, (unsigned long long)a->applied_version);
         check_waiters(c->srv);
@@ -581,8 +686,9 @@ pump(conn_t *c)
     }
     if (c->agent == NULL)
         return;
-    /* the newest snapshot first; then the admin requests of `remoractl proxy`, one per send */
-    if (c->has_sent && c->sent_version == srv->snapshot_version) {
+    /* the newest snapshot first; then the admin requests of `remoractl proxy`, one per send. A stream
+     * that takes deltas waits for the answer to its last push: a delta applies only on what it serves */
+    if ((c->has_sent && c->sent_version == srv->snapshot_version && !c->resend_full) || (c->incremental && c->awaiting)) {
         relay_send(c);
         return;
     }
@@ -591,13 +697,23 @@ pump(conn_t *c)
         relay_send(c);
         return;
     }
-    /* the shared snapshot plus this send's nonce: concatenated encodings merge into one message */
+    grpc_slice body = srv->snapshot;
+    const delta_t *d = NULL;
+    if (c->incremental && !c->need_full && !c->resend_full && c->base_version != 0) {
+        d = get_delta(srv, c->base_version);
+        if (d->full)
+            d = NULL;
+        else
+            body = d->slice;
+    }
+    /* the shared encoding plus this send's nonce: concatenated encodings merge into one message */
     rm_rpc_buf_t nonce = {0};
     snprintf(c->sent_nonce, sizeof(c->sent_nonce), "%llx", (unsigned long long)++srv->nonce_counter);
     rm_rpc_buf_append_bytes_field(&nonce, 2, c->sent_nonce, strlen(c->sent_nonce));
-    grpc_slice slices[2] = {srv->snapshot, grpc_slice_from_copied_buffer((const char *)nonce.base, nonce.len)};
+    grpc_slice slices[2] = {body, grpc_slice_from_copied_buffer((const char *)nonce.base, nonce.len)};
     rm_rpc_buf_dispose(&nonce);
     c->send_bb = grpc_raw_byte_buffer_create(slices, 2);
+    size_t bytes = GRPC_SLICE_LENGTH(slices[0]) + GRPC_SLICE_LENGTH(slices[1]);
     grpc_slice_unref(slices[1]);
     if (!c->sent_initial_md)
         send_initial_md_op(c, &ops[n++]);
@@ -605,11 +721,20 @@ pump(conn_t *c)
     ops[n++].data.send_message.send_message = c->send_bb;
     c->send_busy = 1;
     c->has_sent = 1;
+    c->awaiting = 1;
+    c->resend_full = 0;
+    c->sent_delta = d != NULL;
     c->sent_version = srv->snapshot_version;
     ++c->refs;
     start_batch(c->call, ops, n, &c->on_send);
-    rm_log_debug(LOG, "agent %s: sent version %llu (nonce %s)", c->agent->node_id, (unsigned long long)c->sent_version,
-                 c->sent_nonce);
+    rm_cp_metrics_push(d != NULL ? RM_CP_PUSH_DELTA : RM_CP_PUSH_FULL, bytes);
+    if (d != NULL)
+        rm_log_debug(LOG, "agent %s: sent version %llu as a delta from %llu (%zu changed, %zu removed, %zu bytes; nonce %s)",
+                     c->agent->node_id, (unsigned long long)c->sent_version, (unsigned long long)c->base_version, d->changed,
+                     d->removed, bytes, c->sent_nonce);
+    else
+        rm_log_debug(LOG, "agent %s: sent version %llu (%zu bytes; nonce %s)", c->agent->node_id,
+                     (unsigned long long)c->sent_version, bytes, c->sent_nonce);
 }
 
 static void
@@ -669,15 +794,22 @@ handle_hello(conn_t *c, const Remora__V1__Hello *hello)
         old->agent = NULL;
         queue_status(old, GRPC_STATUS_ABORTED, "replaced by a newer stream with the same node id");
     }
+    pthread_mutex_lock(&srv->agents_mutex);
     a->conn = c;
+    a->applied_version = hello->applied_version;
+    a->nacked = 0;
+    pthread_mutex_unlock(&srv->agents_mutex);
     c->agent = a;
     c->admin_requests = hello->admin_requests;
-    a->applied_version = hello->applied_version;
+    c->incremental = hello->accepts_incremental;
+    c->base_version =
+        srv->kube != NULL || (a->acked_here != 0 && a->acked_here == hello->applied_version) ? hello->applied_version : 0;
     wall_now(&a->last_seen);
     free(a->peer);
     a->peer = rm_strdup(c->peer != NULL ? c->peer : "");
-    rm_log_info(LOG, "agent %s connected from %s (serving version %llu; current is %llu)", a->node_id, a->peer,
-                (unsigned long long)a->applied_version, (unsigned long long)srv->snapshot_version);
+    rm_log_info(LOG, "agent %s connected from %s (serving version %llu; current is %llu%s)", a->node_id, a->peer,
+                (unsigned long long)a->applied_version, (unsigned long long)srv->snapshot_version,
+                c->incremental ? "; takes incremental updates" : "");
     pump(c);
     check_waiters(srv);
 }
@@ -690,24 +822,55 @@ handle_ack(conn_t *c, uint64_t version, const char *nonce)
     if (c->srv->kube != NULL ? vseq(c->srv, version) == 0 : version > c->srv->snapshot_version) {
         rm_log_warn(LOG, "agent %s ACKed version %llu, which does not exist (current %llu); ignored", a->node_id,
                     (unsigned long long)version, (unsigned long long)c->srv->snapshot_version);
+        if (strcmp(nonce, c->sent_nonce) == 0 && c->awaiting) {
+            /* an answer all the same: what it serves is unknown, the next version goes whole */
+            c->awaiting = 0;
+            c->need_full = 1;
+        }
         return;
     }
-    if (strcmp(nonce, c->sent_nonce) != 0)
+    rm_cp_metrics_answer(0);
+    int latest = strcmp(nonce, c->sent_nonce) == 0;
+    if (!latest)
         rm_log_debug(LOG, "agent %s: ACK of an earlier push (nonce %s, last sent %s)", a->node_id, nonce, c->sent_nonce);
+    pthread_mutex_lock(&c->srv->agents_mutex);
     a->applied_version = version;
+    a->nacked = 0;
+    pthread_mutex_unlock(&c->srv->agents_mutex);
+    a->acked_here = version;
     rm_log_info(LOG, "agent %s applied version %llu", a->node_id, (unsigned long long)version);
+    if (latest && c->awaiting) {
+        /* what the agent serves now: the base of the next delta */
+        c->awaiting = 0;
+        c->need_full = 0;
+        c->base_version = version;
+        pump(c);
+    }
     check_waiters(c->srv);
 }
 
 static void
-handle_nack(conn_t *c, uint64_t version, const char *reason)
+handle_nack(conn_t *c, uint64_t version, const char *nonce, const char *reason)
 {
     agent_t *a = c->agent;
     wall_now(&a->last_seen);
+    rm_cp_metrics_answer(1);
+    pthread_mutex_lock(&c->srv->agents_mutex);
+    a->nacked = 1;
+    pthread_mutex_unlock(&c->srv->agents_mutex);
     free(a->nack_reason);
     a->nack_reason = rm_strndup(reason, strnlen(reason, MAX_NACK_REASON));
     a->nack_version = version;
-    rm_log_warn(LOG, "agent %s refused version %llu: %s", a->node_id, (unsigned long long)version, a->nack_reason);
+    rm_log_warn(LOG, "agent %s refused version %llu%s: %s", a->node_id, (unsigned long long)version,
+                c->sent_delta && strcmp(nonce, c->sent_nonce) == 0 ? " (a delta; the full snapshot follows)" : "", a->nack_reason);
+    if (strcmp(nonce, c->sent_nonce) == 0 && c->awaiting) {
+        /* the agent keeps what it served (base_version); whatever comes next is whole. A refused delta may
+         * have failed only as a delta (the agent lost its base): the full snapshot of the same version follows */
+        c->awaiting = 0;
+        c->need_full = 1;
+        c->resend_full = c->sent_delta;
+        pump(c);
+    }
     check_waiters(c->srv);
 }
 
@@ -869,7 +1032,7 @@ conn_on_recv(tag_t *tag, int ok)
     } else if (m->message_case == REMORA__V1__AGENT_MESSAGE__MESSAGE_ACK) {
         handle_ack(c, m->ack->version, m->ack->nonce);
     } else if (m->message_case == REMORA__V1__AGENT_MESSAGE__MESSAGE_NACK) {
-        handle_nack(c, m->nack->version, m->nack->reason);
+        handle_nack(c, m->nack->version, m->nack->nonce, m->nack->reason);
     } else if (m->message_case == REMORA__V1__AGENT_MESSAGE__MESSAGE_STATS) {
         handle_stats(c, m->stats);
     } else if (m->message_case == REMORA__V1__AGENT_MESSAGE__MESSAGE_ADMIN_RESPONSE) {
@@ -909,6 +1072,8 @@ conn_on_request(tag_t *tag, int ok)
         arm_stream(srv);
     --c->refs;
     c->peer = grpc_call_get_peer(c->call);
+    c->counted = 1;
+    rm_cp_metrics_stream(+1);
     c->next = srv->conns;
     if (c->next != NULL)
         c->next->prev = &c->next;
@@ -1961,6 +2126,7 @@ rm_control_server_start_kubernetes(const char *listen, rm_store_t *store, rm_ide
     srv->insecure = insecure;
     srv->kube = kube;
     pthread_mutex_init(&srv->tls_mutex, NULL);
+    pthread_mutex_init(&srv->agents_mutex, NULL);
     srv->shutdown_tag.cb = on_shutdown;
     srv->snapshot = grpc_empty_slice();
     atomic_init(&srv->stopping, 0);
@@ -2010,6 +2176,7 @@ rm_control_server_start_kubernetes(const char *listen, rm_store_t *store, rm_ide
             ;
         grpc_completion_queue_destroy(srv->cq);
         free_tls(srv);
+        pthread_mutex_destroy(&srv->agents_mutex);
         free(srv);
         return NULL;
     }
@@ -2022,6 +2189,7 @@ rm_control_server_start_kubernetes(const char *listen, rm_store_t *store, rm_ide
             arm_unary(srv, m);
     }
     arm_unary(srv, M_UNKNOWN);
+    rm_cp_metrics_set_agent_source(agent_counts, srv);
     int rc = pthread_create(&srv->thread, NULL, run, srv);
     if (rc != 0)
         rm_fatal("cannot start the server thread: %s", strerror(rc));
@@ -2048,9 +2216,11 @@ rm_control_server_destroy(rm_control_server_t *srv)
 {
     rm_control_server_stop(srv);
     pthread_join(srv->thread, NULL);
+    rm_cp_metrics_set_agent_source(NULL, NULL);
     grpc_server_destroy(srv->server);
     grpc_completion_queue_destroy(srv->cq);
     grpc_slice_unref(srv->snapshot);
+    clear_deltas(srv);
     for (size_t i = 0; i != srv->num_agents; ++i) {
         free(srv->agents[i]->node_id);
         free(srv->agents[i]->nack_reason);
@@ -2060,5 +2230,6 @@ rm_control_server_destroy(rm_control_server_t *srv)
     }
     free(srv->agents);
     free_tls(srv);
+    pthread_mutex_destroy(&srv->agents_mutex);
     free(srv);
 }

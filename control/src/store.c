@@ -10,6 +10,7 @@
 #include "remora/log.h"
 #include "remora/rpc.h"
 #include "remora/strutil.h"
+#include "remora/v1/admin.pb-c.h"
 #include "remora/v1/discovery.pb-c.h"
 #include "remora/v1/policy.pb-c.h"
 #include "remora/v1/route.pb-c.h"
@@ -23,17 +24,47 @@
 /* a state file larger than this is not ours */
 #define MAX_STATE_BYTES (512 * 1024 * 1024)
 
+/* The memory store's versions are hashes: the last this many are mapped to their change sequence. */
+#define VERSION_RING 64
+
+/*
+ * A kind's resources, sorted by (namespace, name), and for each the change sequence (see below) that
+ * last created or changed it: `modified` runs parallel to `entries`.
+ */
 typedef struct st_kind_list_t {
     rm_resource_t **entries;
+    uint64_t *modified;
     size_t size;
 } kind_list_t;
 
+/* One deletion: what, and the change sequence that removed it. */
+typedef struct st_removal_t {
+    rm_kind_t kind;
+    char *ns, *name;
+    uint64_t seq;
+} removal_t;
+
+/*
+ * Incremental updates (rm_store_delta): every change has a sequence number `seq`, counting up. In the
+ * file store it is the version itself; in the memory store (versions are content hashes) it counts the
+ * replacements, and `ring` maps the last VERSION_RING versions to theirs. Each resource remembers the
+ * sequence that last modified it; deletions are kept in `removals`, a ring of at most `removals_max`.
+ * What changed after sequence B is then the resources modified after B plus the removals after B, as
+ * long as B >= `horizon`: the sequence of the newest removal dropped from the ring, or of the state
+ * loaded at start (whose history is not known).
+ */
 struct st_rm_store_t {
     char *dir;
     int dir_fd, lock_fd;
     uint64_t version;
     kind_list_t kinds[RM_KIND__COUNT];
     rm_rpc_buf_t snapshot;
+    uint64_t seq, horizon;
+    int hashed_versions;
+    uint64_t ring_version[VERSION_RING], ring_seq[VERSION_RING];
+    size_t ring_len, ring_next;
+    removal_t *removals;
+    size_t removals_max, removals_len, removals_first;
 };
 
 static uint32_t
@@ -146,11 +177,91 @@ cmp_entry(const void *a, const void *b)
     return rm_resource_cmp(a, b);
 }
 
+typedef struct st_pair_t {
+    rm_resource_t *r;
+    uint64_t modified;
+} pair_t;
+
+static int
+cmp_pair(const void *a, const void *b)
+{
+    return rm_resource_cmp(&((const pair_t *)a)->r, &((const pair_t *)b)->r);
+}
+
+/* Sorts a list by (namespace, name), its modification sequences along. */
+static void
+sort_list(kind_list_t *l)
+{
+    if (l->size < 2)
+        return;
+    pair_t *pairs = rm_malloc(l->size * sizeof(pairs[0]));
+    for (size_t i = 0; i != l->size; ++i)
+        pairs[i] = (pair_t){l->entries[i], l->modified[i]};
+    qsort(pairs, l->size, sizeof(pairs[0]), cmp_pair);
+    for (size_t i = 0; i != l->size; ++i) {
+        l->entries[i] = pairs[i].r;
+        l->modified[i] = pairs[i].modified;
+    }
+    free(pairs);
+}
+
+static void
+free_list(kind_list_t *l)
+{
+    free(l->entries);
+    free(l->modified);
+    l->entries = NULL;
+    l->modified = NULL;
+    l->size = 0;
+}
+
+/* The bound of the removal log: RM_STORE_REMOVALS_MAX, or REMORA_CONTROL_REMOVAL_LOG (tests) when valid. */
+static size_t
+removals_bound(void)
+{
+    const char *env = getenv("REMORA_CONTROL_REMOVAL_LOG");
+    if (env != NULL && env[0] != '\0') {
+        char *end;
+        unsigned long v = strtoul(env, &end, 10);
+        if (*end == '\0' && v >= 1 && v <= 1000000)
+            return (size_t)v;
+        rm_log_warn("store", "REMORA_CONTROL_REMOVAL_LOG=%s is not a number from 1 to 1000000; using %d", env,
+                    RM_STORE_REMOVALS_MAX);
+    }
+    return RM_STORE_REMOVALS_MAX;
+}
+
+/* Logs the deletion of a resource at change sequence `seq`; the oldest entry leaves a full log, and the horizon moves. */
+static void
+log_removal(rm_store_t *s, const rm_resource_t *r, uint64_t seq)
+{
+    if (s->removals_len == s->removals_max) {
+        removal_t *old = &s->removals[s->removals_first];
+        if (old->seq > s->horizon)
+            s->horizon = old->seq;
+        free(old->ns);
+        free(old->name);
+        s->removals_first = (s->removals_first + 1) % s->removals_max;
+        --s->removals_len;
+    }
+    removal_t *e = &s->removals[(s->removals_first + s->removals_len) % s->removals_max];
+    *e = (removal_t){r->kind, rm_strdup(r->ns), rm_strdup(r->name), seq};
+    ++s->removals_len;
+}
+
+static void
+init_history(rm_store_t *s)
+{
+    s->removals_max = removals_bound();
+    s->removals = rm_calloc(s->removals_max, sizeof(s->removals[0]));
+}
+
 static int
 add_loaded(rm_store_t *s, rm_kind_t kind, size_t n, ProtobufCMessage **msgs, char *err, size_t errsz)
 {
     kind_list_t *l = &s->kinds[kind];
     l->entries = rm_calloc(n + 1, sizeof(l->entries[0]));
+    l->modified = rm_calloc(n + 1, sizeof(l->modified[0]));
     for (size_t i = 0; i != n; ++i) {
         size_t len = protobuf_c_message_get_packed_size(msgs[i]);
         uint8_t *bytes = rm_malloc(len);
@@ -161,9 +272,11 @@ add_loaded(rm_store_t *s, rm_kind_t kind, size_t n, ProtobufCMessage **msgs, cha
             snprintf(err, errsz, "%s/%s: a %s without a name or namespace", s->dir, RM_STORE_FILE, rm_kind_name(kind));
             return -1;
         }
+        /* the history before this start is not known: the loaded version is the horizon (set by the caller) */
+        l->modified[l->size] = s->version;
         l->entries[l->size++] = r;
     }
-    qsort(l->entries, l->size, sizeof(l->entries[0]), cmp_entry);
+    sort_list(l);
     return 0;
 }
 
@@ -241,6 +354,7 @@ rm_store_open(const char *dir, char *err, size_t errsz)
     rm_store_t *s = rm_calloc(1, sizeof(*s));
     s->dir = rm_strdup(dir);
     s->lock_fd = -1;
+    init_history(s);
     if ((s->dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
         snprintf(err, errsz, "cannot open the state directory %s: %s", dir, strerror(errno));
         goto fail;
@@ -260,6 +374,7 @@ rm_store_open(const char *dir, char *err, size_t errsz)
     unlinkat(s->dir_fd, TMP_FILE, 0);
     if (load(s, err, errsz) != 0)
         goto fail;
+    s->seq = s->horizon = s->version;
     encode(&s->snapshot, s->version, s->kinds);
     return s;
 fail:
@@ -272,17 +387,24 @@ rm_store_open_memory(void)
 {
     rm_store_t *s = rm_calloc(1, sizeof(*s));
     s->dir_fd = s->lock_fd = -1;
+    s->hashed_versions = 1;
+    init_history(s);
     encode(&s->snapshot, 0, s->kinds);
     return s;
 }
 
+static ssize_t find_index(const kind_list_t *l, rm_kind_t kind, const char *ns, const char *name);
+
 void
 rm_store_replace(rm_store_t *s, rm_resource_list_t *list, uint64_t version)
 {
+    uint64_t seq = ++s->seq;
     kind_list_t next[RM_KIND__COUNT];
     memset(next, 0, sizeof(next));
-    for (int k = 0; k != RM_KIND__COUNT; ++k)
+    for (int k = 0; k != RM_KIND__COUNT; ++k) {
         next[k].entries = rm_calloc(list->size + 1, sizeof(next[k].entries[0]));
+        next[k].modified = rm_calloc(list->size + 1, sizeof(next[k].modified[0]));
+    }
     for (size_t i = 0; i != list->size; ++i) {
         rm_resource_t *r = list->entries[i];
         next[r->kind].entries[next[r->kind].size++] = r;
@@ -290,13 +412,29 @@ rm_store_replace(rm_store_t *s, rm_resource_list_t *list, uint64_t version)
     }
     list->size = 0;
     for (int k = 0; k != RM_KIND__COUNT; ++k) {
-        qsort(next[k].entries, next[k].size, sizeof(next[k].entries[0]), cmp_entry);
-        for (size_t i = 0; i != s->kinds[k].size; ++i)
-            rm_resource_destroy(s->kinds[k].entries[i]);
-        free(s->kinds[k].entries);
-        s->kinds[k] = next[k];
+        kind_list_t *n = &next[k], *o = &s->kinds[k];
+        qsort(n->entries, n->size, sizeof(n->entries[0]), cmp_entry);
+        /* what is byte for byte as before keeps its modification; the rest is new at `seq` */
+        for (size_t i = 0; i != n->size; ++i) {
+            const rm_resource_t *r = n->entries[i];
+            ssize_t at = find_index(o, r->kind, r->ns, r->name);
+            const rm_resource_t *old = at >= 0 ? o->entries[at] : NULL;
+            n->modified[i] = old != NULL && old->len == r->len && memcmp(old->bytes, r->bytes, r->len) == 0 ? o->modified[at] : seq;
+        }
+        for (size_t i = 0; i != o->size; ++i) {
+            if (find_index(n, o->entries[i]->kind, o->entries[i]->ns, o->entries[i]->name) < 0)
+                log_removal(s, o->entries[i], seq);
+            rm_resource_destroy(o->entries[i]);
+        }
+        free_list(o);
+        *o = *n;
     }
     s->version = version;
+    s->ring_version[s->ring_next] = version;
+    s->ring_seq[s->ring_next] = seq;
+    s->ring_next = (s->ring_next + 1) % VERSION_RING;
+    if (s->ring_len < VERSION_RING)
+        ++s->ring_len;
     encode(&s->snapshot, version, s->kinds);
 }
 
@@ -308,8 +446,14 @@ rm_store_close(rm_store_t *s)
     for (int k = 0; k != RM_KIND__COUNT; ++k) {
         for (size_t i = 0; i != s->kinds[k].size; ++i)
             rm_resource_destroy(s->kinds[k].entries[i]);
-        free(s->kinds[k].entries);
+        free_list(&s->kinds[k]);
     }
+    for (size_t i = 0; i != s->removals_len; ++i) {
+        removal_t *e = &s->removals[(s->removals_first + i) % s->removals_max];
+        free(e->ns);
+        free(e->name);
+    }
+    free(s->removals);
     rm_rpc_buf_dispose(&s->snapshot);
     if (s->lock_fd >= 0)
         close(s->lock_fd);
@@ -366,12 +510,13 @@ commit(rm_store_t *s, kind_list_t *next, char *err, size_t errsz)
         return -1;
     }
     for (int k = 0; k != RM_KIND__COUNT; ++k) {
-        free(s->kinds[k].entries);
+        free_list(&s->kinds[k]);
         s->kinds[k] = next[k];
     }
     rm_rpc_buf_dispose(&s->snapshot);
     s->snapshot = buf;
     ++s->version;
+    s->seq = s->version;
     return 0;
 }
 
@@ -380,8 +525,11 @@ copy_lists(const rm_store_t *s, kind_list_t *next, size_t extra)
 {
     for (int k = 0; k != RM_KIND__COUNT; ++k) {
         next[k].entries = rm_calloc(s->kinds[k].size + extra + 1, sizeof(next[k].entries[0]));
-        if (s->kinds[k].size != 0)
+        next[k].modified = rm_calloc(s->kinds[k].size + extra + 1, sizeof(next[k].modified[0]));
+        if (s->kinds[k].size != 0) {
             memcpy(next[k].entries, s->kinds[k].entries, s->kinds[k].size * sizeof(next[k].entries[0]));
+            memcpy(next[k].modified, s->kinds[k].modified, s->kinds[k].size * sizeof(next[k].modified[0]));
+        }
         next[k].size = s->kinds[k].size;
     }
 }
@@ -417,15 +565,17 @@ rm_store_apply(rm_store_t *s, rm_batch_t *batch, int dry_run, rm_store_action_t 
             ssize_t at = find_index(l, r->kind, r->ns, r->name);
             replaced[num_replaced++] = l->entries[at];
             l->entries[at] = r;
+            l->modified[at] = s->version + 1;
         } else if (actions[i] == RM_STORE_CREATED) {
+            l->modified[l->size] = s->version + 1;
             l->entries[l->size++] = r;
         }
     }
     for (int k = 0; k != RM_KIND__COUNT; ++k)
-        qsort(next[k].entries, next[k].size, sizeof(next[k].entries[0]), cmp_entry);
+        sort_list(&next[k]);
     if (commit(s, next, err, errsz) != 0) {
         for (int k = 0; k != RM_KIND__COUNT; ++k)
-            free(next[k].entries);
+            free_list(&next[k]);
         free(replaced);
         *changed = 0;
         return -1;
@@ -594,12 +744,14 @@ rm_store_delete(rm_store_t *s, rm_kind_t kind, const char *ns, const char *name,
     copy_lists(s, next, 0);
     rm_resource_t *victim = next[kind].entries[at];
     memmove(next[kind].entries + at, next[kind].entries + at + 1, (next[kind].size - at - 1) * sizeof(next[kind].entries[0]));
+    memmove(next[kind].modified + at, next[kind].modified + at + 1, (next[kind].size - at - 1) * sizeof(next[kind].modified[0]));
     --next[kind].size;
     if (commit(s, next, err, errsz) != 0) {
         for (int k = 0; k != RM_KIND__COUNT; ++k)
-            free(next[k].entries);
+            free_list(&next[k]);
         return -1;
     }
+    log_removal(s, victim, s->seq);
     rm_resource_destroy(victim);
     return 0;
 }
@@ -609,4 +761,81 @@ rm_store_snapshot(const rm_store_t *s, size_t *len)
 {
     *len = s->snapshot.len;
     return s->snapshot.base;
+}
+
+/* The change sequence of `version`, or 0 when the store does not know it (then no delta from it). */
+static uint64_t
+seq_of(const rm_store_t *s, uint64_t version)
+{
+    if (version == 0)
+        return 0;
+    if (!s->hashed_versions)
+        return version <= s->version ? version : 0;
+    for (size_t i = 0; i != s->ring_len; ++i) {
+        size_t at = (s->ring_next + VERSION_RING - 1 - i) % VERSION_RING;
+        if (s->ring_version[at] == version)
+            return s->ring_seq[at];
+    }
+    return 0;
+}
+
+static int
+cmp_ref(const void *a, const void *b)
+{
+    const removal_t *x = *(removal_t *const *)a, *y = *(removal_t *const *)b;
+    if (x->kind != y->kind)
+        return x->kind < y->kind ? -1 : 1;
+    int c = strcmp(x->ns, y->ns);
+    return c != 0 ? c : strcmp(x->name, y->name);
+}
+
+uint8_t *
+rm_store_delta(const rm_store_t *s, uint64_t base_version, size_t *len, rm_store_delta_info_t *info)
+{
+    uint64_t base = seq_of(s, base_version);
+    if (base == 0 || base < s->horizon || base > s->seq)
+        return NULL;
+    rm_store_delta_info_t st = {0};
+    rm_rpc_buf_t buf = {0};
+    if (s->version != 0)
+        rm_rpc_buf_append_varint_field(&buf, snapshot_field("version"), s->version);
+    for (int k = 0; k != RM_KIND__COUNT; ++k) {
+        const kind_list_t *l = &s->kinds[k];
+        uint32_t field = snapshot_field(rm_kind_field((rm_kind_t)k));
+        for (size_t i = 0; i != l->size; ++i) {
+            if (l->modified[i] <= base)
+                continue;
+            rm_rpc_buf_append_bytes_field(&buf, field, l->entries[i]->bytes, l->entries[i]->len);
+            ++st.changed;
+        }
+    }
+    rm_rpc_buf_append_varint_field(&buf, snapshot_field("incremental"), 1);
+    rm_rpc_buf_append_varint_field(&buf, snapshot_field("base_version"), base_version);
+    /* deletions after the base, of what does not exist again now, each once */
+    removal_t **gone = rm_calloc(s->removals_len + 1, sizeof(gone[0]));
+    size_t n = 0;
+    for (size_t i = 0; i != s->removals_len; ++i) {
+        removal_t *e = &s->removals[(s->removals_first + i) % s->removals_max];
+        if (e->seq > base && rm_store_find(s, e->kind, e->ns, e->name) == NULL)
+            gone[n++] = e;
+    }
+    qsort(gone, n, sizeof(gone[0]), cmp_ref);
+    uint32_t removed_field = snapshot_field("removed");
+    for (size_t i = 0; i != n; ++i) {
+        if (i != 0 && cmp_ref(&gone[i - 1], &gone[i]) == 0)
+            continue;
+        Remora__V1__ResourceRef ref = REMORA__V1__RESOURCE_REF__INIT;
+        ref.kind = rm_kind_to_proto(gone[i]->kind);
+        ref.namespace_ = gone[i]->ns;
+        ref.name = gone[i]->name;
+        rm_rpc_buf_append_message_field(&buf, removed_field, &ref.base);
+        ++st.removed;
+    }
+    free(gone);
+    if (info != NULL)
+        *info = st;
+    *len = buf.len;
+    if (buf.base == NULL)
+        buf.base = rm_malloc(1);
+    return buf.base;
 }

@@ -86,4 +86,29 @@ int rm_store_check_delete(const rm_store_t *store, rm_kind_t kind, const char *n
 /** The encoding of the current state as a remora.v1.Snapshot without a nonce. Owned by the store, valid until the next change. */
 const uint8_t *rm_store_snapshot(const rm_store_t *store, size_t *len);
 
+/*
+ * Incremental updates (docs/control-plane.md, "Incremental updates"). The store remembers, for every
+ * resource, the change that last created or modified it, and logs deletions in a ring of at most
+ * RM_STORE_REMOVALS_MAX entries (REMORA_CONTROL_REMOVAL_LOG=N overrides it, 1 to 1000000: for tests).
+ * When the ring is full the oldest deletion is dropped, and versions older than it can no longer
+ * get a delta. The history starts when the store is opened: the version loaded from store.pb is the
+ * oldest that can get one. The memory store (--kubernetes) maps its last 64 versions (hashes) to its
+ * changes; older ones get no delta.
+ */
+#define RM_STORE_REMOVALS_MAX 4096
+
+typedef struct st_rm_store_delta_info_t {
+    /** resources created or changed after the base, and deletions, in the delta */
+    size_t changed, removed;
+} rm_store_delta_info_t;
+
+/**
+ * Encodes what changed from `base_version` to the current version as an incremental remora.v1.Snapshot
+ * without a nonce (version, the created or changed resources in their fields, incremental, base_version
+ * and removed). Returns the malloc'ed encoding (`*len` bytes; the caller frees it) and fills `info` (may
+ * be NULL), or NULL when no delta can be made from that version: 0, unknown, newer than the current one,
+ * or older than the history kept. A base equal to the current version gives an empty delta.
+ */
+uint8_t *rm_store_delta(const rm_store_t *store, uint64_t base_version, size_t *len, rm_store_delta_info_t *info);
+
 #endif

@@ -5,7 +5,16 @@
  * for every snapshot.
  *
  * stdout, one line per event: "ready N" once every agent holds its first snapshot, then
- * "<node> <version> <ack|nack|ignore>" per snapshot. SIGTERM or SIGINT ends it (exit 0).
+ * "<node> <version> <ack|nack|ignore> <full|delta> <bytes> <resources> <digest>" per snapshot: how it
+ * came, its encoded size, and the agent's resource set after it (count, and an order-independent
+ * 16-hex-digit digest of every resource's kind, namespace, name and encoding: equal sets, equal
+ * digests). SIGTERM or SIGINT ends it (exit 0).
+ *
+ * --incremental sets Hello.accepts_incremental: each agent then merges incremental snapshots into its
+ * own resource set (the sets are shared between agents at the same version, built once per version; every
+ * agent checks the digest it computes from its base and the delta against it) and ACKs, or NACKs a delta
+ * whose base is not its version (as remora-agent does). Without it, agents are the older kind that
+ * receives only full snapshots (and NACK an incremental one: "does not accept incremental snapshots").
  *
  * Like agents, they connect over TLS, verify the control plane against --trust-anchor and present
  * the workload token of --token (one unbound token serves every node id on discovery); --insecure
@@ -23,25 +32,266 @@
 #include "remora/strutil.h"
 #include "remora/v1/discovery.pb-c.h"
 
+/* A resource set: (key, value) pairs sorted by key; key: hash of (kind, namespace, name), value: of the encoding too. */
+typedef struct st_item_t {
+    uint64_t key, value;
+} item_t;
+
+typedef struct st_view_t {
+    uint64_t version, digest;
+    item_t *items;
+    size_t size;
+    int refs;
+    struct st_view_t *next;
+} view_t;
+
 typedef struct st_agent_t {
     pthread_t thread;
     char node_id[64];
     rm_rpc_client_t *client;
+    view_t *view;
 } agent_t;
 
 static const char *control = "127.0.0.1:15010", *nack_reason = NULL;
-static int silent;
+static int silent, incremental;
+/* the resource sets in use, one per version (shared by the agents at that version) */
+static pthread_mutex_t views_mutex = PTHREAD_MUTEX_INITIALIZER;
+static view_t *views;
 static atomic_int stopping, num_ready;
 static int count = 10;
 static pthread_mutex_t out_mutex = PTHREAD_MUTEX_INITIALIZER;
 
-static void
-emit(const char *node, unsigned long long version, const char *what)
+static uint64_t
+fnv(uint64_t h, const void *p, size_t len)
 {
-    pthread_mutex_lock(&out_mutex);
-    printf("%s %llu %s\n", node, version, what);
-    fflush(stdout);
-    pthread_mutex_unlock(&out_mutex);
+    const uint8_t *b = p;
+    for (size_t i = 0; i != len; ++i)
+        h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
+}
+
+static uint64_t
+key_of(uint32_t field, const char *ns, const char *name)
+{
+    uint64_t h = fnv(0xcbf29ce484222325ull, &field, sizeof(field));
+    h = fnv(h, ns, strlen(ns) + 1);
+    return fnv(h, name, strlen(name) + 1);
+}
+
+static int
+cmp_item(const void *a, const void *b)
+{
+    uint64_t x = ((const item_t *)a)->key, y = ((const item_t *)b)->key;
+    return x < y ? -1 : x > y;
+}
+
+static const item_t *
+find_item(const view_t *v, uint64_t key)
+{
+    item_t k = {key, 0};
+    return v != NULL && v->size != 0 ? bsearch(&k, v->items, v->size, sizeof(item_t), cmp_item) : NULL;
+}
+
+/* The snapshot fields that hold resources, and the ResourceKind (meta.proto) each stands for. */
+static const struct {
+    const char *field;
+    int kind;
+} kinds[] = {{"services", 1},
+             {"http_routes", 2},
+             {"grpc_routes", 3},
+             {"fault_injections", 4},
+             {"backend_traffic_policies", 5},
+             {"rate_limit_policies", 6},
+             {"telemetries", 7},
+             {"mesh_tls", 8},
+             {"authorization_policies", 9}};
+#define NUM_KINDS (sizeof(kinds) / sizeof(kinds[0]))
+
+/* Calls fn for every resource of `snap`: its kind, (key, value). */
+static void
+foreach_resource(const Remora__V1__Snapshot *snap, void (*fn)(void *ctx, item_t it), void *ctx)
+{
+    for (size_t k = 0; k != NUM_KINDS; ++k) {
+        const ProtobufCFieldDescriptor *f =
+            protobuf_c_message_descriptor_get_field_by_name(&remora__v1__snapshot__descriptor, kinds[k].field);
+        size_t n = *(const size_t *)((const char *)snap + f->quantifier_offset);
+        ProtobufCMessage *const *msgs = *(ProtobufCMessage *const *const *)((const char *)snap + f->offset);
+        for (size_t i = 0; i != n; ++i) {
+            const ProtobufCFieldDescriptor *mf = protobuf_c_message_descriptor_get_field_by_name(msgs[i]->descriptor, "metadata");
+            const Remora__V1__ObjectMeta *meta = *(const Remora__V1__ObjectMeta *const *)((const char *)msgs[i] + mf->offset);
+            size_t len = protobuf_c_message_get_packed_size(msgs[i]);
+            uint8_t stackbuf[4096], *buf = len <= sizeof(stackbuf) ? stackbuf : rm_malloc(len);
+            protobuf_c_message_pack(msgs[i], buf);
+            uint64_t key = key_of((uint32_t)kinds[k].kind, meta != NULL ? meta->namespace_ : "", meta != NULL ? meta->name : "");
+            fn(ctx, (item_t){key, fnv(key, buf, len)});
+            if (buf != stackbuf)
+                free(buf);
+        }
+    }
+}
+
+typedef struct st_collect_t {
+    item_t *items;
+    size_t size, capacity;
+} collect_t;
+
+static void
+collect(void *ctx, item_t it)
+{
+    collect_t *c = ctx;
+    if (c->size == c->capacity) {
+        c->capacity = c->capacity == 0 ? 256 : c->capacity * 2;
+        c->items = rm_realloc(c->items, c->capacity * sizeof(item_t));
+    }
+    c->items[c->size++] = it;
+}
+
+static void
+view_unref(view_t *v)
+{
+    if (v == NULL)
+        return;
+    pthread_mutex_lock(&views_mutex);
+    if (--v->refs == 0) {
+        for (view_t **p = &views; *p != NULL; p = &(*p)->next)
+            if (*p == v) {
+                *p = v->next;
+                break;
+            }
+        free(v->items);
+        free(v);
+    }
+    pthread_mutex_unlock(&views_mutex);
+}
+
+/* Finds the set of `version` (a new reference), or publishes `fresh` as it (taking `fresh`). Under views_mutex. */
+static view_t *
+view_publish(uint64_t version, view_t *fresh)
+{
+    for (view_t *v = views; v != NULL; v = v->next)
+        if (v->version == version) {
+            ++v->refs;
+            if (fresh != NULL) {
+                free(fresh->items);
+                free(fresh);
+            }
+            return v;
+        }
+    if (fresh == NULL)
+        return NULL;
+    fresh->refs = 1;
+    fresh->next = views;
+    views = fresh;
+    return fresh;
+}
+
+static view_t *
+view_from_items(uint64_t version, collect_t *c)
+{
+    if (c->size > 1)
+        qsort(c->items, c->size, sizeof(item_t), cmp_item);
+    view_t *v = rm_calloc(1, sizeof(*v));
+    v->version = version;
+    v->items = c->items;
+    v->size = c->size;
+    for (size_t i = 0; i != c->size; ++i)
+        v->digest += c->items[i].value;
+    return v;
+}
+
+/* A full snapshot: the agent's set becomes the one of its version (built here unless another agent did). */
+static void
+take_full(agent_t *a, const Remora__V1__Snapshot *snap)
+{
+    pthread_mutex_lock(&views_mutex);
+    view_t *v = view_publish(snap->version, NULL);
+    pthread_mutex_unlock(&views_mutex);
+    if (v == NULL) {
+        collect_t c = {0};
+        foreach_resource(snap, collect, &c);
+        view_t *fresh = view_from_items(snap->version, &c);
+        pthread_mutex_lock(&views_mutex);
+        v = view_publish(snap->version, fresh);
+        pthread_mutex_unlock(&views_mutex);
+    }
+    view_unref(a->view);
+    a->view = v;
+}
+
+typedef struct st_delta_acc_t {
+    const view_t *base;
+    uint64_t digest;
+    collect_t changed;
+} delta_acc_t;
+
+static void
+apply_changed(void *ctx, item_t it)
+{
+    delta_acc_t *d = ctx;
+    const item_t *old = find_item(d->base, it.key);
+    d->digest += it.value - (old != NULL ? old->value : 0);
+    collect(&d->changed, it);
+}
+
+/* Merges a delta into the agent's set. Returns NULL, or why it is refused. */
+static const char *
+take_delta(agent_t *a, const Remora__V1__Snapshot *snap, char *why, size_t whysz)
+{
+    if (a->view == NULL || a->view->version != snap->base_version) {
+        snprintf(why, whysz, "incremental snapshot %llu applies on version %llu, but version %llu is in service",
+                 (unsigned long long)snap->version, (unsigned long long)snap->base_version,
+                 (unsigned long long)(a->view != NULL ? a->view->version : 0));
+        return why;
+    }
+    delta_acc_t d = {.base = a->view, .digest = a->view->digest};
+    foreach_resource(snap, apply_changed, &d);
+    uint64_t *gone = rm_calloc(snap->n_removed + 1, sizeof(gone[0]));
+    for (size_t i = 0; i != snap->n_removed; ++i) {
+        gone[i] = key_of((uint32_t)snap->removed[i]->kind, snap->removed[i]->namespace_, snap->removed[i]->name);
+        const item_t *old = find_item(a->view, gone[i]);
+        if (old != NULL)
+            d.digest -= old->value;
+    }
+    pthread_mutex_lock(&views_mutex);
+    view_t *v = view_publish(snap->version, NULL);
+    pthread_mutex_unlock(&views_mutex);
+    if (v == NULL) {
+        /* the first agent at this version builds its set: the base's, changed, without the removed */
+        collect_t c = {0};
+        item_t *gone_items = rm_calloc(snap->n_removed + 1, sizeof(gone_items[0]));
+        for (size_t j = 0; j != snap->n_removed; ++j)
+            gone_items[j].key = gone[j];
+        view_t removed = {.items = gone_items, .size = snap->n_removed},
+               changed = {.items = d.changed.items, .size = d.changed.size};
+        if (removed.size > 1)
+            qsort(gone_items, removed.size, sizeof(item_t), cmp_item);
+        if (changed.size > 1)
+            qsort(changed.items, changed.size, sizeof(item_t), cmp_item);
+        for (size_t i = 0; i != a->view->size; ++i) {
+            const item_t *it = &a->view->items[i];
+            if (find_item(&removed, it->key) == NULL && find_item(&changed, it->key) == NULL)
+                collect(&c, *it);
+        }
+        free(gone_items);
+        for (size_t j = 0; j != d.changed.size; ++j)
+            collect(&c, d.changed.items[j]);
+        view_t *fresh = view_from_items(snap->version, &c);
+        pthread_mutex_lock(&views_mutex);
+        v = view_publish(snap->version, fresh);
+        pthread_mutex_unlock(&views_mutex);
+    }
+    free(gone);
+    free(d.changed.items);
+    if (v->digest != d.digest) {
+        snprintf(why, whysz, "incremental snapshot %llu on %llu gives digest %016llx, the set of that version has %016llx",
+                 (unsigned long long)snap->version, (unsigned long long)snap->base_version, (unsigned long long)d.digest,
+                 (unsigned long long)v->digest);
+        view_unref(v);
+        return why;
+    }
+    view_unref(a->view);
+    a->view = v;
+    return NULL;
 }
 
 static void *
@@ -53,10 +303,12 @@ run(void *arg)
     Remora__V1__Hello hello = REMORA__V1__HELLO__INIT;
     Remora__V1__AgentMessage m = REMORA__V1__AGENT_MESSAGE__INIT;
     hello.node_id = a->node_id;
+    hello.accepts_incremental = incremental;
     m.message_case = REMORA__V1__AGENT_MESSAGE__MESSAGE_HELLO;
     m.hello = &hello;
     int first = 1;
-    if (rm_rpc_stream_send(s, &m.base, 10000, &st) != RM_RPC_OK) {
+    /* generous: with 1000 agents and 10k Services the control plane is busy for a while sending full snapshots */
+    if (rm_rpc_stream_send(s, &m.base, 120000, &st) != RM_RPC_OK) {
         fprintf(stderr, "%s: Hello not sent: %s: %s\n", a->node_id, rm_rpc_status_name(st.code), st.message);
         goto out;
     }
@@ -74,11 +326,19 @@ run(void *arg)
         Remora__V1__Ack ack = REMORA__V1__ACK__INIT;
         Remora__V1__Nack nack = REMORA__V1__NACK__INIT;
         Remora__V1__AgentMessage answer = REMORA__V1__AGENT_MESSAGE__INIT;
-        const char *what = "ignore";
-        if (nack_reason != NULL) {
+        const char *what = "ignore", *refusal = nack_reason;
+        char why[300];
+        size_t bytes = protobuf_c_message_get_packed_size(msg);
+        if (snap->incremental && !incremental)
+            refusal = "does not accept incremental snapshots";
+        else if (snap->incremental && refusal == NULL)
+            refusal = take_delta(a, snap, why, sizeof(why));
+        else if (!snap->incremental && refusal == NULL)
+            take_full(a, snap);
+        if (refusal != NULL) {
             nack.version = snap->version;
             nack.nonce = snap->nonce;
-            nack.reason = (char *)nack_reason;
+            nack.reason = (char *)refusal;
             answer.message_case = REMORA__V1__AGENT_MESSAGE__MESSAGE_NACK;
             answer.nack = &nack;
             what = "nack";
@@ -90,12 +350,17 @@ run(void *arg)
             what = "ack";
         }
         if (answer.message_case != REMORA__V1__AGENT_MESSAGE__MESSAGE__NOT_SET &&
-            rm_rpc_stream_send(s, &answer.base, 10000, &st) != RM_RPC_OK) {
+            rm_rpc_stream_send(s, &answer.base, 120000, &st) != RM_RPC_OK) {
             fprintf(stderr, "%s: answer not sent: %s: %s\n", a->node_id, rm_rpc_status_name(st.code), st.message);
             protobuf_c_message_free_unpacked(msg, NULL);
             break;
         }
-        emit(a->node_id, (unsigned long long)snap->version, what);
+        pthread_mutex_lock(&out_mutex);
+        printf("%s %llu %s %s %zu %zu %016llx\n", a->node_id, (unsigned long long)snap->version, what,
+               snap->incremental ? "delta" : "full", bytes, a->view != NULL ? a->view->size : 0,
+               (unsigned long long)(a->view != NULL ? a->view->digest : 0));
+        fflush(stdout);
+        pthread_mutex_unlock(&out_mutex);
         protobuf_c_message_free_unpacked(msg, NULL);
         if (first) {
             first = 0;
@@ -109,6 +374,8 @@ run(void *arg)
     }
 out:
     rm_rpc_stream_destroy(s);
+    view_unref(a->view);
+    a->view = NULL;
     return NULL;
 }
 
@@ -118,11 +385,17 @@ main(int argc, char **argv)
     /* no OpenSSL clean-up at exit: gRPC's threads may still be ending then, and a thread that ends after the
      * clean-up deleted OpenSSL's thread key leaks its error state (each thread frees its own as it ends) */
     OPENSSL_init_crypto(OPENSSL_INIT_NO_ATEXIT, NULL);
-    static const struct option opts[] = {{"control", required_argument, NULL, 'c'}, {"trust-anchor", required_argument, NULL, 'A'},
-                                         {"token", required_argument, NULL, 'T'},   {"insecure", no_argument, NULL, 'I'},
-                                         {"count", required_argument, NULL, 'n'},   {"prefix", required_argument, NULL, 'p'},
-                                         {"nack", required_argument, NULL, 'N'},    {"silent", no_argument, NULL, 's'},
-                                         {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"control", required_argument, NULL, 'c'},
+                                         {"trust-anchor", required_argument, NULL, 'A'},
+                                         {"token", required_argument, NULL, 'T'},
+                                         {"insecure", no_argument, NULL, 'I'},
+                                         {"count", required_argument, NULL, 'n'},
+                                         {"prefix", required_argument, NULL, 'p'},
+                                         {"nack", required_argument, NULL, 'N'},
+                                         {"silent", no_argument, NULL, 's'},
+                                         {"incremental", no_argument, NULL, 'D'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
     const char *prefix = "fake-", *trust_anchor = NULL, *token_file = NULL;
     int c, insecure = 0;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -142,6 +415,9 @@ main(int argc, char **argv)
         case 's':
             silent = 1;
             break;
+        case 'D':
+            incremental = 1;
+            break;
         case 'A':
             trust_anchor = optarg;
             break;
@@ -153,7 +429,7 @@ main(int argc, char **argv)
             break;
         case 'h':
             printf("Usage: remora-fake-agents [--control ADDR:PORT] (--trust-anchor FILE --token FILE | --insecure) [--count N]\n"
-                   "                          [--prefix P] [--nack REASON | --silent]\n");
+                   "                          [--prefix P] [--nack REASON | --silent] [--incremental]\n");
             return 0;
         default:
             return 2;

@@ -10,6 +10,14 @@
  * The persisted snapshot lets an agent that starts while the control plane is unreachable serve
  * the last configuration it had (rm_control_load_persisted).
  *
+ * Incremental updates (docs/control-plane.md): the Hello sets accepts_incremental, and a Snapshot with
+ * `incremental` set is merged into the resource set in service (read back from the persisted snapshot,
+ * or kept in memory when there is no state directory or the last write failed) and then handled as a
+ * full snapshot of the merged set: translated, applied, persisted (the merged, full set), ACKed. A
+ * delta whose base_version is not the version in service, or whose base cannot be read, is NACKed with
+ * the reason, and the control plane follows with the full snapshot. Received snapshots are counted by
+ * kind (rm_control_count_update, control_stats.h).
+ *
  * The control plane may also send an admin request (Snapshot.admin_request, `remoractl proxy NODE
  * stats|config|clusters|log-level`) instead of a snapshot: it is answered with an AdminResponse from
  * `admin_command`, read-only commands and the log level only, the body cut at

@@ -16,6 +16,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include "obs/histogram.h"
 
 /** Label values longer than this (bytes, without the NUL) are truncated. */
@@ -45,5 +46,24 @@ typedef size_t (*rm_control_stats_source_t)(rm_control_stat_series_t *out, size_
 void rm_control_set_stats_source(rm_control_stats_source_t source);
 /** The source set, or NULL. Any thread. */
 rm_control_stats_source_t rm_control_get_stats_source(void);
+
+/**
+ * Snapshots received from the control plane, by kind (docs/control-plane.md, "Incremental updates"):
+ * counted by the control client (control thread) when one is received, whatever its fate (refusals are
+ * in remora_config_nacks_total). Process-wide atomics; any thread.
+ */
+typedef enum en_rm_control_update_kind_t {
+    RM_CONTROL_UPDATE_FULL = 0,
+    RM_CONTROL_UPDATE_DELTA = 1,
+} rm_control_update_kind_t;
+
+void rm_control_count_update(rm_control_update_kind_t kind, size_t bytes);
+/** The counts and the bytes (encoded sizes) received so far, of one kind. */
+void rm_control_updates(rm_control_update_kind_t kind, uint64_t *count, uint64_t *bytes);
+/**
+ * Writes remora_control_updates_total{kind="full|delta"} and remora_control_update_bytes_total{kind} in
+ * the Prometheus text format (for the agent's /metrics). Any thread.
+ */
+void rm_control_render_updates(FILE *fp);
 
 #endif
