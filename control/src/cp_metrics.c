@@ -2,18 +2,13 @@
  * The control plane's own metrics and its monitoring listener (see cp_metrics.h).
  *
  * Counters are plain uint64_t updated with relaxed atomic adds: a scrape may see one counter a
- * moment ahead of another, never a torn value. The listener is the webhook's design without TLS
- * (webhook.c): one thread, poll(), http_parser for HTTP/1.1, fixed bounds on connections, request
+ * moment ahead of another, never a torn value. The listener is the webhook's server without TLS
+ * (httpd.c): one thread, poll(), http_parser for HTTP/1.1, fixed bounds on connections, request
  * heads and time, so that a slow or hostile client costs one slot and never blocks the gRPC thread.
  */
-#define _GNU_SOURCE /* accept4, open_memstream */
+#define _GNU_SOURCE /* open_memstream */
 #include <dirent.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,11 +16,10 @@
 #include <time.h>
 #include <unistd.h>
 #include <sys/resource.h>
-#include <sys/socket.h>
-#include <http_parser.h>
 #include "remora/log.h"
 #include "remora/strutil.h"
 #include "cp_metrics.h"
+#include "httpd.h"
 
 #define LOG "metrics"
 
@@ -475,152 +469,56 @@ rm_cp_metrics_render(size_t *len)
 
 /* -------------------------------------------------------------------------------- the monitoring listener */
 
-#define POLL_MAX_MS 1000
-
-typedef struct st_conn_t {
-    int fd;
-    int writing;
-    uint64_t deadline_ms;
-    http_parser parser;
-    char in[4096];
-    size_t in_len;
-    /* the path (no query), cut at 64 bytes: longer ones are not ours anyway */
-    char path[65];
-    size_t path_len;
-    size_t head_bytes;
-    int head_too_large;
-    char *out;
-    size_t out_len, out_off;
-    int close_after;
-} conn_t;
-
 struct st_rm_cp_metrics_server_t {
-    int listen_fd, port;
-    int wake[2];
-    pthread_t thread;
-    conn_t *conns[RM_CP_METRICS_MAX_CONNS];
-    size_t num_conns;
-    unsigned long refused;
+    rm_httpd_t *httpd;
 };
 
-static int
-head_bytes(conn_t *c, size_t len)
+static void
+text_response(rm_httpd_conn_t *c, int status, const char *text, unsigned flags, const char *extra)
 {
-    c->head_bytes += len;
-    if (c->head_bytes > RM_CP_METRICS_MAX_HEAD_BYTES) {
-        c->head_too_large = 1;
-        return -1;
+    rm_httpd_respond(c, status, "text/plain; charset=utf-8", text, strlen(text), flags, extra);
+}
+
+/* the path, without its query, is one of ours */
+static int
+is_path(const char *url, size_t plen, const char *path)
+{
+    return plen == strlen(path) && memcmp(url, path, plen) == 0;
+}
+
+static void
+handle_request(void *arg, rm_httpd_conn_t *c, const rm_httpd_request_t *req)
+{
+    (void)arg;
+    if (req->error != RM_HTTPD_OK) {
+        if (req->error == RM_HTTPD_INPUT_FULL)
+            return; /* the parser takes every byte it is given unless paused, so this cannot be: close, do not spin */
+        char msg[256];
+        if (req->error == RM_HTTPD_HEAD_TOO_LARGE) {
+            snprintf(msg, sizeof(msg), "the request head is larger than %u bytes\n", RM_CP_METRICS_MAX_HEAD_BYTES);
+            text_response(c, 431, msg, 0, NULL);
+        } else {
+            snprintf(msg, sizeof(msg), "malformed HTTP/1.1 request: %s\n", req->error_text != NULL ? req->error_text : "?");
+            text_response(c, 400, msg, 0, NULL);
+        }
+        size_t len;
+        const char *out = rm_httpd_response(c, &len);
+        rm_log_debug(LOG, "refused a request: %.*s", (int)(len > 80 ? 80 : len), out);
+        return;
     }
-    return 0;
-}
-
-static int
-on_message_begin(http_parser *p)
-{
-    conn_t *c = p->data;
-    c->path_len = 0;
-    c->path[0] = '\0';
-    c->head_bytes = 0;
-    c->deadline_ms = rm_now_ms() + RM_CP_METRICS_READ_TIMEOUT_MS;
-    return 0;
-}
-
-static int
-on_url(http_parser *p, const char *at, size_t len)
-{
-    conn_t *c = p->data;
-    for (size_t i = 0; i != len && c->path_len < sizeof(c->path) - 1; ++i)
-        c->path[c->path_len++] = at[i];
-    c->path[c->path_len] = '\0';
-    return head_bytes(c, len);
-}
-
-static int
-on_header_part(http_parser *p, const char *at, size_t len)
-{
-    (void)at;
-    return head_bytes(p->data, len);
-}
-
-static int
-on_message_complete(http_parser *p)
-{
-    http_parser_pause(p, 1); /* one request at a time: what follows waits for this response */
-    return 0;
-}
-
-/* a body (none is expected) is read and dropped: its bytes cost no memory, its time counts against the deadline */
-static const http_parser_settings parser_settings = {
-    .on_message_begin = on_message_begin,
-    .on_url = on_url,
-    .on_header_field = on_header_part,
-    .on_header_value = on_header_part,
-    .on_message_complete = on_message_complete,
-};
-
-static const char *
-status_text(int status)
-{
-    switch (status) {
-    case 200:
-        return "OK";
-    case 400:
-        return "Bad Request";
-    case 404:
-        return "Not Found";
-    case 405:
-        return "Method Not Allowed";
-    case 431:
-        return "Request Header Fields Too Large";
-    case 503:
-        return "Service Unavailable";
-    default:
-        return "Internal Server Error";
-    }
-}
-
-/* Takes `body` (malloc'ed). */
-static void
-set_response(conn_t *c, int status, const char *ctype, char *body, size_t blen, int head_only, const char *extra)
-{
-    char head[256];
-    int n = snprintf(head, sizeof(head), "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s%s\r\n", status,
-                     status_text(status), ctype, blen, c->close_after ? "Connection: close\r\n" : "", extra != NULL ? extra : "");
-    size_t send_body = head_only ? 0 : blen;
-    free(c->out);
-    c->out = rm_malloc((size_t)n + send_body + 1);
-    memcpy(c->out, head, (size_t)n);
-    memcpy(c->out + n, body, send_body);
-    free(body);
-    c->out_len = (size_t)n + send_body;
-    c->out_off = 0;
-    c->writing = 1;
-    c->deadline_ms = rm_now_ms() + RM_CP_METRICS_READ_TIMEOUT_MS;
-}
-
-static void
-text_response(conn_t *c, int status, const char *text, int head_only, const char *extra)
-{
-    set_response(c, status, "text/plain; charset=utf-8", rm_strdup(text), strlen(text), head_only, extra);
-}
-
-static void
-handle_request(conn_t *c)
-{
-    c->close_after = !http_should_keep_alive(&c->parser);
-    int method = c->parser.method, head_only = method == HTTP_HEAD;
-    size_t plen = strcspn(c->path, "?");
-    c->path[plen] = '\0';
-    int known = strcmp(c->path, "/metrics") == 0 || strcmp(c->path, "/ready") == 0 || strcmp(c->path, "/live") == 0;
-    if (!known) {
+    unsigned head_only = req->method == RM_HTTPD_HEAD ? RM_HTTPD_HEAD_ONLY : 0;
+    size_t plen = strcspn(req->url, "?");
+    const char *url = req->url;
+    if (!is_path(url, plen, "/metrics") && !is_path(url, plen, "/ready") && !is_path(url, plen, "/live")) {
         text_response(c, 404, "not found: this port serves GET /metrics, /ready and /live\n", head_only, NULL);
-    } else if (method != HTTP_GET && method != HTTP_HEAD) {
+    } else if (req->method != RM_HTTPD_GET && req->method != RM_HTTPD_HEAD) {
         text_response(c, 405, "use GET\n", 0, "Allow: GET, HEAD\r\n");
-    } else if (strcmp(c->path, "/metrics") == 0) {
+    } else if (is_path(url, plen, "/metrics")) {
         size_t len;
         char *text = rm_cp_metrics_render(&len);
-        set_response(c, 200, "text/plain; version=0.0.4; charset=utf-8", text, len, head_only, NULL);
-    } else if (strcmp(c->path, "/live") == 0) {
+        rm_httpd_respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", text, len, head_only, NULL);
+        free(text);
+    } else if (is_path(url, plen, "/live")) {
         text_response(c, 200, "live\n", head_only, NULL);
     } else {
         const char *why = not_ready_because();
@@ -634,207 +532,41 @@ handle_request(conn_t *c)
     }
 }
 
-static void
-conn_free(conn_t *c)
-{
-    close(c->fd);
-    free(c->out);
-    free(c);
-}
-
-static void
-parse_input(conn_t *c)
-{
-    if (c->in_len == 0)
-        return;
-    size_t n = http_parser_execute(&c->parser, &parser_settings, c->in, c->in_len);
-    enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
-    if (e == HPE_PAUSED) {
-        memmove(c->in, c->in + n, c->in_len - n);
-        c->in_len -= n;
-        http_parser_pause(&c->parser, 0);
-        handle_request(c);
-        return;
-    }
-    c->in_len = 0;
-    if (e != HPE_OK) {
-        c->close_after = 1;
-        if (c->head_too_large || e == HPE_HEADER_OVERFLOW) {
-            char msg[128];
-            snprintf(msg, sizeof(msg), "the request head is larger than %u bytes\n", RM_CP_METRICS_MAX_HEAD_BYTES);
-            text_response(c, 431, msg, 0, NULL);
-        } else {
-            char msg[256];
-            snprintf(msg, sizeof(msg), "malformed HTTP/1.1 request: %s\n", http_errno_description(e));
-            text_response(c, 400, msg, 0, NULL);
-        }
-        rm_log_debug(LOG, "refused a request: %.*s", (int)(c->out_len > 80 ? 80 : c->out_len), c->out);
-    }
-}
-
-/* Makes whatever progress the socket allows. Returns -1 when the connection is done. */
-static int
-conn_progress(conn_t *c)
-{
-    for (;;) {
-        if (c->writing) {
-            if (c->out_off == c->out_len) {
-                if (c->close_after) {
-                    shutdown(c->fd, SHUT_WR);
-                    return -1;
-                }
-                free(c->out);
-                c->out = NULL;
-                c->out_len = c->out_off = 0;
-                c->writing = 0;
-                c->deadline_ms = rm_now_ms() + RM_CP_METRICS_IDLE_TIMEOUT_MS;
-                parse_input(c); /* a request that came along with the last one */
-                continue;
-            }
-            ssize_t r = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
-            if (r > 0) {
-                c->out_off += (size_t)r;
-                continue;
-            }
-            if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
-                return 0;
-            return -1;
-        }
-        if (c->in_len == sizeof(c->in))
-            return -1; /* the parser takes every byte it is given unless paused, so this cannot be: do not spin */
-        ssize_t r = recv(c->fd, c->in + c->in_len, sizeof(c->in) - c->in_len, 0);
-        if (r > 0) {
-            c->in_len += (size_t)r;
-            parse_input(c);
-            continue;
-        }
-        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
-            return 0;
-        return -1; /* closed by the peer, or an error */
-    }
-}
-
-static void
-accept_conns(rm_cp_metrics_server_t *ms)
-{
-    for (;;) {
-        int fd = accept4(ms->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0)
-            return;
-        if (ms->num_conns == RM_CP_METRICS_MAX_CONNS) {
-            /* logged at the 1st, 2nd, 4th, 8th... so that a flood does not flood the log */
-            ++ms->refused;
-            if ((ms->refused & (ms->refused - 1)) == 0)
-                rm_log_warn(LOG, "%u connections open: closing a new one (%lu so far)", RM_CP_METRICS_MAX_CONNS, ms->refused);
-            close(fd);
-            continue;
-        }
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        conn_t *c = rm_calloc(1, sizeof(*c));
-        c->fd = fd;
-        c->deadline_ms = rm_now_ms() + RM_CP_METRICS_READ_TIMEOUT_MS;
-        http_parser_init(&c->parser, HTTP_REQUEST);
-        c->parser.data = c;
-        ms->conns[ms->num_conns++] = c;
-    }
-}
-
-static void *
-run(void *arg)
-{
-    rm_cp_metrics_server_t *ms = arg;
-    struct pollfd fds[RM_CP_METRICS_MAX_CONNS + 2];
-    for (;;) {
-        uint64_t now = rm_now_ms(), next = now + POLL_MAX_MS;
-        for (size_t i = 0; i < ms->num_conns;) {
-            if (ms->conns[i]->deadline_ms <= now) {
-                conn_free(ms->conns[i]);
-                ms->conns[i] = ms->conns[--ms->num_conns];
-                continue;
-            }
-            ++i;
-        }
-        fds[0] = (struct pollfd){.fd = ms->wake[0], .events = POLLIN};
-        fds[1] = (struct pollfd){.fd = ms->listen_fd, .events = POLLIN};
-        for (size_t i = 0; i != ms->num_conns; ++i) {
-            fds[i + 2] = (struct pollfd){.fd = ms->conns[i]->fd, .events = ms->conns[i]->writing ? POLLOUT : POLLIN};
-            if (ms->conns[i]->deadline_ms < next)
-                next = ms->conns[i]->deadline_ms;
-        }
-        size_t n = ms->num_conns;
-        int r = poll(fds, n + 2, next <= now ? 0 : (int)(next - now));
-        if (r < 0 && errno != EINTR) {
-            rm_log_error(LOG, "poll: %s", strerror(errno));
-            break;
-        }
-        if (r <= 0)
-            continue;
-        if (fds[0].revents != 0)
-            break;
-        for (size_t i = n; i-- > 0;) {
-            if (fds[i + 2].revents == 0)
-                continue;
-            if (conn_progress(ms->conns[i]) != 0) {
-                conn_free(ms->conns[i]);
-                ms->conns[i] = ms->conns[--ms->num_conns];
-            }
-        }
-        if (fds[1].revents != 0)
-            accept_conns(ms);
-    }
-    for (size_t i = 0; i != ms->num_conns; ++i)
-        conn_free(ms->conns[i]);
-    ms->num_conns = 0;
-    return NULL;
-}
-
 rm_cp_metrics_server_t *
 rm_cp_metrics_server_start(const char *addr, char *err, size_t errsz)
 {
-    struct sockaddr_storage ss;
-    socklen_t sslen;
-    const char *why;
-    if (rm_parse_ip_port(addr, &ss, &sslen, &why) != 0) {
-        snprintf(err, errsz, "--metrics-listen %s: %s (write ADDR:PORT with an IP address, e.g. 0.0.0.0:15014)", addr, why);
+    rm_httpd_config_t cfg = {
+        .listen = addr,
+        .listen_flag = "--metrics-listen",
+        .listen_example = "0.0.0.0:15014",
+        .log_tag = LOG,
+        .thread_name = "the metrics listener's thread",
+        .max_conns = RM_CP_METRICS_MAX_CONNS,
+        .backlog = 64,
+        .in_buf_bytes = 4096,
+        .max_url_bytes = 64, /* longer paths are not ours anyway */
+        .max_head_bytes = RM_CP_METRICS_MAX_HEAD_BYTES,
+        .max_body_bytes = 0, /* none is expected: read and dropped */
+        .read_timeout_ms = RM_CP_METRICS_READ_TIMEOUT_MS,
+        .idle_timeout_ms = RM_CP_METRICS_IDLE_TIMEOUT_MS,
+        .handler = handle_request,
+    };
+    rm_httpd_t *httpd = rm_httpd_create(&cfg, err, errsz);
+    if (httpd == NULL)
+        return NULL;
+    if (rm_httpd_start(httpd, err, errsz) != 0) {
+        rm_httpd_destroy(httpd);
         return NULL;
     }
     rm_cp_metrics_server_t *ms = rm_calloc(1, sizeof(*ms));
-    ms->wake[0] = ms->wake[1] = -1;
-    ms->listen_fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    int one = 1;
-    if (ms->listen_fd < 0 || setsockopt(ms->listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
-        bind(ms->listen_fd, (struct sockaddr *)&ss, sslen) != 0 || listen(ms->listen_fd, 64) != 0) {
-        snprintf(err, errsz, "--metrics-listen %s: %s", addr, strerror(errno));
-        goto Fail;
-    }
-    sslen = sizeof(ss);
-    getsockname(ms->listen_fd, (struct sockaddr *)&ss, &sslen);
-    ms->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port : ((struct sockaddr_in *)&ss)->sin_port);
-    if (pipe2(ms->wake, O_CLOEXEC | O_NONBLOCK) != 0) {
-        snprintf(err, errsz, "pipe: %s", strerror(errno));
-        goto Fail;
-    }
-    if (pthread_create(&ms->thread, NULL, run, ms) != 0) {
-        snprintf(err, errsz, "cannot start the metrics listener's thread");
-        goto Fail;
-    }
+    ms->httpd = httpd;
     return ms;
-Fail:
-    if (ms->listen_fd >= 0)
-        close(ms->listen_fd);
-    if (ms->wake[0] >= 0) {
-        close(ms->wake[0]);
-        close(ms->wake[1]);
-    }
-    free(ms);
-    return NULL;
 }
 
 int
 rm_cp_metrics_server_port(const rm_cp_metrics_server_t *ms)
 {
-    return ms->port;
+    return rm_httpd_port(ms->httpd);
 }
 
 void
@@ -842,13 +574,6 @@ rm_cp_metrics_server_destroy(rm_cp_metrics_server_t *ms)
 {
     if (ms == NULL)
         return;
-    ssize_t r;
-    do
-        r = write(ms->wake[1], "x", 1);
-    while (r < 0 && errno == EINTR);
-    pthread_join(ms->thread, NULL);
-    close(ms->listen_fd);
-    close(ms->wake[0]);
-    close(ms->wake[1]);
+    rm_httpd_destroy(ms->httpd);
     free(ms);
 }

@@ -1,83 +1,32 @@
-#define _GNU_SOURCE /* accept4 */
-#include <errno.h>
-#include <fcntl.h>
-#include <limits.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
-#include <unistd.h>
-#include <sys/socket.h>
-#include <http_parser.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include "remora/log.h"
 #include "remora/strutil.h"
 #include "cp_metrics.h"
+#include "httpd.h"
 #include "webhook.h"
 
 #define LOG "webhook"
 #define IN_BUF_BYTES 16384
 #define MAX_URL_BYTES 2048
-#define MAX_CTYPE_BYTES 256
 #define RETRY_CERT_MS 10000
-#define POLL_MAX_MS 1000
-
-typedef enum en_conn_state_t {
-    CONN_HANDSHAKE,
-    CONN_READING,
-    CONN_WRITING,
-} conn_state_t;
-
-typedef struct st_conn_t {
-    int fd;
-    SSL *ssl;
-    conn_state_t state;
-    /* the last SSL call wants the socket writable (else readable) */
-    int want_write;
-    uint64_t deadline_ms;
-    http_parser parser;
-    /* unparsed input (what follows a complete request waits here while its response is written) */
-    char in[IN_BUF_BYTES];
-    size_t in_len;
-    char url[MAX_URL_BYTES + 1];
-    size_t url_len;
-    int url_too_long;
-    char field[32];
-    size_t field_len;
-    int in_value, field_is_ctype;
-    char ctype[MAX_CTYPE_BYTES + 1];
-    size_t ctype_len;
-    char *body;
-    size_t body_len, body_cap;
-    int message_complete;
-    /* set by a callback that refuses the request (413...) */
-    int error_status;
-    char *out;
-    size_t out_len, out_off;
-    int close_after;
-} conn_t;
 
 struct st_rm_webhook_t {
     const rm_inject_config_t *config;
     rm_ca_t *ca;
     char **dns_names;
     size_t num_dns_names;
-    int listen_fd, port;
-    int wake[2];
-    pthread_t thread;
+    rm_httpd_t *httpd;
     SSL_CTX *ctx;
     uint64_t renew_at_ms;
-    conn_t *conns[RM_WEBHOOK_MAX_CONNS];
-    size_t num_conns;
-    unsigned long served, refused;
+    unsigned long served;
 };
 
 /* ------------------------------------------------------------------------------ the review */
@@ -238,17 +187,6 @@ select_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen, const un
     return SSL_TLSEXT_ERR_NOACK;
 }
 
-static void
-openssl_reason(char *buf, size_t bufsz)
-{
-    unsigned long e = ERR_get_error();
-    if (e == 0)
-        snprintf(buf, bufsz, "unknown OpenSSL error");
-    else
-        ERR_error_string_n(e, buf, bufsz);
-    ERR_clear_error();
-}
-
 /* Issues a certificate and makes the context the next connections use. */
 static int
 renew_cert(rm_webhook_t *wh, char *err, size_t errsz)
@@ -282,7 +220,7 @@ renew_cert(rm_webhook_t *wh, char *err, size_t errsz)
     free(chain);
     if (!ok) {
         char why[256];
-        openssl_reason(why, sizeof(why));
+        rm_httpd_tls_error(why, sizeof(why));
         snprintf(err, errsz, "cannot load the webhook's certificate: %s", why);
         SSL_CTX_free(ctx);
         return -1;
@@ -302,431 +240,122 @@ renew_cert(rm_webhook_t *wh, char *err, size_t errsz)
 
 /* --------------------------------------------------------------------------------- HTTP/1.1 */
 
-static int
-on_message_begin(http_parser *p)
-{
-    conn_t *c = p->data;
-    c->url_len = 0;
-    c->url_too_long = 0;
-    c->field_len = 0;
-    c->in_value = 0;
-    c->field_is_ctype = 0;
-    c->ctype_len = 0;
-    c->ctype[0] = '\0';
-    free(c->body);
-    c->body = NULL;
-    c->body_len = c->body_cap = 0;
-    c->deadline_ms = rm_now_ms() + RM_WEBHOOK_READ_TIMEOUT_MS;
-    return 0;
-}
-
-static int
-on_url(http_parser *p, const char *at, size_t len)
-{
-    conn_t *c = p->data;
-    if (c->url_len + len > MAX_URL_BYTES) {
-        c->url_too_long = 1;
-        return 0;
-    }
-    memcpy(c->url + c->url_len, at, len);
-    c->url_len += len;
-    c->url[c->url_len] = '\0';
-    return 0;
-}
-
-static int
-on_header_field(http_parser *p, const char *at, size_t len)
-{
-    conn_t *c = p->data;
-    if (c->in_value) {
-        c->in_value = 0;
-        c->field_len = 0;
-    }
-    for (size_t i = 0; i != len; ++i) {
-        if (c->field_len < sizeof(c->field) - 1)
-            c->field[c->field_len] = at[i];
-        ++c->field_len;
-    }
-    return 0;
-}
-
-static int
-on_header_value(http_parser *p, const char *at, size_t len)
-{
-    conn_t *c = p->data;
-    if (!c->in_value) {
-        c->in_value = 1;
-        c->field_is_ctype = rm_lcstreq(c->field, c->field_len < sizeof(c->field) ? c->field_len : 0, "content-type");
-    }
-    if (c->field_is_ctype) {
-        size_t n = c->ctype_len + len > MAX_CTYPE_BYTES ? MAX_CTYPE_BYTES - c->ctype_len : len;
-        memcpy(c->ctype + c->ctype_len, at, n);
-        c->ctype_len += n;
-        c->ctype[c->ctype_len] = '\0';
-    }
-    return 0;
-}
-
-static int
-on_headers_complete(http_parser *p)
-{
-    conn_t *c = p->data;
-    if (p->content_length != ULLONG_MAX && (p->flags & F_CONTENTLENGTH) && p->content_length > RM_WEBHOOK_MAX_BODY_BYTES) {
-        c->error_status = 413;
-        return -1;
-    }
-    return 0;
-}
-
-static int
-on_body(http_parser *p, const char *at, size_t len)
-{
-    conn_t *c = p->data;
-    if (c->body_len + len > RM_WEBHOOK_MAX_BODY_BYTES) {
-        c->error_status = 413;
-        return -1;
-    }
-    if (c->body_len + len > c->body_cap) {
-        size_t cap = c->body_cap != 0 ? c->body_cap : 16384;
-        while (cap < c->body_len + len)
-            cap *= 2;
-        c->body = rm_realloc(c->body, cap);
-        c->body_cap = cap;
-    }
-    memcpy(c->body + c->body_len, at, len);
-    c->body_len += len;
-    return 0;
-}
-
-static int
-on_message_complete(http_parser *p)
-{
-    conn_t *c = p->data;
-    c->message_complete = 1;
-    http_parser_pause(p, 1); /* one request at a time: what follows waits for this response */
-    return 0;
-}
-
-static const http_parser_settings parser_settings = {
-    .on_message_begin = on_message_begin,
-    .on_url = on_url,
-    .on_header_field = on_header_field,
-    .on_header_value = on_header_value,
-    .on_headers_complete = on_headers_complete,
-    .on_body = on_body,
-    .on_message_complete = on_message_complete,
-};
-
-static const char *
-status_text(int status)
-{
-    switch (status) {
-    case 200:
-        return "OK";
-    case 400:
-        return "Bad Request";
-    case 404:
-        return "Not Found";
-    case 405:
-        return "Method Not Allowed";
-    case 413:
-        return "Payload Too Large";
-    case 415:
-        return "Unsupported Media Type";
-    default:
-        return "Internal Server Error";
-    }
-}
-
 static void
-set_response(conn_t *c, int status, const char *ctype, const char *body, const char *extra_headers)
-{
-    size_t blen = strlen(body);
-    char head[512];
-    int n = snprintf(head, sizeof(head), "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s%s\r\n", status,
-                     status_text(status), ctype, blen, c->close_after ? "Connection: close\r\n" : "",
-                     extra_headers != NULL ? extra_headers : "");
-    free(c->out);
-    c->out = rm_malloc((size_t)n + blen);
-    memcpy(c->out, head, (size_t)n);
-    memcpy(c->out + n, body, blen);
-    c->out_len = (size_t)n + blen;
-    c->out_off = 0;
-    c->state = CONN_WRITING;
-    c->want_write = 1;
-    c->deadline_ms = rm_now_ms() + RM_WEBHOOK_READ_TIMEOUT_MS;
-}
-
-static void
-error_response(conn_t *c, int status, const char *msg)
+error_response(rm_httpd_conn_t *c, int status, const char *msg, unsigned flags)
 {
     char body[512];
     snprintf(body, sizeof(body), "%s\n", msg);
-    set_response(c, status, "text/plain; charset=utf-8", body, NULL);
+    rm_httpd_respond(c, status, "text/plain; charset=utf-8", body, strlen(body), flags, NULL);
 }
 
-/* A complete request: the response to send. */
 static void
-handle_request(rm_webhook_t *wh, conn_t *c)
+text_response(rm_httpd_conn_t *c, int status, const char *text, const char *extra_headers)
 {
-    c->close_after = !http_should_keep_alive(&c->parser);
-    size_t plen = strcspn(c->url, "?"); /* the API server appends ?timeout=10s */
-    int method = c->parser.method;
-    if (c->url_too_long) {
-        c->close_after = 1;
-        rm_cp_metrics_webhook_error(RM_CP_WEBHOOK_MALFORMED_HTTP);
-        error_response(c, 400, "the request target is too long");
-    } else if (plen == 8 && memcmp(c->url, "/healthz", 8) == 0) {
-        if (method != HTTP_GET)
-            set_response(c, 405, "text/plain; charset=utf-8", "use GET\n", "Allow: GET\r\n");
+    rm_httpd_respond(c, status, "text/plain; charset=utf-8", text, strlen(text), 0, extra_headers);
+}
+
+/* A request, whole or refused by a bound or the parser: the response to send. */
+static void
+handle_request(void *arg, rm_httpd_conn_t *c, const rm_httpd_request_t *req)
+{
+    rm_webhook_t *wh = arg;
+    if (req->error != RM_HTTPD_OK) {
+        if (req->error == RM_HTTPD_INPUT_FULL) {
+            rm_cp_metrics_webhook_error(RM_CP_WEBHOOK_MALFORMED_HTTP);
+            error_response(c, 400, "malformed HTTP/1.1 request", 0);
+            return;
+        }
+        char msg[256];
+        int too_large = req->error == RM_HTTPD_BODY_TOO_LARGE;
+        if (too_large)
+            snprintf(msg, sizeof(msg), "the request body is larger than %u bytes", RM_WEBHOOK_MAX_BODY_BYTES);
         else
-            set_response(c, 200, "text/plain; charset=utf-8", "ok\n", NULL);
-    } else if (plen != 7 || memcmp(c->url, "/inject", 7) != 0) {
+            snprintf(msg, sizeof(msg), "malformed HTTP/1.1 request: %s", req->error_text != NULL ? req->error_text : "?");
+        rm_cp_metrics_webhook_error(too_large ? RM_CP_WEBHOOK_BODY_TOO_LARGE : RM_CP_WEBHOOK_MALFORMED_HTTP);
+        error_response(c, too_large ? 413 : 400, msg, 0);
+        rm_log_warn(LOG, "%s", msg);
+        return;
+    }
+    size_t plen = strcspn(req->url, "?"); /* the API server appends ?timeout=10s */
+    const char *ctype = req->content_type;
+    if (req->url_too_long) {
+        rm_cp_metrics_webhook_error(RM_CP_WEBHOOK_MALFORMED_HTTP);
+        error_response(c, 400, "the request target is too long", RM_HTTPD_CLOSE);
+    } else if (plen == 8 && memcmp(req->url, "/healthz", 8) == 0) {
+        if (req->method != RM_HTTPD_GET)
+            text_response(c, 405, "use GET\n", "Allow: GET\r\n");
+        else
+            text_response(c, 200, "ok\n", NULL);
+    } else if (plen != 7 || memcmp(req->url, "/inject", 7) != 0) {
         rm_cp_metrics_webhook_error(RM_CP_WEBHOOK_NOT_FOUND);
-        error_response(c, 404, "not found: the webhook serves POST /inject and GET /healthz");
-    } else if (method != HTTP_POST) {
+        error_response(c, 404, "not found: the webhook serves POST /inject and GET /healthz", 0);
+    } else if (req->method != RM_HTTPD_POST) {
         rm_cp_metrics_webhook_error(RM_CP_WEBHOOK_BAD_METHOD);
-        set_response(c, 405, "text/plain; charset=utf-8", "use POST with an AdmissionReview\n", "Allow: POST\r\n");
-    } else if (c->ctype_len < 16 || strncasecmp(c->ctype, "application/json", 16) != 0 ||
-               (c->ctype[16] != '\0' && c->ctype[16] != ';' && c->ctype[16] != ' ')) {
+        text_response(c, 405, "use POST with an AdmissionReview\n", "Allow: POST\r\n");
+    } else if (req->content_type_len < 16 || strncasecmp(ctype, "application/json", 16) != 0 ||
+               (ctype[16] != '\0' && ctype[16] != ';' && ctype[16] != ' ')) {
         rm_cp_metrics_webhook_error(RM_CP_WEBHOOK_BAD_CONTENT_TYPE);
-        error_response(c, 415, "Content-Type must be application/json");
+        error_response(c, 415, "Content-Type must be application/json", 0);
     } else {
         int status;
         char line[800];
-        char *body = rm_webhook_review(wh->config, c->body != NULL ? c->body : "", c->body_len, &status, line, sizeof(line));
+        char *body = rm_webhook_review(wh->config, req->body != NULL ? req->body : "", req->body_len, &status, line, sizeof(line));
         if (status == 200) {
             rm_log_info(LOG, "%s", line);
-            set_response(c, 200, "application/json", body, NULL);
+            rm_httpd_respond(c, 200, "application/json", body, strlen(body), 0, NULL);
         } else {
             rm_log_warn(LOG, "bad request: %.*s", (int)strcspn(body, "\n"), body); /* one line */
-            set_response(c, status, "text/plain; charset=utf-8", body, NULL);
+            text_response(c, status, body, NULL);
         }
         free(body);
     }
     ++wh->served;
 }
 
-/* --------------------------------------------------------------------------------- connections */
-
 static void
-conn_free(conn_t *c)
+on_event(void *arg, rm_httpd_event_t ev, const char *detail)
 {
-    if (c->ssl != NULL)
-        SSL_free(c->ssl);
-    close(c->fd);
-    free(c->body);
-    free(c->out);
-    free(c);
-}
-
-/* Feeds buffered input to the parser; a complete or broken request gets its response. */
-static void
-parse_input(rm_webhook_t *wh, conn_t *c)
-{
-    if (c->in_len == 0)
-        return;
-    size_t n = http_parser_execute(&c->parser, &parser_settings, c->in, c->in_len);
-    enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
-    if (e == HPE_PAUSED) {
-        /* on_message_complete paused the parser after consuming the final byte */
-        memmove(c->in, c->in + n, c->in_len - n);
-        c->in_len -= n;
-        http_parser_pause(&c->parser, 0);
-        c->message_complete = 0;
-        handle_request(wh, c);
-        return;
-    }
-    c->in_len = 0;
-    if (e != HPE_OK) {
-        c->close_after = 1;
-        char msg[256];
-        if (c->error_status == 413)
-            snprintf(msg, sizeof(msg), "the request body is larger than %u bytes", RM_WEBHOOK_MAX_BODY_BYTES);
-        else
-            snprintf(msg, sizeof(msg), "malformed HTTP/1.1 request: %s", http_errno_description(e));
-        rm_cp_metrics_webhook_error(c->error_status == 413 ? RM_CP_WEBHOOK_BODY_TOO_LARGE : RM_CP_WEBHOOK_MALFORMED_HTTP);
-        error_response(c, c->error_status == 413 ? 413 : 400, msg);
-        rm_log_warn(LOG, "%s", msg);
+    (void)arg;
+    switch (ev) {
+    case RM_HTTPD_EV_REFUSED:
+        rm_cp_metrics_webhook_error(RM_CP_WEBHOOK_CONN_REFUSED);
+        break;
+    case RM_HTTPD_EV_TLS_FAILED:
+        rm_log_debug(LOG, "TLS handshake failed: %s", detail);
+        rm_cp_metrics_webhook_error(RM_CP_WEBHOOK_TLS_FAILED);
+        break;
+    case RM_HTTPD_EV_HANDSHAKE_TIMEOUT:
+        rm_cp_metrics_webhook_error(RM_CP_WEBHOOK_TLS_FAILED);
+        rm_log_debug(LOG, "closing a connection: %s timed out", "the TLS handshake");
+        break;
+    case RM_HTTPD_EV_RESPONSE_TIMEOUT:
+        rm_log_debug(LOG, "closing a connection: %s timed out", "sending the response");
+        break;
+    case RM_HTTPD_EV_REQUEST_TIMEOUT:
+        rm_log_debug(LOG, "closing a connection: %s timed out", "the request");
+        break;
     }
 }
 
-/* Makes whatever progress the socket allows. Returns -1 when the connection is done. */
-static int
-conn_progress(rm_webhook_t *wh, conn_t *c)
-{
-    for (;;) {
-        ERR_clear_error();
-        if (c->state == CONN_HANDSHAKE) {
-            int r = SSL_accept(c->ssl);
-            if (r == 1) {
-                c->state = CONN_READING;
-                c->deadline_ms = rm_now_ms() + RM_WEBHOOK_IDLE_TIMEOUT_MS;
-                continue;
-            }
-            int e = SSL_get_error(c->ssl, r);
-            if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-                c->want_write = e == SSL_ERROR_WANT_WRITE;
-                return 0;
-            }
-            char why[256];
-            openssl_reason(why, sizeof(why));
-            rm_log_debug(LOG, "TLS handshake failed: %s", why);
-            rm_cp_metrics_webhook_error(RM_CP_WEBHOOK_TLS_FAILED);
-            return -1;
-        }
-        if (c->state == CONN_WRITING) {
-            if (c->out_off == c->out_len) {
-                if (c->close_after) {
-                    SSL_shutdown(c->ssl);
-                    return -1;
-                }
-                free(c->out);
-                c->out = NULL;
-                c->out_len = c->out_off = 0;
-                c->state = CONN_READING;
-                c->want_write = 0;
-                c->deadline_ms = rm_now_ms() + RM_WEBHOOK_IDLE_TIMEOUT_MS;
-                parse_input(wh, c); /* a request that came along with the last one */
-                continue;
-            }
-            int r = SSL_write(c->ssl, c->out + c->out_off, (int)(c->out_len - c->out_off));
-            if (r > 0) {
-                c->out_off += (size_t)r;
-                continue;
-            }
-            int e = SSL_get_error(c->ssl, r);
-            if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-                c->want_write = e == SSL_ERROR_WANT_WRITE;
-                return 0;
-            }
-            return -1;
-        }
-        /* reading */
-        if (c->in_len == sizeof(c->in)) {
-            /* the parser took nothing from a full buffer: it cannot, so it will not */
-            c->close_after = 1;
-            rm_cp_metrics_webhook_error(RM_CP_WEBHOOK_MALFORMED_HTTP);
-            error_response(c, 400, "malformed HTTP/1.1 request");
-            continue;
-        }
-        int r = SSL_read(c->ssl, c->in + c->in_len, (int)(sizeof(c->in) - c->in_len));
-        if (r > 0) {
-            c->in_len += (size_t)r;
-            parse_input(wh, c);
-            continue;
-        }
-        int e = SSL_get_error(c->ssl, r);
-        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-            c->want_write = e == SSL_ERROR_WANT_WRITE;
-            return 0;
-        }
-        return -1; /* closed by the peer, or an error */
-    }
-}
-
-static void
-accept_conns(rm_webhook_t *wh)
-{
-    for (;;) {
-        int fd = accept4(wh->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0)
-            return;
-        if (wh->num_conns == RM_WEBHOOK_MAX_CONNS) {
-            /* logged at the 1st, 2nd, 4th, 8th... so that a flood does not flood the log */
-            ++wh->refused;
-            rm_cp_metrics_webhook_error(RM_CP_WEBHOOK_CONN_REFUSED);
-            if ((wh->refused & (wh->refused - 1)) == 0)
-                rm_log_warn(LOG, "%u connections open: closing a new one (%lu so far)", RM_WEBHOOK_MAX_CONNS, wh->refused);
-            close(fd);
-            continue;
-        }
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        conn_t *c = rm_calloc(1, sizeof(*c));
-        c->fd = fd;
-        c->ssl = SSL_new(wh->ctx);
-        if (c->ssl == NULL || SSL_set_fd(c->ssl, fd) != 1) {
-            ERR_clear_error();
-            conn_free(c);
-            continue;
-        }
-        c->state = CONN_HANDSHAKE;
-        c->deadline_ms = rm_now_ms() + RM_WEBHOOK_READ_TIMEOUT_MS;
-        http_parser_init(&c->parser, HTTP_REQUEST);
-        c->parser.data = c;
-        wh->conns[wh->num_conns++] = c;
-        if (conn_progress(wh, c) != 0) {
-            conn_free(c);
-            --wh->num_conns;
-        }
-    }
-}
-
-static void *
-run(void *arg)
+/* Renews the certificate when it is due; the loop comes back by the next renewal. */
+static uint64_t
+tick(void *arg, uint64_t now)
 {
     rm_webhook_t *wh = arg;
-    struct pollfd fds[RM_WEBHOOK_MAX_CONNS + 2];
-    for (;;) {
-        uint64_t now = rm_now_ms();
-        if (now >= wh->renew_at_ms) {
-            char err[512];
-            if (renew_cert(wh, err, sizeof(err)) != 0) {
-                rm_log_error(LOG, "%s; retrying in %u s", err, RETRY_CERT_MS / 1000);
-                wh->renew_at_ms = now + RETRY_CERT_MS;
-            }
+    if (now >= wh->renew_at_ms) {
+        char err[512];
+        if (renew_cert(wh, err, sizeof(err)) != 0) {
+            rm_log_error(LOG, "%s; retrying in %u s", err, RETRY_CERT_MS / 1000);
+            wh->renew_at_ms = now + RETRY_CERT_MS;
         }
-        /* expired connections */
-        for (size_t i = 0; i < wh->num_conns;) {
-            if (wh->conns[i]->deadline_ms <= now) {
-                if (wh->conns[i]->state == CONN_HANDSHAKE)
-                    rm_cp_metrics_webhook_error(RM_CP_WEBHOOK_TLS_FAILED);
-                rm_log_debug(LOG, "closing a connection: %s timed out",
-                             wh->conns[i]->state == CONN_HANDSHAKE ? "the TLS handshake"
-                             : wh->conns[i]->state == CONN_WRITING ? "sending the response"
-                                                                   : "the request");
-                conn_free(wh->conns[i]);
-                wh->conns[i] = wh->conns[--wh->num_conns];
-                continue;
-            }
-            ++i;
-        }
-        uint64_t next = wh->renew_at_ms;
-        fds[0] = (struct pollfd){.fd = wh->wake[0], .events = POLLIN};
-        fds[1] = (struct pollfd){.fd = wh->listen_fd, .events = POLLIN};
-        for (size_t i = 0; i != wh->num_conns; ++i) {
-            fds[i + 2] = (struct pollfd){.fd = wh->conns[i]->fd, .events = wh->conns[i]->want_write ? POLLOUT : POLLIN};
-            if (wh->conns[i]->deadline_ms < next)
-                next = wh->conns[i]->deadline_ms;
-        }
-        int timeout = next <= now ? 0 : next - now > POLL_MAX_MS ? POLL_MAX_MS : (int)(next - now);
-        size_t n = wh->num_conns;
-        int r = poll(fds, n + 2, timeout);
-        if (r < 0 && errno != EINTR) {
-            rm_log_error(LOG, "poll: %s", strerror(errno));
-            break;
-        }
-        if (r <= 0)
-            continue;
-        if (fds[0].revents != 0)
-            break;
-        /* connections first (the array is as polled), then new ones */
-        for (size_t i = n; i-- > 0;) {
-            if (fds[i + 2].revents == 0)
-                continue;
-            if (conn_progress(wh, wh->conns[i]) != 0) {
-                conn_free(wh->conns[i]);
-                wh->conns[i] = wh->conns[--wh->num_conns];
-            }
-        }
-        if (fds[1].revents != 0)
-            accept_conns(wh);
     }
-    for (size_t i = 0; i != wh->num_conns; ++i)
-        conn_free(wh->conns[i]);
-    wh->num_conns = 0;
-    return NULL;
+    return wh->renew_at_ms;
+}
+
+static SSL_CTX *
+tls_ctx(void *arg)
+{
+    return ((rm_webhook_t *)arg)->ctx;
 }
 
 /* ---------------------------------------------------------------------------------- lifecycle */
@@ -734,22 +363,39 @@ run(void *arg)
 rm_webhook_t *
 rm_webhook_start(const rm_webhook_options_t *opts, char *err, size_t errsz)
 {
-    struct sockaddr_storage ss;
-    socklen_t sslen;
-    const char *why;
-    if (rm_parse_ip_port(opts->listen, &ss, &sslen, &why) != 0) {
-        snprintf(err, errsz, "--webhook-listen %s: %s (write ADDR:PORT with an IP address, e.g. 0.0.0.0:15017)", opts->listen, why);
+    rm_webhook_t *wh = rm_calloc(1, sizeof(*wh));
+    rm_httpd_config_t cfg = {
+        .listen = opts->listen,
+        .listen_flag = "--webhook-listen",
+        .listen_example = "0.0.0.0:15017",
+        .log_tag = LOG,
+        .thread_name = "the webhook's thread",
+        .max_conns = RM_WEBHOOK_MAX_CONNS,
+        .backlog = 128,
+        .in_buf_bytes = IN_BUF_BYTES,
+        .max_url_bytes = MAX_URL_BYTES,
+        .max_head_bytes = 0, /* http_parser's 80 KiB */
+        .max_body_bytes = RM_WEBHOOK_MAX_BODY_BYTES,
+        .read_timeout_ms = RM_WEBHOOK_READ_TIMEOUT_MS,
+        .idle_timeout_ms = RM_WEBHOOK_IDLE_TIMEOUT_MS,
+        .handler = handle_request,
+        .on_event = on_event,
+        .tick = tick,
+        .tls_ctx = tls_ctx,
+        .arg = wh,
+    };
+    if ((wh->httpd = rm_httpd_create(&cfg, err, errsz)) == NULL) {
+        free(wh);
         return NULL;
     }
     if (opts->num_dns_names > RM_CA_MAX_SERVING_NAMES) {
         snprintf(err, errsz, "--webhook-dns: at most %u names", RM_CA_MAX_SERVING_NAMES);
+        rm_httpd_destroy(wh->httpd);
+        free(wh);
         return NULL;
     }
-    rm_webhook_t *wh = rm_calloc(1, sizeof(*wh));
     wh->config = opts->config;
     wh->ca = opts->ca;
-    wh->listen_fd = -1;
-    wh->wake[0] = wh->wake[1] = -1;
     wh->num_dns_names = opts->num_dns_names != 0 ? opts->num_dns_names : 1;
     wh->dns_names = rm_calloc(wh->num_dns_names, sizeof(char *));
     for (size_t i = 0; i != wh->num_dns_names; ++i)
@@ -759,32 +405,11 @@ rm_webhook_start(const rm_webhook_options_t *opts, char *err, size_t errsz)
         snprintf(err, errsz, "the webhook's certificate: %s", inner);
         goto Fail;
     }
-    wh->listen_fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    int one = 1;
-    if (wh->listen_fd < 0 || setsockopt(wh->listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
-        bind(wh->listen_fd, (struct sockaddr *)&ss, sslen) != 0 || listen(wh->listen_fd, 128) != 0) {
-        snprintf(err, errsz, "--webhook-listen %s: %s", opts->listen, strerror(errno));
+    if (rm_httpd_start(wh->httpd, err, errsz) != 0)
         goto Fail;
-    }
-    sslen = sizeof(ss);
-    getsockname(wh->listen_fd, (struct sockaddr *)&ss, &sslen);
-    wh->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port : ((struct sockaddr_in *)&ss)->sin_port);
-    if (pipe2(wh->wake, O_CLOEXEC | O_NONBLOCK) != 0) {
-        snprintf(err, errsz, "pipe: %s", strerror(errno));
-        goto Fail;
-    }
-    if (pthread_create(&wh->thread, NULL, run, wh) != 0) {
-        snprintf(err, errsz, "cannot start the webhook's thread");
-        goto Fail;
-    }
     return wh;
 Fail:
-    if (wh->listen_fd >= 0)
-        close(wh->listen_fd);
-    if (wh->wake[0] >= 0) {
-        close(wh->wake[0]);
-        close(wh->wake[1]);
-    }
+    rm_httpd_destroy(wh->httpd);
     SSL_CTX_free(wh->ctx);
     for (size_t i = 0; i != wh->num_dns_names; ++i)
         free(wh->dns_names[i]);
@@ -796,7 +421,7 @@ Fail:
 int
 rm_webhook_port(const rm_webhook_t *wh)
 {
-    return wh->port;
+    return rm_httpd_port(wh->httpd);
 }
 
 void
@@ -804,14 +429,7 @@ rm_webhook_destroy(rm_webhook_t *wh)
 {
     if (wh == NULL)
         return;
-    ssize_t r;
-    do
-        r = write(wh->wake[1], "x", 1);
-    while (r < 0 && errno == EINTR);
-    pthread_join(wh->thread, NULL);
-    close(wh->listen_fd);
-    close(wh->wake[0]);
-    close(wh->wake[1]);
+    rm_httpd_destroy(wh->httpd); /* joins the thread: nothing below runs concurrently */
     SSL_CTX_free(wh->ctx);
     for (size_t i = 0; i != wh->num_dns_names; ++i)
         free(wh->dns_names[i]);
