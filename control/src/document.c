@@ -2828,6 +2828,102 @@ parse_mesh_tls_spec(parser_t *p, yaml_node_t *node, const Remora__V1__ObjectMeta
     return 0;
 }
 
+/* ----------------------------------------------------------------------------------- EgressPolicy */
+
+/*
+ * Istio's Sidecar egress hosts for Remora's Services (docs/control-plane.md, "Scoping"): targetRefs name
+ * ServiceAccounts of the policy's namespace (none: every workload of it), hosts are "NAMESPACE/NAME" with
+ * "." for the policy's namespace and "*" for any namespace or name. A ServiceAccount is no resource of the
+ * store, so a target is not checked for existence (a workload may start later).
+ */
+static int
+parse_egress_policy_spec(parser_t *p, yaml_node_t *node, Remora__V1__EgressPolicySpec **out)
+{
+    static const char *const keys[] = {"targetRefs", "hosts", NULL};
+    static const char *const tkeys[] = {"group", "kind", "name", "namespace", NULL};
+    yaml_node_t *v[2];
+    yaml_node_item_t *items;
+    size_t n;
+    if (fields(p, node, "spec", keys, v) != 0)
+        return -1;
+    Remora__V1__EgressPolicySpec *spec = arena_alloc(&p->arena, sizeof(*spec));
+    remora__v1__egress_policy_spec__init(spec);
+    if (v[0] != NULL) {
+        if (get_seq(p, v[0], "spec.targetRefs", &items, &n) != 0)
+            return -1;
+        if (n > MAX_TARGET_REFS)
+            return fail(p, v[0], "spec.targetRefs", "at most %d targets, got %zu", MAX_TARGET_REFS, n);
+        spec->target_refs = arena_alloc(&p->arena, sizeof(spec->target_refs[0]) * (n + 1));
+        for (size_t i = 0; i != n; ++i) {
+            char path[64], sub[96];
+            yaml_node_t *it = item(p, items, i), *tv[4];
+            const char *name, *s;
+            index_path(path, sizeof(path), "spec.targetRefs", i);
+            if (fields(p, it, path, tkeys, tv) != 0)
+                return -1;
+            if (tv[3] != NULL)
+                return fail(p, tv[3], join(sub, sizeof(sub), path, "namespace"),
+                            "targetRefs are local: the ServiceAccount must be in the policy's namespace (%s)", p->ns);
+            if (tv[1] != NULL) {
+                if (get_str(p, tv[1], join(sub, sizeof(sub), path, "kind"), &s) != 0)
+                    return -1;
+                if (strcasecmp(s, "ServiceAccount") != 0)
+                    return fail(p, tv[1], sub, "kind '%s' is not supported: an EgressPolicy targets a ServiceAccount", s);
+            }
+            if (tv[0] != NULL) {
+                if (get_str(p, tv[0], join(sub, sizeof(sub), path, "group"), &s) != 0)
+                    return -1;
+                if (s[0] != '\0' && strcmp(s, "core") != 0)
+                    return fail(p, tv[0], sub, "group '%s' is not supported for kind ServiceAccount (use \"\")", s);
+            }
+            if (require(p, it, path, tv[2], "name") != 0 || get_name(p, tv[2], join(sub, sizeof(sub), path, "name"), &name) != 0)
+                return -1;
+            for (size_t j = 0; j != i; ++j)
+                if (strcmp(spec->target_refs[j]->name, name) == 0)
+                    return fail(p, tv[2], sub, "ServiceAccount '%s' is listed twice", name);
+            Remora__V1__PolicyTargetReference *t = arena_alloc(&p->arena, sizeof(*t));
+            remora__v1__policy_target_reference__init(t);
+            t->group = "";
+            t->kind = "ServiceAccount";
+            t->name = arena_strdup(&p->arena, name);
+            spec->target_refs[spec->n_target_refs++] = t;
+        }
+    }
+    if (require(p, node, "spec", v[1], "hosts") != 0 || get_seq(p, v[1], "spec.hosts", &items, &n) != 0)
+        return -1;
+    if (n == 0)
+        return fail(p, v[1], "spec.hosts", "needs at least one host (\"./*\": the Services of the policy's namespace)");
+    if (n > RM_EGRESS_MAX_HOSTS)
+        return fail(p, v[1], "spec.hosts", "at most %d hosts, got %zu", RM_EGRESS_MAX_HOSTS, n);
+    spec->hosts = arena_alloc(&p->arena, sizeof(spec->hosts[0]) * (n + 1));
+    for (size_t i = 0; i != n; ++i) {
+        char path[64];
+        yaml_node_t *it = item(p, items, i);
+        const char *s;
+        index_path(path, sizeof(path), "spec.hosts", i);
+        if (get_str(p, it, path, &s) != 0)
+            return -1;
+        const char *slash = strchr(s, '/');
+        char ns[64];
+        size_t nslen = slash != NULL ? (size_t)(slash - s) : 0;
+        if (slash == NULL || nslen >= sizeof(ns))
+            return fail(p, it, path, "'%s' must be NAMESPACE/NAME (\"./api\", \"shop/*\", \"*/echo\")", s);
+        memcpy(ns, s, nslen);
+        ns[nslen] = '\0';
+        const char *name = slash + 1;
+        if (strcmp(ns, ".") != 0 && strcmp(ns, "*") != 0 && !is_dns_label(ns))
+            return fail(p, it, path, "'%s': the namespace must be a namespace name, '.' (the policy's) or '*' (any)", s);
+        if (strcmp(name, "*") != 0 && !is_dns_label(name))
+            return fail(p, it, path, "'%s': the name must be a Service's name or '*' (every Service of the namespace)", s);
+        for (size_t j = 0; j != i; ++j)
+            if (strcmp(spec->hosts[j], s) == 0)
+                return fail(p, it, path, "'%s' is listed twice", s);
+        spec->hosts[spec->n_hosts++] = arena_strdup(&p->arena, s);
+    }
+    *out = spec;
+    return 0;
+}
+
 /* --------------------------------------------------------------------------------------- document */
 
 static void
@@ -2916,6 +3012,14 @@ parse_document(parser_t *p, yaml_node_t *root)
         if (parse_telemetry_spec(p, v[3], &tm->spec) != 0)
             return;
         msg = &tm->base;
+    } break;
+    case RM_KIND_EGRESS_POLICY: {
+        Remora__V1__EgressPolicy *ep = arena_alloc(&p->arena, sizeof(*ep));
+        remora__v1__egress_policy__init(ep);
+        ep->metadata = meta;
+        if (parse_egress_policy_spec(p, v[3], &ep->spec) != 0)
+            return;
+        msg = &ep->base;
     } break;
     case RM_KIND_MESH_TLS: {
         Remora__V1__MeshTLS *mt = arena_alloc(&p->arena, sizeof(*mt));

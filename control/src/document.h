@@ -18,6 +18,8 @@
 /* Bounds on what one apply may carry. */
 #define RM_DOCUMENT_MAX_BYTES (8 * 1024 * 1024)
 #define RM_DOCUMENT_MAX_NODES 1000000
+/* EgressPolicy: at most this many hosts per policy */
+#define RM_EGRESS_MAX_HOSTS 64
 
 /**
  * A reference from one resource to another (a route to a Service or a FaultInjection, a

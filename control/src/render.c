@@ -809,6 +809,17 @@ rm_render_resource(rm_kind_t kind, const ProtobufCMessage *msg)
         if (t->spec != NULL)
             spec = render_telemetry_spec(t->spec);
     } break;
+    case RM_KIND_EGRESS_POLICY: {
+        const Remora__V1__EgressPolicy *e = (const void *)msg;
+        if (e->spec != NULL) {
+            spec = rm_node_map();
+            if (e->spec->n_target_refs != 0)
+                render_target_refs(spec, e->spec->n_target_refs, e->spec->target_refs);
+            rm_node_t *l = rm_node_add(spec, "hosts", rm_node_list());
+            for (size_t i = 0; i != e->spec->n_hosts; ++i)
+                rm_node_add(l, NULL, rm_node_string(e->spec->hosts[i]));
+        }
+    } break;
     case RM_KIND_MESH_TLS: {
         const Remora__V1__MeshTLS *t = (const void *)msg;
         if (t->spec != NULL) {

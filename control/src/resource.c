@@ -12,7 +12,7 @@
 static const struct {
     const char *name, *lower, *field;
     const char *aliases[4];
-} kinds[RM_KIND__COUNT] = {
+} kinds[RM_KIND__ALL] = {
     [RM_KIND_SERVICE] = {"Service", "service", "services", {"service", "services", "svc", NULL}},
     [RM_KIND_HTTP_ROUTE] = {"HTTPRoute", "httproute", "http_routes", {"httproute", "httproutes", NULL}},
     [RM_KIND_GRPC_ROUTE] = {"GRPCRoute", "grpcroute", "grpc_routes", {"grpcroute", "grpcroutes", NULL}},
@@ -34,12 +34,16 @@ static const struct {
                                       "authorization_policies",
                                       {"authorizationpolicy", "authorizationpolicies", "authz", NULL}},
     [RM_KIND_MESH_TLS] = {"MeshTLS", "meshtls", "mesh_tls", {"meshtls", "meshtlses", NULL}},
+    [RM_KIND_EGRESS_POLICY] = {"EgressPolicy",
+                               "egresspolicy",
+                               "egress_policies",
+                               {"egresspolicy", "egresspolicies", "egress", NULL}},
 };
 
 int
 rm_kind_parse(const char *s, rm_kind_t *kind)
 {
-    for (int k = 0; k != RM_KIND__COUNT; ++k) {
+    for (int k = 0; k != RM_KIND__ALL; ++k) {
         for (const char *const *a = kinds[k].aliases; *a != NULL; ++a) {
             if (strcasecmp(s, *a) == 0) {
                 *kind = (rm_kind_t)k;
@@ -67,7 +71,7 @@ rm_kind_list(void)
 {
     return "Service (services, svc), HTTPRoute (httproutes), GRPCRoute (grpcroutes), FaultInjection (faultinjections), "
            "BackendTrafficPolicy (backendtrafficpolicies, btp), RateLimitPolicy (ratelimitpolicies, rlp), Telemetry (telemetries), "
-           "AuthorizationPolicy (authorizationpolicies, authz), MeshTLS (meshtls)";
+           "AuthorizationPolicy (authorizationpolicies, authz), MeshTLS (meshtls), EgressPolicy (egresspolicies, egress)";
 }
 
 const char *
@@ -98,6 +102,8 @@ rm_kind_descriptor(rm_kind_t kind)
         return &remora__v1__authorization_policy__descriptor;
     case RM_KIND_MESH_TLS:
         return &remora__v1__mesh_tls__descriptor;
+    case RM_KIND_EGRESS_POLICY:
+        return &remora__v1__egress_policy__descriptor;
     default:
         break;
     }
@@ -126,6 +132,8 @@ rm_kind_to_proto(rm_kind_t kind)
         return REMORA__V1__RESOURCE_KIND__RESOURCE_KIND_AUTHORIZATION_POLICY;
     case RM_KIND_MESH_TLS:
         return REMORA__V1__RESOURCE_KIND__RESOURCE_KIND_MESH_TLS;
+    case RM_KIND_EGRESS_POLICY:
+        return REMORA__V1__RESOURCE_KIND__RESOURCE_KIND_EGRESS_POLICY;
     default:
         break;
     }
@@ -163,6 +171,9 @@ rm_kind_from_proto(Remora__V1__ResourceKind pk, rm_kind_t *kind)
     case REMORA__V1__RESOURCE_KIND__RESOURCE_KIND_MESH_TLS:
         *kind = RM_KIND_MESH_TLS;
         return 0;
+    case REMORA__V1__RESOURCE_KIND__RESOURCE_KIND_EGRESS_POLICY:
+        *kind = RM_KIND_EGRESS_POLICY;
+        return 0;
     default:
         break;
     }
@@ -191,6 +202,8 @@ rm_resource_meta(rm_kind_t kind, const ProtobufCMessage *msg)
         return ((const Remora__V1__AuthorizationPolicy *)msg)->metadata;
     case RM_KIND_MESH_TLS:
         return ((const Remora__V1__MeshTLS *)msg)->metadata;
+    case RM_KIND_EGRESS_POLICY:
+        return ((const Remora__V1__EgressPolicy *)msg)->metadata;
     default:
         break;
     }

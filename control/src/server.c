@@ -29,6 +29,7 @@
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 #include <openssl/crypto.h>
+#include <openssl/sha.h>
 #include "remora/log.h"
 #include "remora/rpc.h"
 #include "remora/strutil.h"
@@ -39,6 +40,7 @@
 #include "server.h"
 #include "kube_source.h"
 #include "render.h"
+#include "scope.h"
 #include "stat.h"
 
 #define LOG "control"
@@ -96,6 +98,40 @@ typedef struct st_delta_t {
     size_t changed, removed;
 } delta_t;
 
+/* A resource of a scope's view, to compare two versions' views. */
+typedef struct st_member_t {
+    rm_kind_t kind;
+    char *ns, *name;
+} member_t;
+
+/*
+ * A scope (scope.h, docs/control-plane.md "Scoping"): what the agents of one workload under one EgressPolicy
+ * receive, "<namespace>/<policy>/<service account>". Its encodings, full and delta, are made once per version
+ * and shared by every agent in it, as srv->snapshot and srv->deltas are by the agents outside any scope.
+ */
+typedef struct st_scope_t {
+    char *key;
+    /* the store_id its encodings carry: the first bytes of SHA-256(store id, key), so that a Hello names the
+     * scope of the set the agent kept as well as the store (an agent restarted under another service account,
+     * or into or out of a scope, at the same version gets its new set whole) */
+    uint8_t id[RM_STORE_ID_BYTES];
+    char *policy_ns, *policy_name, *sa;
+    /* the version the view and encodings are of (0: not made yet) */
+    uint64_t version;
+    uint8_t *view[RM_KIND__ALL];
+    member_t *members;
+    size_t num_members;
+    grpc_slice full;
+    delta_t deltas[DELTA_CACHE];
+    size_t num_deltas, next_delta;
+    /* deltas only from bases at or after this version: the view at an older one may hold what is not in
+     * the current view and not deleted, or lack what is in it and did not change since */
+    uint64_t horizon;
+    /* streams in it */
+    unsigned refs;
+    struct st_scope_t *next;
+} scope_t;
+
 enum {
     M_APPLY,
     M_GET,
@@ -142,6 +178,8 @@ struct st_rm_control_server_t {
     /* the deltas to snapshot_version made so far (DELTA_CACHE at most), and which entry to replace next */
     delta_t deltas[DELTA_CACHE];
     size_t num_deltas, next_delta;
+    /* the scopes streams are in (scope_t), freed with their last stream */
+    scope_t *scopes;
     /* held by the server's thread while it changes what agent_counts() reads (agents, their connection,
      * ACKed version and NACK flag, snapshot_version); agent_counts() runs on a metrics scrape's thread */
     pthread_mutex_t agents_mutex;
@@ -216,6 +254,14 @@ struct st_conn_t {
     /* the Hello offered admin requests (`remoractl proxy`); how many Proxy calls wait on this stream */
     int admin_requests;
     unsigned num_proxies;
+    /* scoping: the workload of the stream's client certificate (namespace, service account; empty: unknown,
+     * then no scope applies), its scope (NULL: none) as of scope_version, and the scope key of the set the
+     * agent serves (base_scope) and of the last push (sent_scope); NULL for none */
+    char wl_ns[64], wl_sa[64];
+    scope_t *scope;
+    uint64_t scope_version;
+    int scope_checked;
+    char *base_scope, *sent_scope;
 };
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
@@ -464,7 +510,7 @@ get_delta(rm_control_server_t *srv, uint64_t base)
     d->slice = grpc_empty_slice();
     size_t len;
     rm_store_delta_info_t info;
-    uint8_t *bytes = rm_store_delta(srv->store, base, &len, &info);
+    uint8_t *bytes = rm_store_delta(srv->store, base, NULL, NULL, &len, &info);
     if (bytes == NULL || len >= GRPC_SLICE_LENGTH(srv->snapshot)) {
         d->full = 1;
     } else {
@@ -474,6 +520,216 @@ get_delta(rm_control_server_t *srv, uint64_t base)
     }
     free(bytes);
     return d;
+}
+
+/* ----------------------------------------------------------------------------------------- scopes */
+
+static void
+free_members(scope_t *sc)
+{
+    for (size_t i = 0; i != sc->num_members; ++i) {
+        free(sc->members[i].ns);
+        free(sc->members[i].name);
+    }
+    free(sc->members);
+    sc->members = NULL;
+    sc->num_members = 0;
+}
+
+static void
+scope_clear(scope_t *sc)
+{
+    for (size_t i = 0; i != sc->num_deltas; ++i)
+        grpc_slice_unref(sc->deltas[i].slice);
+    sc->num_deltas = sc->next_delta = 0;
+    for (int k = 0; k != RM_KIND__ALL; ++k) {
+        free(sc->view[k]);
+        sc->view[k] = NULL;
+    }
+}
+
+static void
+scope_unref(rm_control_server_t *srv, scope_t *sc)
+{
+    if (sc == NULL || --sc->refs != 0)
+        return;
+    for (scope_t **p = &srv->scopes; *p != NULL; p = &(*p)->next) {
+        if (*p == sc) {
+            *p = sc->next;
+            break;
+        }
+    }
+    scope_clear(sc);
+    free_members(sc);
+    grpc_slice_unref(sc->full);
+    free(sc->key);
+    free(sc->policy_ns);
+    free(sc->policy_name);
+    free(sc->sa);
+    free(sc);
+}
+
+static int
+cmp_member(const member_t *a, const member_t *b)
+{
+    if (a->kind != b->kind)
+        return a->kind < b->kind ? -1 : 1;
+    int c = strcmp(a->ns, b->ns);
+    return c != 0 ? c : strcmp(a->name, b->name);
+}
+
+/*
+ * Makes the scope's view and full encoding for the current version. Deltas need the agent's set to be the view
+ * at its base; the views of two versions differ only by what changed or was deleted between them unless
+ * something unchanged entered the view or something still stored left it (a policy or route changed what is
+ * in scope): then no delta is made from before this version (horizon). A scope made for the first time (a
+ * new stream's, or after a restart) takes the agents' word for their set: its horizon is the current version.
+ */
+static void
+scope_refresh(rm_control_server_t *srv, scope_t *sc)
+{
+    uint64_t version = srv->snapshot_version;
+    if (sc->version == version && sc->view[0] != NULL)
+        return;
+    scope_clear(sc);
+    const rm_resource_t *policy = rm_store_find(srv->store, RM_KIND_EGRESS_POLICY, sc->policy_ns, sc->policy_name);
+    if (policy == NULL)
+        rm_fatal("scope %s refreshed without its EgressPolicy", sc->key);
+    size_t n = rm_scope_view(srv->store, policy, sc->sa, sc->view);
+    member_t *members = rm_calloc(n + 1, sizeof(members[0]));
+    size_t m = 0;
+    for (int k = 0; k != RM_KIND__ALL; ++k) {
+        size_t len;
+        rm_resource_t *const *list = rm_store_list(srv->store, (rm_kind_t)k, &len);
+        for (size_t i = 0; i != len; ++i)
+            if (sc->view[k][i])
+                members[m++] = (member_t){(rm_kind_t)k, rm_strdup(list[i]->ns), rm_strdup(list[i]->name)};
+    }
+    int moved = sc->version == 0;
+    for (size_t i = 0, j = 0; !moved && (i != m || j != sc->num_members);) {
+        int c = i == m ? 1 : j == sc->num_members ? -1 : cmp_member(&members[i], &sc->members[j]);
+        if (c < 0) {
+            /* entered the view: fine if it changed after the previous view (a delta from then carries it) */
+            ssize_t at = rm_store_index(srv->store, members[i].kind, members[i].ns, members[i].name);
+            moved = at < 0 || rm_store_modified(srv->store, members[i].kind, (size_t)at) <= sc->version;
+            ++i;
+        } else if (c > 0) {
+            /* left the view: fine if it was deleted (a delta lists it as removed) */
+            moved = rm_store_index(srv->store, sc->members[j].kind, sc->members[j].ns, sc->members[j].name) >= 0;
+            ++j;
+        } else {
+            ++i, ++j;
+        }
+    }
+    if (moved)
+        sc->horizon = version;
+    free_members(sc);
+    sc->members = members;
+    sc->num_members = m;
+    size_t len;
+    uint8_t *bytes = rm_store_snapshot_view(srv->store, (const uint8_t *const *)sc->view, sc->id, &len);
+    grpc_slice_unref(sc->full);
+    sc->full = grpc_slice_from_copied_buffer((const char *)bytes, len);
+    free(bytes);
+    sc->version = version;
+    rm_log_debug(LOG, "scope %s at version %llu: %zu resources, %zu bytes%s", sc->key, (unsigned long long)version, m, len,
+                 moved ? " (no delta from earlier versions)" : "");
+}
+
+/* The delta of a scope from `base`, made on first use and shared by every agent of the scope at that base. */
+static const delta_t *
+scope_delta(rm_control_server_t *srv, scope_t *sc, uint64_t base)
+{
+    for (size_t i = 0; i != sc->num_deltas; ++i)
+        if (sc->deltas[i].base == base)
+            return &sc->deltas[i];
+    delta_t *d;
+    if (sc->num_deltas < DELTA_CACHE) {
+        d = &sc->deltas[sc->num_deltas++];
+    } else {
+        d = &sc->deltas[sc->next_delta];
+        sc->next_delta = (sc->next_delta + 1) % DELTA_CACHE;
+        grpc_slice_unref(d->slice);
+    }
+    memset(d, 0, sizeof(*d));
+    d->base = base;
+    d->slice = grpc_empty_slice();
+    size_t len = 0;
+    rm_store_delta_info_t info;
+    uint8_t *bytes = base >= sc->horizon ? rm_store_delta(srv->store, base, (const uint8_t *const *)sc->view, sc->id, &len, &info) : NULL;
+    if (bytes == NULL || len >= GRPC_SLICE_LENGTH(sc->full)) {
+        d->full = 1;
+    } else {
+        d->slice = grpc_slice_from_copied_buffer((const char *)bytes, len);
+        d->changed = info.changed;
+        d->removed = info.removed;
+    }
+    free(bytes);
+    return d;
+}
+
+/* A scope's store_id (scope_t.id). */
+static void
+scope_id(rm_control_server_t *srv, const char *key, uint8_t out[RM_STORE_ID_BYTES])
+{
+    size_t klen = strlen(key);
+    uint8_t *in = rm_malloc(RM_STORE_ID_BYTES + klen), md[SHA256_DIGEST_LENGTH];
+    memcpy(in, rm_store_id(srv->store), RM_STORE_ID_BYTES);
+    memcpy(in + RM_STORE_ID_BYTES, key, klen);
+    SHA256(in, RM_STORE_ID_BYTES + klen, md);
+    free(in);
+    memcpy(out, md, RM_STORE_ID_BYTES);
+}
+
+/* The stream's scope at the current version (NULL: none), found again after every change of the store. */
+static scope_t *
+conn_scope(conn_t *c)
+{
+    rm_control_server_t *srv = c->srv;
+    if (c->scope_checked && c->scope_version == srv->snapshot_version)
+        return c->scope;
+    c->scope_checked = 1;
+    c->scope_version = srv->snapshot_version;
+    const rm_resource_t *policy = c->wl_ns[0] != '\0' ? rm_scope_policy(srv->store, c->wl_ns, c->wl_sa) : NULL;
+    char key[256];
+    if (policy != NULL)
+        snprintf(key, sizeof(key), "%s/%s/%s", policy->ns, policy->name, c->wl_sa);
+    if (c->scope != NULL && policy != NULL && strcmp(c->scope->key, key) == 0)
+        return c->scope;
+    scope_unref(srv, c->scope);
+    c->scope = NULL;
+    if (policy == NULL)
+        return NULL;
+    scope_t *sc = srv->scopes;
+    while (sc != NULL && strcmp(sc->key, key) != 0)
+        sc = sc->next;
+    if (sc == NULL) {
+        sc = rm_calloc(1, sizeof(*sc));
+        sc->key = rm_strdup(key);
+        scope_id(srv, key, sc->id);
+        sc->policy_ns = rm_strdup(policy->ns);
+        sc->policy_name = rm_strdup(policy->name);
+        sc->sa = rm_strdup(c->wl_sa);
+        sc->full = grpc_empty_slice();
+        sc->next = srv->scopes;
+        srv->scopes = sc;
+    }
+    ++sc->refs;
+    c->scope = sc;
+    return sc;
+}
+
+static int
+same_scope(const char *a, const char *b)
+{
+    return a == NULL ? b == NULL : b != NULL && strcmp(a, b) == 0;
+}
+
+static void
+set_scope_key(char **slot, const scope_t *sc)
+{
+    free(*slot);
+    *slot = sc != NULL ? rm_strdup(sc->key) : NULL;
 }
 
 /* remora_control_agents and remora_control_snapshot_version (cp_metrics.h): any thread, at a scrape. */
@@ -592,6 +848,9 @@ conn_maybe_free(conn_t *c)
         grpc_byte_buffer_destroy(c->send_bb);
     if (c->peer != NULL)
         gpr_free(c->peer);
+    scope_unref(c->srv, c->scope);
+    free(c->base_scope);
+    free(c->sent_scope);
     if (c->counted)
         rm_cp_metrics_stream(-1);
     --c->srv->live;
@@ -697,15 +956,21 @@ pump(conn_t *c)
         relay_send(c);
         return;
     }
-    grpc_slice body = srv->snapshot;
+    scope_t *sc = conn_scope(c);
+    if (sc != NULL)
+        scope_refresh(srv, sc);
+    grpc_slice body = sc != NULL ? sc->full : srv->snapshot;
     const delta_t *d = NULL;
-    if (c->incremental && !c->need_full && !c->resend_full && c->base_version != 0) {
-        d = get_delta(srv, c->base_version);
+    /* a delta applies on the set the agent serves: of the same scope (a scope change sends the new set whole) */
+    if (c->incremental && !c->need_full && !c->resend_full && c->base_version != 0 &&
+        same_scope(c->base_scope, sc != NULL ? sc->key : NULL)) {
+        d = sc != NULL ? scope_delta(srv, sc, c->base_version) : get_delta(srv, c->base_version);
         if (d->full)
             d = NULL;
         else
             body = d->slice;
     }
+    set_scope_key(&c->sent_scope, sc);
     /* the shared encoding plus this send's nonce: concatenated encodings merge into one message */
     rm_rpc_buf_t nonce = {0};
     snprintf(c->sent_nonce, sizeof(c->sent_nonce), "%llx", (unsigned long long)++srv->nonce_counter);
@@ -760,6 +1025,26 @@ valid_node_id(const char *s)
     return 1;
 }
 
+/*
+ * The workload of a stream, for scoping: the namespace and service account of its verified client certificate
+ * (spiffe://TD/ns/NS/sa/SA; its trust domain was checked by the authentication). A stream authenticated by a
+ * bootstrap token alone, or without authentication (--insecure), has none: no scope applies to it.
+ */
+static void
+workload_of(const char *spiffe_id, char ns[64], char sa[64])
+{
+    ns[0] = sa[0] = '\0';
+    const char *p = spiffe_id != NULL && strncmp(spiffe_id, "spiffe://", 9) == 0 ? strchr(spiffe_id + 9, '/') : NULL;
+    if (p == NULL || strncmp(p, "/ns/", 4) != 0)
+        return;
+    const char *n = p + 4, *s = strstr(n, "/sa/");
+    if (s == NULL || s == n || (size_t)(s - n) >= 64 || strlen(s + 4) >= 64 || s[4] == '\0' || strchr(s + 4, '/') != NULL)
+        return;
+    memcpy(ns, n, (size_t)(s - n));
+    ns[s - n] = '\0';
+    strcpy(sa, s + 4);
+}
+
 static void
 handle_hello(conn_t *c, const Remora__V1__Hello *hello)
 {
@@ -782,6 +1067,7 @@ handle_hello(conn_t *c, const Remora__V1__Hello *hello)
             queue_status(c, code, why);
             return;
         }
+        workload_of(cr.caller.spiffe_id, c->wl_ns, c->wl_sa);
     }
     agent_t *a = find_agent(srv, hello->node_id, 1);
     if (a == NULL) {
@@ -802,14 +1088,23 @@ handle_hello(conn_t *c, const Remora__V1__Hello *hello)
     c->agent = a;
     c->admin_requests = hello->admin_requests;
     c->incremental = hello->accepts_incremental;
-    c->base_version =
-        srv->kube != NULL || (a->acked_here != 0 && a->acked_here == hello->applied_version) ? hello->applied_version : 0;
+    /* the Hello's version is a delta's base when it names this store's content: the same store identity
+     * (persisted across restarts), a version this process saw the node ACK, or a content hash (--kubernetes);
+     * rm_store_delta() then says whether the history reaches back to it */
+    scope_t *sc = conn_scope(c);
+    const uint8_t *id = sc != NULL ? sc->id : rm_store_id(srv->store);
+    int same_store = hello->store_id.len == RM_STORE_ID_BYTES && memcmp(hello->store_id.data, id, RM_STORE_ID_BYTES) == 0;
+    /* an agent from before store identities sends none: the version is trusted if this process saw it ACKed */
+    int older_agent = hello->store_id.len == 0 && sc == NULL && a->acked_here != 0 && a->acked_here == hello->applied_version;
+    c->base_version = (srv->kube != NULL && sc == NULL) || same_store || older_agent ? hello->applied_version : 0;
     wall_now(&a->last_seen);
     free(a->peer);
     a->peer = rm_strdup(c->peer != NULL ? c->peer : "");
-    rm_log_info(LOG, "agent %s connected from %s (serving version %llu; current is %llu%s)", a->node_id, a->peer,
+    /* the set it serves is of its scope now: its Hello named the scope's store_id, or it gets the set whole */
+    set_scope_key(&c->base_scope, sc);
+    rm_log_info(LOG, "agent %s connected from %s (serving version %llu; current is %llu%s%s%s)", a->node_id, a->peer,
                 (unsigned long long)a->applied_version, (unsigned long long)srv->snapshot_version,
-                c->incremental ? "; takes incremental updates" : "");
+                c->incremental ? "; takes incremental updates" : "", sc != NULL ? "; scope " : "", sc != NULL ? sc->key : "");
     pump(c);
     check_waiters(srv);
 }
@@ -844,6 +1139,8 @@ handle_ack(conn_t *c, uint64_t version, const char *nonce)
         c->awaiting = 0;
         c->need_full = 0;
         c->base_version = version;
+        set_scope_key(&c->base_scope, NULL);
+        c->base_scope = c->sent_scope != NULL ? rm_strdup(c->sent_scope) : NULL;
         pump(c);
     }
     check_waiters(c->srv);
@@ -1380,6 +1677,16 @@ handle_apply(rm_control_server_t *srv, unary_t *u, ProtobufCMessage *msg)
         rm_batch_dispose(&batch);
         return;
     }
+    for (size_t i = 0; srv->kube != NULL && i != batch.resources.size; ++i) {
+        const rm_resource_t *r = batch.resources.entries[i];
+        if (r->kind >= RM_KIND__COUNT) {
+            /* not a custom resource of the Kubernetes API (yet): it would be stored nowhere */
+            respond_error(u, GRPC_STATUS_FAILED_PRECONDITION, "%s:%u: %s is not served with --kubernetes yet", r->file, r->line,
+                          rm_kind_name(r->kind));
+            rm_batch_dispose(&batch);
+            return;
+        }
+    }
     if (srv->kube != NULL && !req->dry_run) {
         kube_apply(srv, u, &batch);
         rm_batch_dispose(&batch);
@@ -1455,12 +1762,12 @@ static void
 handle_get(rm_control_server_t *srv, unary_t *u, ProtobufCMessage *msg)
 {
     Remora__V1__GetRequest *req = (Remora__V1__GetRequest *)msg;
-    rm_kind_t only = RM_KIND__COUNT;
+    rm_kind_t only = RM_KIND__ALL;
     if (req->kind != REMORA__V1__RESOURCE_KIND__RESOURCE_KIND_UNSPECIFIED && rm_kind_from_proto(req->kind, &only) != 0) {
         respond_error(u, GRPC_STATUS_INVALID_ARGUMENT, "unknown resource kind %d", (int)req->kind);
         return;
     }
-    if (req->name[0] != '\0' && only == RM_KIND__COUNT) {
+    if (req->name[0] != '\0' && only == RM_KIND__ALL) {
         respond_error(u, GRPC_STATUS_INVALID_ARGUMENT, "a name needs a kind");
         return;
     }
@@ -1471,8 +1778,8 @@ handle_get(rm_control_server_t *srv, unary_t *u, ProtobufCMessage *msg)
     if (version != 0)
         rm_rpc_buf_append_varint_field(&buf, field_id(&remora__v1__get_response__descriptor, "version"), version);
     size_t found = 0;
-    for (int k = 0; k != RM_KIND__COUNT; ++k) {
-        if (only != RM_KIND__COUNT && k != (int)only)
+    for (int k = 0; k != RM_KIND__ALL; ++k) {
+        if (only != RM_KIND__ALL && k != (int)only)
             continue;
         uint32_t field = field_id(&remora__v1__get_response__descriptor, rm_kind_field((rm_kind_t)k));
         size_t n;
@@ -1507,6 +1814,10 @@ handle_delete(rm_control_server_t *srv, unary_t *u, ProtobufCMessage *msg)
     }
     const char *ns = req->resource->namespace_[0] != '\0' ? req->resource->namespace_ : "default";
     char err[1024];
+    if (srv->kube != NULL && kind >= RM_KIND__COUNT) {
+        respond_error(u, GRPC_STATUS_NOT_FOUND, "%s/%s not found in namespace %s", rm_kind_lower(kind), req->resource->name, ns);
+        return;
+    }
     if (srv->kube != NULL) {
         /* still in use by served resources: refused as in the file store; not served (invalid): the API may hold it */
         if (rm_store_check_delete(srv->store, kind, ns, req->resource->name, err, sizeof(err)) == RM_STORE_EINUSE) {
@@ -2216,6 +2527,11 @@ rm_control_server_destroy(rm_control_server_t *srv)
 {
     rm_control_server_stop(srv);
     pthread_join(srv->thread, NULL);
+    while (srv->scopes != NULL) {
+        /* streams still open at shutdown hold them */
+        srv->scopes->refs = 1;
+        scope_unref(srv, srv->scopes);
+    }
     rm_cp_metrics_set_agent_source(NULL, NULL);
     grpc_server_destroy(srv->server);
     grpc_completion_queue_destroy(srv->cq);

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/file.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include "remora/log.h"
@@ -57,7 +58,7 @@ struct st_rm_store_t {
     char *dir;
     int dir_fd, lock_fd;
     uint64_t version;
-    kind_list_t kinds[RM_KIND__COUNT];
+    kind_list_t kinds[RM_KIND__ALL];
     rm_rpc_buf_t snapshot;
     uint64_t seq, horizon;
     int hashed_versions;
@@ -65,6 +66,8 @@ struct st_rm_store_t {
     size_t ring_len, ring_next;
     removal_t *removals;
     size_t removals_max, removals_len, removals_first;
+    /* the store's identity (rm_store_id), in store.pb and in every encoding */
+    uint8_t id[RM_STORE_ID_BYTES];
 };
 
 static uint32_t
@@ -106,16 +109,24 @@ snapshot_field(const char *name)
 }
 
 static void
-encode(rm_rpc_buf_t *buf, uint64_t version, kind_list_t *kinds)
+encode_view(rm_rpc_buf_t *buf, uint64_t version, const kind_list_t *kinds, const uint8_t *id, const uint8_t *const *view)
 {
     buf->len = 0;
     if (version != 0)
         rm_rpc_buf_append_varint_field(buf, snapshot_field("version"), version);
-    for (int k = 0; k != RM_KIND__COUNT; ++k) {
+    rm_rpc_buf_append_bytes_field(buf, snapshot_field("store_id"), id, RM_STORE_ID_BYTES);
+    for (int k = 0; k != RM_KIND__ALL; ++k) {
         uint32_t field = snapshot_field(rm_kind_field((rm_kind_t)k));
         for (size_t i = 0; i != kinds[k].size; ++i)
-            rm_rpc_buf_append_bytes_field(buf, field, kinds[k].entries[i]->bytes, kinds[k].entries[i]->len);
+            if (view == NULL || view[k][i])
+                rm_rpc_buf_append_bytes_field(buf, field, kinds[k].entries[i]->bytes, kinds[k].entries[i]->len);
     }
+}
+
+static void
+encode(rm_rpc_buf_t *buf, uint64_t version, kind_list_t *kinds, const uint8_t *id)
+{
+    encode_view(buf, version, kinds, id, NULL);
 }
 
 static int
@@ -281,7 +292,7 @@ add_loaded(rm_store_t *s, rm_kind_t kind, size_t n, ProtobufCMessage **msgs, cha
 }
 
 static int
-load(rm_store_t *s, char *err, size_t errsz)
+load(rm_store_t *s, int *has_id, char *err, size_t errsz)
 {
     int fd = openat(s->dir_fd, RM_STORE_FILE, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
@@ -328,8 +339,12 @@ load(rm_store_t *s, char *err, size_t errsz)
         goto out;
     }
     s->version = snap->version;
+    if (snap->store_id.len == RM_STORE_ID_BYTES) {
+        memcpy(s->id, snap->store_id.data, RM_STORE_ID_BYTES);
+        *has_id = 1;
+    }
     ret = 0;
-    for (int k = 0; k != RM_KIND__COUNT && ret == 0; ++k) {
+    for (int k = 0; k != RM_KIND__ALL && ret == 0; ++k) {
         /* the kind's repeated field, found through the descriptor as encode() does */
         const ProtobufCFieldDescriptor *f =
             protobuf_c_message_descriptor_get_field_by_name(&remora__v1__snapshot__descriptor, rm_kind_field((rm_kind_t)k));
@@ -372,10 +387,27 @@ rm_store_open(const char *dir, char *err, size_t errsz)
     }
     /* a temp file left by a crash before its rename is garbage */
     unlinkat(s->dir_fd, TMP_FILE, 0);
-    if (load(s, err, errsz) != 0)
+    int has_id = 0;
+    if (load(s, &has_id, err, errsz) != 0)
         goto fail;
     s->seq = s->horizon = s->version;
-    encode(&s->snapshot, s->version, s->kinds);
+    if (!has_id) {
+        /* a new state directory (or one from before store identities): its identity is made now and written at
+         * once, so that the versions counted from here on are never mistaken for another directory's */
+        ssize_t got;
+        while ((got = getrandom(s->id, sizeof(s->id), 0)) < 0 && errno == EINTR)
+            ;
+        if (got != (ssize_t)sizeof(s->id)) {
+            snprintf(err, errsz, "cannot make the identity of the state directory %s: %s", dir,
+                     got < 0 ? strerror(errno) : "short read from getrandom");
+            goto fail;
+        }
+        encode(&s->snapshot, s->version, s->kinds, s->id);
+        if (write_state(s, &s->snapshot, err, errsz) != 0)
+            goto fail;
+    } else {
+        encode(&s->snapshot, s->version, s->kinds, s->id);
+    }
     return s;
 fail:
     rm_store_close(s);
@@ -389,7 +421,9 @@ rm_store_open_memory(void)
     s->dir_fd = s->lock_fd = -1;
     s->hashed_versions = 1;
     init_history(s);
-    encode(&s->snapshot, 0, s->kinds);
+    /* constant: its versions are content hashes, which name the same content in every process (store.h) */
+    memcpy(s->id, "remora-kube-hash", RM_STORE_ID_BYTES);
+    encode(&s->snapshot, 0, s->kinds, s->id);
     return s;
 }
 
@@ -399,9 +433,9 @@ void
 rm_store_replace(rm_store_t *s, rm_resource_list_t *list, uint64_t version)
 {
     uint64_t seq = ++s->seq;
-    kind_list_t next[RM_KIND__COUNT];
+    kind_list_t next[RM_KIND__ALL];
     memset(next, 0, sizeof(next));
-    for (int k = 0; k != RM_KIND__COUNT; ++k) {
+    for (int k = 0; k != RM_KIND__ALL; ++k) {
         next[k].entries = rm_calloc(list->size + 1, sizeof(next[k].entries[0]));
         next[k].modified = rm_calloc(list->size + 1, sizeof(next[k].modified[0]));
     }
@@ -411,7 +445,7 @@ rm_store_replace(rm_store_t *s, rm_resource_list_t *list, uint64_t version)
         list->entries[i] = NULL;
     }
     list->size = 0;
-    for (int k = 0; k != RM_KIND__COUNT; ++k) {
+    for (int k = 0; k != RM_KIND__ALL; ++k) {
         kind_list_t *n = &next[k], *o = &s->kinds[k];
         qsort(n->entries, n->size, sizeof(n->entries[0]), cmp_entry);
         /* what is byte for byte as before keeps its modification; the rest is new at `seq` */
@@ -435,7 +469,7 @@ rm_store_replace(rm_store_t *s, rm_resource_list_t *list, uint64_t version)
     s->ring_next = (s->ring_next + 1) % VERSION_RING;
     if (s->ring_len < VERSION_RING)
         ++s->ring_len;
-    encode(&s->snapshot, version, s->kinds);
+    encode(&s->snapshot, version, s->kinds, s->id);
 }
 
 void
@@ -443,7 +477,7 @@ rm_store_close(rm_store_t *s)
 {
     if (s == NULL)
         return;
-    for (int k = 0; k != RM_KIND__COUNT; ++k) {
+    for (int k = 0; k != RM_KIND__ALL; ++k) {
         for (size_t i = 0; i != s->kinds[k].size; ++i)
             rm_resource_destroy(s->kinds[k].entries[i]);
         free_list(&s->kinds[k]);
@@ -461,6 +495,12 @@ rm_store_close(rm_store_t *s)
         close(s->dir_fd);
     free(s->dir);
     free(s);
+}
+
+const uint8_t *
+rm_store_id(const rm_store_t *s)
+{
+    return s->id;
 }
 
 uint64_t
@@ -504,12 +544,12 @@ static int
 commit(rm_store_t *s, kind_list_t *next, char *err, size_t errsz)
 {
     rm_rpc_buf_t buf = {0};
-    encode(&buf, s->version + 1, next);
+    encode(&buf, s->version + 1, next, s->id);
     if (s->dir != NULL && rm_cp_metrics_store_write(write_state(s, &buf, err, errsz), buf.len) != 0) {
         rm_rpc_buf_dispose(&buf);
         return -1;
     }
-    for (int k = 0; k != RM_KIND__COUNT; ++k) {
+    for (int k = 0; k != RM_KIND__ALL; ++k) {
         free_list(&s->kinds[k]);
         s->kinds[k] = next[k];
     }
@@ -523,7 +563,7 @@ commit(rm_store_t *s, kind_list_t *next, char *err, size_t errsz)
 static void
 copy_lists(const rm_store_t *s, kind_list_t *next, size_t extra)
 {
-    for (int k = 0; k != RM_KIND__COUNT; ++k) {
+    for (int k = 0; k != RM_KIND__ALL; ++k) {
         next[k].entries = rm_calloc(s->kinds[k].size + extra + 1, sizeof(next[k].entries[0]));
         next[k].modified = rm_calloc(s->kinds[k].size + extra + 1, sizeof(next[k].modified[0]));
         if (s->kinds[k].size != 0) {
@@ -554,7 +594,7 @@ rm_store_apply(rm_store_t *s, rm_batch_t *batch, int dry_run, rm_store_action_t 
         *changed = 0;
         return 0;
     }
-    kind_list_t next[RM_KIND__COUNT];
+    kind_list_t next[RM_KIND__ALL];
     copy_lists(s, next, list->size);
     rm_resource_t **replaced = rm_calloc(list->size + 1, sizeof(replaced[0]));
     size_t num_replaced = 0;
@@ -571,10 +611,10 @@ rm_store_apply(rm_store_t *s, rm_batch_t *batch, int dry_run, rm_store_action_t 
             l->entries[l->size++] = r;
         }
     }
-    for (int k = 0; k != RM_KIND__COUNT; ++k)
+    for (int k = 0; k != RM_KIND__ALL; ++k)
         sort_list(&next[k]);
     if (commit(s, next, err, errsz) != 0) {
-        for (int k = 0; k != RM_KIND__COUNT; ++k)
+        for (int k = 0; k != RM_KIND__ALL; ++k)
             free_list(&next[k]);
         free(replaced);
         *changed = 0;
@@ -714,7 +754,7 @@ rm_store_check_delete(const rm_store_t *s, rm_kind_t kind, const char *ns, const
     /* as an apply refuses a reference to nothing, a delete refuses to leave one behind */
     size_t users = 0, off = 0;
     off += snprintf(err, errsz, "%s/%s is used by", rm_kind_lower(kind), name);
-    for (int k = 0; k != RM_KIND__COUNT; ++k) {
+    for (int k = 0; k != RM_KIND__ALL; ++k) {
         for (size_t i = 0; i != s->kinds[k].size; ++i) {
             const rm_resource_t *r = s->kinds[k].entries[i];
             if (!uses(r, kind, ns, name))
@@ -740,14 +780,14 @@ rm_store_delete(rm_store_t *s, rm_kind_t kind, const char *ns, const char *name,
     if (rc != 0)
         return rc;
     ssize_t at = find_index(&s->kinds[kind], kind, ns, name);
-    kind_list_t next[RM_KIND__COUNT];
+    kind_list_t next[RM_KIND__ALL];
     copy_lists(s, next, 0);
     rm_resource_t *victim = next[kind].entries[at];
     memmove(next[kind].entries + at, next[kind].entries + at + 1, (next[kind].size - at - 1) * sizeof(next[kind].entries[0]));
     memmove(next[kind].modified + at, next[kind].modified + at + 1, (next[kind].size - at - 1) * sizeof(next[kind].modified[0]));
     --next[kind].size;
     if (commit(s, next, err, errsz) != 0) {
-        for (int k = 0; k != RM_KIND__COUNT; ++k)
+        for (int k = 0; k != RM_KIND__ALL; ++k)
             free_list(&next[k]);
         return -1;
     }
@@ -790,7 +830,29 @@ cmp_ref(const void *a, const void *b)
 }
 
 uint8_t *
-rm_store_delta(const rm_store_t *s, uint64_t base_version, size_t *len, rm_store_delta_info_t *info)
+rm_store_snapshot_view(const rm_store_t *s, const uint8_t *const *view, const uint8_t *id, size_t *len)
+{
+    rm_rpc_buf_t buf = {0};
+    encode_view(&buf, s->version, s->kinds, id != NULL ? id : s->id, view);
+    *len = buf.len;
+    return buf.base;
+}
+
+ssize_t
+rm_store_index(const rm_store_t *s, rm_kind_t kind, const char *ns, const char *name)
+{
+    return find_index(&s->kinds[kind], kind, ns, name);
+}
+
+uint64_t
+rm_store_modified(const rm_store_t *s, rm_kind_t kind, size_t i)
+{
+    return s->kinds[kind].modified[i];
+}
+
+uint8_t *
+rm_store_delta(const rm_store_t *s, uint64_t base_version, const uint8_t *const *view, const uint8_t *id, size_t *len,
+               rm_store_delta_info_t *info)
 {
     uint64_t base = seq_of(s, base_version);
     if (base == 0 || base < s->horizon || base > s->seq)
@@ -799,11 +861,12 @@ rm_store_delta(const rm_store_t *s, uint64_t base_version, size_t *len, rm_store
     rm_rpc_buf_t buf = {0};
     if (s->version != 0)
         rm_rpc_buf_append_varint_field(&buf, snapshot_field("version"), s->version);
-    for (int k = 0; k != RM_KIND__COUNT; ++k) {
+    rm_rpc_buf_append_bytes_field(&buf, snapshot_field("store_id"), id != NULL ? id : s->id, RM_STORE_ID_BYTES);
+    for (int k = 0; k != RM_KIND__ALL; ++k) {
         const kind_list_t *l = &s->kinds[k];
         uint32_t field = snapshot_field(rm_kind_field((rm_kind_t)k));
         for (size_t i = 0; i != l->size; ++i) {
-            if (l->modified[i] <= base)
+            if (l->modified[i] <= base || (view != NULL && !view[k][i]))
                 continue;
             rm_rpc_buf_append_bytes_field(&buf, field, l->entries[i]->bytes, l->entries[i]->len);
             ++st.changed;
@@ -816,7 +879,10 @@ rm_store_delta(const rm_store_t *s, uint64_t base_version, size_t *len, rm_store
     size_t n = 0;
     for (size_t i = 0; i != s->removals_len; ++i) {
         removal_t *e = &s->removals[(s->removals_first + i) % s->removals_max];
-        if (e->seq > base && rm_store_find(s, e->kind, e->ns, e->name) == NULL)
+        if (e->seq <= base)
+            continue;
+        ssize_t at = find_index(&s->kinds[e->kind], e->kind, e->ns, e->name);
+        if (at < 0 || (view != NULL && !view[e->kind][at]))
             gone[n++] = e;
     }
     qsort(gone, n, sizeof(gone[0]), cmp_ref);

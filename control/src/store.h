@@ -19,6 +19,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include "document.h"
 #include "resource.h"
 
@@ -47,6 +48,18 @@ rm_store_t *rm_store_open_memory(void);
 void rm_store_replace(rm_store_t *store, rm_resource_list_t *list, uint64_t version);
 
 uint64_t rm_store_version(const rm_store_t *store);
+
+/*
+ * The store's identity: RM_STORE_ID_BYTES random bytes made when the state directory is first opened (and
+ * written to store.pb at once, with version 0 for a new directory), kept in store.pb and sent in every
+ * encoding (Snapshot.store_id). A version number names the same content only within one identity: a
+ * directory that was lost and made again counts from 1 again under a new identity. The memory store's
+ * identity is a constant ("remora-kube-hash"): its versions are content hashes, the same for the same
+ * content in every process and replica, so there is nothing to tell apart.
+ */
+#define RM_STORE_ID_BYTES 16
+/** The identity, RM_STORE_ID_BYTES bytes owned by the store. */
+const uint8_t *rm_store_id(const rm_store_t *store);
 /** The resources of a kind, sorted by namespace then name; owned by the store, valid until the next change. */
 rm_resource_t *const *rm_store_list(const rm_store_t *store, rm_kind_t kind, size_t *n);
 /** The resource, or NULL. */
@@ -109,6 +122,26 @@ typedef struct st_rm_store_delta_info_t {
  * be NULL), or NULL when no delta can be made from that version: 0, unknown, newer than the current one,
  * or older than the history kept. A base equal to the current version gives an empty delta.
  */
-uint8_t *rm_store_delta(const rm_store_t *store, uint64_t base_version, size_t *len, rm_store_delta_info_t *info);
+uint8_t *rm_store_delta(const rm_store_t *store, uint64_t base_version, const uint8_t *const *view, const uint8_t *id,
+                        size_t *len, rm_store_delta_info_t *info);
+
+/*
+ * Views (scoping, docs/control-plane.md "Scoping"): `view[kind][i]` non-zero keeps the i-th resource of
+ * rm_store_list(kind) (RM_KIND__ALL arrays, each as long as its list; made for the current version). A delta
+ * with a view holds the view's resources changed after the base, and in `removed` every resource deleted
+ * after the base or present but outside the view (the agent ignores one it does not hold); whether the
+ * agent's set at the base was that view's is the caller's to know. NULL: everything.
+ */
+/**
+ * The encoding of the current version with only the resources of `view` (malloc'ed; `*len` bytes). `id`
+ * (RM_STORE_ID_BYTES; NULL: rm_store_id) is the store_id the encoding carries, here and in rm_store_delta: a
+ * view's encodings carry an id of their own (the server derives it from the store's and the scope's), so that
+ * an agent's Hello tells which view the set it kept is of.
+ */
+uint8_t *rm_store_snapshot_view(const rm_store_t *store, const uint8_t *const *view, const uint8_t *id, size_t *len);
+/** The index of the resource in rm_store_list(kind), or -1. */
+ssize_t rm_store_index(const rm_store_t *store, rm_kind_t kind, const char *ns, const char *name);
+/** The change that last created or changed the i-th resource of rm_store_list(kind): its version in the file store. */
+uint64_t rm_store_modified(const rm_store_t *store, rm_kind_t kind, size_t i);
 
 #endif

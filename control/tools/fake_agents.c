@@ -16,6 +16,10 @@
  * whose base is not its version (as remora-agent does). Without it, agents are the older kind that
  * receives only full snapshots (and NACK an incremental one: "does not accept incremental snapshots").
  *
+ * --reconnect: an agent whose stream ends opens a new one 200 ms later (until SIGTERM), and says in its
+ * Hello the version and Snapshot.store_id of the set it holds, as remora-agent does; without it the agent
+ * stops there.
+ *
  * Like agents, they connect over TLS, verify the control plane against --trust-anchor and present
  * the workload token of --token (one unbound token serves every node id on discovery); --insecure
  * for a `remora-control --insecure`.
@@ -27,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <openssl/crypto.h>
 #include "remora/rpc.h"
 #include "remora/strutil.h"
@@ -50,10 +55,13 @@ typedef struct st_agent_t {
     char node_id[64];
     rm_rpc_client_t *client;
     view_t *view;
+    /* the Snapshot.store_id of the set it holds (sent back in the Hello when it reconnects) */
+    uint8_t store_id[16];
+    size_t store_id_len;
 } agent_t;
 
 static const char *control = "127.0.0.1:15010", *nack_reason = NULL;
-static int silent, incremental;
+static int silent, incremental, reconnect;
 /* the resource sets in use, one per version (shared by the agents at that version) */
 static pthread_mutex_t views_mutex = PTHREAD_MUTEX_INITIALIZER;
 static view_t *views;
@@ -294,19 +302,43 @@ take_delta(agent_t *a, const Remora__V1__Snapshot *snap, char *why, size_t whysz
     return NULL;
 }
 
+static void run_stream(agent_t *a, int *first);
+
 static void *
 run(void *arg)
 {
     agent_t *a = arg;
+    int first = 1;
+    for (;;) {
+        run_stream(a, &first);
+        if (!reconnect || atomic_load(&stopping))
+            break;
+        for (int i = 0; i != 4 && !atomic_load(&stopping); ++i)
+            nanosleep(&(struct timespec){.tv_nsec = 50 * 1000 * 1000}, NULL);
+        if (atomic_load(&stopping))
+            break;
+    }
+    view_unref(a->view);
+    a->view = NULL;
+    return NULL;
+}
+
+static void
+run_stream(agent_t *a, int *first)
+{
     rm_rpc_status_t st;
     rm_rpc_stream_t *s = rm_rpc_stream_open(a->client, "/remora.v1.Discovery/StreamSnapshots", 1);
     Remora__V1__Hello hello = REMORA__V1__HELLO__INIT;
     Remora__V1__AgentMessage m = REMORA__V1__AGENT_MESSAGE__INIT;
     hello.node_id = a->node_id;
     hello.accepts_incremental = incremental;
+    if (reconnect && a->view != NULL) {
+        hello.applied_version = a->view->version;
+        hello.store_id.data = a->store_id;
+        hello.store_id.len = a->store_id_len;
+    }
     m.message_case = REMORA__V1__AGENT_MESSAGE__MESSAGE_HELLO;
     m.hello = &hello;
-    int first = 1;
     /* generous: with 1000 agents and 10k Services the control plane is busy for a while sending full snapshots */
     if (rm_rpc_stream_send(s, &m.base, 120000, &st) != RM_RPC_OK) {
         fprintf(stderr, "%s: Hello not sent: %s: %s\n", a->node_id, rm_rpc_status_name(st.code), st.message);
@@ -335,6 +367,10 @@ run(void *arg)
             refusal = take_delta(a, snap, why, sizeof(why));
         else if (!snap->incremental && refusal == NULL)
             take_full(a, snap);
+        if (refusal == NULL && snap->store_id.len <= sizeof(a->store_id)) {
+            memcpy(a->store_id, snap->store_id.data, snap->store_id.len);
+            a->store_id_len = snap->store_id.len;
+        }
         if (refusal != NULL) {
             nack.version = snap->version;
             nack.nonce = snap->nonce;
@@ -362,8 +398,8 @@ run(void *arg)
         fflush(stdout);
         pthread_mutex_unlock(&out_mutex);
         protobuf_c_message_free_unpacked(msg, NULL);
-        if (first) {
-            first = 0;
+        if (*first) {
+            *first = 0;
             if (atomic_fetch_add(&num_ready, 1) + 1 == count) {
                 pthread_mutex_lock(&out_mutex);
                 printf("ready %d\n", count);
@@ -374,9 +410,6 @@ run(void *arg)
     }
 out:
     rm_rpc_stream_destroy(s);
-    view_unref(a->view);
-    a->view = NULL;
-    return NULL;
 }
 
 int
@@ -385,17 +418,12 @@ main(int argc, char **argv)
     /* no OpenSSL clean-up at exit: gRPC's threads may still be ending then, and a thread that ends after the
      * clean-up deleted OpenSSL's thread key leaks its error state (each thread frees its own as it ends) */
     OPENSSL_init_crypto(OPENSSL_INIT_NO_ATEXIT, NULL);
-    static const struct option opts[] = {{"control", required_argument, NULL, 'c'},
-                                         {"trust-anchor", required_argument, NULL, 'A'},
-                                         {"token", required_argument, NULL, 'T'},
-                                         {"insecure", no_argument, NULL, 'I'},
-                                         {"count", required_argument, NULL, 'n'},
-                                         {"prefix", required_argument, NULL, 'p'},
-                                         {"nack", required_argument, NULL, 'N'},
-                                         {"silent", no_argument, NULL, 's'},
-                                         {"incremental", no_argument, NULL, 'D'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"control", required_argument, NULL, 'c'}, {"trust-anchor", required_argument, NULL, 'A'},
+                                         {"token", required_argument, NULL, 'T'},   {"insecure", no_argument, NULL, 'I'},
+                                         {"count", required_argument, NULL, 'n'},   {"prefix", required_argument, NULL, 'p'},
+                                         {"nack", required_argument, NULL, 'N'},    {"silent", no_argument, NULL, 's'},
+                                         {"incremental", no_argument, NULL, 'D'},   {"reconnect", no_argument, NULL, 'R'},
+                                         {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
     const char *prefix = "fake-", *trust_anchor = NULL, *token_file = NULL;
     int c, insecure = 0;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -418,6 +446,9 @@ main(int argc, char **argv)
         case 'D':
             incremental = 1;
             break;
+        case 'R':
+            reconnect = 1;
+            break;
         case 'A':
             trust_anchor = optarg;
             break;
@@ -429,7 +460,7 @@ main(int argc, char **argv)
             break;
         case 'h':
             printf("Usage: remora-fake-agents [--control ADDR:PORT] (--trust-anchor FILE --token FILE | --insecure) [--count N]\n"
-                   "                          [--prefix P] [--nack REASON | --silent] [--incremental]\n");
+                   "                          [--prefix P] [--nack REASON | --silent] [--incremental] [--reconnect]\n");
             return 0;
         default:
             return 2;

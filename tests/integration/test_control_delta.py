@@ -316,16 +316,103 @@ def test_restarted_agent_gets_delta_or_full_when_too_old(control_factory, real_a
     a.start()
     a.wait_version(v2)
     wait_until(lambda: f"version {v2} confirmed (nothing changed)" in a.log(), timeout=10, what="empty delta")
-    # a restarted control plane has not seen this agent ACK anything: whatever version the agent names, it
-    # gets the full snapshot once (a file store's version numbers do not name the same content elsewhere)
+    # a restarted control plane on the same state directory (the same store identity, persisted with the
+    # agent's snapshot): the agent's version is trusted, and at the current version it gets an empty delta
     assert cp.stop() == 0
     n_full = len(re.findall(rf"snapshot version {v2} in service \(6 services\)", a.log()))
+    n_confirmed = a.log().count(f"version {v2} confirmed (nothing changed)")
     cp.start()
-    wait_until(lambda: len(re.findall(rf"snapshot version {v2} in service \(6 services\)", a.log())) == n_full + 1,
-               timeout=20, what="a full snapshot after the control plane's restart")
+    wait_until(lambda: a.log().count(f"version {v2} confirmed (nothing changed)") == n_confirmed + 1,
+               timeout=20, what="an empty delta after the control plane's restart")
+    assert len(re.findall(rf"snapshot version {v2} in service \(6 services\)", a.log())) == n_full
     v3 = apply(cp, services_doc(0, 1, port=27991))
     a.wait_version(v3)
     assert f"snapshot version {v3} in service (incremental on {v2})" in a.log()
+
+
+def _new_state_dir(old, new):
+    """A new store for the same mesh: the CA, the admin credential and the tokens of `old`, not its store.pb
+    (so a new store identity, versions counted from 1 again), as after a lost store."""
+    import shutil
+    shutil.copytree(old, new, ignore=shutil.ignore_patterns("store.pb", "store.pb.tmp", "LOCK"))
+
+
+def test_control_plane_restart_sends_deltas_same_store_only(control_factory, real_agents, tmp_path):
+    """remora-control restarted on the same state directory with agents connected (real agents and fake
+    agents with --incremental --reconnect): each agent names the store identity and version it serves,
+    and gets an empty delta, not the full snapshot, then deltas; a control plane on a NEW state directory
+    (another store identity, whose version numbers mean other content) gives each a full snapshot."""
+    mport = free_port()
+    cp = control_factory(extra=["--metrics-listen", f"127.0.0.1:{mport}"])
+    v = apply(cp, services_doc(0, 300, routes=True), timeout=60)
+    reals = [real_agents(cp, f"real-{i}").start() for i in range(2)]
+    fleet = FakeAgentFleet(str(tmp_path), cp, 3, prefix="rc-", extra=["--incremental", "--reconnect"])
+    try:
+        fleet.wait_ready()
+        for a in reals:
+            a.wait_version(v)
+        store_id = reals[0].persisted().store_id
+        assert len(store_id) == 16 and reals[1].persisted().store_id == store_id
+        before = [_metrics(a.health) for a in reals]
+        for restart in range(2):
+            assert cp.stop() == 0
+            cp.start()
+            wait_until(lambda: sum(x["connected"] and x["appliedVersion"] == v for x in status_json(cp)["agents"]) == 5,
+                       timeout=20, what="every agent back at the same version")
+            wait_until(lambda: _value(_metrics(mport), "remora_control_answers_total", result="ack") == 5, timeout=10,
+                       what="5 ACKs after the restart")
+            m = _metrics(mport)
+            assert _value(m, "remora_control_pushes_total", kind="delta") == 5, m
+            assert _value(m, "remora_control_pushes_total", kind="full") == 0, m
+            assert _value(m, "remora_control_push_bytes_total", kind="delta") < 5 * 100
+        # the fake agents: one full snapshot at the start, then an empty delta per restart
+        rows = fleet_lines(fleet, v)
+        assert sorted(r[3] for r in rows) == ["delta"] * 6 + ["full"] * 3, rows
+        assert len({(r[5], r[6]) for r in rows}) == 1, rows
+        for a, b in zip(reals, before):
+            m = _metrics(a.health)
+            assert _value(m, "remora_control_updates_total", kind="full") == \
+                _value(b, "remora_control_updates_total", kind="full")
+            assert _value(m, "remora_control_updates_total", kind="delta") == \
+                _value(b, "remora_control_updates_total", kind="delta") + 2
+            assert a.log().count(f"version {v} confirmed (nothing changed)") == 2
+        # a change after the restart is a delta to everyone
+        v = apply(cp, services_doc(5, 6, port=27999))
+        wait_until(lambda: len(fleet_lines(fleet, v)) == 3, timeout=10, what=f"v{v} at the fake agents")
+        assert {r[3] for r in fleet_lines(fleet, v)} == {"delta"}
+        for a in reals:
+            a.wait_version(v)
+            assert f"snapshot version {v} in service (incremental on {v - 1})" in a.log()
+
+        # a new state directory: another identity; its version 1 is not the old version 1
+        assert cp.stop() == 0
+        cp.stopped_by_test = True
+        new_dir = os.path.join(str(tmp_path), "state-new")
+        _new_state_dir(cp.state_dir, new_dir)
+        mport2 = free_port()
+        cp2 = control_factory(state_dir=new_dir, name="control-new", extra=["--metrics-listen", f"127.0.0.1:{mport2}"])
+        # built on another port first, so that the agents see it only once it holds the new content
+        v2 = apply(cp2, services_doc(0, 300, routes=True) + "---\n" + services_doc(300, 302), wait=False, timeout=60)
+        assert cp2.stop() == 0
+        cp2.port = cp.port
+        cp2.start()
+        wait_until(lambda: sum(x["connected"] and x["appliedVersion"] == v2 for x in status_json(cp2)["agents"]) == 5,
+                   timeout=20, what="every agent at the new store's version")
+        m = _metrics(mport2)
+        assert _value(m, "remora_control_pushes_total", kind="full") == 5, m
+        assert _value(m, "remora_control_pushes_total", kind="delta") == 0, m
+        rows = fleet_lines(fleet, v2)
+        assert [r[3] for r in rows].count("full") >= 3 and rows[-1][5] == 602, rows
+        for a in reals:
+            p = a.persisted()
+            assert p.store_id != store_id and len(p.store_id) == 16 and len(p.services) == 302
+        # and deltas again from there
+        v2 = apply(cp2, services_doc(7, 8, port=27998))
+        for a in reals:
+            a.wait_version(v2)
+            assert f"snapshot version {v2} in service (incremental on {v2 - 1})" in a.log()
+    finally:
+        assert fleet.stop() == 0, fleet.log()[-3000:]
 
 
 def test_nacked_delta_keeps_last_good_and_next_push_is_full(control, real_agents, tmp_path):

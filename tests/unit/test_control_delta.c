@@ -12,6 +12,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 #include "remora/v1/discovery.pb-c.h"
+#include "scope.h"
 #include "store.h"
 
 static char dir[256];
@@ -75,7 +76,7 @@ static Remora__V1__Snapshot *
 delta(rm_store_t *s, uint64_t base, rm_store_delta_info_t *info)
 {
     size_t len;
-    uint8_t *bytes = rm_store_delta(s, base, &len, info);
+    uint8_t *bytes = rm_store_delta(s, base, NULL, NULL, &len, info);
     if (bytes == NULL)
         return NULL;
     Remora__V1__Snapshot *snap = remora__v1__snapshot__unpack(NULL, len, bytes);
@@ -92,7 +93,7 @@ test_changes_since_a_version(void **state)
 {
     rm_store_t *s = open_store();
     assert_non_null(s);
-    assert_null(rm_store_delta(s, 0, &(size_t){0}, NULL)); /* nothing served: no delta */
+    assert_null(rm_store_delta(s, 0, NULL, NULL, &(size_t){0}, NULL)); /* nothing served: no delta */
     apply(s, SVC("a", "127.0.0.1:1") "---\n" SVC("b", "127.0.0.1:2") "---\n" SVC("c", "127.0.0.1:3")); /* v1 */
     apply(s, SVC("b", "127.0.0.1:22"));                                                                /* v2 */
     delete_svc(s, "c");                                                                                /* v3 */
@@ -121,7 +122,7 @@ test_changes_since_a_version(void **state)
     d = delta(s, 4, &info);
     assert_int_equal(d->n_services + d->n_removed, 0);
     remora__v1__snapshot__free_unpacked(d, NULL);
-    assert_null(rm_store_delta(s, 5, &(size_t){0}, NULL));
+    assert_null(rm_store_delta(s, 5, NULL, NULL, &(size_t){0}, NULL));
 
     /* deleted, then created again: sent as a resource, not as a removal */
     apply(s, SVC("c", "127.0.0.1:33")); /* v5 */
@@ -133,7 +134,7 @@ test_changes_since_a_version(void **state)
 
     /* after a restart the history starts at the loaded version */
     s = open_store();
-    assert_null(rm_store_delta(s, 4, &(size_t){0}, NULL));
+    assert_null(rm_store_delta(s, 4, NULL, NULL, &(size_t){0}, NULL));
     d = delta(s, 5, NULL);
     assert_int_equal(d->n_services + d->n_removed, 0);
     remora__v1__snapshot__free_unpacked(d, NULL);
@@ -158,7 +159,7 @@ test_removal_log_horizon(void **state)
     assert_int_equal(d->n_removed, 2);
     remora__v1__snapshot__free_unpacked(d, NULL);
     delete_svc(s, "c"); /* v4: the log drops a's removal (v2) */
-    assert_null(rm_store_delta(s, 1, &(size_t){0}, NULL));
+    assert_null(rm_store_delta(s, 1, NULL, NULL, &(size_t){0}, NULL));
     d = delta(s, 2, NULL);
     assert_int_equal(d->n_removed, 2);
     assert_string_equal(d->removed[0]->name, "b");
@@ -209,7 +210,75 @@ test_memory_store_hashed_versions(void **state)
     assert_int_equal(d->n_services, 0);
     assert_int_equal(d->n_removed, 1);
     remora__v1__snapshot__free_unpacked(d, NULL);
-    assert_null(rm_store_delta(s, 0x9999, &(size_t){0}, NULL)); /* never served here */
+    assert_null(rm_store_delta(s, 0x9999, NULL, NULL, &(size_t){0}, NULL)); /* never served here */
+    rm_store_close(s);
+}
+
+/* Scoping (scope.h): hosts, the closure over a route and a policy, own Services, and a delta through a view. */
+static void
+test_scope_view(void **state)
+{
+    (void)state;
+    assert_true(rm_scope_host_matches("./a", "shop", "shop", "a"));
+    assert_false(rm_scope_host_matches("./a", "shop", "other", "a"));
+    assert_true(rm_scope_host_matches("*/a", "shop", "other", "a"));
+    assert_true(rm_scope_host_matches("other/*", "shop", "other", "zz"));
+    assert_false(rm_scope_host_matches("other/*", "shop", "othe", "zz"));
+    assert_false(rm_scope_host_matches("oth/*", "shop", "other", "zz"));
+    rm_store_t *s = open_store();
+    apply(s,
+          SVC("a", "127.0.0.1:1") "---\n" SVC("b", "127.0.0.1:2") "---\n" SVC("c", "127.0.0.1:3") "---\n" SVC(
+              "d",
+              "127.0.0.1:4") "---\napiVersion: remora.dev/v1\nkind: Service\nmetadata: {name: own}\nspec: {protocol: grpc, "
+                             "serviceAccount: web, "
+                             "endpoints: [\"127.0.0.1:5\"]}\n---\n"
+                             "apiVersion: remora.dev/v1\nkind: HTTPRoute\nmetadata: {name: ra}\nspec:\n  parentRefs: [{name: a}]\n"
+                             "  rules: [{backendRefs: [{name: b}]}]\n---\n"
+                             "apiVersion: remora.dev/v1\nkind: BackendTrafficPolicy\nmetadata: {name: pb}\nspec:\n"
+                             "  targetRefs: [{name: b}, {name: c}]\n  connectionPool: {connectTimeout: 1s}\n---\n"
+                             "apiVersion: remora.dev/v1\nkind: EgressPolicy\nmetadata: {name: web}\nspec:\n"
+                             "  targetRefs: [{kind: ServiceAccount, name: web}]\n  hosts: [\"./a\"]\n");
+    assert_null(rm_scope_policy(s, "default", "other"));
+    assert_null(rm_scope_policy(s, "shop", "web"));
+    const rm_resource_t *p = rm_scope_policy(s, "default", "web");
+    assert_non_null(p);
+    uint8_t *view[RM_KIND__ALL];
+    /* a (host), its route ra, b (the route's backend), pb (b's policy), c (pb's other target), own: 6 */
+    assert_int_equal(rm_scope_view(s, p, "web", view), 6);
+    size_t n;
+    rm_resource_t *const *svcs = rm_store_list(s, RM_KIND_SERVICE, &n);
+    assert_int_equal(n, 5);
+    for (size_t i = 0; i != n; ++i)
+        assert_int_equal(view[RM_KIND_SERVICE][i], strcmp(svcs[i]->name, "d") != 0);
+    size_t len;
+    uint8_t *bytes = rm_store_snapshot_view(s, (const uint8_t *const *)view, NULL, &len);
+    Remora__V1__Snapshot *snap = remora__v1__snapshot__unpack(NULL, len, bytes);
+    assert_non_null(snap);
+    assert_int_equal(snap->n_services, 4);
+    assert_int_equal(snap->n_http_routes, 1);
+    assert_int_equal(snap->n_backend_traffic_policies, 1);
+    assert_int_equal(snap->n_egress_policies, 0);
+    remora__v1__snapshot__free_unpacked(snap, NULL);
+    free(bytes);
+    uint64_t v = rm_store_version(s);
+    for (int k = 0; k != RM_KIND__ALL; ++k)
+        free(view[k]);
+    /* d (outside) changes and c (inside) too: the delta through the view carries c only */
+    apply(s, SVC("d", "127.0.0.1:9") "---\n" SVC("c", "127.0.0.1:8"));
+    p = rm_scope_policy(s, "default", "web");
+    rm_scope_view(s, p, "web", view);
+    rm_store_delta_info_t info;
+    bytes = rm_store_delta(s, v, (const uint8_t *const *)view, NULL, &len, &info);
+    assert_non_null(bytes);
+    assert_int_equal(info.changed, 1);
+    assert_int_equal(info.removed, 0);
+    snap = remora__v1__snapshot__unpack(NULL, len, bytes);
+    assert_int_equal(snap->n_services, 1);
+    assert_string_equal(snap->services[0]->metadata->name, "c");
+    remora__v1__snapshot__free_unpacked(snap, NULL);
+    free(bytes);
+    for (int k = 0; k != RM_KIND__ALL; ++k)
+        free(view[k]);
     rm_store_close(s);
 }
 
@@ -220,6 +289,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_changes_since_a_version, setup, teardown),
         cmocka_unit_test_setup_teardown(test_removal_log_horizon, setup, teardown),
         cmocka_unit_test_setup_teardown(test_memory_store_hashed_versions, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_scope_view, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

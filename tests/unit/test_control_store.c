@@ -83,7 +83,8 @@ test_versions_and_idempotency(void **state)
     assert_int_equal(rm_store_version(s), 0);
     char path[300];
     struct stat st;
-    assert_int_equal(stat(state_path(RM_STORE_FILE, path, sizeof(path)), &st), -1); /* nothing written yet */
+    /* a new directory gets its identity at once: store.pb at version 0, no resources */
+    assert_int_equal(stat(state_path(RM_STORE_FILE, path, sizeof(path)), &st), 0);
 
     int changed;
     rm_store_action_t acts[4];
@@ -406,6 +407,56 @@ test_corrupt(void **state)
     rm_store_close(s);
 }
 
+/* The store's identity: made with the directory, kept across restarts, another for another directory, in every
+ * encoding (full and delta); the memory store's is a constant. */
+static void
+test_identity(void **state)
+{
+    (void)state;
+    uint8_t id[RM_STORE_ID_BYTES], zero[RM_STORE_ID_BYTES] = {0};
+    rm_store_t *s = open_store();
+    assert_non_null(s);
+    memcpy(id, rm_store_id(s), sizeof(id));
+    assert_memory_not_equal(id, zero, sizeof(id));
+    int changed;
+    assert_int_equal(apply(s, SVC("a", "127.0.0.1:1"), 0, &changed, NULL, 0), 0);
+    size_t len;
+    const uint8_t *bytes = rm_store_snapshot(s, &len);
+    Remora__V1__Snapshot *snap = remora__v1__snapshot__unpack(NULL, len, bytes);
+    assert_non_null(snap);
+    assert_int_equal(snap->store_id.len, RM_STORE_ID_BYTES);
+    assert_memory_equal(snap->store_id.data, id, sizeof(id));
+    remora__v1__snapshot__free_unpacked(snap, NULL);
+    uint8_t *delta = rm_store_delta(s, 1, NULL, NULL, &len, NULL);
+    assert_non_null(delta);
+    snap = remora__v1__snapshot__unpack(NULL, len, delta);
+    assert_non_null(snap);
+    assert_true(snap->incremental);
+    assert_memory_equal(snap->store_id.data, id, sizeof(id));
+    remora__v1__snapshot__free_unpacked(snap, NULL);
+    free(delta);
+    rm_store_close(s);
+    /* reopened: the same identity, and a delta from the version loaded (empty) but none from before it */
+    s = open_store();
+    assert_memory_equal(rm_store_id(s), id, sizeof(id));
+    assert_int_equal(rm_store_version(s), 1);
+    delta = rm_store_delta(s, 1, NULL, NULL, &len, NULL);
+    assert_non_null(delta);
+    free(delta);
+    rm_store_close(s);
+    /* another directory: another identity */
+    char other[300], err[256];
+    snprintf(other, sizeof(other), "%s/other", dir);
+    rm_store_t *o = rm_store_open(other, err, sizeof(err));
+    assert_non_null(o);
+    assert_memory_not_equal(rm_store_id(o), id, sizeof(id));
+    rm_store_close(o);
+    rm_store_t *m1 = rm_store_open_memory(), *m2 = rm_store_open_memory();
+    assert_memory_equal(rm_store_id(m1), rm_store_id(m2), RM_STORE_ID_BYTES);
+    rm_store_close(m1);
+    rm_store_close(m2);
+}
+
 int
 main(void)
 {
@@ -418,6 +469,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_policy_kinds, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rate_limit_policy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corrupt, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_identity, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

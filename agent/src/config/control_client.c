@@ -23,6 +23,10 @@
 #define BACKOFF_MAX_MS 10000
 #define STATS_INTERVAL_DEFAULT_MS 10000
 #define STATS_INTERVAL_MIN_MS 1000
+/* Snapshot.store_id is 16 bytes; a longer one is not kept (the Hello then names no store, and gets a full snapshot) */
+#define STORE_ID_MAX 16
+/* how long the first stream waits for the workload certificate (wait_identity) */
+#define IDENTITY_WAIT_MS 2000
 
 struct st_rm_control_client_t {
     char *address;
@@ -30,6 +34,9 @@ struct st_rm_control_client_t {
     char *state_dir;
     rm_config_t *base;
     uint64_t applied_version;
+    /* the Snapshot.store_id of applied_version (persisted in its snapshot.pb), sent back in the Hello; 0 bytes: none */
+    uint8_t store_id[STORE_ID_MAX];
+    size_t store_id_len;
     int (*apply)(void *ctx, rm_config_t *config, char *err, size_t errlen);
     void (*on_nack)(void *ctx);
     void *ctx;
@@ -264,6 +271,7 @@ static const char *const kind_fields[] = {
     [REMORA__V1__RESOURCE_KIND__RESOURCE_KIND_TELEMETRY] = "telemetries",
     [REMORA__V1__RESOURCE_KIND__RESOURCE_KIND_MESH_TLS] = "mesh_tls",
     [REMORA__V1__RESOURCE_KIND__RESOURCE_KIND_AUTHORIZATION_POLICY] = "authorization_policies",
+    [REMORA__V1__RESOURCE_KIND__RESOURCE_KIND_EGRESS_POLICY] = "egress_policies",
 };
 #define NUM_KIND_FIELDS (sizeof(kind_fields) / sizeof(kind_fields[0]))
 
@@ -400,6 +408,7 @@ merge_delta(rm_control_client_t *c, const Remora__V1__Snapshot *delta, size_t *l
     /* the merged snapshot points at messages of `base` and `delta`; only its arrays are its own */
     Remora__V1__Snapshot merged = REMORA__V1__SNAPSHOT__INIT;
     merged.version = delta->version;
+    merged.store_id = delta->store_id;
     void *arrays[NUM_KIND_FIELDS] = {0};
     int ok = 1;
     for (size_t k = 0; k != NUM_KIND_FIELDS && ok; ++k) {
@@ -461,6 +470,31 @@ merge_delta(rm_control_client_t *c, const Remora__V1__Snapshot *delta, size_t *l
 }
 
 static void
+set_store_id(rm_control_client_t *c, const ProtobufCBinaryData *id)
+{
+    c->store_id_len = id->len <= STORE_ID_MAX ? id->len : 0;
+    if (c->store_id_len != 0)
+        memcpy(c->store_id, id->data, c->store_id_len);
+}
+
+/* At start: the store identity of the persisted snapshot that main.c put in service (version applied_version). */
+static void
+load_store_id(rm_control_client_t *c)
+{
+    char why[512];
+    size_t len;
+    uint8_t *bytes = c->applied_version != 0 ? load_base(c, &len, why, sizeof(why)) : NULL;
+    if (bytes == NULL)
+        return;
+    Remora__V1__Snapshot *snap = remora__v1__snapshot__unpack(NULL, len, bytes);
+    free(bytes);
+    if (snap != NULL && snap->version == c->applied_version)
+        set_store_id(c, &snap->store_id);
+    if (snap != NULL)
+        remora__v1__snapshot__free_unpacked(snap, NULL);
+}
+
+static void
 on_snapshot(rm_control_client_t *c, rm_h2rpc_call_t *stream, Remora__V1__Snapshot *snap)
 {
     char err[1024];
@@ -507,6 +541,7 @@ on_snapshot(rm_control_client_t *c, rm_h2rpc_call_t *stream, Remora__V1__Snapsho
         return;
     }
     c->applied_version = snap->version;
+    set_store_id(c, &snap->store_id);
     free(c->held);
     c->held = NULL;
     if (c->state_dir == NULL || write_atomically(c->state_dir, SNAPSHOT_FILE, bytes, len, err, sizeof(err)) != 0) {
@@ -671,6 +706,8 @@ run_stream(rm_control_client_t *c, int *got_snapshot)
     hello.applied_version = c->applied_version;
     hello.admin_requests = c->admin_command != NULL;
     hello.accepts_incremental = 1;
+    hello.store_id.data = c->store_id;
+    hello.store_id.len = c->store_id_len;
     msg.message_case = REMORA__V1__AGENT_MESSAGE__MESSAGE_HELLO;
     msg.hello = &hello;
     rm_h2rpc_result_t r;
@@ -729,10 +766,35 @@ Exit:
     rm_h2rpc_destroy(stream);
 }
 
+/*
+ * With a bootstrap token the identity client obtains the workload certificate at start. The control plane
+ * knows which workload a stream belongs to (its scope, docs/control-plane.md "Scoping") from the stream's
+ * client certificate only, so the first stream waits for it, at most IDENTITY_WAIT_MS: without it the agent
+ * connects with its token and is in no scope until it reconnects.
+ */
+static void
+wait_identity(rm_control_client_t *c)
+{
+    if (c->insecure || c->token_file == NULL || c->client_identity == NULL)
+        return;
+    uint64_t until = rm_now_ms() + IDENTITY_WAIT_MS;
+    while (!is_stopping(c)) {
+        char *chain = NULL, *key = NULL;
+        int have = c->client_identity(c->ctx, &chain, &key) == 0;
+        free(chain);
+        wipe_free(key);
+        if (have || rm_now_ms() >= until)
+            return;
+        usleep(20 * 1000);
+    }
+}
+
 static void *
 thread_main(void *arg)
 {
     rm_control_client_t *c = arg;
+    load_store_id(c);
+    wait_identity(c);
     unsigned backoff_ms = BACKOFF_MIN_MS;
     unsigned seed = (unsigned)time(NULL) ^ (unsigned)(uintptr_t)c;
     while (!is_stopping(c)) {
