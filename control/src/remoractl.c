@@ -45,7 +45,7 @@ static const char main_help[] =
     "Commands:\n"
     "  apply -f FILE|- [--wait] [--timeout S]   store YAML documents (Service, HTTPRoute, GRPCRoute,\n"
     "                                            FaultInjection, BackendTrafficPolicy, RateLimitPolicy,\n"
-    "                                            Telemetry, AuthorizationPolicy, MeshTLS)\n"
+    "                                            Telemetry, AuthorizationPolicy, MeshTLS, EgressPolicy)\n"
     "  get KIND [NAME] [-o table|yaml|json]      show stored resources\n"
     "  delete KIND NAME                          remove a resource\n"
     "  status [-o table|json]                    every agent: connected, applied version, last error\n"
@@ -570,7 +570,7 @@ collect(const Remora__V1__GetResponse *resp, listed_t **out)
 {
     size_t n = resp->n_services + resp->n_http_routes + resp->n_grpc_routes + resp->n_fault_injections +
                resp->n_backend_traffic_policies + resp->n_rate_limit_policies + resp->n_telemetries +
-               resp->n_authorization_policies + resp->n_mesh_tls,
+               resp->n_authorization_policies + resp->n_mesh_tls + resp->n_egress_policies,
            k = 0;
     listed_t *l = rm_calloc(n + 1, sizeof(*l));
     for (size_t i = 0; i != resp->n_services; ++i)
@@ -591,6 +591,8 @@ collect(const Remora__V1__GetResponse *resp, listed_t **out)
         l[k++] = (listed_t){RM_KIND_MESH_TLS, &resp->mesh_tls[i]->base};
     for (size_t i = 0; i != resp->n_authorization_policies; ++i)
         l[k++] = (listed_t){RM_KIND_AUTHORIZATION_POLICY, &resp->authorization_policies[i]->base};
+    for (size_t i = 0; i != resp->n_egress_policies; ++i)
+        l[k++] = (listed_t){RM_KIND_EGRESS_POLICY, &resp->egress_policies[i]->base};
     *out = l;
     return n;
 }
@@ -832,7 +834,7 @@ policy_summary(const Remora__V1__BackendTrafficPolicySpec *spec, char *budget, c
 static void
 print_table(listed_t *items, size_t n, int all_kinds, const Remora__V1__GetResponse *all)
 {
-    static const char *const headers[RM_KIND__COUNT][7] = {
+    static const char *const headers[RM_KIND__ALL][7] = {
         [RM_KIND_SERVICE] = {"NAMESPACE", "NAME", "PROTOCOL", "ENDPOINTS", "POLICIES"},
         [RM_KIND_HTTP_ROUTE] = {"NAMESPACE", "NAME", "PARENTS", "RULES", "BACKENDS", "POLICIES"},
         [RM_KIND_GRPC_ROUTE] = {"NAMESPACE", "NAME", "PARENTS", "RULES", "BACKENDS", "POLICIES"},
@@ -842,8 +844,9 @@ print_table(listed_t *items, size_t n, int all_kinds, const Remora__V1__GetRespo
         [RM_KIND_TELEMETRY] = {"NAMESPACE", "NAME", "SCOPE", "TRACING", "ACCESS LOG"},
         [RM_KIND_AUTHORIZATION_POLICY] = {"NAMESPACE", "NAME", "TARGETS", "ACTION", "RULES"},
         [RM_KIND_MESH_TLS] = {"NAMESPACE", "NAME", "MODE"},
+        [RM_KIND_EGRESS_POLICY] = {"NAMESPACE", "NAME", "WORKLOADS", "HOSTS"},
     };
-    for (int k = 0; k != RM_KIND__COUNT; ++k) {
+    for (int k = 0; k != RM_KIND__ALL; ++k) {
         table_t t = {.cols = 0};
         while (t.cols < 7 && headers[k][t.cols] != NULL)
             ++t.cols;
@@ -899,6 +902,17 @@ print_table(listed_t *items, size_t n, int all_kinds, const Remora__V1__GetRespo
                 snprintf(b, sizeof(b), "%s", spec != NULL && (unsigned)spec->action < 3 ? actions[spec->action] : "-");
                 snprintf(c, sizeof(c), "%zu", spec != NULL ? spec->n_rules : 0);
                 const char *row[] = {meta->namespace_, name, a, b, c};
+                table_add(&t, row);
+            } else if (k == RM_KIND_EGRESS_POLICY) {
+                /* the service accounts it scopes, or every workload of its namespace; the hosts they may call */
+                const Remora__V1__EgressPolicySpec *spec = ((const Remora__V1__EgressPolicy *)items[i].msg)->spec;
+                for (size_t j = 0; spec != NULL && j != spec->n_target_refs; ++j)
+                    append(a, sizeof(a), "%ssa/%s", j != 0 ? "," : "", spec->target_refs[j]->name);
+                for (size_t j = 0; spec != NULL && j != spec->n_hosts; ++j)
+                    append(b, sizeof(b), "%s%s", j != 0 ? "," : "", spec->hosts[j]);
+                if (strlen(b) > 60)
+                    strcpy(b + 56, "...");
+                const char *row[] = {meta->namespace_, name, a[0] != '\0' ? a : "<namespace>", b[0] != '\0' ? b : "<none>"};
                 table_add(&t, row);
             } else if (k == RM_KIND_MESH_TLS) {
                 static const char *const modes[] = {"PERMISSIVE", "STRICT", "PERMISSIVE", "DISABLE"};

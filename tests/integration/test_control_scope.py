@@ -247,3 +247,12 @@ def test_egress_policy_validation(control_factory, tmp_path):
     assert r.rc == 0, r
     st = status_json(cp)
     assert st["version"] >= 1
+    # remoractl get lists it (table and YAML), and delete removes it
+    r = cp.ctl("get", "egresspolicies")
+    assert r.rc == 0 and re.search(r"^NAMESPACE\s+NAME\s+WORKLOADS\s+HOSTS$", r.out, re.M), r
+    assert re.search(r"^default\s+web\s+sa/web\s+\./\*,\*/echo,shop/api$", r.out, re.M), r.out
+    r = cp.ctl("get", "egresspolicy", "web", "-o", "yaml")
+    assert r.rc == 0 and "kind: EgressPolicy" in r.out and "shop/api" in r.out, r
+    assert cp.ctl("delete", "egresspolicy", "web").rc == 0
+    r = cp.ctl("get", "egresspolicies")
+    assert r.rc == 0 and "web" not in r.out, r
