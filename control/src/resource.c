@@ -306,3 +306,24 @@ rm_resource_list_dispose(rm_resource_list_t *list)
     list->entries = NULL;
     list->size = list->capacity = 0;
 }
+
+void
+rm_route_filter_refs(const void *filter, int grpc, const Remora__V1__HTTPRequestMirrorFilter **mirror,
+                     const Remora__V1__LocalObjectReference **ext)
+{
+    *mirror = NULL;
+    *ext = NULL;
+    if (grpc) {
+        const Remora__V1__GRPCRouteFilter *f = filter;
+        if (f->filter_case == REMORA__V1__GRPCROUTE_FILTER__FILTER_REQUEST_MIRROR)
+            *mirror = f->request_mirror;
+        else if (f->filter_case == REMORA__V1__GRPCROUTE_FILTER__FILTER_EXTENSION_REF)
+            *ext = f->extension_ref;
+    } else {
+        const Remora__V1__HTTPRouteFilter *f = filter;
+        if (f->filter_case == REMORA__V1__HTTPROUTE_FILTER__FILTER_REQUEST_MIRROR)
+            *mirror = f->request_mirror;
+        else if (f->filter_case == REMORA__V1__HTTPROUTE_FILTER__FILTER_EXTENSION_REF)
+            *ext = f->extension_ref;
+    }
+}

@@ -109,4 +109,14 @@ void rm_resource_list_push(rm_resource_list_t *list, rm_resource_t *r);
 /** Destroys every remaining entry and frees the list. */
 void rm_resource_list_dispose(rm_resource_list_t *list);
 
+struct Remora__V1__HTTPRequestMirrorFilter;
+struct Remora__V1__LocalObjectReference;
+/**
+ * What a route rule's filter refers to: a RequestMirror's filter (`*mirror`) or an ExtensionRef (`*ext`, a
+ * FaultInjection in the route's namespace); NULL for what it is not. `grpc`: `filter` is a GRPCRouteFilter, else an
+ * HTTPRouteFilter.
+ */
+void rm_route_filter_refs(const void *filter, int grpc, const struct Remora__V1__HTTPRequestMirrorFilter **mirror,
+                          const struct Remora__V1__LocalObjectReference **ext);
+
 #endif

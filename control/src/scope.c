@@ -68,21 +68,9 @@ mark_filters(const rm_store_t *store, uint8_t *view[], void *const *filters, siz
 {
     int changed = 0;
     for (size_t i = 0; i != n; ++i) {
-        const Remora__V1__HTTPRequestMirrorFilter *mirror = NULL;
-        const Remora__V1__LocalObjectReference *ext = NULL;
-        if (grpc) {
-            const Remora__V1__GRPCRouteFilter *f = filters[i];
-            if (f->filter_case == REMORA__V1__GRPCROUTE_FILTER__FILTER_REQUEST_MIRROR)
-                mirror = f->request_mirror;
-            else if (f->filter_case == REMORA__V1__GRPCROUTE_FILTER__FILTER_EXTENSION_REF)
-                ext = f->extension_ref;
-        } else {
-            const Remora__V1__HTTPRouteFilter *f = filters[i];
-            if (f->filter_case == REMORA__V1__HTTPROUTE_FILTER__FILTER_REQUEST_MIRROR)
-                mirror = f->request_mirror;
-            else if (f->filter_case == REMORA__V1__HTTPROUTE_FILTER__FILTER_EXTENSION_REF)
-                ext = f->extension_ref;
-        }
+        const Remora__V1__HTTPRequestMirrorFilter *mirror;
+        const Remora__V1__LocalObjectReference *ext;
+        rm_route_filter_refs(filters[i], grpc, &mirror, &ext);
         if (mirror != NULL && mirror->backend_ref != NULL)
             changed |= mark(store, view, RM_KIND_SERVICE, mirror->backend_ref->namespace_, mirror->backend_ref->name);
         if (ext != NULL)

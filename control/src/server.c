@@ -490,28 +490,33 @@ refresh_snapshot(rm_control_server_t *srv)
     pthread_mutex_unlock(&srv->agents_mutex);
 }
 
-/* The delta from `base` to the current version, made on first use and shared by every agent at that base. */
+/*
+ * The delta from `base` to the current version in a cache of DELTA_CACHE (`deltas`, `num`, `next`: the server's, or a
+ * scope's with its view, store_id and horizon), made on first use and shared by every agent at that base; `full_len`
+ * is the size of the full encoding it must beat.
+ */
 static const delta_t *
-get_delta(rm_control_server_t *srv, uint64_t base)
+cached_delta(rm_control_server_t *srv, delta_t *deltas, size_t *num, size_t *next, uint64_t base, const uint8_t *const *view,
+             const uint8_t *id, uint64_t horizon, size_t full_len)
 {
-    for (size_t i = 0; i != srv->num_deltas; ++i)
-        if (srv->deltas[i].base == base)
-            return &srv->deltas[i];
+    for (size_t i = 0; i != *num; ++i)
+        if (deltas[i].base == base)
+            return &deltas[i];
     delta_t *d;
-    if (srv->num_deltas < DELTA_CACHE) {
-        d = &srv->deltas[srv->num_deltas++];
+    if (*num < DELTA_CACHE) {
+        d = &deltas[(*num)++];
     } else {
-        d = &srv->deltas[srv->next_delta];
-        srv->next_delta = (srv->next_delta + 1) % DELTA_CACHE;
+        d = &deltas[*next];
+        *next = (*next + 1) % DELTA_CACHE;
         grpc_slice_unref(d->slice);
     }
     memset(d, 0, sizeof(*d));
     d->base = base;
     d->slice = grpc_empty_slice();
-    size_t len;
+    size_t len = 0;
     rm_store_delta_info_t info;
-    uint8_t *bytes = rm_store_delta(srv->store, base, NULL, NULL, &len, &info);
-    if (bytes == NULL || len >= GRPC_SLICE_LENGTH(srv->snapshot)) {
+    uint8_t *bytes = base >= horizon ? rm_store_delta(srv->store, base, view, id, &len, &info) : NULL;
+    if (bytes == NULL || len >= full_len) {
         d->full = 1;
     } else {
         d->slice = grpc_slice_from_copied_buffer((const char *)bytes, len);
@@ -520,6 +525,14 @@ get_delta(rm_control_server_t *srv, uint64_t base)
     }
     free(bytes);
     return d;
+}
+
+/* The delta from `base` to the current version for the agents in no scope. */
+static const delta_t *
+get_delta(rm_control_server_t *srv, uint64_t base)
+{
+    return cached_delta(srv, srv->deltas, &srv->num_deltas, &srv->next_delta, base, NULL, NULL, 0,
+                        GRPC_SLICE_LENGTH(srv->snapshot));
 }
 
 /* ----------------------------------------------------------------------------------------- scopes */
@@ -636,36 +649,12 @@ scope_refresh(rm_control_server_t *srv, scope_t *sc)
                  moved ? " (no delta from earlier versions)" : "");
 }
 
-/* The delta of a scope from `base`, made on first use and shared by every agent of the scope at that base. */
+/* The delta of a scope from `base` (only from its horizon on), shared by every agent of the scope at that base. */
 static const delta_t *
 scope_delta(rm_control_server_t *srv, scope_t *sc, uint64_t base)
 {
-    for (size_t i = 0; i != sc->num_deltas; ++i)
-        if (sc->deltas[i].base == base)
-            return &sc->deltas[i];
-    delta_t *d;
-    if (sc->num_deltas < DELTA_CACHE) {
-        d = &sc->deltas[sc->num_deltas++];
-    } else {
-        d = &sc->deltas[sc->next_delta];
-        sc->next_delta = (sc->next_delta + 1) % DELTA_CACHE;
-        grpc_slice_unref(d->slice);
-    }
-    memset(d, 0, sizeof(*d));
-    d->base = base;
-    d->slice = grpc_empty_slice();
-    size_t len = 0;
-    rm_store_delta_info_t info;
-    uint8_t *bytes = base >= sc->horizon ? rm_store_delta(srv->store, base, (const uint8_t *const *)sc->view, sc->id, &len, &info) : NULL;
-    if (bytes == NULL || len >= GRPC_SLICE_LENGTH(sc->full)) {
-        d->full = 1;
-    } else {
-        d->slice = grpc_slice_from_copied_buffer((const char *)bytes, len);
-        d->changed = info.changed;
-        d->removed = info.removed;
-    }
-    free(bytes);
-    return d;
+    return cached_delta(srv, sc->deltas, &sc->num_deltas, &sc->next_delta, base, (const uint8_t *const *)sc->view, sc->id,
+                        sc->horizon, GRPC_SLICE_LENGTH(sc->full));
 }
 
 /* A scope's store_id (scope_t.id). */

@@ -634,21 +634,9 @@ static int
 filters_use(void *const *filters, size_t n, int grpc, const char *route_ns, rm_kind_t kind, const char *ns, const char *name)
 {
     for (size_t i = 0; i != n; ++i) {
-        const Remora__V1__HTTPRequestMirrorFilter *mirror = NULL;
-        const Remora__V1__LocalObjectReference *ext = NULL;
-        if (grpc) {
-            const Remora__V1__GRPCRouteFilter *f = filters[i];
-            if (f->filter_case == REMORA__V1__GRPCROUTE_FILTER__FILTER_REQUEST_MIRROR)
-                mirror = f->request_mirror;
-            else if (f->filter_case == REMORA__V1__GRPCROUTE_FILTER__FILTER_EXTENSION_REF)
-                ext = f->extension_ref;
-        } else {
-            const Remora__V1__HTTPRouteFilter *f = filters[i];
-            if (f->filter_case == REMORA__V1__HTTPROUTE_FILTER__FILTER_REQUEST_MIRROR)
-                mirror = f->request_mirror;
-            else if (f->filter_case == REMORA__V1__HTTPROUTE_FILTER__FILTER_EXTENSION_REF)
-                ext = f->extension_ref;
-        }
+        const Remora__V1__HTTPRequestMirrorFilter *mirror;
+        const Remora__V1__LocalObjectReference *ext;
+        rm_route_filter_refs(filters[i], grpc, &mirror, &ext);
         if (kind == RM_KIND_SERVICE && mirror != NULL && mirror->backend_ref != NULL &&
             strcmp(mirror->backend_ref->name, name) == 0 && strcmp(mirror->backend_ref->namespace_, ns) == 0)
             return 1;

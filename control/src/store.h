@@ -122,8 +122,8 @@ typedef struct st_rm_store_delta_info_t {
  * be NULL), or NULL when no delta can be made from that version: 0, unknown, newer than the current one,
  * or older than the history kept. A base equal to the current version gives an empty delta.
  */
-uint8_t *rm_store_delta(const rm_store_t *store, uint64_t base_version, const uint8_t *const *view, const uint8_t *id,
-                        size_t *len, rm_store_delta_info_t *info);
+uint8_t *rm_store_delta(const rm_store_t *store, uint64_t base_version, const uint8_t *const *view, const uint8_t *id, size_t *len,
+                        rm_store_delta_info_t *info);
 
 /*
  * Views (scoping, docs/control-plane.md "Scoping"): `view[kind][i]` non-zero keeps the i-th resource of
