@@ -47,7 +47,7 @@ typedef struct st_type_t {
     rm_kind_t kind;
 } type_t;
 
-static const char *const kind_names[RM_KIND__COUNT] = {
+static const char *const kind_names[RM_KIND__ALL] = {
     [RM_KIND_SERVICE] = "services.remora.dev",
     [RM_KIND_HTTP_ROUTE] = "httproutes.remora.dev",
     [RM_KIND_GRPC_ROUTE] = "grpcroutes.remora.dev",
@@ -57,9 +57,10 @@ static const char *const kind_names[RM_KIND__COUNT] = {
     [RM_KIND_TELEMETRY] = "telemetries.remora.dev",
     [RM_KIND_AUTHORIZATION_POLICY] = "authorizationpolicies.remora.dev",
     [RM_KIND_MESH_TLS] = "meshtlses.remora.dev",
+    [RM_KIND_EGRESS_POLICY] = "egresspolicies.remora.dev",
 };
 
-static const char *const plurals[RM_KIND__COUNT] = {
+static const char *const plurals[RM_KIND__ALL] = {
     [RM_KIND_SERVICE] = "services",
     [RM_KIND_HTTP_ROUTE] = "httproutes",
     [RM_KIND_GRPC_ROUTE] = "grpcroutes",
@@ -69,9 +70,10 @@ static const char *const plurals[RM_KIND__COUNT] = {
     [RM_KIND_TELEMETRY] = "telemetries",
     [RM_KIND_AUTHORIZATION_POLICY] = "authorizationpolicies",
     [RM_KIND_MESH_TLS] = "meshtlses",
+    [RM_KIND_EGRESS_POLICY] = "egresspolicies",
 };
 
-#define NUM_TYPES (RM_KIND__COUNT + 3)
+#define NUM_TYPES (RM_KIND__ALL + 3)
 
 typedef struct st_rm_kube_source_t rm_kube_source_t;
 
@@ -620,7 +622,7 @@ derive_service(rm_kube_source_t *ks, json_t *svc, json_t *slices_by_svc, json_t 
         const char *proto = jstr(port, "protocol");
         n_tcp += proto[0] == '\0' || strcmp(proto, "TCP") == 0;
     }
-    wstate_t *pods = &ks->types[RM_KIND__COUNT + 2];
+    wstate_t *pods = &ks->types[RM_KIND__ALL + 2];
     char svc_key[600];
     snprintf(svc_key, sizeof(svc_key), "%s/%s", ns, name);
     json_t *own_slices = json_object_get(slices_by_svc, svc_key);
@@ -820,12 +822,15 @@ write_status(rm_kube_source_t *ks, entry_t *e)
     } else {
         want[1].status = "True", want[1].reason = "ResolvedRefs", want[1].message = "every reference resolves";
     }
+    /* an EgressPolicy refers to nothing the store holds (ServiceAccounts, host patterns that may match no Service
+     * yet): Accepted only */
+    int nconds = e->kind == RM_KIND_EGRESS_POLICY ? 1 : 2;
     json_t *have = json_object_get(json_object_get(obj, "status"), "conditions");
-    int same = json_array_size(have) == 2;
+    int same = json_array_size(have) == (size_t)nconds;
     char now[40];
     now_rfc3339(now, sizeof(now));
     json_t *conds = json_array();
-    for (int i = 0; i != 2; ++i) {
+    for (int i = 0; i != nconds; ++i) {
         json_t *old = NULL, *c;
         size_t j;
         json_array_foreach(have, j, c) if (strcmp(jstr(c, "type"), want[i].type) == 0) old = c;
@@ -914,7 +919,7 @@ write_trust_anchors(rm_kube_source_t *ks, int after_rebuild)
     /* after a rebuild (new injected pods may be there) unless a failure is waiting for its retry */
     if (now < ks->ta_next_ms && !(after_rebuild && !ks->ta_failing))
         return;
-    wstate_t *pods = &ks->types[RM_KIND__COUNT + 2];
+    wstate_t *pods = &ks->types[RM_KIND__ALL + 2];
     const char *k;
     json_t *pod;
     int failed = 0;
@@ -1015,7 +1020,7 @@ rebuild(rm_kube_source_t *ks)
     size_t cap = 16, n = 0;
     entry_t *e = rm_calloc(cap, sizeof(*e));
     json_t *cr_services = json_object();
-    for (int t = 0; t != RM_KIND__COUNT; ++t) {
+    for (int t = 0; t != RM_KIND__ALL; ++t) {
         wstate_t *w = &ks->types[t];
         size_t nk;
         const char **keys = sorted_keys(w->objects, &nk);
@@ -1042,7 +1047,7 @@ rebuild(rm_kube_source_t *ks)
         free(keys);
     }
     /* Services derived from core Services; a remora.dev Service of the same namespace/name wins */
-    wstate_t *svcs = &ks->types[RM_KIND__COUNT];
+    wstate_t *svcs = &ks->types[RM_KIND__ALL];
     size_t nk;
     const char **keys = sorted_keys(svcs->objects, &nk);
     json_t *derived = json_object();
@@ -1050,7 +1055,7 @@ rebuild(rm_kube_source_t *ks)
     json_t *slices_by_svc = json_object();
     const char *sk;
     json_t *slice;
-    json_object_foreach(ks->types[RM_KIND__COUNT + 1].objects, sk, slice)
+    json_object_foreach(ks->types[RM_KIND__ALL + 1].objects, sk, slice)
     {
         char key[600];
         snprintf(key, sizeof(key), "%s/%s", jpath(slice, "metadata", "namespace"),
@@ -1661,12 +1666,12 @@ rm_kube_source_start(const rm_kube_source_options_t *opts, char *err, size_t err
     ks->warned = json_object();
     ks->warned_next = json_object();
     pthread_mutex_init(&ks->mutex, NULL);
-    for (int k = 0; k != RM_KIND__COUNT; ++k)
+    for (int k = 0; k != RM_KIND__ALL; ++k)
         ks->types[k].type = (type_t){CRD_PREFIX, plurals[k], kind_names[k], T_CR, (rm_kind_t)k};
-    ks->types[RM_KIND__COUNT].type = (type_t){"/api/v1", "services", "services", T_SERVICE, RM_KIND__COUNT};
-    ks->types[RM_KIND__COUNT + 1].type =
-        (type_t){"/apis/discovery.k8s.io/v1", "endpointslices", "endpointslices.discovery.k8s.io", T_SLICE, RM_KIND__COUNT};
-    ks->types[RM_KIND__COUNT + 2].type = (type_t){"/api/v1", "pods", "pods", T_POD, RM_KIND__COUNT};
+    ks->types[RM_KIND__ALL].type = (type_t){"/api/v1", "services", "services", T_SERVICE, RM_KIND__ALL};
+    ks->types[RM_KIND__ALL + 1].type =
+        (type_t){"/apis/discovery.k8s.io/v1", "endpointslices", "endpointslices.discovery.k8s.io", T_SLICE, RM_KIND__ALL};
+    ks->types[RM_KIND__ALL + 2].type = (type_t){"/api/v1", "pods", "pods", T_POD, RM_KIND__ALL};
     for (int t = 0; t != NUM_TYPES; ++t) {
         ks->types[t].objects = json_object();
         ks->types[t].need_list = 1;

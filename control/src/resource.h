@@ -25,14 +25,10 @@ typedef enum en_rm_kind_t {
     RM_KIND_TELEMETRY,
     RM_KIND_AUTHORIZATION_POLICY,
     RM_KIND_MESH_TLS,
-    /* not (yet) a custom resource with --kubernetes: after the kinds that are (docs/control-plane.md, "Scoping") */
     RM_KIND_EGRESS_POLICY,
-    /* every kind: the store, documents, the Admin API */
+    /* the number of kinds: the store, documents, the Admin API, the custom resources of --kubernetes, remoractl get */
     RM_KIND__ALL
 } rm_kind_t;
-/* The kinds that are also custom resources in --kubernetes mode (kube_source.c) and have a table in `remoractl get`:
- * every kind before EgressPolicy. */
-#define RM_KIND__COUNT RM_KIND_EGRESS_POLICY
 
 /**
  * Resolves a kind as kubectl does: case-insensitive, singular or plural, or a short name ("svc").

@@ -1666,16 +1666,6 @@ handle_apply(rm_control_server_t *srv, unary_t *u, ProtobufCMessage *msg)
         rm_batch_dispose(&batch);
         return;
     }
-    for (size_t i = 0; srv->kube != NULL && i != batch.resources.size; ++i) {
-        const rm_resource_t *r = batch.resources.entries[i];
-        if (r->kind >= RM_KIND__COUNT) {
-            /* not a custom resource of the Kubernetes API (yet): it would be stored nowhere */
-            respond_error(u, GRPC_STATUS_FAILED_PRECONDITION, "%s:%u: %s is not served with --kubernetes yet", r->file, r->line,
-                          rm_kind_name(r->kind));
-            rm_batch_dispose(&batch);
-            return;
-        }
-    }
     if (srv->kube != NULL && !req->dry_run) {
         kube_apply(srv, u, &batch);
         rm_batch_dispose(&batch);
@@ -1803,10 +1793,6 @@ handle_delete(rm_control_server_t *srv, unary_t *u, ProtobufCMessage *msg)
     }
     const char *ns = req->resource->namespace_[0] != '\0' ? req->resource->namespace_ : "default";
     char err[1024];
-    if (srv->kube != NULL && kind >= RM_KIND__COUNT) {
-        respond_error(u, GRPC_STATUS_NOT_FOUND, "%s/%s not found in namespace %s", rm_kind_lower(kind), req->resource->name, ns);
-        return;
-    }
     if (srv->kube != NULL) {
         /* still in use by served resources: refused as in the file store; not served (invalid): the API may hold it */
         if (rm_store_check_delete(srv->store, kind, ns, req->resource->name, err, sizeof(err)) == RM_STORE_EINUSE) {

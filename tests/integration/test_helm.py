@@ -43,7 +43,7 @@ GEN = os.path.join(KUBE, "gen_crds.js")
 NS = "remora-system"
 
 CRD_PLURALS = ["services", "httproutes", "grpcroutes", "faultinjections", "backendtrafficpolicies", "ratelimitpolicies",
-               "telemetries", "authorizationpolicies", "meshtlses"]
+               "telemetries", "authorizationpolicies", "meshtlses", "egresspolicies"]
 
 
 def _node():
@@ -679,7 +679,7 @@ def test_examples_validate_against_the_crds(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "all valid" in r.stdout
     assert kinds == {"Service", "HTTPRoute", "GRPCRoute", "FaultInjection", "BackendTrafficPolicy", "RateLimitPolicy",
-                     "Telemetry", "AuthorizationPolicy", "MeshTLS"}
+                     "Telemetry", "AuthorizationPolicy", "MeshTLS", "EgressPolicy"}
 
 
 # Wrong documents: each must fail the CRD schema and the real control plane, each with its error:
@@ -712,6 +712,13 @@ BAD = [
     ("MeshTLS", "spec: {mode: strict}", "/spec/mode must be equal to one of the allowed values",
      "spec.mode: 'strict' must be STRICT"),
     ("MeshTLS", "spec: {}", "/spec must have required property 'mode'", "spec.mode: is required"),
+    ("EgressPolicy", "spec: {hosts: [shop]}", "/spec/hosts/0 must match pattern", "'shop' must be NAMESPACE/NAME"),
+    ("EgressPolicy", "spec: {hosts: ['Shop/*']}", "/spec/hosts/0 must match pattern",
+     "the namespace must be a namespace name"),
+    ("EgressPolicy", "spec: {hosts: []}", "/spec/hosts must NOT have fewer than 1 items", "needs at least one host"),
+    ("EgressPolicy", "spec: {}", "/spec must have required property 'hosts'", "spec.hosts: is required"),
+    ("EgressPolicy", "spec: {targetRefs: [{kind: Service, name: web}], hosts: ['./*']}",
+     "/spec/targetRefs/0/kind must be equal to one of the allowed values", "an EgressPolicy targets a ServiceAccount"),
 ]
 
 

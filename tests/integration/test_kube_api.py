@@ -71,7 +71,7 @@ def test_auth_and_discovery(srv, cli):
     st, body = cli.request("GET", "/apis/remora.dev/v1")
     plurals = {r["name"]: r for r in body["resources"]}
     for p in ("services", "httproutes", "grpcroutes", "faultinjections", "backendtrafficpolicies",
-              "ratelimitpolicies", "telemetries", "authorizationpolicies", "meshtlses"):
+              "ratelimitpolicies", "telemetries", "authorizationpolicies", "meshtlses", "egresspolicies"):
         assert plurals[p]["namespaced"] is True and "watch" in plurals[p]["verbs"]
         assert p + "/status" in plurals
     assert plurals["services"]["kind"] == "Service" and plurals["services"]["shortNames"] == ["rsvc"]
@@ -804,10 +804,33 @@ def test_chart_crds_loaded(tmp_path):
         st, body = c.request("GET", "/apis/remora.dev/v1")
         assert {r["name"] for r in body["resources"] if "/" not in r["name"]} >= {
             "services", "httproutes", "grpcroutes", "faultinjections", "backendtrafficpolicies", "ratelimitpolicies",
-            "telemetries", "authorizationpolicies", "meshtlses"}
+            "telemetries", "authorizationpolicies", "meshtlses", "egresspolicies"}
         st, body = c.request("POST", "/apis/remora.dev/v1/namespaces/default/services?fieldValidation=Strict",
                              ko.remora("Service", "s", spec={"no-such-field": 1}))
         assert st == 400 and 'unknown field "spec.no-such-field"' in body["message"]
         st, body = c.request("POST", "/apis/remora.dev/v1/namespaces/default/services",
                              ko.remora("Service", "s", spec={"protocol": 5}))
         assert st == 422 and body["details"]["causes"][0]["field"] == "spec.protocol"
+
+
+@pytest.mark.skipif(not os.path.isdir(CHART_CRDS), reason="helm/remora/crds not there")
+def test_chart_crd_egress_policies(tmp_path):
+    """egresspolicies.remora.dev: served with its short name and category, writes validated against its schema."""
+    with KubeApiServer(tls=False, workdir=str(tmp_path / "api"), crds=CHART_CRDS) as s:
+        c = ApiClient(s.url, s.token)
+        st, body = c.request("GET", "/apis/remora.dev/v1")
+        ep = {r["name"]: r for r in body["resources"]}["egresspolicies"]
+        assert ep["kind"] == "EgressPolicy" and ep["shortNames"] == ["egress"] and ep["categories"] == ["remora"]
+        path = "/apis/remora.dev/v1/namespaces/default/egresspolicies"
+        good = ko.remora("EgressPolicy", "web", spec={"targetRefs": [{"kind": "ServiceAccount", "name": "web"}],
+                                                      "hosts": ["./*", "*/echo", "shop/api"]})
+        st, body = c.request("POST", path + "?fieldValidation=Strict", good)
+        assert st == 201, body
+        for spec, field in (({"hosts": ["shop"]}, "spec.hosts[0]"), ({"hosts": []}, "spec.hosts"),
+                            ({"hosts": ["./*"], "targetRefs": [{"kind": "Deployment", "name": "w"}]},
+                             "spec.targetRefs[0].kind")):
+            st, body = c.request("POST", path, ko.remora("EgressPolicy", "bad", spec=spec))
+            assert st == 422 and body["details"]["causes"][0]["field"] == field, (spec, body)
+        st, body = c.request("GET", path)
+        assert st == 200 and [o["metadata"]["name"] for o in body["items"]] == ["web"], body
+        assert body["items"][0]["spec"]["hosts"] == ["./*", "*/echo", "shop/api"]

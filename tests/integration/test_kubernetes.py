@@ -6,7 +6,8 @@ What is checked: core Services + EndpointSlices + Pods become Remora Services pu
 port, protocol from appProtocol or the port name, identity and meshed from the pods); changes are pushed;
 a 410 Gone forces a relist and nothing is lost; a broken watch recovers; custom resources get Accepted and
 ResolvedRefs conditions through /status; `remoractl apply`/`delete` write through the API; Certify checks
-projected service-account tokens with a TokenReview; two replicas give agents the same bytes and version.
+projected service-account tokens with a TokenReview; two replicas give agents the same bytes and version;
+an EgressPolicy from the API (Accepted only) scopes a real agent's snapshot.
 """
 
 import json
@@ -190,6 +191,8 @@ def test_status_conditions(kube, start_control, fake_agents):
     # two Services claiming one virtual address: the first (by name) keeps it
     for name in ("vip-a", "vip-b"):
         kube.put(ko.remora("Service", name, spec={"protocol": "tcp", "addresses": ["10.99.0.1:5432"]}))
+    kube.put(ko.remora("EgressPolicy", "egress", spec={"hosts": ["./*"]}))
+    kube.put(ko.remora("EgressPolicy", "broken-egress", spec={"hosts": ["web"]}))
     cp = start_control()
     agent = fake_agents(cp, "a.default")
     snap = wait_snapshot(agent, lambda s: len(s.http_routes) == 1)
@@ -206,6 +209,14 @@ def test_status_conditions(kube, start_control, fake_agents):
     assert vip["status"] == "False" and "10.99.0.1:5432" in vip["message"] and "vip-a" in vip["message"], vip
     assert conditions(kube, "Service", "vip-a")["Accepted"]["status"] == "True"
     assert "default/vip-a" in services_of(agent.last) and "default/vip-b" not in services_of(agent.last)
+    # an EgressPolicy: Accepted only (it refers to nothing the store holds), False with the document's error
+    eg = wait_until(lambda: conditions(kube, "EgressPolicy", "broken-egress") or None, 10,
+                    what="broken-egress's status")
+    assert list(eg) == ["Accepted"] and eg["Accepted"]["status"] == "False", eg
+    assert "'web' must be NAMESPACE/NAME" in eg["Accepted"]["message"], eg
+    assert [p.metadata.name for p in agent.last.egress_policies] == ["egress"]
+    ok = wait_until(lambda: conditions(kube, "EgressPolicy", "egress") or None, 10, what="egress's status")
+    assert list(ok) == ["Accepted"] and ok["Accepted"]["status"] == "True", ok
     # the missing Service appears: the route resolves and is served
     kube.put(ko.remora("Service", "nope", spec={"protocol": "http1", "endpoints": ["10.244.9.9:80"]}))
     wait_snapshot(agent, lambda s: len(s.http_routes) == 2, what="the route once resolved")
@@ -260,6 +271,43 @@ def test_apply_and_delete_write_through_the_api(kube, start_control, fake_agents
     assert kube.get("remora.dev/v1", "HTTPRoute", "shop", "echo-route") is None
     wait_snapshot(agent, lambda s: len(s.http_routes) == 0)
     r = cp.ctl("delete", "httproute", "echo-route", "-n", "shop")
+    assert r.rc != 0 and "not found" in r.err, r
+
+
+@chart_crds
+def test_egress_policy_through_the_api(kube, start_control, fake_agents, tmp_path):
+    """EgressPolicy (egresspolicies.remora.dev): list-watched, translated, its status Accepted (only: it refers to
+    nothing the store holds), written and deleted by remoractl through the API (validated by the chart's CRD)."""
+    kube.put(ko.namespace("shop"))
+    cp = start_control()
+    agent = fake_agents(cp, "a.default")
+    doc = ("apiVersion: remora.dev/v1\nkind: EgressPolicy\nmetadata: {name: web, namespace: shop}\n"
+           "spec:\n  targetRefs: [{kind: ServiceAccount, name: web}]\n  hosts: [\"./*\", \"*/echo\"]\n")
+    f = write(str(tmp_path), "egress.yaml", doc)
+    r = cp.ctl("apply", "-f", f, "--dry-run")
+    assert r.rc == 0, r
+    assert kube.get("remora.dev/v1", "EgressPolicy", "shop", "web") is None
+    r = cp.ctl("apply", "-f", f, "--wait", "--timeout", "10")
+    assert r.rc == 0 and "not served with --kubernetes" not in r.err, r
+    obj = kube.get("remora.dev/v1", "EgressPolicy", "shop", "web")
+    assert obj is not None and obj["spec"]["hosts"] == ["./*", "*/echo"], obj
+    snap = wait_snapshot(agent, lambda s: [p.metadata.name for p in s.egress_policies] == ["web"])
+    assert list(snap.egress_policies[0].spec.hosts) == ["./*", "*/echo"]
+    conds = wait_until(lambda: conditions(kube, "EgressPolicy", "web", "shop") or None, 10, what="web's status")
+    assert list(conds) == ["Accepted"] and conds["Accepted"]["status"] == "True", conds
+    assert conds["Accepted"]["observedGeneration"] == obj["metadata"]["generation"]
+    r = cp.ctl("get", "egresspolicies", "-n", "shop")
+    assert r.rc == 0 and "web" in r.out and "./*" in r.out, r
+    r = cp.ctl("apply", "-f", f)
+    assert r.rc == 0 and "no change" in r.out, r
+    # the CRD schema refuses what the control plane would (the dry run is the control plane's own check)
+    r = cp.ctl("apply", "-f", write(str(tmp_path), "bad.yaml", doc.replace("*/echo", "echo")))
+    assert r.rc != 0 and "'echo' must be NAMESPACE/NAME" in r.err, r
+    r = cp.ctl("delete", "egresspolicy", "web", "-n", "shop")
+    assert r.rc == 0, r
+    assert kube.get("remora.dev/v1", "EgressPolicy", "shop", "web") is None
+    wait_snapshot(agent, lambda s: len(s.egress_policies) == 0, what="the policy gone")
+    r = cp.ctl("delete", "egresspolicy", "web", "-n", "shop")
     assert r.rc != 0 and "not found" in r.err, r
 
 
@@ -372,6 +420,63 @@ def test_real_agent_with_a_projected_token(kube, start_control, tmp_path):
         wait_until(served, 15, what="the derived Service in the agent's config")
         wait_until(lambda: [a for a in json.loads(cp.ctl("status", "-o", "json").out)["agents"]
                             if a["node"] == "web-1.default" and a["appliedVersion"] != 0], 10, what="the agent's ACK")
+    finally:
+        rc = proc.stop(timeout=10)
+        if rc not in (0, None):
+            print(proc.log_text()[-4000:])
+        assert rc in (0, None), f"remora-agent exited with {rc}"
+
+
+@pytest.mark.agent_only("a real remora-agent")
+def test_egress_policy_scopes_a_real_agent(kube, start_control, tmp_path):
+    """An EgressPolicy from the API limits what a real agent (its workload known from its certificate, issued
+    after a TokenReview of its projected token) receives; changing the policy in the API changes the scope."""
+    from procutil import Proc, free_port, wait_port
+    from support import AGENT
+    objs = ko.service_with_pods("web", pods=[("web-1", "10.244.0.5")], cluster_ip="10.96.0.40")
+    for o in objs:
+        if o["kind"] == "Pod":
+            o["metadata"]["annotations"] = dict(INJECTED)
+    put_all(kube, objs)
+    kube.put(ko.namespace("shop"))
+    kube.put(ko.remora("Service", "api", spec={"protocol": "http1", "endpoints": ["10.244.1.1:80"]}))
+    kube.put(ko.remora("Service", "far", "shop", spec={"protocol": "http1", "endpoints": ["10.244.2.2:80"]}))
+    kube.put(ko.remora("EgressPolicy", "web", spec={"targetRefs": [{"kind": "ServiceAccount", "name": "web"}],
+                                                    "hosts": ["./*"]}))
+    cp = start_control()
+    kube.add_token("projected-web-1", username="system:serviceaccount:default:web", pod_name="web-1")
+    token = write(str(tmp_path), "token", "projected-web-1\n")
+    admin, state = free_port(), tmp_path / "agent-state"
+    argv = [AGENT, "--listen", f"127.0.0.1:{free_port()}", "--control", cp.addr, "--node-id", "web-1.default",
+            "--state-dir", str(state), "--identity-token", token, "--trust-anchor", cp.trust_anchor,
+            "--workers", "1", "--admin", f"127.0.0.1:{admin}", "--health", f"127.0.0.1:{free_port()}"]
+    env = None
+    if os.environ.get("REMORA_SANITIZED") == "1":  # as test_identity.py: see the comment there
+        env = dict(os.environ, LSAN_OPTIONS=os.environ.get("LSAN_OPTIONS", "") + ":use_tls=0")
+    proc = Proc(argv, str(tmp_path / "agent.log"), env=env)
+
+    def services():
+        """The Services of the snapshot the agent applied and persisted ({ns/name}), once it ACKed it."""
+        assert proc.alive(), proc.log_text()[-3000:]
+        st = [a for a in json.loads(cp.ctl("status", "-o", "json").out)["agents"] if a["node"] == "web-1.default"]
+        path = state / "snapshot.pb"
+        if not st or st[0]["appliedVersion"] == 0 or not path.exists():
+            return None
+        return set(services_of(pb().discovery.Snapshot.FromString(path.read_bytes())))
+
+    try:
+        wait_port("127.0.0.1", admin, 10, proc)
+        # scoped to its own namespace: shop/far is left out
+        wait_until(lambda: services() == {"default/api", "default/web"}, 15, what="the scoped snapshot")
+        # the policy changes in the API: the agent gets the Service it now may call
+        kube.put(ko.remora("EgressPolicy", "web", spec={"targetRefs": [{"kind": "ServiceAccount", "name": "web"}],
+                                                        "hosts": ["./*", "shop/far"]}))
+        wait_until(lambda: services() == {"default/api", "default/web", "shop/far"}, 15, what="shop/far in scope")
+        # and without a policy every Service
+        kube.delete("remora.dev/v1", "EgressPolicy", "default", "web")
+        kube.put(ko.remora("Service", "more", "shop", spec={"protocol": "http1", "endpoints": ["10.244.2.3:80"]}))
+        wait_until(lambda: services() == {"default/api", "default/web", "shop/far", "shop/more"}, 15,
+                   what="the unscoped snapshot")
     finally:
         rc = proc.stop(timeout=10)
         if rc not in (0, None):

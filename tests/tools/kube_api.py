@@ -136,7 +136,8 @@ REMORA_KINDS = [("Service", "services", ["rsvc"]), ("HTTPRoute", "httproutes", [
                 ("GRPCRoute", "grpcroutes", ["rgr"]), ("FaultInjection", "faultinjections", ["rfi"]),
                 ("BackendTrafficPolicy", "backendtrafficpolicies", ["btp"]),
                 ("RateLimitPolicy", "ratelimitpolicies", ["rlp"]), ("Telemetry", "telemetries", ["rtel"]),
-                ("AuthorizationPolicy", "authorizationpolicies", ["authz"]), ("MeshTLS", "meshtlses", ["mtls"])]
+                ("AuthorizationPolicy", "authorizationpolicies", ["authz"]), ("MeshTLS", "meshtlses", ["mtls"]),
+                ("EgressPolicy", "egresspolicies", ["egress"])]
 
 RESOURCES = [
     ResourceType("", "v1", "Namespace", "namespaces", namespaced=False, short_names=["ns"], status=True,

@@ -324,6 +324,18 @@ const specs = {
   MeshTLS: obj("mesh mTLS between agents: mesh-wide, in the root namespace remora-system only", {
     mode: str("STRICT, PERMISSIVE or DISABLE", { enum: ["STRICT", "PERMISSIVE", "DISABLE"] }),
   }, ["mode"]),
+  // document.c's parse_egress_policy_spec; a name listed twice is the control plane's to refuse (a set of
+  // maps cannot say "unique by name" without x-kubernetes-list-map-keys, which would change apply's merge)
+  EgressPolicy: obj("which Services the agents of the targeted workloads receive (Istio's Sidecar egress hosts)", {
+    targetRefs: arr("ServiceAccounts of the policy's namespace; absent: every workload of the namespace", obj("a ServiceAccount (local)", {
+      group: str('"" (or "core")', { enum: ["", "core"] }),
+      kind: str("ServiceAccount (the default)", { enum: ["ServiceAccount"] }),
+      name: name("the ServiceAccount's name"),
+    }, ["name"]), { maxItems: 16 }),
+    hosts: arr("NAMESPACE/NAME: '.' for the policy's namespace, '*' for any namespace or name (\"./*\", \"shop/api\", \"*/echo\")",
+      str("NAMESPACE/NAME", { maxLength: 127, pattern: "^(\\.|\\*|[a-z0-9]([-a-z0-9]*[a-z0-9])?)/(\\*|[a-z0-9]([-a-z0-9]*[a-z0-9])?)$" }),
+      { minItems: 1, maxItems: 64, "x-kubernetes-list-type": "set" }),
+  }, ["hosts"]),
 };
 
 // Gateway API's metav1.Condition
@@ -351,6 +363,7 @@ const kinds = [
   { kind: "Telemetry", plural: "telemetries", short: [], columns: [] },
   { kind: "AuthorizationPolicy", plural: "authorizationpolicies", short: ["authz"], columns: [["Action", "string", ".spec.action"]] },
   { kind: "MeshTLS", plural: "meshtlses", short: [], columns: [["Mode", "string", ".spec.mode"]] },
+  { kind: "EgressPolicy", plural: "egresspolicies", short: ["egress"], columns: [["Hosts", "string", ".spec.hosts"]] },
 ];
 
 function crd(k) {
