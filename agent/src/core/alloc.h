@@ -43,6 +43,18 @@ typedef struct st_rm_recycle_t {
 void *rm_recycle_alloc(rm_recycle_t *r);
 void rm_recycle_free(rm_recycle_t *r, void *p);
 
+/**
+ * A request's memory pool with its first chunk from a per-thread cache of up to RM_POOL_CHUNKS_KEPT chunks (4 KiB each,
+ * 1 MiB per worker; none under the sanitizers). h2o's own recycler keeps 16 chunks per thread, fewer than the requests
+ * a worker has in flight, so without this nearly every request mallocs and frees its pool's first chunk. The chunk is
+ * laid in the pool as h2o_mem_alloc_pool lays its own (checked once per thread against libh2o, which then allocates
+ * from it as usual: a different layout turns the cache off); rm_pool_clear takes it back and clears the rest as
+ * h2o_mem_clear_pool does.
+ */
+#define RM_POOL_CHUNKS_KEPT 256
+void rm_pool_init(h2o_mem_pool_t *pool);
+void rm_pool_clear(h2o_mem_pool_t *pool);
+
 /** Buffers for body pipes and connection output: 8 KiB to start, up to 256 kept per worker for reuse. */
 extern __thread h2o_buffer_prototype_t rm_pipe_buffer_prototype;
 

@@ -306,7 +306,11 @@ submit_stream(h2c_stream_t *hc)
     h2c_conn_t *conn = hc->conn;
     rm_attempt_t *s = hc->a;
     const rm_req_head_t *req = s->req;
-    rm_h2_nvs_t nvs = {.copy = 1};
+    /* the values (in the stream's pool, its configuration, the endpoint's name) live until the stream is destroyed, which
+     * cancels (up_cancel: RST_STREAM) a HEADERS frame that has not gone out: nghttp2 then never reads them. The names
+     * are copied: nghttp2 lower-cases them on the way. */
+    rm_h2_nvs_t nvs;
+    rm_h2_nvs_init(&nvs, RM_H2_NVS_COPY_NAMES);
     stream_unpend(hc);
     rm_h2_nvs_add(s->pool, &nvs, H2O_STRLIT(":method"), req->method.base, req->method.len);
     const char *scheme = rm_cluster_ssl_ctx(conn->ep->cluster) != NULL ? "https" : "http";

@@ -5,11 +5,13 @@
 #include <sys/socket.h>
 #include "remora/log.h"
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "http2/h2conn.h"
 #include "obs/stats.h"
 #include "net/sockio.h"
 
 static void do_flush(rm_flushable_t *f);
+static void on_read(h2o_socket_t *sock, const char *err);
 static void release_input(h2o_socket_t *sock);
 
 const char *const rm_h2_abuse_names[RM_H2_ABUSE_KINDS] = {"premature_reset", "empty_frames",     "priority",
@@ -288,6 +290,14 @@ rm_h2conn_release_idle(rm_h2conn_t *conn)
 size_t
 rm_h2_format_u64(char *buf, uint64_t v)
 {
+    if (v < 1000) {
+        /* statuses, small lengths: no division loop */
+        size_t n = v >= 100 ? 3 : v >= 10 ? 2 : 1;
+        buf[n] = '\0';
+        for (size_t i = n; i-- != 0; v /= 10)
+            buf[i] = (char)('0' + v % 10);
+        return n;
+    }
     char tmp[21];
     size_t n = 0;
     do {
@@ -338,7 +348,7 @@ release_input(h2o_socket_t *sock)
 }
 
 static void
-on_read(h2o_socket_t *sock, const char *err)
+read_batch(h2o_socket_t *sock, const char *err)
 {
     rm_h2conn_t *conn = sock->data;
     if (err != NULL) {
@@ -442,7 +452,15 @@ on_write_complete(h2o_socket_t *sock, const char *err)
 static int fill_out(rm_h2conn_t *conn);
 
 static void
-do_flush(rm_flushable_t *f)
+on_read(h2o_socket_t *sock, const char *err)
+{
+    rm_clock_batch_begin();
+    read_batch(sock, err);
+    rm_clock_batch_end();
+}
+
+static void
+flush_batch(rm_flushable_t *f)
 {
     rm_h2conn_t *conn = H2O_STRUCT_FROM_MEMBER(rm_h2conn_t, _flush, f);
     if (conn->dead || h2o_socket_is_writing(conn->sock))
@@ -474,6 +492,14 @@ do_flush(rm_flushable_t *f)
     }
     if (!nghttp2_session_want_read(conn->ng) && !nghttp2_session_want_write(conn->ng) && !conn->lingering)
         rm_h2conn_fail(conn, "session finished");
+}
+
+static void
+do_flush(rm_flushable_t *f)
+{
+    rm_clock_batch_begin();
+    flush_batch(f);
+    rm_clock_batch_end();
 }
 
 /* Moves nghttp2's pending frames into conn->_out, up to RM_H2_OUT_HIGH_WATER. Returns 0 if the connection failed. */
@@ -525,22 +551,13 @@ rm_h2conn_dispose(rm_h2conn_t *conn)
 }
 
 void
-rm_h2_nvs_add(h2o_mem_pool_t *pool, rm_h2_nvs_t *nvs, const char *name, size_t nlen, const char *value, size_t vlen)
+rm_h2_nvs_grow(h2o_mem_pool_t *pool, rm_h2_nvs_t *nvs)
 {
-    if (nvs->len == nvs->cap) {
-        size_t cap = nvs->cap == 0 ? 16 : nvs->cap * 2;
-        nghttp2_nv *nva = h2o_mem_alloc_pool(pool, cap * sizeof(*nva));
-        if (nvs->len != 0)
-            memcpy(nva, nvs->nva, nvs->len * sizeof(*nva));
-        nvs->nva = nva;
-        nvs->cap = cap;
-    }
-    nghttp2_nv *nv = &nvs->nva[nvs->len++];
-    nv->name = (uint8_t *)name;
-    nv->namelen = nlen;
-    nv->value = (uint8_t *)value;
-    nv->valuelen = vlen;
-    nv->flags = nvs->copy ? NGHTTP2_NV_FLAG_NONE : NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE;
+    size_t cap = nvs->cap * 2;
+    nghttp2_nv *nva = h2o_mem_alloc_pool(pool, cap * sizeof(*nva));
+    memcpy(nva, nvs->nva, nvs->len * sizeof(*nva));
+    nvs->nva = nva;
+    nvs->cap = cap;
 }
 
 void
@@ -550,7 +567,8 @@ rm_h2_end_data(nghttp2_session *ng, int32_t stream_id, h2o_mem_pool_t *pool, con
     *data_flags |= NGHTTP2_DATA_FLAG_EOF;
     if (trailers == NULL || trailers->size == 0)
         return;
-    rm_h2_nvs_t nvs = {.copy = copy};
+    rm_h2_nvs_t nvs;
+    rm_h2_nvs_init(&nvs, copy);
     for (size_t i = 0; i != trailers->size; ++i)
         rm_h2_nvs_add(pool, &nvs, trailers->entries[i].name.base, trailers->entries[i].name.len, trailers->entries[i].value.base,
                       trailers->entries[i].value.len);

@@ -130,13 +130,47 @@ size_t rm_h2_format_u64(char *buf, uint64_t v);
 void rm_h2_end_data(nghttp2_session *ng, int32_t stream_id, h2o_mem_pool_t *pool, const rm_headers_t *trailers, int copy,
                     uint32_t *data_flags);
 
+/* fields of a head built in place (on the caller's stack): nghttp2 copies the array itself when a head is submitted, so only
+ * a head with more fields than this takes an array from the pool */
+#define RM_H2_NVS_INLINE 16
+#define RM_H2_NVS_COPY 1
+#define RM_H2_NVS_COPY_NAMES 2
 /** Builds an nghttp2_nv array from the message model in `pool`; `extra` pseudo headers first. */
 typedef struct st_rm_h2_nvs_t {
-    nghttp2_nv *nva;
+    nghttp2_nv *nva; /* `inline_`, or an array in the pool once there are more fields */
     size_t len, cap;
-    /** 1: nghttp2 copies the strings (use when `pool` may be released before the frame is sent) */
+    /** RM_H2_NVS_COPY (1): nghttp2 copies the strings (use when `pool` may be released before the frame is sent);
+     * RM_H2_NVS_COPY_NAMES: only the names (nghttp2 lower-cases what it copies; the values must outlive the frame or
+     * its cancellation); 0: neither (lower-case names that outlive the frame) */
     int copy;
+    uint8_t flags; /* of every field, from `copy` */
+    nghttp2_nv inline_[RM_H2_NVS_INLINE];
 } rm_h2_nvs_t;
-void rm_h2_nvs_add(h2o_mem_pool_t *pool, rm_h2_nvs_t *nvs, const char *name, size_t nlen, const char *value, size_t vlen);
+/* not `= {...}`: that would zero the inline array */
+static inline void
+rm_h2_nvs_init(rm_h2_nvs_t *nvs, int copy)
+{
+    nvs->nva = nvs->inline_;
+    nvs->len = 0;
+    nvs->cap = RM_H2_NVS_INLINE;
+    nvs->copy = copy;
+    nvs->flags = copy == RM_H2_NVS_COPY         ? NGHTTP2_NV_FLAG_NONE
+                 : copy == RM_H2_NVS_COPY_NAMES ? NGHTTP2_NV_FLAG_NO_COPY_VALUE
+                                                : NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE;
+}
+/* doubles the array, in `pool` */
+void rm_h2_nvs_grow(h2o_mem_pool_t *pool, rm_h2_nvs_t *nvs);
+static inline void
+rm_h2_nvs_add(h2o_mem_pool_t *pool, rm_h2_nvs_t *nvs, const char *name, size_t nlen, const char *value, size_t vlen)
+{
+    if (nvs->len == nvs->cap)
+        rm_h2_nvs_grow(pool, nvs);
+    nghttp2_nv *nv = &nvs->nva[nvs->len++];
+    nv->name = (uint8_t *)name;
+    nv->namelen = nlen;
+    nv->value = (uint8_t *)value;
+    nv->valuelen = vlen;
+    nv->flags = nvs->flags;
+}
 
 #endif

@@ -61,7 +61,8 @@ typedef struct st_h2s_stream_t {
     rm_headers_t *trailers;
     unsigned too_large : 1;
     unsigned head_done : 1;
-    unsigned resp_done : 1; /* END_STREAM or RST_STREAM submitted */
+    unsigned has_markers : 1; /* a request field is named x-remora-...: take_markers has work */
+    unsigned resp_done : 1;   /* END_STREAM or RST_STREAM submitted */
     /* the response ended before the request: reset the stream once the END_STREAM frame is out */
     unsigned reset_after_end : 1;
 } h2s_stream_t;
@@ -302,6 +303,8 @@ on_header(nghttp2_session *ng, const nghttp2_frame *frame, nghttp2_rcbuf *name_r
         req->te_trailers = 1; /* nghttp2 rejects any other value */
     else if (h2o_memis(n, namelen, H2O_STRLIT("content-type")) && valuelen >= 16 && memcmp(value, "application/grpc", 16) == 0)
         req->is_grpc = 1;
+    else if (namelen > 9 && n[0] == 'x' && memcmp(n, "x-remora-", 9) == 0)
+        hs->has_markers = 1; /* the prefix rm_headers_take_markers looks for */
     rm_headers_add(&s->pool, &req->headers, rm_h2_field_copy(&s->pool, name_rc), rm_h2_field_copy(&s->pool, value_rc));
     return 0;
 }
@@ -384,7 +387,8 @@ start_pending_heads(rm_h2conn_t *h2)
             RM_STAT_INC(s->lstats->limit[RM_STAT_LIMIT_HEADERS_TOO_LARGE]);
             rm_stream_send_local_reply(s, 431, RM_GRPC_RESOURCE_EXHAUSTED, "request header fields too large");
         } else {
-            take_markers(s);
+            if (hs->has_markers)
+                take_markers(s);
             rm_stream_on_request_head(s);
         }
     }
@@ -505,7 +509,8 @@ down_send_response_head(rm_stream_t *s)
 {
     h2s_stream_t *hs = s->down_ctx;
     h2s_conn_t *conn = hs->conn;
-    rm_h2_nvs_t nvs = {.nva = NULL};
+    rm_h2_nvs_t nvs;
+    rm_h2_nvs_init(&nvs, 0);
     char *status = h2o_mem_alloc_pool(&s->pool, 24);
     size_t status_len = rm_h2_format_u64(status, (uint64_t)s->resp.status);
     rm_h2_nvs_add(&s->pool, &nvs, H2O_STRLIT(":status"), status, status_len);

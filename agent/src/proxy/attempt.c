@@ -1,6 +1,7 @@
 #include <string.h>
 #include "remora/strutil.h"
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "proxy/attempt.h"
 #include "proxy/stream.h"
 
@@ -19,7 +20,7 @@ rm_attempt_create(rm_stream_t *s, const rm_attempt_owner_ops_t *owner, void *own
     a->resp.content_length = -1;
     a->owner = owner;
     a->owner_ctx = owner_ctx;
-    a->started_at_us = rm_now_us();
+    a->started_at_us = rm_clock_now_us();
     a->grpc_status = -1;
     rm_stream_attempt_added(s);
     return a;

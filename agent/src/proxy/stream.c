@@ -6,6 +6,7 @@
 #include "remora/log.h"
 #include "remora/strutil.h"
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "proxy/attempt.h"
 #include "proxy/stream.h"
 
@@ -77,7 +78,7 @@ rm_stream_create(rm_worker_t *worker, rm_config_t *config, const rm_config_liste
     s->config = rm_config_ref(config);
     s->listener = listener;
     s->lstats = lstats;
-    h2o_mem_init_pool(&s->pool);
+    rm_pool_init(&s->pool);
     h2o_buffer_init(&s->req_body.buf, &rm_pipe_buffer_prototype);
     h2o_buffer_init(&s->resp_body.buf, &rm_pipe_buffer_prototype);
     s->req.content_length = -1;
@@ -85,7 +86,7 @@ rm_stream_create(rm_worker_t *worker, rm_config_t *config, const rm_config_liste
     s->down = down;
     s->down_ctx = down_ctx;
     s->chain = chain_for_listener != NULL && listener != NULL ? chain_for_listener(listener) : default_chain;
-    s->started_at_us = rm_now_us();
+    s->started_at_us = rm_clock_now_us();
     s->info.grpc_status = -1;
     s->info.protocol = down != NULL ? down->protocol : NULL;
     return s;
@@ -127,7 +128,7 @@ static void
 destroy(rm_stream_t *s)
 {
     if (s->counted && num_observers != 0) {
-        s->info.ended_at_us = rm_now_us();
+        s->info.ended_at_us = rm_clock_now_us();
         for (unsigned i = 0; i != num_observers; ++i)
             if (observers[i]->on_end != NULL)
                 observers[i]->on_end(s);
@@ -143,7 +144,7 @@ destroy(rm_stream_t *s)
         RM_STAT_DEC(s->lstats->rq_active);
     h2o_buffer_dispose(&s->req_body.buf);
     h2o_buffer_dispose(&s->resp_body.buf);
-    h2o_mem_clear_pool(&s->pool);
+    rm_pool_clear(&s->pool);
     rm_config_unref(s->config);
     rm_recycle_free(&stream_allocator, s);
 }
