@@ -171,6 +171,37 @@ write_atomically(const char *dir, const char *name, const uint8_t *bytes, size_t
     return 0;
 }
 
+/* The bytes of the file at `path` (malloc'ed, `*len`; the agent's own snapshot.pb), or NULL with errno set (ENOENT:
+ * there is none; EIO: a read error). */
+static uint8_t *
+read_whole(const char *path, size_t *len)
+{
+    FILE *fp = fopen(path, "rb");
+    if (fp == NULL)
+        return NULL;
+    uint8_t *bytes = NULL;
+    size_t n = 0, cap = 0;
+    for (;;) {
+        if (n == cap) {
+            cap = cap == 0 ? 65536 : cap * 2;
+            bytes = rm_realloc(bytes, cap);
+        }
+        size_t got = fread(bytes + n, 1, cap - n, fp);
+        if (got == 0)
+            break;
+        n += got;
+    }
+    int failed = ferror(fp);
+    fclose(fp);
+    if (failed) {
+        free(bytes);
+        errno = EIO;
+        return NULL;
+    }
+    *len = n;
+    return bytes;
+}
+
 rm_config_t *
 rm_control_load_persisted(const char *state_dir, rm_config_t *base, uint64_t *version, char *err, size_t errlen)
 {
@@ -179,29 +210,12 @@ rm_control_load_persisted(const char *state_dir, rm_config_t *base, uint64_t *ve
         return NULL;
     char path[4096];
     snprintf(path, sizeof(path), "%s/%s", state_dir, SNAPSHOT_FILE);
-    FILE *fp = fopen(path, "rb");
-    if (fp == NULL) {
+    size_t len;
+    uint8_t *bytes = read_whole(path, &len);
+    rm_config_t *config = NULL;
+    if (bytes == NULL) {
         if (errno != ENOENT)
             snprintf(err, errlen, "%.400s: %s", path, strerror(errno));
-        return NULL;
-    }
-    uint8_t *bytes = NULL;
-    size_t len = 0, cap = 0;
-    for (;;) {
-        if (len == cap) {
-            cap = cap == 0 ? 65536 : cap * 2;
-            bytes = rm_realloc(bytes, cap);
-        }
-        size_t n = fread(bytes + len, 1, cap - len, fp);
-        if (n == 0)
-            break;
-        len += n;
-    }
-    int failed = ferror(fp);
-    fclose(fp);
-    rm_config_t *config = NULL;
-    if (failed) {
-        snprintf(err, errlen, "%.400s: read error", path);
     } else {
         char why[512];
         if ((config = rm_translate_snapshot(bytes, len, base, why, sizeof(why))) == NULL)
@@ -340,31 +354,9 @@ load_base(rm_control_client_t *c, size_t *len, char *err, size_t errlen)
     }
     char path[4096];
     snprintf(path, sizeof(path), "%s/%s", c->state_dir, SNAPSHOT_FILE);
-    FILE *fp = fopen(path, "rb");
-    if (fp == NULL) {
+    uint8_t *bytes = read_whole(path, len);
+    if (bytes == NULL)
         snprintf(err, errlen, "%.400s: %s", path, strerror(errno));
-        return NULL;
-    }
-    uint8_t *bytes = NULL;
-    size_t n = 0, cap = 0;
-    for (;;) {
-        if (n == cap) {
-            cap = cap == 0 ? 65536 : cap * 2;
-            bytes = rm_realloc(bytes, cap);
-        }
-        size_t got = fread(bytes + n, 1, cap - n, fp);
-        if (got == 0)
-            break;
-        n += got;
-    }
-    int failed = ferror(fp);
-    fclose(fp);
-    if (failed) {
-        snprintf(err, errlen, "%.400s: read error", path);
-        free(bytes);
-        return NULL;
-    }
-    *len = n;
     return bytes;
 }
 
