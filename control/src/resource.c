@@ -327,3 +327,33 @@ rm_route_filter_refs(const void *filter, int grpc, const Remora__V1__HTTPRequest
             *ext = f->extension_ref;
     }
 }
+
+int
+rm_route_refs(const rm_resource_t *route, size_t *n_parents, Remora__V1__ParentReference ***parents, size_t *n_rules, void ***rules)
+{
+    if (route->kind == RM_KIND_GRPC_ROUTE) {
+        const Remora__V1__GRPCRouteSpec *spec = ((const Remora__V1__GRPCRoute *)route->msg)->spec;
+        if (spec == NULL)
+            return 0;
+        *n_parents = spec->n_parent_refs, *parents = spec->parent_refs, *n_rules = spec->n_rules, *rules = (void **)spec->rules;
+    } else {
+        const Remora__V1__HTTPRouteSpec *spec = ((const Remora__V1__HTTPRoute *)route->msg)->spec;
+        if (spec == NULL)
+            return 0;
+        *n_parents = spec->n_parent_refs, *parents = spec->parent_refs, *n_rules = spec->n_rules, *rules = (void **)spec->rules;
+    }
+    return 1;
+}
+
+void
+rm_route_rule_refs(const void *rule, int grpc, size_t *n_backends, Remora__V1__BackendReference ***backends, size_t *n_filters,
+                   void ***filters)
+{
+    if (grpc) {
+        const Remora__V1__GRPCRouteRule *r = rule;
+        *n_backends = r->n_backend_refs, *backends = r->backend_refs, *n_filters = r->n_filters, *filters = (void **)r->filters;
+    } else {
+        const Remora__V1__HTTPRouteRule *r = rule;
+        *n_backends = r->n_backend_refs, *backends = r->backend_refs, *n_filters = r->n_filters, *filters = (void **)r->filters;
+    }
+}

@@ -105,6 +105,17 @@ void rm_resource_list_push(rm_resource_list_t *list, rm_resource_t *r);
 /** Destroys every remaining entry and frees the list. */
 void rm_resource_list_dispose(rm_resource_list_t *list);
 
+struct Remora__V1__ParentReference;
+struct Remora__V1__BackendReference;
+/**
+ * The parents and rules of an HTTPRoute or GRPCRoute resource (`rules` are HTTPRouteRule or GRPCRouteRule pointers, as
+ * the route's kind says). Returns 0 when the route has no spec.
+ */
+int rm_route_refs(const rm_resource_t *route, size_t *n_parents, struct Remora__V1__ParentReference ***parents, size_t *n_rules,
+                  void ***rules);
+/** The backends and filters of one rule of rm_route_refs (`grpc`: a GRPCRouteRule, else an HTTPRouteRule). */
+void rm_route_rule_refs(const void *rule, int grpc, size_t *n_backends, struct Remora__V1__BackendReference ***backends,
+                        size_t *n_filters, void ***filters);
 struct Remora__V1__HTTPRequestMirrorFilter;
 struct Remora__V1__LocalObjectReference;
 /**

@@ -87,17 +87,8 @@ close_route(const rm_store_t *store, uint8_t *view[], const rm_resource_t *route
     Remora__V1__ParentReference **parents;
     void **rules;
     int grpc = route->kind == RM_KIND_GRPC_ROUTE, changed = 0;
-    if (!grpc) {
-        const Remora__V1__HTTPRouteSpec *spec = ((const Remora__V1__HTTPRoute *)route->msg)->spec;
-        if (spec == NULL)
-            return 0;
-        n_parents = spec->n_parent_refs, parents = spec->parent_refs, n_rules = spec->n_rules, rules = (void **)spec->rules;
-    } else {
-        const Remora__V1__GRPCRouteSpec *spec = ((const Remora__V1__GRPCRoute *)route->msg)->spec;
-        if (spec == NULL)
-            return 0;
-        n_parents = spec->n_parent_refs, parents = spec->parent_refs, n_rules = spec->n_rules, rules = (void **)spec->rules;
-    }
+    if (!rm_route_refs(route, &n_parents, &parents, &n_rules, &rules))
+        return 0;
     if (!*flag) {
         for (size_t i = 0; i != n_parents && !*flag; ++i)
             if (in_view(store, view, RM_KIND_SERVICE, parents[i]->namespace_, parents[i]->name))
@@ -111,15 +102,7 @@ close_route(const rm_store_t *store, uint8_t *view[], const rm_resource_t *route
         size_t n_backends, n_filters;
         Remora__V1__BackendReference **backends;
         void **filters;
-        if (!grpc) {
-            const Remora__V1__HTTPRouteRule *rule = rules[i];
-            n_backends = rule->n_backend_refs, backends = rule->backend_refs;
-            n_filters = rule->n_filters, filters = (void **)rule->filters;
-        } else {
-            const Remora__V1__GRPCRouteRule *rule = rules[i];
-            n_backends = rule->n_backend_refs, backends = rule->backend_refs;
-            n_filters = rule->n_filters, filters = (void **)rule->filters;
-        }
+        rm_route_rule_refs(rules[i], grpc, &n_backends, &backends, &n_filters, &filters);
         for (size_t j = 0; j != n_backends; ++j)
             changed |= mark(store, view, RM_KIND_SERVICE, backends[j]->namespace_, backends[j]->name);
         changed |= mark_filters(store, view, filters, n_filters, grpc, route->ns);

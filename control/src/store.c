@@ -654,17 +654,8 @@ route_uses(const rm_resource_t *route, rm_kind_t kind, const char *ns, const cha
     Remora__V1__ParentReference **parents;
     void **rules;
     int grpc = route->kind == RM_KIND_GRPC_ROUTE;
-    if (!grpc) {
-        const Remora__V1__HTTPRouteSpec *spec = ((const Remora__V1__HTTPRoute *)route->msg)->spec;
-        if (spec == NULL)
-            return 0;
-        n_parents = spec->n_parent_refs, parents = spec->parent_refs, n_rules = spec->n_rules, rules = (void **)spec->rules;
-    } else {
-        const Remora__V1__GRPCRouteSpec *spec = ((const Remora__V1__GRPCRoute *)route->msg)->spec;
-        if (spec == NULL)
-            return 0;
-        n_parents = spec->n_parent_refs, parents = spec->parent_refs, n_rules = spec->n_rules, rules = (void **)spec->rules;
-    }
+    if (!rm_route_refs(route, &n_parents, &parents, &n_rules, &rules))
+        return 0;
     for (size_t i = 0; kind == RM_KIND_SERVICE && i != n_parents; ++i)
         if (strcmp(parents[i]->name, name) == 0 && strcmp(parents[i]->namespace_, ns) == 0)
             return 1;
@@ -672,15 +663,7 @@ route_uses(const rm_resource_t *route, rm_kind_t kind, const char *ns, const cha
         size_t n_backends, n_filters;
         Remora__V1__BackendReference **backends;
         void **filters;
-        if (!grpc) {
-            const Remora__V1__HTTPRouteRule *rule = rules[i];
-            n_backends = rule->n_backend_refs, backends = rule->backend_refs;
-            n_filters = rule->n_filters, filters = (void **)rule->filters;
-        } else {
-            const Remora__V1__GRPCRouteRule *rule = rules[i];
-            n_backends = rule->n_backend_refs, backends = rule->backend_refs;
-            n_filters = rule->n_filters, filters = (void **)rule->filters;
-        }
+        rm_route_rule_refs(rules[i], grpc, &n_backends, &backends, &n_filters, &filters);
         for (size_t j = 0; kind == RM_KIND_SERVICE && j != n_backends; ++j)
             if (strcmp(backends[j]->name, name) == 0 && strcmp(backends[j]->namespace_, ns) == 0)
                 return 1;
