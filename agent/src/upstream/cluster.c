@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "core/clock.h"
 #include "remora/log.h"
 #include "remora/strutil.h"
 #include "net/resolver.h"
@@ -496,7 +497,7 @@ lb_done(rm_attempt_t *a)
     a->lb_hold = NULL;
     rm_cluster_t *c = ep->cluster;
     int success = a->head_received && a->resp.status < 500;
-    uint64_t latency_us = rm_now_us() - a->lb_picked_at_us;
+    uint64_t latency_us = rm_clock_now_us() - a->lb_picked_at_us;
     /* a refused or reset exchange is quick, not cheap: latency-aware balancers must not prefer it */
     if (a->upstream_failed && !a->head_received && latency_us < RM_LB_FAILURE_LATENCY_US)
         latency_us = RM_LB_FAILURE_LATENCY_US;
@@ -752,7 +753,7 @@ rm_cluster_dispatch(rm_cluster_t *c, rm_attempt_t *a)
     rm_lb_load_start(ep->load);
     a->lb_hold = ep;
     a->lb_done = lb_done;
-    a->lb_picked_at_us = rm_now_us();
+    a->lb_picked_at_us = rm_clock_now_us();
     rm_upstream_codec(proto == RM_UPSTREAM_H2 ? RM_WIRE_H2 : RM_WIRE_HTTP1)->dispatch(ep, a);
 }
 

@@ -7,6 +7,7 @@
  * RTT (30 ms). The estimate and the active count are agent-wide, per cluster and address.
  */
 #include <stdlib.h>
+#include "core/clock.h"
 #include "remora/strutil.h"
 #include "upstream/cluster.h"
 #include "upstream/lb.h"
@@ -55,7 +56,7 @@ ewma_pick(void *state, rm_endpoint_t *const *endpoints, size_t n, const rm_attem
         rm_lb_sampler_update(&e->sampler, endpoints, n);
     size_t i, j;
     rm_lb_sampler_pick2(&e->sampler, &e->rng, &i, &j);
-    uint64_t now = rm_now_us();
+    uint64_t now = rm_clock_now_us();
     return cost(endpoints[i], now) <= cost(endpoints[j], now) ? endpoints[i] : endpoints[j];
 }
 
@@ -64,7 +65,7 @@ ewma_on_result(void *state, rm_endpoint_t *ep, int success, uint64_t latency_us)
 {
     /* failures count by their latency too (a timed-out try pushes the estimate up); fast failures
      * such as refused connections are left to outlier detection */
-    rm_lb_load_sample(ep->load, latency_us, rm_now_us());
+    rm_lb_load_sample(ep->load, latency_us, rm_clock_now_us());
 }
 
 const rm_lb_t rm_lb_peak_ewma = {"PeakEWMA", ewma_create, ewma_destroy, ewma_update, ewma_pick, ewma_on_result};
