@@ -28,7 +28,7 @@ import time
 import pytest
 
 import support
-from procutil import free_port, wait_port
+from procutil import TOOLS_DIR, free_port, wait_port
 from test_mesh_tls import API, CA, OTHER, WEB, RecordingRelay, identity_dir
 
 pytestmark = pytest.mark.agent_only("mesh mTLS is remora-agent's")
@@ -352,31 +352,7 @@ def test_loopback_strict_refuses_plaintext_permissive_waits(proxy_factory, workd
 
 # -------------------------------------------------------------------- the network-namespace mesh
 
-SNIFF = r"""
-import socket, struct, sys, time
-s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.ntohs(3))
-s.bind((sys.argv[1], 0))
-s.settimeout(0.2)
-ports = {int(p) for p in sys.argv[4].split(",")}
-deadline = time.time() + float(sys.argv[3])
-with open(sys.argv[2], "wb") as out:
-    print("sniffing", flush=True)
-    while time.time() < deadline:
-        try:
-            pkt = s.recv(65535)
-        except socket.timeout:
-            continue
-        if struct.unpack("!H", pkt[12:14])[0] != 0x0800 or pkt[14 + 9] != 6:
-            continue
-        ip = pkt[14:]
-        ihl, tot = (ip[0] & 15) * 4, struct.unpack("!H", ip[2:4])[0]
-        tcp = ip[ihl:tot]
-        sport, dport = struct.unpack("!HH", tcp[:4])
-        payload = tcp[(tcp[12] >> 4) * 4:]
-        if payload and (sport in ports or dport in ports):
-            out.write(struct.pack("!HHI", sport, dport, len(payload)) + payload)
-            out.flush()
-"""
+SNIFF = os.path.join(TOOLS_DIR, "sniff.py")  # the TCP payloads on the veth, as root inside the namespace
 
 MESH_TLS = """apiVersion: remora.dev/v1
 kind: MeshTLS
@@ -473,7 +449,7 @@ def captured(path):
 def test_namespace_tcp_service_is_mtls_with_half_close_both_ways(ns_mesh):
     m = ns_mesh
     cap = os.path.join(m.tmp, "tcp.cap")
-    p, _ = m.spawn(m.b, "sniff", [PY, "-c", SNIFF, "rmt0", cap, "6", "3306,4000"])
+    p, _ = m.spawn(m.b, "sniff", [PY, SNIFF, "rmt0", cap, "6", "3306,4000"])
     m.wait_for("sniff", p, r"sniffing")
     hs_before = m.metric(m.b, HS, direction="inbound", result="success") + m.metric(m.b, HS, direction="inbound", result="resumed")
     out = run_client("10.96.0.30", 3306, "echo", 100000, ns=m.a)

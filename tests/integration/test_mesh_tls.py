@@ -36,7 +36,7 @@ import time
 import pytest
 
 import support
-from procutil import free_port, wait_port
+from procutil import TOOLS_DIR, free_port, wait_port
 
 pytestmark = pytest.mark.agent_only("mesh mTLS is remora-agent's")
 
@@ -414,29 +414,7 @@ def test_bad_bootstrap_keys_name_the_line(workdir):
 
 # ------------------------------------------------------------------- the network-namespace mesh
 
-SNIFF = r"""
-import socket, struct, sys, time
-s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.ntohs(3))
-s.bind((sys.argv[1], 0))
-s.settimeout(0.2)
-deadline = time.time() + float(sys.argv[3])
-with open(sys.argv[2], "wb") as out:
-    print("sniffing", flush=True)
-    while time.time() < deadline:
-        try:
-            pkt = s.recv(65535)
-        except socket.timeout:
-            continue
-        if struct.unpack("!H", pkt[12:14])[0] != 0x0800 or pkt[14 + 9] != 6:
-            continue
-        ip = pkt[14:]
-        ihl, tot = (ip[0] & 15) * 4, struct.unpack("!H", ip[2:4])[0]
-        tcp = ip[ihl:tot]
-        payload = tcp[(tcp[12] >> 4) * 4:]
-        if payload:
-            out.write(struct.pack("!HHI", *struct.unpack("!HH", tcp[:4]), len(payload)) + payload)
-            out.flush()
-"""
+SNIFF = os.path.join(TOOLS_DIR, "sniff.py")  # the TCP payloads on the veth, as root inside the namespace
 
 AUTHZ = """apiVersion: remora.dev/v1
 kind: AuthorizationPolicy
@@ -478,7 +456,7 @@ def test_namespace_mesh_hop_is_mtls_with_the_callers_identity(ns_mesh):
     from test_transparent import A4, PY, curl
     m = ns_mesh
     cap = os.path.join(m.tmp, "hop.cap")
-    p, _ = m.spawn(m.b, "sniff", [PY, "-c", SNIFF, "rmt0", cap, "4"])
+    p, _ = m.spawn(m.b, "sniff", [PY, SNIFF, "rmt0", cap, "4"])
     m.wait_for("sniff", p, r"sniffing")
     code, _, body = curl(m, "http://web.default.svc/mtls-marker-path?k=plaintext-marker")
     assert code == 200, body
