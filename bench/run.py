@@ -61,12 +61,15 @@ TELEMETRY_PROXIES = ["remora-base", "remora-trace-http", "remora-trace-grpc", "r
 MESH_PROXIES = ["remora-2hop-peer", "remora-2hop-mtls", "nghttpx-2hop-tls"]
 ALL_PROXIES = (["remora", "remora-retry"] + ALLOC_PROXIES + LB_PROXIES + TELEMETRY_PROXIES
                + ["nghttpx", "haproxy", "haproxy-safe", "remora-2hop", "remora-2hop-peer", "remora-2hop-mtls", "nghttpx-2hop",
-                  "nghttpx-2hop-tls"])
+                  "nghttpx-2hop-tls", "remora-relay"])
+# remora-relay: the agent's opaque TCP relay (a `protocol: tcp` listener and cluster) in front of the HTTP origin: the
+# same event loop and sockets with no HTTP at all, so its added latency is the floor any user-space hop pays here
+# (each client connection gets its own upstream connection; nothing is multiplexed)
 # remora-retry, the balancer, the telemetry and the mesh variants are opt-in (--proxies): each answers one question
 # (what a retry policy costs when nothing fails; what a balancer costs against round robin; what telemetry costs;
 # what mesh mTLS costs on the agent-to-agent hop)
 DEFAULT_PROXIES = [p for p in ALL_PROXIES
-                   if p not in ["remora-retry", "haproxy-safe"] + LB_PROXIES + TELEMETRY_PROXIES + MESH_PROXIES
+                   if p not in ["remora-retry", "haproxy-safe", "remora-relay"] + LB_PROXIES + TELEMETRY_PROXIES + MESH_PROXIES
                    + ALLOC_PROXIES]
 # what each mode can carry: opaque TCP has no nghttpx (HTTP only) and no variant that is about HTTP routing
 TCP_PROXIES = ["remora", "remora-jemalloc", "remora-mimalloc", "haproxy", "remora-2hop"]
@@ -127,6 +130,7 @@ LABELS = {
     "remora-2hop-peer": "Remora, 2 hops, peer: agent",
     "remora-2hop-mtls": "Remora, 2 hops, mesh mTLS",
     "nghttpx-2hop-tls": "nghttpx, 2 hops, mutual TLS",
+    "remora-relay": "Remora, opaque TCP relay (no HTTP)",
 }
 MODE_LABELS = {
     "h2": "h2 saturation",
@@ -667,7 +671,7 @@ class Chain:
         self.health_ports.append(health)
         telemetry = telemetry_yaml(self.name, self.opts, self.tmpdir)
         env = allocator_env(allocator_of(self.name, self.opts))
-        if self.tcp:
+        if self.tcp or self.name == "remora-relay":
             cfg = os.path.join(self.tmpdir, "remora-%s-tcp-hop%d.yaml" % (self.name, hop))
             with open(cfg, "w") as f:
                 f.write(REMORA_TCP_YAML % {"workers": self.opts.workers, "admin": admin, "health": health, "port": port,
