@@ -61,15 +61,16 @@ TELEMETRY_PROXIES = ["remora-base", "remora-trace-http", "remora-trace-grpc", "r
 MESH_PROXIES = ["remora-2hop-peer", "remora-2hop-mtls", "nghttpx-2hop-tls"]
 ALL_PROXIES = (["remora", "remora-retry"] + ALLOC_PROXIES + LB_PROXIES + TELEMETRY_PROXIES
                + ["nghttpx", "haproxy", "haproxy-safe", "remora-2hop", "remora-2hop-peer", "remora-2hop-mtls", "nghttpx-2hop",
-                  "nghttpx-2hop-tls", "remora-relay"])
+                  "nghttpx-2hop-tls", "remora-relay", "haproxy-relay"])
 # remora-relay: the agent's opaque TCP relay (a `protocol: tcp` listener and cluster) in front of the HTTP origin: the
 # same event loop and sockets with no HTTP at all, so its added latency is the floor any user-space hop pays here
-# (each client connection gets its own upstream connection; nothing is multiplexed)
+# (each client connection gets its own upstream connection; nothing is multiplexed); haproxy-relay: the same with
+# HAProxy's `mode tcp` (the bulk-tcp mode's configuration), a relay that is not Remora's code
 # remora-retry, the balancer, the telemetry and the mesh variants are opt-in (--proxies): each answers one question
 # (what a retry policy costs when nothing fails; what a balancer costs against round robin; what telemetry costs;
 # what mesh mTLS costs on the agent-to-agent hop)
 DEFAULT_PROXIES = [p for p in ALL_PROXIES
-                   if p not in ["remora-retry", "haproxy-safe", "remora-relay"] + LB_PROXIES + TELEMETRY_PROXIES + MESH_PROXIES
+                   if p not in ["remora-retry", "haproxy-safe", "remora-relay", "haproxy-relay"] + LB_PROXIES + TELEMETRY_PROXIES + MESH_PROXIES
                    + ALLOC_PROXIES]
 # what each mode can carry: opaque TCP has no nghttpx (HTTP only) and no variant that is about HTTP routing
 TCP_PROXIES = ["remora", "remora-jemalloc", "remora-mimalloc", "haproxy", "remora-2hop"]
@@ -131,6 +132,7 @@ LABELS = {
     "remora-2hop-mtls": "Remora, 2 hops, mesh mTLS",
     "nghttpx-2hop-tls": "nghttpx, 2 hops, mutual TLS",
     "remora-relay": "Remora, opaque TCP relay (no HTTP)",
+    "haproxy-relay": "HAProxy, mode tcp (no HTTP)",
 }
 MODE_LABELS = {
     "h2": "h2 saturation",
@@ -759,7 +761,7 @@ class Chain:
     def _start_haproxy(self, port, upstream, hop):
         cfg = os.path.join(self.tmpdir, "haproxy-%s-hop%d.cfg" % (self.name, hop))
         with open(cfg, "w") as f:
-            cfg_text = HAPROXY_TCP_CFG if self.tcp else HAPROXY_CFG
+            cfg_text = HAPROXY_TCP_CFG if self.tcp or self.name == "haproxy-relay" else HAPROXY_CFG
             if self.name == "haproxy-safe":  # the set-up before issue 12: HAProxy's default connection reuse
                 cfg_text = cfg_text.replace("    http-reuse always\n", "    http-reuse safe\n")
             f.write(cfg_text % {"threads": self.opts.workers, "port": port, "upstream": upstream})
