@@ -255,7 +255,13 @@ new_session_cb(SSL *ssl, SSL_SESSION *sess)
     char key[sizeof(sessions[0].key)];
     if (!SSL_SESSION_is_resumable(sess) || session_key(ssl, key, sizeof(key)) != 0)
         return 0;
+    const client_info_t *info = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), client_info_index);
     pthread_mutex_lock(&mutex);
+    if (built_for == NULL || strcmp(info->serial, built_for->serial) != 0) {
+        /* a context of an earlier certificate: its key could never be looked up again (flush_locked) */
+        pthread_mutex_unlock(&mutex);
+        return 0;
+    }
     session_t *slot = session_slot(key);
     if (slot->sess != NULL)
         SSL_SESSION_free(slot->sess);
@@ -432,6 +438,12 @@ flush_locked(void)
     for (size_t i = 0; i != num_client_ctxs; ++i)
         SSL_CTX_free(client_ctxs[i].ctx);
     num_client_ctxs = 0;
+    /* the sessions' keys carry the old certificate's serial: none would be offered again, each would hold its
+     * peer's certificates until a colliding key replaced it (one session per endpoint and rotation) */
+    for (size_t i = 0; i != RM_MESH_MAX_SESSIONS; ++i) {
+        SSL_SESSION_free(sessions[i].sess);
+        sessions[i].sess = NULL;
+    }
 }
 
 /* Under the mutex: the identity in service (borrowed, valid until unlock), the contexts rebuilt if it changed. */
@@ -529,6 +541,15 @@ render_metrics(void)
         for (int t = 0; t != 2; ++t)
             fprintf(fp, "remora_mesh_tls_connections_total{direction=\"%s\",tls=\"%s\"} %" PRIu64 "\n", direction_names[d],
                     t ? "true" : "false", __atomic_load_n(&connections[d][t], __ATOMIC_RELAXED));
+    size_t kept = 0;
+    pthread_mutex_lock(&mutex);
+    for (size_t i = 0; i != RM_MESH_MAX_SESSIONS; ++i)
+        kept += sessions[i].sess != NULL;
+    pthread_mutex_unlock(&mutex);
+    fprintf(fp,
+            "# HELP remora_mesh_tls_client_sessions TLS sessions kept to resume outbound mesh mTLS hops (at most %d).\n"
+            "# TYPE remora_mesh_tls_client_sessions gauge\nremora_mesh_tls_client_sessions %zu\n",
+            RM_MESH_MAX_SESSIONS, kept);
     fprintf(fp,
             "# HELP remora_tcp_authz_denied_total Opaque TCP connections refused by an authorization policy.\n"
             "# TYPE remora_tcp_authz_denied_total counter\nremora_tcp_authz_denied_total %" PRIu64 "\n",

@@ -24,8 +24,9 @@
  *
  * Resumption: the client keeps TLS 1.3 session tickets keyed by the endpoint address, the expected
  * SPIFFE ID and the serial of the agent's own certificate, at most RM_MESH_MAX_SESSIONS (the oldest
- * goes first); the server's tickets live RM_MESH_TICKET_LIFETIME_S. A resumed handshake is counted
- * as result="resumed".
+ * goes first; a rotation of the agent's certificate drops them all, as no key could match again);
+ * the server's tickets live RM_MESH_TICKET_LIFETIME_S. A resumed handshake is counted as
+ * result="resumed"; remora_mesh_tls_client_sessions is the number kept.
  *
  * Metrics (rm_mesh_tls_init): remora_mesh_tls_handshakes_total{direction,result},
  * remora_mesh_tls_plaintext_refused_total, remora_mesh_tls_connections_total{direction,tls}.
