@@ -157,7 +157,8 @@ on_header(nghttp2_session *ng, const nghttp2_frame *frame, nghttp2_rcbuf *name_r
             hc->trailers = h2o_mem_alloc_pool(s->pool, sizeof(*hc->trailers));
             memset(hc->trailers, 0, sizeof(*hc->trailers));
         }
-        rm_headers_add(s->pool, hc->trailers, rm_h2_field_copy(s->pool, name_rc), rm_h2_field_copy(s->pool, value_rc));
+        rm_headers_add(s->pool, hc->trailers, rm_h2_field_copy(s->pool, name_rc, name_v),
+                       rm_h2_field_copy(s->pool, value_rc, value_v));
         return 0;
     }
     /* nghttp2 (HTTP messaging on) passes lower-case names only: names compare byte for byte */
@@ -178,7 +179,8 @@ on_header(nghttp2_session *ng, const nghttp2_frame *frame, nghttp2_rcbuf *name_r
         s->resp.content_length = cl;
         return 0;
     }
-    rm_headers_add(s->pool, &s->resp.headers, rm_h2_field_copy(s->pool, name_rc), rm_h2_field_copy(s->pool, value_rc));
+    rm_headers_add(s->pool, &s->resp.headers, rm_h2_field_copy(s->pool, name_rc, name_v),
+                   rm_h2_field_copy(s->pool, value_rc, value_v));
     return 0;
 }
 
@@ -189,7 +191,11 @@ on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *user_data)
     h2c_stream_t *hc;
     switch (frame->hd.type) {
     case NGHTTP2_HEADERS:
-        if ((hc = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id)) == NULL || hc->a == NULL)
+        /* the stream of the block's fields, unless the block had none that reached on_header */
+        if (((hc = conn->hdr_stream) == NULL || hc->id != frame->hd.stream_id) &&
+            (hc = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id)) == NULL)
+            return 0;
+        if (hc->a == NULL)
             return 0;
         if (hc->too_large) {
             nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, hc->id, NGHTTP2_CANCEL);
@@ -260,7 +266,7 @@ on_stream_close(nghttp2_session *ng, int32_t stream_id, uint32_t error_code, voi
     h2c_stream_t *hc = nghttp2_session_get_stream_user_data(ng, stream_id);
     if (hc == NULL)
         return 0;
-    nghttp2_session_set_stream_user_data(ng, stream_id, NULL);
+    /* its user data needs no clearing: a client session keeps no closed stream, the stream object goes once this returns */
     if (hc->a != NULL) {
         rm_attempt_t *a = take_stream(hc);
         if (hc->resp_done) {

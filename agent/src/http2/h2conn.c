@@ -74,26 +74,41 @@ class_of(size_t size)
 }
 
 /*
- * nghttp2's frame buffer: every session allocates one chunk of 16394 bytes (NGHTTP2_FRAMEBUF_CHUNKLEN of nghttp2 1.52: a
- * frame header, a pad length byte and 16 KiB of payload) when it is created, and writes into it only inside
- * nghttp2_session_mem_send. Between frames nothing in it is live, yet its pages stay resident once a frame was written
- * (the first page always: every frame starts there). So the chunk a session allocates while it is created comes from a
- * slot of a per-worker region reserved once (SLOTS slots of SLOT_SIZE bytes, page-aligned, no header: a pointer in the
- * region is a slot), and rm_h2conn_release_idle gives an idle connection's pages back to the kernel (MADV_DONTNEED: they
- * read as zeros and are faulted in again by the next frame). A freed slot's pages are given back too. Past SLOTS
- * sessions per worker, or if the region cannot be reserved, chunks come from malloc and stay resident.
+ * Two blocks every session allocates when it is created hold nothing an idle connection needs, yet would stay resident:
+ * - the frame buffer, one chunk of 16394 bytes (NGHTTP2_FRAMEBUF_CHUNKLEN of nghttp2 1.52: a frame header, a pad length
+ *   byte and 16 KiB of payload), written only inside nghttp2_session_mem_send: between frames nothing in it is live, yet
+ *   its pages stay resident once a frame was written (the first page always: every frame starts there);
+ * - the stream map's table, 4096 zeroed bytes (256 buckets of 16 bytes in nghttp2 1.52), written only while a stream
+ *   is open: removing a stream zeroes its bucket, so the table of a connection with no stream is all zeros again.
+ * So both come from a slot of a per-worker region reserved once (SLOTS slots of SLOT_SIZE bytes, page-aligned, no
+ * header: a pointer in the region is a slot's frame buffer or map): untouched pages of the region read as zeros without
+ * being resident, so the map costs nothing until a stream is opened (calloc's zeroing is skipped: the pages are zeros),
+ * and rm_h2conn_release_idle gives an idle connection's pages back to the kernel (MADV_DONTNEED: they read as zeros and
+ * are faulted in again by the next frame): the frame buffer's always, the map's when it is all zeros (no stream
+ * left, so dropping it changes nothing). A freed block's pages are given back too. Past SLOTS sessions per worker, or
+ * if the region cannot be reserved, the blocks come from malloc and stay resident (docs/hardening.md, "Memory per
+ * connection").
  */
-#define SLOT_SIZE (20 * 1024)
-#define SLOTS 16384 /* 320 MiB of address space per worker, reserved without memory (MAP_NORESERVE) */
+#define FRAMEBUF_AREA (20 * 1024)
+#define MAP_AREA 4096
+/* a slot: the frame buffer at 0, the map at FRAMEBUF_AREA, then a page never used, so that the 16 bytes before every
+ * block in the region (read by mem_free as a header) are zeros never written: the unused end of the frame buffer's area
+ * before a map, that spare page before the next slot's frame buffer */
+#define SLOT_SIZE (FRAMEBUF_AREA + MAP_AREA + 4096)
+#define SLOTS 16384 /* 448 MiB of address space per worker, reserved without memory (MAP_NORESERVE) */
 #define SLOT_MIN_SIZE (16 * 1024)
 /* slot i is at base + (i + 1) * SLOT_SIZE: the first one is never used, so that the 16 bytes before every slot are in the
  * region (read by mem_free as a header: zeros, never written) */
 #define REGION_SIZE ((size_t)(SLOTS + 1) * SLOT_SIZE)
+/* slots.parts[i]: the blocks of slot i in use */
+#define PART_FRAMEBUF 1
+#define PART_MAP 2
 
 static __thread struct {
     unsigned char *base; /* NULL: not reserved yet */
     int failed;
-    rm_h2conn_t **owner; /* per slot: the connection whose frame buffer it is, or NULL */
+    rm_h2conn_t **owner; /* per slot: the connection whose blocks it holds, or NULL */
+    uint8_t *parts;
     uint32_t *free_list;
     uint32_t num_free, used; /* slots on free_list; slots ever handed out (the rest are untouched) */
 } slots;
@@ -107,47 +122,66 @@ in_slots(const void *p)
     return slots.base != NULL && (uintptr_t)((const unsigned char *)p - slots.base) < REGION_SIZE;
 }
 
+/* The block `part` of the slot of the session being created (a slot is taken for it by its first block: its pages are all
+ * zeros, fresh or given back), or NULL (no slot, or that block already taken). */
 static void *
-slot_alloc(void)
+slot_alloc(unsigned part)
 {
-    if (slots.base == NULL) {
-        if (slots.failed)
-            return NULL;
-        void *base = mmap(NULL, REGION_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-        /* large arrays: calloc maps them, their pages are touched only as slots are used */
-        slots.owner = calloc(SLOTS, sizeof(*slots.owner));
-        slots.free_list = calloc(SLOTS, sizeof(*slots.free_list));
-        if (base == MAP_FAILED || slots.owner == NULL || slots.free_list == NULL) {
-            if (base != MAP_FAILED)
-                munmap(base, REGION_SIZE);
-            free(slots.owner);
-            free(slots.free_list);
-            slots.owner = NULL;
-            slots.free_list = NULL;
-            slots.failed = 1;
-            return NULL;
+    if (creating->_framebuf == NULL) {
+        if (slots.base == NULL) {
+            if (slots.failed)
+                return NULL;
+            void *base = mmap(NULL, REGION_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+            /* large arrays: calloc maps them, their pages are touched only as slots are used */
+            slots.owner = calloc(SLOTS, sizeof(*slots.owner));
+            slots.parts = calloc(SLOTS, sizeof(*slots.parts));
+            slots.free_list = calloc(SLOTS, sizeof(*slots.free_list));
+            if (base == MAP_FAILED || slots.owner == NULL || slots.parts == NULL || slots.free_list == NULL) {
+                if (base != MAP_FAILED)
+                    munmap(base, REGION_SIZE);
+                free(slots.owner);
+                free(slots.parts);
+                free(slots.free_list);
+                slots.owner = NULL;
+                slots.parts = NULL;
+                slots.free_list = NULL;
+                slots.failed = 1;
+                return NULL;
+            }
+            slots.base = base;
         }
-        slots.base = base;
+        uint32_t i;
+        if (slots.num_free != 0)
+            i = slots.free_list[--slots.num_free];
+        else if (slots.used < SLOTS)
+            i = slots.used++;
+        else
+            return NULL;
+        slots.owner[i] = creating;
+        slots.parts[i] = 0;
+        creating->_framebuf = slots.base + (size_t)(i + 1) * SLOT_SIZE;
     }
-    uint32_t i;
-    if (slots.num_free != 0)
-        i = slots.free_list[--slots.num_free];
-    else if (slots.used < SLOTS)
-        i = slots.used++;
-    else
+    unsigned char *slot = creating->_framebuf;
+    uint32_t i = (uint32_t)((slot - slots.base) / SLOT_SIZE) - 1;
+    if ((slots.parts[i] & part) != 0)
         return NULL;
-    slots.owner[i] = creating;
-    return slots.base + (size_t)(i + 1) * SLOT_SIZE;
+    slots.parts[i] |= (uint8_t)part;
+    return part == PART_MAP ? slot + FRAMEBUF_AREA : slot;
 }
 
 static void
 slot_free(void *p)
 {
-    uint32_t i = (uint32_t)(((unsigned char *)p - slots.base) / SLOT_SIZE) - 1;
+    size_t off = (size_t)((unsigned char *)p - slots.base);
+    uint32_t i = (uint32_t)(off / SLOT_SIZE) - 1;
+    int map = off % SLOT_SIZE == FRAMEBUF_AREA;
+    madvise(p, map ? MAP_AREA : FRAMEBUF_AREA, MADV_DONTNEED); /* zeros again, for the slot's next session */
+    slots.parts[i] &= (uint8_t) ~(map ? PART_MAP : PART_FRAMEBUF);
+    if (slots.parts[i] != 0)
+        return; /* the session lives on: its map grew into a malloc'd table */
     if (slots.owner[i] != NULL)
         slots.owner[i]->_framebuf = NULL;
     slots.owner[i] = NULL;
-    madvise(p, SLOT_SIZE, MADV_DONTNEED);
     slots.free_list[slots.num_free++] = i;
 }
 
@@ -156,11 +190,8 @@ mem_malloc(size_t size, void *user)
 {
     unsigned char *block;
     if (size > MAX_CLASS_SIZE) {
-        if (creating != NULL && creating->_framebuf == NULL && size > SLOT_MIN_SIZE && size <= SLOT_SIZE &&
-            (block = slot_alloc()) != NULL) {
-            creating->_framebuf = block;
+        if (creating != NULL && size > SLOT_MIN_SIZE && size <= FRAMEBUF_AREA && (block = slot_alloc(PART_FRAMEBUF)) != NULL)
             return block;
-        }
         if (size > SIZE_MAX - BLOCK_HEADER || (block = malloc(size + BLOCK_HEADER)) == NULL)
             return NULL; /* nghttp2 reports NGHTTP2_ERR_NOMEM */
         *(size_t *)block = size;
@@ -210,7 +241,11 @@ mem_calloc(size_t n, size_t size, void *user)
 {
     if (size != 0 && n > SIZE_MAX / size)
         return NULL;
-    void *p = mem_malloc(n * size, user);
+    void *p;
+    /* the stream map's table (the one zeroed page-sized block of a new session): zeros that stay untouched until used */
+    if (creating != NULL && n * size == MAP_AREA && (p = slot_alloc(PART_MAP)) != NULL)
+        return p;
+    p = mem_malloc(n * size, user);
     if (p != NULL)
         memset(p, 0, n * size);
     return p;
@@ -222,9 +257,10 @@ mem_realloc(void *ptr, size_t size, void *user)
     if (ptr == NULL)
         return mem_malloc(size, user);
     unsigned char *block = (unsigned char *)ptr - BLOCK_HEADER;
-    size_t capacity = block[sizeof(size_t)] == TAG_CLASS   ? class_size[*(size_t *)block]
-                      : block[sizeof(size_t)] == TAG_LARGE ? *(size_t *)block
-                                                           : SLOT_SIZE;
+    size_t capacity = block[sizeof(size_t)] == TAG_CLASS                             ? class_size[*(size_t *)block]
+                      : block[sizeof(size_t)] == TAG_LARGE                           ? *(size_t *)block
+                      : (size_t)((unsigned char *)ptr - slots.base) % SLOT_SIZE == 0 ? FRAMEBUF_AREA
+                                                                                     : MAP_AREA;
     if (size <= capacity)
         return ptr;
     void *p = mem_malloc(size, user);
@@ -259,6 +295,7 @@ rm_h2_mem_thread_exit(void)
     if (slots.base != NULL && slots.num_free == slots.used) { /* else a session outlives its worker: keep its slot */
         munmap(slots.base, REGION_SIZE);
         free(slots.owner);
+        free(slots.parts);
         free(slots.free_list);
         memset(&slots, 0, sizeof(slots));
     }
@@ -281,8 +318,14 @@ rm_h2conn_release_idle(rm_h2conn_t *conn)
     /* the frame buffer holds nothing live once nghttp2_session_mem_send has said it has nothing more to send */
     if (conn->dead || conn->ng == NULL || !conn->_send_idle || (conn->sock != NULL && h2o_socket_is_writing(conn->sock)))
         return;
-    if (conn->_framebuf != NULL)
-        madvise(conn->_framebuf, SLOT_SIZE, MADV_DONTNEED);
+    if (conn->_framebuf != NULL) {
+        /* the map's page too when no stream is left in it (all zeros: dropping it changes nothing) */
+        unsigned char *slot = conn->_framebuf;
+        uint32_t i = (uint32_t)((slot - slots.base) / SLOT_SIZE) - 1;
+        static unsigned char zeros[MAP_AREA]; /* .bss: read, never written (the zero page, not resident) */
+        int empty = (slots.parts[i] & PART_MAP) != 0 && memcmp(slot + FRAMEBUF_AREA, zeros, MAP_AREA) == 0;
+        madvise(slot, empty ? FRAMEBUF_AREA + MAP_AREA : FRAMEBUF_AREA, MADV_DONTNEED);
+    }
     if (conn->sock != NULL)
         release_input(conn->sock);
 }
@@ -347,6 +390,70 @@ release_input(h2o_socket_t *sock)
     }
 }
 
+void
+rm_h2_closed_init(rm_h2_closed_t *c)
+{
+    memset(c, 0, sizeof(*c));
+    c->skip = NGHTTP2_CLIENT_MAGIC_LEN;
+}
+
+/* 1 if the frame of header `h` is DATA or HEADERS on a noted stream; notes the stream of a client's RST_STREAM */
+static inline int
+closed_frame(rm_h2_closed_t *c, const uint8_t *h)
+{
+    uint8_t type = h[3];
+    if (type > NGHTTP2_RST_STREAM || type == NGHTTP2_PRIORITY)
+        return 0;
+    uint32_t id = ((uint32_t)h[5] & 0x7f) << 24 | (uint32_t)h[6] << 16 | (uint32_t)h[7] << 8 | h[8];
+    if ((id & 1) == 0)
+        return 0; /* the connection's own frames, or a server id: nghttp2 judges them */
+    int32_t *slot = &c->ids[(id >> 1) % RM_H2_CLOSED_IDS];
+    if (type == NGHTTP2_RST_STREAM) {
+        /* the client's side ends here, whatever nghttp2 makes of the frame (on an idle stream it ends the connection) */
+        *slot = (int32_t)id;
+        return 0;
+    }
+    return *slot == (int32_t)id;
+}
+
+static inline size_t
+frame_end(const uint8_t *h)
+{
+    return 9 + ((size_t)h[0] << 16 | (size_t)h[1] << 8 | h[2]);
+}
+
+size_t
+rm_h2_closed_scan(rm_h2_closed_t *c, const uint8_t *data, size_t len)
+{
+    size_t off = c->skip; /* where the next frame header starts; beyond `len` while a payload goes on */
+    if (c->hdr_len != 0) {
+        /* the rest of a header split between reads (its frame begins before this read: nghttp2 has the first bytes) */
+        size_t want = 9 - (size_t)c->hdr_len, n = want < len ? want : len;
+        memcpy(c->hdr + c->hdr_len, data, n);
+        c->hdr_len += (uint8_t)n;
+        if (c->hdr_len != 9)
+            return len;
+        c->hdr_len = 0;
+        if (closed_frame(c, c->hdr))
+            return 0;
+        off = n + frame_end(c->hdr) - 9;
+    }
+    while (off + 9 <= len) {
+        const uint8_t *h = data + off;
+        if (closed_frame(c, h))
+            return off;
+        off += frame_end(h);
+    }
+    if (off >= len) {
+        c->skip = (uint32_t)(off - len);
+    } else {
+        c->skip = 0;
+        c->hdr_len = (uint8_t)(len - off);
+        memcpy(c->hdr, data + off, len - off);
+    }
+    return len;
+}
+
 static void
 read_batch(h2o_socket_t *sock, const char *err)
 {
@@ -358,7 +465,21 @@ read_batch(h2o_socket_t *sock, const char *err)
     size_t len = sock->input->size;
     if (conn->bytes_rx_stat != NULL)
         RM_STAT_ADD(*conn->bytes_rx_stat, len);
-    ssize_t r = nghttp2_session_mem_recv(conn->ng, (const uint8_t *)sock->input->bytes, len);
+    /* with a frame on a stream the client closed, only the frames before it are parsed */
+    size_t parse = conn->closed != NULL ? rm_h2_closed_scan(conn->closed, (const uint8_t *)sock->input->bytes, len) : len;
+    ssize_t r = nghttp2_session_mem_recv(conn->ng, (const uint8_t *)sock->input->bytes, parse);
+    if (r >= 0 && parse != len) {
+        if (!conn->dead && !conn->lingering) {
+            /* RFC 9113 5.1: a connection error, as nghttp2 raises it for the closed streams it keeps */
+            rm_log_debug("h2", "DATA or HEADERS on a stream the client closed");
+            nghttp2_session_terminate_session(conn->ng, NGHTTP2_STREAM_CLOSED);
+            h2o_socket_read_stop(sock);
+            rm_h2conn_schedule_flush(conn);
+        }
+        h2o_buffer_consume(&sock->input, len);
+        release_input(sock);
+        return;
+    }
     if (r < 0) {
         /* a connection error: make sure a GOAWAY is queued (nghttp2 queues one itself for protocol
          * errors, not for callback failures), send it, then end once nothing is left to write */

@@ -20,11 +20,11 @@
 #include "http2/h2mem.h"
 
 /* A header field's bytes for a message: names and values of HPACK's static table are static storage in nghttp2 and are
- * used in place (nothing writes into field bytes); the others are copied into the message's pool. */
+ * used in place (nothing writes into field bytes); the others are copied into the message's pool. `v` is
+ * nghttp2_rcbuf_get_buf(rc), which the caller has already read. */
 static inline h2o_iovec_t
-rm_h2_field_copy(h2o_mem_pool_t *pool, nghttp2_rcbuf *rc)
+rm_h2_field_copy(h2o_mem_pool_t *pool, nghttp2_rcbuf *rc, nghttp2_vec v)
 {
-    nghttp2_vec v = nghttp2_rcbuf_get_buf(rc);
     if (nghttp2_rcbuf_is_static(rc))
         return h2o_iovec_init(v.base, v.len);
     return h2o_strdup(pool, (const char *)v.base, v.len);
@@ -38,6 +38,45 @@ rm_h2_field_copy(h2o_mem_pool_t *pool, nghttp2_rcbuf *rc)
 #define RM_H2_IDLE_RELEASE_MS 100
 
 typedef struct st_rm_h2conn_t rm_h2conn_t;
+
+/**
+ * RFC 9113 5.1 for streams the client closed, kept by the server connection instead of nghttp2: nghttp2 would keep a
+ * stream object for each of up to SETTINGS_MAX_CONCURRENT_STREAMS closed streams to answer such frames (a malloc'd
+ * object per request while the set fills, and hundreds of KiB per busy connection), so the server session runs with
+ * nghttp2_option_set_no_closed_streams and this answers instead. A stream whose client side ended (END_STREAM or the
+ * client's RST_STREAM) is noted by id; DATA or HEADERS that the client sends on a noted id afterwards is a connection
+ * error STREAM_CLOSED, raised by the connection's read (rm_h2conn_t.closed) at that frame: the frames before it are
+ * parsed, it and what follows are not. Frames on streams the agent reset while the client was still sending are not
+ * noted and nghttp2 ignores them, as RFC 9113 5.1 asks.
+ *
+ * Bound: RM_H2_CLOSED_IDS ids per connection, by slot (id >> 1) % RM_H2_CLOSED_IDS: an id shares its slot with the ids
+ * 64, 128, ... above it and is forgotten once one of those closes, after which frames on it are ignored (nghttp2 forgets
+ * the closed streams beyond its own bound the same way). About 40 instructions per request (docs/BENCHMARKS.md).
+ */
+#define RM_H2_CLOSED_IDS 32
+typedef struct st_rm_h2_closed_t {
+    int32_t ids[RM_H2_CLOSED_IDS];
+    /** bytes of input to pass over before the next frame header: the client preface, then the rest of a payload */
+    uint32_t skip;
+    /** a frame header split between reads: its first hdr_len bytes */
+    uint8_t hdr_len;
+    uint8_t hdr[9];
+} rm_h2_closed_t;
+
+/** Starts the scan of a server connection's input (at the client preface). */
+void rm_h2_closed_init(rm_h2_closed_t *c);
+/** Notes that the client side of stream `id` is closed. */
+static inline void
+rm_h2_closed_note(rm_h2_closed_t *c, int32_t id)
+{
+    c->ids[((uint32_t)id >> 1) % RM_H2_CLOSED_IDS] = id;
+}
+/**
+ * Reads the frame headers in `len` bytes of input (following the previous call's); notes the streams of RST_STREAM
+ * frames. Returns the offset where DATA or HEADERS on a noted stream starts (0 if its header began in an earlier read),
+ * or `len` if there is none.
+ */
+size_t rm_h2_closed_scan(rm_h2_closed_t *c, const uint8_t *data, size_t len);
 
 /** Kinds of HTTP/2 abuse (docs/hardening.md); the index of rm_listener_stats_t.h2_abuse. */
 typedef enum en_rm_h2_abuse_t {
@@ -70,6 +109,9 @@ struct st_rm_h2conn_t {
     void (*on_abuse)(rm_h2conn_t *conn, rm_h2_abuse_t kind);
     /** called after each read has been parsed without a connection error (may be NULL) */
     void (*after_recv)(rm_h2conn_t *conn);
+    /** a server connection's closed streams (rm_h2_closed_t; NULL on the client side): its input is scanned before
+     * nghttp2 parses it, and a frame on a closed stream ends the connection with STREAM_CLOSED */
+    rm_h2_closed_t *closed;
     /** the session's frame buffer when it is a slot that can be given back (rm_h2conn_session_new), else NULL */
     void *_framebuf;
     /** frames pulled from nghttp2 and not yet written (in _out, in _inflight); over max_out_frames (0: no bound)

@@ -45,6 +45,10 @@ typedef struct st_h2s_conn_t {
     /* the stream of the last header field (on_header is called once per field: this saves nghttp2's stream lookup for
      * all but the first of a block); cleared when that stream is freed */
     struct st_h2s_stream_t *hdr_stream;
+    /* streams the client closed (RFC 9113 5.1), answered here rather than by nghttp2 (rm_h2_closed_t) */
+    rm_h2_closed_t closed;
+    /* streams with reset_after_end set: while there is none, a frame sent needs no stream lookup */
+    uint32_t num_reset_after_end;
 } h2s_conn_t;
 
 typedef struct st_h2s_stream_t {
@@ -63,6 +67,7 @@ typedef struct st_h2s_stream_t {
     unsigned head_done : 1;
     unsigned has_markers : 1; /* a request field is named x-remora-...: take_markers has work */
     unsigned resp_done : 1;   /* END_STREAM or RST_STREAM submitted */
+    unsigned client_done : 1; /* END_STREAM received: the client's side is closed */
     /* the response ended before the request: reset the stream once the END_STREAM frame is out */
     unsigned reset_after_end : 1;
 } h2s_stream_t;
@@ -200,6 +205,8 @@ stream_free(h2s_stream_t *hs)
     --hs->conn->num_streams;
     if (hs->conn->hdr_stream == hs)
         hs->conn->hdr_stream = NULL;
+    if (hs->reset_after_end)
+        --hs->conn->num_reset_after_end;
     update_idle(hs->conn);
     rm_recycle_free(&stream_allocator, hs);
 }
@@ -266,7 +273,8 @@ on_header(nghttp2_session *ng, const nghttp2_frame *frame, nghttp2_rcbuf *name_r
             hs->trailers = h2o_mem_alloc_pool(&s->pool, sizeof(*hs->trailers));
             memset(hs->trailers, 0, sizeof(*hs->trailers));
         }
-        rm_headers_add(&s->pool, hs->trailers, rm_h2_field_copy(&s->pool, name_rc), rm_h2_field_copy(&s->pool, value_rc));
+        rm_headers_add(&s->pool, hs->trailers, rm_h2_field_copy(&s->pool, name_rc, name_v),
+                       rm_h2_field_copy(&s->pool, value_rc, value_v));
         return 0;
     }
     rm_req_head_t *req = &s->req;
@@ -274,7 +282,7 @@ on_header(nghttp2_session *ng, const nghttp2_frame *frame, nghttp2_rcbuf *name_r
      * compare byte for byte */
     const char *n = (const char *)name;
     if (namelen != 0 && name[0] == ':') {
-        h2o_iovec_t v = rm_h2_field_copy(&s->pool, value_rc);
+        h2o_iovec_t v = rm_h2_field_copy(&s->pool, value_rc, value_v);
         if (h2o_memis(n, namelen, H2O_STRLIT(":method")))
             req->method = v;
         else if (h2o_memis(n, namelen, H2O_STRLIT(":path")))
@@ -288,7 +296,7 @@ on_header(nghttp2_session *ng, const nghttp2_frame *frame, nghttp2_rcbuf *name_r
     if (h2o_memis(n, namelen, H2O_STRLIT("host"))) {
         /* :authority wins when both are present (RFC 9113 8.3.1) */
         if (req->authority.len == 0)
-            req->authority = rm_h2_field_copy(&s->pool, value_rc);
+            req->authority = rm_h2_field_copy(&s->pool, value_rc, value_v);
         return 0;
     }
     if (h2o_memis(n, namelen, H2O_STRLIT("content-length"))) {
@@ -305,7 +313,8 @@ on_header(nghttp2_session *ng, const nghttp2_frame *frame, nghttp2_rcbuf *name_r
         req->is_grpc = 1;
     else if (namelen > 9 && n[0] == 'x' && memcmp(n, "x-remora-", 9) == 0)
         hs->has_markers = 1; /* the prefix rm_headers_take_markers looks for */
-    rm_headers_add(&s->pool, &req->headers, rm_h2_field_copy(&s->pool, name_rc), rm_h2_field_copy(&s->pool, value_rc));
+    rm_headers_add(&s->pool, &req->headers, rm_h2_field_copy(&s->pool, name_rc, name_v),
+                   rm_h2_field_copy(&s->pool, value_rc, value_v));
     return 0;
 }
 
@@ -337,7 +346,11 @@ on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *user_data)
     h2s_stream_t *hs;
     switch (frame->hd.type) {
     case NGHTTP2_HEADERS:
-        if ((hs = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id)) == NULL || hs->s == NULL)
+        /* the stream of the block's fields, unless the block had none that reached on_header */
+        if (((hs = ((h2s_conn_t *)user_data)->hdr_stream) == NULL || hs->id != frame->hd.stream_id) &&
+            (hs = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id)) == NULL)
+            return 0;
+        if (hs->s == NULL)
             return 0;
         if (!hs->head_done) {
             hs->head_done = 1;
@@ -348,8 +361,11 @@ on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *user_data)
             nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, hs->id, NGHTTP2_PROTOCOL_ERROR);
             return 0;
         }
-        if ((frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0 && hs->s != NULL)
-            rm_stream_on_request_end(hs->s, hs->trailers);
+        if ((frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0) {
+            hs->client_done = 1;
+            if (hs->s != NULL)
+                rm_stream_on_request_end(hs->s, hs->trailers);
+        }
         break;
     case NGHTTP2_DATA:
         if ((frame->hd.flags & NGHTTP2_FLAG_PADDED) != 0 && frame->hd.length != 0) {
@@ -362,8 +378,11 @@ on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *user_data)
             }
         }
         if ((frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0 &&
-            (hs = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id)) != NULL && hs->s != NULL)
-            rm_stream_on_request_end(hs->s, NULL);
+            (hs = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id)) != NULL) {
+            hs->client_done = 1;
+            if (hs->s != NULL)
+                rm_stream_on_request_end(hs->s, NULL);
+        }
         break;
     default:
         break;
@@ -413,7 +432,8 @@ on_stream_close(nghttp2_session *ng, int32_t stream_id, uint32_t error_code, voi
     h2s_stream_t *hs = nghttp2_session_get_stream_user_data(ng, stream_id);
     if (hs == NULL)
         return 0;
-    nghttp2_session_set_stream_user_data(ng, stream_id, NULL);
+    /* its user data needs no clearing: nghttp2 keeps no closed stream (nghttp2_option_set_no_closed_streams), the stream
+     * object goes once this returns */
     rm_stream_t *s = hs->s;
     hs->s = NULL;
     /* Envoy's premature-reset rule: a stream reset before any response head within the window, by the client
@@ -422,6 +442,9 @@ on_stream_close(nghttp2_session *ng, int32_t stream_id, uint32_t error_code, voi
      * enough streams have closed */
     h2s_conn_t *conn = hs->conn;
     const rm_config_limits_t *limits = &conn->h2.worker->config->limits;
+    /* the client's RST_STREAM was noted by the scan of the input */
+    if (hs->client_done)
+        rm_h2_closed_note(&conn->closed, stream_id);
     ++conn->streams_closed;
     if (!hs->resp_done && (s == NULL || !s->resp_head_sent) &&
         uv_now(&conn->h2.worker->loop) - hs->started_ms < limits->h2_premature_reset_window_ms)
@@ -447,7 +470,8 @@ on_frame_send(nghttp2_session *ng, const nghttp2_frame *frame, void *user_data)
 {
     if (frame->hd.type == NGHTTP2_DATA)
         ++((h2s_conn_t *)user_data)->data_frames_sent;
-    if ((frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA) || (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) == 0)
+    if ((frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA) || (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) == 0 ||
+        ((h2s_conn_t *)user_data)->num_reset_after_end == 0)
         return 0;
     h2s_stream_t *hs = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
     if (hs != NULL && hs->reset_after_end && (hs->s == NULL || !hs->s->req_done))
@@ -479,6 +503,15 @@ on_invalid_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t
  * Response side
  */
 
+static void
+set_reset_after_end(h2s_stream_t *hs)
+{
+    if (!hs->reset_after_end) {
+        hs->reset_after_end = 1;
+        ++hs->conn->num_reset_after_end;
+    }
+}
+
 static ssize_t
 read_response_body(nghttp2_session *ng, int32_t stream_id, uint8_t *buf, size_t length, uint32_t *data_flags,
                    nghttp2_data_source *source, void *user_data)
@@ -496,7 +529,7 @@ read_response_body(nghttp2_session *ng, int32_t stream_id, uint8_t *buf, size_t 
         if (!s->req_done)
             /* the response is complete but the client is still sending: tell it to stop (RFC 9113
              * 8.1), after the frame that ends the response (nghttp2 would send a reset first) */
-            hs->reset_after_end = 1;
+            set_reset_after_end(hs);
         return n;
     }
     if (n == 0)
@@ -535,7 +568,7 @@ down_send_response_head(rm_stream_t *s)
         hs->resp_done = 1;
         r = nghttp2_submit_response(conn->h2.ng, hs->id, nvs.nva, nvs.len, NULL);
         if (r == 0 && !s->req_done)
-            hs->reset_after_end = 1;
+            set_reset_after_end(hs);
     } else {
         nghttp2_data_provider prd = {.source.ptr = hs, .read_callback = read_response_body};
         r = nghttp2_submit_response(conn->h2.ng, hs->id, nvs.nva, nvs.len, &prd);
@@ -721,6 +754,8 @@ rm_h2server_accept(rm_dconn_t *dc)
     conn->h2.on_abuse = on_conn_abuse;
     conn->h2.after_recv = start_pending_heads;
     conn->h2.max_out_frames = limits->h2_max_outbound_frames;
+    rm_h2_closed_init(&conn->closed);
+    conn->h2.closed = &conn->closed;
     /* options per session: the outbound-ACK bound is a limit of the current config */
     nghttp2_option *options;
     if (nghttp2_option_new(&options) != 0)
@@ -728,6 +763,8 @@ rm_h2server_accept(rm_dconn_t *dc)
     nghttp2_option_set_no_auto_window_update(options, 1);
     nghttp2_option_set_max_deflate_dynamic_table_size(options, 4096);
     nghttp2_option_set_max_outbound_ack(options, limits->h2_max_outbound_control_frames);
+    /* closed streams are the connection's (conn->closed): nghttp2 would keep an object per closed stream */
+    nghttp2_option_set_no_closed_streams(options, 1);
     int r = rm_h2conn_session_new(&conn->h2, 1, server_callbacks, conn, options);
     nghttp2_option_del(options);
     if (r != 0)

@@ -51,7 +51,8 @@ typedef enum en_rm_upstream_error_t {
 typedef enum en_rm_attempt_hash_t {
     RM_ATTEMPT_HASH_NONE = 0,    /* no key: the cluster's balancer as configured */
     RM_ATTEMPT_HASH_SESSION = 1, /* the route's sessionPersistence header or cookie: consistent hash whatever the balancer */
-    RM_ATTEMPT_HASH_SOURCE = 2,  /* the client's source address (ring hash without a session key) */
+    RM_ATTEMPT_HASH_SOURCE = 2,  /* the client's source address (ring hash without a session key): hash_key is not set, the
+                                    ring-hash balancer hashes the stream's peer address itself when it picks */
 } rm_attempt_hash_t;
 
 /** What the upstream codec provides to the attempt it has taken. */
@@ -122,7 +123,7 @@ struct st_rm_attempt_t {
     const char *backend;
     char endpoint_name[80];
 
-    /** the consistent-hash key (XXH64 of the session key or the source address), set by the router */
+    /** the consistent-hash key (XXH64 of the session key; RM_ATTEMPT_HASH_SESSION only), set by the router */
     uint64_t hash_key;
     rm_attempt_hash_t hash_kind;
     /**

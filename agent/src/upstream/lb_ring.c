@@ -15,8 +15,11 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include "remora/strutil.h"
 #include "proxy/attempt.h"
+#include "proxy/stream.h"
 #include "upstream/cluster.h"
 #include "upstream/lb.h"
 
@@ -109,13 +112,36 @@ ring_update(void *state, rm_endpoint_t *const *endpoints, size_t n)
     qsort(r->points, r->num_points, sizeof(*r->points), cmp_point);
 }
 
+/* The attempt's key: the session key, else the client's address without the port (every connection of a client hashes
+ * alike), hashed here rather than by the router for every request whatever the balancer; 0 if it has none. */
+static int
+attempt_key(const rm_attempt_t *a, uint64_t *key)
+{
+    if (a == NULL || a->hash_kind == RM_ATTEMPT_HASH_NONE)
+        return 0;
+    if (a->hash_kind == RM_ATTEMPT_HASH_SESSION) {
+        *key = a->hash_key;
+        return 1;
+    }
+    const struct sockaddr_storage *ss = &a->stream->peer;
+    if (ss->ss_family == AF_INET)
+        *key = rm_lb_hash64(&((const struct sockaddr_in *)ss)->sin_addr, sizeof(struct in_addr), 0);
+    else if (ss->ss_family == AF_INET6)
+        *key = rm_lb_hash64(&((const struct sockaddr_in6 *)ss)->sin6_addr, sizeof(struct in6_addr), 0);
+    else
+        return 0;
+    return 1;
+}
+
 static rm_endpoint_t *
 ring_pick(void *state, rm_endpoint_t *const *endpoints, size_t n, const rm_attempt_t *a)
 {
     ring_t *r = state;
     if (r->endpoints != endpoints || r->n != n)
         ring_update(r, endpoints, n);
-    uint64_t h = a != NULL && a->hash_kind != RM_ATTEMPT_HASH_NONE ? a->hash_key : rm_lb_random(&r->rng);
+    uint64_t h;
+    if (!attempt_key(a, &h))
+        h = rm_lb_random(&r->rng);
     size_t lo = 0, hi = r->num_points; /* the first point at or after h, wrapping around */
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
