@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <strings.h>
 #include <time.h>
 #include "remora/log.h"
@@ -242,9 +243,24 @@ rm_read_file(const char *path, size_t max, char *err, size_t errsz)
         snprintf(err, errsz, "%s: %s", path, strerror(errno));
         return NULL;
     }
-    char *buf = rm_malloc(max + 2);
-    size_t n = fread(buf, 1, max + 1, fp);
-    int failed = ferror(fp);
+    /* the buffer grows with what is read (the file's size as the first guess), never to `max` up front: a 1 MiB
+     * malloc for a 1 KiB file would also raise glibc's dynamic mmap and trim thresholds for the whole process */
+    struct stat st;
+    size_t cap = fstat(fileno(fp), &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0 ? (size_t)st.st_size + 1 : 4096;
+    if (cap > max + 1)
+        cap = max + 1;
+    char *buf = rm_malloc(cap + 1);
+    size_t n = 0;
+    int failed = 0;
+    for (;;) {
+        n += fread(buf + n, 1, cap - n, fp);
+        if ((failed = ferror(fp)) != 0 || feof(fp) || n > max)
+            break;
+        if (n == cap) { /* full: the file is longer than its size said, or not a regular file */
+            cap = cap * 2 > max + 1 ? max + 1 : cap * 2;
+            buf = rm_realloc(buf, cap + 1);
+        }
+    }
     fclose(fp);
     if (failed || n == 0 || n > max) {
         snprintf(err, errsz, "%s: %s", path, failed ? "read error" : n == 0 ? "the file is empty" : "the file is too large");

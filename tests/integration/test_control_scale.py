@@ -6,7 +6,8 @@ with -s to see them); REMORA_CONTROL_SCALE_OUT=FILE also writes them as JSON.
 And the agent's side (test_agent_memory_per_service): one real remora-agent (2 workers, transparent
 listeners and an explicit one) learns 2000 Services and 2000 HTTPRoutes; its RSS per known Service is
 bounded (docs/BENCHMARKS.md, "Scale"), a Service among them still answers, and calling 10 of them
-(their cluster runtimes are built on the first request) is reported."""
+(their cluster runtimes are built on the first request) is reported. test_agent_memory_api and
+test_agent_memory_addressed bound the other two shapes of docs/BENCHMARKS.md."""
 
 import json
 import os
@@ -77,9 +78,15 @@ def test_apply_to_all_ack(control, tmp_path, num_agents):
 
 NUM_SERVICES = 2000
 # RSS per known Service (a Service and one HTTPRoute), beyond the agent's figure with one Service.
-# Issue 12's target is 1 KiB (measured: about 990 bytes); what this shape measures and where the bytes go:
-# docs/BENCHMARKS.md, "Scale".
+# Issue 12's target is 1 KiB (measured: 676-750 bytes, then 1128-1139 with the working tree of 06:05, where the
+# control thread's malloc arena keeps more of the second snapshot's freed memory resident: 659 with fixed malloc
+# thresholds); what this shape measures and where the bytes go: docs/BENCHMARKS.md, "Scale".
 PER_SERVICE_BUDGET = 1280
+
+
+# The agent's first stats summary to the control plane (10 s after it connects by default) adds about 2.5 MB that
+# stays, whatever the number of Services: with one a second, every figure here is taken after it.
+STATS_ARGS = ["--stats-interval-ms", "1000"]
 
 
 def _rss_kb(pid):
@@ -90,10 +97,29 @@ def _rss_kb(pid):
     return 0
 
 
-def _settled_rss_kb(proc, seconds=2.5):
-    """RSS once the heap freed by a config change has been returned (worker 0 trims 1 s after it)."""
+def _settled_rss_kb(proc, seconds=2.5, limit=8.0):
+    """RSS once the memory freed by a config change has been returned: at least `seconds` after it (the agent trims its
+    heap and drops the file pages it no longer uses 2 s after a snapshot is in service, lifecycle.c), then until two
+    samples 0.5 s apart agree (at most `limit` seconds in all)."""
     time.sleep(seconds)
-    return _rss_kb(proc.pid)
+    deadline = time.monotonic() + limit - seconds
+    rss = _rss_kb(proc.pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = _rss_kb(proc.pid)
+        if now == rss:
+            break
+        rss = now
+    return rss
+
+
+def _idle_rss_kb(control, agent, node_id, endpoint):
+    """The agent's RSS knowing one Service ("base", at `endpoint`) once it is settled: after a second snapshot (base
+    as gRPC), since the first one's start-up memory is partly given back at the next (docs/BENCHMARKS.md "Scale")."""
+    wait_until(lambda: (agent_status(control, node_id) or {}).get("appliedVersion") == 1, timeout=15, what="the agent at v1")
+    assert control.ctl("apply", "-f", "-", stdin=service_doc("base", [endpoint], protocol="grpc")).rc == 0
+    wait_until(lambda: (agent_status(control, node_id) or {}).get("appliedVersion") == 2, timeout=15, what="the agent at v2")
+    return _settled_rss_kb(agent)
 
 
 def _shape_docs(shape, first, n, port=27201):
@@ -146,11 +172,9 @@ def test_agent_memory_per_service(control, tmp_path):
         argv = [AGENT, "--control", control.addr, "--node-id", "mem", "--state-dir", state, "--workers", "2",
                 "--listen", f"127.0.0.1:{port}", "--transparent", "--outbound-port", str(free_port()),
                 "--inbound-port", str(free_port()), "--admin", f"127.0.0.1:{admin}",
-                "--health", f"127.0.0.1:{health}"] + control.agent_args("mem")
+                "--health", f"127.0.0.1:{health}"] + STATS_ARGS + control.agent_args("mem")
         agent = Proc(argv, os.path.join(workdir, "agent.log"))
-        wait_until(lambda: (agent_status(control, "mem") or {}).get("appliedVersion") == 1, timeout=15,
-                   what="the agent at v1")
-        rss_idle = _settled_rss_kb(agent)
+        rss_idle = _idle_rss_kb(control, agent, "mem", f"127.0.0.1:{origin_port}")
 
         rss, apply_s, have = {}, {}, 0
         for n in (500, NUM_SERVICES):
@@ -188,10 +212,56 @@ def test_agent_memory_per_service(control, tmp_path):
     assert per_service <= PER_SERVICE_BUDGET, fig
 
 
-# The addressed shape (_shape_docs): two routes and an outbound Service listener per Service (measured: about
-# 1750 bytes). An inbound Service listener and inbound cluster for each of the mesh's endpoints (about 1.3 KB more
-# per Service, as before issue 12's section 5) would not fit in it.
-ADDRESSED_BUDGET = 2048
+# The api shape (_shape_docs): two routes per Service, the HTTPRoute's (PathPrefix /api) and the Service's own
+# catch-all. Measured 1,022-1,028 bytes (docs/BENCHMARKS.md "Scale"): at issue 12's 1 KiB, so the bound leaves the
+# heap's layout a margin.
+API_BUDGET = 1152
+# The addressed shape (_shape_docs): two routes and an outbound Service listener per Service (measured: 1,425-1,434
+# bytes). An inbound Service listener and inbound cluster for each of the mesh's endpoints (about 1.3 KB more per
+# Service, as before issue 12's section 5) would not fit in it.
+ADDRESSED_BUDGET = 1536
+
+
+def _shape_memory(control, workdir, shape, node_id):
+    """One agent (as test_agent_memory_per_service's) learns NUM_SERVICES Services of `shape` (_shape_docs) after the
+    base Service; returns (RSS with the base only, RSS with them all, the admin config dump)."""
+    assert control.ctl("apply", "-f", "-", stdin=service_doc("base", ["127.0.0.1:27201"], protocol="http1")).rc == 0
+    state = os.path.join(workdir, "agent.state")
+    os.makedirs(state)
+    admin = free_port()
+    argv = [AGENT, "--control", control.addr, "--node-id", node_id, "--state-dir", state, "--workers", "2",
+            "--listen", f"127.0.0.1:{free_port()}", "--transparent", "--outbound-port", str(free_port()),
+            "--inbound-port", str(free_port()), "--admin", f"127.0.0.1:{admin}",
+            "--health", f"127.0.0.1:{free_port()}"] + STATS_ARGS + control.agent_args(node_id)
+    agent = Proc(argv, os.path.join(workdir, "agent.log"))
+    try:
+        rss_idle = _idle_rss_kb(control, agent, node_id, "127.0.0.1:27201")
+        r = control.ctl("apply", "-f", "-", "--wait", "--timeout", "30", stdin=_shape_docs(shape, 0, NUM_SERVICES),
+                        timeout=60)
+        assert r.rc == 0, r
+        assert agent.alive(), agent.log_text()[-3000:]
+        rss = _settled_rss_kb(agent)
+        # the snapshot is in service (admin config dump)
+        status, _, body = http_get("127.0.0.1", admin, "/config_dump", timeout=10)
+        assert status == 200, status
+        dump = json.loads(body)
+    finally:
+        rc = agent.stop(signal.SIGTERM, timeout=10)
+        assert rc == 0, agent.log_text()[-3000:]
+    return rss_idle, rss, dump
+
+
+@pytest.mark.agent_only
+@pytest.mark.skipif(SANITIZED, reason="RSS under the sanitizers measures their shadow memory, not the agent's")
+def test_agent_memory_api(control, tmp_path):
+    """2000 Services whose HTTPRoute matches PathPrefix /api: each keeps its own catch-all route too."""
+    rss_idle, rss, dump = _shape_memory(control, str(tmp_path), "api", "api")
+    routes = dump["listeners"][0]["routes"]
+    assert len(routes) == 2 * NUM_SERVICES + 1, len(routes)
+    per_service = (rss - rss_idle) * 1024 / NUM_SERVICES
+    fig = {"rss_kb_one_service": rss_idle, "rss_kb_known": rss, "bytes_per_known_service": round(per_service)}
+    print(f"\nagent memory per Service, api shape: {json.dumps(fig)}")
+    assert per_service <= API_BUDGET, fig
 
 
 @pytest.mark.agent_only
@@ -199,35 +269,12 @@ ADDRESSED_BUDGET = 2048
 def test_agent_memory_addressed(control, tmp_path):
     """2000 Services with a virtual address each and an endpoint on another node: the agent builds outbound
     Service listeners for the addresses, and inbound ones only for its own addresses (none of these)."""
-    workdir = str(tmp_path)
-    assert control.ctl("apply", "-f", "-", stdin=service_doc("base", ["127.0.0.1:27201"], protocol="http1")).rc == 0
-    state = os.path.join(workdir, "agent.state")
-    os.makedirs(state)
-    admin = free_port()
-    argv = [AGENT, "--control", control.addr, "--node-id", "addr", "--state-dir", state, "--workers", "2",
-            "--listen", f"127.0.0.1:{free_port()}", "--transparent", "--outbound-port", str(free_port()),
-            "--inbound-port", str(free_port()), "--admin", f"127.0.0.1:{admin}",
-            "--health", f"127.0.0.1:{free_port()}"] + control.agent_args("addr")
-    agent = Proc(argv, os.path.join(workdir, "agent.log"))
-    try:
-        wait_until(lambda: (agent_status(control, "addr") or {}).get("appliedVersion") == 1, timeout=15,
-                   what="the agent at v1")
-        rss_idle = _settled_rss_kb(agent)
-        r = control.ctl("apply", "-f", "-", "--wait", "--timeout", "30", stdin=_shape_docs("addressed", 0, NUM_SERVICES),
-                        timeout=60)
-        assert r.rc == 0, r
-        assert agent.alive(), agent.log_text()[-3000:]
-        rss = _settled_rss_kb(agent)
-        # the snapshot is in service (admin config dump): an inbound cluster (and Service listener) for the endpoint
-        # on this agent's own address (base's, 127.0.0.1, on the IPv4 inbound listener), none for the other nodes'
-        status, _, body = http_get("127.0.0.1", admin, "/config_dump", timeout=10)
-        assert status == 200, status
-        names = [c["name"] for c in json.loads(body)["clusters"]]
-        assert len(names) == NUM_SERVICES + 2, (len(names), names[:5])
-        assert [n for n in names if n.startswith("inbound")] == ["inbound/base.default/27201"], names[-5:]
-    finally:
-        rc = agent.stop(signal.SIGTERM, timeout=10)
-        assert rc == 0, agent.log_text()[-3000:]
+    rss_idle, rss, dump = _shape_memory(control, str(tmp_path), "addressed", "addr")
+    # an inbound cluster (and Service listener) for the endpoint on this agent's own address (base's, 127.0.0.1, on
+    # the IPv4 inbound listener), none for the other nodes'
+    names = [c["name"] for c in dump["clusters"]]
+    assert len(names) == NUM_SERVICES + 2, (len(names), names[:5])
+    assert [n for n in names if n.startswith("inbound")] == ["inbound/base.default/27201"], names[-5:]
     per_service = (rss - rss_idle) * 1024 / NUM_SERVICES
     fig = {"rss_kb_one_service": rss_idle, "rss_kb_known": rss, "bytes_per_known_service": round(per_service)}
     print(f"\nagent memory per Service, addressed shape: {json.dumps(fig)}")
@@ -262,12 +309,11 @@ def _measure(argv):
         os.makedirs(state)
         argv = [AGENT, "--control", cp.addr, "--node-id", "scale", "--state-dir", state, "--workers", "2",
                 "--listen", f"127.0.0.1:{free_port()}", "--admin", f"127.0.0.1:{free_port()}",
-                "--health", f"127.0.0.1:{free_port()}"] + cp.agent_args("scale")
+                "--health", f"127.0.0.1:{free_port()}"] + STATS_ARGS + cp.agent_args("scale")
         if args.transparent:
             argv += ["--transparent", "--outbound-port", str(free_port()), "--inbound-port", str(free_port())]
         agent = Proc(argv, os.path.join(work, "agent.log"))
-        wait_until(lambda: (agent_status(cp, "scale") or {}).get("appliedVersion") == 1, timeout=20, what="v1")
-        base = _settled_rss_kb(agent)
+        base = _idle_rss_kb(cp, agent, "scale", "127.0.0.1:27201")
         print(f"services 1: VmRSS {base} kB", flush=True)
         have = 0
         for n in args.counts:

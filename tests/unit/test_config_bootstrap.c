@@ -60,6 +60,21 @@ load(const char *yaml, rm_config_error_t *err)
     return rm_config_load_string(yaml, strlen(yaml), "test.yaml", err);
 }
 
+/* A route's retry policy and header modifiers, absent ones as their empty defaults (they are NULL then) */
+static const rm_config_retry_t *
+retry_of(const rm_config_route_t *r)
+{
+    static const rm_config_retry_t none;
+    return r->retry != NULL ? r->retry : &none;
+}
+
+static const rm_config_header_mod_t *
+mod_of(const rm_config_header_mod_t *m)
+{
+    static const rm_config_header_mod_t none;
+    return m != NULL ? m : &none;
+}
+
 static unsigned
 port_of(const rm_config_addr_t *a)
 {
@@ -202,13 +217,13 @@ test_full(void **state)
     assert_string_equal(cl->endpoints[0].host, "127.0.0.1");
     assert_int_equal(cl->endpoints[0].port, 27201);
     assert_true(cl->endpoints[0].is_ip);
-    assert_int_equal(cl->endpoints[0].addr.addr.ss_family, AF_INET);
-    assert_int_equal(port_of(&cl->endpoints[0].addr), 27201);
+    assert_int_equal(cl->endpoints[0].addr.family, AF_INET);
+    assert_int_equal(cl->endpoints[0].addr.port, 27201);
     assert_string_equal(cl->endpoints[1].host, "echo.local");
     assert_false(cl->endpoints[1].is_ip);
     assert_string_equal(cl->endpoints[2].host, "::1");
     assert_true(cl->endpoints[2].is_ip);
-    assert_int_equal(cl->endpoints[2].addr.addr.ss_family, AF_INET6);
+    assert_int_equal(cl->endpoints[2].addr.family, AF_INET6);
     assert_int_equal(cl->connect_timeout_ms, 250);
     assert_int_equal(cl->h2_connections, 2);
     assert_int_equal(cl->h1_max_idle, 8);
@@ -394,27 +409,27 @@ test_policy(void **state)
     assert_false(r->headers[1].is_regex);
     assert_int_equal(r->timeout_ms, 10000);
     assert_int_equal(r->per_try_timeout_ms, 200);
-    assert_int_equal(r->retry.attempts, 2);
-    assert_int_equal(r->retry.backoff_base_ms, 30);
-    assert_int_equal(r->retry.backoff_max_ms, 400);
-    assert_int_equal(r->retry.conditions, RM_RETRY_ON_RESET | RM_RETRY_ON_CONNECT_FAILURE);
-    assert_int_equal(r->retry.num_http_statuses, 3); /* sorted, deduplicated */
-    assert_int_equal(r->retry.http_statuses[0], 502);
-    assert_int_equal(r->retry.http_statuses[1], 503);
-    assert_int_equal(r->retry.http_statuses[2], 504);
-    assert_int_equal(r->retry.grpc_status_mask, (1u << 14) | (1u << 1) | (1u << 4));
-    assert_int_equal(r->retry.max_replay_bytes, 0); /* an explicit 0 stays: only requests without a body are retried */
-    assert_int_equal(r->request_headers.num_set, 2);
-    assert_string_equal(r->request_headers.set[0].name, "x-env");
-    assert_string_equal(r->request_headers.set[0].value, "prod");
-    assert_string_equal(r->request_headers.set[1].name, "host");
-    assert_int_equal(r->request_headers.num_add, 2); /* add may repeat a name */
-    assert_string_equal(r->request_headers.add[1].value, "");
-    assert_int_equal(r->request_headers.num_remove, 2);
-    assert_string_equal(r->request_headers.remove[0], "x-debug");
-    assert_int_equal(r->response_headers.num_set, 0);
-    assert_int_equal(r->response_headers.num_remove, 1);
-    assert_string_equal(r->response_headers.remove[0], "server");
+    assert_int_equal(retry_of(r)->attempts, 2);
+    assert_int_equal(retry_of(r)->backoff_base_ms, 30);
+    assert_int_equal(retry_of(r)->backoff_max_ms, 400);
+    assert_int_equal(retry_of(r)->conditions, RM_RETRY_ON_RESET | RM_RETRY_ON_CONNECT_FAILURE);
+    assert_int_equal(retry_of(r)->num_http_statuses, 3); /* sorted, deduplicated */
+    assert_int_equal(retry_of(r)->http_statuses[0], 502);
+    assert_int_equal(retry_of(r)->http_statuses[1], 503);
+    assert_int_equal(retry_of(r)->http_statuses[2], 504);
+    assert_int_equal(retry_of(r)->grpc_status_mask, (1u << 14) | (1u << 1) | (1u << 4));
+    assert_int_equal(retry_of(r)->max_replay_bytes, 0); /* an explicit 0 stays: only requests without a body are retried */
+    assert_int_equal(mod_of(r->request_headers)->num_set, 2);
+    assert_string_equal(mod_of(r->request_headers)->set[0].name, "x-env");
+    assert_string_equal(mod_of(r->request_headers)->set[0].value, "prod");
+    assert_string_equal(mod_of(r->request_headers)->set[1].name, "host");
+    assert_int_equal(mod_of(r->request_headers)->num_add, 2); /* add may repeat a name */
+    assert_string_equal(mod_of(r->request_headers)->add[1].value, "");
+    assert_int_equal(mod_of(r->request_headers)->num_remove, 2);
+    assert_string_equal(mod_of(r->request_headers)->remove[0], "x-debug");
+    assert_int_equal(mod_of(r->response_headers)->num_set, 0);
+    assert_int_equal(mod_of(r->response_headers)->num_remove, 1);
+    assert_string_equal(mod_of(r->response_headers)->remove[0], "server");
     assert_int_equal(r->num_mirrors, 3);
     assert_int_equal(r->mirrors[0].cluster_index, 1);
     assert_int_equal(r->mirrors[0].per_million, 5000);
@@ -441,7 +456,7 @@ test_policy(void **state)
     assert_string_equal(r->redirect->path, "/new/");
     assert_null(r->cluster_name);
     assert_true(r->cluster_index == RM_CONFIG_NO_CLUSTER);
-    assert_int_equal(r->retry.attempts, 0);
+    assert_int_equal(retry_of(r)->attempts, 0);
     assert_null(r->_compiled);
 
     r = l->routes + 2; /* prefix rewrites are allowed on a route without a path match (Gateway API: PathPrefix "/") */
@@ -459,13 +474,13 @@ test_policy(void **state)
     assert_string_equal(r->url_rewrite->path, "/v2/");
 
     r = l->routes + 4; /* an empty retry block: one retry, defaults, the always-safe conditions */
-    assert_int_equal(r->retry.attempts, 1);
-    assert_int_equal(r->retry.backoff_base_ms, 25);
-    assert_int_equal(r->retry.backoff_max_ms, 250);
-    assert_int_equal(r->retry.conditions, RM_RETRY_ON_CONNECT_FAILURE | RM_RETRY_ON_REFUSED_STREAM);
-    assert_int_equal(r->retry.num_http_statuses, 0);
-    assert_int_equal(r->retry.grpc_status_mask, 0);
-    assert_int_equal(r->retry.max_replay_bytes, 65536);
+    assert_int_equal(retry_of(r)->attempts, 1);
+    assert_int_equal(retry_of(r)->backoff_base_ms, 25);
+    assert_int_equal(retry_of(r)->backoff_max_ms, 250);
+    assert_int_equal(retry_of(r)->conditions, RM_RETRY_ON_CONNECT_FAILURE | RM_RETRY_ON_REFUSED_STREAM);
+    assert_int_equal(retry_of(r)->num_http_statuses, 0);
+    assert_int_equal(retry_of(r)->grpc_status_mask, 0);
+    assert_int_equal(retry_of(r)->max_replay_bytes, 65536);
     assert_int_equal(r->fault->abort_grpc_status, 8);
     assert_int_equal(r->fault->abort_http_status, 0);
     assert_int_equal(r->fault->abort_per_million, 1000000);
@@ -474,8 +489,8 @@ test_policy(void **state)
     assert_int_equal(r->url_rewrite->path_type, RM_PATH_REWRITE_FULL);
 
     r = l->routes + 5;
-    assert_int_equal(r->retry.attempts, 0);
-    assert_int_equal(r->retry.conditions, 0);
+    assert_int_equal(retry_of(r)->attempts, 0);
+    assert_int_equal(retry_of(r)->conditions, 0);
     assert_int_equal(r->fault->delay_ms, 5);
     assert_int_equal(r->fault->delay_per_million, 1000000);
     assert_int_equal(r->fault->abort_per_million, 0);
@@ -1044,61 +1059,61 @@ test_validate_policy(void **state)
     /* retry: a policy with only attempts gets every default */
     c = by_hand();
     r = route_of(c);
-    r->retry.attempts = 2;
+    rm_config_route_retry(c, r)->attempts = 2;
     expect_valid(c);
-    assert_int_equal(r->retry.backoff_base_ms, 25);
-    assert_int_equal(r->retry.backoff_max_ms, 250);
-    assert_int_equal(r->retry.max_replay_bytes, 65536);
+    assert_int_equal(retry_of(r)->backoff_base_ms, 25);
+    assert_int_equal(retry_of(r)->backoff_max_ms, 250);
+    assert_int_equal(retry_of(r)->max_replay_bytes, 65536);
     assert_true(r->cluster_index == 0);
     rm_config_unref(c);
     /* ... but once its numbers are set, a zero replay bound is kept */
     c = by_hand();
     r = route_of(c);
-    r->retry.attempts = 1;
-    r->retry.backoff_base_ms = 40;
+    rm_config_route_retry(c, r)->attempts = 1;
+    rm_config_route_retry(c, r)->backoff_base_ms = 40;
     expect_valid(c);
-    assert_int_equal(r->retry.backoff_max_ms, 400);
-    assert_int_equal(r->retry.max_replay_bytes, 0);
+    assert_int_equal(retry_of(r)->backoff_max_ms, 400);
+    assert_int_equal(retry_of(r)->max_replay_bytes, 0);
     rm_config_unref(c);
     c = by_hand();
     r = route_of(c);
-    rm_config_retry_set_defaults(&r->retry);
-    assert_int_equal(r->retry.attempts, 0);
-    assert_int_equal(r->retry.max_replay_bytes, 65536);
-    r->retry.attempts = 3;
-    r->retry.http_statuses = calloc(5, sizeof(uint16_t));
-    memcpy(r->retry.http_statuses, (uint16_t[]){504, 502, 504, 502, 503}, 5 * sizeof(uint16_t));
-    r->retry.num_http_statuses = 5;
+    rm_config_retry_set_defaults(rm_config_route_retry(c, r));
+    assert_int_equal(retry_of(r)->attempts, 0);
+    assert_int_equal(retry_of(r)->max_replay_bytes, 65536);
+    rm_config_route_retry(c, r)->attempts = 3;
+    rm_config_route_retry(c, r)->http_statuses = calloc(5, sizeof(uint16_t));
+    memcpy(rm_config_route_retry(c, r)->http_statuses, (uint16_t[]){504, 502, 504, 502, 503}, 5 * sizeof(uint16_t));
+    rm_config_route_retry(c, r)->num_http_statuses = 5;
     expect_valid(c);
-    assert_int_equal(r->retry.num_http_statuses, 3);
-    assert_int_equal(r->retry.http_statuses[0], 502);
-    assert_int_equal(r->retry.http_statuses[1], 503);
-    assert_int_equal(r->retry.http_statuses[2], 504);
+    assert_int_equal(retry_of(r)->num_http_statuses, 3);
+    assert_int_equal(retry_of(r)->http_statuses[0], 502);
+    assert_int_equal(retry_of(r)->http_statuses[1], 503);
+    assert_int_equal(retry_of(r)->http_statuses[2], 504);
     rm_config_unref(c);
     c = by_hand();
-    route_of(c)->retry.attempts = 11;
+    rm_config_route_retry(c, route_of(c))->attempts = 11;
     expect_invalid(c, "retry.attempts must be 0-10, got 11");
     c = by_hand();
     r = route_of(c);
-    r->retry.attempts = 1;
-    r->retry.http_statuses = calloc(1, sizeof(uint16_t));
-    r->retry.http_statuses[0] = 99;
-    r->retry.num_http_statuses = 1;
+    rm_config_route_retry(c, r)->attempts = 1;
+    rm_config_route_retry(c, r)->http_statuses = calloc(1, sizeof(uint16_t));
+    rm_config_route_retry(c, r)->http_statuses[0] = 99;
+    rm_config_route_retry(c, r)->num_http_statuses = 1;
     expect_invalid(c, "retry.http_statuses must be 100-599, got 99");
     c = by_hand();
-    route_of(c)->retry.conditions = 0x8;
+    rm_config_route_retry(c, route_of(c))->conditions = 0x8;
     expect_invalid(c, "retry.on has unknown condition bits 0x8");
     c = by_hand();
-    route_of(c)->retry.grpc_status_mask = 1u << 17;
+    rm_config_route_retry(c, route_of(c))->grpc_status_mask = 1u << 17;
     expect_invalid(c, "retry.grpc_statuses: gRPC status codes are 0-16");
     c = by_hand();
     r = route_of(c);
-    r->retry.attempts = 1;
-    r->retry.backoff_base_ms = 100;
-    r->retry.backoff_max_ms = 99;
+    rm_config_route_retry(c, r)->attempts = 1;
+    rm_config_route_retry(c, r)->backoff_base_ms = 100;
+    rm_config_route_retry(c, r)->backoff_max_ms = 99;
     expect_invalid(c, "retry.max_backoff_ms must be retry.backoff_ms (100)-600000, got 99");
     c = by_hand();
-    route_of(c)->retry.max_replay_bytes = 16 * 1024 * 1024 + 1;
+    rm_config_route_retry(c, route_of(c))->max_replay_bytes = 16 * 1024 * 1024 + 1;
     expect_invalid(c, "retry.max_replay_bytes must be 0-16777216");
     c = by_hand();
     route_of(c)->timeout_ms = 100;
@@ -1108,18 +1123,18 @@ test_validate_policy(void **state)
     /* header modifiers: names lower-cased, hop-by-hop and pseudo-headers refused, host only set in requests */
     c = by_hand();
     r = route_of(c);
-    r->request_headers.set = headers(2, "X-Env", "prod", "Host", "api.internal");
-    r->request_headers.num_set = 2;
-    r->request_headers.remove = calloc(1, sizeof(char *));
-    r->request_headers.remove[0] = strdup("X-Debug");
-    r->request_headers.num_remove = 1;
-    r->response_headers.add = headers(1, "Host", "x");
-    r->response_headers.num_add = 1;
+    rm_config_route_header_mod(c, r, 0)->set = headers(2, "X-Env", "prod", "Host", "api.internal");
+    rm_config_route_header_mod(c, r, 0)->num_set = 2;
+    rm_config_route_header_mod(c, r, 0)->remove = calloc(1, sizeof(char *));
+    rm_config_route_header_mod(c, r, 0)->remove[0] = strdup("X-Debug");
+    rm_config_route_header_mod(c, r, 0)->num_remove = 1;
+    rm_config_route_header_mod(c, r, 1)->add = headers(1, "Host", "x");
+    rm_config_route_header_mod(c, r, 1)->num_add = 1;
     expect_valid(c);
-    assert_string_equal(r->request_headers.set[0].name, "x-env");
-    assert_string_equal(r->request_headers.set[1].name, "host");
-    assert_string_equal(r->request_headers.remove[0], "x-debug");
-    assert_string_equal(r->response_headers.add[0].name, "host");
+    assert_string_equal(mod_of(r->request_headers)->set[0].name, "x-env");
+    assert_string_equal(mod_of(r->request_headers)->set[1].name, "host");
+    assert_string_equal(mod_of(r->request_headers)->remove[0], "x-debug");
+    assert_string_equal(mod_of(r->response_headers)->add[0].name, "host");
     rm_config_unref(c);
     static const struct {
         int response, op;
@@ -1142,7 +1157,7 @@ test_validate_policy(void **state)
     for (size_t i = 0; i != sizeof(bad_headers) / sizeof(bad_headers[0]); ++i) {
         c = by_hand();
         r = route_of(c);
-        rm_config_header_mod_t *m = bad_headers[i].response ? &r->response_headers : &r->request_headers;
+        rm_config_header_mod_t *m = rm_config_route_header_mod(c, r, bad_headers[i].response);
         if (bad_headers[i].op == 2) {
             m->remove = calloc(1, sizeof(char *));
             m->remove[0] = strdup(bad_headers[i].name);
@@ -1157,12 +1172,12 @@ test_validate_policy(void **state)
         expect_invalid(c, bad_headers[i].want);
     }
     c = by_hand();
-    route_of(c)->request_headers.set = headers(2, "X-A", "1", "x-a", "2");
-    route_of(c)->request_headers.num_set = 2;
+    rm_config_route_header_mod(c, route_of(c), 0)->set = headers(2, "X-A", "1", "x-a", "2");
+    rm_config_route_header_mod(c, route_of(c), 0)->num_set = 2;
     expect_invalid(c, "request_headers.set 'x-a' is listed twice");
     c = by_hand();
-    route_of(c)->response_headers.set = headers(1, "x-a", "1\r\n");
-    route_of(c)->response_headers.num_set = 1;
+    rm_config_route_header_mod(c, route_of(c), 1)->set = headers(1, "x-a", "1\r\n");
+    rm_config_route_header_mod(c, route_of(c), 1)->num_set = 1;
     expect_invalid(c, "response_headers.set 'x-a': the value is missing or contains control characters");
 
     /* mirrors: names resolved, with a hint when unknown */
@@ -1371,7 +1386,7 @@ test_examples(void **state)
     snprintf(path, sizeof(path), "%s/examples/agent-policy.yaml", dir);
     if ((c = rm_config_load_file(path, &err)) == NULL)
         fail_msg("%s", rm_config_error_format(&err, msg, sizeof(msg)));
-    assert_int_equal(c->listeners[0].routes[0].retry.attempts, 2);
+    assert_int_equal(retry_of(&c->listeners[0].routes[0])->attempts, 2);
     assert_non_null(c->listeners[0].routes[0]._compiled);
     assert_true(c->listeners[0].routes[3].cluster_index == RM_CONFIG_NO_CLUSTER);
     rm_config_unref(c);

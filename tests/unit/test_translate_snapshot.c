@@ -322,6 +322,21 @@ expect_nack(Remora__V1__Snapshot *snap, const char *text)
         fail_msg("want a NACK containing '%s'; got %s '%s'", text, c != NULL ? "a config and" : "the reason", reason);
 }
 
+/* A route's retry policy and header modifiers, absent ones as their empty defaults (they are NULL then) */
+static const rm_config_retry_t *
+retry_of(const rm_config_route_t *r)
+{
+    static const rm_config_retry_t none;
+    return r->retry != NULL ? r->retry : &none;
+}
+
+static const rm_config_header_mod_t *
+mod_of(const rm_config_header_mod_t *m)
+{
+    static const rm_config_header_mod_t none;
+    return m != NULL ? m : &none;
+}
+
 static const rm_config_route_t *
 find_route(const rm_config_listener_t *l, const char *prefix, size_t nth)
 {
@@ -428,22 +443,22 @@ test_http_rule_policy(void **state)
         assert_int_equal(r->headers[0].is_regex, 1);
         assert_int_equal(r->timeout_ms, 10000);
         assert_int_equal(r->per_try_timeout_ms, 2000);
-        assert_int_equal(r->retry.attempts, 2);
-        assert_int_equal(r->retry.backoff_base_ms, 100);
-        assert_int_equal(r->retry.backoff_max_ms, 1000);
-        assert_int_equal(r->retry.max_replay_bytes, 65536);
-        assert_int_equal(r->retry.conditions, RM_RETRY_ON_CONNECT_FAILURE | RM_RETRY_ON_RESET);
-        assert_int_equal(r->retry.num_http_statuses, 2);
-        assert_int_equal(r->retry.http_statuses[0], 502); /* sorted at validation */
-        assert_int_equal(r->retry.http_statuses[1], 503);
-        assert_int_equal(r->retry.grpc_status_mask, 0);
-        assert_int_equal(r->request_headers.num_set, 1);
-        assert_string_equal(r->request_headers.set[0].name, "x-env");
-        assert_string_equal(r->request_headers.set[0].value, "prod");
-        assert_string_equal(r->request_headers.add[0].name, "x-via");
-        assert_string_equal(r->request_headers.remove[0], "x-debug");
-        assert_int_equal(r->response_headers.num_remove, 1);
-        assert_string_equal(r->response_headers.remove[0], "server");
+        assert_int_equal(retry_of(r)->attempts, 2);
+        assert_int_equal(retry_of(r)->backoff_base_ms, 100);
+        assert_int_equal(retry_of(r)->backoff_max_ms, 1000);
+        assert_int_equal(retry_of(r)->max_replay_bytes, 65536);
+        assert_int_equal(retry_of(r)->conditions, RM_RETRY_ON_CONNECT_FAILURE | RM_RETRY_ON_RESET);
+        assert_int_equal(retry_of(r)->num_http_statuses, 2);
+        assert_int_equal(retry_of(r)->http_statuses[0], 502); /* sorted at validation */
+        assert_int_equal(retry_of(r)->http_statuses[1], 503);
+        assert_int_equal(retry_of(r)->grpc_status_mask, 0);
+        assert_int_equal(mod_of(r->request_headers)->num_set, 1);
+        assert_string_equal(mod_of(r->request_headers)->set[0].name, "x-env");
+        assert_string_equal(mod_of(r->request_headers)->set[0].value, "prod");
+        assert_string_equal(mod_of(r->request_headers)->add[0].name, "x-via");
+        assert_string_equal(mod_of(r->request_headers)->remove[0], "x-debug");
+        assert_int_equal(mod_of(r->response_headers)->num_remove, 1);
+        assert_string_equal(mod_of(r->response_headers)->remove[0], "server");
         assert_int_equal(r->num_mirrors, 2);
         assert_string_equal(r->mirrors[0].cluster_name, "shadow.default");
         assert_int_equal(r->mirrors[0].cluster_index, (size_t)rm_config_find_cluster(c, "shadow.default"));
@@ -641,9 +656,9 @@ test_grpc_rules(void **state)
     const rm_config_route_t *r = find_route(&c->listeners[0], "echo.default/g/", 0);
     assert_int_equal(r->path_match, RM_PATH_MATCH_REGEX);
     assert_string_equal(r->path, "/(?:echo\\..*)/(?:Get.*)"); /* the user's anchors are dropped inside the path */
-    assert_int_equal(r->retry.attempts, 3);
-    assert_int_equal(r->retry.grpc_status_mask, (1u << 14) | (1u << 1));
-    assert_int_equal(r->retry.backoff_base_ms, 25); /* absent backoff: the default */
+    assert_int_equal(retry_of(r)->attempts, 3);
+    assert_int_equal(retry_of(r)->grpc_status_mask, (1u << 14) | (1u << 1));
+    assert_int_equal(retry_of(r)->backoff_base_ms, 25); /* absent backoff: the default */
     assert_int_equal(r->fault->abort_grpc_status, 14);
     assert_int_equal(r->fault->abort_http_status, 0);
     assert_int_equal(r->fault->abort_per_million, 1000000);
@@ -861,7 +876,7 @@ test_timeouts(void **state)
     const rm_config_route_t *r = find_route(&c->listeners[0], "echo.default/t/", 0);
     assert_int_equal(r->timeout_ms, 0);
     assert_int_equal(r->per_try_timeout_ms, 1500);
-    assert_int_equal(r->retry.attempts, 0);
+    assert_int_equal(retry_of(r)->attempts, 0);
     rm_config_unref(c);
 }
 

@@ -1277,12 +1277,13 @@ parse_route(parser_t *p, yaml_node_t *node, size_t li, size_t ri)
             return fail(p, v[PER_TRY_TIMEOUT], "%sper_try_timeout_ms (%u) must not exceed timeout_ms (%u)", pfx,
                         r->per_try_timeout_ms, r->timeout_ms);
     }
-    if (v[RETRY] != NULL && parse_retry(p, v[RETRY], pfx, &r->retry) != 0)
+    if (v[RETRY] != NULL && parse_retry(p, v[RETRY], pfx, rm_config_route_retry(p->config, r)) != 0)
         return -1;
-    if (v[REQUEST_HEADERS] != NULL && parse_header_mod(p, v[REQUEST_HEADERS], pfx, "request_headers", 1, &r->request_headers) != 0)
+    if (v[REQUEST_HEADERS] != NULL &&
+        parse_header_mod(p, v[REQUEST_HEADERS], pfx, "request_headers", 1, rm_config_route_header_mod(p->config, r, 0)) != 0)
         return -1;
     if (v[RESPONSE_HEADERS] != NULL &&
-        parse_header_mod(p, v[RESPONSE_HEADERS], pfx, "response_headers", 0, &r->response_headers) != 0)
+        parse_header_mod(p, v[RESPONSE_HEADERS], pfx, "response_headers", 0, rm_config_route_header_mod(p->config, r, 1)) != 0)
         return -1;
     if (v[MIRRORS] != NULL && parse_mirrors(p, v[MIRRORS], pfx, li, ri, r) != 0)
         return -1;

@@ -35,6 +35,7 @@ const rm_config_range_t rm_config__limit_ranges[] = {
     RANGE(rm_config_limits_t, connection_window_bytes, 65535, 0x7fffffff),
     RANGE(rm_config_limits_t, idle_timeout_ms, 1, UINT32_MAX),
     RANGE(rm_config_limits_t, detect_timeout_ms, 1, UINT32_MAX),
+    RANGE(rm_config_limits_t, mesh_sniff_timeout_ms, RM_CONFIG_MIN_MESH_SNIFF_TIMEOUT_MS, RM_CONFIG_MAX_MESH_SNIFF_TIMEOUT_MS),
     RANGE(rm_config_limits_t, max_series_per_family, 1, 100000),
     RANGE(rm_config_limits_t, h2_premature_reset_min_streams, 1, UINT32_MAX),
     RANGE(rm_config_limits_t, h2_premature_reset_window_ms, 1, 3600000),
@@ -247,19 +248,15 @@ rm_config__parse_endpoint(const char *s, rm_config_endpoint_t *ep)
     if (host_len < sizeof(buf)) {
         memcpy(buf, host, host_len);
         buf[host_len] = '\0';
-        struct sockaddr_in *sin = (void *)&ep->addr.addr;
-        struct sockaddr_in6 *sin6 = (void *)&ep->addr.addr;
-        if (s[0] != '[' && inet_pton(AF_INET, buf, &sin->sin_addr) == 1) {
-            sin->sin_family = AF_INET;
-            sin->sin_port = htons(port);
-            ep->addr.addrlen = sizeof(*sin);
+        if (s[0] != '[' && inet_pton(AF_INET, buf, ep->addr.bytes) == 1) {
+            ep->addr.family = AF_INET;
+            ep->addr.port = port;
             ep->is_ip = 1;
         } else if (s[0] == '[') {
-            if (inet_pton(AF_INET6, buf, &sin6->sin6_addr) != 1)
+            if (inet_pton(AF_INET6, buf, ep->addr.bytes) != 1)
                 return "not a valid IPv6 address";
-            sin6->sin6_family = AF_INET6;
-            sin6->sin6_port = htons(port);
-            ep->addr.addrlen = sizeof(*sin6);
+            ep->addr.family = AF_INET6;
+            ep->addr.port = port;
             ep->is_ip = 1;
         }
     }
@@ -268,6 +265,51 @@ rm_config__parse_endpoint(const char *s, rm_config_endpoint_t *ep)
     ep->host = rm_strndup(host, host_len);
     ep->port = port;
     return NULL;
+}
+
+socklen_t
+rm_config_ip_to_sockaddr(const rm_config_ip_t *ip, struct sockaddr_storage *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (ip->family == AF_INET) {
+        struct sockaddr_in *sin = (struct sockaddr_in *)out;
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons(ip->port);
+        memcpy(&sin->sin_addr, ip->bytes, sizeof(sin->sin_addr));
+        return sizeof(*sin);
+    }
+    if (ip->family == AF_INET6) {
+        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)out;
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons(ip->port);
+        memcpy(&sin6->sin6_addr, ip->bytes, sizeof(sin6->sin6_addr));
+        sin6->sin6_scope_id = ip->scope_id;
+        return sizeof(*sin6);
+    }
+    return 0;
+}
+
+int
+rm_config_ip_set(rm_config_ip_t *ip, const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)sa;
+        ip->family = AF_INET;
+        ip->port = ntohs(sin->sin_port);
+        ip->scope_id = 0;
+        memset(ip->bytes, 0, sizeof(ip->bytes));
+        memcpy(ip->bytes, &sin->sin_addr, sizeof(sin->sin_addr));
+        return 0;
+    }
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)sa;
+        ip->family = AF_INET6;
+        ip->port = ntohs(sin6->sin6_port);
+        ip->scope_id = sin6->sin6_scope_id;
+        memcpy(ip->bytes, &sin6->sin6_addr, sizeof(ip->bytes));
+        return 0;
+    }
+    return -1;
 }
 
 char *
@@ -493,6 +535,7 @@ rm_config_create_defaults(void)
     c->limits.connection_window_bytes = 4 * 1024 * 1024;
     c->limits.idle_timeout_ms = 300000;
     c->limits.detect_timeout_ms = 10000;
+    c->limits.mesh_sniff_timeout_ms = RM_CONFIG_DEFAULT_MESH_SNIFF_TIMEOUT_MS;
     c->limits.max_series_per_family = 2000;
     c->limits.h2_premature_reset_min_streams = 500;
     c->limits.h2_premature_reset_window_ms = 1000;
@@ -629,13 +672,16 @@ free_headers(rm_config_header_t *h, size_t n)
 }
 
 static void
-free_header_mod(rm_config_header_mod_t *m)
+free_header_mod(const rm_config_t *c, rm_config_header_mod_t *m)
 {
+    if (m == NULL)
+        return;
     free_headers(m->set, m->num_set);
     free_headers(m->add, m->num_add);
     for (size_t i = 0; i != m->num_remove; ++i)
         free(m->remove[i]);
     free(m->remove);
+    rm_config_free_owned(c, m);
 }
 
 static void
@@ -674,9 +720,12 @@ free_route(const rm_config_t *c, rm_config_route_t *r)
         rm_config_free_owned(c, r->backends[i].cluster_name);
     rm_config_free_owned(c, r->backends);
     rm_config_free_owned(c, r->cluster_name);
-    rm_config_free_owned(c, r->retry.http_statuses);
-    free_header_mod(&r->request_headers);
-    free_header_mod(&r->response_headers);
+    if (r->retry != NULL) {
+        rm_config_free_owned(c, r->retry->http_statuses);
+        rm_config_free_owned(c, r->retry);
+    }
+    free_header_mod(c, r->request_headers);
+    free_header_mod(c, r->response_headers);
     for (size_t i = 0; i != r->num_mirrors; ++i)
         rm_config_free_owned(c, r->mirrors[i].cluster_name);
     rm_config_free_owned(c, r->mirrors);
@@ -730,6 +779,23 @@ static void *
 config_calloc(rm_config_t *c, size_t n, size_t size)
 {
     return c->_arena != NULL ? rm_config_arena_alloc(c, n * size) : rm_calloc(n, size);
+}
+
+rm_config_retry_t *
+rm_config_route_retry(rm_config_t *config, rm_config_route_t *r)
+{
+    if (r->retry == NULL)
+        r->retry = config_calloc(config, 1, sizeof(*r->retry));
+    return r->retry;
+}
+
+rm_config_header_mod_t *
+rm_config_route_header_mod(rm_config_t *config, rm_config_route_t *r, int response)
+{
+    rm_config_header_mod_t **m = response ? &r->response_headers : &r->request_headers;
+    if (*m == NULL)
+        *m = config_calloc(config, 1, sizeof(**m));
+    return *m;
 }
 
 static void
@@ -1028,7 +1094,7 @@ compare_u16(const void *a, const void *b)
 static int
 validate_retry(rm_config_t *c, rm_config_route_t *r, const char *what, rm_config_error_t *err)
 {
-    rm_config_retry_t *rt = &r->retry;
+    rm_config_retry_t *rt = r->retry;
 
     if (r->per_try_timeout_ms > RM_CONFIG_MAX_ROUTE_MS)
         return rm_config__error(err, c->source, r->line, "%s: per_try_timeout_ms must be 0-%u, got %u", what,
@@ -1037,6 +1103,8 @@ validate_retry(rm_config_t *c, rm_config_route_t *r, const char *what, rm_config
     if (r->timeout_ms != 0 && r->per_try_timeout_ms > r->timeout_ms)
         return rm_config__error(err, c->source, r->line, "%s: per_try_timeout_ms (%u) must not exceed timeout_ms (%u)", what,
                                 r->per_try_timeout_ms, r->timeout_ms);
+    if (rt == NULL)
+        return 0;
     if (rt->attempts > RM_CONFIG_MAX_RETRY_ATTEMPTS)
         return rm_config__error(err, c->source, r->line, "%s: retry.attempts must be 0-%d, got %u", what,
                                 RM_CONFIG_MAX_RETRY_ATTEMPTS, rt->attempts);
@@ -1122,6 +1190,12 @@ validate_header_mod(rm_config_t *c, rm_config_route_t *r, const char *what, cons
             if (strcmp(m->remove[i], m->remove[j]) == 0)
                 return rm_config__error(err, c->source, r->line, "%s: %s.remove '%s' is listed twice", what, key, m->remove[i]);
     return 0;
+}
+
+static size_t
+header_mod_count(const rm_config_header_mod_t *m)
+{
+    return m != NULL ? m->num_set + m->num_add + m->num_remove : 0;
 }
 
 static int
@@ -1222,8 +1296,8 @@ validate_route_policy(rm_config_t *c, rm_config_route_t *r, const char *what, rm
     const char *reason = NULL; /* GCC 12 -O2 -fsanitize cannot see that it is set before use */
 
     if (validate_retry(c, r, what, err) != 0 ||
-        validate_header_mod(c, r, what, "request_headers", &r->request_headers, 1, err) != 0 ||
-        validate_header_mod(c, r, what, "response_headers", &r->response_headers, 0, err) != 0)
+        (r->request_headers != NULL && validate_header_mod(c, r, what, "request_headers", r->request_headers, 1, err) != 0) ||
+        (r->response_headers != NULL && validate_header_mod(c, r, what, "response_headers", r->response_headers, 0, err) != 0))
         return -1;
 
     for (size_t i = 0; i != r->num_mirrors; ++i) {
@@ -1593,9 +1667,7 @@ validate_listener(rm_config_t *c, size_t li, rm_config_error_t *err)
             l->filters |= RM_LISTENER_USES_FAULT;
         if (r->redirect != NULL)
             l->filters |= RM_LISTENER_USES_REDIRECT;
-        if (r->request_headers.num_set + r->request_headers.num_add + r->request_headers.num_remove + r->response_headers.num_set +
-                r->response_headers.num_add + r->response_headers.num_remove !=
-            0)
+        if (header_mod_count(r->request_headers) + header_mod_count(r->response_headers) != 0)
             l->filters |= RM_LISTENER_USES_HEADER_MODIFIERS;
         if (r->url_rewrite != NULL)
             l->filters |= RM_LISTENER_USES_URL_REWRITE;
@@ -1734,7 +1806,7 @@ validate_cluster(rm_config_t *c, size_t ci, rm_config_error_t *err)
         rm_config_endpoint_t *ep = cl->endpoints + i;
         if (ep->host == NULL || ep->host[0] == '\0' || ep->port == 0)
             return rm_config__error(err, c->source, cl->line, "%sendpoint #%zu needs a host and a port 1-65535", what, i + 1);
-        if (ep->is_ip && ep->addr.addr.ss_family != AF_INET && ep->addr.addr.ss_family != AF_INET6)
+        if (ep->is_ip && ep->addr.family != AF_INET && ep->addr.family != AF_INET6)
             return rm_config__error(err, c->source, cl->line, "%sendpoint '%s' is marked as an IP literal without an address", what,
                                     ep->host);
         for (size_t j = 0; j != i; ++j)
@@ -2089,12 +2161,16 @@ add_inbound_cluster(rm_config_t *c, size_t si, const rm_config_endpoint_t *ep, i
     e->weight = 1;
     e->peer_identity = NULL; /* the inbound hop goes to the local application */
     if (to_localhost) {
-        int v6 = ep->addr.addr.ss_family == AF_INET6;
+        int v6 = ep->addr.family == AF_INET6;
         e->host = rm_config_arena_strdup(c, v6 ? "::1" : "127.0.0.1");
-        if (v6)
-            ((struct sockaddr_in6 *)&e->addr.addr)->sin6_addr = in6addr_loopback;
-        else
-            ((struct sockaddr_in *)&e->addr.addr)->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        memset(e->addr.bytes, 0, sizeof(e->addr.bytes));
+        e->addr.scope_id = 0;
+        if (v6) {
+            memcpy(e->addr.bytes, &in6addr_loopback, sizeof(in6addr_loopback));
+        } else {
+            uint32_t lo = htonl(INADDR_LOOPBACK);
+            memcpy(e->addr.bytes, &lo, sizeof(lo));
+        }
     } else {
         e->host = rm_config_arena_strdup(c, ep->host);
     }
@@ -2202,8 +2278,9 @@ build_service_listeners(rm_config_t *c)
                 /* at most: endpoints already taken by an earlier Service are skipped below */
                 for (size_t ei = 0; ei != c->clusters[ci].num_endpoints; ++ei) {
                     const rm_config_endpoint_t *ep = &c->clusters[ci].endpoints[ei];
-                    if (ep->is_ip && ep->addr.addr.ss_family == c->listeners[li].addr.addr.ss_family &&
-                        rm_config_addr_is_local(c, (const struct sockaddr *)&ep->addr.addr)) {
+                    struct sockaddr_storage ss;
+                    if (ep->is_ip && ep->addr.family == c->listeners[li].addr.addr.ss_family &&
+                        rm_config_ip_to_sockaddr(&ep->addr, &ss) != 0 && rm_config_addr_is_local(c, (const struct sockaddr *)&ss)) {
                         ++n;
                         ++num_fallbacks;
                         ++num_inbound;
@@ -2225,15 +2302,20 @@ build_service_listeners(rm_config_t *c)
         for (size_t ci = 0; ci != num_services; ++ci) {
             for (size_t ei = 0; ei != c->clusters[ci].num_endpoints; ++ei) {
                 const rm_config_endpoint_t *ep = &c->clusters[ci].endpoints[ei];
+                struct sockaddr_storage ss;
+                socklen_t sslen;
                 /* only IP endpoints of the listener's family can be an original destination; the first Service wins */
-                if (!ep->is_ip || ep->addr.addr.ss_family != parent->addr.addr.ss_family ||
-                    !rm_config_addr_is_local(c, (const struct sockaddr *)&ep->addr.addr) ||
-                    rm_config_find_service_listener(c, li, (const struct sockaddr *)&ep->addr.addr) != SIZE_MAX)
+                if (!ep->is_ip || ep->addr.family != parent->addr.addr.ss_family ||
+                    (sslen = rm_config_ip_to_sockaddr(&ep->addr, &ss)) == 0 ||
+                    !rm_config_addr_is_local(c, (const struct sockaddr *)&ss) ||
+                    rm_config_find_service_listener(c, li, (const struct sockaddr *)&ss) != SIZE_MAX)
                     continue;
                 size_t ic = add_inbound_cluster(c, ci, ep, parent->inbound_to_localhost);
                 rm_config_listener_t *sl = c->service_listeners + c->num_service_listeners++;
                 sl->name = parent->name;
-                sl->addr = ep->addr;
+                sl->addr.addr = ss;
+                sl->addr.addrlen = sslen;
+                sl->addr.line = ep->addr.line;
                 sl->line = parent->line;
                 sl->direction = parent->direction;
                 sl->peer_agent = parent->peer_agent;

@@ -119,7 +119,7 @@ static void
 put_retry(FILE *fp, const rm_config_retry_t *rt)
 {
     int first = 1;
-    if (rt->attempts == 0) {
+    if (rt == NULL || rt->attempts == 0) {
         fputs("null", fp);
         return;
     }
@@ -177,6 +177,9 @@ put_header_list(FILE *fp, const rm_config_header_t *h, size_t n)
 static void
 put_header_mod(FILE *fp, const rm_config_header_mod_t *m)
 {
+    static const rm_config_header_mod_t none;
+    if (m == NULL) /* none: empty lists */
+        m = &none;
     fputs("{\"set\":", fp);
     put_header_list(fp, m->set, m->num_set);
     fputs(",\"add\":", fp);
@@ -204,11 +207,11 @@ put_route_policy(FILE *fp, int *first, const rm_config_t *c, const rm_config_rou
 {
     put_u(fp, first, "per_try_timeout_ms", r->per_try_timeout_ms);
     put_key(fp, first, "retry");
-    put_retry(fp, &r->retry);
+    put_retry(fp, r->retry);
     put_key(fp, first, "request_headers");
-    put_header_mod(fp, &r->request_headers);
+    put_header_mod(fp, r->request_headers);
     put_key(fp, first, "response_headers");
-    put_header_mod(fp, &r->response_headers);
+    put_header_mod(fp, r->response_headers);
 
     put_key(fp, first, "mirrors");
     fputc('[', fp);
@@ -728,6 +731,7 @@ rm_config_to_json(const rm_config_t *c)
     put_u(fp, &lfirst, "connection_window_bytes", c->limits.connection_window_bytes);
     put_u(fp, &lfirst, "idle_timeout_ms", c->limits.idle_timeout_ms);
     put_u(fp, &lfirst, "detect_timeout_ms", c->limits.detect_timeout_ms);
+    put_u(fp, &lfirst, "mesh_sniff_timeout_ms", c->limits.mesh_sniff_timeout_ms);
     put_u(fp, &lfirst, "max_series_per_family", c->limits.max_series_per_family);
     put_u(fp, &lfirst, "h2_premature_reset_min_streams", c->limits.h2_premature_reset_min_streams);
     put_u(fp, &lfirst, "h2_premature_reset_window_ms", c->limits.h2_premature_reset_window_ms);

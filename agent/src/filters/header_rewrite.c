@@ -37,8 +37,8 @@ apply(h2o_mem_pool_t *pool, const rm_config_header_mod_t *mod, rm_headers_t *hea
 static rm_filter_status_t
 header_rewrite_on_request_head(rm_stream_t *s, void *state)
 {
-    const rm_config_header_mod_t *mod = &s->route->request_headers;
-    if (!is_empty(mod))
+    const rm_config_header_mod_t *mod = s->route->request_headers;
+    if (mod != NULL && !is_empty(mod))
         apply(&s->pool, mod, &s->req.headers, &s->req);
     return RM_FILTER_CONTINUE;
 }
@@ -49,8 +49,8 @@ header_rewrite_on_response_head(rm_stream_t *s, void *state)
     /* a local reply answered before routing (no route) has nothing to apply */
     if (s->route == NULL)
         return;
-    const rm_config_header_mod_t *mod = &s->route->response_headers;
-    if (!is_empty(mod))
+    const rm_config_header_mod_t *mod = s->route->response_headers;
+    if (mod != NULL && !is_empty(mod))
         apply(&s->pool, mod, &s->resp.headers, NULL);
 }
 

@@ -289,8 +289,10 @@ update_endpoints(rm_cluster_t *c)
 
     for (size_t i = 0; i != cc->num_endpoints; ++i) {
         const rm_config_endpoint_t *e = &cc->endpoints[i];
-        if (e->is_ip)
-            ADD_ENDPOINT(&e->addr.addr, e->addr.addrlen, e->host, e->weight, e->peer_identity);
+        struct sockaddr_storage ss; /* the config keeps the address compact (rm_config_ip_t) */
+        socklen_t sslen;
+        if (e->is_ip && (sslen = rm_config_ip_to_sockaddr(&e->addr, &ss)) != 0)
+            ADD_ENDPOINT(&ss, sslen, e->host, e->weight, e->peer_identity);
     }
     for (size_t i = 0; i != c->num_dns; ++i) {
         dns_target_t *t = &c->dns[i];

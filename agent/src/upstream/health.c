@@ -570,12 +570,11 @@ on_timer(uv_timer_t *timer)
 }
 
 static checker_t *
-checker_create(hc_cluster_t *cl, const struct sockaddr_storage *addr, socklen_t addrlen, const char *name, const char *host,
-               uint16_t port)
+checker_create(hc_cluster_t *cl, const struct sockaddr *addr, socklen_t addrlen, const char *name, const char *host, uint16_t port)
 {
     checker_t *ck = rm_calloc(1, sizeof(*ck));
     ck->cluster = cl;
-    ck->addr = *addr;
+    memcpy(&ck->addr, addr, addrlen); /* at most sizeof(ck->addr): an AF_INET or AF_INET6 address */
     ck->addrlen = addrlen;
     snprintf(ck->name, sizeof(ck->name), "%s", name);
     ck->authority = make_authority(host, port);
@@ -608,16 +607,18 @@ sockaddr_len(const struct sockaddr_storage *ss)
     return ss->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
 }
 
+/* `addr` (`addrlen` bytes: AF_INET or AF_INET6) may be on the caller's stack: a new checker copies it */
 static void
-ensure_checker(hc_cluster_t *cl, const struct sockaddr_storage *addr, const char *host, uint16_t port, const char *identity)
+ensure_checker(hc_cluster_t *cl, const struct sockaddr *addr, socklen_t addrlen, const char *host, uint16_t port,
+               const char *identity)
 {
     char name[80];
-    rm_format_sockaddr((const struct sockaddr *)addr, name, sizeof(name));
+    rm_format_sockaddr(addr, name, sizeof(name));
     checker_t *ck = cl->checkers;
     while (ck != NULL && strcmp(ck->name, name) != 0)
         ck = ck->next;
     if (ck == NULL)
-        ck = checker_create(cl, addr, sockaddr_len(addr), name, host, port);
+        ck = checker_create(cl, addr, addrlen, name, host, port);
     ck->seen = 1;
     if (!(ck->mesh_identity == NULL ? identity == NULL : identity != NULL && strcmp(ck->mesh_identity, identity) == 0)) {
         free(ck->mesh_identity);
@@ -631,11 +632,16 @@ sync_checkers(hc_cluster_t *cl)
 {
     for (checker_t *ck = cl->checkers; ck != NULL; ck = ck->next)
         ck->seen = 0;
-    for (size_t i = 0; i != cl->num_ips; ++i)
-        ensure_checker(cl, &cl->ips[i].addr.addr, cl->ips[i].host, cl->ips[i].port, cl->ips[i].peer_identity);
+    for (size_t i = 0; i != cl->num_ips; ++i) {
+        struct sockaddr_storage ss; /* the config's address is compact (rm_config_ip_t) */
+        socklen_t len = rm_config_ip_to_sockaddr(&cl->ips[i].addr, &ss);
+        if (len != 0)
+            ensure_checker(cl, (const struct sockaddr *)&ss, len, cl->ips[i].host, cl->ips[i].port, cl->ips[i].peer_identity);
+    }
     for (size_t i = 0; i != cl->num_dns; ++i)
         for (size_t j = 0; j != cl->dns[i]->num_addrs; ++j)
-            ensure_checker(cl, &cl->dns[i]->addrs[j], cl->dns[i]->host, cl->dns[i]->port, NULL);
+            ensure_checker(cl, (const struct sockaddr *)&cl->dns[i]->addrs[j], sockaddr_len(&cl->dns[i]->addrs[j]),
+                           cl->dns[i]->host, cl->dns[i]->port, NULL);
     for (checker_t **p = &cl->checkers; *p != NULL;) {
         checker_t *ck = *p;
         if (ck->seen) {
