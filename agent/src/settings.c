@@ -13,6 +13,7 @@
 #include "remora/strutil.h"
 #include "config/config.h"
 #include "config/layers.h"
+#include "config/ondemand.h"
 #include "agent_priv.h"
 
 static void
@@ -52,6 +53,9 @@ usage(FILE *fp)
                 "      --opaque-ports LIST      ports of the transparent listeners that skip detection (opaque TCP),\n"
                 "                               e.g. 3306,5432,9000-9010; replaces the default list\n"
                 "      --inbound-to-localhost   inbound goes to 127.0.0.1 at the original port, not the pod address\n"
+                "      --mesh-sniff-timeout-ms N  how long a connection to an opaque destination waits for a peer\n"
+                "                               agent's mesh ClientHello before it is taken for plaintext (1-60000,\n"
+                "                               default 500, bounded by limits.detect_timeout_ms; docs/mesh-tls.md)\n"
                 "      --identity-token FILE    bootstrap token for a workload certificate (docs/identity.md;\n"
                 "                               default $REMORA_IDENTITY_TOKEN_FILE); needs --state-dir. It also\n"
                 "                               authenticates the agent to the control plane\n"
@@ -62,6 +66,9 @@ usage(FILE *fp)
                 "      --stats-interval-ms N    send the control plane a summary of the golden metrics (requests,\n"
                 "                               failures, latency buckets per route and backend, for\n"
                 "                               `remoractl stat`) every N ms (default 10000, at least 1000)\n"
+                "      --discovery-timeout-ms N  a scoped agent holds a request for a name outside its scope at most\n"
+                "                               N ms while it asks the control plane for it (on-demand discovery,\n"
+                "                               docs/control-plane.md); 0 answers at once (404). Default 1000, at most 60000\n"
                 "Common:\n"
                 "  -w, --workers N              worker threads (default: config, else CPU count)\n"
                 "      --admin ADDR:PORT        loopback admin server (default 127.0.0.1:15000)\n"
@@ -114,6 +121,8 @@ enum {
     OPT_OPAQUE_PORTS,
     OPT_OUTBOUND_GRACE,
     OPT_PRINT_CONFIG,
+    OPT_MESH_SNIFF_TIMEOUT,
+    OPT_DISCOVERY_TIMEOUT,
 };
 
 /*
@@ -153,6 +162,7 @@ static const setting_t settings[] = {
     {"namespace", required_argument, OPT_NAMESPACE, "REMORA_NAMESPACE", NULL, NULL},
     {"state-dir", required_argument, OPT_STATE_DIR, "REMORA_STATE_DIR", NULL, NULL},
     {"stats-interval-ms", required_argument, OPT_STATS_INTERVAL, "REMORA_STATS_INTERVAL_MS", NULL, "10000"},
+    {"discovery-timeout-ms", required_argument, OPT_DISCOVERY_TIMEOUT, "REMORA_DISCOVERY_TIMEOUT_MS", NULL, "1000"},
     {"identity-token", required_argument, OPT_IDENTITY_TOKEN, "REMORA_IDENTITY_TOKEN_FILE", NULL, NULL},
     {"trust-anchor", required_argument, OPT_TRUST_ANCHOR, "REMORA_TRUST_ANCHOR_FILE", NULL, NULL},
     {"control-insecure", no_argument, OPT_CONTROL_INSECURE, "REMORA_CONTROL_INSECURE", NULL, "false"},
@@ -161,6 +171,8 @@ static const setting_t settings[] = {
     {"inbound-port", required_argument, OPT_INBOUND_PORT, "REMORA_INBOUND_PORT", NULL, "15006"},
     {"inbound-to-localhost", no_argument, OPT_INBOUND_TO_LOCALHOST, "REMORA_INBOUND_TO_LOCALHOST", NULL, "false"},
     {"opaque-ports", required_argument, OPT_OPAQUE_PORTS, "REMORA_OPAQUE_PORTS", NULL, NULL},
+    /* the file's key is limits.mesh_sniff_timeout_ms (not top-level) */
+    {"mesh-sniff-timeout-ms", required_argument, OPT_MESH_SNIFF_TIMEOUT, "REMORA_MESH_SNIFF_TIMEOUT_MS", NULL, NULL},
 };
 #define NUM_SETTINGS (sizeof(settings) / sizeof(settings[0]))
 
@@ -173,6 +185,9 @@ static struct {
 
 /* --opaque-ports: at most this many ports (ranges expanded) */
 #define MAX_OPAQUE_PORTS RM_PORT_LIST_MAX
+
+/* --mesh-sniff-timeout-ms (-1: not given; then limits.mesh_sniff_timeout_ms of the file, else its default) */
+static long mesh_sniff_timeout_ms = -1;
 
 cmdline_t cmdline;
 
@@ -292,6 +307,8 @@ apply_overrides(rm_config_t *config, const cmdline_t *cmd)
         return -1;
     if (cmd->drain_ms >= 0)
         config->drain_timeout_ms = (uint32_t)cmd->drain_ms;
+    if (mesh_sniff_timeout_ms >= 0)
+        config->limits.mesh_sniff_timeout_ms = (uint32_t)mesh_sniff_timeout_ms;
     if (cmd->config == NULL) {
         if ((cmd->tls_cert != NULL) != (cmd->tls_key != NULL)) {
             fprintf(stderr, "remora-agent: --tls-cert and --tls-key go together\n");
@@ -483,6 +500,15 @@ apply_option(int id, const char *value, const char *label)
         else
             cmdline.outbound_grace_ms = n;
         break;
+    case OPT_MESH_SNIFF_TIMEOUT:
+        n = strtol(value, &end, 10);
+        if (*value == '\0' || *end != '\0' || n < RM_CONFIG_MIN_MESH_SNIFF_TIMEOUT_MS || n > RM_CONFIG_MAX_MESH_SNIFF_TIMEOUT_MS) {
+            fprintf(stderr, "remora-agent: %s must be a number of milliseconds from %d to %d, got '%s'\n", label,
+                    RM_CONFIG_MIN_MESH_SNIFF_TIMEOUT_MS, RM_CONFIG_MAX_MESH_SNIFF_TIMEOUT_MS, value);
+            return -1;
+        }
+        mesh_sniff_timeout_ms = n;
+        break;
     case OPT_LOG_LEVEL:
         if (rm_log_set_level_by_name(value) != 0) {
             fprintf(stderr, "remora-agent: %s must be one of error, warn, info, debug, got '%s'\n", label, value);
@@ -531,6 +557,15 @@ apply_option(int id, const char *value, const char *label)
             return -1;
         }
         cmdline.stats_interval_ms = n;
+        break;
+    case OPT_DISCOVERY_TIMEOUT:
+        n = strtol(value, &end, 10);
+        if (*value == '\0' || *end != '\0' || n < 0 || n > RM_ONDEMAND_MAX_TIMEOUT_MS) {
+            fprintf(stderr, "remora-agent: %s must be a number of milliseconds from 0 to %d, got '%s'\n", label,
+                    RM_ONDEMAND_MAX_TIMEOUT_MS, value);
+            return -1;
+        }
+        rm_ondemand_set_timeout_ms((uint32_t)n);
         break;
     default:
         rm_fatal("unknown setting %d", id);
@@ -637,6 +672,12 @@ print_config(const rm_config_t *config)
             case OPT_DRAIN:
                 snprintf(buf, sizeof(buf), "%u", config->drain_timeout_ms);
                 value = buf;
+                break;
+            case OPT_MESH_SNIFF_TIMEOUT:
+                snprintf(buf, sizeof(buf), "%u", config->limits.mesh_sniff_timeout_ms);
+                value = buf;
+                if (cmdline.config != NULL && config->limits.mesh_sniff_timeout_ms != RM_CONFIG_DEFAULT_MESH_SNIFF_TIMEOUT_MS)
+                    snprintf(src, sizeof(src), "file:%.500s (limits.mesh_sniff_timeout_ms)", cmdline.config);
                 break;
             case OPT_OPAQUE_PORTS: {
                 size_t len = 0;

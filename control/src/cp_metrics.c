@@ -40,11 +40,13 @@ static const double issue_buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025
 static struct {
     int64_t streams;
     uint64_t pushes[2], push_bytes[2], answers[2];
+    uint64_t discovery[RM_CP_DISCOVERY__COUNT];
     uint64_t issued, issue_us_sum, issue_bucket[NUM_ISSUE_BUCKETS];
     uint64_t certify_refused[RM_CP_CERTIFY__COUNT];
     uint64_t tokens_created;
     uint64_t auth_refused[3][2];
     uint64_t applies[RM_CP_APPLY__COUNT];
+    uint64_t deletes[RM_CP_DELETE__COUNT], token_reviews[RM_CP_TOKEN_REVIEW__COUNT];
     uint64_t store_writes[2]; /* ok, error */
     uint64_t store_bytes;
     int store_written;
@@ -78,6 +80,13 @@ void
 rm_cp_metrics_answer(int nack)
 {
     ADD(m.answers[nack != 0], 1);
+}
+
+void
+rm_cp_metrics_discovery(rm_cp_discovery_result_t result, size_t n)
+{
+    if ((unsigned)result < RM_CP_DISCOVERY__COUNT && n != 0)
+        ADD(m.discovery[result], (uint64_t)n);
 }
 
 void
@@ -129,6 +138,20 @@ rm_cp_metrics_apply(rm_cp_apply_result_t result)
 {
     if ((unsigned)result < RM_CP_APPLY__COUNT)
         ADD(m.applies[result], 1);
+}
+
+void
+rm_cp_metrics_delete(rm_cp_delete_result_t result)
+{
+    if ((unsigned)result < RM_CP_DELETE__COUNT)
+        ADD(m.deletes[result], 1);
+}
+
+void
+rm_cp_metrics_token_review(rm_cp_token_review_result_t result)
+{
+    if ((unsigned)result < RM_CP_TOKEN_REVIEW__COUNT)
+        ADD(m.token_reviews[result], 1);
 }
 
 int
@@ -343,6 +366,11 @@ render_kube(FILE *fp)
                     GET(m.kube_requests[v][c]));
     family(fp, "remora_control_kube_states_built_total", "counter", "States built from the Kubernetes API's objects.");
     fprintf(fp, "remora_control_kube_states_built_total %" PRIu64 "\n", GET(m.kube_states));
+    static const char *const reviews[RM_CP_TOKEN_REVIEW__COUNT] = {"authenticated", "rejected", "error"};
+    family(fp, "remora_control_token_reviews_total", "counter",
+           "TokenReviews of projected service-account tokens (Identity.Certify), by result: authenticated, rejected, error "
+           "(the Kubernetes API did not answer).");
+    labelled(fp, "remora_control_token_reviews_total", "result", reviews, m.token_reviews, RM_CP_TOKEN_REVIEW__COUNT);
 }
 
 char *
@@ -384,6 +412,11 @@ rm_cp_metrics_render(size_t *len)
     labelled(fp, "remora_control_push_bytes_total", "kind", kinds, m.push_bytes, 2);
     family(fp, "remora_control_answers_total", "counter", "Agents' answers to snapshots: ACK or NACK.");
     labelled(fp, "remora_control_answers_total", "result", answers, m.answers, 2);
+    static const char *const discovery[RM_CP_DISCOVERY__COUNT] = {"found", "unknown", "over_limit", "unscoped"};
+    family(fp, "remora_control_discovery_names_total", "counter",
+           "Names agents asked for on demand (Discover), by result: a Service (found), none (unknown), refused over a bound "
+           "(over_limit), or asked on a stream in no scope (unscoped).");
+    labelled(fp, "remora_control_discovery_names_total", "result", discovery, m.discovery, RM_CP_DISCOVERY__COUNT);
 
     /* identity (identity.c) */
     static const char *const certify_reasons[RM_CP_CERTIFY__COUNT] = {"unknown_token", "expired_token", "token_in_use", "bad_csr",
@@ -431,6 +464,12 @@ rm_cp_metrics_render(size_t *len)
     labelled(fp, "remora_control_applies_total", "result", accepted, m.applies, 3);
     family(fp, "remora_control_apply_refusals_total", "counter", "Admin.Apply calls refused, by reason class.");
     labelled(fp, "remora_control_apply_refusals_total", "reason", refused, m.applies + RM_CP_APPLY_EMPTY, 5);
+    static const char *const deletes[RM_CP_DELETE__COUNT] = {"deleted", "invalid",     "not_found",
+                                                             "in_use",  "store_error", "kubernetes_error"};
+    family(fp, "remora_control_deletes_total", "counter",
+           "Admin.Delete calls (remoractl delete) by result: deleted (a new version), or refused: invalid, not_found, in_use, "
+           "store_error, kubernetes_error.");
+    labelled(fp, "remora_control_deletes_total", "result", deletes, m.deletes, RM_CP_DELETE__COUNT);
     static const char *const results[] = {"ok", "error"};
     family(fp, "remora_control_store_writes_total", "counter", "Writes of the store's state file (store.pb), by result.");
     labelled(fp, "remora_control_store_writes_total", "result", results, m.store_writes, 2);

@@ -25,6 +25,17 @@ void rm_cp_metrics_push(rm_cp_push_kind_t kind, size_t bytes);
 /** An agent answered a snapshot: ACK (nack == 0) or NACK (nack == 1). */
 void rm_cp_metrics_answer(int nack);
 
+/** What became of a name of an agent's Discover (on-demand discovery, docs/control-plane.md). */
+typedef enum {
+    RM_CP_DISCOVERY_FOUND = 0,  /* names a Service: added to the scope's discovered set, or in the scope already */
+    RM_CP_DISCOVERY_UNKNOWN,    /* names no Service */
+    RM_CP_DISCOVERY_OVER_LIMIT, /* refused: past 32 names in a message, over 253 bytes, or the scope's 256 discovered */
+    RM_CP_DISCOVERY_UNSCOPED,   /* asked on a stream in no scope (it receives everything already) */
+    RM_CP_DISCOVERY__COUNT
+} rm_cp_discovery_result_t;
+/** `n` names of Discover messages came to `result` (remora_control_discovery_names_total). */
+void rm_cp_metrics_discovery(rm_cp_discovery_result_t result, size_t n);
+
 /** The agents as the discovery server sees them at the moment of a scrape. */
 typedef struct {
     uint64_t connected; /* streams past their Hello */
@@ -74,6 +85,27 @@ typedef enum {
     RM_CP_APPLY__COUNT
 } rm_cp_apply_result_t;
 void rm_cp_metrics_apply(rm_cp_apply_result_t result);
+
+/** What `remoractl delete` (Admin.Delete) came to. */
+typedef enum {
+    RM_CP_DELETE_DELETED = 0, /* deleted: a new version */
+    RM_CP_DELETE_INVALID,     /* refused: no kind or no name */
+    RM_CP_DELETE_NOT_FOUND,   /* refused: no such resource */
+    RM_CP_DELETE_IN_USE,      /* refused: served resources still refer to it */
+    RM_CP_DELETE_STORE_ERROR, /* refused: the store could not write the change */
+    RM_CP_DELETE_KUBE_ERROR,  /* refused: the Kubernetes API refused or did not take the deletion (--kubernetes) */
+    RM_CP_DELETE__COUNT
+} rm_cp_delete_result_t;
+void rm_cp_metrics_delete(rm_cp_delete_result_t result);
+
+/** --kubernetes: what a TokenReview of a projected service-account token (Identity.Certify) came to. */
+typedef enum {
+    RM_CP_TOKEN_REVIEW_AUTHENTICATED = 0, /* a service account's token for audience remora */
+    RM_CP_TOKEN_REVIEW_REJECTED, /* not authenticated, another audience, not a service account, or names unfit for a SPIFFE ID */
+    RM_CP_TOKEN_REVIEW_ERROR,    /* the Kubernetes API did not answer, or not with a TokenReview */
+    RM_CP_TOKEN_REVIEW__COUNT
+} rm_cp_token_review_result_t;
+void rm_cp_metrics_token_review(rm_cp_token_review_result_t result);
 
 /**
  * The store wrote its state file (`rc` 0) or failed to (`rc` != 0); `bytes` is the state's encoded

@@ -149,15 +149,43 @@ rm_identity_authenticate_admin(rm_identity_service_t *svc, const rm_auth_caller_
                        "(remora-control writes <state-dir>/" RM_ADMIN_TOKEN_FILE " at first start)");
 }
 
+/* "ns/NS/sa/SA" (the path of a SPIFFE ID) into `wl`; left empty for any other shape */
+static void
+workload_of_path(const char *path, rm_auth_workload_t *wl)
+{
+    if (strncmp(path, "ns/", 3) != 0)
+        return;
+    const char *n = path + 3, *s = strstr(n, "/sa/");
+    if (s == NULL || s == n || (size_t)(s - n) >= sizeof(wl->ns) || s[4] == '\0' || strlen(s + 4) >= sizeof(wl->sa) ||
+        strchr(s + 4, '/') != NULL)
+        return;
+    memcpy(wl->ns, n, (size_t)(s - n));
+    wl->ns[s - n] = '\0';
+    strcpy(wl->sa, s + 4);
+}
+
 grpc_status_code
 rm_identity_authenticate_workload(rm_identity_service_t *svc, rm_auth_api_t api, const rm_auth_caller_t *caller,
                                   const char *node_id, int allow_admin, char *msg, size_t msgsz)
 {
+    return rm_identity_authenticate_workload_as(svc, api, caller, node_id, allow_admin, NULL, msg, msgsz);
+}
+
+grpc_status_code
+rm_identity_authenticate_workload_as(rm_identity_service_t *svc, rm_auth_api_t api, const rm_auth_caller_t *caller,
+                                     const char *node_id, int allow_admin, rm_auth_workload_t *wl, char *msg, size_t msgsz)
+{
+    rm_auth_workload_t unused;
+    if (wl == NULL)
+        wl = &unused;
+    wl->ns[0] = wl->sa[0] = '\0';
     /* a workload certificate of this trust domain is enough, whatever token comes with it */
     char prefix[300];
     snprintf(prefix, sizeof(prefix), "spiffe://%s/", rm_ca_trust_domain(svc->ca));
-    if (caller->spiffe_id != NULL && strncmp(caller->spiffe_id, prefix, strlen(prefix)) == 0)
+    if (caller->spiffe_id != NULL && strncmp(caller->spiffe_id, prefix, strlen(prefix)) == 0) {
+        workload_of_path(caller->spiffe_id + strlen(prefix), wl);
         return GRPC_STATUS_OK;
+    }
     const char *b = caller->bearer;
     if (b != NULL && strncmp(b, RM_ADMIN_TOKEN_PREFIX, strlen(RM_ADMIN_TOKEN_PREFIX)) == 0) {
         if (allow_admin && svc->admin_token[0] != '\0' && rm_token_equal(b, svc->admin_token))
@@ -172,6 +200,11 @@ rm_identity_authenticate_workload(rm_identity_service_t *svc, rm_auth_api_t api,
         char why[512];
         switch (rm_tokens_check(svc->tokens, b, node_id, &ns, &sa, why, sizeof(why))) {
         case RM_TOKEN_OK:
+            /* the token's names were checked when it was made (rm_token_valid_name: a DNS label, under 64 bytes) */
+            if (strlen(ns) < sizeof(wl->ns) && strlen(sa) < sizeof(wl->sa)) {
+                strcpy(wl->ns, ns);
+                strcpy(wl->sa, sa);
+            }
             return GRPC_STATUS_OK;
         case RM_TOKEN_IN_USE:
             return auth_refuse(svc, api, caller, GRPC_STATUS_PERMISSION_DENIED, msg, msgsz, "%s", why);
@@ -287,6 +320,10 @@ rm_identity_certify_reviewed(rm_identity_service_t *svc, const Remora__V1__Certi
 {
     const char *node = req->node_id;
     size_t node_len = strlen(node);
+    /* the review is done whatever comes of the Certify call */
+    rm_cp_metrics_token_review(refusal == NULL ? RM_CP_TOKEN_REVIEW_AUTHENTICATED
+                               : unavailable   ? RM_CP_TOKEN_REVIEW_ERROR
+                                               : RM_CP_TOKEN_REVIEW_REJECTED);
     if (node_len == 0 || node_len > 253 || strchr(node, ' ') != NULL)
         return refuse(svc, R_BAD_CSR, node, GRPC_STATUS_INVALID_ARGUMENT, msg, msgsz,
                       "CertifyRequest.node_id must be 1-253 characters without spaces");

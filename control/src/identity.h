@@ -75,6 +75,21 @@ grpc_status_code rm_identity_authenticate_admin(rm_identity_service_t *svc, cons
 grpc_status_code rm_identity_authenticate_workload(rm_identity_service_t *svc, rm_auth_api_t api, const rm_auth_caller_t *caller,
                                                    const char *node_id, int allow_admin, char *msg, size_t msgsz);
 
+/** The workload a caller authenticated as: its namespace and service account, both "" when not known. */
+typedef struct st_rm_auth_workload_t {
+    char ns[64], sa[64];
+} rm_auth_workload_t;
+
+/**
+ * rm_identity_authenticate_workload, telling on OK which workload the accepted credential names (`wl` may be NULL):
+ * a workload certificate of this trust domain, its SPIFFE ID spiffe://TD/ns/NS/sa/SA; else a bootstrap token this
+ * control plane made and checked (tokens.db), the namespace and service account it was created for; else (the admin
+ * credential, or a SPIFFE ID of another shape) none. Server thread.
+ */
+grpc_status_code rm_identity_authenticate_workload_as(rm_identity_service_t *svc, rm_auth_api_t api, const rm_auth_caller_t *caller,
+                                                      const char *node_id, int allow_admin, rm_auth_workload_t *wl, char *msg,
+                                                      size_t msgsz);
+
 /** Counts (and logs once per caller) a refusal made elsewhere. */
 void rm_identity_auth_refused(rm_identity_service_t *svc, rm_auth_api_t api, grpc_status_code code, const char *who,
                               const char *why);

@@ -1102,14 +1102,32 @@ add_annotations(json_t *patch, const pod_view_t *v, json_t *entries)
 rm_inject_result_t
 rm_inject_pod(const rm_inject_config_t *cfg, const json_t *pod, json_t **patch, json_t *warnings, char *reason, size_t reasonsz)
 {
+    return rm_inject_pod_why(cfg, pod, patch, warnings, reason, reasonsz, NULL);
+}
+
+/* RM_INJECT_SKIP with its code */
+static rm_inject_result_t
+skip_as(rm_inject_skip_t *skip, rm_inject_skip_t code)
+{
+    if (skip != NULL)
+        *skip = code;
+    return RM_INJECT_SKIP;
+}
+
+rm_inject_result_t
+rm_inject_pod_why(const rm_inject_config_t *cfg, const json_t *pod, json_t **patch, json_t *warnings, char *reason, size_t reasonsz,
+                  rm_inject_skip_t *skip)
+{
     pod_view_t v;
     *patch = NULL;
+    if (skip != NULL)
+        *skip = RM_INJECT_SKIP_NONE;
     if (view_pod(pod, &v, reason, reasonsz) != 0)
         return RM_INJECT_INVALID;
     const char *a = annotation(v.annotations, RM_INJECT_ANNOTATION_INJECT);
     if (a != NULL && strcmp(a, "disabled") == 0) {
         say(reason, reasonsz, "pod annotation " RM_INJECT_ANNOTATION_INJECT ": disabled");
-        return RM_INJECT_SKIP;
+        return skip_as(skip, RM_INJECT_SKIP_DISABLED);
     }
     if (a != NULL && strcmp(a, "enabled") != 0) {
         say(reason, reasonsz, "pod annotation " RM_INJECT_ANNOTATION_INJECT " must be enabled or disabled, got '%.64s'", a);
@@ -1117,15 +1135,15 @@ rm_inject_pod(const rm_inject_config_t *cfg, const json_t *pod, json_t **patch, 
     }
     if ((a = annotation(v.annotations, RM_INJECT_ANNOTATION_INJECTED)) != NULL) {
         say(reason, reasonsz, "already injected (" RM_INJECT_ANNOTATION_INJECTED ": %.64s)", a);
-        return RM_INJECT_SKIP;
+        return skip_as(skip, RM_INJECT_SKIP_ALREADY_INJECTED);
     }
     if (has_container_named(v.containers, RM_INJECT_PROXY_NAME) || has_container_named(v.init_containers, RM_INJECT_PROXY_NAME)) {
         say(reason, reasonsz, "already injected (it has a container named " RM_INJECT_PROXY_NAME ")");
-        return RM_INJECT_SKIP;
+        return skip_as(skip, RM_INJECT_SKIP_ALREADY_INJECTED);
     }
     if (json_is_true(json_object_get(v.spec, "hostNetwork"))) {
         say(reason, reasonsz, "hostNetwork pod: its traffic is the node's, which the sidecar must not redirect");
-        return RM_INJECT_SKIP;
+        return skip_as(skip, RM_INJECT_SKIP_HOST_NETWORK);
     }
     if (has_container_named(v.containers, RM_INJECT_INIT_NAME) || has_container_named(v.init_containers, RM_INJECT_INIT_NAME)) {
         say(reason, reasonsz, "the pod has a container named " RM_INJECT_INIT_NAME " already (the name is reserved for injection)");

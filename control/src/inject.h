@@ -77,6 +77,14 @@ typedef enum en_rm_inject_result_t {
     RM_INJECT_INVALID = 2,
 } rm_inject_result_t;
 
+/** Why a pod was left alone (RM_INJECT_SKIP), as a code: the reason string is for people, this for metrics. */
+typedef enum en_rm_inject_skip_t {
+    RM_INJECT_SKIP_NONE = 0,         /* not skipped (injected, or invalid) */
+    RM_INJECT_SKIP_DISABLED,         /* annotation remora.dev/inject: disabled */
+    RM_INJECT_SKIP_ALREADY_INJECTED, /* annotated remora.dev/injected, or it has a container named remora-proxy */
+    RM_INJECT_SKIP_HOST_NETWORK,     /* a hostNetwork pod: its traffic is the node's */
+} rm_inject_skip_t;
+
 /**
  * Injects the pod `pod` (an object with "metadata" and "spec": a Pod or a pod template; borrowed,
  * not modified). The patch's paths are relative to `pod` and valid when applied in order.
@@ -84,6 +92,9 @@ typedef enum en_rm_inject_result_t {
  */
 rm_inject_result_t rm_inject_pod(const rm_inject_config_t *cfg, const json_t *pod, json_t **patch, json_t *warnings, char *reason,
                                  size_t reasonsz);
+/** The same, and `*skip` (may be NULL) says why in a code: RM_INJECT_SKIP_NONE unless the result is RM_INJECT_SKIP. */
+rm_inject_result_t rm_inject_pod_why(const rm_inject_config_t *cfg, const json_t *pod, json_t **patch, json_t *warnings,
+                                     char *reason, size_t reasonsz, rm_inject_skip_t *skip);
 
 /**
  * The inverse: a patch removing exactly what rm_inject_pod added and restoring the original probes

@@ -180,6 +180,13 @@ serves(const rm_resource_t *svc, const char *ns, const char *sa)
 size_t
 rm_scope_view(const rm_store_t *store, const rm_resource_t *policy, const char *sa, uint8_t *view[])
 {
+    return rm_scope_view_discovered(store, policy, sa, NULL, 0, view);
+}
+
+size_t
+rm_scope_view_discovered(const rm_store_t *store, const rm_resource_t *policy, const char *sa, const rm_scope_service_t *discovered,
+                         size_t num_discovered, uint8_t *view[])
+{
     const Remora__V1__EgressPolicySpec *spec = ((const Remora__V1__EgressPolicy *)policy->msg)->spec;
     size_t len[RM_KIND__ALL];
     rm_resource_t *const *lists[RM_KIND__ALL];
@@ -194,6 +201,9 @@ rm_scope_view(const rm_store_t *store, const rm_resource_t *policy, const char *
             in = rm_scope_host_matches(spec->hosts[h], policy->ns, svc->ns, svc->name);
         view[RM_KIND_SERVICE][i] = (uint8_t)in;
     }
+    /* what its agents asked for on demand enters as a host of the policy would, closure included */
+    for (size_t i = 0; i != num_discovered; ++i)
+        mark(store, view, RM_KIND_SERVICE, discovered[i].ns, discovered[i].name);
     /* mesh-wide kinds: every agent needs them whatever it calls */
     memset(view[RM_KIND_TELEMETRY], 1, len[RM_KIND_TELEMETRY]);
     memset(view[RM_KIND_MESH_TLS], 1, len[RM_KIND_MESH_TLS]);
@@ -216,4 +226,42 @@ rm_scope_view(const rm_store_t *store, const rm_resource_t *policy, const char *
         for (size_t i = 0; i != len[k]; ++i)
             n += view[k][i] != 0;
     return n;
+}
+
+const rm_resource_t *
+rm_scope_resolve(const rm_store_t *store, const char *host)
+{
+    /* the longest authority the agent builds is a 253-byte DNS name; names and namespaces are DNS labels (no dot) */
+    char buf[254];
+    size_t len = strnlen(host, sizeof(buf) + 1);
+    if (len != 0 && host[len - 1] == '.') /* a fully qualified name is the same name */
+        --len;
+    if (len == 0 || len >= sizeof(buf))
+        return NULL;
+    for (size_t i = 0; i != len; ++i) {
+        char ch = host[i];
+        if (ch >= 'A' && ch <= 'Z')
+            ch = (char)(ch - 'A' + 'a');
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-' || ch == '.'))
+            return NULL;
+        buf[i] = ch;
+    }
+    buf[len] = '\0';
+    char *dot = strchr(buf, '.');
+    if (dot == NULL)
+        return rm_store_find(store, RM_KIND_SERVICE, "default", buf);
+    *dot = '\0';
+    char *ns = dot + 1;
+    size_t nslen = strlen(ns);
+    static const char *const suffixes[] = {".svc.cluster.local", ".svc"};
+    for (size_t i = 0; i != sizeof(suffixes) / sizeof(suffixes[0]); ++i) {
+        size_t slen = strlen(suffixes[i]);
+        if (nslen > slen && strcmp(ns + nslen - slen, suffixes[i]) == 0) {
+            ns[nslen - slen] = '\0';
+            break;
+        }
+    }
+    if (buf[0] == '\0' || ns[0] == '\0' || strchr(ns, '.') != NULL)
+        return NULL;
+    return rm_store_find(store, RM_KIND_SERVICE, ns, buf);
 }

@@ -29,7 +29,7 @@
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 #include <openssl/crypto.h>
-#include <openssl/sha.h>
+#include <openssl/evp.h>
 #include "remora/log.h"
 #include "remora/rpc.h"
 #include "remora/strutil.h"
@@ -62,6 +62,12 @@
 #define MAX_PROXY_MS 60000
 /* incremental updates: the deltas of the current version kept, one per base version (then the oldest is replaced) */
 #define DELTA_CACHE 16
+/* on-demand discovery (docs/control-plane.md): names per Discover message and bytes per name (a DNS name); Services a
+ * scope's discovered set holds; names a stream has asked for and not yet been answered */
+#define MAX_DISCOVER_NAMES 32
+#define MAX_DISCOVER_NAME_BYTES 253
+#define MAX_DISCOVERED 256
+#define MAX_PENDING_NAMES 1024
 
 typedef struct st_tag_t tag_t;
 struct st_tag_t {
@@ -127,6 +133,15 @@ typedef struct st_scope_t {
     /* deltas only from bases at or after this version: the view at an older one may hold what is not in
      * the current view and not deleted, or lack what is in it and did not change since */
     uint64_t horizon;
+    /* on-demand discovery: the Services its streams asked for beyond the policy's hosts (at most MAX_DISCOVERED,
+     * sorted by namespace and name, never removed while the scope lives), part of the view and of the id */
+    rm_scope_service_t *discovered;
+    size_t num_discovered;
+    /* which set the encodings are of: a new number (srv->scope_gens) when the scope is made and whenever its
+     * discovered set grows, so that a stream knows its set is outdated at the same version; `grown`: the view and
+     * encodings must be made again at the current version */
+    uint64_t gen;
+    int grown;
     /* streams in it */
     unsigned refs;
     struct st_scope_t *next;
@@ -168,6 +183,11 @@ struct st_rm_control_server_t {
     size_t num_agents;
     conn_t *conns;
     unary_t *waiters;
+    /* agents past their Hello, and of those the ones whose applied version is current_of (snapshot_version when it was
+     * last counted: recounted once per new version), kept by agent_change() so that an ACK costs O(1) with no
+     * waiter; all_applied_logged: the last version logged as applied by every connected agent */
+    size_t num_connected, num_current;
+    uint64_t current_of, all_applied_logged;
     /* Proxy calls waiting for an agent's answer (relay_*), and the last request id */
     unary_t *proxies;
     uint64_t proxy_counter;
@@ -178,8 +198,9 @@ struct st_rm_control_server_t {
     /* the deltas to snapshot_version made so far (DELTA_CACHE at most), and which entry to replace next */
     delta_t deltas[DELTA_CACHE];
     size_t num_deltas, next_delta;
-    /* the scopes streams are in (scope_t), freed with their last stream */
+    /* the scopes streams are in (scope_t), freed with their last stream, and the last scope_t.gen given */
     scope_t *scopes;
+    uint64_t scope_gens;
     /* held by the server's thread while it changes what agent_counts() reads (agents, their connection,
      * ACKed version and NACK flag, snapshot_version); agent_counts() runs on a metrics scrape's thread */
     pthread_mutex_t agents_mutex;
@@ -217,6 +238,10 @@ struct st_unary_t {
     unsigned close_pending : 1, responded : 1;
     /* WaitForVersion */
     uint64_t wait_version, wait_deadline_ms;
+    /* connected agents still pending / that refused wait_version, kept by agent_change(); counted whole at the start
+     * and, with --kubernetes, again when the history moved (vseq() changed: wait_seq is the seq_counter they are of) */
+    size_t wait_pending, wait_refused;
+    uint64_t wait_seq;
     unary_t *next_waiter, **prev_waiter;
     /* Proxy (relay_*): the agent (node id, malloc'ed) and stream it waits on, the request's id, encoding and deadline;
      * linked in srv->proxies */
@@ -262,6 +287,13 @@ struct st_conn_t {
     uint64_t scope_version;
     int scope_checked;
     char *base_scope, *sent_scope;
+    /* the scope_t.gen of the set the agent serves and of the last push (0: no scope) */
+    uint64_t base_gen, sent_gen;
+    /* on-demand discovery: the names of its Discover messages not yet answered (Snapshot.discovered of its next
+     * push), at most MAX_PENDING_NAMES; a refused Discover was logged (once per stream) */
+    char **pending;
+    size_t num_pending;
+    int discover_warned;
 };
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
@@ -286,10 +318,12 @@ vseq(const rm_control_server_t *srv, uint64_t version)
 static void arm_unary(rm_control_server_t *srv, int method);
 static void arm_stream(rm_control_server_t *srv);
 static void check_waiters(rm_control_server_t *srv);
+static void agent_change(rm_control_server_t *srv, const agent_t *a, int sign);
 static void pump(conn_t *c);
 static void relay_unlink(unary_t *u);
 static void relay_fail(conn_t *c, grpc_status_code code, const char *why);
 static int relay_send(conn_t *c);
+static void clear_pending(conn_t *c);
 
 static void
 start_batch(grpc_call *call, const grpc_op *ops, size_t n, tag_t *tag)
@@ -574,6 +608,11 @@ scope_unref(rm_control_server_t *srv, scope_t *sc)
     }
     scope_clear(sc);
     free_members(sc);
+    for (size_t i = 0; i != sc->num_discovered; ++i) {
+        free(sc->discovered[i].ns);
+        free(sc->discovered[i].name);
+    }
+    free(sc->discovered);
     grpc_slice_unref(sc->full);
     free(sc->key);
     free(sc->policy_ns);
@@ -602,13 +641,14 @@ static void
 scope_refresh(rm_control_server_t *srv, scope_t *sc)
 {
     uint64_t version = srv->snapshot_version;
-    if (sc->version == version && sc->view[0] != NULL)
+    if (sc->version == version && sc->view[0] != NULL && !sc->grown)
         return;
+    sc->grown = 0;
     scope_clear(sc);
     const rm_resource_t *policy = rm_store_find(srv->store, RM_KIND_EGRESS_POLICY, sc->policy_ns, sc->policy_name);
     if (policy == NULL)
         rm_fatal("scope %s refreshed without its EgressPolicy", sc->key);
-    size_t n = rm_scope_view(srv->store, policy, sc->sa, sc->view);
+    size_t n = rm_scope_view_discovered(srv->store, policy, sc->sa, sc->discovered, sc->num_discovered, sc->view);
     member_t *members = rm_calloc(n + 1, sizeof(members[0]));
     size_t m = 0;
     for (int k = 0; k != RM_KIND__ALL; ++k) {
@@ -645,8 +685,8 @@ scope_refresh(rm_control_server_t *srv, scope_t *sc)
     sc->full = grpc_slice_from_copied_buffer((const char *)bytes, len);
     free(bytes);
     sc->version = version;
-    rm_log_debug(LOG, "scope %s at version %llu: %zu resources, %zu bytes%s", sc->key, (unsigned long long)version, m, len,
-                 moved ? " (no delta from earlier versions)" : "");
+    rm_log_debug(LOG, "scope %s at version %llu: %zu resources (%zu discovered Services), %zu bytes%s", sc->key,
+                 (unsigned long long)version, m, sc->num_discovered, len, moved ? " (no delta from earlier versions)" : "");
 }
 
 /* The delta of a scope from `base` (only from its horizon on), shared by every agent of the scope at that base. */
@@ -657,17 +697,28 @@ scope_delta(rm_control_server_t *srv, scope_t *sc, uint64_t base)
                         sc->horizon, GRPC_SLICE_LENGTH(sc->full));
 }
 
-/* A scope's store_id (scope_t.id). */
+/* A scope's store_id (scope_t.id): of the store, the key and the discovered set (nothing more while it is empty, so
+ * that the ids of scopes without one stay what they were before on-demand discovery). */
 static void
-scope_id(rm_control_server_t *srv, const char *key, uint8_t out[RM_STORE_ID_BYTES])
+scope_id(rm_control_server_t *srv, scope_t *sc)
 {
-    size_t klen = strlen(key);
-    uint8_t *in = rm_malloc(RM_STORE_ID_BYTES + klen), md[SHA256_DIGEST_LENGTH];
-    memcpy(in, rm_store_id(srv->store), RM_STORE_ID_BYTES);
-    memcpy(in + RM_STORE_ID_BYTES, key, klen);
-    SHA256(in, RM_STORE_ID_BYTES + klen, md);
-    free(in);
-    memcpy(out, md, RM_STORE_ID_BYTES);
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned mdlen = 0;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    if (ctx == NULL || !EVP_DigestInit_ex(ctx, EVP_sha256(), NULL))
+        rm_fatal("SHA-256: out of memory");
+    EVP_DigestUpdate(ctx, rm_store_id(srv->store), RM_STORE_ID_BYTES);
+    EVP_DigestUpdate(ctx, sc->key, strlen(sc->key));
+    for (size_t i = 0; i != sc->num_discovered; ++i) {
+        /* "\n" occurs in no name: the encoding of the set is unambiguous */
+        EVP_DigestUpdate(ctx, "\n", 1);
+        EVP_DigestUpdate(ctx, sc->discovered[i].ns, strlen(sc->discovered[i].ns));
+        EVP_DigestUpdate(ctx, "/", 1);
+        EVP_DigestUpdate(ctx, sc->discovered[i].name, strlen(sc->discovered[i].name));
+    }
+    EVP_DigestFinal_ex(ctx, md, &mdlen);
+    EVP_MD_CTX_free(ctx);
+    memcpy(sc->id, md, RM_STORE_ID_BYTES);
 }
 
 /* The stream's scope at the current version (NULL: none), found again after every change of the store. */
@@ -695,7 +746,8 @@ conn_scope(conn_t *c)
     if (sc == NULL) {
         sc = rm_calloc(1, sizeof(*sc));
         sc->key = rm_strdup(key);
-        scope_id(srv, key, sc->id);
+        scope_id(srv, sc);
+        sc->gen = ++srv->scope_gens;
         sc->policy_ns = rm_strdup(policy->ns);
         sc->policy_name = rm_strdup(policy->name);
         sc->sa = rm_strdup(c->wl_sa);
@@ -840,6 +892,7 @@ conn_maybe_free(conn_t *c)
     scope_unref(c->srv, c->scope);
     free(c->base_scope);
     free(c->sent_scope);
+    clear_pending(c);
     if (c->counted)
         rm_cp_metrics_stream(-1);
     --c->srv->live;
@@ -856,6 +909,7 @@ conn_closed(conn_t *c)
     relay_fail(c, GRPC_STATUS_UNAVAILABLE, "its stream to the control plane ended");
     agent_t *a = c->agent;
     if (a != NULL && a->conn == c) {
+        agent_change(c->srv, a, -1);
         pthread_mutex_lock(&c->srv->agents_mutex);
         a->conn = NULL;
         pthread_mutex_unlock(&c->srv->agents_mutex);
@@ -909,6 +963,80 @@ send_initial_md_op(conn_t *c, grpc_op *op)
     c->sent_initial_md = 1;
 }
 
+/* ---------------------------------------------------------------------------- on-demand discovery */
+
+static void
+clear_pending(conn_t *c)
+{
+    for (size_t i = 0; i != c->num_pending; ++i)
+        free(c->pending[i]);
+    free(c->pending);
+    c->pending = NULL;
+    c->num_pending = 0;
+}
+
+/* This push's own fields after the nonce: `scoped` for a stream in a scope, and the names it answers (all those asked
+ * since the last push, which it clears). Returns how many names it carries. */
+static size_t
+append_discovery(conn_t *c, const scope_t *sc, rm_rpc_buf_t *buf)
+{
+    if (sc != NULL)
+        rm_rpc_buf_append_varint_field(buf, 22, 1);
+    size_t n = c->num_pending;
+    for (size_t i = 0; i != n; ++i)
+        rm_rpc_buf_append_bytes_field(buf, 23, c->pending[i], strlen(c->pending[i]));
+    clear_pending(c);
+    return n;
+}
+
+/*
+ * The answer to Discover messages that changed nothing the stream needs (unknown names, names in its set already, a
+ * stream in no scope): an incremental snapshot on the version the agent serves that changes nothing and carries the
+ * names. Only on a set the agent is known to serve (it ACKed it or named it in its Hello, of the same scope and
+ * discovered set); returns 0 when there is none, and the caller sends the set whole instead.
+ */
+static int
+send_confirm(conn_t *c, const scope_t *sc)
+{
+    rm_control_server_t *srv = c->srv;
+    uint64_t gen = sc != NULL ? sc->gen : 0;
+    if (!c->incremental || c->need_full || c->base_version == 0 || !same_scope(c->base_scope, sc != NULL ? sc->key : NULL) ||
+        c->base_gen != gen)
+        return 0;
+    rm_rpc_buf_t buf = {0};
+    snprintf(c->sent_nonce, sizeof(c->sent_nonce), "%llx", (unsigned long long)++srv->nonce_counter);
+    rm_rpc_buf_append_varint_field(&buf, 1, c->base_version);
+    rm_rpc_buf_append_bytes_field(&buf, 2, c->sent_nonce, strlen(c->sent_nonce));
+    rm_rpc_buf_append_varint_field(&buf, 17, 1);
+    rm_rpc_buf_append_varint_field(&buf, 18, c->base_version);
+    rm_rpc_buf_append_bytes_field(&buf, 20, sc != NULL ? sc->id : rm_store_id(srv->store), RM_STORE_ID_BYTES);
+    size_t answered = append_discovery(c, sc, &buf);
+    grpc_slice slice = grpc_slice_from_copied_buffer((const char *)buf.base, buf.len);
+    size_t bytes = buf.len;
+    rm_rpc_buf_dispose(&buf);
+    grpc_op ops[2];
+    size_t n = 0;
+    memset(ops, 0, sizeof(ops));
+    c->send_bb = grpc_raw_byte_buffer_create(&slice, 1);
+    grpc_slice_unref(slice);
+    if (!c->sent_initial_md)
+        send_initial_md_op(c, &ops[n++]);
+    ops[n].op = GRPC_OP_SEND_MESSAGE;
+    ops[n++].data.send_message.send_message = c->send_bb;
+    c->send_busy = 1;
+    /* answered like any push: its ACK confirms the base again, a NACK brings the set whole */
+    c->awaiting = 1;
+    c->sent_delta = 1;
+    set_scope_key(&c->sent_scope, sc);
+    c->sent_gen = gen;
+    ++c->refs;
+    start_batch(c->call, ops, n, &c->on_send);
+    rm_cp_metrics_push(RM_CP_PUSH_DELTA, bytes);
+    rm_log_debug(LOG, "agent %s: answered %zu discovered names with an empty delta on version %llu (%zu bytes; nonce %s)",
+                 c->agent->node_id, answered, (unsigned long long)c->base_version, bytes, c->sent_nonce);
+    return 1;
+}
+
 /* Starts the next send if nothing is in flight: the final status if one is queued, else the newest snapshot. */
 static void
 pump(conn_t *c)
@@ -934,9 +1062,10 @@ pump(conn_t *c)
     }
     if (c->agent == NULL)
         return;
-    /* the newest snapshot first; then the admin requests of `remoractl proxy`, one per send. A stream
-     * that takes deltas waits for the answer to its last push: a delta applies only on what it serves */
-    if ((c->has_sent && c->sent_version == srv->snapshot_version && !c->resend_full) || (c->incremental && c->awaiting)) {
+    /* the newest snapshot first; then the answer to Discover messages; then the admin requests of `remoractl proxy`,
+     * one per send. A stream that takes deltas waits for the answer to its last push: a delta applies only on what it
+     * serves */
+    if (c->incremental && c->awaiting) {
         relay_send(c);
         return;
     }
@@ -946,13 +1075,27 @@ pump(conn_t *c)
         return;
     }
     scope_t *sc = conn_scope(c);
+    uint64_t gen = sc != NULL ? sc->gen : 0;
+    /* a scope's set that grew (on-demand discovery) is new at the same version */
+    if (c->has_sent && c->sent_version == srv->snapshot_version && !c->resend_full && c->sent_gen == gen) {
+        if (c->num_pending == 0) {
+            relay_send(c);
+            return;
+        }
+        /* names asked and nothing new to carry them: an empty delta on the set the agent serves, or else (an agent
+         * without deltas, or whose set is unknown after a NACK) the set whole again */
+        if (send_confirm(c, sc))
+            return;
+        c->resend_full = 1;
+    }
     if (sc != NULL)
         scope_refresh(srv, sc);
     grpc_slice body = sc != NULL ? sc->full : srv->snapshot;
     const delta_t *d = NULL;
-    /* a delta applies on the set the agent serves: of the same scope (a scope change sends the new set whole) */
+    /* a delta applies on the set the agent serves: of the same scope and discovered set (a scope change, or a set
+     * that grew, sends the new set whole) */
     if (c->incremental && !c->need_full && !c->resend_full && c->base_version != 0 &&
-        same_scope(c->base_scope, sc != NULL ? sc->key : NULL)) {
+        same_scope(c->base_scope, sc != NULL ? sc->key : NULL) && c->base_gen == gen) {
         d = sc != NULL ? scope_delta(srv, sc, c->base_version) : get_delta(srv, c->base_version);
         if (d->full)
             d = NULL;
@@ -960,10 +1103,13 @@ pump(conn_t *c)
             body = d->slice;
     }
     set_scope_key(&c->sent_scope, sc);
-    /* the shared encoding plus this send's nonce: concatenated encodings merge into one message */
+    c->sent_gen = gen;
+    /* the shared encoding plus this send's own fields (nonce; scoped, discovered): concatenated encodings merge into
+     * one message */
     rm_rpc_buf_t nonce = {0};
     snprintf(c->sent_nonce, sizeof(c->sent_nonce), "%llx", (unsigned long long)++srv->nonce_counter);
     rm_rpc_buf_append_bytes_field(&nonce, 2, c->sent_nonce, strlen(c->sent_nonce));
+    size_t answered = append_discovery(c, sc, &nonce);
     grpc_slice slices[2] = {body, grpc_slice_from_copied_buffer((const char *)nonce.base, nonce.len)};
     rm_rpc_buf_dispose(&nonce);
     c->send_bb = grpc_raw_byte_buffer_create(slices, 2);
@@ -983,12 +1129,12 @@ pump(conn_t *c)
     start_batch(c->call, ops, n, &c->on_send);
     rm_cp_metrics_push(d != NULL ? RM_CP_PUSH_DELTA : RM_CP_PUSH_FULL, bytes);
     if (d != NULL)
-        rm_log_debug(LOG, "agent %s: sent version %llu as a delta from %llu (%zu changed, %zu removed, %zu bytes; nonce %s)",
+        rm_log_debug(LOG, "agent %s: sent version %llu as a delta from %llu (%zu changed, %zu removed, %zu bytes; nonce %s%s)",
                      c->agent->node_id, (unsigned long long)c->sent_version, (unsigned long long)c->base_version, d->changed,
-                     d->removed, bytes, c->sent_nonce);
+                     d->removed, bytes, c->sent_nonce, answered != 0 ? "; answers a Discover" : "");
     else
-        rm_log_debug(LOG, "agent %s: sent version %llu (%zu bytes; nonce %s)", c->agent->node_id,
-                     (unsigned long long)c->sent_version, bytes, c->sent_nonce);
+        rm_log_debug(LOG, "agent %s: sent version %llu (%zu bytes; nonce %s%s)", c->agent->node_id,
+                     (unsigned long long)c->sent_version, bytes, c->sent_nonce, answered != 0 ? "; answers a Discover" : "");
 }
 
 static void
@@ -1015,23 +1161,18 @@ valid_node_id(const char *s)
 }
 
 /*
- * The workload of a stream, for scoping: the namespace and service account of its verified client certificate
- * (spiffe://TD/ns/NS/sa/SA; its trust domain was checked by the authentication). A stream authenticated by a
- * bootstrap token alone, or without authentication (--insecure), has none: no scope applies to it.
+ * The workload of a stream, for scoping: the namespace and service account of the credential that authenticated it
+ * (rm_identity_authenticate_workload_as): its verified client certificate (spiffe://TD/ns/NS/sa/SA of this trust
+ * domain), else the bootstrap token this control plane made and checked, which names them too. A stream without
+ * authentication (--insecure) has none: no scope applies to it.
  */
 static void
-workload_of(const char *spiffe_id, char ns[64], char sa[64])
+workload_of(const rm_auth_workload_t *wl, char ns[64], char sa[64])
 {
-    ns[0] = sa[0] = '\0';
-    const char *p = spiffe_id != NULL && strncmp(spiffe_id, "spiffe://", 9) == 0 ? strchr(spiffe_id + 9, '/') : NULL;
-    if (p == NULL || strncmp(p, "/ns/", 4) != 0)
-        return;
-    const char *n = p + 4, *s = strstr(n, "/sa/");
-    if (s == NULL || s == n || (size_t)(s - n) >= 64 || strlen(s + 4) >= 64 || s[4] == '\0' || strchr(s + 4, '/') != NULL)
-        return;
-    memcpy(ns, n, (size_t)(s - n));
-    ns[s - n] = '\0';
-    strcpy(sa, s + 4);
+    snprintf(ns, 64, "%s", wl->ns);
+    snprintf(sa, 64, "%s", wl->sa);
+    if (ns[0] == '\0' || sa[0] == '\0')
+        ns[0] = sa[0] = '\0';
 }
 
 static void
@@ -1050,13 +1191,14 @@ handle_hello(conn_t *c, const Remora__V1__Hello *hello)
         credentials_t cr;
         char why[600];
         get_credentials(c->call, &c->md, hello->node_id, &cr);
-        grpc_status_code code = rm_identity_authenticate_workload(srv->identity, RM_AUTH_API_DISCOVERY, &cr.caller, hello->node_id,
-                                                                  0, why, sizeof(why));
+        rm_auth_workload_t wl;
+        grpc_status_code code = rm_identity_authenticate_workload_as(srv->identity, RM_AUTH_API_DISCOVERY, &cr.caller,
+                                                                     hello->node_id, 0, &wl, why, sizeof(why));
         if (code != GRPC_STATUS_OK) {
             queue_status(c, code, why);
             return;
         }
-        workload_of(cr.caller.spiffe_id, c->wl_ns, c->wl_sa);
+        workload_of(&wl, c->wl_ns, c->wl_sa);
     }
     agent_t *a = find_agent(srv, hello->node_id, 1);
     if (a == NULL) {
@@ -1069,11 +1211,13 @@ handle_hello(conn_t *c, const Remora__V1__Hello *hello)
         old->agent = NULL;
         queue_status(old, GRPC_STATUS_ABORTED, "replaced by a newer stream with the same node id");
     }
+    agent_change(srv, a, -1);
     pthread_mutex_lock(&srv->agents_mutex);
     a->conn = c;
     a->applied_version = hello->applied_version;
     a->nacked = 0;
     pthread_mutex_unlock(&srv->agents_mutex);
+    agent_change(srv, a, 1);
     c->agent = a;
     c->admin_requests = hello->admin_requests;
     c->incremental = hello->accepts_incremental;
@@ -1091,6 +1235,7 @@ handle_hello(conn_t *c, const Remora__V1__Hello *hello)
     a->peer = rm_strdup(c->peer != NULL ? c->peer : "");
     /* the set it serves is of its scope now: its Hello named the scope's store_id, or it gets the set whole */
     set_scope_key(&c->base_scope, sc);
+    c->base_gen = sc != NULL ? sc->gen : 0;
     rm_log_info(LOG, "agent %s connected from %s (serving version %llu; current is %llu%s%s%s)", a->node_id, a->peer,
                 (unsigned long long)a->applied_version, (unsigned long long)srv->snapshot_version,
                 c->incremental ? "; takes incremental updates" : "", sc != NULL ? "; scope " : "", sc != NULL ? sc->key : "");
@@ -1117,12 +1262,19 @@ handle_ack(conn_t *c, uint64_t version, const char *nonce)
     int latest = strcmp(nonce, c->sent_nonce) == 0;
     if (!latest)
         rm_log_debug(LOG, "agent %s: ACK of an earlier push (nonce %s, last sent %s)", a->node_id, nonce, c->sent_nonce);
+    agent_change(c->srv, a, -1);
     pthread_mutex_lock(&c->srv->agents_mutex);
     a->applied_version = version;
     a->nacked = 0;
     pthread_mutex_unlock(&c->srv->agents_mutex);
+    agent_change(c->srv, a, 1);
     a->acked_here = version;
-    rm_log_info(LOG, "agent %s applied version %llu", a->node_id, (unsigned long long)version);
+    rm_log_debug(LOG, "agent %s applied version %llu", a->node_id, (unsigned long long)version);
+    rm_control_server_t *srv = c->srv;
+    if (version == srv->snapshot_version && srv->num_current == srv->num_connected && srv->all_applied_logged != version) {
+        srv->all_applied_logged = version;
+        rm_log_info(LOG, "version %llu applied by every connected agent (%zu)", (unsigned long long)version, srv->num_connected);
+    }
     if (latest && c->awaiting) {
         /* what the agent serves now: the base of the next delta */
         c->awaiting = 0;
@@ -1130,6 +1282,7 @@ handle_ack(conn_t *c, uint64_t version, const char *nonce)
         c->base_version = version;
         set_scope_key(&c->base_scope, NULL);
         c->base_scope = c->sent_scope != NULL ? rm_strdup(c->sent_scope) : NULL;
+        c->base_gen = c->sent_gen;
         pump(c);
     }
     check_waiters(c->srv);
@@ -1141,12 +1294,14 @@ handle_nack(conn_t *c, uint64_t version, const char *nonce, const char *reason)
     agent_t *a = c->agent;
     wall_now(&a->last_seen);
     rm_cp_metrics_answer(1);
+    agent_change(c->srv, a, -1);
     pthread_mutex_lock(&c->srv->agents_mutex);
     a->nacked = 1;
     pthread_mutex_unlock(&c->srv->agents_mutex);
     free(a->nack_reason);
     a->nack_reason = rm_strndup(reason, strnlen(reason, MAX_NACK_REASON));
     a->nack_version = version;
+    agent_change(c->srv, a, 1);
     rm_log_warn(LOG, "agent %s refused version %llu%s: %s", a->node_id, (unsigned long long)version,
                 c->sent_delta && strcmp(nonce, c->sent_nonce) == 0 ? " (a delta; the full snapshot follows)" : "", a->nack_reason);
     if (strcmp(nonce, c->sent_nonce) == 0 && c->awaiting) {
@@ -1172,6 +1327,132 @@ handle_stats(conn_t *c, const Remora__V1__Stats *stats)
         rm_log_warn(LOG, "agent %s: stats summary ignored: %s", a->node_id, err);
     else
         rm_log_debug(LOG, "agent %s: stats summary with %zu series", a->node_id, stats->n_series);
+}
+
+/* Adds a name to the stream's unanswered ones (once); 0 when MAX_PENDING_NAMES are waiting already. */
+static int
+add_pending(conn_t *c, const char *name)
+{
+    for (size_t i = 0; i != c->num_pending; ++i)
+        if (strcmp(c->pending[i], name) == 0)
+            return 1;
+    if (c->num_pending == MAX_PENDING_NAMES)
+        return 0;
+    c->pending = rm_realloc(c->pending, (c->num_pending + 1) * sizeof(c->pending[0]));
+    c->pending[c->num_pending++] = rm_strdup(name);
+    return 1;
+}
+
+static int
+cmp_discovered(const rm_scope_service_t *a, const char *ns, const char *name)
+{
+    int c = strcmp(a->ns, ns);
+    return c != 0 ? c : strcmp(a->name, name);
+}
+
+/* Puts the Service into the scope's discovered set (sorted); 0 when it is there already. */
+static int
+add_discovered(scope_t *sc, const char *ns, const char *name)
+{
+    size_t at = 0;
+    while (at != sc->num_discovered && cmp_discovered(&sc->discovered[at], ns, name) < 0)
+        ++at;
+    if (at != sc->num_discovered && cmp_discovered(&sc->discovered[at], ns, name) == 0)
+        return 0;
+    sc->discovered = rm_realloc(sc->discovered, (sc->num_discovered + 1) * sizeof(sc->discovered[0]));
+    memmove(&sc->discovered[at + 1], &sc->discovered[at], (sc->num_discovered - at) * sizeof(sc->discovered[0]));
+    sc->discovered[at] = (rm_scope_service_t){rm_strdup(ns), rm_strdup(name)};
+    ++sc->num_discovered;
+    return 1;
+}
+
+/*
+ * On-demand discovery (docs/control-plane.md): names an agent met and does not know. Each name that means a Service
+ * outside the stream's scope joins the scope's discovered set (at most MAX_DISCOVERED); a set that grew is new for
+ * every stream in the scope (a new id and gen: each gets it whole). The names are answered by the stream's next push,
+ * found or not (Snapshot.discovered). Refused without ending the stream: more than MAX_DISCOVER_NAMES in one message
+ * (the rest), a name longer than MAX_DISCOVER_NAME_BYTES or empty, more than MAX_PENDING_NAMES unanswered.
+ */
+static void
+handle_discover(conn_t *c, const Remora__V1__Discover *disc)
+{
+    rm_control_server_t *srv = c->srv;
+    size_t n = disc->n_names, refused = 0, found = 0, unknown = 0, unscoped = 0, full = 0;
+    const char *why = NULL;
+    if (n > MAX_DISCOVER_NAMES) {
+        refused += n - MAX_DISCOVER_NAMES;
+        n = MAX_DISCOVER_NAMES;
+        why = "more than 32 names in one message";
+    }
+    /* --kubernetes before the first state: nothing to find yet, and no scope to put it in */
+    scope_t *sc = srv->kube != NULL && srv->snapshot_version == 0 ? NULL : conn_scope(c);
+    if (sc != NULL)
+        scope_refresh(srv, sc);
+    int grew = 0;
+    for (size_t i = 0; i != n; ++i) {
+        const char *name = disc->names[i];
+        size_t len = strnlen(name, MAX_DISCOVER_NAME_BYTES + 1);
+        if (len == 0 || len > MAX_DISCOVER_NAME_BYTES) {
+            ++refused;
+            why = len == 0 ? "an empty name" : "a name longer than 253 bytes";
+            continue;
+        }
+        if (!add_pending(c, name)) {
+            ++refused;
+            why = "more than 1024 names waiting for their answer";
+            continue;
+        }
+        if (sc == NULL) {
+            ++unscoped;
+            continue;
+        }
+        const rm_resource_t *svc = rm_scope_resolve(srv->store, name);
+        if (svc == NULL) {
+            ++unknown;
+            continue;
+        }
+        ssize_t at = rm_store_index(srv->store, RM_KIND_SERVICE, svc->ns, svc->name);
+        if (at >= 0 && sc->view[RM_KIND_SERVICE][at]) {
+            ++found; /* in the set already (the agent asked before its push arrived, or for a name of one it has) */
+            continue;
+        }
+        size_t before = sc->num_discovered;
+        if (before == MAX_DISCOVERED) {
+            ++full;
+            continue;
+        }
+        grew |= add_discovered(sc, svc->ns, svc->name);
+        ++found;
+        if (sc->num_discovered != before)
+            rm_log_info(LOG, "agent %s: scope %s discovers service %s/%s (asked as %s; %zu discovered)", c->agent->node_id, sc->key,
+                        svc->ns, svc->name, name, sc->num_discovered);
+    }
+    rm_cp_metrics_discovery(RM_CP_DISCOVERY_FOUND, found);
+    rm_cp_metrics_discovery(RM_CP_DISCOVERY_UNKNOWN, unknown);
+    rm_cp_metrics_discovery(RM_CP_DISCOVERY_UNSCOPED, unscoped);
+    rm_cp_metrics_discovery(RM_CP_DISCOVERY_OVER_LIMIT, refused + full);
+    if (full != 0)
+        rm_log_warn(LOG,
+                    "agent %s: scope %s holds %d discovered Services already: %zu more not added (widen the EgressPolicy's "
+                    "hosts)",
+                    c->agent->node_id, sc->key, MAX_DISCOVERED, full);
+    if (refused != 0 && !c->discover_warned) {
+        c->discover_warned = 1;
+        rm_log_warn(LOG, "agent %s: Discover refused in part (%s): %zu names dropped (logged once per stream)", c->agent->node_id,
+                    why, refused);
+    }
+    rm_log_debug(LOG, "agent %s: Discover of %zu names: %zu found, %zu unknown, %zu unscoped, %zu over the limits",
+                 c->agent->node_id, disc->n_names, found, unknown, unscoped, refused + full);
+    if (!grew) {
+        pump(c);
+        return;
+    }
+    scope_id(srv, sc);
+    sc->gen = ++srv->scope_gens;
+    sc->grown = 1;
+    for (conn_t *o = srv->conns; o != NULL; o = o->next)
+        if (o->scope == sc)
+            pump(o);
 }
 
 /* ------------------------------------------------------------------ admin requests relayed to agents */
@@ -1323,6 +1604,8 @@ conn_on_recv(tag_t *tag, int ok)
         handle_stats(c, m->stats);
     } else if (m->message_case == REMORA__V1__AGENT_MESSAGE__MESSAGE_ADMIN_RESPONSE) {
         relay_answer(c, m->admin_response);
+    } else if (m->message_case == REMORA__V1__AGENT_MESSAGE__MESSAGE_DISCOVER) {
+        handle_discover(c, m->discover);
     } else {
         queue_status(c, GRPC_STATUS_INVALID_ARGUMENT, "empty AgentMessage");
         again = 0;
@@ -1565,8 +1848,10 @@ kube_delete_done(void *ctx, const rm_kube_result_t *res)
     kube_call_t *k = ctx;
     unary_t *u = k->u;
     if (!res->ok) {
+        rm_cp_metrics_delete(kube_status(res) == GRPC_STATUS_NOT_FOUND ? RM_CP_DELETE_NOT_FOUND : RM_CP_DELETE_KUBE_ERROR);
         respond_error(u, kube_status(res), "%s", res->message);
     } else {
+        rm_cp_metrics_delete(RM_CP_DELETE_DELETED);
         Remora__V1__DeleteResponse resp = REMORA__V1__DELETE_RESPONSE__INIT;
         resp.version = vseq(k->srv, res->version) != 0 ? res->version : rm_store_version(k->srv->store);
         rm_log_info(LOG, "delete %s through the Kubernetes API: version %llu", k->what, (unsigned long long)resp.version);
@@ -1788,6 +2073,7 @@ handle_delete(rm_control_server_t *srv, unary_t *u, ProtobufCMessage *msg)
     Remora__V1__DeleteRequest *req = (Remora__V1__DeleteRequest *)msg;
     rm_kind_t kind;
     if (req->resource == NULL || rm_kind_from_proto(req->resource->kind, &kind) != 0 || req->resource->name[0] == '\0') {
+        rm_cp_metrics_delete(RM_CP_DELETE_INVALID);
         respond_error(u, GRPC_STATUS_INVALID_ARGUMENT, "delete needs a kind and a name");
         return;
     }
@@ -1796,6 +2082,7 @@ handle_delete(rm_control_server_t *srv, unary_t *u, ProtobufCMessage *msg)
     if (srv->kube != NULL) {
         /* still in use by served resources: refused as in the file store; not served (invalid): the API may hold it */
         if (rm_store_check_delete(srv->store, kind, ns, req->resource->name, err, sizeof(err)) == RM_STORE_EINUSE) {
+            rm_cp_metrics_delete(RM_CP_DELETE_IN_USE);
             respond_error(u, GRPC_STATUS_FAILED_PRECONDITION, "%s", err);
             return;
         }
@@ -1809,6 +2096,10 @@ handle_delete(rm_control_server_t *srv, unary_t *u, ProtobufCMessage *msg)
         return;
     }
     int rc = rm_store_delete(srv->store, kind, ns, req->resource->name, err, sizeof(err));
+    rm_cp_metrics_delete(rc == RM_STORE_ENOENT   ? RM_CP_DELETE_NOT_FOUND
+                         : rc == RM_STORE_EINUSE ? RM_CP_DELETE_IN_USE
+                         : rc != 0               ? RM_CP_DELETE_STORE_ERROR
+                                                 : RM_CP_DELETE_DELETED);
     if (rc == RM_STORE_ENOENT) {
         respond_error(u, GRPC_STATUS_NOT_FOUND, "%s", err);
     } else if (rc == RM_STORE_EINUSE) {
@@ -1920,22 +2211,72 @@ finish_wait(rm_control_server_t *srv, unary_t *u, Remora__V1__WaitForVersionResp
     free(list);
 }
 
-/* Answers the waiters whose condition now holds (or whose time is up). */
+/* A waiter's counts over every agent: at its start, and with --kubernetes when vseq() changed. */
+static void
+waiter_count(rm_control_server_t *srv, unary_t *u)
+{
+    u->wait_pending = u->wait_refused = 0;
+    for (size_t i = 0; i != srv->num_agents; ++i) {
+        u->wait_refused += refused(srv->agents[i], u->wait_version);
+        u->wait_pending += pending(srv->agents[i], u->wait_version);
+    }
+    u->wait_seq = srv->seq_counter;
+}
+
+/*
+ * What an agent adds to the counts the ACK path reads: the connected and current agents and every waiter's pending
+ * and refused ones. Called with -1 before its connection, applied version or NACK change and +1 after, so that an
+ * ACK costs O(waiters) instead of a pass over every agent per waiter. The current count is of snapshot_version:
+ * when that moved since it was counted, it is counted again first (once per version).
+ */
+static void
+agent_change(rm_control_server_t *srv, const agent_t *a, int sign)
+{
+    if (sign < 0 && srv->current_of != srv->snapshot_version) {
+        srv->num_current = 0;
+        for (size_t i = 0; i != srv->num_agents; ++i)
+            srv->num_current += srv->agents[i]->conn != NULL && srv->agents[i]->applied_version == srv->snapshot_version;
+        srv->current_of = srv->snapshot_version;
+    }
+    if (a->conn == NULL)
+        return;
+    size_t current = a->applied_version == srv->current_of;
+    if (sign < 0) {
+        --srv->num_connected;
+        srv->num_current -= current;
+    } else {
+        ++srv->num_connected;
+        srv->num_current += current;
+    }
+    for (unary_t *u = srv->waiters; u != NULL; u = u->next_waiter) {
+        if (u->wait_seq != srv->seq_counter)
+            continue; /* --kubernetes: the history moved, check_waiters() counts it whole */
+        size_t r = (size_t)refused(a, u->wait_version), p = (size_t)pending(a, u->wait_version);
+        if (sign < 0) {
+            u->wait_refused -= r;
+            u->wait_pending -= p;
+        } else {
+            u->wait_refused += r;
+            u->wait_pending += p;
+        }
+    }
+}
+
+/* Answers the waiters whose condition now holds (or whose time is up): O(waiters), from their counts. */
 static void
 check_waiters(rm_control_server_t *srv)
 {
+    if (srv->waiters == NULL)
+        return;
     uint64_t now = rm_now_ms();
     unary_t *u = srv->waiters;
     while (u != NULL) {
         unary_t *next = u->next_waiter;
-        size_t num_refused = 0, num_pending = 0;
-        for (size_t i = 0; i != srv->num_agents; ++i) {
-            num_refused += refused(srv->agents[i], u->wait_version);
-            num_pending += pending(srv->agents[i], u->wait_version);
-        }
-        if (num_refused != 0)
+        if (srv->kube != NULL && u->wait_seq != srv->seq_counter)
+            waiter_count(srv, u);
+        if (u->wait_refused != 0)
             finish_wait(srv, u, REMORA__V1__WAIT_FOR_VERSION_RESPONSE__OUTCOME__OUTCOME_REFUSED, refused);
-        else if (num_pending == 0)
+        else if (u->wait_pending == 0)
             finish_wait(srv, u, REMORA__V1__WAIT_FOR_VERSION_RESPONSE__OUTCOME__OUTCOME_APPLIED, is_connected);
         else if (now >= u->wait_deadline_ms)
             finish_wait(srv, u, REMORA__V1__WAIT_FOR_VERSION_RESPONSE__OUTCOME__OUTCOME_TIMED_OUT, pending);
@@ -1977,6 +2318,7 @@ handle_wait(rm_control_server_t *srv, unary_t *u, ProtobufCMessage *msg)
         u->next_waiter->prev_waiter = &u->next_waiter;
     u->prev_waiter = &srv->waiters;
     srv->waiters = u;
+    waiter_count(srv, u);
     check_waiters(srv);
 }
 

@@ -45,22 +45,20 @@ text_status(int *status, int code, const char *fmt, ...)
     return rm_strdup(buf);
 }
 
-/* The class of inject.c's reason for not injecting (remora_control_webhook_skips_total): the reasons are
- * sentences made for people, these are their fixed beginnings. */
+/* The label of inject.c's reason code for not injecting (remora_control_webhook_skips_total). */
 static rm_cp_skip_reason_t
-skip_reason(const char *reason)
+skip_reason(rm_inject_skip_t skip)
 {
-    static const struct {
-        const char *prefix;
-        rm_cp_skip_reason_t reason;
-    } classes[] = {
-        {"pod annotation " RM_INJECT_ANNOTATION_INJECT ": disabled", RM_CP_SKIP_DISABLED},
-        {"already injected", RM_CP_SKIP_ALREADY_INJECTED},
-        {"hostNetwork", RM_CP_SKIP_HOST_NETWORK},
-    };
-    for (size_t i = 0; i != sizeof(classes) / sizeof(classes[0]); ++i)
-        if (strncmp(reason, classes[i].prefix, strlen(classes[i].prefix)) == 0)
-            return classes[i].reason;
+    switch (skip) {
+    case RM_INJECT_SKIP_DISABLED:
+        return RM_CP_SKIP_DISABLED;
+    case RM_INJECT_SKIP_ALREADY_INJECTED:
+        return RM_CP_SKIP_ALREADY_INJECTED;
+    case RM_INJECT_SKIP_HOST_NETWORK:
+        return RM_CP_SKIP_HOST_NETWORK;
+    case RM_INJECT_SKIP_NONE:
+        break;
+    }
     return RM_CP_SKIP_OTHER;
 }
 
@@ -131,7 +129,8 @@ rm_webhook_review(const rm_inject_config_t *cfg, const char *body, size_t len, i
                  name == NULL && gen != NULL ? "*" : "");
         json_t *patch = NULL, *warnings = json_array();
         char reason[600];
-        rm_inject_result_t r = rm_inject_pod(cfg, pod, &patch, warnings, reason, sizeof(reason));
+        rm_inject_skip_t skip;
+        rm_inject_result_t r = rm_inject_pod_why(cfg, pod, &patch, warnings, reason, sizeof(reason), &skip);
         if (r == RM_INJECT_PATCH) {
             char *p = json_dumps(patch, JSON_COMPACT);
             char *b64 = base64(p, strlen(p));
@@ -145,7 +144,7 @@ rm_webhook_review(const rm_inject_config_t *cfg, const char *body, size_t len, i
         } else if (r == RM_INJECT_SKIP) {
             json_array_append_new(warnings, json_sprintf("remora: sidecar not injected: %s", reason));
             snprintf(log_line, log_linesz, "%s: not injected: %s", who, reason);
-            rm_cp_metrics_review(RM_CP_REVIEW_SKIPPED, skip_reason(reason));
+            rm_cp_metrics_review(RM_CP_REVIEW_SKIPPED, skip_reason(skip));
         } else {
             char msg[700];
             snprintf(msg, sizeof(msg), "remora: cannot inject the sidecar: %s", reason);

@@ -271,6 +271,70 @@ def test_apply_counted(cp, tmp_path):
     assert value(metrics(cp.metrics_port), "remora_control_store_state_bytes") > 0
 
 
+def test_delete_counted(cp, tmp_path):
+    """remoractl delete (Admin.Delete) outcomes: deleted, not_found, in_use, invalid."""
+    docs = service_doc("web") + "---\n" + ("apiVersion: remora.dev/v1\nkind: HTTPRoute\nmetadata: {name: r}\nspec:\n"
+                                         "  parentRefs: [{kind: Service, name: web}]\n  rules:\n"
+                                         "  - backendRefs: [{name: web}]\n")
+    assert cp.ctl("apply", "-f", write(str(tmp_path), "web.yaml", docs)).rc == 0
+    d = Delta(cp.metrics_port)
+    r = cp.ctl("delete", "service", "web")
+    assert r.rc != 0 and "r" in r.err, r            # the route still refers to it
+    assert cp.ctl("delete", "httproute", "nothere").rc != 0
+    assert cp.ctl("delete", "httproute", "r").rc == 0
+    assert cp.ctl("delete", "service", "web").rc == 0
+    # no name: refused by the server (remoractl checks its arguments, so the call is made directly)
+    apb = pb().admin
+    with cp.grpc_channel(token=cp.admin_token()) as ch:
+        m = ch.unary_unary("/remora.v1.Admin/Delete", request_serializer=apb.DeleteRequest.SerializeToString,
+                           response_deserializer=apb.DeleteResponse.FromString)
+        with pytest.raises(grpc.RpcError) as e:
+            m(apb.DeleteRequest(resource=apb.ResourceRef(kind=pb().meta.RESOURCE_KIND_SERVICE)), timeout=10)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value
+    got = {r: d("remora_control_deletes_total", result=r)
+           for r in ("deleted", "invalid", "not_found", "in_use", "store_error", "kubernetes_error")}
+    assert got == {"deleted": 2, "invalid": 1, "not_found": 1, "in_use": 1, "store_error": 0, "kubernetes_error": 0}, got
+    assert d("remora_control_store_writes_total", result="ok") == 2
+
+
+def test_token_reviews_counted(control_factory, tmp_path):  # noqa: F811
+    """--kubernetes: each TokenReview of a projected token (Identity.Certify) by result."""
+    kube = KubeApiServer(tls=True, workdir=str(tmp_path / "kube-api"), bookmark_interval=0.5)
+    kube.start()
+    try:
+        kube.add_token("projected-good", username="system:serviceaccount:shop:cart", pod_name="cart-1")
+        kube.add_token("other-audience", username="system:serviceaccount:shop:cart", audiences=["vault"])
+        mport = free_port()
+        cp = control_factory(extra=["--kubernetes", "--kube-api", kube.url, "--kube-token-file", kube.token_file,
+                                    "--kube-ca-file", kube.ca_file, "--metrics-listen", f"127.0.0.1:{mport}"])
+        wait_until(lambda: support.http_get("127.0.0.1", mport, "/ready")[0] == 200, 15, what="ready")
+        csr = make_csr(str(tmp_path), "w")
+        d = Delta(mport)
+
+        def code(token, node="cart-1.shop"):
+            try:
+                certify(cp, csr, token, node)
+                return grpc.StatusCode.OK
+            except grpc.RpcError as e:
+                return e.code()
+        assert code("projected-good") == grpc.StatusCode.OK
+        # authenticated, but the pod's token names another node id: still an authenticated review
+        assert code("projected-good", "someone-else.shop") == grpc.StatusCode.PERMISSION_DENIED
+        assert code("not-a-token") == grpc.StatusCode.UNAUTHENTICATED
+        assert code("other-audience") == grpc.StatusCode.UNAUTHENTICATED
+        kube.fail_next(100, status=503)
+        assert code("projected-good") == grpc.StatusCode.UNAVAILABLE
+        kube.fail_next(0)
+        got = {r: d("remora_control_token_reviews_total", result=r) for r in ("authenticated", "rejected", "error")}
+        assert got == {"authenticated": 2, "rejected": 2, "error": 1}, got
+        # a bootstrap token is not reviewed
+        tok = open(cp.token("shop", "cart", node_id="boot-1")).read().strip()
+        assert code(tok, "boot-1") == grpc.StatusCode.OK
+        assert d("remora_control_token_reviews_total", result="authenticated") == 2
+    finally:
+        kube.stop()
+
+
 # ------------------------------------------------------------------------------ a real Prometheus
 
 def test_prometheus_scrapes_the_control_plane(cp, tmp_path):

@@ -47,7 +47,10 @@ class Agent:
         os.makedirs(self.state_dir, exist_ok=True)
         argv = [AGENT, "--listen", f"127.0.0.1:{self.port}", "--control", cp.addr, "--node-id", node_id,
                 "--state-dir", self.state_dir, "--admin", f"127.0.0.1:{self.admin}", "--workers", "1",
-                "--health", f"127.0.0.1:{self.health}"] + cp.agent_args(node_id, service_account=sa)
+                "--health", f"127.0.0.1:{self.health}",
+                # on-demand discovery off: these tests check what a scope holds by itself (asking for more:
+                # test_control_ondemand.py, test_ondemand.py)
+                "--discovery-timeout-ms", "0"] + cp.agent_args(node_id, service_account=sa)
         self.proc = Proc(argv, os.path.join(workdir, f"{node_id}.log"))
 
     def wait_version(self, version, timeout=30):

@@ -191,7 +191,10 @@ def test_status_conditions(kube, start_control, fake_agents):
     # two Services claiming one virtual address: the first (by name) keeps it
     for name in ("vip-a", "vip-b"):
         kube.put(ko.remora("Service", name, spec={"protocol": "tcp", "addresses": ["10.99.0.1:5432"]}))
-    kube.put(ko.remora("EgressPolicy", "egress", spec={"hosts": ["./*"]}))
+    # for workload web only: the fake agent (a bootstrap token of service account fake-agent) stays unscoped and
+    # receives the policies themselves
+    kube.put(ko.remora("EgressPolicy", "egress", spec={"targetRefs": [{"kind": "ServiceAccount", "name": "web"}],
+                                                       "hosts": ["./*"]}))
     kube.put(ko.remora("EgressPolicy", "broken-egress", spec={"hosts": ["web"]}))
     cp = start_control()
     agent = fake_agents(cp, "a.default")

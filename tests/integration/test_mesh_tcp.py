@@ -38,7 +38,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 BANNER = os.path.join(os.path.dirname(HERE), "tools", "banner_server.py")
 HS = "remora_mesh_tls_handshakes_total"
 MARKER = b"opaque-plaintext-marker-7f3a"
-MESH_WAIT_MS = 500  # RM_LISTENER_MESH_WAIT_MS
+MESH_WAIT_MS = 500  # the default of --mesh-sniff-timeout-ms / limits.mesh_sniff_timeout_ms
 
 # A client: modes
 #   echo SIZE: (a banner server) reads the banner line, sends MARKER + SIZE random bytes while reading the echo,
@@ -66,6 +66,8 @@ def read_all(sock, limit_s=None):
             d = sock.recv(1 << 16)
             if not d:
                 return bytes(data), "eof"
+            if not data:
+                out.setdefault("first_ms", (time.monotonic() - t0) * 1000)
             data += d
     except socket.timeout:
         return bytes(data), "timeout"
@@ -233,9 +235,12 @@ def ca():
     return CA("Remora Mesh TCP Test CA")
 
 
-def agent(proxy_factory, workdir, name, *, listener, clusters, mesh=None):
+def agent(proxy_factory, workdir, name, *, listener, clusters, mesh=None, limits=None, extra=()):
     port, health, admin = free_port(), free_port(), free_port()
     lines = ["workers: 1", f"admin: 127.0.0.1:{admin}", f"health: 127.0.0.1:{health}"]
+    if limits is not None:
+        lines.append("limits:")
+        lines += [f"  {k}: {v}" for k, v in limits.items()]
     if mesh is not None:
         lines.append("mesh_tls:")
         lines += [f"  {k}: {json.dumps(v)}" for k, v in mesh.items()]
@@ -248,17 +253,20 @@ def agent(proxy_factory, workdir, name, *, listener, clusters, mesh=None):
     path = os.path.join(workdir, f"{name}.yaml")
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
-    return proxy_factory(config_path=path, listen_port=port, health_port=health, admin_port=admin)
+    return proxy_factory(config_path=path, listen_port=port, health_port=health, admin_port=admin, extra=tuple(extra))
 
 
-def server_agent(proxy_factory, workdir, ca, app_port, name="in", mode=None, allow=None):
+def server_agent(proxy_factory, workdir, ca, app_port, name="in", mode=None, allow=None, authorization=None, **kw):
     mesh = {"identity_dir": identity_dir(workdir, name, ca, API)}
     if mode is not None:
         mesh["mode"] = mode
     app = ["protocol: tcp", f'endpoints: ["127.0.0.1:{app_port}"]']
     if allow is not None:
         app.append(f"authorization: [{{name: only-web, action: allow, rules: [{{from: [{{identities: [{json.dumps(allow)}]}}]}}]}}]")
-    return agent(proxy_factory, workdir, name, listener=["peer: agent", "cluster: app"], clusters={"app": app}, mesh=mesh)
+    if authorization is not None:
+        app.append(f"authorization: {json.dumps(authorization)}")
+    return agent(proxy_factory, workdir, name, listener=["peer: agent", "cluster: app"], clusters={"app": app}, mesh=mesh,
+                 **kw)
 
 
 def client_agent(proxy_factory, workdir, ca, target_port, expected=API, identity=WEB, name="out"):
@@ -269,6 +277,10 @@ def client_agent(proxy_factory, workdir, ca, target_port, expected=API, identity
 
 def hs(a, direction, result):
     return support.metric(a.metrics(), HS, direction=direction, result=result) or 0
+
+
+def decisions(a, policy, decision):
+    return support.metric(a.metrics(), "remora_authz_decisions_total", policy=policy, decision=decision) or 0
 
 
 def test_loopback_relay_is_mtls_with_half_close_both_ways(proxy_factory, workdir, ca, servers):
@@ -304,9 +316,39 @@ def test_loopback_relay_is_mtls_with_half_close_both_ways(proxy_factory, workdir
     assert out["received"] == "" and out["end"] != "timeout", out
     assert (support.metric(b.metrics(), "remora_tcp_authz_denied_total") or 0) >= 1
     assert OTHER in b.log()
+    # the connection decisions are in the HTTP filter's family, with its labels
+    assert decisions(b, "only-web", "allow") >= 1 and decisions(b, "only-web", "deny") >= 1
     # a second connection of A resumes its TLS session
     out = run_client("127.0.0.1", client_agent(proxy_factory, workdir, ca, b.port, name="again").port, "echo", 10)
     assert_echo(out, 10)
+
+
+def test_loopback_authz_decisions_allow_deny_audit(proxy_factory, workdir, ca, servers):
+    """Every decision on an opaque connection is counted in remora_authz_decisions_total{policy,decision}, as a
+    request's: DENY stops at the matching policy, AUDIT counts what it would deny and lets it through, ALLOW."""
+    policies = [
+        {"name": "no-other", "action": "deny", "rules": [{"from": [{"identities": [OTHER]}]}]},
+        # with `to` conditions an AUDIT rule matches no connection: audit_deny for every caller that gets this far
+        {"name": "audit-get", "action": "audit", "rules": [{"to": [{"methods": ["GET"]}]}]},
+        {"name": "web-or-api", "action": "allow", "rules": [{"from": [{"identities": [WEB, API]}]}]},
+    ]
+    b = server_agent(proxy_factory, workdir, ca, servers.banner_port, authorization=policies)
+    web = client_agent(proxy_factory, workdir, ca, b.port, name="web")
+    other = client_agent(proxy_factory, workdir, ca, b.port, identity=OTHER, name="other")
+    for _ in range(2):
+        assert_echo(run_client("127.0.0.1", web.port, "echo", 100), 100)
+    out = run_client("127.0.0.1", other.port, "silent")
+    assert out["received"] == "" and out["end"] != "timeout", out
+    # a plaintext caller (PERMISSIVE) has no identity: not denied by `no-other`, audited, then refused by the ALLOW
+    out = run_client("127.0.0.1", b.port, "plain-first")
+    assert "remora-banner" not in out["received"] and out["end"] != "timeout", out
+    got = {(p, d): decisions(b, p, d) for p in ("no-other", "audit-get", "web-or-api") for d in ("allow", "deny", "audit_deny")}
+    assert got == {("no-other", "allow"): 0, ("no-other", "deny"): 1, ("no-other", "audit_deny"): 0,
+                   ("audit-get", "allow"): 0, ("audit-get", "deny"): 0, ("audit-get", "audit_deny"): 3,
+                   ("web-or-api", "allow"): 2, ("web-or-api", "deny"): 1, ("web-or-api", "audit_deny"): 0}, got
+    assert support.metric(b.metrics(), "remora_tcp_authz_denied_total") == 2
+    log = b.log()
+    assert "audit: policy 'audit-get' would deny opaque TCP from" in log and WEB in log, log[-3000:]
 
 
 def test_loopback_bulk_20mb_each_way(proxy_factory, workdir, ca, servers):
@@ -348,6 +390,49 @@ def test_loopback_strict_refuses_plaintext_permissive_waits(proxy_factory, workd
     out = run_client("127.0.0.1", perm.port, "plain-first")
     assert out["received"].startswith("220 remora-banner") and MARKER.decode() in out["received"], out
     assert support.metric(perm.metrics(), "remora_detect_total", listener="perm", result="timeout") >= 1
+
+
+def test_loopback_mesh_sniff_timeout_flag_and_file(proxy_factory, workdir, ca, servers):
+    """--mesh-sniff-timeout-ms (and limits.mesh_sniff_timeout_ms) bound the wait for a mesh ClientHello: a
+    server-first plaintext client gets its banner after that wait instead of 500 ms; mesh callers still get through."""
+    fast = server_agent(proxy_factory, workdir, ca, servers.banner_port, name="fast", extra=("--mesh-sniff-timeout-ms", "60"))
+    out = run_client("127.0.0.1", fast.port, "silent")
+    assert out["received"].startswith("220 remora-banner"), out
+    assert 60 * 0.8 <= out["first_ms"] < MESH_WAIT_MS * 0.8, out
+    a = client_agent(proxy_factory, workdir, ca, fast.port)
+    assert_echo(run_client("127.0.0.1", a.port, "echo", 1000), 1000)
+    assert hs(fast, "inbound", "success") + hs(fast, "inbound", "resumed") >= 1
+    # the file's key, and the flag over it (defaults < file < environment < flags)
+    filed = server_agent(proxy_factory, workdir, ca, servers.banner_port, name="filed", limits={"mesh_sniff_timeout_ms": 1500})
+    out = run_client("127.0.0.1", filed.port, "silent")
+    assert out["received"].startswith("220 remora-banner") and 1500 * 0.8 <= out["first_ms"], out
+    both = server_agent(proxy_factory, workdir, ca, servers.banner_port, name="both", limits={"mesh_sniff_timeout_ms": 1500},
+                        extra=("--mesh-sniff-timeout-ms", "60"))
+    out = run_client("127.0.0.1", both.port, "silent")
+    assert out["received"].startswith("220 remora-banner") and out["first_ms"] < MESH_WAIT_MS * 0.8, out
+    dump = json.loads(both.admin("/config_dump")[2])
+    assert dump["limits"]["mesh_sniff_timeout_ms"] == 60, dump["limits"]
+
+
+@pytest.mark.parametrize("value", ["0", "60001", "-5", "5ms", ""])
+def test_mesh_sniff_timeout_out_of_range_is_refused(workdir, value):
+    argv = [support.AGENT, "--listen", "127.0.0.1:1", "--upstream", "127.0.0.1:1", "--check-config"]
+    r = subprocess.run(argv + ["--mesh-sniff-timeout-ms", value], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert f"--mesh-sniff-timeout-ms must be a number of milliseconds from 1 to 60000, got '{value}'" in r.stderr, r.stderr
+    if value:
+        env = dict(os.environ, REMORA_MESH_SNIFF_TIMEOUT_MS=value)
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=10, env=env)
+        assert r.returncode == 2 and "REMORA_MESH_SNIFF_TIMEOUT_MS must be" in r.stderr, (r.returncode, r.stderr)
+
+
+def test_mesh_sniff_timeout_file_range_names_the_line(workdir):
+    path = os.path.join(workdir, "sniff.yaml")
+    with open(path, "w") as f:
+        f.write("listeners: []\nlimits:\n  detect_timeout_ms: 1000\n  mesh_sniff_timeout_ms: 0\n")
+    r = subprocess.run([support.AGENT, "--config", path, "--check-config"], capture_output=True, text=True, timeout=10)
+    assert r.returncode != 0, r
+    assert f"{path}:4" in r.stderr and "mesh_sniff_timeout_ms" in r.stderr, r.stderr
 
 
 # -------------------------------------------------------------------- the network-namespace mesh

@@ -121,6 +121,48 @@ test_identity_and_namespace_rules(void **state)
     rm_config_unref(c);
 }
 
+static int
+decide_connection(const rm_config_authz_t *a, const char *identity, const char *want_log)
+{
+    counts_t c = {""};
+    int ok = rm_authz_evaluate_connection(a, identity, record, &c);
+    assert_string_equal(c.log, want_log);
+    return ok;
+}
+
+/* Opaque TCP (tcp/tcp_proxy.c): no method or path; ALLOW/AUDIT rules with `to` match no connection, a DENY rule's `to`
+ * is ignored; the order and what is counted are a request's. */
+static void
+test_connection_rules(void **state)
+{
+    rm_config_t *c = load();
+    const rm_config_authz_t *a = c->listeners[0].routes[0].authz;
+    /* no-batch's second rule is `to` only: ignored `to` makes it match every connection (the stricter reading) */
+    assert_false(decide_connection(a, WEB, "no-batch:deny"));
+    assert_false(decide_connection(a, NULL, "no-batch:deny"));
+    rm_config_unref(c);
+
+    static const char y[] = "listeners: [{address: \"127.0.0.1:15006\", routes: [{cluster: c}]}]\n"
+                            "clusters:\n"
+                            "  - name: c\n"
+                            "    endpoints: [\"127.0.0.1:8080\"]\n"
+                            "    authorization:\n"
+                            "      - {name: no-batch, action: deny, rules: [{from: [{identities: [\"" BATCH "\"]}]}]}\n"
+                            "      - {name: watch, action: audit, rules: [{from: [{namespaces: [default]}]}]}\n"
+                            "      - {name: gets, action: allow, rules: [{to: [{methods: [GET]}]}]}\n"
+                            "      - {name: ops, action: allow, rules: [{from: [{namespaces: [ops]}]}]}\n";
+    rm_config_error_t err;
+    if ((c = rm_config_load_string(y, sizeof(y) - 1, "t.yaml", &err)) == NULL)
+        fail_msg("%s:%u: %s", err.file, err.line, err.message);
+    a = c->clusters[0].authz;
+    assert_false(decide_connection(a, BATCH, "no-batch:deny"));
+    /* `gets` has `to` conditions: no connection matches it; every ALLOW policy counts the refusal */
+    assert_false(decide_connection(a, WEB, "watch:allow gets:deny ops:deny"));
+    assert_true(decide_connection(a, OPS, "watch:audit_deny ops:allow"));
+    assert_false(decide_connection(a, NULL, "watch:audit_deny gets:deny ops:deny"));
+    rm_config_unref(c);
+}
+
 static void
 test_no_allow_policy_allows(void **state)
 {
@@ -240,6 +282,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_identity_and_namespace_rules),
         cmocka_unit_test(test_no_allow_policy_allows),
+        cmocka_unit_test(test_connection_rules),
         cmocka_unit_test(test_spiffe_namespace),
         cmocka_unit_test(test_bootstrap_errors),
         cmocka_unit_test(test_validate_by_hand),

@@ -57,13 +57,39 @@ typedef struct st_rm_config_addr_t {
     unsigned line;
 } rm_config_addr_t;
 
+/**
+ * An IP address and port in 28 bytes, where a snapshot holds thousands (an endpoint per Service and more; a
+ * sockaddr_storage is 128 bytes): the socket address is built on the caller's stack when it is needed
+ * (rm_config_ip_to_sockaddr), plus the source line it was declared on.
+ */
+typedef struct st_rm_config_ip_t {
+    /** AF_INET or AF_INET6; 0: none */
+    uint16_t family;
+    /** host byte order */
+    uint16_t port;
+    /** AF_INET6: the scope (interface index), 0 for none */
+    uint32_t scope_id;
+    /** the address in network byte order: the first 4 bytes for AF_INET, all 16 for AF_INET6 */
+    uint8_t bytes[16];
+    /** line of the declaration in the source file, 0 if unknown */
+    unsigned line;
+} rm_config_ip_t;
+
+/** Builds the socket address of `ip` in `out` (zeroed first) and returns its length, or 0 (out zeroed) when
+ * `ip` holds no AF_INET / AF_INET6 address. Any thread. */
+socklen_t rm_config_ip_to_sockaddr(const rm_config_ip_t *ip, struct sockaddr_storage *out);
+/** Sets `ip` (all but `line`) from an AF_INET or AF_INET6 socket address. Returns 0, or -1 for another family
+ * (then `ip` is unchanged). Any thread. */
+int rm_config_ip_set(rm_config_ip_t *ip, const struct sockaddr *sa);
+
 typedef struct st_rm_config_endpoint_t {
     /** host as written: an IP literal or a DNS name (owned) */
     char *host;
     /** the identity this endpoint's agent presents ("/ns/NS/sa/SA", owned) when it is not the cluster's
      * peer_identity (a Service endpoint with its own serviceAccount); NULL: the cluster's */
     char *peer_identity;
-    rm_config_addr_t addr;
+    /** the address when is_ip (rm_config_ip_to_sockaddr); its line in any case */
+    rm_config_ip_t addr;
     /** load-balancing weight (default 1; every address a host name resolves to gets it) */
     uint32_t weight;
     uint16_t port;
@@ -313,26 +339,35 @@ typedef struct st_rm_config_backend_t {
 } rm_config_backend_t;
 
 typedef struct st_rm_config_route_t {
-    /** optional name for stats and logs (owned, may be NULL) */
-    char *name;
+    /* What rm_router_match reads for every route it tests comes first (the first cache line: the conditions, the
+     * Service, the flags); the policy blocks that most routes leave at their defaults are pointers, NULL when
+     * absent (a route per Service and more, issue 12). */
     /**
      * Authorities (Host / :authority) this route answers, lower-cased, exact match, with or
      * without ":port" (the port is stripped from the request before comparison if no entry has one).
      * A leading "*." matches any subdomain. Empty: any authority.
      */
     char **authorities;
-    /* (the fields are ordered so that the 4-byte ones pair up: one route per Service and more, issue 12) */
     uint32_t num_authorities;
     rm_path_match_t path_match;
     /** path or prefix (owned), NULL for RM_PATH_MATCH_ANY */
     char *path;
-    rm_config_header_match_t *headers;
-    uint32_t num_headers;
-    /** sessionPersistence: endpoint choice by consistent hash of this key, whatever the cluster's balancer
-     * (the key's name: session_name) */
-    rm_session_persistence_t session_persistence;
     /** request method to match exactly (owned), NULL for any */
     char *method;
+    rm_config_header_match_t *headers;
+    uint32_t num_headers;
+    /** the Service (cluster index) whose routes this one is part of, when has_service (the control-plane
+     * translation sets it: the parentRef). A Service listener (transparent outbound, docs/transparent.md)
+     * matches a route of its Service by it; without it, by the route's clusters. */
+    uint32_t service_cluster;
+    unsigned line;
+    /** sessionPersistence (an rm_session_persistence_t): endpoint choice by consistent hash of this key, whatever
+     * the cluster's balancer (the key's name: session_name) */
+    uint8_t session_persistence;
+    unsigned has_service : 1;
+    /** `authorities` belongs to another route of the same snapshot (the control-plane translation gives
+     * every route of a Service one list): freed with that route, not this one */
+    unsigned authorities_borrowed : 1;
     /** index into rm_config_t.clusters, resolved at validation (with backends: the first backend's).
      * A route with `redirect` answers the request itself and uses no cluster: its cluster_index is
      * RM_CONFIG_NO_CLUSTER unless a cluster was given anyway, and the data path must not use it. */
@@ -340,19 +375,25 @@ typedef struct st_rm_config_route_t {
     /** weighted split over several clusters; empty: every request goes to cluster_index */
     rm_config_backend_t *backends;
     uint32_t num_backends;
-    uint32_t num_mirrors;
-    /** sum of the backends' weights (> 0 when num_backends > 0), set at validation */
-    uint64_t total_weight;
     /** time from the request's arrival to the end of the response, 0 for none: past it the proxy
      * answers 504 / DEADLINE_EXCEEDED (or ends a started response) and cancels the upstream */
     uint32_t timeout_ms;
+    /** sum of the backends' weights (> 0 when num_backends > 0), set at validation */
+    uint64_t total_weight;
     /** per-try timeout (Gateway API `backendRequest`), 0 for none: an attempt that has no response head by then is
      * abandoned (retried if the policy allows, else 504 / DEADLINE_EXCEEDED) */
     uint32_t per_try_timeout_ms;
-    rm_config_retry_t retry;
-    /** header modifiers; empty lists when absent */
-    rm_config_header_mod_t request_headers;
-    rm_config_header_mod_t response_headers;
+    uint32_t num_mirrors;
+    /** the retry policy (owned), NULL for none (as `attempts` 0); producers get one with rm_config_route_retry */
+    rm_config_retry_t *retry;
+    /** compiled regular expressions for RM_PATH_MATCH_REGEX and regex header matches, owned by the
+     * snapshot and built at validation (opaque here: see config/regex.h) */
+    void *_compiled;
+    /** optional name for stats and logs (owned, may be NULL) */
+    char *name;
+    /** header modifiers (owned), NULL for none (as empty lists); producers get one with rm_config_route_header_mod */
+    rm_config_header_mod_t *request_headers;
+    rm_config_header_mod_t *response_headers;
     /** RequestMirror filters (num_mirrors of them) */
     rm_config_mirror_t *mirrors;
     /** fault injection (owned), NULL for none */
@@ -366,23 +407,11 @@ typedef struct st_rm_config_route_t {
     rm_config_rate_limit_t *rate_limit;
     /** the authorization policies that target this route (owned), NULL for none */
     rm_config_authz_t *authz;
-    /** compiled regular expressions for RM_PATH_MATCH_REGEX and regex header matches, owned by the
-     * snapshot and built at validation (opaque here: see config/regex.h) */
-    void *_compiled;
     /**
      * name of the target cluster as written (owned). rm_config_validate resolves it into
      * cluster_index; a producer that sets cluster_index directly leaves it NULL.
      */
     char *cluster_name;
-    /** the Service (cluster index) whose routes this one is part of, when has_service (the control-plane
-     * translation sets it: the parentRef). A Service listener (transparent outbound, docs/transparent.md)
-     * matches a route of its Service by it; without it, by the route's clusters. */
-    size_t service_cluster;
-    unsigned line;
-    unsigned has_service : 1;
-    /** `authorities` belongs to another route of the same snapshot (the control-plane translation gives
-     * every route of a Service one list): freed with that route, not this one */
-    unsigned authorities_borrowed : 1;
 } rm_config_route_t;
 
 /** rm_config_route_t.cluster_index of a route that sends nothing upstream (a redirect without a cluster). */
@@ -549,6 +578,10 @@ typedef struct st_rm_config_limits_t {
     uint32_t idle_timeout_ms;
     /** how long a new connection may take to send its first bytes (protocol detection, default 10 s) */
     uint32_t detect_timeout_ms;
+    /** how long a connection to an opaque destination waits for a peer agent's mesh ClientHello before it is taken for
+     * plaintext (net/listener.c; default RM_CONFIG_DEFAULT_MESH_SNIFF_TIMEOUT_MS, at most detect_timeout_ms applies;
+     * --mesh-sniff-timeout-ms) */
+    uint32_t mesh_sniff_timeout_ms;
     /** series per labelled metric family (docs/metrics.md; default 2000); a new label set over it is dropped and counted */
     uint32_t max_series_per_family;
     /* HTTP/2 abuse limits (Envoy's defaults; docs/hardening.md). Over a limit: GOAWAY ENHANCE_YOUR_CALM, counted in
@@ -576,6 +609,12 @@ typedef struct st_rm_config_limits_t {
     /** request body bytes (default 0: no limit); more: 413 before the response started, else a reset */
     uint32_t max_request_body_bytes;
 } rm_config_limits_t;
+
+/* limits.mesh_sniff_timeout_ms: a mesh caller sends its ClientHello as soon as TCP is connected, the default covers a
+ * retransmission or two; the range is checked in the file and on the command line */
+#define RM_CONFIG_DEFAULT_MESH_SNIFF_TIMEOUT_MS 500
+#define RM_CONFIG_MIN_MESH_SNIFF_TIMEOUT_MS 1
+#define RM_CONFIG_MAX_MESH_SNIFF_TIMEOUT_MS 60000
 
 /** Where spans go (the Telemetry kind's tracing.otlp; the bootstrap's telemetry.tracing). */
 typedef enum en_rm_otlp_protocol_t {
@@ -645,6 +684,9 @@ typedef struct st_rm_config_t {
     char *version;
     /** control-plane mode before the first snapshot: requests get 503 / UNAVAILABLE "not configured yet" */
     int awaiting_snapshot;
+    /** a control-plane snapshot of a scope (Snapshot.scoped): a request whose authority matches no route may be
+     * held while the agent asks the control plane for the name (config/ondemand.h) */
+    unsigned scoped : 1;
 
     unsigned num_workers;
     rm_config_addr_t admin_addr;
@@ -717,6 +759,16 @@ void rm_config_cluster_set_defaults(rm_config_cluster_t *cluster);
  * capped at 250 ms, no conditions, no statuses, max_replay_bytes 65536); nothing is freed. Any thread.
  */
 void rm_config_retry_set_defaults(rm_config_retry_t *retry);
+/**
+ * The retry policy of route `r` (of `config`), created zeroed when the route has none (attempts 0: no retry,
+ * as the absent policy; a producer then calls rm_config_retry_set_defaults before setting fields): in the
+ * config's arena when it has one (a generated config), else from the heap; owned by the route either way.
+ * For producers, before validation. Aborts on OOM.
+ */
+rm_config_retry_t *rm_config_route_retry(rm_config_t *config, rm_config_route_t *r);
+/** The request (`response` 0) or response (1) header modifier of route `r`, created empty when the route has none
+ * (as rm_config_route_retry). For producers. Aborts on OOM. */
+rm_config_header_mod_t *rm_config_route_header_mod(rm_config_t *config, rm_config_route_t *r, int response);
 
 /**
  * Parses and validates the bootstrap YAML file at `path`. Returns a new snapshot (refcount 1), or

@@ -18,12 +18,15 @@
 #include "config/control_stats.h"
 #include "config/delta_merge.h"
 #include "config/translate.h"
+#include "config/ondemand.h"
 
 #define SNAPSHOT_FILE "snapshot.pb"
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 10000
 #define STATS_INTERVAL_DEFAULT_MS 10000
 #define STATS_INTERVAL_MIN_MS 1000
+/* the series a stats summary first makes room for (send_stats) */
+#define STATS_FIRST_SERIES 64
 /* Snapshot.store_id is 16 bytes; a longer one is not kept (the Hello then names no store, and gets a full snapshot) */
 #define STORE_ID_MAX 16
 /* how long the first stream waits for the workload certificate (wait_identity) */
@@ -345,6 +348,55 @@ load_store_id(rm_control_client_t *c)
         remora__v1__snapshot__free_unpacked(snap, NULL);
 }
 
+/*
+ * On-demand discovery (config/ondemand.h)
+ */
+
+/* The names `snap` answers (Snapshot.discovered), decided by the config of `generation` (0: the one in service). */
+static void
+answered(const Remora__V1__Snapshot *snap, uint64_t generation)
+{
+    if (snap->n_discovered != 0)
+        rm_ondemand_answered(snap->discovered, snap->n_discovered, generation);
+}
+
+/* The wakeup of the stream's receive loop (rm_ondemand_attach). */
+static void
+wake_stream(void *ctx)
+{
+    rm_h2rpc_wake(ctx);
+}
+
+/* Sends the queued names in Discover messages (at most RM_ONDEMAND_MAX_PER_MESSAGE each); 0, or -1 when the
+ * stream ended. */
+static int
+send_discover(rm_control_client_t *c, rm_h2rpc_call_t *stream)
+{
+    static char names[RM_ONDEMAND_MAX_PER_MESSAGE][RM_ONDEMAND_MAX_NAME_BYTES + 1]; /* this thread only */
+    char *ptrs[RM_ONDEMAND_MAX_PER_MESSAGE];
+    size_t n;
+    while ((n = rm_ondemand_take(names, RM_ONDEMAND_MAX_PER_MESSAGE)) != 0) {
+        for (size_t i = 0; i != n; ++i)
+            ptrs[i] = names[i];
+        Remora__V1__Discover discover = REMORA__V1__DISCOVER__INIT;
+        discover.n_names = n;
+        discover.names = ptrs;
+        Remora__V1__AgentMessage msg = REMORA__V1__AGENT_MESSAGE__INIT;
+        msg.message_case = REMORA__V1__AGENT_MESSAGE__MESSAGE_DISCOVER;
+        msg.discover = &discover;
+        rm_h2rpc_status_t status;
+        rm_h2rpc_result_t r = rm_h2rpc_send(stream, &msg.base, 5000, &status);
+        if (r == RM_H2RPC_CLOSED) {
+            rm_log_debug("control", "could not send Discover: %s", status.message);
+            return -1;
+        }
+        if (r == RM_H2RPC_TIMEOUT)
+            rm_log_warn("control", "the control plane did not take a Discover message within 5 s; still trying");
+        rm_log_debug("control", "Discover: %zu name(s), the first '%s'", n, names[0]);
+    }
+    return 0;
+}
+
 static void
 on_snapshot(rm_control_client_t *c, rm_h2rpc_call_t *stream, Remora__V1__Snapshot *snap)
 {
@@ -358,14 +410,20 @@ on_snapshot(rm_control_client_t *c, rm_h2rpc_call_t *stream, Remora__V1__Snapsho
         if (snap->version == c->applied_version && snap->base_version == c->applied_version && num_changed == 0 &&
             snap->n_removed == 0) {
             /* what is in service already (a reconnection at the current version) */
-            rm_log_info("control", "version %llu confirmed (nothing changed)", (unsigned long long)snap->version);
+            if (snap->n_discovered != 0)
+                rm_log_debug("control", "version %llu confirmed: %zu name(s) asked are unknown to the control plane",
+                             (unsigned long long)snap->version, snap->n_discovered);
+            else
+                rm_log_info("control", "version %llu confirmed (nothing changed)", (unsigned long long)snap->version);
             send_result(c, stream, snap, NULL);
+            answered(snap, 0);
             return;
         }
         if ((bytes = merge_delta(c, snap, &len, err, sizeof(err))) == NULL) {
             rm_log_error("control", "incremental snapshot version %llu refused: %s; version %llu stays in service",
                          (unsigned long long)snap->version, err, (unsigned long long)c->applied_version);
             send_result(c, stream, snap, err);
+            answered(snap, 0);
             return;
         }
         rm_log_debug("control", "incremental snapshot version %llu on %llu: %zu resource(s) changed, %zu removed",
@@ -380,15 +438,22 @@ on_snapshot(rm_control_client_t *c, rm_h2rpc_call_t *stream, Remora__V1__Snapsho
         rm_log_error("control", "snapshot version %llu refused: %s; version %llu stays in service",
                      (unsigned long long)snap->version, err, (unsigned long long)c->applied_version);
         send_result(c, stream, snap, err);
+        answered(snap, 0);
         free(bytes);
         return;
     }
+    /* a reference of our own: its generation, once published, is what decides the names it answers */
+    rm_config_ref(config);
     if (c->apply(c->ctx, config, err, sizeof(err)) != 0) {
+        rm_config_unref(config);
         rm_log_error("control", "snapshot version %llu could not be applied: %s", (unsigned long long)snap->version, err);
         send_result(c, stream, snap, err);
+        answered(snap, 0);
         free(bytes);
         return;
     }
+    uint64_t generation = config->generation;
+    rm_config_unref(config);
     c->applied_version = snap->version;
     set_store_id(c, &snap->store_id);
     free(c->held);
@@ -410,6 +475,8 @@ on_snapshot(rm_control_client_t *c, rm_h2rpc_call_t *stream, Remora__V1__Snapsho
         rm_log_info("control", "snapshot version %llu in service (%zu services)", (unsigned long long)snap->version,
                     snap->n_services);
     send_result(c, stream, snap, NULL);
+    /* after apply: the config that answers the names is queued on every worker before the notice */
+    answered(snap, generation);
 }
 
 /*
@@ -468,11 +535,19 @@ send_stats(rm_control_client_t *c, rm_h2rpc_call_t *stream)
     rm_control_stats_source_t source = rm_control_get_stats_source();
     if (source == NULL)
         return;
-    /* allocated per summary (calloc'ed pages are touched only as far as the series go) and freed
-     * after it: the idle agent does not keep the buffer of the largest summary resident */
-    c->stats_buf = rm_calloc(RM_CONTROL_STATS_MAX_SERIES, sizeof(*c->stats_buf));
-    size_t total = source(c->stats_buf, RM_CONTROL_STATS_MAX_SERIES);
-    size_t n = total < RM_CONTROL_STATS_MAX_SERIES ? total : RM_CONTROL_STATS_MAX_SERIES;
+    /* allocated per summary, as large as the series that exist (first room for STATS_FIRST_SERIES, then, when
+     * there are more, for all of them up to the cap), and freed after it: the buffer of the largest possible summary
+     * (600 KB) is never allocated for a few series, and none stays resident in the control thread's arena */
+    size_t cap = STATS_FIRST_SERIES;
+    c->stats_buf = rm_calloc(cap, sizeof(*c->stats_buf));
+    size_t total = source(c->stats_buf, cap);
+    if (total > cap) {
+        cap = total < RM_CONTROL_STATS_MAX_SERIES ? total : RM_CONTROL_STATS_MAX_SERIES;
+        free(c->stats_buf);
+        c->stats_buf = rm_calloc(cap, sizeof(*c->stats_buf));
+        total = source(c->stats_buf, cap);
+    }
+    size_t n = total < cap ? total : cap;
 
     Remora__V1__Stats stats = REMORA__V1__STATS__INIT;
     struct timespec wall;
@@ -574,8 +649,15 @@ run_stream(rm_control_client_t *c, int *got_snapshot)
         goto Exit;
     }
     uint64_t next_stats_ms = rm_now_ms() + c->stats_interval_ms;
+    /* from now on a worker's name wakes the receive below, and the loop sends it at once; only once a snapshot
+     * of this stream said it is a scope's (an older control plane, which never says so, ends a stream on the
+     * unknown message) */
+    rm_ondemand_attach(wake_stream, stream);
+    int scoped = 0;
     for (;;) {
         ProtobufCMessage *m = NULL;
+        if (scoped && send_discover(c, stream) != 0)
+            break;
         uint64_t now = rm_now_ms();
         if (now >= next_stats_ms) {
             send_stats(c, stream);
@@ -602,6 +684,7 @@ run_stream(rm_control_client_t *c, int *got_snapshot)
             continue;
         }
         *got_snapshot = 1;
+        scoped = snap->scoped;
         on_snapshot(c, stream, snap);
         protobuf_c_message_free_unpacked(m, NULL);
         /* the snapshot's decoding and translation freed far more than the new config keeps; without a
@@ -609,6 +692,7 @@ run_stream(rm_control_client_t *c, int *got_snapshot)
         malloc_trim(0);
     }
 Exit:
+    rm_ondemand_detach();
     pthread_mutex_lock(&c->mutex);
     c->stream = NULL;
     pthread_mutex_unlock(&c->mutex);

@@ -50,6 +50,8 @@ struct st_rm_h2rpc_call_t {
     int state;
     int fd, wakefd;
     atomic_int cancelled;
+    /* rm_h2rpc_wake: a receive that is waiting returns TIMEOUT at once */
+    atomic_int woken;
     struct addrinfo *ai_list, *ai_next;
     char last_connect_err[200];
     uint64_t connect_deadline_ms, last_recv_ms;
@@ -870,6 +872,8 @@ pump(rm_h2rpc_call_t *c, int want, int64_t timeout_ms)
             return 1;
         if (c->ended)
             return -1;
+        if (want == WANT_MESSAGE && atomic_exchange(&c->woken, 0))
+            return 0;
         uint64_t now = rm_now_ms();
         if (c->state != ST_OPEN && now >= c->connect_deadline_ms) {
             end_call(c, RM_H2RPC_UNAVAILABLE, "cannot connect to the control plane at %s: %s not done within %d ms", c->addr,
@@ -1056,6 +1060,15 @@ void
 rm_h2rpc_cancel(rm_h2rpc_call_t *c)
 {
     atomic_store(&c->cancelled, 1);
+    uint64_t one = 1;
+    if (c->wakefd >= 0 && write(c->wakefd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+        rm_log_debug("control", "eventfd write: %s", strerror(errno));
+}
+
+void
+rm_h2rpc_wake(rm_h2rpc_call_t *c)
+{
+    atomic_store(&c->woken, 1);
     uint64_t one = 1;
     if (c->wakefd >= 0 && write(c->wakefd, &one, sizeof(one)) < 0 && errno != EAGAIN)
         rm_log_debug("control", "eventfd write: %s", strerror(errno));

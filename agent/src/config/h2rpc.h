@@ -27,8 +27,8 @@
  * a connection that receives nothing at all for RM_H2RPC_IDLE_TIMEOUT_MS (remora-control pings every 20 s)
  * is closed as UNAVAILABLE.
  *
- * Threads: a call is used by one thread; rm_h2rpc_cancel may be called from any thread and wakes a
- * blocked operation (an eventfd in the poll set).
+ * Threads: a call is used by one thread; rm_h2rpc_cancel and rm_h2rpc_wake may be called from any thread
+ * and wake a blocked operation (an eventfd in the poll set).
  */
 #ifndef remora__h2rpc_h
 #define remora__h2rpc_h
@@ -125,6 +125,12 @@ rm_h2rpc_result_t rm_h2rpc_recv(rm_h2rpc_call_t *call, const ProtobufCMessageDes
 
 /** Cancels the call: a blocked or later operation returns RM_H2RPC_CLOSED (CANCELLED). Any thread. */
 void rm_h2rpc_cancel(rm_h2rpc_call_t *call);
+
+/**
+ * Makes a receive that is waiting (or the next one) return RM_H2RPC_TIMEOUT at once, the call untouched:
+ * the thread that owns the call has something to send (on-demand discovery). Any thread.
+ */
+void rm_h2rpc_wake(rm_h2rpc_call_t *call);
 
 /** Cancels the call if it is still running (RST_STREAM, best effort), closes the connection and frees it. */
 void rm_h2rpc_destroy(rm_h2rpc_call_t *call);

@@ -182,8 +182,12 @@ add_cluster(builder_t *b, const Remora__V1__Service *svc)
         free(host);
         cl->num_endpoints = i + 1;
         if (ep->target_case == REMORA__V1__ENDPOINT__TARGET_ADDRESS) {
-            if (rm_parse_ip_port(target, &e->addr.addr, &e->addr.addrlen, &why) != 0)
+            struct sockaddr_storage ss;
+            socklen_t sslen;
+            if (rm_parse_ip_port(target, &ss, &sslen, &why) != 0)
                 return fail(b, "service %s/%s: endpoint '%s': %s", ns, name, target, why);
+            if (rm_config_ip_set(&e->addr, (const struct sockaddr *)&ss) != 0)
+                return fail(b, "service %s/%s: endpoint '%s': not an IPv4 or IPv6 address", ns, name, target);
             e->is_ip = 1;
         }
         if (e->port == 0)
@@ -349,8 +353,14 @@ static int
 set_backends(builder_t *b, rm_config_route_t *r, const Remora__V1__Service *svc, Remora__V1__BackendReference *const *refs,
              size_t n, const char *route_ns, const char *what)
 {
-    if (n == 0) {
-        /* the Service itself: resolved here (cluster i is service i), no name for validation to look up */
+    const Remora__V1__ObjectMeta *meta = svc->metadata;
+    if (n == 0 || (n == 1 && refs[0]->weight != 0 &&
+                   (refs[0]->kind == NULL || refs[0]->kind[0] == '\0' || strcasecmp(refs[0]->kind, "Service") == 0) &&
+                   refs[0]->name != NULL && strcmp(refs[0]->name, name_of(meta)) == 0 &&
+                   strcmp(refs[0]->namespace_ != NULL && refs[0]->namespace_[0] != '\0' ? refs[0]->namespace_ : route_ns,
+                          ns_of(meta)) == 0)) {
+        /* the Service itself (no backendRefs, or the one backendRef names it): resolved here (cluster i is service i),
+         * no name for validation to look up and no one-entry split to keep per route */
         r->cluster_index = b->svc_index;
         return 0;
     }
@@ -379,24 +389,25 @@ set_retry_common(builder_t *b, rm_config_route_t *r, uint32_t attempts, const Re
                  const Remora__V1__RetryCondition *conditions, const char *what)
 {
     /* the defaults first (replay buffer, backoff), then what the rule says; the cap stays 10x the base */
-    rm_config_retry_set_defaults(&r->retry);
-    r->retry.attempts = attempts;
+    rm_config_retry_t *rt = rm_config_route_retry(b->config, r);
+    rm_config_retry_set_defaults(rt);
+    rt->attempts = attempts;
     uint32_t base_ms = 0;
     if (backoff != NULL && duration_ms(b, backoff, what, "retry.backoff", &base_ms) != 0)
         return -1;
     if (base_ms != 0)
-        r->retry.backoff_base_ms = base_ms;
-    r->retry.backoff_max_ms = r->retry.backoff_base_ms * 10;
+        rt->backoff_base_ms = base_ms;
+    rt->backoff_max_ms = rt->backoff_base_ms * 10;
     for (size_t i = 0; i != n_conditions; ++i) {
         switch (conditions[i]) {
         case REMORA__V1__RETRY_CONDITION__RETRY_CONDITION_CONNECT_FAILURE:
-            r->retry.conditions |= RM_RETRY_ON_CONNECT_FAILURE;
+            rt->conditions |= RM_RETRY_ON_CONNECT_FAILURE;
             break;
         case REMORA__V1__RETRY_CONDITION__RETRY_CONDITION_REFUSED_STREAM:
-            r->retry.conditions |= RM_RETRY_ON_REFUSED_STREAM;
+            rt->conditions |= RM_RETRY_ON_REFUSED_STREAM;
             break;
         case REMORA__V1__RETRY_CONDITION__RETRY_CONDITION_RESET:
-            r->retry.conditions |= RM_RETRY_ON_RESET;
+            rt->conditions |= RM_RETRY_ON_RESET;
             break;
         default:
             return fail(b, "%s: retry condition %d is not supported by this agent", what, (int)conditions[i]);
@@ -413,11 +424,11 @@ set_http_retry(builder_t *b, rm_config_route_t *r, const Remora__V1__HTTPRouteRe
     if (check_known(b, &retry->base, what, "retry") != 0 ||
         set_retry_common(b, r, retry->attempts, retry->backoff, retry->n_conditions, retry->conditions, what) != 0)
         return -1;
-    r->retry.http_statuses = rm_calloc(retry->n_codes + 1, sizeof(r->retry.http_statuses[0]));
+    r->retry->http_statuses = aalloc(b, (retry->n_codes + 1) * sizeof(r->retry->http_statuses[0]));
     for (size_t i = 0; i != retry->n_codes; ++i) {
         if (retry->codes[i] < 100 || retry->codes[i] > 599)
             return fail(b, "%s: retry code %u is not an HTTP status", what, retry->codes[i]);
-        r->retry.http_statuses[r->retry.num_http_statuses++] = (uint16_t)retry->codes[i];
+        r->retry->http_statuses[r->retry->num_http_statuses++] = (uint16_t)retry->codes[i];
     }
     return 0;
 }
@@ -433,7 +444,7 @@ set_grpc_retry(builder_t *b, rm_config_route_t *r, const Remora__V1__GRPCRouteRe
     for (size_t i = 0; i != retry->n_codes; ++i) {
         if ((unsigned)retry->codes[i] > 16)
             return fail(b, "%s: retry code %d is not a gRPC status", what, (int)retry->codes[i]);
-        r->retry.grpc_status_mask |= 1u << (unsigned)retry->codes[i];
+        r->retry->grpc_status_mask |= 1u << (unsigned)retry->codes[i];
     }
     return 0;
 }
@@ -452,13 +463,15 @@ copy_headers(rm_config_header_t **to, size_t *n_to, Remora__V1__HTTPHeader *cons
 }
 
 static int
-set_header_mod(builder_t *b, rm_config_header_mod_t *mod, const Remora__V1__HTTPHeaderFilter *f, const char *what,
+set_header_mod(builder_t *b, rm_config_route_t *r, int response, const Remora__V1__HTTPHeaderFilter *f, const char *what,
                const char *filter)
 {
-    if (mod->num_set != 0 || mod->num_add != 0 || mod->num_remove != 0)
+    const rm_config_header_mod_t *had = response ? r->response_headers : r->request_headers;
+    if (had != NULL && (had->num_set != 0 || had->num_add != 0 || had->num_remove != 0))
         return fail(b, "%s: more than one %s filter in a rule", what, filter);
     if (check_known(b, &f->base, what, filter) != 0)
         return -1;
+    rm_config_header_mod_t *mod = rm_config_route_header_mod(b->config, r, response);
     copy_headers(&mod->set, &mod->num_set, f->set_headers, f->n_set_headers);
     copy_headers(&mod->add, &mod->num_add, f->add_headers, f->n_add_headers);
     mod->remove = f->n_remove_headers != 0 ? rm_calloc(f->n_remove_headers, sizeof(*mod->remove)) : NULL;
@@ -648,10 +661,10 @@ set_http_filters(builder_t *b, rm_config_route_t *r, Remora__V1__HTTPRouteFilter
             return -1;
         switch (f->filter_case) {
         case REMORA__V1__HTTPROUTE_FILTER__FILTER_REQUEST_HEADER_MODIFIER:
-            rc = set_header_mod(b, &r->request_headers, f->request_header_modifier, what, "RequestHeaderModifier");
+            rc = set_header_mod(b, r, 0, f->request_header_modifier, what, "RequestHeaderModifier");
             break;
         case REMORA__V1__HTTPROUTE_FILTER__FILTER_RESPONSE_HEADER_MODIFIER:
-            rc = set_header_mod(b, &r->response_headers, f->response_header_modifier, what, "ResponseHeaderModifier");
+            rc = set_header_mod(b, r, 1, f->response_header_modifier, what, "ResponseHeaderModifier");
             break;
         case REMORA__V1__HTTPROUTE_FILTER__FILTER_REQUEST_MIRROR:
             rc = add_mirror(b, r, f->request_mirror, route_ns, what);
@@ -686,10 +699,10 @@ set_grpc_filters(builder_t *b, rm_config_route_t *r, Remora__V1__GRPCRouteFilter
             return -1;
         switch (f->filter_case) {
         case REMORA__V1__GRPCROUTE_FILTER__FILTER_REQUEST_HEADER_MODIFIER:
-            rc = set_header_mod(b, &r->request_headers, f->request_header_modifier, what, "RequestHeaderModifier");
+            rc = set_header_mod(b, r, 0, f->request_header_modifier, what, "RequestHeaderModifier");
             break;
         case REMORA__V1__GRPCROUTE_FILTER__FILTER_RESPONSE_HEADER_MODIFIER:
-            rc = set_header_mod(b, &r->response_headers, f->response_header_modifier, what, "ResponseHeaderModifier");
+            rc = set_header_mod(b, r, 1, f->response_header_modifier, what, "ResponseHeaderModifier");
             break;
         case REMORA__V1__GRPCROUTE_FILTER__FILTER_REQUEST_MIRROR:
             rc = add_mirror(b, r, f->request_mirror, route_ns, what);
@@ -1048,7 +1061,14 @@ add_http_routes(builder_t *b, const Remora__V1__Service *svc)
                     set_route_rate_limit(b, r, "HTTPRoute", rns, name_of(hr->metadata)) != 0 ||
                     set_authz(b, &r->authz, "HTTPRoute", rns, name_of(hr->metadata)) != 0)
                     return -1;
-                if (r->redirect != NULL && r->num_backends == 0) {
+                if (r->redirect != NULL && r->num_backends == 0 && rule->n_backend_refs != 0) {
+                    /* a redirect with a backendRef to its own Service (set_backends kept no split): the backend stays
+                     * named, as for any other backendRef (rm_config_validate resolves it) */
+                    r->backends = aalloc(b, sizeof(*r->backends));
+                    r->backends[0].cluster_name = b->config->clusters[b->svc_index].name;
+                    r->backends[0].weight = rule->backend_refs[0]->weight;
+                    r->num_backends = 1;
+                } else if (r->redirect != NULL && r->num_backends == 0) {
                     /* answered by the agent itself: no cluster */
                     free(r->cluster_name);
                     r->cluster_name = NULL;
@@ -1712,6 +1732,7 @@ rm_translate_snapshot(const uint8_t *bytes, size_t len, const rm_config_t *base,
     snprintf(buf, sizeof(buf), "%llu", (unsigned long long)snap->version);
     b.config->version = rm_strdup(buf);
     b.config->source = rm_strdup("control plane");
+    b.config->scoped = snap->scoped;
     rm_config_t *ret = NULL;
     if (copy_base(&b, base) != 0)
         goto Exit;

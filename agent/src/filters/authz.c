@@ -117,12 +117,34 @@ rm_authz_policy_matches(const rm_config_authz_policy_t *policy, const rm_authz_r
     return 0;
 }
 
-int
-rm_authz_evaluate(const rm_config_authz_t *authz, const rm_authz_request_t *req, rm_authz_record_fn record, void *ctx)
+/* A connection has no method or path: an ALLOW or AUDIT rule with `to` conditions matches none, a DENY rule's `to`
+ * conditions are ignored (the stricter reading both ways, as Istio does for TCP). */
+static int
+connection_policy_matches(const rm_config_authz_policy_t *policy, const rm_authz_request_t *req)
+{
+    for (size_t i = 0; i != policy->num_rules; ++i) {
+        const rm_config_authz_rule_t *r = &policy->rules[i];
+        if (r->num_to != 0 && policy->action != RM_AUTHZ_DENY)
+            continue;
+        size_t j = 0;
+        while (j != r->num_from && !from_matches(&r->from[j], req))
+            ++j;
+        if (r->num_from == 0 || j != r->num_from)
+            return 1;
+    }
+    return 0;
+}
+
+typedef int (*policy_matcher_t)(const rm_config_authz_policy_t *policy, const rm_authz_request_t *req);
+
+/* The decision order of authz.h, with the matcher of a request or of a connection. */
+static int
+evaluate(const rm_config_authz_t *authz, policy_matcher_t matches, const rm_authz_request_t *req, rm_authz_record_fn record,
+         void *ctx)
 {
     for (size_t i = 0; i != authz->num_policies; ++i) {
         const rm_config_authz_policy_t *p = &authz->policies[i];
-        if (p->action == RM_AUTHZ_DENY && rm_authz_policy_matches(p, req)) {
+        if (p->action == RM_AUTHZ_DENY && matches(p, req)) {
             if (record != NULL)
                 record(ctx, p, RM_AUTHZ_DECISION_DENY);
             return 0;
@@ -131,7 +153,7 @@ rm_authz_evaluate(const rm_config_authz_t *authz, const rm_authz_request_t *req,
     for (size_t i = 0; i != authz->num_policies; ++i) {
         const rm_config_authz_policy_t *p = &authz->policies[i];
         if (p->action == RM_AUTHZ_AUDIT && record != NULL)
-            record(ctx, p, rm_authz_policy_matches(p, req) ? RM_AUTHZ_DECISION_ALLOW : RM_AUTHZ_DECISION_AUDIT_DENY);
+            record(ctx, p, matches(p, req) ? RM_AUTHZ_DECISION_ALLOW : RM_AUTHZ_DECISION_AUDIT_DENY);
     }
     int has_allow = 0;
     for (size_t i = 0; i != authz->num_policies; ++i) {
@@ -139,7 +161,7 @@ rm_authz_evaluate(const rm_config_authz_t *authz, const rm_authz_request_t *req,
         if (p->action != RM_AUTHZ_ALLOW)
             continue;
         has_allow = 1;
-        if (rm_authz_policy_matches(p, req)) {
+        if (matches(p, req)) {
             if (record != NULL)
                 record(ctx, p, RM_AUTHZ_DECISION_ALLOW);
             return 1;
@@ -151,6 +173,19 @@ rm_authz_evaluate(const rm_config_authz_t *authz, const rm_authz_request_t *req,
         if (authz->policies[i].action == RM_AUTHZ_ALLOW)
             record(ctx, &authz->policies[i], RM_AUTHZ_DECISION_DENY);
     return 0;
+}
+
+int
+rm_authz_evaluate(const rm_config_authz_t *authz, const rm_authz_request_t *req, rm_authz_record_fn record, void *ctx)
+{
+    return evaluate(authz, rm_authz_policy_matches, req, record, ctx);
+}
+
+int
+rm_authz_evaluate_connection(const rm_config_authz_t *authz, const char *identity, rm_authz_record_fn record, void *ctx)
+{
+    rm_authz_request_t req = {.identity = identity};
+    return evaluate(authz, connection_policy_matches, &req, record, ctx);
 }
 
 /* ------------------------------------------------------------------------------------ data path */
@@ -175,27 +210,61 @@ rm_authz_register(void)
     family = rm_series_family_register(&spec);
 }
 
-static void
-audit_log(rm_stream_t *s, const rm_config_authz_policy_t *p)
+/* 1 if an audit line may be logged now, else the line is counted as suppressed */
+static int
+audit_may_log(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     if ((uint64_t)ts.tv_sec != audit_window_s) {
         if (audit_suppressed != 0)
-            rm_log_info("authz", "audit: %u more requests an AUDIT policy would deny were not logged", audit_suppressed);
+            rm_log_info("authz", "audit: %u more requests or connections an AUDIT policy would deny were not logged",
+                        audit_suppressed);
         audit_window_s = (uint64_t)ts.tv_sec;
         audit_lines = 0;
         audit_suppressed = 0;
     }
     if (audit_lines == RM_AUTHZ_AUDIT_LOGS_PER_S) {
         ++audit_suppressed;
-        return;
+        return 0;
     }
     ++audit_lines;
+    return 1;
+}
+
+static void
+audit_log(rm_stream_t *s, const rm_config_authz_policy_t *p)
+{
+    if (!audit_may_log())
+        return;
     int path_len = (int)(s->req.path.len > 256 ? 256 : s->req.path.len);
     rm_log_info("authz", "audit: policy '%s' would deny %.*s %.*s from %s (listener %s)", p->name, (int)s->req.method.len,
                 s->req.method.base, path_len, s->req.path.base, s->peer_identity != NULL ? s->peer_identity : "<no identity>",
                 s->listener != NULL && s->listener->name != NULL ? s->listener->name : "-");
+}
+
+void
+rm_authz_count(rm_worker_t *worker, const rm_config_t *config, const rm_config_authz_policy_t *p, rm_authz_decision_t d)
+{
+    if (family == NULL)
+        return;
+    /* the name belongs to the snapshot, whose generation is never reused */
+    uint64_t ident[RM_SERIES_IDENT_WORDS] = {config->generation, (uintptr_t)p->name, (uint64_t)d + 1, 0, 0};
+    rm_series_t *series = rm_series_cached(worker->stats, family, ident);
+    if (series == NULL) {
+        const char *values[2] = {p->name, decision_names[d]};
+        if ((series = rm_series_get_cached(worker->stats, family, ident, values)) == NULL)
+            return;
+    }
+    rm_series_add(series, 1);
+}
+
+void
+rm_authz_audit_connection(const rm_config_authz_policy_t *p, const char *identity, const char *peer, const char *target)
+{
+    if (audit_may_log())
+        rm_log_info("authz", "audit: policy '%s' would deny opaque TCP from %s (%s) to %s", p->name, peer,
+                    identity != NULL ? identity : "<no identity>", target);
 }
 
 static void
@@ -204,17 +273,7 @@ record(void *ctx, const rm_config_authz_policy_t *p, rm_authz_decision_t d)
     rm_stream_t *s = ctx;
     if (d == RM_AUTHZ_DECISION_AUDIT_DENY)
         audit_log(s, p);
-    if (family == NULL)
-        return;
-    /* the name belongs to the stream's snapshot, whose generation is never reused */
-    uint64_t ident[RM_SERIES_IDENT_WORDS] = {s->config->generation, (uintptr_t)p->name, (uint64_t)d + 1, 0, 0};
-    rm_series_t *series = rm_series_cached(s->worker->stats, family, ident);
-    if (series == NULL) {
-        const char *values[2] = {p->name, decision_names[d]};
-        if ((series = rm_series_get_cached(s->worker->stats, family, ident, values)) == NULL)
-            return;
-    }
-    rm_series_add(series, 1);
+    rm_authz_count(s->worker, s->config, p, d);
 }
 
 int

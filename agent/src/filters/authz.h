@@ -29,6 +29,12 @@
  * remora_authz_decisions_total{policy,decision="allow|deny|audit_deny"} (bounded by the number of
  * policies: three series each, under limits.max_series_per_family).
  *
+ * Opaque TCP connections (tcp/tcp_proxy.c, on the serving side) are decided against their Service's
+ * policies in the same order by rm_authz_evaluate_connection, with the caller's SPIFFE ID alone: a
+ * connection has no method or path, so an ALLOW or AUDIT rule with `to` conditions matches no
+ * connection and a DENY rule's `to` conditions are ignored (the stricter reading both ways, as Istio
+ * does for TCP). Their decisions go into the same family with the same labels (rm_authz_count).
+ *
  * Thread: the stream's worker, except rm_authz_register (main thread, at start). The matcher
  * (rm_authz_evaluate) is pure: any thread.
  */
@@ -37,6 +43,7 @@
 
 #include <stddef.h>
 #include "config/config.h"
+#include "core/worker.h"
 #include "proxy/filter.h"
 
 #define RM_AUTHZ_AUDIT_LOGS_PER_S 10
@@ -73,6 +80,26 @@ int rm_authz_policy_matches(const rm_config_authz_policy_t *policy, const rm_aut
  * if refused; `record` (may be NULL) is told every counted decision. Pure (but for `record`).
  */
 int rm_authz_evaluate(const rm_config_authz_t *authz, const rm_authz_request_t *req, rm_authz_record_fn record, void *ctx);
+
+/**
+ * Decides an opaque connection from `identity` (the caller's SPIFFE ID, NULL for plaintext) against the policies of
+ * one target, in the order above with the connection matching described above. Returns 1 if allowed, 0 if refused;
+ * `record` (may be NULL) is told every counted decision. Pure (but for `record`).
+ */
+int rm_authz_evaluate_connection(const rm_config_authz_t *authz, const char *identity, rm_authz_record_fn record, void *ctx);
+
+/**
+ * Counts one decision in remora_authz_decisions_total on `worker`'s stats; `policy` belongs to `config` (the
+ * snapshot the decision was taken with). The worker's thread.
+ */
+void rm_authz_count(rm_worker_t *worker, const rm_config_t *config, const rm_config_authz_policy_t *policy,
+                    rm_authz_decision_t decision);
+
+/**
+ * Logs an opaque connection an AUDIT policy would deny (`peer` the caller's address, `target` where it goes), within
+ * the RM_AUTHZ_AUDIT_LOGS_PER_S lines per second per worker that requests share. The worker's thread.
+ */
+void rm_authz_audit_connection(const rm_config_authz_policy_t *policy, const char *identity, const char *peer, const char *target);
 
 /**
  * The namespace of a SPIFFE ID "spiffe://<td>/ns/<ns>/sa/<sa>": sets *ns / *len and returns 1, or

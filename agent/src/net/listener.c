@@ -691,8 +691,8 @@ on_accept(uv_stream_t *server, int status)
     if (lc->direction != RM_DIRECTION_NONE && !accept_transparent(dc, l, lc, tcp))
         return;
     uint64_t detect_ms = worker->config->limits.detect_timeout_ms;
-    if (dc->_opaque_wait && detect_ms > RM_LISTENER_MESH_WAIT_MS)
-        detect_ms = RM_LISTENER_MESH_WAIT_MS;
+    if (dc->_opaque_wait && detect_ms > worker->config->limits.mesh_sniff_timeout_ms)
+        detect_ms = worker->config->limits.mesh_sniff_timeout_ms;
     rm_worker_timer_start(worker, &dc->_detect_timeout, detect_ms);
     h2o_socket_read_start(dc->sock, dc->_opaque_wait ? on_opaque_wait_read : on_detect_read);
 }

@@ -22,7 +22,7 @@
  * agent's opaque relay: handed to tcp/tcp_proxy.c (rm_dconn_t.mesh_tcp), which terminates it. Opaque
  * destinations of those listeners (a `protocol: tcp` Service or an opaque port this node serves; an
  * explicit `protocol: tcp` + `peer: agent` listener) skip HTTP detection but wait up to
- * RM_LISTENER_MESH_WAIT_MS for a mesh ClientHello; other bytes, or none (a server-speaks-first
+ * limits.mesh_sniff_timeout_ms for a mesh ClientHello; other bytes, or none (a server-speaks-first
  * client), are plaintext. Under MeshTLS STRICT, plaintext (HTTP, opaque bytes, or silence at an opaque
  * destination) on those listeners is refused: closed, counted in remora_mesh_tls_plaintext_refused_total,
  * logged at most once per source address per RM_MESH_REFUSED_LOG_INTERVAL_MS.
@@ -113,18 +113,13 @@ struct st_rm_dconn_t {
     /** the application's own TLS (a ClientHello that is not mesh mTLS): relayed as it is, never wrapped in mesh mTLS */
     unsigned app_tls : 1;
     /** an opaque destination (INBOUND: a `protocol: tcp` Service or an opaque port this node serves; an explicit
-     * `protocol: tcp` + `peer: agent` listener): detection only waits for a mesh ClientHello (RM_LISTENER_MESH_WAIT_MS) */
+     * `protocol: tcp` + `peer: agent` listener): detection only waits for a mesh ClientHello (limits.mesh_sniff_timeout_ms) */
     unsigned _opaque_wait : 1;
 };
 
 /** STRICT refusals are logged at most once per source address per this interval (per worker, 64 sources tracked);
  * mesh mTLS closed for want of an identity at most once per worker per interval */
 #define RM_MESH_REFUSED_LOG_INTERVAL_MS 10000
-
-/** How long a connection to an opaque destination (dc->_opaque_wait) waits for a peer agent's mesh ClientHello before its
- * bytes, or its silence (a server-speaks-first protocol), are taken for plaintext; limits.detect_timeout_ms when that is
- * shorter. A mesh caller sends its ClientHello as soon as TCP is connected: this covers a retransmission or two. */
-#define RM_LISTENER_MESH_WAIT_MS 500
 
 /** Connections refused by max_connections are logged at most once per worker per this interval */
 #define RM_LISTENER_REFUSED_LOG_INTERVAL_MS 10000

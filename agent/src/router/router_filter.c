@@ -12,6 +12,8 @@
  *  - Timers: the request deadline (the route timeout, or the client's smaller grpc-timeout), the
  *    per-try timeout, and the stream idle timeout, all on the worker's timer wheel.
  */
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +25,8 @@
 #include "policy/retry.h"
 #include "proxy/attempt.h"
 #include "proxy/stream.h"
+#include "obs/stats.h"
+#include "config/ondemand.h"
 #include "router/router.h"
 #include "router/router_filter.h"
 #include "upstream/breaker.h"
@@ -42,20 +46,36 @@
 
 typedef struct st_route_state_t {
     rm_stream_t *s;
-    /** in the worker's list of requests waiting for the first snapshot */
+    /** in the worker's list of requests waiting for the first snapshot, or with `ondemand` in its list of
+     * requests held for on-demand discovery */
     h2o_linklist_t parked;
     rm_timer_t wait;
+    unsigned ondemand : 1;
 } route_state_t;
 
-static size_t route_module_slot;
+/* The route module's state on a worker. */
+typedef struct st_route_module_t {
+    rm_worker_t *worker;
+    /** requests waiting for the first snapshot */
+    h2o_linklist_t parked;
+    /** requests held for on-demand discovery (config/ondemand.h): num_held of them, at most
+     * RM_ONDEMAND_MAX_HELD_PER_WORKER */
+    h2o_linklist_t held;
+    size_t num_held;
+    /** posted by the control thread after a snapshot answered names: route the held requests again */
+    rm_worker_msg_t answer_msg;
+    atomic_int answer_queued;
+    struct st_route_module_t *next;
+} route_module_t;
 
-/* Matches the request; 0 to go on with the chain, -1 if it was answered locally. */
-static int
-route_match(rm_stream_t *s)
+static size_t route_module_slot;
+/* every worker's route module, for the control thread's notice (notify_workers) */
+static pthread_mutex_t modules_mutex = PTHREAD_MUTEX_INITIALIZER;
+static route_module_t *modules;
+
+static void
+reply_no_route(rm_stream_t *s)
 {
-    s->route = rm_router_match(s->listener, &s->req);
-    if (s->route != NULL)
-        return 0;
     RM_STAT_INC(s->lstats->rq_no_route);
     char msg[512];
     snprintf(msg, sizeof(msg), "no route for authority '%.*s' path '%.*s'",
@@ -65,6 +85,23 @@ route_match(rm_stream_t *s)
         snprintf(msg + strlen(msg), sizeof(msg) - strlen(msg), ": no services are configured%s",
                  s->config->version == NULL ? "" : " in the control plane's snapshot");
     rm_stream_reply_status(s, RM_LOCAL_NO_ROUTE, 404, RM_GRPC_UNIMPLEMENTED, msg);
+}
+
+static int ondemand_hold(rm_stream_t *s, route_state_t *st);
+
+/* Matches the request; 0 to go on with the chain, 1 if it is held for on-demand discovery, -1 if it was
+ * answered locally. */
+static int
+route_match(rm_stream_t *s, route_state_t *st)
+{
+    s->route = rm_router_match(s->listener, &s->req);
+    if (s->route != NULL)
+        return 0;
+    /* a scope's set may lack the name: ask the control plane before answering (the one branch an agent
+     * without scoping pays, on this path only) */
+    if (s->config->scoped && ondemand_hold(s, st) == 0)
+        return 1;
+    reply_no_route(s);
     return -1;
 }
 
@@ -86,9 +123,26 @@ adopt_current_snapshot(rm_stream_t *s)
     return 0;
 }
 
+/* A request held for on-demand discovery leaves its list (and the counts). */
+static void
+release_hold(route_state_t *st)
+{
+    route_module_t *m = rm_worker_module_state(st->s->worker, route_module_slot);
+    if (h2o_linklist_is_linked(&st->parked))
+        h2o_linklist_unlink(&st->parked);
+    rm_timer_unlink(&st->wait);
+    st->ondemand = 0;
+    --m->num_held;
+    rm_ondemand_held_add(-1);
+}
+
 static void
 unpark(route_state_t *st)
 {
+    if (st->ondemand) {
+        release_hold(st);
+        return;
+    }
     if (h2o_linklist_is_linked(&st->parked))
         h2o_linklist_unlink(&st->parked);
     rm_timer_unlink(&st->wait);
@@ -102,6 +156,114 @@ on_snapshot_wait_timeout(rm_timer_t *timer)
     rm_stream_reply(st->s, RM_LOCAL_NOT_CONFIGURED, "no snapshot within 10 s");
 }
 
+/*
+ * On-demand discovery (config/ondemand.h). A held request has only passed this filter: its body waits in
+ * the stream's buffers under the usual flow control, and a client that goes away unlinks it (on_abort).
+ */
+
+static void
+on_ondemand_timeout(rm_timer_t *timer)
+{
+    route_state_t *st = H2O_STRUCT_FROM_MEMBER(route_state_t, wait, timer);
+    rm_stream_t *s = st->s;
+    release_hold(st);
+    rm_ondemand_count(RM_ONDEMAND_TIMEOUT);
+    reply_no_route(s);
+}
+
+/* Holds the request while the control plane is asked for its authority's host: 0, or -1 to answer as today. */
+static int
+ondemand_hold(rm_stream_t *s, route_state_t *st)
+{
+    char host[RM_ONDEMAND_MAX_NAME_BYTES + 1];
+    uint32_t timeout_ms = rm_ondemand_timeout_ms();
+    /* outbound calls only (outbound and --listen listeners): an inbound request names what this node serves */
+    if (timeout_ms == 0 || s->listener->direction == RM_DIRECTION_INBOUND ||
+        rm_ondemand_host(s->req.authority.base, s->req.authority.len, host) == 0)
+        return -1;
+    route_module_t *m = rm_worker_module_state(s->worker, route_module_slot);
+    if (m->num_held >= RM_ONDEMAND_MAX_HELD_PER_WORKER) {
+        rm_ondemand_count(RM_ONDEMAND_OVERFLOW);
+        return -1;
+    }
+    switch (rm_ondemand_ask(host, s->config->generation)) {
+    case RM_ONDEMAND_ASK_HOLD:
+        break;
+    case RM_ONDEMAND_ASK_UNKNOWN:
+        rm_ondemand_count(RM_ONDEMAND_UNKNOWN);
+        return -1;
+    case RM_ONDEMAND_ASK_FULL:
+        rm_ondemand_count(RM_ONDEMAND_OVERFLOW);
+        return -1;
+    default:
+        return -1;
+    }
+    st->s = s;
+    st->ondemand = 1;
+    st->wait.cb = on_ondemand_timeout;
+    h2o_linklist_insert(&m->held, &st->parked);
+    ++m->num_held;
+    rm_ondemand_held_add(1);
+    rm_worker_timer_start(s->worker, &st->wait, timeout_ms);
+    return 0;
+}
+
+/* Routes the held requests again with the config now in service: a route -> on with the chain (found);
+ * still none and the name answered (or the set no longer scoped) -> answered as today (unknown); else held
+ * on, their timers running. */
+static void
+retry_held(route_module_t *m)
+{
+    h2o_linklist_t todo;
+    h2o_linklist_init_anchor(&todo);
+    h2o_linklist_insert_list(&todo, &m->held);
+    while (!h2o_linklist_is_empty(&todo)) {
+        route_state_t *st = H2O_STRUCT_FROM_MEMBER(route_state_t, parked, todo.next);
+        rm_stream_t *s = st->s;
+        h2o_linklist_unlink(&st->parked);
+        h2o_linklist_insert(&m->held, &st->parked);
+        if ((size_t)(s->listener - s->config->listeners) >= s->worker->config->num_listeners) {
+            /* its listener is gone: answered there */
+            release_hold(st);
+            adopt_current_snapshot(s);
+            continue;
+        }
+        adopt_current_snapshot(s);
+        char host[RM_ONDEMAND_MAX_NAME_BYTES + 1];
+        rm_ondemand_host(s->req.authority.base, s->req.authority.len, host);
+        if ((s->route = rm_router_match(s->listener, &s->req)) != NULL) {
+            release_hold(st);
+            rm_ondemand_count(RM_ONDEMAND_FOUND);
+            rm_ondemand_forget(host);
+            rm_stream_resume(s);
+        } else if (!s->config->scoped || rm_ondemand_timeout_ms() == 0 || rm_ondemand_settle(host, s->config->generation)) {
+            release_hold(st);
+            rm_ondemand_count(RM_ONDEMAND_UNKNOWN);
+            reply_no_route(s);
+        }
+    }
+}
+
+static void
+on_answer(rm_worker_t *worker, rm_worker_msg_t *msg)
+{
+    route_module_t *m = H2O_STRUCT_FROM_MEMBER(route_module_t, answer_msg, msg);
+    atomic_store(&m->answer_queued, 0);
+    if (m->num_held != 0)
+        retry_held(m);
+}
+
+/* Control thread (rm_ondemand_set_notify): a snapshot answered names; one message per worker at a time. */
+static void
+notify_workers(void)
+{
+    pthread_mutex_lock(&modules_mutex);
+    for (route_module_t *m = modules; m != NULL; m = m->next)
+        if (!atomic_exchange(&m->answer_queued, 1))
+            rm_worker_post(m->worker, &m->answer_msg);
+    pthread_mutex_unlock(&modules_mutex);
+}
+
 static rm_filter_status_t
 route_on_request_head(rm_stream_t *s, void *state)
 {
@@ -112,15 +274,15 @@ route_on_request_head(rm_stream_t *s, void *state)
                 return RM_FILTER_STOP;
         } else {
             /* hold it (bounded) rather than answer "no route" from a configuration that is not one yet */
-            h2o_linklist_t *list = rm_worker_module_state(s->worker, route_module_slot);
+            route_module_t *m = rm_worker_module_state(s->worker, route_module_slot);
             st->s = s;
             st->wait.cb = on_snapshot_wait_timeout;
-            h2o_linklist_insert(list, &st->parked);
+            h2o_linklist_insert(&m->parked, &st->parked);
             rm_worker_timer_start(s->worker, &st->wait, RM_FIRST_SNAPSHOT_WAIT_MS);
             return RM_FILTER_STOP;
         }
     }
-    return route_match(s) == 0 ? RM_FILTER_CONTINUE : RM_FILTER_STOP;
+    return route_match(s, st) == 0 ? RM_FILTER_CONTINUE : RM_FILTER_STOP;
 }
 
 static void
@@ -140,34 +302,54 @@ const rm_filter_t rm_route_filter = {
 static void *
 route_module_init(rm_worker_t *worker)
 {
-    h2o_linklist_t *list = rm_calloc(1, sizeof(*list));
-    h2o_linklist_init_anchor(list);
-    return list;
+    route_module_t *m = rm_calloc(1, sizeof(*m));
+    m->worker = worker;
+    h2o_linklist_init_anchor(&m->parked);
+    h2o_linklist_init_anchor(&m->held);
+    m->answer_msg.cb = on_answer;
+    pthread_mutex_lock(&modules_mutex);
+    m->next = modules;
+    modules = m;
+    pthread_mutex_unlock(&modules_mutex);
+    return m;
 }
 
 static void
 route_module_on_config(rm_worker_t *worker, void *state)
 {
-    h2o_linklist_t *list = state;
+    route_module_t *m = state;
     if (worker->config->awaiting_snapshot)
         return;
-    while (!h2o_linklist_is_empty(list)) {
-        route_state_t *st = H2O_STRUCT_FROM_MEMBER(route_state_t, parked, list->next);
+    while (!h2o_linklist_is_empty(&m->parked)) {
+        route_state_t *st = H2O_STRUCT_FROM_MEMBER(route_state_t, parked, m->parked.next);
         unpark(st);
         rm_stream_t *s = st->s;
-        if (adopt_current_snapshot(s) == 0 && route_match(s) == 0)
+        if (adopt_current_snapshot(s) == 0 && route_match(s, st) == 0)
             rm_stream_resume(s);
     }
+    if (m->num_held != 0)
+        retry_held(m);
 }
 
 static void
 route_module_close(rm_worker_t *worker, void *state)
 {
-    h2o_linklist_t *list = state;
-    while (!h2o_linklist_is_empty(list)) {
-        route_state_t *st = H2O_STRUCT_FROM_MEMBER(route_state_t, parked, list->next);
-        unpark(st);
-        rm_stream_reply(st->s, RM_LOCAL_NOT_CONFIGURED, "the agent is shutting down");
+    route_module_t *m = state;
+    pthread_mutex_lock(&modules_mutex);
+    for (route_module_t **p = &modules; *p != NULL; p = &(*p)->next) {
+        if (*p == m) {
+            *p = m->next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&modules_mutex);
+    h2o_linklist_t *lists[] = {&m->parked, &m->held};
+    for (size_t i = 0; i != 2; ++i) {
+        while (!h2o_linklist_is_empty(lists[i])) {
+            route_state_t *st = H2O_STRUCT_FROM_MEMBER(route_state_t, parked, lists[i]->next);
+            unpark(st);
+            rm_stream_reply(st->s, RM_LOCAL_NOT_CONFIGURED, "the agent is shutting down");
+        }
     }
 }
 
@@ -189,6 +371,8 @@ void
 rm_route_module_register(void)
 {
     route_module_slot = rm_worker_register_module(&route_module);
+    rm_ondemand_set_notify(notify_workers);
+    rm_stats_register_renderer(rm_ondemand_render);
 }
 
 /*
@@ -557,17 +741,9 @@ set_hash_key(rm_stream_t *s, rm_attempt_t *a)
             return;
         }
     }
-    if (s->peerlen != 0) {
-        /* the address without the port: every connection of a client hashes alike */
-        const struct sockaddr *sa = (const struct sockaddr *)&s->peer;
-        if (sa->sa_family == AF_INET)
-            a->hash_key = rm_lb_hash64(&((const struct sockaddr_in *)sa)->sin_addr, sizeof(struct in_addr), 0);
-        else if (sa->sa_family == AF_INET6)
-            a->hash_key = rm_lb_hash64(&((const struct sockaddr_in6 *)sa)->sin6_addr, sizeof(struct in6_addr), 0);
-        else
-            return;
+    /* the address is hashed by the ring-hash balancer, the only one that reads it (rm_attempt_hash_t) */
+    if (s->peerlen != 0 && (s->peer.ss_family == AF_INET || s->peer.ss_family == AF_INET6))
         a->hash_kind = RM_ATTEMPT_HASH_SOURCE;
-    }
 }
 
 static void
@@ -756,8 +932,8 @@ router_on_request_head(rm_stream_t *s, void *state)
     }
 
     r->replay_bytes = DEFAULT_REPLAY_BYTES;
-    if (route->retry.attempts != 0) {
-        r->policy = &route->retry;
+    if (route->retry != NULL && route->retry->attempts != 0) {
+        r->policy = route->retry;
         r->replay_bytes = r->policy->max_replay_bytes;
         r->budget = cluster_budget(r->cluster);
         rm_retry_budget_on_request(r->budget, now);

@@ -460,50 +460,37 @@ start_relay(tcp_conn_t *c)
 }
 
 /*
- * Authorization of an opaque connection (filters/authz.h) on the serving side: the policies of the Service's cluster,
- * with the caller's SPIFFE ID (NULL for plaintext). A connection has no method or path: an ALLOW (or AUDIT) rule with `to`
- * conditions matches no connection, a DENY rule's `to` conditions are ignored (both the stricter reading, as Istio does
- * for TCP).
+ * Authorization of an opaque connection (filters/authz.h, rm_authz_evaluate_connection) on the serving side: the policies
+ * of the Service's cluster, with the caller's SPIFFE ID (NULL for plaintext). Every decision is counted in
+ * remora_authz_decisions_total like a request's; a refusal also in remora_tcp_authz_denied_total.
  */
-static int
-tcp_policy_matches(const rm_config_authz_policy_t *p, const char *identity)
+typedef struct st_authz_ctx_t {
+    tcp_conn_t *c;
+    const char *cluster;
+    const char *denied_by; /* the first policy counted `deny` */
+} authz_ctx_t;
+
+static void
+peer_name(tcp_conn_t *c, char *name, size_t len)
 {
-    rm_authz_request_t req = {.identity = identity};
-    for (size_t i = 0; i != p->num_rules; ++i) {
-        if (p->rules[i].num_to != 0 && p->action != RM_AUTHZ_DENY)
-            continue;
-        rm_config_authz_rule_t from_only = p->rules[i];
-        from_only.to = NULL;
-        from_only.num_to = 0;
-        rm_config_authz_policy_t one = {.name = p->name, .action = p->action, .rules = &from_only, .num_rules = 1};
-        if (rm_authz_policy_matches(&one, &req))
-            return 1;
-    }
-    return 0;
+    snprintf(name, len, "unknown");
+    if (c->dc->peerlen != 0)
+        rm_format_sockaddr((struct sockaddr *)&c->dc->peer, name, len);
 }
 
-static int
-tcp_authz_allows(const rm_config_authz_t *authz, const char *identity, const char **policy)
+static void
+authz_record(void *arg, const rm_config_authz_policy_t *p, rm_authz_decision_t d)
 {
-    int has_allow = 0;
-    for (size_t i = 0; i != authz->num_policies; ++i) {
-        const rm_config_authz_policy_t *p = &authz->policies[i];
-        if (p->action == RM_AUTHZ_DENY && tcp_policy_matches(p, identity)) {
-            *policy = p->name;
-            return 0;
-        }
+    authz_ctx_t *ctx = arg;
+    tcp_conn_t *c = ctx->c;
+    if (d == RM_AUTHZ_DECISION_DENY && ctx->denied_by == NULL)
+        ctx->denied_by = p->name;
+    if (d == RM_AUTHZ_DECISION_AUDIT_DENY) {
+        char name[80];
+        peer_name(c, name, sizeof(name));
+        rm_authz_audit_connection(p, c->dc->peer_identity, name, ctx->cluster);
     }
-    for (size_t i = 0; i != authz->num_policies; ++i) {
-        const rm_config_authz_policy_t *p = &authz->policies[i];
-        if (p->action != RM_AUTHZ_ALLOW)
-            continue;
-        if (!has_allow)
-            *policy = p->name;
-        has_allow = 1;
-        if (tcp_policy_matches(p, identity))
-            return 1;
-    }
-    return !has_allow;
+    rm_authz_count(c->worker, c->worker->config, p, d);
 }
 
 /* 1 if the caller may reach `cluster_index` (always, on an OUTBOUND transparent listener: a Service is protected where it is
@@ -515,18 +502,19 @@ authorize(tcp_conn_t *c, const rm_config_listener_t *lc, size_t cluster_index)
     if (lc->direction == RM_DIRECTION_OUTBOUND || cluster_index >= config->num_clusters)
         return 1;
     const rm_config_authz_t *authz = config->clusters[cluster_index].authz;
-    const char *policy = NULL;
-    if (authz == NULL || tcp_authz_allows(authz, c->dc->peer_identity, &policy))
+    if (authz == NULL)
+        return 1;
+    authz_ctx_t ctx = {.c = c, .cluster = config->clusters[cluster_index].name};
+    if (rm_authz_evaluate_connection(authz, c->dc->peer_identity, authz_record, &ctx))
         return 1;
     static __thread uint64_t logged_at_ms;
     uint64_t now = rm_worker_now_ms(c->worker);
     if (logged_at_ms == 0 || now - logged_at_ms >= RM_TCP_DENIED_LOG_INTERVAL_MS) {
-        char name[80] = "unknown";
-        if (c->dc->peerlen != 0)
-            rm_format_sockaddr((struct sockaddr *)&c->dc->peer, name, sizeof(name));
+        char name[80];
+        peer_name(c, name, sizeof(name));
         rm_log_info("tcp", "denying opaque TCP from %s (%s) to %s: authorization policy %s", name,
                     c->dc->peer_identity != NULL ? c->dc->peer_identity : "no identity", config->clusters[cluster_index].name,
-                    policy != NULL ? policy : "(unnamed)");
+                    ctx.denied_by != NULL ? ctx.denied_by : "(unnamed)");
         logged_at_ms = now != 0 ? now : 1;
     }
     rm_mesh_count_tcp_denied();
