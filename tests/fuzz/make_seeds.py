@@ -2,7 +2,7 @@
 """Regenerates the seed inputs of the fuzz corpora added for issue 12 (corpus/<target>/seed_*) from examples/ and
 the shapes the integration tests use. Inputs found by fuzzing (regress_*) are kept by hand, not generated here.
 
-    /usr/bin/python3 tests/fuzz/make_seeds.py BUILD_DIR   # BUILD_DIR holds tests/fuzz/fuzz_gen_snapshot
+    /usr/bin/python3 tests/fuzz/make_seeds.py BUILD_DIR [TARGET...]   # BUILD_DIR holds tests/fuzz/fuzz_gen_snapshot
 """
 
 import base64
@@ -467,20 +467,203 @@ def h2_client():
     put_c("table_size", 0, settings({1: 0, 2: 0}), headers(e, 1, ok), data(1, b"ok", end_stream=True))
 
 
+# ---- incremental snapshots (fuzz_delta.c): fuzz_gen_snapshot --delta, as the control plane encodes them ----
+
+def delta(build):
+    gen = os.path.join(build, "tests", "fuzz", "fuzz_gen_snapshot")
+    mesh, policy = os.path.join(EX, "mesh.yaml"), os.path.join(EX, "mesh-policy.yaml")
+    with tempfile.TemporaryDirectory() as tmp:
+        telemetry = os.path.join(tmp, "telemetry.yaml")
+        with open(os.path.join(EX, "mesh-telemetry.yaml")) as f, open(telemetry, "w") as t:
+            t.write(f.read().replace("OTLP_HTTP_PORT", "4318").replace("OTLP_GRPC_PORT", "4317")
+                    .replace("ACCESS_LOG_PATH", "/tmp/access.log"))
+        egress = os.path.join(tmp, "egress.yaml")
+        with open(egress, "w") as f:
+            f.write("apiVersion: remora.dev/v1\nkind: EgressPolicy\nmetadata: {name: web}\nspec:\n"
+                    "  targetRefs: [{kind: ServiceAccount, name: web}]\n  hosts: [\"./echo\", \"*/web\"]\n---\n"
+                    "apiVersion: remora.dev/v1\nkind: MeshTLS\nmetadata: {name: default, namespace: remora-system}\n"
+                    "spec: {mode: STRICT}\n")
+        sets = {
+            "policy_added": (1, [mesh, policy]),
+            "policies_removed": (2, [mesh, policy, "-rlp/default/web-limits", "-btp/default/web"]),
+            "route_and_service_removed": (1, [mesh, "-httproute/default/web-canary", "-service/default/web-v2"]),
+            "changed_and_removed": (2, [mesh, telemetry, policy, "-telemetry/remora-system/default", egress]),
+            "egress_and_meshtls": (1, [mesh, egress]),
+            "empty": (2, [mesh, policy]),
+            "compose": (1, [os.path.join(EX, "compose", "policy", "mesh.yaml"), egress]),
+        }
+        for name, (n, steps) in sets.items():
+            out = os.path.join(tmp, "out_" + name)
+            r = subprocess.run([gen, "--delta", out, str(n)] + steps, capture_output=True, text=True)
+            if r.returncode != 0:
+                print(f"delta {name}: {r.stderr.strip()}", file=sys.stderr)
+                continue
+            with open(out, "rb") as f:
+                put("delta", name, f.read())
+
+
+# ---- scoping (fuzz_scope.c): policy YAML with EgressPolicies; "#discover HOST" lines are on-demand names ----
+
+def egress(name, hosts, sas=None, ns="default"):
+    targets = "" if sas is None else "  targetRefs: [" + ", ".join(f"{{kind: ServiceAccount, name: {s}}}" for s in sas) + "]\n"
+    return (f"apiVersion: remora.dev/v1\nkind: EgressPolicy\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n"
+            f"{targets}  hosts: [{', '.join(repr(h) for h in hosts)}]\n")
+
+
+def scope():
+    def read(n):
+        with open(os.path.join(EX, n)) as f:
+            return f.read()
+    mesh, policy = read("mesh.yaml"), read("mesh-policy.yaml")
+    put("scope", "mesh_egress", mesh + "---\n" + egress("client", ["./web"], ["client"]) + "---\n" +
+        egress("wide", ["./echo"]) + "#discover echo\n#discover web-v2.default.svc\n")
+    # mesh-policy.yaml's route replaces mesh.yaml's: a duplicate in one batch (an error: the --kubernetes path)
+    put("scope", "mesh_policy_egress", mesh + "---\n" + policy + "---\n" + egress("web", ["*/web"], ["web", "other"]) +
+        "#discover echo.default.svc.cluster.local\n#discover default/missing\n")
+    put("scope", "mesh_policy_valid", mesh + "---\n" + policy.replace("name: web-canary}", "name: web-canary-2}") + "---\n" +
+        egress("web", ["./echo"], ["web"]) + "---\n" + egress("all", ["default/*"]) + "#discover WEB\n")
+
+    def svc(name, ns, sa="default", eps=()):
+        e = "".join(f"\n  - {{address: \"127.0.0.1:{p}\", serviceAccount: {a}}}" for p, a in eps) or " []"
+        return (f"apiVersion: remora.dev/v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n"
+                f"  protocol: http1\n  serviceAccount: {sa}\n  endpoints:{e}\n")
+    docs = [svc("web", "shop", "web"), svc("api", "payments", "api", [(9001, "api"), (9002, "batch")]),
+            svc("echo", "default"), svc("echo", "tools"), svc("ledger", "payments", "ledger"),
+            "apiVersion: remora.dev/v1\nkind: HTTPRoute\nmetadata: {name: api, namespace: payments}\nspec:\n"
+            "  parentRefs: [{name: api, namespace: payments}]\n  rules:\n  - backendRefs: [{name: api, namespace: payments}, "
+            "{name: ledger, namespace: payments}]\n",
+            "apiVersion: remora.dev/v1\nkind: BackendTrafficPolicy\nmetadata: {name: ledger, namespace: payments}\nspec:\n"
+            "  targetRefs: [{kind: Service, name: ledger}]\n  loadBalancer: {type: RoundRobin}\n",
+            "apiVersion: remora.dev/v1\nkind: AuthorizationPolicy\nmetadata: {name: api-readers, namespace: payments}\nspec:\n"
+            "  targetRefs: [{kind: Service, name: api}, {kind: HTTPRoute, name: api}]\n  action: ALLOW\n"
+            "  rules:\n  - from: [{namespaces: [shop]}]\n",
+            "apiVersion: remora.dev/v1\nkind: MeshTLS\nmetadata: {name: default, namespace: remora-system}\nspec: {mode: STRICT}\n",
+            egress("web", ["./*", "payments/api", "*/echo"], ["web"], ns="shop"),
+            egress("rest", ["tools/*"], ns="shop"),
+            egress("batch", ["./ledger"], ["batch"], ns="payments")]
+    put("scope", "namespaces", "---\n".join(docs) + "#discover api.payments\n#discover echo.tools.svc\n"
+        "#discover ledger.payments.svc.cluster.local\n#discover nope.payments\n#discover api.payments:8080\n")
+    # a route to a Service nobody applied: refused by the check; the harness stores it anyway (replaced store)
+    put("scope", "dangling", svc("web", "default") + "---\n" +
+        "apiVersion: remora.dev/v1\nkind: HTTPRoute\nmetadata: {name: r}\nspec:\n  parentRefs: [{name: web}]\n"
+        "  rules:\n  - backendRefs: [{name: gone}]\n---\n" + egress("e", ["./web"]) + "#discover gone\n")
+    put("scope", "errors", "apiVersion: remora.dev/v1\nkind: EgressPolicy\nmetadata: {name: x}\nspec:\n"
+        "  targetRefs: [{kind: Deployment, name: web}]\n  hosts: [\"./a\"]\n---\n" + egress("y", ["no-slash", "./ok"]))
+
+
+# ---- the opaque relay's mesh mTLS (fuzz_mesh_relay.c): scripts of wire operations, and a peer's bytes alone ----
+
+def mesh_relay():
+    SERVER, CLIENT = 0, 8
+    STEP, CARRY, CORRUPT, PREFIX, INJECT, WRITE, CLOSE, REPLAY = range(8)
+
+    def op(kind, side, arg=0, *extra):
+        return bytes([kind | side | arg << 4]) + bytes(extra)
+
+    def step(side):
+        return op(STEP, side, 15)
+
+    def hs(server_flight=None, client_flight=None):
+        """A handshake: the client's hello, the server's flight, the client's flight, the server's ticket."""
+        return (step(CLIENT) + op(CARRY, CLIENT) + step(SERVER) + (server_flight or op(CARRY, SERVER)) + step(CLIENT) +
+                (client_flight or op(CARRY, CLIENT)) + step(SERVER) + op(CARRY, SERVER))
+
+    def wire(name, script):
+        put("mesh_relay", name, bytes([2]) + script)
+
+    exchange = (op(WRITE, CLIENT, 3) + op(CARRY, CLIENT) + step(SERVER) + op(WRITE, SERVER, 15) + op(CARRY, SERVER) +
+                step(CLIENT))
+    close_both = (op(CLOSE, CLIENT) + op(CARRY, CLIENT) + step(SERVER) + op(WRITE, SERVER, 1) + op(CARRY, SERVER) +
+                  step(CLIENT) + op(CLOSE, SERVER) + op(CARRY, SERVER) + step(CLIENT))
+    wire("honest", hs() + exchange + close_both)
+    wire("small_reads", hs() + op(WRITE, SERVER, 15) + op(CARRY, SERVER) + op(STEP, CLIENT, 0) * 6 + step(CLIENT))
+    for off in (3, 60, 200, 700):
+        wire(f"corrupt_server_flight_{off}", hs(server_flight=op(CORRUPT, SERVER, 0, off >> 8, off & 255, 0x40)))
+    for off in (4, 100, 400, 900):
+        wire(f"corrupt_client_flight_{off}", hs(client_flight=op(CORRUPT, CLIENT, 0, off >> 8, off & 255, 0x01)))
+    wire("corrupt_record", hs() + op(WRITE, CLIENT, 2) + op(CORRUPT, CLIENT, 0, 0, 30, 0x80) + step(SERVER))
+    wire("replay_record", hs() + op(WRITE, CLIENT, 2) + op(CARRY, CLIENT) + step(SERVER) + op(REPLAY, CLIENT) + step(SERVER))
+    wire("truncated_flight", hs(server_flight=op(PREFIX, SERVER, 0, 0, 90)) + step(CLIENT))
+    wire("truncated_record", hs() + op(WRITE, CLIENT, 2) + op(PREFIX, CLIENT, 0, 0, 100) + step(SERVER) + op(CLOSE, CLIENT) +
+         op(CARRY, CLIENT) + step(SERVER))
+    http = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    wire("plaintext_hello", op(INJECT, CLIENT, 0, len(http)) + http + step(SERVER) + op(CARRY, SERVER) + step(CLIENT))
+    alert = bytes([0x15, 0x03, 0x03, 0x00, 0x02, 0x01, 0x00])
+    wire("alert_after_handshake", hs() + op(INJECT, CLIENT, 0, len(alert)) + alert + step(SERVER))
+    wire("alert_in_handshake", step(CLIENT) + op(CARRY, CLIENT) + op(INJECT, CLIENT, 0, len(alert)) + alert + step(SERVER))
+    wire("write_before_handshake", op(WRITE, SERVER, 0) + op(WRITE, CLIENT, 0) + op(CARRY, CLIENT) + step(SERVER) +
+         op(WRITE, SERVER, 0) + op(CARRY, SERVER) + step(CLIENT) + op(CARRY, CLIENT) + step(SERVER) + exchange)
+    wire("replayed_hello", step(CLIENT) + op(CARRY, CLIENT) + op(REPLAY, CLIENT) + step(SERVER) + op(CARRY, SERVER) +
+         step(CLIENT))
+
+    def alone(name, side, data, flag_every=0):
+        out, i, n = bytearray([side]), 0, 0
+        while i < len(data):
+            chunk = data[i:i + 127]
+            out.append(len(chunk) | (0x80 if flag_every and n % flag_every == 0 else 0))
+            out += chunk
+            i += len(chunk)
+            n += 1
+        put("mesh_relay", name, bytes(out))
+
+    # the peer's bytes: a ClientHello offering remora.mesh/tcp (TLS 1.3), and a server's answer to one (from Python's
+    # ssl with a throwaway certificate: keys that do not match, so the relay refuses it, past the record layer)
+    with tempfile.TemporaryDirectory() as tmp:
+        key, crt = os.path.join(tmp, "k.pem"), os.path.join(tmp, "c.pem")
+        subprocess.run(["openssl", "req", "-x509", "-new", "-nodes", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                        "-keyout", key, "-out", crt, "-subj", "/O=remora", "-days", "1",
+                        "-addext", "subjectAltName=URI:spiffe://remora.local/ns/shop/sa/web"],
+                       check=True, capture_output=True)
+        cctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        cctx.check_hostname = False
+        cctx.verify_mode = ssl.CERT_NONE
+        cctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        cctx.set_alpn_protocols(["remora.mesh/tcp"])
+        cctx.load_cert_chain(crt, key)
+        sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        sctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        sctx.set_alpn_protocols(["remora.mesh/tcp"])
+        sctx.load_cert_chain(crt, key)
+        sctx.verify_mode = ssl.CERT_OPTIONAL
+        sctx.load_verify_locations(crt)
+        ci, co, si, so = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
+        c = cctx.wrap_bio(ci, co, server_hostname="remora.mesh")
+        sv = sctx.wrap_bio(si, so, server_side=True)
+        try:
+            c.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        hello = co.read()
+        si.write(hello)
+        try:
+            sv.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        flight = so.read()
+        ci.write(flight)
+        try:
+            c.do_handshake()
+        except ssl.SSLError:
+            pass
+        client_flight = co.read()
+    alone("server_hello_only", 0, hello)
+    alone("server_hello_flagged", 0, hello, flag_every=1)
+    alone("server_whole_client", 0, hello + client_flight)
+    alone("server_plaintext", 0, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", flag_every=1)
+    alone("client_server_flight", 1, flight)
+    alone("client_server_flight_flagged", 1, flight, flag_every=2)
+    alone("client_alert", 1, bytes([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28]), flag_every=1)
+
+
 def main():
+    """make_seeds.py [BUILD_DIR [TARGET...]]: every corpus, or only the TARGETs' (e.g. delta scope mesh_relay)."""
     build = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "build")
-    webhook()
-    inject()
-    manifest()
-    documents()
-    bootstrap()
-    snapshot(build)
-    grpc_timeout()
-    app_probes()
-    csr()
-    clienthello()
-    h2_server()
-    h2_client()
+    makers = {"webhook": webhook, "inject": inject, "manifest": manifest, "document": documents, "bootstrap": bootstrap,
+              "snapshot": lambda: snapshot(build), "grpc_timeout": grpc_timeout, "app_probes": app_probes, "csr": csr,
+              "clienthello": clienthello, "h2_server": h2_server, "h2_client": h2_client, "delta": lambda: delta(build),
+              "scope": scope, "mesh_relay": mesh_relay}
+    for name in sys.argv[2:] or list(makers):
+        makers[name]()
 
 
 if __name__ == "__main__":

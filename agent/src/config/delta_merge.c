@@ -114,6 +114,8 @@ rm_delta_merge(const uint8_t *base_bytes, size_t base_len, uint64_t base_version
     Remora__V1__Snapshot merged = REMORA__V1__SNAPSHOT__INIT;
     merged.version = delta->version;
     merged.store_id = delta->store_id;
+    /* whether the set is a scope's (on-demand discovery) is the newest snapshot's word, kept in the state directory */
+    merged.scoped = delta->scoped;
     void *arrays[NUM_KIND_FIELDS] = {0};
     int ok = 1;
     for (size_t k = 0; k != NUM_KIND_FIELDS && ok; ++k) {
@@ -167,6 +169,18 @@ rm_delta_merge(const uint8_t *base_bytes, size_t base_len, uint64_t base_version
         *len = protobuf_c_message_get_packed_size(&merged.base);
         bytes = rm_malloc(*len + 1);
         protobuf_c_message_pack(&merged.base, bytes);
+        /* protobuf-c reads field number 0 written as a longer varint ("\x80\x00") as an unknown field, and writes it
+         * back as "\x00", which it refuses to read: such a resource, in the base or the delta, would leave a merged set
+         * that no longer parses (tests/fuzz/corpus/delta/regress_field_zero_unknown) */
+        Remora__V1__Snapshot *check = remora__v1__snapshot__unpack(NULL, *len, bytes);
+        if (check == NULL) {
+            snprintf(err, errlen, "incremental snapshot %llu: the merged resource set does not parse once encoded again",
+                     (unsigned long long)delta->version);
+            free(bytes);
+            bytes = NULL;
+        } else {
+            remora__v1__snapshot__free_unpacked(check, NULL);
+        }
     }
     for (size_t k = 0; k != NUM_KIND_FIELDS; ++k)
         free(arrays[k]);
