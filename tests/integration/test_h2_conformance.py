@@ -392,6 +392,104 @@ def test_6_10_3_continuation_completes_headers(target):
         assert head is not None and head[":status"] == "200"
 
 
+# ---------------------------------------------------------------------------------------------- 7 error codes
+
+def pong(c, payload=b"7-unknwn"):
+    """The connection still answers a PING after what was sent."""
+    c.send(c.ping(payload))
+    f = c.pump_until(lambda f: isinstance(f, PingFrame) and "ACK" in f.flags, 5)
+    return f is not None and f.opaque_data == payload
+
+
+def test_7_1_goaway_unknown_error_code(target):
+    """An unknown error code is not an error: the endpoint must not treat it specially. After the client's GOAWAY, with
+    no stream open, the server may also just close (h2spec accepts the PING's ACK or the connection's close), but never
+    with an error of its own."""
+    with target() as c:
+        c.send(RawH2.raw_frame(0x7, 0, 0, (0).to_bytes(4, "big") + (0xff).to_bytes(4, "big")))
+        answered = pong(c)
+        assert answered or c.wait_closed(5), "neither a PING ACK nor the connection's close"
+        errors = [f for f in c.frames if isinstance(f, GoAwayFrame) and f.error_code != NO_ERROR]
+        assert not errors, errors
+
+
+def test_7_2_rst_stream_unknown_error_code(target):
+    with target() as c:
+        c.send(c.headers_frame(1, c.req("/slow", extra=[("x-delay-ms", "300")]), end_stream=True), c.rst(1, 0xff))
+        assert pong(c)
+        assert serves(c, 3)
+
+
+# ---------------------------------------------------------------------------------------------- 8.1 HTTP request
+
+def test_8_1_1_trailers_without_end_stream(target):
+    """A second HEADERS frame (trailers) that does not end the stream is malformed."""
+    with target() as c:
+        c.send(c.headers_frame(1, c.req("/post", "POST")), c.data(1, b"x"),
+               c.headers_frame(1, [("x-trailer", "1")], end_stream=False))
+        stream_error(c, 1, PROTOCOL_ERROR)
+
+
+# 8.1.2: a malformed request (its header block) is a stream error of type PROTOCOL_ERROR; the connection goes on
+MALFORMED = {
+    "8_1_2_1_uppercase_field_name": lambda c: c.req("/x", extra=[("X-Upper", "1")]),
+    "8_1_2_1_1_unknown_pseudo_header": lambda c: c.req("/x") + [(":foo", "bar")],
+    "8_1_2_1_2_response_pseudo_header": lambda c: c.req("/x") + [(":status", "200")],
+    "8_1_2_1_4_pseudo_header_after_regular": lambda c: [(":method", "GET"), (":scheme", "http"), ("x-a", "1"),
+                                                        (":path", "/x"), (":authority", c.authority.decode())],
+    "8_1_2_2_1_connection_specific_field": lambda c: c.req("/x", extra=[("connection", "keep-alive")]),
+    "8_1_2_2_2_te_other_than_trailers": lambda c: c.req("/x", extra=[("te", "trailers, deflate")]),
+    "8_1_2_3_1_empty_path": lambda c: c.req(""),
+    "8_1_2_3_2_no_method": lambda c: [h for h in c.req("/x") if h[0] != ":method"],
+    "8_1_2_3_3_no_scheme": lambda c: [h for h in c.req("/x") if h[0] != ":scheme"],
+    "8_1_2_3_4_no_path": lambda c: [h for h in c.req("/x") if h[0] != ":path"],
+    "8_1_2_3_5_duplicate_method": lambda c: c.req("/x") + [(":method", "GET")],
+    "8_1_2_3_6_duplicate_scheme": lambda c: c.req("/x") + [(":scheme", "http")],
+    "8_1_2_3_7_duplicate_path": lambda c: c.req("/x") + [(":path", "/x")],
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_8_1_2_malformed_request(target, case):
+    with target() as c:
+        c.send(c.headers_frame(1, MALFORMED[case](c), end_stream=True))
+        stream_error(c, 1, PROTOCOL_ERROR)
+        if not c.goaway_seen():
+            assert serves(c, 3), "the connection must stay usable after a stream error"
+
+
+def test_8_1_2_1_3_pseudo_header_in_trailers(target):
+    with target() as c:
+        c.send(c.headers_frame(1, c.req("/post", "POST")), c.data(1, b"x"),
+               c.headers_frame(1, [(":method", "POST")], end_stream=True))
+        stream_error(c, 1, PROTOCOL_ERROR)
+
+
+def test_8_1_2_6_1_content_length_more_than_data(target):
+    with target() as c:
+        c.send(c.headers_frame(1, c.req("/post", "POST", extra=[("content-length", "10")])),
+               c.data(1, b"abcd", end_stream=True))
+        stream_error(c, 1, PROTOCOL_ERROR)
+
+
+def test_8_1_2_6_2_content_length_less_than_data(target):
+    with target() as c:
+        c.send(c.headers_frame(1, c.req("/post", "POST", extra=[("content-length", "4")])),
+               c.data(1, b"abc"), c.data(1, b"def", end_stream=True))
+        stream_error(c, 1, PROTOCOL_ERROR)
+
+
+# ---------------------------------------------------------------------------------------------- 8.2 server push
+
+def test_8_2_1_push_promise_from_client(target):
+    """A client cannot push: PUSH_PROMISE from it is a connection error of type PROTOCOL_ERROR."""
+    with target() as c:
+        c.send(c.headers_frame(1, c.req("/slow", extra=[("x-delay-ms", "300")]), end_stream=True))
+        block = c.block(c.req("/pushed"))
+        c.send(RawH2.raw_frame(0x5, 0x4, 1, (2).to_bytes(4, "big") + block))
+        conn_error(c, PROTOCOL_ERROR)
+
+
 def test_h2_after_errors_still_serves(target):
     with target() as c:
         assert serves(c, 1)
