@@ -468,3 +468,23 @@ def agents():
     yield start
     for a in started:
         a.close()
+
+# ------------------------------------------------------------------ shared by the scoping tests (test_control_scope.py,
+# test_ondemand.py)
+
+@pytest.fixture
+def origin(tmp_path):
+    """An HTTP/1.1 origin (tests/tools/h1_origin.py) on a free port: its port."""
+    from procutil import PYTHON, TOOLS_DIR, wait_ready_file
+    ready = os.path.join(str(tmp_path), "origin.port")
+    p = Proc([PYTHON, os.path.join(TOOLS_DIR, "h1_origin.py"), "--port", "0", "--ready-file", ready],
+             os.path.join(str(tmp_path), "origin.log"))
+    yield wait_ready_file(ready, p, 15)
+    p.stop(signal.SIGKILL, timeout=2)
+
+
+def cp_metric(port, name, **labels):
+    """One sample of remora-control's /metrics on `port` (0 when absent)."""
+    import support
+    m = support.parse_prometheus(support.http_get("127.0.0.1", port, "/metrics", timeout=5)[2].decode())
+    return support.metric(m, name, **labels) or 0

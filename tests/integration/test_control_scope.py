@@ -11,8 +11,8 @@ import signal
 
 import pytest
 
-from control_support import agent_status, control_factory, pb, status_json, wait_until, write  # noqa: F401
-from procutil import PYTHON, TOOLS_DIR, Proc, free_port, wait_ready_file
+from control_support import agent_status, control_factory, cp_metric, origin, pb, status_json, wait_until, write  # noqa: F401
+from procutil import Proc, free_port
 from support import AGENT, http_get
 import support
 
@@ -93,20 +93,6 @@ def agent_factory(tmp_path):
     for a in started:
         if a.proc.alive():
             assert a.proc.stop(signal.SIGTERM, timeout=10) == 0, a.proc.log_text()[-3000:]
-
-
-@pytest.fixture
-def origin(tmp_path):
-    ready = os.path.join(str(tmp_path), "origin.port")
-    p = Proc([PYTHON, os.path.join(TOOLS_DIR, "h1_origin.py"), "--port", "0", "--ready-file", ready],
-             os.path.join(str(tmp_path), "origin.log"))
-    yield wait_ready_file(ready, p, 15)
-    p.stop(signal.SIGKILL, timeout=2)
-
-
-def cp_metric(port, name, **labels):
-    m = support.parse_prometheus(http_get("127.0.0.1", port, "/metrics", timeout=5)[2].decode())
-    return support.metric(m, name, **labels) or 0
 
 
 def test_scoped_agent_gets_its_services_only(control_factory, agent_factory, origin, tmp_path):
